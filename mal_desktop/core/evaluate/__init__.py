@@ -1,0 +1,1 @@
+"""Datasets, evaluation, interpolation curves and the MAL metrics."""

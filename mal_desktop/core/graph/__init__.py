@@ -1,0 +1,1 @@
+"""Layer trees and permutation spaces discovered from a model's graph."""

@@ -1,0 +1,115 @@
+"""Permutation spaces: which tensor axes move together when hidden units are permuted.
+
+A *space* is a set of interchangeable units (the hidden neurons of an MLP layer, the channels of a
+conv layer, a residual stream). Every axis of every state tensor (parameters and buffers) either
+belongs to one space or is not permutable (kernel spatial axes, the network's input features).
+A space is *fixed* when its units must not move: it touches the network input or output, or an
+operation we cannot reason about (named in ``Space.reason``).
+
+An axis can own ``block`` consecutive entries per unit: after ``flatten`` of a C x H x W feature
+map, channel c owns features [c*H*W, (c+1)*H*W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A tensor axis that belongs to permutation space ``space``; each unit owns ``block`` entries."""
+
+    space: str
+    block: int = 1
+
+
+@dataclass(frozen=True)
+class Space:
+    """One permutation space: ``size`` units; ``fixed`` ones must keep the identity."""
+
+    id: str
+    size: int
+    fixed: bool = False
+    reason: str = ""  # why fixed: "network input", "class output", "unsupported op aten.foo"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A weight-carrying layer (linear or conv) and the parameters that ride along with it.
+
+    name: module path ("layers.1", "features.3"); weight/bias: state keys; norm: state keys of
+    the normalisation applied directly to this layer's output (BatchNorm weight, bias, running
+    mean/var; LayerNorm weight, bias), which follow the layer's output map.
+    out_axis/in_axis: spaces of the weight's axes 0 and 1; index: execution order.
+    kernel: spatial kernel size for conv layers (() for linear).
+    """
+
+    name: str
+    kind: str  # "linear" | "conv2d"
+    weight: str
+    bias: str | None
+    norm: tuple[str, ...]
+    out_axis: Axis
+    in_axis: Axis
+    index: int
+    kernel: tuple[int, ...] = ()
+
+
+@dataclass
+class PermutationSpec:
+    """Spaces of a model plus, per state tensor, the space of each axis (None = not permutable)."""
+
+    spaces: dict[str, Space]
+    axes: dict[str, tuple[Axis | None, ...]]
+    layers: list[Layer] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # op names that forced spaces fixed
+
+    def free_spaces(self) -> list[Space]:
+        return [s for s in self.spaces.values() if not s.fixed]
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def tensors_on(self, space_id: str) -> list[tuple[str, int]]:
+        """(state key, axis) pairs that belong to ``space_id``."""
+        return [
+            (key, dim)
+            for key, axes in self.axes.items()
+            for dim, axis in enumerate(axes)
+            if axis is not None and axis.space == space_id
+        ]
+
+
+def expand_index(index: torch.Tensor, block: int) -> torch.Tensor:
+    """Unit indices -> entry indices when each unit owns ``block`` consecutive entries."""
+    if block == 1:
+        return index
+    offsets = torch.arange(block, device=index.device)
+    return (index[:, None] * block + offsets[None, :]).reshape(-1)
+
+
+def permute_state(
+    state: Mapping[str, torch.Tensor],
+    spec: PermutationSpec,
+    perms: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Apply square permutations ``perms[space] = p`` (new unit i is old unit p[i]) to a state.
+
+    Spaces missing from ``perms`` keep the identity. Returns a new dict; inputs are untouched.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        axes = spec.axes.get(key, ())
+        for dim, axis in enumerate(axes):
+            if axis is None or axis.space not in perms:
+                continue
+            idx = expand_index(perms[axis.space].to(tensor.device), axis.block)
+            tensor = torch.index_select(tensor, dim, idx)
+        out[key] = tensor
+    return out

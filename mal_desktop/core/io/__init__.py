@@ -1,0 +1,1 @@
+"""Model files: mal safetensors (+ architecture), torch.export .pt2, plain state dicts."""

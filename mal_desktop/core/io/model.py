@@ -1,0 +1,59 @@
+"""The in-memory model every part of the engine works on."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LoadedModel:
+    """A runnable model plus what is needed to rebuild, inspect and save it.
+
+    module: runnable ``nn.Module`` in eval mode (for a .pt2 file, the exported program's module).
+    arch: how to rebuild the architecture, JSON-able:
+        {"kind": "family", "family": "mlp", "config": {...}}
+        {"kind": "pt2", "program": "/abs/path.pt2", "sha256": "..."}
+        {"kind": "factory", "factory": "module:function"}
+    input_shape: per-sample input shape (no batch axis), e.g. (1, 8, 8).
+    num_classes: size of the output (class) axis.
+    form: "mal-safetensors" | "pt2" | "state-dict" | "memory".
+    path / sha256: the file it came from (None for models made in memory).
+    metadata: provenance (dataset, seed, accuracy, plan, input hashes, ...), JSON-able.
+    program: the ``torch.export.ExportedProgram`` when one is at hand (.pt2 files); discovery
+        exports the module otherwise.
+    """
+
+    module: nn.Module
+    arch: dict[str, Any]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    form: str = "memory"
+    path: Path | None = None
+    sha256: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    program: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path is not None else str(self.metadata.get("name", "model"))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The model's state (parameters and buffers), detached; do not modify in place."""
+        return {k: v.detach() for k, v in self.module.state_dict().items()}
+
+    def with_state(self, state: dict[str, torch.Tensor], **changes: Any) -> "LoadedModel":
+        """A copy with new weights (same keys and shapes); the original is untouched."""
+        module = copy.deepcopy(self.module)
+        module.load_state_dict(state, strict=True)
+        return replace(self, module=module.eval(), form="memory", path=None, sha256=None, **changes)
+
+    def example_input(self, batch: int = 2, seed: int = 0) -> torch.Tensor:
+        """A deterministic random probe batch of the model's input shape."""
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn((batch, *self.input_shape), generator=gen)

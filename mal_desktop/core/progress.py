@@ -1,0 +1,83 @@
+"""Long work as generator jobs: progress events, cooperative cancellation.
+
+A job is a generator that yields :class:`ProgressEvent` and ``return``s its result. It calls
+``cancel.raise_if_cancelled()`` at every loop boundary. The CLI and the GUI worker drive the same
+generators (``run_job`` here, ``gui.workers`` there).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, TypeVar
+
+T = TypeVar("T")
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its :class:`CancelToken` was set."""
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress report.
+
+    stage: short machine-readable name ("align", "curve", "train", ...).
+    fraction: overall progress in [0, 1] (NaN when unknown).
+    message: one human-readable line.
+    payload: plain data describing a partial result (a curve point, one layer's cost);
+        must be immutable or a fresh copy, since it may cross threads.
+    """
+
+    stage: str
+    fraction: float
+    message: str = ""
+    payload: Any = field(default=None, compare=False)
+
+
+class CancelToken:
+    """A cancel flag safe to set from any thread (a busy worker never reads queued signals)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled by the user")
+
+
+Job = Generator[ProgressEvent, None, T]
+
+
+def run_job(job: Job[T], on_event: Callable[[ProgressEvent], None] | None = None) -> T:
+    """Drive ``job`` to completion, passing each event to ``on_event``; return its result."""
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)
+
+
+def sub_job(job: Job[T], start: float, end: float) -> Job[T]:
+    """Re-yield the events of ``job`` with fractions mapped into [start, end]; return its result."""
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            return stop.value
+        frac = start + (end - start) * event.fraction if event.fraction == event.fraction else event.fraction
+        yield ProgressEvent(event.stage, frac, event.message, event.payload)
+
+
+def never_cancelled() -> CancelToken:
+    """A token nobody sets (for callers that do not offer cancel)."""
+    return CancelToken()

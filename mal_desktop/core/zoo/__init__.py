@@ -1,0 +1,1 @@
+"""Built-in architecture families (a registry) and the demo-zoo builder."""
