@@ -1,0 +1,302 @@
+"""Generalized permutations: partial permutation matrices between a base and a target axis.
+
+For base width m and target width n, a generalized permutation Q in {0,1}^{m x n} has exactly
+k = min(m, n) ones, at most one per row and column (mal_method.md sec. 3):
+
+- m = n: an ordinary permutation;
+- m > n (base wider): every target unit gets its own base slot, m - n base slots stay empty
+  (they receive zeros: "zero-padding");
+- m < n (base narrower): m of the n target units are selected, n - m are dropped.
+
+A tensor of the target is mapped into the base's shape by applying one Q per permutable axis,
+T(W) = Q_out W Q_in^T generalised to any number of axes and to axes whose units own ``block``
+consecutive entries (a linear layer after ``flatten`` reads H*W features per channel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import AlignmentError
+from ..graph.spec import expand_index
+
+
+@dataclass(frozen=True)
+class Match:
+    """A generalized permutation between ``base_size`` base slots and ``target_size`` target units.
+
+    rows: base slots that receive a target unit, strictly ascending.
+    cols: ``cols[i]`` is the target unit placed into base slot ``rows[i]``; all distinct.
+    Exactly k = min(base_size, target_size) pairs. Plain tuples keep the object immutable, hashable
+    and safe to hand to another thread.
+    """
+
+    base_size: int
+    target_size: int
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        k = min(self.base_size, self.target_size)
+        if self.base_size < 0 or self.target_size < 0:
+            raise AlignmentError(f"negative size in match {self.base_size} <- {self.target_size}")
+        if len(self.rows) != k or len(self.cols) != k:
+            raise AlignmentError(
+                f"a match {self.base_size} <- {self.target_size} needs {k} pairs, "
+                f"got {len(self.rows)} rows and {len(self.cols)} cols")
+        if any(b <= a for a, b in zip(self.rows, self.rows[1:])):
+            raise AlignmentError("match rows must be strictly ascending")
+        if k and (self.rows[0] < 0 or self.rows[-1] >= self.base_size):
+            raise AlignmentError(f"match rows out of range 0..{self.base_size - 1}")
+        if len(set(self.cols)) != k or any(c < 0 or c >= self.target_size for c in self.cols):
+            raise AlignmentError(f"match cols must be distinct units in 0..{self.target_size - 1}")
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def identity(cls, base_size: int, target_size: int) -> Match:
+        """The truncated identity: unit i to slot i for i < min(m, n) (naive index alignment)."""
+        k = min(base_size, target_size)
+        return cls(base_size, target_size, tuple(range(k)), tuple(range(k)))
+
+    @classmethod
+    def from_lap(cls, rows: torch.Tensor | Sequence[int], cols: torch.Tensor | Sequence[int],
+                 base_size: int, target_size: int) -> Match:
+        """Build from an assignment (rows, cols) in any order, e.g. from :func:`solve_lap`."""
+        rows_list = [int(r) for r in (rows.tolist() if isinstance(rows, torch.Tensor) else rows)]
+        cols_list = [int(c) for c in (cols.tolist() if isinstance(cols, torch.Tensor) else cols)]
+        if len(rows_list) != len(cols_list):
+            raise AlignmentError("assignment rows and cols differ in length")
+        pairs = sorted(zip(rows_list, cols_list))
+        return cls(base_size, target_size, tuple(r for r, _ in pairs), tuple(c for _, c in pairs))
+
+    @classmethod
+    def from_permutation(cls, perm: torch.Tensor | Sequence[int]) -> Match:
+        """A square match from a permutation p (base slot i takes target unit p[i])."""
+        p = [int(v) for v in (perm.tolist() if isinstance(perm, torch.Tensor) else perm)]
+        return cls(len(p), len(p), tuple(range(len(p))), tuple(p))
+
+    @classmethod
+    def random(cls, base_size: int, target_size: int, generator: torch.Generator) -> Match:
+        """A uniformly random generalized permutation (for random restarts)."""
+        k = min(base_size, target_size)
+        rows = torch.randperm(base_size, generator=generator)[:k]
+        cols = torch.randperm(target_size, generator=generator)[:k]
+        return cls.from_lap(rows, cols, base_size, target_size)
+
+    # -- views ------------------------------------------------------------------------------
+    @property
+    def matched(self) -> int:
+        """Number of pairs k = min(m, n)."""
+        return len(self.rows)
+
+    @property
+    def padded(self) -> int:
+        """Base slots left empty (zero-padded) because the base is wider: m - k."""
+        return self.base_size - self.matched
+
+    @property
+    def dropped(self) -> int:
+        """Target units not used because the base is narrower: n - k."""
+        return self.target_size - self.matched
+
+    @property
+    def case(self) -> str:
+        """The base relative to the target: "wider", "equal" or "narrower"."""
+        if self.base_size > self.target_size:
+            return "wider"
+        if self.base_size < self.target_size:
+            return "narrower"
+        return "equal"
+
+    @property
+    def is_identity(self) -> bool:
+        """True for the truncated identity (nothing moved)."""
+        return self.rows == self.cols and self.rows == tuple(range(self.matched))
+
+    def rows_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
+        return torch.tensor(self.rows, dtype=torch.long, device=device)
+
+    def cols_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
+        return torch.tensor(self.cols, dtype=torch.long, device=device)
+
+    def matrix(self, dtype: torch.dtype = torch.float32,
+               device: torch.device | str | None = None) -> torch.Tensor:
+        """The dense m x n {0,1} matrix Q (Q[rows[i], cols[i]] = 1)."""
+        q = torch.zeros(self.base_size, self.target_size, dtype=dtype, device=device)
+        if self.matched:
+            q[self.rows_tensor(device), self.cols_tensor(device)] = 1
+        return q
+
+    def matched_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Bool vector over base slots: True where the slot received a target unit."""
+        mask = torch.zeros(self.base_size, dtype=torch.bool, device=device)
+        if self.matched:
+            mask[self.rows_tensor(device)] = True
+        return mask
+
+    def source_index(self) -> tuple[int, ...]:
+        """Per base slot, the target unit it receives, or -1 for a padded slot."""
+        source = [-1] * self.base_size
+        for r, c in zip(self.rows, self.cols):
+            source[r] = c
+        return tuple(source)
+
+    def dropped_units(self) -> tuple[int, ...]:
+        """Target units that got no base slot (ascending)."""
+        used = set(self.cols)
+        return tuple(u for u in range(self.target_size) if u not in used)
+
+    def permutation(self) -> torch.Tensor:
+        """For a square match, the permutation p usable with ``spec.permute_state``.
+
+        Raises:
+            AlignmentError: the match is not square.
+        """
+        if self.base_size != self.target_size:
+            raise AlignmentError(
+                f"a {self.base_size} <- {self.target_size} match is not a permutation")
+        return self.cols_tensor()
+
+
+def kernel_text(kernel: Sequence[int]) -> str:
+    """A spatial kernel size as users write it: (3, 3) -> "3x3"."""
+    return "x".join(str(int(v)) for v in kernel)
+
+
+def _side_text(base: int, target: int) -> tuple[str, str]:
+    if base > target:
+        return "wider", f"base wider {base} <- {target} (zero-pad {base - target})"
+    if base < target:
+        return "narrower", f"base narrower {base} <- {target} (drop {target - base})"
+    return "equal", f"equal {base}"
+
+
+@dataclass(frozen=True)
+class ShapeCase:
+    """Which of the nine width cases a layer pair is in (sizes in units; in-side in blocks).
+
+    out / inp: "wider", "equal" or "narrower" (the base relative to the target).
+    text: one human-readable line, e.g. "out: base wider 128 <- 64 (zero-pad 64); in: equal 64".
+    """
+
+    out: str
+    inp: str
+    out_base: int
+    out_target: int
+    in_base: int
+    in_target: int
+    text: str
+
+
+def shape_case(base_w_shape: Sequence[int], target_w_shape: Sequence[int],
+               in_block: int = 1) -> ShapeCase:
+    """Classify a weight pair by the sizes of axis 0 (out) and axis 1 (in, counted in units).
+
+    Parameters:
+        base_w_shape, target_w_shape: weight shapes, at least 2-D (linear or conv kernel).
+        in_block: entries per input unit (H*W for a linear after flatten).
+    Returns:
+        The :class:`ShapeCase`.
+    Raises:
+        AlignmentError: a shape has fewer than 2 axes, or the in-axis is not a multiple of
+        ``in_block``.
+    """
+    if len(base_w_shape) < 2 or len(target_w_shape) < 2:
+        raise AlignmentError(
+            f"weights need an output and an input axis, got shapes {tuple(base_w_shape)} "
+            f"and {tuple(target_w_shape)}")
+    for shape in (base_w_shape, target_w_shape):
+        if shape[1] % in_block:
+            raise AlignmentError(
+                f"input axis of {shape[1]} features is not a multiple of the block {in_block}")
+    ob, ot = int(base_w_shape[0]), int(target_w_shape[0])
+    ib, it = int(base_w_shape[1]) // in_block, int(target_w_shape[1]) // in_block
+    out_case, out_text = _side_text(ob, ot)
+    in_case, in_text = _side_text(ib, it)
+    return ShapeCase(out_case, in_case, ob, ot, ib, it, f"out: {out_text}; in: {in_text}")
+
+
+AxisMatches = Mapping[int, tuple[Match, int]]
+
+
+def transform_tensor(t: torch.Tensor, matches: AxisMatches,
+                     base_shape: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map a target tensor into the base's shape: T(W) = Q_out W Q_in^T for any number of axes.
+
+    For every axis d in ``matches`` with (match, block), the target entries of units ``cols``
+    (each unit owning ``block`` consecutive entries) go to base slots ``rows``; other base slots
+    get zeros. Axes not in ``matches`` are copied as they are (kernel spatial axes, fixed axes).
+
+    Parameters:
+        t: target tensor; its size on each mapped axis must be ``match.target_size * block``.
+        matches: axis -> (Match, block).
+        base_shape: when given, the result must have exactly this shape; unmapped axes are checked
+            against it so a size mismatch is reported instead of producing a wrong shape.
+    Returns:
+        (out, mask): ``out`` in base shape, same dtype and device as ``t``; ``mask`` a bool tensor
+        of the same shape, True where every mapped axis was matched (the entry came from ``t``).
+    Raises:
+        AlignmentError: an axis size disagrees with its match, or with ``base_shape``.
+    """
+    out = t
+    mask_parts: list[tuple[int, torch.Tensor]] = []
+    for dim in sorted(matches):
+        match, block = matches[dim]
+        if dim < 0 or dim >= t.ndim:
+            raise AlignmentError(f"axis {dim} does not exist in a tensor of shape {tuple(t.shape)}")
+        if t.shape[dim] != match.target_size * block:
+            raise AlignmentError(
+                f"axis {dim} of a target tensor of shape {tuple(t.shape)} has {t.shape[dim]} "
+                f"entries, expected {match.target_size} units x block {block}")
+        rows = expand_index(match.rows_tensor(t.device), block)
+        cols = expand_index(match.cols_tensor(t.device), block)
+        picked = torch.index_select(out, dim, cols)
+        if match.padded == 0:
+            # rows are then 0..m-1 in order: the selection already is the base layout.
+            out = picked
+        else:
+            shape = list(out.shape)
+            shape[dim] = match.base_size * block
+            out = torch.zeros(shape, dtype=t.dtype, device=t.device).index_copy_(dim, rows, picked)
+        slot_mask = match.matched_mask(t.device)
+        if block > 1:
+            slot_mask = slot_mask.repeat_interleave(block)
+        mask_parts.append((dim, slot_mask))
+    if base_shape is not None:
+        if len(base_shape) != out.ndim:
+            raise AlignmentError(
+                f"target tensor has {out.ndim} axes, the base tensor {len(base_shape)}")
+        for dim, (got, want) in enumerate(zip(out.shape, base_shape)):
+            if got != want:
+                raise AlignmentError(
+                    f"axis {dim} differs and is not permutable: base {want}, target {got}")
+    mask = torch.ones(out.shape, dtype=torch.bool, device=t.device)
+    for dim, slot_mask in mask_parts:
+        view = [1] * out.ndim
+        view[dim] = slot_mask.numel()
+        mask = mask & slot_mask.view(view)
+    return out, mask
+
+
+def axis_cost(base: torch.Tensor, target: torch.Tensor, dim: int, block: int = 1) -> torch.Tensor:
+    """Unit-by-unit inner products along axis ``dim``: the (m x n) cost of one tensor pair.
+
+    ``base`` and ``target`` must agree on every axis except ``dim`` (map the target's other axes
+    first with :func:`transform_tensor`). Entry (i, j) is the inner product of base unit i's slice
+    with target unit j's slice, where a unit's slice covers its ``block`` entries on ``dim`` and
+    all entries of the other axes. Returns a tensor in the dtype/device of ``base``.
+    """
+    b = torch.movedim(base, dim, 0)
+    t = torch.movedim(target.to(base.dtype), dim, 0)
+    if b.shape[1:] != t.shape[1:]:
+        raise AlignmentError(
+            f"tensors disagree off axis {dim}: base {tuple(base.shape)}, "
+            f"target {tuple(target.shape)}")
+    # Unit i owns rows [i*block, (i+1)*block) of the moved tensor: a row-major reshape keeps them
+    # together in row i.
+    b = b.reshape(base.shape[dim] // block, -1)
+    t = t.reshape(target.shape[dim] // block, -1)
+    return b @ t.T

@@ -1,0 +1,265 @@
+"""Local two-sided alignment of one layer pair (mal_method.md sec. 4).
+
+Maximise J = <W_B, Q_out W_T Q_in^T>_F + <b_B, Q_out b_T> over generalized permutations Q_out
+(output side) and Q_in (input side) by alternating rectangular LAPs:
+
+- Q_in fixed: C_out = W_B Q_in W_T^T + b_B b_T^T (m_out x n_out), J = tr(Q_out^T C_out);
+- Q_out fixed: C_in = W_B^T Q_out W_T (m_in x n_in), J = tr(Q_in^T C_in) + bias term.
+
+A conv kernel (c_out, c_in, k, k) is read as c_out x (c_in k k) for its output side and
+c_in x (c_out k k) for its input side; a linear layer after ``flatten`` has ``in_block`` = H*W
+features per input unit. Each half-step solves its LAP exactly, and a new assignment is only
+accepted when it raises J, so J never decreases and the loop ends (the set of matches is finite).
+This is the fallback when chain alignment (``matching.chain_pairs``) does not apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..device import compute_device
+from ..errors import AlignmentError
+from .generalized import (
+    Match,
+    ShapeCase,
+    axis_cost,
+    kernel_text,
+    shape_case,
+    transform_tensor,
+)
+from .lap import solve_lap
+
+
+@dataclass(frozen=True)
+class LayerAlignment:
+    """Result of :func:`align_layer_pair`.
+
+    out / inp: the output-side and input-side generalized permutations.
+    objective_history: J at the start (both sides at their initial match) and after every
+        half-iteration that was solved; never decreasing.
+    costs: the matched entries of the final output-side cost matrix, one per matched base slot
+        in slot order (for a histogram of how well units matched).
+    case: which of the nine width cases this pair is.
+    """
+
+    out: Match
+    inp: Match
+    objective_history: tuple[float, ...]
+    costs: tuple[float, ...]
+    case: ShapeCase
+
+    @property
+    def objective(self) -> float:
+        """Final J."""
+        return self.objective_history[-1]
+
+    @property
+    def initial_objective(self) -> float:
+        """J before optimisation (the naive, index-aligned value for ``init="identity"``)."""
+        return self.objective_history[0]
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    # float64 keeps the accept-if-better test free of rounding noise; MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+class _Problem:
+    """The tensors of one layer pair on the compute device, and the objective."""
+
+    def __init__(self, w_base: torch.Tensor, b_base: torch.Tensor | None, w_target: torch.Tensor,
+                 b_target: torch.Tensor | None, in_block: int) -> None:
+        device = compute_device()
+        dtype = _work_dtype(device)
+        self.wb = w_base.detach().to(device, dtype)
+        self.wt = w_target.detach().to(device, dtype)
+        # A missing bias on either side contributes nothing to J (it is zero there).
+        use_bias = b_base is not None and b_target is not None
+        self.bb = b_base.detach().to(device, dtype) if use_bias else None
+        self.bt = b_target.detach().to(device, dtype) if use_bias else None
+        self.block = in_block
+
+    def objective(self, q_out: Match, q_in: Match) -> float:
+        mapped, _ = transform_tensor(self.wt, {0: (q_out, 1), 1: (q_in, self.block)})
+        value = float((self.wb * mapped).sum().item())
+        if self.bb is not None:
+            mapped_b, _ = transform_tensor(self.bt, {0: (q_out, 1)})
+            value += float((self.bb * mapped_b).sum().item())
+        return value
+
+    def out_cost(self, q_in: Match) -> torch.Tensor:
+        mapped, _ = transform_tensor(self.wt, {1: (q_in, self.block)})
+        cost = axis_cost(self.wb, mapped, 0)
+        if self.bb is not None:
+            cost = cost + torch.outer(self.bb, self.bt)
+        return cost
+
+    def in_cost(self, q_out: Match) -> torch.Tensor:
+        mapped, _ = transform_tensor(self.wt, {0: (q_out, 1)})
+        return axis_cost(self.wb, mapped, 1, self.block)
+
+
+def _check_shapes(w_base: torch.Tensor, b_base: torch.Tensor | None, w_target: torch.Tensor,
+                  b_target: torch.Tensor | None, in_block: int, prefix: str) -> None:
+    if w_base.ndim < 2 or w_target.ndim < 2:
+        raise AlignmentError(f"{prefix}weights need an output and an input axis, got shapes "
+                             f"{tuple(w_base.shape)} and {tuple(w_target.shape)}")
+    if w_base.ndim != w_target.ndim:
+        kinds = {2: "linear", 4: "conv2d"}
+        base_kind = kinds.get(w_base.ndim, f"{w_base.ndim}-D")
+        target_kind = kinds.get(w_target.ndim, f"{w_target.ndim}-D")
+        raise AlignmentError(
+            f"{prefix}cannot align a {base_kind} base layer with a {target_kind} target layer")
+    if w_base.shape[2:] != w_target.shape[2:]:
+        raise AlignmentError(f"{prefix}kernel {kernel_text(w_base.shape[2:])} vs "
+                             f"{kernel_text(w_target.shape[2:])} cannot merge")
+    if in_block < 1:
+        raise AlignmentError(f"{prefix}input block must be >= 1, got {in_block}")
+    for what, w, b in (("base", w_base, b_base), ("target", w_target, b_target)):
+        if w.shape[1] % in_block:
+            raise AlignmentError(f"{prefix}{what} input axis of {w.shape[1]} features is not a "
+                                 f"multiple of the block {in_block} (different spatial sizes?)")
+        if b is not None and tuple(b.shape) != (w.shape[0],):
+            raise AlignmentError(f"{prefix}{what} bias of shape {tuple(b.shape)} does not fit "
+                                 f"{w.shape[0]} outputs")
+
+
+def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed: bool,
+         max_iter: int) -> tuple[Match, Match, list[float]]:
+    """Alternate the two LAPs from (q_out, q_in); returns the final matches and J history."""
+    value = problem.objective(q_out, q_in)
+    history = [value]
+
+    def improved(new: float, old: float) -> bool:
+        # Accept only a real gain: an equal-valued different optimum would make the loop cycle.
+        return new > old + 1e-12 * max(1.0, abs(old))
+
+    for _ in range(max_iter):
+        start = value
+        if not out_fixed:
+            cost = problem.out_cost(q_in)
+            rows, cols = solve_lap(cost)
+            candidate = Match.from_lap(rows, cols, q_out.base_size, q_out.target_size)
+            new_value = problem.objective(candidate, q_in)
+            if candidate != q_out and improved(new_value, value):
+                q_out, value = candidate, new_value
+            history.append(value)
+        if not in_fixed:
+            cost = problem.in_cost(q_out)
+            rows, cols = solve_lap(cost)
+            candidate = Match.from_lap(rows, cols, q_in.base_size, q_in.target_size)
+            new_value = problem.objective(q_out, candidate)
+            if candidate != q_in and improved(new_value, value):
+                q_in, value = candidate, new_value
+            history.append(value)
+        # With one side fixed a second round solves the same LAP again: nothing can change.
+        if out_fixed or in_fixed or not improved(value, start):
+            break
+    return q_out, q_in, history
+
+
+def align_layer_pair(
+    w_base: torch.Tensor,
+    b_base: torch.Tensor | None,
+    w_target: torch.Tensor,
+    b_target: torch.Tensor | None,
+    *,
+    in_fixed: bool,
+    out_fixed: bool,
+    in_block: int = 1,
+    max_iter: int = 50,
+    init: str | Match = "identity",
+    restarts: int = 0,
+    seed: int = 0,
+    name: str = "",
+    out_reason: str = "class outputs",
+    in_reason: str = "network inputs",
+) -> LayerAlignment:
+    """Align one target layer to one base layer on both sides by alternating rectangular LAPs.
+
+    Parameters:
+        w_base, w_target: weights (out, in) or conv kernels (out, in, kh, kw).
+        b_base, b_target: biases (out,) or None (a missing bias counts as zero).
+        in_fixed / out_fixed: that side must keep the identity (network inputs, class outputs);
+            it then needs equal sizes on both models.
+        in_block: entries per input unit (H*W for a linear layer after flatten).
+        max_iter: at most this many (out, in) rounds.
+        init: "identity" (truncated identity for Q_in, the naive start), "random", or a
+            :class:`Match` to start Q_in from (e.g. the previous layer's output match).
+        restarts: extra runs from random Q_in; the run with the highest J is kept.
+        seed: seeds the random starts.
+        name: layer name used as a prefix in error messages.
+        out_reason / in_reason: what a fixed side is, for error messages.
+    Returns:
+        A :class:`LayerAlignment`.
+    Raises:
+        AlignmentError: kernels of different spatial size, a linear vs a conv layer, a fixed side
+        whose sizes differ, an input axis that is not a multiple of ``in_block``, or NaN weights.
+    """
+    prefix = f"{name}: " if name else ""
+    _check_shapes(w_base, b_base, w_target, b_target, in_block, prefix)
+    case = shape_case(tuple(w_base.shape), tuple(w_target.shape), in_block)
+    if out_fixed and case.out_base != case.out_target:
+        raise AlignmentError(
+            f"{prefix}{out_reason} differ: base {case.out_base}, target {case.out_target}")
+    if in_fixed and case.in_base != case.in_target:
+        raise AlignmentError(
+            f"{prefix}{in_reason} differ: base {case.in_base}, target {case.in_target}")
+    if not (torch.isfinite(w_base).all() and torch.isfinite(w_target).all()):
+        raise AlignmentError(f"{prefix}weights contain NaN or inf")
+
+    problem = _Problem(w_base, b_base, w_target, b_target, in_block)
+    gen = torch.Generator().manual_seed(seed)
+    q_out0 = Match.identity(case.out_base, case.out_target)
+
+    starts: list[Match] = []
+    if in_fixed:
+        starts.append(Match.identity(case.in_base, case.in_target))
+    else:
+        if isinstance(init, Match):
+            if (init.base_size, init.target_size) != (case.in_base, case.in_target):
+                raise AlignmentError(
+                    f"{prefix}initial input match {init.base_size} <- {init.target_size} does "
+                    f"not fit the layers ({case.in_base} <- {case.in_target})")
+            starts.append(init)
+        elif init == "identity":
+            starts.append(Match.identity(case.in_base, case.in_target))
+        elif init == "random":
+            starts.append(Match.random(case.in_base, case.in_target, gen))
+        else:
+            raise AlignmentError(f"{prefix}unknown init {init!r}; use 'identity' or 'random'")
+        starts += [Match.random(case.in_base, case.in_target, gen) for _ in range(max(0, restarts))]
+
+    best: tuple[Match, Match, list[float]] | None = None
+    for q_in0 in starts:
+        result = _run(problem, q_out0, q_in0, out_fixed, in_fixed, max_iter)
+        if best is None or result[2][-1] > best[2][-1]:
+            best = result
+    assert best is not None
+    q_out, q_in, history = best
+
+    final_cost = problem.out_cost(q_in)
+    costs = final_cost[q_out.rows_tensor(final_cost.device), q_out.cols_tensor(final_cost.device)]
+    return LayerAlignment(
+        out=q_out,
+        inp=q_in,
+        objective_history=tuple(history),
+        costs=tuple(float(c) for c in costs.cpu().tolist()),
+        case=case,
+    )
+
+
+def aligned_layer(alignment: LayerAlignment, w_target: torch.Tensor, b_target: torch.Tensor | None,
+                  in_block: int = 1) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Apply a :class:`LayerAlignment` to the target layer: (T(W), T(b) or None, weight mask).
+
+    The mask is True on weight entries whose output and input units were both matched.
+    """
+    w, mask = transform_tensor(w_target, {0: (alignment.out, 1), 1: (alignment.inp, in_block)})
+    b = transform_tensor(b_target, {0: (alignment.out, 1)})[0] if b_target is not None else None
+    return w, b, mask
+
+
+__all__ = ["LayerAlignment", "align_layer_pair", "aligned_layer"]

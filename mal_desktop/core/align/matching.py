@@ -1,0 +1,413 @@
+"""Joint weight matching over paired permutation spaces (chain alignment, whole-model matching).
+
+Git Re-Basin weight matching (Ainsworth et al., ICLR 2023) generalised to rectangular spaces
+(mal_method.md sec. 4): every optimised base space s holds a generalized permutation from its
+paired target space. Coordinate descent visits the spaces in a seeded random order each sweep; for
+space s the cost C_s (m x n) sums, over every paired tensor with an axis on s, the unit-by-unit
+inner products of the base tensor with the target tensor whose *other* axes are mapped by the
+current matches. One rectangular LAP per space; a new match is accepted only when it raises J, so
+J never decreases, and the loop stops when a sweep changes nothing.
+
+Running statistics of norms (running mean / var) are mapped by :func:`apply_matches` but left out
+of the cost: their scale says nothing about which units correspond (Git Re-Basin matches
+parameters only).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..device import compute_device
+from ..errors import AlignmentError
+from ..graph.spec import Layer, PermutationSpec
+from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
+from .generalized import Match, axis_cost, kernel_text, transform_tensor
+from .lap import assignment_value, solve_lap
+
+STATISTIC_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def is_statistic(key: str) -> bool:
+    """True for norm buffers that are mapped but do not enter matching costs."""
+    return key.rsplit(".", 1)[-1] in STATISTIC_SUFFIXES
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Result of :func:`match_spaces`.
+
+    matches: base space -> Match, for every base space on an axis of a paired tensor and every
+        key of ``space_pairs`` (optimised or kept at the (truncated) identity).
+    objective_history: J before the first sweep, then after each sweep; never decreasing.
+    sweeps: sweeps run. converged: the last sweep changed nothing.
+    optimised: the base spaces that were solved (free on both sides and paired).
+    """
+
+    matches: dict[str, Match]
+    objective_history: tuple[float, ...]
+    sweeps: int
+    converged: bool = True
+    optimised: tuple[str, ...] = field(default=())
+
+
+# One paired tensor on the compute device: per axis (base space or None, block).
+_AxisInfo = tuple[str | None, int]
+
+
+@dataclass
+class _Pair:
+    base_key: str
+    base: torch.Tensor
+    target: torch.Tensor
+    axes: tuple[_AxisInfo, ...]
+
+
+def _axes_of(spec: PermutationSpec, key: str, ndim: int) -> tuple:
+    axes = spec.axes.get(key)
+    if axes is None:
+        return (None,) * ndim
+    if len(axes) != ndim:
+        raise AlignmentError(
+            f"{key}: the permutation spec lists {len(axes)} axes, the tensor has {ndim}")
+    return tuple(axes)
+
+
+def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationSpec,
+                 target_state: Mapping[str, torch.Tensor], target_spec: PermutationSpec,
+                 space_pairs: Mapping[str, str], tensor_pairs: Sequence[tuple[str, str]],
+                 ) -> tuple[dict[str, str], list[tuple[str, str, tuple[_AxisInfo, ...]]]]:
+    """Check every paired tensor axis by axis; return base->target space map and axis infos."""
+    pairs: dict[str, str] = dict(space_pairs)
+    infos: list[tuple[str, str, tuple[_AxisInfo, ...]]] = []
+    for space in space_pairs:
+        if space not in base_spec.spaces:
+            raise AlignmentError(f"unknown base space {space!r}")
+        if space_pairs[space] not in target_spec.spaces:
+            raise AlignmentError(f"unknown target space {space_pairs[space]!r}")
+    for bk, tk in tensor_pairs:
+        if bk not in base_state:
+            raise AlignmentError(f"base model has no tensor {bk!r}")
+        if tk not in target_state:
+            raise AlignmentError(f"target model has no tensor {tk!r}")
+        b, t = base_state[bk], target_state[tk]
+        if b.ndim != t.ndim:
+            raise AlignmentError(f"{bk}: base has {b.ndim} axes, target {tk} has {t.ndim}")
+        b_axes, t_axes = _axes_of(base_spec, bk, b.ndim), _axes_of(target_spec, tk, t.ndim)
+        info: list[_AxisInfo] = []
+        for dim, (ba, ta) in enumerate(zip(b_axes, t_axes)):
+            if ba is None and ta is None:
+                if b.shape[dim] != t.shape[dim]:
+                    raise AlignmentError(f"{bk} axis {dim} is not permutable and differs: "
+                                         f"base {b.shape[dim]}, target {t.shape[dim]}")
+                info.append((None, 1))
+                continue
+            if ba is None or ta is None:
+                raise AlignmentError(f"{bk} axis {dim} is permutable in one model only")
+            if ba.block != ta.block:
+                raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit "
+                                     "(different spatial sizes cannot merge)")
+            known = pairs.setdefault(ba.space, ta.space)
+            if known != ta.space:
+                raise AlignmentError(f"base space {ba.space!r} is paired with target spaces "
+                                     f"{known!r} and {ta.space!r} ({bk})")
+            for spec, tensor, axis, key in ((base_spec, b, ba, bk), (target_spec, t, ta, tk)):
+                size = spec.spaces[axis.space].size if axis.space in spec.spaces else -1
+                if tensor.shape[dim] != size * axis.block:
+                    raise AlignmentError(f"{key} axis {dim} has {tensor.shape[dim]} entries, "
+                                         f"space {axis.space!r} expects {size} x {axis.block}")
+            info.append((ba.space, ba.block))
+        infos.append((bk, tk, tuple(info)))
+    seen: dict[str, str] = {}
+    for bs, ts in pairs.items():
+        if ts in seen and seen[ts] != bs:
+            raise AlignmentError(
+                f"target space {ts!r} is paired with base spaces {seen[ts]!r} and {bs!r}")
+        seen[ts] = bs
+    return pairs, infos
+
+
+def _initial_matches(pairs: Mapping[str, str], space_pairs: Mapping[str, str],
+                     base_spec: PermutationSpec, target_spec: PermutationSpec,
+                     ) -> tuple[dict[str, Match], list[str]]:
+    matches: dict[str, Match] = {}
+    free: list[str] = []
+    for bs, ts in pairs.items():
+        b_space, t_space = base_spec.spaces[bs], target_spec.spaces[ts]
+        m, n = b_space.size, t_space.size
+        fixed = b_space.fixed or t_space.fixed
+        if fixed and m != n:
+            reason = b_space.reason or t_space.reason or "fixed"
+            raise AlignmentError(f"space {bs!r} is fixed ({reason}) and sizes differ: "
+                                 f"base {m}, target {n}")
+        matches[bs] = Match.identity(m, n)
+        if bs in space_pairs and not fixed:
+            free.append(bs)
+    return matches, free
+
+
+def match_spaces(
+    base_state: Mapping[str, torch.Tensor],
+    base_spec: PermutationSpec,
+    target_state: Mapping[str, torch.Tensor],
+    target_spec: PermutationSpec,
+    space_pairs: Mapping[str, str],
+    tensor_pairs: Sequence[tuple[str, str]],
+    *,
+    max_iter: int = 100,
+    seed: int = 0,
+    cancel: CancelToken | None = None,
+) -> Job[MatchResult]:
+    """Job: jointly match paired spaces of a target model to a base model by coordinate descent.
+
+    Parameters:
+        base_state, target_state: state dicts (parameters and buffers).
+        base_spec, target_spec: their permutation specs.
+        space_pairs: base space -> target space to optimise. Fixed spaces (in either model) and
+            spaces not listed keep the (truncated) identity; a fixed space must have equal sizes.
+        tensor_pairs: (base key, target key) pairs whose axes correspond position by position.
+        max_iter: at most this many sweeps.
+        seed: seeds the order in which spaces are visited.
+        cancel: checked at every sweep and every space.
+    Yields:
+        One ProgressEvent("align", ...) per sweep, payload {"sweep": i (1-based), "objective": J}.
+    Returns:
+        A :class:`MatchResult`.
+    Raises:
+        AlignmentError: missing tensors, axes permutable in one model only, a space paired
+        inconsistently, sizes that disagree with the specs, fixed spaces of different sizes.
+        Cancelled: the token was set.
+    """
+    cancel = cancel or never_cancelled()
+    pairs, infos = _pair_spaces(base_state, base_spec, target_state, target_spec, space_pairs,
+                                tensor_pairs)
+    matches, free = _initial_matches(pairs, space_pairs, base_spec, target_spec)
+
+    device = compute_device()
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    work: list[_Pair] = []
+    for bk, tk, info in infos:
+        b, t = base_state[bk], target_state[tk]
+        if is_statistic(bk) or not (b.is_floating_point() and t.is_floating_point()):
+            continue
+        if not any(space is not None for space, _ in info):
+            continue  # a constant term of J: no space moves it
+        work.append(_Pair(bk, b.detach().to(device, dtype), t.detach().to(device, dtype), info))
+
+    def mapped(pair: _Pair, skip: int | None = None) -> torch.Tensor:
+        spec = {d: (matches[s], blk) for d, (s, blk) in enumerate(pair.axes)
+                if s is not None and d != skip}
+        return transform_tensor(pair.target, spec)[0]
+
+    def objective(only: str | None = None) -> float:
+        total = 0.0
+        for pair in work:
+            if only is None or any(s == only for s, _ in pair.axes):
+                total += float((pair.base * mapped(pair)).sum().item())
+        return total
+
+    touching: dict[str, list[tuple[_Pair, int, int]]] = {s: [] for s in free}
+    coupled: set[str] = set()  # spaces on two axes of one tensor: J is not linear in their match
+    for pair in work:
+        spaces = [s for s, _ in pair.axes if s is not None]
+        for dim, (space, block) in enumerate(pair.axes):
+            if space in touching:
+                touching[space].append((pair, dim, block))
+                if spaces.count(space) > 1:
+                    coupled.add(space)
+
+    def improved(new: float, old: float) -> bool:
+        return new > old + 1e-9 * max(1.0, abs(old))
+
+    rng = random.Random(seed)
+    order = sorted(free)
+    history = [objective()]
+    sweeps, converged = 0, False
+    for sweep in range(1, max(1, max_iter) + 1):
+        cancel.raise_if_cancelled()
+        rng.shuffle(order)
+        changed = False
+        for space in order:
+            cancel.raise_if_cancelled()
+            current = matches[space]
+            m, n = current.base_size, current.target_size
+            cost = torch.zeros(m, n, dtype=dtype, device=device)
+            for pair, dim, block in touching[space]:
+                cost += axis_cost(pair.base, mapped(pair, skip=dim), dim, block)
+            rows, cols = solve_lap(cost)
+            candidate = Match.from_lap(rows, cols, m, n)
+            if candidate == current:
+                continue
+            if space in coupled:
+                old = objective(space)
+                matches[space] = candidate
+                if improved(objective(space), old):
+                    changed = True
+                else:
+                    matches[space] = current
+            elif improved(assignment_value(cost, rows, cols),
+                          assignment_value(cost, current.rows_tensor(), current.cols_tensor())):
+                matches[space] = candidate
+                changed = True
+        sweeps = sweep
+        history.append(objective())
+        converged = not changed
+        done = converged or sweep >= max_iter
+        yield ProgressEvent("align", 1.0 if done else sweep / max_iter,
+                            f"sweep {sweep}: J = {history[-1]:.6g}",
+                            {"sweep": sweep, "objective": history[-1]})
+        if converged:
+            break
+    return MatchResult(dict(matches), tuple(history), sweeps, converged, tuple(sorted(free)))
+
+
+def apply_matches(
+    target_state: Mapping[str, torch.Tensor],
+    target_spec: PermutationSpec,
+    base_spec: PermutationSpec,
+    tensor_pairs: Iterable[tuple[str, str]],
+    matches: Mapping[str, Match],
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Map paired target tensors into the base's shapes.
+
+    Parameters:
+        target_state, target_spec, base_spec: the two models' state and specs.
+        tensor_pairs: (base key, target key) pairs.
+        matches: base space -> Match (e.g. ``MatchResult.matches``); a base space without a match
+            keeps the identity, which needs equal sizes.
+    Returns:
+        base key -> (tensor in base shape, mask True where the entry came from the target), on
+        the target tensor's device and dtype.
+    Raises:
+        AlignmentError: a missing tensor, or an axis whose sizes disagree with its match.
+    """
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for bk, tk in tensor_pairs:
+        if tk not in target_state:
+            raise AlignmentError(f"target model has no tensor {tk!r}")
+        t = target_state[tk]
+        b_axes = _axes_of(base_spec, bk, t.ndim)
+        t_axes = _axes_of(target_spec, tk, t.ndim)
+        spec: dict[int, tuple[Match, int]] = {}
+        for dim, (ba, ta) in enumerate(zip(b_axes, t_axes)):
+            if ba is None:
+                continue
+            if ta is not None and ta.block != ba.block:
+                raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit")
+            match = matches.get(ba.space)
+            if match is None:
+                units = t.shape[dim] // ba.block
+                if units != base_spec.spaces[ba.space].size:
+                    raise AlignmentError(f"{bk} axis {dim}: space {ba.space!r} has no match and "
+                                         f"sizes differ: base {base_spec.spaces[ba.space].size}, "
+                                         f"target {units}")
+                match = Match.identity(units, units)
+            spec[dim] = (match, ba.block)
+        try:
+            out[bk] = transform_tensor(t, spec)
+        except AlignmentError as exc:
+            raise AlignmentError(f"{bk} <- {tk}: {exc}") from exc
+    return out
+
+
+def default_tensor_keys(spec: PermutationSpec, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Keys for whole-model matching: floating tensors with a permutable axis, no statistics."""
+    return [key for key, axes in spec.axes.items()
+            if key in state and state[key].is_floating_point() and not is_statistic(key)
+            and any(axis is not None for axis in axes)]
+
+
+def weight_matching(
+    base_state: Mapping[str, torch.Tensor],
+    target_state: Mapping[str, torch.Tensor],
+    spec: PermutationSpec,
+    *,
+    keys: Sequence[str] | None = None,
+    max_iter: int = 100,
+    seed: int = 0,
+    cancel: CancelToken | None = None,
+) -> Job[dict[str, torch.Tensor]]:
+    """Job: classic whole-model weight matching of two models sharing one ``spec``.
+
+    Every free space is square and paired with itself; the tensors are ``keys`` (default
+    :func:`default_tensor_keys`).
+
+    Returns:
+        space -> permutation p for every free space, usable as
+        ``permute_state(target_state, spec, perms)`` to bring the target into the base's basin.
+    Raises:
+        AlignmentError / Cancelled: as :func:`match_spaces`.
+    """
+    space_pairs = {s.id: s.id for s in spec.free_spaces()}
+    tensor_keys = list(keys) if keys is not None else default_tensor_keys(spec, base_state)
+    result = yield from match_spaces(base_state, spec, target_state, spec, space_pairs,
+                                     [(k, k) for k in tensor_keys], max_iter=max_iter, seed=seed,
+                                     cancel=cancel)
+    return {s: result.matches[s].permutation() for s in space_pairs if s in result.matches}
+
+
+def _prefix(spec: PermutationSpec, layer: int | str, who: str) -> list[Layer]:
+    ordered = sorted(spec.layers, key=lambda lay: lay.index)
+    for pos, lay in enumerate(ordered):
+        if lay.name == layer if isinstance(layer, str) else lay.index == layer:
+            return ordered[: pos + 1]
+    raise AlignmentError(f"{who} model has no layer {layer!r}")
+
+
+def chain_pairs(
+    base_spec: PermutationSpec,
+    target_spec: PermutationSpec,
+    base_layer_index: int | str,
+    target_layer_index: int | str,
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Pair the layer prefixes of two models for chain alignment.
+
+    Base layers up to and including ``base_layer_index`` (a ``Layer.index`` or a layer name),
+    in execution order, are paired one to one with the target's layers up to
+    ``target_layer_index``: their weights, biases (when both have one), norm tensors (by their
+    last name component, when both have it) and the spaces of their output and input axes.
+
+    Returns:
+        (space_pairs, tensor_pairs) for :func:`match_spaces` and :func:`apply_matches`.
+    Raises:
+        AlignmentError: unknown layer, prefixes of different depth, layers of different kind or
+        kernel size, or a space paired to two different spaces (the prefix is not one chain).
+    """
+    bp = _prefix(base_spec, base_layer_index, "base")
+    tp = _prefix(target_spec, target_layer_index, "target")
+    if len(bp) != len(tp):
+        raise AlignmentError(
+            f"chain alignment needs the same depth: base {bp[-1].name} is layer {len(bp)}, "
+            f"target {tp[-1].name} is layer {len(tp)}")
+    space_pairs: dict[str, str] = {}
+    reverse: dict[str, str] = {}
+    tensor_pairs: list[tuple[str, str]] = []
+    for lb, lt in zip(bp, tp):
+        where = f"base {lb.name} / target {lt.name}"
+        if lb.kind != lt.kind:
+            raise AlignmentError(f"{where}: {lb.kind} vs {lt.kind} layers cannot be chained")
+        if tuple(lb.kernel) != tuple(lt.kernel):
+            raise AlignmentError(f"{where}: kernel {kernel_text(lb.kernel)} vs "
+                                 f"{kernel_text(lt.kernel)} cannot merge")
+        for ab, at in ((lb.out_axis, lt.out_axis), (lb.in_axis, lt.in_axis)):
+            if ab.block != at.block:
+                raise AlignmentError(f"{where}: {ab.block} vs {at.block} features per input unit "
+                                     "(different spatial sizes cannot merge)")
+            if space_pairs.setdefault(ab.space, at.space) != at.space:
+                raise AlignmentError(f"{where}: base space {ab.space!r} would pair with both "
+                                     f"{space_pairs[ab.space]!r} and {at.space!r}; not one chain")
+            if reverse.setdefault(at.space, ab.space) != ab.space:
+                raise AlignmentError(f"{where}: target space {at.space!r} would pair with both "
+                                     f"{reverse[at.space]!r} and {ab.space!r}; not one chain")
+        tensor_pairs.append((lb.weight, lt.weight))
+        if lb.bias is not None and lt.bias is not None:
+            tensor_pairs.append((lb.bias, lt.bias))
+        t_norm = {key.rsplit(".", 1)[-1]: key for key in lt.norm}
+        for key in lb.norm:
+            suffix = key.rsplit(".", 1)[-1]
+            if suffix in t_norm and suffix != "num_batches_tracked":
+                tensor_pairs.append((key, t_norm[suffix]))
+    return space_pairs, tensor_pairs

@@ -1,0 +1,279 @@
+"""Joint weight matching, chain alignment and activation matching (mal_method.md sec. 4, 9).
+
+Permutation specs are written by hand here so these tests do not depend on graph discovery.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from mal_desktop.core.align.activations import activation_cost, match_by_activations
+from mal_desktop.core.align.generalized import Match
+from mal_desktop.core.align.matching import (
+    apply_matches,
+    chain_pairs,
+    match_spaces,
+    weight_matching,
+)
+from mal_desktop.core.errors import AlignmentError
+from mal_desktop.core.graph.spec import Axis, Layer, PermutationSpec, Space, permute_state
+from mal_desktop.core.progress import Cancelled, CancelToken, ProgressEvent, run_job
+from mal_desktop.core.zoo.families import build_model
+
+IN_SHAPE = [1, 4, 8]  # 32 input features
+
+
+def mlp_spec(widths: list[int], d_in: int = 32, classes: int = 5) -> PermutationSpec:
+    """Spec of the zoo MLP: layers.i (h_i <- h_{i-1}), head (out <- h_last)."""
+    spaces = {"input": Space("input", d_in, True, "network input")}
+    axes: dict[str, tuple] = {}
+    layers: list[Layer] = []
+    prev = "input"
+    names = [f"layers.{i}" for i in range(len(widths))] + ["head"]
+    sizes = [*widths, classes]
+    for i, (name, size) in enumerate(zip(names, sizes)):
+        sid = "out" if name == "head" else f"h{i}"
+        spaces[sid] = Space(sid, size, name == "head", "class output" if name == "head" else "")
+        axes[f"{name}.weight"] = (Axis(sid), Axis(prev))
+        axes[f"{name}.bias"] = (Axis(sid),)
+        layers.append(Layer(name, "linear", f"{name}.weight", f"{name}.bias", (), Axis(sid),
+                            Axis(prev), i))
+        prev = sid
+    return PermutationSpec(spaces, axes, layers)
+
+
+def cnn_spec(channels: list[int], hidden: int, classes: int = 5) -> PermutationSpec:
+    """Spec of the zoo CNN on 1x8x8: 2 conv-BN blocks, flatten (2x2 per channel), fc, head."""
+    c0, c1 = channels
+    spaces = {"input": Space("input", 1, True, "network input"), "c0": Space("c0", c0),
+              "c1": Space("c1", c1), "fc": Space("fc", hidden),
+              "out": Space("out", classes, True, "class output")}
+    axes: dict[str, tuple] = {}
+    layers: list[Layer] = []
+    convs = (("features.0", "c0", "input"), ("features.2", "c1", "c0"))
+    for i, (prefix, out_s, in_s) in enumerate(convs):
+        axes[f"{prefix}.0.weight"] = (Axis(out_s), Axis(in_s), None, None)
+        norm = tuple(f"{prefix}.1.{p}" for p in ("weight", "bias", "running_mean", "running_var",
+                                                 "num_batches_tracked"))
+        for key in norm[:4]:
+            axes[key] = (Axis(out_s),)
+        axes[norm[4]] = ()
+        layers.append(Layer(f"{prefix}.0", "conv2d", f"{prefix}.0.weight", None, norm, Axis(out_s),
+                            Axis(in_s), i, (3, 3)))
+    axes["fc.weight"] = (Axis("fc"), Axis("c1", block=4))
+    axes["fc.bias"] = (Axis("fc"),)
+    axes["head.weight"] = (Axis("out"), Axis("fc"))
+    axes["head.bias"] = (Axis("out"),)
+    layers.append(Layer("fc", "linear", "fc.weight", "fc.bias", (), Axis("fc"), Axis("c1", 4), 2))
+    layers.append(Layer("head", "linear", "head.weight", "head.bias", (), Axis("out"), Axis("fc"),
+                        3))
+    return PermutationSpec(spaces, axes, layers)
+
+
+def _mlp(widths: list[int], seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("mlp", {"input_shape": IN_SHAPE, "num_classes": 5, "widths": widths})
+
+
+def _random_perms(spec: PermutationSpec, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {s.id: torch.randperm(s.size, generator=gen) for s in spec.free_spaces()}
+
+
+def _outputs(module: torch.nn.Module, state: dict[str, torch.Tensor],
+             x: torch.Tensor) -> torch.Tensor:
+    module.load_state_dict(state)
+    with torch.no_grad():
+        return module(x)
+
+
+def test_weight_matching_recovers_mlp_permutation() -> None:
+    spec = mlp_spec([24, 20, 16])
+    model = _mlp([24, 20, 16], seed=0)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    perms = _random_perms(spec, seed=1)
+    target = permute_state(base, spec, perms)
+    x = torch.randn(7, *IN_SHAPE, generator=torch.Generator().manual_seed(2))
+    # sec. 9: a permuted network computes the same function
+    assert torch.allclose(_outputs(model, target, x), _outputs(model, base, x), atol=1e-5)
+
+    found = run_job(weight_matching(base, target, spec, seed=3))
+    assert set(found) == {"h0", "h1", "h2"}
+    for space, p in perms.items():
+        assert torch.equal(found[space], torch.argsort(p))  # the inverse of the planted perm
+    back = permute_state(target, spec, found)
+    assert all(torch.equal(back[k], base[k]) for k in base)
+    assert torch.allclose(_outputs(model, back, x), _outputs(model, base, x), atol=1e-6)
+
+
+def test_weight_matching_recovers_cnn_permutation_with_norms_and_flatten() -> None:
+    spec = cnn_spec([6, 8], 12)
+    torch.manual_seed(4)
+    model = build_model("cnn", {"input_shape": [1, 8, 8], "num_classes": 5, "channels": [6, 8],
+                                "hidden": 12})
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(5)
+    for key, value in list(base.items()):  # non-trivial norm parameters and statistics
+        if key.endswith(("1.weight", "1.bias", "running_mean")):
+            base[key] = torch.randn(value.shape, generator=gen)
+        elif key.endswith("running_var"):
+            base[key] = torch.rand(value.shape, generator=gen) + 0.5
+    perms = _random_perms(spec, seed=6)
+    target = permute_state(base, spec, perms)
+    x = torch.randn(3, 1, 8, 8, generator=gen)
+    assert torch.allclose(_outputs(model, target, x), _outputs(model, base, x), atol=1e-5)
+
+    found = run_job(weight_matching(base, target, spec))
+    for space, p in perms.items():
+        assert torch.equal(found[space], torch.argsort(p))
+    back = permute_state(target, spec, found)
+    assert torch.allclose(_outputs(model, back, x), _outputs(model, base, x), atol=1e-6)
+
+
+def test_weight_matching_of_two_seeds_raises_objective() -> None:
+    spec = mlp_spec([16, 16])
+    base = _mlp([16, 16], 7).state_dict()
+    target = _mlp([16, 16], 8).state_dict()
+    events: list[ProgressEvent] = []
+    job = match_spaces(base, spec, target, spec, {"h0": "h0", "h1": "h1"},
+                       [(k, k) for k in base], seed=0)
+    result = run_job(job, events.append)
+    hist = result.objective_history
+    assert hist[-1] > hist[0]  # beats index alignment
+    assert all(b >= a for a, b in itertools.pairwise(hist))
+    assert result.converged
+    assert [e.payload["sweep"] for e in events] == list(range(1, result.sweeps + 1))
+    assert [e.payload["objective"] for e in events] == list(hist[1:])
+    assert events[-1].fraction == 1.0
+
+
+def _chain_job(cancel: CancelToken | None = None, seed: int = 0):
+    b_spec, t_spec = mlp_spec([24, 20]), mlp_spec([16, 28])
+    base, target = _mlp([24, 20], 10).state_dict(), _mlp([16, 28], 11).state_dict()
+    space_pairs, tensor_pairs = chain_pairs(b_spec, t_spec, 2, 2)
+    job = match_spaces(base, b_spec, target, t_spec, space_pairs, tensor_pairs, seed=seed,
+                       cancel=cancel)
+    return job, (base, b_spec, target, t_spec, tensor_pairs)
+
+
+def test_chain_pairs_of_mlps_of_different_widths() -> None:
+    b_spec, t_spec = mlp_spec([24, 20]), mlp_spec([16, 28])
+    space_pairs, tensor_pairs = chain_pairs(b_spec, t_spec, 1, "layers.1")
+    assert space_pairs == {"h0": "h0", "input": "input", "h1": "h1"}
+    assert tensor_pairs == [(k, k) for k in ("layers.0.weight", "layers.0.bias",
+                                             "layers.1.weight", "layers.1.bias")]
+
+
+def test_match_spaces_chain_different_widths() -> None:
+    job, (base, b_spec, target, t_spec, tensor_pairs) = _chain_job()
+    events: list[ProgressEvent] = []
+    result = run_job(job, events.append)
+    assert result.optimised == ("h0", "h1")
+    assert result.matches["h0"].case == "wider" and result.matches["h1"].case == "narrower"
+    assert result.matches["input"].is_identity and result.matches["out"].is_identity
+    hist = result.objective_history
+    assert len(hist) == result.sweeps + 1 == len(events) + 1
+    assert all(b >= a for a, b in itertools.pairwise(hist))
+    assert hist[-1] > hist[0]
+
+    mapped = apply_matches(target, t_spec, b_spec, tensor_pairs, result.matches)
+    for key, (tensor, mask) in mapped.items():
+        assert tensor.shape == base[key].shape == mask.shape
+        assert (tensor[~mask] == 0).all()
+    # layers.0: 24 base units <- 16 target units: 8 zero-padded rows
+    assert mapped["layers.0.weight"][1].all(dim=1).sum() == 16
+    # layers.1: rows 20 <- 28 (all matched), columns 24 <- 16 (8 padded)
+    assert mapped["layers.1.weight"][1].all(dim=0).sum() == 16
+    h0 = result.matches["h0"]
+    assert torch.equal(mapped["layers.0.bias"][0][list(h0.rows)],
+                       target["layers.0.bias"][list(h0.cols)])
+
+
+def test_match_spaces_chain_recovers_planted_units() -> None:
+    """Target = base with hidden units shuffled, some dropped (h0) and new ones added (h1)."""
+    b_spec, t_spec = mlp_spec([24, 20]), mlp_spec([18, 26])
+    base = _mlp([24, 20], 12).state_dict()
+    gen = torch.Generator().manual_seed(13)
+    src0 = torch.randperm(24, generator=gen)[:18]  # target h0 unit j = base unit src0[j]
+    pos1 = torch.randperm(26, generator=gen)[:20]  # base h1 unit i sits at target unit pos1[i]
+    target = _mlp([18, 26], 14).state_dict()  # the 6 extra h1 units stay random
+    w1 = torch.randn(26, 18, generator=gen) * 0.1
+    w1[pos1] = base["layers.1.weight"][:, src0]
+    target["layers.0.weight"] = base["layers.0.weight"][src0].clone()
+    target["layers.0.bias"] = base["layers.0.bias"][src0].clone()
+    target["layers.1.weight"] = w1
+    target["layers.1.bias"][pos1] = base["layers.1.bias"]
+    target["head.weight"] = torch.zeros(5, 26)
+    target["head.weight"][:, pos1] = base["head.weight"]
+    target["head.bias"] = base["head.bias"].clone()
+    space_pairs, tensor_pairs = chain_pairs(b_spec, t_spec, "head", "head")
+    result = run_job(match_spaces(base, b_spec, target, t_spec, space_pairs, tensor_pairs))
+    assert result.matches["h0"] == Match.from_lap(src0, torch.arange(18), 24, 18)
+    assert result.matches["h1"] == Match.from_lap(torch.arange(20), pos1, 20, 26)
+    mapped = apply_matches(target, t_spec, b_spec, tensor_pairs, result.matches)
+    for key, (tensor, mask) in mapped.items():
+        assert torch.equal(tensor[mask], base[key][mask])
+
+
+def test_match_spaces_cancellation() -> None:
+    token = CancelToken()
+    token.cancel()
+    job, _ = _chain_job(cancel=token)
+    with pytest.raises(Cancelled):
+        run_job(job)
+
+    token = CancelToken()
+    job, _ = _chain_job(cancel=token)
+    seen: list[ProgressEvent] = []
+
+    def cancel_after_first(event: ProgressEvent) -> None:
+        seen.append(event)
+        token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_job(job, cancel_after_first)  # sweep 1 moves units, so a second sweep would follow
+    assert len(seen) == 1
+
+
+def test_chain_pairs_rejects_inconsistent_prefixes() -> None:
+    b_spec, t_spec = mlp_spec([24, 20]), mlp_spec([16, 28, 12])
+    with pytest.raises(AlignmentError, match="same depth"):
+        chain_pairs(b_spec, t_spec, "head", "head")
+    with pytest.raises(AlignmentError, match="no layer"):
+        chain_pairs(b_spec, t_spec, "nope", 0)
+    # a residual-like base where layer 1 writes the stream it reads: h0 would pair with two spaces
+    res = mlp_spec([24, 24])
+    res.layers[1] = Layer("layers.1", "linear", "layers.1.weight", "layers.1.bias", (),
+                          Axis("h0"), Axis("h0"), 1)
+    with pytest.raises(AlignmentError, match="not one chain"):
+        chain_pairs(res, mlp_spec([16, 28]), 1, 1)
+    conv = cnn_spec([6, 8], 12)
+    with pytest.raises(AlignmentError, match="conv2d vs linear"):
+        chain_pairs(conv, mlp_spec([6, 8]), 0, 0)
+
+
+def test_match_spaces_rejects_fixed_spaces_of_different_size() -> None:
+    b_spec, t_spec = mlp_spec([8], classes=5), mlp_spec([8], classes=3)
+    torch.manual_seed(0)
+    base = build_model("mlp", {"input_shape": IN_SHAPE, "num_classes": 5, "widths": [8]})
+    target = build_model("mlp", {"input_shape": IN_SHAPE, "num_classes": 3, "widths": [8]})
+    space_pairs, tensor_pairs = chain_pairs(b_spec, t_spec, "head", "head")
+    with pytest.raises(AlignmentError, match="class output"):
+        run_job(match_spaces(base.state_dict(), b_spec, target.state_dict(), t_spec, space_pairs,
+                             tensor_pairs))
+
+
+def test_activation_matching_recovers_units() -> None:
+    gen = torch.Generator().manual_seed(15)
+    base_acts = torch.randn(64, 10, 3, 3, generator=gen)
+    src = torch.randperm(10, generator=gen)[:7]  # the target has 7 of the base's channels
+    target_acts = 2.0 * base_acts[:, src] + 0.05 * torch.randn(64, 7, 3, 3, generator=gen) + 1.0
+    cost = activation_cost(base_acts, target_acts)
+    assert cost.shape == (10, 7) and cost.abs().max() <= 1.0 + 1e-9
+    match = match_by_activations(base_acts, target_acts)
+    assert match == Match.from_lap(src, torch.arange(7), 10, 7)
+    with pytest.raises(AlignmentError, match="different batches"):
+        activation_cost(torch.zeros(4, 3), torch.zeros(5, 3))
