@@ -1,0 +1,1 @@
+"""Assembly plans (document, validation) and merge methods (registry)."""

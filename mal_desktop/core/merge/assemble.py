@@ -1,0 +1,202 @@
+"""Run an assembly plan: align each donor layer to its base layer, merge, record diagnostics.
+
+Steps run in order on a working copy of the base state; each step sees the base as the steps
+before it left it ("iterative" assembly). A step aligns (chain, local or none), maps the donor's
+weight, bias and the norm that follows it into the base's shape (generalized permutations with
+zero-padding) and merges them with the step's method and lambda. Input models are never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generator, Mapping
+
+import numpy as np
+import torch
+
+from ..align.generalized import Match, transform_tensor
+from ..align.local import align_layer_pair
+from ..align.matching import chain_pairs, match_spaces
+from ..errors import AlignmentError, PlanError
+from ..graph.spec import Layer, PermutationSpec
+from ..progress import CancelToken, ProgressEvent
+from .methods import merge_tensor
+from .plan import AssemblyStep
+from .preflight import LayerShape, check_layers
+from .results import MAX_MATRIX, SideReport, StepDiagnostics
+
+State = dict[str, torch.Tensor]
+
+# Running statistics describe the data a unit saw; a zero running_var would break BatchNorm, so
+# base slots without a partner always keep theirs, whatever the step's unmatched policy.
+RUNNING_STATS = ("running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class StepAlignment:
+    """The alignment a step computed, reusable for every lambda of a curve."""
+
+    out: Match
+    inp: Match
+    align: str
+    objective: tuple[float, ...]
+    costs: np.ndarray | None
+    note: str = ""
+
+
+def _identity_alignment(base_w: torch.Tensor, target_w: torch.Tensor, block: int) -> StepAlignment:
+    out = Match.identity(base_w.shape[0], target_w.shape[0])
+    inp = Match.identity(base_w.shape[1] // block, target_w.shape[1] // block)
+    return StepAlignment(out, inp, "none", (), None)
+
+
+def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec,
+               donor_state: State, donor_spec: PermutationSpec, mode: str | None = None,
+               cancel: CancelToken | None = None
+               ) -> Generator[ProgressEvent, None, StepAlignment]:
+    """Compute the generalized permutations for one step (``mode`` overrides step.align)."""
+    mode = mode or step.align
+    bl, tl = base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer)
+    bw, tw = base_state[bl.weight], donor_state[tl.weight]
+    block = max(1, bl.in_axis.block)
+    if mode == "none":
+        return _identity_alignment(bw, tw, block)
+    out_fixed = base_spec.spaces[bl.out_axis.space].fixed
+    in_fixed = base_spec.spaces[bl.in_axis.space].fixed
+    note = ""
+    if mode == "chain":
+        try:
+            space_pairs, tensor_pairs = chain_pairs(base_spec, donor_spec, bl.index, tl.index)
+        except AlignmentError as exc:
+            note = f"chain alignment not applicable ({exc}); used local alignment"
+        else:
+            result = yield from match_spaces(base_state, base_spec, donor_state, donor_spec,
+                                             space_pairs, tensor_pairs, cancel=cancel)
+            m_out, n_out = bw.shape[0], tw.shape[0]
+            m_in, n_in = bw.shape[1] // block, tw.shape[1] // block
+            out = result.matches.get(bl.out_axis.space) or Match.identity(m_out, n_out)
+            inp = result.matches.get(bl.in_axis.space) or Match.identity(m_in, n_in)
+            return StepAlignment(out, inp, "chain", tuple(result.objective_history),
+                                 _matched_costs(bw, base_state.get(bl.bias or ""), tw,
+                                                donor_state.get(tl.bias or ""), out, inp, block))
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    la = align_layer_pair(bw, base_state.get(bl.bias) if bl.bias else None,
+                          tw, donor_state.get(tl.bias) if tl.bias else None,
+                          in_fixed=in_fixed, out_fixed=out_fixed, in_block=block,
+                          name=f"{step.source}:{step.source_layer} -> {step.base_layer}")
+    return StepAlignment(la.out, la.inp, "local", tuple(la.objective_history),
+                         np.asarray(la.costs, dtype=np.float64), note)
+
+
+def _matched_costs(bw: torch.Tensor, bb: torch.Tensor | None, tw: torch.Tensor,
+                   tb: torch.Tensor | None, out: Match, inp: Match, block: int) -> np.ndarray:
+    """Cost C = W_B Q_in W_T^T + b_B b_T^T at the matched (slot, unit) pairs, for a histogram."""
+    t_in, _ = transform_tensor(tw, {1: (inp, block)})
+    cost = bw.reshape(bw.shape[0], -1).double() @ t_in.reshape(t_in.shape[0], -1).double().T
+    if bb is not None and tb is not None:
+        cost += bb.double()[:, None] * tb.double()[None, :]
+    return cost[list(out.rows), list(out.cols)].numpy()
+
+
+def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
+    """(base key, donor key or None, role) for the weight, bias and the norm that follows."""
+    pairs: list[tuple[str, str | None, str]] = [(bl.weight, tl.weight, "weight")]
+    if bl.bias is not None:
+        pairs.append((bl.bias, tl.bias, "bias"))  # a donor without bias counts as zero bias
+    donor_norm = {key.rsplit(".", 1)[-1]: key for key in tl.norm}
+    for key in bl.norm:
+        suffix = key.rsplit(".", 1)[-1]
+        if suffix in donor_norm:
+            pairs.append((key, donor_norm[suffix], suffix))
+    return pairs
+
+
+def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
+               base_spec: PermutationSpec, donor_state: State, donor_spec: PermutationSpec,
+               lam: float | None = None, seed: int = 0) -> State:
+    """Return a new state: the base with the step's layer merged at ``lam`` (default step.lam).
+
+    lambda 0 returns the base tensors themselves (bit for bit); other keys are shared, not copied.
+    """
+    lam = step.lam if lam is None else lam
+    out = dict(base_state)
+    if lam == 0.0:
+        return out
+    bl, tl = base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer)
+    block = max(1, bl.in_axis.block)
+    params = dict(step.params)
+    for base_key, donor_key, role in _paired_tensors(bl, tl):
+        base_t = base_state[base_key]
+        if donor_key is None:
+            donor_t = torch.zeros(alignment.out.target_size, dtype=base_t.dtype)
+        else:
+            donor_t = donor_state[donor_key]
+        axes = {0: (alignment.out, 1)}
+        if role == "weight":
+            axes[1] = (alignment.inp, block)
+        aligned, mask = transform_tensor(donor_t.to(base_t.dtype), axes, base_t.shape)
+        merged = merge_tensor(step.method, base_t, aligned, lam, params, seed)
+        if step.unmatched == "keep" or role in RUNNING_STATS:
+            merged = torch.where(mask, merged, base_t)
+        out[base_key] = merged
+    return out
+
+
+def side_report(match: Match, fixed: bool) -> SideReport:
+    return SideReport(match.base_size, match.target_size, "fixed" if fixed else match.case,
+                      match.matched, match.padded, match.dropped)
+
+
+def step_diagnostics(index: int, step: AssemblyStep, alignment: StepAlignment,
+                     base_spec: PermutationSpec, donor_spec: PermutationSpec,
+                     case_text: str) -> StepDiagnostics:
+    """The plain-data report of one step (for the CLI's JSON and the GUI's diagnostics)."""
+    bl = base_spec.layer(step.base_layer)
+
+    def small(m: Match) -> np.ndarray | None:
+        if max(m.base_size, m.target_size) > MAX_MATRIX:
+            return None
+        return m.matrix().numpy().astype(np.float32)
+
+    return StepDiagnostics(
+        index=index, label=step.label, align=alignment.align, case_text=case_text,
+        out=side_report(alignment.out, base_spec.spaces[bl.out_axis.space].fixed),
+        inp=side_report(alignment.inp, base_spec.spaces[bl.in_axis.space].fixed),
+        objective=alignment.objective,
+        costs=None if alignment.costs is None else np.array(alignment.costs, copy=True),
+        out_matrix=small(alignment.out), in_matrix=small(alignment.inp), note=alignment.note)
+
+
+def check_step_fits(step: AssemblyStep, base_state: State, base_spec: PermutationSpec,
+                    donor_state: State, donor_spec: PermutationSpec, where: str) -> str:
+    """Raise PlanError unless the step can run; return its width-case text."""
+    try:
+        bl = base_spec.layer(step.base_layer)
+    except KeyError:
+        names = ", ".join(layer.name for layer in base_spec.layers)
+        raise PlanError(f"{where}: the base has no weight layer {step.base_layer!r} "
+                        f"(its layers: {names})") from None
+    try:
+        tl = donor_spec.layer(step.source_layer)
+    except KeyError:
+        names = ", ".join(layer.name for layer in donor_spec.layers)
+        raise PlanError(f"{where}: {step.source} has no weight layer {step.source_layer!r} "
+                        f"(its layers: {names})") from None
+    verdict = check_layers(LayerShape.of(bl, base_spec, tuple(base_state[bl.weight].shape)),
+                           LayerShape.of(tl, donor_spec, tuple(donor_state[tl.weight].shape)))
+    if not verdict.ok:
+        raise PlanError(f"{where}: {verdict.reason}")
+    for key in (tl.weight, tl.bias):
+        if key is not None and not torch.isfinite(donor_state[key]).all():
+            raise PlanError(f"{where}: {step.source} tensor {key} has NaN or inf values")
+    return verdict.case_text
+
+
+def output_must_not_be_input(out: Path, inputs: Mapping[str, object]) -> None:
+    """Never write to an input file (the result would silently replace a model)."""
+    target = out.expanduser().resolve()
+    for p in inputs:
+        if Path(p).expanduser().resolve() == target:
+            raise PlanError(f"{out}: refusing to overwrite an input model; choose another output")

@@ -1,0 +1,125 @@
+"""Merge methods in a name-keyed registry with parameter schemas (the GUI builds forms from them).
+
+A method combines one base tensor with one aligned target tensor (already in base shape) at
+factor ``lam``. ``mask`` marks entries that came from a target unit; where it is False the
+step's unmatched policy decides (handled by the caller, see ``assemble``), so methods only see
+entries that are really paired. All methods return the base unchanged at ``lam == 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..errors import PlanError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a merge method: name, default, range, help text (for forms and CLI)."""
+
+    name: str
+    default: float
+    minimum: float
+    maximum: float
+    help: str
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    fn: Callable[..., torch.Tensor]
+    params: tuple[Param, ...] = field(default=())
+    description: str = ""
+
+
+MERGE_METHODS: dict[str, MergeMethod] = {}
+
+
+def register_method(name: str, description: str, params: tuple[Param, ...] = ()):
+    def wrap(fn: Callable[..., torch.Tensor]):
+        MERGE_METHODS[name] = MergeMethod(name, fn, params, description)
+        return fn
+    return wrap
+
+
+def get_method(name: str) -> MergeMethod:
+    if name not in MERGE_METHODS:
+        raise PlanError(f"unknown merge method {name!r}; known: {', '.join(MERGE_METHODS)}")
+    return MERGE_METHODS[name]
+
+
+def merge_tensor(method: str, base: torch.Tensor, target: torch.Tensor, lam: float,
+                 params: dict[str, Any] | None = None, seed: int = 0) -> torch.Tensor:
+    """Merge ``target`` (aligned, base shape) into ``base`` with ``method``; base dtype kept."""
+    m = get_method(method)
+    if lam == 0.0:
+        return base.clone()  # exact: lambda 0 returns the base bit for bit
+    values = {p.name: float((params or {}).get(p.name, p.default)) for p in m.params}
+    for p in m.params:
+        if not (p.minimum <= values[p.name] <= p.maximum):
+            raise PlanError(f"merge method {method}: {p.name} must be in [{p.minimum}, "
+                            f"{p.maximum}], got {values[p.name]}")
+    out = m.fn(base.float(), target.float(), float(lam), seed=seed, **values)
+    return out.to(base.dtype)
+
+
+@register_method("linear", "(1 - lambda) base + lambda target (MAL's merge rule)")
+def _linear(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int) -> torch.Tensor:
+    return torch.lerp(base, target, lam)
+
+
+@register_method("slerp", "spherical interpolation of the flattened tensors (falls back to linear "
+                          "for nearly parallel tensors)")
+def _slerp(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int) -> torch.Tensor:
+    a, b = base.reshape(-1), target.reshape(-1)
+    na, nb = a.norm(), b.norm()
+    if na < 1e-12 or nb < 1e-12:
+        return torch.lerp(base, target, lam)
+    cos = torch.clamp(torch.dot(a / na, b / nb), -1.0, 1.0)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-4:  # nearly parallel: slerp degenerates to lerp
+        return torch.lerp(base, target, lam)
+    so = torch.sin(omega)
+    out = (torch.sin((1 - lam) * omega) / so) * a + (torch.sin(lam * omega) / so) * b
+    return out.reshape(base.shape)
+
+
+@register_method("task_arithmetic", "base + lambda * scale * (target - base)",
+                 (Param("scale", 1.0, 0.0, 4.0, "multiplier of the task vector"),))
+def _task_arithmetic(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int,
+                     scale: float) -> torch.Tensor:
+    return base + lam * scale * (target - base)
+
+
+def _trim(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """Keep the ``density`` fraction of entries with the largest magnitude (TIES' trim step)."""
+    k = int(math.ceil(density * delta.numel()))
+    if k >= delta.numel():
+        return delta
+    if k <= 0:
+        return torch.zeros_like(delta)
+    threshold = delta.abs().reshape(-1).kthvalue(delta.numel() - k + 1).values
+    return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+
+
+@register_method("ties", "TIES: trim the task vector to its largest entries, then add lambda of it "
+                         "(sign election is trivial with one donor per step)",
+                 (Param("density", 0.2, 0.0, 1.0, "fraction of task-vector entries kept"),))
+def _ties(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int,
+          density: float) -> torch.Tensor:
+    return base + lam * _trim(target - base, density)
+
+
+@register_method("dare", "DARE: drop task-vector entries at random with probability p, rescale the "
+                         "rest by 1/(1-p), add lambda of it",
+                 (Param("drop", 0.5, 0.0, 0.99, "probability of dropping an entry"),))
+def _dare(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int,
+          drop: float) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.rand(base.shape, generator=gen) >= drop
+    delta = (target - base) * keep.to(base.dtype) / (1.0 - drop)
+    return base + lam * delta

@@ -1,0 +1,201 @@
+"""The assembly plan: a headless document of merge steps, with change events and JSON form.
+
+A step merges layer ``source_layer`` of zoo model ``source`` into ``base_layer`` of the base with
+factor ``lam``. Steps run in order; each sees the base as left by the steps before it. The plan
+emits :class:`PlanChange` events so views (the GUI's item models) stay in sync without Qt here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import PlanError
+
+PLAN_VERSION = 1
+ALIGN_MODES = ("chain", "local", "none")
+UNMATCHED_POLICIES = ("zero", "keep")
+
+
+@dataclass(frozen=True)
+class AssemblyStep:
+    """One merge step. ``params`` holds the merge method's extra parameters (e.g. TIES density)."""
+
+    source: str
+    source_layer: str
+    base_layer: str
+    lam: float = 0.5
+    align: str = "chain"
+    unmatched: str = "zero"
+    method: str = "linear"
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= float(self.lam) <= 1.0) or self.lam != self.lam:
+            raise PlanError(f"step {self.source}:{self.source_layer} -> {self.base_layer}: "
+                            f"lambda must be in [0, 1], got {self.lam}")
+        if self.align not in ALIGN_MODES:
+            raise PlanError(f"step {self.source}:{self.source_layer}: alignment must be one of "
+                            f"{', '.join(ALIGN_MODES)}, got {self.align!r}")
+        if self.unmatched not in UNMATCHED_POLICIES:
+            raise PlanError(f"step {self.source}:{self.source_layer}: unmatched must be 'zero' or "
+                            f"'keep', got {self.unmatched!r}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}:{self.source_layer} -> {self.base_layer}"
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"source": self.source, "source_layer": self.source_layer,
+             "base_layer": self.base_layer, "lambda": float(self.lam), "align": self.align,
+             "unmatched": self.unmatched, "method": self.method}
+        if self.params:
+            d["params"] = dict(self.params)
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> "AssemblyStep":
+        try:
+            return AssemblyStep(
+                source=str(d["source"]), source_layer=str(d["source_layer"]),
+                base_layer=str(d["base_layer"]), lam=float(d.get("lambda", 0.5)),
+                align=str(d.get("align", "chain")), unmatched=str(d.get("unmatched", "zero")),
+                method=str(d.get("method", "linear")),
+                params=tuple(sorted(dict(d.get("params", {})).items())))
+        except KeyError as exc:
+            raise PlanError(f"a plan step lacks the field {exc.args[0]!r}: {d}") from None
+        except (TypeError, ValueError) as exc:
+            raise PlanError(f"a plan step has a bad value ({exc}): {d}") from None
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """What changed: kind in {"reset", "insert", "remove", "update", "move", "models"}."""
+
+    kind: str
+    index: int = -1
+    to_index: int = -1
+
+
+@dataclass
+class AssemblyPlan:
+    """Base model path, zoo models by name, optional evaluation data, and the ordered steps."""
+
+    base: str = ""
+    zoo: dict[str, str] = field(default_factory=dict)
+    data: str | None = None
+    steps: list[AssemblyStep] = field(default_factory=list)
+    _listeners: list[Callable[[PlanChange], None]] = field(default_factory=list, repr=False,
+                                                           compare=False)
+
+    # -- events -------------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[PlanChange], None]) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[PlanChange], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _emit(self, change: PlanChange) -> None:
+        for listener in list(self._listeners):
+            listener(change)
+
+    # -- edits (the GUI wraps each in an undo command) ----------------------------------
+    def insert_step(self, index: int, step: AssemblyStep) -> None:
+        index = max(0, min(index, len(self.steps)))
+        self.steps.insert(index, step)
+        self._emit(PlanChange("insert", index))
+
+    def remove_step(self, index: int) -> AssemblyStep:
+        step = self.steps.pop(index)
+        self._emit(PlanChange("remove", index))
+        return step
+
+    def replace_step(self, index: int, step: AssemblyStep) -> AssemblyStep:
+        old = self.steps[index]
+        self.steps[index] = step
+        self._emit(PlanChange("update", index))
+        return old
+
+    def update_step(self, index: int, **changes: Any) -> AssemblyStep:
+        """Replace step ``index`` by a copy with ``changes`` (validated); returns the old step."""
+        return self.replace_step(index, replace(self.steps[index], **changes))
+
+    def move_step(self, index: int, to_index: int) -> None:
+        step = self.steps.pop(index)
+        self.steps.insert(to_index, step)
+        self._emit(PlanChange("move", index, to_index))
+
+    def set_models(self, base: str | None = None, zoo: dict[str, str] | None = None) -> None:
+        if base is not None:
+            self.base = base
+        if zoo is not None:
+            self.zoo = dict(zoo)
+        self._emit(PlanChange("models"))
+
+    def reset(self, other: "AssemblyPlan") -> None:
+        """Take over another plan's content (e.g. after loading a project)."""
+        self.base, self.zoo, self.data = other.base, dict(other.zoo), other.data
+        self.steps = list(other.steps)
+        self._emit(PlanChange("reset"))
+
+    # -- JSON -----------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"version": PLAN_VERSION, "base": self.base, "zoo": dict(self.zoo),
+                             "steps": [s.to_json() for s in self.steps]}
+        if self.data:
+            d["data"] = self.data
+        return d
+
+    @staticmethod
+    def from_json(d: Any, where: str = "plan") -> "AssemblyPlan":
+        """Parse a plan dict. Relative model paths stay as given (see ``resolve_paths``)."""
+        if not isinstance(d, dict):
+            raise PlanError(f"{where}: a plan must be a JSON object")
+        version = d.get("version", PLAN_VERSION)
+        if not isinstance(version, int) or version > PLAN_VERSION:
+            raise PlanError(f"{where}: plan version {version!r} is newer than this mal_desktop "
+                            f"understands ({PLAN_VERSION})")
+        if not isinstance(d.get("base"), str) or not d["base"]:
+            raise PlanError(f"{where}: 'base' must name the base model file")
+        zoo = d.get("zoo", {})
+        if not isinstance(zoo, dict) or not all(isinstance(v, str) for v in zoo.values()):
+            raise PlanError(f"{where}: 'zoo' must map model names to files")
+        steps = d.get("steps", [])
+        if not isinstance(steps, list):
+            raise PlanError(f"{where}: 'steps' must be a list")
+        plan = AssemblyPlan(base=d["base"], zoo={str(k): v for k, v in zoo.items()},
+                            data=d.get("data"), steps=[AssemblyStep.from_json(s) for s in steps])
+        for i, step in enumerate(plan.steps):
+            if step.source not in plan.zoo:
+                raise PlanError(f"{where}: step {i + 1} uses zoo model {step.source!r}, which the "
+                                f"plan's 'zoo' does not list ({', '.join(plan.zoo) or 'empty'})")
+        return plan
+
+    def resolve_paths(self, relative_to: Path) -> "AssemblyPlan":
+        """A copy whose relative model/data paths are resolved against ``relative_to``."""
+        def fix(p: str) -> str:
+            q = Path(p).expanduser()
+            return str(q if q.is_absolute() else (relative_to / q).resolve())
+        data = self.data
+        if data and (data.endswith(".npz") or "/" in data):
+            data = fix(data)
+        return AssemblyPlan(fix(self.base), {k: fix(v) for k, v in self.zoo.items()}, data,
+                            list(self.steps))
+
+
+def load_plan(path: str | Path) -> AssemblyPlan:
+    """Read a PLAN.json file; paths inside are relative to the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot read the plan ({exc.strerror or exc})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return AssemblyPlan.from_json(raw, str(path)).resolve_paths(path.parent.resolve())
+

@@ -1,0 +1,206 @@
+"""Checks that run before any alignment: does a step fit, what width case is it, what will it cost.
+
+``check_layers`` is the single rule book. The GUI asks it on every drag-hover (through
+``check_step`` on layer trees), the assembly job asks it before aligning, and ``preflight_plan``
+runs the shape-level part on file headers before any tensor is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..graph.spec import Layer, PermutationSpec
+from .plan import AssemblyPlan
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """Whether a step can run; ``reason`` says why not; ``case_text`` names the width case."""
+
+    ok: bool
+    reason: str = ""
+    case_text: str = ""
+
+
+def side_case(base: int, target: int) -> str:
+    """'wider' | 'equal' | 'narrower': the base side relative to the target side."""
+    return "wider" if base > target else "narrower" if base < target else "equal"
+
+
+def describe_side(side: str, base: int, target: int, fixed: bool = False) -> str:
+    """One side of a width case in words, e.g. 'out: base wider 128 <- 64 (zero-pad 64)'."""
+    case = side_case(base, target)
+    if case == "equal":
+        return f"{side}: equal {base}" + (" (fixed)" if fixed else "")
+    if case == "wider":
+        return f"{side}: base wider {base} <- {target} (zero-pad {base - target})"
+    return f"{side}: base narrower {base} <- {target} (drop {target - base})"
+
+
+def case_text(base_out: int, target_out: int, base_in: int, target_in: int,
+              out_fixed: bool = False, in_fixed: bool = False) -> str:
+    return (f"{describe_side('out', base_out, target_out, out_fixed)}; "
+            f"{describe_side('in', base_in, target_in, in_fixed)}")
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What the rule book needs to know about one weight layer."""
+
+    name: str
+    kind: str
+    out_units: int
+    in_units: int
+    in_block: int
+    kernel: tuple[int, ...]
+    out_fixed: bool
+    in_fixed: bool
+    has_bias: bool
+
+    @staticmethod
+    def of(layer: Layer, spec: PermutationSpec, weight_shape: tuple[int, ...]) -> "LayerShape":
+        out_space = spec.spaces.get(layer.out_axis.space)
+        in_space = spec.spaces.get(layer.in_axis.space)
+        block = max(1, layer.in_axis.block)
+        return LayerShape(layer.name, layer.kind, int(weight_shape[0]),
+                          int(weight_shape[1]) // block, block, tuple(layer.kernel),
+                          bool(out_space and out_space.fixed), bool(in_space and in_space.fixed),
+                          layer.bias is not None)
+
+
+def _kernel_text(kernel: tuple[int, ...]) -> str:
+    return "x".join(str(k) for k in kernel) or "1"
+
+
+def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
+    """The rule book: can ``target`` (a zoo layer) merge into ``base``; and which width case."""
+    text = case_text(base.out_units, target.out_units, base.in_units, target.in_units,
+                     base.out_fixed, base.in_fixed)
+    if base.kind != target.kind:
+        return StepCheck(False, f"cannot merge a {target.kind} layer into a {base.kind} layer "
+                                f"({target.name} -> {base.name})", text)
+    if base.kernel != target.kernel:
+        return StepCheck(False, f"kernel {_kernel_text(target.kernel)} of {target.name} cannot "
+                                f"merge into kernel {_kernel_text(base.kernel)} of {base.name}", text)
+    if base.out_fixed and base.out_units != target.out_units:
+        return StepCheck(False, f"{base.name} writes the class outputs ({base.out_units}); "
+                                f"{target.name} has {target.out_units} outputs", text)
+    if base.in_fixed and base.in_units * base.in_block != target.in_units * target.in_block:
+        return StepCheck(False, f"{base.name} reads the network input "
+                                f"({base.in_units * base.in_block} features); {target.name} reads "
+                                f"{target.in_units * target.in_block}", text)
+    if base.in_block != target.in_block and not base.in_fixed:
+        return StepCheck(False, f"spatial sizes differ: each input channel of {base.name} spans "
+                                f"{base.in_block} features, of {target.name} {target.in_block}", text)
+    return StepCheck(True, "", text)
+
+
+def _weight_shape(tree, key: str) -> tuple[int, ...] | None:
+    stack = [tree.root]
+    while stack:
+        node = stack.pop()
+        for t in node.tensors:
+            if t.key == key:
+                return tuple(t.shape)
+        stack.extend(node.children)
+    return None
+
+
+def layer_shape(tree, layer_name: str) -> LayerShape | None:
+    """The LayerShape of weight layer ``layer_name`` in a core LayerTree, or None."""
+    try:
+        layer = tree.spec.layer(layer_name)
+    except KeyError:
+        return None
+    shape = _weight_shape(tree, layer.weight)
+    return None if shape is None else LayerShape.of(layer, tree.spec, shape)
+
+
+def check_step(base_tree, donor_tree, source_layer: str, base_layer: str) -> StepCheck:
+    """Can layer ``source_layer`` of the donor merge into ``base_layer`` of the base (trees)?"""
+    base = layer_shape(base_tree, base_layer)
+    if base is None:
+        return StepCheck(False, f"{base_layer} is not a weight layer of {base_tree.model_name}")
+    target = layer_shape(donor_tree, source_layer)
+    if target is None:
+        return StepCheck(False, f"{source_layer} is not a weight layer of {donor_tree.model_name}")
+    return check_layers(base, target)
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """Result of checking a plan on file headers: problems (fatal) and an estimate of memory."""
+
+    problems: tuple[str, ...]
+    memory_bytes: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def preflight_plan(plan: AssemblyPlan, headers: Mapping[str, object]) -> PreflightReport:
+    """Shape-level checks on file headers, before any tensor is loaded.
+
+    ``headers`` maps each path of the plan (base and zoo) to a ``ModelHeader`` (core/io/files:
+    ``shapes`` dict key -> shape, ``dtypes``). Checks: the models exist in the plan, each step's
+    layers exist and carry a weight, weight ranks and conv kernels match. Fixed-axis checks need
+    the model graph and run in the assembly job (``check_layers``). Memory: base + every zoo
+    model used + one aligned copy of the largest donor layer, plus the result.
+    """
+    problems: list[str] = []
+    base_header = headers[plan.base]
+    used: set[str] = set()
+    largest_layer = 0
+    for i, step in enumerate(plan.steps, start=1):
+        where = f"step {i} ({step.label})"
+        donor_path = plan.zoo.get(step.source)
+        if donor_path is None:
+            problems.append(f"{where}: zoo model {step.source!r} is not in the plan")
+            continue
+        used.add(donor_path)
+        donor_header = headers[donor_path]
+        b = base_header.shapes.get(f"{step.base_layer}.weight")
+        t = donor_header.shapes.get(f"{step.source_layer}.weight")
+        if b is None:
+            problems.append(f"{where}: the base has no layer {step.base_layer!r} with a weight"
+                            f"{_suggest(step.base_layer, base_header.shapes)}")
+        if t is None:
+            problems.append(f"{where}: {step.source} has no layer {step.source_layer!r} with a "
+                            f"weight{_suggest(step.source_layer, donor_header.shapes)}")
+        if b is None or t is None:
+            continue
+        if len(b) < 2 or len(t) < 2:
+            problems.append(f"{where}: {step.base_layer if len(b) < 2 else step.source_layer} is "
+                            "not a linear or conv layer (its weight has fewer than 2 axes)")
+        elif len(b) != len(t):
+            problems.append(f"{where}: cannot merge a {len(t)}-axis weight into a {len(b)}-axis "
+                            "weight (linear and conv layers do not mix)")
+        elif tuple(b[2:]) != tuple(t[2:]):
+            problems.append(f"{where}: kernel {_kernel_text(tuple(t[2:]))} cannot merge into "
+                            f"kernel {_kernel_text(tuple(b[2:]))}")
+        numel = 1
+        for s in b:
+            numel *= int(s)
+        largest_layer = max(largest_layer, numel * 4)
+    total = _model_bytes(base_header) * 2 + sum(_model_bytes(headers[p]) for p in used)
+    return PreflightReport(tuple(problems), total + 2 * largest_layer)
+
+
+def _model_bytes(header) -> int:
+    total = 0
+    for key, shape in header.shapes.items():
+        n = 1
+        for s in shape:
+            n *= int(s)
+        total += n * 4
+    return total
+
+
+def _suggest(name: str, shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """' (its layers: a, b, c)' listing the model's weight layers, to help fix a typo."""
+    layers = sorted(k[: -len(".weight")] for k, s in shapes.items()
+                    if k.endswith(".weight") and len(s) >= 2)
+    close = [layer for layer in layers if name.split(".")[-1] in layer] or layers
+    return f" (its layers: {', '.join(close[:8])}{', ...' if len(close) > 8 else ''})"
