@@ -1,0 +1,320 @@
+"""Model files in, model files out: the three forms mal_desktop reads and the one it writes.
+
+Read (``load_model``, ``read_header``):
+- mal safetensors: weights + architecture (family + config, a .pt2 program, or a user factory)
+  + provenance in the safetensors metadata;
+- .pt2 programs from ``torch.export.save`` (runnable without the user's code; checked before
+  torch unpickles anything, see pt2_io);
+- plain state dicts (.safetensors without mal metadata, .pt/.pth read tensor-only) with a user
+  architecture named as ``module:factory`` - an explicit opt-in, since it runs user code.
+Write (``save_model``): mal safetensors, atomically, never over one of the model's input files.
+Input files are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import MalError, ModelFileError
+from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from .hashing import file_sha256
+from .model import LoadedModel
+from .pt2_io import program_input_shape, program_module, program_num_classes, read_pt2
+from .safetensors_io import (ARCH_KINDS, MalMetadata, decode_mal_metadata, encode_mal_metadata,
+                             read_safetensors_header, read_safetensors_tensors, write_safetensors)
+from .state_dict_io import (build_factory_module, check_finite, load_state_into,
+                            torch_load_weights, unwrap_state)
+
+__all__ = ["ModelHeader", "load_model", "save_model", "read_header", "file_sha256",
+           "atomic_write", "atomic_write_text", "atomic_write_bytes", "model_form"]
+
+_FORMS = {".safetensors": "safetensors", ".pt2": "pt2", ".pt": "pt", ".pth": "pt"}
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """What a model file declares, read without loading its tensors where the format allows.
+
+    path: the file (absolute).
+    form: "mal-safetensors" | "pt2" | "state-dict".
+    shapes / dtypes: per state key, the tensor shape and torch dtype name ("float32").
+    arch: the architecture dict (None for a plain state dict: it needs --arch).
+    input_shape / num_classes: None when the file does not say (plain state dicts).
+    metadata: provenance (mal safetensors) or the file's own string metadata.
+    """
+
+    path: Path
+    form: str
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+    arch: dict[str, Any] | None
+    input_shape: tuple[int, ...] | None
+    num_classes: int | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of elements over all tensors (parameters and buffers)."""
+        total = 0
+        for shape in self.shapes.values():
+            n = 1
+            for s in shape:
+                n *= s
+            total += n
+        return total
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tensors take in memory (for memory estimates)."""
+        total = 0
+        for key, shape in self.shapes.items():
+            n = 1
+            for s in shape:
+                n *= s
+            total += n * getattr(torch, self.dtypes[key]).itemsize
+        return total
+
+
+def _check_input(path: str | Path) -> tuple[Path, str]:
+    """Resolve ``path`` and refuse what is not a readable, non-empty file of a known extension."""
+    p = Path(path).expanduser()
+    try:
+        p = p.resolve()
+    except OSError:
+        p = p.absolute()
+    if not p.exists():
+        raise ModelFileError(p, "no such file")
+    if p.is_dir():
+        raise ModelFileError(p, "is a directory, not a model file")
+    if not p.is_file():
+        raise ModelFileError(p, "is not a regular file")
+    kind = _FORMS.get(p.suffix.lower())
+    if kind is None:
+        raise ModelFileError(p, "not a model file: expected .safetensors, .pt2, .pt or .pth")
+    if p.stat().st_size == 0:
+        raise ModelFileError(p, "file is empty")
+    return p, kind
+
+
+def model_form(path: str | Path) -> str:
+    """The form of a model file judged from its extension and (for .safetensors) its header:
+    "mal-safetensors", "pt2" or "state-dict".
+
+    Raises:
+        ModelFileError: missing, empty, unknown extension or corrupt header.
+    """
+    p, kind = _check_input(path)
+    if kind == "safetensors":
+        header = read_safetensors_header(p)
+        return "mal-safetensors" if decode_mal_metadata(p, header.metadata) else "state-dict"
+    return "pt2" if kind == "pt2" else "state-dict"
+
+
+def _need_arch(path: Path, what: str) -> ModelFileError:
+    return ModelFileError(path, f"{what}: pass --arch module:factory (the Python function that "
+                                "builds the architecture) to load it; this runs that code")
+
+
+def _resolve_program(path: Path, arch: dict[str, Any]) -> Path:
+    """The .pt2 program a mal safetensors file points to. When the recorded absolute path is gone,
+    a file of the same name next to the weights is accepted (the two were moved together); its
+    hash is checked by the caller either way."""
+    recorded = arch.get("program")
+    if not isinstance(recorded, str) or not isinstance(arch.get("sha256"), str):
+        raise ModelFileError(path, "corrupt mal_desktop metadata: a pt2 architecture needs "
+                                   "'program' and 'sha256'")
+    program = Path(recorded)
+    if program.is_file():
+        return program
+    sibling = path.parent / program.name
+    if sibling.is_file():
+        return sibling
+    raise ModelFileError(path, f"architecture program {program} is missing")
+
+
+def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
+              arch_arg: str | None) -> LoadedModel:
+    arch = meta.arch
+    program = None
+    kind = arch["kind"]
+    if kind == "family":
+        from ..zoo.families import build_model
+
+        family, config = arch.get("family"), arch.get("config") or {}
+        if not isinstance(family, str) or not isinstance(config, dict):
+            raise ModelFileError(path, "corrupt mal_desktop metadata: a family architecture needs "
+                                       "'family' and 'config'")
+        try:
+            module = build_model(family, config)
+        except MalError as exc:
+            raise ModelFileError(path, str(exc)) from None
+        except Exception as exc:  # a config the family cannot build
+            raise ModelFileError(path, f"cannot build family {family!r} from the stored config: "
+                                       f"{type(exc).__name__}: {exc}") from None
+        load_state_into(path, module, state, f"family {family!r}")
+    elif kind == "pt2":
+        program_path = _resolve_program(path, arch)
+        program, sha = read_pt2(program_path)
+        if sha != arch["sha256"]:
+            raise ModelFileError(path, f"architecture program {program_path} changed since this "
+                                       f"file was saved (sha256 {sha[:12]}..., expected "
+                                       f"{arch['sha256'][:12]}...)")
+        module = program_module(program)
+        # The module's parameters are the program's own tensors, so loading here updates the
+        # program too: program.module() and module run the same weights.
+        load_state_into(path, module, state, f"program {program_path.name}")
+        arch = {"kind": "pt2", "program": str(program_path), "sha256": sha}
+    else:  # factory
+        stored = arch.get("factory")
+        if arch_arg is None:
+            raise _need_arch(path, f"the architecture is user code {stored!r}")
+        built = build_factory_module(path, arch_arg)
+        module = built.module
+        load_state_into(path, module, state, f"architecture {arch_arg!r}")
+        arch = {"kind": "factory", "factory": arch_arg}
+    return LoadedModel(module=module.eval(), arch=arch, input_shape=meta.input_shape,
+                       num_classes=meta.num_classes, form="mal-safetensors", path=path,
+                       sha256=file_sha256(path), metadata=dict(meta.provenance), program=program)
+
+
+def _load_plain(path: Path, state: dict[str, torch.Tensor], arch_arg: str | None,
+                file_metadata: dict[str, str]) -> LoadedModel:
+    if arch_arg is None:
+        raise _need_arch(path, "plain state dict with no architecture")
+    built = build_factory_module(path, arch_arg)
+    load_state_into(path, built.module, state, f"architecture {arch_arg!r}")
+    metadata: dict[str, Any] = {"file_metadata": dict(file_metadata)} if file_metadata else {}
+    return LoadedModel(module=built.module.eval(), arch={"kind": "factory", "factory": arch_arg},
+                       input_shape=built.input_shape, num_classes=built.num_classes,
+                       form="state-dict", path=path, sha256=file_sha256(path), metadata=metadata)
+
+
+def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
+    """Load a model file of any supported form.
+
+    Parameters:
+        path: a .safetensors (mal or plain state dict), .pt2, .pt or .pth file.
+        arch: "package.module:function" building the architecture - required for plain state
+            dicts and for mal files whose architecture is user code; importing and calling it runs
+            that code (the explicit opt-in). Files that carry their own architecture (family or
+            .pt2 program) ignore it.
+    Returns:
+        The model, in eval mode, with its architecture, shapes, form, path, sha256 of the file,
+        provenance, and the ExportedProgram for .pt2 programs.
+    Raises:
+        ModelFileError: for any file that cannot be loaded (missing, directory, empty, unknown
+            extension, corrupt or truncated, unsafe pickle, NaN/inf weights, architecture that
+            cannot be imported or does not fit the weights, missing or changed .pt2 program).
+    """
+    p, kind = _check_input(path)
+    if kind == "safetensors":
+        header = read_safetensors_header(p)
+        meta = decode_mal_metadata(p, header.metadata)
+        state = read_safetensors_tensors(p)
+        check_finite(p, state)
+        if meta is not None:
+            return _load_mal(p, meta, state, arch)
+        return _load_plain(p, state, arch, header.metadata)
+    if kind == "pt2":
+        program, sha = read_pt2(p)
+        check_finite(p, {**program.state_dict,
+                         **{k: v for k, v in program.constants.items()
+                            if isinstance(v, torch.Tensor)}})
+        return LoadedModel(module=program_module(program),
+                           arch={"kind": "pt2", "program": str(p), "sha256": sha},
+                           input_shape=program_input_shape(p, program),
+                           num_classes=program_num_classes(p, program), form="pt2", path=p,
+                           sha256=sha, metadata={}, program=program)
+    # Tensor-only loading is safe, so it runs before the --arch check: a corrupt or unsafe file
+    # is reported as such rather than as a missing architecture.
+    state = unwrap_state(p, torch_load_weights(p))
+    check_finite(p, state)
+    return _load_plain(p, state, arch, {})
+
+
+def read_header(path: str | Path) -> ModelHeader:
+    """Describe a model file (tensor shapes and dtypes, architecture, input and output sizes)
+    for pre-flight checks and memory estimates.
+
+    .safetensors: only the header is read, never the tensor data (so NaN weights are not seen
+    here; ``load_model`` checks them). .pt/.pth: read tensor-only with memory mapping where the
+    file format allows it. .pt2: the program is checked and loaded (its graph holds the shapes).
+
+    Raises:
+        ModelFileError: as ``load_model`` for missing, empty, corrupt, unsafe or unknown files.
+    """
+    p, kind = _check_input(path)
+    if kind == "safetensors":
+        header = read_safetensors_header(p)
+        shapes = {k: e.shape for k, e in header.tensors.items()}
+        dtypes = {k: e.dtype for k, e in header.tensors.items()}
+        meta = decode_mal_metadata(p, header.metadata)
+        if meta is None:
+            return ModelHeader(p, "state-dict", shapes, dtypes, None, None, None,
+                               dict(header.metadata))
+        return ModelHeader(p, "mal-safetensors", shapes, dtypes, dict(meta.arch),
+                           meta.input_shape, meta.num_classes, dict(meta.provenance))
+    if kind == "pt2":
+        program, sha = read_pt2(p)
+        state = program.state_dict
+        return ModelHeader(p, "pt2", {k: tuple(v.shape) for k, v in state.items()},
+                           {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()},
+                           {"kind": "pt2", "program": str(p), "sha256": sha},
+                           program_input_shape(p, program), program_num_classes(p, program), {})
+    state = unwrap_state(p, torch_load_weights(p, mmap=True))
+    return ModelHeader(p, "state-dict", {k: tuple(v.shape) for k, v in state.items()},
+                       {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()},
+                       None, None, None, {})
+
+
+def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = None) -> Path:
+    """Save a model as a mal safetensors file, atomically.
+
+    Tensors: contiguous CPU copies of ``model.state()`` (every key; copies never share storage).
+    Metadata: the architecture, input shape, number of classes and provenance
+    ``{**model.metadata, **metadata}``.
+
+    Parameters:
+        model: the model to save.
+        path: the target .safetensors file; its folder must exist. An existing file is replaced
+            atomically - unless it is the file the model was loaded from, which is refused.
+        metadata: provenance entries added to (and overriding) the model's own.
+    Returns:
+        ``path`` as a ``Path``.
+    Raises:
+        ModelFileError: wrong extension, the model's own input file, an unknown architecture
+            kind, provenance that is not JSON, NaN/inf weights, or a write failure (the target is
+            then untouched and no temporary file is left).
+    """
+    target = Path(path).expanduser()
+    if target.suffix.lower() != ".safetensors":
+        raise ModelFileError(target, "mal_desktop saves models as .safetensors files")
+    if target.is_dir():
+        raise ModelFileError(target, "is a directory")
+    sources = [model.path]
+    if isinstance(model.arch, dict) and model.arch.get("kind") == "pt2":
+        sources.append(model.arch.get("program"))
+    for source in sources:
+        if source is not None and target.resolve() == Path(source).resolve():
+            raise ModelFileError(target, "refusing to overwrite the model's own input file; "
+                                         "save under another name")
+    if not isinstance(model.arch, dict) or model.arch.get("kind") not in ARCH_KINDS:
+        raise ModelFileError(target, f"cannot save: unknown architecture {model.arch!r}")
+    provenance = {**model.metadata, **(metadata or {})}
+    try:
+        encoded = encode_mal_metadata(model.arch, model.input_shape, model.num_classes, provenance)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(target, f"cannot save: metadata is not JSON-serialisable "
+                                     f"({exc})") from None
+    tensors = {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+               for k, v in model.state().items()}
+    check_finite(target, tensors)
+    try:
+        atomic_write(target, lambda tmp: write_safetensors(tmp, tensors, encoded))
+    except OSError as exc:
+        raise ModelFileError(target, f"cannot write: {exc.strerror or exc}") from None
+    return target

@@ -1,0 +1,243 @@
+""".safetensors files: header parsing without touching tensor data, tensor reading, writing, and
+the mal_desktop metadata that turns a weights file into a rebuildable model.
+
+The header is parsed here rather than by the safetensors library so that a corrupt or truncated
+file gets a message saying what is wrong (header length beyond the file, bad JSON, a tensor
+ending past the end of the file) instead of a generic library error, and so that plan pre-flight
+checks can read shapes and dtypes of large files without reading their data.
+
+mal_desktop metadata (all values strings, as safetensors requires):
+    "mal_format": "1"
+    "arch": JSON {"kind": "family", "family": ..., "config": {...}}
+            | {"kind": "pt2", "program": "/abs/path.pt2", "sha256": ...}
+            | {"kind": "factory", "factory": "module:function"}
+    "input_shape": JSON list of ints (per sample, no batch axis)
+    "num_classes": JSON int
+    "provenance": JSON object
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelFileError
+
+MAL_FORMAT = "1"
+ARCH_KINDS = ("family", "pt2", "factory")
+
+# safetensors dtype code -> (torch dtype name, bytes per element). Only codes torch can load.
+_DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
+    "U64": ("uint64", 8), "U32": ("uint32", 4), "U16": ("uint16", 2), "U8": ("uint8", 1),
+    "BOOL": ("bool", 1), "C64": ("complex64", 8),
+    "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
+    "F8_E4M3FNUZ": ("float8_e4m3fnuz", 1), "F8_E5M2FNUZ": ("float8_e5m2fnuz", 1),
+}
+# The safetensors library refuses headers above 100 MB; a larger length means a corrupt file.
+_MAX_HEADER = 100_000_000
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as described by a safetensors header (no data)."""
+
+    dtype: str  # torch dtype name, e.g. "float32"
+    shape: tuple[int, ...]
+    begin: int  # byte offsets relative to the start of the data section
+    end: int
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """A parsed, bounds-checked safetensors header."""
+
+    tensors: dict[str, TensorEntry]
+    metadata: dict[str, str]
+    data_start: int
+
+
+@dataclass(frozen=True)
+class MalMetadata:
+    """The decoded mal_desktop metadata of a .safetensors model file."""
+
+    arch: dict[str, Any]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    provenance: dict[str, Any]
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def read_safetensors_header(path: Path) -> SafetensorsHeader:
+    """Parse and validate the header of a .safetensors file without reading tensor data.
+
+    Parameters:
+        path: an existing, non-empty file.
+    Returns:
+        The header: tensor entries (dtype, shape, offsets) and the string metadata.
+    Raises:
+        ModelFileError: truncated file, header length beyond the file, invalid JSON, an unknown
+            dtype, or a tensor whose bytes do not fit its shape or lie beyond the end of the file.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise ModelFileError(path, f"truncated safetensors file: {size} bytes, shorter than "
+                                       "the 8-byte header length")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > size - 8:
+            raise ModelFileError(path, f"truncated or corrupt safetensors file: header length "
+                                       f"{length} exceeds the file size ({size} bytes)")
+        if length > _MAX_HEADER:
+            raise ModelFileError(path, f"corrupt safetensors file: header length {length} is "
+                                       "implausibly large")
+        raw = f.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(path, f"corrupt safetensors header: not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(path, "corrupt safetensors header: not a JSON object")
+
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ModelFileError(path, "corrupt safetensors header: __metadata__ must map strings "
+                                   "to strings")
+
+    data_start = 8 + length
+    data_size = size - data_start
+    tensors: dict[str, TensorEntry] = {}
+    for name, info in header.items():
+        try:
+            code, shape_list, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            shape = tuple(int(s) for s in shape_list)
+            begin, end = int(begin), int(end)
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(path, f"corrupt safetensors header: bad entry for tensor "
+                                       f"{name!r}") from None
+        if code not in _DTYPES:
+            raise ModelFileError(path, f"tensor {name} has unsupported dtype {code!r}")
+        dtype, itemsize = _DTYPES[code]
+        if any(s < 0 for s in shape) or begin < 0 or end < begin:
+            raise ModelFileError(path, f"corrupt safetensors header: bad shape or offsets for "
+                                       f"tensor {name}")
+        if end > data_size:
+            raise ModelFileError(path, f"truncated safetensors file: tensor {name} ends at byte "
+                                       f"{data_start + end}, but the file has only {size} bytes")
+        if end - begin != _numel(shape) * itemsize:
+            raise ModelFileError(path, f"corrupt safetensors header: tensor {name} of shape "
+                                       f"{shape} ({dtype}) needs {_numel(shape) * itemsize} "
+                                       f"bytes, the header gives {end - begin}")
+        tensors[name] = TensorEntry(dtype, shape, begin, end)
+    return SafetensorsHeader(tensors, dict(metadata), data_start)
+
+
+def read_safetensors_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read every tensor of a (header-checked) .safetensors file onto the CPU.
+
+    Raises:
+        ModelFileError: the safetensors library rejects the file.
+    """
+    from safetensors import safe_open  # read-only memory map; never writes to the file
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:  # SafetensorError is not importable under a stable name
+        raise ModelFileError(path, f"corrupt safetensors file: {exc}") from None
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str]) -> None:
+    """Write tensors and string metadata to ``path`` (callers pass an atomic temp path).
+
+    The tensors must be contiguous CPU tensors that share no storage.
+    """
+    import safetensors.torch
+
+    # Looked up at call time (not imported by name) so tests can make the write fail midway.
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
+
+
+def _json_default(value: Any) -> Any:
+    """Turn the common non-JSON values of provenance (paths, sets, numpy and torch scalars) into
+    JSON; anything else is an error rather than a silently stringified value."""
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()  # numpy / torch scalars
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def encode_mal_metadata(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
+                        provenance: dict[str, Any]) -> dict[str, str]:
+    """The safetensors metadata of a mal_desktop model file.
+
+    Raises:
+        TypeError, ValueError: a value cannot be encoded as JSON.
+    """
+    return {
+        "mal_format": MAL_FORMAT,
+        "format": "pt",  # the key other safetensors tools use to know these are torch tensors
+        "arch": json.dumps(arch, sort_keys=True, default=_json_default),
+        "input_shape": json.dumps([int(s) for s in input_shape]),
+        "num_classes": json.dumps(int(num_classes)),
+        "provenance": json.dumps(provenance, sort_keys=True, default=_json_default),
+    }
+
+
+def _decode(path: Path, metadata: dict[str, str], key: str) -> Any:
+    if key not in metadata:
+        raise ModelFileError(path, f"corrupt mal_desktop metadata: {key!r} is missing")
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise ModelFileError(path, f"corrupt mal_desktop metadata: {key!r} is not valid "
+                                   "JSON") from None
+
+
+def decode_mal_metadata(path: Path, metadata: dict[str, str]) -> MalMetadata | None:
+    """Decode and validate mal_desktop metadata; ``None`` for a plain state-dict file.
+
+    Raises:
+        ModelFileError: a newer format, a missing or malformed key, or an unknown architecture kind.
+    """
+    if "mal_format" not in metadata:
+        return None
+    if metadata["mal_format"] != MAL_FORMAT:
+        raise ModelFileError(path, f"written in mal_desktop model format "
+                                   f"{metadata['mal_format']!r}; this version reads format "
+                                   f"{MAL_FORMAT!r}")
+    arch = _decode(path, metadata, "arch")
+    if not isinstance(arch, dict) or arch.get("kind") not in ARCH_KINDS:
+        raise ModelFileError(path, f"corrupt mal_desktop metadata: architecture kind must be one "
+                                   f"of {', '.join(ARCH_KINDS)}")
+    input_shape = _decode(path, metadata, "input_shape")
+    if not (isinstance(input_shape, list) and input_shape
+            and all(isinstance(s, int) and s > 0 for s in input_shape)):
+        raise ModelFileError(path, "corrupt mal_desktop metadata: input_shape must be a list of "
+                                   "positive integers")
+    num_classes = _decode(path, metadata, "num_classes")
+    if not isinstance(num_classes, int) or num_classes <= 0:
+        raise ModelFileError(path, "corrupt mal_desktop metadata: num_classes must be a positive "
+                                   "integer")
+    provenance = _decode(path, metadata, "provenance") if "provenance" in metadata else {}
+    if not isinstance(provenance, dict):
+        raise ModelFileError(path, "corrupt mal_desktop metadata: provenance must be a JSON object")
+    return MalMetadata(arch, tuple(input_shape), num_classes, provenance)

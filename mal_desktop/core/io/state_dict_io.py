@@ -1,0 +1,255 @@
+"""Plain state dicts: tensor-only .pt/.pth loading, checkpoint unwrapping, user architecture
+factories (``module:function``), fitting a state into a module, and the finite-weights check.
+
+A plain state dict carries no architecture, so the user names one as ``package.module:function``.
+Importing and calling it runs the user's code; that is why it is an explicit opt-in (``arch=``,
+``--arch`` on the command line) and never inferred from a file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelFileError
+
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_SHOW = 3  # how many keys an error message lists before "(+N more)"
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOW])
+    return shown + (f" (+{len(names) - _SHOW} more)" if len(names) > _SHOW else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_finite(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights containing NaN or infinity: they poison every merge they take part in.
+
+    Raises:
+        ModelFileError: naming the first offending tensor, e.g.
+            "tensor layers.0.weight has 3 NaN values (and 1 more tensor with NaN/inf)".
+    """
+    bad: list[str] = []
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        t = tensor.detach()
+        if t.is_floating_point() and t.element_size() < 2:  # float8: isnan is not implemented
+            t = t.float()
+        n_nan = int(torch.isnan(t).sum())
+        n_inf = int(torch.isinf(t).sum())
+        if n_nan or n_inf:
+            parts = ([f"{n_nan} NaN"] if n_nan else []) + ([f"{n_inf} inf"] if n_inf else [])
+            bad.append(f"tensor {name} has {' and '.join(parts)} values")
+    if bad:
+        more = len(bad) - 1
+        suffix = f" (and {more} more tensor{'s' if more > 1 else ''} with NaN/inf)" if more else ""
+        raise ModelFileError(path, bad[0] + suffix)
+
+
+def torch_load_weights(path: Path, mmap: bool = False) -> Any:
+    """``torch.load`` restricted to tensors and plain containers (``weights_only=True``).
+
+    torch's weights-only unpickler refuses every global outside a small allowlist, so a pickle
+    whose ``__reduce__`` would call a function is rejected before anything runs.
+
+    Parameters:
+        path: a .pt/.pth file, opened read-only.
+        mmap: map tensor data instead of reading it (zip-format files only; falls back to a
+            normal read for the legacy format).
+    Raises:
+        ModelFileError: unsafe or unsupported pickle content ("refusing to unpickle ..."),
+            a TorchScript archive, or a corrupt file.
+    """
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if mmap and "mmap can only be used" in str(exc):
+                return torch.load(path, map_location="cpu", weights_only=True)
+            raise
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            raise ModelFileError(path, f"refusing to unpickle: the file references "
+                                       f"{found.group(1)}, which could run code; only tensors "
+                                       "and plain containers are loaded (save model.state_dict() "
+                                       "instead)") from None
+        if "Weights only load failed" in text:
+            detail = text.rsplit("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0]
+            raise ModelFileError(path, f"refusing to unpickle: not a tensor-only PyTorch file "
+                                       f"({detail})") from None
+        if "TorchScript" in text:
+            raise ModelFileError(path, "is a TorchScript archive; save the model with "
+                                       "torch.export.save (.pt2) or save its "
+                                       "state_dict()") from None
+        raise ModelFileError(path, f"corrupt PyTorch file: {_first_line(exc)}") from None
+
+
+def unwrap_state(path: str | Path, obj: Any) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded .pt object: the mapping itself, or a checkpoint's
+    ``"state_dict"`` / ``"model"`` entry.
+
+    Raises:
+        ModelFileError: no mapping of names to tensors is found.
+    """
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return dict(obj)
+        for key in ("state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(
+                    isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in inner.items()):
+                return dict(inner)
+        for k, v in obj.items():
+            if not isinstance(v, torch.Tensor):
+                raise ModelFileError(path, f"not a state dict: entry {k!r} is a "
+                                           f"{type(v).__name__}, not a tensor (checkpoints are "
+                                           "read from their 'state_dict' or 'model' entry)")
+        raise ModelFileError(path, "not a state dict: the file holds an empty mapping")
+    raise ModelFileError(path, f"not a state dict: the file holds a {type(obj).__name__}, not a "
+                               "mapping of names to tensors")
+
+
+@dataclass(frozen=True)
+class FactoryModel:
+    """A module built by a user architecture factory, with its input and output sizes."""
+
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def _shape_attr(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in value)
+    except (TypeError, ValueError):
+        return None
+    return shape if shape and all(s > 0 for s in shape) else None
+
+
+def _infer_input_shape(path: Path, spec: str, module: nn.Module) -> tuple[int, ...]:
+    """Input shape from the first weight layer: a Linear tells its input size, a convolution
+    does not tell the spatial size, so it has to be declared."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            return (sub.in_features,)
+        if isinstance(sub, nn.modules.conv._ConvNd):
+            raise ModelFileError(path, f"architecture {spec!r} starts with a convolution: set "
+                                       "input_shape (per sample, e.g. (1, 8, 8)) on the module or "
+                                       "as an attribute of the factory function")
+    raise ModelFileError(path, f"cannot tell the input shape of architecture {spec!r}: set "
+                               "input_shape on the module or as an attribute of the factory")
+
+
+def build_factory_module(path: str | Path, spec: str) -> FactoryModel:
+    """Import ``package.module:function``, call it with no arguments and describe the module.
+
+    input_shape: the module's or the factory's ``input_shape`` attribute, else the first Linear's
+    ``in_features``. num_classes: a ``num_classes`` attribute, else the last axis of the output of
+    a probe forward pass on zeros (which also proves the input shape fits).
+
+    Parameters:
+        path: the model file the architecture is for (named in errors).
+        spec: "package.module:function" (attribute paths with dots are allowed after the colon).
+    Returns:
+        The module in eval mode with its input shape and number of classes.
+    Raises:
+        ModelFileError: malformed spec, import failure, factory failure, not an nn.Module, unknown
+            input shape, or a probe forward pass that fails.
+    """
+    path = Path(path)
+    if not _FACTORY_RE.match(spec):
+        raise ModelFileError(path, f"architecture {spec!r} must look like "
+                                   "'package.module:function'")
+    module_name, attr_path = spec.split(":", 1)
+    try:
+        factory: Any = importlib.import_module(module_name)
+        for attr in attr_path.split("."):
+            factory = getattr(factory, attr)
+    except Exception as exc:  # the user's module may raise anything while importing
+        raise ModelFileError(path, f"cannot import architecture {spec!r}: "
+                                   f"{type(exc).__name__}: {_first_line(exc)}") from None
+    if not callable(factory):
+        raise ModelFileError(path, f"architecture {spec!r} is not callable")
+    try:
+        module = factory()
+    except Exception as exc:
+        raise ModelFileError(path, f"architecture factory {spec!r} failed: "
+                                   f"{type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelFileError(path, f"architecture factory {spec!r} returned a "
+                                   f"{type(module).__name__}, not a torch.nn.Module")
+    module.eval()
+    input_shape = (_shape_attr(getattr(module, "input_shape", None))
+                   or _shape_attr(getattr(factory, "input_shape", None))
+                   or _infer_input_shape(path, spec, module))
+    num_classes = getattr(module, "num_classes", None) or getattr(factory, "num_classes", None)
+    if not isinstance(num_classes, int) or num_classes <= 0:
+        try:
+            with torch.no_grad():
+                out = module(torch.zeros((2, *input_shape)))
+        except Exception as exc:
+            raise ModelFileError(path, f"architecture {spec!r} does not run on input shape "
+                                       f"{input_shape}: {type(exc).__name__}: "
+                                       f"{_first_line(exc)}") from None
+        if not isinstance(out, torch.Tensor) or out.ndim < 2:
+            raise ModelFileError(path, f"architecture {spec!r} must return one tensor of shape "
+                                       "(batch, ..., classes)")
+        num_classes = int(out.shape[-1])
+    return FactoryModel(module, input_shape, num_classes)
+
+
+def load_state_into(path: str | Path, module: nn.Module, state: Mapping[str, torch.Tensor],
+                    what: str) -> None:
+    """Load ``state`` into ``module`` strictly, with a readable error on any mismatch.
+
+    A state saved from ``nn.DataParallel`` (every key prefixed "module.") is accepted.
+
+    Parameters:
+        path: the file the state came from (named in errors).
+        module: the architecture.
+        state: names to tensors.
+        what: how to call the architecture in messages, e.g. "architecture 'x:y'".
+    Raises:
+        ModelFileError: listing the first few missing keys, unexpected keys and shape mismatches.
+    """
+    expected = module.state_dict()
+    if (state and all(k.startswith("module.") for k in state)
+            and not any(k.startswith("module.") for k in expected)):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} is {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the "
+                  "architecture" for k, v in expected.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"shape of {_listing(mismatched)}")
+    if problems:
+        raise ModelFileError(path, f"weights do not fit {what}: " + "; ".join(problems))
+    try:
+        module.load_state_dict(dict(state), strict=True)
+    except Exception as exc:  # e.g. a dtype that cannot be copied into the parameter
+        raise ModelFileError(path, f"weights do not fit {what}: {_first_line(exc)}") from None
