@@ -14,6 +14,9 @@ from ..graph.spec import Layer, PermutationSpec
 from .plan import AssemblyPlan
 
 
+MERGEABLE_KINDS = ("linear", "conv2d")
+
+
 @dataclass(frozen=True)
 class StepCheck:
     """Whether a step can run; ``reason`` says why not; ``case_text`` names the width case."""
@@ -77,6 +80,10 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
     """The rule book: can ``target`` (a zoo layer) merge into ``base``; and which width case."""
     text = case_text(base.out_units, target.out_units, base.in_units, target.in_units,
                      base.out_fixed, base.in_fixed)
+    for layer in (base, target):
+        if layer.kind not in MERGEABLE_KINDS:
+            return StepCheck(False, f"merging {layer.kind} layers ({layer.name}) is not supported: "
+                                    "only linear and conv2d layers", text)
     if base.kind != target.kind:
         return StepCheck(False, f"cannot merge a {target.kind} layer into a {base.kind} layer "
                                 f"({target.name} -> {base.name})", text)

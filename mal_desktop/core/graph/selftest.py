@@ -1,0 +1,173 @@
+"""Checks that a discovered PermutationSpec is right: permuting its free spaces, or padding one
+with dead units, must leave the network's function unchanged (mal_method.md section 9).
+
+Tolerance: a difference passes when it is at most ``1e-4 * max(1, max |reference output|)``:
+float32 sums re-ordered by a permutation differ by a few ulps of the output's magnitude, while a
+wrongly permuted tensor changes outputs by a fraction of that magnitude.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ..errors import AlignmentError
+from ..io.model import LoadedModel
+from ..progress import CancelToken, Job, ProgressEvent, never_cancelled, run_job
+from .spec import PermutationSpec, permute_state
+
+RELATIVE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class SelfTestReport:
+    """Outcome of :func:`self_test`.
+
+    per_space: max |output difference| when only that free space is permuted.
+    overall: the same with every free space permuted at once.
+    passed: every difference is within ``tolerance``.
+    unsupported: ops that forced spaces fixed (from the spec).
+    tolerance: ``RELATIVE_TOLERANCE * max(1, max |reference output|)``.
+    """
+
+    per_space: dict[str, float]
+    overall: float
+    passed: bool
+    unsupported: list[str]
+    tolerance: float = 0.0
+
+
+def random_permutations(spec: PermutationSpec, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded random permutation per free space; never the identity when size > 1."""
+    gen = torch.Generator().manual_seed(seed)
+    perms: dict[str, torch.Tensor] = {}
+    for space in spec.free_spaces():
+        perm = torch.randperm(space.size, generator=gen)
+        if space.size > 1 and torch.equal(perm, torch.arange(space.size)):
+            perm = torch.roll(perm, 1)  # an identity would test nothing
+        perms[space.id] = perm
+    return perms
+
+
+def probe_batch(model: LoadedModel, batch: int) -> int:
+    """The batch size the model accepts: an exported program may have a static batch axis."""
+    if model.program is not None:
+        for node in model.program.graph.nodes:
+            val = node.meta.get("val")
+            if (node.op == "placeholder" and node.name in model.program.graph_signature.user_inputs
+                    and isinstance(val, torch.Tensor) and val.dim() > 0
+                    and isinstance(val.shape[0], int)):
+                return int(val.shape[0])
+    return batch
+
+
+def _outputs(out: object) -> list[torch.Tensor]:
+    leaves = torch.utils._pytree.tree_leaves(out)
+    return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+
+def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max((float((x.float() - y.float()).abs().max()) for x, y in zip(a, b) if x.numel()),
+               default=0.0)
+
+
+def _copy_module(module: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's own notice when copying .pt2 modules
+        return copy.deepcopy(module).eval()
+
+
+def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken | None = None,
+                  seed: int = 0, batch: int = 8) -> Job[SelfTestReport]:
+    """Generator job behind :func:`self_test`; yields one event per space."""
+    cancel = cancel or never_cancelled()
+    x = model.example_input(probe_batch(model, batch), seed=seed)
+    state = model.state()
+    probe = _copy_module(model.module)
+    perms = random_permutations(spec, seed)
+    per_space: dict[str, float] = {}
+    with torch.no_grad():
+        reference = _outputs(model.module(x))
+        scale = max([1.0] + [float(t.float().abs().max()) for t in reference if t.numel()])
+
+        def diff(chosen: dict[str, torch.Tensor]) -> float:
+            probe.load_state_dict(permute_state(state, spec, chosen), strict=True)
+            return _max_diff(_outputs(probe(x)), reference)
+
+        for i, (space_id, perm) in enumerate(perms.items()):
+            cancel.raise_if_cancelled()
+            per_space[space_id] = diff({space_id: perm})
+            yield ProgressEvent("self-test", (i + 1) / (len(perms) + 1), f"permuted {space_id}",
+                                (space_id, per_space[space_id]))
+        cancel.raise_if_cancelled()
+        overall = diff(perms) if perms else 0.0
+    tolerance = RELATIVE_TOLERANCE * scale
+    passed = overall <= tolerance and all(d <= tolerance for d in per_space.values())
+    yield ProgressEvent("self-test", 1.0, "passed" if passed else "FAILED")
+    return SelfTestReport(per_space, overall, passed, list(spec.unsupported), tolerance)
+
+
+def self_test(model: LoadedModel, spec: PermutationSpec, seed: int = 0,
+              batch: int = 8) -> SelfTestReport:
+    """Permute every free space of ``spec`` (one at a time, then all together) and compare outputs.
+
+    model: the model the spec was discovered from (its module is not modified).
+    spec: the permutation spec to check.
+    seed: seeds the probe batch and the permutations.
+    batch: probe batch size (a program with a static batch axis uses its own).
+    Returns a SelfTestReport; ``passed`` is False when any permutation changed the outputs.
+    """
+    return run_job(self_test_job(model, spec, seed=seed, batch=batch))
+
+
+def _fill_value(key: str, spec: PermutationSpec, tensor: torch.Tensor) -> float:
+    """Dead units: zero weights everywhere, norm scale 1 and running variance 1 (no division by 0)."""
+    if key.endswith("running_var"):
+        return 1.0
+    layer_weights = {layer.weight for layer in spec.layers}
+    norm_weights = {k for layer in spec.layers for k in layer.norm if k.endswith("weight")}
+    if key in norm_weights or (tensor.dim() == 1 and key.endswith("weight") and key not in layer_weights):
+        return 1.0
+    return 0.0
+
+
+def pad_space(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: str,
+              extra: int) -> tuple[dict[str, torch.Tensor], PermutationSpec]:
+    """Give space ``space_id`` ``extra`` more units, appended, that are dead.
+
+    Every tensor axis on the space grows by ``extra * block`` entries: zero for weights and
+    biases (so the new units receive nothing and send nothing), 1 for norm scales and running
+    variances, 0 for running means. Loaded into the same architecture made wider by ``extra`` on
+    that space, the padded state computes the same function, unless a normalisation mixes over
+    the space (a LayerNorm over a padded stream sees more zeros): padding such a space is not
+    function-preserving.
+    state: the model's state; not modified.
+    Returns (new state, spec with the space's size increased).
+    Raises AlignmentError for an unknown or fixed space or a negative ``extra``.
+    """
+    space = spec.spaces.get(space_id)
+    if space is None:
+        raise AlignmentError(f"{space_id}: no such permutation space")
+    if space.fixed:
+        raise AlignmentError(f"{space_id}: space is fixed ({space.reason}); it cannot be padded")
+    if extra < 0:
+        raise AlignmentError(f"{space_id}: cannot pad by a negative number of units ({extra})")
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        for dim, axis in enumerate(spec.axes.get(key, ())):
+            if axis is None or axis.space != space_id or extra == 0:
+                continue
+            shape = list(tensor.shape)
+            shape[dim] = extra * axis.block
+            pad = torch.full(shape, _fill_value(key, spec, tensor), dtype=tensor.dtype,
+                             device=tensor.device)
+            tensor = torch.cat([tensor, pad], dim=dim)
+        out[key] = tensor
+    spaces = dict(spec.spaces)
+    spaces[space_id] = replace(space, size=space.size + extra)
+    return out, PermutationSpec(spaces=spaces, axes=dict(spec.axes), layers=list(spec.layers),
+                                unsupported=list(spec.unsupported))

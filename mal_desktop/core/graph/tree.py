@@ -1,0 +1,263 @@
+"""The layer tree: a model's module hierarchy with shapes, statistics and permutation spaces.
+
+The hierarchy comes from the dotted state keys ("blocks.0.conv1.weight" lives in module
+"blocks.0.conv1"), so it is the same for an in-memory module and for a .pt2 program's module,
+whose ``named_modules`` carries no types. The GUI's tree model and ``mal inspect`` adapt it.
+All classes are frozen: a tree may cross threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..io.model import LoadedModel
+from .spec import Layer, PermutationSpec
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One state tensor: its shape and statistics, and the space of each axis.
+
+    std is torch's default (unbiased) standard deviation, 0 for fewer than 2 entries.
+    axes: space id per dimension, None where the axis is not permutable.
+    fixed: True where the axis is not permutable or its space is fixed.
+    """
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    norm: float
+    mean: float
+    std: float
+    axes: tuple[str | None, ...]
+    fixed: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class LayerNode:
+    """A module of the model.
+
+    path: dotted module path ("" for the model itself); kind: "linear", "conv2d", "batchnorm",
+    "layernorm", "embedding", "module", "model", ...; tensors: the module's own tensors;
+    params: parameter count including children; layer: the weight layer (what the user drags),
+    None for other modules; repeat: a signature shared by structurally identical sibling
+    blocks (so a view can collapse them), None when the block has no twin.
+    """
+
+    path: str
+    kind: str
+    tensors: tuple[TensorInfo, ...]
+    children: tuple[LayerNode, ...]
+    params: int
+    layer: Layer | None = None
+    repeat: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The last component of the path."""
+        return self.path.rsplit(".", 1)[-1]
+
+    def walk(self) -> Iterator[LayerNode]:
+        """This node and its descendants, depth first, in model order."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+@dataclass(frozen=True)
+class LayerTree:
+    """A model's layer tree plus the permutation spec it shows."""
+
+    model_name: str
+    root: LayerNode
+    spec: PermutationSpec
+    total_params: int
+    _index: dict[str, LayerNode] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {node.path: node for node in self.root.walk()})
+
+    def find(self, path: str) -> LayerNode | None:
+        """The node at module ``path`` ("" is the root), or None."""
+        return self._index.get(path)
+
+    def search(self, text: str) -> list[LayerNode]:
+        """Nodes whose path contains ``text`` (case-insensitive) or that own a tensor of the shape
+        ``text`` spells ("64x32", "64, 32", "(64, 32)"); in tree order."""
+        text = text.strip()
+        if not text:
+            return []
+        shape = parse_shape(text)
+        low = text.lower()
+        return [node for node in self.root.walk()
+                if (node.path and low in node.path.lower())
+                or (shape is not None and any(t.shape == shape for t in node.tensors))]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict: every module (flat, tree order), spaces and unsupported ops."""
+        layers = []
+        for node in self.root.walk():
+            layers.append({
+                "path": node.path,
+                "kind": node.kind,
+                "params": node.params,
+                "repeat": node.repeat,
+                "children": [c.path for c in node.children],
+                "layer": None if node.layer is None else _layer_json(node.layer),
+                "tensors": [{
+                    "key": t.key, "shape": list(t.shape), "dtype": t.dtype, "numel": t.numel,
+                    "norm": _finite(t.norm), "mean": _finite(t.mean), "std": _finite(t.std),
+                    "spaces": list(t.axes), "fixed": list(t.fixed),
+                } for t in node.tensors],
+            })
+        spaces = [{
+            "id": s.id, "size": s.size, "fixed": s.fixed, "reason": s.reason,
+            "tensors": [[key, dim] for key, dim in self.spec.tensors_on(s.id)],
+        } for s in self.spec.spaces.values()]
+        return {"model": self.model_name, "total_params": self.total_params, "layers": layers,
+                "spaces": spaces, "unsupported": list(self.spec.unsupported)}
+
+
+def parse_shape(text: str) -> tuple[int, ...] | None:
+    """"64x32", "64×32", "64, 32", "(64, 32)", "[64]" -> (64, 32); None when not a shape."""
+    body = text.strip().strip("()[]").strip().rstrip(",")
+    if not re.fullmatch(r"\d+(\s*[x×,]\s*\d+)*", body):
+        return None
+    return tuple(int(p) for p in re.split(r"\s*[x×,]\s*", body))
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _layer_json(layer: Layer) -> dict[str, Any]:
+    return {"name": layer.name, "kind": layer.kind, "index": layer.index, "weight": layer.weight,
+            "bias": layer.bias, "norm": list(layer.norm), "kernel": list(layer.kernel),
+            "out_space": layer.out_axis.space, "out_block": layer.out_axis.block,
+            "in_space": layer.in_axis.space, "in_block": layer.in_axis.block}
+
+
+def tensor_info(key: str, tensor: torch.Tensor, spec: PermutationSpec) -> TensorInfo:
+    """Shape, statistics and per-axis spaces of one state tensor."""
+    t = tensor.detach()
+    data = t.to(torch.float64) if t.numel() else t.new_zeros(1, dtype=torch.float64)
+    n = t.numel()
+    axes = spec.axes.get(key) or (None,) * t.dim()
+    ids = tuple(a.space if a is not None else None for a in axes)
+    fixed = tuple(a is None or a.space not in spec.spaces or spec.spaces[a.space].fixed for a in axes)
+    return TensorInfo(
+        key=key, shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""), numel=n,
+        norm=float(torch.linalg.vector_norm(data)) if n else 0.0,
+        mean=float(data.mean()) if n else 0.0,
+        std=float(data.std()) if n > 1 else 0.0,
+        axes=ids, fixed=fixed)
+
+
+_CLASS_KINDS = {
+    "Linear": "linear", "Conv1d": "conv1d", "Conv2d": "conv2d", "Conv3d": "conv3d",
+    "ConvTranspose1d": "conv_transpose1d", "ConvTranspose2d": "conv_transpose2d",
+    "BatchNorm1d": "batchnorm", "BatchNorm2d": "batchnorm", "BatchNorm3d": "batchnorm",
+    "_BatchNorm": "batchnorm", "LayerNorm": "layernorm", "GroupNorm": "groupnorm",
+    "RMSNorm": "rmsnorm", "Embedding": "embedding",
+}
+
+
+def _class_names(model: LoadedModel) -> dict[str, list[str]]:
+    """Module path -> class names (most derived first). A .pt2 module's submodules are bare
+    ``nn.Module`` stand-ins, so their classes come from the program's ``nn_module_stack``."""
+    names: dict[str, list[str]] = {}
+    for path, module in model.module.named_modules():
+        if type(module) is not nn.Module:
+            names[path] = [cls.__name__ for cls in type(module).__mro__]
+    if model.program is not None:
+        for node in model.program.graph.nodes:
+            for path, type_name in (node.meta.get("nn_module_stack") or {}).values():
+                names.setdefault(path, [str(type_name).rsplit(".", 1)[-1]])
+    return names
+
+
+def _kind(classes: list[str], own: dict[str, torch.Tensor], layer: Layer | None) -> str:
+    if layer is not None:
+        return layer.kind
+    for name in classes:
+        if name in _CLASS_KINDS:
+            return _CLASS_KINDS[name]
+    if classes:
+        return "module"
+    if "running_mean" in own:  # no class known: guess from the tensors
+        return "batchnorm"
+    weight = own.get("weight")
+    if weight is not None and weight.dim() == 1 and set(own) <= {"weight", "bias"}:
+        return "norm"
+    return "module"
+
+
+def build_layer_tree(model: LoadedModel, spec: PermutationSpec | None = None) -> LayerTree:
+    """The layer tree of ``model``.
+
+    model: the loaded model. spec: its permutation spec; discovered when None.
+    Returns a LayerTree. Raises MalError (from discovery) when the model cannot be traced.
+    """
+    if spec is None:
+        from .discover import discover_spec
+        spec = discover_spec(model)
+    state = model.state()
+    param_keys = {k for k, _ in model.module.named_parameters()}  # tied weights counted once
+    layers = {layer.name: layer for layer in spec.layers}
+    classes = _class_names(model)
+
+    # module path -> own tensors, and path -> child paths, both in state order
+    own: dict[str, dict[str, torch.Tensor]] = {"": {}}
+    children: dict[str, list[str]] = {"": []}
+    for key, tensor in state.items():
+        path, _, name = key.rpartition(".")
+        parts = path.split(".") if path else []
+        for depth in range(len(parts)):
+            parent, child = ".".join(parts[:depth]), ".".join(parts[:depth + 1])
+            if child not in own:
+                own[child], children[child] = {}, []
+                children[parent].append(child)
+        own[path][name] = tensor
+
+    def build(path: str) -> LayerNode:
+        kids = tuple(build(c) for c in children[path])
+        prefix = f"{path}." if path else ""
+        tensors = tuple(tensor_info(prefix + n, t, spec) for n, t in own[path].items())
+        params = sum(t.numel for t in tensors if t.key in param_keys) + sum(k.params for k in kids)
+        kind = "model" if not path else _kind(classes.get(path, []), own[path], layers.get(path))
+        return LayerNode(path, kind, tensors, _with_repeats(kids, classes), params,
+                         layers.get(path))
+
+    root = build("")
+    total = sum(p.numel() for p in model.module.parameters())
+    return LayerTree(model.name, root, spec, total)
+
+
+def _signature(node: LayerNode) -> str:
+    """Structure only: kinds, relative names and shapes (not values, not the path)."""
+    own = ",".join(f"{t.key.rsplit('.', 1)[-1]}:{'x'.join(map(str, t.shape))}" for t in node.tensors)
+    kids = ",".join(f"{c.name}={_signature(c)}" for c in node.children)
+    return f"{node.kind}({own};{kids})"
+
+
+def _with_repeats(kids: tuple[LayerNode, ...], classes: dict[str, list[str]]) -> tuple[LayerNode, ...]:
+    """Mark composite siblings that share a structure with the same ``repeat`` string."""
+    sigs = [_signature(k) if k.children else None for k in kids]
+    out = []
+    for kid, sig in zip(kids, sigs):
+        if sig is not None and sigs.count(sig) > 1:
+            label = (classes.get(kid.path) or [kid.kind])[0]
+            digest = hashlib.sha1(sig.encode()).hexdigest()[:10]
+            kid = LayerNode(kid.path, kid.kind, kid.tensors, kid.children, kid.params, kid.layer,
+                            f"{label}#{digest}")
+        out.append(kid)
+    return tuple(out)
