@@ -1,0 +1,182 @@
+"""Classification loss and accuracy of a model on a dataset split.
+
+Evaluation never changes the model: gradients are off (``torch.no_grad`` entered inside the
+function, since grad mode is thread-local and the caller may be a worker thread), every submodule
+is switched to eval mode only for the duration of the call and its flag restored afterwards, and
+a model whose weights live on another device than :func:`compute_device` is evaluated through a
+copy moved there.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..device import compute_device
+from ..errors import DatasetError, MalError
+from ..io.model import LoadedModel
+from ..io.pt2_io import program_batch_size
+from .datasets import Dataset
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Scores of one model on one set of samples.
+
+    loss: mean cross-entropy (inf or nan when the model produced non-finite logits).
+    accuracy: fraction of samples whose arg-max logit is the label, in [0, 1].
+    n: number of samples.
+    """
+
+    loss: float
+    accuracy: float
+    n: int
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode for the block, then restore each one's own flag.
+
+    The flags are set directly rather than through ``module.eval()``: an exported program's module
+    refuses ``eval()`` (its graph is fixed), and restoring with ``train()`` would flatten a mix
+    of modes that the caller may have set on purpose.
+    """
+    saved = [(m, m.training) for m in module.modules()]
+    for m, _ in saved:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def _module_device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device of the module's first parameter or buffer (CPU if it has none) and its float dtype."""
+    device = torch.device("cpu")
+    dtype = torch.float32
+    for t in (*module.parameters(), *module.buffers()):
+        device = t.device
+        break
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point():
+            dtype = t.dtype
+            break
+    return device, dtype
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    # "cuda" and "cuda:0" name the same device when only the default one is in use.
+    return a.index == b.index or a.type == "cpu" or a.index is None or b.index is None
+
+
+def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 512,
+                   fixed_batch: int | None = None) -> torch.Tensor:
+    """Run ``module`` on ``x`` in batches and return its outputs.
+
+    module: a classifier returning (batch, classes) logits; it is not modified.
+    x: inputs (N, *input_shape).
+    batch_size: samples per forward pass.
+    fixed_batch: the only batch size the module accepts (a .pt2 program exported without a
+        dynamic batch axis); the last batch is zero-padded to it and the padding dropped.
+    Returns a CPU float32 tensor of shape (N, classes).
+    Raises MalError when the module's output is not a (batch, classes) tensor.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = compute_device()
+    module_device, dtype = _module_device_dtype(module)
+    if not _same_device(module_device, device):
+        # Moving the caller's module would modify it; work on a copy instead.
+        module = copy.deepcopy(module).to(device)
+    if fixed_batch is not None:
+        batch_size = fixed_batch
+    outputs: list[torch.Tensor] = []
+    with torch.no_grad(), _eval_mode(module):
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size].to(device=device, dtype=dtype)
+            real = len(batch)
+            if fixed_batch is not None and real < fixed_batch:
+                pad = batch.new_zeros((fixed_batch - real, *batch.shape[1:]))
+                batch = torch.cat([batch, pad])
+            out = module(batch)
+            if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(batch):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise MalError(f"model output has shape {shape}; expected (batch, classes) logits")
+            outputs.append(out[:real].detach().to("cpu", torch.float32))
+    if not outputs:
+        return torch.empty((0, 0), dtype=torch.float32)
+    return torch.cat(outputs)
+
+
+def evaluate_module(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    batch_size: int = 512, fixed_batch: int | None = None) -> EvalResult:
+    """Mean cross-entropy and accuracy of ``module`` on inputs ``x`` with integer labels ``y``.
+
+    Non-finite logits give a non-finite loss, reported as is.
+    Raises DatasetError when there are no samples, ``x`` and ``y`` differ in length, or a label is
+    outside the model's classes.
+    """
+    if len(x) != len(y):
+        raise DatasetError(f"{len(x)} inputs but {len(y)} labels")
+    if len(y) == 0:
+        raise DatasetError("no samples to evaluate")
+    logits = predict_logits(module, x, batch_size, fixed_batch)
+    y = y.to(torch.int64)
+    num_classes = logits.shape[1]
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise DatasetError(f"labels range over {lo}..{hi} but the model has {num_classes} classes")
+    # Computed on the whole set at once so the value is exactly torch's mean cross-entropy.
+    loss = float(F.cross_entropy(logits, y))
+    accuracy = float((logits.argmax(dim=1) == y).double().mean())
+    return EvalResult(loss=loss, accuracy=accuracy, n=len(y))
+
+
+def _fit_inputs(model: LoadedModel, data: Dataset, x: torch.Tensor) -> torch.Tensor:
+    """``x`` reshaped to the model's per-sample shape when the element counts agree."""
+    want = tuple(int(s) for s in model.input_shape)
+    have = tuple(int(s) for s in x.shape[1:])
+    if have == want:
+        return x
+    if math.prod(have) == math.prod(want):
+        return x.reshape(len(x), *want)
+    raise DatasetError(f"dataset {data.name} has inputs of shape {have}, "
+                       f"model {model.name} expects {want}")
+
+
+def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
+                   batch_size: int = 512) -> EvalResult:
+    """Loss and accuracy of a loaded model on one split ("test" or "train") of a dataset.
+
+    Inputs whose per-sample shape differs from ``model.input_shape`` but has as many elements
+    (e.g. flat 64-vectors for a (1, 8, 8) model) are reshaped.
+    Raises DatasetError for an unknown or empty split, inputs of another size, or labels the model
+    has no class for.
+    """
+    if split == "test":
+        x, y = data.x_test, data.y_test
+    elif split == "train":
+        x, y = data.x_train, data.y_train
+    else:
+        raise DatasetError(f"unknown split {split!r} of dataset {data.name}; use 'test' or 'train'")
+    if len(y) == 0:
+        raise DatasetError(f"dataset {data.name} has no {split} samples")
+    x = _fit_inputs(model, data, x)
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0:
+        raise DatasetError(f"dataset {data.name} has a negative label {lo}")
+    if hi >= model.num_classes:
+        raise DatasetError(f"dataset {data.name} has label {hi}, "
+                           f"model {model.name} has only {model.num_classes} classes")
+    fixed = program_batch_size(model.program) if model.program is not None else None
+    return evaluate_module(model.module, x, y, batch_size, fixed)

@@ -1,0 +1,21 @@
+"""Shared fixtures: a tiny demo zoo trained once per test session on real data (digits)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# The test models are tiny: one thread per process is faster than two fighting for 2 cores, and
+# subprocesses (the CLI tests) inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def small_zoo(tmp_path_factory):
+    """The ``--small`` demo zoo (a few MLPs, a CNN, a ResNet trained for seconds) -> ZooIndex."""
+    from mal_desktop.core.progress import run_job
+    from mal_desktop.core.zoo.build import build_zoo_job, default_zoo
+
+    out = tmp_path_factory.mktemp("zoo")
+    return run_job(build_zoo_job(out, default_zoo(small=True), None))

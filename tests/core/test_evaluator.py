@@ -1,0 +1,149 @@
+"""Evaluator: exact loss/accuracy, shape handling, and that evaluation leaves the model alone."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mal_desktop.core.errors import DatasetError
+from mal_desktop.core.evaluate.datasets import Dataset
+from mal_desktop.core.evaluate.evaluator import EvalResult, evaluate_model, evaluate_module, predict_logits
+from mal_desktop.core.io.model import LoadedModel
+from mal_desktop.core.zoo.families import build_model
+
+
+def _fixed_linear() -> nn.Linear:
+    lin = nn.Linear(2, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+        lin.bias.zero_()
+    return lin
+
+
+# Logits are W x: (2,0,-2), (0,3,-3), (-1,-1,2), (1,0.5,-1.5); predictions 0, 1, 2, 0.
+POINTS = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, -1.0], [1.0, 0.5]])
+LABELS = torch.tensor([0, 1, 2, 2])
+
+
+def _hand_loss() -> float:
+    rows = [(2, 0, -2), (0, 3, -3), (-1, -1, 2), (1, 0.5, -1.5)]
+    terms = [math.log(sum(math.exp(v) for v in row)) - row[y] for row, y in zip(rows, [0, 1, 2, 2])]
+    return sum(terms) / len(terms)
+
+
+def _dataset(x: torch.Tensor, y: torch.Tensor, name: str = "toy", classes: int = 10) -> Dataset:
+    return Dataset(name, x[:0], y[:0], x, y, classes)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 512])
+def test_hand_computed_loss_and_accuracy(batch_size: int) -> None:
+    lin = _fixed_linear()
+    result = evaluate_module(lin, POINTS, LABELS, batch_size=batch_size)
+    assert result.n == 4
+    assert result.accuracy == 0.75
+    assert result.loss == pytest.approx(_hand_loss(), rel=1e-6)
+    with torch.no_grad():
+        assert result.loss == pytest.approx(F.cross_entropy(lin(POINTS), LABELS).item(), rel=1e-6)
+
+
+def test_predict_logits_cpu_float_no_grad() -> None:
+    lin = _fixed_linear().double()
+    out = predict_logits(lin, POINTS, batch_size=3)
+    assert out.device.type == "cpu" and out.dtype == torch.float32 and not out.requires_grad
+    expected = torch.tensor([[2, 0, -2], [0, 3, -3], [-1, -1, 2], [1, 0.5, -1.5]])
+    assert torch.equal(out, expected)
+
+
+def test_no_grad_holds_in_a_worker_thread_with_grad_enabled() -> None:
+    lin = _fixed_linear()
+    seen: dict[str, object] = {}
+
+    def work() -> None:
+        with torch.enable_grad():
+            seen["out"] = predict_logits(lin, POINTS)
+            seen["grad_after"] = torch.is_grad_enabled()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert not seen["out"].requires_grad  # type: ignore[union-attr]
+    assert seen["grad_after"] is True  # the caller's grad mode is restored
+    assert lin.weight.grad is None
+
+
+def test_model_left_unchanged_modes_and_batchnorm_stats() -> None:
+    torch.manual_seed(0)
+    cnn = build_model("cnn", {"channels": [4, 8], "hidden": 8})
+    cnn.train()
+    cnn.head.eval()  # a mix of modes must come back exactly as it was
+    modes = {name: m.training for name, m in cnn.named_modules()}
+    before = {k: v.clone() for k, v in cnn.state_dict().items()}
+    x = torch.rand(20, 1, 8, 8) * 5 + 3  # far from the BN running stats: a train-mode pass would move them
+    y = torch.randint(0, 10, (20,))
+    first = evaluate_module(cnn, x, y)
+    assert {name: m.training for name, m in cnn.named_modules()} == modes
+    after = cnn.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in cnn.parameters())
+    # Eval mode was used: the result equals an explicit eval-mode computation.
+    cnn.eval()
+    with torch.no_grad():
+        expected = F.cross_entropy(cnn(x), y).item()
+    assert first.loss == pytest.approx(expected, rel=1e-6)
+
+
+def _loaded(module: nn.Module, shape: tuple[int, ...], classes: int = 10) -> LoadedModel:
+    return LoadedModel(module=module.eval(), arch={"kind": "memory"}, input_shape=shape,
+                       num_classes=classes, metadata={"name": "net"})
+
+
+def test_evaluate_model_reshapes_same_size_inputs() -> None:
+    torch.manual_seed(1)
+    cnn = build_model("cnn", {"channels": [4, 8], "hidden": 8})
+    x = torch.rand(30, 1, 8, 8)
+    y = torch.randint(0, 10, (30,))
+    model = _loaded(cnn, (1, 8, 8))
+    direct = evaluate_model(model, _dataset(x, y))
+    flat = evaluate_model(model, _dataset(x.reshape(30, 64), y))  # a conv net cannot take (N, 64) as is
+    assert flat == direct
+    assert direct.n == 30
+
+
+def test_evaluate_model_shape_mismatch_names_dataset_and_model() -> None:
+    model = _loaded(build_model("mlp", {"widths": [8, 8]}), (1, 8, 8))
+    data = _dataset(torch.rand(5, 1, 4, 4), torch.zeros(5, dtype=torch.long), name="small-imgs")
+    expected = r"small-imgs has inputs of shape \(1, 4, 4\), model net expects \(1, 8, 8\)"
+    with pytest.raises(DatasetError, match=expected):
+        evaluate_model(model, data)
+
+
+def test_labels_beyond_model_classes_rejected() -> None:
+    model = _loaded(_fixed_linear(), (2,), classes=3)
+    with pytest.raises(DatasetError, match="label 5"):
+        evaluate_model(model, _dataset(POINTS, torch.tensor([0, 1, 5, 2])))
+    with pytest.raises(DatasetError, match="3 classes"):
+        evaluate_module(_fixed_linear(), POINTS, torch.tensor([0, 1, 3, 2]))
+
+
+def test_empty_and_unknown_splits_rejected() -> None:
+    model = _loaded(_fixed_linear(), (2,), classes=3)
+    data = _dataset(POINTS, LABELS)
+    with pytest.raises(DatasetError, match="no train samples"):
+        evaluate_model(model, data, split="train")
+    with pytest.raises(DatasetError, match="unknown split"):
+        evaluate_model(model, data, split="valid")
+
+
+def test_non_finite_logits_reported_not_raised() -> None:
+    lin = _fixed_linear()
+    with torch.no_grad():
+        lin.bias.copy_(torch.tensor([math.inf, 0.0, 0.0]))
+    result = evaluate_module(lin, POINTS, LABELS)
+    assert isinstance(result, EvalResult)
+    assert not math.isfinite(result.loss)
+    assert result.n == 4
