@@ -109,7 +109,7 @@ def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
     for key in bl.norm:
         suffix = key.rsplit(".", 1)[-1]
         if suffix in donor_norm:
-            pairs.append((key, donor_norm[suffix], suffix))
+            pairs.append((key, donor_norm[suffix], f"norm.{suffix}"))
     return pairs
 
 
@@ -138,7 +138,7 @@ def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
             axes[1] = (alignment.inp, block)
         aligned, mask = transform_tensor(donor_t.to(base_t.dtype), axes, base_t.shape)
         merged = merge_tensor(step.method, base_t, aligned, lam, params, seed)
-        if step.unmatched == "keep" or role in RUNNING_STATS:
+        if step.unmatched == "keep" or role.removeprefix("norm.") in RUNNING_STATS:
             merged = torch.where(mask, merged, base_t)
         out[base_key] = merged
     return out

@@ -1,0 +1,262 @@
+"""The long operations of mal_desktop as generator jobs, driven alike by the CLI and the GUI.
+
+Every job yields :class:`ProgressEvent` (with partial results as payloads), checks its cancel
+token at loop boundaries and returns its result. Models are loaded once per job through a
+:class:`ModelCache`; callers that already hold models (the GUI) pass them in.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generator, Mapping
+
+from .align.matching import weight_matching
+from .errors import PlanError
+from .evaluate.curves import interpolation_job, lerp_states
+from .evaluate.datasets import Dataset, load_dataset
+from .evaluate.evaluator import EvalResult, evaluate_model
+from .evaluate.metrics import CurveResult, lambda_grid
+from .graph.discover import discover_spec
+from .graph.spec import PermutationSpec, permute_state
+from .io.files import file_sha256, load_model, read_header, save_model
+from .io.model import LoadedModel
+from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_step,
+                             output_must_not_be_input, step_diagnostics)
+from .merge.plan import AssemblyPlan, AssemblyStep
+from .merge.preflight import preflight_plan
+from .merge.results import StepDiagnostics
+from .progress import CancelToken, ProgressEvent, run_job, sub_job
+
+class ModelCache:
+    """Loads each model file once and discovers its permutation spaces once."""
+
+    def __init__(self, models: Mapping[str, LoadedModel] | None = None,
+                 arch: str | None = None) -> None:
+        self._models: dict[str, LoadedModel] = dict(models or {})
+        self._specs: dict[str, PermutationSpec] = {}
+        self._arch = arch
+
+    def model(self, path: str) -> LoadedModel:
+        if path not in self._models:
+            self._models[path] = load_model(path, self._arch)
+        return self._models[path]
+
+    def spec(self, path: str) -> PermutationSpec:
+        if path not in self._specs:
+            self._specs[path] = discover_spec(self.model(path))
+        return self._specs[path]
+
+
+@dataclass(frozen=True)
+class AssemblyResult:
+    """The merged model (base architecture), one diagnostics record per step, the saved path."""
+
+    model: LoadedModel
+    steps: tuple[StepDiagnostics, ...]
+    out: Path | None
+
+    def to_json(self) -> dict:
+        return {"out": str(self.out) if self.out else None,
+                "steps": [s.to_json() for s in self.steps]}
+
+
+def _preflight(plan: AssemblyPlan, cache: ModelCache) -> None:
+    """Shape-level checks on file headers (no tensor loaded) for models not already in memory."""
+    paths = [plan.base, *plan.zoo.values()]
+    headers = {p: read_header(p) for p in paths}
+    report = preflight_plan(plan, headers)
+    if not report.ok:
+        raise PlanError("; ".join(report.problems))
+
+
+def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
+                 models: Mapping[str, LoadedModel] | None = None, out: Path | None = None,
+                 arch: str | None = None) -> Generator[ProgressEvent, None, AssemblyResult]:
+    """Run every step of ``plan`` on the base; save to ``out`` (atomic) when given.
+
+    Pre-flight: the plan is checked on file headers before any tensor is loaded, then every step
+    against the model graphs before any alignment runs. Cancelling leaves no file behind.
+    """
+    cancel = cancel or CancelToken()
+    if not plan.steps:
+        raise PlanError("the plan has no steps: drag a zoo layer onto a base layer first")
+    if out is not None:
+        output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
+    cache = ModelCache(models, arch)
+    yield ProgressEvent("preflight", 0.0, "checking the plan")
+    _preflight(plan, cache)
+    base = cache.model(plan.base)
+    base_spec = cache.spec(plan.base)
+    state = base.state()
+    cases = []
+    for i, step in enumerate(plan.steps):
+        cancel.raise_if_cancelled()
+        donor = plan.zoo[step.source]
+        cases.append(check_step_fits(step, state, base_spec, cache.model(donor).state(),
+                                     cache.spec(donor), f"step {i + 1} ({step.label})"))
+    reports: list[StepDiagnostics] = []
+    n = len(plan.steps)
+    for i, step in enumerate(plan.steps):
+        cancel.raise_if_cancelled()
+        donor_path = plan.zoo[step.source]
+        donor_state, donor_spec = cache.model(donor_path).state(), cache.spec(donor_path)
+        yield ProgressEvent("align", i / n, f"step {i + 1}/{n}: aligning {step.label}")
+        alignment: StepAlignment = yield from sub_job(
+            align_step(step, state, base_spec, donor_state, donor_spec, cancel=cancel), i / n,
+            (i + 0.9) / n)
+        state = merge_step(step, alignment, state, base_spec, donor_state, donor_spec, seed=i)
+        diag = step_diagnostics(i, step, alignment, base_spec, donor_spec, cases[i])
+        reports.append(diag)
+        yield ProgressEvent("align", (i + 1) / n, f"step {i + 1}/{n}: merged {step.label} "
+                            f"at lambda {step.lam:g} ({alignment.align})", diag)
+    cancel.raise_if_cancelled()
+    metadata = {
+        "name": Path(out).stem if out else "merged",
+        "kind": "assembly",
+        "base": plan.base,
+        "plan": plan.to_json(),
+        "inputs_sha256": {p: _sha(cache.model(p), p) for p in [plan.base, *plan.zoo.values()]},
+        "steps": [r.to_json() for r in reports],
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    merged = base.with_state(state, metadata={**base.metadata, **metadata})
+    saved = None
+    if out is not None:
+        yield ProgressEvent("save", 1.0, f"saving {out}")
+        saved = save_model(merged, out)
+    return AssemblyResult(merged, tuple(reports), saved)
+
+
+def _sha(model: LoadedModel, path: str) -> str:
+    return model.sha256 or file_sha256(path)
+
+
+def _dataset(data: str | Dataset) -> Dataset:
+    return data if isinstance(data, Dataset) else load_dataset(data)
+
+
+def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, grid: int = 21,
+                   cancel: CancelToken | None = None,
+                   models: Mapping[str, LoadedModel] | None = None, arch: str | None = None
+                   ) -> Generator[ProgressEvent, None, CurveResult]:
+    """Loss/accuracy of the plan's step ``step_index`` swept over lambda, naive vs aligned.
+
+    Steps before it run as planned; steps after it are left out (they would need re-aligning at
+    every lambda). "aligned" uses the step's alignment (chain when the step says none).
+    """
+    cancel = cancel or CancelToken()
+    if not 0 <= step_index < len(plan.steps):
+        raise PlanError(f"no step {step_index + 1} in the plan ({len(plan.steps)} steps)")
+    dataset = _dataset(data)
+    cache = ModelCache(models, arch)
+    base, base_spec = cache.model(plan.base), cache.spec(plan.base)
+    state = base.state()
+    for i, step in enumerate(plan.steps[: step_index + 1]):
+        donor_path = plan.zoo[step.source]
+        donor_state, donor_spec = cache.model(donor_path).state(), cache.spec(donor_path)
+        check_step_fits(step, state, base_spec, donor_state, donor_spec, f"step {i + 1}")
+        if i < step_index:
+            alignment = run_job(align_step(step, state, base_spec, donor_state,
+                                                      donor_spec, cancel=cancel))
+            state = merge_step(step, alignment, state, base_spec, donor_state, donor_spec, seed=i)
+    step = plan.steps[step_index]
+    donor_path = plan.zoo[step.source]
+    donor_state, donor_spec = cache.model(donor_path).state(), cache.spec(donor_path)
+    yield ProgressEvent("align", 0.0, f"aligning {step.label}")
+    mode = step.align if step.align != "none" else "chain"
+    aligned = run_job(align_step(step, state, base_spec, donor_state, donor_spec,
+                                            mode, cancel))
+    naive = run_job(align_step(step, state, base_spec, donor_state, donor_spec,
+                                          "none", cancel))
+    prefix = state
+
+    def series(alignment: StepAlignment):
+        return lambda lam: merge_step(step, alignment, prefix, base_spec, donor_state,
+                                      donor_spec, lam=lam, seed=step_index)
+
+    return (yield from interpolation_job(base, dataset, lambda_grid(grid),
+                                         {"naive": series(naive), "aligned": series(aligned)},
+                                         cancel))
+
+
+def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
+                    align: str | None = None, grid: int = 21,
+                    layers: list[tuple[str, str]] | None = None,
+                    cancel: CancelToken | None = None, arch: str | None = None
+                    ) -> Generator[ProgressEvent, None, CurveResult]:
+    """The `mal curve` job: interpolate a target into a base, naive vs aligned.
+
+    Without ``layers`` the two models must share an architecture: the whole model is
+    interpolated, naive (index-aligned) vs whole-model weight matching (align "weight").
+    With ``layers`` [(source_layer, base_layer), ...] only those layers are merged into the
+    base, all at the same lambda; "aligned" uses ``align`` (chain by default).
+    """
+    cancel = cancel or CancelToken()
+    dataset = _dataset(data)
+    cache = ModelCache(None, arch)
+    base, target = cache.model(base_path), cache.model(target_path)
+    if not layers:
+        align = align or "weight"
+        if align not in ("weight", "none"):
+            raise PlanError(f"--align {align} needs --layers; whole-model curves use 'weight'")
+        b_state, t_state = base.state(), target.state()
+        if {k: tuple(v.shape) for k, v in b_state.items()} != \
+                {k: tuple(v.shape) for k, v in t_state.items()}:
+            raise PlanError(f"{base_path} and {target_path} differ in architecture: pass --layers "
+                            "SRC:DST to merge chosen layers")
+        spec = cache.spec(base_path)
+        aligned_state = t_state
+        if align == "weight":
+            yield ProgressEvent("align", 0.0, "whole-model weight matching")
+            perms = yield from weight_matching(b_state, t_state, spec, cancel=cancel)
+            aligned_state = permute_state(t_state, spec, perms)
+        series = {"naive": lerp_states(b_state, t_state),
+                  "aligned": lerp_states(b_state, aligned_state)}
+        return (yield from interpolation_job(base, dataset, lambda_grid(grid), series, cancel))
+    align = align or "chain"
+    if align not in ("chain", "local", "none"):
+        raise PlanError(f"--align {align} with --layers must be chain, local or none")
+    steps = [AssemblyStep("target", src, dst, 1.0, align) for src, dst in layers]
+    base_spec, t_spec = cache.spec(base_path), cache.spec(target_path)
+    b_state, t_state = base.state(), target.state()
+    alignments = {}
+    for mode in ("none", align):
+        found = []
+        for step in steps:
+            check_step_fits(step, b_state, base_spec, t_state, t_spec, f"--layers {step.label}")
+            found.append(run_job(align_step(step, b_state, base_spec, t_state, t_spec,
+                                            mode, cancel)))
+        alignments[mode] = found
+
+    def series(mode: str):
+        def at(lam: float):
+            state = b_state
+            for step, alignment in zip(steps, alignments[mode]):
+                state = merge_step(step, alignment, state, base_spec, t_state, t_spec, lam=lam)
+            return state
+        return at
+
+    return (yield from interpolation_job(base, dataset, lambda_grid(grid),
+                                         {"naive": series("none"), "aligned": series(align)},
+                                         cancel))
+
+
+def evaluate_job(model: LoadedModel | str, data: str | Dataset,
+                 cancel: CancelToken | None = None, arch: str | None = None
+                 ) -> Generator[ProgressEvent, None, EvalResult]:
+    """Loss and accuracy of one model on a dataset's test split."""
+    if isinstance(model, str):
+        model = load_model(model, arch)
+    dataset = _dataset(data)
+    yield ProgressEvent("evaluate", 0.0, f"evaluating {model.name} on {dataset.name}")
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    result = evaluate_model(model, dataset)
+    yield ProgressEvent("evaluate", 1.0, f"loss {result.loss:.4f}, accuracy {result.accuracy:.1%}")
+    return result
+
+
+__all__ = ["ModelCache", "AssemblyResult", "assemble_job", "plan_curve_job", "model_curve_job",
+           "evaluate_job"]

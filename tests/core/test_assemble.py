@@ -1,0 +1,198 @@
+"""Assembly of real zoo models: lambda 0 is the base bit for bit, several donors, provenance,
+and every bad input is a clear error with nothing written (issue 2, items 1 and 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from mal_desktop.core.errors import MalError, PlanError
+from mal_desktop.core.io.files import file_sha256, load_model, save_model
+from mal_desktop.core.jobs import assemble_job
+from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+from mal_desktop.core.progress import CancelToken, Cancelled, run_job
+
+
+def _paths(zoo):
+    return {name: str(zoo.path_of(name)) for name in zoo.names()}
+
+
+def _plan(zoo, steps, base="mlp-w32-s0") -> AssemblyPlan:
+    p = _paths(zoo)
+    return AssemblyPlan(base=p[base], zoo={k: v for k, v in p.items() if k != base},
+                        steps=list(steps))
+
+
+def test_lambda_zero_returns_the_base_bit_for_bit(small_zoo, tmp_path):
+    plan = _plan(small_zoo, [AssemblyStep("mlp-w64-s0", "layers.0", "layers.0", 0.0, "chain"),
+                             AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.0, "local")])
+    result = run_job(assemble_job(plan, out=tmp_path / "m.safetensors"))
+    base = load_model(plan.base).state()
+    merged = load_model(tmp_path / "m.safetensors").state()
+    assert base.keys() == merged.keys()
+    for key in base:
+        assert torch.equal(base[key], merged[key]), key
+    assert len(result.steps) == 2
+
+
+def test_several_donors_keep_the_base_architecture_and_record_provenance(small_zoo, tmp_path):
+    # base 32 wide; donors 64 wide (base narrower: drop 32) and 32 wide from another seed
+    plan = _plan(small_zoo, [
+        AssemblyStep("mlp-w64-s0", "layers.0", "layers.0", 0.3, "chain"),
+        AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.4, "local", "keep"),
+        AssemblyStep("mlp-w64-s0", "head", "head", 0.2, "none"),
+    ])
+    before = {p: file_sha256(p) for p in [plan.base, *plan.zoo.values()]}
+    out = tmp_path / "merged.safetensors"
+    events = []
+    result = run_job(assemble_job(plan, out=out), events.append)
+    assert result.out == out and out.exists()
+    merged, base = load_model(out), load_model(plan.base)
+    assert {k: v.shape for k, v in merged.state().items()} == \
+        {k: v.shape for k, v in base.state().items()}
+    assert merged.metadata["plan"]["steps"][1]["unmatched"] == "keep"
+    assert set(merged.metadata["inputs_sha256"]) == set(before)
+    first = result.steps[0]
+    assert first.out.case == "narrower" and first.out.dropped == 32 and first.out.matched == 32
+    assert first.inp.case == "fixed"  # the network input never moves
+    assert "base narrower 32 <- 64 (drop 32)" in first.case_text
+    assert all(b >= a - 1e-9 for a, b in zip(first.objective, first.objective[1:]))
+    assert result.steps[2].out.case == "fixed"
+    diag = [e.payload for e in events if e.payload is not None and hasattr(e.payload, "case_text")]
+    assert len(diag) == 3 and diag[0].out_matrix.shape == (32, 64)
+    # input model files were not touched
+    assert before == {p: file_sha256(p) for p in before}
+    # the merged model changed exactly the planned layers
+    changed = {k for k in base.state() if not torch.equal(base.state()[k], merged.state()[k])}
+    assert changed == {"layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+                       "head.weight", "head.bias"}
+
+
+def test_base_wider_zero_pads_and_unmatched_policy(small_zoo):
+    # base 64 wide, donor 32 wide: 32 base units have no partner
+    plan = _plan(small_zoo, [AssemblyStep("mlp-w32-s0", "layers.1", "layers.1", 0.5, "local",
+                                          "zero")], base="mlp-w64-s0")
+    zero = run_job(assemble_job(plan)).model.state()
+    keep_plan = _plan(small_zoo, [AssemblyStep("mlp-w32-s0", "layers.1", "layers.1", 0.5, "local",
+                                               "keep")], base="mlp-w64-s0")
+    result = run_job(assemble_job(keep_plan))
+    keep = result.model.state()
+    base = load_model(plan.base).state()["layers.1.weight"]
+    assert result.steps[0].out.case == "wider" and result.steps[0].out.padded == 32
+    # "zero": an unpaired base slot is scaled by (1 - lambda); "keep": left as it was
+    diff_zero = zero["layers.1.weight"] - 0.5 * base
+    unpaired_zero = (diff_zero.abs() < 1e-7).all(dim=1)
+    unpaired_keep = (keep["layers.1.weight"] == base).all(dim=1)
+    assert int(unpaired_zero.sum()) >= 32 and int(unpaired_keep.sum()) >= 32
+
+
+def test_conv_steps_and_batchnorm_follow(small_zoo, tmp_path):
+    p = _paths(small_zoo)
+    plan = AssemblyPlan(base=p["cnn-w8-s0"], zoo={"r": p["resnet-w8-s0"]},
+                        steps=[AssemblyStep("r", "blocks.0.conv1", "features.2.0", 0.5, "local")])
+    result = run_job(assemble_job(plan, out=tmp_path / "c.safetensors"))
+    base, merged = load_model(plan.base).state(), result.model.state()
+    assert not torch.equal(base["features.2.0.weight"], merged["features.2.0.weight"])
+    assert not torch.equal(base["features.2.1.weight"], merged["features.2.1.weight"])  # BN rides
+    assert torch.equal(base["features.0.0.weight"], merged["features.0.0.weight"])
+
+
+@pytest.mark.parametrize("step, message", [
+    (AssemblyStep("mlp-w64-s0", "layers.7", "layers.0", 0.5), "no layer 'layers.7'"),
+    (AssemblyStep("mlp-w64-s0", "layers.0", "nowhere", 0.5), "no layer 'nowhere'"),
+    (AssemblyStep("cnn-w8-s0", "features.0.0", "layers.0", 0.5), "cannot merge a 4-axis weight"),
+])
+def test_bad_steps_are_refused_before_loading_and_nothing_is_written(small_zoo, tmp_path,
+                                                                     step, message):
+    plan = _plan(small_zoo, [step])
+    out = tmp_path / "never.safetensors"
+    with pytest.raises(PlanError, match=message):
+        run_job(assemble_job(plan, out=out))
+    assert os.listdir(tmp_path) == []
+
+
+def test_incompatible_kernel_sizes_are_refused(small_zoo, tmp_path):
+    from mal_desktop.core.io.model import LoadedModel
+    from mal_desktop.core.zoo.families import build_model, full_config
+
+    cfg = full_config("cnn", {"channels": [8, 16], "hidden": 32, "kernel": 5})
+    k5 = tmp_path / "k5.safetensors"
+    save_model(LoadedModel(build_model("cnn", cfg), {"kind": "family", "family": "cnn",
+                                                     "config": cfg}, (1, 8, 8), 10), k5)
+    plan = AssemblyPlan(base=str(small_zoo.path_of("cnn-w8-s0")), zoo={"k5": str(k5)},
+                        steps=[AssemblyStep("k5", "features.0.0", "features.0.0", 0.5)])
+    with pytest.raises(PlanError, match="kernel 5x5 cannot merge into kernel 3x3"):
+        run_job(assemble_job(plan, out=tmp_path / "out.safetensors"))
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_class_output_mismatch_is_refused(small_zoo, tmp_path):
+    from mal_desktop.core.io.model import LoadedModel
+    from mal_desktop.core.zoo.families import build_model, full_config
+
+    cfg = full_config("mlp", {"widths": [32, 32], "num_classes": 5})
+    five = tmp_path / "five.safetensors"
+    save_model(LoadedModel(build_model("mlp", cfg), {"kind": "family", "family": "mlp",
+                                                     "config": cfg}, (1, 8, 8), 5), five)
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")), zoo={"five": str(five)},
+                        steps=[AssemblyStep("five", "head", "head", 0.5)])
+    with pytest.raises(PlanError, match="class outputs"):
+        run_job(assemble_job(plan))
+
+
+def test_nan_donor_is_refused_and_nothing_written(small_zoo, tmp_path):
+    donor = load_model(small_zoo.path_of("mlp-w32-s1"))
+    state = donor.state()
+    state["layers.0.weight"] = state["layers.0.weight"].clone()
+    state["layers.0.weight"][0, 0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    # write around save_model's own checks: a NaN file can come from anywhere
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in state.items()}, str(bad),
+              metadata=_raw_metadata(small_zoo.path_of("mlp-w32-s1")))
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")), zoo={"nan": str(bad)},
+                        steps=[AssemblyStep("nan", "layers.0", "layers.0", 0.5)])
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(MalError, match="NaN"):
+        run_job(assemble_job(plan, out=out))
+    assert not out.exists()
+
+
+def _raw_metadata(path) -> dict:
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as fh:
+        return dict(fh.metadata())
+
+
+def test_output_over_an_input_is_refused(small_zoo):
+    plan = _plan(small_zoo, [AssemblyStep("mlp-w32-s1", "layers.0", "layers.0", 0.5)])
+    sha = file_sha256(plan.base)
+    with pytest.raises(PlanError, match="refusing to overwrite an input"):
+        run_job(assemble_job(plan, out=plan.base))
+    assert file_sha256(plan.base) == sha
+
+
+def test_cancel_mid_run_leaves_no_file(small_zoo, tmp_path):
+    plan = _plan(small_zoo, [AssemblyStep("mlp-w64-s0", "layers.0", "layers.0", 0.5),
+                             AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.5)])
+    token = CancelToken()
+    out = tmp_path / "m.safetensors"
+
+    def on_event(event):
+        if event.stage == "align" and event.payload is not None:
+            token.cancel()  # right after the first step finished
+
+    with pytest.raises(Cancelled):
+        run_job(assemble_job(plan, token, out=out), on_event)
+    assert os.listdir(tmp_path) == []
+
+
+def test_plan_json_uses_the_documented_keys(small_zoo):
+    plan = _plan(small_zoo, [AssemblyStep("mlp-w64-s0", "layers.0", "layers.0", 0.25, "local")])
+    d = json.loads(json.dumps(plan.to_json()))
+    assert d["steps"][0] == {"source": "mlp-w64-s0", "source_layer": "layers.0",
+                             "base_layer": "layers.0", "lambda": 0.25, "align": "local",
+                             "unmatched": "zero", "method": "linear"}

@@ -1,0 +1,113 @@
+"""The `mal` command-line contract: --json prints one object, errors are one line, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+
+
+def mal(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "mal_desktop.cli", *args], capture_output=True,
+                         text=True, timeout=300)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_inspect_json(small_zoo):
+    out = mal("inspect", str(small_zoo.path_of("cnn-w8-s0")), "--json", "--self-test")
+    obj = json.loads(out.stdout)
+    assert obj["form"] == "mal-safetensors" and obj["num_classes"] == 10
+    assert obj["self_test"]["passed"] is True
+    assert any(s["fixed"] for s in obj["spaces"]) and any(not s["fixed"] for s in obj["spaces"])
+
+
+def test_curve_json_has_the_documented_keys(small_zoo):
+    out = mal("curve", "--base", str(small_zoo.path_of("mlp-w32-s0")), "--target",
+              str(small_zoo.path_of("mlp-w32-s1")), "--data", "digits", "--grid", "5", "--json")
+    obj = json.loads(out.stdout)
+    assert obj["lambdas"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for series in ("naive", "aligned"):
+        assert set(obj[series]) >= {"loss", "accuracy", "barrier", "mean_loss", "threshold"}
+        assert len(obj[series]["loss"]) == 5
+    assert out.stderr  # progress went to stderr, not stdout
+
+
+def test_curve_with_layers(small_zoo):
+    out = mal("curve", "--base", str(small_zoo.path_of("mlp-w32-s0")), "--target",
+              str(small_zoo.path_of("mlp-w64-s0")), "--data", "digits", "--grid", "3",
+              "--layers", "layers.0:layers.0", "layers.1:layers.1", "--align", "chain", "--json")
+    assert len(json.loads(out.stdout)["aligned"]["loss"]) == 3
+
+
+def test_assemble_and_evaluate(small_zoo, tmp_path):
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")),
+                        zoo={"wide": str(small_zoo.path_of("mlp-w64-s0"))}, data="digits",
+                        steps=[AssemblyStep("wide", "layers.1", "layers.1", 0.3)])
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json()))
+    out_path = tmp_path / "out.safetensors"
+    obj = json.loads(mal("assemble", str(plan_path), "--out", str(out_path), "--json").stdout)
+    assert obj["out"] == str(out_path) and out_path.exists()
+    step = obj["steps"][0]
+    assert step["out"]["case"] == "narrower" and step["out"]["dropped"] == 32
+    assert step["objective"]
+    ev = json.loads(mal("evaluate", str(out_path), "--data", "digits", "--json").stdout)
+    assert 0.0 <= ev["accuracy"] <= 1.0 and ev["loss"] > 0
+
+
+def test_pt2_paths_work_everywhere(small_zoo, tmp_path):
+    from mal_desktop.core.io.files import load_model
+
+    model = load_model(small_zoo.path_of("mlp-w32-s1"))
+    # export with a dynamic batch axis, as a user would for a reusable program
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model.module, (model.example_input(4),),
+                                  dynamic_shapes=({0: batch},))
+    pt2 = tmp_path / "user.pt2"
+    torch.export.save(program, str(pt2))
+    assert json.loads(mal("inspect", str(pt2), "--json").stdout)["form"] == "pt2"
+    obj = json.loads(mal("curve", "--base", str(small_zoo.path_of("mlp-w32-s0")), "--target",
+                         str(pt2), "--data", "digits", "--grid", "3", "--json").stdout)
+    assert obj["aligned"]["loss"][-1] == pytest.approx(obj["naive"]["loss"][-1], abs=1e-5)
+    ev = json.loads(mal("evaluate", str(pt2), "--data", "digits", "--json").stdout)
+    assert ev["accuracy"] > 0.5
+
+
+def test_a_fixed_batch_pt2_program_evaluates_on_any_dataset_size(small_zoo, tmp_path):
+    from mal_desktop.core.evaluate.datasets import load_dataset
+    from mal_desktop.core.evaluate.evaluator import evaluate_model
+    from mal_desktop.core.io.files import load_model
+
+    model = load_model(small_zoo.path_of("cnn-w8-s0"))
+    pt2 = tmp_path / "fixed.pt2"
+    torch.export.save(torch.export.export(model.module, (model.example_input(7),)), str(pt2))
+    data = load_dataset("digits")  # 359 test samples: not a multiple of 7
+    assert evaluate_model(load_model(pt2), data).accuracy == evaluate_model(model, data).accuracy
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["inspect", "/nonexistent/model.safetensors"], "model.safetensors"),
+    (["evaluate", "README.md", "--data", "digits"], "README.md"),
+    (["curve", "--base", "x.safetensors", "--target", "y.safetensors", "--data", "nope"], ""),
+])
+def test_errors_are_one_line_with_nonzero_exit(args, needle):
+    out = mal(*args, "--json", check=False)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mal: error:"), out.stderr
+    assert needle in lines[0]
+    assert out.stdout == ""
+
+
+def test_zoo_list_reads_a_built_zoo(small_zoo):
+    obj = json.loads(mal("zoo", "list", "--dir", str(small_zoo.dir), "--json").stdout)
+    names = {m["name"] for m in obj["models"]}
+    assert {"mlp-w32-s0", "cnn-w8-s0"} <= names
+    assert all(0.0 < m["test_accuracy"] <= 1.0 for m in obj["models"])

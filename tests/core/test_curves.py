@@ -1,0 +1,102 @@
+"""Interpolation curves on real zoo models (mal_method.md sections 7 and 9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mal_desktop.core.errors import DatasetError, PlanError
+from mal_desktop.core.evaluate.datasets import load_dataset
+from mal_desktop.core.evaluate.evaluator import evaluate_model
+from mal_desktop.core.graph.discover import discover_spec
+from mal_desktop.core.graph.spec import permute_state
+from mal_desktop.core.io.files import load_model, save_model
+from mal_desktop.core.jobs import model_curve_job
+from mal_desktop.core.progress import CancelToken, Cancelled, run_job
+
+
+def _path(zoo, name):
+    return str(zoo.path_of(name))
+
+
+def test_curve_endpoints_are_the_two_models_losses(small_zoo):
+    base, target = _path(small_zoo, "mlp-w32-s0"), _path(small_zoo, "mlp-w32-s1")
+    result = run_job(model_curve_job(base, target, "digits", grid=5))
+    data = load_dataset("digits")
+    lb = evaluate_model(load_model(base), data)
+    lt = evaluate_model(load_model(target), data)
+    assert result.lambdas == (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert result.naive.loss[0] == lb.loss and result.naive.loss[-1] == lt.loss
+    assert result.aligned.loss[0] == lb.loss
+    # the aligned end point is the target with permuted hidden units: the same function
+    assert result.aligned.loss[-1] == pytest.approx(lt.loss, abs=1e-5)
+    assert result.naive.accuracy[0] == lb.accuracy
+
+
+def test_aligned_merging_has_lower_mean_lmc_loss_than_naive(small_zoo):
+    result = run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"),
+                                     _path(small_zoo, "mlp-w32-s1"), "digits", grid=11))
+    assert result.aligned.mean_loss < result.naive.mean_loss
+    assert result.aligned.barrier < result.naive.barrier
+
+
+@pytest.mark.parametrize("name", ["mlp-w64-s0", "cnn-w8-s0", "resnet-w8-s0"])
+def test_a_permuted_copy_aligns_back_with_no_barrier(small_zoo, tmp_path, name):
+    model = load_model(small_zoo.path_of(name))
+    spec = discover_spec(model)
+    gen = torch.Generator().manual_seed(7)
+    perms = {s.id: torch.randperm(s.size, generator=gen) for s in spec.free_spaces()}
+    permuted = model.with_state(permute_state(model.state(), spec, perms))
+    path = tmp_path / "permuted.safetensors"
+    save_model(permuted, path)
+    result = run_job(model_curve_job(str(small_zoo.path_of(name)), str(path), "digits", grid=6))
+    assert result.aligned.barrier < 1e-4
+    assert max(result.aligned.loss) - min(result.aligned.loss) < 1e-4
+    assert result.naive.barrier > result.aligned.barrier
+
+
+def test_layer_curve_merges_only_the_given_layers(small_zoo):
+    result = run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"),
+                                     _path(small_zoo, "mlp-w64-s0"), "digits", grid=3,
+                                     layers=[("layers.1", "layers.1")], align="local"))
+    base_loss = evaluate_model(load_model(small_zoo.path_of("mlp-w32-s0")),
+                               load_dataset("digits")).loss
+    assert result.naive.loss[0] == base_loss and result.aligned.loss[0] == base_loss
+    assert len(result.aligned.loss) == 3
+
+
+def test_whole_model_curve_needs_equal_architectures(small_zoo):
+    with pytest.raises(PlanError, match="differ in architecture"):
+        run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"), _path(small_zoo, "mlp-w64-s0"),
+                                "digits", grid=3))
+
+
+def test_user_npz_dataset_and_bad_npz(small_zoo, tmp_path):
+    data = load_dataset("digits")
+    good = tmp_path / "mine.npz"
+    np.savez(good, x=data.x_test.numpy().reshape(len(data.x_test), 64), y=data.y_test.numpy())
+    result = run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"),
+                                     _path(small_zoo, "mlp-w32-s1"), str(good), grid=3))
+    assert result.naive.loss[0] == pytest.approx(
+        evaluate_model(load_model(small_zoo.path_of("mlp-w32-s0")), data).loss, rel=1e-6)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, inputs=np.zeros((3, 64)))
+    with pytest.raises(DatasetError, match="bad.npz: a dataset .npz needs arrays 'x' and 'y'"):
+        load_dataset(str(bad))
+
+
+def test_curve_job_cancels(small_zoo):
+    token = CancelToken()
+    job = model_curve_job(_path(small_zoo, "mlp-w32-s0"), _path(small_zoo, "mlp-w32-s1"),
+                          "digits", grid=21, cancel=token)
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if len(seen) == 3:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_job(job, on_event)
+    assert len(seen) < 20
