@@ -56,19 +56,21 @@ class AssemblyResult:
     model: LoadedModel
     steps: tuple[StepDiagnostics, ...]
     out: Path | None
+    memory_estimate: int = 0  # bytes, from the pre-flight check
 
     def to_json(self) -> dict:
         return {"out": str(self.out) if self.out else None,
-                "steps": [s.to_json() for s in self.steps]}
+                "steps": [s.to_json() for s in self.steps],
+                "preflight": {"memory_estimate_bytes": self.memory_estimate}}
 
 
-def _preflight(plan: AssemblyPlan, cache: ModelCache) -> None:
-    """Shape-level checks on file headers (no tensor loaded) for models not already in memory."""
-    paths = [plan.base, *plan.zoo.values()]
-    headers = {p: read_header(p) for p in paths}
+def _preflight(plan: AssemblyPlan) -> int:
+    """Shape-level checks on file headers (no tensor loaded); returns the memory estimate."""
+    headers = {p: read_header(p) for p in [plan.base, *plan.zoo.values()]}
     report = preflight_plan(plan, headers)
     if not report.ok:
         raise PlanError("; ".join(report.problems))
+    return report.memory_bytes
 
 
 def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
@@ -86,7 +88,8 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
     cache = ModelCache(models, arch)
     yield ProgressEvent("preflight", 0.0, "checking the plan")
-    _preflight(plan, cache)
+    memory = _preflight(plan)
+    yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB needed")
     base = cache.model(plan.base)
     base_spec = cache.spec(plan.base)
     state = base.state()
@@ -126,7 +129,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     if out is not None:
         yield ProgressEvent("save", 1.0, f"saving {out}")
         saved = save_model(merged, out)
-    return AssemblyResult(merged, tuple(reports), saved)
+    return AssemblyResult(merged, tuple(reports), saved, memory)
 
 
 def _sha(model: LoadedModel, path: str) -> str:
