@@ -134,7 +134,7 @@ def cmd_curve(args) -> int:
 
     result = _run(model_curve_job(args.base, args.target, args.data, align=args.align,
                                   grid=args.grid, layers=_parse_layers(args.layers),
-                                  arch=args.arch), args)
+                                  arch=args.arch, repair=args.repair), args)
     obj = result.to_json()
 
     def text() -> str:
@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", metavar="SRC:DST")
     p.add_argument("--align", choices=["none", "chain", "local", "weight"])
     p.add_argument("--grid", type=int, default=21, help="number of lambda points (default 21)")
+    p.add_argument("--repair", action="store_true",
+                   help="re-estimate BatchNorm statistics on the training data at every interior "
+                        "lambda (REPAIR-style; an addition to MAL, reported in the output)")
     p.set_defaults(func=cmd_curve)
 
     p = sub.add_parser("assemble", parents=[common], help="run an assembly plan (PLAN.json)")

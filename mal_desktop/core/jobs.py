@@ -142,8 +142,8 @@ def _dataset(data: str | Dataset) -> Dataset:
 
 def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, grid: int = 21,
                    cancel: CancelToken | None = None,
-                   models: Mapping[str, LoadedModel] | None = None, arch: str | None = None
-                   ) -> Generator[ProgressEvent, None, CurveResult]:
+                   models: Mapping[str, LoadedModel] | None = None, arch: str | None = None,
+                   repair: bool = False) -> Generator[ProgressEvent, None, CurveResult]:
     """Loss/accuracy of the plan's step ``step_index`` swept over lambda, naive vs aligned.
 
     Steps before it run as planned; steps after it are left out (they would need re-aligning at
@@ -181,14 +181,14 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
 
     return (yield from interpolation_job(base, dataset, lambda_grid(grid),
                                          {"naive": series(naive), "aligned": series(aligned)},
-                                         cancel))
+                                         cancel, repair=repair))
 
 
 def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
                     align: str | None = None, grid: int = 21,
                     layers: list[tuple[str, str]] | None = None,
-                    cancel: CancelToken | None = None, arch: str | None = None
-                    ) -> Generator[ProgressEvent, None, CurveResult]:
+                    cancel: CancelToken | None = None, arch: str | None = None,
+                    repair: bool = False) -> Generator[ProgressEvent, None, CurveResult]:
     """The `mal curve` job: interpolate a target into a base, naive vs aligned.
 
     Without ``layers`` the two models must share an architecture: the whole model is
@@ -217,7 +217,8 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
             aligned_state = permute_state(t_state, spec, perms)
         series = {"naive": lerp_states(b_state, t_state),
                   "aligned": lerp_states(b_state, aligned_state)}
-        return (yield from interpolation_job(base, dataset, lambda_grid(grid), series, cancel))
+        return (yield from interpolation_job(base, dataset, lambda_grid(grid), series, cancel,
+                                             repair=repair))
     align = align or "chain"
     if align not in ("chain", "local", "none"):
         raise PlanError(f"--align {align} with --layers must be chain, local or none")
@@ -243,7 +244,7 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
 
     return (yield from interpolation_job(base, dataset, lambda_grid(grid),
                                          {"naive": series("none"), "aligned": series(align)},
-                                         cancel))
+                                         cancel, repair=repair))
 
 
 def evaluate_job(model: LoadedModel | str, data: str | Dataset,

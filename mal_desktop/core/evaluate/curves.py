@@ -16,23 +16,27 @@ import torch
 from ..io.model import LoadedModel
 from ..progress import CancelToken, ProgressEvent
 from .datasets import Dataset
-from .evaluator import evaluate_model
+from .evaluator import fit_inputs, evaluate_model
 from .metrics import CurveMetrics, CurvePoint, CurveResult
+from .repair import reset_batchnorm_stats
 
 StateAt = Callable[[float], dict[str, torch.Tensor]]
 
 
 def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float],
                       series: dict[str, StateAt], cancel: CancelToken | None = None,
-                      epsilon: float = 0.01, split: str = "test"
+                      epsilon: float = 0.01, split: str = "test", repair: bool = False
                       ) -> Generator[ProgressEvent, None, CurveResult]:
     """Evaluate ``series[name](lam)`` (a state for the base architecture) at every lambda.
 
     ``series`` must have the keys "naive" and "aligned". Yields stage "curve" events whose payload
     is a :class:`CurvePoint`; returns the :class:`CurveResult` with barrier, mean loss, lambda*.
+    ``repair``: re-estimate BatchNorm statistics on the training split at every interior lambda
+    (the end points stay the two models as they are).
     """
     work = copy.deepcopy(base.module).eval()
     probe = replace(base, module=work)
+    repair_x = fit_inputs(base, data, data.x_train if len(data.x_train) else data.x_test)
     total = len(lambdas) * len(series)
     done = 0
     curves: dict[str, CurveMetrics] = {}
@@ -44,6 +48,8 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
             if cancel is not None:
                 cancel.raise_if_cancelled()
             work.load_state_dict(state_at(float(lam)), strict=True)
+            if repair and 0.0 < lam < 1.0:
+                reset_batchnorm_stats(work, repair_x)
             result = evaluate_model(probe, data, split)
             losses.append(result.loss)
             accs.append(result.accuracy)
@@ -54,7 +60,7 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
                                 CurvePoint(name, i, float(lam), result.loss, result.accuracy))
         curves[name] = CurveMetrics.from_points(lambdas, losses, accs, epsilon)
     return CurveResult(tuple(float(x) for x in lambdas), curves["naive"], curves["aligned"],
-                       data.name)
+                       data.name, repair)
 
 
 def lerp_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> StateAt:

@@ -142,7 +142,7 @@ def evaluate_module(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return EvalResult(loss=loss, accuracy=accuracy, n=len(y))
 
 
-def _fit_inputs(model: LoadedModel, data: Dataset, x: torch.Tensor) -> torch.Tensor:
+def fit_inputs(model: LoadedModel, data: Dataset, x: torch.Tensor) -> torch.Tensor:
     """``x`` reshaped to the model's per-sample shape when the element counts agree."""
     want = tuple(int(s) for s in model.input_shape)
     have = tuple(int(s) for s in x.shape[1:])
@@ -171,7 +171,7 @@ def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
         raise DatasetError(f"unknown split {split!r} of dataset {data.name}; use 'test' or 'train'")
     if len(y) == 0:
         raise DatasetError(f"dataset {data.name} has no {split} samples")
-    x = _fit_inputs(model, data, x)
+    x = fit_inputs(model, data, x)
     lo, hi = int(y.min()), int(y.max())
     if lo < 0:
         raise DatasetError(f"dataset {data.name} has a negative label {lo}")

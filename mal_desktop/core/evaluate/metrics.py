@@ -89,7 +89,8 @@ class CurveResult:
     naive: CurveMetrics
     aligned: CurveMetrics
     dataset: str = ""
+    repair: bool = False  # BatchNorm statistics re-estimated (an addition to MAL)
 
     def to_json(self) -> dict[str, Any]:
         return {"lambdas": list(self.lambdas), "naive": self.naive.to_json(),
-                "aligned": self.aligned.to_json(), "data": self.dataset}
+                "aligned": self.aligned.to_json(), "data": self.dataset, "repair": self.repair}
