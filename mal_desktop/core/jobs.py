@@ -33,9 +33,12 @@ class ModelCache:
     """Loads each model file once and discovers its permutation spaces once."""
 
     def __init__(self, models: Mapping[str, LoadedModel] | None = None,
-                 arch: str | None = None) -> None:
+                 arch: str | None = None,
+                 specs: Mapping[str, PermutationSpec] | None = None) -> None:
         self._models: dict[str, LoadedModel] = dict(models or {})
-        self._specs: dict[str, PermutationSpec] = {}
+        # Discovery traces the model (torch.export): pure Python holding the GIL. Callers that
+        # already know the specs (the GUI's layer trees) pass them so a job never re-traces.
+        self._specs: dict[str, PermutationSpec] = dict(specs or {})
         self._arch = arch
 
     def model(self, path: str) -> LoadedModel:
@@ -75,7 +78,8 @@ def _preflight(plan: AssemblyPlan) -> int:
 
 def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
                  models: Mapping[str, LoadedModel] | None = None, out: Path | None = None,
-                 arch: str | None = None) -> Generator[ProgressEvent, None, AssemblyResult]:
+                 arch: str | None = None, specs: Mapping[str, PermutationSpec] | None = None
+                 ) -> Generator[ProgressEvent, None, AssemblyResult]:
     """Run every step of ``plan`` on the base; save to ``out`` (atomic) when given.
 
     Pre-flight: the plan is checked on file headers before any tensor is loaded, then every step
@@ -86,7 +90,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         raise PlanError("the plan has no steps: drag a zoo layer onto a base layer first")
     if out is not None:
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
-    cache = ModelCache(models, arch)
+    cache = ModelCache(models, arch, specs)
     yield ProgressEvent("preflight", 0.0, "checking the plan")
     memory = _preflight(plan)
     yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB needed")
@@ -143,7 +147,8 @@ def _dataset(data: str | Dataset) -> Dataset:
 def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, grid: int = 21,
                    cancel: CancelToken | None = None,
                    models: Mapping[str, LoadedModel] | None = None, arch: str | None = None,
-                   repair: bool = False) -> Generator[ProgressEvent, None, CurveResult]:
+                   repair: bool = False, specs: Mapping[str, PermutationSpec] | None = None
+                   ) -> Generator[ProgressEvent, None, CurveResult]:
     """Loss/accuracy of the plan's step ``step_index`` swept over lambda, naive vs aligned.
 
     Steps before it run as planned; steps after it are left out (they would need re-aligning at
@@ -153,7 +158,7 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
     if not 0 <= step_index < len(plan.steps):
         raise PlanError(f"no step {step_index + 1} in the plan ({len(plan.steps)} steps)")
     dataset = _dataset(data)
-    cache = ModelCache(models, arch)
+    cache = ModelCache(models, arch, specs)
     base, base_spec = cache.model(plan.base), cache.spec(plan.base)
     state = base.state()
     for i, step in enumerate(plan.steps[: step_index + 1]):

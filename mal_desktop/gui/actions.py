@@ -1,0 +1,114 @@
+"""Every window action declared once: text, shortcut, icon, tooltip.
+
+Menus, the toolbar, the welcome page and context menus reuse the same ``QAction`` objects, so
+a shortcut or an enabled state is defined in one place. The main window connects the actions'
+``triggered`` signals to its slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import QStyle, QWidget
+
+from .icons import action_icon
+
+SP = QStyle.StandardPixmap
+KS = QKeySequence.StandardKey
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """Declaration of one action: shortcut is a StandardKey, a key string or None."""
+
+    key: str
+    text: str
+    tip: str
+    shortcut: object = None
+    icon: str = ""
+    fallback: SP | None = None
+    checkable: bool = False
+
+
+SPECS: tuple[ActionSpec, ...] = (
+    ActionSpec("new_project", "&New Project", "Start an empty project", KS.New,
+               "document-new", SP.SP_FileIcon),
+    ActionSpec("open_base", "&Open Base Model\u2026", "Open the model that layers are merged into",
+               KS.Open, "document-open", SP.SP_DialogOpenButton),
+    ActionSpec("add_zoo", "Add &Zoo Models\u2026", "Add models whose layers can be merged into "
+               "the base", "Ctrl+Shift+O", "list-add", SP.SP_FileDialogNewFolder),
+    ActionSpec("open_project", "Open &Project\u2026", "Open a saved project (.malproj)",
+               "Ctrl+Alt+O", "folder-open", SP.SP_DirOpenIcon),
+    ActionSpec("open_demo", "Open &Demo Zoo", "Open an MLP base and a few zoo models trained on "
+               "the digits data (built once, then cached)", None, "applications-science",
+               SP.SP_ComputerIcon),
+    ActionSpec("save_project", "&Save Project", "Save the project (models, plan, settings)",
+               KS.Save, "document-save", SP.SP_DialogSaveButton),
+    ActionSpec("save_project_as", "Save Project &As\u2026", "Save the project under a new name",
+               KS.SaveAs, "document-save-as", SP.SP_DialogSaveButton),
+    ActionSpec("save_merged", "&Export Merged Model\u2026", "Assemble the plan and save the merged "
+               "model as .safetensors with its provenance", "Ctrl+E", "document-export",
+               SP.SP_DriveHDIcon),
+    ActionSpec("quit", "&Quit", "Quit MAL Desktop", KS.Quit, "application-exit",
+               SP.SP_DialogCloseButton),
+    ActionSpec("run", "&Run", "Assemble the plan and sweep lambda for the selected step "
+               "(naive vs aligned)", "F5", "media-playback-start", SP.SP_MediaPlay),
+    ActionSpec("cancel", "&Cancel", "Cancel the running job (Esc)", "Esc", "process-stop",
+               SP.SP_BrowserStop),
+    ActionSpec("reset_layout", "&Reset Layout", "Put the panels back where they started", None,
+               "view-restore", None),
+    ActionSpec("theme_system", "&System", "Follow the desktop's light or dark setting",
+               checkable=True),
+    ActionSpec("theme_light", "&Light", "Always use the light theme", checkable=True),
+    ActionSpec("theme_dark", "&Dark", "Always use the dark theme", checkable=True),
+    ActionSpec("open_log", "Open &Log Folder", "Show the folder with the log file", None,
+               "folder", SP.SP_DirIcon),
+    ActionSpec("about", "&About MAL Desktop", "Version and system information", None,
+               "help-about", SP.SP_MessageBoxInformation),
+)
+
+
+class Actions:
+    """The window's actions by key (``actions.run``, ``actions["run"]``)."""
+
+    def __init__(self, parent: QWidget) -> None:
+        self._actions: dict[str, QAction] = {}
+        for spec in SPECS:
+            action = QAction(spec.text, parent)
+            action.setObjectName(f"action_{spec.key}")
+            shortcut_text = ""
+            if isinstance(spec.shortcut, QKeySequence.StandardKey):
+                action.setShortcuts(spec.shortcut)
+                seq = QKeySequence(spec.shortcut)
+                shortcut_text = seq.toString(QKeySequence.SequenceFormat.NativeText)
+            elif isinstance(spec.shortcut, str):
+                action.setShortcut(QKeySequence(spec.shortcut))
+                shortcut_text = QKeySequence(spec.shortcut).toString(
+                    QKeySequence.SequenceFormat.NativeText)
+            tip = spec.tip if not shortcut_text or shortcut_text in spec.tip \
+                else f"{spec.tip} ({shortcut_text})"
+            action.setToolTip(tip)
+            action.setStatusTip(spec.tip)
+            if spec.icon:
+                icon = action_icon(spec.icon, spec.fallback)
+                if not icon.isNull():
+                    action.setIcon(icon)
+            action.setCheckable(spec.checkable)
+            self._actions[spec.key] = action
+        self.theme_group = QActionGroup(parent)
+        self.theme_group.setExclusive(True)
+        for key in ("theme_system", "theme_light", "theme_dark"):
+            self.theme_group.addAction(self._actions[key])
+
+    def __getitem__(self, key: str) -> QAction:
+        return self._actions[key]
+
+    def __getattr__(self, key: str) -> QAction:
+        try:
+            return self.__dict__["_actions"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def keys(self) -> list[str]:
+        return list(self._actions)

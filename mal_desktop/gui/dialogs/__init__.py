@@ -1,0 +1,1 @@
+"""Dialogs of the desktop app: errors, questions, About, the demo-zoo offer with progress."""

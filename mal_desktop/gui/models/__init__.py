@@ -1,0 +1,1 @@
+"""Qt item models that adapt core documents (layer trees, the assembly plan)."""

@@ -1,0 +1,524 @@
+"""QtLayerTreeModel: a QAbstractItemModel adapting a core LayerTree (read-only, lazy).
+
+Rows are the model's modules (LayerNode) and, under each, its state tensors (TensorInfo).
+Columns: name, shape, parameters, permutation space, stats. Weight layers (``node.layer`` set)
+of a zoo model can be dragged (MIME "application/x-mal-layer", JSON payload); the base model's
+rows accept such drops: ``canDropMimeData`` asks core.merge.preflight (through the workspace)
+whether the step fits and emits ``dropHint(text, ok)``; ``dropMimeData`` pushes an undoable
+AddStepCommand. Children are materialised on first request, so a large model costs nothing
+until it is expanded. Repeated sibling blocks (same ``repeat`` signature) are labelled
+"(x2 identical)" and flagged with REPEAT_ROLE so views start them collapsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from PySide6.QtCore import (QAbstractItemModel, QMimeData, QModelIndex, QObject,
+                            QPersistentModelIndex, Qt, Signal)
+from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtWidgets import QApplication
+
+from ...core.merge.plan import AssemblyStep, PlanChange
+from ...core.merge.preflight import StepCheck
+from ..undo import AddStepCommand
+from .glyphs import group_icon, layer_icon, lock_icon, tensor_icon
+from .mime import LAYER_MIME, LayerRef, decode_layer, encode_layer
+from .plan_model import subscribe_weakly
+
+if TYPE_CHECKING:
+    from ...core.graph.tree import LayerNode, LayerTree, TensorInfo
+    from ..workspace import Workspace
+
+COLUMNS = ("Name", "Shape", "Parameters", "Permutation space", "Stats (norm / mean / std)")
+COL_NAME, COL_SHAPE, COL_PARAMS, COL_SPACE, COL_STATS = range(5)
+
+PATH_ROLE = Qt.ItemDataRole.UserRole + 10  # str: module path or state key
+IS_LAYER_ROLE = Qt.ItemDataRole.UserRole + 11  # bool: a draggable / droppable weight layer
+REPEAT_ROLE = Qt.ItemDataRole.UserRole + 12  # int: size of the identical-sibling group, or 0
+SEARCH_ROLE = Qt.ItemDataRole.UserRole + 13  # str: what the search box matches against
+FIXED_ROLE = Qt.ItemDataRole.UserRole + 14  # bool: the row has a fixed axis
+HAS_MODULES_ROLE = Qt.ItemDataRole.UserRole + 15  # bool: the row has child modules
+
+Index = QModelIndex | QPersistentModelIndex
+
+SPACE_HELP = ("A permutation space is a set of interchangeable units (the neurons of a hidden "
+              "layer, the channels of a conv layer, a residual stream). Every tensor axis on the "
+              "same space is permuted together, so aligning a zoo layer to the base only "
+              "reorders units the network does not care about.")
+SHAPE_HELP = ("Weights are out \u00d7 in (\u00d7 kernel for conv layers). Merging a zoo layer of "
+              "another width: where the base side is wider the zoo units fill some base slots "
+              "and the rest is zero-padded; where it is narrower the best-matching zoo units "
+              "are kept and the others dropped; equal widths are a plain permutation.")
+
+
+@dataclass
+class _Item:
+    """One row: a module node, or a tensor of ``owner``; children built on first request."""
+
+    parent: int  # item id of the parent row, -1 at top level
+    row: int
+    node: "LayerNode | None" = None
+    tensor: "TensorInfo | None" = None
+    owner: "LayerNode | None" = None
+    name: str = ""
+    repeat_count: int = 0  # size of the group of identical siblings (0: not repeated)
+    repeat_first: str = ""  # name of the group's first member
+    children: list[int] | None = field(default=None, repr=False)
+
+
+def _leaf(path: str, parent_path: str) -> str:
+    if parent_path and path.startswith(parent_path + "."):
+        return path[len(parent_path) + 1:]
+    return path
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """'64 \u00d7 16 \u00d7 3 \u00d7 3' (a scalar shows as 'scalar')."""
+    return " \u00d7 ".join(str(int(s)) for s in shape) if len(shape) else "scalar"
+
+
+def _num(value: float) -> str:
+    if value != value:  # NaN
+        return "nan"
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+class QtLayerTreeModel(QAbstractItemModel):
+    """Adapter of a core ``LayerTree`` for a QTreeView.
+
+    Parameters: tree - the layer tree; role - "zoo" (rows drag) or "base" (rows accept drops);
+    model_name - the workspace name of the model (the MIME payload and the plan use it);
+    workspace - needed for drops (preflight checks, undo stack) and to mark layers used by steps.
+    Signals: ``dropHint(str text, bool ok)`` - what a hovered drop would do, or why it is refused.
+    """
+
+    dropHint = Signal(str, bool)
+
+    def __init__(self, tree: "LayerTree", role: str, model_name: str | None = None,
+                 workspace: "Workspace | None" = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        if role not in ("zoo", "base"):
+            raise ValueError(f"role must be 'zoo' or 'base', got {role!r}")
+        self.tree = tree
+        self.role = role
+        self.model_name = model_name or tree.model_name
+        self._ws = workspace
+        self._items: list[_Item] = []
+        self._top: list[int] | None = None
+        self._by_path: dict[str, int] = {}  # node path -> item id (materialised rows only)
+        self._used: dict[str, list[int]] = {}  # layer path -> step numbers using it
+        self._last_hint: tuple[str, bool] | None = None
+        self._checks: dict[tuple[str, str, str], tuple[bool, str, AssemblyStep | None]] = {}
+        if workspace is not None:
+            self._listener = subscribe_weakly(workspace.plan, self, "_on_plan_change")
+            workspace.modelsChanged.connect(self._checks.clear)
+            self._recompute_used()
+
+    # -- lazy structure ------------------------------------------------------------------------
+    def _children_of(self, item_id: int) -> list[int]:
+        if item_id < 0:
+            if self._top is None:
+                self._top = self._make_children(-1, self.tree.root)
+            return self._top
+        item = self._items[item_id]
+        if item.children is None:
+            item.children = self._make_children(item_id, item.node) if item.node else []
+        return item.children
+
+    def _make_children(self, parent_id: int, node: "LayerNode") -> list[int]:
+        ids: list[int] = []
+        groups: dict[str, list[int]] = {}
+        for child in node.children:
+            item = _Item(parent_id, len(ids), node=child, name=_leaf(child.path, node.path))
+            self._items.append(item)
+            ids.append(len(self._items) - 1)
+            self._by_path[child.path] = ids[-1]
+            if child.repeat:
+                groups.setdefault(child.repeat, []).append(ids[-1])
+        for members in groups.values():
+            if len(members) > 1:
+                first = self._items[members[0]].name
+                for m in members:
+                    self._items[m].repeat_count = len(members)
+                    self._items[m].repeat_first = first
+        for t in node.tensors:
+            item = _Item(parent_id, len(ids), tensor=t, owner=node, name=_leaf(t.key, node.path))
+            self._items.append(item)
+            ids.append(len(self._items) - 1)
+        return ids
+
+    def _item(self, index: Index) -> _Item | None:
+        if not index.isValid():
+            return None
+        return self._items[index.internalId()]
+
+    def node_at(self, index: Index) -> "LayerNode | None":
+        """The module node of a row (None for tensor rows and invalid indexes)."""
+        item = self._item(index)
+        return item.node if item is not None else None
+
+    def index_of(self, path: str, column: int = 0) -> QModelIndex:
+        """The index of the module with ``path`` (materialising its ancestors); invalid if none."""
+        parts = path.split(".")
+        parent = QModelIndex()
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            self.rowCount(parent)  # materialise this level
+            item_id = self._by_path.get(prefix)
+            if item_id is None:
+                continue  # a module path may skip levels ("features.0" under "features")
+            parent = self.createIndex(self._items[item_id].row, 0, item_id)
+        item_id = self._by_path.get(path)
+        if item_id is None:
+            return QModelIndex()
+        return self.createIndex(self._items[item_id].row, column, item_id)
+
+    # -- Qt model API: structure ----------------------------------------------------------------
+    def index(self, row: int, column: int, parent: Index = QModelIndex()) -> QModelIndex:  # noqa: B008
+        if column < 0 or column >= len(COLUMNS) or row < 0:
+            return QModelIndex()
+        if parent.isValid() and parent.column() != 0:
+            return QModelIndex()
+        children = self._children_of(parent.internalId() if parent.isValid() else -1)
+        if row >= len(children):
+            return QModelIndex()
+        return self.createIndex(row, column, children[row])
+
+    def parent(self, index: Index = QModelIndex()) -> QModelIndex:  # type: ignore[override]  # noqa: B008
+        item = self._item(index)
+        if item is None or item.parent < 0:
+            return QModelIndex()
+        return self.createIndex(self._items[item.parent].row, 0, item.parent)
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802, B008
+        if parent.isValid() and parent.column() != 0:
+            return 0
+        return len(self._children_of(parent.internalId() if parent.isValid() else -1))
+
+    def hasChildren(self, parent: Index = QModelIndex()) -> bool:  # noqa: N802, B008
+        # Answer without materialising: views ask this for every visible row.
+        if not parent.isValid():
+            return bool(self.tree.root.children or self.tree.root.tensors)
+        if parent.column() != 0:
+            return False
+        item = self._items[parent.internalId()]
+        return item.node is not None and bool(item.node.children or item.node.tensors)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802, B008
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(COLUMNS):
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return (None, SHAPE_HELP, "Number of values (parameters and buffers)", SPACE_HELP,
+                    "Frobenius norm, mean and standard deviation of the weight")[section]
+        return None
+
+    # -- Qt model API: data ---------------------------------------------------------------------
+    def _weight(self, node: "LayerNode") -> "TensorInfo | None":
+        if node.layer is None:
+            return None
+        return next((t for t in node.tensors if t.key == node.layer.weight), None)
+
+    def _space_text(self, space_id: str | None) -> str:
+        if space_id is None:
+            return "\u2013"
+        space = self.tree.spec.spaces.get(space_id)
+        if space is None:
+            return space_id
+        return f"{space_id} ({space.size}{', fixed' if space.fixed else ''})"
+
+    def fixed_axes(self, tensor: "TensorInfo") -> list[tuple[int, str]]:
+        """(axis, reason) for each axis of ``tensor`` on a *fixed space* (input, class output).
+
+        Axes that are simply not permutable (conv kernel positions) are not listed: they are
+        never aligned, so marking them would only add noise.
+        """
+        out = []
+        for axis, sid in enumerate(tensor.axes):
+            space = self.tree.spec.spaces.get(sid) if sid is not None else None
+            if space is not None and space.fixed:
+                out.append((axis, space.reason or "fixed"))
+        return out
+
+    def _fixed_lines(self, tensor: "TensorInfo") -> list[str]:
+        return [f"axis {axis} is fixed: {reason}" for axis, reason in self.fixed_axes(tensor)]
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        item = self._item(index)
+        if item is None:
+            return None
+        col = index.column()
+        node = item.node
+        tensor = item.tensor if node is None else self._weight(node)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(item, col, tensor)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(item, col, tensor)
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self._decoration(item, col, tensor)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col == COL_SPACE and tensor is not None and self.fixed_axes(tensor):
+                return QColor("#b26a00") if not _dark() else QColor("#f0b35e")
+            if col == COL_STATS or (node is None and col != COL_NAME):
+                return QApplication.palette().color(QPalette.ColorRole.PlaceholderText)
+            return None
+        if role == Qt.ItemDataRole.FontRole:
+            if node is not None and node.path in self._used:
+                font = QFont()
+                font.setBold(True)
+                return font
+            return None
+        if role == Qt.ItemDataRole.TextAlignmentRole and col == COL_PARAMS:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == PATH_ROLE:
+            return node.path if node is not None else item.tensor.key if item.tensor else ""
+        if role == IS_LAYER_ROLE:
+            return node is not None and node.layer is not None
+        if role == REPEAT_ROLE:
+            return item.repeat_count
+        if role == HAS_MODULES_ROLE:
+            return node is not None and bool(node.children)
+        if role == FIXED_ROLE:
+            return tensor is not None and bool(self.fixed_axes(tensor))
+        if role == SEARCH_ROLE:
+            path = node.path if node is not None else item.tensor.key if item.tensor else ""
+            shape = tuple(tensor.shape) if tensor is not None else ()
+            return path.lower() + "\n" + "x".join(str(int(s)) for s in shape)
+        return None
+
+    def _display(self, item: _Item, col: int, tensor: "TensorInfo | None") -> str | None:
+        node = item.node
+        if col == COL_NAME:
+            if node is None:
+                return item.name
+            kind = node.kind
+            if item.repeat_count and node.repeat:
+                kind = node.repeat.split("#", 1)[0]  # the block's class, e.g. BasicBlock
+            text = f"{item.name} \u00b7 {kind}" if kind and kind != "module" else item.name
+            if item.repeat_count:
+                if item.name == item.repeat_first:
+                    text += f"  (\u00d7{item.repeat_count} identical)"
+                else:
+                    text += f"  (= {item.repeat_first})"
+            used = self._used.get(node.path)
+            if used:
+                text += "  \u2192 step " + ", ".join(str(n) for n in used)
+            return text
+        if col == COL_SHAPE:
+            return shape_text(tensor.shape) if tensor is not None else ""
+        if col == COL_PARAMS:
+            n = node.params if node is not None else (tensor.numel if tensor is not None else 0)
+            return f"{int(n):,}"
+        if col == COL_SPACE:
+            if node is not None and node.layer is not None:
+                return (f"out {self._space_text(node.layer.out_axis.space)} \u00b7 "
+                        f"in {self._space_text(node.layer.in_axis.space)}")
+            if node is None and tensor is not None:
+                return ", ".join(self._space_text(s) if s else "\u2013" for s in tensor.axes)
+            if node is not None and node.tensors:
+                # A norm or other module riding along: the spaces its tensors follow.
+                spaces = dict.fromkeys(s for t in node.tensors for s in t.axes if s)
+                return ("follows " + ", ".join(self._space_text(s) for s in spaces)
+                        if spaces else "")
+            return ""
+        if col == COL_STATS and tensor is not None:
+            return (f"\u2016\u00b7\u2016 {_num(tensor.norm)}   \u03bc {_num(tensor.mean)}   "
+                    f"\u03c3 {_num(tensor.std)}")
+        return ""
+
+    def _tooltip(self, item: _Item, col: int, tensor: "TensorInfo | None") -> str | None:
+        node = item.node
+        lines: list[str] = []
+        if node is not None:
+            lines.append(f"{node.path or self.model_name}  ({node.kind})")
+            if node.layer is not None:
+                if self.role == "zoo":
+                    lines.append("Drag onto a layer of the base model to add an assembly step.")
+                else:
+                    lines.append("Drop a zoo layer here to merge it into this layer.")
+            if item.repeat_count:
+                lines.append(f"One of {item.repeat_count} structurally identical blocks "
+                             f"(shown collapsed).")
+            used = self._used.get(node.path)
+            if used:
+                lines.append("Used by step " + ", ".join(str(n) for n in used) + ".")
+        elif item.tensor is not None:
+            t = item.tensor
+            lines.append(f"{t.key}: {shape_text(t.shape)} {t.dtype}")
+        if col == COL_SHAPE:
+            lines.append(SHAPE_HELP)
+        elif col == COL_SPACE:
+            if node is not None and node.layer is not None:
+                lines.append(f"Output units (axis 0) live in {node.layer.out_axis.space}; input "
+                             f"units (axis 1) in {node.layer.in_axis.space}"
+                             + (f", {node.layer.in_axis.block} features per unit"
+                                if node.layer.in_axis.block > 1 else "") + ".")
+            elif item.tensor is not None:
+                for axis, sid in enumerate(item.tensor.axes):
+                    lines.append(f"axis {axis}: " + (sid or "not permutable (e.g. kernel "
+                                                             "positions)"))
+            lines.append(SPACE_HELP)
+        elif col == COL_STATS and tensor is not None:
+            lines.append(f"norm {tensor.norm:.6g}, mean {tensor.mean:.6g}, std {tensor.std:.6g}"
+                         f" over {tensor.numel:,} values")
+        if tensor is not None:
+            lines += self._fixed_lines(tensor)
+        return "\n".join(lines) if lines else None
+
+    def _decoration(self, item: _Item, col: int, tensor: "TensorInfo | None") -> Any:
+        if QApplication.instance() is None:
+            return None  # pixmaps need a GUI application (a headless use of the model)
+        palette = QApplication.palette()
+        if col == COL_NAME:
+            node = item.node
+            if node is None:
+                return tensor_icon(palette.color(QPalette.ColorRole.PlaceholderText))
+            if node.layer is not None:
+                letter = "C" if node.layer.kind.startswith("conv") else "L"
+                color = QColor("#0072b2" if self.role == "zoo" else "#009e73")
+                return layer_icon(letter, color)
+            return group_icon(palette.color(QPalette.ColorRole.PlaceholderText))
+        if col == COL_SPACE and tensor is not None and self.fixed_axes(tensor):
+            return lock_icon(QColor("#b26a00") if not _dark() else QColor("#f0b35e"))
+        return None
+
+    # -- drag ------------------------------------------------------------------------------------
+    def flags(self, index: Index) -> Qt.ItemFlag:
+        item = self._item(index)
+        if item is None:
+            return Qt.ItemFlag.ItemIsDropEnabled if self.role == "base" else \
+                Qt.ItemFlag.NoItemFlags
+        flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        if item.node is None:
+            flags |= Qt.ItemFlag.ItemNeverHasChildren
+        is_layer = item.node is not None and item.node.layer is not None
+        if is_layer and self.role == "zoo":
+            flags |= Qt.ItemFlag.ItemIsDragEnabled
+        if self.role == "base":
+            flags |= Qt.ItemFlag.ItemIsDropEnabled  # every row answers, with a reason if refused
+        return flags
+
+    def mimeTypes(self) -> list[str]:  # noqa: N802
+        return [LAYER_MIME]
+
+    def supportedDragActions(self) -> Qt.DropAction:  # noqa: N802
+        return Qt.DropAction.CopyAction
+
+    def supportedDropActions(self) -> Qt.DropAction:  # noqa: N802
+        return Qt.DropAction.CopyAction if self.role == "base" else Qt.DropAction.IgnoreAction
+
+    def layer_ref(self, index: Index) -> LayerRef | None:
+        """The drag payload of a weight-layer row (None for other rows)."""
+        node = self.node_at(index.siblingAtColumn(0) if index.isValid() else index)
+        if node is None or node.layer is None:
+            return None
+        weight = self._weight(node)
+        return LayerRef(self.model_name, self.role, node.path, node.layer.kind,
+                        tuple(int(s) for s in weight.shape) if weight is not None else ())
+
+    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData | None:  # noqa: N802
+        for index in indexes:
+            ref = self.layer_ref(index)
+            if ref is not None:
+                return encode_layer(ref)
+        return None
+
+    # -- drop ------------------------------------------------------------------------------------
+    def evaluate_drop(self, data: QMimeData | None, row: int, parent: Index
+                      ) -> tuple[bool, str, AssemblyStep | None]:
+        """Would dropping ``data`` on (row, parent) add a step? (ok, hint text, step)."""
+        ref = decode_layer(data)
+        if ref is None:
+            return False, "Only layers dragged from a zoo model can be dropped here.", None
+        if self.role != "base":
+            return False, "Drop zoo layers on the base model.", None
+        if ref.role != "zoo":
+            return False, "Drag layers from a zoo model (the base cannot merge into itself).", \
+                None
+        target = parent if row < 0 else self.index(row, 0, parent)
+        node = self.node_at(target.siblingAtColumn(0) if target.isValid() else target)
+        if node is None or node.layer is None:
+            where = self.data(target.siblingAtColumn(0), PATH_ROLE) if target.isValid() else ""
+            return False, (f"{where} is not a weight layer: drop onto a linear or conv layer."
+                           if where else "Drop onto a linear or conv layer of the base."), None
+        key = (ref.model, ref.layer, node.path)
+        hit = self._checks.get(key)
+        if hit is not None:
+            return hit
+        if self._ws is None:
+            result = (False, "No workspace to add steps to.", None)
+        else:
+            check: StepCheck = self._ws.check(ref.model, ref.layer, node.path)
+            label = f"{ref.model}:{ref.layer} \u2192 {node.path}"
+            if check.ok:
+                result = (True, f"{label}: {check.case_text}",
+                          AssemblyStep(source=ref.model, source_layer=ref.layer,
+                                       base_layer=node.path))
+            else:
+                result = (False, f"Cannot merge {label}: {check.reason}", None)
+        self._checks[key] = result
+        return result
+
+    def _hint(self, text: str, ok: bool) -> None:
+        # Hover calls this on every mouse move: only tell the status bar about changes.
+        if self._last_hint != (text, ok):
+            self._last_hint = (text, ok)
+            self.dropHint.emit(text, ok)
+
+    def canDropMimeData(self, data: QMimeData, action: Qt.DropAction, row: int,  # noqa: N802
+                        column: int, parent: Index) -> bool:
+        ok, text, _step = self.evaluate_drop(data, row, parent)
+        self._hint(text, ok)
+        return ok
+
+    def dropMimeData(self, data: QMimeData, action: Qt.DropAction, row: int,  # noqa: N802
+                     column: int, parent: Index) -> bool:
+        if action == Qt.DropAction.IgnoreAction:
+            return True
+        ok, text, step = self.evaluate_drop(data, row, parent)
+        self._last_hint = None
+        if not ok or step is None or self._ws is None:
+            self._hint(text, False)
+            return False
+        command = AddStepCommand(self._ws.plan, step)
+        self._ws.push(command)
+        self._hint(f"Added step {command.index + 1}: {text}", True)
+        return True
+
+    def end_drag(self) -> None:
+        """Forget the last hint (the drag left or ended) so the next hover reports again."""
+        self._last_hint = None
+
+    # -- plan events: mark layers used by steps --------------------------------------------------
+    def _recompute_used(self) -> dict[str, list[int]]:
+        used: dict[str, list[int]] = {}
+        if self._ws is not None:
+            for n, step in enumerate(self._ws.plan.steps, start=1):
+                if self.role == "base":
+                    used.setdefault(step.base_layer, []).append(n)
+                elif step.source == self.model_name:
+                    used.setdefault(step.source_layer, []).append(n)
+        old, self._used = self._used, used
+        return old
+
+    def _on_plan_change(self, _change: PlanChange) -> None:
+        old = self._recompute_used()
+        for path in set(old) | set(self._used):
+            if old.get(path) != self._used.get(path) and path in self._by_path:
+                item_id = self._by_path[path]
+                row = self._items[item_id].row
+                self.dataChanged.emit(self.createIndex(row, 0, item_id),
+                                      self.createIndex(row, 0, item_id),
+                                      [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.FontRole,
+                                       Qt.ItemDataRole.ToolTipRole])
+
+
+def _dark() -> bool:
+    return QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 128

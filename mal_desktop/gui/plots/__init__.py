@@ -1,0 +1,1 @@
+"""Live pyqtgraph plots: interpolation curves, alignment diagnostics, export."""

@@ -1,0 +1,272 @@
+"""The GUI's background jobs: core generator jobs composed for what the window does.
+
+Each function takes the ``cancel`` token first, so ``functools.partial(fn, **arguments)`` is a
+job factory for :meth:`JobRunner.start`. They run in the worker thread: core modules (torch,
+scipy) are imported inside them, never on the GUI start-up path, and they return plain data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.progress import CancelToken, ProgressEvent, sub_job
+
+if TYPE_CHECKING:  # heavy at run time; the functions import them in the worker
+    from ..core.io.model import LoadedModel
+    from ..core.jobs import AssemblyResult
+    from ..core.merge.plan import AssemblyPlan
+    from ..core.evaluate.metrics import CurveResult
+    from ..core.merge.plan import AssemblyStep
+    from ..core.zoo.build import ZooIndex, ZooModelInfo
+
+Job = Generator[ProgressEvent, None, Any]
+
+# Demo zoo: the models opened by "Open Demo Zoo" (names of core.zoo.build.default_zoo entries).
+DEMO_BASE = "mlp-w64-s0"
+DEMO_ZOO = ("mlp-w64-s1", "mlp-w128-s0", "mlp-w64-s1-permuted", "cnn-w16-s0")
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the warm-up job found: the compute device and the datasets that can load."""
+
+    device: str
+    datasets: dict[str, str]
+    seconds: float
+
+
+def warmup_job(cancel: CancelToken) -> Job:
+    """Import the engine (torch, scipy, core.jobs) in the worker; report device and datasets."""
+    t0 = time.perf_counter()
+    yield ProgressEvent("start", float("nan"), "Starting the engine\u2026")
+    import torch
+
+    from ..core import jobs  # noqa: F401 - the import is the work: torch, scipy, the aligners
+    from ..core.device import device_label
+    from ..core.evaluate.datasets import available_datasets
+
+    cores = os.cpu_count() or 2
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() >= cores > 1:
+        # Leave one core to the GUI thread: spinning intra-op threads on every core make the
+        # window stutter while a job runs (measured by benchmarks/gui_responsiveness.py).
+        torch.set_num_threads(cores - 1)
+    cancel.raise_if_cancelled()
+    yield ProgressEvent("start", float("nan"), "Preparing the model tracer\u2026")
+    _prime_tracer()
+    return EngineInfo(device_label(), dict(available_datasets()), time.perf_counter() - t0)
+
+
+def _prime_tracer() -> None:
+    """Trace a tiny model once so torch.export's one-time set-up happens now.
+
+    The first export creates ~150k long-lived Python objects. Made here, before the GUI calls
+    ``gc.freeze()``, they are never walked by the garbage collector again; made later, every
+    full collection walks them while holding the GIL, and the window freezes for 100s of ms.
+    A failure only costs that optimisation, so it is logged, not raised.
+    """
+    import logging
+
+    from ..core.graph.discover import discover_spec
+    from ..core.io.model import LoadedModel
+    from ..core.zoo.families import build_model
+
+    config = {"input_shape": [1, 4, 4], "num_classes": 3, "widths": [4]}
+    try:
+        module = build_model("mlp", config)
+        discover_spec(LoadedModel(module, {"kind": "family", "family": "mlp", "config": config},
+                                  (1, 4, 4), 3))
+    except Exception:  # noqa: BLE001 - an optimisation; the real load reports real errors
+        logging.getLogger("mal_desktop.tasks").warning("tracer warm-up failed", exc_info=True)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """One model file to open: as the base (role "base") or as zoo model ``name``."""
+
+    role: str
+    name: str
+    path: str
+
+
+def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job:
+    """Load each requested file and build its layer tree.
+
+    Returns a tuple of (role, ModelEntry) in request order. Raises ModelFileError (a MalError)
+    naming the file that cannot be read; nothing is returned for the others in that case.
+    """
+    from ..core.graph.tree import build_layer_tree
+    from ..core.io.files import load_model
+    from .workspace import ModelEntry
+
+    loaded = []
+    n = max(1, len(requests))
+    for i, req in enumerate(requests):
+        cancel.raise_if_cancelled()
+        label = Path(req.path).name
+        yield ProgressEvent("load", i / n, f"Loading {label}\u2026")
+        model = load_model(req.path)
+        cancel.raise_if_cancelled()
+        yield ProgressEvent("load", (i + 0.6) / n, f"Reading the layers of {label}\u2026")
+        tree = build_layer_tree(model)
+        loaded.append((req.role, ModelEntry(req.name, str(req.path), model, tree)))
+    yield ProgressEvent("load", 1.0, f"Loaded {len(loaded)} model{'s' if len(loaded) != 1 else ''}")
+    return tuple(loaded)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Result of Run: the assembly (merged model + step diagnostics) and the curve of one step."""
+
+    assembly: "AssemblyResult"
+    curve: "CurveResult"
+    step_index: int
+    data: str
+    seconds: float
+
+
+def run_step_job(cancel: CancelToken, plan: "AssemblyPlan", step_index: int, data: str,
+                 grid: int, models: Mapping[str, "LoadedModel"],
+                 specs: Mapping[str, Any] | None = None) -> Job:
+    """Assemble the whole plan, then sweep lambda for step ``step_index`` (naive vs aligned).
+
+    ``plan`` must be a private copy (the GUI keeps editing its own). ``models`` / ``specs``:
+    the loaded models and their permutation specs by plan path. Progress: assembly 0-40 %,
+    curve 40-100 %; payloads StepDiagnostics and CurvePoint pass through.
+    """
+    import torch
+
+    from ..core.jobs import assemble_job, plan_curve_job
+
+    t0 = time.perf_counter()
+    with torch.no_grad():  # thread-local: entered here, in the worker
+        # The layer trees already hold every spec: passing them saves a torch.export per model
+        # per job, pure Python that holds the GIL and would stall the GUI thread.
+        assembly = yield from sub_job(assemble_job(plan, cancel, models=models, specs=specs),
+                                      0.0, 0.4)
+        curve = yield from sub_job(plan_curve_job(plan, step_index, data, grid, cancel,
+                                                  models=models, specs=specs), 0.4, 1.0)
+    return RunResult(assembly, curve, step_index, data, time.perf_counter() - t0)
+
+
+def save_merged_job(cancel: CancelToken, plan: "AssemblyPlan", out: Path,
+                    models: Mapping[str, "LoadedModel"],
+                    specs: Mapping[str, Any] | None = None) -> Job:
+    """Assemble ``plan`` and save the merged model (with provenance) atomically to ``out``."""
+    import torch
+
+    from ..core.jobs import assemble_job
+
+    with torch.no_grad():
+        result = yield from assemble_job(plan, cancel, models=models, out=Path(out), specs=specs)
+    return result
+
+
+# -- demo zoo ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DemoStatus:
+    """Where the demo zoo lives and its index when every demo model is already built."""
+
+    folder: Path
+    index: "ZooIndex | None"
+
+
+def demo_status_job(cancel: CancelToken, folder: Path | None = None) -> Job:
+    """Check whether the demo zoo is built in ``folder`` (default: the zoo cache folder)."""
+    from ..core.errors import MalError
+    from ..core.zoo.build import default_zoo_dir, load_zoo_index
+
+    folder = Path(folder) if folder is not None else default_zoo_dir()
+    yield ProgressEvent("demo", float("nan"), f"Looking for the demo zoo in {folder}\u2026")
+    try:
+        index = load_zoo_index(folder)
+    except MalError:
+        return DemoStatus(folder, None)
+    names = set(index.names())
+    ready = all(n in names and index.path_of(n).is_file() for n in (DEMO_BASE, *DEMO_ZOO))
+    return DemoStatus(folder, index if ready else None)
+
+
+def build_demo_zoo_job(cancel: CancelToken, folder: Path, small: bool = False) -> Job:
+    """Build (or reuse) the demo models in ``folder``; returns the ZooIndex.
+
+    Models already listed in an existing index are kept in it (their files are reused, not
+    retrained), so building the demo never shrinks a zoo built with the CLI. ``small``: the
+    tiny test zoo (seconds) instead of the demo models.
+    """
+    from ..core.errors import MalError
+    from ..core.zoo.build import build_zoo_job, default_zoo, load_zoo_index
+
+    if small:
+        entries = default_zoo(small=True)
+    else:
+        try:
+            existing = set(load_zoo_index(folder).names())
+        except MalError:
+            existing = set()
+        wanted = {DEMO_BASE, *DEMO_ZOO} | existing
+        entries = [e for e in default_zoo() if e.name in wanted]
+    return (yield from build_zoo_job(Path(folder), entries, cancel))
+
+
+def pick_demo_models(index: "ZooIndex") -> tuple["ZooModelInfo", list["ZooModelInfo"]]:
+    """Choose the base and the zoo models to open from a zoo index.
+
+    Base: the demo MLP when listed, else the first MLP trained on "digits". Zoo: the demo
+    models that are listed, else up to four others, preferring a same-width MLP with another
+    seed, a model trained on other data and a CNN, so that every kind of step can be tried.
+    Raises MalError when the zoo has no MLP trained on digits.
+    """
+    from ..core.errors import MalError
+
+    by_name = {e.name: e for e in index.entries}
+    base = by_name.get(DEMO_BASE) or next(
+        (e for e in index.entries if e.family == "mlp" and e.dataset == "digits"), None)
+    if base is None:
+        raise MalError(f"{index.dir}: the zoo has no MLP trained on digits to use as the base")
+    zoo = [by_name[n] for n in DEMO_ZOO if n in by_name and n != base.name]
+    if not zoo:
+        others = [e for e in index.entries if e.name != base.name]
+        ranked = sorted(others, key=lambda e: (
+            not (e.family == base.family and e.config == base.config),  # same arch, other seed
+            e.dataset == base.dataset and e.family == "mlp",
+            e.family != "cnn"))
+        zoo = ranked[:4]
+    return base, zoo
+
+
+def _weight_layers(tree: Any) -> list[str]:
+    """Paths of the weight layers of a layer tree, in model order."""
+    found: list[str] = []
+    stack = [tree.root]
+    while stack:
+        node = stack.pop()
+        if node.layer is not None:
+            found.append(node.path)
+        stack.extend(reversed(node.children))
+    return found
+
+
+def suggest_first_step(workspace: Any) -> "AssemblyStep | None":
+    """An example step for a freshly opened demo: a hidden layer of a same-architecture zoo model
+    merged into the same base layer (both the out and the in side get aligned), or None.
+
+    Runs in the GUI thread but only reads the layer trees and asks the (cached) pre-flight check.
+    """
+    from ..core.merge.plan import AssemblyStep
+
+    base = workspace.base
+    if base is None:
+        return None
+    layers = _weight_layers(base.tree)
+    preferred = layers[1:-1] + layers[:1] + layers[-1:]
+    for name, entry in workspace.zoo.items():
+        donor_layers = set(_weight_layers(entry.tree))
+        for layer in preferred:
+            if layer in donor_layers and workspace.check(name, layer, layer).ok:
+                return AssemblyStep(name, layer, layer, lam=0.5)
+    return None

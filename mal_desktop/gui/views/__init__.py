@@ -1,0 +1,1 @@
+"""Views and panels over the item models: layer tree panes and the assembly panel."""

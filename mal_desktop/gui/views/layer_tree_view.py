@@ -1,0 +1,474 @@
+"""LayerTreePane: a search box over a QTreeView of one model's layer tree.
+
+Zoo panes drag weight layers; the base pane accepts them. While a zoo layer hovers over a base
+row, the row is tinted green (fits) or red (refused) and ``dropHint(text, ok)`` carries the
+width case or the reason, for the status bar. The decision is the model's (``canDropMimeData``
+asks the core preflight); the view only paints it. Repeated blocks start collapsed.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QObject, QPersistentModelIndex,
+                            QSortFilterProxyModel, Qt, QTimer, Signal, Slot)
+from PySide6.QtGui import (QColor, QDragEnterEvent, QDragLeaveEvent, QDragMoveEvent,
+                           QDropEvent, QPainter, QPaintEvent, QPalette)
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QLabel, QLineEdit,
+                               QMenu, QStyleOptionViewItem, QTabWidget, QToolTip, QTreeView,
+                               QVBoxLayout, QWidget)
+
+from ...core.graph.tree import parse_shape
+from ...core.merge.plan import AssemblyStep
+from ..models.layer_tree_model import (COL_NAME, COL_PARAMS, COL_SHAPE, COL_SPACE, COL_STATS,
+                                       HAS_MODULES_ROLE, IS_LAYER_ROLE, PATH_ROLE, REPEAT_ROLE,
+                                       SEARCH_ROLE, QtLayerTreeModel)
+from ..undo import AddStepCommand
+from ..models.mime import LAYER_MIME
+from ..workspace import ModelEntry, Workspace
+
+_AUTO_EXPAND_ROWS = 400  # expand a new tree fully only up to this many rows
+
+
+class LayerFilterProxy(QSortFilterProxyModel):
+    """Keeps rows whose path contains the query, or whose shape equals a shape query ("64x32").
+
+    Ancestors of matches stay (recursive filtering) and so do the children of a matching module
+    (a search for "blocks.1" shows that block's layers).
+    """
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setRecursiveFilteringEnabled(True)
+        self.setAutoAcceptChildRows(True)
+        self._text = ""
+        self._shape = ""
+
+    def set_query(self, text: str) -> None:
+        """Filter by ``text`` (empty shows everything)."""
+        text = text.strip().lower()
+        shape = parse_shape(text) if text else None
+        staged = hasattr(self, "beginFilterChange")  # Qt >= 6.10; older: invalidate after
+        if staged:
+            self.beginFilterChange()
+        self._text = text
+        self._shape = "x".join(str(s) for s in shape) if shape else ""
+        if staged:
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.invalidateRowsFilter()
+
+    @property
+    def query(self) -> str:
+        return self._text
+
+    def filterAcceptsRow(self, source_row: int,  # noqa: N802 - Qt's name
+                         source_parent: QModelIndex | QPersistentModelIndex) -> bool:
+        if not self._text:
+            return True
+        index = self.sourceModel().index(source_row, 0, source_parent)
+        key = str(self.sourceModel().data(index, SEARCH_ROLE) or "")
+        path, _, shape = key.partition("\n")
+        if self._shape and shape == self._shape:
+            return True
+        return self._text in path
+
+
+class LayerTreeView(QTreeView):
+    """QTreeView with drop feedback: the hovered row is tinted by whether the drop fits."""
+
+    dropHint = Signal(str, bool)
+
+    def __init__(self, role: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.role = role
+        self._target: QPersistentModelIndex | None = None
+        self._target_ok = False
+        self.setUniformRowHeights(True)
+        self.setAlternatingRowColors(True)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setAllColumnsShowFocus(True)
+        self.setDropIndicatorShown(False)  # the row tint is the indicator
+        self.setDragDropOverwriteMode(True)  # drops land *on* rows, never between them
+        self.setAutoExpandDelay(700)  # hovering a collapsed block opens it during a drag
+        if role == "zoo":
+            self.setDragEnabled(True)
+            self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        else:
+            self.setAcceptDrops(True)
+            self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
+        self.setDefaultDropAction(Qt.DropAction.CopyAction)
+        self.placeholder = ""
+
+    # -- drop feedback ---------------------------------------------------------------------------
+    def drop_target(self) -> tuple[QModelIndex, bool] | None:
+        """The row tinted now and whether the drop there fits (None when none is)."""
+        if self._target is None or not self._target.isValid():
+            return None
+        return QModelIndex(self._target), self._target_ok
+
+    def _set_target(self, index: QModelIndex | None, ok: bool) -> None:
+        self._target = QPersistentModelIndex(index) if index is not None and index.isValid() \
+            else None
+        self._target_ok = ok
+        self.viewport().update()
+
+    def _ask(self, event: QDragMoveEvent | QDropEvent) -> tuple[QModelIndex, bool]:
+        index = self.indexAt(event.position().toPoint())
+        index = index.siblingAtColumn(0) if index.isValid() else index
+        model = self.model()
+        ok = model is not None and model.canDropMimeData(
+            event.mimeData(), Qt.DropAction.CopyAction, -1, -1, index)
+        return index, ok
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
+        if self.role == "base" and event.mimeData().hasFormat(LAYER_MIME):
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802 - Qt's name
+        super().dragMoveEvent(event)  # auto-scroll and auto-expand
+        index, ok = self._ask(event)
+        if self._target is None or QModelIndex(self._target) != index:
+            self._show_tip(event, index)
+        self._set_target(index, ok)
+        if ok:
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+        else:
+            event.ignore()  # the cursor shows "no drop"; the status bar says why
+
+    def _show_tip(self, event: QDragMoveEvent, index: QModelIndex) -> None:
+        """The drop's width case (or why not) next to the cursor, as well as in the status bar."""
+        model = self.model()
+        if model is None or not index.isValid():
+            QToolTip.hideText()
+            return
+        source = model
+        while isinstance(source, QSortFilterProxyModel):
+            source = source.sourceModel()
+        if isinstance(source, QtLayerTreeModel):
+            src_index = model.mapToSource(index) if isinstance(model, QSortFilterProxyModel) \
+                else index
+            _ok, text, _step = source.evaluate_drop(event.mimeData(), -1, src_index)
+            pos = event.position().toPoint()
+            QToolTip.showText(self.viewport().mapToGlobal(pos), text, self.viewport(),
+                              self.visualRect(index))
+
+    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:  # noqa: N802 - Qt's name
+        super().dragLeaveEvent(event)
+        self._set_target(None, False)
+        self._end_drag()
+        QToolTip.hideText()
+        self.dropHint.emit("", True)  # clears the status-bar hint
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
+        index = self.indexAt(event.position().toPoint())
+        index = index.siblingAtColumn(0) if index.isValid() else index
+        model = self.model()
+        ok = model is not None and model.dropMimeData(
+            event.mimeData(), Qt.DropAction.CopyAction, -1, -1, index)
+        self._set_target(None, False)
+        self._end_drag()
+        QToolTip.hideText()
+        if ok:
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+        else:
+            event.ignore()
+
+    def _end_drag(self) -> None:
+        source = self.model()
+        while isinstance(source, QSortFilterProxyModel):
+            source = source.sourceModel()
+        if isinstance(source, QtLayerTreeModel):
+            source.end_drag()
+
+    def drawRow(self, painter: QPainter, option: QStyleOptionViewItem,  # noqa: N802
+                index: QModelIndex | QPersistentModelIndex) -> None:
+        target = self._target
+        if target is not None and target.isValid() and target.row() == index.row() \
+                and target.parent() == index.parent():
+            color = QColor("#2e9e5b" if self._target_ok else "#d64545")
+            color.setAlpha(70)
+            painter.fillRect(option.rect, color)
+            super().drawRow(painter, option, index)
+            edge = QColor(color)
+            edge.setAlpha(220)
+            painter.setPen(edge)
+            painter.drawRect(option.rect.adjusted(0, 0, -1, -1))
+            return
+        super().drawRow(painter, option, index)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
+        super().paintEvent(event)
+        model = self.model()
+        text = self.placeholder
+        if model is not None and model.rowCount() == 0 and isinstance(model, LayerFilterProxy) \
+                and model.query:
+            text = "No layer matches this search."
+        if text and (model is None or model.rowCount() == 0):
+            painter = QPainter(self.viewport())
+            painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(self.viewport().rect().adjusted(12, 12, -12, -12),
+                             Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, text)
+            painter.end()
+
+
+class LayerTreePane(QWidget):
+    """Search box + layer tree of one model of the workspace, in the role "base" or "zoo".
+
+    Parameters: workspace; role; name - the model's workspace name (None for a base pane, which
+    always shows ``workspace.base``). The pane follows the workspace: a reloaded model replaces
+    the tree, a removed one shows the empty state. Signals: ``dropHint(str, bool)`` from the
+    tree (route it to the status bar; "" means clear).
+    """
+
+    dropHint = Signal(str, bool)
+
+    def __init__(self, workspace: Workspace, role: str, name: str | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        if role not in ("base", "zoo"):
+            raise ValueError(f"role must be 'base' or 'zoo', got {role!r}")
+        self._ws = workspace
+        self.name = name
+        self.role = role
+        self.entry: ModelEntry | None = None
+        self.model: QtLayerTreeModel | None = None
+        self.proxy = LayerFilterProxy(self)
+
+        self.title = QLabel()
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search name or shape (e.g. conv1, 64x32)")
+        self.search.setClearButtonEnabled(True)
+        self.search.setToolTip("Filter layers by path (substring) or by tensor shape "
+                               "(\u201c64x32\u201d, \u201c64, 32\u201d)")
+        self._search_timer = QTimer(self)  # debounce: re-filter once typing pauses
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(150)
+        self._search_timer.timeout.connect(self._apply_search)
+        self.search.textChanged.connect(self._search_timer.start)
+        self.search.returnPressed.connect(self._apply_search)
+
+        self.view = LayerTreeView(role, self)
+        self.view.setModel(self.proxy)
+        self.view.dropHint.connect(self.dropHint)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(3)
+        layout.addWidget(self.title)
+        layout.addWidget(self.search)
+        layout.addWidget(self.view, 1)
+
+        workspace.modelsChanged.connect(self._on_models_changed)
+        self._on_models_changed()
+
+    def _resolve(self) -> ModelEntry | None:
+        if self.name is None:
+            return self._ws.base if self.role == "base" else None
+        return self._ws.entry(self.name, self.role)
+
+    @Slot()
+    def _on_models_changed(self) -> None:
+        entry = self._resolve()
+        if entry is not self.entry or (entry is not None and self.model is None):
+            self.set_entry(entry)
+
+    # -- content ---------------------------------------------------------------------------------
+    def set_entry(self, entry: ModelEntry | None) -> None:
+        """Show ``entry``'s layer tree (None shows the empty state)."""
+        if entry is self.entry and self.model is not None:
+            return
+        old = self.model
+        self.entry = entry
+        if entry is None:
+            self.model = None
+            self.proxy.setSourceModel(None)
+            self.title.setText("<b>Base model</b>" if self.role == "base" else "<b>Zoo model</b>")
+            self.view.placeholder = ("No base model loaded.\nOpen one with File \u25b8 Open "
+                                     "Base Model." if self.role == "base"
+                                     else f"Zoo model {self.name or ''} is not loaded.")
+        else:
+            self.model = QtLayerTreeModel(entry.tree, self.role, entry.name, self._ws, self)
+            self.model.dropHint.connect(self.dropHint)
+            self.proxy.setSourceModel(self.model)
+            n_layers = sum(1 for n in entry.tree.root.walk() if n.layer is not None)
+            self.title.setText(
+                f"<b>{entry.name}</b> &nbsp;<span style='color:gray'>{self.role} \u00b7 "
+                f"{entry.tree.total_params:,} parameters \u00b7 {n_layers} weight layers</span>")
+            self.title.setToolTip(entry.path_text or "in memory")
+            self.view.placeholder = ""
+            self._setup_columns()
+            self.expand_default()
+            self._fit_name_column()
+        if old is not None:
+            old.deleteLater()
+        self.view.viewport().update()
+
+    def _setup_columns(self) -> None:
+        header = self.view.header()
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for col, width in ((COL_NAME, 220), (COL_SHAPE, 110), (COL_PARAMS, 80),
+                           (COL_SPACE, 230), (COL_STATS, 200)):
+            header.resizeSection(col, width)
+
+    def _fit_name_column(self) -> None:
+        self.view.resizeColumnToContents(COL_NAME)
+        header = self.view.header()
+        header.resizeSection(COL_NAME, min(max(header.sectionSize(COL_NAME) + 40, 220), 360))
+
+    def expand_default(self) -> None:
+        """Expand the tree, leaving repeated blocks collapsed; big trees only near the top."""
+        budget = [_AUTO_EXPAND_ROWS]
+
+        def walk(parent: QModelIndex, depth: int) -> None:
+            rows = self.proxy.rowCount(parent)
+            budget[0] -= rows
+            for r in range(rows):
+                index = self.proxy.index(r, 0, parent)
+                if not self.proxy.hasChildren(index):
+                    continue
+                if index.data(REPEAT_ROLE):
+                    self.view.collapse(index)
+                    continue
+                if budget[0] <= 0 and depth > 0:
+                    continue
+                if not self.proxy.query and not index.data(HAS_MODULES_ROLE):
+                    continue  # a module's own tensors stay folded unless searching
+                self.view.expand(index)
+                walk(index, depth + 1)
+
+        walk(QModelIndex(), 0)
+
+    @Slot()
+    def _apply_search(self) -> None:
+        self._search_timer.stop()
+        self.proxy.set_query(self.search.text())
+        if self.proxy.query:
+            self.view.expandAll()
+        else:
+            self.view.collapseAll()
+            self.expand_default()
+
+    # -- keyboard/mouse alternative to dragging ---------------------------------------------------
+    def merge_targets(self, path: str) -> list[tuple[str, bool, str]]:
+        """(base layer, fits, case text or reason) for merging zoo layer ``path`` into each
+        weight layer of the base, in model order (empty without a base or for a base pane)."""
+        base = self._ws.base
+        if self.role != "zoo" or self.entry is None or base is None:
+            return []
+        out = []
+        for node in base.tree.root.walk():
+            if node.layer is not None:
+                check = self._ws.check(self.entry.name, path, node.path)
+                out.append((node.path, check.ok, check.case_text if check.ok else check.reason))
+        return out
+
+    def add_step_into(self, path: str, base_layer: str) -> bool:
+        """Add the step "zoo layer ``path`` -> ``base_layer``" (undoable); False if it does not
+        fit (the reason goes out through ``dropHint``)."""
+        if self.entry is None:
+            return False
+        check = self._ws.check(self.entry.name, path, base_layer)
+        label = f"{self.entry.name}:{path} \u2192 {base_layer}"
+        if not check.ok:
+            self.dropHint.emit(f"Cannot merge {label}: {check.reason}", False)
+            return False
+        command = AddStepCommand(self._ws.plan, AssemblyStep(self.entry.name, path, base_layer))
+        self._ws.push(command)
+        self.dropHint.emit(f"Added step {command.index + 1}: {label}: {check.case_text}", True)
+        return True
+
+    def _context_menu(self, pos) -> None:
+        index = self.view.indexAt(pos)
+        if not index.isValid() or self.model is None:
+            return
+        path = str(index.siblingAtColumn(0).data(PATH_ROLE) or "")
+        menu = QMenu(self)
+        copy = menu.addAction("Copy path")
+        copy.triggered.connect(lambda: QApplication.clipboard().setText(path))
+        if self.role == "zoo" and index.siblingAtColumn(0).data(IS_LAYER_ROLE):
+            sub = menu.addMenu("Merge into base layer")
+            targets = self.merge_targets(path)
+            if not targets:
+                sub.setEnabled(False)
+                sub.setToolTip("Load a base model first")
+            for base_layer, ok, text in targets:
+                action = sub.addAction(base_layer)
+                action.setEnabled(ok)
+                action.setStatusTip(text)
+                action.setToolTip(text)
+                action.triggered.connect(
+                    lambda _=False, b=base_layer: self.add_step_into(path, b))
+            sub.setToolTipsVisible(True)
+        menu.addSeparator()
+        expand = menu.addAction("Expand all")
+        expand.triggered.connect(self.view.expandAll)
+        collapse = menu.addAction("Collapse all")
+        collapse.triggered.connect(self.view.collapseAll)
+        menu.exec(self.view.viewport().mapToGlobal(pos))
+
+    # -- helpers for tests and the shell ---------------------------------------------------------
+    def proxy_index(self, path: str) -> QModelIndex:
+        """The view (proxy) index of module ``path``; invalid when filtered out or unknown."""
+        if self.model is None:
+            return QModelIndex()
+        return self.proxy.mapFromSource(self.model.index_of(path))
+
+    def select(self, path: str) -> None:
+        """Select and reveal module ``path``."""
+        index = self.proxy_index(path)
+        if index.isValid():
+            self.view.scrollTo(index)
+            self.view.selectionModel().setCurrentIndex(
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect
+                | QItemSelectionModel.SelectionFlag.Rows)
+
+
+class ZooTabs(QTabWidget):
+    """One LayerTreePane per zoo model, kept in step with ``workspace.zoo`` (tab order = load
+    order). Signals: ``dropHint(str, bool)`` (forwarded from every pane).
+    """
+
+    dropHint = Signal(str, bool)
+
+    def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._ws = workspace
+        self.setDocumentMode(True)
+        self.setMovable(True)
+        self.panes: dict[str, LayerTreePane] = {}
+        self._empty = QLabel("No zoo models loaded.\nAdd some with File \u25b8 Add Zoo Models, "
+                             "or build the demo zoo.")
+        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setEnabled(False)
+        workspace.modelsChanged.connect(self.sync)
+        self.sync()
+
+    @Slot()
+    def sync(self) -> None:
+        """Add panes for new zoo models and drop the panes of removed ones."""
+        for name in [n for n in self.panes if n not in self._ws.zoo]:
+            pane = self.panes.pop(name)
+            self.removeTab(self.indexOf(pane))
+            pane.deleteLater()
+        for name, entry in self._ws.zoo.items():
+            if name not in self.panes:
+                pane = LayerTreePane(self._ws, "zoo", name, self)
+                pane.dropHint.connect(self.dropHint)
+                self.panes[name] = pane
+                self.addTab(pane, name)
+            self.setTabToolTip(self.indexOf(self.panes[name]), entry.path_text or "in memory")
+        empty_at = self.indexOf(self._empty)
+        if self.panes and empty_at >= 0:
+            self.removeTab(empty_at)
+        elif not self.panes and empty_at < 0:
+            self.addTab(self._empty, "Zoo")

@@ -1,0 +1,111 @@
+"""The welcome page shown in the middle of the window while no model is open."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, Signal, Slot
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QSizePolicy, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from .icons import app_icon
+
+
+class WelcomePage(QWidget):
+    """Start actions (demo zoo, open base, open project) and the recent files.
+
+    Parameters: actions - (primary action, *other actions) shown as large buttons.
+    Signals: ``recentActivated(str)`` with the path of a clicked recent file.
+    """
+
+    recentActivated = Signal(str)
+
+    def __init__(self, actions: list[QAction], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("welcomePage")
+        logo = QLabel()
+        logo.setPixmap(app_icon().pixmap(72, 72))
+        title = QLabel("<span style='font-size:20pt; font-weight:600'>MAL Desktop</span>")
+        subtitle = QLabel("Align layers of trained models with generalized permutations and "
+                          "merge them into a base model.")
+        subtitle.setWordWrap(True)
+        subtitle.setObjectName("welcomeSubtitle")
+        head_text = QVBoxLayout()
+        head_text.addWidget(title)
+        head_text.addWidget(subtitle)
+        head = QHBoxLayout()
+        head.addWidget(logo, 0, Qt.AlignmentFlag.AlignTop)
+        head.addSpacing(14)
+        head.addLayout(head_text, 1)
+
+        buttons = QVBoxLayout()
+        buttons.setSpacing(6)
+        self.buttons: list[QToolButton] = []
+        for i, action in enumerate(actions):
+            button = QToolButton()
+            button.setDefaultAction(action)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            button.setIconSize(QSize(24, 24))
+            button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            button.setMinimumHeight(40)
+            button.setAutoRaise(i > 0)
+            if i == 0:
+                font = button.font()
+                font.setBold(True)
+                button.setFont(font)
+            self.buttons.append(button)
+            buttons.addWidget(button)
+
+        self._recent_title = QLabel("<b>Recent</b>")
+        self._recent = QLabel()
+        self._recent.setTextFormat(Qt.TextFormat.RichText)
+        self._recent.setOpenExternalLinks(False)
+        self._recent.linkActivated.connect(self._on_link)
+        self._recent.setWordWrap(True)
+        hint = QLabel("Tip: drop model files (.safetensors, .pt2, .pt) or a project (.malproj) "
+                      "anywhere on this window.")
+        hint.setWordWrap(True)
+        hint.setEnabled(False)  # drawn in the palette's dimmed text colour
+
+        card = QFrame()
+        card.setObjectName("welcomeCard")
+        card.setFrameShape(QFrame.Shape.StyledPanel)
+        inner = QVBoxLayout(card)
+        inner.setContentsMargins(28, 24, 28, 24)
+        inner.addLayout(head)
+        inner.addSpacing(18)
+        inner.addLayout(buttons)
+        inner.addSpacing(14)
+        inner.addWidget(self._recent_title)
+        inner.addWidget(self._recent)
+        inner.addSpacing(10)
+        inner.addWidget(hint)
+        card.setMaximumWidth(620)
+
+        outer = QVBoxLayout(self)
+        outer.addStretch(1)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(card, 3)
+        row.addStretch(1)
+        outer.addLayout(row)
+        outer.addStretch(2)
+        self.set_recent([])
+
+    def set_recent(self, paths: list[str]) -> None:
+        """Show up to six recent files as links (hidden when there are none)."""
+        rows = []
+        for p in paths[:6]:
+            path = Path(p)
+            rows.append(f"<a href='{html.escape(p, quote=True)}'>{html.escape(path.name)}</a>"
+                        f"&nbsp;&nbsp;<span style='color:gray'>{html.escape(str(path.parent))}"
+                        "</span>")
+        self._recent.setText("<br>".join(rows))
+        self._recent.setVisible(bool(rows))
+        self._recent_title.setVisible(bool(rows))
+
+    @Slot(str)
+    def _on_link(self, link: str) -> None:
+        self.recentActivated.emit(link)

@@ -1,0 +1,21 @@
+"""pytest-qt set-up for the GUI tests: offscreen platform, settings in a temporary file."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports Qt: no display is needed (CI, ssh sessions).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("MAL_DEVICE", "cpu")  # tests compare numbers; keep them on one device
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from mal_desktop.gui.settings import Settings  # noqa: E402
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """A Settings facade backed by a temporary ini file (data dir beside it)."""
+    return Settings(tmp_path / "settings" / "mal-desktop.ini")

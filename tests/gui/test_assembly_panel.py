@@ -1,0 +1,214 @@
+"""AssemblyPanel and QtPlanModel: every edit is an undo command; undo/redo restore exactly."""
+
+from __future__ import annotations
+
+import math
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+
+from mal_desktop.core.merge.plan import AssemblyStep  # noqa: E402
+from mal_desktop.gui.models.plan_model import COL_LAMBDA, STEP_ROLE, QtPlanModel  # noqa: E402
+from mal_desktop.gui.undo import AddStepCommand, UpdateStepCommand, new_gesture  # noqa: E402
+from mal_desktop.gui.views.assembly_panel import SLIDER_STEPS, AssemblyPanel  # noqa: E402
+from mal_desktop.gui.workspace import Workspace  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+def _step(i: int, **kw) -> AssemblyStep:
+    return AssemblyStep(source=f"zoo{i}", source_layer=f"layers.{i}", base_layer=f"layers.{i}",
+                        **kw)
+
+
+@pytest.fixture
+def workspace(qtbot) -> Workspace:
+    ws = Workspace()
+    for i in range(3):
+        ws.push(AddStepCommand(ws.plan, _step(i)))
+    ws.undo_stack.clear()  # start each test from a clean history with three steps
+    return ws
+
+
+@pytest.fixture
+def panel(qtbot, workspace: Workspace) -> AssemblyPanel:
+    p = AssemblyPanel(workspace)
+    qtbot.addWidget(p)
+    workspace.select_step(1)
+    return p
+
+
+def test_plan_model_passes_modeltester(qtmodeltester, workspace: Workspace) -> None:
+    model = QtPlanModel(workspace)
+    qtmodeltester.check(model)
+    assert model.rowCount() == 3
+    assert model.data(model.index(1, 0), STEP_ROLE) == workspace.plan.steps[1]
+    # Edits through the stack keep the model consistent (the tester checks signals as they come).
+    workspace.push(AddStepCommand(workspace.plan, _step(7), index=0))
+    workspace.undo_stack.undo()
+    workspace.push(UpdateStepCommand(workspace.plan, 2, {"lam": 0.25}))
+    assert model.data(model.index(2, COL_LAMBDA)) == "0.25"
+    qtmodeltester.check(model)
+
+
+def test_plan_model_follows_moves_and_removals(qtbot, workspace: Workspace) -> None:
+    model = QtPlanModel(workspace)
+    with qtbot.waitSignal(model.rowsMoved):
+        workspace.plan.move_step(0, 2)
+    assert [model.step(r).source for r in range(3)] == ["zoo1", "zoo2", "zoo0"]
+    assert model.data(model.index(2, 0)) == "zoo0: layers.0"
+    with qtbot.waitSignal(model.rowsRemoved):
+        workspace.plan.remove_step(1)
+    assert [model.step(r).source for r in range(2)] == ["zoo1", "zoo0"]
+
+
+def test_lambda_spin_edit_is_undoable(panel: AssemblyPanel, workspace: Workspace) -> None:
+    panel.lam_spin.setValue(0.8)
+    assert workspace.plan.steps[1].lam == pytest.approx(0.8)
+    assert panel.lam_slider.value() == round(0.8 * SLIDER_STEPS)  # kept in sync
+    assert workspace.undo_stack.count() == 1
+    workspace.undo_stack.undo()
+    assert workspace.plan.steps[1].lam == 0.5
+    assert panel.lam_spin.value() == pytest.approx(0.5)  # the editor follows undo
+    assert panel.lam_slider.value() == SLIDER_STEPS // 2
+    workspace.undo_stack.redo()
+    assert workspace.plan.steps[1].lam == pytest.approx(0.8)
+
+
+def test_slider_drag_is_one_undo_command(panel: AssemblyPanel, workspace: Workspace) -> None:
+    slider = panel.lam_slider
+    slider.setSliderDown(True)
+    panel._begin_drag()  # what sliderPressed does on a real mouse press
+    for v in (550, 600, 700, 900):
+        slider.setValue(v)
+    slider.setSliderDown(False)
+    panel._end_drag()
+    assert workspace.plan.steps[1].lam == pytest.approx(0.9)
+    assert panel.lam_spin.value() == pytest.approx(0.9)
+    assert workspace.undo_stack.count() == 1  # merged via id()/mergeWith
+    workspace.undo_stack.undo()
+    assert workspace.plan.steps[1].lam == 0.5
+    # A second drag is its own command.
+    panel._begin_drag()
+    slider.setSliderDown(True)
+    slider.setValue(100)
+    slider.setSliderDown(False)
+    panel._end_drag()
+    assert workspace.undo_stack.count() == 1 and workspace.undo_stack.index() == 1
+    assert workspace.plan.steps[1].lam == pytest.approx(0.1)
+
+
+def test_gesture_merge_back_to_start_leaves_no_entry(workspace: Workspace) -> None:
+    g = new_gesture()
+    workspace.push(UpdateStepCommand(workspace.plan, 0, {"lam": 0.7}, gesture=g))
+    workspace.push(UpdateStepCommand(workspace.plan, 0, {"lam": 0.5}, gesture=g))
+    assert workspace.plan.steps[0].lam == 0.5
+    assert workspace.undo_stack.count() == 0  # obsolete after the merge
+
+
+def test_align_and_unmatched_changes_undo(panel: AssemblyPanel, workspace: Workspace) -> None:
+    combo = panel.align_combo
+    combo.setCurrentIndex(combo.findData("local"))
+    combo.activated.emit(combo.currentIndex())  # what a user's pick emits
+    assert workspace.plan.steps[1].align == "local"
+    u = panel.unmatched_combo
+    u.setCurrentIndex(u.findData("keep"))
+    u.activated.emit(u.currentIndex())
+    assert workspace.plan.steps[1].unmatched == "keep"
+    assert workspace.undo_stack.count() == 2
+    assert workspace.undo_stack.text(0) == "Set alignment to local"
+    workspace.undo_stack.undo()
+    workspace.undo_stack.undo()
+    assert (workspace.plan.steps[1].align, workspace.plan.steps[1].unmatched) == ("chain", "zero")
+    assert panel.align_combo.currentData() == "chain"
+
+
+def test_method_change_builds_param_form(panel: AssemblyPanel, workspace: Workspace) -> None:
+    combo = panel.method_combo
+    combo.setCurrentIndex(combo.findData("ties"))
+    combo.activated.emit(combo.currentIndex())
+    assert workspace.plan.steps[1].method == "ties"
+    box = panel._param_boxes["density"]
+    assert box.value() == pytest.approx(0.2)  # the schema's default
+    assert box.maximum() == 1.0 and "fraction" in box.toolTip()
+    box.setValue(0.4)
+    assert dict(workspace.plan.steps[1].params) == {"density": pytest.approx(0.4)}
+    workspace.undo_stack.undo()
+    assert workspace.plan.steps[1].params == ()
+    assert panel._param_boxes["density"].value() == pytest.approx(0.2)
+    workspace.undo_stack.undo()
+    assert workspace.plan.steps[1].method == "linear"
+    assert panel._param_boxes == {}  # linear has no parameters: the form is empty
+
+
+def test_reorder_and_remove_undo(panel: AssemblyPanel, workspace: Workspace) -> None:
+    names = lambda: [s.source for s in workspace.plan.steps]  # noqa: E731
+    panel.move_up()
+    assert names() == ["zoo1", "zoo0", "zoo2"]
+    assert workspace.selected_step == 0  # the selection follows the moved step
+    panel.move_down()
+    panel.move_down()
+    assert names() == ["zoo0", "zoo2", "zoo1"]
+    assert workspace.selected_step == 2
+    assert not panel.down_action.isEnabled()
+    panel.remove_selected()
+    assert names() == ["zoo0", "zoo2"]
+    assert panel.model.rowCount() == 2
+    workspace.undo_stack.undo()  # the removed step comes back in place
+    assert names() == ["zoo0", "zoo2", "zoo1"]
+    for _ in range(3):
+        workspace.undo_stack.undo()
+    assert names() == ["zoo0", "zoo1", "zoo2"]
+    workspace.undo_stack.redo()
+    assert names() == ["zoo1", "zoo0", "zoo2"]
+
+
+def test_view_selection_and_lambda_signal(qtbot, panel: AssemblyPanel,
+                                          workspace: Workspace) -> None:
+    with qtbot.waitSignal(panel.selectedLambdaChanged) as blocker:
+        workspace.push(UpdateStepCommand(workspace.plan, 1, {"lam": 0.3}))
+    assert blocker.args == [pytest.approx(0.3)]
+    panel.view.setCurrentIndex(panel.model.index(2, 0))
+    assert workspace.selected_step == 2
+    with qtbot.waitSignal(panel.selectedLambdaChanged) as blocker:
+        workspace.select_step(-1)
+    assert math.isnan(blocker.args[0])
+    assert not panel.editor.isEnabled()
+
+
+def test_apply_lambda_from_plot(panel: AssemblyPanel, workspace: Workspace) -> None:
+    panel.apply_lambda(0.35)
+    assert workspace.plan.steps[1].lam == pytest.approx(0.35)
+    panel.apply_lambda(1.7)  # clamped
+    assert workspace.plan.steps[1].lam == 1.0
+    assert workspace.undo_stack.count() == 2
+    panel.apply_lambda(float("nan"))  # ignored
+    assert workspace.undo_stack.count() == 2
+
+
+def test_remove_zoo_removes_its_steps_undoably(workspace: Workspace) -> None:
+    from mal_desktop.gui.workspace import ModelEntry
+
+    entry = ModelEntry("zoo1", None, model=None, tree=None)  # type: ignore[arg-type]
+    workspace.zoo["zoo1"] = entry
+    workspace.remove_zoo("zoo1")
+    assert [s.source for s in workspace.plan.steps] == ["zoo0", "zoo2"]
+    assert "zoo1" not in workspace.zoo
+    workspace.undo_stack.undo()
+    assert [s.source for s in workspace.plan.steps] == ["zoo0", "zoo1", "zoo2"]
+
+
+def test_empty_plan_shows_hint(qtbot) -> None:
+    ws = Workspace()
+    p = AssemblyPanel(ws)
+    qtbot.addWidget(p)
+    p.resize(500, 400)
+    p.show()
+    qtbot.waitExposed(p)
+    assert p.model.rowCount() == 0
+    assert not p.editor.isEnabled()
+    assert not p.remove_action.isEnabled()
+    assert p.view.model().headerData(0, Qt.Orientation.Horizontal) == "Step (zoo layer)"

@@ -1,0 +1,221 @@
+"""Drag a zoo layer onto a base layer: through mimeData/canDropMimeData/dropMimeData (offscreen
+a simulated mouse drag does nothing) and through synthetic drag events on the view."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from layer_fixtures import entry  # noqa: E402
+from PySide6.QtCore import QMimeData, QModelIndex, Qt  # noqa: E402
+from PySide6.QtGui import QDragMoveEvent, QDropEvent  # noqa: E402
+
+from mal_desktop.gui.models.layer_tree_model import QtLayerTreeModel  # noqa: E402
+from mal_desktop.gui.models.mime import LAYER_MIME, LayerRef, decode_layer  # noqa: E402
+from mal_desktop.gui.views.layer_tree_view import LayerTreePane, ZooTabs  # noqa: E402
+from mal_desktop.gui.workspace import Workspace  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+COPY = Qt.DropAction.CopyAction
+
+
+@pytest.fixture
+def ws(qapp) -> Workspace:
+    w = Workspace()
+    w.set_base(entry("base_mlp"))
+    for name in ("zoo_mlp", "zoo_mlp5", "zoo_cnn"):
+        w.add_zoo(entry(name))
+    return w
+
+
+def _models(ws: Workspace, zoo: str) -> tuple[QtLayerTreeModel, QtLayerTreeModel]:
+    base = QtLayerTreeModel(ws.base.tree, "base", ws.base.name, ws)
+    donor = QtLayerTreeModel(ws.zoo[zoo].tree, "zoo", zoo, ws)
+    return base, donor
+
+
+def _drag(donor: QtLayerTreeModel, path: str) -> QMimeData:
+    mime = donor.mimeData([donor.index_of(path, 1)])  # any column of the row drags the layer
+    assert mime is not None and mime.hasFormat(LAYER_MIME)
+    return mime
+
+
+def test_mime_payload_is_json_not_pickle(ws: Workspace) -> None:
+    _base, donor = _models(ws, "zoo_mlp")
+    mime = _drag(donor, "layers.1")
+    payload = json.loads(bytes(mime.data(LAYER_MIME).data()).decode("utf-8"))
+    assert payload == {"model": "zoo_mlp", "role": "zoo", "layer": "layers.1",
+                       "kind": "linear", "shape": [96, 64]}
+    assert decode_layer(mime) == LayerRef("zoo_mlp", "zoo", "layers.1", "linear", (96, 64))
+    junk = QMimeData()
+    junk.setData(LAYER_MIME, b"\x80\x04not json")
+    assert decode_layer(junk) is None
+    # Containers and tensor rows are not draggable.
+    assert donor.mimeData([donor.index_of("layers")]) is None
+    assert not donor.flags(donor.index_of("layers")) & Qt.ItemFlag.ItemIsDragEnabled
+    assert donor.flags(donor.index_of("head")) & Qt.ItemFlag.ItemIsDragEnabled
+
+
+def test_drop_adds_step_with_width_case_then_undo_redo(qtbot, ws: Workspace) -> None:
+    base, donor = _models(ws, "zoo_mlp")
+    mime = _drag(donor, "layers.0")  # zoo 64 x 64 into base 128 x 64
+    target = base.index_of("layers.0")
+    with qtbot.waitSignal(base.dropHint) as hint:
+        assert base.canDropMimeData(mime, COPY, -1, 0, target)
+    text, ok = hint.args
+    assert ok and "out: base wider 128 <- 64 (zero-pad 64); in: equal 64" in text
+    assert base.dropMimeData(mime, COPY, -1, 0, target)
+    assert len(ws.plan.steps) == 1
+    step = ws.plan.steps[0]
+    assert (step.source, step.source_layer, step.base_layer) == ("zoo_mlp", "layers.0",
+                                                                 "layers.0")
+    assert (step.lam, step.align, step.unmatched, step.method) == (0.5, "chain", "zero", "linear")
+    assert ws.selected_step == 0
+    ws.undo_stack.undo()
+    assert ws.plan.steps == []
+    ws.undo_stack.redo()
+    assert ws.plan.steps == [step]
+
+
+def test_narrower_base_side_is_described(ws: Workspace) -> None:
+    base, donor = _models(ws, "zoo_mlp")
+    ok, text, _ = base.evaluate_drop(_drag(donor, "layers.1"), -1, base.index_of("layers.1"))
+    # zoo layers.1 is 96 x 64, base layers.1 is 64 x 128
+    assert ok and text.endswith("out: base narrower 64 <- 96 (drop 32); "
+                                "in: base wider 128 <- 64 (zero-pad 64)")
+
+
+def test_steps_from_several_zoo_models_into_one_base(ws: Workspace) -> None:
+    base, mlp = _models(ws, "zoo_mlp")
+    _, mlp5 = _models(ws, "zoo_mlp5")
+    assert base.dropMimeData(_drag(mlp, "layers.1"), COPY, -1, 0, base.index_of("layers.1"))
+    assert base.dropMimeData(_drag(mlp5, "layers.0"), COPY, -1, 0, base.index_of("layers.0"))
+    assert [(s.source, s.base_layer) for s in ws.plan.steps] == [("zoo_mlp", "layers.1"),
+                                                                 ("zoo_mlp5", "layers.0")]
+
+
+@pytest.mark.parametrize("zoo, layer, target, reason", [
+    ("zoo_cnn", "features.0.0", "layers.0", "cannot merge a conv2d layer into a linear layer"),
+    ("zoo_mlp5", "head", "head", "writes the class outputs (10); head has 5 outputs"),
+])
+def test_impossible_drop_is_refused_with_reason(qtbot, ws: Workspace, zoo: str, layer: str,
+                                                target: str, reason: str) -> None:
+    base, donor = _models(ws, zoo)
+    mime = _drag(donor, layer)
+    with qtbot.waitSignal(base.dropHint) as hint:
+        assert not base.canDropMimeData(mime, COPY, -1, 0, base.index_of(target))
+    assert hint.args[1] is False and reason in hint.args[0]
+    assert not base.dropMimeData(mime, COPY, -1, 0, base.index_of(target))
+    assert ws.plan.steps == [] and ws.undo_stack.count() == 0
+
+
+def test_kernel_mismatch_is_refused(qapp) -> None:
+    ws = Workspace()
+    ws.set_base(entry("base_cnn"))
+    ws.add_zoo(entry("zoo_cnn5"))
+    base, donor = _models(ws, "zoo_cnn5")
+    ok, text, _ = base.evaluate_drop(_drag(donor, "features.2.0"), -1,
+                                     base.index_of("features.2.0"))
+    assert not ok and "kernel 5x5" in text and "kernel 3x3" in text
+
+
+def test_drops_on_non_layers_and_from_base_are_refused(ws: Workspace) -> None:
+    base, donor = _models(ws, "zoo_mlp")
+    mime = _drag(donor, "layers.0")
+    ok, text, _ = base.evaluate_drop(mime, -1, base.index_of("layers"))
+    assert not ok and "not a weight layer" in text
+    ok, _, _ = base.evaluate_drop(mime, -1, QModelIndex())
+    assert not ok
+    own = base.mimeData([base.index_of("layers.0")])  # the base pane never drags, but still
+    assert own is not None
+    ok, text, _ = base.evaluate_drop(own, -1, base.index_of("layers.1"))
+    assert not ok and "zoo model" in text
+    ok, _, _ = donor.evaluate_drop(mime, -1, donor.index_of("layers.1"))
+    assert not ok  # zoo panes accept no drops
+    assert not donor.flags(donor.index_of("layers.1")) & Qt.ItemFlag.ItemIsDropEnabled
+
+
+def test_view_drag_events_tint_row_and_drop(qtbot, ws: Workspace) -> None:
+    """Synthetic drag-move and drop events on the base view (through the search proxy)."""
+    pane = LayerTreePane(ws, "base")
+    qtbot.addWidget(pane)
+    pane.resize(900, 500)
+    pane.show()
+    qtbot.waitExposed(pane)
+    hints: list[tuple[str, bool]] = []
+    pane.dropHint.connect(lambda text, ok: hints.append((text, ok)))
+    mlp = QtLayerTreeModel(ws.zoo["zoo_mlp"].tree, "zoo", "zoo_mlp", ws)
+    cnn = QtLayerTreeModel(ws.zoo["zoo_cnn"].tree, "zoo", "zoo_cnn", ws)
+    view = pane.view
+    for donor, path, expect_ok in ((mlp, "layers.0", True), (cnn, "features.0.0", False)):
+        mime = _drag(donor, path)
+        pos = view.visualRect(pane.proxy_index("layers.0")).center()
+        with warnings.catch_warnings():
+            # PySide6 6.12 flags the only QDragMoveEvent constructor as deprecated.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            move = QDragMoveEvent(pos, COPY, mime, Qt.MouseButton.LeftButton,
+                                  Qt.KeyboardModifier.NoModifier)
+        view.dragMoveEvent(move)
+        tinted = view.drop_target()
+        assert tinted is not None and tinted[1] is expect_ok, hints
+        assert tinted[0].data(Qt.ItemDataRole.UserRole + 10) == "layers.0"
+        assert move.isAccepted() is expect_ok
+        assert hints[-1][1] is expect_ok
+    assert "zero-pad 64" in hints[-2][0] and "conv2d" in hints[-1][0]
+    mime = _drag(mlp, "layers.1")
+    pos = view.visualRect(pane.proxy_index("layers.1")).center()
+    drop = QDropEvent(pos, COPY, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    view.dropEvent(drop)
+    assert drop.isAccepted()
+    assert [(s.source_layer, s.base_layer) for s in ws.plan.steps] == [("layers.1", "layers.1")]
+    assert view.drop_target() is None  # the tint goes away after the drop
+    assert hints[-1][1] and hints[-1][0].startswith("Added step 1")
+
+
+def test_panes_follow_the_workspace(qtbot, ws: Workspace) -> None:
+    base = LayerTreePane(ws, "base")
+    zoo = LayerTreePane(ws, "zoo", "zoo_mlp5")
+    qtbot.addWidget(base)
+    qtbot.addWidget(zoo)
+    assert base.entry is ws.base and base.model is not None
+    assert zoo.entry is ws.zoo["zoo_mlp5"] and zoo.proxy.rowCount() == 2  # layers, head
+    ws.remove_zoo("zoo_mlp5")
+    assert zoo.model is None and zoo.proxy.rowCount() == 0
+    ws.add_zoo(entry("zoo_mlp5"))  # loaded again: the pane shows it again
+    assert zoo.model is not None
+    ws.set_base(entry("base_cnn"))
+    assert base.entry.name == "base_cnn" and base.proxy_index("fc").isValid()
+    ws.set_base(None)
+    assert base.model is None and base.proxy.rowCount() == 0
+
+
+def test_zoo_tabs_sync_with_the_workspace(qtbot, ws: Workspace) -> None:
+    tabs = ZooTabs(ws)
+    qtbot.addWidget(tabs)
+    assert [tabs.tabText(i) for i in range(tabs.count())] == ["zoo_mlp", "zoo_mlp5", "zoo_cnn"]
+    ws.remove_zoo("zoo_mlp5")
+    assert [tabs.tabText(i) for i in range(tabs.count())] == ["zoo_mlp", "zoo_cnn"]
+    ws.clear()
+    assert tabs.count() == 1 and tabs.tabText(0) == "Zoo"  # the empty-state tab
+
+
+def test_merge_menu_alternative_to_dragging(qtbot, ws: Workspace) -> None:
+    pane = LayerTreePane(ws, "zoo", "zoo_mlp5")
+    qtbot.addWidget(pane)
+    targets = {t[0]: t[1:] for t in pane.merge_targets("head")}
+    assert set(targets) == {"layers.0", "layers.1", "head"}
+    assert targets["head"][0] is False and "class outputs" in targets["head"][1]
+    assert targets["layers.1"][0] is True and "zero-pad" in targets["layers.1"][1]
+    with qtbot.waitSignal(pane.dropHint) as hint:
+        assert not pane.add_step_into("head", "head")
+    assert hint.args[1] is False and ws.plan.steps == []
+    assert pane.add_step_into("layers.1", "layers.1")
+    assert [(s.source, s.source_layer, s.base_layer) for s in ws.plan.steps] == [
+        ("zoo_mlp5", "layers.1", "layers.1")]
+    ws.undo_stack.undo()
+    assert ws.plan.steps == []

@@ -1,0 +1,215 @@
+"""CurvePlot and DiagnosticsPanel: points land in the plot items, markers, export files."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from mal_desktop.core.evaluate.metrics import (CurveMetrics, CurvePoint,  # noqa: E402
+                                               CurveResult, lambda_grid)
+from mal_desktop.core.merge.results import SideReport, StepDiagnostics  # noqa: E402
+from mal_desktop.gui.plots.curve_plot import CurvePlot  # noqa: E402
+from mal_desktop.gui.plots.diagnostics import DiagnosticsPanel, matrix_image  # noqa: E402
+from mal_desktop.gui.plots.export import csv_text  # noqa: E402
+from mal_desktop.gui.plots.style import plot_colors  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+GRID = lambda_grid(5)  # 0, .25, .5, .75, 1
+NAIVE_LOSS = [0.2, 0.9, 1.4, 0.8, 0.3]
+ALIGNED_LOSS = [0.2, 0.3, 0.35, 0.3, 0.3]
+NAIVE_ACC = [0.95, 0.6, 0.4, 0.7, 0.9]
+ALIGNED_ACC = [0.95, 0.945, 0.93, 0.9, 0.9]
+
+
+def _result() -> CurveResult:
+    return CurveResult(tuple(GRID), CurveMetrics.from_points(GRID, NAIVE_LOSS, NAIVE_ACC),
+                       CurveMetrics.from_points(GRID, ALIGNED_LOSS, ALIGNED_ACC), "digits")
+
+
+@pytest.fixture
+def curve(qtbot) -> CurvePlot:
+    plot = CurvePlot()
+    qtbot.addWidget(plot)
+    plot.resize(900, 400)
+    return plot
+
+
+def test_add_point_fills_curves_out_of_order_with_nan(curve: CurvePlot) -> None:
+    curve.add_point(CurvePoint("aligned", 2, 0.5, 0.35, 0.93))
+    curve.add_point(CurvePoint("aligned", 0, 0.0, 0.2, 0.95))
+    curve.add_point(CurvePoint("naive", 1, 0.25, float("nan"), 0.6))
+    curve.add_point(CurvePoint("naive", 0, 0.0, float("inf"), 0.95))
+    curve.refresh()
+    x, y = curve.series_data("aligned", "loss")
+    assert x[0] == 0.0 and x[2] == 0.5 and math.isnan(x[1])  # index 1 not reported yet
+    assert y[0] == pytest.approx(0.2) and y[2] == pytest.approx(0.35)
+    _, acc = curve.series_data("aligned", "accuracy")
+    assert acc[2] == pytest.approx(93.0)  # shown in percent
+    nx, ny = curve.series_data("naive", "loss")
+    assert list(nx) == [0.0, 0.25]
+    assert math.isnan(ny[0]) and math.isnan(ny[1])  # inf drawn as a gap, NaN tolerated
+
+
+def test_points_arrive_through_the_throttle_timer(qtbot, curve: CurvePlot) -> None:
+    for i, lam in enumerate(GRID):
+        curve.add_point(CurvePoint("naive", i, lam, NAIVE_LOSS[i], NAIVE_ACC[i]))
+    qtbot.waitUntil(lambda: curve.series_data("naive", "loss")[1].size == len(GRID),
+                    timeout=2000)
+    assert list(curve.series_data("naive", "loss")[1]) == pytest.approx(NAIVE_LOSS)
+
+
+def test_buffers_grow_beyond_the_preallocation(curve: CurvePlot) -> None:
+    grid = lambda_grid(101)
+    for i, lam in enumerate(grid):
+        curve.add_point(CurvePoint("aligned", i, lam, lam * lam, 1.0 - lam))
+    curve.refresh()
+    x, y = curve.series_data("aligned", "loss")
+    assert x.size == 101 and y[100] == pytest.approx(1.0)
+
+
+def test_set_result_marks_barrier_and_threshold(curve: CurvePlot) -> None:
+    r = _result()
+    curve.set_result(r)
+    # lambda* lines at the metrics' thresholds.
+    line = curve.threshold_lines[("aligned", "accuracy")]
+    assert line.isVisible() and line.value() == pytest.approx(r.aligned.threshold)
+    assert curve.threshold_lines[("naive", "loss")].value() == pytest.approx(r.naive.threshold)
+    # The naive barrier bar spans from the chord to the curve at its worst lambda (0.5).
+    bx, by = curve.barrier_bars["naive"].getData()
+    chord_mid = 0.5 * NAIVE_LOSS[0] + 0.5 * NAIVE_LOSS[-1]
+    assert list(bx) == [0.5, 0.5]
+    assert list(by) == pytest.approx([chord_mid, 1.4])
+    assert by[1] - by[0] == pytest.approx(r.naive.barrier)
+    assert f"{r.naive.barrier:.3f}" in curve.barrier_texts["naive"].textItem.toPlainText()
+    assert "digits" in curve._summary.text and "barrier" in curve._summary.text
+    curve.clear()
+    assert not curve.threshold_lines[("aligned", "accuracy")].isVisible()
+    assert curve.series_data("naive", "loss")[0].size == 0
+
+
+def test_lambda_line_drag_emits_and_set_lambda_does_not(qtbot, curve: CurvePlot) -> None:
+    with qtbot.assertNotEmitted(curve.lambdaDragged):
+        curve.set_lambda(0.4)
+    assert curve.lambda_value() == pytest.approx(0.4)
+    line = curve.lambda_lines[0]
+    with qtbot.waitSignal(curve.lambdaDragged) as blocker:
+        line.setValue(0.7)  # what a mouse drag does, then it reports the release
+        line.sigPositionChangeFinished.emit(line)
+    assert blocker.args == [pytest.approx(0.7)]
+    assert curve.lambda_lines[1].value() == pytest.approx(0.7)  # mirrored on the other plot
+    curve.set_lambda(float("nan"))
+    assert not line.isVisible()
+
+
+def test_curve_exports_png_and_csv(tmp_path, curve: CurvePlot) -> None:
+    curve.set_result(_result())
+    png = curve.export_png(tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loss_png = curve.export_png(tmp_path / "loss.png", "loss")
+    assert loss_png.stat().st_size > 1000
+    path = curve.export_csv(tmp_path / "curve.csv")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["lambda", "naive_loss", "naive_accuracy", "aligned_loss",
+                       "aligned_accuracy"]
+    assert len(rows) == 1 + len(GRID)
+    assert [float(v) for v in rows[3]] == pytest.approx(
+        [0.5, NAIVE_LOSS[2], NAIVE_ACC[2], ALIGNED_LOSS[2], ALIGNED_ACC[2]])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_csv_text_keeps_non_finite_values() -> None:
+    text = csv_text(["a", "b"], [[float("nan"), float("-inf")], [0.1, None]])
+    assert text.splitlines() == ["a,b", "nan,-inf", "0.1,"]
+
+
+def _diagnostics(index: int = 1) -> StepDiagnostics:
+    rng = np.random.default_rng(index)
+    q_out = np.zeros((6, 4), np.float32)  # base wider: 4 matched, 2 zero-padded
+    q_out[[5, 0, 2, 3], [0, 1, 2, 3]] = 1
+    q_in = np.zeros((3, 5), np.float32)  # base narrower: 3 matched, 2 dropped
+    q_in[[0, 1, 2], [4, 0, 2]] = 1
+    return StepDiagnostics(
+        index=index, label="zoo:layers.0 -> layers.0", align="chain",
+        case_text="out: base wider 6 <- 4 (zero-pad 2); in: base narrower 3 <- 5 (drop 2)",
+        out=SideReport(6, 4, "wider", 4, 2, 0), inp=SideReport(3, 5, "narrower", 3, 0, 2),
+        objective=(1.0, 2.5, 2.75, 2.75), costs=rng.normal(size=4), out_matrix=q_out,
+        in_matrix=q_in)
+
+
+@pytest.fixture
+def diag(qtbot) -> DiagnosticsPanel:
+    panel = DiagnosticsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(900, 600)
+    return panel
+
+
+def test_show_step_fills_all_four_plots(diag: DiagnosticsPanel) -> None:
+    d = _diagnostics()
+    diag.show_step(d)
+    img = diag.image.image
+    assert img.shape == (6, 4, 4) and diag.image.isVisible()
+    colors = plot_colors()
+    assert (img[5, 0, :3] == np.array(matrix_image(d.out_matrix, colors)[5, 0, :3])).all()
+    heights = {c: list(diag.bars[c].opts["height"]) for c in diag.bars}
+    assert heights == {"matched": [4.0, 3.0], "padded": [2.0, 0.0], "dropped": [0.0, 2.0]}
+    x, y = diag.histogram.getData()
+    assert y.sum() == pytest.approx(4)  # every matched cost counted once
+    ox, oy = diag.objective.getData()
+    assert list(ox) == [1, 2, 3, 4] and list(oy) == [1.0, 2.5, 2.75, 2.75]
+    diag._side.setCurrentIndex(1)  # the in side
+    assert diag.image.image.shape == (3, 5, 4)
+
+
+def test_matrix_image_marks_padded_rows_and_dropped_columns() -> None:
+    colors = plot_colors()
+    q = np.zeros((3, 4))
+    q[0, 1] = q[2, 3] = 1  # row 1 padded; columns 0 and 2 dropped
+    img = matrix_image(q, colors)
+    matched = img[0, 1]
+    assert (img[2, 3] == matched).all()
+    assert not (img[1, 1] == matched).all() and not (img[0, 0] == matched).all()
+    assert (img[1, 0] != img[0, 3]).any()  # a padded cell differs from a plain empty cell
+
+
+def test_select_step_recalls_and_reports_missing(diag: DiagnosticsPanel) -> None:
+    diag.show_step(_diagnostics(0))
+    diag.show_step(_diagnostics(2))
+    diag.select_step(0)
+    assert diag.current is not None and diag.current.index == 0
+    diag.select_step(5)
+    assert diag.current is None and "step 6" in diag._header.text()
+    assert not diag.image.isVisible()
+
+
+def test_no_alignment_and_missing_matrix_are_explained(diag: DiagnosticsPanel) -> None:
+    d = StepDiagnostics(0, "z:a -> a", "none", "out: equal 4; in: equal 4",
+                        SideReport(4, 4, "equal", 4, 0, 0), SideReport(4, 4, "equal", 4, 0, 0),
+                        objective=())
+    diag.show_step(d)
+    assert "no alignment" in diag.matrix_note.textItem.toPlainText()
+    assert diag.objective.getData()[0] is None or len(diag.objective.getData()[0]) == 0
+
+
+def test_diagnostics_export(tmp_path, diag: DiagnosticsPanel) -> None:
+    diag.show_step(_diagnostics())
+    assert diag.export_png(tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
+    assert diag.export_png(tmp_path / "m.png", "matrix").stat().st_size > 500
+    with open(diag.export_csv(tmp_path / "m.csv", "matrix"), encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["side", "base_unit", "zoo_unit"]
+    assert ["out", "5", "0"] in rows and ["in", "0", "4"] in rows and len(rows) == 1 + 4 + 3
+    with open(diag.export_csv(tmp_path / "j.csv", "objective"), encoding="utf-8") as f:
+        assert f.read().splitlines()[1:] == ["1,1.0", "2,2.5", "3,2.75", "4,2.75"]
+    with open(diag.export_csv(tmp_path / "u.csv", "units"), encoding="utf-8") as f:
+        assert f.read().splitlines()[2] == "in,3,5,narrower,3,0,2"
+    with pytest.raises(ValueError):
+        diag.export_csv(tmp_path / "x.csv", "nonsense")
