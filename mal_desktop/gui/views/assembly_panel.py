@@ -299,9 +299,10 @@ class AssemblyPanel(QWidget):
             self.method_combo.setCurrentIndex(m)
             self._build_params(step.method, step.params)
             check = self._ws.check_plan_step(step)
-            self.case_label.setText(check.case_text if check.ok
-                                    else f"\u26a0 {check.reason}"
-                                    + (f"\n{check.case_text}" if check.case_text else ""))
+            # one side per line: the label wraps badly inside the narrow form
+            sides = check.case_text.replace("; ", "\n")
+            self.case_label.setText(sides if check.ok else f"\u26a0 {check.reason}"
+                                    + (f"\n{sides}" if sides else ""))
             self.case_label.setToolTip(
                 "out: the layer's output units; in: its input units.\n"
                 "base wider: zoo units fill some base slots, the rest is zero-padded;\n"
