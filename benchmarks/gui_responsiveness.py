@@ -35,9 +35,6 @@ def parse() -> argparse.Namespace:
     p.add_argument("--display", action="store_true", help="use the real display, not offscreen")
     p.add_argument("--switch-ms", type=float, default=None,
                    help="override the interpreter's thread switch interval (ms) to compare")
-    p.add_argument("--spec-cache", action="store_true",
-                   help="experiment: reuse each model's permutation spec (from its layer tree) "
-                        "instead of re-discovering it with torch.export in every job")
     p.add_argument("--zoo", type=Path, default=Path(tempfile.gettempdir()) / "mal-bench-zoo",
                    help="folder for the small demo zoo (built once)")
     return p.parse_args()
@@ -134,15 +131,6 @@ def main() -> int:
           f"device: {window.engine.device}; plan: {len(ws.plan.steps)} steps "
           f"(base {ws.base.name}, zoo {', '.join(ws.zoo)}); curve grid {args.grid}", flush=True)
 
-    if args.spec_cache:
-        # What a core-side cache would do: torch.export is pure Python and holds the GIL, so
-        # re-tracing every model in every job is what the GUI thread waits for.
-        import mal_desktop.core.jobs as core_jobs
-
-        known = {id(e.model): e.tree.spec for e in [ws.base, *ws.zoo.values()]}
-        original = core_jobs.discover_spec
-        core_jobs.discover_spec = lambda model: known.get(id(model)) or original(model)
-        print("experiment: permutation specs reused across jobs", flush=True)
     probe = Probe()
     busy_max, busy_p99, job_times, idle_rows = [], [], [], []
     for i in range(args.repeat):
