@@ -257,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = zoo.add_parser("list", parents=[common], help="list the models of a built zoo")
     p.add_argument("--dir", help="zoo folder (default: the user cache)")
     p.set_defaults(func=cmd_zoo_list)
+
+    from .cli_eval import add_commands  # eval-matrix and study
+
+    add_commands(sub, common)
     return parser
 
 

@@ -1,0 +1,112 @@
+"""`mal eval-matrix` and `mal study`: the evaluation toolkit and the MAL study on the command line.
+
+``add_commands(subparsers, common)`` adds both commands to the ``mal`` parser (cli.py); they
+drive the same core jobs as the GUI, with progress on stderr and ``--json`` output on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def cmd_eval_matrix(args) -> int:
+    import json
+
+    from .cli import _emit, _finite, _run
+    from .core.evaluate.matrix import eval_matrix_job, format_matrix
+    from .core.evaluate.metric_registry import get_metric
+    from .core.io.files import atomic_write_text
+
+    result = _run(eval_matrix_job(args.models, args.datasets, args.metrics, args.cache,
+                                  zoo_dir=args.zoo, arch=args.arch), args)
+    obj = result.to_json()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "matrix.json", json.dumps(_finite(obj), indent=1) + "\n")
+        atomic_write_text(out / "matrix.csv", result.to_csv())
+        obj["files"] = {"json": str(out / "matrix.json"), "csv": str(out / "matrix.csv")}
+
+    def text() -> str:
+        scalar = [m for m in result.metrics if not get_metric(m).per_category]
+        parts = [format_matrix(result, m) for m in scalar] or [format_matrix(result)]
+        if args.out:
+            parts.append(f"wrote {obj['files']['json']} and {obj['files']['csv']}")
+        return "\n\n".join(parts)
+
+    _emit(args, obj, text)
+    for line in result.errors:
+        sys.stderr.write(f"mal: error: {line}\n")
+    return 1 if result.errors else 0
+
+
+def cmd_study(args) -> int:
+    import os
+
+    import torch
+
+    from .cli import _emit, _run
+    from .core.study import study_job
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The study's models are tiny: a second torch thread costs more in OpenMP hand-offs
+        # than it gains, and its spin-waits suffer badly on a busy machine. Measured on 2 cores:
+        # study on a built zoo 18 s with one thread vs 41 s with two; cold default study while
+        # other jobs ran 52 s with one thread vs 578 s with two.
+        torch.set_num_threads(1)
+    result = _run(study_job(args.zoo, args.out, args.small), args)
+    figures: dict[str, str] = {}
+    if not args.no_figures:
+        from .figures import render_figures
+
+        figures = {k: str(p) for k, p in render_figures(result.data, result.out_dir).items()}
+    obj = {"out": str(result.out_dir), "report": str(result.report_path),
+           "data": str(result.data_path), "figures": figures,
+           "verdicts": {str(k): v for k, v in result.verdicts.items()},
+           "timing": result.data["timing"]}
+
+    def text() -> str:
+        lines = [f"wrote {result.report_path} and {result.data_path}"
+                 + (f" and {len(figures)} figures" if figures else "")]
+        for law in result.data["laws"]:
+            lines.append(f"  law {law['law']}: {law['verdict']:<13} {law['title']}")
+        t = result.data["timing"]
+        lines.append(f"  run time {t['total_seconds']:.1f} s (zoo {t['zoo_seconds']:.1f} s, "
+                     f"{t['curves']} curves {t['curve_seconds']:.1f} s)")
+        return "\n".join(lines)
+
+    _emit(args, obj, text)
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``eval-matrix`` and ``study`` to the ``mal`` sub-command parsers.
+
+    common: the parent parser carrying --json, --quiet and --arch.
+    """
+    p = subparsers.add_parser(
+        "eval-matrix", parents=[common],
+        help="evaluate models x datasets, with a result cache (adding a model computes one row)")
+    p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
+                   help="model files, zoo:NAME, or plan .json files (assembled on the fly)")
+    p.add_argument("--datasets", nargs="+", required=True, metavar="DATA",
+                   help="registered dataset names or .npz files (x, y)")
+    p.add_argument("--metrics", nargs="+", metavar="METRIC",
+                   help="accuracy, loss, ece, per_class_accuracy, ... (default: all four)")
+    p.add_argument("--cache", metavar="DIR", help="result cache (default: the user cache)")
+    p.add_argument("--out", metavar="DIR", help="also write matrix.json and matrix.csv there")
+    p.add_argument("--zoo", metavar="DIR", help="zoo folder for zoo:NAME (default: user cache)")
+    p.set_defaults(func=cmd_eval_matrix)
+
+    p = subparsers.add_parser(
+        "study", parents=[common],
+        help="measure the laws of Model Assembly Learning on the demo zoo: report and figures")
+    p.add_argument("--zoo", metavar="DIR", help="demo-zoo folder (default: the user cache); "
+                                                "missing models are trained there")
+    p.add_argument("--out", metavar="DIR", default="mal-study",
+                   help="folder for report.md, study.json and the figures (default: mal-study)")
+    p.add_argument("--small", action="store_true", help="a tiny zoo and grid (for tests)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (no Qt)")
+    p.set_defaults(func=cmd_study)

@@ -1,0 +1,241 @@
+"""Model references: what a user names to evaluate, resolved to a model and a stable content hash.
+
+A reference is one of
+
+- a model file path (``.safetensors``, ``.pt2``, ``.pt``/``.pth`` with ``arch``);
+- ``zoo:NAME``: a model of the demo zoo (the default zoo folder or a given one);
+- a plan ``.json``: the "base + steps" assembly it describes, computed on the fly;
+- an in-memory model (the GUI's current merge), made with :func:`memory_ref`.
+
+The content hash keys result caches, so it must change exactly when the model's weights can:
+a file's sha256; for a plan, the hash of its steps plus the sha256 of every input file (so
+moving files does not invalidate results, editing one does); for a memory model, the hash of its
+tensors and architecture. Computing a hash never runs a model or an assembly.
+
+The kinds live in a registry (:data:`MODEL_KINDS`): a new kind is a ``ModelRef`` subclass and one
+:func:`register_model_kind` call with a function that recognises its reference text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Generator
+
+import numpy as np
+
+from ..errors import MalError, ModelFileError
+from ..io.files import file_sha256, load_model
+from ..io.model import LoadedModel
+from ..progress import CancelToken, ProgressEvent
+
+ZOO_PREFIX = "zoo:"
+
+
+@dataclass
+class ModelRef:
+    """A reference to a model. Subclasses implement ``_hash`` and ``load_job``.
+
+    text: what the user wrote. name: a short display name (file stem, zoo name, plan stem).
+    """
+
+    text: str
+    name: str
+    _hash: str | None = field(default=None, init=False, repr=False)
+
+    kind = "abstract"
+
+    def content_hash(self) -> str:
+        """Stable hex hash of the model's content (computed once, never runs the model).
+
+        Raises ModelFileError / MalError when the referenced files cannot be read.
+        """
+        if self._hash is None:
+            self._hash = self._compute_hash()
+        return self._hash
+
+    def _compute_hash(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load_job(self, cancel: CancelToken | None = None
+                 ) -> Generator[ProgressEvent, None, LoadedModel]:
+        """A job returning the runnable model (a plan is assembled here, with progress)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def load(self, cancel: CancelToken | None = None) -> LoadedModel:
+        """:meth:`load_job` driven to its end without progress."""
+        from ..progress import run_job
+
+        return run_job(self.load_job(cancel))
+
+
+@dataclass
+class FileRef(ModelRef):
+    """A model file; ``arch`` is the ``module:factory`` opt-in for plain state dicts."""
+
+    path: Path = Path()
+    arch: str | None = None
+
+    kind = "file"
+
+    def _compute_hash(self) -> str:
+        if not self.path.is_file():
+            raise ModelFileError(self.path, "no such file")
+        digest = file_sha256(self.path)
+        # The same state dict read through another architecture is another model.
+        return digest if self.arch is None else _sha({"file": digest, "arch": self.arch})
+
+    def load_job(self, cancel: CancelToken | None = None
+                 ) -> Generator[ProgressEvent, None, LoadedModel]:
+        yield ProgressEvent("load", 0.0, f"loading {self.path.name}")
+        return load_model(self.path, self.arch)
+
+
+@dataclass
+class ZooRef(FileRef):
+    """``zoo:NAME``: a demo-zoo model, resolved through the zoo index when created."""
+
+    kind = "zoo"
+
+
+@dataclass
+class PlanRef(ModelRef):
+    """A plan ``.json`` file: the base with the plan's steps applied, assembled when loaded."""
+
+    path: Path = Path()
+    arch: str | None = None
+
+    kind = "plan"
+
+    def _plan(self):
+        from ..merge.plan import load_plan
+
+        return load_plan(self.path)
+
+    def _compute_hash(self) -> str:
+        plan = self._plan()
+        doc = plan.to_json()
+        doc.pop("data", None)  # evaluation data does not change the assembled weights
+        # Paths are replaced by content hashes: the same plan over the same files is the same
+        # model wherever the files lie.
+        doc["base"] = file_sha256(_existing(plan.base, self.path))
+        doc["zoo"] = {name: file_sha256(_existing(p, self.path)) for name, p in plan.zoo.items()}
+        if self.arch is not None:
+            doc["arch"] = self.arch
+        return _sha({"plan": doc})
+
+    def load_job(self, cancel: CancelToken | None = None
+                 ) -> Generator[ProgressEvent, None, LoadedModel]:
+        from ..jobs import assemble_job
+
+        result = yield from assemble_job(self._plan(), cancel, arch=self.arch)
+        model = result.model
+        model.metadata = {**model.metadata, "name": self.name}
+        return model
+
+
+@dataclass
+class MemoryRef(ModelRef):
+    """A model already in memory (e.g. the GUI's current assembly)."""
+
+    model: LoadedModel | None = None
+
+    kind = "memory"
+
+    def _compute_hash(self) -> str:
+        assert self.model is not None
+        h = hashlib.sha256()
+        h.update(json.dumps(self.model.arch, sort_keys=True, default=str).encode())
+        for key, tensor in sorted(self.model.state().items()):
+            h.update(key.encode())
+            h.update(str(tuple(tensor.shape)).encode())
+            h.update(str(tensor.dtype).encode())
+            h.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes())
+        return h.hexdigest()
+
+    def load_job(self, cancel: CancelToken | None = None
+                 ) -> Generator[ProgressEvent, None, LoadedModel]:
+        assert self.model is not None
+        yield ProgressEvent("load", 0.0, f"using {self.name} from memory")
+        return self.model
+
+
+def _sha(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _existing(path: str, plan_path: Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise MalError(f"{plan_path}: the plan names {path}, which does not exist")
+    return p
+
+
+# -- registry of reference kinds ---------------------------------------------------------
+RefFactory = Callable[[str, "Path | None", "str | None"], "ModelRef | None"]
+MODEL_KINDS: dict[str, RefFactory] = {}
+
+
+def register_model_kind(kind: str, factory: RefFactory) -> None:
+    """Register ``factory(text, zoo_dir, arch) -> ModelRef | None`` (None: not this kind).
+
+    Kinds are tried in registration order; the first that recognises the text wins.
+    """
+    MODEL_KINDS[kind] = factory
+
+
+def _zoo_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef | None:
+    if not text.startswith(ZOO_PREFIX):
+        return None
+    from ..zoo.build import default_zoo_dir, load_zoo_index
+
+    name = text[len(ZOO_PREFIX):]
+    if not name:
+        raise MalError(f"{text!r}: name a zoo model after 'zoo:', e.g. zoo:mlp-w64-s0")
+    index = load_zoo_index(zoo_dir if zoo_dir is not None else default_zoo_dir())
+    return ZooRef(text, name, path=index.path_of(name))
+
+
+def _plan_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef | None:
+    if not text.lower().endswith(".json"):
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise MalError(f"{text}: no such plan file")
+    return PlanRef(text, path.stem, path=path.resolve(), arch=arch)
+
+
+def _file_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef | None:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ModelFileError(path, "no such file (a model reference is a model file, "
+                                   "zoo:NAME or a plan .json)")
+    return FileRef(text, path.stem, path=path.resolve(), arch=arch)
+
+
+register_model_kind("zoo", _zoo_factory)
+register_model_kind("plan", _plan_factory)
+register_model_kind("file", _file_factory)
+
+
+def parse_model_ref(text: str, zoo_dir: Path | str | None = None,
+                    arch: str | None = None) -> ModelRef:
+    """Resolve a reference text to a :class:`ModelRef` (files are checked to exist, not read).
+
+    zoo_dir: zoo folder for ``zoo:NAME`` (default: the user's demo-zoo folder).
+    arch: ``module:factory`` for plain state dicts (an explicit opt-in to run that code).
+    Raises MalError (ModelFileError for files) when nothing matches or the target is missing.
+    """
+    zoo = Path(zoo_dir) if zoo_dir is not None else None
+    for factory in MODEL_KINDS.values():
+        ref = factory(text, zoo, arch)
+        if ref is not None:
+            return ref
+    raise MalError(f"{text!r} is not a model reference")  # pragma: no cover - file kind is last
+
+
+def memory_ref(name: str, model: LoadedModel) -> MemoryRef:
+    """A reference to a model held in memory (hashed from its tensors)."""
+    return MemoryRef(f"memory:{name}", name, model=model)
