@@ -36,7 +36,7 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
     """
     work = copy.deepcopy(base.module).eval()
     probe = replace(base, module=work)
-    repair_x = fit_inputs(base, data, data.x_train if len(data.x_train) else data.x_test)
+    repair_x = fit_inputs(base, data.x_train if len(data.x_train) else data.x_test, data.name)
     total = len(lambdas) * len(series)
     done = 0
     curves: dict[str, CurveMetrics] = {}

@@ -142,15 +142,18 @@ def evaluate_module(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return EvalResult(loss=loss, accuracy=accuracy, n=len(y))
 
 
-def fit_inputs(model: LoadedModel, data: Dataset, x: torch.Tensor) -> torch.Tensor:
-    """``x`` reshaped to the model's per-sample shape when the element counts agree."""
+def fit_inputs(model: LoadedModel, x: torch.Tensor, data_name: str) -> torch.Tensor:
+    """``x`` reshaped to the model's per-sample shape when the element counts agree.
+
+    Raises DatasetError naming dataset ``data_name`` and the model when they do not.
+    """
     want = tuple(int(s) for s in model.input_shape)
     have = tuple(int(s) for s in x.shape[1:])
     if have == want:
         return x
     if math.prod(have) == math.prod(want):
         return x.reshape(len(x), *want)
-    raise DatasetError(f"dataset {data.name} has inputs of shape {have}, "
+    raise DatasetError(f"dataset {data_name} has inputs of shape {have}, "
                        f"model {model.name} expects {want}")
 
 
@@ -171,7 +174,7 @@ def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
         raise DatasetError(f"unknown split {split!r} of dataset {data.name}; use 'test' or 'train'")
     if len(y) == 0:
         raise DatasetError(f"dataset {data.name} has no {split} samples")
-    x = fit_inputs(model, data, x)
+    x = fit_inputs(model, x, data.name)
     lo, hi = int(y.min()), int(y.max())
     if lo < 0:
         raise DatasetError(f"dataset {data.name} has a negative label {lo}")

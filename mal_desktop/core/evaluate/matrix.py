@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Generator, Sequence
 
 import numpy as np
 
+from ..cache_dirs import user_cache_dir
 from ..errors import MalError
 from ..io.files import atomic_write, atomic_write_text
 from ..io.model import LoadedModel
@@ -42,12 +42,7 @@ DEFAULT_METRICS = ("accuracy", "loss", "ece", "per_class_accuracy")
 
 def default_eval_cache_dir() -> Path:
     """$MAL_EVAL_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mal_desktop/eval."""
-    env = os.environ.get("MAL_EVAL_CACHE", "").strip()
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return base / "mal_desktop" / "eval"
+    return user_cache_dir("eval", "MAL_EVAL_CACHE")
 
 
 def cell_key(model_hash: str, dataset_fingerprint: str, pipeline: PipelineSpec) -> str:

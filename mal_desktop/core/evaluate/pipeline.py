@@ -18,7 +18,6 @@ Adding a stage is one function and one registration, e.g. a temperature-scaled p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -28,7 +27,7 @@ import torch
 from ..errors import DatasetError, MalError
 from ..io.model import LoadedModel
 from .datasets import Dataset
-from .evaluator import predict_logits
+from .evaluator import fit_inputs, predict_logits
 from .metric_registry import (SampleScores, compute_sample_metrics, get_metric,
                               metric_names)
 
@@ -154,25 +153,9 @@ def run_pipeline(model: LoadedModel, samples: Samples, metrics: Sequence[str] | 
 
 
 # -- built-in stages ----------------------------------------------------------------------
-def fit_inputs(model: LoadedModel, samples: Samples) -> torch.Tensor:
-    """Inputs reshaped to the model's per-sample shape when the element counts agree.
-
-    Raises DatasetError when they do not.
-    """
-    x = samples.inputs
-    want = tuple(int(s) for s in model.input_shape)
-    have = tuple(int(s) for s in x.shape[1:])
-    if have == want:
-        return x
-    if math.prod(have) == math.prod(want):
-        return x.reshape(len(x), *want)
-    raise DatasetError(f"dataset {samples.name} has inputs of shape {have}, "
-                       f"model {model.name} expects {want}")
-
-
 @register_stage("inference", "batch", "the model on batches of inputs, on the compute device")
 def _batch_inference(model: LoadedModel, samples: Samples, batch_size: int) -> np.ndarray:
-    x = fit_inputs(model, samples)
+    x = fit_inputs(model, samples.inputs, samples.name)
     labels = samples.labels
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= model.num_classes):
         raise DatasetError(f"dataset {samples.name} has labels {int(labels.min())}.."

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..cache_dirs import user_cache_dir
 from ..errors import MalError
 from ..evaluate.datasets import load_dataset
 from ..io.files import atomic_write_text, load_model, save_model
@@ -158,12 +158,7 @@ def default_zoo(small: bool = False) -> list[ZooEntry]:
 
 def default_zoo_dir() -> Path:
     """Where the demo zoo lives: $MAL_ZOO_DIR, else $XDG_CACHE_HOME (or ~/.cache)/mal_desktop/zoo."""
-    env = os.environ.get("MAL_ZOO_DIR", "").strip()
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return base / "mal_desktop" / "zoo"
+    return user_cache_dir("zoo", "MAL_ZOO_DIR")
 
 
 def _cached_info(entry: ZooEntry, path: Path, rel: str) -> ZooModelInfo | None:
