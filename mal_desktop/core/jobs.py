@@ -14,7 +14,7 @@ from typing import Generator, Mapping
 
 from .align.matching import weight_matching
 from .errors import PlanError
-from .evaluate.curves import interpolation_job, lerp_states
+from .evaluate.curves import StateAt, interpolation_job, lerp_states
 from .evaluate.datasets import Dataset, load_dataset
 from .evaluate.evaluator import EvalResult, evaluate_model
 from .evaluate.metrics import CurveResult, lambda_grid
@@ -189,67 +189,92 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
                                          cancel, repair=repair))
 
 
-def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
-                    align: str | None = None, grid: int = 21,
-                    layers: list[tuple[str, str]] | None = None,
-                    cancel: CancelToken | None = None, arch: str | None = None,
-                    repair: bool = False) -> Generator[ProgressEvent, None, CurveResult]:
-    """The `mal curve` job: interpolate a target into a base, naive vs aligned.
+@dataclass(frozen=True)
+class CurveSeries:
+    """The naive and aligned merges of a curve as functions lambda -> base-architecture state."""
+
+    naive: StateAt
+    aligned: StateAt
+    align: str  # the alignment that ran ("weight", "chain", "local", "none"; "chain+local" mixed)
+    note: str = ""  # e.g. why chain alignment fell back to local
+
+    def as_dict(self) -> dict[str, StateAt]:
+        return {"naive": self.naive, "aligned": self.aligned}
+
+
+def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
+                 align: str | None = None, layers: list[tuple[str, str]] | None = None,
+                 cancel: CancelToken | None = None) -> CurveSeries:
+    """Align once, then merge at any lambda: the two series of an interpolation curve.
 
     Without ``layers`` the two models must share an architecture: the whole model is
     interpolated, naive (index-aligned) vs whole-model weight matching (align "weight").
     With ``layers`` [(source_layer, base_layer), ...] only those layers are merged into the
     base, all at the same lambda; "aligned" uses ``align`` (chain by default).
     """
-    cancel = cancel or CancelToken()
-    dataset = _dataset(data)
-    cache = ModelCache(None, arch)
-    base, target = cache.model(base_path), cache.model(target_path)
+    b_state, t_state = cache.model(base_path).state(), cache.model(target_path).state()
     if not layers:
         align = align or "weight"
         if align not in ("weight", "none"):
             raise PlanError(f"--align {align} needs --layers; whole-model curves use 'weight'")
-        b_state, t_state = base.state(), target.state()
         if {k: tuple(v.shape) for k, v in b_state.items()} != \
                 {k: tuple(v.shape) for k, v in t_state.items()}:
             raise PlanError(f"{base_path} and {target_path} differ in architecture: pass --layers "
                             "SRC:DST to merge chosen layers")
-        spec = cache.spec(base_path)
         aligned_state = t_state
         if align == "weight":
-            yield ProgressEvent("align", 0.0, "whole-model weight matching")
-            perms = yield from weight_matching(b_state, t_state, spec, cancel=cancel)
+            spec = cache.spec(base_path)
+            perms = run_job(weight_matching(b_state, t_state, spec, cancel=cancel))
             aligned_state = permute_state(t_state, spec, perms)
-        series = {"naive": lerp_states(b_state, t_state),
-                  "aligned": lerp_states(b_state, aligned_state)}
-        return (yield from interpolation_job(base, dataset, lambda_grid(grid), series, cancel,
-                                             repair=repair))
+        return CurveSeries(lerp_states(b_state, t_state), lerp_states(b_state, aligned_state),
+                           align)
     align = align or "chain"
     if align not in ("chain", "local", "none"):
         raise PlanError(f"--align {align} with --layers must be chain, local or none")
     steps = [AssemblyStep("target", src, dst, 1.0, align) for src, dst in layers]
     base_spec, t_spec = cache.spec(base_path), cache.spec(target_path)
-    b_state, t_state = base.state(), target.state()
-    alignments = {}
+    alignments: dict[str, list[StepAlignment]] = {}
     for mode in ("none", align):
-        found = []
+        alignments[mode] = []
         for step in steps:
             check_step_fits(step, b_state, base_spec, t_state, t_spec, f"--layers {step.label}")
-            found.append(run_job(align_step(step, b_state, base_spec, t_state, t_spec,
-                                            mode, cancel)))
-        alignments[mode] = found
+            alignments[mode].append(run_job(align_step(step, b_state, base_spec, t_state,
+                                                       t_spec, mode, cancel)))
 
-    def series(mode: str):
-        def at(lam: float):
+    def series(mode: str) -> StateAt:
+        def at(lam: float) -> dict:
             state = b_state
             for step, alignment in zip(steps, alignments[mode]):
                 state = merge_step(step, alignment, state, base_spec, t_state, t_spec, lam=lam)
             return state
         return at
 
-    return (yield from interpolation_job(base, dataset, lambda_grid(grid),
-                                         {"naive": series("none"), "aligned": series(align)},
-                                         cancel, repair=repair))
+    ran = "+".join(sorted({a.align for a in alignments[align]}))
+    notes = "; ".join(sorted({a.note for a in alignments[align] if a.note}))
+    return CurveSeries(series("none"), series(align), ran, notes)
+
+
+def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
+                    align: str | None = None, grid: int = 21,
+                    layers: list[tuple[str, str]] | None = None,
+                    cancel: CancelToken | None = None, arch: str | None = None,
+                    repair: bool = False, cache: ModelCache | None = None
+                    ) -> Generator[ProgressEvent, None, CurveResult]:
+    """The `mal curve` job: interpolate a target into a base, naive vs aligned.
+
+    See :func:`curve_series` for ``align`` and ``layers``. ``repair`` re-estimates BatchNorm
+    statistics at interior lambdas (reported in the result). ``cache`` shares loaded models and
+    their specs across calls (the study runs many curves on one zoo).
+    """
+    cancel = cancel or CancelToken()
+    dataset = _dataset(data)
+    cache = cache or ModelCache(None, arch)
+    yield ProgressEvent("align", 0.0, "aligning " + (", ".join(f"{s}:{d}" for s, d in layers)
+                                                     if layers else "the whole model"))
+    series = curve_series(cache, base_path, target_path, align=align, layers=layers,
+                          cancel=cancel)
+    return (yield from interpolation_job(cache.model(base_path), dataset, lambda_grid(grid),
+                                         series.as_dict(), cancel, repair=repair))
 
 
 def evaluate_job(model: LoadedModel | str, data: str | Dataset,
@@ -267,5 +292,5 @@ def evaluate_job(model: LoadedModel | str, data: str | Dataset,
     return result
 
 
-__all__ = ["ModelCache", "AssemblyResult", "assemble_job", "plan_curve_job", "model_curve_job",
-           "evaluate_job"]
+__all__ = ["ModelCache", "AssemblyResult", "CurveSeries", "assemble_job", "curve_series",
+           "plan_curve_job", "model_curve_job", "evaluate_job"]

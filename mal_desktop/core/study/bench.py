@@ -15,14 +15,11 @@ from typing import Any
 
 import torch
 
-from ..align.matching import weight_matching
-from ..errors import PlanError
-from ..evaluate.curves import interpolation_job, lerp_states
+from ..evaluate.curves import interpolation_job
 from ..evaluate.datasets import Dataset, load_dataset
 from ..evaluate.evaluator import evaluate_model
 from ..evaluate.metric_registry import CurveSeries, compute_curve_metrics
-from ..graph.spec import permute_state
-from ..jobs import ModelCache
+from ..jobs import ModelCache, curve_series
 from ..merge.assemble import align_step, check_step_fits, merge_step
 from ..merge.plan import AssemblyStep
 from ..progress import CancelToken, never_cancelled, run_job
@@ -93,10 +90,11 @@ class Bench:
         """Measure one curve; returns its plain-data record (see :func:`_record`)."""
         start = time.perf_counter()
         base = self.cache.model(self._path(spec.base))
-        if spec.layers:
-            series, align, note = self._layer_series(spec)
-        else:
-            series, align, note = self._whole_series(spec)
+        found = curve_series(self.cache, self._path(spec.base), self._path(spec.target),
+                             align=None if spec.layers else "weight",
+                             layers=list(spec.layers) if spec.layers else None,
+                             cancel=self.cancel)
+        series, align, note = found.as_dict(), found.align, found.note
         result = run_job(interpolation_job(base, self.data(self.dataset_name), self.lambdas,
                                            series, self.cancel, self.epsilon))
         target_acc = None
@@ -107,45 +105,6 @@ class Bench:
             target_acc = {"dataset": tdata, "naive": list(on_target.naive.accuracy),
                           "aligned": list(on_target.aligned.accuracy)}
         return self._record(spec, result, align, note, target_acc, time.perf_counter() - start)
-
-    def _whole_series(self, spec: CurveSpec):
-        b_state, t_state = self.state_of(spec.base), self.state_of(spec.target)
-        if {k: tuple(v.shape) for k, v in b_state.items()} != \
-                {k: tuple(v.shape) for k, v in t_state.items()}:
-            raise PlanError(f"{spec.base} and {spec.target} differ in architecture: a whole-model "
-                            "curve needs equal shapes")
-        pspec = self.spec_of(spec.base)
-        perms = run_job(weight_matching(b_state, t_state, pspec, cancel=self.cancel))
-        aligned = permute_state(t_state, pspec, perms)
-        return ({"naive": lerp_states(b_state, t_state),
-                 "aligned": lerp_states(b_state, aligned)}, "weight", "")
-
-    def _layer_series(self, spec: CurveSpec):
-        b_state, t_state = self.state_of(spec.base), self.state_of(spec.target)
-        b_spec, t_spec = self.spec_of(spec.base), self.spec_of(spec.target)
-        steps = [AssemblyStep("target", src, dst, 1.0, "chain") for src, dst in spec.layers]
-        found: dict[str, list] = {}
-        notes: list[str] = []
-        for mode in ("none", "chain"):
-            found[mode] = []
-            for step in steps:
-                check_step_fits(step, b_state, b_spec, t_state, t_spec, f"{spec.key}")
-                alignment = run_job(align_step(step, b_state, b_spec, t_state, t_spec, mode,
-                                               self.cancel))
-                found[mode].append(alignment)
-                if alignment.note:
-                    notes.append(alignment.note)
-        align = "+".join(sorted({a.align for a in found["chain"]}))
-
-        def series(mode: str):
-            def at(lam: float) -> dict[str, torch.Tensor]:
-                state = b_state
-                for step, alignment in zip(steps, found[mode]):
-                    state = merge_step(step, alignment, state, b_spec, t_state, t_spec, lam=lam)
-                return state
-            return at
-
-        return {"naive": series("none"), "aligned": series("chain")}, align, "; ".join(notes)
 
     def _record(self, spec: CurveSpec, result, align: str, note: str,
                 target_acc: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
