@@ -190,7 +190,7 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
 
 
 @dataclass(frozen=True)
-class CurveSeries:
+class MergeSeries:
     """The naive and aligned merges of a curve as functions lambda -> base-architecture state."""
 
     naive: StateAt
@@ -204,7 +204,7 @@ class CurveSeries:
 
 def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
                  align: str | None = None, layers: list[tuple[str, str]] | None = None,
-                 cancel: CancelToken | None = None) -> CurveSeries:
+                 cancel: CancelToken | None = None) -> MergeSeries:
     """Align once, then merge at any lambda: the two series of an interpolation curve.
 
     Without ``layers`` the two models must share an architecture: the whole model is
@@ -226,7 +226,7 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
             spec = cache.spec(base_path)
             perms = run_job(weight_matching(b_state, t_state, spec, cancel=cancel))
             aligned_state = permute_state(t_state, spec, perms)
-        return CurveSeries(lerp_states(b_state, t_state), lerp_states(b_state, aligned_state),
+        return MergeSeries(lerp_states(b_state, t_state), lerp_states(b_state, aligned_state),
                            align)
     align = align or "chain"
     if align not in ("chain", "local", "none"):
@@ -251,7 +251,7 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
 
     ran = "+".join(sorted({a.align for a in alignments[align]}))
     notes = "; ".join(sorted({a.note for a in alignments[align] if a.note}))
-    return CurveSeries(series("none"), series(align), ran, notes)
+    return MergeSeries(series("none"), series(align), ran, notes)
 
 
 def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
@@ -292,5 +292,5 @@ def evaluate_job(model: LoadedModel | str, data: str | Dataset,
     return result
 
 
-__all__ = ["ModelCache", "AssemblyResult", "CurveSeries", "assemble_job", "curve_series",
+__all__ = ["ModelCache", "AssemblyResult", "MergeSeries", "assemble_job", "curve_series",
            "plan_curve_job", "model_curve_job", "evaluate_job"]
