@@ -231,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True)
     p.add_argument("--data", required=True, help="registered dataset name or a .npz (x, y)")
     p.add_argument("--layers", nargs="+", metavar="SRC:DST")
-    p.add_argument("--align", choices=["none", "chain", "local", "weight"])
+    p.add_argument("--align", choices=["none", "chain", "local", "weight", "activation"],
+                   help="aligned series: whole model 'weight' (default) or 'activation' (probe "
+                        "batch from the training data); with --layers 'chain' (default), "
+                        "'local' or 'none'")
     p.add_argument("--grid", type=int, default=21, help="number of lambda points (default 21)")
     p.add_argument("--repair", action="store_true",
                    help="re-estimate BatchNorm statistics on the training data at every interior "

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator, Mapping
 
+import torch
+
+from .align.activations import activation_matching
 from .align.matching import weight_matching
 from .errors import PlanError
 from .evaluate.curves import StateAt, interpolation_job, lerp_states
 from .evaluate.datasets import Dataset, load_dataset
-from .evaluate.evaluator import EvalResult, evaluate_model
+from .evaluate.evaluator import EvalResult, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec
 from .graph.spec import PermutationSpec, permute_state
@@ -28,6 +31,9 @@ from .merge.plan import AssemblyPlan, AssemblyStep
 from .merge.preflight import preflight_plan
 from .merge.results import StepDiagnostics
 from .progress import CancelToken, ProgressEvent, run_job, sub_job
+
+PROBE_SIZE = 512  # samples for activation matching
+
 
 class ModelCache:
     """Loads each model file once and discovers its permutation spaces once."""
@@ -204,27 +210,36 @@ class MergeSeries:
 
 def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
                  align: str | None = None, layers: list[tuple[str, str]] | None = None,
-                 cancel: CancelToken | None = None) -> MergeSeries:
+                 cancel: CancelToken | None = None,
+                 probe: torch.Tensor | None = None) -> MergeSeries:
     """Align once, then merge at any lambda: the two series of an interpolation curve.
 
     Without ``layers`` the two models must share an architecture: the whole model is
-    interpolated, naive (index-aligned) vs whole-model weight matching (align "weight").
+    interpolated, naive (index-aligned) vs whole-model weight matching (align "weight") or
+    activation matching on the ``probe`` batch (align "activation").
     With ``layers`` [(source_layer, base_layer), ...] only those layers are merged into the
     base, all at the same lambda; "aligned" uses ``align`` (chain by default).
     """
     b_state, t_state = cache.model(base_path).state(), cache.model(target_path).state()
     if not layers:
         align = align or "weight"
-        if align not in ("weight", "none"):
-            raise PlanError(f"--align {align} needs --layers; whole-model curves use 'weight'")
+        if align not in ("weight", "activation", "none"):
+            raise PlanError(f"--align {align} needs --layers; whole-model curves use 'weight' "
+                            "or 'activation'")
         if {k: tuple(v.shape) for k, v in b_state.items()} != \
                 {k: tuple(v.shape) for k, v in t_state.items()}:
             raise PlanError(f"{base_path} and {target_path} differ in architecture: pass --layers "
                             "SRC:DST to merge chosen layers")
         aligned_state = t_state
-        if align == "weight":
+        if align != "none":
             spec = cache.spec(base_path)
-            perms = run_job(weight_matching(b_state, t_state, spec, cancel=cancel))
+            if align == "weight":
+                perms = run_job(weight_matching(b_state, t_state, spec, cancel=cancel))
+            else:
+                if probe is None:
+                    raise PlanError("activation matching needs a probe batch of data")
+                perms = activation_matching(cache.model(base_path).module,
+                                            cache.model(target_path).module, spec, probe)
             aligned_state = permute_state(t_state, spec, perms)
         return MergeSeries(lerp_states(b_state, t_state), lerp_states(b_state, aligned_state),
                            align)
@@ -271,8 +286,11 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
     cache = cache or ModelCache(None, arch)
     yield ProgressEvent("align", 0.0, "aligning " + (", ".join(f"{s}:{d}" for s, d in layers)
                                                      if layers else "the whole model"))
+    # activation matching probes with training inputs (never the test split it is scored on)
+    probe_x = dataset.x_train[:PROBE_SIZE] if len(dataset.x_train) else dataset.x_test[:PROBE_SIZE]
+    probe = fit_inputs(cache.model(base_path), probe_x, dataset.name)
     series = curve_series(cache, base_path, target_path, align=align, layers=layers,
-                          cancel=cancel)
+                          cancel=cancel, probe=probe)
     return (yield from interpolation_job(cache.model(base_path), dataset, lambda_grid(grid),
                                          series.as_dict(), cancel, repair=repair))
 

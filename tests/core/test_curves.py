@@ -100,3 +100,20 @@ def test_curve_job_cancels(small_zoo):
     with pytest.raises(Cancelled):
         run_job(job, on_event)
     assert len(seen) < 20
+
+
+def test_activation_matching_recovers_a_permuted_copy_and_beats_naive(small_zoo, tmp_path):
+    name = "cnn-w8-s0"
+    model = load_model(small_zoo.path_of(name))
+    spec = discover_spec(model)
+    gen = torch.Generator().manual_seed(3)
+    perms = {s.id: torch.randperm(s.size, generator=gen) for s in spec.free_spaces()}
+    path = tmp_path / "permuted.safetensors"
+    save_model(model.with_state(permute_state(model.state(), spec, perms)), path)
+    result = run_job(model_curve_job(str(small_zoo.path_of(name)), str(path), "digits", grid=4,
+                                     align="activation"))
+    assert result.aligned.barrier < 1e-4
+    seeds = run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"),
+                                    _path(small_zoo, "mlp-w32-s1"), "digits", grid=6,
+                                    align="activation"))
+    assert seeds.aligned.mean_loss < seeds.naive.mean_loss

@@ -9,9 +9,11 @@ generalized permutation.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..device import compute_device
 from ..errors import AlignmentError
+from ..graph.spec import PermutationSpec
 from .generalized import Match
 from .lap import solve_lap
 
@@ -63,3 +65,54 @@ def match_by_activations(base_acts: torch.Tensor, target_acts: torch.Tensor,
     cost = activation_cost(base_acts, target_acts, unit_dim)
     rows, cols = solve_lap(cost)
     return Match.from_lap(rows, cols, cost.shape[0], cost.shape[1])
+
+
+def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpec,
+                        probe: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Whole-model activation matching for two models of one architecture (same ``spec``).
+
+    Runs both models on the ``probe`` batch, records the output of every layer (forward hooks)
+    and, for every free space, solves one LAP on the summed correlation of the layers writing it
+    (a residual stream has several writers). Returns ``{space: permutation}`` for
+    ``spec.permute_state`` applied to the target. Raises AlignmentError when a layer has no
+    module to hook (an exported .pt2 program keeps no submodules).
+    """
+    writers: dict[str, list[str]] = {}
+    for layer in spec.layers:
+        space = spec.spaces.get(layer.out_axis.space)
+        if space is not None and not space.fixed:
+            writers.setdefault(space.id, []).append(layer.name)
+    names = sorted({n for ns in writers.values() for n in ns})
+    acts = {"base": _record(base, names, probe), "target": _record(target, names, probe)}
+    perms: dict[str, torch.Tensor] = {}
+    for space_id, layer_names in writers.items():
+        cost = None
+        for name in layer_names:
+            b, t = acts["base"][name], acts["target"][name]
+            unit_dim = 1 if b.ndim == 4 else b.ndim - 1  # conv maps: channels; else last axis
+            c = activation_cost(b, t, unit_dim)
+            cost = c if cost is None else cost + c
+        rows, cols = solve_lap(cost)
+        perms[space_id] = Match.from_lap(rows, cols, cost.shape[0], cost.shape[1]).permutation()
+    return perms
+
+
+def _record(module: nn.Module, names: list[str], probe: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Outputs of the named submodules of ``module`` on ``probe``."""
+    out: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in names:
+            try:
+                sub = module.get_submodule(name)
+            except AttributeError:
+                raise AlignmentError(f"activation matching needs the module {name!r}; this model "
+                                     "has none to observe (use weight matching)") from None
+            handles.append(sub.register_forward_hook(
+                lambda _m, _i, o, name=name: out.__setitem__(name, o.detach())))
+        with torch.no_grad():
+            module(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
