@@ -80,6 +80,19 @@ def test_pt2_paths_work_everywhere(small_zoo, tmp_path):
     assert obj["aligned"]["loss"][-1] == pytest.approx(obj["naive"]["loss"][-1], abs=1e-5)
     ev = json.loads(mal("evaluate", str(pt2), "--data", "digits", "--json").stdout)
     assert ev["accuracy"] > 0.5
+    # a .pt2 as the base and as a donor of an assembly; the result references the program
+    plan = AssemblyPlan(base=str(pt2), zoo={"wide": str(small_zoo.path_of("mlp-w64-s0")),
+                                            "same": str(pt2)},
+                        steps=[AssemblyStep("wide", "layers.1", "layers.1", 0.3),
+                               AssemblyStep("same", "head", "head", 0.5, "none")])
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json()))
+    out = tmp_path / "from_pt2.safetensors"
+    mal("assemble", str(plan_path), "--out", str(out), "--json")
+    merged = load_model(out)
+    assert merged.arch["kind"] == "pt2" and merged.program is not None
+    ev = json.loads(mal("evaluate", str(out), "--data", "digits", "--json").stdout)
+    assert ev["accuracy"] > 0.5
 
 
 def test_a_fixed_batch_pt2_program_evaluates_on_any_dataset_size(small_zoo, tmp_path):
