@@ -152,15 +152,23 @@ def cmd_curve(args) -> int:
 
 
 def cmd_assemble(args) -> int:
-    from .core.jobs import assemble_job
+    from .core.jobs import assemble_job, evaluate_job
     from .core.merge.plan import load_plan
 
     plan = load_plan(args.plan)
     result = _run(assemble_job(plan, out=Path(args.out), arch=args.arch), args)
     obj = result.to_json()
+    scores = {}
+    if plan.data:  # the plan names its data: score the base and the result on it
+        for role, model in (("base", plan.base), ("merged", result.model)):
+            r = _run(evaluate_job(model, plan.data, arch=args.arch), args)
+            scores[role] = {"loss": r.loss, "accuracy": r.accuracy}
+        obj["evaluation"] = {"data": plan.data, **scores}
 
     def text() -> str:
         lines = [f"wrote {result.out}"]
+        lines += [f"  {role} on {plan.data}: loss {v['loss']:.4f}, accuracy {v['accuracy']:.2%}"
+                  for role, v in scores.items()]
         for s in result.steps:
             j = f"{s.objective[-1]:.4g}" if s.objective else "-"
             lines.append(f"  step {s.index + 1}: {s.label} [{s.align}] {s.case_text}; "

@@ -59,6 +59,9 @@ def test_assemble_and_evaluate(small_zoo, tmp_path):
     assert obj["preflight"]["memory_estimate_bytes"] > 4 * (64 * 64 + 32 * 32)
     step = obj["steps"][0]
     assert step["out"]["case"] == "narrower" and step["out"]["dropped"] == 32
+    # the plan names its data: base and result are scored on it
+    assert set(obj["evaluation"]) == {"data", "base", "merged"}
+    assert obj["evaluation"]["base"]["accuracy"] > 0.5
     assert step["objective"]
     ev = json.loads(mal("evaluate", str(out_path), "--data", "digits", "--json").stdout)
     assert 0.0 <= ev["accuracy"] <= 1.0 and ev["loss"] > 0
