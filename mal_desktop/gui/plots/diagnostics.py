@@ -202,7 +202,7 @@ class DiagnosticsPanel(QWidget):
             self._header.setText("Select a step to see how its alignment went.")
         else:
             self._header.setText(f"No diagnostics for step {index + 1} yet: run "
-                                 "<b>Assemble</b> to align it.")
+                                 "<b>Run</b> (F5) to align it.")
 
     def forget(self) -> None:
         """Drop remembered diagnostics (the plan changed, they are stale) but keep the view."""
@@ -212,7 +212,7 @@ class DiagnosticsPanel(QWidget):
         """Forget everything and show the empty state."""
         self._by_index.clear()
         self._reset_plots()
-        self._header.setText("Alignment diagnostics appear here while <b>Assemble</b> runs.")
+        self._header.setText("Alignment diagnostics appear here while <b>Run</b> (F5) works.")
 
     def _reset_plots(self) -> None:
         self._current = None
