@@ -201,7 +201,7 @@ class DiagnosticsPanel(QWidget):
         if index < 0:
             self._header.setText("Select a step to see how its alignment went.")
         else:
-            self._header.setText(f"No diagnostics for step {index + 1} yet: run "
+            self._header.setText(f"No diagnostics for step {index + 1} yet: press "
                                  "<b>Run</b> (F5) to align it.")
 
     def forget(self) -> None:
