@@ -48,12 +48,18 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("save_project_as", "Save Project &As\u2026", "Save the project under a new name",
                KS.SaveAs, "document-save-as", SP.SP_DialogSaveButton),
     ActionSpec("save_merged", "&Export Merged Model\u2026", "Assemble the plan and save the merged "
-               "model as .safetensors with its provenance", "Ctrl+E", "document-export",
+               "model as .safetensors with its provenance", "Ctrl+Shift+E", "document-export",
                SP.SP_DriveHDIcon),
     ActionSpec("quit", "&Quit", "Quit MAL Desktop", KS.Quit, "application-exit",
                SP.SP_DialogCloseButton),
     ActionSpec("run", "&Run", "Assemble the plan and sweep lambda for the selected step "
                "(naive vs aligned)", "F5", "media-playback-start", SP.SP_MediaPlay),
+    ActionSpec("evaluate", "&Evaluate Models", "Evaluate the models ticked in the Evaluate "
+               "panel on the ticked data sets (cached cells are reused)", "Ctrl+E",
+               "system-run", SP.SP_FileDialogDetailedView),
+    ActionSpec("run_study", "Run MAL &Study\u2026", "Measure the laws of Model Assembly Learning "
+               "on the demo zoo and write a report with figures", None, "applications-science",
+               SP.SP_FileDialogInfoView),
     ActionSpec("cancel", "&Cancel", "Cancel the running job (Esc)", "Esc", "process-stop",
                SP.SP_BrowserStop),
     ActionSpec("reset_layout", "&Reset Layout", "Put the panels back where they started", None,

@@ -125,7 +125,12 @@ class MainWindow(SessionMixin, FilesMixin, QMainWindow):
         self.diag_dock = self._dock("diagnosticsDock", "Alignment Diagnostics",
                                     _placeholder("Starting\u2026"), bottom,
                                     "Permutation matrices, matched units and costs of a step")
+        self.evaluate_dock = self._dock("evaluateDock", "Evaluate", _placeholder("Starting\u2026"),
+                                        bottom, "Models x data sets: accuracy, loss, "
+                                        "calibration; per-class drill-down")
         self.splitDockWidget(self.curve_dock, self.diag_dock, Qt.Orientation.Horizontal)
+        self.tabifyDockWidget(self.diag_dock, self.evaluate_dock)
+        self.diag_dock.raise_()
         self.resizeDocks([self.base_dock, self.plan_dock], [340, 380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.curve_dock], [300], Qt.Orientation.Vertical)
 
@@ -185,8 +190,11 @@ class MainWindow(SessionMixin, FilesMixin, QMainWindow):
         edit.addActions([self.undo_action, self.redo_action])
         run = menu.addMenu("&Run")
         run.addActions([a.run, a.cancel])
+        run.addSeparator()
+        run.addActions([a.evaluate, a.run_study])
         view = menu.addMenu("&View")
-        for dock in (self.base_dock, self.plan_dock, self.curve_dock, self.diag_dock):
+        for dock in (self.base_dock, self.plan_dock, self.curve_dock, self.diag_dock,
+                     self.evaluate_dock):
             view.addAction(dock.toggleViewAction())
         view.addAction(self.toolbar.toggleViewAction())
         view.addSeparator()
@@ -233,6 +241,7 @@ class MainWindow(SessionMixin, FilesMixin, QMainWindow):
                           ("save_project_as", self.save_project_as),
                           ("save_merged", self.choose_merged_output), ("quit", self.close),
                           ("run", self.run), ("cancel", self.cancel_job),
+                          ("evaluate", self.evaluate_models), ("run_study", self.choose_study),
                           ("reset_layout", self.reset_layout), ("about", self.show_about),
                           ("open_log", self.open_log_folder)):
             a[key].triggered.connect(slot)
@@ -264,7 +273,8 @@ class MainWindow(SessionMixin, FilesMixin, QMainWindow):
     def reset_layout(self) -> None:
         """Put docks and toolbar back in their default places."""
         self.restoreState(QByteArray(self._default_state))
-        for dock in (self.base_dock, self.plan_dock, self.curve_dock, self.diag_dock):
+        for dock in (self.base_dock, self.plan_dock, self.curve_dock, self.diag_dock,
+                     self.evaluate_dock):
             dock.setFloating(False)
             dock.show()
         self.toolbar.show()
@@ -300,6 +310,9 @@ class MainWindow(SessionMixin, FilesMixin, QMainWindow):
                          "base layer")
         a.save_merged.setEnabled(has_steps and not busy)
         a.cancel.setEnabled(busy)
+        a.evaluate.setEnabled(ws is not None and (ws.base is not None or bool(ws.zoo))
+                              and not busy)
+        a.run_study.setEnabled(ws is not None and not busy)
         ready = ws is not None
         for key in ("save_project", "save_project_as", "new_project"):
             a[key].setEnabled(ready)

@@ -39,6 +39,7 @@ class _Task:
     factory: Callable[..., Any]
     name: str
     on_done: Callable[[Any], None]
+    on_stop: Callable[[], None] | None = None  # the job was cancelled or failed
 
 
 class SessionMixin:
@@ -56,6 +57,8 @@ class SessionMixin:
         self._startup: tuple[list[str], bool] | None = None
         self._last_run: tasks.RunResult | None = None
         self.base_pane = self.assembly_panel = self.curve_plot = self.diagnostics = None
+        self.evaluate_panel = None
+        self.study_message = None  # the last "study finished" message box
         self.undo_group = QUndoGroup(self)
         self.undo_action = self.undo_group.createUndoAction(self, "&Undo")
         self.undo_action.setShortcuts(QKeySequence.StandardKey.Undo)
@@ -66,15 +69,27 @@ class SessionMixin:
 
     # -- jobs ---------------------------------------------------------------------------------
     def submit(self, factory: Callable[..., Any], name: str,
-               on_done: Callable[[Any], None]) -> None:
-        """Run ``factory`` (a job factory) when the runner is free; ``on_done(result)`` after."""
-        self._queue.append(_Task(factory, name, on_done))
+               on_done: Callable[[Any], None],
+               on_stop: Callable[[], None] | None = None) -> None:
+        """Run ``factory`` (a job factory) when the runner is free; ``on_done(result)`` after,
+        or ``on_stop()`` when it is cancelled, fails, or is dropped from the queue."""
+        self._queue.append(_Task(factory, name, on_done, on_stop))
         if self.runner.is_running():
             self.show_message(f"Queued: {name}")
         self._start_next()
 
     def queue_clear(self) -> None:
-        self._queue.clear()
+        queued, self._queue = list(self._queue), deque()
+        for task in queued:
+            self._stopped(task)
+
+    @staticmethod
+    def _stopped(task: _Task | None) -> None:
+        if task is not None and task.on_stop is not None:
+            try:
+                task.on_stop()
+            except Exception as exc:  # noqa: BLE001 - a bug in a handler must be seen
+                report_exception(exc, f"{task.name} failed")
 
     def _start_next(self) -> None:
         if self.runner.is_running() or not self._queue:
@@ -86,7 +101,7 @@ class SessionMixin:
     def cancel_job(self) -> None:
         """Cancel the running job and everything queued behind it."""
         if self.runner.is_running():
-            self._queue.clear()
+            self.queue_clear()
             self.runner.cancel()
             self.statusBar().showMessage(f"Cancelling: {self.runner.job_name()}\u2026")
 
@@ -100,6 +115,8 @@ class SessionMixin:
             self.diagnostics.show_step(payload)
         elif kind == "CurvePoint" and self.curve_plot is not None:
             self.curve_plot.add_point(payload)
+        elif kind == "MatrixCell" and self.evaluate_panel is not None:
+            self.evaluate_panel.add_cell(payload)
 
     def _on_job_finished(self, result: object) -> None:
         task, self._current = self._current, None
@@ -107,20 +124,22 @@ class SessionMixin:
             try:
                 task.on_done(result)
             except Exception as exc:  # noqa: BLE001 - a bug applying a result must be seen
-                self._queue.clear()
+                self.queue_clear()
                 report_exception(exc, f"{task.name} failed", self)
         self._start_next()
         self.update_actions()
 
     def _on_job_failed(self, message: str, details: str) -> None:
         task, self._current = self._current, None
-        self._queue.clear()  # what was queued may depend on the failed job
+        self._stopped(task)
+        self.queue_clear()  # what was queued may depend on the failed job
         report_error(message, details, f"{task.name if task else 'Job'} failed", self)
         self.show_message(f"{task.name if task else 'Job'} failed: {message}", 10000)
         self.update_actions()
 
     def _on_job_cancelled(self) -> None:
         task, self._current = self._current, None
+        self._stopped(task)
         self.show_message(f"{task.name if task else 'Job'} cancelled")
         self._start_next()
         self.update_actions()
@@ -175,6 +194,7 @@ class SessionMixin:
         from .plots.curve_plot import CurvePlot
         from .plots.diagnostics import DiagnosticsPanel
         from .views.assembly_panel import AssemblyPanel
+        from .views.evaluate_panel import EvaluatePanel
         from .workspace import Workspace
 
         ws = self._given_workspace or Workspace(self)
@@ -190,6 +210,9 @@ class SessionMixin:
         self.set_dock_widget(self.plan_dock, self.assembly_panel)
         self.set_dock_widget(self.curve_dock, self.curve_plot)
         self.set_dock_widget(self.diag_dock, self.diagnostics)
+        a = self.actions
+        self.evaluate_panel = EvaluatePanel(ws, a.evaluate, a.cancel, a.run_study)
+        self.set_dock_widget(self.evaluate_dock, self.evaluate_panel)
         self._install_panes()
         self.curve_plot.lambdaDragged.connect(self.assembly_panel.apply_lambda)
         self.assembly_panel.selectedLambdaChanged.connect(self.curve_plot.set_lambda)
@@ -353,3 +376,36 @@ class SessionMixin:
 
     def _merged_saved(self, result: Any) -> None:
         self.show_message(f"Saved the merged model to {result.out}", 15000)
+
+    # -- evaluation matrix and the study -------------------------------------------------------
+    def evaluate_models(self) -> None:
+        """Evaluate the models x datasets ticked in the Evaluate panel, in the worker."""
+        panel = self.evaluate_panel
+        if panel is None:
+            return
+        self.evaluate_dock.show()
+        self.evaluate_dock.raise_()
+        factory = panel.prepare_run()
+        if factory is None:
+            self.show_message("Evaluate needs at least one model and one data set ticked")
+            return
+        self.submit(factory, "Evaluating models", panel.set_result, panel.run_stopped)
+
+    def choose_study(self) -> None:
+        """Ask for the study's output folder (and quick mode), then run it."""
+        from .views.evaluate_panel import StudyDialog
+
+        dialog = StudyDialog(self, Path(self.settings.last_dir) / "mal-study")
+        if dialog.exec():
+            self.run_study(dialog.out_dir(), dialog.is_small())
+
+    def run_study(self, out_dir: Path, small: bool = False) -> None:
+        """Run the MAL study into ``out_dir`` in the worker; show the report link when done."""
+        factory = partial(tasks.study_task, out_dir=Path(out_dir), small=small)
+        self.submit(factory, "Running the MAL study", self._study_done)
+
+    def _study_done(self, result: Any) -> None:
+        from .views.evaluate_panel import show_study_report
+
+        self.study_message = show_study_report(self, result)
+        self.show_message(f"MAL study written to {result.report_path}", 20000)

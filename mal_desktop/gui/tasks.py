@@ -270,3 +270,120 @@ def suggest_first_step(workspace: Any) -> "AssemblyStep | None":
             if layer in donor_layers and workspace.check(name, layer, layer).ok:
                 return AssemblyStep(name, layer, layer, lam=0.5)
     return None
+
+
+# -- evaluation matrix and the MAL study -------------------------------------------------------
+MERGED_REF = "plan:current"  # row id of the merged model in the evaluation matrix
+MERGED_NAME = "merged (current plan)"
+
+
+def _used_zoo(plan: "AssemblyPlan") -> "AssemblyPlan":
+    """A copy of ``plan`` naming only the zoo models its steps use.
+
+    The merged model's cache key hashes every zoo file the plan names; an unused one would make
+    opening another zoo model invalidate the merged row for nothing.
+    """
+    from ..core.merge.plan import AssemblyPlan
+
+    used = {s.source for s in plan.steps}
+    return AssemblyPlan(plan.base, {k: v for k, v in plan.zoo.items() if k in used}, None,
+                        list(plan.steps))
+
+
+def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None,
+                specs: Mapping[str, Any] | None) -> Any:
+    """The evaluation-matrix reference of the current plan's merged model.
+
+    A plan reference: hashed from the steps and the files' contents like ``mal eval-matrix
+    --models plan.json`` (so GUI and CLI share cached cells, and a re-run computes nothing, not
+    even the assembly), assembled only when a cell misses the cache, from the models already in
+    memory. Raises PlanError when a model of the plan is not a file (the assembly's pre-flight
+    reads file headers, so such a plan cannot be assembled either).
+    """
+    from ..core.errors import PlanError
+    from ..core.evaluate.model_refs import PlanRef
+    from ..core.jobs import assemble_job
+
+    plan = _used_zoo(plan)
+    missing = [p or "(a model only in memory)" for p in (plan.base, *plan.zoo.values())
+               if not p or not Path(p).is_file()]
+    if missing:
+        raise PlanError(f"the merged model needs the plan's models as files; {missing[0]} is "
+                        "not one")
+
+    class WorkspacePlanRef(PlanRef):
+        """The GUI's plan: PlanRef's hash over an in-memory plan, assembled from memory."""
+
+        def _plan(self) -> "AssemblyPlan":
+            return plan
+
+        def load_job(self, cancel: CancelToken | None = None) -> Job:
+            result = yield from assemble_job(plan, cancel, models=models, specs=specs)
+            return result.model
+
+    return WorkspacePlanRef(MERGED_REF, MERGED_NAME, path=Path(MERGED_NAME))
+
+
+def eval_matrix_task(cancel: CancelToken, refs: Sequence[str], datasets: Sequence[str],
+                     cache_dir: Path | None = None, metrics: Sequence[str] | None = None,
+                     plan: "AssemblyPlan | None" = None,
+                     models: Mapping[str, "LoadedModel"] | None = None,
+                     specs: Mapping[str, Any] | None = None) -> Job:
+    """Evaluate every model of ``refs`` on every dataset (core ``eval_matrix_job``).
+
+    refs: model reference texts (model files, ``zoo:NAME``, plan ``.json``); the text
+    :data:`MERGED_REF` stands for ``plan`` (a private copy) assembled from ``models`` /
+    ``specs`` (the loaded models and their permutation specs by plan path).
+    datasets: dataset names. cache_dir: the result cache (None: the core's default).
+    metrics: sample metrics per cell (None: every registered one, so the panel can offer all).
+    Yields the matrix events (payload: each finished MatrixCell); returns the MatrixResult.
+    Raises PlanError when MERGED_REF is asked for without a plan with steps or with a model
+    that is not a file; what eval_matrix_job raises.
+    """
+    import torch
+
+    from ..core.errors import PlanError
+    from ..core.evaluate.matrix import eval_matrix_job
+    from ..core.evaluate.metric_registry import metric_names
+
+    items: list[Any] = []
+    with torch.no_grad():  # thread-local: entered here, in the worker
+        for text in refs:
+            if text != MERGED_REF:
+                items.append(text)
+            elif plan is None or not plan.steps:
+                raise PlanError("the merged model needs a plan with at least one step")
+            else:
+                items.append(_merged_ref(plan, models, specs))
+        wanted = list(metrics) if metrics is not None else metric_names("sample")
+        result = yield from eval_matrix_job(items, datasets, wanted, cache_dir, cancel)
+    return result
+
+
+def study_task(cancel: CancelToken, out_dir: Path, small: bool = False,
+               zoo_dir: Path | None = None) -> Job:
+    """Run the MAL study (core ``study_job``) writing study.json and report.md to ``out_dir``.
+
+    zoo_dir: the zoo to use and complete. Default: the demo zoo for the full study; for
+    ``small``, ``<out_dir>/small-zoo`` - the small study's models share names with demo models
+    (e.g. mlp-w32-s0) but not their training, so building them in the demo folder would replace
+    the demo's files and shrink its index.
+    Returns the core StudyResult (figures are drawn afterwards, in the GUI thread).
+    """
+    import torch
+
+    from ..core.study import study_job
+    from ..core.zoo.build import default_zoo_dir
+
+    out = Path(out_dir)
+    zoo = Path(zoo_dir) if zoo_dir is not None else (out / "small-zoo" if small
+                                                      else default_zoo_dir())
+    threads = torch.get_num_threads()
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The study's models are tiny: one intra-op thread beats several (see cli_eval.py).
+        torch.set_num_threads(1)
+    try:
+        result = yield from study_job(zoo, out, small, cancel)
+    finally:
+        torch.set_num_threads(threads)
+    return result

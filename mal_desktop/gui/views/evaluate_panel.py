@@ -1,0 +1,690 @@
+"""EvaluatePanel: the models x datasets matrix, with drill-down into one cell; the study dialog.
+
+The user ticks models (the base, the zoo models and, when the plan has steps, the merged model of
+the current plan) and datasets, then runs Evaluate (an action of the window: Run > Evaluate
+Models, Ctrl+E). The window runs :func:`~mal_desktop.gui.tasks.eval_matrix_task` in the worker
+and forwards each finished cell here (:meth:`EvaluatePanel.add_cell`), so the table fills as the
+run goes; cached cells come back at once. Selecting a cell reads its per-sample scores (the
+``.npz`` the core's result cache keeps) and draws the per-class accuracy and the confusion
+matrix. The matrix exports as CSV and JSON (atomic writes).
+
+The Run MAL Study dialog (:class:`StudyDialog`) and the message shown when the study is done
+(:func:`show_study_report`) live here too: the study is the other evaluation the window offers.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import (QEvent, QItemSelection, QModelIndex, QRectF, QSize, Qt, QUrl,
+                            Slot)
+from PySide6.QtGui import (QAction, QColor, QDesktopServices, QGuiApplication, QPainter,
+                           QPalette, QPen)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
+                               QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QMenu, QMessageBox, QPushButton, QSizePolicy, QSplitter, QStyle,
+                               QStyledItemDelegate, QStyleOptionViewItem, QTableView,
+                               QToolButton, QVBoxLayout, QWidget)
+
+from ...core.evaluate.datasets import available_datasets
+from ...core.evaluate.matrix import MatrixCell, MatrixResult
+from ...core.evaluate.metric_registry import METRICS, SampleScores
+from ...core.io.files import atomic_write_text
+from .. import tasks
+from ..models.matrix_model import (MatrixSortProxy, QtMatrixModel, class_names,
+                                   confusion_counts, format_value, per_class_accuracy,
+                                   read_samples, scale_color)
+from ..models.plan_model import subscribe_weakly
+from ..plots.style import plot_colors
+from ..workspace import Workspace
+
+KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # list items: the choice key (ref text / dataset name)
+NAME_ROLE = Qt.ItemDataRole.UserRole + 2  # list items: the row's display name
+MAX_LABELLED_CELLS = 12  # confusion matrices up to this many classes show their counts
+
+
+# -- drill-down -----------------------------------------------------------------------------
+class CellDetails(QWidget):
+    """Per-class accuracy bars and the confusion matrix of one matrix cell."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.header = QLabel("Select a cell of the matrix for per-class accuracy and the "
+                             "confusion matrix.")
+        self.header.setWordWrap(True)
+        self.header.setTextFormat(Qt.TextFormat.RichText)
+        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        g = self.graphics = pg.GraphicsLayoutWidget()
+        g.setToolTip("Left: accuracy of each true class (dashed line: overall accuracy).\n"
+                     "Right: counts of true x predicted class; the colour is the share of the "
+                     "true class's samples, so classes of different sizes compare.")
+        self.bar_plot: pg.PlotItem = g.addPlot(row=0, col=0)
+        self.conf_plot: pg.PlotItem = g.addPlot(row=0, col=1)
+        bp = self.bar_plot
+        bp.setLabel("bottom", "true class")
+        bp.setLabel("left", "accuracy")
+        bp.setYRange(0, 1.05, padding=0)
+        bp.setMouseEnabled(x=False, y=False)
+        bp.showGrid(y=True, alpha=0.15)
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.75)
+        bp.addItem(self.bars)
+        self.mean_line = pg.InfiniteLine(angle=0, movable=False)
+        self.mean_line.hide()
+        bp.addItem(self.mean_line)
+        cp = self.conf_plot
+        cp.setLabel("bottom", "predicted class")
+        cp.setLabel("left", "true class")
+        cp.invertY(True)  # row 0 on top, like a matrix
+        cp.setMouseEnabled(x=False, y=False)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        cp.addItem(self.image)
+        self.count_labels: list[pg.TextItem] = []
+        self.scores: SampleScores | None = None
+        self.counts: np.ndarray | None = None
+        self.accuracy: np.ndarray | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.header)
+        layout.addWidget(g, 1)
+        self._apply_colors()
+        self.clear()
+
+    def _apply_colors(self) -> None:
+        c = plot_colors()
+        self.graphics.setBackground(c.background)
+        for plot in (self.bar_plot, self.conf_plot):
+            for side in ("left", "bottom"):
+                axis = plot.getAxis(side)
+                axis.setPen(pg.mkPen(c.muted))
+                axis.setTextPen(pg.mkPen(c.foreground))
+        self.mean_line.setPen(pg.mkPen(c.accent, width=1.5, style=Qt.PenStyle.DashLine))
+        # Confusion colours: palette base (no samples) to the series colour (all samples).
+        cmap = pg.ColorMap([0.0, 1.0], [QColor(c.background), QColor(c.aligned)])
+        self.image.setLookupTable(cmap.getLookupTable(nPts=256))
+        if self.scores is not None:
+            self._draw()
+
+    def clear(self, note: str = "") -> None:
+        """Empty plots, with an optional note in the header."""
+        self.scores = self.counts = self.accuracy = None
+        self.bars.setOpts(x=[], height=[])
+        self.mean_line.hide()
+        self.image.clear()
+        self._remove_counts()
+        self.bar_plot.setTitle("per-class accuracy")
+        self.conf_plot.setTitle("confusion matrix")
+        if note:
+            self.header.setText(note)
+
+    def _remove_counts(self) -> None:
+        for label in self.count_labels:
+            self.conf_plot.removeItem(label)
+        self.count_labels = []
+
+    def show_cell(self, cell: MatrixCell | None, row_name: str) -> None:
+        """Draw the drill-down of ``cell`` (None: clear). A cell whose per-sample scores
+        cannot be read shows why instead."""
+        if cell is None:
+            self.clear("Select a finished cell of the matrix.")
+            return
+        where = f"<b>{html.escape(row_name)}</b> on <b>{html.escape(cell.dataset)}</b>"
+        if cell.error:
+            self.clear(f"{where}: <span style='color:{plot_colors().bad}'>"
+                       f"{html.escape(cell.error)}</span>")
+            return
+        try:
+            scores = read_samples(cell)
+        except (OSError, ValueError, KeyError) as exc:
+            self.clear(f"{where}: the per-sample scores cannot be read ({html.escape(str(exc))});"
+                       " evaluate again to recompute them.")
+            return
+        self.clear()
+        self.scores = scores
+        self.counts = confusion_counts(scores)
+        self.accuracy = per_class_accuracy(scores)
+        parts = [f"{m} {format_value(m, float(v))}" for m, v in cell.metrics.items()
+                 if isinstance(v, (int, float))]
+        source = "from the cache" if cell.cached else "computed now"
+        dot = " \u00b7 "
+        self.header.setText(f"{where}: {dot.join(parts)}{dot}{cell.n} samples ({source})")
+        self._draw()
+
+    def _draw(self) -> None:
+        scores, counts, acc = self.scores, self.counts, self.accuracy
+        assert scores is not None and counts is not None and acc is not None
+        c = plot_colors()
+        n = scores.num_classes
+        names = class_names(scores)
+        ticks = [[(i, names[i]) for i in range(n)]]
+        x = np.arange(n, dtype=float)
+        shown = np.nan_to_num(acc, nan=0.0)
+        brushes = [pg.mkBrush(scale_color(a, strength=0.85)) if math.isfinite(a)
+                   else pg.mkBrush(c.muted) for a in acc]
+        self.bars.setOpts(x=x, height=shown, width=0.75, brushes=brushes,
+                          pen=pg.mkPen(c.muted, width=0.5))
+        overall = float(scores.correct.mean()) if len(scores) else math.nan
+        if math.isfinite(overall):
+            self.mean_line.setValue(overall)
+            self.mean_line.show()
+        self.bar_plot.getAxis("bottom").setTicks(ticks)
+        self.bar_plot.setXRange(-0.6, n - 0.4, padding=0)
+        # Short titles: a plot title's text width is a minimum width of the whole layout.
+        self.bar_plot.setTitle("per-class accuracy", color=c.foreground)
+        # Rows normalised: each true class's share per predicted class, so classes of
+        # different sizes read alike; the counts are printed in the cells.
+        totals = counts.sum(axis=1, keepdims=True)
+        share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+        self.image.setImage(share, levels=(0.0, 1.0))
+        self.image.setRect(QRectF(-0.5, -0.5, n, n))
+        for side in ("bottom", "left"):
+            self.conf_plot.getAxis(side).setTicks(ticks)
+        self.conf_plot.setRange(xRange=(-0.5, n - 0.5), yRange=(-0.5, n - 0.5), padding=0)
+        self.conf_plot.setTitle("confusion matrix", color=c.foreground)
+        self._remove_counts()  # a redraw (theme change) replaces them
+        if n <= MAX_LABELLED_CELLS:
+            for t in range(n):
+                for p in range(n):
+                    if counts[t, p]:
+                        label = pg.TextItem(str(int(counts[t, p])), anchor=(0.5, 0.5),
+                                            color=c.background if share[t, p] > 0.6
+                                            else c.foreground)
+                        label.setPos(p, t)
+                        self.conf_plot.addItem(label, ignoreBounds=True)
+                        self.count_labels.append(label)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._apply_colors()
+        super().changeEvent(event)
+
+
+# -- the panel --------------------------------------------------------------------------------
+class CellDelegate(QStyledItemDelegate):
+    """Draws a selected cell with its colour kept and a highlight frame around it (the
+    selection fill would hide the very colour the user is reading)."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex) -> None:
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        if not selected or index.data(Qt.ItemDataRole.BackgroundRole) is None:
+            super().paint(painter, option, index)
+            return
+        plain = QStyleOptionViewItem(option)
+        plain.state &= ~QStyle.StateFlag.State_Selected
+        super().paint(painter, plain, index)
+        painter.save()
+        painter.setPen(QPen(option.palette.color(QPalette.ColorRole.Highlight), 2))
+        painter.drawRect(option.rect.adjusted(1, 1, -1, -1))
+        painter.restore()
+
+
+def _check_list(tip: str) -> QListWidget:
+    w = QListWidget()
+    w.setToolTip(tip)
+    w.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+    w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    return w
+
+
+class EvaluatePanel(QWidget):
+    """Choose models and datasets, see the matrix, drill into a cell, export.
+
+    Parameters: workspace - the session (models and plan); evaluate / cancel / study - the
+    window's actions (declared once in gui/actions.py) shown as buttons here; cache_dir - the
+    evaluation cache (None: the core's default, $MAL_EVAL_CACHE or ~/.cache/mal_desktop/eval).
+    """
+
+    def __init__(self, workspace: Workspace, evaluate: QAction | None = None,
+                 cancel: QAction | None = None, study: QAction | None = None,
+                 cache_dir: Path | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("evaluatePanel")
+        self._ws = workspace
+        self.cache_dir = cache_dir
+        self._checked: dict[str, bool] = {}
+        self._names: dict[str, str] = {}
+        self.model = QtMatrixModel(self)
+        self.proxy = MatrixSortProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self._build([a for a in (evaluate, cancel, study) if a is not None])
+        self.set_datasets(available_datasets())
+        self.refresh_choices()
+        workspace.modelsChanged.connect(self.refresh_choices)
+        # "merged (current plan)" is offered while the plan has steps: follow every plan change
+        # (undoable edits and projects being opened alike).
+        self._listener = subscribe_weakly(workspace.plan, self, "_on_plan_change")
+
+    def _build(self, actions: list[QAction]) -> None:
+        self.models_list = _check_list("Models to evaluate (rows of the matrix)")
+        self.models_list.setObjectName("evalModels")
+        self.datasets_list = _check_list("Data sets to evaluate on, test split (columns)")
+        self.datasets_list.setObjectName("evalDatasets")
+        choose = QWidget()
+        left = QVBoxLayout(choose)
+        left.setContentsMargins(4, 2, 2, 2)
+        left.setSpacing(2)
+        for label, widget, stretch in (("Models", self.models_list, 3),
+                                       ("Data sets", self.datasets_list, 2)):
+            left.addWidget(QLabel(f"<b>{label}</b>"))
+            left.addWidget(widget, stretch)
+        buttons = QHBoxLayout()
+        buttons.setSpacing(2)
+        for action in actions:
+            button = QToolButton()
+            button.setDefaultAction(action)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            button.setAutoRaise(True)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        left.addLayout(buttons)
+
+        self.metric_combo = QComboBox()
+        self.metric_combo.setObjectName("evalMetric")
+        self.metric_combo.setToolTip("The metric the cells show and are coloured by")
+        self.metric_combo.currentIndexChanged.connect(self._on_metric_changed)
+        self.export_button = QToolButton()
+        self.export_button.setText("Export")
+        self.export_button.setToolTip("Save the matrix as CSV or JSON")
+        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.export_button.setAutoRaise(True)
+        menu = QMenu(self.export_button)
+        self.export_csv_action = menu.addAction("Matrix as CSV\u2026", self._ask_export_csv)
+        self.export_json_action = menu.addAction("Matrix as JSON\u2026", self._ask_export_json)
+        self.export_button.setMenu(menu)
+        self.summary = QLabel("Tick models and data sets, then Evaluate (Ctrl+E).")
+        self.summary.setObjectName("evalSummary")
+        self.summary.setWordWrap(True)
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        top = QHBoxLayout()
+        top.setContentsMargins(2, 2, 2, 0)
+        top.addWidget(QLabel("Show:"))
+        top.addWidget(self.metric_combo)
+        top.addStretch(1)
+        top.addWidget(self.export_button)
+
+        self.table = QTableView()
+        self.table.setObjectName("evalMatrix")
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # model order until clicked
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(False)
+        self.table.setWordWrap(False)
+        self.table.setItemDelegate(CellDelegate(self.table))
+        self.table.selectionModel().selectionChanged.connect(self._on_selection)
+        middle = QWidget()
+        mid = QVBoxLayout(middle)
+        mid.setContentsMargins(0, 0, 0, 0)
+        mid.setSpacing(2)
+        mid.addLayout(top)
+        mid.addWidget(self.table, 1)
+        mid.addWidget(self.summary)
+
+        self.details = CellDetails()
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        for i, (widget, stretch) in enumerate(((choose, 0), (middle, 2), (self.details, 3))):
+            self.splitter.addWidget(widget)
+            self.splitter.setStretchFactor(i, stretch)
+        self.splitter.setSizes([200, 520, 520])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.splitter)
+        self._update_export()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        # Modest: the dock shares the bottom area with the curve; the splitter's natural width
+        # (lists + table + two plots) would squeeze the curve to its minimum.
+        return QSize(760, 320)
+
+    # -- choices --------------------------------------------------------------------------
+    def _fill(self, widget: QListWidget, items: list[tuple[str, str, str, bool]]) -> None:
+        """(key, label, tooltip, enabled) items; checks remembered by key (new: checked)."""
+        widget.blockSignals(True)
+        widget.clear()
+        for key, label, tip, enabled in items:
+            item = QListWidgetItem(label)
+            item.setData(KEY_ROLE, key)
+            item.setData(NAME_ROLE, label)
+            item.setToolTip(tip)
+            flags = Qt.ItemFlag.ItemIsUserCheckable
+            if enabled:
+                flags |= Qt.ItemFlag.ItemIsEnabled
+            item.setFlags(flags)
+            on = enabled and self._checked.get(key, True)
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+            widget.addItem(item)
+        widget.blockSignals(False)
+
+    def _remember(self, widget: QListWidget) -> None:
+        for i in range(widget.count()):
+            item = widget.item(i)
+            if item.flags() & Qt.ItemFlag.ItemIsEnabled:
+                self._checked[item.data(KEY_ROLE)] = item.checkState() == Qt.CheckState.Checked
+
+    def _on_plan_change(self, change: Any) -> None:
+        if change.kind in ("insert", "remove", "reset"):  # not per lambda tick: steps counted
+            self.refresh_choices()
+
+    @Slot()
+    def refresh_choices(self) -> None:
+        """Rebuild the model list from the workspace (base, zoo, merged when the plan has
+        steps), keeping what the user ticked."""
+        self._remember(self.models_list)
+        ws = self._ws
+        items: list[tuple[str, str, str, bool]] = []
+        entries = ([(ws.base, f"{ws.base.name} (base)")] if ws.base is not None else []) + \
+            [(e, e.name) for e in ws.zoo.values()]
+        for entry, label in entries:
+            path = entry.path_text
+            tip = path or "only in memory: save the model to a file to evaluate it"
+            items.append((path or f"memory:{entry.name}", label, tip, bool(path)))
+        if ws.base is not None and ws.plan.steps:
+            n = len(ws.plan.steps)
+            tip = (f"The base with the plan's {n} step{'s' if n != 1 else ''} applied "
+                   "(assembled only when its cells are not cached)")
+            used = {s.source for s in ws.plan.steps}
+            paths = [ws.plan.base, *(p for k, p in ws.plan.zoo.items() if k in used)]
+            files = all(p and Path(p).is_file() for p in paths)
+            if not files:
+                tip = "The plan's models must be files to assemble and evaluate the merge"
+            items.append((tasks.MERGED_REF, tasks.MERGED_NAME, tip, files))
+        self._fill(self.models_list, items)
+
+    def set_datasets(self, datasets: dict[str, str], checked: str = "digits") -> None:
+        """Offer ``datasets`` (name -> description); only ``checked`` is ticked at first."""
+        self._remember(self.datasets_list)
+        for name in datasets:
+            self._checked.setdefault(f"data:{name}", name == checked)
+        self._fill(self.datasets_list, [(f"data:{n}", n, d, True) for n, d in datasets.items()])
+
+    def set_checked(self, keys: list[str]) -> None:
+        """Tick exactly the models (reference texts) and datasets ("data:NAME") in ``keys``."""
+        for widget in (self.models_list, self.datasets_list):
+            for i in range(widget.count()):
+                item = widget.item(i)
+                on = item.data(KEY_ROLE) in keys and bool(item.flags() & Qt.ItemFlag.ItemIsEnabled)
+                item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+        self._remember(self.models_list)
+        self._remember(self.datasets_list)
+
+    def _ticked(self, widget: QListWidget) -> list[tuple[str, str]]:
+        return [(widget.item(i).data(KEY_ROLE), widget.item(i).data(NAME_ROLE))
+                for i in range(widget.count())
+                if widget.item(i).checkState() == Qt.CheckState.Checked]
+
+    def selected_models(self) -> list[tuple[str, str]]:
+        """(reference text, display name) of the ticked models, in list order."""
+        return self._ticked(self.models_list)
+
+    def selected_datasets(self) -> list[str]:
+        return [key.removeprefix("data:") for key, _ in self._ticked(self.datasets_list)]
+
+    # -- running ----------------------------------------------------------------------------
+    def prepare_run(self) -> Callable[..., Any] | None:
+        """The job factory evaluating the ticked models x datasets, with the table reset to
+        show them pending; None (and a hint in the summary) when nothing is ticked."""
+        rows, datasets = self.selected_models(), self.selected_datasets()
+        if not rows or not datasets:
+            self.summary.setText("Tick at least one model and one data set.")
+            return None
+        ws = self._ws
+        refs = [ref for ref, _ in rows]
+        plan = models = specs = None
+        if tasks.MERGED_REF in refs:
+            from ...core.merge.plan import AssemblyPlan
+
+            entries = [e for e in [ws.base, *ws.zoo.values()] if e is not None]
+            plan = AssemblyPlan(ws.plan.base, dict(ws.plan.zoo), None, list(ws.plan.steps))
+            models = {e.path_text: e.model for e in entries}
+            specs = {e.path_text: e.tree.spec for e in entries}
+        self._names = dict(rows)
+        self.model.set_layout(rows, datasets)
+        self._refresh_metrics()
+        self.details.clear("Evaluating\u2026 select a finished cell for its details.")
+        self.summary.setText(f"Evaluating {len(rows)} model{'s' if len(rows) != 1 else ''} on "
+                             f"{len(datasets)} data set{'s' if len(datasets) != 1 else ''}\u2026")
+        self._update_export()
+        return partial(tasks.eval_matrix_task, refs=refs, datasets=datasets,
+                       cache_dir=self.cache_dir, plan=plan, models=models, specs=specs)
+
+    @Slot(object)
+    def add_cell(self, cell: MatrixCell) -> None:
+        """A finished cell arrived (progress payload): show it now."""
+        self.model.set_cell(cell)
+        if self.metric_combo.count() == 0:
+            self._refresh_metrics()
+        done = len(self.model.finished_cells())
+        total = self.model.rowCount() * max(0, self.model.columnCount() - 1)
+        self.summary.setText(f"Evaluating\u2026 {done}/{total} cells")
+
+    @Slot(object)
+    def set_result(self, result: MatrixResult) -> None:
+        """Show the finished matrix (the job's result)."""
+        self.model.set_result(result, self._names)
+        self._refresh_metrics()
+        n = len(result.cells)
+        text = (f"{n} cell{'s' if n != 1 else ''}: {result.computed} computed, {result.cached} "
+                "from the cache")
+        errors = result.errors
+        if errors:
+            text += f" \u2014 <span style='color:{plot_colors().bad}'>{len(errors)} failed</span>"
+        self.summary.setText(text)
+        self.summary.setToolTip("\n".join([f"Result cache: {result.cache_dir}", *errors]))
+        self._update_export()
+        self.table.resizeColumnsToContents()
+        if self.table.currentIndex().isValid():
+            self._show_index(self.table.currentIndex())
+
+    def run_stopped(self) -> None:
+        """The run was cancelled or failed: finished cells stay (they are cached; the next run
+        resumes), the others read "not computed"."""
+        self.model.mark_stopped()
+        done = len(self.model.finished_cells())
+        self.summary.setText(f"Stopped after {done} cell{'s' if done != 1 else ''}; Evaluate "
+                             "again to resume (finished cells are cached).")
+
+    # -- table ----------------------------------------------------------------------------
+    def _refresh_metrics(self) -> None:
+        combo = self.metric_combo
+        current = self.model.metric
+        combo.blockSignals(True)
+        combo.clear()
+        for name in self.model.metrics() or ["accuracy"]:
+            combo.addItem(name, name)
+            if name in METRICS:
+                combo.setItemData(combo.count() - 1, METRICS[name].description,
+                                  Qt.ItemDataRole.ToolTipRole)
+        combo.setCurrentIndex(max(0, combo.findData(current)))
+        combo.blockSignals(False)
+        self.model.set_metric(str(combo.currentData()))
+
+    @Slot(int)
+    def _on_metric_changed(self, _index: int) -> None:
+        metric = self.metric_combo.currentData()
+        if metric:
+            self.model.set_metric(str(metric))
+
+    @Slot(QItemSelection, QItemSelection)
+    def _on_selection(self, selected: QItemSelection, _deselected: QItemSelection) -> None:
+        indexes = selected.indexes()
+        if indexes:
+            self._show_index(indexes[0])
+
+    def select_cell(self, row: int, col: int) -> None:
+        """Select source cell (row, col) in the table (drill-down follows)."""
+        index = self.proxy.mapFromSource(self.model.index(row, col))
+        self.table.setCurrentIndex(index)
+        self.table.selectionModel().select(index, self.table.selectionModel().SelectionFlag
+                                           .ClearAndSelect)
+
+    def _show_index(self, index: QModelIndex) -> None:
+        source = self.proxy.mapToSource(index)
+        if source.column() == 0:
+            self.details.clear(f"<b>{html.escape(self.model.row_name(source.row()))}</b>: "
+                               "select one of its cells.")
+            return
+        self.details.show_cell(self.model.cell(source.row(), source.column()),
+                               self.model.row_name(source.row()))
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self.model.refresh_colors()
+        super().changeEvent(event)
+
+    # -- export ---------------------------------------------------------------------------
+    def _update_export(self) -> None:
+        ok = self.model.result is not None
+        self.export_button.setEnabled(ok)
+        self.export_button.setToolTip("Save the matrix as CSV or JSON" if ok else
+                                      "Export needs a finished evaluation")
+
+    def export_csv(self, path: Path) -> Path:
+        """Write the finished matrix as CSV (one line per cell), atomically. Raises OSError."""
+        assert self.model.result is not None
+        return atomic_write_text(path, self.model.result.to_csv())
+
+    def export_json(self, path: Path) -> Path:
+        """Write the finished matrix as JSON, atomically. Raises OSError."""
+        assert self.model.result is not None
+        text = json.dumps(_json_safe(self.model.result.to_json()), indent=1,
+                          allow_nan=False) + "\n"
+        return atomic_write_text(path, text)
+
+    def _ask_export(self, kind: str, writer: Callable[[Path], Path]) -> None:
+        from ..log import report_error
+
+        start = str(Path.home() / f"eval-matrix.{kind}")
+        chosen, _ = QFileDialog.getSaveFileName(self.window(), f"Export Matrix as {kind.upper()}",
+                                                start, f"{kind.upper()} (*.{kind})")
+        if not chosen:
+            return
+        path = Path(chosen)
+        if path.suffix.lower() != f".{kind}":
+            path = path.with_name(path.name + f".{kind}")
+        try:
+            writer(path)
+        except (OSError, ValueError) as exc:
+            report_error(f"{path}: cannot save the matrix ({exc})", parent=self.window())
+
+    def _ask_export_csv(self) -> None:
+        self._ask_export("csv", self.export_csv)
+
+    def _ask_export_json(self) -> None:
+        self._ask_export("json", self.export_json)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / inf as null, paths as text: strict JSON any tool reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# -- the study --------------------------------------------------------------------------------
+class StudyDialog(QDialog):
+    """Asks where the MAL study writes its report and whether to run the quick version."""
+
+    def __init__(self, parent: QWidget | None, folder: Path) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Run MAL Study")
+        self.folder = QLineEdit(str(folder))
+        self.folder.setMinimumWidth(380)
+        browse = QPushButton("Browse\u2026")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        self.small = QCheckBox("Quick run (tiny models trained in the output folder, ~1 minute)")
+        note = QLabel("Measures each law of Model Assembly Learning on the demo zoo (training "
+                      "missing models first) and writes report.md, study.json and the figures. "
+                      "The full study takes up to 10 minutes on 2 CPU cores; Cancel (Esc) stops "
+                      "it.")
+        note.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("Output folder:", row)
+        form.addRow("", self.small)
+        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                               | QDialogButtonBox.StandardButton.Cancel)
+        box.button(QDialogButtonBox.StandardButton.Ok).setText("Run Study")
+        box.accepted.connect(self.accept)
+        box.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(note)
+        layout.addLayout(form)
+        layout.addWidget(box)
+
+    def _browse(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "Study Output Folder", self.folder.text())
+        if chosen:
+            self.folder.setText(chosen)
+
+    def out_dir(self) -> Path:
+        return Path(self.folder.text()).expanduser()
+
+    def is_small(self) -> bool:
+        return self.small.isChecked()
+
+
+def show_study_report(parent: QWidget, result: Any) -> QMessageBox:
+    """Draw the study's figures (GUI thread: pyqtgraph), then say where the report is.
+
+    ``result`` is the core StudyResult. The message box is not modal-blocking (``open``), has a
+    link to report.md and lists each law's verdict. Returns the box.
+    """
+    from ...core.errors import MalError
+
+    problem = ""
+    QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+    try:
+        from ...figures import render_figures
+
+        figures = render_figures(result.data, result.out_dir)
+    except (MalError, OSError) as exc:
+        figures, problem = {}, str(exc)
+    finally:
+        QGuiApplication.restoreOverrideCursor()
+    report = Path(result.report_path)
+    link = QUrl.fromLocalFile(str(report)).toString()
+    laws = "".join(f"<li>law {law['law']}: <b>{html.escape(str(law['verdict']))}</b> \u2014 "
+                   f"{html.escape(str(law['title']))}</li>" for law in result.data.get("laws", []))
+    seconds = result.data.get("timing", {}).get("total_seconds")
+    text = (f"<p>The study is written to <a href='{link}'>{html.escape(str(report))}</a>"
+            f" with {len(figures)} figure{'s' if len(figures) != 1 else ''}"
+            + (f" ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "") + ".</p>"
+            + (f"<ul>{laws}</ul>" if laws else "")
+            + (f"<p>Figures could not be drawn: {html.escape(problem)}</p>" if problem else ""))
+    box = QMessageBox(QMessageBox.Icon.Information, "MAL Study Finished", text,
+                      QMessageBox.StandardButton.Ok, parent)
+    box.setTextFormat(Qt.TextFormat.RichText)
+    box.setObjectName("studyMessage")
+    open_button = box.addButton("Open Report", QMessageBox.ButtonRole.ActionRole)
+    open_button.clicked.connect(partial(QDesktopServices.openUrl, QUrl.fromLocalFile(str(report))))
+    label = box.findChild(QLabel, "qt_msgbox_label")
+    if label is not None:
+        label.setOpenExternalLinks(True)
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.open()
+    return box
+
+
+__all__ = ["CellDelegate", "CellDetails", "EvaluatePanel", "StudyDialog", "show_study_report"]

@@ -1,0 +1,294 @@
+"""The Evaluate panel: the matrix model, a real matrix run through the window's runner, the
+cache on a second run, cancel and resume, drill-down, export, and the study started from the GUI.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shiboken6
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+
+from mal_desktop.core.evaluate import matrix as matrix_mod
+from mal_desktop.core.evaluate.matrix import MatrixCell, MatrixResult
+from mal_desktop.core.merge.plan import AssemblyStep
+from mal_desktop.gui import tasks
+from mal_desktop.gui.main_window import MainWindow
+from mal_desktop.gui.models.matrix_model import (CELL_ROLE, VALUE_ROLE, MatrixSortProxy,
+                                                 QtMatrixModel)
+from mal_desktop.gui.settings import Settings
+from mal_desktop.gui.undo import AddStepCommand
+from mal_desktop.gui.views.evaluate_panel import EvaluatePanel, StudyDialog
+from mal_desktop.gui.workspace import ModelEntry, Workspace
+
+pytestmark = pytest.mark.gui
+
+
+# -- the item model on hand-made cells -------------------------------------------------------
+def _cell(model: str, dataset: str, acc: float | None, loss: float = 0.5,
+          error: str | None = None) -> MatrixCell:
+    metrics = {} if error else {"accuracy": acc, "loss": loss, "ece": 0.1,
+                                "per_class_accuracy": {"0": acc}}
+    return MatrixCell(model, dataset, f"{model}-{dataset}", metrics, {}, 0 if error else 10,
+                      False, None, error)
+
+
+def _result(cells: list[MatrixCell]) -> MatrixResult:
+    models = tuple(dict.fromkeys(c.model for c in cells))
+    datasets = tuple(dict.fromkeys(c.dataset for c in cells))
+    return MatrixResult(tuple({"ref": m, "name": Path(m).stem, "kind": "file", "hash": "ab" * 16}
+                              for m in models),
+                        tuple({"name": d, "fingerprint": "cd" * 16} for d in datasets),
+                        ("accuracy", "loss", "ece", "per_class_accuracy"), tuple(cells), 0,
+                        len(cells), Path("/nowhere"), "batch/softmax/classification/category")
+
+
+def test_matrix_model_passes_modeltester_and_colours_sorts(qapp, qtmodeltester) -> None:
+    model = QtMatrixModel()
+    qtmodeltester.check(model)  # empty
+    model.set_layout([("a.safetensors", "a (base)"), ("b.safetensors", "b")], ["digits", "rot"])
+    qtmodeltester.check(model)  # all pending
+    assert model.data(model.index(0, 1)) == "\u2026"
+    model.set_cell(_cell("a.safetensors", "digits", 0.95, loss=0.2))
+    assert model.data(model.index(0, 1)) == "95.0%"
+    result = _result([_cell("a.safetensors", "digits", 0.95, loss=0.2),
+                      _cell("a.safetensors", "rot", 0.15, loss=2.5),
+                      _cell("b.safetensors", "digits", 0.55, loss=1.0),
+                      _cell("b.safetensors", "rot", None, error="input shape mismatch")])
+    model.set_result(result, {"a.safetensors": "a (base)"})
+    qtmodeltester.check(model)
+    assert model.rowCount() == 2 and model.columnCount() == 3
+    assert model.data(model.index(0, 0)) == "a (base)" and model.data(model.index(1, 0)) == "b"
+    assert model.headerData(1, Qt.Orientation.Horizontal) == "digits"
+    assert model.data(model.index(1, 2)) == "error"
+    assert "input shape mismatch" in model.data(model.index(1, 2), Qt.ItemDataRole.ToolTipRole)
+    assert model.data(model.index(1, 2), Qt.ItemDataRole.BackgroundRole) is None
+    assert model.data(model.index(0, 1), CELL_ROLE).metrics["accuracy"] == 0.95
+    assert model.metrics() == ["accuracy", "loss", "ece"]  # per-class is for the drill-down
+
+    def green_minus_red(row: int, col: int) -> int:
+        color: QColor = model.data(model.index(row, col), Qt.ItemDataRole.BackgroundRole)
+        return color.green() - color.red()
+
+    # Accuracy: higher is greener. Loss: lower is better, so the scale flips.
+    assert green_minus_red(0, 1) > green_minus_red(1, 1) > green_minus_red(0, 2)
+    model.set_metric("loss")
+    assert model.data(model.index(0, 1)) == "0.2000"
+    assert green_minus_red(0, 1) > green_minus_red(1, 1) > green_minus_red(0, 2)
+
+    proxy = MatrixSortProxy()
+    proxy.setSourceModel(model)
+    qtmodeltester.check(proxy)
+    model.set_metric("accuracy")
+    proxy.sort(2, Qt.SortOrder.AscendingOrder)  # column "rot": the error sorts below numbers
+    assert [proxy.index(r, 0).data() for r in range(2)] == ["b", "a (base)"]
+    proxy.sort(1, Qt.SortOrder.DescendingOrder)
+    assert [proxy.index(r, 1).data(VALUE_ROLE) for r in range(2)] == [0.95, 0.55]
+    model.mark_stopped()
+    model.set_layout([("c", "c")], ["digits"])
+    model.mark_stopped()
+    assert model.data(model.index(0, 1)) == "not computed"
+
+
+def test_panel_choices_hints_and_strict_json_export(qtbot, tmp_path: Path) -> None:
+    ws = Workspace()
+    panel = EvaluatePanel(ws)
+    qtbot.addWidget(panel)
+    assert panel.selected_datasets() == ["digits"]  # only the base task ticked at first
+    assert panel.prepare_run() is None and "Tick at least one model" in panel.summary.text()
+    assert not panel.export_button.isEnabled()
+    # A model that only lives in memory cannot be referenced by the matrix: shown, disabled.
+    ws.set_base(ModelEntry("in-memory", None, object(), object()))
+    item = panel.models_list.item(0)
+    assert item.text() == "in-memory (base)" and not item.flags() & Qt.ItemFlag.ItemIsEnabled
+    assert panel.selected_models() == []
+    ws.push(AddStepCommand(ws.plan, AssemblyStep("d", "layers.1", "layers.1", 0.5)))
+    merged = panel.models_list.item(1)  # offered with the first step, but it cannot assemble
+    assert merged.text() == tasks.MERGED_NAME
+    assert not merged.flags() & Qt.ItemFlag.ItemIsEnabled and "files" in merged.toolTip()
+    cells = [_cell("a.safetensors", "digits", float("nan"), loss=float("inf")),
+             _cell("b.safetensors", "digits", 0.9)]
+    panel.set_result(_result(cells))
+    assert panel.export_button.isEnabled() and "2 cells" in panel.summary.text()
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    doc = json.loads(panel.export_json(tmp_path / "m.json").read_text(),
+                     parse_constant=no_constants)
+    assert doc["cells"][0]["metrics"]["accuracy"] is None and doc["cells"][1]["n"] == 10
+    assert panel.model.data(panel.model.index(0, 1)) == "\u2013"  # NaN shown as a dash
+
+
+# -- the window, on the session's small zoo -----------------------------------------------------
+@pytest.fixture
+def window(qtbot, settings: Settings, small_zoo, tmp_path: Path) -> Iterator[MainWindow]:
+    settings.demo_offered = True
+    w = MainWindow(settings)
+    w.show()
+    qtbot.waitExposed(w)
+    w.start_up()
+    qtbot.waitUntil(lambda: w.workspace is not None and not w.runner.is_running(), timeout=60000)
+    paths = [small_zoo.path_of(n) for n in ("mlp-w32-s0", "mlp-w32-s1", "mlp-w64-s0")]
+    w.open_paths([str(p) for p in paths])
+    ws = w.workspace
+    qtbot.waitUntil(lambda: ws.base is not None and len(ws.zoo) == 2
+                    and not w.runner.is_running(), timeout=30000)
+    w.evaluate_panel.cache_dir = tmp_path / "eval-cache"
+    yield w
+    w._session_dirty = False
+    ws.undo_stack.setClean()
+    if shiboken6.isValid(w):
+        w.shutdown()
+        w.close()
+        shiboken6.delete(w)
+
+
+def _evaluate(qtbot, w: MainWindow) -> MatrixResult:
+    with qtbot.waitSignal(w.runner.finished, timeout=60000) as blocker:
+        w.actions.evaluate.trigger()
+    result = blocker.args[0]
+    assert isinstance(result, MatrixResult)
+    return result
+
+
+def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
+        qtbot, window: MainWindow, small_zoo, tmp_path: Path) -> None:
+    w, ws, panel = window, window.workspace, window.evaluate_panel
+    assert w.actions.evaluate.shortcut().toString() == "Ctrl+E"
+    assert w.actions.save_merged.shortcut().toString() != "Ctrl+E"  # no ambiguous shortcut
+    ws.push(AddStepCommand(ws.plan, AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.5)))
+    keys = [panel.models_list.item(i).data(Qt.ItemDataRole.UserRole + 1)
+            for i in range(panel.models_list.count())]
+    assert keys[-1] == tasks.MERGED_REF  # offered once the plan has a step
+    base = str(small_zoo.path_of("mlp-w32-s0"))
+    panel.set_checked([base, tasks.MERGED_REF, "data:digits"])
+    cells: list[MatrixCell] = []
+    w.runner.progress.connect(lambda e: cells.append(e.payload)
+                              if isinstance(e.payload, MatrixCell) else None)
+
+    result = _evaluate(qtbot, w)
+    assert (result.computed, result.cached, result.errors) == (2, 0, [])
+    assert len(cells) == 2  # the table filled live, one cell per event
+    model = panel.model
+    assert model.rowCount() == 2 and model.columnCount() == 2
+    assert model.data(model.index(1, 0)) == tasks.MERGED_NAME
+    acc = [model.data(model.index(r, 1), VALUE_ROLE) for r in range(2)]
+    assert all(0.5 < a <= 1.0 for a in acc)  # trained models well above chance (10 %)
+    for r in range(2):
+        assert isinstance(model.data(model.index(r, 1), Qt.ItemDataRole.BackgroundRole), QColor)
+    assert "computed" in panel.summary.text()
+
+    # Drill-down: per-class bars and the confusion matrix from the cell's per-sample scores.
+    panel.select_cell(0, 1)
+    details = panel.details
+    counts = details.counts
+    assert counts is not None and counts.shape == (10, 10) and counts.sum() == result.cells[0].n
+    assert np.trace(counts) / counts.sum() == pytest.approx(acc[0])
+    assert details.image.image is not None and details.image.image.shape == (10, 10)
+    heights = details.bars.opts["height"]
+    assert len(heights) == 10 and np.nanmean(details.accuracy) == pytest.approx(
+        np.mean(list(result.cells[0].metrics["per_class_accuracy"].values())))
+    n_labels = len(details.count_labels)
+    assert n_labels >= 10  # counts printed in the cells (at least the diagonal)
+    details._apply_colors()  # what a theme change does: redraw, same labels, not doubled
+    assert len(details.count_labels) == n_labels
+    assert details.conf_plot.getAxis("bottom")._tickLevels[0][0] == (0, "0")
+
+    # Exports are atomic text files with every cell.
+    csv_path = panel.export_csv(tmp_path / "m.csv")
+    assert csv_path.read_text().count("\n") == 3 and "accuracy" in csv_path.read_text()
+    doc = json.loads(panel.export_json(tmp_path / "m.json").read_text())
+    assert len(doc["cells"]) == 2 and doc["computed"] == 2
+
+    # Second run: every cell from the cache, nothing computed and not even the plan assembled.
+    cache = panel.model.result.cache_dir
+    stamps = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    stages: list[str] = []
+    w.runner.progress.connect(lambda e: stages.append(e.stage))
+    again = _evaluate(qtbot, w)
+    assert (again.computed, again.cached) == (0, 2)
+    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
+    assert "align" not in stages and "preflight" not in stages
+    assert [c.metrics["accuracy"] for c in again.cells] == acc
+    assert "0 computed, 2 from the cache" in panel.summary.text()
+
+
+def test_cancel_mid_run_keeps_finished_cells_and_resumes(qtbot, window: MainWindow,
+                                                          monkeypatch) -> None:
+    w, panel = window, window.evaluate_panel
+    reached, release = threading.Event(), threading.Event()
+    real = matrix_mod.run_pipeline
+    calls = []
+
+    def gated(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second cell waits (in the worker) until the test cancelled
+            reached.set()
+            release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(matrix_mod, "run_pipeline", gated)
+    panel.set_checked([e.path_text for e in [w.workspace.base, *w.workspace.zoo.values()]]
+                      + ["data:digits"])
+    assert len(panel.selected_models()) == 3
+    w.actions.evaluate.trigger()
+    qtbot.waitUntil(reached.is_set, timeout=30000)
+    with qtbot.waitSignal(w.runner.cancelled, timeout=30000):
+        w.cancel_job()  # what the Cancel button and Esc do
+        release.set()
+    qtbot.waitUntil(lambda: len(panel.model.finished_cells()) == 2, timeout=5000)
+    model = panel.model
+    assert model.result is None and not panel.export_button.isEnabled()
+    assert model.data(model.index(2, 1)) == "not computed"
+    assert "Stopped after 2 cells" in panel.summary.text()
+    assert len(list(panel.cache_dir.glob("*.json"))) == 2  # finished cells stay cached
+
+    result = _evaluate(qtbot, w)  # resumes: only the missing cell is computed
+    assert (result.computed, result.cached) == (1, 2)
+    assert model.data(model.index(2, 1)).endswith("%")
+
+
+def test_small_study_runs_from_the_gui_and_links_the_report(qtbot, window: MainWindow,
+                                                            tmp_path: Path,
+                                                            monkeypatch) -> None:
+    from mal_desktop.core.study.report import FIGURES
+
+    demo = tmp_path / "demo-zoo"
+    monkeypatch.setenv("MAL_ZOO_DIR", str(demo))
+    a = window.actions
+    run_menu = next(m.menu() for m in window.menuBar().actions() if m.text() == "&Run")
+    assert a.run_study.isEnabled() and a.run_study in run_menu.actions()
+    assert a.evaluate in run_menu.actions()
+    out = tmp_path / "study"
+    dialog = StudyDialog(window, out)  # what Run MAL Study... asks (folder, quick mode)
+    dialog.small.setChecked(True)
+    assert dialog.out_dir() == out and dialog.is_small()
+    dialog.deleteLater()
+    with qtbot.waitSignal(window.runner.finished, timeout=120000) as blocker:
+        window.run_study(out, small=True)
+    result = blocker.args[0]
+    assert result.report_path == out / "report.md" and result.report_path.is_file()
+    assert (out / "small-zoo" / "zoo.json").is_file() and not demo.exists()  # demo zoo untouched
+    for name, _caption in FIGURES.values():  # drawn in the GUI thread after the job
+        assert (out / name).stat().st_size > 0
+    box = window.study_message
+    qtbot.waitUntil(box.isVisible, timeout=5000)
+    assert (out / "report.md").as_uri() in box.text()
+    assert box.text().count("<li>law ") == len(result.data["laws"])
+    box.close()
+
+
+def test_real_study_job_cancels_from_the_gui(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    window.run_study(out, small=True)
+    qtbot.waitUntil(lambda: window.progress_bar.isVisible(), timeout=5000)
+    with qtbot.waitSignal(window.runner.cancelled, timeout=30000):
+        window.cancel_job()
+    assert not (out / "report.md").exists()
