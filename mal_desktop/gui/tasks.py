@@ -364,26 +364,19 @@ def study_task(cancel: CancelToken, out_dir: Path, small: bool = False,
                zoo_dir: Path | None = None) -> Job:
     """Run the MAL study (core ``study_job``) writing study.json and report.md to ``out_dir``.
 
-    zoo_dir: the zoo to use and complete. Default: the demo zoo for the full study; for
-    ``small``, ``<out_dir>/small-zoo`` - the small study's models share names with demo models
-    (e.g. mlp-w32-s0) but not their training, so building them in the demo folder would replace
-    the demo's files and shrink its index.
+    zoo_dir: the zoo to use and complete (default: as ``study_job`` chooses).
     Returns the core StudyResult (figures are drawn afterwards, in the GUI thread).
     """
     import torch
 
     from ..core.study import study_job
-    from ..core.zoo.build import default_zoo_dir
 
-    out = Path(out_dir)
-    zoo = Path(zoo_dir) if zoo_dir is not None else (out / "small-zoo" if small
-                                                      else default_zoo_dir())
     threads = torch.get_num_threads()
     if "OMP_NUM_THREADS" not in os.environ:
         # The study's models are tiny: one intra-op thread beats several (see cli_eval.py).
         torch.set_num_threads(1)
     try:
-        result = yield from study_job(zoo, out, small, cancel)
+        result = yield from study_job(zoo_dir, Path(out_dir), small, cancel)
     finally:
         torch.set_num_threads(threads)
     return result

@@ -200,3 +200,22 @@ def test_cancel_writes_no_report(small_study, tmp_path: Path) -> None:
     assert zoo_cached and all(zoo_cached)  # the zoo of the first run was reused, not retrained
     assert not (tmp_path / "out" / "report.md").exists()
     assert not (tmp_path / "out" / "study.json").exists()
+
+
+def test_small_study_never_builds_in_the_demo_zoo(tmp_path, monkeypatch):
+    """Its models share demo names but not their training: they must live beside the report."""
+    demo = tmp_path / "demo-zoo"
+    monkeypatch.setenv("MAL_ZOO_DIR", str(demo))
+    cancel = CancelToken()
+    seen = []
+
+    def stop_after_first_model(event):
+        seen.append(event)
+        if (tmp_path / "out" / "small-zoo" / "zoo.json").exists():
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        run_job(study_job(None, tmp_path / "out", small=True, cancel=cancel),
+                stop_after_first_model)
+    assert not demo.exists()
+    assert (tmp_path / "out" / "small-zoo" / "zoo.json").exists()

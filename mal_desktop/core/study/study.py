@@ -136,7 +136,11 @@ def study_job(zoo_dir: Path | str | None = None, out_dir: Path | str = "mal-stud
     """
     cancel = cancel if cancel is not None else never_cancelled()
     settings = settings or StudySettings.for_mode(small)
-    zoo_dir = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
+    if zoo_dir is None:
+        # The small zoo reuses demo-zoo names with other training settings: never build it in
+        # the demo zoo's folder, or it would replace those models and rewrite zoo.json.
+        zoo_dir = Path(out_dir) / "small-zoo" if small else default_zoo_dir()
+    zoo_dir = Path(zoo_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
