@@ -73,10 +73,15 @@ class AssemblyResult:
                 "preflight": {"memory_estimate_bytes": self.memory_estimate}}
 
 
-def _preflight(plan: AssemblyPlan) -> int:
-    """Shape-level checks on file headers (no tensor loaded); returns the memory estimate."""
-    headers = {p: read_header(p) for p in [plan.base, *plan.zoo.values()]}
-    report = preflight_plan(plan, headers)
+def _preflight(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel]) -> int:
+    """Shape-level checks before any tensor is loaded; returns the memory estimate.
+
+    Shapes come from file headers, or from the models already in memory (which may have no file).
+    """
+    shapes = {p: ({k: tuple(v.shape) for k, v in in_memory[p].state().items()}
+                  if p in in_memory else read_header(p).shapes)
+              for p in [plan.base, *plan.zoo.values()]}
+    report = preflight_plan(plan, shapes)
     if not report.ok:
         raise PlanError("; ".join(report.problems))
     return report.memory_bytes
@@ -98,7 +103,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
     cache = ModelCache(models, arch, specs)
     yield ProgressEvent("preflight", 0.0, "checking the plan")
-    memory = _preflight(plan)
+    memory = _preflight(plan, models or {})
     yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB needed")
     base = cache.model(plan.base)
     base_spec = cache.spec(plan.base)
@@ -142,8 +147,11 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     return AssemblyResult(merged, tuple(reports), saved, memory)
 
 
-def _sha(model: LoadedModel, path: str) -> str:
-    return model.sha256 or file_sha256(path)
+def _sha(model: LoadedModel, path: str) -> str | None:
+    """The input's content hash for provenance; None for a model that exists only in memory."""
+    if model.sha256:
+        return model.sha256
+    return file_sha256(path) if Path(path).is_file() else None
 
 
 def _dataset(data: str | Dataset) -> Dataset:

@@ -196,3 +196,15 @@ def test_plan_json_uses_the_documented_keys(small_zoo):
     assert d["steps"][0] == {"source": "mlp-w64-s0", "source_layer": "layers.0",
                              "base_layer": "layers.0", "lambda": 0.25, "align": "local",
                              "unmatched": "zero", "method": "linear"}
+
+
+def test_models_held_in_memory_need_no_file(small_zoo):
+    """The GUI hands over loaded models; one made in memory has no file to read a header from."""
+    base_path = str(small_zoo.path_of("mlp-w32-s0"))
+    donor = load_model(small_zoo.path_of("mlp-w64-s0"))
+    in_memory = donor.with_state(donor.state())  # a copy with no path, like an unsaved merge
+    plan = AssemblyPlan(base=base_path, zoo={"mem": "memory:wide"},
+                        steps=[AssemblyStep("mem", "layers.1", "layers.1", 0.5)])
+    result = run_job(assemble_job(plan, models={"memory:wide": in_memory}))
+    assert result.model.metadata["inputs_sha256"]["memory:wide"] is None
+    assert result.steps[0].out.dropped == 32

@@ -147,17 +147,21 @@ class PreflightReport:
         return not self.problems
 
 
-def preflight_plan(plan: AssemblyPlan, headers: Mapping[str, object]) -> PreflightReport:
-    """Shape-level checks on file headers, before any tensor is loaded.
+Shapes = Mapping[str, tuple[int, ...]]
 
-    ``headers`` maps each path of the plan (base and zoo) to a ``ModelHeader`` (core/io/files:
-    ``shapes`` dict key -> shape, ``dtypes``). Checks: the models exist in the plan, each step's
+
+def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> PreflightReport:
+    """Shape-level checks on tensor shapes, before any tensor is loaded.
+
+    ``shapes`` maps each path of the plan (base and zoo) to its state's shapes (key -> shape),
+    read from a file header (core/io/files.read_header) or from a model already in memory.
+    Checks: the models exist in the plan, each step's
     layers exist and carry a weight, weight ranks and conv kernels match. Fixed-axis checks need
     the model graph and run in the assembly job (``check_layers``). Memory: base + every zoo
     model used + one aligned copy of the largest donor layer, plus the result.
     """
     problems: list[str] = []
-    base_header = headers[plan.base]
+    base_shapes = shapes[plan.base]
     used: set[str] = set()
     largest_layer = 0
     for i, step in enumerate(plan.steps, start=1):
@@ -167,15 +171,15 @@ def preflight_plan(plan: AssemblyPlan, headers: Mapping[str, object]) -> Preflig
             problems.append(f"{where}: zoo model {step.source!r} is not in the plan")
             continue
         used.add(donor_path)
-        donor_header = headers[donor_path]
-        b = base_header.shapes.get(f"{step.base_layer}.weight")
-        t = donor_header.shapes.get(f"{step.source_layer}.weight")
+        donor_shapes = shapes[donor_path]
+        b = base_shapes.get(f"{step.base_layer}.weight")
+        t = donor_shapes.get(f"{step.source_layer}.weight")
         if b is None:
             problems.append(f"{where}: the base has no layer {step.base_layer!r} with a weight"
-                            f"{_suggest(step.base_layer, base_header.shapes)}")
+                            f"{_suggest(step.base_layer, base_shapes)}")
         if t is None:
             problems.append(f"{where}: {step.source} has no layer {step.source_layer!r} with a "
-                            f"weight{_suggest(step.source_layer, donor_header.shapes)}")
+                            f"weight{_suggest(step.source_layer, donor_shapes)}")
         if b is None or t is None:
             continue
         if len(b) < 2 or len(t) < 2:
@@ -191,13 +195,13 @@ def preflight_plan(plan: AssemblyPlan, headers: Mapping[str, object]) -> Preflig
         for s in b:
             numel *= int(s)
         largest_layer = max(largest_layer, numel * 4)
-    total = _model_bytes(base_header) * 2 + sum(_model_bytes(headers[p]) for p in used)
+    total = _model_bytes(base_shapes) * 2 + sum(_model_bytes(shapes[p]) for p in used)
     return PreflightReport(tuple(problems), total + 2 * largest_layer)
 
 
-def _model_bytes(header) -> int:
+def _model_bytes(shapes: Shapes) -> int:
     total = 0
-    for key, shape in header.shapes.items():
+    for shape in shapes.values():
         n = 1
         for s in shape:
             n *= int(s)
