@@ -139,7 +139,9 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         "steps": [r.to_json() for r in reports],
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    merged = base.with_state(state, metadata={**base.metadata, **metadata})
+    # The base's own provenance (its dataset, its accuracy) describes the base, not the result:
+    # keep it under its own key so nothing reads it as the merged model's.
+    merged = base.with_state(state, metadata={**metadata, "base_provenance": base.metadata})
     saved = None
     if out is not None:
         yield ProgressEvent("save", 1.0, f"saving {out}")

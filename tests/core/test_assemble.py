@@ -55,6 +55,9 @@ def test_several_donors_keep_the_base_architecture_and_record_provenance(small_z
         {k: v.shape for k, v in base.state().items()}
     assert merged.metadata["plan"]["steps"][1]["unmatched"] == "keep"
     assert set(merged.metadata["inputs_sha256"]) == set(before)
+    # the base's own accuracy must not pass for the merged model's
+    assert "test_accuracy" not in merged.metadata
+    assert merged.metadata["base_provenance"]["test_accuracy"] == base.metadata["test_accuracy"]
     first = result.steps[0]
     assert first.out.case == "narrower" and first.out.dropped == 32 and first.out.matched == 32
     assert first.inp.case == "fixed"  # the network input never moves
