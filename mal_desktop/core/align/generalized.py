@@ -166,7 +166,9 @@ def kernel_text(kernel: Sequence[int]) -> str:
     return "x".join(str(int(v)) for v in kernel)
 
 
-def _side_text(base: int, target: int) -> tuple[str, str]:
+def side_text(base: int, target: int) -> tuple[str, str]:
+    """(case, words) for one side: case 'wider' | 'equal' | 'narrower' (the base relative to
+    the target), words e.g. 'base wider 128 <- 64 (zero-pad 64)'."""
     if base > target:
         return "wider", f"base wider {base} <- {target} (zero-pad {base - target})"
     if base < target:
@@ -214,8 +216,8 @@ def shape_case(base_w_shape: Sequence[int], target_w_shape: Sequence[int],
                 f"input axis of {shape[1]} features is not a multiple of the block {in_block}")
     ob, ot = int(base_w_shape[0]), int(target_w_shape[0])
     ib, it = int(base_w_shape[1]) // in_block, int(target_w_shape[1]) // in_block
-    out_case, out_text = _side_text(ob, ot)
-    in_case, in_text = _side_text(ib, it)
+    out_case, out_text = side_text(ob, ot)
+    in_case, in_text = side_text(ib, it)
     return ShapeCase(out_case, in_case, ob, ot, ib, it, f"out: {out_text}; in: {in_text}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..align.generalized import kernel_text, side_text
 from ..graph.spec import Layer, PermutationSpec
 from .plan import AssemblyPlan
 
@@ -26,19 +27,10 @@ class StepCheck:
     case_text: str = ""
 
 
-def side_case(base: int, target: int) -> str:
-    """'wider' | 'equal' | 'narrower': the base side relative to the target side."""
-    return "wider" if base > target else "narrower" if base < target else "equal"
-
-
 def describe_side(side: str, base: int, target: int, fixed: bool = False) -> str:
     """One side of a width case in words, e.g. 'out: base wider 128 <- 64 (zero-pad 64)'."""
-    case = side_case(base, target)
-    if case == "equal":
-        return f"{side}: equal {base}" + (" (fixed)" if fixed else "")
-    if case == "wider":
-        return f"{side}: base wider {base} <- {target} (zero-pad {base - target})"
-    return f"{side}: base narrower {base} <- {target} (drop {target - base})"
+    case, words = side_text(base, target)
+    return f"{side}: {words}" + (" (fixed)" if fixed and case == "equal" else "")
 
 
 def case_text(base_out: int, target_out: int, base_in: int, target_in: int,
@@ -72,10 +64,6 @@ class LayerShape:
                           layer.bias is not None)
 
 
-def _kernel_text(kernel: tuple[int, ...]) -> str:
-    return "x".join(str(k) for k in kernel) or "1"
-
-
 def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
     """The rule book: can ``target`` (a zoo layer) merge into ``base``; and which width case."""
     text = case_text(base.out_units, target.out_units, base.in_units, target.in_units,
@@ -88,8 +76,8 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
         return StepCheck(False, f"cannot merge a {target.kind} layer into a {base.kind} layer "
                                 f"({target.name} -> {base.name})", text)
     if base.kernel != target.kernel:
-        return StepCheck(False, f"kernel {_kernel_text(target.kernel)} of {target.name} cannot "
-                                f"merge into kernel {_kernel_text(base.kernel)} of {base.name}", text)
+        return StepCheck(False, f"kernel {kernel_text(target.kernel)} of {target.name} cannot "
+                                f"merge into kernel {kernel_text(base.kernel)} of {base.name}", text)
     if base.out_fixed and base.out_units != target.out_units:
         return StepCheck(False, f"{base.name} writes the class outputs ({base.out_units}); "
                                 f"{target.name} has {target.out_units} outputs", text)
@@ -189,8 +177,8 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
             problems.append(f"{where}: cannot merge a {len(t)}-axis weight into a {len(b)}-axis "
                             "weight (linear and conv layers do not mix)")
         elif tuple(b[2:]) != tuple(t[2:]):
-            problems.append(f"{where}: kernel {_kernel_text(tuple(t[2:]))} cannot merge into "
-                            f"kernel {_kernel_text(tuple(b[2:]))}")
+            problems.append(f"{where}: kernel {kernel_text(tuple(t[2:]))} cannot merge into "
+                            f"kernel {kernel_text(tuple(b[2:]))}")
         numel = 1
         for s in b:
             numel *= int(s)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..align.generalized import side_text
 from ..graph.spec import PermutationSpec
 from .bench import Bench, CurveSpec, IteratedSpec
 from .zoo import BASE_DATASET, DIFFERENT_DATASET, StudyModel, StudyZoo, nine_case_sizes
@@ -39,11 +40,6 @@ def layer_at(spec: PermutationSpec, position: str) -> str:
         return layers[len(layers) // 2].name
     centre = len(layers) // 2
     return min(free, key=lambda item: (abs(item[0] - centre), item[0]))[1].name
-
-
-def side_case(base: int, target: int) -> str:
-    """The base side relative to the target side: 'wider' | 'equal' | 'narrower'."""
-    return "wider" if base > target else "narrower" if base < target else "equal"
 
 
 def heatmap_targets(zoo: StudyZoo, family: str, exclude: str, k: int) -> list[StudyModel]:
@@ -135,7 +131,7 @@ def plan_width_cases(zoo: StudyZoo, bench: Bench) -> tuple[list[CurveSpec], list
                 continue
             s = CurveSpec(base.name, target.name, ((layer, layer),))
             specs.append(s)
-            cases.append({"out": side_case(mid, b_out), "in": side_case(mid, a_in),
+            cases.append({"out": side_text(mid, b_out)[0], "in": side_text(mid, a_in)[0],
                           "target_out": b_out, "target_in": a_in, "base_width": mid,
                           "key": s.key})
     return specs, cases
