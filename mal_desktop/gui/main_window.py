@@ -1,8 +1,9 @@
 """The main window: layout (docks, menus, toolbar, status bar), title, closing, drag and drop.
 
-What the window *does* lives in two mixins: :class:`~mal_desktop.gui.session.SessionMixin`
-(jobs, start-up, run, export) and :class:`~mal_desktop.gui.session_files.FilesMixin` (open,
-save, recent files, demo zoo, recovery); this module composes the widgets.
+What the window *does* lives in three mixins: :class:`~mal_desktop.gui.session.SessionMixin`
+(jobs, start-up, run, export), :class:`~mal_desktop.gui.session_files.FilesMixin` (open,
+save, recent files, demo zoo, recovery) and :class:`~mal_desktop.gui.session_eval.EvalMixin`
+(the evaluation matrix, the MAL study); this module composes the widgets.
 
 Start-up is staged so the window appears fast: the constructor builds only light widgets (the
 welcome page, empty docks). :meth:`start_up` then imports the engine (torch, scipy) in the
@@ -30,6 +31,7 @@ from .icons import app_icon
 from .log import log_file, set_error_parent
 from .project import Autosaver
 from .session import SessionMixin
+from .session_eval import EvalMixin
 from .session_files import MODEL_SUFFIXES, PROJECT_SUFFIX, FilesMixin
 from .settings import Settings
 from .theme import ThemeController
@@ -48,7 +50,7 @@ def _placeholder(text: str) -> QLabel:
     return label
 
 
-class MainWindow(SessionMixin, FilesMixin, QMainWindow):
+class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
     """The application window.
 
     Parameters: settings - the typed settings facade (geometry, recent files, theme, ...);
@@ -133,6 +135,9 @@ class MainWindow(SessionMixin, FilesMixin, QMainWindow):
         self.diag_dock.raise_()
         self.resizeDocks([self.base_dock, self.plan_dock], [340, 380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.curve_dock], [300], Qt.Orientation.Vertical)
+        # Half each: left alone, the tabbed group (diagnostics + evaluate) takes all the width
+        # the window gains and squeezes the curve to its minimum.
+        self.resizeDocks([self.curve_dock, self.diag_dock], [500, 500], Qt.Orientation.Horizontal)
 
     def _build_toolbar(self) -> None:
         a = self.actions

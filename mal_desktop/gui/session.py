@@ -2,7 +2,8 @@
 
 :class:`SessionMixin` is mixed into :class:`~mal_desktop.gui.main_window.MainWindow` (which
 provides the widgets) next to :class:`~mal_desktop.gui.session_files.FilesMixin` (opening and
-saving). Every long operation becomes a task for the one JobRunner; tasks queue
+saving) and :class:`~mal_desktop.gui.session_eval.EvalMixin` (the evaluation matrix and the
+study). Every long operation becomes a task for the one JobRunner; tasks queue
 behind each other (the engine warm-up runs first), and Cancel (Esc) stops the running one and
 drops the queue. Results are applied here, in the GUI thread.
 """
@@ -194,7 +195,6 @@ class SessionMixin:
         from .plots.curve_plot import CurvePlot
         from .plots.diagnostics import DiagnosticsPanel
         from .views.assembly_panel import AssemblyPanel
-        from .views.evaluate_panel import EvaluatePanel
         from .workspace import Workspace
 
         ws = self._given_workspace or Workspace(self)
@@ -210,9 +210,7 @@ class SessionMixin:
         self.set_dock_widget(self.plan_dock, self.assembly_panel)
         self.set_dock_widget(self.curve_dock, self.curve_plot)
         self.set_dock_widget(self.diag_dock, self.diagnostics)
-        a = self.actions
-        self.evaluate_panel = EvaluatePanel(ws, a.evaluate, a.cancel, a.run_study)
-        self.set_dock_widget(self.evaluate_dock, self.evaluate_panel)
+        self._install_evaluate_panel(ws)  # EvalMixin
         self._install_panes()
         self.curve_plot.lambdaDragged.connect(self.assembly_panel.apply_lambda)
         self.assembly_panel.selectedLambdaChanged.connect(self.curve_plot.set_lambda)
@@ -376,36 +374,3 @@ class SessionMixin:
 
     def _merged_saved(self, result: Any) -> None:
         self.show_message(f"Saved the merged model to {result.out}", 15000)
-
-    # -- evaluation matrix and the study -------------------------------------------------------
-    def evaluate_models(self) -> None:
-        """Evaluate the models x datasets ticked in the Evaluate panel, in the worker."""
-        panel = self.evaluate_panel
-        if panel is None:
-            return
-        self.evaluate_dock.show()
-        self.evaluate_dock.raise_()
-        factory = panel.prepare_run()
-        if factory is None:
-            self.show_message("Evaluate needs at least one model and one data set ticked")
-            return
-        self.submit(factory, "Evaluating models", panel.set_result, panel.run_stopped)
-
-    def choose_study(self) -> None:
-        """Ask for the study's output folder (and quick mode), then run it."""
-        from .views.evaluate_panel import StudyDialog
-
-        dialog = StudyDialog(self, Path(self.settings.last_dir) / "mal-study")
-        if dialog.exec():
-            self.run_study(dialog.out_dir(), dialog.is_small())
-
-    def run_study(self, out_dir: Path, small: bool = False) -> None:
-        """Run the MAL study into ``out_dir`` in the worker; show the report link when done."""
-        factory = partial(tasks.study_task, out_dir=Path(out_dir), small=small)
-        self.submit(factory, "Running the MAL study", self._study_done)
-
-    def _study_done(self, result: Any) -> None:
-        from .views.evaluate_panel import show_study_report
-
-        self.study_message = show_study_report(self, result)
-        self.show_message(f"MAL study written to {result.report_path}", 20000)

@@ -1,7 +1,8 @@
 """Opening and saving: model files, projects, recent files, the demo zoo, crash recovery.
 
 :class:`FilesMixin` is mixed into :class:`~mal_desktop.gui.main_window.MainWindow` next to
-:class:`~mal_desktop.gui.session.SessionMixin` (jobs, start-up, run). File contents are read in
+:class:`~mal_desktop.gui.session.SessionMixin` (jobs, start-up, run) and
+:class:`~mal_desktop.gui.session_eval.EvalMixin` (evaluation, study). File contents are read in
 the worker (``tasks.load_models_job``); only small JSON files (projects) are read here.
 """
 

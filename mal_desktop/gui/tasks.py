@@ -301,8 +301,7 @@ def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None
     reads file headers, so such a plan cannot be assembled either).
     """
     from ..core.errors import PlanError
-    from ..core.evaluate.model_refs import PlanRef
-    from ..core.jobs import assemble_job
+    from ..core.evaluate.model_refs import plan_ref
 
     plan = _used_zoo(plan)
     missing = [p or "(a model only in memory)" for p in (plan.base, *plan.zoo.values())
@@ -310,18 +309,7 @@ def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None
     if missing:
         raise PlanError(f"the merged model needs the plan's models as files; {missing[0]} is "
                         "not one")
-
-    class WorkspacePlanRef(PlanRef):
-        """The GUI's plan: PlanRef's hash over an in-memory plan, assembled from memory."""
-
-        def _plan(self) -> "AssemblyPlan":
-            return plan
-
-        def load_job(self, cancel: CancelToken | None = None) -> Job:
-            result = yield from assemble_job(plan, cancel, models=models, specs=specs)
-            return result.model
-
-    return WorkspacePlanRef(MERGED_REF, MERGED_NAME, path=Path(MERGED_NAME))
+    return plan_ref(plan, models, specs, name=MERGED_NAME, text=MERGED_REF)
 
 
 def eval_matrix_task(cancel: CancelToken, refs: Sequence[str], datasets: Sequence[str],

@@ -19,7 +19,8 @@ from mal_desktop.core.evaluate.datasets import load_dataset
 from mal_desktop.core.evaluate.evaluator import evaluate_model
 from mal_desktop.core.evaluate.matrix import MatrixCell, cell_key, eval_matrix_job
 from mal_desktop.core.evaluate.metric_registry import METRICS, register_metric
-from mal_desktop.core.evaluate.model_refs import (PlanRef, memory_ref, parse_model_ref)
+from mal_desktop.core.evaluate.model_refs import (PlanRef, memory_ref, parse_model_ref,
+                                                  plan_ref)
 from mal_desktop.core.evaluate.pipeline import PipelineSpec
 from mal_desktop.core.io.files import load_model, save_model
 from mal_desktop.core.io.model import LoadedModel
@@ -222,6 +223,46 @@ def test_plan_reference_is_assembled_on_the_fly_and_hashed_by_content(files, tmp
         .content_hash() != ref.content_hash()
     assert parse_model_ref(str(_plan(other, "a.safetensors", str(files["c"])))) \
         .content_hash() != ref.content_hash()
+
+
+def test_a_plan_in_memory_shares_the_plan_files_cache_and_assembles_from_memory(
+        files, tmp_path: Path, monkeypatch) -> None:
+    plan_path = _plan(tmp_path, "a.safetensors", "b.safetensors")
+    plan = load_plan(plan_path)  # what the GUI holds: absolute paths, no file of its own
+    ref = plan_ref(plan, name="current", text="plan:current")
+    assert (ref.text, ref.name, ref.kind) == ("plan:current", "current", "plan")
+    assert ref.content_hash() == parse_model_ref(str(plan_path)).content_hash()
+    assert _run([plan_path], [files["d1"]], files["cache"]).computed == 1
+    monkeypatch.setattr(PlanRef, "load_job", lambda *a, **k: pytest.fail("no assembly needed"))
+    again = run_job(eval_matrix_job([ref], [str(files["d1"])], cache_dir=files["cache"]))
+    assert (again.computed, again.cached) == (0, 1) and again.cells[0].model == "plan:current"
+    monkeypatch.undo()
+    # Assembled from the models given (by plan path), not from the files: here the donor in
+    # memory is another model than the file, so the merge differs from the files' merge.
+    donor = load_model(files["c"])
+    memory = plan_ref(plan, models={plan.base: load_model(files["a"]),
+                                    plan.zoo["d"]: donor}).load()
+    from_files = run_job(assemble_job(plan)).model
+    from_c = run_job(assemble_job(plan, models={plan.zoo["d"]: donor})).model
+    key = "layers.0.weight"
+    assert torch.equal(memory.state()[key], from_c.state()[key])
+    assert not torch.equal(memory.state()[key], from_files.state()[key])
+    missing = plan_ref(load_plan(_plan(tmp_path, "a.safetensors", "gone.safetensors")),
+                       name="current")
+    with pytest.raises(MalError, match="current: the plan names .*gone.safetensors"):
+        missing.content_hash()
+
+
+def test_a_cell_reads_its_per_sample_scores(files) -> None:
+    cell = _run([files["a"]], [files["d1"]], files["cache"]).cells[0]
+    scores = cell.samples()
+    assert len(scores) == 30 and float(scores.correct.mean()) == \
+        pytest.approx(cell.metrics["accuracy"])
+    with pytest.raises(MalError, match="no per-sample scores \\(model did not load\\)"):
+        MatrixCell("m", "d", "k", error="model did not load").samples()
+    Path(cell.samples_file).write_bytes(b"not an npz")
+    with pytest.raises(MalError, match="unreadable per-sample scores"):
+        cell.samples()
 
 
 def test_progress_never_goes_back(files, tmp_path: Path) -> None:

@@ -19,12 +19,13 @@ from mal_desktop.core.evaluate import matrix as matrix_mod
 from mal_desktop.core.evaluate.matrix import MatrixCell, MatrixResult
 from mal_desktop.core.merge.plan import AssemblyStep
 from mal_desktop.gui import tasks
+from mal_desktop.gui.dialogs.study import StudyDialog
 from mal_desktop.gui.main_window import MainWindow
 from mal_desktop.gui.models.matrix_model import (CELL_ROLE, VALUE_ROLE, MatrixSortProxy,
                                                  QtMatrixModel)
 from mal_desktop.gui.settings import Settings
 from mal_desktop.gui.undo import AddStepCommand
-from mal_desktop.gui.views.evaluate_panel import EvaluatePanel, StudyDialog
+from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
 from mal_desktop.gui.workspace import ModelEntry, Workspace
 
 pytestmark = pytest.mark.gui

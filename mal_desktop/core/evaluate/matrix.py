@@ -71,6 +71,17 @@ class MatrixCell:
     samples_file: str | None = None
     error: str | None = None
 
+    def samples(self) -> SampleScores:
+        """The cell's per-sample scores (for drill-down), read from its cached ``.npz``.
+
+        Raises MalError when the cell has none (it failed) or the file is missing, truncated or
+        not a scores file (evaluating again recomputes it).
+        """
+        if self.samples_file is None:
+            raise MalError(f"{self.model} on {self.dataset}: no per-sample scores "
+                           f"({self.error or 'missing'})")
+        return _read_samples(Path(self.samples_file))
+
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "dataset": self.dataset, "key": self.key,
                 "metrics": self.metrics, "per_category": self.per_category, "n": self.n,
@@ -102,11 +113,9 @@ class MatrixResult:
         raise KeyError((model, dataset))
 
     def samples(self, model: str, dataset: str) -> SampleScores:
-        """The per-sample scores of a cell (for drill-down). Raises MalError when missing."""
-        c = self.cell(model, dataset)
-        if c.samples_file is None:
-            raise MalError(f"{model} on {dataset}: no per-sample scores ({c.error or 'missing'})")
-        return _read_samples(Path(c.samples_file))
+        """The per-sample scores of a cell (:meth:`MatrixCell.samples`). Raises KeyError for an
+        unknown cell, MalError when its scores are missing or unreadable."""
+        return self.cell(model, dataset).samples()
 
     def confusion_matrix(self, model: str, dataset: str) -> np.ndarray:
         """counts[true class, predicted class] of a cell (num_classes x num_classes int64)."""

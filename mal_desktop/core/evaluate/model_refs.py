@@ -5,6 +5,8 @@ A reference is one of
 - a model file path (``.safetensors``, ``.pt2``, ``.pt``/``.pth`` with ``arch``);
 - ``zoo:NAME``: a model of the demo zoo (the default zoo folder or a given one);
 - a plan ``.json``: the "base + steps" assembly it describes, computed on the fly;
+- a plan in memory (the GUI's current plan), made with :func:`plan_ref`: hashed like the same
+  plan saved as ``.json``, so both share cached results;
 - an in-memory model (the GUI's current merge), made with :func:`memory_ref`.
 
 The content hash keys result caches, so it must change exactly when the model's weights can:
@@ -22,7 +24,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
 
 import numpy as np
 
@@ -30,6 +32,9 @@ from ..errors import MalError, ModelFileError
 from ..io.files import file_sha256, load_model
 from ..io.model import LoadedModel
 from ..progress import CancelToken, ProgressEvent
+
+if TYPE_CHECKING:
+    from ..merge.plan import AssemblyPlan
 
 ZOO_PREFIX = "zoo:"
 
@@ -102,26 +107,37 @@ class ZooRef(FileRef):
 
 @dataclass
 class PlanRef(ModelRef):
-    """A plan ``.json`` file: the base with the plan's steps applied, assembled when loaded."""
+    """The base with a plan's steps applied, assembled when loaded.
+
+    path: the plan ``.json`` file (read when hashed or assembled), unless ``plan`` holds the plan
+    itself (see :func:`plan_ref`). models / specs: loaded models and permutation specs by plan
+    path, which the assembly uses instead of reading those files again.
+    """
 
     path: Path = Path()
     arch: str | None = None
+    plan: AssemblyPlan | None = field(default=None, repr=False, compare=False)
+    models: Mapping[str, LoadedModel] | None = field(default=None, repr=False, compare=False)
+    specs: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     kind = "plan"
 
-    def _plan(self):
+    def _plan(self) -> AssemblyPlan:
+        if self.plan is not None:
+            return self.plan
         from ..merge.plan import load_plan
 
         return load_plan(self.path)
 
     def _compute_hash(self) -> str:
         plan = self._plan()
+        where = self.path if self.plan is None else self.name  # names the plan in errors
         doc = plan.to_json()
         doc.pop("data", None)  # evaluation data does not change the assembled weights
         # Paths are replaced by content hashes: the same plan over the same files is the same
         # model wherever the files lie.
-        doc["base"] = file_sha256(_existing(plan.base, self.path))
-        doc["zoo"] = {name: file_sha256(_existing(p, self.path)) for name, p in plan.zoo.items()}
+        doc["base"] = file_sha256(_existing(plan.base, where))
+        doc["zoo"] = {name: file_sha256(_existing(p, where)) for name, p in plan.zoo.items()}
         if self.arch is not None:
             doc["arch"] = self.arch
         return _sha({"plan": doc})
@@ -130,7 +146,8 @@ class PlanRef(ModelRef):
                  ) -> Generator[ProgressEvent, None, LoadedModel]:
         from ..jobs import assemble_job
 
-        result = yield from assemble_job(self._plan(), cancel, arch=self.arch)
+        result = yield from assemble_job(self._plan(), cancel, arch=self.arch,
+                                         models=self.models, specs=self.specs)
         model = result.model
         model.metadata = {**model.metadata, "name": self.name}
         return model
@@ -166,10 +183,11 @@ def _sha(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def _existing(path: str, plan_path: Path) -> Path:
+def _existing(path: str, plan: Path | str) -> Path:
+    """``path`` (a model the plan names) when it is a file; ``plan`` names the plan in errors."""
     p = Path(path)
     if not p.is_file():
-        raise MalError(f"{plan_path}: the plan names {path}, which does not exist")
+        raise MalError(f"{plan}: the plan names {path}, which does not exist")
     return p
 
 
@@ -234,6 +252,26 @@ def parse_model_ref(text: str, zoo_dir: Path | str | None = None,
         if ref is not None:
             return ref
     raise MalError(f"{text!r} is not a model reference")  # pragma: no cover - file kind is last
+
+
+def plan_ref(plan: AssemblyPlan, models: Mapping[str, LoadedModel] | None = None,
+             specs: Mapping[str, Any] | None = None, name: str = "plan",
+             text: str | None = None, arch: str | None = None) -> PlanRef:
+    """A reference to an assembly plan held in memory (e.g. the GUI's current plan).
+
+    Its content hash is the one ``mal eval-matrix --models plan.json`` computes for the same
+    plan saved as ``plan.json`` (the steps plus the sha256 of every model file the plan names),
+    so the two share cached cells; computing it reads those files but never assembles.
+
+    plan: the plan; it must not change afterwards (pass a copy of a plan being edited).
+    models / specs: loaded models and their permutation specs by plan path, used when the plan
+    is assembled (a cell missing the cache) instead of reading the files again.
+    name: the display name. text: the reference text, the matrix's row id (default
+    ``plan:NAME``). arch: ``module:factory`` for plain state dicts, as for a plan file.
+    Returns the PlanRef. Hashing raises MalError when a model the plan names is not a file.
+    """
+    return PlanRef(text if text is not None else f"plan:{name}", name, arch=arch, plan=plan,
+                   models=models, specs=specs)
 
 
 def memory_ref(name: str, model: LoadedModel) -> MemoryRef:

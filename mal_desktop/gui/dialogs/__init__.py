@@ -1,1 +1,2 @@
-"""Dialogs of the desktop app: errors, questions, About, the demo-zoo offer with progress."""
+"""Dialogs of the desktop app: errors, questions, About, the demo-zoo offer with progress, the
+MAL study."""

@@ -1,7 +1,8 @@
 """QtLayerTreeModel: a QAbstractItemModel adapting a core LayerTree (read-only, lazy).
 
 Rows are the model's modules (LayerNode) and, under each, its state tensors (TensorInfo).
-Columns: name, shape, parameters, permutation space, stats. Weight layers (``node.layer`` set)
+Columns: name, shape, parameters, permutation space, stats; what each says is worded by
+:class:`~mal_desktop.gui.models.layer_text.LayerText`. Weight layers (``node.layer`` set)
 of a zoo model can be dragged (MIME "application/x-mal-layer", JSON payload); the base model's
 rows accept such drops: ``canDropMimeData`` asks core.merge.preflight (through the workspace)
 whether the step fits and emits ``dropHint(text, ok)``; ``dropMimeData`` pushes an undoable
@@ -24,15 +25,14 @@ from ...core.merge.plan import AssemblyStep, PlanChange
 from ...core.merge.preflight import StepCheck
 from ..undo import AddStepCommand
 from .glyphs import group_icon, layer_icon, lock_icon, tensor_icon
+from .layer_text import (COL_NAME, COL_PARAMS, COL_SHAPE, COL_SPACE, COL_STATS, COLUMN_TIPS,
+                         COLUMNS, LayerText)
 from .mime import LAYER_MIME, LayerRef, decode_layer, encode_layer
 from .plan_model import subscribe_weakly
 
 if TYPE_CHECKING:
     from ...core.graph.tree import LayerNode, LayerTree, TensorInfo
     from ..workspace import Workspace
-
-COLUMNS = ("Name", "Shape", "Parameters", "Permutation space", "Stats (norm / mean / std)")
-COL_NAME, COL_SHAPE, COL_PARAMS, COL_SPACE, COL_STATS = range(5)
 
 PATH_ROLE = Qt.ItemDataRole.UserRole + 10  # str: module path or state key
 IS_LAYER_ROLE = Qt.ItemDataRole.UserRole + 11  # bool: a draggable / droppable weight layer
@@ -43,19 +43,11 @@ HAS_MODULES_ROLE = Qt.ItemDataRole.UserRole + 15  # bool: the row has child modu
 
 Index = QModelIndex | QPersistentModelIndex
 
-SPACE_HELP = ("A permutation space is a set of interchangeable units (the neurons of a hidden "
-              "layer, the channels of a conv layer, a residual stream). Every tensor axis on the "
-              "same space is permuted together, so aligning a zoo layer to the base only "
-              "reorders units the network does not care about.")
-SHAPE_HELP = ("Weights are out \u00d7 in (\u00d7 kernel for conv layers). Merging a zoo layer of "
-              "another width: where the base side is wider the zoo units fill some base slots "
-              "and the rest is zero-padded; where it is narrower the best-matching zoo units "
-              "are kept and the others dropped; equal widths are a plain permutation.")
-
 
 @dataclass
 class _Item:
-    """One row: a module node, or a tensor of ``owner``; children built on first request."""
+    """One row: a module node, or a tensor of ``owner``; children built on first request.
+    (A :class:`~mal_desktop.gui.models.layer_text.Row`: LayerText words it.)"""
 
     parent: int  # item id of the parent row, -1 at top level
     row: int
@@ -72,17 +64,6 @@ def _leaf(path: str, parent_path: str) -> str:
     if parent_path and path.startswith(parent_path + "."):
         return path[len(parent_path) + 1:]
     return path
-
-
-def shape_text(shape: Sequence[int]) -> str:
-    """'64 \u00d7 16 \u00d7 3 \u00d7 3' (a scalar shows as 'scalar')."""
-    return " \u00d7 ".join(str(int(s)) for s in shape) if len(shape) else "scalar"
-
-
-def _num(value: float) -> str:
-    if value != value:  # NaN
-        return "nan"
-    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
 
 
 class QtLayerTreeModel(QAbstractItemModel):
@@ -105,6 +86,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         self.role = role
         self.model_name = model_name or tree.model_name
         self._ws = workspace
+        self.text = LayerText(tree.spec, role, self.model_name)
         self._items: list[_Item] = []
         self._top: list[int] | None = None
         self._by_path: dict[str, int] = {}  # node path -> item id (materialised rows only)
@@ -216,8 +198,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return (None, SHAPE_HELP, "Number of values (parameters and buffers)", SPACE_HELP,
-                    "Frobenius norm, mean and standard deviation of the weight")[section]
+            return COLUMN_TIPS[section]
         return None
 
     # -- Qt model API: data ---------------------------------------------------------------------
@@ -225,30 +206,6 @@ class QtLayerTreeModel(QAbstractItemModel):
         if node.layer is None:
             return None
         return next((t for t in node.tensors if t.key == node.layer.weight), None)
-
-    def _space_text(self, space_id: str | None) -> str:
-        if space_id is None:
-            return "\u2013"
-        space = self.tree.spec.spaces.get(space_id)
-        if space is None:
-            return space_id
-        return f"{space_id} ({space.size}{', fixed' if space.fixed else ''})"
-
-    def fixed_axes(self, tensor: "TensorInfo") -> list[tuple[int, str]]:
-        """(axis, reason) for each axis of ``tensor`` on a *fixed space* (input, class output).
-
-        Axes that are simply not permutable (conv kernel positions) are not listed: they are
-        never aligned, so marking them would only add noise.
-        """
-        out = []
-        for axis, sid in enumerate(tensor.axes):
-            space = self.tree.spec.spaces.get(sid) if sid is not None else None
-            if space is not None and space.fixed:
-                out.append((axis, space.reason or "fixed"))
-        return out
-
-    def _fixed_lines(self, tensor: "TensorInfo") -> list[str]:
-        return [f"axis {axis} is fixed: {reason}" for axis, reason in self.fixed_axes(tensor)]
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         item = self._item(index)
@@ -258,13 +215,13 @@ class QtLayerTreeModel(QAbstractItemModel):
         node = item.node
         tensor = item.tensor if node is None else self._weight(node)
         if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(item, col, tensor)
+            return self.text.display(item, col, tensor, self._used)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(item, col, tensor)
+            return self.text.tooltip(item, col, tensor, self._used)
         if role == Qt.ItemDataRole.DecorationRole:
             return self._decoration(item, col, tensor)
         if role == Qt.ItemDataRole.ForegroundRole:
-            if col == COL_SPACE and tensor is not None and self.fixed_axes(tensor):
+            if col == COL_SPACE and tensor is not None and self.text.fixed_axes(tensor):
                 return QColor("#b26a00") if not _dark() else QColor("#f0b35e")
             if col == COL_STATS or (node is None and col != COL_NAME):
                 return QApplication.palette().color(QPalette.ColorRole.PlaceholderText)
@@ -286,91 +243,12 @@ class QtLayerTreeModel(QAbstractItemModel):
         if role == HAS_MODULES_ROLE:
             return node is not None and bool(node.children)
         if role == FIXED_ROLE:
-            return tensor is not None and bool(self.fixed_axes(tensor))
+            return tensor is not None and bool(self.text.fixed_axes(tensor))
         if role == SEARCH_ROLE:
             path = node.path if node is not None else item.tensor.key if item.tensor else ""
             shape = tuple(tensor.shape) if tensor is not None else ()
             return path.lower() + "\n" + "x".join(str(int(s)) for s in shape)
         return None
-
-    def _display(self, item: _Item, col: int, tensor: "TensorInfo | None") -> str | None:
-        node = item.node
-        if col == COL_NAME:
-            if node is None:
-                return item.name
-            kind = node.kind
-            if item.repeat_count and node.repeat:
-                kind = node.repeat.split("#", 1)[0]  # the block's class, e.g. BasicBlock
-            text = f"{item.name} \u00b7 {kind}" if kind and kind != "module" else item.name
-            if item.repeat_count:
-                if item.name == item.repeat_first:
-                    text += f"  (\u00d7{item.repeat_count} identical)"
-                else:
-                    text += f"  (= {item.repeat_first})"
-            used = self._used.get(node.path)
-            if used:
-                text += "  \u2192 step " + ", ".join(str(n) for n in used)
-            return text
-        if col == COL_SHAPE:
-            return shape_text(tensor.shape) if tensor is not None else ""
-        if col == COL_PARAMS:
-            n = node.params if node is not None else (tensor.numel if tensor is not None else 0)
-            return f"{int(n):,}"
-        if col == COL_SPACE:
-            if node is not None and node.layer is not None:
-                return (f"out {self._space_text(node.layer.out_axis.space)} \u00b7 "
-                        f"in {self._space_text(node.layer.in_axis.space)}")
-            if node is None and tensor is not None:
-                return ", ".join(self._space_text(s) if s else "\u2013" for s in tensor.axes)
-            if node is not None and node.tensors:
-                # A norm or other module riding along: the spaces its tensors follow.
-                spaces = dict.fromkeys(s for t in node.tensors for s in t.axes if s)
-                return ("follows " + ", ".join(self._space_text(s) for s in spaces)
-                        if spaces else "")
-            return ""
-        if col == COL_STATS and tensor is not None:
-            return (f"\u2016\u00b7\u2016 {_num(tensor.norm)}   \u03bc {_num(tensor.mean)}   "
-                    f"\u03c3 {_num(tensor.std)}")
-        return ""
-
-    def _tooltip(self, item: _Item, col: int, tensor: "TensorInfo | None") -> str | None:
-        node = item.node
-        lines: list[str] = []
-        if node is not None:
-            lines.append(f"{node.path or self.model_name}  ({node.kind})")
-            if node.layer is not None:
-                if self.role == "zoo":
-                    lines.append("Drag onto a layer of the base model to add an assembly step.")
-                else:
-                    lines.append("Drop a zoo layer here to merge it into this layer.")
-            if item.repeat_count:
-                lines.append(f"One of {item.repeat_count} structurally identical blocks "
-                             f"(shown collapsed).")
-            used = self._used.get(node.path)
-            if used:
-                lines.append("Used by step " + ", ".join(str(n) for n in used) + ".")
-        elif item.tensor is not None:
-            t = item.tensor
-            lines.append(f"{t.key}: {shape_text(t.shape)} {t.dtype}")
-        if col == COL_SHAPE:
-            lines.append(SHAPE_HELP)
-        elif col == COL_SPACE:
-            if node is not None and node.layer is not None:
-                lines.append(f"Output units (axis 0) live in {node.layer.out_axis.space}; input "
-                             f"units (axis 1) in {node.layer.in_axis.space}"
-                             + (f", {node.layer.in_axis.block} features per unit"
-                                if node.layer.in_axis.block > 1 else "") + ".")
-            elif item.tensor is not None:
-                for axis, sid in enumerate(item.tensor.axes):
-                    lines.append(f"axis {axis}: " + (sid or "not permutable (e.g. kernel "
-                                                             "positions)"))
-            lines.append(SPACE_HELP)
-        elif col == COL_STATS and tensor is not None:
-            lines.append(f"norm {tensor.norm:.6g}, mean {tensor.mean:.6g}, std {tensor.std:.6g}"
-                         f" over {tensor.numel:,} values")
-        if tensor is not None:
-            lines += self._fixed_lines(tensor)
-        return "\n".join(lines) if lines else None
 
     def _decoration(self, item: _Item, col: int, tensor: "TensorInfo | None") -> Any:
         if QApplication.instance() is None:
@@ -385,7 +263,7 @@ class QtLayerTreeModel(QAbstractItemModel):
                 color = QColor("#0072b2" if self.role == "zoo" else "#009e73")
                 return layer_icon(letter, color)
             return group_icon(palette.color(QPalette.ColorRole.PlaceholderText))
-        if col == COL_SPACE and tensor is not None and self.fixed_axes(tensor):
+        if col == COL_SPACE and tensor is not None and self.text.fixed_axes(tensor):
             return lock_icon(QColor("#b26a00") if not _dark() else QColor("#f0b35e"))
         return None
 
@@ -522,3 +400,8 @@ class QtLayerTreeModel(QAbstractItemModel):
 
 def _dark() -> bool:
     return QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+__all__ = ["COLUMNS", "COL_NAME", "COL_PARAMS", "COL_SHAPE", "COL_SPACE", "COL_STATS",
+           "FIXED_ROLE", "HAS_MODULES_ROLE", "IS_LAYER_ROLE", "PATH_ROLE", "REPEAT_ROLE",
+           "SEARCH_ROLE", "QtLayerTreeModel"]

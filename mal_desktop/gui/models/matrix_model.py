@@ -78,18 +78,7 @@ def scale_color(t: float, palette: QPalette | None = None,
                            k * pure.blueF() + (1 - k) * base.blueF())
 
 
-# -- drill-down data: one cell's per-sample scores -------------------------------------------
-def read_samples(cell: MatrixCell) -> SampleScores:
-    """The per-sample scores of a finished cell (from its cached ``.npz``).
-
-    Raises OSError / ValueError / KeyError when the file is missing or not a scores file.
-    """
-    if not cell.samples_file:
-        raise FileNotFoundError(cell.error or "the cell has no per-sample scores")
-    with np.load(cell.samples_file, allow_pickle=False) as data:
-        return SampleScores.from_arrays(data)
-
-
+# -- drill-down data: one cell's per-sample scores (MatrixCell.samples) -------------------------
 def class_names(scores: SampleScores) -> list[str]:
     """Name of each class index: the category tag of its samples (the dataset's class name)."""
     names = [str(c) for c in range(scores.num_classes)]
@@ -391,4 +380,4 @@ class MatrixSortProxy(QSortFilterProxyModel):
 
 __all__ = ["CELL_ROLE", "REF_ROLE", "VALUE_ROLE", "MatrixSortProxy", "QtMatrixModel",
            "class_names", "confusion_counts", "format_value", "per_class_accuracy",
-           "read_samples", "scale_color"]
+           "scale_color"]

@@ -1,1 +1,2 @@
-"""Live pyqtgraph plots: interpolation curves, alignment diagnostics, export."""
+"""Live pyqtgraph plots: interpolation curves, alignment diagnostics, an evaluation cell's
+drill-down, export."""

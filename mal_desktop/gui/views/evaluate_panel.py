@@ -1,15 +1,13 @@
-"""EvaluatePanel: the models x datasets matrix, with drill-down into one cell; the study dialog.
+"""EvaluatePanel: choose models and datasets, see the models x datasets matrix, drill into a cell.
 
 The user ticks models (the base, the zoo models and, when the plan has steps, the merged model of
 the current plan) and datasets, then runs Evaluate (an action of the window: Run > Evaluate
 Models, Ctrl+E). The window runs :func:`~mal_desktop.gui.tasks.eval_matrix_task` in the worker
 and forwards each finished cell here (:meth:`EvaluatePanel.add_cell`), so the table fills as the
-run goes; cached cells come back at once. Selecting a cell reads its per-sample scores (the
-``.npz`` the core's result cache keeps) and draws the per-class accuracy and the confusion
-matrix. The matrix exports as CSV and JSON (atomic writes).
-
-The Run MAL Study dialog (:class:`StudyDialog`) and the message shown when the study is done
-(:func:`show_study_report`) live here too: the study is the other evaluation the window offers.
+run goes; cached cells come back at once. Selecting a cell shows its per-class accuracy and
+confusion matrix (:class:`~mal_desktop.gui.plots.cell_details.CellDetails`). The matrix exports
+as CSV and JSON (atomic writes). The study, the window's other evaluation, has its dialog in
+:mod:`mal_desktop.gui.dialogs.study`.
 """
 
 from __future__ import annotations
@@ -22,190 +20,27 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import (QEvent, QItemSelection, QModelIndex, QRectF, QSize, Qt, QUrl,
-                            Slot)
-from PySide6.QtGui import (QAction, QColor, QDesktopServices, QGuiApplication, QPainter,
-                           QPalette, QPen)
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
-                               QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QMenu, QMessageBox, QPushButton, QSizePolicy, QSplitter, QStyle,
-                               QStyledItemDelegate, QStyleOptionViewItem, QTableView,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import QEvent, QItemSelection, QModelIndex, QSize, Qt, Slot
+from PySide6.QtGui import QAction, QPainter, QPalette, QPen
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDialog,
+                               QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem,
+                               QMenu, QSizePolicy, QSplitter, QStyle, QStyledItemDelegate,
+                               QStyleOptionViewItem, QTableView, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from ...core.evaluate.datasets import available_datasets
 from ...core.evaluate.matrix import MatrixCell, MatrixResult
-from ...core.evaluate.metric_registry import METRICS, SampleScores
+from ...core.evaluate.metric_registry import METRICS
 from ...core.io.files import atomic_write_text
 from .. import tasks
-from ..models.matrix_model import (MatrixSortProxy, QtMatrixModel, class_names,
-                                   confusion_counts, format_value, per_class_accuracy,
-                                   read_samples, scale_color)
+from ..models.matrix_model import MatrixSortProxy, QtMatrixModel
 from ..models.plan_model import subscribe_weakly
+from ..plots.cell_details import CellDetails
 from ..plots.style import plot_colors
 from ..workspace import Workspace
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # list items: the choice key (ref text / dataset name)
 NAME_ROLE = Qt.ItemDataRole.UserRole + 2  # list items: the row's display name
-MAX_LABELLED_CELLS = 12  # confusion matrices up to this many classes show their counts
-
-
-# -- drill-down -----------------------------------------------------------------------------
-class CellDetails(QWidget):
-    """Per-class accuracy bars and the confusion matrix of one matrix cell."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.header = QLabel("Select a cell of the matrix for per-class accuracy and the "
-                             "confusion matrix.")
-        self.header.setWordWrap(True)
-        self.header.setTextFormat(Qt.TextFormat.RichText)
-        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        g = self.graphics = pg.GraphicsLayoutWidget()
-        g.setToolTip("Left: accuracy of each true class (dashed line: overall accuracy).\n"
-                     "Right: counts of true x predicted class; the colour is the share of the "
-                     "true class's samples, so classes of different sizes compare.")
-        self.bar_plot: pg.PlotItem = g.addPlot(row=0, col=0)
-        self.conf_plot: pg.PlotItem = g.addPlot(row=0, col=1)
-        bp = self.bar_plot
-        bp.setLabel("bottom", "true class")
-        bp.setLabel("left", "accuracy")
-        bp.setYRange(0, 1.05, padding=0)
-        bp.setMouseEnabled(x=False, y=False)
-        bp.showGrid(y=True, alpha=0.15)
-        self.bars = pg.BarGraphItem(x=[], height=[], width=0.75)
-        bp.addItem(self.bars)
-        self.mean_line = pg.InfiniteLine(angle=0, movable=False)
-        self.mean_line.hide()
-        bp.addItem(self.mean_line)
-        cp = self.conf_plot
-        cp.setLabel("bottom", "predicted class")
-        cp.setLabel("left", "true class")
-        cp.invertY(True)  # row 0 on top, like a matrix
-        cp.setMouseEnabled(x=False, y=False)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        cp.addItem(self.image)
-        self.count_labels: list[pg.TextItem] = []
-        self.scores: SampleScores | None = None
-        self.counts: np.ndarray | None = None
-        self.accuracy: np.ndarray | None = None
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addWidget(self.header)
-        layout.addWidget(g, 1)
-        self._apply_colors()
-        self.clear()
-
-    def _apply_colors(self) -> None:
-        c = plot_colors()
-        self.graphics.setBackground(c.background)
-        for plot in (self.bar_plot, self.conf_plot):
-            for side in ("left", "bottom"):
-                axis = plot.getAxis(side)
-                axis.setPen(pg.mkPen(c.muted))
-                axis.setTextPen(pg.mkPen(c.foreground))
-        self.mean_line.setPen(pg.mkPen(c.accent, width=1.5, style=Qt.PenStyle.DashLine))
-        # Confusion colours: palette base (no samples) to the series colour (all samples).
-        cmap = pg.ColorMap([0.0, 1.0], [QColor(c.background), QColor(c.aligned)])
-        self.image.setLookupTable(cmap.getLookupTable(nPts=256))
-        if self.scores is not None:
-            self._draw()
-
-    def clear(self, note: str = "") -> None:
-        """Empty plots, with an optional note in the header."""
-        self.scores = self.counts = self.accuracy = None
-        self.bars.setOpts(x=[], height=[])
-        self.mean_line.hide()
-        self.image.clear()
-        self._remove_counts()
-        self.bar_plot.setTitle("per-class accuracy")
-        self.conf_plot.setTitle("confusion matrix")
-        if note:
-            self.header.setText(note)
-
-    def _remove_counts(self) -> None:
-        for label in self.count_labels:
-            self.conf_plot.removeItem(label)
-        self.count_labels = []
-
-    def show_cell(self, cell: MatrixCell | None, row_name: str) -> None:
-        """Draw the drill-down of ``cell`` (None: clear). A cell whose per-sample scores
-        cannot be read shows why instead."""
-        if cell is None:
-            self.clear("Select a finished cell of the matrix.")
-            return
-        where = f"<b>{html.escape(row_name)}</b> on <b>{html.escape(cell.dataset)}</b>"
-        if cell.error:
-            self.clear(f"{where}: <span style='color:{plot_colors().bad}'>"
-                       f"{html.escape(cell.error)}</span>")
-            return
-        try:
-            scores = read_samples(cell)
-        except (OSError, ValueError, KeyError) as exc:
-            self.clear(f"{where}: the per-sample scores cannot be read ({html.escape(str(exc))});"
-                       " evaluate again to recompute them.")
-            return
-        self.clear()
-        self.scores = scores
-        self.counts = confusion_counts(scores)
-        self.accuracy = per_class_accuracy(scores)
-        parts = [f"{m} {format_value(m, float(v))}" for m, v in cell.metrics.items()
-                 if isinstance(v, (int, float))]
-        source = "from the cache" if cell.cached else "computed now"
-        dot = " \u00b7 "
-        self.header.setText(f"{where}: {dot.join(parts)}{dot}{cell.n} samples ({source})")
-        self._draw()
-
-    def _draw(self) -> None:
-        scores, counts, acc = self.scores, self.counts, self.accuracy
-        assert scores is not None and counts is not None and acc is not None
-        c = plot_colors()
-        n = scores.num_classes
-        names = class_names(scores)
-        ticks = [[(i, names[i]) for i in range(n)]]
-        x = np.arange(n, dtype=float)
-        shown = np.nan_to_num(acc, nan=0.0)
-        brushes = [pg.mkBrush(scale_color(a, strength=0.85)) if math.isfinite(a)
-                   else pg.mkBrush(c.muted) for a in acc]
-        self.bars.setOpts(x=x, height=shown, width=0.75, brushes=brushes,
-                          pen=pg.mkPen(c.muted, width=0.5))
-        overall = float(scores.correct.mean()) if len(scores) else math.nan
-        if math.isfinite(overall):
-            self.mean_line.setValue(overall)
-            self.mean_line.show()
-        self.bar_plot.getAxis("bottom").setTicks(ticks)
-        self.bar_plot.setXRange(-0.6, n - 0.4, padding=0)
-        # Short titles: a plot title's text width is a minimum width of the whole layout.
-        self.bar_plot.setTitle("per-class accuracy", color=c.foreground)
-        # Rows normalised: each true class's share per predicted class, so classes of
-        # different sizes read alike; the counts are printed in the cells.
-        totals = counts.sum(axis=1, keepdims=True)
-        share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
-        self.image.setImage(share, levels=(0.0, 1.0))
-        self.image.setRect(QRectF(-0.5, -0.5, n, n))
-        for side in ("bottom", "left"):
-            self.conf_plot.getAxis(side).setTicks(ticks)
-        self.conf_plot.setRange(xRange=(-0.5, n - 0.5), yRange=(-0.5, n - 0.5), padding=0)
-        self.conf_plot.setTitle("confusion matrix", color=c.foreground)
-        self._remove_counts()  # a redraw (theme change) replaces them
-        if n <= MAX_LABELLED_CELLS:
-            for t in range(n):
-                for p in range(n):
-                    if counts[t, p]:
-                        label = pg.TextItem(str(int(counts[t, p])), anchor=(0.5, 0.5),
-                                            color=c.background if share[t, p] > 0.6
-                                            else c.foreground)
-                        label.setPos(p, t)
-                        self.conf_plot.addItem(label, ignoreBounds=True)
-                        self.count_labels.append(label)
-
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
-            self._apply_colors()
-        super().changeEvent(event)
 
 
 # -- the panel --------------------------------------------------------------------------------
@@ -228,8 +63,31 @@ class CellDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+class CheckListDelegate(QStyledItemDelegate):
+    """Outlines the check boxes of a list on a dark palette: Fusion draws their frame in a
+    darkened window colour, which all but vanishes on a dark base (an unticked box would not
+    show at all)."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex) -> None:
+        super().paint(painter, option, index)
+        if index.data(Qt.ItemDataRole.CheckStateRole) is None or \
+                option.palette.color(QPalette.ColorRole.Base).lightness() >= 128:
+            return
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        widget = option.widget
+        style = widget.style() if widget is not None else QApplication.style()
+        box = style.subElementRect(QStyle.SubElement.SE_ItemViewItemCheckIndicator, opt, widget)
+        painter.save()
+        painter.setPen(QPen(option.palette.color(QPalette.ColorRole.PlaceholderText), 1))
+        painter.drawRect(box.adjusted(0, 0, -1, -1))
+        painter.restore()
+
+
 def _check_list(tip: str) -> QListWidget:
     w = QListWidget()
+    w.setItemDelegate(CheckListDelegate(w))
     w.setToolTip(tip)
     w.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
@@ -291,6 +149,8 @@ class EvaluatePanel(QWidget):
         self.metric_combo = QComboBox()
         self.metric_combo.setObjectName("evalMetric")
         self.metric_combo.setToolTip("The metric the cells show and are coloured by")
+        # Filled after the first show (the metrics come with the first cells): follow them.
+        self.metric_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.metric_combo.currentIndexChanged.connect(self._on_metric_changed)
         self.export_button = QToolButton()
         self.export_button.setText("Export")
@@ -599,92 +459,4 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-# -- the study --------------------------------------------------------------------------------
-class StudyDialog(QDialog):
-    """Asks where the MAL study writes its report and whether to run the quick version."""
-
-    def __init__(self, parent: QWidget | None, folder: Path) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Run MAL Study")
-        self.folder = QLineEdit(str(folder))
-        self.folder.setMinimumWidth(380)
-        browse = QPushButton("Browse\u2026")
-        browse.clicked.connect(self._browse)
-        row = QHBoxLayout()
-        row.addWidget(self.folder, 1)
-        row.addWidget(browse)
-        self.small = QCheckBox("Quick run (tiny models trained in the output folder, ~1 minute)")
-        note = QLabel("Measures each law of Model Assembly Learning on the demo zoo (training "
-                      "missing models first) and writes report.md, study.json and the figures. "
-                      "The full study takes up to 10 minutes on 2 CPU cores; Cancel (Esc) stops "
-                      "it.")
-        note.setWordWrap(True)
-        form = QFormLayout()
-        form.addRow("Output folder:", row)
-        form.addRow("", self.small)
-        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                               | QDialogButtonBox.StandardButton.Cancel)
-        box.button(QDialogButtonBox.StandardButton.Ok).setText("Run Study")
-        box.accepted.connect(self.accept)
-        box.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addWidget(note)
-        layout.addLayout(form)
-        layout.addWidget(box)
-
-    def _browse(self) -> None:
-        chosen = QFileDialog.getExistingDirectory(self, "Study Output Folder", self.folder.text())
-        if chosen:
-            self.folder.setText(chosen)
-
-    def out_dir(self) -> Path:
-        return Path(self.folder.text()).expanduser()
-
-    def is_small(self) -> bool:
-        return self.small.isChecked()
-
-
-def show_study_report(parent: QWidget, result: Any) -> QMessageBox:
-    """Draw the study's figures (GUI thread: pyqtgraph), then say where the report is.
-
-    ``result`` is the core StudyResult. The message box is not modal-blocking (``open``), has a
-    link to report.md and lists each law's verdict. Returns the box.
-    """
-    from ...core.errors import MalError
-
-    problem = ""
-    QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-    try:
-        from ...figures import render_figures
-
-        figures = render_figures(result.data, result.out_dir)
-    except (MalError, OSError) as exc:
-        figures, problem = {}, str(exc)
-    finally:
-        QGuiApplication.restoreOverrideCursor()
-    report = Path(result.report_path)
-    link = QUrl.fromLocalFile(str(report)).toString()
-    laws = "".join(f"<li>law {law['law']}: <b>{html.escape(str(law['verdict']))}</b> \u2014 "
-                   f"{html.escape(str(law['title']))}</li>" for law in result.data.get("laws", []))
-    seconds = result.data.get("timing", {}).get("total_seconds")
-    text = (f"<p>The study is written to <a href='{link}'>{html.escape(str(report))}</a>"
-            f" with {len(figures)} figure{'s' if len(figures) != 1 else ''}"
-            + (f" ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "") + ".</p>"
-            + (f"<ul>{laws}</ul>" if laws else "")
-            + (f"<p>Figures could not be drawn: {html.escape(problem)}</p>" if problem else ""))
-    box = QMessageBox(QMessageBox.Icon.Information, "MAL Study Finished", text,
-                      QMessageBox.StandardButton.Ok, parent)
-    box.setTextFormat(Qt.TextFormat.RichText)
-    box.setObjectName("studyMessage")
-    open_button = box.addButton("Open Report", QMessageBox.ButtonRole.ActionRole)
-    open_button.clicked.connect(partial(QDesktopServices.openUrl, QUrl.fromLocalFile(str(report))))
-    label = box.findChild(QLabel, "qt_msgbox_label")
-    if label is not None:
-        label.setOpenExternalLinks(True)
-        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-    box.open()
-    return box
-
-
-__all__ = ["CellDelegate", "CellDetails", "EvaluatePanel", "StudyDialog", "show_study_report"]
+__all__ = ["CellDelegate", "CheckListDelegate", "EvaluatePanel"]

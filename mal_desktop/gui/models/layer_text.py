@@ -1,0 +1,183 @@
+"""What a row of the layer tree says: the text of each column and the tooltips.
+
+:class:`~mal_desktop.gui.models.layer_tree_model.QtLayerTreeModel` keeps the structure (lazy
+rows, roles, drag and drop); :class:`LayerText` turns one row (a module or a tensor of the core
+layer tree) into the words shown for it: name and kind, shape, parameter count, permutation
+spaces, statistics, and the explanations of shapes, spaces and fixed axes. Plain Python (no Qt),
+so the wording can be read and tested apart from the item model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ...core.graph.spec import PermutationSpec
+    from ...core.graph.tree import LayerNode, TensorInfo
+
+COLUMNS = ("Name", "Shape", "Parameters", "Permutation space", "Stats (norm / mean / std)")
+COL_NAME, COL_SHAPE, COL_PARAMS, COL_SPACE, COL_STATS = range(5)
+
+SPACE_HELP = ("A permutation space is a set of interchangeable units (the neurons of a hidden "
+              "layer, the channels of a conv layer, a residual stream). Every tensor axis on the "
+              "same space is permuted together, so aligning a zoo layer to the base only "
+              "reorders units the network does not care about.")
+SHAPE_HELP = ("Weights are out \u00d7 in (\u00d7 kernel for conv layers). Merging a zoo layer of "
+              "another width: where the base side is wider the zoo units fill some base slots "
+              "and the rest is zero-padded; where it is narrower the best-matching zoo units "
+              "are kept and the others dropped; equal widths are a plain permutation.")
+# Header tooltips, by column.
+COLUMN_TIPS = (None, SHAPE_HELP, "Number of values (parameters and buffers)", SPACE_HELP,
+               "Frobenius norm, mean and standard deviation of the weight")
+
+
+class Row(Protocol):
+    """What the text of a row needs: a module ``node``, or a ``tensor`` (then node is None);
+    its short ``name``; the size and first member of its group of identical siblings."""
+
+    node: LayerNode | None
+    tensor: TensorInfo | None
+    name: str
+    repeat_count: int
+    repeat_first: str
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """'64 \u00d7 16 \u00d7 3 \u00d7 3' (a scalar shows as 'scalar')."""
+    return " \u00d7 ".join(str(int(s)) for s in shape) if len(shape) else "scalar"
+
+
+def stat_text(value: float) -> str:
+    """A tensor statistic in a few digits ('nan' for NaN, exponent form from 10^4)."""
+    if value != value:  # NaN
+        return "nan"
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+class LayerText:
+    """The words of one model's layer tree.
+
+    Parameters: spec - the model's permutation spec (space sizes, fixed spaces); role - "zoo"
+    or "base" (the tooltips say what to drag or drop); model_name - names the root module.
+    The ``used`` arguments map a layer path to the numbers of the plan steps using it.
+    """
+
+    def __init__(self, spec: PermutationSpec, role: str, model_name: str) -> None:
+        self.spec = spec
+        self.role = role
+        self.model_name = model_name
+
+    def space(self, space_id: str | None) -> str:
+        """'hidden0 (64)', 'input (784, fixed)', or a dash for no space."""
+        if space_id is None:
+            return "\u2013"
+        space = self.spec.spaces.get(space_id)
+        if space is None:
+            return space_id
+        return f"{space_id} ({space.size}{', fixed' if space.fixed else ''})"
+
+    def fixed_axes(self, tensor: TensorInfo) -> list[tuple[int, str]]:
+        """(axis, reason) for each axis of ``tensor`` on a *fixed space* (input, class output).
+
+        Axes that are simply not permutable (conv kernel positions) are not listed: they are
+        never aligned, so marking them would only add noise.
+        """
+        out = []
+        for axis, sid in enumerate(tensor.axes):
+            space = self.spec.spaces.get(sid) if sid is not None else None
+            if space is not None and space.fixed:
+                out.append((axis, space.reason or "fixed"))
+        return out
+
+    def display(self, row: Row, col: int, tensor: TensorInfo | None,
+                used: Mapping[str, list[int]]) -> str:
+        """The text of column ``col``; ``tensor`` is the row's tensor or its module's weight."""
+        node = row.node
+        if col == COL_NAME:
+            return self._name(row, used) if node is not None else row.name
+        if col == COL_SHAPE:
+            return shape_text(tensor.shape) if tensor is not None else ""
+        if col == COL_PARAMS:
+            n = node.params if node is not None else (tensor.numel if tensor is not None else 0)
+            return f"{int(n):,}"
+        if col == COL_SPACE:
+            if node is not None and node.layer is not None:
+                return (f"out {self.space(node.layer.out_axis.space)} \u00b7 "
+                        f"in {self.space(node.layer.in_axis.space)}")
+            if node is None and tensor is not None:
+                return ", ".join(self.space(s) if s else "\u2013" for s in tensor.axes)
+            if node is not None and node.tensors:
+                # A norm or other module riding along: the spaces its tensors follow.
+                spaces = dict.fromkeys(s for t in node.tensors for s in t.axes if s)
+                return ("follows " + ", ".join(self.space(s) for s in spaces)
+                        if spaces else "")
+            return ""
+        if col == COL_STATS and tensor is not None:
+            return (f"\u2016\u00b7\u2016 {stat_text(tensor.norm)}   \u03bc {stat_text(tensor.mean)}"
+                    f"   \u03c3 {stat_text(tensor.std)}")
+        return ""
+
+    def _name(self, row: Row, used: Mapping[str, list[int]]) -> str:
+        node = row.node
+        assert node is not None
+        kind = node.kind
+        if row.repeat_count and node.repeat:
+            kind = node.repeat.split("#", 1)[0]  # the block's class, e.g. BasicBlock
+        text = f"{row.name} \u00b7 {kind}" if kind and kind != "module" else row.name
+        if row.repeat_count:
+            if row.name == row.repeat_first:
+                text += f"  (\u00d7{row.repeat_count} identical)"
+            else:
+                text += f"  (= {row.repeat_first})"
+        steps = used.get(node.path)
+        if steps:
+            text += "  \u2192 step " + ", ".join(str(n) for n in steps)
+        return text
+
+    def tooltip(self, row: Row, col: int, tensor: TensorInfo | None,
+                used: Mapping[str, list[int]]) -> str | None:
+        """The tooltip of column ``col`` (None when there is nothing to say)."""
+        node = row.node
+        lines: list[str] = []
+        if node is not None:
+            lines.append(f"{node.path or self.model_name}  ({node.kind})")
+            if node.layer is not None:
+                if self.role == "zoo":
+                    lines.append("Drag onto a layer of the base model to add an assembly step.")
+                else:
+                    lines.append("Drop a zoo layer here to merge it into this layer.")
+            if row.repeat_count:
+                lines.append(f"One of {row.repeat_count} structurally identical blocks "
+                             f"(shown collapsed).")
+            steps = used.get(node.path)
+            if steps:
+                lines.append("Used by step " + ", ".join(str(n) for n in steps) + ".")
+        elif row.tensor is not None:
+            t = row.tensor
+            lines.append(f"{t.key}: {shape_text(t.shape)} {t.dtype}")
+        if col == COL_SHAPE:
+            lines.append(SHAPE_HELP)
+        elif col == COL_SPACE:
+            if node is not None and node.layer is not None:
+                lines.append(f"Output units (axis 0) live in {node.layer.out_axis.space}; input "
+                             f"units (axis 1) in {node.layer.in_axis.space}"
+                             + (f", {node.layer.in_axis.block} features per unit"
+                                if node.layer.in_axis.block > 1 else "") + ".")
+            elif row.tensor is not None:
+                for axis, sid in enumerate(row.tensor.axes):
+                    lines.append(f"axis {axis}: " + (sid or "not permutable (e.g. kernel "
+                                                             "positions)"))
+            lines.append(SPACE_HELP)
+        elif col == COL_STATS and tensor is not None:
+            lines.append(f"norm {tensor.norm:.6g}, mean {tensor.mean:.6g}, std {tensor.std:.6g}"
+                         f" over {tensor.numel:,} values")
+        if tensor is not None:
+            lines += [f"axis {axis} is fixed: {reason}"
+                      for axis, reason in self.fixed_axes(tensor)]
+        return "\n".join(lines) if lines else None
+
+
+__all__ = ["COLUMNS", "COLUMN_TIPS", "COL_NAME", "COL_PARAMS", "COL_SHAPE", "COL_SPACE",
+           "COL_STATS", "SHAPE_HELP", "SPACE_HELP", "LayerText", "Row", "shape_text",
+           "stat_text"]
