@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QStyle, QWidget
+from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence, QPalette
+from PySide6.QtWidgets import QApplication, QStyle, QWidget
 
 from .icons import action_icon
 
@@ -75,11 +75,19 @@ SPECS: tuple[ActionSpec, ...] = (
 )
 
 
+def _glyph_tint() -> QColor | None:
+    """The colour dark glyph icons take on a dark palette; None on a light one."""
+    from .theme import is_dark
+
+    return QApplication.palette().color(QPalette.ColorRole.ButtonText) if is_dark() else None
+
+
 class Actions:
     """The window's actions by key (``actions.run``, ``actions["run"]``)."""
 
     def __init__(self, parent: QWidget) -> None:
         self._actions: dict[str, QAction] = {}
+        self._icons: list[tuple[QAction, str, QStyle.StandardPixmap | None]] = []
         for spec in SPECS:
             action = QAction(spec.text, parent)
             action.setObjectName(f"action_{spec.key}")
@@ -97,15 +105,28 @@ class Actions:
             action.setToolTip(tip)
             action.setStatusTip(spec.tip)
             if spec.icon:
-                icon = action_icon(spec.icon, spec.fallback)
-                if not icon.isNull():
-                    action.setIcon(icon)
+                self.adopt_icon(action, spec.icon, spec.fallback)
             action.setCheckable(spec.checkable)
             self._actions[spec.key] = action
         self.theme_group = QActionGroup(parent)
         self.theme_group.setExclusive(True)
         for key in ("theme_system", "theme_light", "theme_dark"):
             self.theme_group.addAction(self._actions[key])
+
+    def adopt_icon(self, action: QAction, theme_name: str,
+                   fallback: QStyle.StandardPixmap | None) -> None:
+        """Give ``action`` its icon now and again whenever the theme changes."""
+        self._icons.append((action, theme_name, fallback))
+        icon = action_icon(theme_name, fallback, _glyph_tint())
+        if not icon.isNull():
+            action.setIcon(icon)
+
+    def refresh_icons(self) -> None:
+        """Re-make the icons for the current palette (a dark theme lightens dark glyphs)."""
+        for action, theme_name, fallback in self._icons:
+            icon = action_icon(theme_name, fallback, _glyph_tint())
+            if not icon.isNull():
+                action.setIcon(icon)
 
     def __getitem__(self, key: str) -> QAction:
         return self._actions[key]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtGui import QIcon
+from PySide6.QtCore import QSize
+from PySide6.QtGui import QColor, QIcon, QPainter
 from PySide6.QtWidgets import QApplication, QStyle
 
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256)
@@ -38,11 +39,46 @@ def app_icon() -> QIcon:
     return icon
 
 
-def action_icon(theme_name: str, fallback: QStyle.StandardPixmap | None = None) -> QIcon:
-    """``theme_name`` from the icon theme, else the style's ``fallback`` pixmap (or no icon)."""
+def action_icon(theme_name: str, fallback: QStyle.StandardPixmap | None = None,
+                tint: QColor | None = None) -> QIcon:
+    """``theme_name`` from the icon theme, else the style's ``fallback`` pixmap (or no icon).
+
+    ``tint``: recolour a near-black fallback glyph (Fusion's play and arrow icons, invisible on
+    a dark palette) keeping its shape; coloured icons (folders, disks) are left as they are.
+    """
     if QIcon.hasThemeIcon(theme_name):
         return QIcon.fromTheme(theme_name)
     style = QApplication.style()
-    if fallback is not None and style is not None:
-        return style.standardIcon(fallback)
-    return QIcon()
+    if fallback is None or style is None:
+        return QIcon()
+    icon = style.standardIcon(fallback)
+    if tint is None or not _is_dark_glyph(icon):
+        return icon
+    tinted = QIcon()
+    for size in (16, 24, 32):
+        for mode in (QIcon.Mode.Normal, QIcon.Mode.Disabled):
+            pixmap = icon.pixmap(QSize(size, size), mode)
+            if pixmap.isNull():
+                continue
+            painter = QPainter(pixmap)
+            painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_SourceIn)
+            color = QColor(tint)
+            if mode == QIcon.Mode.Disabled:
+                color.setAlphaF(0.35)
+            painter.fillRect(pixmap.rect(), color)
+            painter.end()
+            tinted.addPixmap(pixmap, mode)
+    return tinted
+
+
+def _is_dark_glyph(icon: QIcon) -> bool:
+    """True when the icon's visible pixels are on average nearly black."""
+    image = icon.pixmap(QSize(16, 16)).toImage()
+    total = weight = 0.0
+    for y in range(image.height()):
+        for x in range(image.width()):
+            c = image.pixelColor(x, y)
+            a = c.alphaF()
+            total += a * (0.299 * c.redF() + 0.587 * c.greenF() + 0.114 * c.blueF())
+            weight += a
+    return weight > 0 and total / weight < 0.3

@@ -64,6 +64,8 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
         self.setObjectName("mainWindow")
         self.settings = settings
         self.theme = theme
+        if theme is not None:
+            theme.changed.connect(self._on_theme_changed)
         self.runner = JobRunner(self)
         self.actions = Actions(self)
         self.setWindowIcon(app_icon())
@@ -380,6 +382,9 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
         self.welcome.set_recent([])
 
     @Slot()
+    def _on_theme_changed(self, _dark: bool) -> None:
+        self.actions.refresh_icons()
+
     def _on_theme_action(self, action) -> None:
         mode = {self.actions.theme_system: "system", self.actions.theme_light: "light",
                 self.actions.theme_dark: "dark"}.get(action, "system")

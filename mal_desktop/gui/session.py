@@ -26,7 +26,6 @@ from PySide6.QtWidgets import QFileDialog, QStyle
 from ..core.merge.plan import AssemblyPlan
 from ..core.progress import ProgressEvent
 from . import tasks
-from .icons import action_icon
 from .log import report_error, report_exception
 from .project import Project
 
@@ -63,10 +62,11 @@ class SessionMixin:
         self.undo_group = QUndoGroup(self)
         self.undo_action = self.undo_group.createUndoAction(self, "&Undo")
         self.undo_action.setShortcuts(QKeySequence.StandardKey.Undo)
-        self.undo_action.setIcon(action_icon("edit-undo", QStyle.StandardPixmap.SP_ArrowBack))
+        self.actions.adopt_icon(self.undo_action, "edit-undo", QStyle.StandardPixmap.SP_ArrowBack)
         self.redo_action = self.undo_group.createRedoAction(self, "&Redo")
         self.redo_action.setShortcuts(QKeySequence.StandardKey.Redo)
-        self.redo_action.setIcon(action_icon("edit-redo", QStyle.StandardPixmap.SP_ArrowForward))
+        self.actions.adopt_icon(self.redo_action, "edit-redo",
+                                QStyle.StandardPixmap.SP_ArrowForward)
 
     # -- jobs ---------------------------------------------------------------------------------
     def submit(self, factory: Callable[..., Any], name: str,

@@ -470,3 +470,19 @@ def test_command_line_files_open_after_the_engine_starts(tmp_path: Path, small_z
     assert "heavy_modules_loaded=none" in out.stdout
     assert "device='CPU'" in out.stdout and "'digits'" in out.stdout
     assert "models=['mlp-w32-s0', 'cnn-w8-s0']" in out.stdout  # first file = base, then zoo
+
+
+def test_dark_glyph_icons_are_lightened_for_a_dark_palette(qtbot) -> None:
+    """Fusion's play/arrow glyphs are near-black: on a dark theme they must be tinted to show."""
+    from PySide6.QtCore import QSize
+    from PySide6.QtGui import QColor
+    from PySide6.QtWidgets import QStyle
+
+    from mal_desktop.gui.icons import _is_dark_glyph, action_icon
+
+    name = "no-such-theme-icon"  # force the style's fallback pixmap
+    plain = action_icon(name, QStyle.StandardPixmap.SP_MediaPlay)
+    tinted = action_icon(name, QStyle.StandardPixmap.SP_MediaPlay, QColor("white"))
+    assert _is_dark_glyph(plain) and not _is_dark_glyph(tinted)
+    image = tinted.pixmap(QSize(16, 16)).toImage()
+    assert any(image.pixelColor(x, y).alpha() > 0 for x in range(16) for y in range(16))
