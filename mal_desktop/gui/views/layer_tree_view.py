@@ -9,8 +9,8 @@ asks the core preflight); the view only paints it. Repeated blocks start collaps
 from __future__ import annotations
 
 from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QObject, QPersistentModelIndex,
-                            QSortFilterProxyModel, Qt, QTimer, Signal, Slot)
-from PySide6.QtGui import (QColor, QDragEnterEvent, QDragLeaveEvent, QDragMoveEvent,
+                            QPoint, QSortFilterProxyModel, Qt, QTimer, Signal, Slot)
+from PySide6.QtGui import (QColor, QDrag, QDragEnterEvent, QDragLeaveEvent, QDragMoveEvent,
                            QDropEvent, QPainter, QPaintEvent, QPalette)
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QLabel, QLineEdit,
                                QMenu, QStyleOptionViewItem, QTabWidget, QToolTip, QTreeView,
@@ -82,6 +82,7 @@ class LayerTreeView(QTreeView):
         self.role = role
         self._target: QPersistentModelIndex | None = None
         self._target_ok = False
+        self._tip_text = ""  # the hint of the row under the drag (kept for a refused drop)
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -99,6 +100,21 @@ class LayerTreeView(QTreeView):
             self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.placeholder = ""
+
+    def startDrag(self, supportedActions: Qt.DropAction) -> None:  # noqa: N802 - Qt's name
+        """Drag the pressed layer with a pixmap of its name cell *beside* the cursor: Qt's default
+        pixmap (the whole row, opaque) lies exactly over the hovered base row and hides its tint."""
+        model = self.model()
+        indexes = [i for i in self.selectedIndexes() if i.column() == 0
+                   and model.flags(i) & Qt.ItemFlag.ItemIsDragEnabled] if model else []
+        mime = model.mimeData(indexes) if indexes else None
+        if mime is None:
+            return
+        drag = QDrag(self)
+        drag.setMimeData(mime)
+        drag.setPixmap(self.viewport().grab(self.visualRect(indexes[0])))
+        drag.setHotSpot(QPoint(-16, -12))  # below right of the cursor
+        drag.exec(supportedActions & Qt.DropAction.CopyAction, Qt.DropAction.CopyAction)
 
     # -- drop feedback ---------------------------------------------------------------------------
     def drop_target(self) -> tuple[QModelIndex, bool] | None:
@@ -153,16 +169,23 @@ class LayerTreeView(QTreeView):
             src_index = model.mapToSource(index) if isinstance(model, QSortFilterProxyModel) \
                 else index
             _ok, text, _step = source.evaluate_drop(event.mimeData(), -1, src_index)
+            self._tip_text = text
             pos = event.position().toPoint()
             QToolTip.showText(self.viewport().mapToGlobal(pos), text, self.viewport(),
                               self.visualRect(index))
 
     def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:  # noqa: N802 - Qt's name
         super().dragLeaveEvent(event)
+        # A drop on a refused row never reaches dropEvent: Qt sends a leave on the release. Then
+        # the reason stays in the status bar; a drag that moves away (button held) clears it.
+        target = self.drop_target()
+        released = not QApplication.mouseButtons() & Qt.MouseButton.LeftButton
+        refused = bool(target is not None and not target[1] and released and self._tip_text)
         self._set_target(None, False)
         self._end_drag()
         QToolTip.hideText()
-        self.dropHint.emit("", True)  # clears the status-bar hint
+        self.dropHint.emit(self._tip_text if refused else "", not refused)
+        self._tip_text = ""
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
         index = self.indexAt(event.position().toPoint())
@@ -193,8 +216,8 @@ class LayerTreeView(QTreeView):
                 and target.parent() == index.parent():
             color = QColor("#2e9e5b" if self._target_ok else "#d64545")
             color.setAlpha(70)
-            painter.fillRect(option.rect, color)
             super().drawRow(painter, option, index)
+            painter.fillRect(option.rect, color)  # after: alternate rows paint opaque backgrounds
             edge = QColor(color)
             edge.setAlpha(220)
             painter.setPen(edge)
