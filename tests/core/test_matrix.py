@@ -301,21 +301,14 @@ def test_zoo_and_memory_references(files, tmp_path: Path) -> None:
 
 # -- command line --------------------------------------------------------------------------
 def _cli(argv: list[str]) -> tuple[int, str]:
-    import argparse
+    """`mal ARGV` in-process: (exit code, stdout)."""
     import contextlib
 
-    from mal_desktop.cli_eval import add_commands
+    from mal_desktop.cli import main
 
-    parser = argparse.ArgumentParser(prog="mal")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true")
-    common.add_argument("--quiet", action="store_true")
-    common.add_argument("--arch")
-    add_commands(parser.add_subparsers(dest="command", required=True), common)
-    args = parser.parse_args(argv)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = args.func(args)
+        rc = main(argv)
     return rc, out.getvalue()
 
 

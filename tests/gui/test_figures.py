@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtGui import QImage
 
-from mal_desktop.cli_eval import add_commands
+from mal_desktop.cli import main
 from mal_desktop.core.study import FIGURES
 from mal_desktop.figures import SIZE, render_figures
 
@@ -19,16 +18,10 @@ pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
 def _study_cli(argv: list[str]) -> tuple[int, dict]:
-    parser = argparse.ArgumentParser(prog="mal")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true")
-    common.add_argument("--quiet", action="store_true")
-    common.add_argument("--arch")
-    add_commands(parser.add_subparsers(dest="command", required=True), common)
-    args = parser.parse_args(argv)
+    """`mal ARGV` in-process: (exit code, the JSON it printed)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = args.func(args)
+        rc = main(argv)
     return rc, json.loads(out.getvalue())
 
 
