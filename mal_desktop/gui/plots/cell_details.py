@@ -23,7 +23,7 @@ from ...core.evaluate.matrix import MatrixCell
 from ...core.evaluate.metric_registry import SampleScores
 from ..models.matrix_model import (class_names, confusion_counts, format_value,
                                    per_class_accuracy, scale_color)
-from .style import plot_colors
+from .style import color_axes, plot_colors
 
 MAX_LABELLED_CELLS = 12  # confusion matrices up to this many classes show their counts
 
@@ -77,11 +77,7 @@ class CellDetails(QWidget):
     def _apply_colors(self) -> None:
         c = plot_colors()
         self.graphics.setBackground(c.background)
-        for plot in (self.bar_plot, self.conf_plot):
-            for side in ("left", "bottom"):
-                axis = plot.getAxis(side)
-                axis.setPen(pg.mkPen(c.muted))
-                axis.setTextPen(pg.mkPen(c.foreground))
+        color_axes((self.bar_plot, self.conf_plot), c)
         self.mean_line.setPen(pg.mkPen(c.accent, width=1.5, style=Qt.PenStyle.DashLine))
         # Confusion colours: palette base (no samples) to the series colour (all samples).
         cmap = pg.ColorMap([0.0, 1.0], [QColor(c.background), QColor(c.aligned)])

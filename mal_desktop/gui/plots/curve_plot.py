@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWi
 
 from ...core.evaluate.metrics import CurvePoint, CurveResult
 from .export import ExportButton, ExportEntry, export_csv, export_png
-from .style import plot_colors
+from .style import color_axes, plot_colors
 
 SERIES = ("naive", "aligned")
 _REFRESH_MS = 50  # at most ~20 redraws a second however fast points arrive
@@ -162,11 +162,7 @@ class CurvePlot(QWidget):
     def _apply_colors(self) -> None:
         c = self._colors
         self.graphics.setBackground(c.background)
-        for plot in (self.loss_plot, self.acc_plot):
-            for axis in ("left", "bottom"):
-                ax = plot.getAxis(axis)
-                ax.setPen(pg.mkPen(c.muted))
-                ax.setTextPen(pg.mkPen(c.foreground))
+        color_axes((self.loss_plot, self.acc_plot), c)
         for series in SERIES:
             color = c.naive if series == "naive" else c.aligned
             style = Qt.PenStyle.DashLine if series == "naive" else Qt.PenStyle.SolidLine

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBox
 
 from ...core.merge.results import MAX_MATRIX, SideReport, StepDiagnostics
 from .export import ExportButton, ExportEntry, export_csv, export_png
-from .style import PlotColors, plot_colors
+from .style import PlotColors, color_axes, plot_colors
 
 CATEGORIES = ("matched", "padded", "dropped")
 _CATEGORY_TIPS = {"matched": "matched: base unit paired with a zoo unit",
@@ -143,11 +143,9 @@ class DiagnosticsPanel(QWidget):
     def _apply_colors(self) -> None:
         c = self._colors
         self.graphics.setBackground(c.background)
-        for plot in (self.matrix_plot, self.units_plot, self.costs_plot, self.objective_plot):
-            for axis in ("left", "bottom"):
-                ax = plot.getAxis(axis)
-                ax.setPen(pg.mkPen(c.muted))
-                ax.setTextPen(pg.mkPen(c.foreground))
+        plots = (self.matrix_plot, self.units_plot, self.costs_plot, self.objective_plot)
+        color_axes(plots, c)
+        for plot in plots:
             plot.titleLabel.setAttr("color", c.foreground)
             plot.setTitle(plot.titleLabel.text, color=c.foreground)
         for cat, item in self.bars.items():

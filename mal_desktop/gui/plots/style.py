@@ -99,3 +99,14 @@ def plot_colors() -> PlotColors:
             if color.isValid():
                 overrides[f.name] = color.name()
     return PlotColors(**{**colors.__dict__, **overrides})
+
+
+def color_axes(plots: Any, colors: PlotColors) -> None:
+    """Give the left and bottom axes of ``plots`` the palette's muted line and text colours."""
+    import pyqtgraph as pg
+
+    for plot in plots:
+        for side in ("left", "bottom"):
+            axis = plot.getAxis(side)
+            axis.setPen(pg.mkPen(colors.muted))
+            axis.setTextPen(pg.mkPen(colors.foreground))
