@@ -1,12 +1,19 @@
 """Linear assignment problems (LAP) on rectangular cost matrices.
 
-Cost matrices are built with torch on :func:`~mal_desktop.core.device.compute_device`; the
-assignment itself is solved by ``scipy.optimize.linear_sum_assignment`` (a shortest augmenting path
-solver, exact) on a float64 CPU copy. On CUDA this means one device-to-host copy of an m x n matrix
-per solve; for the layer widths of a model zoo (hundreds to a few thousand units) the copy and the
-O(n^3) solve are small next to building the costs, and an exact solver keeps the monotonicity
-guarantees of the alternating and coordinate-descent loops (an approximate GPU auction solver
-could return a worse assignment than the current one).
+Cost matrices are built with torch on :func:`~mal_desktop.core.device.compute_device`. The
+assignment is solved by one of two solvers:
+
+* ``scipy.optimize.linear_sum_assignment`` (shortest augmenting path, exact) on a float64 CPU copy:
+  the default on every device.
+* :func:`~mal_desktop.core.align.auction.auction_lap` (forward auction with epsilon scaling, in
+  torch on the tensor's device), opt-in with ``MAL_LAP=auction``. Its objective is within
+  1e-6 * (cost range) of the optimum (exact for integer costs); the alternating and
+  coordinate-descent loops accept only strict improvements of J, so such a near-optimal assignment
+  cannot make J decrease.
+
+Environment variable ``MAL_LAP``: ``scipy`` (default) or ``auction``. scipy stays the default on
+CUDA too: on an H100 the auction was 4x to 100x slower than copying the matrix to the CPU and
+running scipy at widths 512 to 4096 (benchmarks/README.md, "LAP on CUDA: auction vs scipy").
 
 A rectangular m x n LAP picks min(m, n) pairs, at most one per row and column. It has the same
 optimum as the square LAP on the cost zero-padded to max(m, n) ("LAP-equivalence",
@@ -15,10 +22,14 @@ mal_method.md sec. 4): a padded row or column contributes zero whatever it is pa
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from ..errors import AlignmentError
+
+_LAP_MODES = ("scipy", "auction")
 
 
 def _to_numpy(cost: torch.Tensor) -> np.ndarray:
@@ -34,15 +45,23 @@ def solve_lap(cost: torch.Tensor, maximize: bool = True) -> tuple[torch.Tensor, 
     """Solve the rectangular assignment problem on ``cost`` (m x n).
 
     Parameters:
-        cost: m x n matrix on any device and of any float dtype (copied to CPU float64).
+        cost: m x n matrix on any device and of any float dtype. Solved by scipy on a CPU
+            float64 copy, or by the auction on the tensor's device with ``MAL_LAP=auction``.
         maximize: maximise the total of the chosen entries (default) instead of minimising it.
     Returns:
         (rows, cols): two int64 CPU tensors of length min(m, n); ``rows`` is sorted ascending and
         pair i assigns row ``rows[i]`` to column ``cols[i]``.
     Raises:
-        AlignmentError: the matrix is not 2-D or holds NaN / inf.
+        AlignmentError: the matrix is not 2-D or holds NaN / inf, or ``MAL_LAP`` is unknown.
     """
     from scipy.optimize import linear_sum_assignment
+
+    mode = os.environ.get("MAL_LAP", "").strip().lower() or "scipy"
+    if mode not in _LAP_MODES:
+        raise AlignmentError(f"MAL_LAP must be one of {', '.join(_LAP_MODES)}, got {mode!r}")
+    if mode == "auction" and cost.ndim == 2:
+        from .auction import auction_lap
+        return auction_lap(cost, maximize=maximize)
 
     array = _to_numpy(cost)
     if array.shape[0] == 0 or array.shape[1] == 0:
