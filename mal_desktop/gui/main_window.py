@@ -266,7 +266,11 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
     def _restore_layout(self) -> None:
         geometry = self.settings.window_geometry
         if geometry.isEmpty() or not self.restoreGeometry(geometry):
-            self.resize(1360, 860)
+            # First launch: most of the screen (four panels and two trees want room), at least
+            # 1360 x 860 where the screen has it.
+            area = self.screen().availableGeometry()
+            self.resize(min(area.width(), max(1360, int(area.width() * 0.9))),
+                        min(area.height(), max(860, int(area.height() * 0.9))))
         state = self.settings.window_state
         if not state.isEmpty():
             self.restoreState(state)
