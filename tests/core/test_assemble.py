@@ -211,3 +211,60 @@ def test_models_held_in_memory_need_no_file(small_zoo):
     result = run_job(assemble_job(plan, models={"memory:wide": in_memory}))
     assert result.model.metadata["inputs_sha256"]["memory:wide"] is None
     assert result.steps[0].out.dropped == 32
+
+
+def test_chain_alignment_recovers_permuted_copies_of_a_trained_mixer():
+    """mal_method.md section 9 on the hardest family: coordinate descent over a residual stream
+    has local optima (one permuted copy in eight was missed before seeded restarts and the
+    stream's LayerNorms joined the objective)."""
+    from mal_desktop.core.evaluate.datasets import load_dataset
+    from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.graph.spec import permute_state
+    from mal_desktop.core.io.model import LoadedModel
+    from mal_desktop.core.merge.assemble import align_step
+    from mal_desktop.core.zoo.families import build_model, full_config
+    from mal_desktop.core.zoo.train import train_job
+
+    torch.manual_seed(0)
+    cfg = full_config("mixer")
+    module = build_model("mixer", cfg)
+    run_job(train_job(module, load_dataset("digits"), epochs=5, seed=0))
+    base = LoadedModel(module, {"kind": "family", "family": "mixer", "config": cfg}, (1, 8, 8), 10)
+    spec, state = discover_spec(base), base.state()
+    layer = "blocks.1.channel_fc2"
+    step = AssemblyStep("copy", layer, layer, 1.0, "chain")
+    for seed in range(8):
+        gen = torch.Generator().manual_seed(seed)
+        perms = {s.id: torch.randperm(s.size, generator=gen) for s in spec.free_spaces()}
+        alignment = run_job(align_step(step, state, spec, permute_state(state, spec, perms), spec))
+        for space, match in ((spec.layer(layer).out_axis.space, alignment.out),
+                             (spec.layer(layer).in_axis.space, alignment.inp)):
+            assert torch.equal(torch.tensor(match.cols), torch.argsort(perms[space])), seed
+
+
+@pytest.mark.parametrize("family, layer", [("mixer", "blocks.1.channel_fc2"),
+                                           ("resnet", "blocks.1.conv2"), ("cnn", "fc")])
+def test_chain_step_from_a_permuted_copy_reproduces_the_base(tmp_path, family, layer):
+    """mal_method.md section 9: aligning to a permuted copy recovers the permutation, so merging
+    the copy's layer at lambda 1 (chain alignment over the prefix) changes nothing."""
+    from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.graph.spec import permute_state
+    from mal_desktop.core.io.model import LoadedModel
+    from mal_desktop.core.zoo.families import build_model, full_config
+
+    torch.manual_seed(0)
+    cfg = full_config(family)
+    base = LoadedModel(build_model(family, cfg), {"kind": "family", "family": family,
+                                                  "config": cfg}, (1, 8, 8), 10)
+    spec = discover_spec(base)
+    gen = torch.Generator().manual_seed(1)
+    perms = {s.id: torch.randperm(s.size, generator=gen) for s in spec.free_spaces()}
+    save_model(base, tmp_path / "base.safetensors")
+    save_model(base.with_state(permute_state(base.state(), spec, perms)), tmp_path / "perm.safetensors")
+    plan = AssemblyPlan(base=str(tmp_path / "base.safetensors"),
+                        zoo={"perm": str(tmp_path / "perm.safetensors")},
+                        steps=[AssemblyStep("perm", layer, layer, 1.0, "chain")])
+    merged = run_job(assemble_job(plan)).model
+    x = base.example_input(16)
+    with torch.no_grad():
+        assert torch.allclose(merged.module(x), base.module(x), atol=1e-4)

@@ -410,4 +410,15 @@ def chain_pairs(
             suffix = key.rsplit(".", 1)[-1]
             if suffix in t_norm and suffix != "num_batches_tracked":
                 tensor_pairs.append((key, t_norm[suffix]))
+    # Tensors that ride on the paired spaces without belonging to a layer (a residual stream's
+    # LayerNorms) are evidence too: without them coordinate descent can settle in a poor local
+    # optimum (seen on the Mixer). Paired when both models have the key and every axis maps.
+    paired = {b for b, _ in tensor_pairs}
+    for key, axes in base_spec.axes.items():
+        t_axes = target_spec.axes.get(key)
+        if key in paired or not axes or t_axes is None or len(t_axes) != len(axes):
+            continue
+        if all(a is not None and b is not None and a.block == b.block
+               and space_pairs.get(a.space) == b.space for a, b in zip(axes, t_axes)):
+            tensor_pairs.append((key, key))
     return space_pairs, tensor_pairs
