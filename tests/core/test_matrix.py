@@ -332,3 +332,16 @@ def test_cli_eval_matrix_fails_on_an_error_cell(files, tmp_path: Path, capsys) -
                   "--cache", str(files["cache"]), "--quiet"])
     assert rc == 1
     assert "mal: error:" in capsys.readouterr().err
+
+
+def test_bfloat16_models_in_memory_hash_without_error(small_zoo):
+    from mal_desktop.core.evaluate.model_refs import memory_ref
+    from mal_desktop.core.io.files import load_model
+
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    model.module.to(torch.bfloat16)
+    first = memory_ref("bf16", model).content_hash()
+    assert first == memory_ref("bf16", model).content_hash()
+    with torch.no_grad():
+        model.module.head.bias.add_(1.0)
+    assert memory_ref("bf16", model).content_hash() != first

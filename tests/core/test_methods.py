@@ -52,3 +52,14 @@ def test_bad_method_and_parameter_are_plan_errors():
         merge_tensor("average-ish", t, t, 0.5)
     with pytest.raises(PlanError, match="density"):
         merge_tensor("ties", t, t, 0.5, {"density": 3.0})
+
+
+@pytest.mark.parametrize("method", sorted(MERGE_METHODS))
+def test_float64_tensors_are_merged_in_float64(method):
+    base = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    target = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = merge_tensor(method, base, target, 0.3, seed=2)
+    assert out.dtype == torch.float64
+    if method == "linear":
+        assert torch.equal(merge_tensor(method, base, target, 1.0), target)
+        assert torch.allclose(out, 0.7 * base + 0.3 * target, atol=1e-15, rtol=0)

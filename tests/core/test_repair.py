@@ -36,3 +36,8 @@ def test_repaired_curve_keeps_its_end_points(small_zoo):
     assert repaired.repair and not plain.repair
     assert repaired.naive.loss[0] == plain.naive.loss[0]
     assert repaired.naive.loss[-1] == plain.naive.loss[-1]
+
+
+def test_repair_is_reported_only_when_something_was_repaired(small_zoo):
+    mlp = str(small_zoo.path_of("mlp-w32-s0"))  # no BatchNorm: nothing to re-estimate
+    assert not run_job(model_curve_job(mlp, mlp, "digits", grid=3, repair=True)).repair

@@ -39,6 +39,7 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
     repair_x = fit_inputs(base, data.x_train if len(data.x_train) else data.x_test, data.name)
     total = len(lambdas) * len(series)
     done = 0
+    repaired = False  # a model without BatchNorm (or a .pt2 graph) has nothing to repair
     curves: dict[str, CurveMetrics] = {}
     for name in ("naive", "aligned"):
         state_at = series[name]
@@ -49,7 +50,7 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
                 cancel.raise_if_cancelled()
             work.load_state_dict(state_at(float(lam)), strict=True)
             if repair and 0.0 < lam < 1.0:
-                reset_batchnorm_stats(work, repair_x)
+                repaired = reset_batchnorm_stats(work, repair_x) > 0 or repaired
             result = evaluate_model(probe, data, split)
             losses.append(result.loss)
             accs.append(result.accuracy)
@@ -60,7 +61,7 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
                                 CurvePoint(name, i, float(lam), result.loss, result.accuracy))
         curves[name] = CurveMetrics.from_points(lambdas, losses, accs, epsilon)
     return CurveResult(tuple(float(x) for x in lambdas), curves["naive"], curves["aligned"],
-                       data.name, repair)
+                       data.name, repaired)
 
 
 def lerp_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> StateAt:

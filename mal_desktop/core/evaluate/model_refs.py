@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
 
-import numpy as np
+import torch
 
 from ..errors import MalError, ModelFileError
 from ..io.files import file_sha256, load_model
@@ -169,7 +169,9 @@ class MemoryRef(ModelRef):
             h.update(key.encode())
             h.update(str(tuple(tensor.shape)).encode())
             h.update(str(tensor.dtype).encode())
-            h.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes())
+            # raw bytes, whatever the dtype (numpy has no bfloat16)
+            raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            h.update(raw.numpy().tobytes())
         return h.hexdigest()
 
     def load_job(self, cancel: CancelToken | None = None

@@ -63,7 +63,9 @@ def merge_tensor(method: str, base: torch.Tensor, target: torch.Tensor, lam: flo
         if not (p.minimum <= values[p.name] <= p.maximum):
             raise PlanError(f"merge method {method}: {p.name} must be in [{p.minimum}, "
                             f"{p.maximum}], got {values[p.name]}")
-    out = m.fn(base.float(), target.float(), float(lam), seed=seed, **values)
+    # at least float32 (half precision would round every step), float64 stays float64
+    work = torch.promote_types(base.dtype, torch.float32)
+    out = m.fn(base.to(work), target.to(work), float(lam), seed=seed, **values)
     return out.to(base.dtype)
 
 
