@@ -108,7 +108,7 @@ def _matched_costs(bw: torch.Tensor, bb: torch.Tensor | None, tw: torch.Tensor,
     cost = bw.reshape(bw.shape[0], -1).double() @ t_in.reshape(t_in.shape[0], -1).double().T
     if bb is not None and tb is not None:
         cost += bb.double()[:, None] * tb.double()[None, :]
-    return cost[list(out.rows), list(out.cols)].numpy()
+    return cost[list(out.rows), list(out.cols)].cpu().numpy()
 
 
 def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
