@@ -180,21 +180,21 @@ def step_diagnostics(index: int, step: AssemblyStep, alignment: StepAlignment,
         out_matrix=small(alignment.out), in_matrix=small(alignment.inp), note=alignment.note)
 
 
+def _weight_layer(spec: PermutationSpec, name: str, owner: str, where: str) -> Layer:
+    """``spec``'s weight layer ``name``, or a PlanError listing the layers ``owner`` has."""
+    try:
+        return spec.layer(name)
+    except KeyError:
+        names = ", ".join(layer.name for layer in spec.layers)
+        raise PlanError(f"{where}: {owner} has no weight layer {name!r} "
+                        f"(its layers: {names})") from None
+
+
 def check_step_fits(step: AssemblyStep, base_state: State, base_spec: PermutationSpec,
                     donor_state: State, donor_spec: PermutationSpec, where: str) -> str:
     """Raise PlanError unless the step can run; return its width-case text."""
-    try:
-        bl = base_spec.layer(step.base_layer)
-    except KeyError:
-        names = ", ".join(layer.name for layer in base_spec.layers)
-        raise PlanError(f"{where}: the base has no weight layer {step.base_layer!r} "
-                        f"(its layers: {names})") from None
-    try:
-        tl = donor_spec.layer(step.source_layer)
-    except KeyError:
-        names = ", ".join(layer.name for layer in donor_spec.layers)
-        raise PlanError(f"{where}: {step.source} has no weight layer {step.source_layer!r} "
-                        f"(its layers: {names})") from None
+    bl = _weight_layer(base_spec, step.base_layer, "the base", where)
+    tl = _weight_layer(donor_spec, step.source_layer, step.source, where)
     verdict = check_layers(LayerShape.of(bl, base_spec, tuple(base_state[bl.weight].shape)),
                            LayerShape.of(tl, donor_spec, tuple(donor_state[tl.weight].shape)))
     if not verdict.ok:
