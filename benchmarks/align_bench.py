@@ -63,7 +63,7 @@ from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.jobs import model_curve_job
 from mal_desktop.core.progress import run_job
 from mal_desktop.core.zoo.build import ZooEntry, build_zoo_job
-from mal_desktop.core.zoo.families import build_model, full_config
+from mal_desktop.core.arch.families import build_model, full_config
 
 LAP_WIDTHS = (256, 512, 1024, 2048, 4096)
 DATASET = "digits"

@@ -15,7 +15,7 @@ def cmd_eval_matrix(args) -> int:
     import json
 
     from .cli import _emit, _finite, _run
-    from .core.evaluate.matrix import eval_matrix_job, format_matrix
+    from .core.toolkit.matrix import eval_matrix_job, format_matrix
     from .core.evaluate.metric_registry import get_metric
     from .core.io.files import atomic_write_text
 

@@ -73,7 +73,7 @@ def _prime_tracer() -> None:
 
     from ..core.graph.discover import discover_spec
     from ..core.io.model import LoadedModel
-    from ..core.zoo.families import build_model
+    from ..core.arch.families import build_model
 
     config = {"input_shape": [1, 4, 4], "num_classes": 3, "widths": [4]}
     try:
@@ -301,7 +301,7 @@ def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None
     reads file headers, so such a plan cannot be assembled either).
     """
     from ..core.errors import PlanError
-    from ..core.evaluate.model_refs import plan_ref
+    from ..core.toolkit.model_refs import plan_ref
 
     plan = _used_zoo(plan)
     missing = [p or "(a model only in memory)" for p in (plan.base, *plan.zoo.values())
@@ -331,7 +331,7 @@ def eval_matrix_task(cancel: CancelToken, refs: Sequence[str], datasets: Sequenc
     import torch
 
     from ..core.errors import PlanError
-    from ..core.evaluate.matrix import eval_matrix_job
+    from ..core.toolkit.matrix import eval_matrix_job
     from ..core.evaluate.metric_registry import metric_names
 
     items: list[Any] = []

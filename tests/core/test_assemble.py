@@ -119,7 +119,7 @@ def test_bad_steps_are_refused_before_loading_and_nothing_is_written(small_zoo, 
 
 def test_incompatible_kernel_sizes_are_refused(small_zoo, tmp_path):
     from mal_desktop.core.io.model import LoadedModel
-    from mal_desktop.core.zoo.families import build_model, full_config
+    from mal_desktop.core.arch.families import build_model, full_config
 
     cfg = full_config("cnn", {"channels": [8, 16], "hidden": 32, "kernel": 5})
     k5 = tmp_path / "k5.safetensors"
@@ -134,7 +134,7 @@ def test_incompatible_kernel_sizes_are_refused(small_zoo, tmp_path):
 
 def test_class_output_mismatch_is_refused(small_zoo, tmp_path):
     from mal_desktop.core.io.model import LoadedModel
-    from mal_desktop.core.zoo.families import build_model, full_config
+    from mal_desktop.core.arch.families import build_model, full_config
 
     cfg = full_config("mlp", {"widths": [32, 32], "num_classes": 5})
     five = tmp_path / "five.safetensors"
@@ -222,7 +222,7 @@ def test_chain_alignment_recovers_permuted_copies_of_a_trained_mixer():
     from mal_desktop.core.graph.spec import permute_state
     from mal_desktop.core.io.model import LoadedModel
     from mal_desktop.core.merge.assemble import align_step
-    from mal_desktop.core.zoo.families import build_model, full_config
+    from mal_desktop.core.arch.families import build_model, full_config
     from mal_desktop.core.zoo.train import train_job
 
     torch.manual_seed(0)
@@ -250,7 +250,7 @@ def test_chain_step_from_a_permuted_copy_reproduces_the_base(tmp_path, family, l
     from mal_desktop.core.graph.discover import discover_spec
     from mal_desktop.core.graph.spec import permute_state
     from mal_desktop.core.io.model import LoadedModel
-    from mal_desktop.core.zoo.families import build_model, full_config
+    from mal_desktop.core.arch.families import build_model, full_config
 
     torch.manual_seed(0)
     cfg = full_config(family)

@@ -14,7 +14,7 @@ from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.selftest import pad_space, self_test
 from mal_desktop.core.graph.spec import PermutationSpec
 from mal_desktop.core.io.model import LoadedModel
-from mal_desktop.core.zoo.families import build_model, full_config
+from mal_desktop.core.arch.families import build_model, full_config
 
 SMALL = {
     "mlp": {"widths": [12, 10]},

@@ -14,7 +14,7 @@ from mal_desktop.core.errors import DatasetError
 from mal_desktop.core.evaluate.datasets import Dataset
 from mal_desktop.core.evaluate.evaluator import EvalResult, evaluate_model, evaluate_module, predict_logits
 from mal_desktop.core.io.model import LoadedModel
-from mal_desktop.core.zoo.families import build_model
+from mal_desktop.core.arch.families import build_model
 
 
 def _fixed_linear() -> nn.Linear:

@@ -21,8 +21,8 @@ from mal_desktop.core.io.files import (atomic_write, atomic_write_text, file_sha
 from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.io.pt2_io import program_batch_size
 from mal_desktop.core.progress import Cancelled
-from mal_desktop.core.zoo import families
-from mal_desktop.core.zoo.families import build_model, full_config
+from mal_desktop.core.arch import families
+from mal_desktop.core.arch.families import build_model, full_config
 
 HERE = Path(__file__).resolve().parent
 SMALL = {

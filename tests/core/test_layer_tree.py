@@ -10,7 +10,7 @@ import torch
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.tree import build_layer_tree, parse_shape
 from mal_desktop.core.io.model import LoadedModel
-from mal_desktop.core.zoo.families import build_model, full_config
+from mal_desktop.core.arch.families import build_model, full_config
 
 SMALL = {
     "mlp": {"widths": [12, 10]},

@@ -21,7 +21,7 @@ from mal_desktop.core.align.matching import (
 from mal_desktop.core.errors import AlignmentError
 from mal_desktop.core.graph.spec import Axis, Layer, PermutationSpec, Space, permute_state
 from mal_desktop.core.progress import Cancelled, CancelToken, ProgressEvent, run_job
-from mal_desktop.core.zoo.families import build_model
+from mal_desktop.core.arch.families import build_model
 
 IN_SHAPE = [1, 4, 8]  # 32 input features
 

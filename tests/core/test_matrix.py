@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from mal_desktop.core.errors import MalError, ModelFileError
-from mal_desktop.core.evaluate import matrix as matrix_mod
+from mal_desktop.core.toolkit import matrix as matrix_mod
 from mal_desktop.core.evaluate.datasets import load_dataset
 from mal_desktop.core.evaluate.evaluator import evaluate_model
-from mal_desktop.core.evaluate.matrix import MatrixCell, cell_key, eval_matrix_job
+from mal_desktop.core.toolkit.matrix import MatrixCell, cell_key, eval_matrix_job
 from mal_desktop.core.evaluate.metric_registry import METRICS, register_metric
-from mal_desktop.core.evaluate.model_refs import (PlanRef, memory_ref, parse_model_ref,
+from mal_desktop.core.toolkit.model_refs import (PlanRef, memory_ref, parse_model_ref,
                                                   plan_ref)
 from mal_desktop.core.evaluate.pipeline import PipelineSpec
 from mal_desktop.core.io.files import load_model, save_model
@@ -27,7 +27,7 @@ from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.jobs import assemble_job
 from mal_desktop.core.merge.plan import load_plan
 from mal_desktop.core.progress import CancelToken, Cancelled, run_job
-from mal_desktop.core.zoo.families import build_model, full_config
+from mal_desktop.core.arch.families import build_model, full_config
 
 
 def _mlp(path: Path, seed: int, widths=(8,), input_shape=(1, 4, 4)) -> Path:
@@ -335,7 +335,7 @@ def test_cli_eval_matrix_fails_on_an_error_cell(files, tmp_path: Path, capsys) -
 
 
 def test_bfloat16_models_in_memory_hash_without_error(small_zoo):
-    from mal_desktop.core.evaluate.model_refs import memory_ref
+    from mal_desktop.core.toolkit.model_refs import memory_ref
     from mal_desktop.core.io.files import load_model
 
     model = load_model(small_zoo.path_of("mlp-w32-s0"))

@@ -16,7 +16,7 @@ from mal_desktop.core.evaluate.evaluator import evaluate_model, evaluate_module
 from mal_desktop.core.io.files import load_model
 from mal_desktop.core.progress import Cancelled, CancelToken, ProgressEvent, run_job
 from mal_desktop.core.zoo.build import ZooEntry, build_zoo_job, default_zoo, default_zoo_dir, load_zoo_index
-from mal_desktop.core.zoo.families import FAMILIES, build_model
+from mal_desktop.core.arch.families import FAMILIES, build_model
 from mal_desktop.core.zoo.train import train_job
 
 

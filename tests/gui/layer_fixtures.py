@@ -13,7 +13,7 @@ import torch
 
 from mal_desktop.core.graph.tree import LayerTree, build_layer_tree
 from mal_desktop.core.io.model import LoadedModel
-from mal_desktop.core.zoo.families import build_model, full_config
+from mal_desktop.core.arch.families import build_model, full_config
 
 # name -> (family, config overrides)
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -15,8 +15,8 @@ import shiboken6
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
-from mal_desktop.core.evaluate import matrix as matrix_mod
-from mal_desktop.core.evaluate.matrix import MatrixCell, MatrixResult
+from mal_desktop.core.toolkit import matrix as matrix_mod
+from mal_desktop.core.toolkit.matrix import MatrixCell, MatrixResult
 from mal_desktop.core.merge.plan import AssemblyStep
 from mal_desktop.gui import tasks
 from mal_desktop.gui.dialogs.study import StudyDialog

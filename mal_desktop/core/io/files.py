@@ -142,7 +142,7 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
     program = None
     kind = arch["kind"]
     if kind == "family":
-        from ..zoo.families import build_model
+        from ..arch.families import build_model
 
         family, config = arch.get("family"), arch.get("config") or {}
         if not isinstance(family, str) or not isinstance(config, dict):

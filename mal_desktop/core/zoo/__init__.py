@@ -1,1 +1,1 @@
-"""Built-in architecture families (a registry) and the demo-zoo builder."""
+"""Demo-zoo builder: trains the built-in zoo from the architecture registry and indexes it."""

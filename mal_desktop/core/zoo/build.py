@@ -25,7 +25,7 @@ from ..evaluate.datasets import load_dataset
 from ..io.files import atomic_write_text, load_model, save_model
 from ..io.model import LoadedModel
 from ..progress import CancelToken, ProgressEvent, never_cancelled
-from .families import build_model, full_config
+from ..arch.families import build_model, full_config
 from .train import train_job
 
 INDEX_NAME = "zoo.json"

@@ -1,6 +1,6 @@
 """QtMatrixModel: a table model adapting the models x datasets evaluation matrix.
 
-The core's :class:`~mal_desktop.core.evaluate.matrix.MatrixResult` is immutable and arrives at
+The core's :class:`~mal_desktop.core.toolkit.matrix.MatrixResult` is immutable and arrives at
 the end of a run; while the run goes, its cells arrive one by one as progress payloads
 (:class:`MatrixCell`). The model therefore holds the *layout* (rows = model references, columns
 = dataset names) and a dict of the cells received so far; a missing cell shows as pending.
@@ -24,7 +24,7 @@ from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QPersiste
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
-from ...core.evaluate.matrix import MatrixCell, MatrixResult
+from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS, SampleScores
 from ..plots.style import plot_colors
 

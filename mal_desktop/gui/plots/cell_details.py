@@ -19,7 +19,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.errors import MalError
-from ...core.evaluate.matrix import MatrixCell
+from ...core.toolkit.matrix import MatrixCell
 from ...core.evaluate.metric_registry import SampleScores
 from ..models.matrix_model import (class_names, confusion_counts, format_value,
                                    per_class_accuracy, scale_color)

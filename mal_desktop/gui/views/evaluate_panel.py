@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFile
                                QWidget)
 
 from ...core.evaluate.datasets import available_datasets
-from ...core.evaluate.matrix import MatrixCell, MatrixResult
+from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS
 from ...core.io.files import atomic_write_text
 from .. import tasks

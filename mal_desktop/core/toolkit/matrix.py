@@ -28,10 +28,10 @@ from ..errors import MalError
 from ..io.files import atomic_write, atomic_write_text
 from ..io.model import LoadedModel
 from ..progress import CancelToken, ProgressEvent, never_cancelled, sub_job
-from .datasets import load_dataset
-from .metric_registry import SampleScores, compute_sample_metrics, get_metric, metric_names
+from ..evaluate.datasets import load_dataset
+from ..evaluate.metric_registry import SampleScores, compute_sample_metrics, get_metric, metric_names
 from .model_refs import ModelRef, parse_model_ref
-from .pipeline import PipelineSpec, run_pipeline, samples_of
+from ..evaluate.pipeline import PipelineSpec, run_pipeline, samples_of
 
 # Bump when a change in the evaluator or the built-in stages changes numbers: old cache
 # entries then simply stop matching.

@@ -24,17 +24,17 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
+from typing import Any, Callable, Generator, Mapping
 
 import torch
 
 from ..errors import MalError, ModelFileError
 from ..io.files import file_sha256, load_model
 from ..io.model import LoadedModel
-from ..progress import CancelToken, ProgressEvent
-
-if TYPE_CHECKING:
-    from ..merge.plan import AssemblyPlan
+from ..jobs import assemble_job
+from ..merge.plan import AssemblyPlan, load_plan
+from ..progress import CancelToken, ProgressEvent, run_job
+from ..zoo.build import default_zoo_dir, load_zoo_index
 
 ZOO_PREFIX = "zoo:"
 
@@ -71,8 +71,6 @@ class ModelRef:
 
     def load(self, cancel: CancelToken | None = None) -> LoadedModel:
         """:meth:`load_job` driven to its end without progress."""
-        from ..progress import run_job
-
         return run_job(self.load_job(cancel))
 
 
@@ -125,8 +123,6 @@ class PlanRef(ModelRef):
     def _plan(self) -> AssemblyPlan:
         if self.plan is not None:
             return self.plan
-        from ..merge.plan import load_plan
-
         return load_plan(self.path)
 
     def _compute_hash(self) -> str:
@@ -144,8 +140,6 @@ class PlanRef(ModelRef):
 
     def load_job(self, cancel: CancelToken | None = None
                  ) -> Generator[ProgressEvent, None, LoadedModel]:
-        from ..jobs import assemble_job
-
         result = yield from assemble_job(self._plan(), cancel, arch=self.arch,
                                          models=self.models, specs=self.specs)
         model = result.model
@@ -209,8 +203,6 @@ def register_model_kind(kind: str, factory: RefFactory) -> None:
 def _zoo_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef | None:
     if not text.startswith(ZOO_PREFIX):
         return None
-    from ..zoo.build import default_zoo_dir, load_zoo_index
-
     name = text[len(ZOO_PREFIX):]
     if not name:
         raise MalError(f"{text!r}: name a zoo model after 'zoo:', e.g. zoo:mlp-w64-s0")
