@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
+from PySide6.QtCore import QByteArray, QSettings
+
+from ..core.user_dirs import user_data_dir
 
 ORGANIZATION = "mal_desktop"
 APPLICATION = "mal-desktop"
@@ -44,11 +46,9 @@ class Settings:
 
     def data_dir(self) -> Path:
         """Folder for recovery files and logs (created on demand)."""
-        if self._path is not None:
-            folder = self._path.parent / "data"
-        else:
-            loc = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
-            folder = Path(loc) if loc else Path.home() / ".local" / "share" / APPLICATION
+        if self._path is None:
+            return user_data_dir()
+        folder = self._path.parent / "data"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 

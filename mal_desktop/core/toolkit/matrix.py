@@ -23,7 +23,7 @@ from typing import Any, Generator, Sequence
 
 import numpy as np
 
-from ..cache_dirs import user_cache_dir
+from ..user_dirs import user_cache_dir
 from ..errors import MalError
 from ..io.files import atomic_write, atomic_write_text
 from ..io.model import LoadedModel

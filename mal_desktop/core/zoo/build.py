@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..cache_dirs import user_cache_dir
+from ..user_dirs import user_cache_dir
 from ..errors import MalError
 from ..evaluate.datasets import load_dataset
 from ..io.files import atomic_write_text, load_model, save_model
