@@ -5,22 +5,40 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
 
+from mal_desktop.cli import main
 from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
 
 
-def mal(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "mal_desktop.cli", *args], capture_output=True,
-                         text=True, timeout=300)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_inspect_json(small_zoo):
+@pytest.fixture
+def mal(capsys):
+    """Run ``mal ARGS`` in this process (the same main() the console script calls) and capture
+    what it prints; one subprocess test below checks the real entry point."""
+
+    def run(*args: str, check: bool = True) -> Ran:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        ran = Ran(code, out, err)
+        if check:
+            assert code == 0, err
+        return ran
+
+    return run
+
+
+def test_inspect_json(mal, small_zoo):
     out = mal("inspect", str(small_zoo.path_of("cnn-w8-s0")), "--json", "--self-test")
     obj = json.loads(out.stdout)
     assert obj["form"] == "mal-safetensors" and obj["num_classes"] == 10
@@ -28,7 +46,7 @@ def test_inspect_json(small_zoo):
     assert any(s["fixed"] for s in obj["spaces"]) and any(not s["fixed"] for s in obj["spaces"])
 
 
-def test_curve_json_has_the_documented_keys(small_zoo):
+def test_curve_json_has_the_documented_keys(mal, small_zoo):
     out = mal("curve", "--base", str(small_zoo.path_of("mlp-w32-s0")), "--target",
               str(small_zoo.path_of("mlp-w32-s1")), "--data", "digits", "--grid", "5", "--json")
     obj = json.loads(out.stdout)
@@ -39,14 +57,14 @@ def test_curve_json_has_the_documented_keys(small_zoo):
     assert out.stderr  # progress went to stderr, not stdout
 
 
-def test_curve_with_layers(small_zoo):
+def test_curve_with_layers(mal, small_zoo):
     out = mal("curve", "--base", str(small_zoo.path_of("mlp-w32-s0")), "--target",
               str(small_zoo.path_of("mlp-w64-s0")), "--data", "digits", "--grid", "3",
               "--layers", "layers.0:layers.0", "layers.1:layers.1", "--align", "chain", "--json")
     assert len(json.loads(out.stdout)["aligned"]["loss"]) == 3
 
 
-def test_assemble_and_evaluate(small_zoo, tmp_path):
+def test_assemble_and_evaluate(mal, small_zoo, tmp_path):
     plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")),
                         zoo={"wide": str(small_zoo.path_of("mlp-w64-s0"))}, data="digits",
                         steps=[AssemblyStep("wide", "layers.1", "layers.1", 0.3)])
@@ -67,7 +85,7 @@ def test_assemble_and_evaluate(small_zoo, tmp_path):
     assert 0.0 <= ev["accuracy"] <= 1.0 and ev["loss"] > 0
 
 
-def test_pt2_paths_work_everywhere(small_zoo, tmp_path):
+def test_pt2_paths_work_everywhere(mal, small_zoo, tmp_path):
     from mal_desktop.core.io.files import load_model
 
     model = load_model(small_zoo.path_of("mlp-w32-s1"))
@@ -113,9 +131,11 @@ def test_a_fixed_batch_pt2_program_evaluates_on_any_dataset_size(small_zoo, tmp_
 @pytest.mark.parametrize("args, needle", [
     (["inspect", "/nonexistent/model.safetensors"], "model.safetensors"),
     (["evaluate", "README.md", "--data", "digits"], "README.md"),
-    (["curve", "--base", "x.safetensors", "--target", "y.safetensors", "--data", "nope"], ""),
+    # the dataset is checked before any model file is read: the error names it
+    (["curve", "--base", "x.safetensors", "--target", "y.safetensors", "--data", "nope"],
+     "unknown dataset 'nope'"),
 ])
-def test_errors_are_one_line_with_nonzero_exit(args, needle):
+def test_errors_are_one_line_with_nonzero_exit(mal, args, needle):
     out = mal(*args, "--json", check=False)
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
@@ -124,8 +144,21 @@ def test_errors_are_one_line_with_nonzero_exit(args, needle):
     assert out.stdout == ""
 
 
-def test_zoo_list_reads_a_built_zoo(small_zoo):
+def test_zoo_list_reads_a_built_zoo(mal, small_zoo):
     obj = json.loads(mal("zoo", "list", "--dir", str(small_zoo.dir), "--json").stdout)
     names = {m["name"] for m in obj["models"]}
     assert {"mlp-w32-s0", "cnn-w8-s0"} <= names
     assert all(0.0 < m["test_accuracy"] <= 1.0 for m in obj["models"])
+
+
+def test_the_installed_entry_point_runs_as_its_own_process(small_zoo):
+    """One real process: `python -m mal_desktop.cli` (what the `mal` script runs) prints one JSON
+    object on stdout and, on a bad file, one error line on stderr with exit code 1."""
+    ok = subprocess.run([sys.executable, "-m", "mal_desktop.cli", "zoo", "list", "--dir",
+                         str(small_zoo.dir), "--json"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert {m["name"] for m in json.loads(ok.stdout)["models"]} >= {"mlp-w32-s0"}
+    bad = subprocess.run([sys.executable, "-m", "mal_desktop.cli", "inspect", "/nonexistent/m.pt2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and "/nonexistent/m.pt2" in bad.stderr

@@ -1,6 +1,6 @@
 """`mal eval-matrix` and `mal study`: the evaluation toolkit and the MAL study on the command line.
 
-``add_commands(subparsers, common)`` adds both commands to the ``mal`` parser (cli.py); they
+``add_commands(subparsers, common)`` adds both commands to the ``mal`` parser; they
 drive the same core jobs as the GUI, with progress on stderr and ``--json`` output on stdout.
 """
 
@@ -10,22 +10,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from .output import emit, finite, run
+
 
 def cmd_eval_matrix(args) -> int:
     import json
 
-    from .cli import _emit, _finite, _run
-    from .core.toolkit.matrix import eval_matrix_job, format_matrix
-    from .core.evaluate.metric_registry import get_metric
-    from .core.io.files import atomic_write_text
+    from ..core.toolkit.matrix import eval_matrix_job, format_matrix
+    from ..core.evaluate.metric_registry import get_metric
+    from ..core.io.files import atomic_write_text
 
-    result = _run(eval_matrix_job(args.models, args.datasets, args.metrics, args.cache,
+    result = run(eval_matrix_job(args.models, args.datasets, args.metrics, args.cache,
                                   zoo_dir=args.zoo, arch=args.arch), args)
     obj = result.to_json()
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "matrix.json", json.dumps(_finite(obj), indent=1) + "\n")
+        atomic_write_text(out / "matrix.json", json.dumps(finite(obj), indent=1) + "\n")
         atomic_write_text(out / "matrix.csv", result.to_csv())
         obj["files"] = {"json": str(out / "matrix.json"), "csv": str(out / "matrix.csv")}
 
@@ -36,7 +37,7 @@ def cmd_eval_matrix(args) -> int:
             parts.append(f"wrote {obj['files']['json']} and {obj['files']['csv']}")
         return "\n\n".join(parts)
 
-    _emit(args, obj, text)
+    emit(args, obj, text)
     for line in result.errors:
         sys.stderr.write(f"mal: error: {line}\n")
     return 1 if result.errors else 0
@@ -47,8 +48,7 @@ def cmd_study(args) -> int:
 
     import torch
 
-    from .cli import _emit, _run
-    from .core.study import study_job
+    from ..core.study import study_job
 
     if "OMP_NUM_THREADS" not in os.environ:
         # The study's models are tiny: a second torch thread costs more in OpenMP hand-offs
@@ -56,10 +56,10 @@ def cmd_study(args) -> int:
         # study on a built zoo 18 s with one thread vs 41 s with two; cold default study while
         # other jobs ran 52 s with one thread vs 578 s with two.
         torch.set_num_threads(1)
-    result = _run(study_job(args.zoo, args.out, args.small), args)
+    result = run(study_job(args.zoo, args.out, args.small), args)
     figures: dict[str, str] = {}
     if not args.no_figures:
-        from .figures import render_figures
+        from ..figures import render_figures
 
         figures = {k: str(p) for k, p in render_figures(result.data, result.out_dir).items()}
     obj = {"out": str(result.out_dir), "report": str(result.report_path),
@@ -77,7 +77,7 @@ def cmd_study(args) -> int:
                      f"{t['curves']} curves {t['curve_seconds']:.1f} s)")
         return "\n".join(lines)
 
-    _emit(args, obj, text)
+    emit(args, obj, text)
     return 0
 
 

@@ -1,0 +1,99 @@
+"""`mal`: the headless command line over the same core jobs the GUI runs.
+
+Every command takes ``--json`` to print one JSON object on stdout; progress goes to stderr;
+exit code 0 on success, 1 with a one-line error on failure, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from .. import __version__
+from . import eval_commands
+from .model_commands import (cmd_assemble, cmd_curve, cmd_evaluate, cmd_inspect, cmd_zoo_build,
+                             cmd_zoo_list)
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mal", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mal_desktop {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    common.add_argument("--arch", metavar="MODULE:FACTORY",
+                        help="architecture for plain state dicts (runs that code: explicit opt-in)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", parents=[common], help="layers, shapes, spaces, stats of a model")
+    p.add_argument("model")
+    p.add_argument("--self-test", action="store_true",
+                   help="check that permuting every space leaves the outputs unchanged")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("curve", parents=[common], help="interpolation curve, naive vs aligned")
+    p.add_argument("--base", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--data", required=True, help="registered dataset name or a .npz (x, y)")
+    p.add_argument("--layers", nargs="+", metavar="SRC:DST")
+    p.add_argument("--align", choices=["none", "chain", "local", "weight", "activation"],
+                   help="aligned series: whole model 'weight' (default) or 'activation' (probe "
+                        "batch from the training data); with --layers 'chain' (default), "
+                        "'local' or 'none'")
+    p.add_argument("--grid", type=int, default=21, help="number of lambda points (default 21)")
+    p.add_argument("--repair", action="store_true",
+                   help="re-estimate BatchNorm statistics on the training data at every interior "
+                        "lambda (REPAIR-style; an addition to MAL, reported in the output)")
+    p.set_defaults(func=cmd_curve)
+
+    p = sub.add_parser("assemble", parents=[common], help="run an assembly plan (PLAN.json)")
+    p.add_argument("plan")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(func=cmd_assemble)
+
+    p = sub.add_parser("evaluate", parents=[common], help="loss and accuracy on a dataset")
+    p.add_argument("model")
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    zoo = sub.add_parser("zoo", help="the built-in demo zoo").add_subparsers(dest="zoo_command",
+                                                                           required=True)
+    p = zoo.add_parser("build", parents=[common], help="train (or reuse cached) demo-zoo models")
+    p.add_argument("--out", help="zoo folder (default: the user cache)")
+    p.add_argument("--small", action="store_true", help="a tiny zoo (seconds), for tests")
+    p.set_defaults(func=cmd_zoo_build)
+    p = zoo.add_parser("list", parents=[common], help="list the models of a built zoo")
+    p.add_argument("--dir", help="zoo folder (default: the user cache)")
+    p.set_defaults(func=cmd_zoo_list)
+
+    eval_commands.add_commands(sub, common)  # eval-matrix and study
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "grid", 21) is not None and getattr(args, "grid", 21) < 2:
+        parser.error("--grid needs at least 2 points")
+    from ..core.errors import MalError
+    from ..core.progress import Cancelled
+
+    try:
+        return int(args.func(args))
+    except MalError as exc:
+        sys.stderr.write(f"mal: error: {exc}\n")
+        return 1
+    except (KeyboardInterrupt, Cancelled):
+        sys.stderr.write("mal: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug, not a user error: still one line, details on request
+        if os.environ.get("MAL_DEBUG"):
+            raise
+        sys.stderr.write(f"mal: internal error: {type(exc).__name__}: {exc} "
+                         "(set MAL_DEBUG=1 for the traceback)\n")
+        return 2
+

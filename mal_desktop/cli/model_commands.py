@@ -1,0 +1,145 @@
+"""``mal inspect``, ``curve``, ``assemble``, ``evaluate`` and ``zoo``: models on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .output import emit, run
+
+def cmd_inspect(args) -> int:
+    from ..core.graph.selftest import self_test
+    from ..core.graph.tree import build_layer_tree
+    from ..core.io.files import load_model
+
+    model = load_model(args.model, args.arch)
+    tree = build_layer_tree(model)
+    obj = tree.to_json()
+    obj.update({"file": str(args.model), "form": model.form, "arch": model.arch,
+                "input_shape": list(model.input_shape), "num_classes": model.num_classes,
+                "metadata": model.metadata})
+    if args.self_test:
+        report = self_test(model, tree.spec)
+        obj["self_test"] = {"passed": report.passed, "max_abs_diff": report.overall,
+                            "per_space": report.per_space}
+
+    def text() -> str:
+        lines = [f"{args.model}: {model.form}, {tree.total_params:,} parameters, "
+                 f"input {tuple(model.input_shape)}, {model.num_classes} classes"]
+        for layer in tree.spec.layers:
+            sp_out = tree.spec.spaces[layer.out_axis.space]
+            sp_in = tree.spec.spaces[layer.in_axis.space]
+            mark = lambda s: s.id + (" [fixed]" if s.fixed else "")  # noqa: E731
+            lines.append(f"  {layer.name:<28} {layer.kind:<7} out {mark(sp_out)} ({sp_out.size}) "
+                         f"in {mark(sp_in)} ({sp_in.size})")
+        if tree.spec.unsupported:
+            lines.append("  unsupported: " + ", ".join(tree.spec.unsupported))
+        if args.self_test:
+            lines.append(f"  self-test: {'passed' if obj['self_test']['passed'] else 'FAILED'} "
+                         f"(max difference {obj['self_test']['max_abs_diff']:.2e})")
+        return "\n".join(lines)
+
+    emit(args, obj, text)
+    return 0
+
+
+def _parse_layers(pairs: Sequence[str] | None) -> list[tuple[str, str]] | None:
+    from ..core.errors import MalError
+
+    if not pairs:
+        return None
+    out = []
+    for p in pairs:
+        if p.count(":") != 1 or not all(p.split(":")):
+            raise MalError(f"--layers {p!r}: expected SOURCE_LAYER:BASE_LAYER, e.g. layers.0:layers.0")
+        src, dst = p.split(":")
+        out.append((src, dst))
+    return out
+
+
+def cmd_curve(args) -> int:
+    from ..core.jobs import model_curve_job
+
+    result = run(model_curve_job(args.base, args.target, args.data, align=args.align,
+                                  grid=args.grid, layers=_parse_layers(args.layers),
+                                  arch=args.arch, repair=args.repair), args)
+    obj = result.to_json()
+
+    def text() -> str:
+        rows = [f"{'lambda':>6}  {'naive loss':>10} {'acc':>6}  {'aligned loss':>12} {'acc':>6}"]
+        for i, lam in enumerate(result.lambdas):
+            rows.append(f"{lam:6.2f}  {result.naive.loss[i]:10.4f} {result.naive.accuracy[i]:6.1%}"
+                        f"  {result.aligned.loss[i]:12.4f} {result.aligned.accuracy[i]:6.1%}")
+        for name, c in (("naive", result.naive), ("aligned", result.aligned)):
+            rows.append(f"{name}: barrier {c.barrier:.4f}, mean loss {c.mean_loss:.4f}, "
+                        f"lambda* {c.threshold:.2f}")
+        return "\n".join(rows)
+
+    emit(args, obj, text)
+    return 0
+
+
+def cmd_assemble(args) -> int:
+    from ..core.jobs import assemble_job, evaluate_job
+    from ..core.merge.plan import load_plan
+
+    plan = load_plan(args.plan)
+    result = run(assemble_job(plan, out=Path(args.out), arch=args.arch), args)
+    obj = result.to_json()
+    scores = {}
+    if plan.data:  # the plan names its data: score the base and the result on it
+        for role, model in (("base", plan.base), ("merged", result.model)):
+            r = run(evaluate_job(model, plan.data, arch=args.arch), args)
+            scores[role] = {"loss": r.loss, "accuracy": r.accuracy}
+        obj["evaluation"] = {"data": plan.data, **scores}
+
+    def text() -> str:
+        lines = [f"wrote {result.out}"]
+        lines += [f"  {role} on {plan.data}: loss {v['loss']:.4f}, accuracy {v['accuracy']:.2%}"
+                  for role, v in scores.items()]
+        for s in result.steps:
+            j = f"{s.objective[-1]:.4g}" if s.objective else "-"
+            lines.append(f"  step {s.index + 1}: {s.label} [{s.align}] {s.case_text}; "
+                         f"out matched {s.out.matched}, padded {s.out.padded}, dropped "
+                         f"{s.out.dropped}; J {j}" + (f" ({s.note})" if s.note else ""))
+        return "\n".join(lines)
+
+    emit(args, obj, text)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..core.jobs import evaluate_job
+
+    result = run(evaluate_job(args.model, args.data, arch=args.arch), args)
+    obj = {"loss": result.loss, "accuracy": result.accuracy, "n": result.n}
+    emit(args, obj, lambda: f"loss {result.loss:.4f}  accuracy {result.accuracy:.2%}  "
+                             f"({result.n} samples)")
+    return 0
+
+
+def cmd_zoo_build(args) -> int:
+    from ..core.zoo.build import build_zoo_job, default_zoo, default_zoo_dir
+
+    out = Path(args.out) if args.out else default_zoo_dir()
+    index = run(build_zoo_job(out, default_zoo(small=args.small), None), args)
+    return _zooemit(args, index)
+
+
+def cmd_zoo_list(args) -> int:
+    from ..core.zoo.build import default_zoo_dir, load_zoo_index
+
+    index = load_zoo_index(Path(args.dir) if args.dir else default_zoo_dir())
+    return _zooemit(args, index)
+
+
+def _zooemit(args, index) -> int:
+    models = [{"name": e.name, "path": str(index.path_of(e.name)), "family": e.family,
+               "dataset": e.dataset, "seed": e.seed, "test_accuracy": e.test_accuracy}
+              for e in index.entries]
+    obj = {"dir": str(index.dir), "models": models}
+    emit(args, obj, lambda: "\n".join(
+        [f"zoo in {index.dir}: {len(models)} models"] +
+        [f"  {m['name']:<28} {m['family']:<7} {m['dataset']:<16} acc {m['test_accuracy']:.1%}"
+         for m in models]))
+    return 0
