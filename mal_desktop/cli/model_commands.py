@@ -80,10 +80,13 @@ def cmd_curve(args) -> int:
 
 
 def cmd_assemble(args) -> int:
+    from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import assemble_job, evaluate_job
     from ..core.merge.plan import load_plan
 
     plan = load_plan(args.plan)
+    if plan.data:  # an unknown dataset is refused before anything is assembled or written
+        load_dataset(plan.data)
     result = run(assemble_job(plan, out=Path(args.out), arch=args.arch), args)
     obj = result.to_json()
     scores = {}

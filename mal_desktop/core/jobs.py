@@ -23,7 +23,7 @@ from .evaluate.evaluator import EvalResult, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec
 from .graph.spec import PermutationSpec, permute_state
-from .io.files import file_sha256, load_model, read_header, save_model
+from .io.files import check_model_output, file_sha256, load_model, read_header, save_model
 from .io.model import LoadedModel
 from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_step,
                              output_must_not_be_input, step_diagnostics)
@@ -99,7 +99,8 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     cancel = cancel or CancelToken()
     if not plan.steps:
         raise PlanError("the plan has no steps: drag a zoo layer onto a base layer first")
-    if out is not None:
+    if out is not None:  # a bad output is refused before the work, not after it
+        check_model_output(out)
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
     cache = ModelCache(models, arch, specs)
     yield ProgressEvent("preflight", 0.0, "checking the plan")

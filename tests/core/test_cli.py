@@ -162,3 +162,64 @@ def test_the_installed_entry_point_runs_as_its_own_process(small_zoo):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "/nonexistent/m.pt2" in bad.stderr
+
+
+def _hashes(*paths):
+    import hashlib
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+@pytest.mark.parametrize("out, message", [
+    ("missing_folder/out.safetensors", "does not exist"),
+    ("out.pt", "as .safetensors files"),
+    ("a_dir.safetensors", "is a directory"),
+    ("read_only/out.safetensors", "is not writable"),
+])
+def test_assemble_refuses_a_bad_output_before_any_work(mal, small_zoo, tmp_path, out, message):
+    import os
+    if out.startswith("read_only") and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    (tmp_path / "a_dir.safetensors").mkdir()
+    (tmp_path / "read_only").mkdir(mode=0o500)
+    base, donor = small_zoo.path_of("mlp-w32-s0"), small_zoo.path_of("mlp-w64-s0")
+    plan = AssemblyPlan(base=str(base), zoo={"wide": str(donor)},
+                        steps=[AssemblyStep("wide", "layers.1", "layers.1", 0.3)])
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json()))
+    before = _hashes(base, donor, plan_path)
+    files_before = sorted(tmp_path.rglob("*"))
+    ran = mal("assemble", str(plan_path), "--out", str(tmp_path / out), check=False)
+    assert ran.returncode == 1
+    assert ran.stderr.count("\n") == 1 and message in ran.stderr and out.split("/")[-1] in ran.stderr
+    # refused in pre-flight: no progress from the assembly itself, nothing written, inputs intact
+    assert "aligning" not in ran.stderr
+    assert sorted(tmp_path.rglob("*")) == files_before
+    assert _hashes(base, donor, plan_path) == before
+
+
+@pytest.mark.parametrize("data, message", [
+    ("no-such-dataset", "unknown dataset 'no-such-dataset'"),
+    ("missing.npz", "missing.npz"),
+])
+def test_assemble_with_bad_plan_data_writes_nothing(mal, small_zoo, tmp_path, data, message):
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")),
+                        zoo={"wide": str(small_zoo.path_of("mlp-w64-s0"))}, data=data,
+                        steps=[AssemblyStep("wide", "layers.1", "layers.1", 0.3)])
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json()))
+    out = tmp_path / "out.safetensors"
+    ran = mal("assemble", str(plan_path), "--out", str(out), check=False)
+    assert ran.returncode == 1 and message in ran.stderr and ran.stderr.count("\n") == 1
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+def test_assemble_refuses_a_misspelt_method_parameter_naming_the_plan(mal, small_zoo, tmp_path):
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps({
+        "base": str(small_zoo.path_of("mlp-w32-s0")),
+        "zoo": {"wide": str(small_zoo.path_of("mlp-w64-s0"))},
+        "steps": [{"source": "wide", "source_layer": "layers.1", "base_layer": "layers.1",
+                   "lambda": 0.3, "method": "ties", "params": {"densty": 0.1}}]}))
+    ran = mal("assemble", str(plan_path), "--out", str(tmp_path / "o.safetensors"), check=False)
+    assert ran.returncode == 1 and ran.stderr.startswith(f"mal: error: {plan_path}: step 1:")
+    assert "(valid: density)" in ran.stderr and not (tmp_path / "o.safetensors").exists()

@@ -61,3 +61,36 @@ def test_plan_file_errors_name_the_file(tmp_path):
         load_plan(bad)
     with pytest.raises(PlanError, match="cannot read"):
         load_plan(tmp_path / "missing.json")
+
+
+def _step_file(tmp_path, **step):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"base": "b.safetensors", "zoo": {"a": "a.safetensors"},
+                                "steps": [{"source": "a", "source_layer": "x",
+                                           "base_layer": "y", **step}]}))
+    return path
+
+
+@pytest.mark.parametrize("step, message", [
+    # a misspelt parameter is refused with the valid names, never silently ignored
+    ({"method": "ties", "params": {"densty": 0.3}}, r"no parameter 'densty' \(valid: density\)"),
+    ({"method": "linear", "params": {"scale": 2}}, r"no parameter 'scale' \(valid: none\)"),
+    ({"method": "ties", "params": {"density": "abc"}}, "density must be a number.*'abc'"),
+    ({"method": "dare", "params": {"drop": True}}, "drop must be a number.*True"),
+    ({"method": "dare", "params": {"drop": 1.5}}, r"drop must be in \[0.0, 0.99\]"),
+    ({"method": "ties", "params": [0.3]}, "'params' must be an object"),
+    ({"method": "magic"}, "unknown merge method 'magic'; known: linear"),
+    ({"lambda": True}, "lambda must be a number in \\[0, 1\\], got True"),
+    ({"lambda": "0.5"}, "lambda must be a number in \\[0, 1\\], got '0.5'"),
+    ({"lambda": None}, "lambda must be a number"),
+])
+def test_plan_steps_are_checked_against_the_method_schema_when_read(tmp_path, step, message):
+    path = _step_file(tmp_path, **step)
+    with pytest.raises(PlanError, match=message) as info:
+        load_plan(path)
+    assert str(info.value).startswith(f"{path}: step 1: ")
+
+
+def test_valid_method_parameters_are_kept(tmp_path):
+    plan = load_plan(_step_file(tmp_path, method="ties", params={"density": 0.3}, **{"lambda": 1}))
+    assert plan.steps[0].params == (("density", 0.3),) and plan.steps[0].lam == 1

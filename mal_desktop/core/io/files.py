@@ -13,6 +13,8 @@ Input files are only ever opened for reading.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,6 +273,29 @@ def read_header(path: str | Path) -> ModelHeader:
                        None, None, None, {})
 
 
+def check_model_output(path: str | Path) -> Path:
+    """Check that a model can be saved at ``path`` before any work is done for it.
+
+    Returns the path (user folder expanded). Raises ModelFileError naming the path when it does
+    not end in ``.safetensors``, is a directory, its folder is missing or is not a folder, or the
+    folder (or an existing file there) is not writable. Nothing is created.
+    """
+    target = Path(path).expanduser()
+    if target.suffix.lower() != ".safetensors":
+        raise ModelFileError(target, "mal_desktop saves models as .safetensors files")
+    if target.is_dir():
+        raise ModelFileError(target, "is a directory")
+    folder = target.parent
+    if not folder.exists():
+        raise ModelFileError(target, f"the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ModelFileError(target, f"{folder} is not a folder")
+    # the atomic write creates a temporary file beside the target, then renames it
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ModelFileError(target, f"the folder {folder} is not writable")
+    return target
+
+
 def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = None) -> Path:
     """Save a model as a mal safetensors file, atomically.
 
@@ -290,11 +315,7 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
             kind, provenance that is not JSON, NaN/inf weights, or a write failure (the target is
             then untouched and no temporary file is left).
     """
-    target = Path(path).expanduser()
-    if target.suffix.lower() != ".safetensors":
-        raise ModelFileError(target, "mal_desktop saves models as .safetensors files")
-    if target.is_dir():
-        raise ModelFileError(target, "is a directory")
+    target = check_model_output(path)
     sources = [model.path]
     if isinstance(model.arch, dict) and model.arch.get("kind") == "pt2":
         sources.append(model.arch.get("program"))

@@ -52,17 +52,42 @@ def get_method(name: str) -> MergeMethod:
     return MERGE_METHODS[name]
 
 
+def method_values(method: str, params: dict[str, Any] | None = None) -> dict[str, float]:
+    """Every parameter of ``method``: the given values checked against its schema, defaults for
+    the rest.
+
+    Raises PlanError for an unknown method, a parameter name the method does not have (a typo
+    must not be silently ignored: the message lists the valid names), a value that is not a real
+    number (strings and booleans included) or one outside the parameter's range.
+    """
+    m = get_method(method)
+    given = dict(params or {})
+    known = {p.name: p for p in m.params}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        valid = ", ".join(known) or "none"
+        raise PlanError(f"merge method {method!r} has no parameter {', '.join(map(repr, unknown))}"
+                        f" (valid: {valid})")
+    values = {}
+    for p in m.params:
+        value = given.get(p.name, p.default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise PlanError(f"merge method {method!r}: {p.name} must be a number in "
+                            f"[{p.minimum}, {p.maximum}], got {value!r}")
+        if not (p.minimum <= value <= p.maximum):
+            raise PlanError(f"merge method {method!r}: {p.name} must be in [{p.minimum}, "
+                            f"{p.maximum}], got {value}")
+        values[p.name] = float(value)
+    return values
+
+
 def merge_tensor(method: str, base: torch.Tensor, target: torch.Tensor, lam: float,
                  params: dict[str, Any] | None = None, seed: int = 0) -> torch.Tensor:
     """Merge ``target`` (aligned, base shape) into ``base`` with ``method``; base dtype kept."""
+    values = method_values(method, params)
     m = get_method(method)
     if lam == 0.0:
         return base.clone()  # exact: lambda 0 returns the base bit for bit
-    values = {p.name: float((params or {}).get(p.name, p.default)) for p in m.params}
-    for p in m.params:
-        if not (p.minimum <= values[p.name] <= p.maximum):
-            raise PlanError(f"merge method {method}: {p.name} must be in [{p.minimum}, "
-                            f"{p.maximum}], got {values[p.name]}")
     # at least float32 (half precision would round every step), float64 stays float64
     work = torch.promote_types(base.dtype, torch.float32)
     out = m.fn(base.to(work), target.to(work), float(lam), seed=seed, **values)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import PlanError
+from .methods import method_values
 
 PLAN_VERSION = 1
 ALIGN_MODES = ("chain", "local", "none")
@@ -33,15 +34,20 @@ class AssemblyStep:
     params: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if not (0.0 <= float(self.lam) <= 1.0) or self.lam != self.lam:
+        if (isinstance(self.lam, bool) or not isinstance(self.lam, (int, float))
+                or not (0.0 <= self.lam <= 1.0)):
             raise PlanError(f"step {self.source}:{self.source_layer} -> {self.base_layer}: "
-                            f"lambda must be in [0, 1], got {self.lam}")
+                            f"lambda must be a number in [0, 1], got {self.lam!r}")
         if self.align not in ALIGN_MODES:
             raise PlanError(f"step {self.source}:{self.source_layer}: alignment must be one of "
                             f"{', '.join(ALIGN_MODES)}, got {self.align!r}")
         if self.unmatched not in UNMATCHED_POLICIES:
             raise PlanError(f"step {self.source}:{self.source_layer}: unmatched must be 'zero' or "
                             f"'keep', got {self.unmatched!r}")
+        try:  # the method and its parameters are checked here, before any work starts
+            method_values(self.method, dict(self.params))
+        except PlanError as exc:
+            raise PlanError(f"step {self.label}: {exc}") from None
 
     @property
     def label(self) -> str:
@@ -57,13 +63,18 @@ class AssemblyStep:
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "AssemblyStep":
+        if not isinstance(d, dict):
+            raise PlanError(f"a plan step must be a JSON object, got {d!r}")
+        if not isinstance(d.get("params", {}), dict):
+            raise PlanError(f"a plan step's 'params' must be an object of name: number, got "
+                            f"{d['params']!r}")
         try:
             return AssemblyStep(
                 source=str(d["source"]), source_layer=str(d["source_layer"]),
-                base_layer=str(d["base_layer"]), lam=float(d.get("lambda", 0.5)),
+                base_layer=str(d["base_layer"]), lam=d.get("lambda", 0.5),
                 align=str(d.get("align", "chain")), unmatched=str(d.get("unmatched", "zero")),
                 method=str(d.get("method", "linear")),
-                params=tuple(sorted(dict(d.get("params", {})).items())))
+                params=tuple(sorted(d.get("params", {}).items())))
         except KeyError as exc:
             raise PlanError(f"a plan step lacks the field {exc.args[0]!r}: {d}") from None
         except (TypeError, ValueError) as exc:
@@ -166,8 +177,14 @@ class AssemblyPlan:
         steps = d.get("steps", [])
         if not isinstance(steps, list):
             raise PlanError(f"{where}: 'steps' must be a list")
+        parsed = []
+        for i, raw in enumerate(steps):
+            try:
+                parsed.append(AssemblyStep.from_json(raw))
+            except PlanError as exc:
+                raise PlanError(f"{where}: step {i + 1}: {exc}") from None
         plan = AssemblyPlan(base=d["base"], zoo={str(k): v for k, v in zoo.items()},
-                            data=d.get("data"), steps=[AssemblyStep.from_json(s) for s in steps])
+                            data=d.get("data"), steps=parsed)
         for i, step in enumerate(plan.steps):
             if step.source not in plan.zoo:
                 raise PlanError(f"{where}: step {i + 1} uses zoo model {step.source!r}, which the "
