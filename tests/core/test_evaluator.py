@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -147,3 +148,19 @@ def test_non_finite_logits_reported_not_raised() -> None:
     assert isinstance(result, EvalResult)
     assert not math.isfinite(result.loss)
     assert result.n == 4
+
+
+@pytest.mark.parametrize("x, message", [
+    (np.ones((4, 3), dtype=np.complex64), "finite real numbers, got complex64"),
+    (np.ones((4, 3), dtype=bool), "finite real numbers, got bool"),
+    (np.full((4, 3), np.nan, dtype=np.float32), "finite real numbers"),
+])
+def test_npz_inputs_must_be_finite_real_numbers(tmp_path, x, message):
+    from mal_desktop.core.errors import DatasetError
+    from mal_desktop.core.evaluate.datasets import load_dataset
+
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x, y=np.arange(4))
+    with pytest.raises(DatasetError, match=message) as info:
+        load_dataset(str(path))
+    assert str(path) in str(info.value)

@@ -328,6 +328,65 @@ def test_nan_and_inf_weights(tmp_path: Path) -> None:
     refused(tmp_path / "inf.pt", "tensor head.weight has 1 inf values", arch="user_arch:make_mlp")
 
 
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool, torch.complex64, torch.float8_e4m3fn])
+def test_weights_that_are_not_floating_point_are_refused_by_name(dtype, tmp_path: Path) -> None:
+    good = save_model(mlp_model(), tmp_path / "m.safetensors")
+    before = good.read_bytes()
+
+    def cast(state: dict[str, torch.Tensor]) -> None:
+        state["layers.0.weight"] = state["layers.0.weight"].to(dtype)
+
+    name = str(dtype).removeprefix("torch.")
+    refused(poisoned_copy(good, tmp_path / f"{name}.safetensors", cast),
+            rf"tensor layers.0.weight is {name}; mal_desktop merges only floating-point weights "
+            r"\(float16, bfloat16, float32, float64\)$")
+    # the same weights as a plain state dict with a user architecture
+    import user_arch
+
+    state = user_arch.make_mlp().state_dict()
+    state["fc2.weight"] = state["fc2.weight"].to(dtype)
+    torch.save(state, tmp_path / f"{name}.pt")
+    refused(tmp_path / f"{name}.pt", f"tensor fc2.weight is {name}", arch="user_arch:make_mlp")
+    assert good.read_bytes() == before  # the input is never touched
+
+
+def test_half_precision_and_integer_buffers_are_accepted(tmp_path: Path) -> None:
+    """float16, bfloat16 and float64 weights load, and an integer buffer where the architecture has one
+    (BatchNorm's num_batches_tracked) is no reason to refuse a file."""
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        model = mlp_model()
+        model.module.to(dtype)
+        path = save_model(model, tmp_path / f"m_{dtype}.safetensors")
+        saved = model.state()["layers.0.weight"]
+        loaded = load_model(path).state()["layers.0.weight"]
+        assert torch.equal(loaded.to(dtype), saved)  # every value survives the round trip
+    config = full_config("cnn", {"num_classes": 3, "channels": [4, 4], "hidden": 8})
+    cnn = LoadedModel(build_model("cnn", config), {"kind": "family", "family": "cnn",
+                                                   "config": config}, (1, 8, 8), 3)
+    ints = [k for k, v in cnn.state().items() if not v.is_floating_point()]
+    assert ints  # the check below is only meaningful with an integer buffer present
+    loaded = load_model(save_model(cnn, tmp_path / "cnn.safetensors"))
+    assert all(not loaded.state()[k].is_floating_point() for k in ints)
+
+
+def test_pt2_with_integer_weights_is_refused(tmp_path: Path) -> None:
+    class IntWeight(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3, 4, dtype=torch.float32))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.w.t()
+
+    module = IntWeight()
+    program = torch.export.export(module, (torch.randn(2, 4),))
+    program.state_dict["w"] = torch.nn.Parameter(torch.ones(3, 4, dtype=torch.int8),
+                                                 requires_grad=False)
+    path = tmp_path / "int.pt2"
+    torch.export.save(program, str(path))
+    refused(path, "tensor w is int8; mal_desktop merges only floating-point weights")
+
+
 # ---------------------------------------------------------------------------- architectures
 
 

@@ -98,8 +98,9 @@ def load_npz(path: Path) -> Dataset:
         raise DatasetError(f"{path}: expected x of shape (N, ...) and y of shape (N,), got {x.shape} and {y.shape}")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise DatasetError(f"{path}: labels y must be non-negative integers")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise DatasetError(f"{path}: inputs x must be finite numbers")
+    real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    if not real or not np.isfinite(x).all():  # complex and boolean inputs are refused too
+        raise DatasetError(f"{path}: inputs x must be finite real numbers, got {x.dtype}")
     xt = torch.from_numpy(x.astype(np.float32))
     yt = torch.from_numpy(y.astype(np.int64))
     return Dataset(path.stem, xt[:0], yt[:0], xt, yt, int(y.max()) + 1, f"user data {path.name}")

@@ -28,8 +28,8 @@ from .model import LoadedModel
 from .pt2_io import program_input_shape, program_module, program_num_classes, read_pt2
 from .safetensors_io import (ARCH_KINDS, MalMetadata, decode_mal_metadata, encode_mal_metadata,
                              read_safetensors_header, read_safetensors_tensors, write_safetensors)
-from .state_dict_io import (build_factory_module, check_finite, load_state_into,
-                            torch_load_weights, unwrap_state)
+from .state_dict_io import (build_factory_module, check_finite, check_weight_dtypes,
+                            load_state_into, torch_load_weights, unwrap_state)
 
 __all__ = ["ModelHeader", "load_model", "save_model", "read_header", "file_sha256",
            "atomic_write", "atomic_write_text", "atomic_write_bytes", "model_form"]
@@ -223,9 +223,14 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
         return _load_plain(p, state, arch, header.metadata)
     if kind == "pt2":
         program, sha = read_pt2(p)
-        check_finite(p, {**program.state_dict,
-                         **{k: v for k, v in program.constants.items()
-                            if isinstance(v, torch.Tensor)}})
+        tensors = {**program.state_dict,
+                   **{k: v for k, v in program.constants.items() if isinstance(v, torch.Tensor)}}
+        check_finite(p, tensors)
+        # parameters must be mergeable floats; integer buffers and constants (BatchNorm's
+        # num_batches_tracked, index tensors) may stay integers
+        parameters = set(program.graph_signature.parameters)
+        check_weight_dtypes(p, tensors, reference={k: v for k, v in tensors.items()
+                                                   if k not in parameters})
         return LoadedModel(module=program_module(program),
                            arch={"kind": "pt2", "program": str(p), "sha256": sha},
                            input_shape=program_input_shape(p, program),

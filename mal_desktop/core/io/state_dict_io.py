@@ -59,6 +59,42 @@ def check_finite(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
         raise ModelFileError(path, bad[0] + suffix)
 
 
+#: The dtypes mal_desktop merges. Integer, boolean, complex and 8-bit float weights have no
+#: meaningful interpolation (and quantised formats need their scales), so they are refused by name.
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def check_weight_dtypes(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                        reference: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Refuse weights of a dtype mal_desktop cannot merge.
+
+    Every floating tensor must be float16, bfloat16, float32 or float64; boolean and complex
+    tensors are refused anywhere. Integer tensors are accepted only where ``reference`` (the
+    architecture's own state: module buffers such as BatchNorm's ``num_batches_tracked``) holds
+    an integer tensor too; without a reference every integer tensor is refused.
+
+    Raises:
+        ModelFileError: naming the first offending tensor and its dtype, and the dtypes accepted.
+    """
+    for name, tensor in tensors.items():
+        dtype = tensor.dtype
+        ref = reference.get(name) if reference is not None else None
+        integer_buffer = (ref is not None and not ref.is_floating_point() and not ref.is_complex()
+                          and ref.dtype != torch.bool)
+        if dtype in WEIGHT_DTYPES:
+            continue
+        if integer_buffer and not (tensor.is_floating_point() or tensor.is_complex()
+                                   or dtype == torch.bool):
+            continue
+        raise ModelFileError(path, f"tensor {name} is {_dtype_name(dtype)}; mal_desktop merges "
+                                   f"only floating-point weights ("
+                                   f"{', '.join(map(_dtype_name, WEIGHT_DTYPES))})")
+
+
 def torch_load_weights(path: Path, mmap: bool = False) -> Any:
     """``torch.load`` restricted to tensors and plain containers (``weights_only=True``).
 
@@ -249,6 +285,7 @@ def load_state_into(path: str | Path, module: nn.Module, state: Mapping[str, tor
         problems.append(f"shape of {_listing(mismatched)}")
     if problems:
         raise ModelFileError(path, f"weights do not fit {what}: " + "; ".join(problems))
+    check_weight_dtypes(path, state, expected)
     try:
         module.load_state_dict(dict(state), strict=True)
     except Exception as exc:  # e.g. a dtype that cannot be copied into the parameter
