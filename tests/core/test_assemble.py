@@ -146,6 +146,25 @@ def test_class_output_mismatch_is_refused(small_zoo, tmp_path):
         run_job(assemble_job(plan))
 
 
+@pytest.mark.parametrize("source_layer, base_layer, message", [
+    # class outputs onto a hidden layer, and the hidden layer onto the class outputs
+    ("head", "layers.1", "head writes its model's class outputs; they cannot merge into layers.1"),
+    ("layers.1", "head", "head writes the class outputs"),
+    # the network input's reader onto a hidden layer, and the reverse
+    ("layers.0", "layers.1", "layers.0 reads its model's network input; it cannot merge into "
+                             "layers.1"),
+    ("layers.1", "layers.0", "layers.0 reads the network input"),
+])
+def test_layer_roles_are_checked_in_both_directions(small_zoo, tmp_path, source_layer,
+                                                    base_layer, message):
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")),
+                        zoo={"twin": str(small_zoo.path_of("mlp-w32-s1"))},
+                        steps=[AssemblyStep("twin", source_layer, base_layer, 0.5)])
+    with pytest.raises(PlanError, match=message):
+        run_job(assemble_job(plan, out=tmp_path / "out.safetensors"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_nan_donor_is_refused_and_nothing_written(small_zoo, tmp_path):
     donor = load_model(small_zoo.path_of("mlp-w32-s1"))
     state = donor.state()

@@ -210,7 +210,11 @@ def test_merge_menu_alternative_to_dragging(qtbot, ws: Workspace) -> None:
     targets = {t[0]: t[1:] for t in pane.merge_targets("head")}
     assert set(targets) == {"layers.0", "layers.1", "head"}
     assert targets["head"][0] is False and "class outputs" in targets["head"][1]
-    assert targets["layers.1"][0] is True and "zero-pad" in targets["layers.1"][1]
+    # class scores are not hidden units: the head cannot merge into a hidden layer either
+    assert targets["layers.1"][0] is False
+    assert "writes its model's class outputs" in targets["layers.1"][1]
+    hidden = {t[0]: t[1:] for t in pane.merge_targets("layers.1")}
+    assert hidden["layers.1"][0] is True and "zero-pad" in hidden["layers.1"][1]
     with qtbot.waitSignal(pane.dropHint) as hint:
         assert not pane.add_step_into("head", "head")
     assert hint.args[1] is False and ws.plan.steps == []

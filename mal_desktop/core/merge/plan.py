@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import PlanError
-from .methods import method_values
 
 PLAN_VERSION = 1
 ALIGN_MODES = ("chain", "local", "none")
@@ -44,6 +43,10 @@ class AssemblyStep:
         if self.unmatched not in UNMATCHED_POLICIES:
             raise PlanError(f"step {self.source}:{self.source_layer}: unmatched must be 'zero' or "
                             f"'keep', got {self.unmatched!r}")
+        # Imported here, not at the top: the methods need torch, and the GUI imports this module
+        # on its start-up path, before torch is wanted (the window must appear fast).
+        from .methods import method_values
+
         try:  # the method and its parameters are checked here, before any work starts
             method_values(self.method, dict(self.params))
         except PlanError as exc:

@@ -27,6 +27,10 @@ class StepCheck:
     case_text: str = ""
 
 
+CLASS_OUTPUT = "class output"  # the reasons permutation discovery gives for fixed spaces
+NETWORK_INPUT = "network input"
+
+
 def describe_side(side: str, base: int, target: int, fixed: bool = False) -> str:
     """One side of a width case in words, e.g. 'out: base wider 128 <- 64 (zero-pad 64)'."""
     case, words = side_text(base, target)
@@ -52,6 +56,8 @@ class LayerShape:
     out_fixed: bool
     in_fixed: bool
     has_bias: bool
+    out_reason: str = ""  # why a fixed side is fixed: "class output", "network input", ...
+    in_reason: str = ""
 
     @staticmethod
     def of(layer: Layer, spec: PermutationSpec, weight_shape: tuple[int, ...]) -> "LayerShape":
@@ -61,7 +67,8 @@ class LayerShape:
         return LayerShape(layer.name, layer.kind, int(weight_shape[0]),
                           int(weight_shape[1]) // block, block, tuple(layer.kernel),
                           bool(out_space and out_space.fixed), bool(in_space and in_space.fixed),
-                          layer.bias is not None)
+                          layer.bias is not None, out_space.reason if out_space else "",
+                          in_space.reason if in_space else "")
 
 
 def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
@@ -79,12 +86,24 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
         return StepCheck(False, f"kernel {kernel_text(target.kernel)} of {target.name} cannot "
                                 f"merge into kernel {kernel_text(base.kernel)} of {base.name}", text)
     if base.out_fixed and base.out_units != target.out_units:
-        return StepCheck(False, f"{base.name} writes the class outputs ({base.out_units}); "
+        what = ("writes the class outputs" if base.out_reason == CLASS_OUTPUT
+                else f"has fixed outputs ({base.out_reason or 'not permutable'})")
+        return StepCheck(False, f"{base.name} {what} ({base.out_units}); "
                                 f"{target.name} has {target.out_units} outputs", text)
     if base.in_fixed and base.in_units * base.in_block != target.in_units * target.in_block:
-        return StepCheck(False, f"{base.name} reads the network input "
+        what = ("reads the network input" if base.in_reason == NETWORK_INPUT
+                else f"has fixed inputs ({base.in_reason or 'not permutable'})")
+        return StepCheck(False, f"{base.name} {what} "
                                 f"({base.in_units * base.in_block} features); {target.name} reads "
                                 f"{target.in_units * target.in_block}", text)
+    # The reverse direction: a donor's class scores or raw input features are not hidden units,
+    # and no permutation can make them stand in for a hidden layer's.
+    if target.out_reason == CLASS_OUTPUT and base.out_reason != CLASS_OUTPUT:
+        return StepCheck(False, f"{target.name} writes its model's class outputs; they cannot "
+                                f"merge into {base.name}, which writes hidden units", text)
+    if target.in_reason == NETWORK_INPUT and base.in_reason != NETWORK_INPUT:
+        return StepCheck(False, f"{target.name} reads its model's network input; it cannot "
+                                f"merge into {base.name}, which reads hidden units", text)
     if base.in_block != target.in_block and not base.in_fixed:
         return StepCheck(False, f"spatial sizes differ: each input channel of {base.name} spans "
                                 f"{base.in_block} features, of {target.name} {target.in_block}", text)
