@@ -90,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, Cancelled):
         sys.stderr.write("mal: interrupted\n")
         return 130
+    except OSError as exc:  # the machine said no (disk full, permissions): not a bug of ours
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"mal: error: {where}{exc.strerror or exc}\n")
+        return 1
     except Exception as exc:  # a bug, not a user error: still one line, details on request
         if os.environ.get("MAL_DEBUG"):
             raise

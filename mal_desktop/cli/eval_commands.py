@@ -16,15 +16,19 @@ from .output import emit, finite, run
 def cmd_eval_matrix(args) -> int:
     import json
 
+    from ..core.errors import MalError
     from ..core.toolkit.matrix import eval_matrix_job, format_matrix
     from ..core.evaluate.metric_registry import get_metric
     from ..core.io.files import atomic_write_text
 
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():  # refused before the work
+        raise MalError(f"{out}: --out names a folder for matrix.json and matrix.csv; "
+                       "this is an existing file")
     result = run(eval_matrix_job(args.models, args.datasets, args.metrics, args.cache,
                                   zoo_dir=args.zoo, arch=args.arch), args)
     obj = result.to_json()
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "matrix.json", json.dumps(finite(obj), indent=1) + "\n")
         atomic_write_text(out / "matrix.csv", result.to_csv())

@@ -223,3 +223,49 @@ def test_assemble_refuses_a_misspelt_method_parameter_naming_the_plan(mal, small
     ran = mal("assemble", str(plan_path), "--out", str(tmp_path / "o.safetensors"), check=False)
     assert ran.returncode == 1 and ran.stderr.startswith(f"mal: error: {plan_path}: step 1:")
     assert "(valid: density)" in ran.stderr and not (tmp_path / "o.safetensors").exists()
+
+
+def test_eval_matrix_out_naming_a_file_is_refused_before_the_work(mal, small_zoo, tmp_path):
+    taken = tmp_path / "results.json"
+    taken.write_text("{}")
+    ran = mal("eval-matrix", "--models", str(small_zoo.path_of("mlp-w32-s0")), "--datasets",
+              "digits", "--cache", str(tmp_path / "cache"), "--out", str(taken), check=False)
+    assert ran.returncode == 1 and ran.stderr.count("\n") == 1
+    assert f"{taken}: --out names a folder" in ran.stderr
+    assert taken.read_text() == "{}" and not (tmp_path / "cache").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(mal, small_zoo, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    real_replace = os.replace
+
+    def disk_full(src, dst):  # the last step of every atomic write
+        if str(dst).endswith(".safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")),
+                        zoo={"wide": str(small_zoo.path_of("mlp-w64-s0"))},
+                        steps=[AssemblyStep("wide", "layers.1", "layers.1", 0.3)])
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json()))
+    out = tmp_path / "out.safetensors"
+    ran = mal("assemble", str(plan_path), "--out", str(out), check=False)
+    assert ran.returncode == 1
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last == f"mal: error: {out}: cannot write: No space left on device"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+    # the eval matrix's own files and its cache report the same way
+    def cache_full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", cache_full)
+    ran = mal("eval-matrix", "--models", str(small_zoo.path_of("mlp-w32-s0")), "--datasets",
+              "digits", "--cache", str(tmp_path / "cache"), check=False)
+    assert ran.returncode == 1
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mal: error: {tmp_path / 'cache'}") and "No space left" in last

@@ -378,11 +378,11 @@ def test_atomic_write_failure_leaves_nothing(error: BaseException, tmp_path: Pat
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), Cancelled()])
 def test_save_model_failure_mid_write_leaves_no_file(error: BaseException, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing_save(tensors: dict, filename: str, metadata: dict | None = None) -> None:
-        Path(filename).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")  # partial file
+    def failing_write(path: Path, tensors: dict, metadata: dict) -> None:
+        Path(path).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")  # partial file
         raise error
 
-    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    monkeypatch.setattr("mal_desktop.core.io.files.write_safetensors", failing_write)
     expected = ModelFileError if isinstance(error, OSError) else Cancelled
     with pytest.raises(expected):
         save_model(family_model("mlp"), tmp_path / "m.safetensors")

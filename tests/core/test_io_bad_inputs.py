@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import struct
 import warnings
@@ -18,6 +19,7 @@ from safetensors import safe_open
 from torch import nn
 
 from mal_desktop.core.errors import ModelFileError
+from mal_desktop.core.io import files
 from mal_desktop.core.io.files import load_model, read_header, save_model
 from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.io.pt2_io import _check_expr
@@ -481,3 +483,67 @@ def test_mal_file_pointing_to_a_missing_or_changed_program(program_file: Path,
     rewrite_pt2(program_file, program, extra={"extra/note.txt": b"re-exported"})
     err = refused(moved, "changed since this file was saved")
     assert str(program) in str(err)
+
+
+# ---------------------------------------------------------------------------- the file system
+
+
+def test_symlink_loop_and_unreadable_files_are_named(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.safetensors").symlink_to(tmp_path / "b.safetensors")
+    (tmp_path / "b.safetensors").symlink_to(tmp_path / "a.safetensors")
+    with pytest.raises(ModelFileError, match=r"a\.safetensors: symbolic link loop$"):
+        load_model(tmp_path / "a.safetensors")
+    good = save_model(mlp_model(), tmp_path / "m.safetensors")
+    # root reads any file, so the permission is denied the way the OS would report it
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == good
+                        else real_access(p, mode))
+    refused(good, "permission denied: the file is not readable$")
+
+
+def test_a_small_file_claiming_huge_layers_is_refused_before_allocating(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 15 KB file whose stored config claims 20000-wide layers: the shapes are compared on the
+    meta device, so no real module of that size is ever built."""
+    good = save_model(mlp_model(), tmp_path / "m.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        meta = dict(f.metadata())
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    arch = json.loads(meta["arch"])
+    arch["config"]["widths"] = [20000, 20000]
+    meta["arch"] = json.dumps(arch)
+    huge = tmp_path / "huge.safetensors"
+    safetensors.torch.save_file(state, huge, metadata=meta)
+    built_on: list[str] = []
+    real_build = files.build_model
+
+    def recording_build(family: str, config: dict) -> torch.nn.Module:
+        module = real_build(family, config)
+        built_on.append(next(module.parameters()).device.type)
+        return module
+
+    monkeypatch.setattr(files, "build_model", recording_build)
+    refused(huge, r"weights do not fit family 'mlp': shape of layers\.0\.weight is \(")
+    assert built_on == ["meta"]
+
+
+def test_saved_models_get_the_umask_mode_and_stray_temp_files_are_cleaned(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stray = tmp_path / f".m.{dead}-0badc0de.tmp.safetensors"  # a writer killed mid-save
+    stray.write_bytes(b"")
+    live = tmp_path / f".m.{os.getpid()}-0123abcd.tmp.safetensors"  # one being written now
+    live.write_bytes(b"")
+    old_umask = os.umask(0o022)
+    try:
+        path = save_model(mlp_model(), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old_umask)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    assert not stray.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "m.safetensors"])
+    assert load_model(path).state().keys() == mlp_model().state().keys()

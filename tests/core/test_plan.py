@@ -80,9 +80,10 @@ def _step_file(tmp_path, **step):
     ({"method": "dare", "params": {"drop": 1.5}}, r"drop must be in \[0.0, 0.99\]"),
     ({"method": "ties", "params": [0.3]}, "'params' must be an object"),
     ({"method": "magic"}, "unknown merge method 'magic'; known: linear"),
-    ({"lambda": True}, "lambda must be a number in \\[0, 1\\], got True"),
-    ({"lambda": "0.5"}, "lambda must be a number in \\[0, 1\\], got '0.5'"),
-    ({"lambda": None}, "lambda must be a number"),
+    ({"lambda": True}, "lambda must be a number, got True"),
+    ({"lambda": "0.5"}, "lambda must be a number, got '0.5'"),
+    ({"lambda": None}, "lambda must be a number, got None"),
+    ({"lambda": float("nan")}, "lambda must be in \\[0, 1\\], got nan"),
 ])
 def test_plan_steps_are_checked_against_the_method_schema_when_read(tmp_path, step, message):
     path = _step_file(tmp_path, **step)

@@ -8,22 +8,29 @@ leaves the target as it was. Used for model files, project files and reports.
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 from pathlib import Path
 from typing import Callable
 
 
+def _temp_name(target: Path, pid: int, token: str) -> str:
+    return f".{target.stem}.{pid}-{token}.tmp{target.suffix}"
+
+
 def _temp_path(target: Path) -> Path:
     """Create (exclusively) an empty hidden temp file next to ``target``; returns its path.
 
-    The temp name keeps the target's suffix because some writers infer the format from it.
+    The temp name keeps the target's suffix because some writers infer the format from it, and
+    carries the writer's process id so that a later write can tell a stray file left by a killed
+    process from one another process is writing right now (see :func:`remove_stale_temp_files`).
     ``os.open`` with mode 0o666 lets the process umask decide the permissions, so the final file
     gets the same permissions an ordinary ``open(path, "w")`` would give it (mkstemp would give
     0o600).
     """
     for _ in range(100):
-        candidate = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        candidate = target.with_name(_temp_name(target, os.getpid(), secrets.token_hex(4)))
         try:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -31,6 +38,36 @@ def _temp_path(target: Path) -> Path:
         os.close(fd)
         return candidate
     raise FileExistsError(f"cannot create a temporary file next to {target}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(target: Path) -> list[Path]:
+    """Remove the temporary files of ``target`` left by writers that no longer run (a kill -9
+    or a power cut between creating the temp file and renaming it). Returns what was removed.
+
+    Temp files of live processes (this one included) are left alone: they may be mid-write.
+    """
+    removed = []
+    pattern = f".{glob.escape(target.stem)}.*-*.tmp{glob.escape(target.suffix)}"
+    for candidate in target.parent.glob(pattern):
+        pid_text = candidate.name[len(target.stem) + 2:].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:
+            pass  # gone already, or not ours to remove: never a reason to fail the write
+    return removed
 
 
 def _fsync_file(path: Path) -> None:
@@ -68,21 +105,25 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     Returns:
         ``path`` as a ``Path``.
     Raises:
-        Whatever ``writer`` raises (after removing the temporary file; the target is untouched),
-        or ``OSError`` when the temporary file cannot be created, synced or moved into place.
+        Whatever ``writer`` raises (after removing the temporary file; the target is untouched);
+        an ``OSError`` (disk full, permission denied, ...) is raised naming ``path`` itself.
     """
     target = Path(path)
+    remove_stale_temp_files(target)
     tmp = _temp_path(target)
     try:
         writer(tmp)
         _fsync_file(tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         # BaseException on purpose: a cancelled job or Ctrl-C must not leave a stray temp file.
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            # name the file the user asked for, not our temporary one (disk full, permissions)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
         raise
     _fsync_dir(target.parent)
     return target

@@ -13,6 +13,7 @@ Input files are only ever opened for reading.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..arch.families import build_model
 from ..errors import MalError, ModelFileError
 from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from .hashing import file_sha256
@@ -28,8 +30,9 @@ from .model import LoadedModel
 from .pt2_io import program_input_shape, program_module, program_num_classes, read_pt2
 from .safetensors_io import (ARCH_KINDS, MalMetadata, decode_mal_metadata, encode_mal_metadata,
                              read_safetensors_header, read_safetensors_tensors, write_safetensors)
-from .state_dict_io import (build_factory_module, check_finite, check_weight_dtypes,
-                            load_state_into, torch_load_weights, unwrap_state)
+from .state_dict_io import (build_factory_module, check_finite, check_shapes,
+                            check_weight_dtypes, load_state_into, torch_load_weights,
+                            unwrap_state)
 
 __all__ = ["ModelHeader", "load_model", "save_model", "read_header", "file_sha256",
            "atomic_write", "atomic_write_text", "atomic_write_bytes", "model_form"]
@@ -83,13 +86,17 @@ class ModelHeader:
 
 def _check_input(path: str | Path) -> tuple[Path, str]:
     """Resolve ``path`` and refuse what is not a readable, non-empty file of a known extension."""
-    p = Path(path).expanduser()
+    p = Path(path).expanduser().absolute()
     try:
-        p = p.resolve()
-    except OSError:
-        p = p.absolute()
-    if not p.exists():
-        raise ModelFileError(p, "no such file")
+        p = p.resolve(strict=True)
+    except FileNotFoundError:
+        raise ModelFileError(p, "no such file") from None
+    except PermissionError:
+        raise ModelFileError(p, "permission denied: a folder on the way cannot be opened") from None
+    except (OSError, RuntimeError) as exc:  # Python < 3.13 reports a link loop as RuntimeError
+        if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+            raise ModelFileError(p, "symbolic link loop") from None
+        raise ModelFileError(p, f"cannot open: {exc.strerror or exc}") from None
     if p.is_dir():
         raise ModelFileError(p, "is a directory, not a model file")
     if not p.is_file():
@@ -99,6 +106,8 @@ def _check_input(path: str | Path) -> tuple[Path, str]:
         raise ModelFileError(p, "not a model file: expected .safetensors, .pt2, .pt or .pth")
     if p.stat().st_size == 0:
         raise ModelFileError(p, "file is empty")
+    if not os.access(p, os.R_OK):
+        raise ModelFileError(p, "permission denied: the file is not readable")
     return p, kind
 
 
@@ -144,14 +153,19 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
     program = None
     kind = arch["kind"]
     if kind == "family":
-        from ..arch.families import build_model
-
         family, config = arch.get("family"), arch.get("config") or {}
         if not isinstance(family, str) or not isinstance(config, dict):
             raise ModelFileError(path, "corrupt mal_desktop metadata: a family architecture needs "
                                        "'family' and 'config'")
         try:
+            # Shapes first, on the meta device (no memory): a small file whose stored config
+            # claims huge layers is refused here instead of allocating them.
+            with torch.device("meta"):
+                shapes = build_model(family, config).state_dict()
+            check_shapes(path, shapes, state, f"family {family!r}")
             module = build_model(family, config)
+        except ModelFileError:
+            raise
         except MalError as exc:
             raise ModelFileError(path, str(exc)) from None
         except Exception as exc:  # a config the family cannot build

@@ -161,16 +161,42 @@ def read_safetensors_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFileError(path, f"corrupt safetensors file: {exc}") from None
 
 
+_CODES = {getattr(torch, name): code for code, (name, _) in _DTYPES.items()}
+
+
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
                       metadata: dict[str, str]) -> None:
-    """Write tensors and string metadata to ``path`` (callers pass an atomic temp path).
+    """Write tensors and string metadata to ``path`` in the safetensors format.
 
-    The tensors must be contiguous CPU tensors that share no storage.
+    Callers pass the atomic temporary file. We write the format ourselves, tensor by tensor,
+    into that very file: the library's ``save_file`` writes a temporary file of its own and
+    renames it over ours, which left a full-size stray file beside the output after a kill -9
+    and gave every saved model mode 0600 instead of the umask's mode. Writing tensor by tensor
+    also never holds a second copy of the whole model in memory.
+
+    The tensors must be CPU tensors; names are written in sorted order, data 8-byte aligned
+    after the header as the format requires.
     """
-    import safetensors.torch
-
-    # Looked up at call time (not imported by name) so tests can make the write fail midway.
-    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
+    names = sorted(tensors)
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name in names:
+        t = tensors[name]
+        if t.dtype not in _CODES:
+            raise TypeError(f"tensor {name}: dtype {t.dtype} cannot be written to safetensors")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _CODES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in names:
+            flat = tensors[name].detach().contiguous().reshape(-1)
+            if flat.numel():
+                f.write(memoryview(flat.view(torch.uint8).numpy()))
 
 
 def _json_default(value: Any) -> Any:

@@ -268,6 +268,23 @@ def load_state_into(path: str | Path, module: nn.Module, state: Mapping[str, tor
         ModelFileError: listing the first few missing keys, unexpected keys and shape mismatches.
     """
     expected = module.state_dict()
+    state = check_shapes(path, expected, state, what)
+    check_weight_dtypes(path, state, expected)
+    try:
+        module.load_state_dict(dict(state), strict=True)
+    except Exception as exc:  # e.g. a dtype that cannot be copied into the parameter
+        raise ModelFileError(path, f"weights do not fit {what}: {_first_line(exc)}") from None
+
+
+def check_shapes(path: str | Path, expected: Mapping[str, torch.Tensor],
+                 state: Mapping[str, torch.Tensor], what: str) -> Mapping[str, torch.Tensor]:
+    """Check that ``state`` has exactly the keys and shapes of ``expected`` (an architecture's
+    state dict, possibly on the meta device). A state saved from ``nn.DataParallel`` (every key
+    prefixed "module.") is accepted; returns the state with the prefix removed.
+
+    Raises:
+        ModelFileError: listing the first few missing keys, unexpected keys and shape mismatches.
+    """
     if (state and all(k.startswith("module.") for k in state)
             and not any(k.startswith("module.") for k in expected)):
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -285,8 +302,4 @@ def load_state_into(path: str | Path, module: nn.Module, state: Mapping[str, tor
         problems.append(f"shape of {_listing(mismatched)}")
     if problems:
         raise ModelFileError(path, f"weights do not fit {what}: " + "; ".join(problems))
-    check_weight_dtypes(path, state, expected)
-    try:
-        module.load_state_dict(dict(state), strict=True)
-    except Exception as exc:  # e.g. a dtype that cannot be copied into the parameter
-        raise ModelFileError(path, f"weights do not fit {what}: {_first_line(exc)}") from None
+    return state

@@ -33,10 +33,10 @@ class AssemblyStep:
     params: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if (isinstance(self.lam, bool) or not isinstance(self.lam, (int, float))
-                or not (0.0 <= self.lam <= 1.0)):
-            raise PlanError(f"step {self.source}:{self.source_layer} -> {self.base_layer}: "
-                            f"lambda must be a number in [0, 1], got {self.lam!r}")
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)):
+            raise PlanError(f"step {self.label}: lambda must be a number, got {self.lam!r}")
+        if not (0.0 <= self.lam <= 1.0):  # NaN fails this too
+            raise PlanError(f"step {self.label}: lambda must be in [0, 1], got {self.lam}")
         if self.align not in ALIGN_MODES:
             raise PlanError(f"step {self.source}:{self.source_layer}: alignment must be one of "
                             f"{', '.join(ALIGN_MODES)}, got {self.align!r}")
