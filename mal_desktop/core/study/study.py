@@ -21,8 +21,8 @@ from ... import __version__
 from ..device import device_label
 from ..errors import AlignmentError, MalError, PlanError
 from ..io.files import atomic_write_text
-from ..progress import CancelToken, ProgressEvent, never_cancelled, sub_job
-from ..zoo.build import build_zoo_job, default_zoo_dir
+from ..progress import CancelToken, Job, ProgressEvent, map_events, never_cancelled, sub_job
+from ..zoo.build import ZooIndex, build_zoo_job, default_zoo_dir
 from . import laws
 from .bench import Bench, CurveSpec, IteratedSpec
 from .plans import (HeatmapCell, plan_heatmaps, plan_iterated, plan_positions, plan_ratios,
@@ -289,19 +289,17 @@ def _write_study(out: Path, data: dict[str, Any]) -> tuple[Path, Path]:
     return data_path, report_path
 
 
-def _counting(job, counts: dict[str, int]):
-    """Re-yield a zoo build's events, counting models trained and reused."""
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            return stop.value
+def _counting(job: Job[ZooIndex], counts: dict[str, int]) -> Job[ZooIndex]:
+    """Re-yield a zoo build's events, counting models trained and reused into ``counts``."""
+    def count(event: ProgressEvent) -> ProgressEvent:
         payload = event.payload if isinstance(event.payload, dict) else {}
         if payload.get("cached"):
             counts["reused"] += 1
         elif "test_accuracy" in payload:
             counts["trained"] += 1
-        yield event
+        return event
+
+    return map_events(job, count)
 
 
 def _device_text() -> str:

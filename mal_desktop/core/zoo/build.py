@@ -24,7 +24,7 @@ from ..errors import MalError
 from ..evaluate.datasets import load_dataset
 from ..io.files import atomic_write_text, load_model, save_model
 from ..io.model import LoadedModel
-from ..progress import CancelToken, ProgressEvent, never_cancelled
+from ..progress import CancelToken, ProgressEvent, map_events, never_cancelled
 from ..arch.families import build_model, full_config
 from .train import TrainResult, train_job
 
@@ -261,18 +261,17 @@ def _train_entry(entry: ZooEntry, out_dir: Path, rel: str, where: str, done_epoc
                         f"training {where} epoch 0/{entry.epochs}",
                         {"name": entry.name, "epoch": 0})
     weight = max(1, entry.epochs)
-    job = train_job(module, data, epochs=entry.epochs, lr=entry.lr, batch_size=entry.batch_size,
-                    seed=entry.seed, cancel=cancel)
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            result = stop.value
-            break
+
+    def as_zoo_event(event: ProgressEvent) -> ProgressEvent:
+        """A training epoch as zoo progress: placed within this entry's share of all epochs."""
         epoch = int(event.payload["epoch"])
-        yield ProgressEvent("zoo", (done_epochs + weight * epoch / max(1, entry.epochs)) / total_epochs,
-                            f"training {where} epoch {epoch}/{entry.epochs}",
-                            {"name": entry.name, **event.payload})
+        fraction = (done_epochs + weight * epoch / max(1, entry.epochs)) / total_epochs
+        return ProgressEvent("zoo", fraction, f"training {where} epoch {epoch}/{entry.epochs}",
+                             {"name": entry.name, **event.payload})
+
+    result = yield from map_events(
+        train_job(module, data, epochs=entry.epochs, lr=entry.lr, batch_size=entry.batch_size,
+                  seed=entry.seed, cancel=cancel), as_zoo_event)
     cancel.raise_if_cancelled()
     return _save_trained(entry, module, config, result, out_dir / rel, rel)
 
