@@ -9,6 +9,7 @@ batch/layer norm, pooling, flatten, residual add, transpose), so every zoo model
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -59,10 +60,7 @@ def build_model(family: str, config: dict[str, Any] | None = None) -> nn.Module:
 
 
 def _features(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
+    return math.prod(int(s) for s in shape)
 
 
 class MLP(nn.Module):
