@@ -29,7 +29,7 @@ from .generalized import (
     shape_case,
     transform_tensor,
 )
-from .lap import solve_lap
+from .lap import improves, solve_lap
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,6 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
     value = problem.objective(q_out, q_in)
     history = [value]
 
-    def improved(new: float, old: float) -> bool:
-        # Accept only a real gain: an equal-valued different optimum would make the loop cycle.
-        return new > old + 1e-12 * max(1.0, abs(old))
-
     for _ in range(max_iter):
         start = value
         if not out_fixed:
@@ -143,7 +139,7 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
             rows, cols = solve_lap(cost)
             candidate = Match.from_lap(rows, cols, q_out.base_size, q_out.target_size)
             new_value = problem.objective(candidate, q_in)
-            if candidate != q_out and improved(new_value, value):
+            if candidate != q_out and improves(new_value, value):
                 q_out, value = candidate, new_value
             history.append(value)
         if not in_fixed:
@@ -151,11 +147,11 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
             rows, cols = solve_lap(cost)
             candidate = Match.from_lap(rows, cols, q_in.base_size, q_in.target_size)
             new_value = problem.objective(q_out, candidate)
-            if candidate != q_in and improved(new_value, value):
+            if candidate != q_in and improves(new_value, value):
                 q_in, value = candidate, new_value
             history.append(value)
         # With one side fixed a second round solves the same LAP again: nothing can change.
-        if out_fixed or in_fixed or not improved(value, start):
+        if out_fixed or in_fixed or not improves(value, start):
             break
     return q_out, q_in, history
 

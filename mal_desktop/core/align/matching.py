@@ -26,7 +26,7 @@ from ..errors import AlignmentError
 from ..graph.spec import Layer, PermutationSpec
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
 from .generalized import Match, axis_cost, kernel_text, transform_tensor
-from .lap import assignment_value, solve_lap
+from .lap import assignment_value, improves, solve_lap
 
 STATISTIC_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -224,11 +224,11 @@ class _Descent:
         if space in self.coupled:
             old = self.objective(space)
             self.matches[space] = candidate
-            if _improved(self.objective(space), old):
+            if improves(self.objective(space), old):
                 return True
             self.matches[space] = current
             return False
-        if _improved(assignment_value(cost, rows, cols),
+        if improves(assignment_value(cost, rows, cols),
                      assignment_value(cost, current.rows_tensor(), current.cols_tensor())):
             self.matches[space] = candidate
             return True
@@ -242,11 +242,6 @@ def _sweep(descent: _Descent, order: Sequence[str], cancel: CancelToken) -> bool
         cancel.raise_if_cancelled()
         changed = descent.improve_space(space) or changed
     return changed
-
-
-def _improved(new: float, old: float) -> bool:
-    """A real gain of J: an equal-valued different optimum would make the descent cycle."""
-    return new > old + 1e-9 * max(1.0, abs(old))
 
 
 def match_spaces(
