@@ -9,8 +9,6 @@ shows are drawn from ``study.json`` by ``mal_desktop.figures`` (Qt, so outside t
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any, Generator
 
 from ... import __version__
+from .. import jsonio
 from ..device import device_label
 from ..errors import AlignmentError, MalError, PlanError
 from ..io.files import atomic_write_text
@@ -282,7 +281,7 @@ def _write_study(out: Path, data: dict[str, Any]) -> tuple[Path, Path]:
     data_path = out / DATA_NAME
     report_path = out / REPORT_NAME
     try:
-        atomic_write_text(data_path, json.dumps(_json_safe(data), indent=1) + "\n")
+        atomic_write_text(data_path, jsonio.dumps(data, indent=1) + "\n")
         atomic_write_text(report_path, render_report(data))
     except OSError as exc:
         raise MalError(f"{out}: cannot write the study ({exc.strerror or exc})") from None
@@ -315,14 +314,3 @@ def _device_text() -> str:
         threads = torch.get_num_threads()
         label += f" ({cores} cores available, {threads} torch thread{'s' if threads != 1 else ''})"
     return label
-
-
-def _json_safe(x: Any) -> Any:
-    """NaN/inf as null, so study.json is strict JSON any tool can read."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
