@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
-from mal_desktop.core.align.lap import assignment_value, improves, padded_square_lap, solve_lap
+from mal_desktop.core.align.lap import assignment_value, improves, solve_lap
 from mal_desktop.core.errors import AlignmentError
+
+def padded_square_lap(cost: torch.Tensor,
+                      maximize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: solve the LAP on ``cost`` zero-padded to a square, drop the padded pairs.
+
+    This is the "pad the narrower model with dead units, then permute" formulation of
+    mal_method.md sec. 4; solve_lap must reach the same objective on the rectangular cost.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    array = cost.detach().to("cpu", torch.float64).numpy()
+    m, n = array.shape
+    size = max(m, n)
+    square = np.zeros((size, size), dtype=np.float64)
+    square[:m, :n] = array
+    rows, cols = linear_sum_assignment(square, maximize=maximize)
+    keep = (rows < m) & (cols < n)
+    return (torch.as_tensor(rows[keep], dtype=torch.long),
+            torch.as_tensor(cols[keep], dtype=torch.long))
+
 
 SHAPES = [(1, 1), (1, 6), (6, 1), (5, 5), (3, 8), (8, 3), (17, 11), (11, 17), (32, 32), (40, 7)]
 
