@@ -412,7 +412,5 @@ def handler_table() -> dict[str, Callable[[Any, fx.Node], Any]]:
     return {name: fn for fn, names in groups.items() for name in names.split()}
 
 
-HANDLERS = handler_table()
-
-
+# ATen op name -> rule, built once at import (discover looks ops up here).
 HANDLERS = handler_table()
