@@ -165,12 +165,12 @@ def test_a_merge_method_from_the_package_runs_in_an_assembly(tmp_path) -> None:
         torch.testing.assert_close(merged[key], donor[key])
     for key in ("head.weight", "head.bias"):
         assert torch.equal(merged[key], base[key])
-    # the parameter schema is enforced
-    bad = AssemblyPlan(base=str(base_path), zoo={"donor": str(donor_path)},
-                       steps=[AssemblyStep("donor", "fc", "fc", 0.5, "none",
-                                           method="api_scaled_delta", params=(("scale", 3.0),))])
+    # the parameter schema is enforced (when the step is made or when it runs)
     with pytest.raises(PlanError, match="scale must be in"):
-        run_job(assemble_job(bad))
+        bad = AssemblyStep("donor", "fc", "fc", 0.5, "none", method="api_scaled_delta",
+                           params=(("scale", 3.0),))
+        run_job(assemble_job(AssemblyPlan(base=str(base_path), zoo={"donor": str(donor_path)},
+                                          steps=[bad])))
 
 
 def test_importing_a_light_module_does_not_load_the_plugin_api() -> None:
