@@ -7,25 +7,21 @@ unless the caller already chose one, so this works without a display (CLI, CI, t
 
 from __future__ import annotations
 
+import json
+import math
 import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-# Before Qt is imported anywhere: no display is needed to draw into an image.
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.exporters  # noqa: F401 - registers ImageExporter
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont
 
-import json  # noqa: E402
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyqtgraph as pg  # noqa: E402
-import pyqtgraph.exporters  # noqa: E402,F401 - registers ImageExporter
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtGui import QColor, QFont  # noqa: E402
-
-from .core.errors import MalError  # noqa: E402
-from .core.io.atomic import atomic_write  # noqa: E402
-from .core.study.report import FIGURES  # noqa: E402
+from .core.errors import MalError
+from .core.io.atomic import atomic_write
+from .core.study.report import FIGURES
 
 # Distinguishable on white, in print and for common colour-vision deficiencies (Okabe-Ito).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
@@ -36,6 +32,15 @@ MISSING = QColor("#d0d0d0")
 
 
 def _app() -> None:
+    """The Qt application to draw in: the running one (the GUI's), else a new one.
+
+    A new one defaults to the "offscreen" platform, so drawing needs no display (CLI, CI). The
+    platform is read when the application is created, so this is the place to choose it, not
+    import time: importing this module changes nothing, and an application that already runs
+    (with its own platform) is left alone.
+    """
+    if pg.QtWidgets.QApplication.instance() is None:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     pg.mkQApp("mal-figures")
 
 

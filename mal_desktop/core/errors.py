@@ -31,4 +31,6 @@ class AlignmentError(MalError):
 
 
 class MalWarning(UserWarning):
-    """Our own warnings; tests turn them into errors."""
+    """Our own warnings: the work goes on, but a result may mislead (e.g. a model whose outputs
+    are probabilities, so its loss is wrong; see ``evaluate.evaluator.warn_if_probabilities``).
+    Tests turn them into errors (pyproject's filterwarnings), so no test passes while warning."""

@@ -67,15 +67,37 @@ def run_job(job: Job[T], on_event: Callable[[ProgressEvent], None] | None = None
             on_event(event)
 
 
+def map_events(job: Job[T], transform: Callable[[ProgressEvent], ProgressEvent]) -> Job[T]:
+    """Re-yield the events of ``job`` passed through ``transform``; return the job's result.
+
+    The one pump for a job that runs a sub-job and reports its progress as its own: rescaled
+    into its share of the whole (:func:`sub_job`), relabelled to its own stage, or counted on
+    the way. ``transform`` may have side effects; it sees every event once, in order.
+    Closing the returned job closes ``job`` too, as ``yield from`` would.
+    """
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            yield transform(event)
+    finally:
+        job.close()
+
+
 def sub_job(job: Job[T], start: float, end: float) -> Job[T]:
-    """Re-yield the events of ``job`` with fractions mapped into [start, end]; return its result."""
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            return stop.value
-        frac = start + (end - start) * event.fraction if event.fraction == event.fraction else event.fraction
-        yield ProgressEvent(event.stage, frac, event.message, event.payload)
+    """Re-yield the events of ``job`` with fractions mapped into [start, end]; return its result.
+
+    An unknown fraction (NaN) stays unknown.
+    """
+    def rescale(event: ProgressEvent) -> ProgressEvent:
+        frac = event.fraction
+        if frac == frac:  # not NaN
+            frac = start + (end - start) * frac
+        return ProgressEvent(event.stage, frac, event.message, event.payload)
+
+    return map_events(job, rescale)
 
 
 def never_cancelled() -> CancelToken:

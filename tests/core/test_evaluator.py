@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mal_desktop.core.errors import DatasetError
+from mal_desktop.core.errors import DatasetError, MalWarning
 from mal_desktop.core.evaluate.datasets import Dataset
-from mal_desktop.core.evaluate.evaluator import EvalResult, evaluate_model, evaluate_module, predict_logits
+from mal_desktop.core.evaluate.evaluator import (EvalResult, evaluate_model, evaluate_module,
+                                                 predict_logits, warn_if_probabilities)
+from mal_desktop.core.evaluate.pipeline import run_pipeline, samples_of
 from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.arch.families import build_model
 
@@ -164,3 +166,32 @@ def test_npz_inputs_must_be_finite_real_numbers(tmp_path, x, message):
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(str(path))
     assert str(path) in str(info.value)
+
+def test_probability_outputs_warn_because_their_loss_is_wrong() -> None:
+    # A model saved with its final softmax: accuracy is right, but cross-entropy takes a second
+    # softmax, which squeezes every per-sample loss into [log(e + 2) - 1, log(1 + 2e)] for three
+    # classes, however right or wrong the model is. Nothing else would say so.
+    lin = _fixed_linear()
+    with torch.no_grad():
+        lin.weight.mul_(10.0)  # confident: the last point is badly wrong (label 2, p ~ e^-25)
+    probs = nn.Sequential(lin, nn.Softmax(dim=1))
+    with pytest.warns(MalWarning, match="look like probabilities"):
+        result = evaluate_module(probs, POINTS, LABELS)
+    with torch.no_grad():
+        true_loss = F.nll_loss(torch.log(probs(POINTS)), LABELS).item()
+    assert result.accuracy == 0.75
+    assert result.loss < math.log(1 + 2 * math.e) < 5.0 < true_loss
+    with pytest.warns(MalWarning, match="final softmax"):
+        evaluate_model(_loaded(probs, (2,), classes=3), _dataset(POINTS, LABELS))
+    with pytest.warns(MalWarning, match="look like probabilities"):  # the eval-matrix pipeline
+        run_pipeline(_loaded(probs, (2,), classes=3), samples_of(_dataset(POINTS, LABELS)))
+
+
+def test_logits_and_log_probabilities_do_not_warn() -> None:
+    # MalWarning is an error in tests (pyproject): these would fail if they warned.
+    evaluate_module(_fixed_linear(), POINTS, LABELS)
+    log_probs = evaluate_module(nn.Sequential(_fixed_linear(), nn.LogSoftmax(dim=1)), POINTS,
+                                LABELS)
+    assert log_probs.loss == pytest.approx(_hand_loss(), rel=1e-6)  # softmax leaves them as is
+    assert not warn_if_probabilities(torch.zeros(4, 3))  # all-zero rows sum to 0, not 1
+    assert not warn_if_probabilities(torch.ones(4, 1))  # one class: nothing to tell apart

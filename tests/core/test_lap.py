@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
-from mal_desktop.core.align.lap import assignment_value, padded_square_lap, solve_lap
+from mal_desktop.core.align.lap import assignment_value, improves, solve_lap
 from mal_desktop.core.errors import AlignmentError
+
+def padded_square_lap(cost: torch.Tensor,
+                      maximize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: solve the LAP on ``cost`` zero-padded to a square, drop the padded pairs.
+
+    This is the "pad the narrower model with dead units, then permute" formulation of
+    mal_method.md sec. 4; solve_lap must reach the same objective on the rectangular cost.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    array = cost.detach().to("cpu", torch.float64).numpy()
+    m, n = array.shape
+    size = max(m, n)
+    square = np.zeros((size, size), dtype=np.float64)
+    square[:m, :n] = array
+    rows, cols = linear_sum_assignment(square, maximize=maximize)
+    keep = (rows < m) & (cols < n)
+    return (torch.as_tensor(rows[keep], dtype=torch.long),
+            torch.as_tensor(cols[keep], dtype=torch.long))
+
 
 SHAPES = [(1, 1), (1, 6), (6, 1), (5, 5), (3, 8), (8, 3), (17, 11), (11, 17), (32, 32), (40, 7)]
 
@@ -68,3 +89,16 @@ def test_empty_and_invalid() -> None:
         solve_lap(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
     with pytest.raises(AlignmentError, match="2-D"):
         solve_lap(torch.zeros(3))
+
+
+def test_improves_ignores_rounding_and_accepts_real_gains() -> None:
+    # The same float64 objective summed in two orders differs by rounding only: neither order may
+    # count as an improvement over the other, or the alignment loops would swap equal optima.
+    terms = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    terms = terms.abs() + 0.1
+    forward = sum(terms.tolist())
+    pairwise = float(terms.sum())
+    assert not improves(forward, pairwise) and not improves(pairwise, forward)
+    assert improves(pairwise * (1 + 1e-8), pairwise)
+    assert not improves(pairwise, pairwise * (1 + 1e-8))
+    assert improves(1e-8, 0.0) and not improves(1e-10, 0.0)  # absolute below |J| = 1

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ from mal_desktop.core.evaluate.datasets import load_dataset
 from mal_desktop.core.evaluate.evaluator import evaluate_model
 from mal_desktop.core.toolkit.matrix import MatrixCell, cell_key, eval_matrix_job
 from mal_desktop.core.evaluate.metric_registry import METRICS, register_metric
-from mal_desktop.core.toolkit.model_refs import (PlanRef, memory_ref, parse_model_ref,
-                                                  plan_ref)
+from mal_desktop.core.toolkit.model_refs import (MODEL_KINDS, FileRef, PlanRef, memory_ref,
+                                                  parse_model_ref, plan_ref, register_model_kind)
 from mal_desktop.core.evaluate.pipeline import PipelineSpec
 from mal_desktop.core.io.files import load_model, save_model
 from mal_desktop.core.io.model import LoadedModel
@@ -345,3 +346,28 @@ def test_bfloat16_models_in_memory_hash_without_error(small_zoo):
     with torch.no_grad():
         model.module.head.bias.add_(1.0)
     assert memory_ref("bf16", model).content_hash() != first
+
+
+def test_a_kind_registered_later_is_reached_before_the_file_fallback(files) -> None:
+    # The built-in "file" kind claims any text (a missing file is its error), so a kind
+    # registered after it must still be tried first, or it could never match.
+    @dataclass
+    class AliasRef(FileRef):
+        kind = "alias"
+
+    def alias(text: str, zoo_dir, arch) -> AliasRef | None:
+        if not text.startswith("alias:"):
+            return None
+        return AliasRef(text, "a", path=files["a"])
+
+    register_model_kind("alias", alias)
+    try:
+        assert list(MODEL_KINDS)[-1] == "file"
+        ref = parse_model_ref("alias:first")
+        assert isinstance(ref, AliasRef) and ref.kind == "alias"
+        result = _run(["alias:first"], [files["d1"]], files["cache"])
+        assert result.cells[0].error is None and result.models[0]["kind"] == "alias"
+        with pytest.raises(ModelFileError):  # other texts still end at the file kind
+            parse_model_ref("no-such-model.safetensors")
+    finally:
+        MODEL_KINDS.pop("alias", None)

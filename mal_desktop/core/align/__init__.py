@@ -3,7 +3,7 @@ whole-model weight matching and optional activation matching (mal_method.md sec.
 
 from .activations import activation_cost, match_by_activations
 from .generalized import Match, ShapeCase, axis_cost, shape_case, transform_tensor
-from .lap import assignment_value, padded_square_lap, solve_lap
+from .lap import assignment_value, solve_lap
 from .local import LayerAlignment, align_layer_pair, aligned_layer
 from .matching import (
     MatchResult,
@@ -31,7 +31,6 @@ __all__ = [
     "is_statistic",
     "match_by_activations",
     "match_spaces",
-    "padded_square_lap",
     "shape_case",
     "solve_lap",
     "transform_tensor",

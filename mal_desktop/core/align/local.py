@@ -29,7 +29,7 @@ from .generalized import (
     shape_case,
     transform_tensor,
 )
-from .lap import solve_lap
+from .lap import improves, solve_lap
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,6 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
     value = problem.objective(q_out, q_in)
     history = [value]
 
-    def improved(new: float, old: float) -> bool:
-        # Accept only a real gain: an equal-valued different optimum would make the loop cycle.
-        return new > old + 1e-12 * max(1.0, abs(old))
-
     for _ in range(max_iter):
         start = value
         if not out_fixed:
@@ -143,7 +139,7 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
             rows, cols = solve_lap(cost)
             candidate = Match.from_lap(rows, cols, q_out.base_size, q_out.target_size)
             new_value = problem.objective(candidate, q_in)
-            if candidate != q_out and improved(new_value, value):
+            if candidate != q_out and improves(new_value, value):
                 q_out, value = candidate, new_value
             history.append(value)
         if not in_fixed:
@@ -151,11 +147,11 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
             rows, cols = solve_lap(cost)
             candidate = Match.from_lap(rows, cols, q_in.base_size, q_in.target_size)
             new_value = problem.objective(q_out, candidate)
-            if candidate != q_in and improved(new_value, value):
+            if candidate != q_in and improves(new_value, value):
                 q_in, value = candidate, new_value
             history.append(value)
         # With one side fixed a second round solves the same LAP again: nothing can change.
-        if out_fixed or in_fixed or not improved(value, start):
+        if out_fixed or in_fixed or not improves(value, start):
             break
     return q_out, q_in, history
 
@@ -201,54 +197,75 @@ def align_layer_pair(
     prefix = f"{name}: " if name else ""
     _check_shapes(w_base, b_base, w_target, b_target, in_block, prefix)
     case = shape_case(tuple(w_base.shape), tuple(w_target.shape), in_block)
+    _check_fixed_sides(case, out_fixed, in_fixed, out_reason, in_reason, prefix)
+    if not (torch.isfinite(w_base).all() and torch.isfinite(w_target).all()):
+        raise AlignmentError(f"{prefix}weights contain NaN or inf")
+
+    problem = _Problem(w_base, b_base, w_target, b_target, in_block)
+    gen = torch.Generator().manual_seed(seed)
+    starts = _input_starts(case, in_fixed, init, restarts, gen, prefix)
+    q_out, q_in, history = _best_run(problem, Match.identity(case.out_base, case.out_target),
+                                     starts, out_fixed, in_fixed, max_iter)
+    return LayerAlignment(
+        out=q_out,
+        inp=q_in,
+        objective_history=tuple(history),
+        costs=_matched_out_costs(problem, q_out, q_in),
+        case=case,
+    )
+
+
+def _check_fixed_sides(case: ShapeCase, out_fixed: bool, in_fixed: bool, out_reason: str,
+                       in_reason: str, prefix: str) -> None:
+    """A fixed side (class outputs, network inputs) keeps the identity: its sizes must agree."""
     if out_fixed and case.out_base != case.out_target:
         raise AlignmentError(
             f"{prefix}{out_reason} differ: base {case.out_base}, target {case.out_target}")
     if in_fixed and case.in_base != case.in_target:
         raise AlignmentError(
             f"{prefix}{in_reason} differ: base {case.in_base}, target {case.in_target}")
-    if not (torch.isfinite(w_base).all() and torch.isfinite(w_target).all()):
-        raise AlignmentError(f"{prefix}weights contain NaN or inf")
 
-    problem = _Problem(w_base, b_base, w_target, b_target, in_block)
-    gen = torch.Generator().manual_seed(seed)
-    q_out0 = Match.identity(case.out_base, case.out_target)
 
-    starts: list[Match] = []
+def _input_starts(case: ShapeCase, in_fixed: bool, init: str | Match, restarts: int,
+                  gen: torch.Generator, prefix: str) -> list[Match]:
+    """The input-side matches to start the alternation from: ``init``, then ``restarts`` random
+    ones (only the identity when the input side is fixed)."""
     if in_fixed:
+        return [Match.identity(case.in_base, case.in_target)]
+    starts: list[Match] = []
+    if isinstance(init, Match):
+        if (init.base_size, init.target_size) != (case.in_base, case.in_target):
+            raise AlignmentError(
+                f"{prefix}initial input match {init.base_size} <- {init.target_size} does "
+                f"not fit the layers ({case.in_base} <- {case.in_target})")
+        starts.append(init)
+    elif init == "identity":
         starts.append(Match.identity(case.in_base, case.in_target))
+    elif init == "random":
+        starts.append(Match.random(case.in_base, case.in_target, gen))
     else:
-        if isinstance(init, Match):
-            if (init.base_size, init.target_size) != (case.in_base, case.in_target):
-                raise AlignmentError(
-                    f"{prefix}initial input match {init.base_size} <- {init.target_size} does "
-                    f"not fit the layers ({case.in_base} <- {case.in_target})")
-            starts.append(init)
-        elif init == "identity":
-            starts.append(Match.identity(case.in_base, case.in_target))
-        elif init == "random":
-            starts.append(Match.random(case.in_base, case.in_target, gen))
-        else:
-            raise AlignmentError(f"{prefix}unknown init {init!r}; use 'identity' or 'random'")
-        starts += [Match.random(case.in_base, case.in_target, gen) for _ in range(max(0, restarts))]
+        raise AlignmentError(f"{prefix}unknown init {init!r}; use 'identity' or 'random'")
+    starts += [Match.random(case.in_base, case.in_target, gen) for _ in range(max(0, restarts))]
+    return starts
 
+
+def _best_run(problem: _Problem, q_out0: Match, starts: list[Match], out_fixed: bool,
+              in_fixed: bool, max_iter: int) -> tuple[Match, Match, list[float]]:
+    """Alternate from every start; keep the run with the highest final J (the first on ties)."""
     best: tuple[Match, Match, list[float]] | None = None
     for q_in0 in starts:
         result = _run(problem, q_out0, q_in0, out_fixed, in_fixed, max_iter)
         if best is None or result[2][-1] > best[2][-1]:
             best = result
     assert best is not None
-    q_out, q_in, history = best
+    return best
 
+
+def _matched_out_costs(problem: _Problem, q_out: Match, q_in: Match) -> tuple[float, ...]:
+    """The final output-side cost at the matched (slot, unit) pairs, in slot order."""
     final_cost = problem.out_cost(q_in)
     costs = final_cost[q_out.rows_tensor(final_cost.device), q_out.cols_tensor(final_cost.device)]
-    return LayerAlignment(
-        out=q_out,
-        inp=q_in,
-        objective_history=tuple(history),
-        costs=tuple(float(c) for c in costs.cpu().tolist()),
-        case=case,
-    )
+    return tuple(float(c) for c in costs.cpu().tolist())
 
 
 def aligned_layer(alignment: LayerAlignment, w_target: torch.Tensor, b_target: torch.Tensor | None,

@@ -26,7 +26,7 @@ from ..errors import AlignmentError
 from ..graph.spec import Layer, PermutationSpec
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
 from .generalized import Match, axis_cost, kernel_text, transform_tensor
-from .lap import assignment_value, solve_lap
+from .lap import assignment_value, improves, solve_lap
 
 STATISTIC_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -149,6 +149,101 @@ def _initial_matches(pairs: Mapping[str, str], space_pairs: Mapping[str, str],
     return matches, free
 
 
+def _device_pairs(base_state: Mapping[str, torch.Tensor], target_state: Mapping[str, torch.Tensor],
+                  infos: Sequence[tuple[str, str, tuple[_AxisInfo, ...]]], device: torch.device,
+                  dtype: torch.dtype) -> list[_Pair]:
+    """The paired tensors that enter J, copied to the compute device in the working dtype.
+
+    Norm statistics, integer buffers and tensors with no permutable axis are left out: the
+    first say nothing about unit correspondence, the last are a constant term of J.
+    """
+    work: list[_Pair] = []
+    for bk, tk, info in infos:
+        b, t = base_state[bk], target_state[tk]
+        if is_statistic(bk) or not (b.is_floating_point() and t.is_floating_point()):
+            continue
+        if not any(space is not None for space, _ in info):
+            continue  # a constant term of J: no space moves it
+        work.append(_Pair(bk, b.detach().to(device, dtype), t.detach().to(device, dtype), info))
+    return work
+
+
+class _Descent:
+    """Coordinate-descent state: the paired tensors, the current matches and, per free space,
+    the tensor axes that lie on it."""
+
+    def __init__(self, work: list[_Pair], matches: dict[str, Match], free: Sequence[str],
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.work = work
+        self.matches = matches
+        self.device = device
+        self.dtype = dtype
+        self.touching: dict[str, list[tuple[_Pair, int, int]]] = {s: [] for s in free}
+        # Spaces on two axes of one tensor: J is not linear in their match, so the LAP's value
+        # is not J's change and a candidate is judged by J itself.
+        self.coupled: set[str] = set()
+        for pair in work:
+            spaces = [s for s, _ in pair.axes if s is not None]
+            for dim, (space, block) in enumerate(pair.axes):
+                if space in self.touching:
+                    self.touching[space].append((pair, dim, block))
+                    if spaces.count(space) > 1:
+                        self.coupled.add(space)
+
+    def mapped(self, pair: _Pair, skip: int | None = None) -> torch.Tensor:
+        """The target tensor with every axis but ``skip`` mapped by the current matches."""
+        spec = {d: (self.matches[s], blk) for d, (s, blk) in enumerate(pair.axes)
+                if s is not None and d != skip}
+        return transform_tensor(pair.target, spec)[0]
+
+    def objective(self, only: str | None = None) -> float:
+        """J over all paired tensors, or over those with an axis on space ``only``."""
+        total = 0.0
+        for pair in self.work:
+            if only is None or any(s == only for s, _ in pair.axes):
+                total += float((pair.base * self.mapped(pair)).sum().item())
+        return total
+
+    def space_cost(self, space: str) -> torch.Tensor:
+        """The m x n LAP cost of ``space`` with every other space at its current match."""
+        current = self.matches[space]
+        cost = torch.zeros(current.base_size, current.target_size, dtype=self.dtype,
+                           device=self.device)
+        for pair, dim, block in self.touching[space]:
+            cost += axis_cost(pair.base, self.mapped(pair, skip=dim), dim, block)
+        return cost
+
+    def improve_space(self, space: str) -> bool:
+        """Solve the LAP of ``space``; keep its match only when it raises J. True if it did."""
+        current = self.matches[space]
+        cost = self.space_cost(space)
+        rows, cols = solve_lap(cost)
+        candidate = Match.from_lap(rows, cols, current.base_size, current.target_size)
+        if candidate == current:
+            return False
+        if space in self.coupled:
+            old = self.objective(space)
+            self.matches[space] = candidate
+            if improves(self.objective(space), old):
+                return True
+            self.matches[space] = current
+            return False
+        if improves(assignment_value(cost, rows, cols),
+                     assignment_value(cost, current.rows_tensor(), current.cols_tensor())):
+            self.matches[space] = candidate
+            return True
+        return False
+
+
+def _sweep(descent: _Descent, order: Sequence[str], cancel: CancelToken) -> bool:
+    """One pass of coordinate descent over the free spaces in ``order``; True if a match moved."""
+    changed = False
+    for space in order:
+        cancel.raise_if_cancelled()
+        changed = descent.improve_space(space) or changed
+    return changed
+
+
 def match_spaces(
     base_state: Mapping[str, torch.Tensor],
     base_spec: PermutationSpec,
@@ -185,75 +280,20 @@ def match_spaces(
     pairs, infos = _pair_spaces(base_state, base_spec, target_state, target_spec, space_pairs,
                                 tensor_pairs)
     matches, free = _initial_matches(pairs, space_pairs, base_spec, target_spec)
-
     device = compute_device()
     dtype = torch.float32 if device.type == "mps" else torch.float64
-    work: list[_Pair] = []
-    for bk, tk, info in infos:
-        b, t = base_state[bk], target_state[tk]
-        if is_statistic(bk) or not (b.is_floating_point() and t.is_floating_point()):
-            continue
-        if not any(space is not None for space, _ in info):
-            continue  # a constant term of J: no space moves it
-        work.append(_Pair(bk, b.detach().to(device, dtype), t.detach().to(device, dtype), info))
-
-    def mapped(pair: _Pair, skip: int | None = None) -> torch.Tensor:
-        spec = {d: (matches[s], blk) for d, (s, blk) in enumerate(pair.axes)
-                if s is not None and d != skip}
-        return transform_tensor(pair.target, spec)[0]
-
-    def objective(only: str | None = None) -> float:
-        total = 0.0
-        for pair in work:
-            if only is None or any(s == only for s, _ in pair.axes):
-                total += float((pair.base * mapped(pair)).sum().item())
-        return total
-
-    touching: dict[str, list[tuple[_Pair, int, int]]] = {s: [] for s in free}
-    coupled: set[str] = set()  # spaces on two axes of one tensor: J is not linear in their match
-    for pair in work:
-        spaces = [s for s, _ in pair.axes if s is not None]
-        for dim, (space, block) in enumerate(pair.axes):
-            if space in touching:
-                touching[space].append((pair, dim, block))
-                if spaces.count(space) > 1:
-                    coupled.add(space)
-
-    def improved(new: float, old: float) -> bool:
-        return new > old + 1e-9 * max(1.0, abs(old))
-
+    descent = _Descent(_device_pairs(base_state, target_state, infos, device, dtype), matches,
+                       free, device, dtype)
     rng = random.Random(seed)
     order = sorted(free)
-    history = [objective()]
+    history = [descent.objective()]
     sweeps, converged = 0, False
     for sweep in range(1, max(1, max_iter) + 1):
         cancel.raise_if_cancelled()
         rng.shuffle(order)
-        changed = False
-        for space in order:
-            cancel.raise_if_cancelled()
-            current = matches[space]
-            m, n = current.base_size, current.target_size
-            cost = torch.zeros(m, n, dtype=dtype, device=device)
-            for pair, dim, block in touching[space]:
-                cost += axis_cost(pair.base, mapped(pair, skip=dim), dim, block)
-            rows, cols = solve_lap(cost)
-            candidate = Match.from_lap(rows, cols, m, n)
-            if candidate == current:
-                continue
-            if space in coupled:
-                old = objective(space)
-                matches[space] = candidate
-                if improved(objective(space), old):
-                    changed = True
-                else:
-                    matches[space] = current
-            elif improved(assignment_value(cost, rows, cols),
-                          assignment_value(cost, current.rows_tensor(), current.cols_tensor())):
-                matches[space] = candidate
-                changed = True
+        changed = _sweep(descent, order, cancel)
         sweeps = sweep
-        history.append(objective())
+        history.append(descent.objective())
         converged = not changed
         done = converged or sweep >= max_iter
         yield ProgressEvent("align", 1.0 if done else sweep / max_iter,

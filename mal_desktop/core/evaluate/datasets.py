@@ -53,10 +53,15 @@ DATASETS: dict[str, tuple[Callable[[], Dataset], str]] = {}
 _CACHE: dict[str, Dataset] = {}
 
 
-def register_dataset(name: str, description: str):
-    """Decorator: register a loader ``() -> Dataset`` under ``name``."""
+def register_dataset(name: str, description: str
+                     ) -> Callable[[Callable[[], Dataset]], Callable[[], Dataset]]:
+    """Decorator: register a loader ``() -> Dataset`` under ``name``.
 
-    def wrap(loader: Callable[[], Dataset]):
+    The loader runs once, on the first ``load_dataset(name)``; the dataset is kept for later
+    calls. Returns the decorator, which returns the loader unchanged.
+    """
+
+    def wrap(loader: Callable[[], Dataset]) -> Callable[[], Dataset]:
         DATASETS[name] = (loader, description)
         return loader
 

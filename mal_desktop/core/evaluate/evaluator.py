@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import compute_device
-from ..errors import DatasetError, MalError
+from ..errors import DatasetError, MalError, MalWarning
 from ..io.model import LoadedModel
 from ..io.pt2_io import program_batch_size
 from .datasets import Dataset
@@ -89,7 +90,8 @@ def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 512,
     fixed_batch: the only batch size the module accepts (a .pt2 program exported without a
         dynamic batch axis); the last batch is zero-padded to it and the padding dropped.
     Returns a CPU float32 tensor of shape (N, classes).
-    Raises MalError when the module's output is not a (batch, classes) tensor.
+    Raises MalError when the module's output is not a (batch, classes) tensor. Warns
+    (MalWarning, :func:`warn_if_probabilities`) when the outputs look like probabilities.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -115,7 +117,41 @@ def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 512,
             outputs.append(out[:real].detach().to("cpu", torch.float32))
     if not outputs:
         return torch.empty((0, 0), dtype=torch.float32)
-    return torch.cat(outputs)
+    logits = torch.cat(outputs)
+    warn_if_probabilities(logits)
+    return logits
+
+
+# How far a row's sum may be from 1 for the outputs to count as probabilities (float32 softmax
+# rows sum to 1 within ~1e-6; logits practically never all sum to 1 to within this).
+PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+def warn_if_probabilities(outputs: torch.Tensor) -> bool:
+    """Warn (MalWarning) when a model's outputs look like class probabilities, not logits.
+
+    Every loss here is cross-entropy on logits. Fed probabilities it takes a second softmax, which
+    flattens them towards uniform: the loss sits near log(classes) whatever the model predicts,
+    while accuracy (the arg-max) stays right, so losses, barriers and curves would be wrong with
+    nothing to show it. Such outputs come from a model saved with its final softmax layer.
+    Log-probabilities (a final log_softmax) are fine and do not warn: softmax leaves them as they
+    are.
+
+    outputs: (N, classes) model outputs. Returns True when it warned.
+    """
+    if outputs.ndim != 2 or outputs.shape[0] == 0 or outputs.shape[1] < 2:
+        return False
+    if not bool(torch.isfinite(outputs).all()) or float(outputs.min()) < 0.0 \
+            or float(outputs.max()) > 1.0:
+        return False
+    if float((outputs.double().sum(dim=1) - 1.0).abs().max()) > PROBABILITY_SUM_TOLERANCE:
+        return False
+    warnings.warn(MalWarning(
+        f"the model's outputs look like probabilities (each of {outputs.shape[0]} rows lies in "
+        "[0, 1] and sums to 1), not logits: the cross-entropy loss treats them as logits and is "
+        "wrong (accuracy is not affected); save the model without its final softmax"),
+        stacklevel=3)
+    return True
 
 
 def evaluate_module(module: nn.Module, x: torch.Tensor, y: torch.Tensor,

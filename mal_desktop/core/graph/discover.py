@@ -13,6 +13,7 @@ At the end every union-find group holding a state-tensor axis becomes one ``Spac
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -75,10 +76,7 @@ class _Tracer(OpRules):
                 f"reshape mixes permutable axes ({label.op})"
             for part in label.parts:
                 self.fix(part, why, label.op)
-            total = 1
-            for size in label.sizes:
-                total *= size
-            return self.fresh(total, why)
+            return self.fresh(math.prod(label.sizes), why)
         if isinstance(label, Param):
             ref = self.bound.get((label.key, label.dim))
             if ref is None:

@@ -7,6 +7,7 @@ A rule may raise on argument forms it does not know; the tracer then treats the 
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -196,17 +197,12 @@ class OpRules:
         merged = any(isinstance(lab, Merged) for lab in labels)
         if len(out_sizes) == 1 and not merged and all(self.is_fixed(lab) for lab in labels[1:]):
             node_id, block = self.resolve(labels[0])  # C x H x W -> C*H*W: channel owns H*W entries
-            rest = 1
-            for s in sizes[1:]:
-                rest *= s
-            return [(node_id, block * rest)]
+            return [(node_id, block * math.prod(sizes[1:]))]
         if len(out_sizes) == 1 and not merged:
             return [Merged(tuple(labels), tuple(sizes), op)]
         if len(labels) == 1 and not merged:
             node_id, block = self.resolve(labels[0])
-            rest = 1
-            for s in out_sizes[1:]:
-                rest *= s
+            rest = math.prod(out_sizes[1:])
             if block % rest == 0 and out_sizes[0] * rest == sizes[0]:  # C*H*W -> C x H x W
                 return [(node_id, block // rest)] + [self.fresh(s, "spatial positions")
                                                      for s in out_sizes[1:]]
@@ -416,7 +412,5 @@ def handler_table() -> dict[str, Callable[[Any, fx.Node], Any]]:
     return {name: fn for fn, names in groups.items() for name in names.split()}
 
 
-HANDLERS = handler_table()
-
-
+# ATen op name -> rule, built once at import (discover looks ops up here).
 HANDLERS = handler_table()

@@ -9,7 +9,6 @@ All classes are frozen: a tree may cross threads.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ..io.model import LoadedModel
+from ..jsonio import json_safe
 from .spec import Layer, PermutationSpec
 
 
@@ -115,7 +115,7 @@ class LayerTree:
                 "layer": None if node.layer is None else _layer_json(node.layer),
                 "tensors": [{
                     "key": t.key, "shape": list(t.shape), "dtype": t.dtype, "numel": t.numel,
-                    "norm": _finite(t.norm), "mean": _finite(t.mean), "std": _finite(t.std),
+                    "norm": json_safe(t.norm), "mean": json_safe(t.mean), "std": json_safe(t.std),
                     "spaces": list(t.axes), "fixed": list(t.fixed),
                 } for t in node.tensors],
             })
@@ -133,10 +133,6 @@ def parse_shape(text: str) -> tuple[int, ...] | None:
     if not re.fullmatch(r"\d+(\s*[x×,]\s*\d+)*", body):
         return None
     return tuple(int(p) for p in re.split(r"\s*[x×,]\s*", body))
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def _layer_json(layer: Layer) -> dict[str, Any]:

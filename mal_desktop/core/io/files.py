@@ -14,8 +14,8 @@ Input files are only ever opened for reading.
 from __future__ import annotations
 
 import errno
+import math
 import os
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,24 +64,13 @@ class ModelHeader:
     @property
     def num_parameters(self) -> int:
         """Number of elements over all tensors (parameters and buffers)."""
-        total = 0
-        for shape in self.shapes.values():
-            n = 1
-            for s in shape:
-                n *= s
-            total += n
-        return total
+        return sum(math.prod(shape) for shape in self.shapes.values())
 
     @property
     def nbytes(self) -> int:
         """Bytes the tensors take in memory (for memory estimates)."""
-        total = 0
-        for key, shape in self.shapes.items():
-            n = 1
-            for s in shape:
-                n *= s
-            total += n * getattr(torch, self.dtypes[key]).itemsize
-        return total
+        return sum(math.prod(shape) * getattr(torch, self.dtypes[key]).itemsize
+                   for key, shape in self.shapes.items())
 
 
 def _check_input(path: str | Path) -> tuple[Path, str]:

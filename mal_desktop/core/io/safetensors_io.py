@@ -19,6 +19,7 @@ mal_desktop metadata (all values strings, as safetensors requires):
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,6 @@ class MalMetadata:
     provenance: dict[str, Any]
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def read_safetensors_header(path: Path) -> SafetensorsHeader:
@@ -138,9 +134,9 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
         if end > data_size:
             raise ModelFileError(path, f"truncated safetensors file: tensor {name} ends at byte "
                                        f"{data_start + end}, but the file has only {size} bytes")
-        if end - begin != _numel(shape) * itemsize:
+        if end - begin != math.prod(shape) * itemsize:
             raise ModelFileError(path, f"corrupt safetensors header: tensor {name} of shape "
-                                       f"{shape} ({dtype}) needs {_numel(shape) * itemsize} "
+                                       f"{shape} ({dtype}) needs {math.prod(shape) * itemsize} "
                                        f"bytes, the header gives {end - begin}")
         tensors[name] = TensorEntry(dtype, shape, begin, end)
     return SafetensorsHeader(tensors, dict(metadata), data_start)

@@ -30,6 +30,8 @@ class Param:
 
 @dataclass(frozen=True)
 class MergeMethod:
+    """A registered merge method: ``fn(base, target, lam, seed=..., **params) -> tensor``."""
+
     name: str
     fn: Callable[..., torch.Tensor]
     params: tuple[Param, ...] = field(default=())
@@ -39,14 +41,28 @@ class MergeMethod:
 MERGE_METHODS: dict[str, MergeMethod] = {}
 
 
-def register_method(name: str, description: str, params: tuple[Param, ...] = ()):
-    def wrap(fn: Callable[..., torch.Tensor]):
+MethodFn = Callable[..., torch.Tensor]
+
+
+def register_method(name: str, description: str,
+                    params: tuple[Param, ...] = ()) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: register ``fn(base, target, lam, seed, **params) -> tensor`` under ``name``.
+
+    name: the name plans store (``"method"`` of a step). description: one line for forms and
+    tooltips. params: the method's extra parameters (their defaults and ranges); a step's
+    ``params`` are checked against these ranges and passed to ``fn`` as keyword arguments.
+    ``fn`` gets float tensors of equal shape (the target already aligned into the base's shape)
+    and must return the base unchanged at ``lam == 0`` (``merge_tensor`` never calls it there).
+    Returns the decorator, which returns ``fn`` unchanged. A taken name is replaced.
+    """
+    def wrap(fn: MethodFn) -> MethodFn:
         MERGE_METHODS[name] = MergeMethod(name, fn, params, description)
         return fn
     return wrap
 
 
 def get_method(name: str) -> MergeMethod:
+    """The method registered as ``name``. Raises PlanError naming the known methods."""
     if name not in MERGE_METHODS:
         raise PlanError(f"unknown merge method {name!r}; known: {', '.join(MERGE_METHODS)}")
     return MERGE_METHODS[name]

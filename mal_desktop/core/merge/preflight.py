@@ -7,6 +7,7 @@ runs the shape-level part on file headers before any tensor is loaded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -198,22 +199,13 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
         elif tuple(b[2:]) != tuple(t[2:]):
             problems.append(f"{where}: kernel {kernel_text(tuple(t[2:]))} cannot merge into "
                             f"kernel {kernel_text(tuple(b[2:]))}")
-        numel = 1
-        for s in b:
-            numel *= int(s)
-        largest_layer = max(largest_layer, numel * 4)
+        largest_layer = max(largest_layer, math.prod(int(s) for s in b) * 4)
     total = _model_bytes(base_shapes) * 2 + sum(_model_bytes(shapes[p]) for p in used)
     return PreflightReport(tuple(problems), total + 2 * largest_layer)
 
 
 def _model_bytes(shapes: Shapes) -> int:
-    total = 0
-    for shape in shapes.values():
-        n = 1
-        for s in shape:
-            n *= int(s)
-        total += n * 4
-    return total
+    return sum(math.prod(int(s) for s in shape) * 4 for shape in shapes.values())
 
 
 def _suggest(name: str, shapes: Mapping[str, tuple[int, ...]]) -> str:

@@ -9,8 +9,6 @@ shows are drawn from ``study.json`` by ``mal_desktop.figures`` (Qt, so outside t
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -18,15 +16,16 @@ from pathlib import Path
 from typing import Any, Generator
 
 from ... import __version__
+from .. import jsonio
 from ..device import device_label
 from ..errors import AlignmentError, MalError, PlanError
 from ..io.files import atomic_write_text
-from ..progress import CancelToken, ProgressEvent, never_cancelled, sub_job
-from ..zoo.build import build_zoo_job, default_zoo_dir
+from ..progress import CancelToken, Job, ProgressEvent, map_events, never_cancelled, sub_job
+from ..zoo.build import ZooIndex, build_zoo_job, default_zoo_dir
 from . import laws
-from .bench import Bench, CurveSpec
-from .plans import (plan_heatmaps, plan_iterated, plan_positions, plan_ratios, plan_whole,
-                    plan_width_cases)
+from .bench import Bench, CurveSpec, IteratedSpec
+from .plans import (HeatmapCell, plan_heatmaps, plan_iterated, plan_positions, plan_ratios,
+                    plan_whole, plan_width_cases)
 from .report import render_report
 from .zoo import BASE_DATASET, EXTRAS_DIR, StudyZoo, study_entries
 
@@ -136,36 +135,91 @@ def study_job(zoo_dir: Path | str | None = None, out_dir: Path | str = "mal-stud
     """
     cancel = cancel if cancel is not None else never_cancelled()
     settings = settings or StudySettings.for_mode(small)
+    zoo_dir = _zoo_folder(zoo_dir, out_dir, small)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    built: dict[str, int] = {"trained": 0, "reused": 0}
+    zoo = yield from _build_zoo(zoo_dir, small, cancel, built)
+    zoo_seconds = time.perf_counter() - t0
+    bench = Bench(zoo, settings.grid, settings.epsilon, BASE_DATASET, cancel)
+
+    yield ProgressEvent("study", 0.35, "planning the measurements")
+    plan = _Plan.of(zoo, bench, settings)
+    n = len(plan.curves) + len(plan.iterated)
+    t1 = time.perf_counter()
+    curves = yield from _measure_curves(plan.curves, zoo, bench, n, cancel)
+    curve_seconds = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    iterated = yield from _measure_iterated(plan.iterated, bench, len(plan.curves), n, cancel)
+    iterated_seconds = time.perf_counter() - t2
+
+    data = _study_data(zoo, zoo_dir, bench, settings, small, plan, curves, iterated)
+    data["timing"] = {"zoo_seconds": round(zoo_seconds, 2), "zoo_trained": built["trained"],
+                      "zoo_reused": built["reused"], "curves": len(plan.curves),
+                      "curve_seconds": round(curve_seconds, 2),
+                      "iterated_seconds": round(iterated_seconds, 2),
+                      "total_seconds": round(time.perf_counter() - t0, 2)}
+    cancel.raise_if_cancelled()
+    data_path, report_path = _write_study(out, data)
+    yield ProgressEvent("study", 1.0, f"wrote {report_path}", None)
+    return StudyResult(out, data_path, report_path, data)
+
+
+def _zoo_folder(zoo_dir: Path | str | None, out_dir: Path | str, small: bool) -> Path:
+    """The zoo folder the study builds into or reuses (see :func:`study_job`)."""
     if zoo_dir is None:
         # The small zoo reuses demo-zoo names with other training settings: never build it in
         # the demo zoo's folder, or it would replace those models and rewrite zoo.json.
         zoo_dir = Path(out_dir) / "small-zoo" if small else default_zoo_dir()
-    zoo_dir = Path(zoo_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    return Path(zoo_dir)
+
+
+def _build_zoo(zoo_dir: Path, small: bool, cancel: CancelToken, built: dict[str, int]
+               ) -> Generator[ProgressEvent, None, StudyZoo]:
+    """Job: build (or reuse) the demo-zoo models and the study's extras; progress 0 to 0.35.
+
+    Counts the models trained and reused into ``built``.
+    """
     base_entries, extra_entries = study_entries(small)
-    built: dict[str, int] = {"trained": 0, "reused": 0}
     index = yield from _counting(sub_job(build_zoo_job(zoo_dir, base_entries, cancel),
                                          0.0, 0.25), built)
     extras = yield from _counting(sub_job(build_zoo_job(zoo_dir / EXTRAS_DIR, extra_entries,
                                                         cancel), 0.25, 0.35), built)
-    zoo_seconds = time.perf_counter() - t0
-    zoo = StudyZoo([index, extras])
-    bench = Bench(zoo, settings.grid, settings.epsilon, BASE_DATASET, cancel)
+    return StudyZoo([index, extras])
 
-    yield ProgressEvent("study", 0.35, "planning the measurements")
-    whole = plan_whole(zoo)
-    heat_specs, heat_cells = plan_heatmaps(zoo, bench, settings.pairs_per_cell)
-    case_specs, cases = plan_width_cases(zoo, bench)
-    ratio_specs = plan_ratios(zoo, bench)
-    pos_specs, pos_rows = plan_positions(zoo, bench)
-    iter_specs = plan_iterated(zoo, bench, settings.iterated_steps, settings.iterated_lambda)
-    specs = _merge_specs(whole + heat_specs + case_specs + ratio_specs + pos_specs)
 
-    t1 = time.perf_counter()
+@dataclass(frozen=True)
+class _Plan:
+    """Every measurement of the study: the curves (each key once) and the iterated merges, and
+    how the parts of the report use them."""
+
+    whole: list[CurveSpec]
+    heat_cells: list[HeatmapCell]
+    cases: list[dict]
+    ratios: list[CurveSpec]
+    pos_rows: list[dict]
+    iterated: list[IteratedSpec]
+    curves: list[CurveSpec]
+
+    @staticmethod
+    def of(zoo: StudyZoo, bench: Bench, settings: StudySettings) -> "_Plan":
+        """List every part's measurements (plans.py) and merge the curves by key."""
+        whole = plan_whole(zoo)
+        heat_specs, heat_cells = plan_heatmaps(zoo, bench, settings.pairs_per_cell)
+        case_specs, cases = plan_width_cases(zoo, bench)
+        ratio_specs = plan_ratios(zoo, bench)
+        pos_specs, pos_rows = plan_positions(zoo, bench)
+        iter_specs = plan_iterated(zoo, bench, settings.iterated_steps, settings.iterated_lambda)
+        curves = _merge_specs(whole + heat_specs + case_specs + ratio_specs + pos_specs)
+        return _Plan(whole, heat_cells, cases, ratio_specs, pos_rows, iter_specs, curves)
+
+
+def _measure_curves(specs: list[CurveSpec], zoo: StudyZoo, bench: Bench, n: int,
+                    cancel: CancelToken) -> Generator[ProgressEvent, None, dict[str, dict]]:
+    """Job: measure every curve (key -> record); a curve that cannot be measured is recorded
+    with its error. Progress from 0.35 over the first of ``n`` measurements."""
     curves: dict[str, dict[str, Any]] = {}
-    n = len(specs) + len(iter_specs)
     for i, spec in enumerate(specs):
         cancel.raise_if_cancelled()
         try:
@@ -178,19 +232,29 @@ def study_job(zoo_dir: Path | str | None = None, out_dir: Path | str = "mal-stud
         curves[spec.key] = record
         yield ProgressEvent("study", 0.35 + 0.6 * (i + 1) / n,
                             f"curve {i + 1}/{len(specs)}: {spec.key}", None)
-    curve_seconds = time.perf_counter() - t1
-    t2 = time.perf_counter()
+    return curves
+
+
+def _measure_iterated(specs: list[IteratedSpec], bench: Bench, done: int, n: int,
+                      cancel: CancelToken) -> Generator[ProgressEvent, None, list[dict]]:
+    """Job: run every iterated merge (an error is recorded, not raised); progress continues
+    after ``done`` of ``n`` measurements."""
     iterated = []
-    for k, it in enumerate(iter_specs):
+    for k, it in enumerate(specs):
         cancel.raise_if_cancelled()
         try:
             iterated.append(bench.iterated(it))
         except (PlanError, AlignmentError) as exc:
             iterated.append({"family": it.family, "base": it.base, "error": str(exc)})
-        yield ProgressEvent("study", 0.35 + 0.6 * (len(specs) + k + 1) / n,
-                            f"iterated merges {k + 1}/{len(iter_specs)}: {it.family}", None)
-    iterated_seconds = time.perf_counter() - t2
+        yield ProgressEvent("study", 0.35 + 0.6 * (done + k + 1) / n,
+                            f"iterated merges {k + 1}/{len(specs)}: {it.family}", None)
+    return iterated
 
+
+def _study_data(zoo: StudyZoo, zoo_dir: Path, bench: Bench, settings: StudySettings,
+                small: bool, plan: _Plan, curves: dict[str, dict], iterated: list[dict]
+                ) -> dict[str, Any]:
+    """The content of study.json (less its timing): settings, zoo, measurements, verdicts."""
     families = list(zoo.families)
     data: dict[str, Any] = {
         "version": __version__, "study_version": STUDY_VERSION, "small": small,
@@ -200,45 +264,41 @@ def study_job(zoo_dir: Path | str | None = None, out_dir: Path | str = "mal-stud
         "zoo": {"dir": str(zoo_dir), "families": families,
                 "models": [m.to_json() for m in zoo.models.values()]},
         "curves": list(curves.values()),
-        "heatmaps": _heatmap(heat_cells, curves, families),
-        "width_cases": cases, "ratios": [s.key for s in ratio_specs],
-        "positions": pos_rows, "iterated": iterated,
-        "whole": [s.key for s in whole],
+        "heatmaps": _heatmap(plan.heat_cells, curves, families),
+        "width_cases": plan.cases, "ratios": [s.key for s in plan.ratios],
+        "positions": plan.pos_rows, "iterated": iterated,
+        "whole": [s.key for s in plan.whole],
         "method": _method_notes(settings),
     }
     data["laws"] = [laws.law1(curves), laws.law2(curves), laws.law3(curves),
-                    laws.law4(curves, data["ratios"], cases), laws.law5(curves, pos_rows),
-                    laws.law6(iterated, settings.epsilon)]
-    data["timing"] = {"zoo_seconds": round(zoo_seconds, 2), "zoo_trained": built["trained"],
-                      "zoo_reused": built["reused"], "curves": len(specs),
-                      "curve_seconds": round(curve_seconds, 2),
-                      "iterated_seconds": round(iterated_seconds, 2),
-                      "total_seconds": round(time.perf_counter() - t0, 2)}
-    cancel.raise_if_cancelled()
+                    laws.law4(curves, data["ratios"], plan.cases),
+                    laws.law5(curves, plan.pos_rows), laws.law6(iterated, settings.epsilon)]
+    return data
+
+
+def _write_study(out: Path, data: dict[str, Any]) -> tuple[Path, Path]:
+    """Write study.json and report.md into ``out``; return their paths. Raises MalError."""
     data_path = out / DATA_NAME
     report_path = out / REPORT_NAME
     try:
-        atomic_write_text(data_path, json.dumps(_json_safe(data), indent=1) + "\n")
+        atomic_write_text(data_path, jsonio.dumps(data, indent=1) + "\n")
         atomic_write_text(report_path, render_report(data))
     except OSError as exc:
         raise MalError(f"{out}: cannot write the study ({exc.strerror or exc})") from None
-    yield ProgressEvent("study", 1.0, f"wrote {report_path}", None)
-    return StudyResult(out, data_path, report_path, data)
+    return data_path, report_path
 
 
-def _counting(job, counts: dict[str, int]):
-    """Re-yield a zoo build's events, counting models trained and reused."""
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            return stop.value
+def _counting(job: Job[ZooIndex], counts: dict[str, int]) -> Job[ZooIndex]:
+    """Re-yield a zoo build's events, counting models trained and reused into ``counts``."""
+    def count(event: ProgressEvent) -> ProgressEvent:
         payload = event.payload if isinstance(event.payload, dict) else {}
         if payload.get("cached"):
             counts["reused"] += 1
         elif "test_accuracy" in payload:
             counts["trained"] += 1
-        yield event
+        return event
+
+    return map_events(job, count)
 
 
 def _device_text() -> str:
@@ -254,14 +314,3 @@ def _device_text() -> str:
         threads = torch.get_num_threads()
         label += f" ({cores} cores available, {threads} torch thread{'s' if threads != 1 else ''})"
     return label
-
-
-def _json_safe(x: Any) -> Any:
-    """NaN/inf as null, so study.json is strict JSON any tool can read."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x

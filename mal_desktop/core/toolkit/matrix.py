@@ -28,7 +28,7 @@ from ..errors import MalError
 from ..io.files import atomic_write, atomic_write_text
 from ..io.model import LoadedModel
 from ..progress import CancelToken, ProgressEvent, never_cancelled, sub_job
-from ..evaluate.datasets import load_dataset
+from ..evaluate.datasets import Dataset, load_dataset
 from ..evaluate.metric_registry import SampleScores, compute_sample_metrics, get_metric, metric_names
 from .model_refs import ModelRef, parse_model_ref
 from ..evaluate.pipeline import PipelineSpec, run_pipeline, samples_of
@@ -264,70 +264,109 @@ def eval_matrix_job(model_refs: Sequence[str | ModelRef], dataset_names: Sequenc
         raise MalError("no datasets to evaluate on: name at least one dataset")
     root = Path(cache_dir) if cache_dir is not None else default_eval_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
+    refs = _unique_refs(model_refs, zoo_dir, arch)
+    datasets = [(d, load_dataset(d)) for d in dict.fromkeys(dataset_names)]
+    yield ProgressEvent("matrix", 0.0, f"hashing {len(refs)} models")
+    rows: list[_Row] = []
+    for ref in refs:
+        cancel.raise_if_cancelled()
+        rows.append(_Row(ref, ref.content_hash()))
+    prints = [data.fingerprint() for _, data in datasets]
 
+    settings = _CellSettings(root, spec, wanted, scalar_all, batch_size)
+    total = len(rows) * len(datasets)
+    cells: list[MatrixCell] = []
+    for row in rows:
+        for (dname, data), fingerprint in zip(datasets, prints):
+            cancel.raise_if_cancelled()
+            cell = yield from _cell_job(row, dname, data, fingerprint, settings,
+                                        len(cells) / total, cancel)
+            cells.append(cell)
+            done = len(cells)
+            what = "cached" if cell.cached else ("failed" if cell.error else "computed")
+            yield ProgressEvent("matrix", done / total,
+                                f"{row.ref.name} on {dname}: {what} ({done}/{total})", cell)
+    return MatrixResult(
+        models=tuple({"ref": r.ref.text, "name": r.ref.name, "kind": r.ref.kind,
+                      "hash": r.model_hash} for r in rows),
+        datasets=tuple({"name": d, "fingerprint": f} for (d, _), f in zip(datasets, prints)),
+        metrics=tuple(wanted), cells=tuple(cells),
+        computed=sum(1 for c in cells if not c.cached and c.error is None),
+        cached=sum(1 for c in cells if c.cached), cache_dir=root, pipeline=spec.key())
+
+
+def _unique_refs(model_refs: Sequence[str | ModelRef], zoo_dir: Path | str | None,
+                 arch: str | None) -> list[ModelRef]:
+    """The references parsed, in order, each reference text once (the matrix's rows)."""
     refs: list[ModelRef] = []
     for r in model_refs:
         ref = r if isinstance(r, ModelRef) else parse_model_ref(r, zoo_dir, arch)
         if all(ref.text != other.text for other in refs):
             refs.append(ref)
-    datasets = []
-    for d in dict.fromkeys(dataset_names):
-        datasets.append((d, load_dataset(d)))
-    yield ProgressEvent("matrix", 0.0, f"hashing {len(refs)} models")
-    hashes = []
-    for ref in refs:
-        cancel.raise_if_cancelled()
-        hashes.append(ref.content_hash())
-    prints = [data.fingerprint() for _, data in datasets]
+    return refs
 
-    total = len(refs) * len(datasets)
-    cells: list[MatrixCell] = []
-    computed = cached = 0
-    for ref, model_hash in zip(refs, hashes):
-        model: LoadedModel | None = None
-        load_error: str | None = None
-        for (dname, data), fingerprint in zip(datasets, prints):
-            cancel.raise_if_cancelled()
-            key = cell_key(model_hash, fingerprint, spec)
-            json_path = root / f"{key}.json"
-            entry = _read_entry(json_path, key)
-            if entry is not None:
-                try:
-                    entry = _complete_entry(entry, json_path, wanted, scalar_all)
-                except MalError:
-                    entry = None  # per-sample file damaged: recompute the cell
-            if entry is not None:
-                cell = _cell_from_entry(ref.text, dname, key, entry, wanted, json_path, True)
-                cached += 1
-            else:
-                if model is None and load_error is None:
-                    try:
-                        # Loading (a plan: assembling) reports inside this cell's share.
-                        at = len(cells) / total
-                        model = yield from sub_job(ref.load_job(cancel), at, at)
-                    except MalError as exc:
-                        load_error = str(exc)
-                if load_error is not None:
-                    cell = MatrixCell(ref.text, dname, key, error=load_error)
-                else:
-                    try:
-                        cell = _compute_cell(ref, model, dname, data, key, json_path, wanted,
-                                             spec, batch_size, model_hash, fingerprint)
-                    except MalError as exc:
-                        cell = MatrixCell(ref.text, dname, key, error=str(exc))
-                    else:
-                        computed += 1
-            cells.append(cell)
-            done = len(cells)
-            what = "cached" if cell.cached else ("failed" if cell.error else "computed")
-            yield ProgressEvent("matrix", done / total,
-                                f"{ref.name} on {dname}: {what} ({done}/{total})", cell)
-    return MatrixResult(
-        models=tuple({"ref": r.text, "name": r.name, "kind": r.kind, "hash": h}
-                     for r, h in zip(refs, hashes)),
-        datasets=tuple({"name": d, "fingerprint": f} for (d, _), f in zip(datasets, prints)),
-        metrics=tuple(wanted), cells=tuple(cells), computed=computed, cached=cached,
-        cache_dir=root, pipeline=spec.key())
+
+@dataclass
+class _Row:
+    """One row of the matrix: its model, loaded on the first cell the cache cannot answer (or
+    the reason it could not be loaded, which every later cell of the row reports)."""
+
+    ref: ModelRef
+    model_hash: str
+    model: LoadedModel | None = None
+    load_error: str | None = None
+
+
+@dataclass(frozen=True)
+class _CellSettings:
+    """What every cell of one run shares: the cache folder, the stages, the metrics asked for
+    (and every registered scalar one, which the cache keeps complete)."""
+
+    root: Path
+    spec: PipelineSpec
+    wanted: list[str]
+    scalar_all: list[str]
+    batch_size: int
+
+
+def _cell_job(row: _Row, dname: str, data: Dataset, fingerprint: str, settings: _CellSettings,
+              at: float, cancel: CancelToken) -> Generator[ProgressEvent, None, MatrixCell]:
+    """Job: one cell, read from the cache when it holds it, else computed (and cached).
+
+    A model that cannot be loaded or run gives an error cell, not an exception. ``at`` is the
+    run's progress so far: loading the row's model (a plan: assembling it) reports there.
+    """
+    key = cell_key(row.model_hash, fingerprint, settings.spec)
+    json_path = settings.root / f"{key}.json"
+    cell = _cached_cell(row.ref.text, dname, key, json_path, settings)
+    if cell is not None:
+        return cell
+    if row.model is None and row.load_error is None:
+        try:
+            row.model = yield from sub_job(row.ref.load_job(cancel), at, at)
+        except MalError as exc:
+            row.load_error = str(exc)
+    if row.load_error is not None:
+        return MatrixCell(row.ref.text, dname, key, error=row.load_error)
+    try:
+        return _compute_cell(row.ref, row.model, dname, data, key, json_path, settings.wanted,
+                             settings.spec, settings.batch_size, row.model_hash, fingerprint)
+    except MalError as exc:
+        return MatrixCell(row.ref.text, dname, key, error=str(exc))
+
+
+def _cached_cell(model: str, dname: str, key: str, json_path: Path,
+                 settings: _CellSettings) -> MatrixCell | None:
+    """The cell from its cache entry (completed with metrics registered since), or None when
+    the cache has no usable entry."""
+    entry = _read_entry(json_path, key)
+    if entry is None:
+        return None
+    try:
+        entry = _complete_entry(entry, json_path, settings.wanted, settings.scalar_all)
+    except MalError:
+        return None  # per-sample file damaged: recompute the cell
+    return _cell_from_entry(model, dname, key, entry, settings.wanted, json_path, True)
 
 
 def _compute_cell(ref: ModelRef, model: LoadedModel, dname: str, data, key: str,

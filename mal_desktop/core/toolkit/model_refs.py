@@ -192,12 +192,20 @@ RefFactory = Callable[[str, "Path | None", "str | None"], "ModelRef | None"]
 MODEL_KINDS: dict[str, RefFactory] = {}
 
 
+# The built-in kind that takes any text as a file path (and raises when there is no such file).
+FALLBACK_KIND = "file"
+
+
 def register_model_kind(kind: str, factory: RefFactory) -> None:
     """Register ``factory(text, zoo_dir, arch) -> ModelRef | None`` (None: not this kind).
 
-    Kinds are tried in registration order; the first that recognises the text wins.
+    Kinds are tried in registration order, the first that recognises the text wins; the
+    built-in ``file`` kind is always tried last, since it claims every text (a missing file is
+    its error), so a kind registered after it is still reached.
     """
     MODEL_KINDS[kind] = factory
+    if kind != FALLBACK_KIND and FALLBACK_KIND in MODEL_KINDS:
+        MODEL_KINDS[FALLBACK_KIND] = MODEL_KINDS.pop(FALLBACK_KIND)  # back to the end
 
 
 def _zoo_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef | None:
@@ -229,7 +237,7 @@ def _file_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef
 
 register_model_kind("zoo", _zoo_factory)
 register_model_kind("plan", _plan_factory)
-register_model_kind("file", _file_factory)
+register_model_kind(FALLBACK_KIND, _file_factory)
 
 
 def parse_model_ref(text: str, zoo_dir: Path | str | None = None,

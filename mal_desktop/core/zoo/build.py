@@ -24,9 +24,9 @@ from ..errors import MalError
 from ..evaluate.datasets import load_dataset
 from ..io.files import atomic_write_text, load_model, save_model
 from ..io.model import LoadedModel
-from ..progress import CancelToken, ProgressEvent, never_cancelled
+from ..progress import CancelToken, ProgressEvent, map_events, never_cancelled
 from ..arch.families import build_model, full_config
-from .train import train_job
+from .train import TrainResult, train_job
 
 INDEX_NAME = "zoo.json"
 INDEX_VERSION = 1
@@ -200,12 +200,7 @@ def build_zoo_job(out_dir: Path, entries: Sequence[ZooEntry] | None = None,
     """
     cancel = cancel if cancel is not None else never_cancelled()
     entries = list(default_zoo() if entries is None else entries)
-    names = [e.name for e in entries]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise MalError(f"zoo entries have duplicate names: {', '.join(dup)}")
-    for e in entries:
-        full_config(e.family, e.config)  # unknown family -> readable MalError before any work
+    _check_entries(entries)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     index_path = out_dir / INDEX_NAME
@@ -216,61 +211,89 @@ def build_zoo_job(out_dir: Path, entries: Sequence[ZooEntry] | None = None,
     for k, entry in enumerate(entries, start=1):
         cancel.raise_if_cancelled()
         rel = f"{entry.name}.safetensors"
-        path = out_dir / rel
         weight = max(1, entry.epochs)
-        cached = _cached_info(entry, path, rel)
+        where = f"{entry.name} ({k}/{count})"
+        cached = _cached_info(entry, out_dir / rel, rel)
         if cached is not None:
             infos.append(cached)
             done_epochs += weight
-            yield ProgressEvent("zoo", done_epochs / total_epochs,
-                                f"cached {entry.name} ({k}/{count})", {"name": entry.name, "cached": True})
+            yield ProgressEvent("zoo", done_epochs / total_epochs, f"cached {where}",
+                                {"name": entry.name, "cached": True})
             continue
-        data = load_dataset(entry.dataset)
-        config = dict(entry.config)
-        config.setdefault("input_shape", list(data.input_shape))
-        config.setdefault("num_classes", int(data.num_classes))
-        config = full_config(entry.family, config)
-        torch.manual_seed(entry.seed)
-        module = build_model(entry.family, config)
-        yield ProgressEvent("zoo", done_epochs / total_epochs,
-                            f"training {entry.name} ({k}/{count}) epoch 0/{entry.epochs}",
-                            {"name": entry.name, "epoch": 0})
-        job = train_job(module, data, epochs=entry.epochs, lr=entry.lr, batch_size=entry.batch_size,
-                        seed=entry.seed, cancel=cancel)
-        while True:
-            try:
-                event = next(job)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            epoch = int(event.payload["epoch"])
-            yield ProgressEvent("zoo", (done_epochs + weight * epoch / max(1, entry.epochs)) / total_epochs,
-                                f"training {entry.name} ({k}/{count}) epoch {epoch}/{entry.epochs}",
-                                {"name": entry.name, **event.payload})
-        metadata = {
-            "name": entry.name, "family": entry.family, "config": config, "dataset": entry.dataset,
-            "seed": entry.seed, "epochs": entry.epochs, "lr": entry.lr, "batch_size": entry.batch_size,
-            "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
-            "train_seconds": round(result.seconds, 3),
-            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "entry_hash": entry.entry_hash(),
-        }
-        model = LoadedModel(module=module.eval(),
-                            arch={"kind": "family", "family": entry.family, "config": config},
-                            input_shape=tuple(int(s) for s in config["input_shape"]),
-                            num_classes=int(config["num_classes"]), metadata=dict(metadata))
-        cancel.raise_if_cancelled()
-        save_model(model, path, metadata)
-        infos.append(ZooModelInfo(entry.name, rel, entry.family, config, entry.dataset, entry.seed,
-                                  entry.epochs, result.test_accuracy, result.test_loss,
-                                  entry.entry_hash()))
+        info = yield from _train_entry(entry, out_dir, rel, where, done_epochs, total_epochs,
+                                       cancel)
+        infos.append(info)
         atomic_write_text(index_path, _index_json(infos))
         done_epochs += weight
         yield ProgressEvent("zoo", done_epochs / total_epochs,
-                            f"trained {entry.name} ({k}/{count}): test accuracy {result.test_accuracy:.1%}",
-                            {"name": entry.name, "test_accuracy": result.test_accuracy})
+                            f"trained {where}: test accuracy {info.test_accuracy:.1%}",
+                            {"name": entry.name, "test_accuracy": info.test_accuracy})
     atomic_write_text(index_path, _index_json(infos))
     return ZooIndex(tuple(infos), out_dir)
+
+
+def _check_entries(entries: Sequence[ZooEntry]) -> None:
+    """Refuse duplicate names and unknown families before any work (readable MalError)."""
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise MalError(f"zoo entries have duplicate names: {', '.join(dup)}")
+    for e in entries:
+        full_config(e.family, e.config)  # unknown family -> readable MalError
+
+
+def _train_entry(entry: ZooEntry, out_dir: Path, rel: str, where: str, done_epochs: int,
+                 total_epochs: int, cancel: CancelToken
+                 ) -> Generator[ProgressEvent, None, ZooModelInfo]:
+    """Job: build ``entry``'s model from its seed, train it, save it as ``out_dir / rel``.
+
+    Yields stage "zoo" events per epoch, placed after ``done_epochs`` of ``total_epochs``;
+    ``where`` names the entry in messages. Returns the entry's index line.
+    """
+    data = load_dataset(entry.dataset)
+    config = dict(entry.config)
+    config.setdefault("input_shape", list(data.input_shape))
+    config.setdefault("num_classes", int(data.num_classes))
+    config = full_config(entry.family, config)
+    torch.manual_seed(entry.seed)
+    module = build_model(entry.family, config)
+    yield ProgressEvent("zoo", done_epochs / total_epochs,
+                        f"training {where} epoch 0/{entry.epochs}",
+                        {"name": entry.name, "epoch": 0})
+    weight = max(1, entry.epochs)
+
+    def as_zoo_event(event: ProgressEvent) -> ProgressEvent:
+        """A training epoch as zoo progress: placed within this entry's share of all epochs."""
+        epoch = int(event.payload["epoch"])
+        fraction = (done_epochs + weight * epoch / max(1, entry.epochs)) / total_epochs
+        return ProgressEvent("zoo", fraction, f"training {where} epoch {epoch}/{entry.epochs}",
+                             {"name": entry.name, **event.payload})
+
+    result = yield from map_events(
+        train_job(module, data, epochs=entry.epochs, lr=entry.lr, batch_size=entry.batch_size,
+                  seed=entry.seed, cancel=cancel), as_zoo_event)
+    cancel.raise_if_cancelled()
+    return _save_trained(entry, module, config, result, out_dir / rel, rel)
+
+
+def _save_trained(entry: ZooEntry, module: torch.nn.Module, config: dict[str, Any],
+                  result: TrainResult, path: Path, rel: str) -> ZooModelInfo:
+    """Save a trained entry with its provenance metadata; return its index line."""
+    metadata = {
+        "name": entry.name, "family": entry.family, "config": config, "dataset": entry.dataset,
+        "seed": entry.seed, "epochs": entry.epochs, "lr": entry.lr, "batch_size": entry.batch_size,
+        "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
+        "train_seconds": round(result.seconds, 3),
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "entry_hash": entry.entry_hash(),
+    }
+    model = LoadedModel(module=module.eval(),
+                        arch={"kind": "family", "family": entry.family, "config": config},
+                        input_shape=tuple(int(s) for s in config["input_shape"]),
+                        num_classes=int(config["num_classes"]), metadata=dict(metadata))
+    save_model(model, path, metadata)
+    return ZooModelInfo(entry.name, rel, entry.family, config, entry.dataset, entry.seed,
+                        entry.epochs, result.test_accuracy, result.test_loss, entry.entry_hash())
 
 
 def _parse_info(raw: Any, index_path: Path) -> ZooModelInfo:

@@ -1,5 +1,10 @@
 """Forward auction algorithm (Bertsekas) for the rectangular LAP, vectorised in torch.
 
+A benchmark contender, not part of mal_desktop: ``lap_cuda.py`` times it against the core's
+``solve_lap`` (scipy). It was the core's opt-in GPU solver (``MAL_LAP=auction``) until measured
+slower than scipy at every width tried (README.md, "LAP on CUDA"); it lives here so the
+measurement can be repeated on new hardware.
+
 Runs on whatever device the cost tensor is on, so that on CUDA the assignment is solved where the
 cost matrix was built (no m x n device-to-host copy, no O(n^3) CPU solve).
 
@@ -35,8 +40,7 @@ rectangular one (the dummies' class condition lets their prices differ by eps). 
   is rectangular): the objective is within ``1e-6 * range`` of the optimum.
 
 Speed: measured on an H100 it is slower than scipy on a CPU copy at widths 512-4096 (one bidding
-round is ~10 small kernels plus a host sync, and thousands of rounds are needed), so ``solve_lap``
-uses it only when ``MAL_LAP=auction`` asks for it.
+round is ~10 small kernels plus a host sync, and thousands of rounds are needed).
 
 All arithmetic runs in float64: prices reach the size of ``range`` and move in steps of
 ``eps_final``, which float32 would round away.
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import AlignmentError
+from mal_desktop.core.errors import AlignmentError
 
 #: Default cap on bidding rounds over all phases; past it the solve falls back to scipy.
 DEFAULT_MAX_ROUNDS = 200_000
@@ -155,7 +159,7 @@ def auction_lap(cost: torch.Tensor, maximize: bool = True, eps_final: float | No
             by scipy's exact solver instead (a slow convergence must not give a wrong answer).
     Returns:
         (rows, cols): two int64 CPU tensors of length min(m, n); ``rows`` is sorted ascending and
-        pair i assigns row ``rows[i]`` to column ``cols[i]`` (the form of ``solve_lap``).
+        pair i assigns row ``rows[i]`` to column ``cols[i]`` (the form of the core's ``solve_lap``).
     Raises:
         AlignmentError: the matrix is not 2-D, holds NaN / inf, or eps_final is not positive.
     """
