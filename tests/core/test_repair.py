@@ -74,7 +74,8 @@ def test_repaired_curve_re_estimates_interior_statistics_and_keeps_its_end_point
     for name, state_at in series.as_dict().items():
         merged = base_model.with_state(state_at(0.5))
         interpolated = _batchnorm_stats(merged.module)
-        assert reset_batchnorm_stats(merged.module, fit_inputs(merged, data.x_train, data.name)) == 2
+        x_train = fit_inputs(merged, data.x_train, data.name)
+        assert reset_batchnorm_stats(merged.module, x_train) == 2
         fresh = _batchnorm_stats(merged.module)
         assert interpolated.keys() == fresh.keys() and len(fresh) == 4
         for key in fresh:
