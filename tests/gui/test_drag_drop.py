@@ -95,8 +95,12 @@ def test_steps_from_several_zoo_models_into_one_base(ws: Workspace) -> None:
     _, mlp5 = _models(ws, "zoo_mlp5")
     assert base.dropMimeData(_drag(mlp, "layers.1"), COPY, -1, 0, base.index_of("layers.1"))
     assert base.dropMimeData(_drag(mlp5, "layers.0"), COPY, -1, 0, base.index_of("layers.0"))
-    assert [(s.source, s.base_layer) for s in ws.plan.steps] == [("zoo_mlp", "layers.1"),
-                                                                 ("zoo_mlp5", "layers.0")]
+    # across layer names too (l' may differ from l), so the two layer fields cannot be confused
+    assert base.dropMimeData(_drag(mlp, "layers.0"), COPY, -1, 0, base.index_of("layers.1"))
+    assert base.dropMimeData(_drag(mlp5, "layers.1"), COPY, -1, 0, base.index_of("layers.0"))
+    assert [(s.source, s.source_layer, s.base_layer) for s in ws.plan.steps] == [
+        ("zoo_mlp", "layers.1", "layers.1"), ("zoo_mlp5", "layers.0", "layers.0"),
+        ("zoo_mlp", "layers.0", "layers.1"), ("zoo_mlp5", "layers.1", "layers.0")]
 
 
 @pytest.mark.parametrize("zoo, layer, target, reason", [
