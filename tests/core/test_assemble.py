@@ -85,11 +85,16 @@ def test_base_wider_zero_pads_and_unmatched_policy(small_zoo):
     keep = result.model.state()
     base = load_model(plan.base).state()["layers.1.weight"]
     assert result.steps[0].out.case == "wider" and result.steps[0].out.padded == 32
-    # "zero": an unpaired base slot is scaled by (1 - lambda); "keep": left as it was
+    # "zero": an unpaired base slot is scaled by (1 - lambda); "keep": left as it was.
+    # Exactly 64 - 32 = 32 rows of layers.1 have no partner (base 64 slots <- donor 32 units).
+    # Each of the other 32 rows took a donor unit, so its matched columns moved by 0.5 * donor
+    # weight: a row counted here beyond 32 would be a paired slot the merge left untouched.
     diff_zero = zero["layers.1.weight"] - 0.5 * base
     unpaired_zero = (diff_zero.abs() < 1e-7).all(dim=1)
     unpaired_keep = (keep["layers.1.weight"] == base).all(dim=1)
-    assert int(unpaired_zero.sum()) >= 32 and int(unpaired_keep.sum()) >= 32
+    assert int(unpaired_zero.sum()) == 64 - 32 and int(unpaired_keep.sum()) == 64 - 32
+    # and they are the same slots under both policies: the ones the alignment left empty
+    assert torch.equal(unpaired_zero, unpaired_keep)
 
 
 def test_conv_steps_and_batchnorm_follow(small_zoo, tmp_path):

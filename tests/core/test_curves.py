@@ -12,7 +12,7 @@ from mal_desktop.core.evaluate.evaluator import evaluate_model
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.spec import permute_state
 from mal_desktop.core.io.files import load_model, save_model
-from mal_desktop.core.jobs import model_curve_job
+from mal_desktop.core.jobs import ModelCache, curve_series, model_curve_job
 from mal_desktop.core.progress import CancelToken, Cancelled, run_job
 
 
@@ -56,14 +56,65 @@ def test_a_permuted_copy_aligns_back_with_no_barrier(small_zoo, tmp_path, name):
     assert result.naive.barrier > result.aligned.barrier
 
 
-def test_layer_curve_merges_only_the_given_layers(small_zoo):
-    result = run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"),
-                                     _path(small_zoo, "mlp-w64-s0"), "digits", grid=3,
-                                     layers=[("layers.1", "layers.1")], align="local"))
-    base_loss = evaluate_model(load_model(small_zoo.path_of("mlp-w32-s0")),
-                               load_dataset("digits")).loss
+def _unit_selection(merged: torch.Tensor, donor: torch.Tensor) -> list[int]:
+    """For each entry of ``merged`` (1-D), the one index of ``donor`` holding the same value."""
+    found = []
+    for value in merged.tolist():
+        hits = (donor == value).nonzero().flatten().tolist()
+        assert len(hits) == 1, f"{value} occurs {len(hits)} times in the donor"
+        found.append(hits[0])
+    return found
+
+
+@pytest.mark.parametrize("target, align", [("mlp-w64-s0", "local"),  # base narrower: drop 32
+                                           ("mlp-w32-s1", "chain")])  # equal widths
+def test_layer_curve_merges_only_the_given_layers(small_zoo, target, align):
+    base_path, target_path = _path(small_zoo, "mlp-w32-s0"), _path(small_zoo, target)
+    layers = [("layers.1", "layers.1")]
+    result = run_job(model_curve_job(base_path, target_path, "digits", grid=3, layers=layers,
+                                     align=align))
+    data = load_dataset("digits")
+    base, donor = load_model(base_path), load_model(target_path)
+    b, t = base.state(), donor.state()
+    assert result.lambdas == (0.0, 0.5, 1.0)
+    base_loss = evaluate_model(base, data).loss
     assert result.naive.loss[0] == base_loss and result.aligned.loss[0] == base_loss
-    assert len(result.aligned.loss) == 3
+
+    # The states behind the curve, lambda -> base-architecture state.
+    series = curve_series(ModelCache(), base_path, target_path, align=align, layers=layers)
+    named = {"layers.1.weight", "layers.1.bias"}
+    for name, state_at in series.as_dict().items():
+        mid, one = state_at(0.5), state_at(1.0)
+        for lam, state in ((0.5, mid), (1.0, one)):
+            assert state.keys() == b.keys()
+            for key in b:
+                if key in named:
+                    assert not torch.equal(state[key], b[key]), (name, lam, key)
+                else:  # layers.0 and the head are the base's, bit for bit
+                    assert torch.equal(state[key], b[key]), (name, lam, key)
+        for key in named:  # the merge rule: (1 - lambda) base + lambda aligned target
+            assert torch.allclose(mid[key], 0.5 * b[key] + 0.5 * one[key], atol=1e-6), key
+        # the curve scored exactly these states
+        curve = getattr(result, name)
+        for i, state in ((1, mid), (2, one)):
+            assert curve.loss[i] == pytest.approx(
+                evaluate_model(base.with_state(state), data).loss, rel=1e-6), (name, i)
+
+        # At lambda 1 the layer IS the target's layer under a generalized permutation: base slot
+        # i holds donor unit rows[i] (found by its bias, values are distinct) and its weight row
+        # reads donor inputs cols[j], the same selection for every row.
+        w, bias = one["layers.1.weight"], one["layers.1.bias"]
+        rows = _unit_selection(bias, t["layers.1.bias"])
+        picked = t["layers.1.weight"][rows]
+        cols = _unit_selection(w[0], picked[0])
+        assert torch.equal(w, picked[:, cols]), name
+        assert len(set(rows)) == len(rows) == 32 and len(set(cols)) == len(cols) == 32
+        if t["layers.1.weight"].shape == b["layers.1.weight"].shape:  # widths match: all units
+            assert sorted(rows) == sorted(cols) == list(range(32))
+        if name == "naive":  # index alignment: the first 32 units, in order
+            assert rows == cols == list(range(32))
+        else:  # the alignment moved units (two independently trained models)
+            assert rows != list(range(32)) and cols != list(range(32))
 
 
 def test_whole_model_curve_needs_equal_architectures(small_zoo):

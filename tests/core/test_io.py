@@ -15,7 +15,6 @@ from safetensors import safe_open
 from torch import nn
 
 from mal_desktop.core.errors import ModelFileError
-from mal_desktop.core.io import files
 from mal_desktop.core.io.files import (atomic_write, atomic_write_text, file_sha256, load_model,
                                        read_header, save_model)
 from mal_desktop.core.io.model import LoadedModel
@@ -413,8 +412,3 @@ def test_loading_never_modifies_input_files(cnn_pt2: tuple[Path, nn.Module],
         read_header(p)
     assert {name: snapshot(p) for name, p in paths.items()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == before_dir
-
-
-def test_public_names() -> None:
-    assert {"load_model", "save_model", "read_header", "file_sha256", "atomic_write",
-            "atomic_write_text", "ModelHeader"} <= set(files.__all__)

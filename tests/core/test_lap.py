@@ -31,46 +31,103 @@ def padded_square_lap(cost: torch.Tensor,
             torch.as_tensor(cols[keep], dtype=torch.long))
 
 
-SHAPES = [(1, 1), (1, 6), (6, 1), (5, 5), (3, 8), (8, 3), (17, 11), (11, 17), (32, 32), (40, 7)]
+SMALL = [(m, n) for m in range(1, 8) for n in range(1, 8)]  # every shape brute force can afford
+LARGE = [(3, 8), (8, 3), (17, 11), (11, 17), (32, 32), (40, 7)]
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("maximize", [True, False])
-def test_rectangular_equals_padded_square(shape: tuple[int, int], maximize: bool) -> None:
-    gen = torch.Generator().manual_seed(100 * shape[0] + shape[1] + int(maximize))
-    for _ in range(5):
-        cost = torch.randn(shape, generator=gen, dtype=torch.float64)
-        rows, cols = solve_lap(cost, maximize=maximize)
-        prow, pcol = padded_square_lap(cost, maximize=maximize)
-        k = min(shape)
-        assert rows.numel() == cols.numel() == prow.numel() == k
-        assert torch.equal(rows, torch.sort(rows).values)
-        assert len(set(rows.tolist())) == k and len(set(cols.tolist())) == k
-        assert assignment_value(cost, rows, cols) == pytest.approx(
-            assignment_value(cost, prow, pcol), rel=1e-12, abs=1e-12)
-
-
-def _brute_force(cost: torch.Tensor) -> float:
+def _brute_force(cost: np.ndarray, maximize: bool = True) -> float:
+    """Best total over every assignment of min(m, n) pairs, by enumerating all of them."""
+    if cost.shape[0] > cost.shape[1]:
+        cost = cost.T
     m, n = cost.shape
-    best = float("-inf")
-    if m <= n:
-        for cols in itertools.permutations(range(n), m):
-            best = max(best, float(sum(cost[i, c] for i, c in enumerate(cols))))
-    else:
-        for rows in itertools.permutations(range(m), n):
-            best = max(best, float(sum(cost[r, j] for j, r in enumerate(rows))))
-    return best
+    choices = np.array(list(itertools.permutations(range(n), m)), dtype=np.int64)
+    totals = cost[np.arange(m), choices].sum(axis=1)
+    return float(totals.max() if maximize else totals.min())
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (4, 4), (2, 6)])
-def test_solve_lap_is_optimal(shape: tuple[int, int]) -> None:
-    gen = torch.Generator().manual_seed(7)
-    cost = torch.randn(shape, generator=gen, dtype=torch.float64)
-    rows, cols = solve_lap(cost)
-    assert assignment_value(cost, rows, cols) == pytest.approx(_brute_force(cost))
-    # minimising is maximising the negated cost
-    rows_min, cols_min = solve_lap(cost, maximize=False)
-    assert assignment_value(cost, rows_min, cols_min) == pytest.approx(-_brute_force(-cost))
+def _padded(cost: np.ndarray) -> np.ndarray:
+    size = max(cost.shape)
+    square = np.zeros((size, size))
+    square[: cost.shape[0], : cost.shape[1]] = cost
+    return square
+
+
+def _linprog_optimum(cost: np.ndarray, maximize: bool) -> float:
+    """The LAP optimum as a linear program solved by HiGHS, independently of the LAP solvers.
+
+    The narrower side is fully assigned (sums == 1), the other at most once (sums <= 1); the
+    bipartite constraint matrix is totally unimodular, so the LP optimum is the LAP optimum.
+    """
+    from scipy.optimize import linprog
+
+    m, n = cost.shape
+    rows = np.zeros((m, m * n))
+    cols = np.zeros((n, m * n))
+    for i in range(m):
+        rows[i, i * n:(i + 1) * n] = 1.0
+    for j in range(n):
+        cols[j, j::n] = 1.0
+    full, partial = (rows, cols) if m <= n else (cols, rows)
+    c = -cost.ravel() if maximize else cost.ravel()
+    res = linprog(c, A_ub=partial, b_ub=np.ones(len(partial)), A_eq=full,
+                  b_eq=np.ones(len(full)), bounds=(0, 1), method="highs")
+    assert res.status == 0, res.message
+    return float(-res.fun if maximize else res.fun)
+
+
+def _check_assignment(cost: np.ndarray, rows: torch.Tensor, cols: torch.Tensor) -> float:
+    """Assert (rows, cols) is a valid rectangular assignment; return its total (numpy)."""
+    k = min(cost.shape)
+    r, c = rows.tolist(), cols.tolist()
+    assert len(r) == len(c) == k
+    assert r == sorted(r) and len(set(r)) == k and len(set(c)) == k
+    assert all(0 <= i < cost.shape[0] for i in r) and all(0 <= j < cost.shape[1] for j in c)
+    return float(cost[r, c].sum()) if k else 0.0
+
+
+@pytest.mark.parametrize("shape", SMALL)
+@pytest.mark.parametrize("maximize", [True, False])
+def test_solve_lap_is_optimal_by_brute_force(shape: tuple[int, int], maximize: bool) -> None:
+    rng = np.random.default_rng(100 * shape[0] + shape[1] + 7 * maximize)
+    # continuous costs, and small integers with many ties (several optimal assignments)
+    for cost in [rng.standard_normal(shape) for _ in range(3)] + [rng.integers(-2, 3, shape)]:
+        cost = cost.astype(np.float64)
+        rows, cols = solve_lap(torch.from_numpy(cost), maximize=maximize)
+        best = _brute_force(cost, maximize)
+        assert _check_assignment(cost, rows, cols) == pytest.approx(best, rel=1e-12, abs=1e-12)
+        assert assignment_value(torch.from_numpy(cost), rows, cols) == pytest.approx(
+            best, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", SMALL)
+def test_lap_equivalence_rectangular_equals_padded_square_by_brute_force(
+        shape: tuple[int, int]) -> None:
+    """mal_method.md sec. 9: the rectangular optimum equals the zero-padded square optimum."""
+    rng = np.random.default_rng(shape[0] * 31 + shape[1])
+    for _ in range(3):
+        cost = rng.standard_normal(shape)
+        rectangular = _brute_force(cost)
+        square = _brute_force(_padded(cost))
+        assert rectangular == pytest.approx(square, rel=1e-12, abs=1e-12)
+        prow, pcol = padded_square_lap(torch.from_numpy(cost))
+        assert _check_assignment(cost, prow, pcol) == pytest.approx(square, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", LARGE)
+@pytest.mark.parametrize("maximize", [True, False])
+def test_large_shapes_reach_the_linear_programming_optimum(shape: tuple[int, int],
+                                                           maximize: bool) -> None:
+    gen = torch.Generator().manual_seed(100 * shape[0] + shape[1] + int(maximize))
+    for _ in range(3):
+        cost = torch.randn(shape, generator=gen, dtype=torch.float64)
+        optimum = _linprog_optimum(cost.numpy(), maximize)
+        rows, cols = solve_lap(cost, maximize=maximize)
+        assert _check_assignment(cost.numpy(), rows, cols) == pytest.approx(optimum, rel=1e-9)
+        prow, pcol = padded_square_lap(cost, maximize=maximize)
+        assert _check_assignment(cost.numpy(), prow, pcol) == pytest.approx(optimum, rel=1e-9)
+        # the LP on the zero-padded square: LAP-equivalence through an independent path
+        assert _linprog_optimum(_padded(cost.numpy()), maximize) == pytest.approx(optimum,
+                                                                                   rel=1e-9)
 
 
 def test_float32_and_identity_recovery() -> None:

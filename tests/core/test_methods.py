@@ -1,5 +1,6 @@
 """Merge methods: lambda 0 is the base bit for bit; each method on hand-computable tensors."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,37 @@ def test_float64_tensors_are_merged_in_float64(method):
     if method == "linear":
         assert torch.equal(merge_tensor(method, base, target, 1.0), target)
         assert torch.allclose(out, 0.7 * base + 0.3 * target, atol=1e-15, rtol=0)
+    # Values to float64 precision, against each method's formula written out here in numpy
+    # (default parameters): a float32 step anywhere inside would be off by ~1e-7.
+    b, t = base.numpy(), target.numpy()
+    if method == "dare":  # which entries survive is random: each is either dropped or rescaled
+        kept = out.numpy() != b
+        assert 0 < kept.sum() < kept.size
+        expected = np.where(kept, b + 0.3 * (t - b) / (1 - 0.5), b)
+    else:
+        expected = _FLOAT64_REFERENCE[method](b, t, 0.3)
+    assert np.allclose(out.numpy(), expected, rtol=0, atol=1e-12), method
+
+
+def _slerp_reference(b: np.ndarray, t: np.ndarray, lam: float) -> np.ndarray:
+    a, c = b.ravel(), t.ravel()
+    omega = np.arccos(np.clip(a @ c / np.linalg.norm(a) / np.linalg.norm(c), -1.0, 1.0))
+    mixed = (np.sin((1 - lam) * omega) * a + np.sin(lam * omega) * c) / np.sin(omega)
+    return mixed.reshape(b.shape)
+
+
+def _ties_reference(b: np.ndarray, t: np.ndarray, lam: float, density: float = 0.2) -> np.ndarray:
+    delta = (t - b).ravel()
+    keep = np.argsort(-np.abs(delta))[: int(np.ceil(density * delta.size))]
+    trimmed = np.zeros_like(delta)
+    trimmed[keep] = delta[keep]
+    return b + lam * trimmed.reshape(b.shape)
+
+
+_FLOAT64_REFERENCE = {
+    "linear": lambda b, t, lam: (1 - lam) * b + lam * t,
+    "task_arithmetic": lambda b, t, lam: b + lam * 1.0 * (t - b),
+    "slerp": _slerp_reference,
+    "ties": _ties_reference,
+}
+

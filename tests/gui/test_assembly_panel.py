@@ -189,16 +189,32 @@ def test_apply_lambda_from_plot(panel: AssemblyPanel, workspace: Workspace) -> N
     assert workspace.undo_stack.count() == 2
 
 
-def test_remove_zoo_removes_its_steps_undoably(workspace: Workspace) -> None:
-    from mal_desktop.gui.workspace import ModelEntry
+def test_remove_zoo_removes_its_steps_undoably(qtbot) -> None:
+    from layer_fixtures import entry
 
-    entry = ModelEntry("zoo1", None, model=None, tree=None)  # type: ignore[arg-type]
-    workspace.zoo["zoo1"] = entry
-    workspace.remove_zoo("zoo1")
-    assert [s.source for s in workspace.plan.steps] == ["zoo0", "zoo2"]
-    assert "zoo1" not in workspace.zoo
-    workspace.undo_stack.undo()
-    assert [s.source for s in workspace.plan.steps] == ["zoo0", "zoo1", "zoo2"]
+    # Reached through the workspace API only: real loaded models and steps a drop would make.
+    ws = Workspace()
+    ws.set_base(entry("base_mlp"))
+    for name in ("zoo_mlp", "zoo_cnn"):
+        ws.add_zoo(entry(name))
+    steps = [AssemblyStep("zoo_mlp", "layers.0", "layers.0"),
+             AssemblyStep("zoo_cnn", "head", "head"),
+             AssemblyStep("zoo_mlp", "layers.1", "layers.1")]
+    for step in steps:
+        assert ws.check_plan_step(step).ok, step
+        ws.push(AddStepCommand(ws.plan, step))
+    ws.undo_stack.clear()
+
+    ws.remove_zoo("zoo_mlp")
+    assert ws.plan.steps == [steps[1]]
+    assert set(ws.zoo) == set(ws.plan.zoo) == {"zoo_cnn"}  # the plan forgets the model too
+    assert ws.undo_stack.count() == 1  # its steps went as one command
+    ws.undo_stack.undo()
+    assert ws.plan.steps == steps  # back in place
+    ws.undo_stack.redo()
+    assert ws.plan.steps == [steps[1]]
+    with pytest.raises(KeyError):
+        ws.remove_zoo("zoo_mlp")
 
 
 def test_empty_plan_shows_hint(qtbot) -> None:

@@ -95,8 +95,24 @@ def test_steps_from_several_zoo_models_into_one_base(ws: Workspace) -> None:
     _, mlp5 = _models(ws, "zoo_mlp5")
     assert base.dropMimeData(_drag(mlp, "layers.1"), COPY, -1, 0, base.index_of("layers.1"))
     assert base.dropMimeData(_drag(mlp5, "layers.0"), COPY, -1, 0, base.index_of("layers.0"))
-    assert [(s.source, s.base_layer) for s in ws.plan.steps] == [("zoo_mlp", "layers.1"),
-                                                                 ("zoo_mlp5", "layers.0")]
+    assert [(s.source, s.source_layer, s.base_layer) for s in ws.plan.steps] == [
+        ("zoo_mlp", "layers.1", "layers.1"), ("zoo_mlp5", "layers.0", "layers.0")]
+
+
+def test_drop_onto_a_layer_of_another_name_records_both(qapp) -> None:
+    # A step may take layer l' of the donor into a different layer l of the base; every other
+    # drop here uses one name for both, which cannot tell the two fields apart.
+    ws = Workspace()
+    ws.set_base(entry("resnet"))
+    ws.add_zoo(entry("resnet"))
+    base, donor = _models(ws, "resnet")
+    ok, text, _ = base.evaluate_drop(_drag(donor, "blocks.0.conv1"), -1,
+                                     base.index_of("blocks.1.conv1"))
+    assert ok, text
+    assert base.dropMimeData(_drag(donor, "blocks.0.conv1"), COPY, -1, 0,
+                             base.index_of("blocks.1.conv1"))
+    assert [(s.source, s.source_layer, s.base_layer) for s in ws.plan.steps] == [
+        ("resnet", "blocks.0.conv1", "blocks.1.conv1")]
 
 
 @pytest.mark.parametrize("zoo, layer, target, reason", [

@@ -62,4 +62,8 @@ def test_missing_values_are_drawn_not_fatal(qapp, tmp_path: Path) -> None:
             "zoo": {"families": ["a", "b"]}, "settings": {"iterated_lambda": 0.2},
             "iterated": [], "curves": [], "lambdas": [0.0, 1.0]}
     written = render_figures(data, tmp_path)
-    assert all(QImage(str(p)).width() == SIZE[0] for p in written.values())
+    # every figure is drawn (none skipped over its missing values), as a real PNG
+    assert written == {key: tmp_path / name for key, (name, _caption) in FIGURES.items()}
+    for path in written.values():
+        image = QImage(str(path))
+        assert not image.isNull() and image.width() == SIZE[0], path.name

@@ -72,6 +72,11 @@ def test_buffers_grow_beyond_the_preallocation(curve: CurvePlot) -> None:
     curve.refresh()
     x, y = curve.series_data("aligned", "loss")
     assert x.size == 101 and y[100] == pytest.approx(1.0)
+    # every point survives the growth (the buffers start at 32 and double twice), not only the last
+    assert list(x) == pytest.approx(list(grid))
+    assert list(y) == pytest.approx([lam * lam for lam in grid])
+    _, acc = curve.series_data("aligned", "accuracy")
+    assert list(acc) == pytest.approx([100.0 * (1.0 - lam) for lam in grid])
 
 
 def test_set_result_marks_barrier_and_threshold(curve: CurvePlot) -> None:
