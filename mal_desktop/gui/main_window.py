@@ -29,7 +29,7 @@ from .dialogs import ask
 from .dialogs.about import AboutDialog
 from .icons import app_icon
 from .log import log_file, set_error_parent
-from .project import Autosaver
+from .autosave import Autosaver
 from .session import SessionMixin
 from .session_eval import EvalMixin
 from .session_files import MODEL_SUFFIXES, PROJECT_SUFFIX, FilesMixin

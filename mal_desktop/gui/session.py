@@ -27,7 +27,7 @@ from ..core.merge.plan import AssemblyPlan
 from ..core.progress import ProgressEvent
 from . import tasks
 from .log import report_error, report_exception
-from .project import Project
+from ..core.project.document import Project
 
 LOG = logging.getLogger("mal_desktop.session")
 

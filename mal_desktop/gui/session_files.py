@@ -17,12 +17,14 @@ from typing import Any
 from PySide6.QtWidgets import QFileDialog
 
 from ..core.errors import MalError
+from ..core.project.demo import pick_demo_models, suggest_first_step
+from ..core.project.document import (PROJECT_SUFFIX, Project, ProjectError, load_project,
+                                     save_project)
+from ..core.project.recovery import discard_recovery, find_recoveries, load_recovery
 from . import tasks
 from .dialogs import ask
 from .dialogs.demo_zoo import DemoZooDialog
 from .log import report_error, report_exception
-from .project import (PROJECT_SUFFIX, Project, ProjectError, discard_recovery, find_recoveries,
-                      load_project, load_recovery, save_project)
 
 LOG = logging.getLogger("mal_desktop.files")
 MODEL_SUFFIXES = (".safetensors", ".pt2", ".pt", ".pth", ".bin")
@@ -243,7 +245,7 @@ class FilesMixin:
 
     def _open_demo_index(self, index: Any) -> None:
         try:
-            base, zoo = tasks.pick_demo_models(index)
+            base, zoo = pick_demo_models(index)
         except MalError as exc:
             report_exception(exc, "Cannot open the demo zoo", self)
             return
@@ -253,10 +255,14 @@ class FilesMixin:
                     "Opening the demo zoo", self._demo_loaded)
 
     def _demo_loaded(self, entries: tuple) -> None:
-        self.workspace.clear()
+        ws = self.workspace
+        ws.clear()
         self._apply_entries(entries)
         self.project_path = None
-        step = tasks.suggest_first_step(self.workspace)
+        # The workspace's cached pre-flight check: the panes ask the same questions next.
+        step = suggest_first_step(ws.base.tree if ws.base is not None else None,
+                                  {name: e.tree for name, e in ws.zoo.items()},
+                                  lambda name, layer, base: ws.check(name, layer, base).ok)
         if step is not None:
             from .undo import AddStepCommand
 
@@ -282,7 +288,6 @@ class FilesMixin:
                 report_exception(exc, "Cannot restore the autosaved project", self)
                 return False
             self._load_project(project, recovery.project_path, dirty=True,
-                               after=partial(discard_recovery, data_dir,
-                                             int(recovery.path.stem.split("-")[-1])))
+                               after=partial(discard_recovery, data_dir, recovery.pid))
             return True
         return False

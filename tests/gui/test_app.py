@@ -23,7 +23,8 @@ from mal_desktop.gui.dialogs.about import AboutDialog
 from mal_desktop.gui.dialogs.demo_zoo import DemoZooDialog
 from mal_desktop.gui.log import report_error
 from mal_desktop.gui.main_window import MainWindow
-from mal_desktop.gui.project import load_project, recovery_path, write_recovery, Project
+from mal_desktop.core.project.document import Project, load_project
+from mal_desktop.core.project.recovery import recovery_path, write_recovery
 from mal_desktop.gui.settings import Settings
 from mal_desktop.gui.undo import AddStepCommand
 from mal_desktop.gui.workers import JobRunner
