@@ -36,8 +36,8 @@ from ...core.project.merged import missing_model_files
 from .. import tasks
 from ..models.matrix_model import MatrixSortProxy, QtMatrixModel
 from ..models.plan_model import subscribe_weakly
+from ..palette import plot_colors
 from ..plots.cell_details import CellDetails
-from ..plots.style import plot_colors
 from ..workspace import Workspace
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # list items: the choice key (ref text / dataset name)
