@@ -312,8 +312,8 @@ class SessionMixin:
         pane = self.zoo_tabs.widget(index)
         entry = getattr(pane, "entry", None)
         if entry is not None and self.workspace is not None and entry.name in self.workspace.zoo:
+            # Undoable (with its steps): the undo stack's clean state marks the change.
             self.workspace.remove_zoo(entry.name)
-            self.mark_session_dirty()
 
     # -- run and export ------------------------------------------------------------------------
     def _models_by_path(self) -> dict[str, Any]:

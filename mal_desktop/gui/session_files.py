@@ -264,9 +264,7 @@ class FilesMixin:
                                   {name: e.tree for name, e in ws.zoo.items()},
                                   lambda name, layer, base: ws.check(name, layer, base).ok)
         if step is not None:
-            from .undo import AddStepCommand
-
-            self.workspace.push(AddStepCommand(self.workspace.plan, step))
+            ws.add_step(step)
         self.mark_clean()  # the demo is one click away: nothing to lose yet
         self.show_message("Demo zoo open: drag a layer from a zoo tab onto a base layer, "
                           "or press Run (F5) for the example step", 20000)

@@ -197,8 +197,13 @@ def test_remove_zoo_removes_its_steps_undoably(workspace: Workspace) -> None:
     workspace.remove_zoo("zoo1")
     assert [s.source for s in workspace.plan.steps] == ["zoo0", "zoo2"]
     assert "zoo1" not in workspace.zoo
+    assert workspace.undo_stack.count() == 1  # the model and its step: one command
     workspace.undo_stack.undo()
     assert [s.source for s in workspace.plan.steps] == ["zoo0", "zoo1", "zoo2"]
+    assert workspace.zoo == {"zoo1": entry}  # the model comes back with its step
+    workspace.undo_stack.redo()
+    assert [s.source for s in workspace.plan.steps] == ["zoo0", "zoo2"]
+    assert "zoo1" not in workspace.zoo
 
 
 def test_empty_plan_shows_hint(qtbot) -> None:
