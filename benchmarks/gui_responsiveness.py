@@ -118,30 +118,32 @@ def main() -> int:
     window = MainWindow(settings)
     window.show()
     window.start_up()
-    wait_until(lambda: window.workspace is not None and not window.runner.is_running(), 120)
+    wait_until(lambda: window.workspace is not None and not window.jobs.runner.is_running(), 120)
     ws = window.workspace
-    window.open_paths([str(index.path_of(n)) for n in ("mlp-w64-s0", "mlp-w32-s1", "mlp-w32-s0")])
-    wait_until(lambda: ws.base is not None and len(ws.zoo) == 2 and not window.runner.is_running(),
-               120)
+    window.files.open_paths([str(index.path_of(n))
+                             for n in ("mlp-w64-s0", "mlp-w32-s1", "mlp-w32-s0")])
+    wait_until(lambda: ws.base is not None and len(ws.zoo) == 2
+               and not window.jobs.runner.is_running(), 120)
     ws.push(AddStepCommand(ws.plan, AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.5)))
     ws.push(AddStepCommand(ws.plan, AssemblyStep("mlp-w32-s0", "layers.0", "layers.0", 0.3)))
     ws.select_step(0)
     window.grid_spin.setValue(args.grid)
     print(f"switch interval {1000 * sys.getswitchinterval():g} ms; "
-          f"device: {window.engine.device}; plan: {len(ws.plan.steps)} steps "
+          f"device: {window.session.engine.device}; plan: {len(ws.plan.steps)} steps "
           f"(base {ws.base.name}, zoo {', '.join(ws.zoo)}); curve grid {args.grid}", flush=True)
 
     probe = Probe()
     busy_max, busy_p99, job_times, idle_rows = [], [], [], []
     for i in range(args.repeat):
-        window._last_run = None
+        window.runs.last_run = None
         probe.start()
         t0 = time.perf_counter()
-        window.run()
-        wait_until(lambda: window._last_run is not None or not window.runner.is_running(), 600)
+        window.runs.run()
+        wait_until(lambda: window.runs.last_run is not None
+                   or not window.jobs.runner.is_running(), 600)
         job_s = time.perf_counter() - t0
         probe.stop()
-        if window._last_run is None:
+        if window.runs.last_run is None:
             raise SystemExit("the run failed; see the log")
         mx, p99, n = probe.stats()
         busy_max.append(mx)
@@ -164,8 +166,7 @@ def main() -> int:
     print(f"job time (assemble + {args.grid}-point curve): median "
           f"{sorted(job_times)[len(job_times) // 2]:.2f} s")
     print("PASS" if worst < LIMIT_MS else f"FAIL: a stall of {worst:.1f} ms >= {LIMIT_MS:.0f} ms")
-    window._session_dirty = False
-    ws.undo_stack.setClean()
+    window.session.mark_clean()
     window.close()
     tmp.cleanup()
     return 0 if worst < LIMIT_MS else 1

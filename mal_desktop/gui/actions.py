@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence, QPalette
+from PySide6.QtCore import QObject
+from PySide6.QtGui import QAction, QActionGroup, QColor, QKeySequence, QPalette, QUndoGroup
 from PySide6.QtWidgets import QApplication, QStyle, QWidget
 
 from .icons import action_icon
@@ -120,6 +121,17 @@ class Actions:
         icon = action_icon(theme_name, fallback, _glyph_tint())
         if not icon.isNull():
             action.setIcon(icon)
+
+    def undo_actions(self, group: QUndoGroup, parent: QObject) -> tuple[QAction, QAction]:
+        """Undo and Redo for ``group`` (their texts name the edit of the group's active stack),
+        with the standard shortcuts and themed icons."""
+        undo = group.createUndoAction(parent, "&Undo")
+        undo.setShortcuts(KS.Undo)
+        self.adopt_icon(undo, "edit-undo", SP.SP_ArrowBack)
+        redo = group.createRedoAction(parent, "&Redo")
+        redo.setShortcuts(KS.Redo)
+        self.adopt_icon(redo, "edit-redo", SP.SP_ArrowForward)
+        return undo, redo
 
     def refresh_icons(self) -> None:
         """Re-make the icons for the current palette (a dark theme lightens dark glyphs)."""

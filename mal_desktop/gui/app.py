@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 window.shutdown()
                 app.exit(0)  # not quit(): that closes windows first, which may ask questions
                 return
-            window.runner.failed.connect(lambda message, _details: _probe_failed(message))
+            window.jobs.runner.failed.connect(lambda message, _details: _probe_failed(message))
             QTimer.singleShot(50, engine_probe)
         window.start_up(args.files, demo=args.demo)
 
@@ -123,13 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.exit(1)
 
     def engine_probe() -> None:
-        if window.engine is None or window.runner.is_running() or window._queue:
+        engine = window.session.engine
+        if engine is None or window.jobs.is_busy():
             QTimer.singleShot(50, engine_probe)
             return
         ws = window.workspace
         models = ([ws.base.name] if ws.base else []) + list(ws.zoo)
-        print(f"engine_ready_ms={1000 * process_age_s():.0f} device={window.engine.device!r} "
-              f"datasets={sorted(window.engine.datasets)} models={models}", flush=True)
+        print(f"engine_ready_ms={1000 * process_age_s():.0f} device={engine.device!r} "
+              f"datasets={sorted(engine.datasets)} models={models}", flush=True)
         window.shutdown()
         app.exit(0)
 

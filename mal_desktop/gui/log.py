@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, QtMsgType, Signal, Slot, qInstallMessageHand
 from PySide6.QtWidgets import QApplication, QWidget
 
 from ..core.errors import MalError
+from .error_box import show_error
 
 LOG = logging.getLogger("mal_desktop")
 _log_file: Path | None = None
@@ -79,9 +80,7 @@ class _ErrorRelay(QObject):
 
     @Slot(str, str, str)
     def _show(self, title: str, message: str, details: str) -> None:
-        from .dialogs.error import show_error  # dialogs import widgets; keep log.py light
-
-        show_error(self.parent_widget, message, details, title=title)
+        show_error(self.parent_widget, message, details, title=title, log_path=_log_file)
 
 
 _relay: _ErrorRelay | None = None
@@ -120,9 +119,7 @@ def report_error(message: str, details: str = "", title: str = "MAL Desktop",
         return  # headless (e.g. a script using the runner): the log is all we can do
     on_gui_thread = threading.current_thread() is threading.main_thread()
     if parent is not None and on_gui_thread:
-        from .dialogs.error import show_error
-
-        show_error(parent, message, details, title=title)
+        show_error(parent, message, details, title=title, log_path=_log_file)
     elif _relay is not None:
         _relay.error.emit(title, message, details)  # queued to the GUI thread when needed
 

@@ -1,9 +1,10 @@
 """The main window: layout (docks, menus, toolbar, status bar), title, closing, drag and drop.
 
-What the window *does* lives in three mixins: :class:`~mal_desktop.gui.session.SessionMixin`
-(jobs, start-up, run, export), :class:`~mal_desktop.gui.session_files.FilesMixin` (open,
-save, recent files, demo zoo, recovery) and :class:`~mal_desktop.gui.session_eval.EvalMixin`
-(the evaluation matrix, the MAL study); this module composes the widgets.
+What the window *does* lives in controllers it owns and wires to its widgets (gui/controllers):
+``session`` (workspace, project path, unsaved state, autosave, engine), ``files`` (open, save,
+recent files, demo zoo, recovery), ``runs`` (curve of a step, merged-model export) and
+``evaluation`` (evaluation matrix, MAL study). All of them submit long work to the one job
+queue, ``jobs``. The window turns their signals into what the user sees.
 
 Start-up is staged so the window appears fast: the constructor builds only light widgets (the
 welcome page, empty docks). :meth:`start_up` then imports the engine (torch, scipy) in the
@@ -13,30 +14,39 @@ now at no cost) and handles the files, demo or recovery asked for.
 
 from __future__ import annotations
 
+import gc
 import logging
-from pathlib import Path
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QByteArray, QSize, Qt, QUrl, Slot
-from PySide6.QtGui import (QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent,
-                           QKeySequence)
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QLabel, QMainWindow, QMenu, QProgressBar,
-                               QSpinBox, QStackedWidget, QTabWidget, QToolBar, QToolButton,
-                               QWidget)
+from PySide6.QtGui import (QAction, QCloseEvent, QDesktopServices, QDragEnterEvent,
+                           QDragMoveEvent, QDropEvent, QKeySequence, QUndoGroup)
+from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QStackedWidget, QTabWidget,
+                               QToolBar, QToolButton, QWidget)
 
 from ..core.progress import ProgressEvent
 from .actions import Actions
+from .controllers.evaluation import EvaluationController
+from .controllers.files import FilesController
+from .controllers.run import RunController
+from .controllers.session import SessionController
+from .curve_settings import CurveSettings
 from .dialogs import ask
 from .dialogs.about import AboutDialog
 from .icons import app_icon
+from .job_queue import JobQueue
 from .log import log_file, set_error_parent
-from .project import Autosaver
-from .session import SessionMixin
-from .session_eval import EvalMixin
-from .session_files import MODEL_SUFFIXES, PROJECT_SUFFIX, FilesMixin
+from .recent_menu import RecentFilesMenu
 from .settings import Settings
+from .status_bar import JobStatusBar
 from .theme import ThemeController
 from .welcome import WelcomePage
-from .workers import JobRunner
+
+if TYPE_CHECKING:  # the engine's modules: imported once it is up
+    from . import tasks
+    from .views.workspace_views import WorkspaceViews
+    from .workspace import Workspace
 
 LOG = logging.getLogger("mal_desktop.window")
 APP_NAME = "MAL Desktop"
@@ -50,30 +60,42 @@ def _placeholder(text: str) -> QLabel:
     return label
 
 
-class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
+class MainWindow(QMainWindow):
     """The application window.
 
     Parameters: settings - the typed settings facade (geometry, recent files, theme, ...);
     workspace - an existing Workspace (tests); by default one is made when the engine is up;
     theme - the ThemeController to switch from the View menu (None: no theme menu effect).
+    Attributes: the controllers ``jobs``, ``session``, ``files``, ``runs``, ``evaluation``;
+    ``views`` (the WorkspaceViews; None until the engine is up); ``zoo_tabs`` (the central
+    area's tabs: a placeholder until then).
     """
 
-    def __init__(self, settings: Settings, workspace: object | None = None,
+    def __init__(self, settings: Settings, workspace: "Workspace | None" = None,
                  theme: ThemeController | None = None) -> None:
-        QMainWindow.__init__(self)
+        super().__init__()
         self.setObjectName("mainWindow")
         self.settings = settings
         self.theme = theme
         if theme is not None:
             theme.changed.connect(self._on_theme_changed)
-        self.runner = JobRunner(self)
+        self.jobs = JobQueue(parent=self)
+        self.jobs.error_parent = self
+        self.session = SessionController(settings, self.jobs, workspace, self)
+        self.files = FilesController(self.session, self.jobs, settings, self, self)
+        self.runs = RunController(self.session, self.jobs, self, self)
+        self.evaluation = EvaluationController(self.jobs, settings, self, self)
         self.actions = Actions(self)
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks
                             | QMainWindow.DockOption.AllowTabbedDocks)
         self._shut_down = False
-        self._init_session(workspace)
+        self._startup: tuple[list[str], bool] | None = None
+        self.views: WorkspaceViews | None = None  # made once the engine is up
+        # One group: undo/redo follow whichever stack is active (the workspace's, once made).
+        self.undo_group = QUndoGroup(self)
+        self.undo_action, self.redo_action = self.actions.undo_actions(self.undo_group, self)
         self._build_central()
         self._build_docks()
         self._build_toolbar()
@@ -82,11 +104,14 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
         self._connect()
         self._default_state = self.saveState()
         self._restore_layout()
-        self.autosaver = Autosaver(settings.data_dir(), self.project_snapshot,
-                                   settings.autosave_interval_s, self)
         set_error_parent(self)
         self.update_title()
         self.update_actions()
+
+    @property
+    def workspace(self) -> "Workspace | None":
+        """The session's workspace (None until the engine is up)."""
+        return self.session.workspace
 
     # -- construction -------------------------------------------------------------------------
     def _build_central(self) -> None:
@@ -159,17 +184,9 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
         bar.addAction(a.run)
         bar.addAction(a.cancel)
         bar.addSeparator()
-        self.dataset_combo = QComboBox()
-        self.dataset_combo.setObjectName("datasetCombo")
-        self.dataset_combo.setToolTip("Data set for the interpolation curve (test split)")
-        self.dataset_combo.setMinimumContentsLength(12)
-        self.dataset_combo.addItem(self.settings.dataset, self.settings.dataset)
-        self.grid_spin = QSpinBox()
-        self.grid_spin.setObjectName("gridSpin")
-        self.grid_spin.setRange(3, 101)
-        self.grid_spin.setValue(self.settings.curve_grid)
-        self.grid_spin.setSuffix(" points")
-        self.grid_spin.setToolTip("Number of lambda values on the curve (0 to 1)")
+        self.curve_settings = CurveSettings(self.session, self)
+        self.dataset_combo = self.curve_settings.dataset_combo
+        self.grid_spin = self.curve_settings.grid_spin
         bar.addWidget(QLabel(" Data: "))
         bar.addWidget(self.dataset_combo)
         bar.addWidget(QLabel("  Curve: "))
@@ -184,9 +201,9 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
         menu = self.menuBar()
         file = menu.addMenu("&File")
         file.addActions([a.new_project, a.open_base, a.add_zoo, a.open_project])
-        self.recent_menu = QMenu("Open &Recent", self)
-        self.recent_menu.setObjectName("recentMenu")
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.recent_menu = RecentFilesMenu(self.settings, self)
+        self.recent_menu.fileChosen.connect(self.files.open_recent)
+        self.recent_menu.cleared.connect(self._on_recent_changed)
         file.addMenu(self.recent_menu)
         file.addAction(a.open_demo)
         file.addSeparator()
@@ -215,52 +232,128 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
         helpm.addActions([a.open_log, a.about])
 
     def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setObjectName("jobProgress")
-        self.progress_bar.setRange(0, 1000)
-        self.progress_bar.setFixedWidth(200)
-        self.progress_bar.setTextVisible(False)
-        self.progress_bar.hide()
-        self.cancel_button = QToolButton()
-        self.cancel_button.setDefaultAction(self.actions.cancel)
-        self.cancel_button.setAutoRaise(True)
-        # Hidden widgets keep their space: a status bar that changes height while a job runs
-        # re-lays out every dock, which froze the window for ~45 ms per progress update.
-        for widget in (self.progress_bar, self.cancel_button):
-            policy = widget.sizePolicy()
-            policy.setRetainSizeWhenHidden(True)
-            widget.setSizePolicy(policy)
-        self.cancel_button.hide()
-        self.device_label = QLabel("Device: \u2026")
-        self.device_label.setObjectName("deviceLabel")
-        self.device_label.setToolTip("Where alignment and evaluation compute (CUDA when "
-                                     "available; MAL_DEVICE=cpu forces the CPU)")
-        bar.addPermanentWidget(self.progress_bar)
-        bar.addPermanentWidget(self.cancel_button)
-        bar.addPermanentWidget(self.device_label)
+        bar = JobStatusBar(self.actions.cancel, self)
+        self.setStatusBar(bar)
+        self.progress_bar = bar.progress_bar
+        self.cancel_button = bar.cancel_button
+        self.device_label = bar.device_label
 
     def _connect(self) -> None:
-        a = self.actions
-        for key, slot in (("new_project", self.new_project), ("open_base", self.choose_base),
-                          ("add_zoo", self.choose_zoo), ("open_project", self.choose_project),
-                          ("open_demo", self.open_demo), ("save_project", self.save_project),
-                          ("save_project_as", self.save_project_as),
-                          ("save_merged", self.choose_merged_output), ("quit", self.close),
-                          ("run", self.run), ("cancel", self.cancel_job),
-                          ("evaluate", self.evaluate_models), ("run_study", self.choose_study),
+        a, files = self.actions, self.files
+        for key, slot in (("new_project", files.new_project), ("open_base", files.choose_base),
+                          ("add_zoo", files.choose_zoo), ("open_project", files.choose_project),
+                          ("open_demo", files.open_demo), ("save_project", files.save_project),
+                          ("save_project_as", files.save_project_as),
+                          ("save_merged", self.runs.choose_merged_output), ("quit", self.close),
+                          ("run", self.runs.run), ("cancel", self.jobs.cancel),
+                          ("evaluate", self.evaluation.evaluate),
+                          ("run_study", self.evaluation.choose_study),
                           ("reset_layout", self.reset_layout), ("about", self.show_about),
                           ("open_log", self.open_log_folder)):
             a[key].triggered.connect(slot)
         a.theme_group.triggered.connect(self._on_theme_action)
-        self.welcome.recentActivated.connect(self.open_recent)
-        self.dataset_combo.currentIndexChanged.connect(self._on_dataset_changed)
-        self.grid_spin.valueChanged.connect(self._on_grid_changed)
-        self.runner.progress.connect(self._on_job_progress)
-        self.runner.finished.connect(self._on_job_finished)
-        self.runner.failed.connect(self._on_job_failed)
-        self.runner.cancelled.connect(self._on_job_cancelled)
-        self.runner.busyChanged.connect(self._on_busy_changed)
+        self.welcome.recentActivated.connect(files.open_recent)
+        self.jobs.progress.connect(self._on_job_progress)
+        self.jobs.busyChanged.connect(self._on_busy_changed)
+        self.jobs.jobEnded.connect(self.update_actions)
+        s = self.session
+        s.stateChanged.connect(self._on_state_changed)
+        s.engineReady.connect(self._on_engine_ready)
+        s.workspaceReady.connect(self._on_workspace_ready)
+        files.recentChanged.connect(self._on_recent_changed)
+        self.evaluation.panelWanted.connect(self._show_evaluate_dock)
+        for controller in (self.jobs, files, self.runs, self.evaluation):
+            controller.message.connect(self.show_message)
+
+    # -- start-up and the engine's views ----------------------------------------------------------
+    def start_up(self, files: Iterable[str] = (), demo: bool = False) -> None:
+        """After the window shows: start the engine, install views, then open what was asked."""
+        self._startup = ([str(f) for f in files], demo)
+        if self.session.has_given_workspace:
+            self.install_views()
+        self.session.start_engine()
+
+    @Slot(object)
+    def _on_engine_ready(self, info: "tasks.EngineInfo") -> None:
+        self.statusBar().set_device(info.device)
+        self.curve_settings.set_datasets(info.datasets)
+        self.install_views()
+        # Start-up garbage is done: freeze it so the collector never walks it again (a full
+        # collection with torch loaded can pause the GUI for 100+ ms).
+        gc.collect()
+        gc.freeze()
+        files, demo = self._startup or ([], False)
+        self._startup = None
+        self.files.open_at_startup(files, demo)
+
+    def install_views(self) -> None:
+        """Create the session's workspace and the real views in the docks (idempotent)."""
+        self.session.install_workspace()  # workspaceReady builds the views the first time
+
+    @Slot(object)
+    def _on_workspace_ready(self, ws: "Workspace") -> None:
+        from .views.workspace_views import WorkspaceViews
+
+        self.undo_group.addStack(ws.undo_stack)
+        self.undo_group.setActiveStack(ws.undo_stack)
+        views = self.views = WorkspaceViews(ws, self.actions, self)
+        self.set_dock_widget(self.base_dock, views.base_pane)
+        self.set_dock_widget(self.plan_dock, views.assembly_panel)
+        self.set_dock_widget(self.curve_dock, views.curve_plot)
+        self.set_dock_widget(self.diag_dock, views.diagnostics)
+        self.set_dock_widget(self.evaluate_dock, views.evaluate_panel)
+        tabs, old = views.zoo_tabs, self.zoo_tabs
+        tabs.setToolTip(old.toolTip())
+        tabs.setCornerWidget(old.cornerWidget(), Qt.Corner.TopRightCorner)
+        self.central.insertWidget(self.central.indexOf(old), tabs)
+        self.central.removeWidget(old)
+        old.deleteLater()
+        self.zoo_tabs = tabs
+        self.evaluation.set_panel(views.evaluate_panel)
+        views.dropHint.connect(self._on_drop_hint)
+        ws.modelsChanged.connect(self._sync_panes)
+        self.session.planEdited.connect(views.forget_diagnostics)
+        self.session.resultsForgotten.connect(views.clear_results)
+        self.runs.runStarted.connect(views.start_run)
+        self.runs.runFinished.connect(views.show_run)
+        self._sync_panes()
+        self.update_actions()
+
+    @Slot(str, bool)
+    def _on_drop_hint(self, text: str, ok: bool) -> None:
+        self.show_message(("\u2713 " if ok else "\u2717 ") + text if text else "", 4000)
+
+    @Slot()
+    def _sync_panes(self) -> None:
+        ws = self.workspace
+        if ws is None:
+            return
+        self.base_dock.setWindowTitle(f"Base Model \u2014 {ws.base.name}" if ws.base is not None
+                                      else "Base Model")
+        self.show_central(ws.base is not None or bool(ws.zoo))
+
+    # -- what the controllers report ---------------------------------------------------------------
+    @Slot(object)
+    def _on_job_progress(self, event: ProgressEvent) -> None:
+        self.statusBar().show_progress(event)
+        # The curve and diagnostics of a run or an export (the evaluation controller feeds its
+        # own panel).
+        if event.payload is not None and self.views is not None:
+            self.views.show_payload(event.payload)
+
+    @Slot()
+    def _on_state_changed(self) -> None:
+        self.update_title()
+        self.update_actions()
+
+    @Slot()
+    def _show_evaluate_dock(self) -> None:
+        self.evaluate_dock.show()
+        self.evaluate_dock.raise_()
+
+    @Slot()
+    def _on_recent_changed(self) -> None:
+        self.welcome.set_recent(self.settings.recent_files)
 
     # -- layout ---------------------------------------------------------------------------------
     def _restore_layout(self) -> None:
@@ -306,15 +399,15 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
     # -- title, actions, status -----------------------------------------------------------------
     def update_title(self) -> None:
         """"*name - MAL Desktop"; the '*' marks unsaved changes."""
-        name = self.project_path.name if self.project_path else "Untitled"
-        self.setWindowTitle(f"{'*' if self.is_dirty() else ''}{name} \u2014 {APP_NAME}")
+        name = self.session.project_name()
+        self.setWindowTitle(f"{'*' if self.session.is_dirty() else ''}{name} \u2014 {APP_NAME}")
 
     def update_actions(self) -> None:
         """Enable what makes sense now."""
         a = self.actions
-        busy = self.runner.is_running()
+        busy = self.jobs.is_running()
         ws = self.workspace
-        has_steps = ws is not None and ws.base is not None and bool(ws.plan.steps)
+        has_steps = self.runs.can_run()
         a.run.setEnabled(has_steps and not busy)
         a.run.setToolTip(a.run.statusTip() + " (F5)" if has_steps else
                          "Run needs a base model and at least one step: drag a zoo layer onto a "
@@ -334,57 +427,10 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
 
     @Slot(bool)
     def _on_busy_changed(self, busy: bool) -> None:
-        self.progress_bar.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        if busy:
-            self.progress_bar.setRange(0, 0)  # busy indicator until a fraction arrives
-            self.statusBar().showMessage(f"{self.runner.job_name()}\u2026")
-        else:
-            self.statusBar().clearMessage()
+        self.statusBar().set_busy(busy, self.jobs.runner.job_name())
         self.update_actions()
 
-    def show_progress(self, event: ProgressEvent) -> None:
-        """Progress bar and message of the running job."""
-        if event.fraction == event.fraction:  # not NaN
-            value = int(round(1000 * max(0.0, min(1.0, event.fraction))))
-            if self.progress_bar.maximum() != 1000:
-                self.progress_bar.setRange(0, 1000)
-            if value != self.progress_bar.value():
-                self.progress_bar.setValue(value)
-        if event.message:
-            # The status bar's message area: drawn in place, no layout (unlike a QLabel).
-            self.statusBar().showMessage(event.message)
-
     # -- menus and dialogs ------------------------------------------------------------------------
-    @Slot()
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        files = self.settings.recent_files
-        for i, path in enumerate(files):
-            action = self.recent_menu.addAction(f"&{i + 1} {Path(path).name}" if i < 9
-                                                else Path(path).name)
-            action.setToolTip(path)
-            action.setStatusTip(path)
-            action.setData(path)
-            action.triggered.connect(self._on_recent_action)
-        if not files:
-            self.recent_menu.addAction("No recent files").setEnabled(False)
-        self.recent_menu.addSeparator()
-        clear = self.recent_menu.addAction("Clear Recent Files")
-        clear.setEnabled(bool(files))
-        clear.triggered.connect(self._clear_recent)
-
-    @Slot()
-    def _on_recent_action(self) -> None:
-        action = self.sender()
-        if action is not None:
-            self.open_recent(str(action.data()))
-
-    @Slot()
-    def _clear_recent(self) -> None:
-        self.settings.clear_recent_files()
-        self.welcome.set_recent([])
-
     @Slot()
     def _on_theme_changed(self, _dark: bool) -> None:
         self.actions.refresh_icons()
@@ -398,7 +444,8 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
 
     @Slot()
     def show_about(self) -> None:
-        device = self.engine.device if self.engine is not None else ""
+        engine = self.session.engine
+        device = engine.device if engine is not None else ""
         AboutDialog(self, device, self.settings.file_name).exec()
 
     @Slot()
@@ -408,44 +455,42 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
     # -- drag and drop of files -------------------------------------------------------------------
-    @staticmethod
-    def _dropped_files(event: QDragEnterEvent | QDropEvent) -> list[str]:
+    def _dropped_files(self, event: QDragEnterEvent | QDropEvent) -> list[str]:
         mime = event.mimeData()
-        if not mime.hasUrls():
-            return []
-        files = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
-        return [f for f in files if Path(f).suffix.lower() in (*MODEL_SUFFIXES, PROJECT_SUFFIX)]
+        urls = mime.urls() if mime.hasUrls() else []
+        return self.files.openable(u.toLocalFile() for u in urls if u.isLocalFile())
+
+    def _accept_files(self, event: QDragEnterEvent) -> None:
+        if self._dropped_files(event):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
-        if self._dropped_files(event):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        self._accept_files(event)
 
-    def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        if self._dropped_files(event):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802 - Qt's name
+        self._accept_files(event)
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
         files = self._dropped_files(event)
         if files:
             event.acceptProposedAction()
-            self.open_paths(files)
+            self.files.open_paths(files)
 
     # -- closing ---------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         if self._shut_down:  # already decided and stopped (e.g. by a probe)
             event.accept()
             return
-        if self.runner.is_running() and not self.runner.is_cancelling():
-            if not ask.stop_running_job(self, self.runner.job_name()):
+        runner = self.jobs.runner
+        if runner.is_running() and not runner.is_cancelling():
+            if not ask.stop_running_job(self, runner.job_name()):
                 event.ignore()
                 return
-        if self.is_dirty():
-            answer = ask.unsaved_changes(self, self.project_name())
-            if answer == ask.CANCEL or (answer == ask.SAVE and not self.save_project()):
+        if self.session.is_dirty():
+            answer = ask.unsaved_changes(self, self.session.project_name())
+            if answer == ask.CANCEL or (answer == ask.SAVE and not self.files.save_project()):
                 event.ignore()
                 return
         self.shutdown()
@@ -454,17 +499,16 @@ class MainWindow(SessionMixin, FilesMixin, EvalMixin, QMainWindow):
     def shutdown(self) -> None:
         """Stop the worker (cancel and join), remove this session's recovery file, save layout."""
         self._shut_down = True
-        self.queue_clear()
-        self.runner.shutdown()
-        self.autosaver.stop()
-        self.autosaver.mark_clean()  # the user decided about unsaved work just now
+        self.jobs.shutdown()
+        self.session.autosaver.stop()
+        self.session.autosaver.mark_clean()  # the user decided about unsaved work just now
         self.save_layout()
         self.settings.sync()
         LOG.info("main window closed")
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
         # Esc cancels even when the focused widget has no use for it (the action covers the rest).
-        if event.matches(QKeySequence.StandardKey.Cancel) and self.runner.is_running():
-            self.cancel_job()
+        if event.matches(QKeySequence.StandardKey.Cancel) and self.jobs.is_running():
+            self.jobs.cancel()
             return
         super().keyPressEvent(event)

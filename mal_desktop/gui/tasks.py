@@ -21,14 +21,9 @@ if TYPE_CHECKING:  # heavy at run time; the functions import them in the worker
     from ..core.jobs import AssemblyResult
     from ..core.merge.plan import AssemblyPlan
     from ..core.evaluate.metrics import CurveResult
-    from ..core.merge.plan import AssemblyStep
-    from ..core.zoo.build import ZooIndex, ZooModelInfo
+    from ..core.zoo.build import ZooIndex
 
 Job = Generator[ProgressEvent, None, Any]
-
-# Demo zoo: the models opened by "Open Demo Zoo" (names of core.zoo.build.default_zoo entries).
-DEMO_BASE = "mlp-w64-s0"
-DEMO_ZOO = ("mlp-w64-s1", "mlp-w128-s0", "mlp-w64-s1-permuted", "cnn-w16-s0")
 
 
 @dataclass(frozen=True)
@@ -178,6 +173,7 @@ class DemoStatus:
 def demo_status_job(cancel: CancelToken, folder: Path | None = None) -> Job:
     """Check whether the demo zoo is built in ``folder`` (default: the zoo cache folder)."""
     from ..core.errors import MalError
+    from ..core.project.demo import demo_zoo_ready
     from ..core.zoo.build import default_zoo_dir, load_zoo_index
 
     folder = Path(folder) if folder is not None else default_zoo_dir()
@@ -186,9 +182,7 @@ def demo_status_job(cancel: CancelToken, folder: Path | None = None) -> Job:
         index = load_zoo_index(folder)
     except MalError:
         return DemoStatus(folder, None)
-    names = set(index.names())
-    ready = all(n in names and index.path_of(n).is_file() for n in (DEMO_BASE, *DEMO_ZOO))
-    return DemoStatus(folder, index if ready else None)
+    return DemoStatus(folder, index if demo_zoo_ready(index) else None)
 
 
 def build_demo_zoo_job(cancel: CancelToken, folder: Path, small: bool = False) -> Job:
@@ -199,95 +193,23 @@ def build_demo_zoo_job(cancel: CancelToken, folder: Path, small: bool = False) -
     tiny test zoo (seconds) instead of the demo models.
     """
     from ..core.errors import MalError
+    from ..core.project.demo import demo_zoo_entries
     from ..core.zoo.build import build_zoo_job, default_zoo, load_zoo_index
 
     if small:
         entries = default_zoo(small=True)
     else:
         try:
-            existing = set(load_zoo_index(folder).names())
+            existing = load_zoo_index(folder).names()
         except MalError:
-            existing = set()
-        wanted = {DEMO_BASE, *DEMO_ZOO} | existing
-        entries = [e for e in default_zoo() if e.name in wanted]
+            existing = []
+        entries = demo_zoo_entries(existing)
     return (yield from build_zoo_job(Path(folder), entries, cancel))
-
-
-def pick_demo_models(index: "ZooIndex") -> tuple["ZooModelInfo", list["ZooModelInfo"]]:
-    """Choose the base and the zoo models to open from a zoo index.
-
-    Base: the demo MLP when listed, else the first MLP trained on "digits". Zoo: the demo
-    models that are listed, else up to four others, preferring a same-width MLP with another
-    seed, a model trained on other data and a CNN, so that every kind of step can be tried.
-    Raises MalError when the zoo has no MLP trained on digits.
-    """
-    from ..core.errors import MalError
-
-    by_name = {e.name: e for e in index.entries}
-    base = by_name.get(DEMO_BASE) or next(
-        (e for e in index.entries if e.family == "mlp" and e.dataset == "digits"), None)
-    if base is None:
-        raise MalError(f"{index.dir}: the zoo has no MLP trained on digits to use as the base")
-    zoo = [by_name[n] for n in DEMO_ZOO if n in by_name and n != base.name]
-    if not zoo:
-        others = [e for e in index.entries if e.name != base.name]
-        ranked = sorted(others, key=lambda e: (
-            not (e.family == base.family and e.config == base.config),  # same arch, other seed
-            e.dataset == base.dataset and e.family == "mlp",
-            e.family != "cnn"))
-        zoo = ranked[:4]
-    return base, zoo
-
-
-def _weight_layers(tree: Any) -> list[str]:
-    """Paths of the weight layers of a layer tree, in model order."""
-    found: list[str] = []
-    stack = [tree.root]
-    while stack:
-        node = stack.pop()
-        if node.layer is not None:
-            found.append(node.path)
-        stack.extend(reversed(node.children))
-    return found
-
-
-def suggest_first_step(workspace: Any) -> "AssemblyStep | None":
-    """An example step for a freshly opened demo: a hidden layer of a same-architecture zoo model
-    merged into the same base layer (both the out and the in side get aligned), or None.
-
-    Runs in the GUI thread but only reads the layer trees and asks the (cached) pre-flight check.
-    """
-    from ..core.merge.plan import AssemblyStep
-
-    base = workspace.base
-    if base is None:
-        return None
-    layers = _weight_layers(base.tree)
-    preferred = layers[1:-1] + layers[:1] + layers[-1:]
-    for name, entry in workspace.zoo.items():
-        donor_layers = set(_weight_layers(entry.tree))
-        for layer in preferred:
-            if layer in donor_layers and workspace.check(name, layer, layer).ok:
-                return AssemblyStep(name, layer, layer, lam=0.5)
-    return None
 
 
 # -- evaluation matrix and the MAL study -------------------------------------------------------
 MERGED_REF = "plan:current"  # row id of the merged model in the evaluation matrix
 MERGED_NAME = "merged (current plan)"
-
-
-def _used_zoo(plan: "AssemblyPlan") -> "AssemblyPlan":
-    """A copy of ``plan`` naming only the zoo models its steps use.
-
-    The merged model's cache key hashes every zoo file the plan names; an unused one would make
-    opening another zoo model invalidate the merged row for nothing.
-    """
-    from ..core.merge.plan import AssemblyPlan
-
-    used = {s.source for s in plan.steps}
-    return AssemblyPlan(plan.base, {k: v for k, v in plan.zoo.items() if k in used}, None,
-                        list(plan.steps))
 
 
 def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None,
@@ -301,11 +223,13 @@ def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None
     reads file headers, so such a plan cannot be assembled either).
     """
     from ..core.errors import PlanError
+    from ..core.project.merged import missing_model_files, used_zoo
     from ..core.toolkit.model_refs import plan_ref
 
-    plan = _used_zoo(plan)
-    missing = [p or "(a model only in memory)" for p in (plan.base, *plan.zoo.values())
-               if not p or not Path(p).is_file()]
+    # Only the zoo models the steps use: an unused one in the cache key would invalidate the
+    # merged row whenever another zoo model is opened.
+    plan = used_zoo(plan)
+    missing = missing_model_files(plan)
     if missing:
         raise PlanError(f"the merged model needs the plan's models as files; {missing[0]} is "
                         "not one")

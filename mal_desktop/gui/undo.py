@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any
 
 from PySide6.QtGui import QUndoCommand
 
@@ -158,29 +158,3 @@ class UpdateStepCommand(QUndoCommand):
 
     def undo(self) -> None:
         self._plan.replace_step(self._index, self._old)
-
-
-class RemoveStepsCommand(QUndoCommand):
-    """Remove several steps at once (e.g. all steps of a zoo model being unloaded).
-
-    One command holding (index, step) pairs rather than a Qt macro of child commands: PySide
-    does not keep Python child commands alive for their parent, which would crash on undo.
-    """
-
-    def __init__(self, plan: AssemblyPlan, indices: Iterable[int], text: str,
-                 parent: QUndoCommand | None = None) -> None:
-        super().__init__(text, parent)
-        self._plan = plan
-        order = sorted(set(indices))
-        for i in order:
-            if not 0 <= i < len(plan.steps):
-                raise IndexError(f"no step {i + 1} in the plan ({len(plan.steps)} steps)")
-        self._removed = [(i, plan.steps[i]) for i in order]
-
-    def redo(self) -> None:
-        for i, _step in reversed(self._removed):  # highest first: lower indices stay valid
-            self._plan.remove_step(i)
-
-    def undo(self) -> None:
-        for i, step in self._removed:  # lowest first: each lands at its old index
-            self._plan.insert_step(i, step)

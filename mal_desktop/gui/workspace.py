@@ -1,9 +1,11 @@
 """The GUI's session state: loaded models, their layer trees, the assembly plan, the undo stack.
 
 The workspace owns no widgets. Panes and panels read it and edit the plan only by pushing undo
-commands on :attr:`Workspace.undo_stack` (gui/undo.py). Loading models is not undoable (it is a
-file operation); removing a zoo model also removes its steps, as one undoable command, so the
-plan never refers to a model that is silently gone.
+commands on :attr:`Workspace.undo_stack` (gui/undo.py). Every path that adds a step (a drop, the
+"Merge into base layer" menu, the demo's example step) goes through :meth:`Workspace.add_step`,
+and every fit question through :meth:`Workspace.check` (the one cache of pre-flight answers).
+Loading models is not undoable (it is a file operation); removing a zoo model is, together with
+its steps (:class:`RemoveZooCommand`), so the plan never refers to a model that is gone.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from ..core.merge.plan import AssemblyPlan, AssemblyStep, PlanChange
 from ..core.merge.preflight import StepCheck, check_step
-from .undo import RemoveStepsCommand
+from .undo import AddStepCommand
 
 if TYPE_CHECKING:
     from ..core.graph.tree import LayerTree
@@ -47,6 +49,38 @@ class ModelEntry:
     def path_text(self) -> str:
         """The file as the plan stores it ("" for a model that only lives in memory)."""
         return str(self.path) if self.path is not None else ""
+
+
+def step_label(step: AssemblyStep) -> str:
+    """"zoo:layer \u2192 base layer", how hints and messages name a step."""
+    return f"{step.source}:{step.source_layer} \u2192 {step.base_layer}"
+
+
+def fit_text(step: AssemblyStep, check: StepCheck) -> str:
+    """What a drop of ``step`` would do (its width case) or why it is refused."""
+    if check.ok:
+        return f"{step_label(step)}: {check.case_text}"
+    return f"Cannot merge {step_label(step)}: {check.reason}"
+
+
+@dataclass(frozen=True)
+class StepAdded:
+    """The outcome of :meth:`Workspace.add_step`: where the step went (-1: refused) and why."""
+
+    step: AssemblyStep
+    check: StepCheck
+    index: int = -1
+
+    @property
+    def ok(self) -> bool:
+        """True when the step was added."""
+        return self.index >= 0
+
+    @property
+    def message(self) -> str:
+        """One line for the status bar: "Added step N: ..." or the reason it was refused."""
+        text = fit_text(self.step, self.check)
+        return f"Added step {self.index + 1}: {text}" if self.ok else text
 
 
 class Workspace(QObject):
@@ -81,32 +115,46 @@ class Workspace(QObject):
 
         Re-adding the same file under the same name replaces the old entry (a reload).
         """
-        name = entry.name
-        old = self.zoo.get(name)
+        old = self.zoo.get(entry.name)
         if old is not None and old.path_text != entry.path_text:
-            n = 2
-            while f"{entry.name}-{n}" in self.zoo:
-                n += 1
-            name = f"{entry.name}-{n}"
-        if name != entry.name:
-            entry = replace(entry, name=name)
-        self.zoo[name] = entry
-        self.plan.set_models(zoo={k: v.path_text for k, v in self.zoo.items()})
-        self._models_changed()
+            entry = replace(entry, name=self.free_zoo_name(entry.name))
+        self.zoo[entry.name] = entry
+        self._zoo_changed()
         return entry
 
     def remove_zoo(self, name: str) -> None:
-        """Remove zoo model ``name``; its steps go too, as one undoable command.
+        """Remove zoo model ``name`` and its steps, as one undoable command.
 
-        Raises KeyError when no zoo model has that name.
+        Undo brings back the model (at its place in the zoo) and its steps (at their places in
+        the plan). Raises KeyError when no zoo model has that name.
         """
         if name not in self.zoo:
             raise KeyError(name)
-        used = [i for i, s in enumerate(self.plan.steps) if s.source == name]
-        if used:
-            self.undo_stack.push(RemoveStepsCommand(
-                self.plan, used, f"Remove {len(used)} step(s) of {name}"))
+        self.undo_stack.push(RemoveZooCommand(self, name))
+
+    def free_zoo_name(self, name: str) -> str:
+        """``name``, or ``name-2``, ``name-3``... : the first one no zoo model uses."""
+        if name not in self.zoo:
+            return name
+        n = 2
+        while f"{name}-{n}" in self.zoo:
+            n += 1
+        return f"{name}-{n}"
+
+    def _take_zoo(self, name: str) -> None:
+        """Drop zoo model ``name`` (not its steps; :class:`RemoveZooCommand` does those)."""
         del self.zoo[name]
+        self._zoo_changed()
+
+    def _put_zoo(self, entry: ModelEntry, position: int) -> None:
+        """Insert ``entry`` back at ``position`` in the zoo (the order tabs and plans show)."""
+        items = list(self.zoo.items())
+        items.insert(min(position, len(items)), (entry.name, entry))
+        self.zoo.clear()  # in place: views hold this dict
+        self.zoo.update(items)
+        self._zoo_changed()
+
+    def _zoo_changed(self) -> None:
         self.plan.set_models(zoo={k: v.path_text for k, v in self.zoo.items()})
         self._models_changed()
 
@@ -139,8 +187,9 @@ class Workspace(QObject):
     def check(self, source: str, source_layer: str, base_layer: str) -> StepCheck:
         """Can layer ``source_layer`` of zoo model ``source`` merge into ``base_layer``?
 
-        Asks core.merge.preflight.check_step (cached: a drag hover asks many times); a model
-        that is not loaded gives ok=False with the reason.
+        Asks core.merge.preflight.check_step, cached here and only here (a drag hover asks many
+        times; the cache is dropped whenever the models change); a model that is not loaded
+        gives ok=False with the reason.
         """
         key = (source, source_layer, base_layer)
         hit = self._checks.get(key)
@@ -164,6 +213,20 @@ class Workspace(QObject):
     def push(self, command: QUndoCommand) -> None:
         """Run ``command`` through the undo stack (the only way the GUI edits the plan)."""
         self.undo_stack.push(command)
+
+    def add_step(self, step: AssemblyStep, index: int | None = None) -> StepAdded:
+        """Add ``step`` (undoably) if it fits; the one entry point every add-step path uses.
+
+        Parameters: step - the step to add; index - where in the plan (default: append).
+        Returns the outcome: the index it went to, or -1 with the reason it does not fit (the
+        plan and the undo stack are then untouched).
+        """
+        check = self.check_plan_step(step)
+        if not check.ok:
+            return StepAdded(step, check)
+        command = AddStepCommand(self.plan, step, index)
+        self.push(command)
+        return StepAdded(step, check, command.index)
 
     # -- selection -------------------------------------------------------------------------
     @property
@@ -200,3 +263,42 @@ class Workspace(QObject):
         elif change.kind == "reset":
             self._selected = -2
             self.select_step(0 if self.plan.steps else -1)
+
+
+class RemoveZooCommand(QUndoCommand):
+    """Remove a zoo model and the steps that use it; undo restores both in their places.
+
+    One command (not a Qt macro of children: PySide does not keep Python child commands alive
+    for their parent). If another model took the name while this one was gone (a different
+    file opened under the same name), undo brings this one back under a free name and points
+    its steps at it; the same file under the same name is simply kept.
+    """
+
+    def __init__(self, workspace: Workspace, name: str,
+                 parent: QUndoCommand | None = None) -> None:
+        self._ws = workspace
+        self._entry = workspace.zoo[name]
+        self._position = list(workspace.zoo).index(name)
+        self._removed = [(i, s) for i, s in enumerate(workspace.plan.steps) if s.source == name]
+        n = len(self._removed)
+        super().__init__(f"Remove zoo model {name}" + (f" and its {n} step{'s' if n != 1 else ''}"
+                                                      if n else ""), parent)
+
+    def redo(self) -> None:
+        plan = self._ws.plan
+        for i, _step in reversed(self._removed):  # highest first: lower indices stay valid
+            plan.remove_step(i)
+        # Steps first, then the model: the plan never names a model that is gone.
+        self._ws._take_zoo(self._entry.name)
+
+    def undo(self) -> None:
+        ws = self._ws
+        taken = ws.zoo.get(self._entry.name)
+        if taken is None:
+            ws._put_zoo(self._entry, self._position)
+        elif taken.path_text != self._entry.path_text:
+            self._entry = replace(self._entry, name=ws.free_zoo_name(self._entry.name))
+            self._removed = [(i, replace(s, source=self._entry.name)) for i, s in self._removed]
+            ws._put_zoo(self._entry, self._position)
+        for i, step in self._removed:  # lowest first: each lands at its old index
+            ws.plan.insert_step(i, step)

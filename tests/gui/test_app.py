@@ -23,7 +23,8 @@ from mal_desktop.gui.dialogs.about import AboutDialog
 from mal_desktop.gui.dialogs.demo_zoo import DemoZooDialog
 from mal_desktop.gui.log import report_error
 from mal_desktop.gui.main_window import MainWindow
-from mal_desktop.gui.project import load_project, recovery_path, write_recovery, Project
+from mal_desktop.core.project.document import Project, load_project
+from mal_desktop.core.project.recovery import recovery_path, write_recovery
 from mal_desktop.gui.settings import Settings
 from mal_desktop.gui.undo import AddStepCommand
 from mal_desktop.gui.workers import JobRunner
@@ -64,9 +65,7 @@ def window(qtbot, settings: Settings, asked: Asked) -> Iterator[MainWindow]:
     w.show()
     qtbot.waitExposed(w)
     yield w
-    w._session_dirty = False
-    if w.workspace is not None:
-        w.workspace.undo_stack.setClean()
+    w.session.mark_clean()  # nothing to ask about when the fixture closes the window
     asked.answers.setdefault("stop_running_job", True)
     dispose(w)
 
@@ -85,7 +84,7 @@ def dispose(w: MainWindow) -> None:
 
 def ready(qtbot, w: MainWindow) -> MainWindow:
     w.start_up()
-    qtbot.waitUntil(lambda: w.workspace is not None and not w.runner.is_running(), timeout=60000)
+    qtbot.waitUntil(lambda: w.workspace is not None and not w.jobs.runner.is_running(), timeout=60000)
     return w
 
 
@@ -112,11 +111,11 @@ def test_window_starts_engine_and_closes_without_leaking_threads(qtbot, window: 
     ready(qtbot, window)
     assert window.device_label.text() in ("Device: CPU",) or "CUDA" in window.device_label.text()
     assert window.dataset_combo.findData("digits") >= 0
-    assert window.curve_plot is not None and window.assembly_panel is not None
-    thread = window.runner._thread
+    assert window.views.curve_plot is not None and window.views.assembly_panel is not None
+    thread = window.jobs.runner._thread
     assert thread is not None and thread.isRunning()
     assert window.close()
-    assert thread.isFinished() and window.runner._thread is None
+    assert thread.isFinished() and window.jobs.runner._thread is None
     # Layout was stored for the next start.
     assert not window.settings.window_state.isEmpty()
     assert not window.settings.window_geometry.isEmpty()
@@ -157,14 +156,14 @@ def test_close_with_unsaved_changes_asks(qtbot, window: MainWindow, asked: Asked
     step = AssemblyStep("a", "layers.0", "layers.0")
     assert ws.check_plan_step(step).ok
     ws.push(AddStepCommand(ws.plan, step))
-    window.autosaver.save_now()
-    assert window.autosaver.path.is_file()
+    window.session.autosaver.save_now()
+    assert window.session.autosaver.path.is_file()
 
     asked.answers["unsaved_changes"] = ask.CANCEL
     assert not window.close()
     assert window.isVisible() and asked.calls == ["unsaved_changes"]
 
-    window.project_path = tmp_path / "kept.malproj"
+    window.session.project_path = tmp_path / "kept.malproj"
     asked.answers["unsaved_changes"] = ask.SAVE
     assert window.close()
     assert asked.calls == ["unsaved_changes", "unsaved_changes"]
@@ -172,7 +171,7 @@ def test_close_with_unsaved_changes_asks(qtbot, window: MainWindow, asked: Asked
     assert saved.plan.steps == [step]
     assert saved.plan.base == str(base_file.resolve())
     assert saved.plan.zoo == {"a": str(zoo_file.resolve())}
-    assert not window.autosaver.path.exists()  # the user decided: no recovery file left
+    assert not window.session.autosaver.path.exists()  # the user decided: no recovery file left
 
 
 def test_close_with_a_running_job_asks_and_cancels(qtbot, window: MainWindow,
@@ -188,15 +187,15 @@ def test_close_with_a_running_job_asks_and_cancels(qtbot, window: MainWindow,
         finally:
             stopped.set()
 
-    window.submit(endless, "Spinning", lambda result: None)
+    window.jobs.submit(endless, "Spinning", lambda result: None)
     # It runs (not only queued in the worker's event loop):
     qtbot.waitUntil(lambda: window.statusBar().currentMessage() == "spinning", timeout=2000)
     assert window.progress_bar.isVisible() and window.cancel_button.isVisible()
     asked.answers["stop_running_job"] = False
     assert not window.close()
-    assert window.runner.is_running() and not stopped.is_set()
+    assert window.jobs.runner.is_running() and not stopped.is_set()
     asked.answers["stop_running_job"] = True
-    thread = window.runner._thread
+    thread = window.jobs.runner._thread
     assert window.close()
     assert stopped.is_set() and thread.isFinished()
 
@@ -208,9 +207,9 @@ def test_escape_cancels_the_running_job(qtbot, window: MainWindow) -> None:
             yield ProgressEvent("spin", 0.5, "spinning")
             threading.Event().wait(0.005)
 
-    window.submit(endless, "Spinning", lambda result: None)
+    window.jobs.submit(endless, "Spinning", lambda result: None)
     qtbot.waitUntil(lambda: window.actions.cancel.isEnabled(), timeout=2000)
-    with qtbot.waitSignal(window.runner.cancelled, timeout=3000):
+    with qtbot.waitSignal(window.jobs.runner.cancelled, timeout=3000):
         qtbot.keyClick(window, Qt.Key.Key_Escape)
     assert not window.progress_bar.isVisible()
 
@@ -231,7 +230,7 @@ def test_failed_job_reaches_the_error_dialog(qtbot, window: MainWindow) -> None:
         yield ProgressEvent("x", 0.1)
         raise ValueError("boom")
 
-    window.submit(bad, "Bad job", lambda result: None)
+    window.jobs.submit(bad, "Bad job", lambda result: None)
     qtbot.waitUntil(lambda: any(b.objectName() == "errorBox"
                                 for b in window.findChildren(QMessageBox)), timeout=5000)
     box = next(b for b in window.findChildren(QMessageBox) if b.objectName() == "errorBox")
@@ -253,7 +252,7 @@ def _drop_event(cls, files: list[Path]):
 def test_dropping_model_files_opens_them(qtbot, window: MainWindow, monkeypatch,
                                          tmp_path: Path) -> None:
     opened: list[list[str]] = []
-    monkeypatch.setattr(window, "open_paths", lambda paths: opened.append(list(paths)))
+    monkeypatch.setattr(window.files, "open_paths", lambda paths: opened.append(list(paths)))
     good = [tmp_path / "a.safetensors", tmp_path / "b.pt2"]
     enter, _m1 = _drop_event(QDragEnterEvent, good)
     window.dragEnterEvent(enter)
@@ -318,10 +317,10 @@ def test_recovery_offered_after_a_crash(qtbot, window: MainWindow, asked: Asked)
     crashed = recovery_path(data_dir, proc.pid)
     write_recovery(data_dir, Project(), None).rename(crashed)
     asked.answers["offer_recovery"] = ask.LATER
-    assert not window.check_recovery()
+    assert not window.files.check_recovery()
     assert crashed.exists()  # asked again next time
     asked.answers["offer_recovery"] = ask.DISCARD
-    assert not window.check_recovery()
+    assert not window.files.check_recovery()
     assert not crashed.exists() and asked.calls == ["offer_recovery", "offer_recovery"]
 
 
@@ -331,7 +330,7 @@ def test_open_run_save_export_and_reopen(qtbot, window: MainWindow, small_zoo, t
     ready(qtbot, window)
     ws = window.workspace
     base, donor = small_zoo.path_of("mlp-w32-s0"), small_zoo.path_of("mlp-w32-s1")
-    window.open_paths([str(base), str(donor)])
+    window.files.open_paths([str(base), str(donor)])
     qtbot.waitUntil(lambda: ws.base is not None and len(ws.zoo) == 1, timeout=30000)
     assert window.central.currentWidget() is window.zoo_tabs
     assert window.zoo_tabs.count() == 1 and "mlp-w32-s0" in window.base_dock.windowTitle()
@@ -341,23 +340,23 @@ def test_open_run_save_export_and_reopen(qtbot, window: MainWindow, small_zoo, t
     ws.push(AddStepCommand(ws.plan, AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.5)))
     assert window.actions.run.isEnabled()
     points: list[object] = []
-    window.runner.progress.connect(lambda e: points.append(e.payload) if e.payload else None)
+    window.jobs.runner.progress.connect(lambda e: points.append(e.payload) if e.payload else None)
     window.grid_spin.setValue(5)
-    window.run()
-    qtbot.waitUntil(lambda: window._last_run is not None, timeout=60000)
-    run = window._last_run
+    window.runs.run()
+    qtbot.waitUntil(lambda: window.runs.last_run is not None, timeout=60000)
+    run = window.runs.last_run
     assert len(run.curve.lambdas) == 5 and run.step_index == 0
     kinds = {type(p).__name__ for p in points}
     assert {"StepDiagnostics", "CurvePoint"} <= kinds
-    assert window.diagnostics.current is not None
+    assert window.views.diagnostics.current is not None
 
     project_file = tmp_path / "study.malproj"
-    assert window._write_project(project_file)
+    assert window.files.write_project(project_file)
     assert not window.windowTitle().startswith("*") and "study.malproj" in window.windowTitle()
 
     out = tmp_path / "merged.safetensors"
-    window.export_merged(out)
-    qtbot.waitUntil(lambda: out.exists() and not window.runner.is_running(), timeout=60000)
+    window.runs.export_merged(out)
+    qtbot.waitUntil(lambda: out.exists() and not window.jobs.runner.is_running(), timeout=60000)
     from mal_desktop.core.io.files import load_model
 
     merged = load_model(out)
@@ -367,12 +366,12 @@ def test_open_run_save_export_and_reopen(qtbot, window: MainWindow, small_zoo, t
     other = MainWindow(settings)
     try:
         ready(qtbot, other)
-        other.open_project(project_file)
-        qtbot.waitUntil(lambda: other.workspace.base is not None and not other.runner.is_running(),
+        other.files.open_project(project_file)
+        qtbot.waitUntil(lambda: other.workspace.base is not None and not other.jobs.runner.is_running(),
                         timeout=30000)
         assert other.workspace.plan.steps == ws.plan.steps
         assert set(other.workspace.zoo) == {"mlp-w32-s1"}
-        assert not other.is_dirty()
+        assert not other.session.is_dirty()
     finally:
         dispose(other)
 
@@ -381,7 +380,7 @@ def test_open_run_save_export_and_reopen(qtbot, window: MainWindow, small_zoo, t
     assert ws.zoo == {} and ws.plan.steps == [] and window.windowTitle().startswith("*")
     # New project: asks about the unsaved change, then shows the welcome page again.
     asked.answers["unsaved_changes"] = ask.DISCARD
-    window.new_project()
+    window.files.new_project()
     assert ws.base is None and window.central.currentWidget() is window.welcome
     assert window.windowTitle() == "Untitled \u2014 MAL Desktop"
 
@@ -473,7 +472,7 @@ def test_restore_autosaved_work_after_a_crash(qtbot, window: MainWindow, asked: 
     write_recovery(data_dir, Project(plan, "digits", {"selected_step": 0}), None).rename(crashed)
     asked.answers["offer_recovery"] = ask.RESTORE
     ready(qtbot, window)  # start-up asks, then reopens the models of the autosave
-    qtbot.waitUntil(lambda: window.workspace.base is not None and not window.runner.is_running(),
+    qtbot.waitUntil(lambda: window.workspace.base is not None and not window.jobs.runner.is_running(),
                     timeout=30000)
     assert asked.calls == ["offer_recovery"]
     assert window.workspace.plan.steps == plan.steps and set(window.workspace.zoo) == {"d"}

@@ -208,9 +208,10 @@ def test_remove_zoo_removes_its_steps_undoably(qtbot) -> None:
     ws.remove_zoo("zoo_mlp")
     assert ws.plan.steps == [steps[1]]
     assert set(ws.zoo) == set(ws.plan.zoo) == {"zoo_cnn"}  # the plan forgets the model too
-    assert ws.undo_stack.count() == 1  # its steps went as one command
+    assert ws.undo_stack.count() == 1  # the model and its steps: one command
     ws.undo_stack.undo()
     assert ws.plan.steps == steps  # back in place
+    assert set(ws.zoo) == set(ws.plan.zoo) == {"zoo_mlp", "zoo_cnn"}  # the model comes back
     ws.undo_stack.redo()
     assert ws.plan.steps == [steps[1]]
     with pytest.raises(KeyError):

@@ -135,16 +135,15 @@ def window(qtbot, settings: Settings, small_zoo, tmp_path: Path) -> Iterator[Mai
     w.show()
     qtbot.waitExposed(w)
     w.start_up()
-    qtbot.waitUntil(lambda: w.workspace is not None and not w.runner.is_running(), timeout=60000)
+    qtbot.waitUntil(lambda: w.workspace is not None and not w.jobs.runner.is_running(), timeout=60000)
     paths = [small_zoo.path_of(n) for n in ("mlp-w32-s0", "mlp-w32-s1", "mlp-w64-s0")]
-    w.open_paths([str(p) for p in paths])
+    w.files.open_paths([str(p) for p in paths])
     ws = w.workspace
     qtbot.waitUntil(lambda: ws.base is not None and len(ws.zoo) == 2
-                    and not w.runner.is_running(), timeout=30000)
-    w.evaluate_panel.cache_dir = tmp_path / "eval-cache"
+                    and not w.jobs.runner.is_running(), timeout=30000)
+    w.views.evaluate_panel.cache_dir = tmp_path / "eval-cache"
     yield w
-    w._session_dirty = False
-    ws.undo_stack.setClean()
+    w.session.mark_clean()  # nothing to ask about when the fixture closes the window
     if shiboken6.isValid(w):
         w.shutdown()
         w.close()
@@ -152,7 +151,7 @@ def window(qtbot, settings: Settings, small_zoo, tmp_path: Path) -> Iterator[Mai
 
 
 def _evaluate(qtbot, w: MainWindow) -> MatrixResult:
-    with qtbot.waitSignal(w.runner.finished, timeout=60000) as blocker:
+    with qtbot.waitSignal(w.jobs.runner.finished, timeout=60000) as blocker:
         w.actions.evaluate.trigger()
     result = blocker.args[0]
     assert isinstance(result, MatrixResult)
@@ -161,7 +160,7 @@ def _evaluate(qtbot, w: MainWindow) -> MatrixResult:
 
 def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
         qtbot, window: MainWindow, small_zoo, tmp_path: Path) -> None:
-    w, ws, panel = window, window.workspace, window.evaluate_panel
+    w, ws, panel = window, window.workspace, window.views.evaluate_panel
     assert w.actions.evaluate.shortcut().toString() == "Ctrl+E"
     assert w.actions.save_merged.shortcut().toString() != "Ctrl+E"  # no ambiguous shortcut
     ws.push(AddStepCommand(ws.plan, AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.5)))
@@ -171,7 +170,7 @@ def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
     base = str(small_zoo.path_of("mlp-w32-s0"))
     panel.set_checked([base, tasks.MERGED_REF, "data:digits"])
     cells: list[MatrixCell] = []
-    w.runner.progress.connect(lambda e: cells.append(e.payload)
+    w.jobs.runner.progress.connect(lambda e: cells.append(e.payload)
                               if isinstance(e.payload, MatrixCell) else None)
 
     result = _evaluate(qtbot, w)
@@ -212,7 +211,7 @@ def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
     cache = panel.model.result.cache_dir
     stamps = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
     stages: list[str] = []
-    w.runner.progress.connect(lambda e: stages.append(e.stage))
+    w.jobs.runner.progress.connect(lambda e: stages.append(e.stage))
     again = _evaluate(qtbot, w)
     assert (again.computed, again.cached) == (0, 2)
     assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
@@ -223,7 +222,7 @@ def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
 
 def test_cancel_mid_run_keeps_finished_cells_and_resumes(qtbot, window: MainWindow,
                                                           monkeypatch) -> None:
-    w, panel = window, window.evaluate_panel
+    w, panel = window, window.views.evaluate_panel
     reached, release = threading.Event(), threading.Event()
     real = matrix_mod.run_pipeline
     calls = []
@@ -241,8 +240,8 @@ def test_cancel_mid_run_keeps_finished_cells_and_resumes(qtbot, window: MainWind
     assert len(panel.selected_models()) == 3
     w.actions.evaluate.trigger()
     qtbot.waitUntil(reached.is_set, timeout=30000)
-    with qtbot.waitSignal(w.runner.cancelled, timeout=30000):
-        w.cancel_job()  # what the Cancel button and Esc do
+    with qtbot.waitSignal(w.jobs.runner.cancelled, timeout=30000):
+        w.jobs.cancel()  # what the Cancel button and Esc do
         release.set()
     qtbot.waitUntil(lambda: len(panel.model.finished_cells()) == 2, timeout=5000)
     model = panel.model
@@ -272,14 +271,14 @@ def test_small_study_runs_from_the_gui_and_links_the_report(qtbot, window: MainW
     dialog.small.setChecked(True)
     assert dialog.out_dir() == out and dialog.is_small()
     dialog.deleteLater()
-    with qtbot.waitSignal(window.runner.finished, timeout=120000) as blocker:
-        window.run_study(out, small=True)
+    with qtbot.waitSignal(window.jobs.runner.finished, timeout=120000) as blocker:
+        window.evaluation.run_study(out, small=True)
     result = blocker.args[0]
     assert result.report_path == out / "report.md" and result.report_path.is_file()
     assert (out / "small-zoo" / "zoo.json").is_file() and not demo.exists()  # demo zoo untouched
     for name, _caption in FIGURES.values():  # drawn in the GUI thread after the job
         assert (out / name).stat().st_size > 0
-    box = window.study_message
+    box = window.evaluation.study_message
     qtbot.waitUntil(box.isVisible, timeout=5000)
     assert (out / "report.md").as_uri() in box.text()
     assert box.text().count("<li>law ") == len(result.data["laws"])
@@ -288,8 +287,8 @@ def test_small_study_runs_from_the_gui_and_links_the_report(qtbot, window: MainW
 
 def test_real_study_job_cancels_from_the_gui(qtbot, window: MainWindow, tmp_path: Path) -> None:
     out = tmp_path / "study"
-    window.run_study(out, small=True)
+    window.evaluation.run_study(out, small=True)
     qtbot.waitUntil(lambda: window.progress_bar.isVisible(), timeout=5000)
-    with qtbot.waitSignal(window.runner.cancelled, timeout=30000):
-        window.cancel_job()
+    with qtbot.waitSignal(window.jobs.runner.cancelled, timeout=30000):
+        window.jobs.cancel()
     assert not (out / "report.md").exists()

@@ -17,7 +17,7 @@ from mal_desktop.core.merge.results import SideReport, StepDiagnostics  # noqa: 
 from mal_desktop.gui.plots.curve_plot import CurvePlot  # noqa: E402
 from mal_desktop.gui.plots.diagnostics import DiagnosticsPanel, matrix_image  # noqa: E402
 from mal_desktop.gui.plots.export import csv_text  # noqa: E402
-from mal_desktop.gui.plots.style import plot_colors  # noqa: E402
+from mal_desktop.gui.palette import plot_colors  # noqa: E402
 
 pytestmark = pytest.mark.gui
 

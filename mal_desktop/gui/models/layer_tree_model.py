@@ -4,9 +4,9 @@ Rows are the model's modules (LayerNode) and, under each, its state tensors (Ten
 Columns: name, shape, parameters, permutation space, stats; what each says is worded by
 :class:`~mal_desktop.gui.models.layer_text.LayerText`. Weight layers (``node.layer`` set)
 of a zoo model can be dragged (MIME "application/x-mal-layer", JSON payload); the base model's
-rows accept such drops: ``canDropMimeData`` asks core.merge.preflight (through the workspace)
-whether the step fits and emits ``dropHint(text, ok)``; ``dropMimeData`` pushes an undoable
-AddStepCommand. Children are materialised on first request, so a large model costs nothing
+rows accept such drops: ``canDropMimeData`` asks the workspace (its cached core pre-flight
+check) whether the step fits and emits ``dropHint(text, ok)``; ``dropMimeData`` adds the step
+through ``Workspace.add_step`` (undoable). Children are materialised on first request, so a large model costs nothing
 until it is expanded. Repeated sibling blocks (same ``repeat`` signature) are labelled
 "(x2 identical)" and flagged with REPEAT_ROLE so views start them collapsed.
 """
@@ -22,8 +22,7 @@ from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 from ...core.merge.plan import AssemblyStep, PlanChange
-from ...core.merge.preflight import StepCheck
-from ..undo import AddStepCommand
+from ..workspace import fit_text
 from .glyphs import group_icon, layer_icon, lock_icon, tensor_icon
 from .layer_text import (COL_NAME, COL_PARAMS, COL_SHAPE, COL_SPACE, COL_STATS, COLUMN_TIPS,
                          COLUMNS, LayerText)
@@ -92,10 +91,8 @@ class QtLayerTreeModel(QAbstractItemModel):
         self._by_path: dict[str, int] = {}  # node path -> item id (materialised rows only)
         self._used: dict[str, list[int]] = {}  # layer path -> step numbers using it
         self._last_hint: tuple[str, bool] | None = None
-        self._checks: dict[tuple[str, str, str], tuple[bool, str, AssemblyStep | None]] = {}
         if workspace is not None:
             self._listener = subscribe_weakly(workspace.plan, self, "_on_plan_change")
-            workspace.modelsChanged.connect(self._checks.clear)
             self._recompute_used()
 
     # -- lazy structure ------------------------------------------------------------------------
@@ -326,23 +323,11 @@ class QtLayerTreeModel(QAbstractItemModel):
             where = self.data(target.siblingAtColumn(0), PATH_ROLE) if target.isValid() else ""
             return False, (f"{where} is not a weight layer: drop onto a linear or conv layer."
                            if where else "Drop onto a linear or conv layer of the base."), None
-        key = (ref.model, ref.layer, node.path)
-        hit = self._checks.get(key)
-        if hit is not None:
-            return hit
         if self._ws is None:
-            result = (False, "No workspace to add steps to.", None)
-        else:
-            check: StepCheck = self._ws.check(ref.model, ref.layer, node.path)
-            label = f"{ref.model}:{ref.layer} \u2192 {node.path}"
-            if check.ok:
-                result = (True, f"{label}: {check.case_text}",
-                          AssemblyStep(source=ref.model, source_layer=ref.layer,
-                                       base_layer=node.path))
-            else:
-                result = (False, f"Cannot merge {label}: {check.reason}", None)
-        self._checks[key] = result
-        return result
+            return False, "No workspace to add steps to.", None
+        step = AssemblyStep(source=ref.model, source_layer=ref.layer, base_layer=node.path)
+        check = self._ws.check_plan_step(step)  # cached in the workspace: hovers ask often
+        return check.ok, fit_text(step, check), step if check.ok else None
 
     def _hint(self, text: str, ok: bool) -> None:
         # Hover calls this on every mouse move: only tell the status bar about changes.
@@ -365,10 +350,9 @@ class QtLayerTreeModel(QAbstractItemModel):
         if not ok or step is None or self._ws is None:
             self._hint(text, False)
             return False
-        command = AddStepCommand(self._ws.plan, step)
-        self._ws.push(command)
-        self._hint(f"Added step {command.index + 1}: {text}", True)
-        return True
+        added = self._ws.add_step(step)
+        self._hint(added.message, added.ok)
+        return added.ok
 
     def end_drag(self) -> None:
         """Forget the last hint (the drag left or ended) so the next hover reports again."""

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import QApplication
 
 from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS, SampleScores
-from ..plots.style import plot_colors
+from ..palette import plot_colors
 
 VALUE_ROLE = Qt.ItemDataRole.UserRole + 1  # float value of the shown metric (None: missing)
 CELL_ROLE = Qt.ItemDataRole.UserRole + 2  # the MatrixCell (None for column 0 or pending)

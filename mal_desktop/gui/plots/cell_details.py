@@ -23,7 +23,8 @@ from ...core.toolkit.matrix import MatrixCell
 from ...core.evaluate.metric_registry import SampleScores
 from ..models.matrix_model import (class_names, confusion_counts, format_value,
                                    per_class_accuracy, scale_color)
-from .style import color_axes, plot_colors
+from ..palette import plot_colors
+from .style import color_axes
 
 MAX_LABELLED_CELLS = 12  # confusion matrices up to this many classes show their counts
 

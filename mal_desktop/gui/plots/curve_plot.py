@@ -19,8 +19,9 @@ from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.evaluate.metrics import CurvePoint, CurveResult
+from ..palette import plot_colors
 from .export import ExportButton, ExportEntry, export_csv, export_png
-from .style import color_axes, plot_colors
+from .style import color_axes
 
 SERIES = ("naive", "aligned")
 _REFRESH_MS = 50  # at most ~20 redraws a second however fast points arrive

@@ -23,8 +23,9 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.merge.results import MAX_MATRIX, SideReport, StepDiagnostics
+from ..palette import PlotColors, plot_colors
 from .export import ExportButton, ExportEntry, export_csv, export_png
-from .style import PlotColors, color_axes, plot_colors
+from .style import color_axes
 
 CATEGORIES = ("matched", "padded", "dropped")
 _CATEGORY_TIPS = {"matched": "matched: base unit paired with a zoo unit",

@@ -10,6 +10,7 @@ The editor is refreshed from the plan's change events, so undo/redo updates it t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QPersistentModelIndex, Qt, Signal,
                             Slot)
@@ -108,7 +109,24 @@ class AssemblyPanel(QWidget):
 
     # -- construction ----------------------------------------------------------------------
     def _build(self) -> None:
-        style = self.style()
+        """The panel: the step list with its actions above, the step editor below (a splitter
+        lets the user trade list height for editor height)."""
+        self._build_step_list()
+        buttons = self._build_step_buttons()
+        self._build_editor()
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(self.view)
+        self.splitter.addWidget(self.editor)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(buttons)
+        layout.addWidget(self.splitter, 1)
+
+    # -- step list ---------------------------------------------------------------------------
+    def _build_step_list(self) -> None:
         self.view = StepListView(self)
         self.view.setModel(self.model)
         header = self.view.header()
@@ -120,41 +138,54 @@ class AssemblyPanel(QWidget):
         self.view.selectionModel().currentRowChanged.connect(self._on_row_changed)
         self.view.customContextMenuRequested.connect(self._context_menu)
 
-        def action(text: str, icon: QStyle.StandardPixmap, shortcut: QKeySequence | str,
-                   slot, tip: str) -> QAction:
-            a = QAction(style.standardIcon(icon), text, self)
-            keys = QKeySequence(shortcut)
-            a.setShortcut(keys)
-            # Only while the step list has focus: Delete in a spin box must edit the number.
-            a.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-            a.setToolTip(f"{tip} ({keys.toString(QKeySequence.SequenceFormat.NativeText)})")
-            a.triggered.connect(slot)
-            self.view.addAction(a)
-            return a
+    def _step_action(self, text: str, icon: QStyle.StandardPixmap,
+                     shortcut: QKeySequence | QKeySequence.StandardKey | str,
+                     slot: Callable[[], None], tip: str) -> QAction:
+        """An action of the step list (its shortcut named in the tooltip)."""
+        a = QAction(self.style().standardIcon(icon), text, self)
+        keys = QKeySequence(shortcut)
+        a.setShortcut(keys)
+        # Only while the step list has focus: Delete in a spin box must edit the number.
+        a.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        a.setToolTip(f"{tip} ({keys.toString(QKeySequence.SequenceFormat.NativeText)})")
+        a.triggered.connect(slot)
+        self.view.addAction(a)
+        return a
 
-        self.up_action = action("Move up", QStyle.StandardPixmap.SP_ArrowUp, "Ctrl+Up",
-                                self.move_up, "Run the selected step earlier")
-        self.down_action = action("Move down", QStyle.StandardPixmap.SP_ArrowDown, "Ctrl+Down",
-                                  self.move_down, "Run the selected step later")
-        self.remove_action = action("Remove step", QStyle.StandardPixmap.SP_TrashIcon,
-                                    QKeySequence.StandardKey.Delete, self.remove_selected,
-                                    "Remove the selected step")
+    def _build_step_buttons(self) -> QHBoxLayout:
+        """Move up, move down and remove: actions of the list, and tool buttons above it."""
+        self.up_action = self._step_action("Move up", QStyle.StandardPixmap.SP_ArrowUp,
+                                           "Ctrl+Up", self.move_up, "Run the selected step earlier")
+        self.down_action = self._step_action("Move down", QStyle.StandardPixmap.SP_ArrowDown,
+                                             "Ctrl+Down", self.move_down,
+                                             "Run the selected step later")
+        self.remove_action = self._step_action("Remove step", QStyle.StandardPixmap.SP_TrashIcon,
+                                               QKeySequence.StandardKey.Delete,
+                                               self.remove_selected, "Remove the selected step")
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
-        title = QLabel("<b>Assembly steps</b>")
-        buttons.addWidget(title)
+        buttons.addWidget(QLabel("<b>Assembly steps</b>"))
         buttons.addStretch(1)
         for a in (self.up_action, self.down_action, self.remove_action):
             b = QToolButton(self)
             b.setDefaultAction(a)
             b.setAutoRaise(True)
             buttons.addWidget(b)
+        return buttons
 
-        # Editor
+    # -- step editor -------------------------------------------------------------------------
+    def _build_editor(self) -> None:
+        """The "Selected step" form: lambda, alignment, merge method and width case."""
         self.editor = QGroupBox("Selected step")
         form = QFormLayout(self.editor)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self._build_lambda_row(form)
+        self._build_alignment_rows(form)
+        self._build_method_rows(form)
+        self._build_case_row(form)
 
+    def _build_lambda_row(self, form: QFormLayout) -> None:
+        """A slider and a spin box for lambda, kept in sync (a slider drag is one undo step)."""
         self.lam_slider = QSlider(Qt.Orientation.Horizontal)
         self.lam_slider.setRange(0, SLIDER_STEPS)
         self.lam_slider.setPageStep(SLIDER_STEPS // 20)
@@ -176,6 +207,8 @@ class AssemblyPanel(QWidget):
         lam_row.addWidget(self.lam_spin)
         form.addRow("\u03bb (merging factor)", lam_row)
 
+    def _build_alignment_rows(self, form: QFormLayout) -> None:
+        """How units are matched (alignment mode) and what unmatched base units get."""
         self.align_combo = QComboBox()
         for i, mode in enumerate(ALIGN_MODES):
             self.align_combo.addItem(mode, mode)
@@ -196,36 +229,27 @@ class AssemblyPanel(QWidget):
             lambda _i: self._edit({"unmatched": self.unmatched_combo.currentData()}))
         form.addRow("Unmatched base units", self.unmatched_combo)
 
+    def _build_method_rows(self, form: QFormLayout) -> None:
+        """The merge method and the form of its parameters (filled by ``_build_params``)."""
         self.method_combo = QComboBox()
         for i, (name, method) in enumerate(MERGE_METHODS.items()):
             self.method_combo.addItem(name, name)
             self.method_combo.setItemData(i, method.description, Qt.ItemDataRole.ToolTipRole)
         self.method_combo.activated.connect(self._on_method)
         form.addRow("Merge method", self.method_combo)
-
         self.params_box = QWidget()
         self.params_form = QFormLayout(self.params_box)
         self.params_form.setContentsMargins(0, 0, 0, 0)
         self.params_label = QLabel("Parameters")
         form.addRow(self.params_label, self.params_box)
 
+    def _build_case_row(self, form: QFormLayout) -> None:
+        """The step's width case (or why it does not fit), selectable for copying."""
         self.case_label = QLabel()
         self.case_label.setWordWrap(True)
         self.case_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.case_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         form.addRow("Width case", self.case_label)
-
-        # A splitter lets the user trade list height for editor height.
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.setChildrenCollapsible(False)
-        self.splitter.addWidget(self.view)
-        self.splitter.addWidget(self.editor)
-        self.splitter.setStretchFactor(0, 1)
-        self.splitter.setStretchFactor(1, 0)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(buttons)
-        layout.addWidget(self.splitter, 1)
 
     # -- selection -------------------------------------------------------------------------
     @Slot(int)

@@ -32,11 +32,12 @@ from ...core.evaluate.datasets import available_datasets
 from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS
 from ...core.io.files import atomic_write_text
+from ...core.project.merged import missing_model_files
 from .. import tasks
 from ..models.matrix_model import MatrixSortProxy, QtMatrixModel
 from ..models.plan_model import subscribe_weakly
+from ..palette import plot_colors
 from ..plots.cell_details import CellDetails
-from ..plots.style import plot_colors
 from ..workspace import Workspace
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # list items: the choice key (ref text / dataset name)
@@ -255,9 +256,7 @@ class EvaluatePanel(QWidget):
             n = len(ws.plan.steps)
             tip = (f"The base with the plan's {n} step{'s' if n != 1 else ''} applied "
                    "(assembled only when its cells are not cached)")
-            used = {s.source for s in ws.plan.steps}
-            paths = [ws.plan.base, *(p for k, p in ws.plan.zoo.items() if k in used)]
-            files = all(p and Path(p).is_file() for p in paths)
+            files = not missing_model_files(ws.plan)
             if not files:
                 tip = "The plan's models must be files to assemble and evaluate the merge"
             items.append((tasks.MERGED_REF, tasks.MERGED_NAME, tip, files))

@@ -21,7 +21,6 @@ from ...core.merge.plan import AssemblyStep
 from ..models.layer_tree_model import (COL_NAME, COL_PARAMS, COL_SHAPE, COL_SPACE, COL_STATS,
                                        HAS_MODULES_ROLE, IS_LAYER_ROLE, PATH_ROLE, REPEAT_ROLE,
                                        SEARCH_ROLE, QtLayerTreeModel)
-from ..undo import AddStepCommand
 from ..models.mime import LAYER_MIME
 from ..workspace import ModelEntry, Workspace
 
@@ -396,19 +395,14 @@ class LayerTreePane(QWidget):
         return out
 
     def add_step_into(self, path: str, base_layer: str) -> bool:
-        """Add the step "zoo layer ``path`` -> ``base_layer``" (undoable); False if it does not
-        fit (the reason goes out through ``dropHint``)."""
+        """Add the step "zoo layer ``path`` -> ``base_layer``" (undoable, through
+        ``Workspace.add_step``); False if it does not fit (the reason goes out through
+        ``dropHint``)."""
         if self.entry is None:
             return False
-        check = self._ws.check(self.entry.name, path, base_layer)
-        label = f"{self.entry.name}:{path} \u2192 {base_layer}"
-        if not check.ok:
-            self.dropHint.emit(f"Cannot merge {label}: {check.reason}", False)
-            return False
-        command = AddStepCommand(self._ws.plan, AssemblyStep(self.entry.name, path, base_layer))
-        self._ws.push(command)
-        self.dropHint.emit(f"Added step {command.index + 1}: {label}: {check.case_text}", True)
-        return True
+        added = self._ws.add_step(AssemblyStep(self.entry.name, path, base_layer))
+        self.dropHint.emit(added.message, added.ok)
+        return added.ok
 
     def _context_menu(self, pos) -> None:
         index = self.view.indexAt(pos)
@@ -483,12 +477,13 @@ class ZooTabs(QTabWidget):
             pane = self.panes.pop(name)
             self.removeTab(self.indexOf(pane))
             pane.deleteLater()
-        for name, entry in self._ws.zoo.items():
+        for position, (name, entry) in enumerate(self._ws.zoo.items()):
             if name not in self.panes:
                 pane = LayerTreePane(self._ws, "zoo", name, self)
                 pane.dropHint.connect(self.dropHint)
                 self.panes[name] = pane
-                self.addTab(pane, name)
+                # At its place in the zoo: a model brought back by undo returns where it was.
+                self.insertTab(position, pane, name)
             self.setTabToolTip(self.indexOf(self.panes[name]), entry.path_text or "in memory")
         empty_at = self.indexOf(self._empty)
         if self.panes and empty_at >= 0:

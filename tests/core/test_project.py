@@ -1,4 +1,4 @@
-"""Project files (.malproj), autosave and recovery, and the Settings facade."""
+"""Project files (.malproj), the plan they hold, and crash recovery (core, no Qt)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from mal_desktop.core.errors import MalError
 from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
-from mal_desktop.gui.project import (PROJECT_VERSION, Autosaver, Project, ProjectError,
-                                     find_recoveries, load_project, load_recovery,
-                                     recovery_path, save_project, write_recovery)
-from mal_desktop.gui.settings import MAX_RECENT, Settings
-
-pytestmark = pytest.mark.gui
+from mal_desktop.core.project.document import (PROJECT_VERSION, Project, ProjectError,
+                                               load_project, load_project_plan, save_project)
+from mal_desktop.core.project.recovery import (discard_recovery, find_recoveries, load_recovery,
+                                               recovery_path, write_recovery)
 
 
 def make_project(root: Path) -> Project:
@@ -102,6 +101,40 @@ def test_empty_project_round_trips(tmp_path: Path) -> None:
     assert loaded.plan.base == "" and loaded.plan.zoo == {} and loaded.plan.steps == []
 
 
+def test_project_plan_round_trips_for_the_cli(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    path = save_project(project, tmp_path / "proj" / "p.malproj")
+    plan = load_project_plan(path)
+    assert isinstance(plan, AssemblyPlan)
+    assert plan.steps == project.plan.steps
+    assert plan.base == project.plan.base and plan.zoo == project.plan.zoo
+    assert all(Path(p).is_absolute() for p in (plan.base, *plan.zoo.values()))
+    assert plan.data == "digits-permuted"
+
+
+def test_project_plan_resolves_paths_against_the_project_folder(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    save_project(project, tmp_path / "proj" / "p.malproj")
+    (tmp_path / "proj").rename(tmp_path / "moved")
+    plan = load_project_plan(tmp_path / "moved" / "p.malproj")
+    assert plan.base == str((tmp_path / "moved" / "models" / "base.safetensors").resolve())
+    assert Path(plan.base).is_file()
+
+
+def test_project_plan_errors_name_the_file(tmp_path: Path) -> None:
+    empty = save_project(Project(), tmp_path / "empty.malproj")
+    with pytest.raises(ProjectError, match="no base model") as info:
+        load_project_plan(empty)
+    assert str(empty) in str(info.value) and isinstance(info.value, MalError)
+    foreign = tmp_path / "plan.malproj"
+    foreign.write_text(json.dumps({"version": 1, "base": "b.safetensors"}))
+    with pytest.raises(ProjectError, match="not a MAL Desktop project") as info:
+        load_project_plan(foreign)
+    assert str(foreign) in str(info.value)
+    with pytest.raises(ProjectError, match="does not exist"):
+        load_project_plan(tmp_path / "missing.malproj")
+
+
 def test_recovery_of_a_crashed_session(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     project = make_project(tmp_path)
@@ -117,8 +150,11 @@ def test_recovery_of_a_crashed_session(tmp_path: Path) -> None:
     assert [r.path for r in found] == [crashed]
     assert found[0].project_path == project_file
     assert "p.malproj" in found[0].describe()
+    assert found[0].pid == int(crashed.stem.split("-")[-1])
     restored = load_recovery(found[0])
     assert restored.plan.steps == project.plan.steps and restored.plan.zoo == project.plan.zoo
+    discard_recovery(data_dir, found[0].pid)
+    assert not crashed.exists() and find_recoveries(data_dir) == []
 
 
 def test_recovery_older_than_its_project_is_dropped(tmp_path: Path) -> None:
@@ -139,47 +175,3 @@ def test_untitled_recovery_is_offered(tmp_path: Path) -> None:
     found = find_recoveries(data_dir)
     assert len(found) == 1 and found[0].project_path is None
     assert "untitled" in found[0].describe()
-
-
-def test_autosaver_writes_only_when_dirty(qtbot, tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    project = make_project(tmp_path)
-    saver = Autosaver(data_dir, lambda: (project, None), interval_s=3600)
-    assert not saver.save_now()
-    saver.mark_dirty()
-    assert saver.save_now() and saver.path.is_file()
-    first = saver.path.stat().st_mtime_ns
-    assert not saver.save_now()  # nothing new
-    assert saver.path.stat().st_mtime_ns == first
-    saver.mark_clean()
-    assert not saver.path.exists()
-    saver.stop()
-
-
-def test_autosaver_timer_fires(qtbot, tmp_path: Path) -> None:
-    saver = Autosaver(tmp_path / "data", lambda: (Project(), None), interval_s=1)
-    saver._timer.setInterval(20)  # the public minimum is a second; tests need not wait that long
-    saver.mark_dirty()
-    qtbot.waitUntil(saver.path.is_file, timeout=3000)
-    saver.stop()
-
-
-def test_settings_are_typed_and_bounded(tmp_path: Path) -> None:
-    s = Settings(tmp_path / "s.ini")
-    assert s.theme == "system" and s.dataset == "digits" and s.curve_grid == 11
-    for i in range(MAX_RECENT + 3):
-        s.add_recent_file(tmp_path / f"f{i}.malproj")
-    s.add_recent_file(tmp_path / "f3.malproj")  # moves to the front, no duplicate
-    recent = s.recent_files
-    assert len(recent) == MAX_RECENT and recent[0].endswith("f3.malproj")
-    assert len(set(recent)) == len(recent)
-    s.curve_grid = 1000
-    s.theme = "dark"
-    s.demo_offered = True
-    s.sync()
-    again = Settings(tmp_path / "s.ini")
-    assert again.curve_grid == 101 and again.theme == "dark" and again.demo_offered is True
-    assert again.recent_files == recent
-    with pytest.raises(ValueError):
-        again.theme = "purple"
-    assert again.data_dir() == tmp_path / "data" and again.data_dir().is_dir()

@@ -1,0 +1,360 @@
+"""Opening and saving: model files, projects, recent files, the demo zoo, crash recovery.
+
+File contents are read in the worker (``tasks.load_models_job``); only small JSON files
+(projects) are read in the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtWidgets import QFileDialog, QWidget
+
+from ...core.errors import MalError
+from ...core.project.demo import pick_demo_models, suggest_first_step
+from ...core.project.document import (PROJECT_SUFFIX, Project, ProjectError, load_project,
+                                      save_project)
+from ...core.project.recovery import discard_recovery, find_recoveries, load_recovery
+from .. import tasks
+from ..dialogs import ask
+from ..dialogs.demo_zoo import DemoZooDialog
+from ..job_queue import JobQueue
+from ..log import report_error, report_exception
+from ..settings import Settings
+from .session import SessionController
+
+LOG = logging.getLogger("mal_desktop.files")
+MODEL_SUFFIXES = (".safetensors", ".pt2", ".pt", ".pth", ".bin")
+MODEL_FILTER = "Models (*.safetensors *.pt2 *.pt *.pth *.bin);;All files (*)"
+PROJECT_FILTER = f"MAL projects (*{PROJECT_SUFFIX})"
+
+__all__ = ["FilesController", "MODEL_SUFFIXES", "PROJECT_SUFFIX"]
+
+
+class FilesController(QObject):
+    """Open and save for the session.
+
+    Parameters: session - the session files are opened into and saved from; jobs - the job
+    queue (files load in the worker); settings - recent files and the last folder;
+    dialog_parent - the window dialogs and questions belong to.
+    Signals: ``modelsOpened(list[str])`` - names of the models just added; ``projectOpened()``
+    - a project or recovered work replaced the session; ``recentChanged()`` - the recent-files
+    list changed; ``message(str, int timeout_ms)`` for the status bar.
+    """
+
+    modelsOpened = Signal(list)
+    projectOpened = Signal()
+    recentChanged = Signal()
+    message = Signal(str, int)
+
+    def __init__(self, session: SessionController, jobs: JobQueue, settings: Settings,
+                 dialog_parent: QWidget | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.jobs = jobs
+        self.settings = settings
+        self.dialog_parent = dialog_parent
+        self.demo_dialog: DemoZooDialog | None = None
+
+    @staticmethod
+    def openable(paths: Iterable[str]) -> list[str]:
+        """The ``paths`` this app opens (model files and projects, by suffix), in order."""
+        return [p for p in paths if Path(p).suffix.lower() in (*MODEL_SUFFIXES, PROJECT_SUFFIX)]
+
+    def _say(self, text: str, timeout_ms: int = 6000) -> None:
+        self.message.emit(text, timeout_ms)
+
+    def _remember(self, path: str | Path) -> None:
+        self.settings.add_recent_file(path)
+        self.recentChanged.emit()
+
+    # -- opening models and projects ------------------------------------------------------------
+    def _ask_open(self, title: str, filter_: str, many: bool = False) -> list[str]:
+        start = self.settings.last_dir
+        if many:
+            files, _ = QFileDialog.getOpenFileNames(self.dialog_parent, title, start, filter_)
+        else:
+            file, _ = QFileDialog.getOpenFileName(self.dialog_parent, title, start, filter_)
+            files = [file] if file else []
+        if files:
+            self.settings.last_dir = str(Path(files[0]).parent)
+        return files
+
+    @Slot()
+    def choose_base(self) -> None:
+        """Ask for a model file and open it as the base."""
+        files = self._ask_open("Open Base Model", MODEL_FILTER)
+        if files:
+            self.load_models([tasks.LoadRequest("base", Path(files[0]).stem, files[0])])
+
+    @Slot()
+    def choose_zoo(self) -> None:
+        """Ask for model files and add them to the zoo."""
+        files = self._ask_open("Add Zoo Models", MODEL_FILTER, many=True)
+        if files:
+            self.load_models([tasks.LoadRequest("zoo", Path(f).stem, f) for f in files])
+
+    @Slot()
+    def choose_project(self) -> None:
+        """Ask for a project file and open it."""
+        files = self._ask_open("Open Project", PROJECT_FILTER)
+        if files:
+            self.open_project(files[0])
+
+    def open_recent(self, path: str) -> None:
+        """Open a file from the recent list; a file that is gone leaves the list."""
+        if not Path(path).exists():
+            self.settings.remove_recent_file(path)
+            self.recentChanged.emit()
+            report_error(f"{path}: the file no longer exists", parent=self.dialog_parent)
+            return
+        self.open_paths([path])
+
+    def open_paths(self, paths: Iterable[str]) -> None:
+        """Open files given on the command line, dropped or picked from the recent list.
+
+        A project replaces the session; model files become the base (the first, when there
+        is no base yet) and zoo models.
+        """
+        paths = [str(Path(p).expanduser()) for p in paths]
+        projects = [p for p in paths if p.endswith(PROJECT_SUFFIX)]
+        if projects:
+            if len(paths) > 1:
+                self._say("Opening the project only; open other files afterwards")
+            self.open_project(projects[0])
+            return
+        ws = self.session.workspace
+        has_base = ws is not None and ws.base is not None
+        requests = []
+        for i, p in enumerate(paths):
+            role = "base" if i == 0 and not has_base else "zoo"
+            requests.append(tasks.LoadRequest(role, Path(p).stem, p))
+        if requests:
+            self.load_models(requests)
+
+    def load_models(self, requests: list[tasks.LoadRequest]) -> None:
+        """Load model files in the worker, then add them to the workspace."""
+        n = len(requests)
+        name = f"Loading {Path(requests[0].path).name}" if n == 1 else f"Loading {n} models"
+        self.jobs.submit(partial(tasks.load_models_job, requests=tuple(requests)), name,
+                         partial(self._models_loaded, [r.path for r in requests]))
+
+    def _models_loaded(self, paths: list[str], entries: tuple) -> None:
+        self._apply_entries(entries)
+        for p in paths:
+            self.settings.add_recent_file(p)
+        self.recentChanged.emit()
+        self.session.mark_dirty()
+        names = [e.name for _, e in entries]
+        self._say(f"Opened {', '.join(names)}")
+        self.modelsOpened.emit(names)
+
+    def _apply_entries(self, entries: tuple) -> None:
+        ws = self.session.install_workspace()
+        for role, entry in entries:
+            if role == "base":
+                ws.set_base(entry)
+            else:
+                ws.add_zoo(entry)
+
+    @Slot()
+    def new_project(self) -> None:
+        """Start an empty, untitled session (after asking about unsaved changes)."""
+        if self.maybe_save():
+            self.session.replace_workspace(None)
+            self.session.forget_results()
+            self.session.mark_clean()
+
+    def maybe_save(self) -> bool:
+        """Ask about unsaved changes; False when the user cancelled (or saving failed)."""
+        if not self.session.is_dirty():
+            return True
+        answer = ask.unsaved_changes(self.dialog_parent, self.session.project_name())
+        return answer == ask.DISCARD or (answer == ask.SAVE and self.save_project())
+
+    def open_project(self, path: str | Path) -> None:
+        """Open the project at ``path`` (its models load in the worker); asks about unsaved
+        changes first."""
+        if not self.maybe_save():
+            return
+        try:
+            project = load_project(path)
+        except ProjectError as exc:
+            report_exception(exc, "Cannot open the project", self.dialog_parent)
+            return
+        self._load_project(project, Path(path).resolve(), dirty=False)
+
+    def _load_project(self, project: Project, path: Path | None, dirty: bool,
+                      after: Callable[[], None] | None = None) -> None:
+        plan = project.plan
+        requests = [tasks.LoadRequest("base", Path(plan.base).stem, plan.base)] if plan.base else []
+        requests += [tasks.LoadRequest("zoo", n, p) for n, p in plan.zoo.items()]
+        label = path.name if path else "the recovered project"
+        self.jobs.submit(partial(tasks.load_models_job, requests=tuple(requests)),
+                         f"Opening {label}",
+                         partial(self._project_loaded, project, path, dirty, after))
+
+    def _project_loaded(self, project: Project, path: Path | None, dirty: bool,
+                        after: Callable[[], None] | None, entries: tuple) -> None:
+        session = self.session
+        ws = session.install_workspace()
+        session.replace_workspace(path)
+        self._apply_entries(entries)
+        ws.reset_plan(project.plan)
+        session.set_data(project.data)
+        grid = project.ui.get("curve_grid")
+        if isinstance(grid, int):
+            session.set_grid(grid)
+        step = project.ui.get("selected_step")
+        if isinstance(step, int):
+            ws.select_step(step)
+        session.forget_results()
+        session.mark_clean()
+        if dirty:
+            session.mark_dirty()
+        if path is not None and not dirty:
+            self._remember(path)
+        self._say(f"Opened {path.name}" if path is not None and not dirty else
+                  "Restored the autosaved project: save it to keep it")
+        self.projectOpened.emit()
+        if after is not None:
+            after()
+
+    def save_project(self) -> bool:
+        """Save to the current project file (asks for one the first time); True on success."""
+        if self.session.project_path is None:
+            return self.save_project_as()
+        return self.write_project(self.session.project_path)
+
+    def save_project_as(self) -> bool:
+        """Ask for a project file and save to it; True on success."""
+        start = str(self.session.project_path
+                    or Path(self.settings.last_dir) / f"untitled{PROJECT_SUFFIX}")
+        file, _ = QFileDialog.getSaveFileName(self.dialog_parent, "Save Project", start,
+                                              PROJECT_FILTER)
+        if not file:
+            return False
+        return self.write_project(Path(file))
+
+    def write_project(self, path: Path) -> bool:
+        """Save the session to ``path`` (atomically), which becomes its project file; True on
+        success (a failure is reported to the user)."""
+        project, _ = self.session.snapshot()
+        try:
+            written = save_project(project, path)
+        except ProjectError as exc:
+            report_exception(exc, "Cannot save the project", self.dialog_parent)
+            return False
+        self.session.project_path = written.resolve()
+        self.settings.last_dir = str(written.parent)
+        self._remember(written)
+        self.session.mark_clean()
+        self._say(f"Saved {written}")
+        return True
+
+    # -- demo zoo --------------------------------------------------------------------------------
+    @Slot()
+    def open_demo(self) -> None:
+        """Open the demo zoo: straight away when built, else offer to build it."""
+        self.jobs.submit(tasks.demo_status_job, "Looking for the demo zoo",
+                         partial(self._show_demo_dialog, offer=False))
+
+    def build_and_open_demo(self) -> None:
+        """``--demo``: open the demo zoo, building it first (with progress) when needed."""
+        self.jobs.submit(tasks.demo_status_job, "Looking for the demo zoo",
+                         partial(self._show_demo_dialog, offer=False, build=True))
+
+    def offer_demo(self) -> None:
+        """First launch: offer to build and open the demo zoo (once)."""
+        self.settings.demo_offered = True
+        self.jobs.submit(tasks.demo_status_job, "Looking for the demo zoo",
+                         partial(self._show_demo_dialog, offer=True))
+
+    def _show_demo_dialog(self, status: tasks.DemoStatus, offer: bool,
+                          build: bool = False) -> None:
+        if status.index is not None and not offer:
+            self._open_demo_index(status.index)
+            return
+        dialog = DemoZooDialog(self.dialog_parent, status.folder, ready=status.index is not None)
+        self.demo_dialog = dialog
+        dialog.accepted_build.connect(partial(self._demo_accepted, dialog, status))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        if build:  # asked for on the command line: no need to ask again
+            self._demo_accepted(dialog, status)
+
+    def _demo_accepted(self, dialog: DemoZooDialog, status: tasks.DemoStatus) -> None:
+        if status.index is not None:
+            dialog.accept()
+            self._open_demo_index(status.index)
+            return
+        if not self.maybe_save():
+            dialog.reject()
+            return
+        self.jobs.submit(partial(tasks.build_demo_zoo_job, folder=status.folder),
+                         "Building the demo zoo", self._open_demo_index)
+        dialog.attach(self.jobs.runner)
+
+    def _open_demo_index(self, index: Any) -> None:
+        try:
+            base, zoo = pick_demo_models(index)
+        except MalError as exc:
+            report_exception(exc, "Cannot open the demo zoo", self.dialog_parent)
+            return
+        requests = [tasks.LoadRequest("base", base.name, str(index.path_of(base.name)))]
+        requests += [tasks.LoadRequest("zoo", z.name, str(index.path_of(z.name))) for z in zoo]
+        self.jobs.submit(partial(tasks.load_models_job, requests=tuple(requests)),
+                         "Opening the demo zoo", self._demo_loaded)
+
+    def _demo_loaded(self, entries: tuple) -> None:
+        ws = self.session.install_workspace()
+        self.session.replace_workspace(None)
+        self._apply_entries(entries)
+        # The workspace's cached pre-flight check: the panes ask the same questions next.
+        step = suggest_first_step(ws.base.tree if ws.base is not None else None,
+                                  {name: e.tree for name, e in ws.zoo.items()},
+                                  lambda name, layer, base: ws.check(name, layer, base).ok)
+        if step is not None:
+            ws.add_step(step)
+        self.session.mark_clean()  # the demo is one click away: nothing to lose yet
+        self._say("Demo zoo open: drag a layer from a zoo tab onto a base layer, "
+                  "or press Run (F5) for the example step", 20000)
+        self.modelsOpened.emit([e.name for _, e in entries])
+
+    # -- start-up and recovery ----------------------------------------------------------------
+    def open_at_startup(self, files: list[str], demo: bool) -> None:
+        """Once the engine is up: offer recovered work, then open what the command line asked
+        for (files, or the demo zoo), or offer the demo zoo on a first launch."""
+        recovered = self.check_recovery()
+        ws = self.session.workspace
+        if files:
+            self.open_paths(files)
+        elif demo:
+            self.build_and_open_demo()
+        elif not recovered and not self.settings.demo_offered and (ws is None or ws.base is None):
+            self.offer_demo()
+
+    def check_recovery(self) -> bool:
+        """Offer to restore autosaved work of a session that crashed; True when restoring."""
+        data_dir = self.settings.data_dir()
+        for recovery in find_recoveries(data_dir):
+            answer = ask.offer_recovery(self.dialog_parent, recovery.describe())
+            if answer == ask.LATER:
+                return False
+            if answer == ask.DISCARD:
+                recovery.path.unlink(missing_ok=True)
+                continue
+            try:
+                project = load_recovery(recovery)
+            except ProjectError as exc:
+                report_exception(exc, "Cannot restore the autosaved project", self.dialog_parent)
+                return False
+            self._load_project(project, recovery.project_path, dirty=True,
+                               after=partial(discard_recovery, data_dir, recovery.pid))
+            return True
+        return False

@@ -1,0 +1,199 @@
+"""The window's controllers, each built and exercised without a MainWindow (gui/controllers,
+gui/job_queue.py): real jobs on tiny models written to ``tmp_path``."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from layer_fixtures import entry, loaded  # noqa: E402
+
+from mal_desktop.core.io.files import save_model  # noqa: E402
+from mal_desktop.core.merge.plan import AssemblyStep  # noqa: E402
+from mal_desktop.core.progress import CancelToken, ProgressEvent  # noqa: E402
+from mal_desktop.core.project.document import load_project  # noqa: E402
+from mal_desktop.gui import tasks  # noqa: E402
+from mal_desktop.gui.controllers.evaluation import EvaluationController  # noqa: E402
+from mal_desktop.gui.controllers.files import FilesController  # noqa: E402
+from mal_desktop.gui.controllers.run import RunController  # noqa: E402
+from mal_desktop.gui.controllers.session import SessionController  # noqa: E402
+from mal_desktop.gui.job_queue import JobQueue  # noqa: E402
+from mal_desktop.gui.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def jobs(qtbot) -> Iterator[JobQueue]:
+    queue = JobQueue()
+    yield queue
+    queue.shutdown()  # join the worker thread before Qt objects go away
+
+
+@pytest.fixture
+def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
+    s = SessionController(settings, jobs)
+    yield s
+    s.autosaver.stop()
+
+
+@pytest.fixture
+def model_files(tmp_path: Path) -> dict[str, Path]:
+    """Tiny MLPs saved as model files: a base and a same-architecture zoo model."""
+    out = {}
+    for name in ("base_mlp", "zoo_mlp"):
+        out[name] = save_model(loaded(name), tmp_path / f"{name}.safetensors",
+                               {"dataset": "digits"})
+    return out
+
+
+def _step_job(label: str, log: list[str], gate: threading.Event | None = None):
+    def factory(cancel: CancelToken):
+        log.append(f"start {label}")
+        while gate is not None and not gate.wait(0.005):
+            cancel.raise_if_cancelled()
+            yield ProgressEvent("wait", float("nan"), label)
+        yield ProgressEvent("step", 1.0, label)
+        return label
+    return factory
+
+
+def test_job_queue_runs_in_order_and_cancel_drops_what_waits(qtbot, jobs: JobQueue) -> None:
+    log: list[str] = []
+    done: list[str] = []
+    stopped: list[str] = []
+    messages: list[str] = []
+    jobs.message.connect(lambda text, _ms: messages.append(text))
+    gate = threading.Event()
+    jobs.submit(_step_job("a", log, gate), "A", done.append, lambda: stopped.append("a"))
+    jobs.submit(_step_job("b", log), "B", done.append, lambda: stopped.append("b"))
+    assert jobs.is_busy() and messages == ["Queued: B"]
+    qtbot.waitUntil(lambda: log == ["start a"], timeout=5000)
+    with qtbot.waitSignal(jobs.runner.cancelled, timeout=5000):
+        jobs.cancel()
+    assert stopped == ["b", "a"] and done == [] and log == ["start a"]  # b never started
+    assert "A cancelled" in messages and not jobs.is_busy()
+    with qtbot.waitSignal(jobs.jobEnded, timeout=5000):
+        jobs.submit(_step_job("c", log), "C", done.append)
+    with qtbot.waitSignal(jobs.jobEnded, timeout=5000):
+        jobs.submit(_step_job("d", log), "D", done.append)
+    assert done == ["c", "d"]
+
+
+def test_session_controller_tracks_an_added_and_undone_step(qtbot, session: SessionController
+                                                             ) -> None:
+    ws = session.install_workspace()
+    assert session.install_workspace() is ws  # made once
+    ws.set_base(entry("base_mlp"))
+    ws.add_zoo(entry("zoo_mlp"))
+    session.mark_clean()
+    step = AssemblyStep("zoo_mlp", "layers.1", "layers.1", 0.25)
+    with qtbot.waitSignal(session.stateChanged), qtbot.waitSignal(session.planEdited):
+        assert ws.add_step(step).ok
+    assert session.is_dirty()
+    project, path = session.snapshot()
+    assert project.plan.steps == [step] and path is None
+    assert project.ui == {"selected_step": 0, "curve_grid": session.grid}
+    assert session.autosaver.save_now() and session.autosaver.path.is_file()  # autosaved
+    with qtbot.waitSignal(session.stateChanged):
+        ws.undo_stack.undo()
+    assert not session.is_dirty() and ws.plan.steps == []
+    assert session.snapshot()[0].plan.steps == []
+    session.set_data("digits-permuted")  # a change outside the undo stack
+    assert session.is_dirty() and session.settings.dataset == "digits-permuted"
+    session.set_grid(1000)
+    assert session.grid == 101 and session.settings.curve_grid == 101
+
+
+def test_files_controller_opens_a_model_file_and_reports_it(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        model_files: dict[str, Path], tmp_path: Path) -> None:
+    files = FilesController(session, jobs, settings)
+    messages: list[str] = []
+    files.message.connect(lambda text, _ms: messages.append(text))
+    base = model_files["base_mlp"]
+    assert files.openable([str(base), "notes.txt", str(tmp_path / "p.malproj")]) == [
+        str(base), str(tmp_path / "p.malproj")]
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000) as opened:
+        files.open_paths([str(base), str(model_files["zoo_mlp"])])
+    assert opened.args == [["base_mlp", "zoo_mlp"]]
+    ws = session.workspace
+    assert ws.base.name == "base_mlp" and list(ws.zoo) == ["zoo_mlp"]
+    assert Path(ws.base.path_text) == base
+    assert messages[-1] == "Opened base_mlp, zoo_mlp"
+    assert str(base) in settings.recent_files and session.is_dirty()
+
+    # Save, change, and open the project again: the saved session comes back, clean.
+    assert ws.add_step(AssemblyStep("zoo_mlp", "layers.1", "layers.1")).ok
+    project_file = tmp_path / "p.malproj"
+    assert files.write_project(project_file)
+    assert session.project_path == project_file.resolve() and not session.is_dirty()
+    assert load_project(project_file).plan.steps == ws.plan.steps
+    ws.undo_stack.undo()
+    session.mark_clean()
+    with qtbot.waitSignal(files.projectOpened, timeout=60000):
+        files.open_project(project_file)
+    assert [s.source_layer for s in ws.plan.steps] == ["layers.1"] and not session.is_dirty()
+
+
+def test_run_controller_runs_the_selected_step(qtbot, session: SessionController,
+                                               jobs: JobQueue, settings: Settings,
+                                               model_files: dict[str, Path]) -> None:
+    files = FilesController(session, jobs, settings)
+    runs = RunController(session, jobs)
+    messages: list[str] = []
+    runs.message.connect(lambda text, _ms: messages.append(text))
+    runs.run()
+    assert messages == ["Run needs a base model and at least one step"] and not jobs.is_busy()
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(model_files["base_mlp"]), str(model_files["zoo_mlp"])])
+    ws = session.workspace
+    assert ws.add_step(AssemblyStep("zoo_mlp", "layers.1", "layers.1")).ok
+    session.set_grid(3)
+    with qtbot.waitSignal(runs.runStarted) as started, \
+            qtbot.waitSignal(runs.runFinished, timeout=60000) as finished:
+        runs.run()
+    assert started.args == [0, "Step 1: zoo_mlp:layers.1 -> layers.1  \u2022  digits"]
+    result = finished.args[0]
+    assert isinstance(result, tasks.RunResult) and runs.last_run is result
+    assert result.step_index == 0 and len(result.curve.lambdas) == 3
+    assert messages[-1].startswith("Run finished in")
+    session.forget_results()
+    assert runs.last_run is None
+
+
+def test_evaluation_controller_fills_its_panel(qtbot, session: SessionController,
+                                               jobs: JobQueue, settings: Settings,
+                                               model_files: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
+
+    evaluation = EvaluationController(jobs, settings)
+    evaluation.evaluate()  # no panel yet: nothing to evaluate, nothing queued
+    assert not jobs.is_busy()
+    files = FilesController(session, jobs, settings)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(model_files["base_mlp"])])
+    panel = EvaluatePanel(session.workspace, cache_dir=tmp_path / "cache")
+    qtbot.addWidget(panel)
+    evaluation.set_panel(panel)
+    panel.set_checked([str(model_files["base_mlp"]), "data:digits"])
+    cells: list[object] = []
+    jobs.progress.connect(lambda e: cells.append(e.payload)
+                          if type(e.payload).__name__ == "MatrixCell" else None)
+    with qtbot.waitSignal(evaluation.panelWanted), \
+            qtbot.waitSignal(jobs.jobEnded, timeout=60000):
+        evaluation.evaluate()
+    result = panel.model.result
+    assert result is not None and (result.computed, result.cached) == (1, 0)
+    assert len(cells) == 1 and panel.model.finished_cells() == cells  # filled live
+    panel.set_checked([])
+    messages: list[str] = []
+    evaluation.message.connect(lambda text, _ms: messages.append(text))
+    evaluation.evaluate()
+    assert messages == ["Evaluate needs at least one model and one data set ticked"]
