@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "lambda (REPAIR-style; an addition to MAL, reported in the output)")
     p.set_defaults(func=cmd_curve)
 
-    p = sub.add_parser("assemble", parents=[common], help="run an assembly plan (PLAN.json)")
+    p = sub.add_parser("assemble", parents=[common],
+                       help="run an assembly plan (PLAN.json) or a project saved by the app "
+                            "(.malproj)")
     p.add_argument("plan")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(func=cmd_assemble)

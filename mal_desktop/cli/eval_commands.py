@@ -10,16 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .output import emit, finite, run
+from .output import emit, run
 
 
 def cmd_eval_matrix(args) -> int:
-    import json
-
     from ..core.errors import MalError
     from ..core.toolkit.matrix import eval_matrix_job, format_matrix
     from ..core.evaluate.metric_registry import get_metric
     from ..core.io.files import atomic_write_text
+    from ..core.jsonio import dumps
 
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():  # refused before the work
@@ -30,7 +29,7 @@ def cmd_eval_matrix(args) -> int:
     obj = result.to_json()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "matrix.json", json.dumps(finite(obj), indent=1) + "\n")
+        atomic_write_text(out / "matrix.json", dumps(obj, indent=1) + "\n")
         atomic_write_text(out / "matrix.csv", result.to_csv())
         obj["files"] = {"json": str(out / "matrix.json"), "csv": str(out / "matrix.csv")}
 

@@ -83,8 +83,11 @@ def cmd_assemble(args) -> int:
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import assemble_job, evaluate_job
     from ..core.merge.plan import load_plan
+    from ..core.project.document import PROJECT_SUFFIX, load_project_plan
 
-    plan = load_plan(args.plan)
+    # a .malproj saved by the app runs like the plan it holds
+    plan = (load_project_plan(args.plan) if Path(args.plan).suffix.lower() == PROJECT_SUFFIX
+            else load_plan(args.plan))
     if plan.data:  # an unknown dataset is refused before anything is assembled or written
         load_dataset(plan.data)
     result = run(assemble_job(plan, out=Path(args.out), arch=args.arch), args)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from typing import Any, Callable
 
+from ..core.jsonio import dumps
 from ..core.progress import run_job
 
 
@@ -51,19 +50,9 @@ def run(job, args) -> Any:
         progress.done()
 
 
-def finite(x: Any) -> Any:
-    """JSON has no NaN/inf: encode them as strings so every output parses."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite(v) for v in x]
-    return x
-
-
 def emit(args, obj: dict[str, Any], text: Callable[[], str]) -> None:
     if args.json:
-        sys.stdout.write(json.dumps(finite(obj)) + "\n")
+        # one NaN policy everywhere (core/jsonio): non-finite numbers are null, strict JSON
+        sys.stdout.write(dumps(obj) + "\n")
     else:
         sys.stdout.write(text() + "\n")

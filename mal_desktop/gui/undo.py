@@ -135,10 +135,6 @@ class UpdateStepCommand(QUndoCommand):
     def step_index(self) -> int:
         return self._index
 
-    @property
-    def new_step(self) -> AssemblyStep:
-        return self._new
-
     def id(self) -> int:  # noqa: A003 - Qt's name
         return _UPDATE_ID if self._gesture is not None else -1
 

@@ -269,3 +269,40 @@ def test_a_full_disk_is_one_line_naming_the_file(mal, small_zoo, tmp_path, monke
     assert ran.returncode == 1
     last = ran.stderr.strip().splitlines()[-1]
     assert last.startswith(f"mal: error: {tmp_path / 'cache'}") and "No space left" in last
+
+
+def test_assemble_runs_a_project_saved_by_the_app(mal, small_zoo, tmp_path):
+    from mal_desktop.core.io.files import load_model
+    from mal_desktop.core.project.document import Project, save_project
+
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")),
+                        zoo={"wide": str(small_zoo.path_of("mlp-w64-s0"))}, data="digits",
+                        steps=[AssemblyStep("wide", "layers.1", "layers.1", 0.3)])
+    project = save_project(Project(plan=plan), tmp_path / "work.malproj")
+    via_project = tmp_path / "from_project.safetensors"
+    obj = json.loads(mal("assemble", str(project), "--out", str(via_project), "--json").stdout)
+    assert obj["evaluation"]["data"] == "digits" and obj["steps"][0]["out"]["case"] == "narrower"
+    # the same plan as PLAN.json gives the same weights
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json()))
+    via_plan = tmp_path / "from_plan.safetensors"
+    mal("assemble", str(plan_path), "--out", str(via_plan), "--json")
+    a, b = load_model(via_project).state(), load_model(via_plan).state()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    broken = tmp_path / "broken.malproj"
+    broken.write_text("{")
+    ran = mal("assemble", str(broken), "--out", str(tmp_path / "x.safetensors"), check=False)
+    assert ran.returncode == 1 and str(broken) in ran.stderr and ran.stderr.count("\n") == 1
+
+
+def test_json_output_has_no_nan_tokens(capsys):
+    """--json is strict JSON: a non-finite number is null (core/jsonio), never NaN or "nan"."""
+    from mal_desktop.cli.output import emit
+
+    class Args:
+        json = True
+
+    emit(Args(), {"barrier": float("nan"), "loss": [1.0, float("inf")]}, lambda: "")
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"barrier": None, "loss": [1.0, None]}
+    assert "NaN" not in out and "nan" not in out and "Infinity" not in out

@@ -224,9 +224,6 @@ class QtMatrixModel(QAbstractTableModel):
     def finished_cells(self) -> list[MatrixCell]:
         return list(self._cells.values())
 
-    def is_empty(self) -> bool:
-        return not self._rows
-
     def value(self, cell: MatrixCell | None) -> float | None:
         """The shown metric of ``cell`` as a float (None when missing, failed or non-numeric)."""
         if cell is None or cell.error:

@@ -13,8 +13,6 @@ as CSV and JSON (atomic writes). The study, the window's other evaluation, has i
 from __future__ import annotations
 
 import html
-import json
-import math
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -32,6 +30,7 @@ from ...core.evaluate.datasets import available_datasets
 from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS
 from ...core.io.files import atomic_write_text
+from ...core.jsonio import dumps
 from ...core.project.merged import missing_model_files
 from .. import tasks
 from ..models.matrix_model import MatrixSortProxy, QtMatrixModel
@@ -418,8 +417,7 @@ class EvaluatePanel(QWidget):
     def export_json(self, path: Path) -> Path:
         """Write the finished matrix as JSON, atomically. Raises OSError."""
         assert self.model.result is not None
-        text = json.dumps(_json_safe(self.model.result.to_json()), indent=1,
-                          allow_nan=False) + "\n"
+        text = dumps(self.model.result.to_json(), indent=1, default=str) + "\n"
         return atomic_write_text(path, text)
 
     def _ask_export(self, kind: str, writer: Callable[[Path], Path]) -> None:
@@ -443,19 +441,3 @@ class EvaluatePanel(QWidget):
 
     def _ask_export_json(self) -> None:
         self._ask_export("json", self.export_json)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN / inf as null, paths as text: strict JSON any tool reads."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
-__all__ = ["CellDelegate", "CheckListDelegate", "EvaluatePanel"]
