@@ -12,10 +12,23 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from layer_fixtures import entry  # noqa: E402
+
 from mal_desktop.gui.settings import Settings  # noqa: E402
+from mal_desktop.gui.workspace import Workspace  # noqa: E402
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """A Settings facade backed by a temporary ini file (data dir beside it)."""
     return Settings(tmp_path / "settings" / "mal-desktop.ini")
+
+
+@pytest.fixture
+def ws(qapp) -> Workspace:
+    """A workspace with a base MLP and three zoo models (two MLP widths, a CNN)."""
+    w = Workspace()
+    w.set_base(entry("base_mlp"))
+    for name in ("zoo_mlp", "zoo_mlp5", "zoo_cnn"):
+        w.add_zoo(entry(name))
+    return w

@@ -24,15 +24,6 @@ pytestmark = pytest.mark.gui
 COPY = Qt.DropAction.CopyAction
 
 
-@pytest.fixture
-def ws(qapp) -> Workspace:
-    w = Workspace()
-    w.set_base(entry("base_mlp"))
-    for name in ("zoo_mlp", "zoo_mlp5", "zoo_cnn"):
-        w.add_zoo(entry(name))
-    return w
-
-
 def _models(ws: Workspace, zoo: str) -> tuple[QtLayerTreeModel, QtLayerTreeModel]:
     base = QtLayerTreeModel(ws.base.tree, "base", ws.base.name, ws)
     donor = QtLayerTreeModel(ws.zoo[zoo].tree, "zoo", zoo, ws)

@@ -23,15 +23,6 @@ pytestmark = pytest.mark.gui
 COPY = Qt.DropAction.CopyAction
 
 
-@pytest.fixture
-def ws(qapp) -> Workspace:
-    w = Workspace()
-    w.set_base(entry("base_mlp"))
-    for name in ("zoo_mlp", "zoo_mlp5", "zoo_cnn"):
-        w.add_zoo(entry(name))
-    return w
-
-
 def test_add_step_adds_what_fits_undoably_and_refuses_the_rest(ws: Workspace) -> None:
     step = AssemblyStep("zoo_mlp", "layers.0", "layers.0")
     added = ws.add_step(step)
