@@ -52,6 +52,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # the shown window and quits; "engine" also waits for the engine and the FILEs to load.
     parser.add_argument("--startup-probe", nargs="?", const="window", choices=("window", "engine"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--install-desktop-entry", action="store_true",
+                        help="install the .desktop entry and icons for the current user "
+                             "(~/.local/share) and exit")
     parser.add_argument("--version", action="version", version=f"mal-desktop {__version__}")
     args, qt_args = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     args.qt_args = qt_args
@@ -83,6 +86,18 @@ def create_app(qt_args: Sequence[str] = ()) -> "QApplication":  # noqa: F821
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the desktop app; returns the exit code."""
     args = parse_args(argv)
+    if args.install_desktop_entry:
+        from .desktop_entry import install_desktop_entry
+
+        try:
+            written = install_desktop_entry()
+        except OSError as exc:
+            print(f"mal-desktop: error: {exc.filename or ''}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+        print("installed " + ", ".join(str(p) for p in written[:1]) +
+              f" and {len(written) - 1} icons")
+        return 0
     from PySide6.QtCore import QTimer
 
     from .log import LOG, install_error_hooks, setup_logging

@@ -34,3 +34,12 @@ def test_install_writes_entry_and_icons_under_the_data_home(tmp_path, monkeypatc
         assert out.returncode == 0 and out.stdout == "", out.stdout
     # installing again replaces the files in place
     assert install_desktop_entry() == written
+
+
+def test_the_app_command_installs_the_entry_and_exits(tmp_path, capsys, monkeypatch):
+    from mal_desktop.gui.app import main
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert main(["--install-desktop-entry"]) == 0
+    assert (tmp_path / "applications" / "mal-desktop.desktop").is_file()
+    assert capsys.readouterr().out.startswith(f"installed {tmp_path}/applications/")
