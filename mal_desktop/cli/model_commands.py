@@ -20,8 +20,11 @@ def cmd_inspect(args) -> int:
                 "metadata": model.metadata})
     if args.self_test:
         report = self_test(model, tree.spec)
-        obj["self_test"] = {"passed": report.passed, "max_abs_diff": report.overall,
-                            "per_space": report.per_space}
+        obj["self_test"] = {"passed": report.passed, "status": report.status,
+                            "free_spaces": report.free, "spaces": len(tree.spec.spaces),
+                            "max_abs_diff": report.overall, "tolerance": report.tolerance,
+                            "per_space": report.per_space, "inert": list(report.inert),
+                            "powerless": list(report.powerless), "noised": list(report.noised)}
 
     def text() -> str:
         lines = [f"{args.model}: {model.form}, {tree.total_params:,} parameters, "
@@ -34,9 +37,17 @@ def cmd_inspect(args) -> int:
                          f"in {mark(sp_in)} ({sp_in.size})")
         if tree.spec.unsupported:
             lines.append("  unsupported: " + ", ".join(tree.spec.unsupported))
+        for space in tree.spec.spaces.values():
+            if space.fixed and space.reason not in ("class output", "network input"):
+                lines.append(f"  fixed {space.id} ({space.size}): {space.reason}")
         if args.self_test:
-            lines.append(f"  self-test: {'passed' if obj['self_test']['passed'] else 'FAILED'} "
-                         f"(max difference {obj['self_test']['max_abs_diff']:.2e})")
+            st = obj["self_test"]
+            lines.append(f"  self-test: {st['status']}, {st['free_spaces']} of {st['spaces']} "
+                         f"spaces free (max difference {st['max_abs_diff']:.2e})")
+            if st["inert"] or st["powerless"]:
+                lines.append("    not seen by the probe: " + ", ".join(st["inert"] + st["powerless"]))
+            if st["noised"]:
+                lines.append(f"    {len(st['noised'])} all-zero parameters got noise for the test")
         return "\n".join(lines)
 
     emit(args, obj, text)

@@ -250,7 +250,8 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
                 if probe is None:
                     raise PlanError("activation matching needs a probe batch of data")
                 perms = activation_matching(cache.model(base_path).module,
-                                            cache.model(target_path).module, spec, probe)
+                                            cache.model(target_path).module, spec, probe,
+                                            _probe_program(cache.model(base_path), probe))
             aligned_state = permute_state(t_state, spec, perms)
         return MergeSeries(lerp_states(b_state, t_state), lerp_states(b_state, aligned_state),
                            align)
@@ -278,6 +279,17 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
     ran = "+".join(sorted({a.align for a in alignments[align]}))
     notes = "; ".join(sorted({a.note for a in alignments[align] if a.note}))
     return MergeSeries(series("none"), series(align), ran, notes)
+
+
+def _probe_program(model: LoadedModel, probe: torch.Tensor):
+    """The program whose graph activation matching reads: the .pt2 file's own, or the module
+    exported on the probe batch (one graph for every form: .pt2, state dict, safetensors)."""
+    if model.program is not None:
+        return model.program
+    try:
+        return torch.export.export(model.module.eval(), (probe,))
+    except Exception:  # noqa: BLE001 - not exportable: fall back to forward hooks
+        return None
 
 
 def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,

@@ -195,3 +195,33 @@ def test_logits_and_log_probabilities_do_not_warn() -> None:
     assert log_probs.loss == pytest.approx(_hand_loss(), rel=1e-6)  # softmax leaves them as is
     assert not warn_if_probabilities(torch.zeros(4, 3))  # all-zero rows sum to 0, not 1
     assert not warn_if_probabilities(torch.ones(4, 1))  # one class: nothing to tell apart
+
+
+def test_token_id_inputs_keep_their_dtype_and_a_chosen_output_is_scored(tmp_path):
+    """.npz ids stay integers through evaluation; a model with several outputs is scored on
+    the chosen one (issue 8)."""
+    import numpy as np
+    from torch import nn
+
+    from mal_desktop.core.evaluate.datasets import load_npz
+    from mal_desktop.core.evaluate.evaluator import evaluate_model
+    from mal_desktop.core.io.model import LoadedModel
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, ids):
+            h = self.emb(ids).mean(1)
+            return h, self.head(h)
+
+    path = tmp_path / "ids.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 10, (12, 5)), y=rng.integers(0, 3, 12))
+    data = load_npz(path)
+    assert not data.x_test.is_floating_point()
+    model = LoadedModel(TwoHeads().eval(), {"kind": "memory"}, (5,), 3, output_index=1)
+    result = evaluate_model(model, data)
+    assert result.n == 12 and 0.0 <= result.accuracy <= 1.0

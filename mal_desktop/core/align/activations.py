@@ -8,12 +8,15 @@ generalized permutation.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..device import compute_device
 from ..errors import AlignmentError
-from ..graph.spec import PermutationSpec
+from ..graph.spec import Axis, PermutationSpec
+from ..io.pt2_io import program_batch_size
 from .generalized import Match
 from .lap import solve_lap
 
@@ -68,14 +71,18 @@ def match_by_activations(base_acts: torch.Tensor, target_acts: torch.Tensor,
 
 
 def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpec,
-                        probe: torch.Tensor) -> dict[str, torch.Tensor]:
+                        probe: torch.Tensor, program: Any = None) -> dict[str, torch.Tensor]:
     """Whole-model activation matching for two models of one architecture (same ``spec``).
 
-    Runs both models on the ``probe`` batch, records the output of every layer (forward hooks)
-    and, for every free space, solves one LAP on the summed correlation of the layers writing it
-    (a residual stream has several writers). Returns ``{space: permutation}`` for
-    ``spec.permute_state`` applied to the target. Raises AlignmentError when a layer has no
-    module to hook (an exported .pt2 program keeps no submodules).
+    Runs both models on the ``probe`` batch, records the output of every layer and, for every
+    free space, solves one LAP on the summed correlation of the layers writing it (a residual
+    stream has several writers). A layer whose output holds its space in blocks or tiles (heads,
+    gates) is read unit by unit, every other entry counting as a sample.
+    program: the architecture's ``torch.export`` program; when given, the layers' outputs are
+        read by interpreting its graph with each model's weights (this works for .pt2 programs,
+        whose modules have no submodules to hook); otherwise forward hooks record them.
+    Returns ``{space: permutation}`` for ``spec.permute_state`` applied to the target. Raises
+    AlignmentError when a layer's output cannot be found.
     """
     writers: dict[str, list[str]] = {}
     for layer in spec.layers:
@@ -83,18 +90,115 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
         if space is not None and not space.fixed:
             writers.setdefault(space.id, []).append(layer.name)
     names = sorted({n for ns in writers.values() for n in ns})
-    acts = {"base": _record(base, names, probe), "target": _record(target, names, probe)}
+    if program is not None:
+        acts = {"base": _record_graph(program, base, spec, names, probe),
+                "target": _record_graph(program, target, spec, names, probe)}
+    else:
+        acts = {"base": _record(base, names, probe), "target": _record(target, names, probe)}
     perms: dict[str, torch.Tensor] = {}
     for space_id, layer_names in writers.items():
         cost = None
         for name in layer_names:
-            b, t = acts["base"][name], acts["target"][name]
-            unit_dim = 1 if b.ndim == 4 else b.ndim - 1  # conv maps: channels; else last axis
-            c = activation_cost(b, t, unit_dim)
+            layer = spec.layer(name)
+            units = spec.spaces[space_id].size
+            b = _unit_samples(acts["base"][name], layer.kind, layer.out_axis, units)
+            t = _unit_samples(acts["target"][name], layer.kind, layer.out_axis, units)
+            c = activation_cost(b, t, 1)
             cost = c if cost is None else cost + c
         rows, cols = solve_lap(cost)
         perms[space_id] = Match.from_lap(rows, cols, cost.shape[0], cost.shape[1]).permutation()
     return perms
+
+
+def _unit_samples(acts: torch.Tensor, kind: str, axis: Axis, units: int) -> torch.Tensor:
+    """(samples, units): the layer output's unit axis (channels for conv, else the last one),
+    each unit's block and tile entries counted as samples."""
+    dim = 1 if kind.startswith("conv") and acts.ndim > 2 else acts.ndim - 1
+    x = torch.movedim(acts, dim, -1)
+    lead = x.shape[:-1]
+    x = x.reshape(*lead, axis.tiles, units, axis.block)
+    x = torch.movedim(x, -2, -1)  # (..., tiles, block, units)
+    return x.reshape(-1, units)
+
+
+def _weight_users(program: Any, spec: PermutationSpec, names: list[str]) -> dict[Any, str]:
+    """Graph node computing each named layer's output: the first linear, conv or matrix
+    product that reads the layer's weight (through transposes and views)."""
+    by_key = {spec.layer(n).weight: n for n in names}
+    found: dict[Any, str] = {}
+    for node in program.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        key = None
+        for s in program.graph_signature.input_specs:
+            if getattr(s.arg, "name", None) == node.name:
+                key = s.target
+        if key not in by_key:
+            continue
+        frontier = [node]
+        while frontier:
+            current = frontier.pop(0)
+            for user in current.users:
+                op = str(user.target).split(".")[1] if str(user.target).startswith("aten.") else ""
+                if op in _LAYER_OPS:
+                    found.setdefault(user, by_key[key])
+                    frontier = []
+                    break
+                if op in _CARRY_OPS:
+                    frontier.append(user)
+    return found
+
+
+_LAYER_OPS = {"linear", "conv1d", "conv2d", "conv3d", "convolution", "_convolution", "addmm", "mm",
+              "bmm", "matmul", "conv_transpose1d", "conv_transpose2d"}
+_CARRY_OPS = {"t", "transpose", "permute", "expand", "view", "reshape", "_unsafe_view", "clone",
+              "contiguous", "alias", "detach", "_to_copy", "to"}
+
+
+def _record_graph(program: Any, module: nn.Module, spec: PermutationSpec, names: list[str],
+                  probe: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers, by interpreting the program's graph with ``module``'s
+    weights (matched by state key) and the probe as its input."""
+    wanted = _weight_users(program, spec, names)
+    missing = set(names) - set(wanted.values())
+    if missing:
+        raise AlignmentError(f"activation matching cannot find the output of layer "
+                             f"{sorted(missing)[0]!r} in the program (use weight matching)")
+    state = module.state_dict()
+    args: list[Any] = []
+    for s in program.graph_signature.input_specs:
+        kind = s.kind.name
+        if kind in ("PARAMETER", "BUFFER"):
+            args.append(state[s.target] if s.target in state else program.state_dict[s.target])
+        elif kind in ("CONSTANT_TENSOR", "CUSTOM_OBJ"):
+            args.append(program.constants[s.target])
+        else:
+            args.append(probe)
+    parts: dict[str, list[torch.Tensor]] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            value = super().run_node(n)
+            if n in wanted and isinstance(value, torch.Tensor):
+                parts.setdefault(wanted[n], []).append(value.detach())
+            return value
+
+    # a program exported with a fixed batch size runs only on batches of that size
+    fixed = program_batch_size(program)
+    if fixed is None:
+        chunks = [probe]
+    elif len(probe) >= fixed:
+        chunks = [probe[i:i + fixed] for i in range(0, len(probe) - fixed + 1, fixed)]
+    else:
+        chunks = [probe.repeat((fixed + len(probe) - 1) // len(probe),
+                               *([1] * (probe.dim() - 1)))[:fixed]]
+    user = next((i for i, a in enumerate(args) if a is probe), None)  # `is`: tensors compare
+    with torch.no_grad():
+        for chunk in chunks:
+            if user is not None:
+                args[user] = chunk
+            Recorder(program.graph_module).run(*args)
+    return {name: torch.cat(values) for name, values in parts.items()}
 
 
 def _record(module: nn.Module, names: list[str], probe: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -221,7 +221,15 @@ def shape_case(base_w_shape: Sequence[int], target_w_shape: Sequence[int],
     return ShapeCase(out_case, in_case, ob, ot, ib, it, f"out: {out_text}; in: {in_text}")
 
 
-AxisMatches = Mapping[int, tuple[Match, int]]
+Layout = int | tuple[int, int]  # block, or (block, tiles): see graph.spec.Axis
+AxisMatches = Mapping[int, tuple[Match, Layout]]
+
+
+def split_layout(layout: Layout) -> tuple[int, int]:
+    """(block, tiles) of a layout given as a block or as (block, tiles)."""
+    if isinstance(layout, tuple):
+        return int(layout[0]), int(layout[1])
+    return int(layout), 1
 
 
 def transform_tensor(t: torch.Tensor, matches: AxisMatches,
@@ -246,26 +254,29 @@ def transform_tensor(t: torch.Tensor, matches: AxisMatches,
     out = t
     mask_parts: list[tuple[int, torch.Tensor]] = []
     for dim in sorted(matches):
-        match, block = matches[dim]
+        match, layout = matches[dim]
+        block, tiles = split_layout(layout)
         if dim < 0 or dim >= t.ndim:
             raise AlignmentError(f"axis {dim} does not exist in a tensor of shape {tuple(t.shape)}")
-        if t.shape[dim] != match.target_size * block:
+        if t.shape[dim] != match.target_size * block * tiles:
             raise AlignmentError(
                 f"axis {dim} of a target tensor of shape {tuple(t.shape)} has {t.shape[dim]} "
-                f"entries, expected {match.target_size} units x block {block}")
-        rows = expand_index(match.rows_tensor(t.device), block)
-        cols = expand_index(match.cols_tensor(t.device), block)
+                f"entries, expected {match.target_size} units x block {block} x {tiles} tiles")
+        rows = expand_index(match.rows_tensor(t.device), block, tiles, match.base_size)
+        cols = expand_index(match.cols_tensor(t.device), block, tiles, match.target_size)
         picked = torch.index_select(out, dim, cols)
         if match.padded == 0:
             # rows are then 0..m-1 in order: the selection already is the base layout.
             out = picked
         else:
             shape = list(out.shape)
-            shape[dim] = match.base_size * block
+            shape[dim] = match.base_size * block * tiles
             out = torch.zeros(shape, dtype=t.dtype, device=t.device).index_copy_(dim, rows, picked)
         slot_mask = match.matched_mask(t.device)
         if block > 1:
             slot_mask = slot_mask.repeat_interleave(block)
+        if tiles > 1:
+            slot_mask = slot_mask.repeat(tiles)
         mask_parts.append((dim, slot_mask))
     if base_shape is not None:
         if len(base_shape) != out.ndim:
@@ -283,22 +294,26 @@ def transform_tensor(t: torch.Tensor, matches: AxisMatches,
     return out, mask
 
 
-def axis_cost(base: torch.Tensor, target: torch.Tensor, dim: int, block: int = 1) -> torch.Tensor:
+def axis_cost(base: torch.Tensor, target: torch.Tensor, dim: int, block: Layout = 1) -> torch.Tensor:
     """Unit-by-unit inner products along axis ``dim``: the (m x n) cost of one tensor pair.
 
     ``base`` and ``target`` must agree on every axis except ``dim`` (map the target's other axes
     first with :func:`transform_tensor`). Entry (i, j) is the inner product of base unit i's slice
-    with target unit j's slice, where a unit's slice covers its ``block`` entries on ``dim`` and
-    all entries of the other axes. Returns a tensor in the dtype/device of ``base``.
+    with target unit j's slice, where a unit's slice covers its ``block`` entries on ``dim`` (in
+    each of the axis's tiles, for a (block, tiles) layout) and all entries of the other axes.
+    Returns a tensor in the dtype/device of ``base``.
     """
+    block, tiles = split_layout(block)
     b = torch.movedim(base, dim, 0)
     t = torch.movedim(target.to(base.dtype), dim, 0)
     if b.shape[1:] != t.shape[1:]:
         raise AlignmentError(
             f"tensors disagree off axis {dim}: base {tuple(base.shape)}, "
             f"target {tuple(target.shape)}")
-    # Unit i owns rows [i*block, (i+1)*block) of the moved tensor: a row-major reshape keeps them
-    # together in row i.
-    b = b.reshape(base.shape[dim] // block, -1)
-    t = t.reshape(target.shape[dim] // block, -1)
+    # Unit i owns rows [i*block, (i+1)*block) of each tile of the moved tensor: viewing it as
+    # (tiles, units, rest) and bringing units first keeps a unit's entries together in row i.
+    b = b.reshape(tiles, base.shape[dim] // (block * tiles), -1).transpose(0, 1)
+    t = t.reshape(tiles, target.shape[dim] // (block * tiles), -1).transpose(0, 1)
+    b = b.reshape(b.shape[0], -1)
+    t = t.reshape(t.shape[0], -1)
     return b @ t.T

@@ -55,7 +55,7 @@ class MatchResult:
 
 
 # One paired tensor on the compute device: per axis (base space or None, block).
-_AxisInfo = tuple[str | None, int]
+_AxisInfo = tuple[str | None, "int | tuple[int, int]"]  # space, block or (block, tiles)
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationS
                 continue
             if ba is None or ta is None:
                 raise AlignmentError(f"{bk} axis {dim} is permutable in one model only")
-            if ba.block != ta.block:
+            if (ba.block, ba.tiles) != (ta.block, ta.tiles):
                 raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit "
                                      "(different spatial sizes cannot merge)")
             known = pairs.setdefault(ba.space, ta.space)
@@ -116,10 +116,10 @@ def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationS
                                      f"{known!r} and {ta.space!r} ({bk})")
             for spec, tensor, axis, key in ((base_spec, b, ba, bk), (target_spec, t, ta, tk)):
                 size = spec.spaces[axis.space].size if axis.space in spec.spaces else -1
-                if tensor.shape[dim] != size * axis.block:
+                if tensor.shape[dim] != size * axis.block * axis.tiles:
                     raise AlignmentError(f"{key} axis {dim} has {tensor.shape[dim]} entries, "
                                          f"space {axis.space!r} expects {size} x {axis.block}")
-            info.append((ba.space, ba.block))
+            info.append((ba.space, (ba.block, ba.tiles)))
         infos.append((bk, tk, tuple(info)))
     seen: dict[str, str] = {}
     for bs, ts in pairs.items():
@@ -339,13 +339,13 @@ def apply_matches(
                 raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit")
             match = matches.get(ba.space)
             if match is None:
-                units = t.shape[dim] // ba.block
+                units = t.shape[dim] // (ba.block * ba.tiles)
                 if units != base_spec.spaces[ba.space].size:
                     raise AlignmentError(f"{bk} axis {dim}: space {ba.space!r} has no match and "
                                          f"sizes differ: base {base_spec.spaces[ba.space].size}, "
                                          f"target {units}")
                 match = Match.identity(units, units)
-            spec[dim] = (match, ba.block)
+            spec[dim] = (match, (ba.block, ba.tiles))
         try:
             out[bk] = transform_tensor(t, spec)
         except AlignmentError as exc:

@@ -106,7 +106,8 @@ def load_npz(path: Path) -> Dataset:
     real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     if not real or not np.isfinite(x).all():  # complex and boolean inputs are refused too
         raise DatasetError(f"{path}: inputs x must be finite real numbers, got {x.dtype}")
-    xt = torch.from_numpy(x.astype(np.float32))
+    # integer inputs are token ids (or class indices): they keep an integer dtype
+    xt = torch.from_numpy(x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32))
     yt = torch.from_numpy(y.astype(np.int64))
     return Dataset(path.stem, xt[:0], yt[:0], xt, yt, int(y.max()) + 1, f"user data {path.name}")
 

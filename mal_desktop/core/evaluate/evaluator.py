@@ -80,8 +80,20 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.index == b.index or a.type == "cpu" or a.index is None or b.index is None
 
 
+def _pick_output(out: object, index: int) -> object:
+    """Output ``index`` of a module returning several (a tuple, list or dict-like output)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    values = list(out.values()) if hasattr(out, "values") else out
+    if isinstance(values, (tuple, list)):
+        if not 0 <= index < len(values):
+            raise MalError(f"the model returns {len(values)} outputs; there is no output {index}")
+        return values[index]
+    return out
+
+
 def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 512,
-                   fixed_batch: int | None = None) -> torch.Tensor:
+                   fixed_batch: int | None = None, output_index: int = 0) -> torch.Tensor:
     """Run ``module`` on ``x`` in batches and return its outputs.
 
     module: a classifier returning (batch, classes) logits; it is not modified.
@@ -89,6 +101,8 @@ def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 512,
     batch_size: samples per forward pass.
     fixed_batch: the only batch size the module accepts (a .pt2 program exported without a
         dynamic batch axis); the last batch is zero-padded to it and the padding dropped.
+    output_index: which output is the logits when the module returns several.
+    Integer inputs (token ids) keep their dtype; floating inputs take the module's.
     Returns a CPU float32 tensor of shape (N, classes).
     Raises MalError when the module's output is not a (batch, classes) tensor. Warns
     (MalWarning, :func:`warn_if_probabilities`) when the outputs look like probabilities.
@@ -105,12 +119,13 @@ def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 512,
     outputs: list[torch.Tensor] = []
     with torch.no_grad(), _eval_mode(module):
         for start in range(0, len(x), batch_size):
-            batch = x[start:start + batch_size].to(device=device, dtype=dtype)
+            chunk = x[start:start + batch_size]
+            batch = chunk.to(device=device, dtype=dtype if chunk.is_floating_point() else chunk.dtype)
             real = len(batch)
             if fixed_batch is not None and real < fixed_batch:
                 pad = batch.new_zeros((fixed_batch - real, *batch.shape[1:]))
                 batch = torch.cat([batch, pad])
-            out = module(batch)
+            out = _pick_output(module(batch), output_index)
             if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(batch):
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise MalError(f"model output has shape {shape}; expected (batch, classes) logits")
@@ -155,7 +170,8 @@ def warn_if_probabilities(outputs: torch.Tensor) -> bool:
 
 
 def evaluate_module(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    batch_size: int = 512, fixed_batch: int | None = None) -> EvalResult:
+                    batch_size: int = 512, fixed_batch: int | None = None,
+                    output_index: int = 0) -> EvalResult:
     """Mean cross-entropy and accuracy of ``module`` on inputs ``x`` with integer labels ``y``.
 
     Non-finite logits give a non-finite loss, reported as is.
@@ -166,7 +182,7 @@ def evaluate_module(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
         raise DatasetError(f"{len(x)} inputs but {len(y)} labels")
     if len(y) == 0:
         raise DatasetError("no samples to evaluate")
-    logits = predict_logits(module, x, batch_size, fixed_batch)
+    logits = predict_logits(module, x, batch_size, fixed_batch, output_index)
     y = y.to(torch.int64)
     num_classes = logits.shape[1]
     lo, hi = int(y.min()), int(y.max())
@@ -218,4 +234,4 @@ def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
         raise DatasetError(f"dataset {data.name} has label {hi}, "
                            f"model {model.name} has only {model.num_classes} classes")
     fixed = program_batch_size(model.program) if model.program is not None else None
-    return evaluate_module(model.module, x, y, batch_size, fixed)
+    return evaluate_module(model.module, x, y, batch_size, fixed, model.output_index)

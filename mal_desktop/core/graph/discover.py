@@ -25,7 +25,7 @@ from ..errors import MalError
 from ..io.model import LoadedModel
 from .spec import Axis, Layer, PermutationSpec, Space
 from .labels import (IGNORED_OPS, NORM_ARGS, NORM_OPS, Merged, Param, RawLayer, Ref,
-                     UnionFind, arg_of, op_names, shape_of, tensor_nodes)
+                     UnionFind, arg_of, module_path, op_names, shape_of, tensor_nodes)
 from .op_rules import HANDLERS, OpRules
 
 
@@ -40,6 +40,8 @@ class _Tracer(OpRules):
         self.state_node: dict[fx.Node, str] = {}
         self.unsupported: list[str] = []
         self.layers: list[RawLayer] = []
+        self.head_nodes: list[int] = []  # attention heads found by views (named P_heads_...)
+        self.view_node: fx.Node | None = None
         self.ep = ep
         kinds = {s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
         for node in ep.graph.nodes:
@@ -61,7 +63,7 @@ class _Tracer(OpRules):
 
     # ----- labels -----
     def fresh(self, size: int, reason: str | None) -> Ref:
-        return (self.g.new(size, reason), 1)
+        return (self.g.new(size, reason), 1, 1)
 
     def fresh_like(self, val: Any, reason: str) -> Any:
         if isinstance(val, torch.Tensor):
@@ -71,6 +73,7 @@ class _Tracer(OpRules):
         return None
 
     def resolve(self, label: Any) -> Ref:
+        """The label as (root, block, tiles); Param and Merged labels become refs."""
         if isinstance(label, Merged):  # used as one axis: its parts cannot move
             why = self.reason_of(label) if self.is_fixed(label) else \
                 f"reshape mixes permutable axes ({label.op})"
@@ -82,8 +85,9 @@ class _Tracer(OpRules):
             if ref is None:
                 ref = self.fresh(self.state_shapes[label.key][label.dim], None)
                 self.bound[(label.key, label.dim)] = ref
-            return ref
-        return label
+            label = ref
+        root, beta, tau = self.g.find_ref(label[0])
+        return root, label[1] * beta, label[2] * tau
 
     def is_fixed(self, label: Any) -> bool:
         if isinstance(label, Merged):
@@ -98,8 +102,8 @@ class _Tracer(OpRules):
         return self.g.reason[self.g.find(self.resolve(label)[0])]
 
     def size_of(self, label: Any) -> int:
-        node, block = self.resolve(label)
-        return self.g.units[self.g.find(node)] * block
+        node, block, tiles = self.resolve(label)
+        return self.g.units[node] * block * tiles
 
     def fix(self, label: Any, reason: str, op: str | None = None) -> None:
         """Fix label's group; ``op`` is recorded as unsupported when this pinned a free space."""
@@ -123,17 +127,24 @@ class _Tracer(OpRules):
                 if size == self.size_of(ref):
                     self.bound[(x.key, x.dim)] = ref
                     return
-        ra, rb = self.resolve(a), self.resolve(b)
-        na, nb = self.g.find(ra[0]), self.g.find(rb[0])
-        if na == nb and ra[1] == rb[1]:
+        (na, ba, ta), (nb, bb, tb) = self.resolve(a), self.resolve(b)
+        if (na, ba, ta) == (nb, bb, tb):
             return
-        if ra[1] != rb[1] or self.g.units[na] != self.g.units[nb]:
+        units = self.g.units
+        same_size = units[na] * ba * ta == units[nb] * bb * tb
+        if same_size and na != nb and (ba, ta) == (bb, tb):
+            self.g.merge(na, nb)
+        elif same_size and na != nb and bb % ba == 0 and tb % ta == 0:
+            # a's units are finer: they can only move as b's units do (query heads sharing a
+            # key/value head, an axis split into equal pieces)
+            self.g.coarsen(na, nb, bb // ba, tb // ta)
+        elif same_size and na != nb and ba % bb == 0 and ta % tb == 0:
+            self.g.coarsen(nb, na, ba // bb, ta // tb)
+        else:
             # one permutation cannot act on both with different unit layouts: pin both
             why = self.g.reason[na] or self.g.reason[nb] or f"incompatible unit layouts at {where}"
             self.g.fix(na, why)
             self.g.fix(nb, why)
-            return
-        self.g.merge(na, nb)
 
     def lab(self, arg: Any) -> Any:
         return self.labels.get(arg) if isinstance(arg, fx.Node) else None
@@ -145,6 +156,14 @@ class _Tracer(OpRules):
         for k in range(len(out_shape), 0, -1):
             cands = [(lab[-k], shp[-k]) for lab, shp in operands if len(shp) >= k]
             full = [lab for lab, s in cands if s == out_shape[-k] and s != 1]
+            constants = [lab for lab in full if self.reason_of(lab) == "constant tensor"]
+            if constants and len(full) > 1:
+                # a constant that varies along the axis (a rotary table, per-position scales)
+                # ties its entries to positions: name that rather than "constant tensor"
+                for lab in full:
+                    if not self.is_fixed(lab):
+                        self.fix(lab, f"combined with a constant that varies along this axis "
+                                      f"({where}; e.g. a rotary embedding table)", where)
             for other in full[1:]:
                 self.union(full[0], other, where)
             if full:
@@ -205,37 +224,58 @@ class _Tracer(OpRules):
         return True
 
     def unknown(self, node: fx.Node, name: str) -> Any:
-        """An op we cannot reason about pins every axis it touches."""
+        """An op we cannot reason about pins every axis it touches; the reason names the op and
+        the module that calls it."""
         tensors = list(tensor_nodes((node.args, node.kwargs)))
+        where = module_path(node)
+        why = f"unsupported op {name}" + (f" in {where}" if where else "")
+        pinned = False
         for t in tensors:
             labels = self.lab(t)
             for label in labels if isinstance(labels, list) else []:
-                self.fix(label, f"unsupported op {name}")
-        if tensors:
-            self.note(name)
-        return self.fresh_like(node.meta.get("val"), f"unsupported op {name}" if tensors
-                               else "constant tensor")
+                pinned = self.g.fix(self.resolve(label)[0], why) or pinned
+        if pinned:  # listed only when it cost a permutation space
+            self.note(f"{name} ({where})" if where else name)
+        return self.fresh_like(node.meta.get("val"), why if tensors else "constant tensor")
 
     def key_of(self, arg: Any) -> str | None:
         return self.state_node.get(arg) if isinstance(arg, fx.Node) else None
 
     def add_layer(self, node: fx.Node, kind: str, key: str | None, bias_key: str | None, out: Any,
-                  inp: Any, kernel: tuple[int, ...] = ()) -> None:
+                  inp: Any, kernel: tuple[int, ...] = (), transposed: bool = False) -> None:
         if key is None or any(lay.weight == key for lay in self.layers):
             return  # a shared weight is one layer, named after its first use
         name = key.rsplit(".", 1)[0] if "." in key else key
-        self.layers.append(RawLayer(name, kind, key, bias_key, node, out, inp, kernel))
+        self.layers.append(RawLayer(name, kind, key, bias_key, node, out, inp, kernel, transposed))
 
 
 def _program(model: LoadedModel) -> Any:
     if model.program is not None:
-        return model.program
+        return _functional(model.program)
     try:
-        return torch.export.export(model.module.eval(), (model.example_input(2),))
+        program = torch.export.export(model.module.eval(), (model.example_input(2),))
     except Exception as exc:  # export failures are many kinds; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MalError(f"{model.name}: cannot trace the model to find its permutation spaces "
                        f"({type(exc).__name__}: {first})") from exc
+    return _functional(program)
+
+
+def _functional(program: Any) -> Any:
+    """The program without in-place ops (``x += shortcut`` exports as ``add_``).
+
+    A mutating op writes into one of its inputs, so its labels would have to flow backwards;
+    functionalising (``run_decompositions`` with an empty table: ops stay as they are, only
+    mutation is removed) turns it into an ordinary op and an output.
+    """
+    mutable = any(node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+                  and node.target._schema.is_mutable for node in program.graph.nodes)
+    if not mutable:
+        return program
+    try:
+        return program.run_decompositions({})
+    except Exception:  # noqa: BLE001 - keep the original: its in-place ops pin what they touch
+        return program
 
 
 def discover_spec(model: LoadedModel) -> PermutationSpec:
@@ -283,12 +323,16 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
                 root = g.find(ref[0])
                 order.append(root)
                 first_key.setdefault(root, key)
+    heads = {g.find(h) for h in tr.head_nodes}
     names: dict[int, str] = {}
     spaces: dict[str, Space] = {}
     for root in order:
         if root in names:
             continue
-        if g.reason[root] == "spatial positions":
+        if root in heads and g.reason[root] is None:
+            w = writers.get(root) or [first_key.get(root, "attention").rsplit(".", 1)[0]]
+            base = f"P_heads_{w[0]}"
+        elif g.reason[root] == "spatial positions":
             base = "P_positions"  # token / pixel positions: fixed whoever writes them
         elif root in writers:
             w = writers[root]
@@ -307,7 +351,8 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
         spaces[name] = Space(name, g.units[root], g.reason[root] is not None, g.reason[root] or "")
 
     def axis(ref: Ref) -> Axis:
-        return Axis(names[g.find(ref[0])], ref[1])
+        root, block, tiles = tr.resolve(ref)
+        return Axis(names[root], block, tiles)
 
     # tied weights: keys aliasing one tensor take the axes of the key the graph used
     graph_key = {id(t): k for k, t in state.items() if k in tr.state_shapes}
@@ -327,5 +372,5 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
                     if isinstance(p, fx.Node) and p in tr.state_node:
                         norm.append(tr.state_node[p])
         layers.append(Layer(lay.name, lay.kind, lay.weight, lay.bias, tuple(norm), axis(out),
-                            axis(inp), index, lay.kernel))
+                            axis(inp), index, lay.kernel, lay.transposed))
     return PermutationSpec(spaces=spaces, axes=axes, layers=layers, unsupported=list(tr.unsupported))

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import AlignmentError
 from ..io.model import LoadedModel
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled, run_job
-from .spec import PermutationSpec, permute_state
+from .spec import PermutationSpec, expand_index, permute_state
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -29,9 +29,17 @@ class SelfTestReport:
 
     per_space: max |output difference| when only that free space is permuted.
     overall: the same with every free space permuted at once.
-    passed: every difference is within ``tolerance``.
+    passed: there is something to permute, every difference is within ``tolerance`` and the
+        test had power (``status == "passed"``).
     unsupported: ops that forced spaces fixed (from the spec).
     tolerance: ``RELATIVE_TOLERANCE * max(1, max |reference output|)``.
+    free: number of free spaces (0: nothing to permute, nothing was tested).
+    inert: free spaces whose permutation changes no parameter (their units are all alike, so
+        the test says nothing about them).
+    powerless: free spaces where a deliberately broken permutation (one tensor's axis only)
+        did not change the outputs: the probe cannot see that space.
+    noised: parameters that were all zero and got noise for the test (the model is untouched).
+    status: "passed", "FAILED", "nothing to permute" or "no power".
     """
 
     per_space: dict[str, float]
@@ -39,6 +47,11 @@ class SelfTestReport:
     passed: bool
     unsupported: list[str]
     tolerance: float = 0.0
+    free: int = 0
+    inert: tuple[str, ...] = ()
+    powerless: tuple[str, ...] = ()
+    noised: tuple[str, ...] = ()
+    status: str = "passed"
 
 
 def random_permutations(spec: PermutationSpec, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -81,34 +94,80 @@ def _copy_module(module: nn.Module) -> nn.Module:
         return copy.deepcopy(module).eval()
 
 
+def _noised(state: dict[str, torch.Tensor], seed: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Zero-initialised floating tensors get small noise: with them at zero a wrong permutation
+    of their axes would change nothing, and the test would pass without testing."""
+    gen = torch.Generator().manual_seed(seed + 7919)
+    out, keys = dict(state), []
+    for key, t in state.items():
+        if t.is_floating_point() and t.numel() > 1 and not bool(t.any()):
+            out[key] = 0.1 * torch.randn(t.shape, generator=gen).to(t.dtype)
+            keys.append(key)
+    return out, keys
+
+
+def _broken(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: str,
+            perm: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """The state with only the first weight axis on ``space_id`` permuted (a wrong
+    permutation): the outputs must change, or the probe cannot see the space."""
+    for key, dim in spec.tensors_on(space_id):
+        t = state[key]
+        if not t.is_floating_point() or t.dim() < 2:
+            continue
+        axis = spec.axes[key][dim]
+        idx = expand_index(perm, axis.block, axis.tiles, len(perm))
+        moved = torch.index_select(t, dim, idx)
+        if not torch.equal(moved, t):
+            return {**state, key: moved}
+    return None
+
+
 def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken | None = None,
                   seed: int = 0, batch: int = 8) -> Job[SelfTestReport]:
     """Generator job behind :func:`self_test`; yields one event per space."""
     cancel = cancel or never_cancelled()
     x = model.example_input(probe_batch(model, batch), seed=seed)
-    state = model.state()
+    state, noised = _noised(model.state(), seed)
     probe = _copy_module(model.module)
     perms = random_permutations(spec, seed)
     per_space: dict[str, float] = {}
+    inert: list[str] = []
+    powerless: list[str] = []
     with torch.no_grad():
-        reference = _outputs(model.module(x))
+        probe.load_state_dict(state, strict=True)
+        reference = _outputs(probe(x))
         scale = max([1.0] + [float(t.float().abs().max()) for t in reference if t.numel()])
+        tolerance = RELATIVE_TOLERANCE * scale
 
-        def diff(chosen: dict[str, torch.Tensor]) -> float:
-            probe.load_state_dict(permute_state(state, spec, chosen), strict=True)
+        def diff(new_state: dict[str, torch.Tensor]) -> float:
+            probe.load_state_dict(new_state, strict=True)
             return _max_diff(_outputs(probe(x)), reference)
 
         for i, (space_id, perm) in enumerate(perms.items()):
             cancel.raise_if_cancelled()
-            per_space[space_id] = diff({space_id: perm})
+            permuted = permute_state(state, spec, {space_id: perm})
+            if all(torch.equal(permuted[k], state[k]) for k, _ in spec.tensors_on(space_id)):
+                inert.append(space_id)
+            per_space[space_id] = diff(permuted)
+            broken = _broken(state, spec, space_id, perm)
+            if broken is not None and diff(broken) <= tolerance:
+                powerless.append(space_id)
             yield ProgressEvent("self-test", (i + 1) / (len(perms) + 1), f"permuted {space_id}",
                                 (space_id, per_space[space_id]))
         cancel.raise_if_cancelled()
-        overall = diff(perms) if perms else 0.0
-    tolerance = RELATIVE_TOLERANCE * scale
-    passed = overall <= tolerance and all(d <= tolerance for d in per_space.values())
-    yield ProgressEvent("self-test", 1.0, "passed" if passed else "FAILED")
-    return SelfTestReport(per_space, overall, passed, list(spec.unsupported), tolerance)
+        overall = diff(permute_state(state, spec, perms)) if perms else 0.0
+    within = overall <= tolerance and all(d <= tolerance for d in per_space.values())
+    if not within:
+        status = "FAILED"
+    elif not perms:
+        status = "nothing to permute"
+    elif set(inert) | set(powerless) == set(perms):
+        status = "no power"
+    else:
+        status = "passed"
+    yield ProgressEvent("self-test", 1.0, status)
+    return SelfTestReport(per_space, overall, status == "passed", list(spec.unsupported), tolerance,
+                          len(perms), tuple(inert), tuple(powerless), tuple(noised), status)
 
 
 def self_test(model: LoadedModel, spec: PermutationSpec, seed: int = 0,
@@ -119,7 +178,9 @@ def self_test(model: LoadedModel, spec: PermutationSpec, seed: int = 0,
     spec: the permutation spec to check.
     seed: seeds the probe batch and the permutations.
     batch: probe batch size (a program with a static batch axis uses its own).
-    Returns a SelfTestReport; ``passed`` is False when any permutation changed the outputs.
+    Returns a SelfTestReport; ``passed`` is False when any permutation changed the outputs,
+    when no space is free ("nothing to permute") or when no free space could be seen by the
+    test ("no power": every free space inert or powerless).
     """
     return run_job(self_test_job(model, spec, seed=seed, batch=batch))
 

@@ -7,7 +7,11 @@ A space is *fixed* when its units must not move: it touches the network input or
 operation we cannot reason about (named in ``Space.reason``).
 
 An axis can own ``block`` consecutive entries per unit: after ``flatten`` of a C x H x W feature
-map, channel c owns features [c*H*W, (c+1)*H*W).
+map, channel c owns features [c*H*W, (c+1)*H*W). An axis can also hold ``tiles`` copies of that
+layout one after the other: an LSTM's input weight stacks its four gates (tiles 4, each hidden
+unit owns one row per gate), a position-major flatten (H x C x W -> H*C*W) repeats the channel
+layout once per row (tiles H, block W). Entry e of such an axis belongs to unit
+``(e % (units * block)) // block``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,16 @@ import torch
 
 @dataclass(frozen=True)
 class Axis:
-    """A tensor axis that belongs to permutation space ``space``; each unit owns ``block`` entries."""
+    """A tensor axis that belongs to permutation space ``space``.
+
+    Each unit owns ``block`` consecutive entries; the axis holds ``tiles`` copies of the
+    space's layout back to back (units * block entries each), so its size is
+    tiles * units * block.
+    """
 
     space: str
     block: int = 1
+    tiles: int = 1
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,8 @@ class Layer:
     mean/var; LayerNorm weight, bias), which follow the layer's output map.
     out_axis/in_axis: spaces of the weight's axes 0 and 1; index: execution order.
     kernel: spatial kernel size for conv layers (() for linear).
+    transposed: the weight is stored (in, out) (GPT-2's Conv1D): out_axis is its axis 1 and
+    in_axis its axis 0.
     """
 
     name: str
@@ -56,6 +68,7 @@ class Layer:
     in_axis: Axis
     index: int
     kernel: tuple[int, ...] = ()
+    transposed: bool = False
 
 
 @dataclass
@@ -86,12 +99,17 @@ class PermutationSpec:
         ]
 
 
-def expand_index(index: torch.Tensor, block: int) -> torch.Tensor:
-    """Unit indices -> entry indices when each unit owns ``block`` consecutive entries."""
-    if block == 1:
-        return index
-    offsets = torch.arange(block, device=index.device)
-    return (index[:, None] * block + offsets[None, :]).reshape(-1)
+def expand_index(index: torch.Tensor, block: int, tiles: int = 1, units: int = 0) -> torch.Tensor:
+    """Unit indices -> entry indices when each unit owns ``block`` consecutive entries and the
+    axis repeats a layout of ``units`` units ``tiles`` times (``units`` is needed when tiles > 1).
+    """
+    if block > 1:
+        offsets = torch.arange(block, device=index.device)
+        index = (index[:, None] * block + offsets[None, :]).reshape(-1)
+    if tiles > 1:
+        starts = torch.arange(tiles, device=index.device) * (units * block)
+        index = (starts[:, None] + index[None, :]).reshape(-1)
+    return index
 
 
 def permute_state(
@@ -109,7 +127,8 @@ def permute_state(
         for dim, axis in enumerate(axes):
             if axis is None or axis.space not in perms:
                 continue
-            idx = expand_index(perms[axis.space].to(tensor.device), axis.block)
+            perm = perms[axis.space].to(tensor.device)
+            idx = expand_index(perm, axis.block, axis.tiles, len(perm))
             tensor = torch.index_select(tensor, dim, idx)
         out[key] = tensor
     return out

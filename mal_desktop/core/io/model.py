@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .inputs import program_id_range, program_input_dtype, random_input
+
 
 @dataclass
 class LoadedModel:
@@ -27,6 +29,11 @@ class LoadedModel:
     metadata: provenance (dataset, seed, accuracy, plan, input hashes, ...), JSON-able.
     program: the ``torch.export.ExportedProgram`` when one is at hand (.pt2 files); discovery
         exports the module otherwise.
+    input_dtype: the dtype of the input (e.g. torch.int64 for token ids); None: the program's
+        input dtype when there is a program, float32 otherwise.
+    input_range: integer inputs are ids below this (an embedding's rows); None: found from the
+        program's embeddings when there is one.
+    output_index: which output is the class logits when the module returns several (default 0).
     """
 
     module: nn.Module
@@ -38,6 +45,9 @@ class LoadedModel:
     sha256: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     program: Any = None
+    input_dtype: torch.dtype | None = None
+    input_range: int | None = None
+    output_index: int = 0
 
     @property
     def name(self) -> str:
@@ -53,7 +63,22 @@ class LoadedModel:
         module.load_state_dict(state, strict=True)
         return replace(self, module=module.eval(), form="memory", path=None, sha256=None, **changes)
 
+    def probe_dtype(self) -> torch.dtype:
+        """The input dtype: ``input_dtype``, else the program's, else float32."""
+        if self.input_dtype is not None:
+            return self.input_dtype
+        if self.program is not None:
+            return program_input_dtype(self.program) or torch.float32
+        return torch.float32
+
+    def id_range(self) -> int | None:
+        """For integer inputs, ids stay below this; None when unknown or not ids."""
+        if self.input_range is not None:
+            return self.input_range
+        return program_id_range(self.program) if self.program is not None else None
+
     def example_input(self, batch: int = 2, seed: int = 0) -> torch.Tensor:
-        """A deterministic random probe batch of the model's input shape."""
+        """A deterministic random probe batch of the model's input shape and dtype (token ids
+        below the embedding size for integer inputs)."""
         gen = torch.Generator().manual_seed(seed)
-        return torch.randn((batch, *self.input_shape), generator=gen)
+        return random_input((batch, *self.input_shape), self.probe_dtype(), self.id_range(), gen)

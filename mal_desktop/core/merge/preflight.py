@@ -59,6 +59,7 @@ class LayerShape:
     has_bias: bool
     out_reason: str = ""  # why a fixed side is fixed: "class output", "network input", ...
     in_reason: str = ""
+    layout: str = ""  # a weight layout layer steps cannot merge yet (why), "" when fine
 
     @staticmethod
     def of(layer: Layer, spec: PermutationSpec, weight_shape: tuple[int, ...]) -> "LayerShape":
@@ -69,7 +70,21 @@ class LayerShape:
                           int(weight_shape[1]) // block, block, tuple(layer.kernel),
                           bool(out_space and out_space.fixed), bool(in_space and in_space.fixed),
                           layer.bias is not None, out_space.reason if out_space else "",
-                          in_space.reason if in_space else "")
+                          in_space.reason if in_space else "", _layout_problem(layer))
+
+
+def _layout_problem(layer: Layer) -> str:
+    """Why a layer step cannot merge this layer's weight yet ("" when it can).
+
+    Layer steps map weights as (out, in) with channel-major blocks; whole-model curves handle
+    every layout discovery finds.
+    """
+    if layer.transposed:
+        return "its weight is stored (in, out) (GPT-2 Conv1D)"
+    if layer.out_axis.tiles > 1 or layer.in_axis.tiles > 1:
+        return ("its weight stacks several copies of a unit layout (gates, a fused QKV "
+                "projection or a position-major flatten)")
+    return ""
 
 
 def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
@@ -80,6 +95,10 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
         if layer.kind not in MERGEABLE_KINDS:
             return StepCheck(False, f"merging {layer.kind} layers ({layer.name}) is not supported: "
                                     "only linear and conv2d layers", text)
+    for layer in (base, target):
+        if layer.layout:
+            return StepCheck(False, f"layer steps cannot merge {layer.name} yet: {layer.layout}; "
+                                    "a whole-model curve (no --layers) can", text)
     if base.kind != target.kind:
         return StepCheck(False, f"cannot merge a {target.kind} layer into a {base.kind} layer "
                                 f"({target.name} -> {base.name})", text)

@@ -1,0 +1,214 @@
+"""Discovery on model code written the way other people write it (issue 8).
+
+For every idiom: the self-test has power (free spaces > 0, the expected spaces free, outputs
+unchanged under every free permutation), and a permuted copy (every discovered space permuted at
+random, attention heads as blocks) realigns through whole-model weight matching to a barrier
+below 1e-4 along the interpolation curve. The transformers models are tiny, built from configs
+with random weights (no downloads); they are skipped when the optional [hf] extra is missing.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mal_desktop.core.evaluate.metrics import barrier, lambda_grid
+from mal_desktop.core.graph.discover import discover_spec
+from mal_desktop.core.graph.selftest import random_permutations, self_test
+from mal_desktop.core.graph.spec import PermutationSpec, permute_state
+from mal_desktop.core.io.model import LoadedModel
+from mal_desktop.core.jobs import ModelCache, curve_series
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/core is not a package
+import idiom_modules as im  # noqa: E402
+
+
+def randomize(module: nn.Module, seed: int = 1) -> nn.Module:
+    """Non-trivial biases, norm parameters and statistics: a wrong permutation must show."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() == 1:
+                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+        for m in module.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
+    return module.eval()
+
+
+def loaded(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype | None = None,
+           vocab: int | None = None) -> LoadedModel:
+    torch.manual_seed(0)
+    return LoadedModel(module=randomize(module), arch={"kind": "memory"}, input_shape=shape,
+                       num_classes=3, input_dtype=dtype, input_range=vocab)
+
+
+def realign_barrier(model: LoadedModel, spec: PermutationSpec, seed: int = 3) -> tuple[float, float]:
+    """(naive, aligned) barrier of a permuted copy against the model, on the model's own
+    predictions (cross-entropy over the last axis), along an 11-point curve."""
+    state = model.state()
+    permuted = permute_state(state, spec, random_permutations(spec, seed))
+    target = model.with_state(permuted)
+    cache = ModelCache({"base": model, "target": target}, specs={"base": spec, "target": spec})
+    series = curve_series(cache, "base", "target", align="weight")
+    recovered = series.aligned(1.0)  # the realigned copy is the model itself, unit for unit
+    assert all(torch.allclose(recovered[k], v, atol=1e-6) for k, v in state.items())
+    x = model.example_input(16, seed=seed)
+    probe = target.with_state(state).module
+    with torch.no_grad():
+        labels = model.module(x).argmax(-1)
+
+        def losses(state_at) -> list[float]:
+            out = []
+            for lam in lambda_grid(11):
+                probe.load_state_dict(state_at(lam), strict=True)
+                logits = probe(x)
+                out.append(float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 labels.reshape(-1))))
+            return out
+
+        grid = lambda_grid(11)
+        return barrier(grid, losses(series.naive)), barrier(grid, losses(series.aligned))
+
+
+def check(model: LoadedModel, expect_free: list[str] = (), min_free: int = 1) -> PermutationSpec:
+    spec = discover_spec(model)
+    report = self_test(model, spec)
+    assert report.status == "passed", (report.status, report.per_space, report.overall)
+    assert report.free >= min_free
+    free = [s.id for s in spec.free_spaces()]
+    for prefix in expect_free:
+        assert any(s.startswith(prefix) for s in free), (prefix, free)
+    naive, aligned = realign_barrier(model, spec)
+    assert aligned < 1e-4, (naive, aligned)
+    return spec
+
+
+# ----- our own modules in other people's styles ---------------------------------------------
+
+def test_resnet_with_inplace_residual_keeps_its_stream_free() -> None:
+    spec = check(loaded(im.ResNet(), (1, 8, 8)), ["P_stream_stem"], min_free=3)
+    stream = spec.axes["stem.weight"][0].space
+    assert spec.axes["layer.1.conv2.weight"][0].space == stream
+    assert spec.axes["fc.weight"][1].space == stream
+
+
+def test_position_major_flatten_is_tiled_not_pinned() -> None:
+    spec = check(loaded(im.PosMajorCNN(), (1, 8, 8)), ["P_c2", "P_fc"], min_free=3)
+    axis = spec.axes["fc.weight"][1]
+    assert (axis.space, axis.block, axis.tiles) == ("P_c2", 4, 4)  # (H=4, C=5, W=4) rows
+
+
+def test_prelu_slopes_ride_with_their_channels() -> None:
+    spec = check(loaded(im.PReLUNet(), (1, 8, 8)), ["P_c", "P_fc1"], min_free=2)
+    assert spec.axes["a.weight"][0].space == "P_c"
+    assert spec.axes["a2.weight"][0].space == "P_fc1"
+    assert spec.axes["a3.weight"] == (None,)  # one shared slope: nothing to permute
+
+
+@pytest.mark.parametrize("cell,gates", [("lstm", 4), ("gru", 3)])
+def test_recurrent_hidden_units_move_with_their_gates(cell: str, gates: int) -> None:
+    spec = check(loaded(im.LSTMNet(cell), (4, 5)), ["P_fc_in"])
+    hidden = spec.axes["fc.weight"][1].space
+    for key in ("rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0"):
+        assert spec.axes[key][0].space == hidden and spec.axes[key][0].tiles == gates
+    assert spec.axes["rnn.weight_hh_l0"][1].space == hidden
+
+
+def test_stacked_bidirectional_lstm_has_a_space_per_layer() -> None:
+    spec = check(loaded(im.LSTMNet("lstm", 2, True), (4, 5)), min_free=2)
+    assert spec.axes["rnn.weight_ih_l0"][0].space != spec.axes["rnn.weight_ih_l1"][0].space
+    assert spec.axes["rnn.weight_ih_l1"][1].tiles == 2  # reads both directions of layer 0
+
+
+def test_gpt2_style_conv1d_is_a_layer() -> None:
+    spec = check(loaded(im.Conv1DNet(), (4, 5)), ["P_c_fc"])
+    layer = spec.layer("c_fc")
+    assert layer.transposed and layer.out_axis.space == "P_c_fc"
+    assert spec.axes["c_fc.weight"][1].space == "P_c_fc"
+
+
+def test_hand_written_attention_permutes_heads_as_blocks() -> None:
+    spec = check(loaded(im.TinyTransformer(), (4, 5)), ["P_heads_attn.qkv", "P_stream_inp", "P_fc1"])
+    qkv = spec.axes["attn.qkv.weight"][0]
+    assert (qkv.block, qkv.tiles) == (4, 3)  # 2 heads of 4 dims, for each of q, k, v
+    assert spec.spaces[qkv.space].size == 2
+
+
+def test_torch_transformer_encoder_permutes_heads() -> None:
+    check(loaded(im.TorchEncoder(), (4, 5)), ["P_heads_enc.layers.0.self_attn"])
+
+
+# ----- transformers configs (optional [hf] extra) -------------------------------------------
+
+class Logits(nn.Module):
+    """A transformers model as a plain module: one tensor in, its logits out."""
+
+    def __init__(self, model: nn.Module, key: str = "input_ids") -> None:
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(**{self.key: x}).logits
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    tf = pytest.importorskip("transformers")
+    tf.logging.set_verbosity_error()
+    return tf
+
+
+def _quiet(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn()
+
+
+def test_bert_heads_and_stream_are_free(transformers) -> None:
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=24,
+                                  max_position_embeddings=16, num_labels=3)
+    model = loaded(Logits(_quiet(lambda: transformers.BertForSequenceClassification(cfg))), (6,),
+                   torch.int64, 40)
+    spec = check(model, ["P_heads_model.bert.encoder.layer.0.attention.self.query",
+                         "P_stream_model.bert.encoder.layer.0.attention.output.dense"], min_free=3)
+    assert spec.spaces[spec.axes["model.bert.embeddings.word_embeddings.weight"][0].space].fixed
+
+
+def test_gpt2_fused_qkv_and_conv1d(transformers) -> None:
+    cfg = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
+    model = loaded(Logits(_quiet(lambda: transformers.GPT2LMHeadModel(cfg))), (6,), torch.int64, 40)
+    spec = check(model, ["P_heads_model.transformer.h.0.attn.c_attn"], min_free=3)
+    assert spec.layer("model.transformer.h.0.attn.c_attn").transposed
+    qkv = spec.axes["model.transformer.h.0.attn.c_attn.weight"][1]
+    assert (qkv.block, qkv.tiles) == (8, 3)
+
+
+def test_llama_grouped_query_attention_with_rotary(transformers) -> None:
+    cfg = transformers.LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2,
+                                   intermediate_size=24, max_position_embeddings=16)
+    model = loaded(Logits(_quiet(lambda: transformers.LlamaForCausalLM(cfg))), (6,), torch.int64, 40)
+    spec = check(model, ["P_heads_model.model.layers.0.self_attn.q_proj",
+                         "P_stream_model.model.layers.0.mlp.gate_proj"], min_free=3)
+    q = spec.axes["model.model.layers.0.self_attn.q_proj.weight"][0]
+    k = spec.axes["model.model.layers.0.self_attn.k_proj.weight"][0]
+    assert q.space == k.space and spec.spaces[q.space].size == 2  # the 2 key/value heads
+    assert (q.block, k.block) == (8, 4)  # 2 query heads of 4 dims share each key/value head
+
+
+def test_vit_heads_free(transformers) -> None:
+    cfg = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16,
+                                 num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+                                 num_labels=3)
+    model = loaded(Logits(_quiet(lambda: transformers.ViTForImageClassification(cfg)),
+                          "pixel_values"), (1, 8, 8))
+    check(model, ["P_stream_model.vit.embeddings.patch_embeddings.projection"], min_free=3)
