@@ -189,6 +189,40 @@ def _eval_only_train(self: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(self, False)
 
 
+def _private_input_shapes(module: torch.fx.GraphModule) -> None:
+    """Give the module's input placeholders symbolic sizes of their own.
+
+    The module checks each call's input against its placeholders' recorded sizes (torch's input
+    pre-hook; a program read by us has no exec'd guard function). Those sizes share their
+    ShapeEnv with the program's graph, and code that reads the graph with ``int(size)``
+    (discovery) specialises the batch symbol there: the module would then accept only the
+    export batch. A private ShapeEnv holding the same symbols keeps the check as exported.
+    """
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    for node in module.graph.find_nodes(op="placeholder"):
+        val = node.meta.get("val")
+        if not isinstance(val, FakeTensor) or all(isinstance(d, int) for d in val.shape):
+            continue
+        env = ShapeEnv()
+        sizes: list[Any] = []
+        for size in val.shape:
+            symbol, hint = getattr(getattr(size, "node", None), "expr", None), \
+                getattr(getattr(size, "node", None), "hint", None)
+            if isinstance(size, int) or not getattr(symbol, "is_Symbol", False) \
+                    or not isinstance(hint, int):
+                sizes.append(size if isinstance(size, int) else hint)
+                continue
+            if symbol not in env.backed_var_to_val:
+                env.add_backed_var_to_val(symbol, hint)
+            sizes.append(env.create_symintnode(symbol, hint=hint))
+        if any(s is None for s in sizes):
+            continue
+        with FakeTensorMode(shape_env=env):
+            node.meta["val"] = torch.empty(sizes, dtype=val.dtype)
+
+
 def program_module(program: Any) -> nn.Module:
     """The program as a runnable module in eval mode.
 
@@ -197,6 +231,7 @@ def program_module(program: Any) -> nn.Module:
     graph and ``train()`` keeps raising: callers can treat every LoadedModel alike.
     """
     module = program.module()
+    _private_input_shapes(module)
     module.__dict__.pop("eval", None)
     module.train = types.MethodType(_eval_only_train, module)
     return module.eval()
