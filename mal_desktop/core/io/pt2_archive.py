@@ -93,7 +93,9 @@ class SafeZip:
     def __init__(self, path: Path, data: bytes | bytearray | memoryview,
                  what: str = "the archive") -> None:
         self.path, self.data, self.what = path, data, what
-        not_zip = self.error("not a zip archive (.pt2 files are written by torch.export.save)")
+        not_zip = self.error("not a zip archive (.pt2 files are written by torch.export.save)"
+                             if what == "the archive" else
+                             f"refusing to load: {what} are not a torch.save archive")
         try:
             # the member count from the end record, before zipfile builds one object per member
             end = zipfile._EndRecData(_ReadOnly(data))  # type: ignore[attr-defined]

@@ -45,6 +45,8 @@ from .pt2_schema import (_MEMORY_FORMATS, _MODULE_PATH, _PLAIN_SYMBOL, _STACK_KE
 _SYM_OUTPUTS = ("as_sym_int", "as_sym_float", "as_sym_bool")
 _SCALAR_VALUES = {"as_int": int, "as_float": (int, float), "as_bool": bool}
 _MAX_STRING = 200
+_CALLABLE_ARGS = {"as_graph": "a subgraph", "as_operator": "a callable",
+                  "as_custom_obj": "a custom object", "as_string_to_argument": "a keyword table"}
 _INPUT_KINDS = {"parameter": ("PARAMETER", "parameter_name"),
                 "buffer": ("BUFFER", "buffer_name"),
                 "tensor_constant": ("CONSTANT_TENSOR", "tensor_constant_name")}
@@ -134,10 +136,9 @@ class _Builder(Reader):
                        for x in (real, imag)):
                 raise self.corrupt(f"{what} is not a complex number")
             return complex(real, imag)
-        if kind in ("as_graph", "as_operator", "as_custom_obj", "as_string_to_argument"):
-            raise self.error(f"refusing to load: {what} passes a "
-                             f"{kind[3:].replace('_', ' ')} to an operator (a callable or "
-                             "subgraph); mal_desktop runs plain tensor operators only")
+        if kind in _CALLABLE_ARGS:
+            raise self.error(f"refusing to load: {what} passes {_CALLABLE_ARGS[kind]} to an "
+                             "operator; mal_desktop runs plain tensor operators only")
         raise self.error(f"refusing to load: {what} is a {kind!r} argument, which mal_desktop "
                          "does not read")
 

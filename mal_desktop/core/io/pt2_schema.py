@@ -181,14 +181,14 @@ def resolve_target(path: Path, text: Any) -> Any:
     if text in _SYM_TARGETS:
         return _SYM_TARGETS[text]
     shown = repr(text[:80])
+    if text.startswith("torch.ops.higher_order."):
+        raise ModelFileError(path, f"refusing to load: the program calls the higher-order operator "
+                                   f"{shown}; mal_desktop runs plain tensor operators only")
     match = _TARGET.match(text)
     if match is None:
         raise ModelFileError(path, f"refusing to load: the program calls {shown}, which is not a "
                                    "tensor operator")
     namespace, op, overload = match.groups()
-    if namespace == "higher_order":
-        raise ModelFileError(path, f"refusing to load: the program calls the higher-order operator "
-                                   f"{shown}; mal_desktop runs plain tensor operators only")
     if namespace != "aten" or op.startswith("__") or overload.startswith("__"):
         raise ModelFileError(path, f"refusing to load: the program calls {shown}, which is not an "
                                    "ATen operator")
