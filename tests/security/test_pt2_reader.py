@@ -77,3 +77,20 @@ def test_tied_weights_and_buffers_survive(tmp_path: Path) -> None:
     state = loaded.program.state_dict
     assert state["embed.weight"].data_ptr() == state["out.weight"].data_ptr()  # one storage
     assert "shift" in loaded.program.constants and "scale" in state
+
+
+def test_layer_tree_of_a_program_read_by_our_reader(tmp_path: Path) -> None:
+    """Module classes come from the kept nn_module_stack: the tree matches the model's."""
+    from mal_desktop.core.graph.tree import build_layer_tree
+
+    model = family("mixer")
+    torch.export.save(torch.export.export(model.module, (model.example_input(2),)),
+                      str(tmp_path / "m.pt2"))
+    loaded = load_model(tmp_path / "m.pt2")
+
+    def summary(model: LoadedModel) -> list:
+        return [(n.path, n.kind, n.params, n.repeat, [i.shape for i in n.tensors])
+                for n in build_layer_tree(model).root.walk()]
+
+    assert summary(loaded) == summary(model)
+    assert build_layer_tree(loaded).find("blocks.0.norm1").kind == "layernorm"
