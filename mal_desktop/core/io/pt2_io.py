@@ -35,7 +35,7 @@ from ..errors import ModelFileError
 from .hashing import bytes_sha256
 from .pt2_archive import Pt2Archive
 from .pt2_program import build_program
-from .pt2_schema import _check_expr, read_payloads  # noqa: F401 (_check_expr: tests)
+from .pt2_schema import read_payloads
 from .state_dict_io import check_weight_dtypes
 
 __all__ = ["read_pt2", "read_pt2_bytes", "program_from_bytes", "check_program",

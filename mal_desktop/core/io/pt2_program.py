@@ -36,7 +36,6 @@ from typing import Any
 import torch
 from torch import fx
 
-from ..errors import ModelFileError
 from .pt2_archive import Pt2Archive
 from .pt2_schema import (_MEMORY_FORMATS, _MODULE_PATH, _PLAIN_SYMBOL, _STACK_KEY, _STRIDED,
                          _TYPE_NAME, MAX_DIMS, MAX_ELEMENTS, MAX_NODES, SCHEMA_MAJOR, Reader,
