@@ -417,7 +417,8 @@ class _Program(_Builder):
         if hint_kind != "as_int" or type(hint) is not int or hint < max(low, 2) \
                 or (high is not None and hint > high):
             hint = max(low, 2)
-        symbol = sympy.Symbol("s0", integer=True, positive=True)
+        # one symbol per dynamic input, named by us (the file's symbol name is only a range key)
+        symbol = sympy.Symbol(f"s{len(self.range_constraints)}", integer=True, positive=True)
         self.shape_env.add_backed_var_to_val(symbol, hint)
         self.shape_env.constrain_symbol_range(symbol, compiler_min=max(low, 2),
                                               compiler_max=int_oo if high is None else high)
@@ -518,8 +519,8 @@ class _Program(_Builder):
         dialects = self.list(self.doc.get("verifiers", []), "verifiers")
         known = {"ATEN": Verifier, "": Verifier, "TRAINING": TrainingIRVerifier}
         if len(dialects) > 1 or any(not isinstance(d, str) or d not in known for d in dialects):
-            raise self.error(f"refusing to load: the program is in the {dialects!r} dialect; "
-                             "mal_desktop reads ATEN and TRAINING programs")
+            raise self.error(f"refusing to load: the program is in the {repr(dialects)[:60]} "
+                             "dialect; mal_desktop reads ATEN and TRAINING programs")
         verifier = known[dialects[0] if dialects else "ATEN"]
         n_in = len(signature.user_inputs)
         n_out = len(signature.user_outputs)
