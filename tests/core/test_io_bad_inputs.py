@@ -22,7 +22,7 @@ from mal_desktop.core.errors import ModelFileError
 from mal_desktop.core.io import files
 from mal_desktop.core.io.files import load_model, read_header, save_model
 from mal_desktop.core.io.model import LoadedModel
-from mal_desktop.core.io.pt2_io import _check_expr
+from mal_desktop.core.io.pt2_schema import _check_expr
 from mal_desktop.core.arch.families import build_model, full_config
 
 HERE = Path(__file__).resolve().parent

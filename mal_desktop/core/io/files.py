@@ -3,8 +3,8 @@
 Read (``load_model``, ``read_header``):
 - mal safetensors: weights + architecture (family + config, a .pt2 program, or a user factory)
   + provenance in the safetensors metadata;
-- .pt2 programs from ``torch.export.save`` (runnable without the user's code; checked before
-  torch unpickles anything, see pt2_io);
+- .pt2 programs from ``torch.export.save`` (runnable without the user's code; read by our own
+  reader, never ``torch.export.load``: nothing in the file is executed, see pt2_io);
 - plain state dicts (.safetensors without mal metadata, .pt/.pth read tensor-only) with a user
   architecture named as ``module:factory`` - an explicit opt-in, since it runs user code.
 Write (``save_model``): mal safetensors, atomically, never over one of the model's input files.
@@ -27,7 +27,8 @@ from ..errors import MalError, ModelFileError
 from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from .hashing import file_sha256
 from .model import LoadedModel
-from .pt2_io import program_input_shape, program_module, program_num_classes, read_pt2
+from .pt2_io import (program_from_bytes, program_input_shape, program_module, program_num_classes,
+                     read_pt2, read_pt2_bytes)
 from .safetensors_io import (ARCH_KINDS, MalMetadata, decode_mal_metadata, encode_mal_metadata,
                              read_safetensors_header, read_safetensors_tensors, write_safetensors)
 from .state_dict_io import (build_factory_module, check_finite, check_shapes,
@@ -128,6 +129,9 @@ def _resolve_program(path: Path, arch: dict[str, Any]) -> Path:
         raise ModelFileError(path, "corrupt mal_desktop metadata: a pt2 architecture needs "
                                    "'program' and 'sha256'")
     program = Path(recorded)
+    if program.suffix.lower() != ".pt2":
+        raise ModelFileError(path, f"corrupt mal_desktop metadata: the architecture program "
+                                   f"{recorded[:200]!r} is not a .pt2 file")
     if program.is_file():
         return program
     sibling = path.parent / program.name
@@ -163,11 +167,18 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         load_state_into(path, module, state, f"family {family!r}")
     elif kind == "pt2":
         program_path = _resolve_program(path, arch)
-        program, sha = read_pt2(program_path)
+        # the hash is compared before the program is read: only the exact bytes the weights were
+        # saved against are ever parsed
+        data, sha = read_pt2_bytes(program_path)
         if sha != arch["sha256"]:
             raise ModelFileError(path, f"architecture program {program_path} changed since this "
                                        f"file was saved (sha256 {sha[:12]}..., expected "
                                        f"{arch['sha256'][:12]}...)")
+        try:
+            program = program_from_bytes(program_path, data)
+        except ModelFileError as exc:
+            raise ModelFileError(path, f"architecture program {program_path}: "
+                                       f"{exc.problem}") from None
         module = program_module(program)
         # The module's parameters are the program's own tensors, so loading here updates the
         # program too: program.module() and module run the same weights.

@@ -1,47 +1,31 @@
-"""torch.export programs (.pt2): a safety check of the archive, loading, and what the engine needs
-to know about a program (input shape, classes, a runnable module).
+"""torch.export programs (.pt2): our own reader (never ``torch.export.load``), the checks a
+program must pass, and what the engine needs to know about one (input shape, classes, a runnable
+module).
 
-What torch 2.13's ``torch.export.load`` trusts (read in torch/export/__init__.py,
-torch/export/pt2_archive/_package.py and torch/_export/serde/serialize.py), and how each is
-guarded here before torch sees the bytes:
+The threat (docs/threat_model.md): a .pt2 file is untrusted data. ``torch.export.load`` would run
+code from it in several ways (unpickled example inputs and flagged weights, shape expressions
+parsed with ``eval``, guard code and generated module code built from strings in the file), so
+``read_pt2`` never calls it, nor ``torch.load``, ``pickle``, ``eval`` or ``exec`` on the file's
+content:
 
-1. The example inputs (``data/sample_inputs/<model>.pt``) go through
-   ``serialize.deserialize_torch_artifact``, which tries ``torch.load(weights_only=True)`` and, when
-   that fails, *falls back to* ``torch.load(weights_only=False)``: a crafted .pt2 runs arbitrary
-   code on load (verified: an archive whose sample inputs pickle an ``os.system`` call executes
-   it). Guard: the same bytes must load with ``weights_only=True`` here first.
-2. Weights or tensor constants flagged ``use_pickle`` in the payload configs are read with
-   ``torch.load(weights_only=False)``; "opaque" constants with ``pickle.loads``; "custom_obj"
-   constants with the TorchScript unpickler. Guard: refuse any pickled entry.
-3. Legacy layouts (``data/weights/<model>.pt``, or the pre-2.7 zip with a top-level "version"
-   member) are deserialized through the same fallback. Guard: refuse them; require
-   ``archive_format`` == "pt2" and the current ``archive_version``, with every member under one
-   root folder (so the legacy branch, reached when the new loader raises, cannot find its
-   top-level "version" member).
-4. Symbolic shape expressions (``expr_str`` in models/<model>.json) are parsed with
-   ``sympy.sympify``, which calls ``eval`` (verified: an ``__import__('os').system(...)`` expression
-   runs). Guard: every expression must tokenize to whitelisted sympy / torch sympy names, symbol
-   names, numbers and arithmetic - no attribute access, subscripts or other names.
-5. ``data/aotinductor/`` holds compiled shared libraries that would be loaded into the process.
-   Guard: refuse.
-6. Graph targets are resolved by ``getattr`` walks from ``torch``, ``operator`` and ``math``, so a
-   graph could name e.g. ``torch.load``. torch's own verifier refuses such targets for the default
-   (ATen) dialect; as a defence that does not depend on the dialect, every call must also pass
-   ``check_program``: an operator overload, a higher-order operator or a symbolic-shape helper.
+1. ``pt2_archive``: the zip is checked as hostile input (names, layout, sizes, zip bombs, JSON
+   depth; example inputs are parsed for their pickle opcodes and never unpickled).
+2. ``pt2_schema``: weights and constants are read from raw bytes with ``torch.frombuffer``;
+   pickled entries are refused; names, targets, shape expressions and guards are checked.
+3. ``pt2_program``: the graph is rebuilt with names we generate, targets from an allowlist, and
+   shapes computed on fake tensors; the result is a real ``torch.export.ExportedProgram``.
+4. ``check_program`` (here) refuses programs mal_desktop cannot use exactly (training mode,
+   several inputs or outputs) and re-checks every call target.
 
-The file is read once into memory; the check, the hash and torch all use those same bytes, so the
-file cannot change between being checked and being loaded.
+The file is read once into memory; the checks, the hash and the tensors all use those same
+bytes, so the file cannot change between being checked and being loaded.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import re
-import tokenize
+import os
 import types
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,165 +33,13 @@ from torch import nn
 
 from ..errors import ModelFileError
 from .hashing import bytes_sha256
+from .pt2_archive import Pt2Archive
+from .pt2_program import build_program
+from .pt2_schema import read_payloads
+from .state_dict_io import check_weight_dtypes
 
-# sympy constructors that srepr() writes for shape expressions, plus boolean / comparison forms.
-_SYMPY_NAMES = frozenset("""
-    Symbol Dummy Integer Rational Float Add Mul Pow Mod Max Min floor ceiling Abs sign Piecewise
-    ExprCondPair Eq Ne Lt Le Gt Ge Equality Unequality StrictLessThan StrictGreaterThan LessThan
-    GreaterThan And Or Not BooleanTrue BooleanFalse true false True False oo zoo nan Infinity
-    NegativeInfinity NaN One Zero NegativeOne Half IntInfinity NegativeIntInfinity
-""".split())
-_KEYWORDS = frozenset("""
-    algebraic antihermitian commutative complex composite even extended_negative
-    extended_nonnegative extended_nonpositive extended_nonzero extended_positive extended_real
-    finite hermitian imaginary infinite integer irrational negative noninteger nonnegative
-    nonpositive nonzero odd polar positive prime rational real transcendental zero precision
-""".split())
-_SYMBOL_RE = re.compile(r"^[a-z]{1,4}\d+$")  # torch's shape symbols: s0, u3, ps12, ...
-_STRING_RE = re.compile(r"""^(['"])([A-Za-z_]\w*|[-+]?[0-9.]+([eE][-+]?\d+)?)\1$""")
-_OPS = frozenset("( ) , = + - * / % < > <= >= == !=".split())
-
-
-def _torch_sympy_names() -> frozenset[str]:
-    from torch.utils._sympy import functions
-
-    return frozenset(getattr(functions, "__all__", ()))
-
-
-def _check_expr(path: Path, expr: str) -> None:
-    """Refuse a shape expression that could do more than build a sympy expression when eval'd."""
-    allowed = _SYMPY_NAMES | _KEYWORDS | _torch_sympy_names()
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(expr).readline))
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        tokens = None
-    ok = tokens is not None
-    for tok in tokens or ():
-        if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.NUMBER):
-            continue
-        if tok.type == tokenize.NAME and (tok.string in allowed or _SYMBOL_RE.match(tok.string)):
-            continue
-        if tok.type == tokenize.STRING and _STRING_RE.match(tok.string):
-            continue
-        if tok.type == tokenize.OP and tok.string in _OPS:
-            continue
-        ok = False
-        break
-    if not ok:
-        shown = expr if len(expr) <= 60 else expr[:57] + "..."
-        raise ModelFileError(path, f"refusing to load: the program holds a shape expression that "
-                                   f"is not plain arithmetic ({shown!r}); torch would eval it")
-
-
-def _expr_strings(node: Any) -> list[str]:
-    found: list[str] = []
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, value in item.items():
-                if key == "expr_str" and isinstance(value, str):
-                    found.append(value)
-                else:
-                    stack.append(value)
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
-
-
-def _check_payload_config(path: Path, raw: bytes, kind: str) -> None:
-    try:
-        config = json.loads(raw.decode("utf-8"))["config"]
-        entries = list(config.items())
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise ModelFileError(path, f"corrupt .pt2 archive: unreadable {kind} config") from None
-    for fqn, meta in entries:
-        if not isinstance(meta, dict):
-            raise ModelFileError(path, f"corrupt .pt2 archive: bad {kind} entry {fqn!r}")
-        name = str(meta.get("path_name", ""))
-        if meta.get("use_pickle") or (kind == "constants" and not name.startswith("tensor_")):
-            raise ModelFileError(path, f"refusing to unpickle: {kind[:-1]} {fqn} is stored as a "
-                                       "pickled Python object, which could run code")
-
-
-def inspect_pt2_archive(path: Path, data: bytes) -> None:
-    """Refuse a .pt2 archive that would make ``torch.export.load`` run code (see module doc).
-
-    Parameters:
-        path: the file (named in errors).
-        data: its complete bytes.
-    Raises:
-        ModelFileError: not a zip, not a current torch.export archive, or any unsafe content.
-    """
-    from torch.export.pt2_archive import constants as pt2
-
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise ModelFileError(path, "not a zip archive (.pt2 files are written by "
-                                   "torch.export.save)") from None
-    if len(set(names)) != len(names):
-        raise ModelFileError(path, "malformed .pt2 archive: duplicate member names")
-    roots = {PurePosixPath(n).parts[0] if "/" in n else "" for n in names}
-    if len(roots) != 1 or "" in roots:
-        raise ModelFileError(path, "not a torch.export program archive (members must share one "
-                                   "root folder)")
-    root = roots.pop()
-    rel = {n[len(root) + 1:]: n for n in names}
-
-    def read(name: str) -> bytes:
-        return archive.read(rel[name])
-
-    if rel.get(pt2.ARCHIVE_FORMAT_PATH) is None or read(pt2.ARCHIVE_FORMAT_PATH) != \
-            pt2.ARCHIVE_FORMAT_VALUE.encode():
-        raise ModelFileError(path, "not a torch.export program archive (no archive_format "
-                                   "'pt2'; files from torch < 2.7 must be re-saved with "
-                                   "torch.export.save)")
-    if rel.get(pt2.ARCHIVE_VERSION_PATH) is None or read(pt2.ARCHIVE_VERSION_PATH) != \
-            pt2.ARCHIVE_VERSION_VALUE.encode():
-        version = torch.__version__.split("+")[0]
-        raise ModelFileError(path, "unsupported .pt2 archive version; re-save it with "
-                                   f"torch.export.save from torch {version}")
-    for name in rel:
-        if name.startswith(pt2.AOTINDUCTOR_DIR):
-            raise ModelFileError(path, "refusing to load: the archive contains AOTInductor "
-                                       "compiled native code")
-        if name.startswith((pt2.WEIGHTS_DIR, pt2.CONSTANTS_DIR)) and name.endswith(".pt"):
-            raise ModelFileError(path, "refusing to unpickle: the archive stores weights in the "
-                                       "legacy pickle layout; re-save it with torch.export.save")
-
-    # Model names are derived exactly as torch derives them (every member under models/, the
-    # "models/{}.json" prefix and suffix cut off), so each program torch will load is checked.
-    prefix, suffix = pt2.MODELS_FILENAME_FORMAT.split("{}")
-    models = {n[len(prefix):len(n) - len(suffix)]: n for n in rel if n.startswith(prefix)}
-    if "model" not in models:
-        raise ModelFileError(path, "not a torch.export program archive (no models/model.json)")
-    for model, member in models.items():
-        for kind, fmt in (("weights", pt2.WEIGHTS_CONFIG_FILENAME_FORMAT),
-                          ("constants", pt2.CONSTANTS_CONFIG_FILENAME_FORMAT)):
-            name = fmt.format(model)
-            if name not in rel:
-                raise ModelFileError(path, f"corrupt .pt2 archive: {name} is missing")
-            _check_payload_config(path, read(name), kind)
-        sample = pt2.SAMPLE_INPUTS_FILENAME_FORMAT.format(model)
-        if sample not in rel:
-            raise ModelFileError(path, f"corrupt .pt2 archive: {sample} is missing")
-        sample_bytes = read(sample)
-        if sample_bytes:
-            try:
-                torch.load(io.BytesIO(sample_bytes), map_location="cpu", weights_only=True)
-            except Exception:
-                raise ModelFileError(path, "refusing to unpickle: the program's example inputs "
-                                           "are not tensor-only (torch.export.load would unpickle "
-                                           "them unsafely)") from None
-        try:
-            program_json = json.loads(read(member))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ModelFileError(path, f"corrupt .pt2 archive: {member} is not valid "
-                                       "JSON") from None
-        for expr in _expr_strings(program_json):
-            _check_expr(path, expr)
+__all__ = ["read_pt2", "read_pt2_bytes", "program_from_bytes", "check_program",
+           "program_input_shape", "program_num_classes", "program_batch_size", "program_module"]
 
 
 _SYM_FUNCS = frozenset(getattr(torch, n) for n in (
@@ -216,8 +48,10 @@ _SYM_FUNCS = frozenset(getattr(torch, n) for n in (
 
 
 def _allowed_target(target: Any) -> bool:
-    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket,
-                           torch._ops.HigherOrderOperator)):
+    """The second gate on call targets (the reader's allowlist is the first): an operator
+    overload, a symbolic-size helper, or an ``operator`` / ``math`` function. Higher-order
+    operators (which call subgraphs or callables) are not allowed."""
+    if isinstance(target, torch._ops.OpOverload):
         return True
     try:
         if target in _SYM_FUNCS:
@@ -239,6 +73,18 @@ def _training_arg(node: torch.fx.Node) -> bool:
             if value is True:
                 return True
     return False
+
+
+def _written_input(node: torch.fx.Node) -> torch.fx.Node | None:
+    """A placeholder (weight, buffer or input) the call writes to in place, if any."""
+    schema = getattr(node.target, "_schema", None)
+    for i, arg in enumerate(schema.arguments if schema is not None else ()):
+        if arg.alias_info is None or not arg.alias_info.is_write:
+            continue
+        value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
+        if isinstance(value, torch.fx.Node) and value.op == "placeholder":
+            return value
+    return None
 
 
 def check_program(path: Path, program: Any) -> None:
@@ -266,6 +112,14 @@ def check_program(path: Path, program: Any) -> None:
                 raise ModelFileError(path, f"the program was exported in training mode "
                                            f"({node.target} runs with training=True); export the "
                                            "model after model.eval()")
+            written = _written_input(node)
+            if written is not None:
+                signature = program.graph_signature
+                name = (signature.inputs_to_buffers.get(written.name)
+                        or signature.inputs_to_parameters.get(written.name) or "its input")
+                raise ModelFileError(path, f"the program updates {name} in place when it runs "
+                                           f"({node.target}; exported in training mode?); export "
+                                           "the model after model.eval()")
     signature = program.graph_signature
     if signature.buffers_to_mutate:
         first = next(iter(signature.buffers_to_mutate.values()))
@@ -335,6 +189,40 @@ def _eval_only_train(self: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(self, False)
 
 
+def _private_input_shapes(module: torch.fx.GraphModule) -> None:
+    """Give the module's input placeholders symbolic sizes of their own.
+
+    The module checks each call's input against its placeholders' recorded sizes (torch's input
+    pre-hook; a program read by us has no exec'd guard function). Those sizes share their
+    ShapeEnv with the program's graph, and code that reads the graph with ``int(size)``
+    (discovery) specialises the batch symbol there: the module would then accept only the
+    export batch. A private ShapeEnv holding the same symbols keeps the check as exported.
+    """
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    for node in module.graph.find_nodes(op="placeholder"):
+        val = node.meta.get("val")
+        if not isinstance(val, FakeTensor) or all(isinstance(d, int) for d in val.shape):
+            continue
+        env = ShapeEnv()
+        sizes: list[Any] = []
+        for size in val.shape:
+            symbol, hint = getattr(getattr(size, "node", None), "expr", None), \
+                getattr(getattr(size, "node", None), "hint", None)
+            if isinstance(size, int) or not getattr(symbol, "is_Symbol", False) \
+                    or not isinstance(hint, int):
+                sizes.append(size if isinstance(size, int) else hint)
+                continue
+            if symbol not in env.backed_var_to_val:
+                env.add_backed_var_to_val(symbol, hint)
+            sizes.append(env.create_symintnode(symbol, hint=hint))
+        if any(s is None for s in sizes):
+            continue
+        with FakeTensorMode(shape_env=env):
+            node.meta["val"] = torch.empty(sizes, dtype=val.dtype)
+
+
 def program_module(program: Any) -> nn.Module:
     """The program as a runnable module in eval mode.
 
@@ -343,29 +231,77 @@ def program_module(program: Any) -> nn.Module:
     graph and ``train()`` keeps raising: callers can treat every LoadedModel alike.
     """
     module = program.module()
+    _private_input_shapes(module)
     module.__dict__.pop("eval", None)
     module.train = types.MethodType(_eval_only_train, module)
     return module.eval()
 
 
+def read_pt2_bytes(path: Path) -> tuple[bytearray, str]:
+    """A .pt2 file's bytes (one read, into a buffer weights can use in place) and their sha256.
+
+    Raises:
+        ModelFileError: the file cannot be read or changes size while being read.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = bytearray(size)
+            got = f.readinto(data)
+            more = f.read(1)
+    except OSError as exc:
+        raise ModelFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    except MemoryError:
+        raise ModelFileError(path, "the file is too large to load into memory") from None
+    if got != size or more:
+        raise ModelFileError(path, "the file changed while it was being read")
+    return data, bytes_sha256(data)
+
+
+def program_from_bytes(path: Path, data: bytearray) -> Any:
+    """The checked program held in a .pt2 file's bytes (see the module doc for what is checked
+    and how).
+
+    Parameters:
+        path: the file, named in errors.
+        data: its bytes from ``read_pt2_bytes`` (weights use this buffer in place).
+    Returns:
+        A ``torch.export.ExportedProgram`` with our own node names and no example inputs.
+    Raises:
+        ModelFileError: a hostile, unsafe, unsupported or corrupt archive, or a program
+            ``check_program`` refuses.
+    """
+    try:
+        archive = Pt2Archive(path, data)
+        archive.check_sample_inputs()
+        state = read_payloads(archive, "weights")
+        constants = read_payloads(archive, "constants")
+        tensors = {**state, **constants}
+        # parameters must be mergeable floats; integer buffers and constants may stay integers
+        check_weight_dtypes(path, tensors, reference={k: v for k, v in tensors.items()
+                                                      if not isinstance(v, nn.Parameter)})
+        program = build_program(path, archive, state, constants)
+        check_program(path, program)
+    except ModelFileError:
+        raise
+    except MemoryError:
+        raise ModelFileError(path, "the program is too large to load into memory") from None
+    except Exception as exc:  # a crafted file must end in a refusal, never in a crash
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise ModelFileError(path, f"cannot read the program: {type(exc).__name__}: "
+                                   f"{lines[0][:160] if lines else ''}") from None
+    return program
+
+
 def read_pt2(path: Path) -> tuple[Any, str]:
-    """Check and load a .pt2 file.
+    """Check and load a .pt2 file without running anything it holds.
 
     Parameters:
         path: an existing .pt2 file (read once, read-only).
     Returns:
         (the ExportedProgram, the sha256 of the file's bytes).
     Raises:
-        ModelFileError: unsafe or unsupported archive, a deserialization failure, or a program
-            ``check_program`` refuses.
+        ModelFileError: see ``program_from_bytes``.
     """
-    data = path.read_bytes()
-    inspect_pt2_archive(path, data)
-    try:
-        program = torch.export.load(io.BytesIO(data))
-    except Exception as exc:
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise ModelFileError(path, f"cannot load the program: {type(exc).__name__}: "
-                                   f"{lines[0] if lines else ''}") from None
-    check_program(path, program)
-    return program, bytes_sha256(data)
+    data, sha = read_pt2_bytes(path)
+    return program_from_bytes(path, data), sha
