@@ -157,15 +157,6 @@ class Settings:
 
     # -- session -------------------------------------------------------------------------------
     @property
-    def autosave_interval_s(self) -> int:
-        """Seconds between autosaves of unsaved work to the recovery file (10..3600)."""
-        return self._get_int("session/autosave_interval_s", 60, 10, 3600)
-
-    @autosave_interval_s.setter
-    def autosave_interval_s(self, value: int) -> None:
-        self._qs.setValue("session/autosave_interval_s", int(value))
-
-    @property
     def demo_offered(self) -> bool:
         """True once the first-launch demo-zoo offer was shown (it is shown only once)."""
         return self._get_bool("session/demo_offered", False)

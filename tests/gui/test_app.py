@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import shiboken6
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QPalette
 from PySide6.QtWidgets import QApplication, QLabel, QMessageBox
@@ -29,6 +28,7 @@ from mal_desktop.gui.settings import Settings
 from mal_desktop.gui.undo import AddStepCommand
 from mal_desktop.gui.workers import JobRunner
 from mal_desktop.gui.workspace import ModelEntry
+from window_helpers import dispose
 
 pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,18 +68,6 @@ def window(qtbot, settings: Settings, asked: Asked) -> Iterator[MainWindow]:
     w.session.mark_clean()  # nothing to ask about when the fixture closes the window
     asked.answers.setdefault("stop_running_job", True)
     dispose(w)
-
-
-def dispose(w: MainWindow) -> None:
-    """Close and destroy a window now, in the GUI thread.
-
-    Windows sit in reference cycles (bound methods held by their children), so Python would
-    free them only in a garbage collection - possibly triggered in the worker thread, and a
-    QWidget destroyed there crashes Qt. Real windows live until the app exits.
-    """
-    if shiboken6.isValid(w):
-        w.close()
-        shiboken6.delete(w)
 
 
 def ready(qtbot, w: MainWindow) -> MainWindow:

@@ -95,13 +95,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, writer: Callable[[Path], None], durable: bool = True) -> Path:
     """Write a file atomically.
 
     Parameters:
         path: the target file; its directory must exist.
         writer: called with the path of an (empty) temporary file in the same directory; it writes
             the complete content there. It may replace the temporary file but must not rename it.
+        durable: fsync the file and its folder, so the new content survives a power cut; False
+            keeps only the atomic rename (enough when the writing process is killed), for
+            frequent small writes that must not stall their thread (autosave).
     Returns:
         ``path`` as a ``Path``.
     Raises:
@@ -113,7 +116,8 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     tmp = _temp_path(target)
     try:
         writer(tmp)
-        _fsync_file(tmp)
+        if durable:
+            _fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
         # BaseException on purpose: a cancelled job or Ctrl-C must not leave a stray temp file.
@@ -125,11 +129,13 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
             # name the file the user asked for, not our temporary one (disk full, permissions)
             raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
     return target
 
 
-def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8",
+                      durable: bool = True) -> Path:
     """Write ``text`` to ``path`` atomically (no newline translation); returns the path.
 
     Raises:
@@ -140,7 +146,7 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
         with open(tmp, "w", encoding=encoding, newline="") as f:
             f.write(text)
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, durable)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -66,7 +66,10 @@ def write_recovery(data_dir: Path, project: Project, project_path: Path | None) 
     doc = project_to_json(project, None)
     doc["recovery"] = {"project_path": str(project_path) if project_path else None,
                        "pid": os.getpid()}
-    return atomic_write_text(recovery_path(data_dir), json.dumps(doc, indent=2) + "\n")
+    # no fsync: written seconds after every edit, it must never stall the GUI thread; the
+    # atomic rename alone keeps it whole when the app is killed
+    return atomic_write_text(recovery_path(data_dir), json.dumps(doc, indent=2) + "\n",
+                             durable=False)
 
 
 def discard_recovery(data_dir: Path, pid: int | None = None) -> None:

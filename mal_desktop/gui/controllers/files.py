@@ -329,12 +329,13 @@ class FilesController(QObject):
     # -- start-up and recovery ----------------------------------------------------------------
     def open_at_startup(self, files: list[str], demo: bool) -> None:
         """Once the engine is up: offer recovered work, then open what the command line asked
-        for (files, or the demo zoo), or offer the demo zoo on a first launch."""
+        for (files, or the demo zoo unless work was restored), or offer the demo zoo on a first
+        launch."""
         recovered = self.check_recovery()
         ws = self.session.workspace
         if files:
             self.open_paths(files)
-        elif demo:
+        elif demo and not recovered:  # restored work wins: the demo would replace it
             self.build_and_open_demo()
         elif not recovered and not self.settings.demo_offered and (ws is None or ws.base is None):
             self.offer_demo()

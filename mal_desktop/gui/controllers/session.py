@@ -60,8 +60,7 @@ class SessionController(QObject):
         self._given_workspace = workspace
         self._project_path: Path | None = None
         self._dirty = False
-        self.autosaver = Autosaver(settings.data_dir(), self.snapshot,
-                                   settings.autosave_interval_s, self)
+        self.autosaver = Autosaver(settings.data_dir(), self.snapshot, parent=self)
 
     # -- engine and workspace ---------------------------------------------------------------
     def start_engine(self) -> None:
