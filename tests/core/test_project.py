@@ -91,7 +91,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
         load_project(tmp_path / "missing.malproj")
     broken = tmp_path / "broken.malproj"
     broken.write_text('{"format": "mal-desktop-project",\n "version": 1,,}')
-    with pytest.raises(ProjectError, match="JSON error on line 2"):
+    with pytest.raises(ProjectError, match="JSON error: line 2"):
         load_project(broken)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -86,10 +88,43 @@ def load_dataset(spec: str) -> Dataset:
                        "or a .npz file with arrays x and y")
 
 
+#: Largest array a user .npz may declare. A few kilobytes of compressed zeros can declare
+#: gigabytes; the sizes are read from each array's header before anything is decompressed.
+MAX_NPZ_ARRAY_BYTES = 4 * 2**30
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse a .npz whose arrays declare more than MAX_NPZ_ARRAY_BYTES (a zip bomb): only the
+    small .npy headers are read. numpy then reads exactly the declared bytes, never more."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: np.load says what it is below
+    with archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            try:
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(member)
+            except Exception as exc:  # a corrupt or unknown header: refuse, do not guess
+                raise DatasetError(f"{path}: array {info.filename[:-4]!r} has an unreadable "
+                                   f"header ({type(exc).__name__})") from None
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > MAX_NPZ_ARRAY_BYTES:
+                raise DatasetError(f"{path}: array {info.filename[:-4]!r} declares "
+                                   f"{nbytes / 2**30:.1f} GiB (shape {tuple(shape)}); "
+                                   f"at most {MAX_NPZ_ARRAY_BYTES // 2**30} GiB is read")
+
+
 def load_npz(path: Path) -> Dataset:
     """A user dataset: ``x`` (N, ...) numbers and ``y`` (N,) integer labels; all of it is test data."""
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data or "y" not in data:

@@ -15,7 +15,6 @@ as crafted and it is refused.
 
 from __future__ import annotations
 
-import json
 import pickletools
 import re
 import struct
@@ -24,9 +23,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from ..errors import ModelFileError
+from ..jsonio import loads_untrusted
 
 #: Limits on what an archive may ask of us. torch.export.save writes one member per weight
 #: storage plus a handful of others, stores members uncompressed and writes JSON a few MB long.
@@ -68,9 +66,6 @@ _STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICO
                          "SHORT_BINSTRING", "BINSTRING", "STRING"})
 _MEMO_OPS = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"})
 _REFUSED_OPS = frozenset({"INST", "OBJ", "EXT1", "EXT2", "EXT4"})
-_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
-
-
 def _unsafe_name(name: str) -> bool:
     parts = name.rstrip("/").split("/")
     return (not name or name.startswith("/") or "\\" in name or ":" in parts[0]
@@ -239,28 +234,6 @@ class _ReadOnly:
         return True
 
 
-def _json_depth(raw: bytes) -> int:
-    """Deepest nesting of [ and { outside strings, counted without parsing (the decoder would
-    recurse once per level). Escapes go first (an escaped backslash, then an escaped quote),
-    then everything but brackets and quotes; a quote then toggles "inside a string"."""
-    bare = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    arr = np.frombuffer(bare, dtype=np.uint8)
-    inside = (np.cumsum(arr == ord('"')) % 2).astype(bool)
-    steps = ((arr == ord("[")) | (arr == ord("{"))).astype(np.int64) \
-        - ((arr == ord("]")) | (arr == ord("}"))).astype(np.int64)
-    steps[inside] = 0
-    return int(np.cumsum(steps).max(initial=0))
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 class Pt2Archive:
     """A torch.export archive (.pt2) checked as hostile input: one root folder, the current
     archive format, only the members ``torch.export.save`` writes, no native code, no legacy
@@ -323,16 +296,13 @@ class Pt2Archive:
         if name not in self.members:
             raise self.error(f"corrupt .pt2 archive: {name} is missing")
         raw = bytes(self.read(name, limit=MAX_JSON_BYTES))
-        depth = _json_depth(raw)
-        if depth > MAX_JSON_DEPTH:
-            raise self.error(f"refusing to load: {name} is nested {depth} levels deep (at most "
-                             f"{MAX_JSON_DEPTH})")
         try:
-            return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return loads_untrusted(raw, MAX_JSON_DEPTH)
+        except ValueError as exc:
+            if str(exc).startswith("nested"):
+                raise self.error(f"refusing to load: {name} is {exc}") from None
             raise self.error(f"corrupt .pt2 archive: {name} is not valid JSON "
-                             f"({first[:80]})") from None
+                             f"({str(exc)[:80]})") from None
 
     def check_sample_inputs(self) -> None:
         """Refuse example inputs whose pickle stream names anything but tensor rebuilding.

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelFileError
+from ..jsonio import loads_untrusted
 
 MAL_FORMAT = "1"
 ARCH_KINDS = ("family", "pt2", "factory")
@@ -102,8 +103,8 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
                                        "implausibly large")
         raw = f.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = loads_untrusted(raw)
+    except ValueError as exc:
         raise ModelFileError(path, f"corrupt safetensors header: not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise ModelFileError(path, "corrupt safetensors header: not a JSON object")
@@ -228,10 +229,10 @@ def _decode(path: Path, metadata: dict[str, str], key: str) -> Any:
     if key not in metadata:
         raise ModelFileError(path, f"corrupt mal_desktop metadata: {key!r} is missing")
     try:
-        return json.loads(metadata[key])
-    except json.JSONDecodeError:
+        return loads_untrusted(metadata[key])
+    except ValueError as exc:
         raise ModelFileError(path, f"corrupt mal_desktop metadata: {key!r} is not valid "
-                                   "JSON") from None
+                                   f"JSON ({exc})") from None
 
 
 def decode_mal_metadata(path: Path, metadata: dict[str, str]) -> MalMetadata | None:

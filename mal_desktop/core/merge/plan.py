@@ -7,12 +7,12 @@ emits :class:`PlanChange` events so views (the GUI's item models) stay in sync w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import PlanError
+from ..jsonio import loads_untrusted
 
 PLAN_VERSION = 1
 ALIGN_MODES = ("chain", "local", "none")
@@ -214,8 +214,8 @@ def load_plan(path: str | Path) -> AssemblyPlan:
     except OSError as exc:
         raise PlanError(f"{path}: cannot read the plan ({exc.strerror or exc})") from None
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        raw = loads_untrusted(text)
+    except ValueError as exc:
+        raise PlanError(f"{path}: not valid JSON ({exc})") from None
     return AssemblyPlan.from_json(raw, str(path)).resolve_paths(path.parent.resolve())
 

@@ -17,6 +17,7 @@ from typing import Any
 from ... import __version__
 from ..errors import MalError, PlanError
 from ..io.atomic import atomic_write_text
+from ..jsonio import loads_untrusted
 from ..merge.plan import AssemblyPlan, AssemblyStep
 
 PROJECT_FORMAT = "mal-desktop-project"
@@ -159,10 +160,9 @@ def read_project_json(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{path}: cannot read the project ({exc})") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProjectError(f"{path}: not a valid project file (JSON error on line {exc.lineno}: "
-                           f"{exc.msg})") from None
+        return loads_untrusted(text)
+    except ValueError as exc:
+        raise ProjectError(f"{path}: not a valid project file (JSON error: {exc})") from None
 
 
 def load_project(path: str | Path) -> Project:
