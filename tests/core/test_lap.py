@@ -159,3 +159,23 @@ def test_improves_ignores_rounding_and_accepts_real_gains() -> None:
     assert improves(pairwise * (1 + 1e-8), pairwise)
     assert not improves(pairwise, pairwise * (1 + 1e-8))
     assert improves(1e-8, 0.0) and not improves(1e-10, 0.0)  # absolute below |J| = 1
+
+
+@pytest.mark.parametrize("solver", ["lapx", "scipy"])
+@pytest.mark.parametrize("shape", [(5, 5), (3, 7), (7, 3), (6, 1)])
+def test_both_solvers_reach_the_brute_force_optimum(solver, shape, monkeypatch) -> None:
+    """lapx's lapjvh is the default where installed, scipy the fallback: both must be exact,
+    return sorted rows and work for maximising and minimising."""
+    from mal_desktop.core.align import lap
+
+    if solver == "lapx":
+        pytest.importorskip("lap")
+    monkeypatch.setattr(lap, "_SOLVER", lap._lapx_lap if solver == "lapx" else lap._scipy_lap)
+    rng = np.random.default_rng(sum(shape))
+    for maximize in (True, False):
+        cost = rng.standard_normal(shape)
+        rows, cols = solve_lap(torch.from_numpy(cost), maximize=maximize)
+        assert len(rows) == min(shape) and torch.equal(rows, rows.sort().values)
+        assert len(set(cols.tolist())) == len(cols)
+        value = float(cost[rows.numpy(), cols.numpy()].sum())
+        assert value == pytest.approx(_brute_force(cost, maximize), rel=1e-12, abs=1e-12)
