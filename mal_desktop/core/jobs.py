@@ -40,8 +40,12 @@ class ModelCache:
 
     def __init__(self, models: Mapping[str, LoadedModel] | None = None,
                  arch: str | None = None,
-                 specs: Mapping[str, PermutationSpec] | None = None) -> None:
+                 specs: Mapping[str, PermutationSpec] | None = None,
+                 outputs: Mapping[str, int] | None = None) -> None:
+        """``outputs``: per model path, which output is the logits for a model returning
+        several (the first when not given)."""
         self._models: dict[str, LoadedModel] = dict(models or {})
+        self._outputs: dict[str, int] = dict(outputs or {})
         # Discovery traces the model (torch.export): pure Python holding the GIL. Callers that
         # already know the specs (the GUI's layer trees) pass them so a job never re-traces.
         self._specs: dict[str, PermutationSpec] = dict(specs or {})
@@ -49,7 +53,7 @@ class ModelCache:
 
     def model(self, path: str) -> LoadedModel:
         if path not in self._models:
-            self._models[path] = load_model(path, self._arch)
+            self._models[path] = load_model(path, self._arch, self._outputs.get(path))
         return self._models[path]
 
     def spec(self, path: str) -> PermutationSpec:
@@ -102,7 +106,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     if out is not None:  # a bad output is refused before the work, not after it
         check_model_output(out)
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
-    cache = ModelCache(models, arch, specs)
+    cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     yield ProgressEvent("preflight", 0.0, "checking the plan")
     memory = _preflight(plan, models or {})
     yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB needed")
@@ -175,7 +179,7 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
     if not 0 <= step_index < len(plan.steps):
         raise PlanError(f"no step {step_index + 1} in the plan ({len(plan.steps)} steps)")
     dataset = _dataset(data)
-    cache = ModelCache(models, arch, specs)
+    cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     base, base_spec = cache.model(plan.base), cache.spec(plan.base)
     state = base.state()
     for i, step in enumerate(plan.steps[: step_index + 1]):
