@@ -61,6 +61,7 @@ class LayerAlignment:
     costs: tuple[float, ...]
     case: ShapeCase
     start: str = "identity"  # the start of the kept run: see align_layer_pair
+    runs: int = 1  # alternations run (one per start); the best J was kept
 
     @property
     def objective(self) -> float:
@@ -231,6 +232,7 @@ def align_layer_pair(
         costs=_matched_out_costs(problem, q_out, q_in),
         case=case,
         start=start,
+        runs=len(starts),
     )
 
 

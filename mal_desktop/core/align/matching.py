@@ -441,12 +441,35 @@ def weight_matching(
     Raises:
         AlignmentError / Cancelled: as :func:`match_spaces`.
     """
+    result = yield from whole_model_match(base_state, target_state, spec, keys=keys,
+                                          max_iter=max_iter, seed=seed, restarts=restarts,
+                                          cancel=cancel)
+    return result_permutations(result)
+
+
+def whole_model_match(
+    base_state: Mapping[str, torch.Tensor],
+    target_state: Mapping[str, torch.Tensor],
+    spec: PermutationSpec,
+    *,
+    keys: Sequence[str] | None = None,
+    max_iter: int = 100,
+    seed: int = 0,
+    restarts: int = WEIGHT_RESTARTS,
+    cancel: CancelToken | None = None,
+) -> Job[MatchResult]:
+    """Job: :func:`weight_matching`, returning the whole :class:`MatchResult` (the kept run,
+    the runs made, the identity's J) instead of the permutations alone."""
     space_pairs = {s.id: s.id for s in spec.free_spaces()}
     tensor_keys = list(keys) if keys is not None else default_tensor_keys(spec, base_state)
-    result = yield from match_spaces(base_state, spec, target_state, spec, space_pairs,
-                                     [(k, k) for k in tensor_keys], max_iter=max_iter, seed=seed,
-                                     restarts=restarts, cancel=cancel)
-    return {s: result.matches[s].permutation() for s in space_pairs if s in result.matches}
+    return (yield from match_spaces(base_state, spec, target_state, spec, space_pairs,
+                                    [(k, k) for k in tensor_keys], max_iter=max_iter, seed=seed,
+                                    restarts=restarts, cancel=cancel))
+
+
+def result_permutations(result: MatchResult) -> dict[str, torch.Tensor]:
+    """space -> permutation of every optimised (free, square) space of a whole-model match."""
+    return {s: result.matches[s].permutation() for s in result.optimised if s in result.matches}
 
 
 def _prefix(spec: PermutationSpec, layer: int | str, who: str) -> list[Layer]:
