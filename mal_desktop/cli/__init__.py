@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--self-test", action="store_true",
                    help="check that permuting every space leaves the outputs unchanged")
+    _output_option(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("curve", parents=[common], help="interpolation curve, naive vs aligned")
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true",
                    help="re-estimate BatchNorm statistics on the training data at every interior "
                         "lambda (REPAIR-style; an addition to MAL, reported in the output)")
+    _output_option(p)
     p.set_defaults(func=cmd_curve)
 
     p = sub.add_parser("assemble", parents=[common],
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", parents=[common], help="loss and accuracy on a dataset")
     p.add_argument("model")
     p.add_argument("--data", required=True)
+    _output_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     zoo = sub.add_parser("zoo", help="the built-in demo zoo").add_subparsers(dest="zoo_command",
@@ -74,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_commands.add_commands(sub, common)  # eval-matrix and study
     return parser
+
+
+def _output_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _output_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", type=_output_index, metavar="N",
+                   help="for models returning several outputs: which one (from 0) is the "
+                        "logits (default 0, with a note on stderr)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

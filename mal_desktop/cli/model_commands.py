@@ -7,17 +7,33 @@ from typing import Sequence
 
 from .output import emit, run
 
+
+def note_output(model, args) -> None:
+    """On stderr: which output of a model returning several is used, when the user did not
+    choose it with --output."""
+    import sys
+
+    note = model.output_note()
+    if note and getattr(args, "output", None) is None:
+        sys.stderr.write(f"mal: note: {note}; choose another with --output N\n")
+
+
+def output_json(model) -> dict:
+    return {"outputs": model.outputs, "output_index": model.output_index}
+
+
 def cmd_inspect(args) -> int:
     from ..core.graph.selftest import self_test
     from ..core.graph.tree import build_layer_tree
     from ..core.io.files import load_model
 
-    model = load_model(args.model, args.arch)
+    model = load_model(args.model, args.arch, args.output)
+    note_output(model, args)
     tree = build_layer_tree(model)
     obj = tree.to_json()
     obj.update({"file": str(args.model), "form": model.form, "arch": model.arch,
                 "input_shape": list(model.input_shape), "num_classes": model.num_classes,
-                "metadata": model.metadata})
+                "metadata": model.metadata, **output_json(model)})
     if args.self_test:
         report = self_test(model, tree.spec)
         obj["self_test"] = {"passed": report.passed, "status": report.status,
@@ -69,12 +85,19 @@ def _parse_layers(pairs: Sequence[str] | None) -> list[tuple[str, str]] | None:
 
 
 def cmd_curve(args) -> int:
-    from ..core.jobs import model_curve_job
+    from ..core.evaluate.datasets import load_dataset
+    from ..core.jobs import ModelCache, model_curve_job
 
-    result = run(model_curve_job(args.base, args.target, args.data, align=args.align,
+    data = load_dataset(args.data)  # an unknown dataset is refused before any model is read
+    chosen = {} if args.output is None else {args.base: args.output, args.target: args.output}
+    cache = ModelCache(None, args.arch, outputs=chosen)
+    for path in dict.fromkeys((args.base, args.target)):
+        note_output(cache.model(path), args)
+    result = run(model_curve_job(args.base, args.target, data, align=args.align,
                                   grid=args.grid, layers=_parse_layers(args.layers),
-                                  arch=args.arch, repair=args.repair), args)
+                                  arch=args.arch, repair=args.repair, cache=cache), args)
     obj = result.to_json()
+    obj["output_index"] = cache.model(args.base).output_index
 
     def text() -> str:
         rows = [f"{'lambda':>6}  {'naive loss':>10} {'acc':>6}  {'aligned loss':>12} {'acc':>6}"]
@@ -128,8 +151,13 @@ def cmd_assemble(args) -> int:
 def cmd_evaluate(args) -> int:
     from ..core.jobs import evaluate_job
 
-    result = run(evaluate_job(args.model, args.data, arch=args.arch), args)
-    obj = {"loss": result.loss, "accuracy": result.accuracy, "n": result.n}
+    from ..core.io.files import load_model
+
+    model = load_model(args.model, args.arch, args.output)
+    note_output(model, args)
+    result = run(evaluate_job(model, args.data), args)
+    obj = {"loss": result.loss, "accuracy": result.accuracy, "n": result.n,
+           **output_json(model)}
     emit(args, obj, lambda: f"loss {result.loss:.4f}  accuracy {result.accuracy:.2%}  "
                              f"({result.n} samples)")
     return 0

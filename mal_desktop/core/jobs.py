@@ -8,14 +8,14 @@ token at loop boundaries and returns its result. Models are loaded once per job 
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generator, Mapping
 
 import torch
 
 from .align.activations import activation_matching
-from .align.matching import weight_matching
+from .align.matching import result_permutations, whole_model_match
 from .errors import PlanError
 from .evaluate.curves import StateAt, interpolation_job, lerp_states
 from .evaluate.datasets import Dataset, load_dataset
@@ -40,8 +40,12 @@ class ModelCache:
 
     def __init__(self, models: Mapping[str, LoadedModel] | None = None,
                  arch: str | None = None,
-                 specs: Mapping[str, PermutationSpec] | None = None) -> None:
+                 specs: Mapping[str, PermutationSpec] | None = None,
+                 outputs: Mapping[str, int] | None = None) -> None:
+        """``outputs``: per model path, which output is the logits for a model returning
+        several (the first when not given)."""
         self._models: dict[str, LoadedModel] = dict(models or {})
+        self._outputs: dict[str, int] = dict(outputs or {})
         # Discovery traces the model (torch.export): pure Python holding the GIL. Callers that
         # already know the specs (the GUI's layer trees) pass them so a job never re-traces.
         self._specs: dict[str, PermutationSpec] = dict(specs or {})
@@ -49,7 +53,7 @@ class ModelCache:
 
     def model(self, path: str) -> LoadedModel:
         if path not in self._models:
-            self._models[path] = load_model(path, self._arch)
+            self._models[path] = load_model(path, self._arch, self._outputs.get(path))
         return self._models[path]
 
     def spec(self, path: str) -> PermutationSpec:
@@ -102,7 +106,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     if out is not None:  # a bad output is refused before the work, not after it
         check_model_output(out)
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
-    cache = ModelCache(models, arch, specs)
+    cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     yield ProgressEvent("preflight", 0.0, "checking the plan")
     memory = _preflight(plan, models or {})
     yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB needed")
@@ -175,7 +179,7 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
     if not 0 <= step_index < len(plan.steps):
         raise PlanError(f"no step {step_index + 1} in the plan ({len(plan.steps)} steps)")
     dataset = _dataset(data)
-    cache = ModelCache(models, arch, specs)
+    cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     base, base_spec = cache.model(plan.base), cache.spec(plan.base)
     state = base.state()
     for i, step in enumerate(plan.steps[: step_index + 1]):
@@ -201,9 +205,16 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
         return lambda lam: merge_step(step, alignment, prefix, base_spec, donor_state,
                                       donor_spec, lam=lam, seed=step_index)
 
-    return (yield from interpolation_job(base, dataset, lambda_grid(grid),
-                                         {"naive": series(naive), "aligned": series(aligned)},
-                                         cancel, repair=repair))
+    result = yield from interpolation_job(base, dataset, lambda_grid(grid),
+                                          {"naive": series(naive), "aligned": series(aligned)},
+                                          cancel, repair=repair)
+    case = check_step_fits(step, prefix, base_spec, donor_state, donor_spec,
+                           f"step {step_index + 1}")
+    diag = step_diagnostics(step_index, step, aligned, base_spec, donor_spec, case).to_json()
+    return replace(result, alignment={"align": aligned.align, "requested": mode,
+                                      "fallback": diag["fallback"],
+                                      "fallback_reason": diag["fallback_reason"],
+                                      "scope": "plan step", "steps": [diag]})
 
 
 @dataclass(frozen=True)
@@ -214,6 +225,8 @@ class MergeSeries:
     aligned: StateAt
     align: str  # the alignment that ran ("weight", "chain", "local", "none"; "chain+local" mixed)
     note: str = ""  # e.g. why chain alignment fell back to local
+    # JSON-able: what ran, what was asked for, per step fallbacks and the spaces fixed and why
+    report: dict = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, StateAt]:
         return {"naive": self.naive, "aligned": self.aligned}
@@ -242,10 +255,19 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
             raise PlanError(f"{base_path} and {target_path} differ in architecture: pass --layers "
                             "SRC:DST to merge chosen layers")
         aligned_state = t_state
+        report: dict = {"align": align, "requested": align, "fallback": False,
+                        "fallback_reason": "", "scope": "whole model"}
         if align != "none":
             spec = cache.spec(base_path)
+            report.update(_spaces_json(spec))
             if align == "weight":
-                perms = run_job(weight_matching(b_state, t_state, spec, cancel=cancel))
+                result = run_job(whole_model_match(b_state, t_state, spec, cancel=cancel))
+                perms = result_permutations(result)
+                report.update({"start": ("identity kept" if result.restart < 0 else "identity"
+                                         if result.restart == 0 else "random"),
+                               "runs": result.restarts,
+                               "identity_objective": result.identity_objective,
+                               "final_objective": result.objective})
             else:
                 if probe is None:
                     raise PlanError("activation matching needs a probe batch of data")
@@ -254,17 +276,21 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
                                             _probe_program(cache.model(base_path), probe))
             aligned_state = permute_state(t_state, spec, perms)
         return MergeSeries(lerp_states(b_state, t_state), lerp_states(b_state, aligned_state),
-                           align)
+                           align, report=report)
     align = align or "chain"
     if align not in ("chain", "local", "none"):
         raise PlanError(f"--align {align} with --layers must be chain, local or none")
     steps = [AssemblyStep("target", src, dst, 1.0, align) for src, dst in layers]
     base_spec, t_spec = cache.spec(base_path), cache.spec(target_path)
     alignments: dict[str, list[StepAlignment]] = {}
+    cases: list[str] = []
     for mode in ("none", align):
         alignments[mode] = []
         for step in steps:
-            check_step_fits(step, b_state, base_spec, t_state, t_spec, f"--layers {step.label}")
+            case = check_step_fits(step, b_state, base_spec, t_state, t_spec,
+                                   f"--layers {step.label}")
+            if mode == align:
+                cases.append(case)
             alignments[mode].append(run_job(align_step(step, b_state, base_spec, t_state,
                                                        t_spec, mode, cancel)))
 
@@ -278,7 +304,19 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
 
     ran = "+".join(sorted({a.align for a in alignments[align]}))
     notes = "; ".join(sorted({a.note for a in alignments[align] if a.note}))
-    return MergeSeries(series("none"), series(align), ran, notes)
+    diags = [step_diagnostics(i, step, a, base_spec, t_spec, case).to_json()
+             for i, (step, a, case) in enumerate(zip(steps, alignments[align], cases))]
+    report = {"align": ran, "requested": align, "fallback": any(d["fallback"] for d in diags),
+              "fallback_reason": notes, "scope": "layers", "steps": diags}
+    return MergeSeries(series("none"), series(align), ran, notes, report)
+
+
+def _spaces_json(spec: PermutationSpec) -> dict:
+    """The spaces of a whole-model alignment: how many are free, and every fixed one with
+    its reason."""
+    return {"free_spaces": len(spec.free_spaces()), "spaces": len(spec.spaces),
+            "fixed_spaces": [{"space": s.id, "size": s.size, "reason": s.reason}
+                             for s in spec.spaces.values() if s.fixed]}
 
 
 def _probe_program(model: LoadedModel, probe: torch.Tensor):
@@ -314,8 +352,9 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
     probe = fit_inputs(cache.model(base_path), probe_x, dataset.name)
     series = curve_series(cache, base_path, target_path, align=align, layers=layers,
                           cancel=cancel, probe=probe)
-    return (yield from interpolation_job(cache.model(base_path), dataset, lambda_grid(grid),
-                                         series.as_dict(), cancel, repair=repair))
+    result = yield from interpolation_job(cache.model(base_path), dataset, lambda_grid(grid),
+                                          series.as_dict(), cancel, repair=repair)
+    return replace(result, alignment=series.report)
 
 
 def evaluate_job(model: LoadedModel | str, data: str | Dataset,

@@ -306,3 +306,54 @@ def test_json_output_has_no_nan_tokens(capsys):
     out = capsys.readouterr().out
     assert json.loads(out) == {"barrier": None, "loss": [1.0, None]}
     assert "NaN" not in out and "nan" not in out and "Infinity" not in out
+
+
+def test_json_says_which_alignment_ran_and_which_spaces_were_fixed(mal, small_zoo, tmp_path):
+    """A chain step whose layers sit at different depths falls back to local alignment: the
+    assemble and curve JSON say so, why, and name every fixed space with its reason."""
+    base, wide = str(small_zoo.path_of("mlp-w32-s0")), str(small_zoo.path_of("mlp-w64-s0"))
+    plan = AssemblyPlan(base=base, zoo={"wide": wide},
+                        steps=[AssemblyStep("wide", "layers.1", "layers.0", 0.3, "chain"),
+                               AssemblyStep("wide", "layers.1", "layers.1", 0.3, "chain")])
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json()))
+    obj = json.loads(mal("assemble", str(plan_path), "--out", str(tmp_path / "m.safetensors"),
+                         "--json").stdout)
+    fell, chained = obj["steps"]
+    assert (fell["requested"], fell["align"], fell["fallback"]) == ("chain", "local", True)
+    assert "chain alignment not applicable" in fell["fallback_reason"]
+    assert "same depth" in fell["fallback_reason"] and fell["note"] == fell["fallback_reason"]
+    # the input side is fixed: one LAP on the output side is the exact optimum, one run
+    assert (fell["start"], fell["runs"]) == ("identity", 1)
+    # base layers.0 reads the network input: fixed, and the report says by what
+    assert fell["in"] == {**fell["in"], "case": "fixed", "space": "P_input",
+                          "reason": "network input"}
+    assert fell["out"]["reason"] == "" and fell["out"]["case"] == "narrower"
+    by_space = {s["base"]: s for s in fell["spaces"]}
+    assert by_space["P_input"]["fixed"] and not by_space["P_input"]["optimised"]
+    assert by_space["P_input"]["reason"] == "network input"
+    assert by_space["P_layers.0"]["optimised"] and not by_space["P_layers.0"]["fixed"]
+
+    assert (chained["requested"], chained["align"], chained["fallback"]) == ("chain", "chain",
+                                                                             False)
+    assert chained["fallback_reason"] == "" and chained["runs"] == 4
+    spaces = {s["base"]: s for s in chained["spaces"]}
+    assert spaces["P_input"] == {"base": "P_input", "target": "P_input", "base_size": 64,
+                                 "target_size": 64, "fixed": True, "reason": "network input",
+                                 "optimised": False}
+    assert spaces["P_layers.0"]["optimised"] and spaces["P_layers.1"]["optimised"]
+
+    out = json.loads(mal("curve", "--base", base, "--target", wide, "--data", "digits",
+                         "--grid", "2", "--layers", "layers.1:layers.0", "--json").stdout)
+    report = out["alignment"]
+    assert (report["requested"], report["align"], report["fallback"]) == ("chain", "local", True)
+    assert "chain alignment not applicable" in report["fallback_reason"]
+    assert report["steps"][0]["spaces"] == fell["spaces"]
+
+    other = str(small_zoo.path_of("mlp-w32-s1"))
+    whole = json.loads(mal("curve", "--base", base, "--target", other, "--data", "digits",
+                           "--grid", "2", "--json").stdout)["alignment"]
+    assert (whole["align"], whole["requested"], whole["fallback"]) == ("weight", "weight", False)
+    assert whole["runs"] == 4 and whole["final_objective"] >= whole["identity_objective"]
+    assert {s["reason"] for s in whole["fixed_spaces"]} == {"network input", "class output"}
+    assert whole["free_spaces"] == whole["spaces"] - 2

@@ -214,3 +214,31 @@ def test_readable_errors() -> None:
     with pytest.raises(AlignmentError, match="NaN"):
         align_layer_pair(torch.full((3, 3), float("nan")), None, torch.zeros(3, 3), None,
                          in_fixed=False, out_fixed=False)
+
+
+@pytest.mark.parametrize("kind", ["conv", "flatten"])
+def test_both_sides_permuted_recovered_from_value_profiles(kind: str) -> None:
+    """Conv kernels (out narrower, in wider) and a linear layer after flatten (4 features per
+    input channel), both sides permuted: the value-profile starts find the planted map."""
+    gen = _gen(0)
+    if kind == "conv":
+        wb = torch.randn(24, 20, 3, 3, generator=gen)
+        pos = torch.randperm(30, generator=gen)[:24]  # base out unit i sits at target unit pos[i]
+        src = torch.randperm(20, generator=gen)[:16]  # target in unit j copies base in src[j]
+        wt = torch.randn(30, 16, 3, 3, generator=gen)
+        wt[pos] = wb[:, src]
+        block = 1
+    else:
+        block = 4
+        wb = torch.randn(30, 12 * block, generator=gen)
+        pos = torch.argsort(torch.randperm(30, generator=gen))
+        src = torch.randperm(12, generator=gen)
+        wt = torch.empty(30, 12 * block)
+        wt[pos] = wb[:, (src[:, None] * block + torch.arange(block)).reshape(-1)]
+    wt = wt + 0.05 * torch.randn(wt.shape, generator=gen)
+    result = align_layer_pair(wb, None, wt, None, in_fixed=False, out_fixed=False,
+                              in_block=block)
+    assert result.start in ("out profile", "in profile")
+    assert result.out == Match.from_lap(range(len(pos)), pos, wb.shape[0], wt.shape[0])
+    assert result.inp == Match.from_lap(src, range(len(src)), result.case.in_base,
+                                        result.case.in_target)

@@ -12,6 +12,7 @@ import torch
 
 from mal_desktop.core.align.activations import activation_cost, match_by_activations
 from mal_desktop.core.align.generalized import Match
+from mal_desktop.core.align.lap import solve_lap
 from mal_desktop.core.align.matching import (
     apply_matches,
     chain_pairs,
@@ -148,6 +149,89 @@ def test_weight_matching_of_two_seeds_raises_objective() -> None:
     assert [e.payload["sweep"] for e in events] == list(range(1, result.sweeps + 1))
     assert [e.payload["objective"] for e in events] == list(hist[1:])
     assert events[-1].fraction == 1.0
+
+
+def _free_pairs(spec: PermutationSpec, base: dict) -> tuple[dict[str, str], list]:
+    return {s.id: s.id for s in spec.free_spaces()}, [(k, k) for k in base]
+
+
+def test_restarts_keep_a_better_optimum_than_one_run() -> None:
+    """Coordinate descent from the identity settles in a local optimum on this seed pair; the
+    restarts (random starts, own space orders) find a higher J and the best one is kept."""
+    spec = mlp_spec([16, 16, 16])
+    base, target = _mlp([16, 16, 16], 5).state_dict(), _mlp([16, 16, 16], 6).state_dict()
+    pairs, tensors = _free_pairs(spec, base)
+    single = run_job(match_spaces(base, spec, target, spec, pairs, tensors, seed=0))
+    events: list[ProgressEvent] = []
+    best = run_job(match_spaces(base, spec, target, spec, pairs, tensors, seed=0, restarts=4),
+                   events.append)
+    assert (single.restart, single.restarts) == (0, 1)
+    assert best.restarts == 4 and best.restart > 0  # a random start won
+    assert best.objective > single.objective * 1.03
+    runs = [run_job(match_spaces(base, spec, target, spec, pairs, tensors, seed=0, restarts=r))
+            for r in (1, 2, 3, 4)]
+    assert all(b.objective >= a.objective for a, b in itertools.pairwise(runs))
+    assert {e.payload["restart"] for e in events} == {0, 1, 2, 3}
+    assert all(b.fraction >= a.fraction for a, b in itertools.pairwise(events))
+    assert events[-1].fraction == 1.0
+    # the J it reports is the J of the matches it returns
+    perms = run_job(weight_matching(base, target, spec, seed=0, restarts=4))
+    assert perms == {} or all(torch.equal(perms[s], best.matches[s].permutation()) for s in perms)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_weight_matching_is_never_worse_than_identity(seed: int) -> None:
+    """J(result) >= J(identity) on random pairs, including near copies, where the identity is
+    already the optimum and a random start can only end below it."""
+    widths = [12, 10]
+    spec = mlp_spec(widths)
+    base = _mlp(widths, 20 + seed).state_dict()
+    gen = torch.Generator().manual_seed(seed)
+    if seed % 2:
+        target = {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+    else:
+        target = _mlp(widths, 40 + seed).state_dict()
+    pairs, tensors = _free_pairs(spec, base)
+    result = run_job(match_spaces(base, spec, target, spec, pairs, tensors, seed=seed,
+                                  restarts=4))
+    assert result.objective >= result.identity_objective
+    identity = {s: torch.arange(spec.spaces[s].size) for s in pairs}
+
+    def j(perms: dict[str, torch.Tensor]) -> float:
+        moved = permute_state(target, spec, perms)
+        return sum(float((base[k].double() * moved[k].double()).sum()) for k, _ in tensors)
+
+    found = run_job(weight_matching(base, target, spec, seed=seed))
+    assert j(found) >= j(identity) - 1e-9
+    assert j(found) == pytest.approx(result.objective, rel=1e-9)
+    if seed % 2:  # the near copy: nothing moves
+        assert all(torch.equal(p, identity[s]) for s, p in found.items())
+
+
+def test_identity_is_kept_when_no_run_beats_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run ending below the identity's J (forced here: every LAP answer is accepted, so J can
+    drop) is never returned; the identity is, marked restart -1."""
+    from mal_desktop.core.align import matching
+
+    spec = mlp_spec([12, 10])
+    base = _mlp([12, 10], 30).state_dict()
+    target = {k: v.clone() for k, v in base.items()}  # the identity is the optimum
+    pairs, tensors = _free_pairs(spec, base)
+
+    def worst(self: matching._Descent, space: str) -> bool:  # a descent that makes J worse
+        current = self.matches[space]
+        rows, cols = solve_lap(self.space_cost(space), maximize=False)
+        candidate = Match.from_lap(rows, cols, current.base_size, current.target_size)
+        changed = candidate != current
+        self.matches[space] = candidate
+        return changed
+
+    monkeypatch.setattr(matching._Descent, "improve_space", worst)
+    result = run_job(match_spaces(base, spec, target, spec, pairs, tensors, restarts=3,
+                                  max_iter=2))
+    assert result.restart == -1 and result.restarts == 3
+    assert all(result.matches[s].is_identity for s in pairs)
+    assert result.objective == result.identity_objective
 
 
 def _chain_job(cancel: CancelToken | None = None, seed: int = 0):

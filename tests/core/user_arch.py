@@ -78,3 +78,22 @@ def make_not_a_module() -> int:
 def make_digits_mlp() -> nn.Module:
     """64 digit pixels -> 16 hidden -> 10 classes (for curves on the digits dataset)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+class LogitsAndFeatures(nn.Module):
+    """64 digit pixels -> 16 -> 12 hidden -> 10 classes; returns (logits, features), the way
+    many research models return their embedding next to the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(64, 16)
+        self.fc2 = nn.Linear(16, 12)
+        self.head = nn.Linear(12, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.relu(self.fc2(torch.relu(self.fc1(torch.flatten(x, 1)))))
+        return self.head(features), features
+
+
+def make_logits_and_features() -> nn.Module:
+    return LogitsAndFeatures()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 
@@ -90,7 +90,11 @@ class CurveResult:
     aligned: CurveMetrics
     dataset: str = ""
     repair: bool = False  # BatchNorm statistics re-estimated (an addition to MAL)
+    # how the aligned series was aligned, as JSON-able data (see jobs.curve_series): the
+    # alignment that ran and was asked for, fallbacks and why, the fixed spaces and their reasons
+    alignment: Any = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"lambdas": list(self.lambdas), "naive": self.naive.to_json(),
-                "aligned": self.aligned.to_json(), "data": self.dataset, "repair": self.repair}
+                "aligned": self.aligned.to_json(), "data": self.dataset, "repair": self.repair,
+                "alignment": self.alignment or {}}

@@ -32,7 +32,8 @@ from .op_rules import HANDLERS, OpRules
 class _Tracer(OpRules):
     """Walks the graph once, labelling every tensor axis."""
 
-    def __init__(self, ep: Any, state_keys: set[str]) -> None:
+    def __init__(self, ep: Any, state_keys: set[str], output_index: int = 0) -> None:
+        self.output_index = output_index  # which user output is the logits
         self.g = UnionFind()
         self.labels: dict[fx.Node, Any] = {}
         self.bound: dict[tuple[str, int], Ref] = {}
@@ -187,12 +188,17 @@ class _Tracer(OpRules):
     def output(self, node: fx.Node) -> None:
         outs = list(node.args[0]) if isinstance(node.args[0], (list, tuple)) else [node.args[0]]
         specs = list(self.ep.graph_signature.output_specs)
-        for i, out in enumerate(outs):
-            if i < len(specs) and specs[i].kind.name != "USER_OUTPUT":
-                continue  # buffer mutations of a training-mode program are not outputs
-            for t in tensor_nodes(out):
+        user = [out for i, out in enumerate(outs)
+                if i >= len(specs) or specs[i].kind.name == "USER_OUTPUT"]
+        # buffer mutations of a training-mode program are not outputs; the logits go first so
+        # a space that is both keeps the reason "class output"
+        order = sorted(range(len(user)), key=lambda i: i != self.output_index)
+        for i in order:
+            reason = ("class output" if len(user) == 1 or i == self.output_index
+                      else f"model output {i} (returned as it is, not the logits)")
+            for t in tensor_nodes(user[i]):
                 for label in self.lab(t) or []:
-                    self.fix(label, "class output")
+                    self.fix(label, reason)
 
     def call(self, node: fx.Node) -> Any:
         if node.target is operator.getitem:
@@ -290,7 +296,7 @@ def discover_spec(model: LoadedModel) -> PermutationSpec:
     """
     ep = _program(model)
     state = model.module.state_dict(keep_vars=True)
-    tracer = _Tracer(ep, set(state))
+    tracer = _Tracer(ep, set(state), model.output_index)
     tracer.run()
     aliases: dict[int, list[str]] = {}
     for key, tensor in state.items():

@@ -141,9 +141,10 @@ def _resolve_program(path: Path, arch: dict[str, Any]) -> Path:
 
 
 def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
-              arch_arg: str | None) -> LoadedModel:
+              arch_arg: str | None, output: int | None = None) -> LoadedModel:
     arch = meta.arch
     program = None
+    outputs, output_index = 1, 0
     kind = arch["kind"]
     if kind == "family":
         family, config = arch.get("family"), arch.get("config") or {}
@@ -188,28 +189,40 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         stored = arch.get("factory")
         if arch_arg is None:
             raise _need_arch(path, f"the architecture is user code {stored!r}")
-        built = build_factory_module(path, arch_arg)
+        built = build_factory_module(path, arch_arg, output)
         module = built.module
         load_state_into(path, module, state, f"architecture {arch_arg!r}")
         arch = {"kind": "factory", "factory": arch_arg}
+        outputs, output_index = built.outputs, built.output_index
+    if kind != "factory":
+        _single_output(path, output)
     return LoadedModel(module=module.eval(), arch=arch, input_shape=meta.input_shape,
                        num_classes=meta.num_classes, form="mal-safetensors", path=path,
-                       sha256=file_sha256(path), metadata=dict(meta.provenance), program=program)
+                       sha256=file_sha256(path), metadata=dict(meta.provenance), program=program,
+                       output_index=output_index, outputs=outputs)
+
+
+def _single_output(path: Path, output: int | None) -> None:
+    """Family architectures and .pt2 programs return one tensor: only output 0 exists."""
+    if output not in (None, 0):
+        raise ModelFileError(path, f"the model returns one output; there is no output {output}")
 
 
 def _load_plain(path: Path, state: dict[str, torch.Tensor], arch_arg: str | None,
-                file_metadata: dict[str, str]) -> LoadedModel:
+                file_metadata: dict[str, str], output: int | None = None) -> LoadedModel:
     if arch_arg is None:
         raise _need_arch(path, "plain state dict with no architecture")
-    built = build_factory_module(path, arch_arg)
+    built = build_factory_module(path, arch_arg, output)
     load_state_into(path, built.module, state, f"architecture {arch_arg!r}")
     metadata: dict[str, Any] = {"file_metadata": dict(file_metadata)} if file_metadata else {}
     return LoadedModel(module=built.module.eval(), arch={"kind": "factory", "factory": arch_arg},
                        input_shape=built.input_shape, num_classes=built.num_classes,
-                       form="state-dict", path=path, sha256=file_sha256(path), metadata=metadata)
+                       form="state-dict", path=path, sha256=file_sha256(path), metadata=metadata,
+                       output_index=built.output_index, outputs=built.outputs)
 
 
-def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
+def load_model(path: str | Path, arch: str | None = None, output: int | None = None
+               ) -> LoadedModel:
     """Load a model file of any supported form.
 
     Parameters:
@@ -218,6 +231,8 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
             dicts and for mal files whose architecture is user code; importing and calling it runs
             that code (the explicit opt-in). Files that carry their own architecture (family or
             .pt2 program) ignore it.
+        output: which output is the logits when the architecture returns several (None: the
+            first; see ``LoadedModel.outputs`` for how many there are).
     Returns:
         The model, in eval mode, with its architecture, shapes, form, path, sha256 of the file,
         provenance, and the ExportedProgram for .pt2 programs.
@@ -233,8 +248,8 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
         state = read_safetensors_tensors(p)
         check_finite(p, state)
         if meta is not None:
-            return _load_mal(p, meta, state, arch)
-        return _load_plain(p, state, arch, header.metadata)
+            return _load_mal(p, meta, state, arch, output)
+        return _load_plain(p, state, arch, header.metadata, output)
     if kind == "pt2":
         program, sha = read_pt2(p)
         tensors = {**program.state_dict,
@@ -245,6 +260,7 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
         parameters = set(program.graph_signature.parameters)
         check_weight_dtypes(p, tensors, reference={k: v for k, v in tensors.items()
                                                    if k not in parameters})
+        _single_output(p, output)  # a program returning several outputs is refused by read_pt2
         return LoadedModel(module=program_module(program),
                            arch={"kind": "pt2", "program": str(p), "sha256": sha},
                            input_shape=program_input_shape(p, program),
@@ -254,7 +270,7 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
     # is reported as such rather than as a missing architecture.
     state = unwrap_state(p, torch_load_weights(p))
     check_finite(p, state)
-    return _load_plain(p, state, arch, {})
+    return _load_plain(p, state, arch, {}, output)
 
 
 def read_header(path: str | Path) -> ModelHeader:

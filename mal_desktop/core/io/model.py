@@ -34,6 +34,8 @@ class LoadedModel:
     input_range: integer inputs are ids below this (an embedding's rows); None: found from the
         program's embeddings when there is one.
     output_index: which output is the class logits when the module returns several (default 0).
+    outputs: how many outputs the module returns (1 for one tensor; 0 when not known: a factory
+        that declares its sizes is not probed).
     """
 
     module: nn.Module
@@ -48,6 +50,15 @@ class LoadedModel:
     input_dtype: torch.dtype | None = None
     input_range: int | None = None
     output_index: int = 0
+    outputs: int = 1
+
+    def output_note(self) -> str | None:
+        """For a model returning several outputs, one line naming the output used as the
+        logits (and how to choose another); None for a model with one output."""
+        if self.outputs <= 1:
+            return None
+        return (f"{self.name} returns {self.outputs} outputs; output {self.output_index} "
+                f"(numbered from 0) is used as the logits ({self.num_classes} classes)")
 
     @property
     def name(self) -> str:

@@ -169,6 +169,20 @@ class FactoryModel:
     module: nn.Module
     input_shape: tuple[int, ...]
     num_classes: int
+    outputs: int = 1  # tensors the module returns (0: not probed, the factory declared its sizes)
+    output_index: int = 0  # the one that is the logits
+
+
+def output_leaves(out: Any) -> list[Any] | None:
+    """The outputs of a module that returns several (a tuple, a list, or a dict-like such as a
+    transformers ModelOutput, in order); None for a single tensor."""
+    if isinstance(out, torch.Tensor):
+        return None
+    if hasattr(out, "values") and callable(out.values):
+        return list(out.values())
+    if isinstance(out, (tuple, list)):
+        return list(out)
+    return None
 
 
 def _shape_attr(value: Any) -> tuple[int, ...] | None:
@@ -195,16 +209,19 @@ def _infer_input_shape(path: Path, spec: str, module: nn.Module) -> tuple[int, .
                                "input_shape on the module or as an attribute of the factory")
 
 
-def build_factory_module(path: str | Path, spec: str) -> FactoryModel:
+def build_factory_module(path: str | Path, spec: str, output: int | None = None) -> FactoryModel:
     """Import ``package.module:function``, call it with no arguments and describe the module.
 
     input_shape: the module's or the factory's ``input_shape`` attribute, else the first Linear's
     ``in_features``. num_classes: a ``num_classes`` attribute, else the last axis of the output of
-    a probe forward pass on zeros (which also proves the input shape fits).
+    a probe forward pass on zeros (which also proves the input shape fits). A module returning
+    several tensors (a tuple, list or dict of outputs) is described by output ``output``
+    (default 0), the logits.
 
     Parameters:
         path: the model file the architecture is for (named in errors).
         spec: "package.module:function" (attribute paths with dots are allowed after the colon).
+        output: which output is the logits when the module returns several (None: the first).
     Returns:
         The module in eval mode with its input shape and number of classes.
     Raises:
@@ -238,19 +255,38 @@ def build_factory_module(path: str | Path, spec: str) -> FactoryModel:
                    or _shape_attr(getattr(factory, "input_shape", None))
                    or _infer_input_shape(path, spec, module))
     num_classes = getattr(module, "num_classes", None) or getattr(factory, "num_classes", None)
-    if not isinstance(num_classes, int) or num_classes <= 0:
-        try:
-            with torch.no_grad():
-                out = module(torch.zeros((2, *input_shape)))
-        except Exception as exc:
-            raise ModelFileError(path, f"architecture {spec!r} does not run on input shape "
-                                       f"{input_shape}: {type(exc).__name__}: "
-                                       f"{_first_line(exc)}") from None
-        if not isinstance(out, torch.Tensor) or out.ndim < 2:
-            raise ModelFileError(path, f"architecture {spec!r} must return one tensor of shape "
-                                       "(batch, ..., classes)")
-        num_classes = int(out.shape[-1])
-    return FactoryModel(module, input_shape, num_classes)
+    if output is not None and (isinstance(output, bool) or not isinstance(output, int)
+                               or output < 0):
+        raise ModelFileError(path, f"output index must be a whole number >= 0, got {output!r}")
+    if isinstance(num_classes, int) and num_classes > 0:
+        # sizes declared: no probe, so the number of outputs is not known here (the evaluator
+        # still picks output ``output`` of whatever the module returns)
+        return FactoryModel(module, input_shape, num_classes, 0, output or 0)
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros((2, *input_shape)))
+    except Exception as exc:
+        raise ModelFileError(path, f"architecture {spec!r} does not run on input shape "
+                                   f"{input_shape}: {type(exc).__name__}: "
+                                   f"{_first_line(exc)}") from None
+    leaves = output_leaves(out)
+    count = 1 if leaves is None else len(leaves)
+    index = output or 0
+    if leaves is not None:
+        if not leaves:
+            raise ModelFileError(path, f"architecture {spec!r} returns no outputs")
+        if index >= count:
+            raise ModelFileError(path, f"architecture {spec!r} returns {count} outputs; there is "
+                                       f"no output {index} (outputs are numbered from 0)")
+        out = leaves[index]
+    elif index != 0:
+        raise ModelFileError(path, f"architecture {spec!r} returns one output; there is no "
+                                   f"output {index}")
+    if not isinstance(out, torch.Tensor) or out.ndim < 2:
+        which = f"output {index}" if leaves is not None else "the output"
+        raise ModelFileError(path, f"architecture {spec!r}: {which} must be one tensor of shape "
+                                   "(batch, ..., classes)")
+    return FactoryModel(module, input_shape, int(out.shape[-1]), count, index)
 
 
 def load_state_into(path: str | Path, module: nn.Module, state: Mapping[str, torch.Tensor],

@@ -8,6 +8,7 @@ zero-padding) and merges them with the step's method and lambda. Input models ar
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator, Mapping
@@ -24,7 +25,7 @@ from ..progress import CancelToken, ProgressEvent
 from .methods import merge_tensor
 from .plan import AssemblyStep
 from .preflight import LayerShape, check_layers
-from .results import MAX_MATRIX, SideReport, StepDiagnostics
+from .results import MAX_MATRIX, SideReport, SpaceReport, StepDiagnostics
 
 State = dict[str, torch.Tensor]
 
@@ -35,6 +36,8 @@ RUNNING_STATS = ("running_mean", "running_var")
 # Both alignments are local searches (coordinate descent over spaces; alternating out/in LAPs):
 # a few seeded restarts, keeping the highest objective J, recover permuted copies that a single
 # run can miss (measured on the demo zoo's Mixer: 3 of 6 chain seeds got stuck at 77 % of J).
+# Chain runs are match_spaces' restarts: the first from the identity, the rest from random
+# matches, never kept below the identity's J.
 CHAIN_RESTARTS = 4
 LOCAL_RESTARTS = 4
 
@@ -49,12 +52,42 @@ class StepAlignment:
     objective: tuple[float, ...]
     costs: np.ndarray | None
     note: str = ""
+    requested: str = ""  # the alignment asked for; differs from ``align`` after a fallback
+    # where the kept run started: chain "identity" | "random" | "identity kept" (no run beat
+    # its J); local "identity" | "random" | "out profile" | "in profile" | "given"
+    start: str = ""
+    runs: int = 0
+    spaces: tuple[SpaceReport, ...] = ()
 
 
-def _identity_alignment(base_w: torch.Tensor, target_w: torch.Tensor, block: int) -> StepAlignment:
+def _identity_alignment(base_w: torch.Tensor, target_w: torch.Tensor, block: int,
+                        spaces: tuple[SpaceReport, ...]) -> StepAlignment:
     out = Match.identity(base_w.shape[0], target_w.shape[0])
     inp = Match.identity(base_w.shape[1] // block, target_w.shape[1] // block)
-    return StepAlignment(out, inp, "none", (), None)
+    return StepAlignment(out, inp, "none", (), None, requested="none", start="identity",
+                         spaces=spaces)
+
+
+def space_report(base_spec: PermutationSpec, target_spec: PermutationSpec, base_space: str,
+                 target_space: str, optimised: bool) -> SpaceReport:
+    """A :class:`SpaceReport` of one paired space; a space fixed in the target only is
+    reported with its reason prefixed "target: "."""
+    b, t = base_spec.spaces[base_space], target_spec.spaces[target_space]
+    reason = b.reason if b.fixed else (f"target: {t.reason}" if t.fixed else "")
+    return SpaceReport(base_space, target_space, b.size, t.size, b.fixed or t.fixed,
+                       reason or ("fixed" if b.fixed or t.fixed else ""), optimised)
+
+
+def _layer_spaces(bl: Layer, tl: Layer, base_spec: PermutationSpec, target_spec: PermutationSpec,
+                  solved: bool) -> tuple[SpaceReport, ...]:
+    """Reports of the out and in spaces of one layer pair (local alignment or none)."""
+    reports = []
+    for b_axis, t_axis in ((bl.out_axis, tl.out_axis), (bl.in_axis, tl.in_axis)):
+        report = space_report(base_spec, target_spec, b_axis.space, t_axis.space, False)
+        # local alignment keeps a side at the identity only when the base's space is fixed
+        optimised = solved and not base_spec.spaces[b_axis.space].fixed
+        reports.append(dataclasses.replace(report, optimised=optimised))
+    return tuple(reports)
 
 
 def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec,
@@ -67,7 +100,8 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
     bw, tw = base_state[bl.weight], donor_state[tl.weight]
     block = max(1, bl.in_axis.block)
     if mode == "none":
-        return _identity_alignment(bw, tw, block)
+        return _identity_alignment(bw, tw, block,
+                                   _layer_spaces(bl, tl, base_spec, donor_spec, False))
     out_fixed = base_spec.spaces[bl.out_axis.space].fixed
     in_fixed = base_spec.spaces[bl.in_axis.space].fixed
     note = ""
@@ -77,19 +111,23 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
         except AlignmentError as exc:
             note = f"chain alignment not applicable ({exc}); used local alignment"
         else:
-            result = None
-            for seed in range(CHAIN_RESTARTS):  # coordinate descent has local optima: keep best J
-                run = yield from match_spaces(base_state, base_spec, donor_state, donor_spec,
-                                              space_pairs, tensor_pairs, seed=seed, cancel=cancel)
-                if result is None or run.objective_history[-1] > result.objective_history[-1]:
-                    result = run
+            # coordinate descent has local optima: several seeded runs, the best J is kept
+            result = yield from match_spaces(base_state, base_spec, donor_state, donor_spec,
+                                             space_pairs, tensor_pairs, restarts=CHAIN_RESTARTS,
+                                             cancel=cancel)
             m_out, n_out = bw.shape[0], tw.shape[0]
             m_in, n_in = bw.shape[1] // block, tw.shape[1] // block
             out = result.matches.get(bl.out_axis.space) or Match.identity(m_out, n_out)
             inp = result.matches.get(bl.in_axis.space) or Match.identity(m_in, n_in)
+            start = ("identity kept" if result.restart < 0
+                     else "identity" if result.restart == 0 else "random")
+            spaces = tuple(space_report(base_spec, donor_spec, bs, ts, bs in result.optimised)
+                           for bs, ts in space_pairs.items())
             return StepAlignment(out, inp, "chain", tuple(result.objective_history),
                                  _matched_costs(bw, base_state.get(bl.bias or ""), tw,
-                                                donor_state.get(tl.bias or ""), out, inp, block))
+                                                donor_state.get(tl.bias or ""), out, inp, block),
+                                 requested=mode, start=start, runs=result.restarts,
+                                 spaces=spaces)
     if cancel is not None:
         cancel.raise_if_cancelled()
     la = align_layer_pair(bw, base_state.get(bl.bias) if bl.bias else None,
@@ -98,7 +136,9 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
                           restarts=LOCAL_RESTARTS,
                           name=f"{step.source}:{step.source_layer} -> {step.base_layer}")
     return StepAlignment(la.out, la.inp, "local", tuple(la.objective_history),
-                         np.asarray(la.costs, dtype=np.float64), note)
+                         np.asarray(la.costs, dtype=np.float64), note, requested=mode,
+                         start=la.start, runs=la.runs,
+                         spaces=_layer_spaces(bl, tl, base_spec, donor_spec, True))
 
 
 def _matched_costs(bw: torch.Tensor, bb: torch.Tensor | None, tw: torch.Tensor,
@@ -155,9 +195,10 @@ def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
     return out
 
 
-def side_report(match: Match, fixed: bool) -> SideReport:
+def side_report(match: Match, fixed: bool, space: str = "", reason: str = "") -> SideReport:
     return SideReport(match.base_size, match.target_size, "fixed" if fixed else match.case,
-                      match.matched, match.padded, match.dropped)
+                      match.matched, match.padded, match.dropped, space,
+                      (reason or "fixed") if fixed else "")
 
 
 def step_diagnostics(index: int, step: AssemblyStep, alignment: StepAlignment,
@@ -173,11 +214,18 @@ def step_diagnostics(index: int, step: AssemblyStep, alignment: StepAlignment,
 
     return StepDiagnostics(
         index=index, label=step.label, align=alignment.align, case_text=case_text,
-        out=side_report(alignment.out, base_spec.spaces[bl.out_axis.space].fixed),
-        inp=side_report(alignment.inp, base_spec.spaces[bl.in_axis.space].fixed),
+        out=_side(alignment.out, base_spec, bl.out_axis.space),
+        inp=_side(alignment.inp, base_spec, bl.in_axis.space),
         objective=alignment.objective,
         costs=None if alignment.costs is None else np.array(alignment.costs, copy=True),
-        out_matrix=small(alignment.out), in_matrix=small(alignment.inp), note=alignment.note)
+        out_matrix=small(alignment.out), in_matrix=small(alignment.inp), note=alignment.note,
+        requested=alignment.requested or step.align, start=alignment.start,
+        runs=alignment.runs, spaces=alignment.spaces)
+
+
+def _side(match: Match, spec: PermutationSpec, space: str) -> SideReport:
+    sp = spec.spaces[space]
+    return side_report(match, sp.fixed, space, sp.reason)
 
 
 def _weight_layer(spec: PermutationSpec, name: str, owner: str, where: str) -> Layer:

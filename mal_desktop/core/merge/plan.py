@@ -93,14 +93,29 @@ class PlanChange:
     to_index: int = -1
 
 
+def check_output_index(value: Any, what: str) -> int:
+    """``value`` as an output index (a whole number >= 0), or PlanError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PlanError(f"{what} must be a whole number >= 0 (which output is the logits), "
+                        f"got {value!r}")
+    return value
+
+
 @dataclass
 class AssemblyPlan:
-    """Base model path, zoo models by name, optional evaluation data, and the ordered steps."""
+    """Base model path, zoo models by name, optional evaluation data, and the ordered steps.
+
+    base_output / zoo_outputs: for a model returning several outputs, which one is the logits
+    (the base's; a zoo model's by name); a model not listed uses its first output. Optional in
+    the JSON ("base_output", "zoo_outputs"), written only when set.
+    """
 
     base: str = ""
     zoo: dict[str, str] = field(default_factory=dict)
     data: str | None = None
     steps: list[AssemblyStep] = field(default_factory=list)
+    base_output: int | None = None
+    zoo_outputs: dict[str, int] = field(default_factory=dict)
     _listeners: list[Callable[[PlanChange], None]] = field(default_factory=list, repr=False,
                                                            compare=False)
 
@@ -153,6 +168,7 @@ class AssemblyPlan:
         """Take over another plan's content (e.g. after loading a project)."""
         self.base, self.zoo, self.data = other.base, dict(other.zoo), other.data
         self.steps = list(other.steps)
+        self.base_output, self.zoo_outputs = other.base_output, dict(other.zoo_outputs)
         self._emit(PlanChange("reset"))
 
     # -- JSON -----------------------------------------------------------------------------
@@ -161,7 +177,19 @@ class AssemblyPlan:
                              "steps": [s.to_json() for s in self.steps]}
         if self.data:
             d["data"] = self.data
+        if self.base_output is not None:
+            d["base_output"] = self.base_output
+        if self.zoo_outputs:
+            d["zoo_outputs"] = dict(self.zoo_outputs)
         return d
+
+    def outputs_by_path(self) -> dict[str, int]:
+        """Model path -> chosen output index, for the models whose output was chosen."""
+        out = {self.zoo[name]: index for name, index in self.zoo_outputs.items()
+               if name in self.zoo}
+        if self.base_output is not None:
+            out[self.base] = self.base_output
+        return out
 
     @staticmethod
     def from_json(d: Any, where: str = "plan") -> "AssemblyPlan":
@@ -186,8 +214,20 @@ class AssemblyPlan:
                 parsed.append(AssemblyStep.from_json(raw))
             except PlanError as exc:
                 raise PlanError(f"{where}: step {i + 1}: {exc}") from None
+        base_output = d.get("base_output")
+        if base_output is not None:
+            check_output_index(base_output, f"{where}: 'base_output'")
+        zoo_outputs = d.get("zoo_outputs", {})
+        if not isinstance(zoo_outputs, dict):
+            raise PlanError(f"{where}: 'zoo_outputs' must map zoo model names to output indices")
+        for name, index in zoo_outputs.items():
+            if name not in zoo:
+                raise PlanError(f"{where}: 'zoo_outputs' names {name!r}, which the plan's 'zoo' "
+                                f"does not list ({', '.join(zoo) or 'empty'})")
+            check_output_index(index, f"{where}: 'zoo_outputs' of {name!r}")
         plan = AssemblyPlan(base=d["base"], zoo={str(k): v for k, v in zoo.items()},
-                            data=d.get("data"), steps=parsed)
+                            data=d.get("data"), steps=parsed, base_output=base_output,
+                            zoo_outputs={str(k): v for k, v in zoo_outputs.items()})
         for i, step in enumerate(plan.steps):
             if step.source not in plan.zoo:
                 raise PlanError(f"{where}: step {i + 1} uses zoo model {step.source!r}, which the "
@@ -203,7 +243,7 @@ class AssemblyPlan:
         if data and (data.endswith(".npz") or "/" in data):
             data = fix(data)
         return AssemblyPlan(fix(self.base), {k: fix(v) for k, v in self.zoo.items()}, data,
-                            list(self.steps))
+                            list(self.steps), self.base_output, dict(self.zoo_outputs))
 
 
 def load_plan(path: str | Path) -> AssemblyPlan:

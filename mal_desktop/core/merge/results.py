@@ -18,6 +18,26 @@ class SideReport:
     matched: int
     padded: int  # base slots with no target partner (zero-padded)
     dropped: int  # target units left out
+    space: str = ""  # the base's permutation space on this side
+    reason: str = ""  # why it is fixed (Space.reason: "class output", "network input", ...)
+
+
+@dataclass(frozen=True)
+class SpaceReport:
+    """One permutation space a step's alignment saw: the base space and its target partner,
+    whether it was fixed and by what (the spaces' ``reason``, the target's marked as such), and
+    whether the alignment that ran matched it (False: it kept the truncated identity)."""
+
+    base: str
+    target: str
+    base_size: int
+    target_size: int
+    fixed: bool
+    reason: str
+    optimised: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -41,11 +61,24 @@ class StepDiagnostics:
     out_matrix: np.ndarray | None = field(default=None, compare=False)
     in_matrix: np.ndarray | None = field(default=None, compare=False)
     note: str = ""  # e.g. "chain alignment not applicable (depth differs): used local"
+    requested: str = ""  # the step's alignment ("chain" | "local" | "none"); "" when unknown
+    start: str = ""  # where the kept run started (see StepAlignment.start)
+    runs: int = 0  # runs made (restarts and starts); the best J was kept
+    spaces: tuple[SpaceReport, ...] = ()
+
+    @property
+    def fallback(self) -> bool:
+        """True when the alignment that ran is not the one the step asked for."""
+        return bool(self.requested) and self.requested != self.align
 
     def to_json(self) -> dict[str, Any]:
         side = lambda s: s.__dict__.copy()  # noqa: E731
         return {"index": self.index, "label": self.label, "align": self.align,
+                "requested": self.requested or self.align, "fallback": self.fallback,
+                "fallback_reason": self.note if self.fallback else "",
+                "start": self.start, "runs": self.runs,
                 "case": self.case_text, "out": side(self.out), "in": side(self.inp),
+                "spaces": [s.to_json() for s in self.spaces],
                 "objective": [float(j) for j in self.objective],
                 "final_objective": float(self.objective[-1]) if self.objective else None,
                 "note": self.note}

@@ -20,7 +20,8 @@ def used_zoo(plan: AssemblyPlan) -> AssemblyPlan:
     """
     used = {s.source for s in plan.steps}
     return AssemblyPlan(plan.base, {k: v for k, v in plan.zoo.items() if k in used}, None,
-                        list(plan.steps))
+                        list(plan.steps), plan.base_output,
+                        {k: v for k, v in plan.zoo_outputs.items() if k in used})
 
 
 def missing_model_files(plan: AssemblyPlan) -> list[str]:
