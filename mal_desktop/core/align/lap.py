@@ -5,8 +5,8 @@ assignment is solved exactly on a float64 CPU copy, on every device, by the Jonk
 solver ``lapjvh`` of the ``lapx`` package (rectangular natively), or by
 ``scipy.optimize.linear_sum_assignment`` where lapx is not installed. Chosen by measurement
 (benchmarks/lap_solvers.py): on weight-matching costs lapjvh reached scipy's optimum in every
-case and was 3-22x faster at widths 512-8192, square and rectangular; lapx's solvers that pad
-rectangles to squares were up to 75x slower than scipy there. On CUDA that copy is cheaper than solving on the
+case and was 1.9-27x faster at widths 512-8192, square and rectangular; lapx's solvers that pad
+rectangles to squares were 10-400x slower than scipy there. On CUDA that copy is cheaper than solving on the
 GPU: a torch auction solver was 4x to 100x slower on an H100 at widths 512 to 4096 (it now lives
 in benchmarks/auction_lap.py, measured by benchmarks/lap_cuda.py).
 
