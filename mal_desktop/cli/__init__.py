@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curve", parents=[common], help="interpolation curve, naive vs aligned")
     p.add_argument("--base", required=True)
     p.add_argument("--target", required=True)
-    p.add_argument("--data", required=True, help="registered dataset name or a .npz (x, y)")
+    p.add_argument("--data", required=True,
+                   help="registered dataset name, a .npz (x, y), or text:PATH (a .txt file or a "
+                        "folder of them, scored per token with the model's tokenizer)")
     p.add_argument("--layers", nargs="+", metavar="SRC:DST")
     p.add_argument("--align", choices=["none", "chain", "local", "weight", "activation"],
                    help="aligned series: whole model 'weight' (default) or 'activation' (probe "

@@ -126,16 +126,32 @@ def cmd_assemble(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    import math
+
+    from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import evaluate_job
 
-    result = run(evaluate_job(args.model, args.data, arch=args.arch), args)
+    data = load_dataset(args.data)
+    result = run(evaluate_job(args.model, data, arch=args.arch), args)
     obj = {"loss": result.loss, "accuracy": result.accuracy, "n": result.n}
+    if data.text is not None:  # per token: perplexity is what language models are read by
+        obj["perplexity"] = math.exp(result.loss) if result.loss < 700 else math.inf
+        emit(args, obj, lambda: f"loss {result.loss:.4f}  perplexity {obj['perplexity']:.2f}  "
+                                 f"next-token accuracy {result.accuracy:.2%}  "
+                                 f"({result.n} tokens)")
+        return 0
     emit(args, obj, lambda: f"loss {result.loss:.4f}  accuracy {result.accuracy:.2%}  "
                              f"({result.n} samples)")
     return 0
 
 
 def cmd_zoo_build(args) -> int:
+    if args.language:  # Hugging Face folders of small Llama-style LMs (needs the [hf] extra)
+        from ..core.zoo.language import build_lm_zoo_job, default_lm_zoo, default_lm_zoo_dir
+
+        out = Path(args.out) if args.out else default_lm_zoo_dir()
+        index = run(build_lm_zoo_job(out, default_lm_zoo(small=args.small), None), args)
+        return _zooemit(args, index)
     from ..core.zoo.build import build_zoo_job, default_zoo, default_zoo_dir
 
     out = Path(args.out) if args.out else default_zoo_dir()
