@@ -126,8 +126,6 @@ def cmd_assemble(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import math
-
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import evaluate_job
 
@@ -135,7 +133,7 @@ def cmd_evaluate(args) -> int:
     result = run(evaluate_job(args.model, data, arch=args.arch), args)
     obj = {"loss": result.loss, "accuracy": result.accuracy, "n": result.n}
     if data.text is not None:  # per token: perplexity is what language models are read by
-        obj["perplexity"] = math.exp(result.loss) if result.loss < 700 else math.inf
+        obj["perplexity"] = _perplexity(result.loss)
         emit(args, obj, lambda: f"loss {result.loss:.4f}  perplexity {obj['perplexity']:.2f}  "
                                  f"next-token accuracy {result.accuracy:.2%}  "
                                  f"({result.n} tokens)")
@@ -162,17 +160,38 @@ def cmd_zoo_build(args) -> int:
 def cmd_zoo_list(args) -> int:
     from ..core.zoo.build import default_zoo_dir, load_zoo_index
 
-    index = load_zoo_index(Path(args.dir) if args.dir else default_zoo_dir())
-    return _zooemit(args, index)
+    if args.dir:
+        folder = Path(args.dir)
+    elif args.language:
+        from ..core.zoo.language import default_lm_zoo_dir
+
+        folder = default_lm_zoo_dir()
+    else:
+        folder = default_zoo_dir()
+    return _zooemit(args, load_zoo_index(folder))
+
+
+def _perplexity(loss: float) -> float:
+    """exp(loss); NaN stays NaN, and a loss past exp's range is infinite."""
+    import math
+
+    return math.exp(loss) if loss < 700 else (math.inf if loss == loss else math.nan)
 
 
 def _zooemit(args, index) -> int:
     models = [{"name": e.name, "path": str(index.path_of(e.name)), "family": e.family,
                "dataset": e.dataset, "seed": e.seed, "test_accuracy": e.test_accuracy}
               for e in index.entries]
+    for m, e in zip(models, index.entries):
+        if e.dataset.startswith("python-"):  # language models: accuracy is per next token
+            m["test_perplexity"] = _perplexity(e.test_loss)
     obj = {"dir": str(index.dir), "models": models}
-    emit(args, obj, lambda: "\n".join(
-        [f"zoo in {index.dir}: {len(models)} models"] +
-        [f"  {m['name']:<28} {m['family']:<7} {m['dataset']:<16} acc {m['test_accuracy']:.1%}"
-         for m in models]))
+
+    def line(m: dict) -> str:
+        score = (f"perplexity {m['test_perplexity']:.1f}" if "test_perplexity" in m
+                 else f"acc {m['test_accuracy']:.1%}")
+        return f"  {m['name']:<28} {m['family']:<7} {m['dataset']:<18} {score}"
+
+    emit(args, obj, lambda: "\n".join([f"zoo in {index.dir}: {len(models)} models"] +
+                                      [line(m) for m in models]))
     return 0
