@@ -297,3 +297,28 @@ def test_cli_inspect_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     obj = json.loads(capsys.readouterr().out)
     assert obj["form"] == "hf-folder" and obj["num_classes"] == 96
     assert any(not s["fixed"] for s in obj["spaces"])  # heads and the stream can move
+
+
+def test_plan_on_folders_assembles_saves_as_shards_and_reloads(tmp_path: Path) -> None:
+    from mal_desktop.core.jobs import assemble_job
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.progress import run_job
+
+    base, _ = write_llama(tmp_path / "base", seed=0)
+    donor, _ = write_llama(tmp_path / "donor", seed=1)
+    layer = "model.layers.1.mlp.down_proj"
+    plan = AssemblyPlan(base=str(base), zoo={"d": str(donor)},
+                        steps=[AssemblyStep("d", layer, layer, 0.5, "chain")])
+    result = run_job(assemble_job(plan, out=tmp_path / "merged.safetensors"))
+    merged = load_model(result.out)
+    assert merged.arch["kind"] == "hf" and merged.metadata["kind"] == "assembly"
+    a, b = load_model(base).state(), load_model(donor).state()
+    assert not torch.equal(merged.state()[f"{layer}.weight"], a[f"{layer}.weight"])
+    assert torch.equal(merged.state()["model.layers.0.mlp.up_proj.weight"],
+                       a["model.layers.0.mlp.up_proj.weight"])  # other layers: the base's
+    folder = save_hf_folder(merged, tmp_path / "merged-folder", max_shard_bytes=3000)
+    assert len(list(folder.glob("model-*.safetensors"))) >= 3
+    again = load_model(folder)
+    assert all(torch.equal(again.state()[k], v) for k, v in merged.state().items())
+    with torch.no_grad():
+        assert torch.equal(again.module(ids()), merged.module(ids()))
