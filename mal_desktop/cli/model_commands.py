@@ -69,7 +69,14 @@ def _parse_layers(pairs: Sequence[str] | None) -> list[tuple[str, str]] | None:
 
 
 def cmd_curve(args) -> int:
+    from ..core.errors import MalError
+    from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import model_curve_job
+
+    if args.align == "activation" and load_dataset(args.data).text is not None:
+        # its probe batch is input samples; a text dataset holds text until a model tokenises it
+        raise MalError(f"--align activation needs input samples; {args.data} is text: use "
+                       "--align weight")
 
     result = run(model_curve_job(args.base, args.target, args.data, align=args.align,
                                   grid=args.grid, layers=_parse_layers(args.layers),

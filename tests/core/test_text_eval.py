@@ -215,3 +215,6 @@ def test_cli_evaluate_and_curve_on_text(lm_zoo, capsys) -> None:
                  "--grid", "3", "--align", "none", "--json"]) == 0
     curve = json.loads(capsys.readouterr().out)
     assert curve["naive"]["loss"][0] == pytest.approx(obj["loss"], rel=1e-12)
+    assert main(["curve", "--base", str(a), "--target", str(b), "--data", "python-code",
+                 "--align", "activation"]) == 1
+    assert "needs input samples" in capsys.readouterr().err
