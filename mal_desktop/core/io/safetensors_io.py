@@ -11,6 +11,7 @@ mal_desktop metadata (all values strings, as safetensors requires):
     "arch": JSON {"kind": "family", "family": ..., "config": {...}}
             | {"kind": "pt2", "program": "/abs/path.pt2", "sha256": ...}
             | {"kind": "factory", "factory": "module:function"}
+            | {"kind": "hf", "class": "LlamaForCausalLM", "config": {...}, "tokenizer": ...}
     "input_shape": JSON list of ints (per sample, no batch axis)
     "num_classes": JSON int
     "provenance": JSON object
@@ -31,7 +32,7 @@ from ..errors import ModelFileError
 from ..jsonio import loads_untrusted
 
 MAL_FORMAT = "1"
-ARCH_KINDS = ("family", "pt2", "factory")
+ARCH_KINDS = ("family", "pt2", "factory", "hf")
 
 # safetensors dtype code -> (torch dtype name, bytes per element). Only codes torch can load.
 _DTYPES: dict[str, tuple[str, int]] = {

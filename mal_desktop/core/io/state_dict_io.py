@@ -9,6 +9,7 @@ Importing and calling it runs the user's code; that is why it is an explicit opt
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +49,13 @@ def check_finite(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
         t = tensor.detach()
         if t.is_floating_point() and t.element_size() < 2:  # float8: isnan is not implemented
             t = t.float()
+        # One pass first: min and max are finite only when every element is (both propagate
+        # NaN), and aminmax is 50x faster than counting NaN and inf; counting runs only to word
+        # the refusal.
+        if t.is_floating_point() and t.numel():
+            lo, hi = torch.aminmax(t)
+            if math.isfinite(float(lo)) and math.isfinite(float(hi)):
+                continue
         n_nan = int(torch.isnan(t).sum())
         n_inf = int(torch.isinf(t).sum())
         if n_nan or n_inf:

@@ -2,7 +2,8 @@
 
 A reference is one of
 
-- a model file path (``.safetensors``, ``.pt2``, ``.pt``/``.pth`` with ``arch``);
+- a model file path (``.safetensors``, ``.pt2``, ``.pt``/``.pth`` with ``arch``), or a Hugging
+  Face model folder (or its ``config.json``);
 - ``zoo:NAME``: a model of the demo zoo (the default zoo folder or a given one);
 - a plan ``.json``: the "base + steps" assembly it describes, computed on the fly;
 - a plan in memory (the GUI's current plan), made with :func:`plan_ref`: hashed like the same
@@ -10,7 +11,7 @@ A reference is one of
 - an in-memory model (the GUI's current merge), made with :func:`memory_ref`.
 
 The content hash keys result caches, so it must change exactly when the model's weights can:
-a file's sha256; for a plan, the hash of its steps plus the sha256 of every input file (so
+a file's sha256 (a model folder's: the hash of its files' hashes); for a plan, the hash of its steps plus the sha256 of every input file (so
 moving files does not invalidate results, editing one does); for a memory model, the hash of its
 tensors and architecture. Computing a hash never runs a model or an assembly.
 
@@ -30,6 +31,7 @@ import torch
 
 from ..errors import MalError, ModelFileError
 from ..io.files import file_sha256, load_model
+from ..io.hf_folder import folder_sha256, hf_folder_of
 from ..io.model import LoadedModel
 from ..jobs import assemble_job
 from ..merge.plan import AssemblyPlan, load_plan
@@ -84,9 +86,7 @@ class FileRef(ModelRef):
     kind = "file"
 
     def _compute_hash(self) -> str:
-        if not self.path.is_file():
-            raise ModelFileError(self.path, "no such file")
-        digest = file_sha256(self.path)
+        digest = _content_sha256(self.path)
         # The same state dict read through another architecture is another model.
         return digest if self.arch is None else _sha({"file": digest, "arch": self.arch})
 
@@ -132,8 +132,8 @@ class PlanRef(ModelRef):
         doc.pop("data", None)  # evaluation data does not change the assembled weights
         # Paths are replaced by content hashes: the same plan over the same files is the same
         # model wherever the files lie.
-        doc["base"] = file_sha256(_existing(plan.base, where))
-        doc["zoo"] = {name: file_sha256(_existing(p, where)) for name, p in plan.zoo.items()}
+        doc["base"] = _content_sha256(_existing(plan.base, where))
+        doc["zoo"] = {name: _content_sha256(_existing(p, where)) for name, p in plan.zoo.items()}
         if self.arch is not None:
             doc["arch"] = self.arch
         return _sha({"plan": doc})
@@ -180,11 +180,27 @@ def _sha(obj: object) -> str:
 
 
 def _existing(path: str, plan: Path | str) -> Path:
-    """``path`` (a model the plan names) when it is a file; ``plan`` names the plan in errors."""
+    """``path`` (a model the plan names) when it is a file or a model folder; ``plan`` names
+    the plan in errors."""
     p = Path(path)
-    if not p.is_file():
+    if not p.is_file() and hf_folder_of(p) is None:
         raise MalError(f"{plan}: the plan names {path}, which does not exist")
     return p
+
+
+def _content_sha256(path: Path) -> str:
+    """sha256 of a model file, or the content hash of a Hugging Face model folder.
+
+    Raises ModelFileError when there is no such file or folder."""
+    folder = hf_folder_of(path)
+    if folder is not None:
+        try:
+            return folder_sha256(folder)
+        except OSError as exc:
+            raise ModelFileError(folder, f"cannot read: {exc.strerror or exc}") from None
+    if not path.is_file():
+        raise ModelFileError(path, "no such file")
+    return file_sha256(path)
 
 
 # -- registry of reference kinds ---------------------------------------------------------
@@ -219,8 +235,8 @@ def _zoo_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef 
 
 
 def _plan_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef | None:
-    if not text.lower().endswith(".json"):
-        return None
+    if not text.lower().endswith(".json") or hf_folder_of(text) is not None:
+        return None  # a model folder's config.json is the model, not a plan
     path = Path(text).expanduser()
     if not path.is_file():
         raise MalError(f"{text}: no such plan file")
@@ -229,9 +245,12 @@ def _plan_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef
 
 def _file_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef | None:
     path = Path(text).expanduser()
+    folder = hf_folder_of(path)
+    if folder is not None:  # a Hugging Face model folder, named as the folder or its config
+        return FileRef(text, folder.name, path=folder.resolve(), arch=arch)
     if not path.is_file():
-        raise ModelFileError(path, "no such file (a model reference is a model file, "
-                                   "zoo:NAME or a plan .json)")
+        raise ModelFileError(path, "no such file (a model reference is a model file, a model "
+                                   "folder, zoo:NAME or a plan .json)")
     return FileRef(text, path.stem, path=path.resolve(), arch=arch)
 
 

@@ -30,10 +30,27 @@ from .session import SessionController
 
 LOG = logging.getLogger("mal_desktop.files")
 MODEL_SUFFIXES = (".safetensors", ".pt2", ".pt", ".pth", ".bin")
-MODEL_FILTER = "Models (*.safetensors *.pt2 *.pt *.pth *.bin);;All files (*)"
+# A Hugging Face model folder is opened by picking its config.json (file dialogs pick files).
+MODEL_FILTER = ("Models (*.safetensors *.pt2 *.pt *.pth *.bin config.json);;"
+                "Hugging Face model folders (config.json);;All files (*)")
 PROJECT_FILTER = f"MAL projects (*{PROJECT_SUFFIX})"
 
 __all__ = ["FilesController", "MODEL_SUFFIXES", "PROJECT_SUFFIX"]
+
+
+def _model_folder(path: str) -> Path | None:
+    """The Hugging Face model folder ``path`` names (the folder or its config.json), else None.
+    Checked here by name: the loader (core.io.hf_folder) pulls torch in, not for start-up."""
+    p = Path(path)
+    if p.name == "config.json" and p.is_file():
+        return p.parent
+    return p if p.is_dir() and (p / "config.json").is_file() else None
+
+
+def _model_name(path: str) -> str:
+    """A model's display name: a folder's own name, else the file's stem."""
+    folder = _model_folder(path)
+    return folder.name if folder is not None else Path(path).stem
 
 
 class FilesController(QObject):
@@ -63,8 +80,10 @@ class FilesController(QObject):
 
     @staticmethod
     def openable(paths: Iterable[str]) -> list[str]:
-        """The ``paths`` this app opens (model files and projects, by suffix), in order."""
-        return [p for p in paths if Path(p).suffix.lower() in (*MODEL_SUFFIXES, PROJECT_SUFFIX)]
+        """The ``paths`` this app opens (model files and projects, by suffix, and Hugging Face
+        model folders), in order."""
+        return [p for p in paths if Path(p).suffix.lower() in (*MODEL_SUFFIXES, PROJECT_SUFFIX)
+                or _model_folder(p) is not None]
 
     def _say(self, text: str, timeout_ms: int = 6000) -> None:
         self.message.emit(text, timeout_ms)
@@ -90,14 +109,14 @@ class FilesController(QObject):
         """Ask for a model file and open it as the base."""
         files = self._ask_open("Open Base Model", MODEL_FILTER)
         if files:
-            self.load_models([tasks.LoadRequest("base", Path(files[0]).stem, files[0])])
+            self.load_models([tasks.LoadRequest("base", _model_name(files[0]), files[0])])
 
     @Slot()
     def choose_zoo(self) -> None:
         """Ask for model files and add them to the zoo."""
         files = self._ask_open("Add Zoo Models", MODEL_FILTER, many=True)
         if files:
-            self.load_models([tasks.LoadRequest("zoo", Path(f).stem, f) for f in files])
+            self.load_models([tasks.LoadRequest("zoo", _model_name(f), f) for f in files])
 
     @Slot()
     def choose_project(self) -> None:
@@ -133,7 +152,7 @@ class FilesController(QObject):
         requests = []
         for i, p in enumerate(paths):
             role = "base" if i == 0 and not has_base else "zoo"
-            requests.append(tasks.LoadRequest(role, Path(p).stem, p))
+            requests.append(tasks.LoadRequest(role, _model_name(p), p))
         if requests:
             self.load_models(requests)
 

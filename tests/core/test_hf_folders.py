@@ -1,0 +1,324 @@
+"""Hugging Face model folders (config.json + safetensors + tokenizer.json): opened with no code
+from the folder, tied weights, shards through the index, headers without tensor data, refusals.
+
+Every folder is written here from a tiny config (no downloads), by our writer and by
+transformers' own ``save_pretrained``; skipped without the optional [hf] extra.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from mal_desktop.core.errors import ModelFileError
+from mal_desktop.core.io.files import load_model, model_form, read_header, save_model
+from mal_desktop.core.io.hf_config import build_module, tie_groups
+from mal_desktop.core.io.hf_write import save_hf_folder, write_hf_folder
+
+transformers = pytest.importorskip("transformers")
+
+CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 96,
+          "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "intermediate_size": 24, "max_position_embeddings": 32,
+          "tie_word_embeddings": True}
+
+
+def write_llama(folder: Path, seed: int = 0, shard_bytes: int | None = None,
+                **changes) -> tuple[Path, torch.nn.Module]:
+    """A random tiny Llama written as a model folder; returns it and the module it holds."""
+    config = {**CONFIG, **changes}
+    torch.manual_seed(seed)
+    module = build_module(folder, config, device="cpu")
+    write_hf_folder(folder, module.state_dict(), config, tied=tie_groups(module),
+                    max_shard_bytes=shard_bytes)
+    return folder, module
+
+
+def ids(n: int = 2, length: int = 12, vocab: int = 96) -> torch.Tensor:
+    return torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(5))
+
+
+def refused(path: Path, *words: str) -> str:
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    return message
+
+
+def test_open_folder_gives_the_same_logits(tmp_path: Path) -> None:
+    folder, module = write_llama(tmp_path / "tiny-llama")
+    for path in (folder, folder / "config.json"):
+        model = load_model(path)
+        assert model.form == "hf-folder" and model_form(path) == "hf-folder"
+        assert model.name == "tiny-llama" and model.path == folder.resolve()
+        assert model.num_classes == 96 and model.input_shape == (32,)
+        assert model.probe_dtype() == torch.int64 and model.id_range() == 96
+        with torch.no_grad():
+            assert torch.equal(model.module(ids()), module(ids()))
+        assert model.arch["kind"] == "hf" and model.arch["class"] == "LlamaForCausalLM"
+
+
+def test_weights_are_the_files_pages_not_a_copy(tmp_path: Path) -> None:
+    folder, _ = write_llama(tmp_path / "m")
+    model = load_model(folder)
+    weight = model.module.model.layers[0].mlp.up_proj.weight
+    # the safetensors memory map: the storage is the file's (not resizable, not our allocation)
+    assert not weight.untyped_storage().resizable()
+    with torch.no_grad():
+        weight.add_(1.0)  # copy-on-write: the file never changes
+    again = load_model(folder).module.model.layers[0].mlp.up_proj.weight
+    assert not torch.equal(weight, again)
+
+
+def test_tied_weights_are_one_parameter(tmp_path: Path) -> None:
+    folder, _ = write_llama(tmp_path / "tied")
+    header = read_header(folder)
+    model = load_model(folder)
+    assert model.module.lm_head.weight is model.module.model.embed_tokens.weight
+    assert set(model.state()) == set(header.shapes)  # both names, as the module has them
+    stored = json.loads((folder / "model.safetensors").read_bytes()[8:].split(b"}}")[0] + b"}}")
+    assert "lm_head.weight" not in stored  # written once, as save_pretrained does
+    assert header.metadata["stored_parameters"] < header.num_parameters
+    untied, module = write_llama(tmp_path / "untied", tie_word_embeddings=False)
+    model = load_model(untied)
+    assert model.module.lm_head.weight is not model.module.model.embed_tokens.weight
+    with torch.no_grad():
+        assert torch.equal(model.module(ids()), module(ids()))
+
+
+def test_tied_names_with_different_values_are_refused(tmp_path: Path) -> None:
+    folder, module = write_llama(tmp_path / "m")
+    state = dict(module.state_dict())
+    state["lm_head.weight"] = state["lm_head.weight"] + 1.0
+    write_hf_folder(folder, state, CONFIG)  # both names written, no longer equal
+    refused(folder, "lm_head.weight", "tied", "differ")
+
+
+def test_folder_saved_by_transformers_opens(tmp_path: Path) -> None:
+    config = transformers.LlamaConfig(**{k: v for k, v in CONFIG.items()
+                                         if k not in ("model_type", "architectures")})
+    torch.manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = transformers.LlamaForCausalLM(config).eval()
+        module.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    model = load_model(tmp_path / "hf")
+    with torch.no_grad():
+        assert torch.equal(model.module(ids()), module(ids()).logits)
+
+
+def test_sharded_folder_reads_through_the_index(tmp_path: Path) -> None:
+    single, module = write_llama(tmp_path / "single")
+    sharded, _ = write_llama(tmp_path / "sharded", shard_bytes=4000)
+    shards = sorted(p.name for p in sharded.glob("model-*.safetensors"))
+    assert len(shards) >= 3 and (sharded / "model.safetensors.index.json").is_file()
+    a, b = load_model(single), load_model(sharded)
+    assert {k: tuple(v.shape) for k, v in a.state().items()} == \
+        {k: tuple(v.shape) for k, v in b.state().items()}
+    assert all(torch.equal(a.state()[k], b.state()[k]) for k in a.state())
+    assert read_header(sharded).shapes == read_header(single).shapes
+    assert read_header(sharded).metadata["files"] == shards
+
+
+def _edit_index(folder: Path, edit) -> None:
+    path = folder / "model.safetensors.index.json"
+    doc = json.loads(path.read_text())
+    edit(doc["weight_map"])
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("name", ["../model-00001-of-00003.safetensors", "/etc/passwd",
+                                  "sub/model.safetensors", "..\\x.safetensors", "x.bin", ".."])
+def test_shard_names_outside_the_folder_are_refused(tmp_path: Path, name: str) -> None:
+    folder, _ = write_llama(tmp_path / "m", shard_bytes=4000)
+
+    def edit(weight_map: dict) -> None:
+        weight_map[next(iter(weight_map))] = name
+
+    _edit_index(folder, edit)
+    refused(folder, "model.safetensors.index.json", "shard name")
+
+
+def test_index_and_shards_must_agree(tmp_path: Path) -> None:
+    folder, _ = write_llama(tmp_path / "m", shard_bytes=4000)
+    shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+
+    def misplace(weight_map: dict) -> None:
+        key = next(k for k, v in weight_map.items() if v == shards[0])
+        weight_map[key] = shards[1]
+
+    _edit_index(folder, misplace)
+    refused(folder, "the index puts tensor", "does not hold it")
+    folder, _ = write_llama(tmp_path / "n", shard_bytes=4000)
+    (folder / shards[-1]).unlink()
+    refused(folder, "is missing")
+
+
+def test_header_reads_no_tensor_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors
+    import safetensors.torch
+
+    folder, module = write_llama(tmp_path / "m", shard_bytes=4000)
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("read_header read tensor data")
+
+    monkeypatch.setattr(safetensors, "safe_open", no_data)
+    monkeypatch.setattr(safetensors.torch, "load_file", no_data)
+    monkeypatch.setattr(torch, "load", no_data)
+    monkeypatch.setattr(torch.UntypedStorage, "from_file", no_data)
+    header = read_header(folder)
+    state = module.state_dict()
+    assert header.form == "hf-folder" and header.arch["class"] == "LlamaForCausalLM"
+    assert header.shapes == {k: tuple(v.shape) for k, v in state.items()}
+    assert header.dtypes == {k: "float32" for k in state}
+    assert header.num_parameters == sum(v.numel() for v in state.values())
+    assert header.input_shape == (32,) and header.num_classes == 96
+
+
+def _sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], code: str = "BF16",
+                        itemsize: int = 2) -> int:
+    """A safetensors file whose data section is a hole (no disk, no bytes to read): only a
+    header reader can open it in no time."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        n = math.prod(shape) * itemsize
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + offset)
+    return offset
+
+
+def test_large_folder_header_from_sparse_shards(tmp_path: Path) -> None:
+    """A 7B-shaped Llama folder (bf16, 13 GB of holes in 2 shards): the header and the layer
+    shapes come from the headers alone (benchmarks/hf_folder_header.py measures time and RSS)."""
+    config = {**CONFIG, "vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
+              "max_position_embeddings": 4096, "tie_word_embeddings": False}
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in build_module(folder, config).state_dict().items()}
+    names = sorted(shapes)
+    half = len(names) // 2
+    weight_map = {}
+    for i, part in enumerate((names[:half], names[half:])):
+        shard = f"model-{i + 1:05d}-of-00002.safetensors"
+        _sparse_safetensors(folder / shard, {k: shapes[k] for k in part})
+        weight_map.update({k: shard for k in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    header = read_header(folder)
+    assert header.shapes == shapes and set(header.dtypes.values()) == {"bfloat16"}
+    assert header.num_parameters > 6.7e9 and header.nbytes > 13 * 10**9
+
+
+def test_custom_code_is_refused_and_never_imported(tmp_path: Path) -> None:
+    folder, _ = write_llama(tmp_path / "m")
+    marker = tmp_path / "ran"
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    refused(folder, "custom code", "auto_map", "trust_remote_code is never used")
+    with pytest.raises(ModelFileError, match="custom code"):
+        read_header(folder)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name, words", [
+    ("EvilForCausalLM", ("'EvilForCausalLM' is not a model class of transformers",)),
+    ("AutoTokenizer", ("is not a model class",)),
+    ("os.system", ("'architectures' must list a class name",)),
+    ("BertForMaskedLM", ("expects model type 'bert'", "'llama'")),
+])
+def test_only_transformers_own_classes(tmp_path: Path, name: str, words: tuple[str, ...]) -> None:
+    folder, _ = write_llama(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = [name]
+    (folder / "config.json").write_text(json.dumps(config))
+    refused(folder, *words)
+
+
+def test_other_refusals_name_the_folder(tmp_path: Path) -> None:
+    folder, _ = write_llama(tmp_path / "wrong", hidden_size=16)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
+    refused(folder, str(folder), "weights do not fit", "mlp")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text(json.dumps(CONFIG))
+    (pickled / "pytorch_model.bin").write_bytes(b"not read")
+    refused(pickled, "pytorch_model.bin holds pickled weights")
+    (pickled / "config.json").write_text('{"model_type": "llama", "model_type": "x"}')
+    refused(pickled, "duplicate key")
+    (pickled / "config.json").write_text(json.dumps({**CONFIG, "num_hidden_layers": 10**6}))
+    refused(pickled, "layers")
+    (pickled / "config.json").write_text(json.dumps({**CONFIG, "quantization_config": {}}))
+    refused(pickled, "quantized")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused(empty, "is a directory", "no config.json")
+
+
+def test_merged_model_saves_and_reloads(tmp_path: Path) -> None:
+    folder, _ = write_llama(tmp_path / "m")
+    model = load_model(folder)
+    halved = model.with_state({k: v / 2 for k, v in model.state().items()})
+    saved = load_model(save_model(halved, tmp_path / "half.safetensors"))
+    assert saved.arch["kind"] == "hf" and saved.form == "mal-safetensors"
+    assert saved.module.lm_head.weight is saved.module.model.embed_tokens.weight
+    with torch.no_grad():
+        assert torch.equal(saved.module(ids()), halved.module(ids()))
+    again = load_model(save_hf_folder(halved, tmp_path / "half", max_shard_bytes=4000))
+    with torch.no_grad():
+        assert torch.equal(again.module(ids()), halved.module(ids()))
+    with pytest.raises(ModelFileError, match="own input folder"):
+        save_hf_folder(model, folder)
+
+
+def test_cli_inspect_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mal_desktop.cli import main
+
+    folder, _ = write_llama(tmp_path / "m")
+    assert main(["inspect", str(folder), "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["form"] == "hf-folder" and obj["num_classes"] == 96
+    assert any(not s["fixed"] for s in obj["spaces"])  # heads and the stream can move
+
+
+def test_plan_on_folders_assembles_saves_as_shards_and_reloads(tmp_path: Path) -> None:
+    from mal_desktop.core.jobs import assemble_job
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.progress import run_job
+
+    base, _ = write_llama(tmp_path / "base", seed=0)
+    donor, _ = write_llama(tmp_path / "donor", seed=1)
+    layer = "model.layers.1.mlp.down_proj"
+    plan = AssemblyPlan(base=str(base), zoo={"d": str(donor)},
+                        steps=[AssemblyStep("d", layer, layer, 0.5, "chain")])
+    result = run_job(assemble_job(plan, out=tmp_path / "merged.safetensors"))
+    merged = load_model(result.out)
+    assert merged.arch["kind"] == "hf" and merged.metadata["kind"] == "assembly"
+    a, b = load_model(base).state(), load_model(donor).state()
+    assert not torch.equal(merged.state()[f"{layer}.weight"], a[f"{layer}.weight"])
+    assert torch.equal(merged.state()["model.layers.0.mlp.up_proj.weight"],
+                       a["model.layers.0.mlp.up_proj.weight"])  # other layers: the base's
+    folder = save_hf_folder(merged, tmp_path / "merged-folder", max_shard_bytes=3000)
+    assert len(list(folder.glob("model-*.safetensors"))) >= 3
+    again = load_model(folder)
+    assert all(torch.equal(again.state()[k], v) for k, v in merged.state().items())
+    with torch.no_grad():
+        assert torch.equal(again.module(ids()), merged.module(ids()))

@@ -1,0 +1,65 @@
+"""The app opens Hugging Face model folders: dropped or given as the folder, or picked as its
+config.json in the open dialog (which picks files); shown under the folder's name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from mal_desktop.gui.controllers.files import FilesController  # noqa: E402
+from mal_desktop.gui.controllers.session import SessionController  # noqa: E402
+from mal_desktop.gui.job_queue import JobQueue  # noqa: E402
+from mal_desktop.gui.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.gui
+pytest.importorskip("transformers")
+
+CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 64,
+          "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "intermediate_size": 24, "max_position_embeddings": 16}
+
+
+@pytest.fixture
+def jobs(qtbot) -> Iterator[JobQueue]:
+    queue = JobQueue()
+    yield queue
+    queue.shutdown()
+
+
+@pytest.fixture
+def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
+    s = SessionController(settings, jobs)
+    yield s
+    s.autosaver.stop()
+
+
+def _folder(path: Path, seed: int) -> Path:
+    from mal_desktop.core.io.hf_config import build_module, tie_groups
+    from mal_desktop.core.io.hf_write import write_hf_folder
+
+    torch.manual_seed(seed)
+    module = build_module(path, CONFIG, device="cpu")
+    return write_hf_folder(path, module.state_dict(), CONFIG, tied=tie_groups(module))
+
+
+def test_folders_open_as_base_and_zoo(qtbot, session: SessionController, jobs: JobQueue,
+                                      settings: Settings, tmp_path: Path) -> None:
+    a = _folder(tmp_path / "llama-a.v1", 0)
+    b = _folder(tmp_path / "llama-b", 1)
+    files = FilesController(session, jobs, settings)
+    assert files.openable([str(a), str(b / "config.json"), str(tmp_path)]) == [
+        str(a), str(b / "config.json")]
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000) as opened:
+        files.open_paths([str(a), str(b / "config.json")])
+    assert opened.args == [["llama-a.v1", "llama-b"]]
+    ws = session.workspace
+    assert ws.base.name == "llama-a.v1" and list(ws.zoo) == ["llama-b"]
+    assert ws.base.model.form == "hf-folder"
+    layers = {n.layer.name for n in ws.base.tree.root.walk() if n.layer is not None}
+    assert "model.layers.0.mlp.down_proj" in layers
