@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
+from .pages import PageReleaser
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _SHOW = 3  # how many keys an error message lists before "(+N more)"
@@ -34,25 +35,47 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+_CHUNK = 1 << 22  # elements per step of a pass over a tensor: bounded temporaries, fast enough
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """One chunked pass, no temporary larger than a chunk (the NaN/inf counts are only computed
+    for the rare tensor that fails)."""
+    flat = tensor.detach().reshape(-1)
+    for start in range(0, flat.numel(), _CHUNK):
+        chunk = flat[start:start + _CHUNK]
+        if chunk.is_floating_point() and chunk.element_size() < 2:  # float8: no isfinite
+            chunk = chunk.float()
+        if not bool(torch.isfinite(chunk).all()):
+            return False
+    return True
+
+
 def check_finite(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
     """Refuse weights containing NaN or infinity: they poison every merge they take part in.
+
+    Memory-mapped tensors are read in chunks and their pages handed back after each tensor
+    (see pages.py), so checking a model far larger than memory keeps a bounded resident set.
+    Tensors on the meta device hold no values and are skipped.
 
     Raises:
         ModelFileError: naming the first offending tensor, e.g.
             "tensor layers.0.weight has 3 NaN values (and 1 more tensor with NaN/inf)".
     """
     bad: list[str] = []
+    pages = PageReleaser()
     for name, tensor in state.items():
-        if not (tensor.is_floating_point() or tensor.is_complex()):
+        if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.is_meta:
             continue
-        t = tensor.detach()
-        if t.is_floating_point() and t.element_size() < 2:  # float8: isnan is not implemented
-            t = t.float()
-        n_nan = int(torch.isnan(t).sum())
-        n_inf = int(torch.isinf(t).sum())
-        if n_nan or n_inf:
+        if not _all_finite(tensor):
+            t = tensor.detach()
+            if t.is_floating_point() and t.element_size() < 2:
+                t = t.float()
+            n_nan = int(torch.isnan(t).sum())
+            n_inf = int(torch.isinf(t).sum())
             parts = ([f"{n_nan} NaN"] if n_nan else []) + ([f"{n_inf} inf"] if n_inf else [])
             bad.append(f"tensor {name} has {' and '.join(parts)} values")
+        pages.release(tensor)
     if bad:
         more = len(bad) - 1
         suffix = f" (and {more} more tensor{'s' if more > 1 else ''} with NaN/inf)" if more else ""
