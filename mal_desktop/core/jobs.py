@@ -23,7 +23,8 @@ from .evaluate.evaluator import EvalResult, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec
 from .graph.spec import PermutationSpec, permute_state
-from .io.files import check_model_output, file_sha256, load_model, read_header, save_model
+from .io.files import check_model_output, load_model, read_header, save_model
+from .io.hashing import cached_file_sha256
 from .io.model import LoadedModel
 from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_step,
                              output_must_not_be_input, step_diagnostics)
@@ -142,7 +143,10 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     }
     # The base's own provenance (its dataset, its accuracy) describes the base, not the result:
     # keep it under its own key so nothing reads it as the merged model's.
-    merged = base.with_state(state, metadata={**metadata, "base_provenance": base.metadata})
+    # shared, not copied: unchanged tensors stay the base's (memory-mapped) ones, so a merge of
+    # one block of a large model holds that block, not a second model, and streams to disk
+    merged = base.with_state(state, share=True,
+                             metadata={**metadata, "base_provenance": base.metadata})
     saved = None
     if out is not None:
         yield ProgressEvent("save", 1.0, f"saving {out}")
@@ -151,10 +155,14 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
 
 
 def _sha(model: LoadedModel, path: str) -> str | None:
-    """The input's content hash for provenance; None for a model that exists only in memory."""
-    if model.sha256:
-        return model.sha256
-    return file_sha256(path) if Path(path).is_file() else None
+    """The input's content hash for provenance; None for a model that exists only in memory.
+
+    Computed here, when a merge is saved, not when the model was loaded: hashing reads the
+    whole file. It is cached per file version, so the same input is hashed once."""
+    sha = model.content_sha256()
+    if sha:
+        return sha
+    return cached_file_sha256(path) if Path(path).is_file() else None
 
 
 def _dataset(data: str | Dataset) -> Dataset:

@@ -31,9 +31,8 @@ from .pt2_io import (program_from_bytes, program_input_shape, program_module, pr
                      read_pt2, read_pt2_bytes)
 from .safetensors_io import (ARCH_KINDS, MalMetadata, decode_mal_metadata, encode_mal_metadata,
                              read_safetensors_header, read_safetensors_tensors, write_safetensors)
-from .state_dict_io import (build_factory_module, check_finite, check_shapes,
-                            check_weight_dtypes, load_state_into, torch_load_weights,
-                            unwrap_state)
+from .state_dict_io import (attach_state, check_finite, check_shapes, check_weight_dtypes,
+                            factory_with_state, load_state_into, torch_load_weights, unwrap_state)
 
 __all__ = ["ModelHeader", "load_model", "save_model", "read_header", "file_sha256",
            "atomic_write", "atomic_write_text", "atomic_write_bytes", "model_form"]
@@ -151,12 +150,15 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
             raise ModelFileError(path, "corrupt mal_desktop metadata: a family architecture needs "
                                        "'family' and 'config'")
         try:
-            # Shapes first, on the meta device (no memory): a small file whose stored config
-            # claims huge layers is refused here instead of allocating them.
+            # On the meta device (no memory, no random init): a small file whose stored config
+            # claims huge layers is refused by the shape check instead of allocating them, and
+            # the file's tensors become the module's own below.
             with torch.device("meta"):
-                shapes = build_model(family, config).state_dict()
-            check_shapes(path, shapes, state, f"family {family!r}")
-            module = build_model(family, config)
+                module = build_model(family, config)
+            check_shapes(path, module.state_dict(), state, f"family {family!r}")
+            attached = attach_state(path, module, state, f"family {family!r}")
+            if not attached:  # buffers no state carries: build for real
+                module = build_model(family, config)
         except ModelFileError:
             raise
         except MalError as exc:
@@ -164,7 +166,8 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         except Exception as exc:  # a config the family cannot build
             raise ModelFileError(path, f"cannot build family {family!r} from the stored config: "
                                        f"{type(exc).__name__}: {exc}") from None
-        load_state_into(path, module, state, f"family {family!r}")
+        if not attached:
+            load_state_into(path, module, state, f"family {family!r}")
     elif kind == "pt2":
         program_path = _resolve_program(path, arch)
         # the hash is compared before the program is read: only the exact bytes the weights were
@@ -188,25 +191,22 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         stored = arch.get("factory")
         if arch_arg is None:
             raise _need_arch(path, f"the architecture is user code {stored!r}")
-        built = build_factory_module(path, arch_arg)
-        module = built.module
-        load_state_into(path, module, state, f"architecture {arch_arg!r}")
+        module = factory_with_state(path, arch_arg, state).module
         arch = {"kind": "factory", "factory": arch_arg}
     return LoadedModel(module=module.eval(), arch=arch, input_shape=meta.input_shape,
                        num_classes=meta.num_classes, form="mal-safetensors", path=path,
-                       sha256=file_sha256(path), metadata=dict(meta.provenance), program=program)
+                       metadata=dict(meta.provenance), program=program)
 
 
 def _load_plain(path: Path, state: dict[str, torch.Tensor], arch_arg: str | None,
                 file_metadata: dict[str, str]) -> LoadedModel:
     if arch_arg is None:
         raise _need_arch(path, "plain state dict with no architecture")
-    built = build_factory_module(path, arch_arg)
-    load_state_into(path, built.module, state, f"architecture {arch_arg!r}")
+    built = factory_with_state(path, arch_arg, state)
     metadata: dict[str, Any] = {"file_metadata": dict(file_metadata)} if file_metadata else {}
     return LoadedModel(module=built.module.eval(), arch={"kind": "factory", "factory": arch_arg},
                        input_shape=built.input_shape, num_classes=built.num_classes,
-                       form="state-dict", path=path, sha256=file_sha256(path), metadata=metadata)
+                       form="state-dict", path=path, metadata=metadata)
 
 
 def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
@@ -252,7 +252,7 @@ def load_model(path: str | Path, arch: str | None = None) -> LoadedModel:
                            sha256=sha, metadata={}, program=program)
     # Tensor-only loading is safe, so it runs before the --arch check: a corrupt or unsafe file
     # is reported as such rather than as a missing architecture.
-    state = unwrap_state(p, torch_load_weights(p))
+    state = unwrap_state(p, torch_load_weights(p, mmap=True))
     check_finite(p, state)
     return _load_plain(p, state, arch, {})
 

@@ -7,25 +7,31 @@ statistics of a layer tree, a save streaming the model out) stays mapped into th
 counts in its resident set: a pass over a 13 GiB model would leave 13 GiB "resident" although
 the kernel could drop those pages at any time.
 
-:class:`PageReleaser` asks the kernel to reclaim them right after each tensor is processed
-(``madvise(MADV_PAGEOUT)``, Linux 5.4+). That advice never loses data: clean file pages are
-re-read from the file on the next access, and pages this process wrote (copy-on-write, anonymous)
-are only ever swapped out, never discarded. Only ranges inside private file mappings are
-advised, so ordinary tensors (merged results, the heap) are never touched. Elsewhere (macOS,
-Windows, older kernels) release is a no-op: memory stays correct, only the resident figure is
-higher.
+:class:`PageReleaser` unmaps them right after each tensor is processed (``madvise``, Linux):
+with ``MADV_DONTNEED`` when every page of the range is still the file's own (checked in
+``/proc/self/pagemap``): the pages leave this process but stay in the page cache, so the next
+pass over them is a cheap minor fault, not a disk read. A range this process wrote into
+(copy-on-write: its pages became anonymous) would lose those writes under ``MADV_DONTNEED``;
+it gets ``MADV_PAGEOUT`` instead, which only ever swaps such pages out. Only ranges inside
+private file mappings are advised, so ordinary tensors (merged results, the heap) are never
+touched. Elsewhere (macOS, Windows) release is a no-op: memory stays correct, only the resident
+figure is higher.
 """
 
 from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import sys
 from bisect import bisect_right
 
+import numpy as np
 import torch
 
-_MADV_PAGEOUT = 21  # linux/mman.h; Python's mmap module exposes it only on some builds
+_MADV_DONTNEED = 4  # linux/mman.h; Python's mmap module exposes them only on some builds
+_MADV_PAGEOUT = 21
+_PRESENT, _SWAPPED, _FILE = 1 << 63, 1 << 62, 1 << 61  # /proc/pid/pagemap entry bits
 _libc: ctypes.CDLL | None = None
 
 
@@ -98,4 +104,26 @@ class PageReleaser:
         first = (begin + page - 1) // page * page
         last = end // page * page
         if last > first:
-            self._madvise(first, last - first, _MADV_PAGEOUT)  # advice: failure is harmless
+            advice = _MADV_DONTNEED if self._untouched(first, last) else _MADV_PAGEOUT
+            self._madvise(first, last - first, advice)  # advice: failure is harmless
+
+    def _untouched(self, first: int, last: int) -> bool:
+        """True when no page in [first, last) was written by this process: every page is
+        either not resident or a page of the file (not an anonymous copy-on-write page)."""
+        page = mmap.PAGESIZE
+        try:
+            fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            raw = os.pread(fd, (last - first) // page * 8, first // page * 8)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        entries = np.frombuffer(raw, dtype=np.uint64)
+        if len(entries) != (last - first) // page:
+            return False
+        resident = (entries & np.uint64(_PRESENT | _SWAPPED)) != 0
+        anonymous = (entries & np.uint64(_FILE)) == 0
+        return not bool(np.any(resident & anonymous))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
+from .meta import meta_leftovers, meta_twin, retie
 from .pages import PageReleaser
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -218,7 +219,7 @@ def _infer_input_shape(path: Path, spec: str, module: nn.Module) -> tuple[int, .
                                "input_shape on the module or as an attribute of the factory")
 
 
-def build_factory_module(path: str | Path, spec: str) -> FactoryModel:
+def build_factory_module(path: str | Path, spec: str, meta: bool = False) -> FactoryModel:
     """Import ``package.module:function``, call it with no arguments and describe the module.
 
     input_shape: the module's or the factory's ``input_shape`` attribute, else the first Linear's
@@ -228,6 +229,9 @@ def build_factory_module(path: str | Path, spec: str) -> FactoryModel:
     Parameters:
         path: the model file the architecture is for (named in errors).
         spec: "package.module:function" (attribute paths with dots are allowed after the colon).
+        meta: call the factory with the meta device as the default device: no weight is
+            allocated or randomly initialised (the weights are attached afterwards); the probe
+            pass then runs on meta tensors too.
     Returns:
         The module in eval mode with its input shape and number of classes.
     Raises:
@@ -249,7 +253,11 @@ def build_factory_module(path: str | Path, spec: str) -> FactoryModel:
     if not callable(factory):
         raise ModelFileError(path, f"architecture {spec!r} is not callable")
     try:
-        module = factory()
+        if meta:
+            with torch.device("meta"):
+                module = factory()
+        else:
+            module = factory()
     except Exception as exc:
         raise ModelFileError(path, f"architecture factory {spec!r} failed: "
                                    f"{type(exc).__name__}: {_first_line(exc)}") from None
@@ -264,7 +272,7 @@ def build_factory_module(path: str | Path, spec: str) -> FactoryModel:
     if not isinstance(num_classes, int) or num_classes <= 0:
         try:
             with torch.no_grad():
-                out = module(torch.zeros((2, *input_shape)))
+                out = module(torch.zeros((2, *input_shape), device="meta" if meta else "cpu"))
         except Exception as exc:
             raise ModelFileError(path, f"architecture {spec!r} does not run on input shape "
                                        f"{input_shape}: {type(exc).__name__}: "
@@ -326,3 +334,55 @@ def check_shapes(path: str | Path, expected: Mapping[str, torch.Tensor],
     if problems:
         raise ModelFileError(path, f"weights do not fit {what}: " + "; ".join(problems))
     return state
+
+
+def attach_state(path: str | Path, module: nn.Module, state: Mapping[str, torch.Tensor],
+                 what: str) -> bool:
+    """Make ``state``'s tensors the parameters and buffers of ``module`` (built on the meta
+    device) without copying them: memory-mapped tensors stay mapped, so a model costs memory
+    only for what is read. Keys, shapes and dtypes are checked as in :func:`load_state_into`;
+    a tensor whose dtype differs from the architecture's is converted (a copy of that tensor
+    only, as loading into a built module would). Tied weights stay tied.
+
+    Returns:
+        True when every tensor of the module now holds data; False when some stayed on the meta
+        device (non-persistent buffers, which a state does not carry): the caller then builds
+        the module for real and uses :func:`load_state_into`.
+    Raises:
+        ModelFileError: as :func:`load_state_into`.
+    """
+    expected = module.state_dict(keep_vars=True)
+    state = check_shapes(path, expected, state, what)
+    check_weight_dtypes(path, state, expected)
+    fitted = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype)
+              for k, v in state.items()}
+    reference = meta_twin(module)  # remembers which names share a tensor before assignment
+    try:
+        module.load_state_dict(fitted, strict=True, assign=True)
+    except Exception as exc:
+        raise ModelFileError(path, f"weights do not fit {what}: {_first_line(exc)}") from None
+    retie(module, reference)
+    return not meta_leftovers(module)
+
+
+def factory_with_state(path: str | Path, spec: str, state: Mapping[str, torch.Tensor]
+                       ) -> FactoryModel:
+    """Build the user architecture ``spec`` and give it ``state``'s weights.
+
+    Built on the meta device and the tensors attached without a copy where the factory allows;
+    a factory that cannot run on the meta device (it reads data while building), or a module
+    with buffers no state carries, is built for real and the state copied in.
+
+    Raises:
+        ModelFileError: as :func:`build_factory_module` and :func:`load_state_into`.
+    """
+    what = f"architecture {spec!r}"
+    try:
+        built = build_factory_module(path, spec, meta=True)
+    except ModelFileError:
+        built = None  # the real build below reports the factory's own error, if any
+    if built is not None and attach_state(path, built.module, state, what):
+        return built
+    built = build_factory_module(path, spec)
+    load_state_into(path, built.module, state, what)
+    return built

@@ -1,0 +1,60 @@
+"""Modules on the meta device: structure without memory, to which a state is attached later.
+
+Building a large model for real allocates and randomly initialises every weight, only for
+``load_state_dict`` to overwrite it with a copy of the file's tensors: twice the model in memory
+and seconds of random numbers. Built on the meta device instead, a module holds shapes only; the
+file's (memory-mapped) tensors are then attached with ``load_state_dict(assign=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer under every name it has (tied ones several times)."""
+    yield from module.named_parameters(remove_duplicate=False)
+    yield from module.named_buffers(remove_duplicate=False)
+
+
+def meta_twin(module: nn.Module) -> nn.Module:
+    """A structural copy of ``module`` whose parameters and buffers live on the meta device.
+
+    Nothing is allocated or copied (``copy.deepcopy`` would copy every tensor); tied weights stay
+    tied (one meta tensor per original tensor). The twin is what a state is attached to with
+    ``load_state_dict(assign=True)``, and what discovery exports without touching any weight.
+    """
+    memo: dict[int, Any] = {}
+    for _, t in _tensors(module):
+        if id(t) not in memo:
+            twin = torch.empty_like(t, device="meta")
+            if isinstance(t, nn.Parameter):
+                twin = nn.Parameter(twin, requires_grad=t.requires_grad)
+            memo[id(t)] = twin
+    return copy.deepcopy(module, memo)
+
+
+def retie(module: nn.Module, reference: nn.Module) -> None:
+    """Make names that share one tensor in ``reference`` (tied weights) share one in ``module``
+    again: ``load_state_dict(assign=True)`` gives every name its own tensor."""
+    first: dict[int, str] = {}
+    current = dict(_tensors(module))
+    for name, t in _tensors(reference):
+        if id(t) not in first:
+            first[id(t)] = name
+            continue
+        owner, _, attr = name.rpartition(".")
+        sub = module.get_submodule(owner)
+        table = sub._parameters if attr in sub._parameters else sub._buffers
+        table[attr] = current[first[id(t)]]
+
+
+def meta_leftovers(module: nn.Module) -> list[str]:
+    """Names of tensors still on the meta device (non-persistent buffers no state carries)."""
+    return [name for name, t in module.named_buffers(remove_duplicate=False) if t.is_meta] + \
+        [name for name, t in module.named_parameters(remove_duplicate=False) if t.is_meta]
