@@ -32,26 +32,32 @@ def meta_twin(module: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {}
     for _, t in _tensors(module):
         if id(t) not in memo:
-            twin = torch.empty_like(t, device="meta")
+            # torch.empty, not empty_like: the latter imports sympy (a quarter second) on meta
+            twin = torch.empty(t.shape, dtype=t.dtype, device="meta")
             if isinstance(t, nn.Parameter):
                 twin = nn.Parameter(twin, requires_grad=t.requires_grad)
             memo[id(t)] = twin
     return copy.deepcopy(module, memo)
 
 
-def retie(module: nn.Module, reference: nn.Module) -> None:
-    """Make names that share one tensor in ``reference`` (tied weights) share one in ``module``
-    again: ``load_state_dict(assign=True)`` gives every name its own tensor."""
-    first: dict[int, str] = {}
+def tie_groups(module: nn.Module) -> list[list[str]]:
+    """Names that share one tensor (tied weights), in groups of two or more."""
+    groups: dict[int, list[str]] = {}
+    for name, t in _tensors(module):
+        groups.setdefault(id(t), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def retie(module: nn.Module, groups: list[list[str]]) -> None:
+    """Make each group of names (see :func:`tie_groups`) share its first name's tensor again:
+    ``load_state_dict(assign=True)`` gives every name its own tensor."""
     current = dict(_tensors(module))
-    for name, t in _tensors(reference):
-        if id(t) not in first:
-            first[id(t)] = name
-            continue
-        owner, _, attr = name.rpartition(".")
-        sub = module.get_submodule(owner)
-        table = sub._parameters if attr in sub._parameters else sub._buffers
-        table[attr] = current[first[id(t)]]
+    for first, *others in groups:
+        for name in others:
+            owner, _, attr = name.rpartition(".")
+            sub = module.get_submodule(owner)
+            table = sub._parameters if attr in sub._parameters else sub._buffers
+            table[attr] = current[first]
 
 
 def meta_leftovers(module: nn.Module) -> list[str]:

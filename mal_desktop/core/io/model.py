@@ -11,7 +11,7 @@ from torch import nn
 
 from .hashing import cached_file_sha256
 from .inputs import program_id_range, program_input_dtype, random_input
-from .meta import meta_leftovers, meta_twin, retie
+from .meta import meta_leftovers, meta_twin, retie, tie_groups
 
 
 @dataclass
@@ -84,7 +84,7 @@ class LoadedModel:
         if not share:  # one copy; a dtype conversion above already made one
             fitted = {k: v.clone() if v is state[k] else v for k, v in fitted.items()}
         module.load_state_dict(fitted, strict=True, assign=True)
-        retie(module, self.module)
+        retie(module, tie_groups(self.module))
         left = meta_leftovers(module)
         if left:  # non-persistent buffers are not in a state: take this model's own
             own = dict(self.module.named_buffers(remove_duplicate=False))

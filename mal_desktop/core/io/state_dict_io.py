@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from .meta import meta_leftovers, meta_twin, retie
+from .meta import meta_leftovers, retie, tie_groups
 from .pages import PageReleaser
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -356,12 +356,12 @@ def attach_state(path: str | Path, module: nn.Module, state: Mapping[str, torch.
     check_weight_dtypes(path, state, expected)
     fitted = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype)
               for k, v in state.items()}
-    reference = meta_twin(module)  # remembers which names share a tensor before assignment
+    groups = tie_groups(module)  # before assignment, which gives each name its own tensor
     try:
         module.load_state_dict(fitted, strict=True, assign=True)
     except Exception as exc:
         raise ModelFileError(path, f"weights do not fit {what}: {_first_line(exc)}") from None
-    retie(module, reference)
+    retie(module, groups)
     return not meta_leftovers(module)
 
 
