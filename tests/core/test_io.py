@@ -378,7 +378,7 @@ def test_atomic_write_failure_leaves_nothing(error: BaseException, tmp_path: Pat
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), Cancelled()])
 def test_save_model_failure_mid_write_leaves_no_file(error: BaseException, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing_write(path: Path, tensors: dict, metadata: dict) -> None:
+    def failing_write(path: Path, tensors: dict, metadata: dict, *rest) -> None:
         Path(path).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")  # partial file
         raise error
 

@@ -206,8 +206,10 @@ def check_step_fits(step: AssemblyStep, base_state: State, base_spec: Permutatio
 
 
 def output_must_not_be_input(out: Path, inputs: Mapping[str, object]) -> None:
-    """Never write to an input file (the result would silently replace a model)."""
+    """Never write to an input file, nor to a folder holding one (a sharded output replaces
+    the whole folder): the result would silently replace a model."""
     target = out.expanduser().resolve()
     for p in inputs:
-        if Path(p).expanduser().resolve() == target:
+        source = Path(p).expanduser().resolve()
+        if source == target or target in source.parents:
             raise PlanError(f"{out}: refusing to overwrite an input model; choose another output")
