@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -64,3 +65,28 @@ def meta_leftovers(module: nn.Module) -> list[str]:
     """Names of tensors still on the meta device (non-persistent buffers no state carries)."""
     return [name for name, t in module.named_buffers(remove_duplicate=False) if t.is_meta] + \
         [name for name, t in module.named_parameters(remove_duplicate=False) if t.is_meta]
+
+
+@contextmanager
+def params_on_meta() -> Iterator[None]:
+    """Build modules with their parameters on the meta device and their buffers for real.
+
+    ``torch.device("meta")`` puts buffers on meta too, and a non-persistent buffer (a rotary
+    embedding's frequencies, computed in ``__init__``) is in no state dict, so nothing could
+    fill it afterwards. Here every parameter moves to meta as it is registered (one at a time:
+    never more than one uninitialised parameter is allocated) and its initialisation then runs
+    on meta, which costs nothing; buffers are computed as usual. Not thread-safe: it patches
+    ``nn.Module.register_parameter`` while active (as accelerate's ``init_empty_weights`` does).
+    """
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and not param.is_meta:
+            param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from .meta import meta_leftovers, retie, tie_groups
+from .meta import meta_leftovers, meta_twin, params_on_meta, retie, tie_groups
 from .pages import PageReleaser
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -229,9 +229,9 @@ def build_factory_module(path: str | Path, spec: str, meta: bool = False) -> Fac
     Parameters:
         path: the model file the architecture is for (named in errors).
         spec: "package.module:function" (attribute paths with dots are allowed after the colon).
-        meta: call the factory with the meta device as the default device: no weight is
-            allocated or randomly initialised (the weights are attached afterwards); the probe
-            pass then runs on meta tensors too.
+        meta: build the parameters on the meta device (``params_on_meta``): no weight is
+            kept or randomly initialised (the weights are attached afterwards); the probe pass
+            then runs on a meta twin.
     Returns:
         The module in eval mode with its input shape and number of classes.
     Raises:
@@ -254,7 +254,7 @@ def build_factory_module(path: str | Path, spec: str, meta: bool = False) -> Fac
         raise ModelFileError(path, f"architecture {spec!r} is not callable")
     try:
         if meta:
-            with torch.device("meta"):
+            with params_on_meta():
                 module = factory()
         else:
             module = factory()
@@ -272,7 +272,10 @@ def build_factory_module(path: str | Path, spec: str, meta: bool = False) -> Fac
     if not isinstance(num_classes, int) or num_classes <= 0:
         try:
             with torch.no_grad():
-                out = module(torch.zeros((2, *input_shape), device="meta" if meta else "cpu"))
+                if meta:
+                    out = meta_twin(module)(torch.zeros((2, *input_shape), device="meta"))
+                else:
+                    out = module(torch.zeros((2, *input_shape)))
         except Exception as exc:
             raise ModelFileError(path, f"architecture {spec!r} does not run on input shape "
                                        f"{input_shape}: {type(exc).__name__}: "
