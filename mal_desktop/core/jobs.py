@@ -26,8 +26,9 @@ from .graph.spec import PermutationSpec, permute_state
 from .io.files import check_model_output, load_model, read_header, save_model
 from .io.hashing import cached_file_sha256
 from .io.model import LoadedModel
+from .io.pages import PageReleaser
 from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_step,
-                             output_must_not_be_input, step_diagnostics)
+                             output_must_not_be_input, step_diagnostics, step_tensors)
 from .merge.plan import AssemblyPlan, AssemblyStep
 from .merge.preflight import preflight_plan
 from .merge.results import StepDiagnostics
@@ -118,6 +119,9 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
                                      cache.spec(donor), f"step {i + 1} ({step.label})"))
     reports: list[StepDiagnostics] = []
     n = len(plan.steps)
+    # Inputs are memory-mapped: a step reads one layer's pages of each model. Handing them back
+    # after the step keeps the resident set at the merged layers plus the step at hand.
+    pages = PageReleaser()
     for i, step in enumerate(plan.steps):
         cancel.raise_if_cancelled()
         donor_path = plan.zoo[step.source]
@@ -126,7 +130,11 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         alignment: StepAlignment = yield from sub_job(
             align_step(step, state, base_spec, donor_state, donor_spec, cancel=cancel), i / n,
             (i + 0.9) / n)
+        before = state
         state = merge_step(step, alignment, state, base_spec, donor_state, donor_spec, seed=i)
+        base_keys, donor_keys = step_tensors(step, base_spec, donor_spec)
+        for t in [before[k] for k in base_keys] + [donor_state[k] for k in donor_keys]:
+            pages.release(t)
         diag = step_diagnostics(i, step, alignment, base_spec, donor_spec, cases[i])
         reports.append(diag)
         yield ProgressEvent("align", (i + 1) / n, f"step {i + 1}/{n}: merged {step.label} "

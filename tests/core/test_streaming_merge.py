@@ -117,3 +117,18 @@ def test_a_sharded_model_is_not_saved_over_itself(small_zoo, tmp_path):
                         max_shard_bytes=2048)
     with pytest.raises(ModelFileError, match="own input file"):
         save_model(load_sharded_model(folder), folder)
+
+
+@pytest.mark.parametrize("method", ["linear", "task_arithmetic"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_elementwise_methods_give_the_same_bits_in_chunks(method, dtype):
+    from mal_desktop.core.merge.methods import _CHUNK, get_method, merge_tensor
+
+    gen = torch.Generator().manual_seed(0)
+    rows = _CHUNK // 1000 + 7  # several chunks and a ragged last one
+    base = torch.randn(rows, 1000, generator=gen).to(dtype)
+    target = torch.randn(rows, 1000, generator=gen).to(dtype)
+    m = get_method(method)
+    whole = m.fn(base.float(), target.float(), 0.3, seed=0, **({"scale": 1.0} if
+                 method == "task_arithmetic" else {})).to(dtype)
+    assert torch.equal(merge_tensor(method, base, target, 0.3), whole)

@@ -124,6 +124,13 @@ def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
     return pairs
 
 
+def step_tensors(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: PermutationSpec
+                 ) -> tuple[list[str], list[str]]:
+    """The base keys a step rewrites and the donor keys it reads (weight, bias, norm)."""
+    pairs = _paired_tensors(base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer))
+    return [b for b, _, _ in pairs], [d for _, d, _ in pairs if d is not None]
+
+
 def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
                base_spec: PermutationSpec, donor_state: State, donor_spec: PermutationSpec,
                lam: float | None = None, seed: int = 0) -> State:
