@@ -1,15 +1,18 @@
 """Memory and time of opening, inspecting and merging a large checkpoint; .pt2 vs plain torch.
 
     python benchmarks/memory_bench.py [--blocks 2] [--vocab 8000] [--dir /tmp/x] [--keep]
-                                      [--code DIR] [--json PATH] [--skip-pt2] [--skip-memory]
+                                      [--code DIR] [--json PATH] [--threads 1]
+                                      [--skip-pt2] [--skip-memory]
                                       [--hidden 4096 --mlp 11008 --heads 32]  (smaller: a smoke run)
 
 Part 1 writes two checkpoints of a Llama-7B-shaped network (hidden 4096, MLP 11008, 32 heads,
 ``--blocks`` decoder blocks, ``--vocab`` embedding rows, random bf16 values, seeds 0 and 1) with
 mal's own streaming safetensors writer, as plain state dicts opened through ``--arch
 memory_bench:llama_blocks`` (transformers' LlamaModel + an lm_head, fed hidden states). Then, each
-in a fresh subprocess whose peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
-which counts memory-mapped file pages too) is reported:
+in a fresh subprocess whose peak resident set is reported (VmHWM from /proc/self/status, which
+counts memory-mapped file pages too; ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` where there is
+no /proc: on Linux ru_maxrss also keeps the resident set the parent had when it forked, so a
+child of a process that just wrote 2 GB would report that much, whatever it did itself):
 
 - baseline: the imports only (torch, transformers, mal's core);
 - open:     ``read_header`` + ``load_model`` + discovery (cold spec cache) + the layer tree
@@ -37,6 +40,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,6 +92,7 @@ def llama_blocks():
 
 
 ARCH = "memory_bench:llama_blocks"
+THREADS = 1  # torch threads of the measured processes (--threads)
 
 
 class _RandomOnSecondRead(dict):
@@ -133,7 +138,7 @@ import json, os, resource, sys, time
 t_start = time.perf_counter()
 import torch
 mode, args = sys.argv[1], json.loads(sys.argv[2])
-torch.set_num_threads(args.get("threads", 2))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.tree import build_layer_tree
 from mal_desktop.core.io.files import load_model, read_header
@@ -142,7 +147,7 @@ from mal_desktop.core.progress import run_job
 if args.get("transformers"):
     import transformers
 t_imports = time.perf_counter()
-out = {}
+out = {"code": __import__("mal_desktop").__file__}
 if mode == "baseline":
     pass
 elif mode in ("open", "inspect"):
@@ -169,7 +174,17 @@ elif mode == "evaluate":
 elif mode == "load":
     load_model(args["path"])
 t_end = time.perf_counter()
-out.update(peak_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+def vm_hwm():
+    # this process's own peak: ru_maxrss also keeps the parent's resident set at fork/exec
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+out.update(peak_bytes=vm_hwm() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+           ru_maxrss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
            seconds=t_end - t_imports, imports=t_imports - t_start)
 print("RESULT " + json.dumps(out))
 '''
@@ -178,8 +193,9 @@ print("RESULT " + json.dumps(out))
 def child(mode: str, args: dict, env: dict) -> dict:
     """Run one measurement in a fresh interpreter; its JSON result (peak_bytes, seconds, ...)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, json.dumps(args)], env=env,
-                          capture_output=True, text=True)
+    # -P: no current folder on sys.path, so --code decides which mal_desktop is measured
+    proc = subprocess.run([sys.executable, "-P", "-c", CHILD, mode, json.dumps(args)], env=env,
+                          capture_output=True, text=True, cwd=tempfile.gettempdir())
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
@@ -193,7 +209,7 @@ def _env(code: Path, cache: Path, extra: dict | None = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(code), str(HERE), env.get("PYTHONPATH", "")])
     env["MAL_SPEC_CACHE"] = str(cache / "specs")
     env["MAL_HASH_CACHE"] = str(cache / "hashes")
-    env.setdefault("OMP_NUM_THREADS", "2")
+    env["OMP_NUM_THREADS"] = str(THREADS)
     env.update(extra or {})
     return env
 
@@ -222,6 +238,7 @@ def part_memory(work: Path, code: Path, sizes: dict) -> dict:
     plan = AssemblyPlan(base=str(a), zoo={"b": str(b)},
                         steps=[AssemblyStep("b", name, name, 0.5, "none") for name in layers])
     cache = work / "cache"
+    shutil.rmtree(cache, ignore_errors=True)  # open measures a cold discovery; inspect reuses it
     env = _env(code, cache, {"MAL_BENCH_LLAMA": os.environ["MAL_BENCH_LLAMA"]})
     common = {"arch": ARCH, "transformers": True}
     rows = {}
@@ -233,7 +250,7 @@ def part_memory(work: Path, code: Path, sizes: dict) -> dict:
     out.unlink(missing_ok=True)
     base = rows["baseline"]["peak_bytes"]
     involved = {"open": model_bytes, "inspect": model_bytes, "merge": 2 * block_bytes}
-    print(f"\nPeak RSS (ru_maxrss, includes mapped file pages); baseline = imports only: "
+    print(f"\nPeak RSS (VmHWM, includes mapped file pages); baseline = imports only: "
           f"{gib(base)}")
     print(f"{'':8} {'peak':>10} {'peak-base':>10} {'tensors':>10} {'peak/T':>7} "
           f"{'(peak-base)/T':>14} {'time s':>7}")
@@ -268,6 +285,7 @@ def part_pt2(work: Path, code: Path) -> dict:
     for form, path in (("torch", mal), ("pt2", pt2)):
         for mode in ("load", "inspect", "evaluate"):
             cache = work / f"cache-{form}-{mode}"  # cold: no cached spec
+            shutil.rmtree(cache, ignore_errors=True)
             rows[f"{form}-{mode}"] = child(mode, {"path": str(path)}, _env(code, cache))
     print("\n.pt2 vs the same model as plain torch (mal safetensors, family 'mixer'), seconds "
           "after imports, each in a fresh process:")
@@ -287,14 +305,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", type=Path, default=ROOT,
                         help="the mal_desktop checkout the measurements run (default: this one)")
     parser.add_argument("--json", type=Path, help="write every number to this file")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads in the measured processes (default 1: on a shared, "
+                             "loaded machine several threads spin against each other)")
     parser.add_argument("--skip-pt2", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
+    global THREADS
+    THREADS = args.threads
     sys.path.insert(0, str(ROOT))
     work = args.dir or Path(tempfile.mkdtemp(prefix="mal-membench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"code: {args.code}")
+          f"{args.threads} torch thread(s), code: {args.code}")
     results: dict = {}
     try:
         if not args.skip_memory:
@@ -304,7 +327,6 @@ def main(argv: list[str] | None = None) -> int:
             results["pt2"] = part_pt2(work, args.code.resolve())
     finally:
         if not args.keep:
-            import shutil
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
