@@ -11,6 +11,16 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_caches(tmp_path_factory):
+    """Per-file-version caches (hashes, discovered specs) go to a folder of this test session,
+    never the user's cache (subprocesses inherit the variables)."""
+    root = tmp_path_factory.mktemp("user-cache")
+    for var, name in (("MAL_HASH_CACHE", "hashes"), ("MAL_SPEC_CACHE", "specs")):
+        os.environ.setdefault(var, str(root / name))
+    yield
+
+
 @pytest.fixture(scope="session")
 def small_zoo(tmp_path_factory):
     """The ``--small`` demo zoo (a few MLPs, a CNN, a ResNet trained for seconds) -> ZooIndex."""

@@ -23,10 +23,12 @@ from .evaluate.evaluator import EvalResult, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec
 from .graph.spec import PermutationSpec, permute_state
-from .io.files import check_model_output, file_sha256, load_model, read_header, save_model
+from .io.files import check_model_output, load_model, read_header, save_model
+from .io.hashing import cached_file_sha256
 from .io.model import LoadedModel
+from .io.pages import PageReleaser
 from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_step,
-                             output_must_not_be_input, step_diagnostics)
+                             output_must_not_be_input, step_diagnostics, step_tensors)
 from .merge.plan import AssemblyPlan, AssemblyStep
 from .merge.preflight import preflight_plan
 from .merge.results import StepDiagnostics
@@ -121,6 +123,9 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
                                      cache.spec(donor), f"step {i + 1} ({step.label})"))
     reports: list[StepDiagnostics] = []
     n = len(plan.steps)
+    # Inputs are memory-mapped: a step reads one layer's pages of each model. Handing them back
+    # after the step keeps the resident set at the merged layers plus the step at hand.
+    pages = PageReleaser()
     for i, step in enumerate(plan.steps):
         cancel.raise_if_cancelled()
         donor_path = plan.zoo[step.source]
@@ -129,7 +134,11 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         alignment: StepAlignment = yield from sub_job(
             align_step(step, state, base_spec, donor_state, donor_spec, cancel=cancel), i / n,
             (i + 0.9) / n)
+        before = state
         state = merge_step(step, alignment, state, base_spec, donor_state, donor_spec, seed=i)
+        base_keys, donor_keys = step_tensors(step, base_spec, donor_spec)
+        for t in [before[k] for k in base_keys] + [donor_state[k] for k in donor_keys]:
+            pages.release(t)
         diag = step_diagnostics(i, step, alignment, base_spec, donor_spec, cases[i])
         reports.append(diag)
         yield ProgressEvent("align", (i + 1) / n, f"step {i + 1}/{n}: merged {step.label} "
@@ -146,7 +155,10 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     }
     # The base's own provenance (its dataset, its accuracy) describes the base, not the result:
     # keep it under its own key so nothing reads it as the merged model's.
-    merged = base.with_state(state, metadata={**metadata, "base_provenance": base.metadata})
+    # shared, not copied: unchanged tensors stay the base's (memory-mapped) ones, so a merge of
+    # one block of a large model holds that block, not a second model, and streams to disk
+    merged = base.with_state(state, share=True,
+                             metadata={**metadata, "base_provenance": base.metadata})
     saved = None
     if out is not None:
         yield ProgressEvent("save", 1.0, f"saving {out}")
@@ -155,10 +167,14 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
 
 
 def _sha(model: LoadedModel, path: str) -> str | None:
-    """The input's content hash for provenance; None for a model that exists only in memory."""
-    if model.sha256:
-        return model.sha256
-    return file_sha256(path) if Path(path).is_file() else None
+    """The input's content hash for provenance; None for a model that exists only in memory.
+
+    Computed here, when a merge is saved, not when the model was loaded: hashing reads the
+    whole file. It is cached per file version, so the same input is hashed once."""
+    sha = model.content_sha256()
+    if sha:
+        return sha
+    return cached_file_sha256(path) if Path(path).is_file() else None
 
 
 def _dataset(data: str | Dataset) -> Dataset:

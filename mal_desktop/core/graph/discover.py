@@ -22,11 +22,13 @@ import torch
 from torch import fx
 
 from ..errors import MalError
+from ..io.meta import meta_twin
 from ..io.model import LoadedModel
 from .spec import Axis, Layer, PermutationSpec, Space
 from .labels import (IGNORED_OPS, NORM_ARGS, NORM_OPS, Merged, Param, RawLayer, Ref,
                      UnionFind, arg_of, module_path, op_names, shape_of, tensor_nodes)
 from .op_rules import HANDLERS, OpRules
+from .spec_cache import load_spec, spec_key, store_spec
 
 
 class _Tracer(OpRules):
@@ -255,11 +257,30 @@ class _Tracer(OpRules):
         self.layers.append(RawLayer(name, kind, key, bias_key, node, out, inp, kernel, transposed))
 
 
-def _program(model: LoadedModel) -> Any:
+def _export(module: torch.nn.Module, example: torch.Tensor) -> Any:
+    return torch.export.export(module.eval(), (example,))
+
+
+def _program(model: LoadedModel, on_meta: bool = True) -> Any:
+    """The model's ATen program: its own (.pt2), else its module exported on a probe batch.
+
+    on_meta: export a twin of the module whose weights live on the meta device, with a meta
+    probe: tracing needs shapes, never values, so no weight is read or materialised (a
+    memory-mapped model stays unread; a 7B-shaped model is discovered in little memory). A
+    module the meta twin cannot trace (e.g. a plain tensor attribute mixed with its weights) is
+    exported as it is.
+    """
     if model.program is not None:
         return _functional(model.program)
+    example = model.example_input(2)
     try:
-        program = torch.export.export(model.module.eval(), (model.example_input(2),))
+        if on_meta:
+            try:
+                program = _export(meta_twin(model.module), example.to("meta"))
+            except Exception:  # noqa: BLE001 - retried on the real module, which reports
+                program = _export(model.module, example)
+        else:
+            program = _export(model.module, example)
     except Exception as exc:  # export failures are many kinds; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MalError(f"{model.name}: cannot trace the model to find its permutation spaces "
@@ -284,17 +305,34 @@ def _functional(program: Any) -> Any:
         return program
 
 
-def discover_spec(model: LoadedModel) -> PermutationSpec:
+def discover_spec(model: LoadedModel, cache: bool = True, on_meta: bool = True
+                  ) -> PermutationSpec:
     """Find the permutation spaces of ``model`` from its exported ATen graph.
 
     model: a loaded model; its ``program`` (a torch.export.ExportedProgram) is used when set,
-        otherwise its module is exported with a probe batch of 2.
+        otherwise its module is exported with a probe batch of 2. Its module may live on the
+        meta device (a model opened from headers alone).
+    cache: reuse the spec stored for this architecture in the user cache (see spec_cache), and
+        store a newly discovered one; models made in memory are never cached.
+    on_meta: export a meta-device twin of the module (no weight is read); see ``_program``.
     Returns a PermutationSpec: every state key (parameters and buffers) mapped to one
         ``Axis | None`` per dimension, the spaces (fixed ones with a reason), the weight layers in
         execution order and the names of ops that forced spaces fixed (``unsupported``).
     Raises MalError when the module cannot be exported.
     """
-    ep = _program(model)
+    key = spec_key(model) if cache else None
+    if key is not None:
+        cached = load_spec(key)
+        if cached is not None:
+            return cached
+    spec = _discover(model, on_meta)
+    if key is not None:
+        store_spec(key, spec)
+    return spec
+
+
+def _discover(model: LoadedModel, on_meta: bool) -> PermutationSpec:
+    ep = _program(model, on_meta)
     state = model.module.state_dict(keep_vars=True)
     tracer = _Tracer(ep, set(state), model.output_index)
     tracer.run()

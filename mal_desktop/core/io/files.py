@@ -35,13 +35,16 @@ from .hf_folder import (FORM as HF_FORM, hf_folder_of, load_hf_folder, load_stat
 from .model import LoadedModel
 from .pt2_io import (program_from_bytes, program_input_shape, program_module, program_num_classes,
                      read_pt2, read_pt2_bytes)
+from .pages import PageReleaser
 from .safetensors_io import (ARCH_KINDS, MalMetadata, decode_mal_metadata, encode_mal_metadata,
                              read_safetensors_header, read_safetensors_tensors, write_safetensors)
-from .state_dict_io import (build_factory_module, check_finite, check_shapes,
-                            check_weight_dtypes, load_state_into, torch_load_weights,
-                            unwrap_state)
+from .sharded import (DEFAULT_SHARD_BYTES, INDEX, check_folder_output, is_sharded_folder,
+                      read_sharded, write_sharded)
+from .state_dict_io import (attach_state, check_finite, check_shapes, check_weight_dtypes,
+                            factory_with_state, load_state_into, torch_load_weights, unwrap_state)
 
 __all__ = ["ModelHeader", "load_model", "save_model", "read_header", "file_sha256",
+           "load_sharded_model",
            "atomic_write", "atomic_write_text", "atomic_write_bytes", "model_form"]
 
 _FORMS = {".safetensors": "safetensors", ".pt2": "pt2", ".pt": "pt", ".pth": "pt"}
@@ -161,12 +164,15 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
             raise ModelFileError(path, "corrupt mal_desktop metadata: a family architecture needs "
                                        "'family' and 'config'")
         try:
-            # Shapes first, on the meta device (no memory): a small file whose stored config
-            # claims huge layers is refused here instead of allocating them.
+            # On the meta device (no memory, no random init): a small file whose stored config
+            # claims huge layers is refused by the shape check instead of allocating them, and
+            # the file's tensors become the module's own below.
             with torch.device("meta"):
-                shapes = build_model(family, config).state_dict()
-            check_shapes(path, shapes, state, f"family {family!r}")
-            module = build_model(family, config)
+                module = build_model(family, config)
+            check_shapes(path, module.state_dict(), state, f"family {family!r}")
+            attached = attach_state(path, module, state, f"family {family!r}")
+            if not attached:  # buffers no state carries: build for real
+                module = build_model(family, config)
         except ModelFileError:
             raise
         except MalError as exc:
@@ -174,7 +180,8 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         except Exception as exc:  # a config the family cannot build
             raise ModelFileError(path, f"cannot build family {family!r} from the stored config: "
                                        f"{type(exc).__name__}: {exc}") from None
-        load_state_into(path, module, state, f"family {family!r}")
+        if not attached:
+            load_state_into(path, module, state, f"family {family!r}")
     elif kind == "pt2":
         program_path = _resolve_program(path, arch)
         # the hash is compared before the program is read: only the exact bytes the weights were
@@ -204,22 +211,21 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         _, _, input_dtype, id_range = input_spec(path, module, config)
         return LoadedModel(module=module, arch=dict(arch), input_shape=meta.input_shape,
                            num_classes=meta.num_classes, form="mal-safetensors", path=path,
-                           sha256=file_sha256(path), metadata=dict(meta.provenance),
+                           metadata=dict(meta.provenance),
                            input_dtype=input_dtype, input_range=id_range)
     else:  # factory
         stored = arch.get("factory")
         if arch_arg is None:
             raise _need_arch(path, f"the architecture is user code {stored!r}")
-        built = build_factory_module(path, arch_arg, output)
+        built = factory_with_state(path, arch_arg, state, output)
         module = built.module
-        load_state_into(path, module, state, f"architecture {arch_arg!r}")
         arch = {"kind": "factory", "factory": arch_arg}
         outputs, output_index = built.outputs, built.output_index
     if kind != "factory":
         _single_output(path, output)
     return LoadedModel(module=module.eval(), arch=arch, input_shape=meta.input_shape,
                        num_classes=meta.num_classes, form="mal-safetensors", path=path,
-                       sha256=file_sha256(path), metadata=dict(meta.provenance), program=program,
+                       metadata=dict(meta.provenance), program=program,
                        output_index=output_index, outputs=outputs)
 
 
@@ -233,12 +239,11 @@ def _load_plain(path: Path, state: dict[str, torch.Tensor], arch_arg: str | None
                 file_metadata: dict[str, str], output: int | None = None) -> LoadedModel:
     if arch_arg is None:
         raise _need_arch(path, "plain state dict with no architecture")
-    built = build_factory_module(path, arch_arg, output)
-    load_state_into(path, built.module, state, f"architecture {arch_arg!r}")
+    built = factory_with_state(path, arch_arg, state, output)
     metadata: dict[str, Any] = {"file_metadata": dict(file_metadata)} if file_metadata else {}
     return LoadedModel(module=built.module.eval(), arch={"kind": "factory", "factory": arch_arg},
                        input_shape=built.input_shape, num_classes=built.num_classes,
-                       form="state-dict", path=path, sha256=file_sha256(path), metadata=metadata,
+                       form="state-dict", path=path, metadata=metadata,
                        output_index=built.output_index, outputs=built.outputs)
 
 
@@ -293,7 +298,7 @@ def load_model(path: str | Path, arch: str | None = None, output: int | None = N
                            sha256=sha, metadata={}, program=program)
     # Tensor-only loading is safe, so it runs before the --arch check: a corrupt or unsafe file
     # is reported as such rather than as a missing architecture.
-    state = unwrap_state(p, torch_load_weights(p))
+    state = unwrap_state(p, torch_load_weights(p, mmap=True))
     check_finite(p, state)
     return _load_plain(p, state, arch, {}, output)
 
@@ -345,8 +350,12 @@ def check_model_output(path: str | Path) -> Path:
     folder (or an existing file there) is not writable. Nothing is created.
     """
     target = Path(path).expanduser()
+    if not target.suffix or is_sharded_folder(target):  # a folder of shards (large models)
+        check_folder_output(target)
+        return target
     if target.suffix.lower() != ".safetensors":
-        raise ModelFileError(target, "mal_desktop saves models as .safetensors files")
+        raise ModelFileError(target, "mal_desktop saves models as .safetensors files "
+                                     "(or, for a name without extension, a folder of shards)")
     if target.is_dir():
         raise ModelFileError(target, "is a directory")
     folder = target.parent
@@ -360,18 +369,23 @@ def check_model_output(path: str | Path) -> Path:
     return target
 
 
-def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = None) -> Path:
-    """Save a model as a mal safetensors file, atomically.
+def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = None,
+               max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+    """Save a model as a mal safetensors file, or a folder of shards, atomically.
 
-    Tensors: contiguous CPU copies of ``model.state()`` (every key; copies never share storage).
-    Metadata: the architecture, input shape, number of classes and provenance
-    ``{**model.metadata, **metadata}``.
+    Tensors: every key of ``model.state()``, streamed to the file one tensor at a time from the
+    model's own memory (no copy of the model is made; memory-mapped tensors have their pages
+    handed back once written). Metadata: the architecture, input shape, number of classes and
+    provenance ``{**model.metadata, **metadata}``.
 
     Parameters:
         model: the model to save.
-        path: the target .safetensors file; its folder must exist. An existing file is replaced
-            atomically - unless it is the file the model was loaded from, which is refused.
+        path: the target .safetensors file, or a name without extension for a sharded folder
+            (``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``, see
+            sharded.py); its parent folder must exist. An existing file or model folder is
+            replaced atomically - unless the model was loaded from it, which is refused.
         metadata: provenance entries added to (and overriding) the model's own.
+        max_shard_bytes: the largest shard of a sharded folder.
     Returns:
         ``path`` as a ``Path``.
     Raises:
@@ -384,7 +398,8 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
     if isinstance(model.arch, dict) and model.arch.get("kind") == "pt2":
         sources.append(model.arch.get("program"))
     for source in sources:
-        if source is not None and target.resolve() == Path(source).resolve():
+        if source is not None and (target.resolve() == Path(source).resolve()
+                                   or target.resolve() in Path(source).resolve().parents):
             raise ModelFileError(target, "refusing to overwrite the model's own input file; "
                                          "save under another name")
     if not isinstance(model.arch, dict) or model.arch.get("kind") not in ARCH_KINDS:
@@ -395,11 +410,39 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
     except (TypeError, ValueError) as exc:
         raise ModelFileError(target, f"cannot save: metadata is not JSON-serialisable "
                                      f"({exc})") from None
-    tensors = {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
-               for k, v in model.state().items()}
+    tensors = model.state()
+    if any(t.is_meta for t in tensors.values()):
+        raise ModelFileError(target, "cannot save: the model was opened without its weights")
     check_finite(target, tensors)
+    pages = PageReleaser()
     try:
-        atomic_write(target, lambda tmp: write_safetensors(tmp, tensors, encoded))
+        if target.suffix.lower() == ".safetensors":
+            atomic_write(target, lambda tmp: write_safetensors(tmp, tensors, encoded,
+                                                               pages.release))
+        else:
+            write_sharded(target, tensors, encoded, max_shard_bytes, pages.release)
     except OSError as exc:
         raise ModelFileError(target, f"cannot write: {exc.strerror or exc}") from None
     return target
+
+
+def load_sharded_model(folder: str | Path, arch: str | None = None) -> LoadedModel:
+    """Load a sharded folder mal wrote (``save_model`` to a name without extension).
+
+    The index's metadata must be mal's; the shards' tensors are memory-mapped and attached to
+    the architecture as ``load_model`` does for a single file.
+
+    Raises:
+        ModelFileError: not a mal sharded folder, or as ``load_model``.
+    """
+    p = Path(folder).expanduser().absolute()
+    if not is_sharded_folder(p):
+        raise ModelFileError(p, f"not a sharded model folder (no {INDEX})")
+    p = p.resolve()
+    metadata, state = read_sharded(p)
+    meta = decode_mal_metadata(p / INDEX, metadata)
+    if meta is None:
+        raise ModelFileError(p, "the index carries no mal_desktop metadata: open the folder as "
+                                "a Hugging Face model instead")
+    check_finite(p, state)
+    return _load_mal(p, meta, state, arch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .hashing import cached_file_sha256
 from .inputs import program_id_range, program_input_dtype, random_input
+from .meta import meta_leftovers, meta_twin, retie, tie_groups
 
 
 @dataclass
@@ -73,10 +74,39 @@ class LoadedModel:
         """The model's state (parameters and buffers), detached; do not modify in place."""
         return {k: v.detach() for k, v in self.module.state_dict().items()}
 
-    def with_state(self, state: dict[str, torch.Tensor], **changes: Any) -> "LoadedModel":
-        """A copy with new weights (same keys and shapes); the original is untouched."""
-        module = copy.deepcopy(self.module)
-        module.load_state_dict(state, strict=True)
+    def content_sha256(self) -> str | None:
+        """SHA-256 of the file the model came from (computed on first use and cached per file
+        version, see ``cached_file_sha256``); None for a model made in memory."""
+        if self.sha256 is not None:
+            return self.sha256
+        if self.path is None or not self.path.is_file():
+            return None
+        return cached_file_sha256(self.path)
+
+    def with_state(self, state: dict[str, torch.Tensor], share: bool = False,
+                   **changes: Any) -> "LoadedModel":
+        """A copy with new weights (same keys and shapes); the original is untouched.
+
+        share: False (default) gives the copy its own tensors (one clone of ``state``: it may be
+        modified in place, e.g. by ``load_state_dict``). True attaches ``state``'s tensors
+        themselves: keys the caller did not change stay shared with this model, memory-mapped
+        pages included, so a merge of one layer of a large model costs that layer, not a second
+        model; neither model's tensors may then be modified in place.
+        """
+        module = meta_twin(self.module)
+        expected = module.state_dict(keep_vars=True)
+        fitted = {k: v if k not in expected or v.dtype == expected[k].dtype
+                  else v.to(expected[k].dtype) for k, v in state.items()}
+        if not share:  # one copy; a dtype conversion above already made one
+            fitted = {k: v.clone() if v is state[k] else v for k, v in fitted.items()}
+        module.load_state_dict(fitted, strict=True, assign=True)
+        retie(module, tie_groups(self.module))
+        left = meta_leftovers(module)
+        if left:  # non-persistent buffers are not in a state: take this model's own
+            own = dict(self.module.named_buffers(remove_duplicate=False))
+            for name in left:
+                owner, _, attr = name.rpartition(".")
+                module.get_submodule(owner)._buffers[attr] = own[name]
         return replace(self, module=module.eval(), form="memory", path=None, sha256=None, **changes)
 
     def probe_dtype(self) -> torch.dtype:
@@ -98,3 +128,4 @@ class LoadedModel:
         below the embedding size for integer inputs)."""
         gen = torch.Generator().manual_seed(seed)
         return random_input((batch, *self.input_shape), self.probe_dtype(), self.id_range(), gen)
+

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,8 +163,9 @@ def read_safetensors_tensors(path: Path) -> dict[str, torch.Tensor]:
 _CODES = {getattr(torch, name): code for code, (name, _) in _DTYPES.items()}
 
 
-def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
-                      metadata: dict[str, str]) -> None:
+def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor],
+                      metadata: dict[str, str],
+                      after_tensor: Callable[[torch.Tensor], None] | None = None) -> None:
     """Write tensors and string metadata to ``path`` in the safetensors format.
 
     Callers pass the atomic temporary file. We write the format ourselves, tensor by tensor,
@@ -172,8 +174,10 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
     and gave every saved model mode 0600 instead of the umask's mode. Writing tensor by tensor
     also never holds a second copy of the whole model in memory.
 
-    The tensors must be CPU tensors; names are written in sorted order, data 8-byte aligned
-    after the header as the format requires.
+    Names are written in sorted order, data 8-byte aligned after the header as the format
+    requires. A tensor on another device is copied to the CPU on its own; a contiguous CPU tensor
+    (a memory-mapped one included) is written from its own memory. ``after_tensor`` is called
+    with each tensor once written (the caller hands its mapped pages back).
     """
     names = sorted(tensors)
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
@@ -192,9 +196,13 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for name in names:
-            flat = tensors[name].detach().contiguous().reshape(-1)
+            t = tensors[name].detach()
+            flat = t.to("cpu").contiguous().reshape(-1)
             if flat.numel():
                 f.write(memoryview(flat.view(torch.uint8).numpy()))
+            del flat
+            if after_tensor is not None:
+                after_tensor(t)
 
 
 def _json_default(value: Any) -> Any:

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
+from .meta import meta_leftovers, meta_twin, params_on_meta, retie, tie_groups
+from .pages import PageReleaser
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _SHOW = 3  # how many keys an error message lists before "(+N more)"
@@ -35,32 +37,53 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+_CHUNK = 1 << 22  # elements per step of a pass over a tensor: bounded temporaries, fast enough
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """One chunked pass, no temporary larger than a chunk (the NaN/inf counts are only computed
+    for the rare tensor that fails)."""
+    flat = tensor.detach().reshape(-1)
+    for start in range(0, flat.numel(), _CHUNK):
+        chunk = flat[start:start + _CHUNK]
+        if chunk.is_floating_point() and chunk.element_size() < 2:  # float8: no isfinite
+            chunk = chunk.float()
+        if chunk.is_floating_point() and chunk.numel():
+            # min and max are finite only when every element is (both propagate NaN); one
+            # aminmax pass is much faster than isfinite plus a reduction
+            lo, hi = torch.aminmax(chunk)
+            if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+                return False
+        elif not bool(torch.isfinite(chunk).all()):
+            return False
+    return True
+
+
 def check_finite(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
     """Refuse weights containing NaN or infinity: they poison every merge they take part in.
+
+    Memory-mapped tensors are read in chunks and their pages handed back after each tensor
+    (see pages.py), so checking a model far larger than memory keeps a bounded resident set.
+    Tensors on the meta device hold no values and are skipped.
 
     Raises:
         ModelFileError: naming the first offending tensor, e.g.
             "tensor layers.0.weight has 3 NaN values (and 1 more tensor with NaN/inf)".
     """
     bad: list[str] = []
+    pages = PageReleaser()
     for name, tensor in state.items():
-        if not (tensor.is_floating_point() or tensor.is_complex()):
+        if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.is_meta:
             continue
-        t = tensor.detach()
-        if t.is_floating_point() and t.element_size() < 2:  # float8: isnan is not implemented
-            t = t.float()
-        # One pass first: min and max are finite only when every element is (both propagate
-        # NaN), and aminmax is 50x faster than counting NaN and inf; counting runs only to word
-        # the refusal.
-        if t.is_floating_point() and t.numel():
-            lo, hi = torch.aminmax(t)
-            if math.isfinite(float(lo)) and math.isfinite(float(hi)):
-                continue
-        n_nan = int(torch.isnan(t).sum())
-        n_inf = int(torch.isinf(t).sum())
-        if n_nan or n_inf:
+        if not _all_finite(tensor):
+            t = tensor.detach()
+            if t.is_floating_point() and t.element_size() < 2:
+                t = t.float()
+            n_nan = int(torch.isnan(t).sum())
+            n_inf = int(torch.isinf(t).sum())
             parts = ([f"{n_nan} NaN"] if n_nan else []) + ([f"{n_inf} inf"] if n_inf else [])
             bad.append(f"tensor {name} has {' and '.join(parts)} values")
+        pages.release(tensor)
     if bad:
         more = len(bad) - 1
         suffix = f" (and {more} more tensor{'s' if more > 1 else ''} with NaN/inf)" if more else ""
@@ -217,7 +240,8 @@ def _infer_input_shape(path: Path, spec: str, module: nn.Module) -> tuple[int, .
                                "input_shape on the module or as an attribute of the factory")
 
 
-def build_factory_module(path: str | Path, spec: str, output: int | None = None) -> FactoryModel:
+def build_factory_module(path: str | Path, spec: str, output: int | None = None,
+                         meta: bool = False) -> FactoryModel:
     """Import ``package.module:function``, call it with no arguments and describe the module.
 
     input_shape: the module's or the factory's ``input_shape`` attribute, else the first Linear's
@@ -230,6 +254,9 @@ def build_factory_module(path: str | Path, spec: str, output: int | None = None)
         path: the model file the architecture is for (named in errors).
         spec: "package.module:function" (attribute paths with dots are allowed after the colon).
         output: which output is the logits when the module returns several (None: the first).
+        meta: build the parameters on the meta device (``params_on_meta``): no weight is
+            kept or randomly initialised (the weights are attached afterwards); the probe pass
+            then runs on a meta twin.
     Returns:
         The module in eval mode with its input shape and number of classes.
     Raises:
@@ -251,7 +278,11 @@ def build_factory_module(path: str | Path, spec: str, output: int | None = None)
     if not callable(factory):
         raise ModelFileError(path, f"architecture {spec!r} is not callable")
     try:
-        module = factory()
+        if meta:
+            with params_on_meta():
+                module = factory()
+        else:
+            module = factory()
     except Exception as exc:
         raise ModelFileError(path, f"architecture factory {spec!r} failed: "
                                    f"{type(exc).__name__}: {_first_line(exc)}") from None
@@ -272,7 +303,10 @@ def build_factory_module(path: str | Path, spec: str, output: int | None = None)
         return FactoryModel(module, input_shape, num_classes, 0, output or 0)
     try:
         with torch.no_grad():
-            out = module(torch.zeros((2, *input_shape)))
+            if meta:  # the parameters hold no values: probe a meta twin for the shapes
+                out = meta_twin(module)(torch.zeros((2, *input_shape), device="meta"))
+            else:
+                out = module(torch.zeros((2, *input_shape)))
     except Exception as exc:
         raise ModelFileError(path, f"architecture {spec!r} does not run on input shape "
                                    f"{input_shape}: {type(exc).__name__}: "
@@ -347,3 +381,55 @@ def check_shapes(path: str | Path, expected: Mapping[str, torch.Tensor],
     if problems:
         raise ModelFileError(path, f"weights do not fit {what}: " + "; ".join(problems))
     return state
+
+
+def attach_state(path: str | Path, module: nn.Module, state: Mapping[str, torch.Tensor],
+                 what: str) -> bool:
+    """Make ``state``'s tensors the parameters and buffers of ``module`` (built on the meta
+    device) without copying them: memory-mapped tensors stay mapped, so a model costs memory
+    only for what is read. Keys, shapes and dtypes are checked as in :func:`load_state_into`;
+    a tensor whose dtype differs from the architecture's is converted (a copy of that tensor
+    only, as loading into a built module would). Tied weights stay tied.
+
+    Returns:
+        True when every tensor of the module now holds data; False when some stayed on the meta
+        device (non-persistent buffers, which a state does not carry): the caller then builds
+        the module for real and uses :func:`load_state_into`.
+    Raises:
+        ModelFileError: as :func:`load_state_into`.
+    """
+    expected = module.state_dict(keep_vars=True)
+    state = check_shapes(path, expected, state, what)
+    check_weight_dtypes(path, state, expected)
+    fitted = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype)
+              for k, v in state.items()}
+    groups = tie_groups(module)  # before assignment, which gives each name its own tensor
+    try:
+        module.load_state_dict(fitted, strict=True, assign=True)
+    except Exception as exc:
+        raise ModelFileError(path, f"weights do not fit {what}: {_first_line(exc)}") from None
+    retie(module, groups)
+    return not meta_leftovers(module)
+
+
+def factory_with_state(path: str | Path, spec: str, state: Mapping[str, torch.Tensor],
+                       output: int | None = None) -> FactoryModel:
+    """Build the user architecture ``spec`` and give it ``state``'s weights.
+
+    Built on the meta device and the tensors attached without a copy where the factory allows;
+    a factory that cannot run on the meta device (it reads data while building), or a module
+    with buffers no state carries, is built for real and the state copied in.
+
+    Raises:
+        ModelFileError: as :func:`build_factory_module` and :func:`load_state_into`.
+    """
+    what = f"architecture {spec!r}"
+    try:
+        built = build_factory_module(path, spec, output, meta=True)
+    except ModelFileError:
+        built = None  # the real build below reports the factory's own error, if any
+    if built is not None and attach_state(path, built.module, state, what):
+        return built
+    built = build_factory_module(path, spec, output)
+    load_state_into(path, built.module, state, what)
+    return built

@@ -164,6 +164,13 @@ def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
     return pairs
 
 
+def step_tensors(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: PermutationSpec
+                 ) -> tuple[list[str], list[str]]:
+    """The base keys a step rewrites and the donor keys it reads (weight, bias, norm)."""
+    pairs = _paired_tensors(base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer))
+    return [b for b, _, _ in pairs], [d for _, d, _ in pairs if d is not None]
+
+
 def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
                base_spec: PermutationSpec, donor_state: State, donor_spec: PermutationSpec,
                lam: float | None = None, seed: int = 0) -> State:
@@ -254,8 +261,10 @@ def check_step_fits(step: AssemblyStep, base_state: State, base_spec: Permutatio
 
 
 def output_must_not_be_input(out: Path, inputs: Mapping[str, object]) -> None:
-    """Never write to an input file (the result would silently replace a model)."""
+    """Never write to an input file, nor to a folder holding one (a sharded output replaces
+    the whole folder): the result would silently replace a model."""
     target = out.expanduser().resolve()
     for p in inputs:
-        if Path(p).expanduser().resolve() == target:
+        source = Path(p).expanduser().resolve()
+        if source == target or target in source.parents:
             raise PlanError(f"{out}: refusing to overwrite an input model; choose another output")

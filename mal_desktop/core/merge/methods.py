@@ -36,6 +36,7 @@ class MergeMethod:
     fn: Callable[..., torch.Tensor]
     params: tuple[Param, ...] = field(default=())
     description: str = ""
+    elementwise: bool = False  # each output entry depends on the same entries only
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {}
@@ -44,8 +45,8 @@ MERGE_METHODS: dict[str, MergeMethod] = {}
 MethodFn = Callable[..., torch.Tensor]
 
 
-def register_method(name: str, description: str,
-                    params: tuple[Param, ...] = ()) -> Callable[[MethodFn], MethodFn]:
+def register_method(name: str, description: str, params: tuple[Param, ...] = (),
+                    elementwise: bool = False) -> Callable[[MethodFn], MethodFn]:
     """Decorator: register ``fn(base, target, lam, seed, **params) -> tensor`` under ``name``.
 
     name: the name plans store (``"method"`` of a step). description: one line for forms and
@@ -53,10 +54,13 @@ def register_method(name: str, description: str,
     ``params`` are checked against these ranges and passed to ``fn`` as keyword arguments.
     ``fn`` gets float tensors of equal shape (the target already aligned into the base's shape)
     and must return the base unchanged at ``lam == 0`` (``merge_tensor`` never calls it there).
+    elementwise: each output entry depends on the same entry of base and target only (no norms,
+    no ranks, no random draws over the tensor): such a method is run over large tensors in
+    chunks, so its float32 temporaries stay small.
     Returns the decorator, which returns ``fn`` unchanged. A taken name is replaced.
     """
     def wrap(fn: MethodFn) -> MethodFn:
-        MERGE_METHODS[name] = MergeMethod(name, fn, params, description)
+        MERGE_METHODS[name] = MergeMethod(name, fn, params, description, elementwise)
         return fn
     return wrap
 
@@ -106,11 +110,24 @@ def merge_tensor(method: str, base: torch.Tensor, target: torch.Tensor, lam: flo
         return base.clone()  # exact: lambda 0 returns the base bit for bit
     # at least float32 (half precision would round every step), float64 stays float64
     work = torch.promote_types(base.dtype, torch.float32)
-    out = m.fn(base.to(work), target.to(work), float(lam), seed=seed, **values)
-    return out.to(base.dtype)
+    if not m.elementwise or base.numel() <= _CHUNK or base.dim() == 0:
+        return m.fn(base.to(work), target.to(work), float(lam), seed=seed, **values).to(base.dtype)
+    # A bf16 4096 x 11008 weight would need three float32 copies (540 MiB) at once; rows in
+    # chunks need a few MiB, and an elementwise method gives the same bits either way.
+    out = torch.empty_like(base)
+    rows = max(1, _CHUNK // max(1, base[0].numel()))
+    for start in range(0, base.shape[0], rows):
+        part = slice(start, start + rows)
+        out[part] = m.fn(base[part].to(work), target[part].to(work), float(lam), seed=seed,
+                         **values).to(base.dtype)
+    return out
 
 
-@register_method("linear", "(1 - lambda) base + lambda target (MAL's merge rule)")
+_CHUNK = 1 << 22  # elements per chunk of an elementwise merge
+
+
+@register_method("linear", "(1 - lambda) base + lambda target (MAL's merge rule)",
+                 elementwise=True)
 def _linear(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int) -> torch.Tensor:
     return torch.lerp(base, target, lam)
 
@@ -132,7 +149,8 @@ def _slerp(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int) -> t
 
 
 @register_method("task_arithmetic", "base + lambda * scale * (target - base)",
-                 (Param("scale", 1.0, 0.0, 4.0, "multiplier of the task vector"),))
+                 (Param("scale", 1.0, 0.0, 4.0, "multiplier of the task vector"),),
+                 elementwise=True)
 def _task_arithmetic(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int,
                      scale: float) -> torch.Tensor:
     return base + lam * scale * (target - base)

@@ -1,0 +1,208 @@
+"""Sharded safetensors folders: the layout Hugging Face uses for large checkpoints.
+
+    folder/model-00001-of-00003.safetensors ... model-00003-of-00003.safetensors
+    folder/model.safetensors.index.json   {"metadata": {"total_size": N, ...},
+                                            "weight_map": {state key: shard file name}}
+
+mal writes its metadata (architecture, provenance) into the index's "metadata" and into every
+shard's header, so each shard alone still says what it belongs to.
+
+Writing is atomic for the folder as a whole: every shard and the index go into a hidden temporary
+folder beside the target, each fsynced, and the folder is then renamed into place (an existing
+output folder is swapped out atomically where the platform allows, then removed). A killed
+writer leaves its temporary folder, never a half result; the next save removes it. Tensors are
+written one at a time (see ``write_safetensors``): memory holds one tensor, never the model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelFileError
+from ..jsonio import loads_untrusted
+from .atomic import _alive, _fsync_dir, _fsync_file
+from .safetensors_io import read_safetensors_header, read_safetensors_tensors, write_safetensors
+
+INDEX = "model.safetensors.index.json"
+DEFAULT_SHARD_BYTES = 5 * 2**30  # what Hugging Face uses: files that every filesystem accepts
+_SHARD_RE = re.compile(r"^model-(\d{5})-of-(\d{5})\.safetensors$")
+
+
+def is_sharded_folder(path: str | Path) -> bool:
+    """True for a folder holding a ``model.safetensors.index.json``."""
+    return (Path(path) / INDEX).is_file()
+
+
+def plan_shards(tensors: Mapping[str, torch.Tensor], max_bytes: int) -> list[list[str]]:
+    """Keys grouped into shards of at most ``max_bytes`` each (a larger tensor gets a shard of
+    its own), in the state's order so a layer's tensors stay together."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for key, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(key)
+        size += nbytes
+    return shards
+
+
+def _temp_folder(target: Path) -> Path:
+    for _ in range(100):
+        candidate = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"cannot create a temporary folder next to {target}")
+
+
+def remove_stale_temp_folders(target: Path) -> None:
+    """Remove temporary folders of ``target`` left by writers that no longer run (kill -9)."""
+    prefix = f".{target.name}."
+    for candidate in target.parent.glob(f"{prefix}*-*.tmp"):
+        pid_text = candidate.name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _is_model_folder(folder: Path) -> bool:
+    """A folder we may replace: our index plus shard files, nothing else."""
+    names = {p.name for p in folder.iterdir()}
+    return INDEX in names and all(n == INDEX or _SHARD_RE.match(n) for n in names)
+
+
+def check_folder_output(target: Path) -> None:
+    """Refuse a target folder that exists and is not a sharded model folder (a user's documents
+    must never be replaced by a model), or whose parent is missing or not writable.
+
+    Raises:
+        ModelFileError: naming the target.
+    """
+    if target.exists() and not (target.is_dir() and _is_model_folder(target)):
+        raise ModelFileError(target, "exists and is not a sharded model folder (one holding "
+                                     f"{INDEX} and its shards); choose a new folder name")
+    parent = target.parent
+    if not parent.is_dir():
+        raise ModelFileError(target, f"the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ModelFileError(target, f"the folder {parent} is not writable")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def write_sharded(target: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str],
+                  max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+                  after_tensor=None) -> Path:
+    """Write ``tensors`` as a sharded safetensors folder at ``target``, atomically.
+
+    Parameters:
+        target: the folder to create or replace (see :func:`check_folder_output`).
+        tensors: CPU tensors, written one at a time in the mapping's order.
+        metadata: string metadata for the index and every shard header.
+        max_shard_bytes: the largest shard (a single larger tensor gets its own shard).
+        after_tensor: called with each tensor once written (to hand back mapped pages).
+    Returns:
+        ``target``.
+    Raises:
+        ModelFileError: the target is refused; OSError from the filesystem (the target is then
+        untouched and the temporary folder removed).
+    """
+    check_folder_output(target)
+    remove_stale_temp_folders(target)
+    groups = plan_shards(tensors, max_shard_bytes)
+    tmp = _temp_folder(target)
+    try:
+        weight_map: dict[str, str] = {}
+        total = 0
+        for i, keys in enumerate(groups):
+            name = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+            shard = {k: tensors[k] for k in keys}
+            write_safetensors(tmp / name, shard, metadata, after_tensor)
+            _fsync_file(tmp / name)
+            for k in keys:
+                weight_map[k] = name
+                total += tensors[k].numel() * tensors[k].element_size()
+        index = {"metadata": {"total_size": total, **metadata}, "weight_map": weight_map}
+        (tmp / INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        _fsync_file(tmp / INDEX)
+        _fsync_dir(tmp)
+        if target.exists():
+            if not _exchange(tmp, target):  # two renames: a kill between them leaves no target
+                old = _temp_folder(target)
+                old.rmdir()
+                os.rename(target, old)
+                os.rename(tmp, target)
+                tmp = old
+            shutil.rmtree(tmp, ignore_errors=True)  # the previous output, now at tmp
+        else:
+            os.rename(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        # BaseException on purpose: a cancelled job or Ctrl-C must not leave a stray folder
+        if tmp.exists() and tmp != target:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_sharded(folder: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The string metadata and the (memory-mapped) tensors of a sharded folder.
+
+    Raises:
+        ModelFileError: a missing or malformed index, a shard outside the folder, a shard that
+            is missing or corrupt, or a weight map that disagrees with the shards' headers.
+    """
+    index_path = folder / INDEX
+    try:
+        index = loads_untrusted(index_path.read_bytes())
+    except OSError as exc:
+        raise ModelFileError(index_path, f"cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ModelFileError(index_path, f"not valid JSON ({exc})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    metadata = index.get("metadata", {}) if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise ModelFileError(index_path, "corrupt index: needs a 'weight_map' of tensor names "
+                                         "to shard files")
+    state: dict[str, torch.Tensor] = {}
+    for name in dict.fromkeys(weight_map.values()):
+        if Path(name).name != name or name in (".", ".."):
+            raise ModelFileError(index_path, f"corrupt index: shard {name[:200]!r} is not a "
+                                             "file in the folder")
+        shard = folder / name
+        if not shard.is_file():
+            raise ModelFileError(index_path, f"shard {name} is missing")
+        header = read_safetensors_header(shard)
+        expected = {k for k, v in weight_map.items() if v == name}
+        if set(header.tensors) != expected:
+            raise ModelFileError(shard, "does not hold the tensors the index lists for it")
+        state.update(read_safetensors_tensors(shard))
+    strings = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    return strings, {k: state[k] for k in weight_map}

@@ -1,0 +1,80 @@
+"""Discovered specs are cached per architecture: a warm `mal inspect` / `mal curve` never calls
+torch.export, and the cache never answers for a different architecture or discovery code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mal_desktop.cli import main
+from mal_desktop.core.graph import spec_cache
+from mal_desktop.core.graph.discover import discover_spec
+from mal_desktop.core.graph.spec_cache import spec_from_json, spec_key, spec_to_json
+from mal_desktop.core.io.files import load_model
+
+
+@pytest.fixture
+def spec_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "specs"
+    monkeypatch.setenv("MAL_SPEC_CACHE", str(folder))
+    return folder
+
+
+def _no_export(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.export.export called although the spec is cached")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+
+
+def test_warm_inspect_and_curve_do_not_export(small_zoo, spec_dir, monkeypatch, capsys):
+    a, b = str(small_zoo.path_of("mlp-w32-s0")), str(small_zoo.path_of("mlp-w32-s1"))
+    cnn = str(small_zoo.path_of("cnn-w8-s0"))
+    assert main(["inspect", cnn, "--json"]) == 0
+    cold = json.loads(capsys.readouterr().out)
+    assert main(["inspect", a, "--json"]) == 0  # a and b share an architecture: one entry
+    capsys.readouterr()
+    assert len(list(spec_dir.glob("*.json"))) == 2
+
+    _no_export(monkeypatch)
+    assert main(["inspect", cnn, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == cold
+    assert main(["curve", "--base", a, "--target", b, "--data", "digits", "--grid", "3",
+                 "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["aligned"]["loss"]) == 3
+    assert main(["curve", "--base", a, "--target", b, "--data", "digits", "--grid", "3",
+                 "--layers", "layers.0:layers.0", "--align", "chain", "--json"]) == 0
+
+
+def test_cold_discovery_without_a_cache_still_exports(small_zoo, spec_dir, monkeypatch):
+    model = load_model(small_zoo.path_of("resnet-w8-s0"))
+    _no_export(monkeypatch)
+    with pytest.raises(Exception, match="torch.export.export called"):
+        discover_spec(model)
+
+
+def test_json_round_trip_is_the_same_spec(small_zoo, spec_dir):
+    for name in small_zoo.names():
+        spec = discover_spec(load_model(small_zoo.path_of(name)), cache=False)
+        assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+
+
+def test_key_follows_architecture_not_weights(small_zoo, spec_dir):
+    s0, s1 = load_model(small_zoo.path_of("mlp-w32-s0")), load_model(small_zoo.path_of("mlp-w32-s1"))
+    wide = load_model(small_zoo.path_of("mlp-w64-s0"))
+    assert spec_key(s0) == spec_key(s1) is not None
+    assert spec_key(wide) != spec_key(s0)
+    assert spec_key(replace(s0, input_dtype=torch.float64)) != spec_key(s0)
+    assert spec_key(replace(s0, arch={"kind": "memory"})) is None  # made in memory: no identity
+
+
+def test_a_damaged_entry_is_rediscovered(small_zoo, spec_dir):
+    model = load_model(small_zoo.path_of("cnn-w8-s0"))
+    spec = discover_spec(model)
+    (entry,) = spec_dir.glob("*.json")
+    entry.write_text('{"format": 1, "spaces": [')
+    assert discover_spec(model) == spec
+    assert spec_cache.load_spec(spec_key(model)) == spec  # rewritten
