@@ -78,3 +78,18 @@ def test_a_damaged_entry_is_rediscovered(small_zoo, spec_dir):
     entry.write_text('{"format": 1, "spaces": [')
     assert discover_spec(model) == spec
     assert spec_cache.load_spec(spec_key(model)) == spec  # rewritten
+
+
+def test_a_hugging_face_folder_is_discovered_once(tmp_path, spec_dir, monkeypatch, capsys):
+    """Two folders of one config share a cache entry; the second inspect never exports."""
+    pytest.importorskip("transformers")
+    from test_hf_folders import write_llama
+
+    first, _ = write_llama(tmp_path / "a", seed=0)
+    second, _ = write_llama(tmp_path / "b", seed=1)
+    assert main(["inspect", str(first), "--json"]) == 0
+    cold = json.loads(capsys.readouterr().out)["spaces"]
+    assert len(list(spec_dir.glob("*.json"))) == 1
+    _no_export(monkeypatch)
+    assert main(["inspect", str(second), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["spaces"] == cold

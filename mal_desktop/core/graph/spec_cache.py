@@ -54,8 +54,13 @@ def _factory(arch: dict[str, Any]) -> Any:
     return {"factory": name, "source": source}
 
 
+def _hf(arch: dict[str, Any]) -> Any:
+    """A Hugging Face model is identified by its class and config (the weights do not matter)."""
+    return {"class": arch.get("class"), "config": arch.get("config")}
+
+
 _IDENTITY: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "family": _family, "pt2": _pt2, "factory": _factory}
+    "family": _family, "pt2": _pt2, "factory": _factory, "hf": _hf}
 
 
 @lru_cache(maxsize=1)
