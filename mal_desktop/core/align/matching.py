@@ -200,6 +200,11 @@ class _Descent:
         # Spaces on two axes of one tensor: J is not linear in their match, so the LAP's value
         # is not J's change and a candidate is judged by J itself.
         self.coupled: set[str] = set()
+        # A space's LAP cost depends only on the matches of the spaces it shares a tensor with
+        # (its neighbours; itself too when coupled). While none of them moved since the space
+        # was last solved, solving it again gives the same answer: it is skipped ("stale" holds
+        # the spaces that must be solved again). The result is the same as solving every space.
+        self.neighbours: dict[str, set[str]] = {s: set() for s in free}
         for pair in work:
             spaces = [s for s, _ in pair.axes if s is not None]
             for dim, (space, block) in enumerate(pair.axes):
@@ -207,6 +212,14 @@ class _Descent:
                     self.touching[space].append((pair, dim, block))
                     if spaces.count(space) > 1:
                         self.coupled.add(space)
+            on_free = {sp for sp in spaces if sp in self.touching}
+            for space in on_free:
+                self.neighbours[space] |= on_free
+        for space in self.neighbours:
+            if space not in self.coupled:
+                self.neighbours[space].discard(space)
+        self.stale: set[str] = set(free)
+        self.solves = 0  # LAPs solved (the skipped ones are not counted)
 
     def mapped(self, pair: _Pair, skip: int | None = None) -> torch.Tensor:
         """The target tensor with every axis but ``skip`` mapped by the current matches."""
@@ -232,7 +245,18 @@ class _Descent:
         return cost
 
     def improve_space(self, space: str) -> bool:
-        """Solve the LAP of ``space``; keep its match only when it raises J. True if it did."""
+        """Solve the LAP of ``space`` (unless no neighbour moved since it was last solved); keep
+        its match only when it raises J. True if it did."""
+        if space not in self.stale:
+            return False
+        self.stale.discard(space)
+        self.solves += 1
+        if self._better_match(space):
+            self.stale |= self.neighbours[space]
+            return True
+        return False
+
+    def _better_match(self, space: str) -> bool:
         current = self.matches[space]
         cost = self.space_cost(space)
         rows, cols = solve_lap(cost)
