@@ -206,54 +206,76 @@ def build_zoo_job(out_dir: Path, entries: Sequence[ZooEntry] | None = None,
     Raises MalError for duplicate names or an unknown family, DatasetError for an unknown
     dataset (all before any training), Cancelled when cancelled.
     """
-    cancel = cancel if cancel is not None else never_cancelled()
     entries = list(default_zoo() if entries is None else entries)
-    _check_entries(entries)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index_path = out_dir / INDEX_NAME
-    total_epochs = max(1, sum(max(1, e.epochs) for e in entries))
+    indices = yield from build_zoos_job([(Path(out_dir), entries)], cancel, workers)
+    return indices[0]
+
+
+def build_zoos_job(folders: Sequence[tuple[Path, Sequence[ZooEntry]]],
+                   cancel: CancelToken | None = None, workers: int = 1
+                   ) -> Generator[ProgressEvent, None, list[ZooIndex]]:
+    """:func:`build_zoo_job` for several zoo folders at once, with one set of ``workers``
+    training processes for all of them (a study builds the demo zoo and its extras). Returns
+    the folders' ZooIndex in order; progress spans all their entries."""
+    cancel = cancel if cancel is not None else never_cancelled()
+    groups = [(Path(d), list(es)) for d, es in folders]
+    for _, entries in groups:
+        _check_entries(entries)
+    every = [e for _, es in groups for e in es]
+    total_epochs = max(1, sum(max(1, e.epochs) for e in every))
     done_epochs = 0
-    infos: dict[int, ZooModelInfo] = {}
-    count = len(entries)
-    where = {e.name: f"{e.name} ({k}/{count})" for k, e in enumerate(entries, start=1)}
+    infos: list[dict[int, ZooModelInfo]] = [{} for _ in groups]
+    where: dict[tuple[int, str], str] = {}
     tasks: list[TrainTask] = []
-    for entry in entries:
+    for g, (out_dir, entries) in enumerate(groups):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, entry in enumerate(entries):
+            where[(g, entry.name)] = f"{entry.name} ({k + 1}/{len(entries)})"
+            tasks.append(TrainTask(entry, _full_config(entry), (g, k)))  # DatasetError early
+    todo = []
+    for task in tasks:
         cancel.raise_if_cancelled()
+        (g, k), entry = task.slot, task.entry
         rel = f"{entry.name}.safetensors"
-        cached = _cached_info(entry, out_dir / rel, rel)
+        cached = _cached_info(entry, groups[g][0] / rel, rel)
         if cached is None:
-            tasks.append(TrainTask(entry, _full_config(entry)))
+            todo.append(task)
             continue
-        infos[entries.index(entry)] = cached
+        infos[g][k] = cached
         done_epochs += max(1, entry.epochs)
-        yield ProgressEvent("zoo", done_epochs / total_epochs, f"cached {where[entry.name]}",
+        yield ProgressEvent("zoo", done_epochs / total_epochs, f"cached {where[(g, entry.name)]}",
                             {"name": entry.name, "cached": True})
-    progress = {t.entry.name: 0 for t in tasks}
-    for msg in train_in_workers(tasks, workers, cancel):
+    progress = {t.slot: 0.0 for t in todo}
+    for msg in train_in_workers(todo, workers, cancel):
         kind, task = msg[0], msg[1]
-        e = task.entry
+        (g, k), e = task.slot, task.entry
         if kind == "epoch":
             epoch = int(msg[2]["epoch"])
-            progress[e.name] = float(epoch)
+            progress[task.slot] = float(epoch)
             fraction = (done_epochs + sum(progress.values())) / total_epochs
             yield ProgressEvent("zoo", min(1.0, fraction),
-                                f"training {where[e.name]} epoch {epoch}/{e.epochs}",
+                                f"training {where[(g, e.name)]} epoch {epoch}/{e.epochs}",
                                 {"name": e.name, **msg[2]})
             continue
         cancel.raise_if_cancelled()
         rel = f"{e.name}.safetensors"
+        out_dir = groups[g][0]
         info = _save_trained(e, _module_with(e, task.config, msg[2]), task.config, msg[3],
                              out_dir / rel, rel)
-        infos[entries.index(e)] = info
-        atomic_write_text(index_path, _index_json([infos[i] for i in sorted(infos)]))
-        progress[e.name] = 0
+        infos[g][k] = info
+        atomic_write_text(out_dir / INDEX_NAME,
+                          _index_json([infos[g][i] for i in sorted(infos[g])]))
+        progress[task.slot] = 0.0
         done_epochs += max(1, e.epochs)
         yield ProgressEvent("zoo", min(1.0, (done_epochs + sum(progress.values())) / total_epochs),
-                            f"trained {where[e.name]}: test accuracy {info.test_accuracy:.1%}",
+                            f"trained {where[(g, e.name)]}: test accuracy {info.test_accuracy:.1%}",
                             {"name": e.name, "test_accuracy": info.test_accuracy})
-    atomic_write_text(index_path, _index_json([infos[i] for i in sorted(infos)]))
-    return ZooIndex(tuple(infos[i] for i in sorted(infos)), out_dir)
+    out = []
+    for g, (out_dir, _) in enumerate(groups):
+        ordered = [infos[g][i] for i in sorted(infos[g])]
+        atomic_write_text(out_dir / INDEX_NAME, _index_json(ordered))
+        out.append(ZooIndex(tuple(ordered), out_dir))
+    return out
 
 
 def _check_entries(entries: Sequence[ZooEntry]) -> None:

@@ -84,12 +84,15 @@ def pinned_environ() -> Iterator[None]:
 
 def enter_pinned_process() -> None:
     """First thing in a pinned worker process: set the environment (in case the process was
-    not started under :func:`pinned_environ`), one torch thread, and check that ATen really
+    not started under :func:`pinned_environ`), one torch thread, deterministic algorithms and
+    oneDNN off for the process's life (it is a dedicated worker), and check that ATen really
     runs its portable kernels. Raises MalError when it does not (a kernel ran before)."""
     os.environ.update(PINNED_ENV)
     import torch
 
     torch.set_num_threads(TRAIN_THREADS)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.mkldnn.enabled = False
     capability = torch.backends.cpu.get_cpu_capability()
     if capability != PINNED_CAPABILITY:
         raise MalError(f"a pinned worker runs ATen's {capability} kernels, not "

@@ -29,6 +29,7 @@ class TrainTask:
 
     entry: Any  # ZooEntry (kept untyped: build.py imports this module)
     config: dict[str, Any]
+    slot: Any = None  # the caller's tag (where the result goes)
 
 
 def _serve(conn: Connection) -> None:
