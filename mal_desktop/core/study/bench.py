@@ -5,7 +5,8 @@ One bench lives in each measuring process (``runner.py``). It keeps one
 discovered once) and runs the engine's steps (``curve_series``, ``align_step``, ``merge_step``,
 ``weight_matching``) on it. A curve record holds, at every lambda of the grid:
 
-- the naive and the aligned merge on the base's task (loss and accuracy);
+- the aligned merge on the base's task (loss and accuracy), and the naive merge when the
+  target was trained on the base's data (law 1 compares the two on such pairs);
 - ``aligned_repair``: the aligned merge with BatchNorm statistics re-estimated on the base's
   training data (REPAIR, ``evaluate/repair.py``), for bases with BatchNorm;
 - ``target_task``: when the target was trained on other data, the aligned (and repaired) merge's
@@ -40,6 +41,7 @@ from ..progress import run_job
 from .zoo import StudyZoo
 
 Layers = tuple[tuple[str, str], ...]
+REPAIR_SAMPLES = 512  # training inputs the BatchNorm statistics are re-estimated on
 StateAt = Callable[[float], dict[str, torch.Tensor]]
 
 
@@ -95,6 +97,7 @@ class Bench:
         self.restarts = max(1, restarts)
         self.cache = ModelCache()
         self._data: dict[str, Dataset] = {}
+        self._base_evals: dict[tuple[int, str], Any] = {}
 
     def data(self, name: str) -> Dataset:
         if name not in self._data:
@@ -118,14 +121,22 @@ class Bench:
     def _sweep(self, base: LoadedModel, state_at: StateAt, datasets: list[Dataset],
                repair: bool = False) -> list[tuple[list[float], list[float]]]:
         """(losses, accuracies) along the grid on each of ``datasets``; ``repair``
-        re-estimates BatchNorm statistics on the base task's training inputs at interior
-        lambdas (the end points stay the two models as they are)."""
+        re-estimates BatchNorm statistics on the first :data:`REPAIR_SAMPLES` training inputs
+        of the base's task at interior lambdas (the end points stay the two models as they
+        are)."""
         work = copy.deepcopy(base.module).eval()
         probe = replace(base, module=work)
         base_data = self.data(self.dataset_name)
-        repair_x = fit_inputs(base, base_data.x_train, base_data.name) if repair else None
+        repair_x = fit_inputs(base, base_data.x_train[:REPAIR_SAMPLES], base_data.name) \
+            if repair else None
         out: list[tuple[list[float], list[float]]] = [([], []) for _ in datasets]
         for lam in self.lambdas:
+            if lam == 0.0:  # every series starts at the base itself, bit for bit
+                for (losses, accs), data in zip(out, datasets):
+                    r = self._base_eval(base, data)
+                    losses.append(r.loss)
+                    accs.append(r.accuracy)
+                continue
             work.load_state_dict(state_at(float(lam)), strict=True)
             if repair_x is not None and 0.0 < lam < 1.0:
                 reset_batchnorm_stats(work, repair_x)
@@ -134,6 +145,13 @@ class Bench:
                 losses.append(r.loss)
                 accs.append(r.accuracy)
         return out
+
+    def _base_eval(self, base: LoadedModel, data: Dataset):
+        """The base model itself on ``data`` (evaluated once per base and data set)."""
+        key = (id(base), data.name)
+        if key not in self._base_evals:
+            self._base_evals[key] = evaluate_model(base, data)
+        return self._base_evals[key]
 
     def _metrics(self, losses: list[float], accs: list[float]) -> dict[str, Any]:
         return series_metrics(self.lambdas, losses, accs, self.epsilon)
@@ -147,19 +165,20 @@ class Bench:
         rec: dict[str, Any] = {"key": spec.key, "kind": "layer" if spec.layers else "whole",
                                "base": b.name, "target": t.name,
                                "layers": [list(p) for p in spec.layers]}
+        base_data = self.data(self.dataset_name)
+        other = t.dataset != b.dataset
+        datasets = [base_data] + ([self.data(t.dataset)] if other else [])
         if spec.layers:
             found = curve_series(self.cache, self._path(spec.base), self._path(spec.target),
                                  layers=list(spec.layers))
             naive, aligned = found.naive, found.aligned
             rec.update(align=found.align, note=found.note)
+            swept = self._sweep(base, aligned, datasets)
         else:
-            naive, aligned, matching = self._whole_series(spec)
+            naive, aligned, matching, swept = self._whole_series(spec, datasets)
             rec.update(align="weight", note="", matching=matching)
-        base_data = self.data(self.dataset_name)
-        other = t.dataset != b.dataset
-        datasets = [base_data] + ([self.data(t.dataset)] if other else [])
-        rec["naive"] = self._metrics(*self._sweep(base, naive, [base_data])[0])
-        swept = self._sweep(base, aligned, datasets)
+        if not other:  # the naive merge is compared on same-data pairs only (law 1)
+            rec["naive"] = self._metrics(*self._sweep(base, naive, [base_data])[0])
         rec["aligned"] = self._metrics(*swept[0])
         repaired = None
         if has_batchnorm(base.state()):
@@ -171,29 +190,31 @@ class Bench:
         rec["seconds"] = round(time.perf_counter() - start, 3)
         return rec
 
-    def _whole_series(self, spec: CurveSpec) -> tuple[StateAt, StateAt, dict[str, Any]]:
-        """Naive and aligned whole-model series; weight matching restarted ``restarts`` times,
-        the highest objective (sum of inner products of matched weights) chosen."""
+    def _whole_series(self, spec: CurveSpec, datasets: list[Dataset]
+                      ) -> tuple[StateAt, StateAt, dict[str, Any], list]:
+        """Naive and aligned whole-model series, the matching record and the aligned series'
+        sweep over ``datasets``: weight matching restarted ``restarts`` times, the highest
+        objective (sum of inner products of matched weights) chosen."""
         b_state, t_state = self.state_of(spec.base), self.state_of(spec.target)
         spec_b = self.spec_of(spec.base)
         keys = default_tensor_keys(spec_b, b_state)
-        base_data = self.data(self.dataset_name)
         runs = []
         for seed in range(self.restarts):
             perms = run_job(weight_matching(b_state, t_state, spec_b, seed=seed))
             permuted = permute_state(t_state, spec_b, perms)
             objective = float(sum((b_state[k].double() * permuted[k].double()).sum()
                                   for k in keys))
-            losses, accs = self._sweep(self.model(spec.base), lerp_states(b_state, permuted),
-                                       [base_data])[0]
-            runs.append({"seed": seed, "objective": objective, "permuted": permuted,
-                         "mean_lmc_loss": mean_loss(losses), "barrier": barrier(self.lambdas,
-                                                                                losses)})
+            series = lerp_states(b_state, permuted)
+            swept = self._sweep(self.model(spec.base), series, datasets)
+            losses = swept[0][0]
+            runs.append({"seed": seed, "objective": objective, "series": series,
+                         "swept": swept, "mean_lmc_loss": mean_loss(losses),
+                         "barrier": barrier(self.lambdas, losses)})
         best = max(runs, key=lambda r: (r["objective"], -r["seed"]))
         matching = {"chosen_seed": best["seed"],
-                    "restarts": [{k: v for k, v in r.items() if k != "permuted"}
+                    "restarts": [{k: v for k, v in r.items() if k not in ("series", "swept")}
                                  for r in runs]}
-        return lerp_states(b_state, t_state), lerp_states(b_state, best["permuted"]), matching
+        return lerp_states(b_state, t_state), best["series"], matching, best["swept"]
 
     # -- iterated merging -----------------------------------------------------------------
     def iterated(self, spec: IteratedSpec) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import FIGURES, check_rows, ci_text, f, figure, pct, table
+from .format import FIGURES, check_rows, ci_text, f, figure, mci, pct, table
 from .report_laws import SECTIONS, heatmap_table
 
 _INTRO = [
@@ -37,6 +37,23 @@ _INTRO = [
     "grid step); **did not hold** when the same is true in the opposite direction; **not "
     "resolved** otherwise: the data cannot tell. A law with several checks reads held when all "
     "held, partly held when some did.", ""]
+
+
+def _in_short(data: dict[str, Any]) -> list[str]:
+    """The verdicts and the gains in a few plain sentences, before any detail."""
+    lines = ["## In short", ""]
+    for law in data["laws"]:
+        tests = "; ".join(f"{c['name']}: n = {c['n']}, p = {f(c['p'], '.2g')}, "
+                          f"{c['verdict']}" for c in law["checks"])
+        lines.append(f"- Law {law['law']}, *{law['title']}*: **{law['verdict']}** ({tests}).")
+    g = data["gains"]
+    lines += ["", "**Does merging add a capability?** " + (
+        "Yes: some assemblies improved the target-task accuracy while keeping the base's "
+        "within epsilon (see *What merging gains*)." if g["any_gain"] else
+        "No: no assembly in this study measurably improved a capability without losing the "
+        "base's. Merging at or below lambda\\* keeps the base's skill but does not transfer the "
+        "target's (see *What merging gains*)."), ""]
+    return lines
 
 
 def _summary(data: dict[str, Any]) -> list[str]:
@@ -129,16 +146,17 @@ def _gains(data: dict[str, Any]) -> list[str]:
     lines += check_rows([check, check_rep]) + [""]
     rows = []
     for c in sorted(g["configs"], key=lambda c: (c["kind"], c["config"])):
-        rep = c.get("gain_repair")
-        rows.append([c["config"], c["kind"], c["n"], f(c["lambda"]["mean"], ".2f"),
-                     pct(c["base_accuracy"]["mean"]), pct(c["base_task"]["mean"]),
-                     pct(c["base_on_target"]["mean"]), pct(c["target_task"]["mean"]),
-                     ci_text(c["gain"]["mean"] * 100, [x * 100 for x in c["gain"]["ci"]], ".1f"),
-                     ci_text(rep["mean"] * 100, [x * 100 for x in rep["ci"]], ".1f")
-                     if rep else "-", pct(c["target_own_accuracy"]["mean"])])
+        rows.append([c["config"], c["kind"], c["n"], mci(c.get("lambda"), ".2f"),
+                     mci(c.get("base_accuracy"), ".1f", 100), mci(c.get("base_task"), ".1f", 100),
+                     mci(c.get("base_on_target"), ".1f", 100),
+                     mci(c.get("target_task"), ".1f", 100), mci(c.get("gain"), ".1f", 100),
+                     mci(c.get("gain_repair"), ".1f", 100),
+                     mci(c.get("target_own_accuracy"), ".1f", 100)])
+    lines += ["Per configuration (means over seeds with 95% intervals; accuracies in %, gains "
+              "in accuracy points):", ""]
     lines += table(["configuration (base <- target, layers)", "merge", "seeds", "lambda*",
                     "base task: base", "base task: merged", "target task: base",
-                    "target task: merged", "gain (points)", "gain with REPAIR (points)",
+                    "target task: merged", "gain", "gain with REPAIR",
                     "target task: the target itself"], rows)
     lines += ["", "Every merge of the study (same-data ones included, whose target task is the "
               "base's) is listed with the same columns in [merges.md](merges.md).", ""]
@@ -213,15 +231,15 @@ def render_report(data: dict[str, Any]) -> str:
              f"curves {t['curve_seconds']:.1f} s ({t['curves_cached']} from the cache), "
              f"{t['iterated']} iterated chains {t['iterated_seconds']:.1f} s; total "
              f"{t['total_seconds']:.1f} s.", ""]
-    lines += _INTRO + _summary(data) + _choosing_lambda(data) + _gains(data)
+    lines += _in_short(data) + _INTRO + _summary(data) + _choosing_lambda(data) + _gains(data)
     for law in data["laws"]:
         lines += [f"## Law {law['law']}: {law['title']}", ""]
         lines += SECTIONS[law["law"]](law, data, step)
     lines += ["## Architecture x architecture heatmaps", "",
               "Mean LMC loss (aligned) of merging a target's head into each family's base "
               "(mean over seeds).", "", "Same data:", ""]
-    lines += heatmap_table(data["heatmaps"], "same") + ["", "Different data (digits-rot90):", ""]
-    lines += heatmap_table(data["heatmaps"], "different") + [""]
+    lines += heatmap_table(data, "same") + ["", "Different data (digits-rot90):", ""]
+    lines += heatmap_table(data, "different") + [""]
     lines += _reproducibility(data) + _method(data)
     errors = [r for r in data["curves"] if "error" in r]
     errors += [it for it in data["iterated"] if "error" in it]

@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from .format import check_rows, f, figure, mci, pct, table
+from .stats import mean_ci
 
 Law = dict[str, Any]
 
@@ -82,14 +83,14 @@ def _law4b(law: Law, data: dict[str, Any], step: float) -> list[str]:
         for k in ("naive_lambda", "lambda", "naive_mean_loss", "mean_loss"):
             cell[k].append(c[k])
     if cells:
-        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         lines += ["The nine width cases (base side relative to the target; means over "
-                  f"{max(len(v['lambda']) for v in cells.values())} seeds):", ""]
+                  f"{max(len(v['lambda']) for v in cells.values())} seeds with 95% intervals):",
+                  ""]
         lines += table(["out", "in", "target out x in", "lambda* naive", "lambda* aligned",
                         "loss naive", "loss aligned"],
-                       [[o, i, f"{to} x {ti}", f(mean(v["naive_lambda"]), ".2f"),
-                         f(mean(v["lambda"]), ".2f"), f(mean(v["naive_mean_loss"])),
-                         f(mean(v["mean_loss"]))] for (o, i, to, ti), v in cells.items()])
+                       [[o, i, f"{to} x {ti}", mci(mean_ci(v["naive_lambda"]), ".2f"),
+                         mci(mean_ci(v["lambda"]), ".2f"), mci(mean_ci(v["naive_mean_loss"])),
+                         mci(mean_ci(v["mean_loss"]))] for (o, i, to, ti), v in cells.items()])
         lines.append("")
     return lines + _verdict(law) + figure("width_cases")
 
@@ -125,7 +126,16 @@ SECTIONS: dict[str, Callable[[Law, dict[str, Any], float], list[str]]] = {
     "1": _law1, "2": _law2, "3": _law3, "4a": _law4a, "4b": _law4b, "5": _law5, "6": _law6}
 
 
-def heatmap_table(heat: dict[str, Any], which: str) -> list[str]:
-    fams = heat["families"]
-    rows = [[a] + [f(v) for v in heat[which][i]] for i, a in enumerate(fams)]
+def heatmap_table(data: dict[str, Any], which: str) -> list[str]:
+    """Mean aligned LMC loss per (base family, target family) cell over the seeds, with its
+    95% interval."""
+    fams = data["heatmaps"]["families"]
+    curves = {r["key"]: r for r in data["curves"] if "error" not in r}
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in data["parts"]["heatmaps"]:
+        r = curves.get(row[which] or "")
+        if r is not None:
+            cells[(row["base_family"], row["target_family"])].append(
+                r["aligned"]["mean_lmc_loss"])
+    rows = [[a] + [mci(mean_ci(cells.get((a, b), []))) for b in fams] for a in fams]
     return table(["base \\ target"] + fams, rows)

@@ -35,7 +35,7 @@ from .report import render_merges, render_report
 from .runner import BenchSettings, measure_curves, measure_iterated, open_pool
 from .zoo import BASE_DATASET, EXTRAS_DIR, StudyZoo, config_id, study_entries
 
-STUDY_VERSION = 2
+STUDY_VERSION = 4
 DATA_NAME = "study.json"
 REPORT_NAME = "report.md"
 MERGES_NAME = "merges.md"
