@@ -68,48 +68,92 @@ def _summary(data: dict[str, Any]) -> list[str]:
          "check verdict", "law verdict"], rows) + [""]
 
 
+_ADVICE = {  # law -> (what it means when it held, when the data cannot tell, when contradicted)
+    "3": ("donors trained on the base's own data merge more smoothly than donors trained on "
+          "other data",
+          "whether the donor's training data matters could not be told apart from seed noise",
+          "the data contradict it: donors trained on other data merged more smoothly"),
+    "4a": ("a larger width mismatch lowers lambda\\*: take a smaller lambda from a donor of "
+           "another width",
+           "a larger width mismatch did not measurably lower lambda\\* beyond seed noise and "
+           "the grid's resolution: the width ratio alone is no guide to lambda",
+           "the data contradict it: a larger mismatch gave a larger lambda\\*"),
+    "4b": ("a wider donor is safer than a narrower one (larger lambda\\*)",
+           "whether a wider or a narrower donor is safer could not be told apart from seed "
+           "noise and the grid's resolution",
+           "the data contradict it: narrower donors allowed the larger lambda\\*"),
+    "5": ("which layer you merge matters more than which donor it comes from",
+          "layer position effects could not be told apart from the variation between donors",
+          "the data contradict it: donors mattered more than layer positions"),
+}
+
+
+def _advice(law: dict[str, Any]) -> str:
+    good, unclear, contrary = _ADVICE[law["law"]]
+    v = law["verdict"]
+    text = good if v == "held" else f"in part, {good}" if v == "partly held" else \
+        contrary if v == "did not hold" else unclear
+    tests = "; ".join(f"{c['name']}: n = {c['n']}, mean effect "
+                      f"{ci_text(c['effect'], c['ci'], '.3g')}, p = {f(c['p'], '.3g')}, "
+                      f"{c['verdict']}" for c in law["checks"])
+    return f"- **Law {law['law']} ({v}):** {text} ({tests})."
+
+
+def _position_order(law5: dict[str, Any]) -> str:
+    means = {}
+    for p in ("first", "middle", "last"):
+        vals = [fam["positions"][p]["mean_loss"]["mean"] for fam in law5["families"].values()
+                if p in fam["positions"]]
+        if vals:
+            means[p] = sum(vals) / len(vals)
+    if len(means) < 2:
+        return ""
+    worst, best = max(means, key=means.get), min(means, key=means.get)
+    return (f" Averaged over the families, merging the {worst} layer hurt most (mean LMC loss "
+            f"{means[worst]:.3f}) and the {best} layer least ({means[best]:.3f}): take a "
+            f"smaller lambda for the {worst} layer.")
+
+
 def _choosing_lambda(data: dict[str, Any]) -> list[str]:
     """What the verdicts mean for a user choosing lambda (numbers from the data)."""
     laws = {law["law"]: law for law in data["laws"]}
     lines = ["## What this means when you choose lambda", ""]
-    law1 = laws["1"]["groups"]
-    het = law1.get("layer-level, heterogeneous")
-    whole = law1.get("whole-model, same family")
+    het = laws["1"]["groups"].get("layer-level, heterogeneous")
+    whole = laws["1"]["groups"].get("whole-model, same family")
+    c1 = {c["name"]: c for c in laws["1"]["checks"]}
+    aligned_helps = c1.get("layer-level, heterogeneous: loss", {}).get("verdict") == "held"
+    lines.append(
+        f"- **Law 1 ({laws['1']['verdict']}):** "
+        + ("align before you merge: " if aligned_helps else
+           "aligning did not measurably beat naive merging in every respect: ")
+        + (f"across {het['n']} heterogeneous layer merges the aligned merge's mean LMC loss is "
+           f"{mci(het['loss_aligned'])} against {mci(het['loss_naive'])} naive, and its "
+           f"lambda\\* {mci(het['lambda_aligned'], '.2f')} against "
+           f"{mci(het['lambda_naive'], '.2f')}. " if het else "")
+        + (f"Whole-model merges of two seeds of one architecture keep the base's accuracy "
+           f"only up to lambda\\* {mci(whole['lambda_aligned'], '.2f')} even when aligned." if whole
+           else ""))
     l2 = laws["2"]
     lines.append(
-        f"- **Align before you merge.** Law 1 reads *{laws['1']['verdict']}*. "
-        + (f"Across {het['n']} heterogeneous layer merges the aligned merge's mean LMC loss is "
-           f"{ci_text(het['loss_aligned']['mean'], het['loss_aligned']['ci'])} against "
-           f"{ci_text(het['loss_naive']['mean'], het['loss_naive']['ci'])} naive, and its "
-           f"lambda\\* {ci_text(het['lambda_aligned']['mean'], het['lambda_aligned']['ci'], '.2f')}"
-           f" against {ci_text(het['lambda_naive']['mean'], het['lambda_naive']['ci'], '.2f')}. "
-           if het else "")
-        + (f"Whole-model merges of two seeds of one architecture keep the base's accuracy only "
-           f"up to lambda\\* {ci_text(whole['lambda_aligned']['mean'], whole['lambda_aligned']['ci'], '.2f')}"
-           f" even when aligned. " if whole else ""))
-    lines.append(
-        f"- **There is a threshold, and it is specific to the pair.** Law 2 reads "
-        f"*{l2['verdict']}*: {l2['configurations_always_below']} of {l2['configurations']} pair "
-        f"configurations have lambda\\* < 1 on every seed; over all {l2['n']} merges lambda\\* "
-        f"averages {ci_text(l2['lambda_']['mean'], l2['lambda_']['ci'], '.2f')} and ranges from "
+        f"- **Law 2 ({l2['verdict']}):** {l2['configurations_always_below']} of "
+        f"{l2['configurations']} pair configurations have lambda\\* < 1 on every seed; over all "
+        f"{l2['n']} merges lambda\\* averages {mci(l2['lambda_'], '.2f')} and ranges from "
         f"{f(l2['min'], '.2f')} to {f(l2['max'], '.2f')}. No single lambda is safe for every "
         "pair: measure the curve of your own pair (`mal curve`) and stay below its lambda\\*.")
     l6 = laws["6"]
     c6 = l6["checks"][0]
     lines.append(
-        f"- **Small steps add up.** Law 6 reads *{l6['verdict']}*: chains of steps, each at half "
-        f"its own lambda\\*, lost {ci_text(c6['effect'] * 100 if c6['n'] else float('nan'), [x * 100 for x in c6['ci']], '.1f')}"
-        " accuracy points more than their worst single step. Re-measure the merged model after "
-        "every step instead of trusting each step's own threshold.")
-    for key, what in (("3", "Prefer donors trained on the base's data"),
-                      ("4a", "Expect a lower lambda\\* for a larger width mismatch"),
-                      ("4b", "A wider donor is not automatically safer"),
-                      ("5", "Which layer you merge matters")):
-        law = laws[key]
-        c = law["checks"][0]
-        lines.append(f"- **{what}?** Law {key} reads *{law['verdict']}* (first check: n = "
-                     f"{c['n']}, mean effect {ci_text(c['effect'], c['ci'], '.3g')}, p = "
-                     f"{f(c['p'], '.3g')}).")
+        f"- **Law 6 ({l6['verdict']}):** chains of steps, each at half its own lambda\\* (so "
+        f"each step alone keeps the base's accuracy), lost "
+        f"{ci_text(c6['effect'] * 100, [x * 100 for x in c6['ci']], '.1f')} accuracy points "
+        "more than their worst single step (p = " + f(c6["p"], ".3g") + "). "
+        + ("Small steps add up: re-measure the merged model after every step instead of "
+           "trusting each step's own threshold." if l6["verdict"] == "held" else
+           "Whether small steps add up could not be told apart from seed noise."))
+    for key in ("3", "4a", "4b", "5"):
+        lines.append(_advice(laws[key]) + (_position_order(laws[key])
+                                           if key == "5" and laws[key]["verdict"] == "held"
+                                           else ""))
     return lines + [""]
 
 
