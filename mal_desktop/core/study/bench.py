@@ -19,7 +19,6 @@ discovered once) and runs the engine's steps (``curve_series``, ``align_step``, 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -248,7 +247,3 @@ class Bench:
                 "layer": spec.layer, "donors": list(spec.donors), "lams": list(spec.lams),
                 "accuracy": accs, "loss": losses, "single_accuracy": singles,
                 "seconds": round(time.perf_counter() - start, 3)}
-
-
-def is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -93,6 +93,10 @@ def gains(curves: dict[str, Record], lambdas: list[float],
                 entry[field] = mean_ci(vals)
         configs.append(entry)
     best = max(configs, key=lambda c: c["gain"]["mean"], default=None)
+    # Per configuration only a few seeds: no test can reach p < 0.05, so a configuration is
+    # only *noted* when its whole interval lies above the seed-to-seed noise of gains.
+    noise = check["noise"] if check["noise"] == check["noise"] else 0.0
+    noted = [c["config"] for c in configs if c["gain"]["ci"][0] > noise]
     return {"rows": rows, "configs": configs, "checks": [check, check_repair],
-            "best": best, "n_different": len(different),
+            "best": best, "n_different": len(different), "noted": noted,
             "any_gain": any(c["verdict"] == stats.HELD for c in (check, check_repair))}
