@@ -66,9 +66,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return out
 
 
+def md(text: str) -> str:
+    """``text`` with markdown's emphasis character escaped (lambda* inside italics)."""
+    return text.replace("*", "\\*")
+
+
 def figure(key: str) -> list[str]:
     name, caption = FIGURES[key]
-    return [f"![{caption}]({name})", "", f"*Figure: {caption}*", ""]
+    return [f"![{caption}]({name})", "", f"*Figure: {md(caption)}*", ""]
 
 
 def check_rows(checks: Sequence[dict[str, Any]]) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import FIGURES, check_rows, ci_text, f, figure, mci, pct, table
+from .format import FIGURES, check_rows, ci_text, f, figure, mci, md, pct, table
 from .report_laws import SECTIONS, heatmap_table
 
 _INTRO = [
@@ -45,7 +45,8 @@ def _in_short(data: dict[str, Any]) -> list[str]:
     for law in data["laws"]:
         tests = "; ".join(f"{c['name']}: n = {c['n']}, p = {f(c['p'], '.2g')}, "
                           f"{c['verdict']}" for c in law["checks"])
-        lines.append(f"- Law {law['law']}, *{law['title']}*: **{law['verdict']}** ({tests}).")
+        lines.append(f"- Law {law['law']}, *{md(law['title'])}*: **{law['verdict']}** "
+                     f"({md(tests)}).")
     lines += ["", "**Does merging add a capability?** " + _gain_answer(data["gains"]), ""]
     return lines
 
