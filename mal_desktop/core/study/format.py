@@ -35,9 +35,11 @@ FIGURES: dict[str, tuple[str, str]] = {
 
 
 def f(x: Any, spec: str = ".3f") -> str:
-    """A number for the report; '-' for missing or NaN."""
+    """A number for the report; '-' for missing or NaN; rounding noise (|x| < 1e-12) is 0."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
+    if isinstance(x, float) and abs(x) < 1e-12:
+        x = 0.0
     return format(x, spec)
 
 
@@ -60,9 +62,13 @@ def mci(x: dict[str, Any] | None, spec: str = ".3f", scale: float = 1.0) -> str:
     return ci_text(x["mean"] * scale, [c * scale for c in x["ci"]], spec)
 
 
+def _cell(c: Any) -> str:
+    return str(c).replace("|", "\\|")  # a pipe inside a cell would split it
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    out = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return out
 
 
