@@ -143,15 +143,27 @@ def _fig_heatmap(data: dict[str, Any], which: str) -> pg.PlotWidget:
 _CASES = ("wider", "equal", "narrower")
 
 
+def _law(data: dict[str, Any], key: str) -> dict[str, Any]:
+    return next((x for x in data.get("laws", []) if str(x.get("law")) == key), {})
+
+
+def _mean(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if _finite(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
 def _fig_width_cases(data: dict[str, Any]) -> pg.PlotWidget:
-    law = next(x for x in data["laws"] if x["law"] == 4)
+    cases = _law(data, "4b").get("width_cases", [])
+    cells: dict[tuple[int, int], list[dict]] = {}
+    for c in cases:
+        cells.setdefault((_CASES.index(c["out"]), _CASES.index(c["in"])), []).append(c)
     values = [[None] * 3 for _ in range(3)]
     texts = [["n/a"] * 3 for _ in range(3)]
-    for c in law["width_cases"]:
-        i, j = _CASES.index(c["out"]), _CASES.index(c["in"])
-        values[i][j] = c["mean_loss"]
-        texts[i][j] = (f"loss {c['mean_loss']:.3f}\nlambda* {c['lambda']:.2f}\n"
-                       f"target {c['target_out']}x{c['target_in']}")
+    for (i, j), cs in cells.items():
+        loss, lam = _mean([c["mean_loss"] for c in cs]), _mean([c["lambda"] for c in cs])
+        values[i][j] = loss
+        texts[i][j] = (f"loss {loss:.3f}\nlambda* {lam:.2f}\n"
+                       f"target {cs[0]['target_out']}x{cs[0]['target_in']}")
     return _heatmap("Nine width cases: aligned mean LMC loss and lambda* (MLP middle layer)",
                     values, [f"out: base {c}" for c in _CASES], [f"in: base {c}" for c in _CASES],
                     "input side (base relative to target)", "output side", texts)
@@ -168,44 +180,66 @@ def _colour(data: dict[str, Any], family: str) -> str:
 
 
 def _fig_positions(data: dict[str, Any]) -> pg.PlotWidget:
-    law = next(x for x in data["laws"] if x["law"] == 5)
+    families = _law(data, "5").get("families", {})
     w = _plot("Layer position: aligned mean LMC loss of merging one layer", "layer position",
               "mean LMC loss")
     legend = _legend(w)
-    fams = list(law["families"])
+    fams = list(families)
     width = 0.8 / max(1, len(fams))
     for k, family in enumerate(fams):
-        pos = law["families"][family]["positions"]
-        xs, hs = [], []
+        pos = families[family]["positions"]
+        xs, hs, los, his = [], [], [], []
         for i, p in enumerate(("first", "middle", "last")):
-            if p in pos and _finite(pos[p]["mean_loss"]):
+            cell = pos.get(p, {}).get("mean_loss", {})
+            if _finite(cell.get("mean")):
                 xs.append(i - 0.4 + width * (k + 0.5))
-                hs.append(pos[p]["mean_loss"])
+                hs.append(cell["mean"])
+                lo, hi = cell.get("ci", [cell["mean"], cell["mean"]])
+                los.append(cell["mean"] - lo if _finite(lo) else 0.0)
+                his.append(hi - cell["mean"] if _finite(hi) else 0.0)
         bars = pg.BarGraphItem(x=xs, height=hs, width=width * 0.9,
                                brush=_colour(data, family), pen=pg.mkPen("k", width=0.5))
         w.getPlotItem().addItem(bars)
+        if xs:
+            w.getPlotItem().addItem(pg.ErrorBarItem(x=np.array(xs), y=np.array(hs),
+                                                    bottom=np.array(los), top=np.array(his),
+                                                    beam=width * 0.3, pen=pg.mkPen("k")))
         legend.addItem(bars, family)
     w.getPlotItem().getAxis("bottom").setTicks([[(0, "first"), (1, "middle"), (2, "last")]])
     w.getPlotItem().setXRange(-0.6, 2.6, padding=0)
     return w
 
 
+def _ratio_points(data: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+    """Family -> (log2 width ratio, aligned lambda*) of every width-ratio curve."""
+    curves = {r["key"]: r for r in data.get("curves", []) if "error" not in r}
+    out: dict[str, list[tuple[float, float]]] = {}
+    for row in data.get("parts", {}).get("ratios", []):
+        r = curves.get(row["key"])
+        if r is not None and _finite(r["aligned"]["threshold"]):
+            out.setdefault(row["family"], []).append(
+                (math.log2(row["target_width"] / row["base_width"]), r["aligned"]["threshold"]))
+    return out
+
+
 def _fig_width_ratio(data: dict[str, Any]) -> pg.PlotWidget:
-    law = next(x for x in data["laws"] if x["law"] == 4)
+    points = _ratio_points(data)
     w = _plot("Width ratio vs lambda* (aligned, middle layer)", "target width / base width",
               "lambda*")
     legend = _legend(w)
-    fams = [f for f in _families(data) if any(r["family"] == f for r in law["ratios"])]
+    fams = [f for f in _families(data) if f in points]
     for k, family in enumerate(fams):
-        pts = [r for r in law["ratios"] if r["family"] == family and _finite(r["lambda"])]
+        pts = points[family]
         # A small fixed offset per family keeps equal points of different families visible.
         offset = (k - (len(fams) - 1) / 2) * 0.04
-        xs = [math.log2(r["ratio"]) + offset for r in pts]
-        ys = [r["lambda"] + offset / 2 for r in pts]
-        scatter = pg.ScatterPlotItem(xs, ys, symbol=SYMBOLS[k % len(SYMBOLS)], size=11,
-                                     brush=pg.mkBrush(_colour(data, family)),
-                                     pen=pg.mkPen("k", width=0.5))
+        colour = _colour(data, family)
+        scatter = pg.ScatterPlotItem([x + offset for x, _ in pts], [y for _, y in pts],
+                                     symbol=SYMBOLS[k % len(SYMBOLS)], size=9,
+                                     brush=pg.mkBrush(colour), pen=pg.mkPen("k", width=0.5))
         w.getPlotItem().addItem(scatter)
+        levels = sorted({x for x, _ in pts})
+        means = [_mean([y for x, y in pts if x == lv]) for lv in levels]
+        w.getPlotItem().plot([lv + offset for lv in levels], means, pen=pg.mkPen(colour, width=2))
         legend.addItem(scatter, family)
     ticks = [(v, f"{2 ** v:g}" if v >= 0 else f"1/{2 ** -v:g}") for v in range(-3, 4)]
     w.getPlotItem().getAxis("bottom").setTicks([ticks])
@@ -214,18 +248,20 @@ def _fig_width_ratio(data: dict[str, Any]) -> pg.PlotWidget:
 
 
 def _fig_iterated(data: dict[str, Any]) -> pg.PlotWidget:
-    lam = data["settings"]["iterated_lambda"]
-    w = _plot(f"Iterated merges at lambda {lam:g}: base-task accuracy after each step",
+    w = _plot("Iterated merges, each step at half its own lambda*: base-task accuracy",
               "steps", "accuracy (%)")
     legend = _legend(w, (10, -10))
-    for it in data["iterated"]:
+    shown: set[str] = set()
+    for it in data.get("iterated", []):
         if "error" in it:
             continue
         acc = [100.0 * a for a in it["accuracy"]]
         colour = _colour(data, it["family"])
         line = w.getPlotItem().plot(list(range(len(acc))), acc, pen=pg.mkPen(colour, width=2),
-                                    symbol="o", symbolBrush=colour, symbolSize=7)
-        legend.addItem(line, it["family"])
+                                    symbol="o", symbolBrush=colour, symbolSize=6)
+        if it["family"] not in shown:
+            legend.addItem(line, it["family"])
+            shown.add(it["family"])
     return w
 
 
@@ -234,7 +270,8 @@ def _fig_naive_aligned(data: dict[str, Any]) -> pg.PlotWidget:
               "loss on the base task")
     legend = _legend(w)
     lambdas = data["lambdas"]
-    for r in data["curves"]:
+    shown: set[str] = set()
+    for r in data.get("curves", []):
         if "error" in r or r["kind"] != "whole" or r["target_dataset"] != r["base_dataset"]:
             continue
         colour = _colour(data, r["base_family"])
@@ -242,8 +279,9 @@ def _fig_naive_aligned(data: dict[str, Any]) -> pg.PlotWidget:
             loss = [x if _finite(x) else np.nan for x in r[series]["loss"]]
             line = w.getPlotItem().plot(lambdas, loss,
                                         pen=pg.mkPen(colour, width=2, style=style))
-            if series == "aligned":
-                legend.addItem(line, f"{r['base']} + {r['target']}")
+            if series == "aligned" and r["base_family"] not in shown:
+                legend.addItem(line, r["base_family"])
+                shown.add(r["base_family"])
     return w
 
 

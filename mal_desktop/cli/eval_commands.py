@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .output import emit, run
@@ -51,7 +52,7 @@ def cmd_study(args) -> int:
 
     import torch
 
-    from ..core.study import study_job
+    from ..core.study import StudySettings, study_job
 
     if "OMP_NUM_THREADS" not in os.environ:
         # The study's models are tiny: a second torch thread costs more in OpenMP hand-offs
@@ -59,7 +60,12 @@ def cmd_study(args) -> int:
         # study on a built zoo 18 s with one thread vs 41 s with two; cold default study while
         # other jobs ran 52 s with one thread vs 578 s with two.
         torch.set_num_threads(1)
-    result = run(study_job(args.zoo, args.out, args.small), args)
+    settings = StudySettings.for_mode(args.small)
+    if args.seeds is not None:
+        settings = replace(settings, seeds=args.seeds)
+    if args.workers is not None:
+        settings = replace(settings, workers=args.workers)
+    result = run(study_job(args.zoo, args.out, args.small, settings=settings), args)
     figures: dict[str, str] = {}
     if not args.no_figures:
         from ..figures import render_figures
@@ -74,14 +80,30 @@ def cmd_study(args) -> int:
         lines = [f"wrote {result.report_path} and {result.data_path}"
                  + (f" and {len(figures)} figures" if figures else "")]
         for law in result.data["laws"]:
-            lines.append(f"  law {law['law']}: {law['verdict']:<13} {law['title']}")
+            tests = "; ".join(f"n={c['n']} p={c['p']:.3g}" for c in law["checks"])
+            lines.append(f"  law {law['law']:<2}: {law['verdict']:<13} {law['title']} ({tests})")
         t = result.data["timing"]
         lines.append(f"  run time {t['total_seconds']:.1f} s (zoo {t['zoo_seconds']:.1f} s, "
-                     f"{t['curves']} curves {t['curve_seconds']:.1f} s)")
+                     f"{t['curves']} curves {t['curve_seconds']:.1f} s, "
+                     f"{t['curves_cached']} cached)")
         return "\n".join(lines)
 
     emit(args, obj, text)
     return 0
+
+
+def _at_least_two(text: str) -> int:
+    n = int(text)
+    if n < 2:
+        raise argparse.ArgumentTypeError("the study needs at least 2 seeds per configuration")
+    return n
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
 def add_commands(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -111,5 +133,9 @@ def add_commands(subparsers: argparse._SubParsersAction, common: argparse.Argume
     p.add_argument("--out", metavar="DIR", default="mal-study",
                    help="folder for report.md, study.json and the figures (default: mal-study)")
     p.add_argument("--small", action="store_true", help="a tiny zoo and grid (for tests)")
+    p.add_argument("--seeds", type=_at_least_two, metavar="N",
+                   help="zoo seeds per configuration (default 3; --small 2)")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="parallel training and measuring processes (default 2)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (no Qt)")
     p.set_defaults(func=cmd_study)

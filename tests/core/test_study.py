@@ -1,167 +1,197 @@
-"""The MAL study in --small mode: every law measured, and a report whose claims are exactly what
-its own numbers say (recomputed here independently from study.json)."""
+"""The MAL study in --small mode: reproducible numbers, verdicts that follow from their own tests,
+and a report whose claims are exactly what its own numbers say."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy.stats import wilcoxon
 
 from mal_desktop.core.progress import CancelToken, Cancelled, run_job
-from mal_desktop.core.study import FIGURES, study_job
+from mal_desktop.core.study import FIGURES, StudySettings, study_job
+from mal_desktop.core.study import stats
 
 pytestmark = pytest.mark.slow
+
+
+def _run(zoo: Path, out: Path, **kw) -> dict[str, Any]:
+    events: list = []
+    result = run_job(study_job(zoo, out, small=True, **kw), events.append)
+    return {"result": result, "events": events,
+            "data": json.loads(result.data_path.read_text()),  # what a reader sees: strict JSON
+            "report": result.report_path.read_text()}
 
 
 @pytest.fixture(scope="module")
 def small_study(tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("study")
-    events = []
-    result = run_job(study_job(root / "zoo", root / "out", small=True), events.append)
-    data = json.loads(result.data_path.read_text())  # what a reader sees: strict JSON
-    return {"root": root, "result": result, "events": events, "data": data,
-            "report": result.report_path.read_text()}
+    return {"root": root, **_run(root / "zoo", root / "out")}
 
 
-# -- an independent reading of the laws from the raw records -------------------------------
-def _verdict(checks: list[bool], majority: bool = False) -> str:
-    if not checks:
+def _numbers(data: dict[str, Any]) -> dict[str, Any]:
+    """The study data less what may change between runs: times, dates and folders."""
+    data = json.loads(json.dumps(data))
+    for key in ("created_at", "timing"):
+        data.pop(key)
+    data["zoo"].pop("dir")
+    data["settings"].pop("workers")
+    for r in data["curves"] + data["iterated"]:
+        r.pop("seconds", None)
+    return data
+
+
+# -- reproducibility -------------------------------------------------------------------------
+def test_rerun_from_scratch_gives_identical_numbers(small_study, tmp_path: Path) -> None:
+    """A second study trains a fresh zoo and measures everything again, with one worker instead
+    of two: every number, interval, p-value, verdict and model hash is the same."""
+    again = _run(tmp_path / "zoo", tmp_path / "out",
+                 settings=replace(StudySettings.for_mode(True), workers=1))
+    assert again["data"]["timing"]["zoo_trained"] > 0 == again["data"]["timing"]["zoo_reused"]
+    assert again["data"]["timing"]["curves_cached"] == 0
+    assert _numbers(again["data"]) == _numbers(small_study["data"])
+
+
+def test_rerun_on_a_built_zoo_reads_the_cache(small_study, tmp_path: Path) -> None:
+    again = _run(small_study["root"] / "zoo", tmp_path / "out")
+    t = again["data"]["timing"]
+    assert t["zoo_trained"] == 0 and t["curves_cached"] == t["curves"] > 0
+    assert _numbers(again["data"]) == _numbers(small_study["data"])
+
+
+def test_report_records_versions_and_model_hashes(small_study) -> None:
+    data, report = small_study["data"], small_study["report"]
+    n = data["numerics"]
+    assert {"torch", "numpy", "scipy", "python", "mal_desktop"} <= set(n)
+    for key in ("torch", "numpy", "python", "mal_desktop"):
+        assert f"{key} {n[key]}" in report
+    used = {r[k] for r in data["curves"] for k in ("base", "target")}
+    hashes = {m["name"]: m["sha256"] for m in data["zoo"]["models"]}
+    assert used <= set(hashes)
+    for name in used:
+        assert re.fullmatch(r"[0-9a-f]{64}", hashes[name])
+        assert f"`{hashes[name]}`" in report
+
+
+# -- verdicts ---------------------------------------------------------------------------------
+def _expected_verdict(c: dict[str, Any]) -> str:
+    """The verdict rule, written again from the report's own words."""
+    if c["n"] == 0 or c["effect"] is None:
         return "not measured"
-    n = sum(checks)
-    if majority:
-        return "held" if n > len(checks) / 2 else "did not hold" if n == 0 else "partly held"
-    return "held" if n == len(checks) else "did not hold" if n == 0 else "partly held"
+    p, (lo, hi), d = c["p"], c["ci"], c["direction"]
+    if p is None or not p < 0.05:
+        return "not resolved"
+    if d * lo > 0 and d * hi > 0 and d * c["effect"] > c["minimum_effect"]:
+        return "held"
+    if -d * lo > 0 and -d * hi > 0 and -d * c["effect"] > c["minimum_effect"]:
+        return "did not hold"
+    return "not resolved"
 
 
-def _mean(xs):
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else math.nan
+def _all_checks(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for law in data["laws"] for c in law["checks"]] + data["gains"]["checks"]
 
 
-def _hetero(r) -> bool:
-    return r["kind"] == "layer" and (r["base_family"] != r["target_family"] or
-                                     r["base_width"] != r["target_width"] or
-                                     r["base_width"] is None)
+def test_every_verdict_follows_from_its_own_p_value_and_interval(small_study) -> None:
+    data = small_study["data"]
+    checks = _all_checks(data)
+    assert len(checks) >= 10
+    for c in checks:
+        assert c["verdict"] == _expected_verdict(c), c["name"]
+        if c["verdict"] == "held":  # never on chance or noise
+            assert c["p"] < 0.05 and c["effect"] * c["direction"] > c["minimum_effect"]
+        if c["n"]:
+            lo, hi = c["ci"]
+            assert lo <= c["effect"] + 1e-12 and c["effect"] <= hi + 1e-12, c["name"]
+            assert c["minimum_effect"] >= (c["noise"] or 0.0)
+    for law in data["laws"]:
+        vs = [c["verdict"] for c in law["checks"] if c["verdict"] != "not measured"]
+        expected = ("not measured" if not vs else "held" if all(v == "held" for v in vs)
+                    else "partly held" if "held" in vs
+                    else "did not hold" if "did not hold" in vs else "not resolved")
+        assert law["verdict"] == expected, law["law"]
+    assert [law["law"] for law in data["laws"]] == ["1", "2", "3", "4a", "4b", "5", "6"]
 
 
-def expected_verdicts(data: dict[str, Any]) -> dict[int, str]:
-    curves = {r["key"]: r for r in data["curves"] if "error" not in r}
-    same = [r for r in curves.values() if r["target_dataset"] == r["base_dataset"]]
-    out = {}
-    checks = []
-    for group in ([r for r in same if r["kind"] == "whole"], [r for r in same if _hetero(r)]):
-        if group:
-            lower = sum(r["aligned"]["mean_lmc_loss"] < r["naive"]["mean_lmc_loss"]
-                        for r in group)
-            checks += [lower > len(group) / 2,
-                       _mean([r["aligned"]["threshold"] for r in group]) >
-                       _mean([r["naive"]["threshold"] for r in group])]
-    out[1] = _verdict(checks)
-
-    lams = [r["aligned"]["threshold"] for r in curves.values() if _hetero(r)]
-    out[2] = _verdict([sum(x < 1 for x in lams) > len(lams) / 2, len(set(lams)) > 1]
-                      if lams else [])
-
-    checks = []
-    for kind in ("whole", "layer"):
-        better = n = 0
-        for d in curves.values():
-            if d["target_dataset"] == d["base_dataset"] or d["kind"] != kind:
-                continue
-            match = [s for s in same if s["base"] == d["base"] and s["layers"] == d["layers"]
-                     and s["target_family"] == d["target_family"]
-                     and s["target_width"] == d["target_width"]
-                     and s["target_seed"] == d["target_seed"]]
-            if match:
-                n += 1
-                better += match[0]["aligned"]["mean_lmc_loss"] < d["aligned"]["mean_lmc_loss"]
-        if n:
-            checks.append(better > n / 2)
-    out[3] = _verdict(checks)
-
-    ratios = []
-    for key in data["ratios"]:
-        r = curves.get(key)
-        if r:
-            ratios.append((r["target_width"] / r["base_width"], r["aligned"]["threshold"]))
-    levels: dict[float, list[float]] = {}
-    for ratio, lam in ratios:
-        levels.setdefault(round(abs(math.log2(ratio)), 6), []).append(lam)
-    checks = []
-    if len(levels) >= 2:
-        checks.append(_mean(levels[max(levels)]) < _mean(levels[min(levels)]))
-    wider = [lam for ratio, lam in ratios if ratio > 1]
-    narrower = [lam for ratio, lam in ratios if ratio < 1]
-    for case in data["width_cases"]:
-        sides = {case["out"], case["in"]}
-        lam = curves[case["key"]]["aligned"]["threshold"]
-        if "narrower" in sides and "wider" not in sides:
-            wider.append(lam)
-        elif "wider" in sides and "narrower" not in sides:
-            narrower.append(lam)
-    if wider and narrower:
-        checks.append(_mean(wider) > _mean(narrower))
-    out[4] = _verdict(checks)
-
-    per_family: dict[str, dict[str, list[float]]] = {}
-    for row in data["positions"]:
-        r = curves.get(row["key"])
-        if r:
-            per_family.setdefault(row["family"], {}).setdefault(row["position"], []).append(
-                r["aligned"]["mean_lmc_loss"])
-    flags = []
-    for positions in per_family.values():
-        losses = [_mean(v) for v in positions.values()]
-        flags.append(len(losses) > 1 and (max(losses) - min(losses)) / _mean(losses) > 0.10)
-    out[5] = _verdict(flags, majority=True)
-
-    eps = data["epsilon"]
-    flags = [(it["accuracy"][0] - it["accuracy"][-1]) >
-             max(it["accuracy"][0] - it["accuracy"][1], 0.0) + eps
-             for it in data["iterated"] if "error" not in it]
-    out[6] = _verdict(flags, majority=True)
-    return out
+def test_law1_p_values_recomputed_from_the_curves(small_study) -> None:
+    """The checks' n, mean and p are what scipy gives on the raw curve records."""
+    data = small_study["data"]
+    law1 = data["laws"][0]
+    whole = [r for r in data["curves"] if "error" not in r and r["kind"] == "whole"
+             and r["target_dataset"] == r["base_dataset"]]
+    d = [r["naive"]["mean_lmc_loss"] - r["aligned"]["mean_lmc_loss"] for r in whole]
+    check = law1["checks"][0]
+    assert check["n"] == len(d) > 0
+    assert check["effect"] == pytest.approx(sum(d) / len(d))
+    p = 1.0 if all(x == 0 for x in d) else wilcoxon(d, zero_method="zsplit").pvalue
+    assert check["p"] == pytest.approx(p)
 
 
-# -- tests ---------------------------------------------------------------------------------
-def test_report_verdicts_are_what_the_numbers_say(small_study) -> None:
+def test_verdict_rule() -> None:
+    held = stats.paired_check("x", "x", [0.5, 0.6, 0.55, 0.7, 0.65, 0.6, 0.58], list("abcdefg"),
+                              +1, "u")
+    assert held["verdict"] == "held" and held["p"] < 0.05
+    opposite = stats.paired_check("x", "x", [-0.5, -0.6, -0.55, -0.7, -0.65, -0.6, -0.58],
+                                  list("abcdefg"), +1, "u")
+    assert opposite["verdict"] == "did not hold"
+    few = stats.paired_check("x", "x", [0.5, 0.6, 0.7], list("abc"), +1, "u")
+    assert few["verdict"] == "not resolved" and few["p"] > 0.05  # 3 pairs cannot reach 0.05
+    # significant, but smaller than one grid step of lambda: not resolved
+    grid = stats.paired_check("x", "x", [0.05, 0.06, 0.05, 0.07, 0.05, 0.06, 0.05],
+                              list("abcdefg"), +1, "u", resolution=0.1)
+    assert grid["p"] < 0.05 and grid["verdict"] == "not resolved"
+    # significant, but within the seed-to-seed noise of the same configuration
+    noisy = stats.paired_check("x", "x", [0.1, 0.9, 0.1, 0.9, 0.1, 0.9, 0.2, 1.0],
+                               list("aabbccdd"), +1, "u")
+    assert noisy["p"] < 0.05 and noisy["noise"] > noisy["effect"]
+    assert noisy["verdict"] == "not resolved"
+    assert stats.bootstrap_ci([1.0, 2.0, 4.0]) == stats.bootstrap_ci([1.0, 2.0, 4.0])
+
+
+# -- the report -------------------------------------------------------------------------------
+def test_report_states_every_verdict_with_its_test(small_study) -> None:
     data, report = small_study["data"], small_study["report"]
-    expected = expected_verdicts(data)
-    assert {law["law"]: law["verdict"] for law in data["laws"]} == expected
-    summary = dict(re.findall(r"^\| (\d) \| [^|]+ \| \*\*([a-z ]+)\*\* \|$", report, re.M))
-    assert {int(k): v for k, v in summary.items()} == expected
-    sections = re.findall(r"^## Law (\d): .*?\*\*Verdict: ([a-z ]+)\*\*", report, re.M | re.S)
-    assert {int(k): v for k, v in sections} == expected
-
-
-def test_every_law_is_measured_and_every_figure_referenced(small_study) -> None:
-    data, report = small_study["data"], small_study["report"]
-    assert [law["law"] for law in data["laws"]] == [1, 2, 3, 4, 5, 6]
-    assert all(law["verdict"] != "not measured" for law in data["laws"])
+    sections = dict(re.findall(r"^## Law (\w+): .*?\*\*Verdict: ([a-z ]+)\*\*", report,
+                               re.M | re.S))
+    assert sections == {law["law"]: law["verdict"] for law in data["laws"]}
+    for law in data["laws"]:
+        for c in law["checks"]:
+            row = next(line for line in report.splitlines()
+                       if line.startswith(f"| {law['law']} | ") and f"| {c['name']} |" in line)
+            assert f"| {c['n']} |" in row and f"**{law['verdict']}**" in row
+            assert f"| {c['verdict']} |" in row
+            if math.isfinite(c["p"]):
+                assert f"| {c['p']:.3g} |" in row
+    assert "## What merging gains" in report and "In plain words" in report
+    assert "## What this means when you choose lambda" in report
     for name, _caption in FIGURES.values():
         assert f"]({name})" in report
+
+
+def test_gains_give_base_and_target_task_side_by_side(small_study) -> None:
+    data = small_study["data"]
+    rows = data["gains"]["rows"]
+    assert len(rows) == len([r for r in data["curves"] if "error" not in r])
+    different = [r for r in rows if r["target_dataset"] != "digits"]
+    assert different
+    for r in different:
+        assert r["gain"] == pytest.approx(r["target_task"] - r["base_on_target"])
+        assert r["base_task"] >= r["base_accuracy"] - data["epsilon"] - 1e-9  # at lambda*
+    assert any("gain_repair" in r for r in different)  # BatchNorm bases (cnn, resnet)
+    merges = (small_study["result"].out_dir / "merges.md").read_text()
+    assert merges.count("\n| ") >= len(rows)
+
+
+def test_every_law_is_measured(small_study) -> None:
+    data = small_study["data"]
+    assert all(law["verdict"] != "not measured" for law in data["laws"])
     assert not [r for r in data["curves"] if "error" in r]
-
-
-def test_report_numbers_come_from_the_data(small_study) -> None:
-    data, report = small_study["data"], small_study["report"]
-    hetero = [r["aligned"]["threshold"] for r in data["curves"] if _hetero(r)]
-    below = sum(x < 1 for x in hetero)
-    assert f"{below} of {len(hetero)} heterogeneous pairs" in report
-    t = data["timing"]
-    assert f"total {t['total_seconds']:.1f} s" in report
-    mlp = next(law for law in data["laws"] if law["law"] == 6)["families"]["mlp"]
-    assert f"| mlp | {mlp['steps']} | " in report
-    # A lambda* comparison closer than one grid step carries a caution, and only then.
-    step = data["lambdas"][1] - data["lambdas"][0]
-    law1 = next(law for law in data["laws"] if law["law"] == 1)
-    for group, v in law1["groups"].items():
-        close = abs(v["lambda_aligned"] - v["lambda_naive"]) < step
-        assert (f"Note: the naive and aligned mean lambda* of the {group} group" in report) == close
+    assert len(data["seeds"]) == 2
 
 
 def test_curves_are_consistent(small_study) -> None:
@@ -169,15 +199,22 @@ def test_curves_are_consistent(small_study) -> None:
     grid = data["settings"]["grid"]
     assert data["lambdas"][0] == 0.0 and data["lambdas"][-1] == 1.0 and len(data["lambdas"]) == grid
     for r in data["curves"]:
-        for series in ("naive", "aligned"):
-            assert len(r[series]["loss"]) == grid
+        same = r["target_dataset"] == r["base_dataset"]
+        assert ("naive" in r) == same  # naive merges are compared on same-data pairs (law 1)
+        assert len(r["aligned"]["loss"]) == grid
+        if not same:
+            assert len(r["target_task"]["aligned"]) == grid
+            continue
         # lambda 0 is the base itself, whatever the alignment.
-        assert r["naive"]["loss"][0] == pytest.approx(r["aligned"]["loss"][0], abs=1e-6)
+        assert r["naive"]["loss"][0] == r["aligned"]["loss"][0]
         if r["kind"] == "whole":
             # lambda 1 is the target, permuted or not: the same function.
             assert r["naive"]["loss"][-1] == pytest.approx(r["aligned"]["loss"][-1], abs=1e-4)
+            assert len(r["matching"]["restarts"]) == data["settings"]["restarts"]
     for it in data["iterated"]:
-        assert len(it["accuracy"]) == data["settings"]["iterated_steps"] + 1
+        # each step stays under its own threshold: half the donor's measured lambda*
+        assert all(0 < lam < 1 for lam in it["lams"])
+        assert len(it["accuracy"]) == len(it["lams"]) + 1
 
 
 def test_progress_ends_at_one(small_study) -> None:
@@ -195,7 +232,7 @@ def test_cancel_writes_no_report(small_study, tmp_path: Path) -> None:
         for event in job:
             if event.stage == "zoo" and isinstance(event.payload, dict):
                 zoo_cached.append(event.payload.get("cached"))
-            if event.stage == "study" and "curve 2/" in event.message:
+            if event.stage == "study" and event.message.startswith("planning"):
                 cancel.cancel()
     assert zoo_cached and all(zoo_cached)  # the zoo of the first run was reused, not retrained
     assert not (tmp_path / "out" / "report.md").exists()
@@ -207,10 +244,8 @@ def test_small_study_never_builds_in_the_demo_zoo(tmp_path, monkeypatch):
     demo = tmp_path / "demo-zoo"
     monkeypatch.setenv("MAL_ZOO_DIR", str(demo))
     cancel = CancelToken()
-    seen = []
 
     def stop_after_first_model(event):
-        seen.append(event)
         if (tmp_path / "out" / "small-zoo" / "zoo.json").exists():
             cancel.cancel()
 

@@ -161,7 +161,8 @@ def test_build_small_zoo_then_rebuild_is_cached(tmp_path: Path) -> None:
         meta = model.metadata
         assert meta["name"] == entry.name and meta["family"] == entry.family
         assert meta["dataset"] == entry.dataset and meta["seed"] == entry.seed
-        assert meta["entry_hash"] == entry.entry_hash() and "trained_at" in meta
+        assert meta["entry_hash"] == entry.entry_hash() and meta["recipe"] >= 2
+        assert "trained_at" not in meta  # no time stamps: equal training, equal files
         assert model.arch["kind"] == "family" and model.arch["family"] == entry.family
         assert model.arch["config"]["input_shape"] == [1, 8, 8]
         # The stored accuracy is the saved model's real accuracy.
@@ -235,3 +236,67 @@ def test_load_zoo_index_errors(tmp_path: Path) -> None:
     assert index.path_of("x") == tmp_path / "x.safetensors"
     with pytest.raises(MalError, match="no model named 'y'"):
         index.path_of("y")
+
+
+# ---------------------------------------------------------------- determinism
+
+_TWO = [ZooEntry("vgg-w4-s0", "vgg", {"stages": [[4, 4], [8, 8]]}, "digits", 0, 2, 1e-2),
+        ZooEntry("mlp-w16-s1", "mlp", {"widths": [16, 16]}, "digits-rot90", 1, 3, 1e-2)]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    from mal_desktop.core.io.hashing import file_sha256
+
+    return {p.name: file_sha256(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+def test_zoo_trains_bit_identically_in_this_process_and_a_fresh_one(tmp_path: Path) -> None:
+    """Two models (one with BatchNorm) trained twice here, with different thread counts and RNG
+    use around them, and once in a fresh interpreter: the same safetensors bytes each time."""
+    import subprocess
+    import sys
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        torch.manual_seed(123)
+        _build(tmp_path / "a", _TWO)
+        torch.randn(1000)  # what ran before must not matter
+        torch.set_num_threads(1)
+        _build(tmp_path / "b", list(reversed(_TWO)))
+        assert torch.get_num_threads() == 1  # the caller's setting is left as it was
+    finally:
+        torch.set_num_threads(threads)
+    code = ("import sys; from pathlib import Path; from tests.core.test_zoo import _TWO, _build;"
+            "_build(Path(sys.argv[1]), _TWO)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], check=True,
+                   cwd=Path(__file__).resolve().parents[2], timeout=300)
+    a, b, c = _hashes(tmp_path / "a"), _hashes(tmp_path / "b"), _hashes(tmp_path / "c")
+    assert len(a) == 2 and a == b == c
+    meta = load_model(tmp_path / "a" / "vgg-w4-s0.safetensors").metadata
+    assert meta["trained_under"]["aten_capability"] == "DEFAULT"
+    assert meta["trained_under"]["torch"] == torch.__version__
+
+
+def test_train_job_restores_the_callers_settings() -> None:
+    data = load_dataset("digits")
+    threads = torch.get_num_threads()
+    module = _mlp(8)
+    torch.manual_seed(7)
+    rng = torch.get_rng_state()
+    run_job(train_job(module, data, epochs=1))
+    assert torch.get_num_threads() == threads
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.mkldnn.enabled
+    assert torch.equal(torch.get_rng_state(), rng)  # the training's RNG is its own
+
+
+def test_pinned_worker_runs_portable_kernels() -> None:
+    from mal_desktop.core.zoo.pinned import PINNED_ENV, pinned_environ
+
+    import os
+
+    before = {k: os.environ.get(k) for k in PINNED_ENV}
+    with pinned_environ():
+        assert os.environ["ATEN_CPU_CAPABILITY"] == "default"
+    assert {k: os.environ.get(k) for k in PINNED_ENV} == before

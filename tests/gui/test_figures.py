@@ -48,7 +48,9 @@ def test_small_study_writes_report_and_every_figure(qapp, tmp_path: Path) -> Non
         assert image.width() == SIZE[0]
         assert _distinct_colours(image) > 5, f"{name} looks blank"
         assert f"]({name})" in report
-    assert set(doc["verdicts"]) == {"1", "2", "3", "4", "5", "6"}
+    assert set(doc["verdicts"]) == {"1", "2", "3", "4a", "4b", "5", "6"}
+    for size in (path.stat().st_size for path in (out / n for n, _ in FIGURES.values())):
+        assert size < 300_000
     # Re-rendering from study.json alone gives the same set of files (figures need no rerun).
     again = render_figures(out / "study.json", tmp_path / "again")
     assert sorted(p.name for p in again.values()) == sorted(n for n, _ in FIGURES.values())
@@ -57,8 +59,8 @@ def test_small_study_writes_report_and_every_figure(qapp, tmp_path: Path) -> Non
 def test_missing_values_are_drawn_not_fatal(qapp, tmp_path: Path) -> None:
     data = {"heatmaps": {"families": ["a", "b"], "same": [[0.5, None], [float("nan"), 1.0]],
                          "different": [[None, None], [None, None]]},
-            "laws": [{"law": 4, "width_cases": [], "ratios": []},
-                     {"law": 5, "families": {}}],
+            "laws": [{"law": "4b", "width_cases": []}, {"law": "5", "families": {}}],
+            "parts": {"ratios": []},
             "zoo": {"families": ["a", "b"]}, "settings": {"iterated_lambda": 0.2},
             "iterated": [], "curves": [], "lambdas": [0.0, 1.0]}
     written = render_figures(data, tmp_path)

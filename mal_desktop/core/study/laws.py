@@ -1,40 +1,25 @@
-"""The six laws of mal_method.md §8, each judged from the study's own measurements.
+"""The laws of mal_method.md §8, each judged from the study's own measurements.
 
-Every ``law_*`` function takes the measured records and returns a plain dict: what was measured,
-the numbers, the criterion in words, the sub-checks and the verdict computed from them. Nothing
-here looks at anything but those numbers, so the report cannot claim more than was measured.
-
-Verdicts: "held" (every check passed), "did not hold" (none passed), "partly held" (some did),
-"not measured" (no data, e.g. a tiny zoo without the needed models).
+Every ``law*`` function takes the measured records (curves annotated with their models'
+family, width, data, seed and configuration; see ``study.py``) and returns a plain dict: the
+claim, what was measured, descriptive numbers (means with 95% intervals), and one or more
+checks, each a stated test against a stated noise baseline (``stats.py``), whose verdicts give
+the law's. Law 4's two halves are separate laws ("4a", "4b"). Nothing here looks at anything
+but those numbers, so the report cannot claim more than was measured.
 """
 
 from __future__ import annotations
 
 import math
-from statistics import mean, median
+from collections import defaultdict
+from itertools import combinations
 from typing import Any, Iterable, Sequence
 
+from . import stats
+from .stats import avg, mean_ci
+
 Record = dict[str, Any]
-
-HELD, PARTLY, NOT_HELD, NOT_MEASURED = "held", "partly held", "did not hold", "not measured"
-POSITION_SPREAD = 0.10  # relative spread of mean LMC loss across positions that "matters"
-
-
-def verdict_of(checks: Sequence[bool]) -> str:
-    """held when all checks pass, did not hold when none does, partly held otherwise."""
-    if not checks:
-        return NOT_MEASURED
-    if all(checks):
-        return HELD
-    return NOT_HELD if not any(checks) else PARTLY
-
-
-def majority_verdict(flags: Sequence[bool]) -> str:
-    """held when more than half pass, did not hold when none does, partly held otherwise."""
-    if not flags:
-        return NOT_MEASURED
-    n = sum(flags)
-    return HELD if n > len(flags) / 2 else NOT_HELD if n == 0 else PARTLY
+THRESHOLD_SHARE = 0.8  # "almost every pair": tested as more than this share
 
 
 def ok(records: Iterable[Record | None]) -> list[Record]:
@@ -53,261 +38,284 @@ def same_data(r: Record) -> bool:
     return r["target_dataset"] == r["base_dataset"]
 
 
-def _avg(xs: Sequence[float]) -> float:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return mean(xs) if xs else math.nan
+def loss(r: Record, series: str = "aligned") -> float:
+    return r[series]["mean_lmc_loss"]
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
-    def ranks(v: Sequence[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2.0
-            i = j + 1
-        return r
-
-    if len(x) < 2:
-        return math.nan
-    rx, ry = ranks(x), ranks(y)
-    mx, my = mean(rx), mean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+def lam(r: Record, series: str = "aligned") -> float:
+    return r[series]["threshold"]
 
 
-def _group_naive_aligned(records: list[Record]) -> dict[str, Any]:
-    n = len(records)
-    lower = sum(r["aligned"]["mean_lmc_loss"] < r["naive"]["mean_lmc_loss"] for r in records)
-    larger = sum(r["aligned"]["threshold"] > r["naive"]["threshold"] for r in records)
-    smaller = sum(r["aligned"]["threshold"] < r["naive"]["threshold"] for r in records)
-    return {"n": n, "aligned_lower_loss": lower, "aligned_larger_lambda": larger,
-            "aligned_smaller_lambda": smaller,
-            "mean_loss_naive": _avg([r["naive"]["mean_lmc_loss"] for r in records]),
-            "mean_loss_aligned": _avg([r["aligned"]["mean_lmc_loss"] for r in records]),
-            "lambda_naive": _avg([r["naive"]["threshold"] for r in records]),
-            "lambda_aligned": _avg([r["aligned"]["threshold"] for r in records])}
+def _law(law: str, title: str, measured: str, checks: list[dict], **numbers: Any) -> Record:
+    return {"law": law, "title": title, "measured": measured, "checks": checks,
+            "verdict": stats.combine(checks), **numbers}
 
 
-def law1(curves: dict[str, Record]) -> dict[str, Any]:
+def law1(curves: dict[str, Record], step: float) -> Record:
     """Aligned merging: lower mean LMC loss and larger lambda* than naive index merging."""
     recs = [r for r in ok(curves.values()) if same_data(r)]
     groups = {"whole-model, same family": [r for r in recs if r["kind"] == "whole"],
               "layer-level, heterogeneous": [r for r in recs if is_heterogeneous(r)]}
-    numbers = {g: _group_naive_aligned(rs) for g, rs in groups.items() if rs}
-    checks = []
-    for g in numbers.values():
-        checks.append(g["aligned_lower_loss"] > g["n"] / 2)
-        checks.append(g["lambda_aligned"] > g["lambda_naive"])
-    return {"law": 1, "title": "Aligned merging beats naive index merging",
-            "criterion": "in each group (whole-model pairs; heterogeneous layer-level pairs), "
-                         "aligned mean LMC loss is lower for more than half of the pairs, and "
-                         "the mean lambda* of the aligned merges is larger than the naive one",
-            "groups": numbers, "checks": checks, "verdict": verdict_of(checks)}
+    checks, numbers = [], {}
+    for g, rs in groups.items():
+        configs = [r["config"] for r in rs]
+        checks.append(stats.paired_check(
+            f"{g}: loss", "the aligned merge has a lower mean LMC loss than the naive one",
+            [loss(r, "naive") - loss(r) for r in rs], configs, +1,
+            "naive minus aligned mean LMC loss of one pair"))
+        checks.append(stats.paired_check(
+            f"{g}: lambda*", "the aligned merge has a larger lambda* than the naive one",
+            [lam(r) - lam(r, "naive") for r in rs], configs, +1,
+            "aligned minus naive lambda* of one pair", resolution=step))
+        rep = [r for r in rs if "aligned_repair" in r]
+        numbers[g] = {
+            "n": len(rs), "loss_naive": mean_ci([loss(r, "naive") for r in rs]),
+            "loss_aligned": mean_ci([loss(r) for r in rs]),
+            "lambda_naive": mean_ci([lam(r, "naive") for r in rs]),
+            "lambda_aligned": mean_ci([lam(r) for r in rs]),
+            "barrier_aligned": mean_ci([r["aligned"]["barrier"] for r in rs]),
+            "repair_n": len(rep),
+            "barrier_aligned_bn": mean_ci([r["aligned"]["barrier"] for r in rep]),
+            "barrier_repair": mean_ci([r["aligned_repair"]["barrier"] for r in rep]),
+            "loss_repair": mean_ci([loss(r, "aligned_repair") for r in rep]),
+            "lambda_repair": mean_ci([lam(r, "aligned_repair") for r in rep])}
+    restarts = [[x["mean_lmc_loss"] for x in r["matching"]["restarts"]]
+                for r in groups["whole-model, same family"] if "matching" in r]
+    spread = [max(x) - min(x) for x in restarts if len(x) > 1]
+    return _law("1", "Aligned merging beats naive index merging",
+                "interpolation curves of whole-model merges of same-family pairs (different "
+                "seeds) and of heterogeneous layer-level merges (different family or width), "
+                "targets trained on the same data, each with the naive (index-aligned, "
+                "zero-padded or truncated) and the aligned merge", checks, groups=numbers,
+                matching_restart_spread=mean_ci(spread))
 
 
-def law2(curves: dict[str, Record]) -> dict[str, Any]:
-    """lambda* < 1 for most heterogeneous pairs, and it depends on the pair."""
+def law2(curves: dict[str, Record], step: float) -> Record:
+    """lambda* < 1 for almost every heterogeneous pair, and it depends on the pair."""
     recs = [r for r in ok(curves.values()) if is_heterogeneous(r)]
-    lams = [r["aligned"]["threshold"] for r in recs]
-    below = sum(x < 1.0 for x in lams)
-    distinct = sorted(set(lams))
-    checks = [below > len(lams) / 2, len(distinct) > 1] if lams else []
-    return {"law": 2, "title": "A merging threshold lambda* < 1 exists and depends on the pair",
-            "criterion": "aligned lambda* < 1 for more than half of the heterogeneous "
-                         "layer-level pairs, and lambda* takes more than one value",
-            "n": len(lams), "below_one": below,
-            "fraction_below_one": below / len(lams) if lams else math.nan,
-            "distinct_values": distinct,
-            "min": min(lams) if lams else math.nan, "median": median(lams) if lams else math.nan,
-            "max": max(lams) if lams else math.nan, "checks": checks,
-            "verdict": verdict_of(checks)}
+    by_config: dict[str, list[float]] = defaultdict(list)
+    for r in recs:
+        by_config[r["config"]].append(lam(r))
+    always = [all(x < 1.0 for x in v) for v in by_config.values()]
+    checks = [
+        stats.share_check("threshold exists (share above 80%)",
+                          f"for more than {THRESHOLD_SHARE:.0%} of the pair configurations, "
+                          "lambda* < 1 on every seed (a threshold exists beyond seed noise)",
+                          always, THRESHOLD_SHARE,
+                          "one pair configuration (all its seeds agree on lambda* < 1)"),
+        stats.group_check("depends on the pair",
+                          "lambda* differs between pair configurations more than between "
+                          "seeds of the same configuration",
+                          [lam(r) for r in recs], [r["config"] for r in recs],
+                          "the seeds of one pair configuration")]
+    lams = [lam(r) for r in recs]
+    return _law("2", "A merging threshold lambda* < 1 exists and depends on the pair",
+                "aligned lambda* of every heterogeneous layer-level merge in the study "
+                "(heatmap heads, width ratios, width cases, layer positions)", checks,
+                n=len(lams), configurations=len(by_config),
+                below_one=sum(x < 1.0 for x in lams), lambda_=mean_ci(lams),
+                min=min(lams) if lams else math.nan, max=max(lams) if lams else math.nan,
+                configurations_always_below=sum(always))
 
 
-def data_pairs(curves: dict[str, Record]) -> list[tuple[Record, Record]]:
+def data_pairs(curves: dict[str, Record], whole_rows: Sequence[dict],
+               heat_rows: Sequence[dict]) -> dict[str, list[tuple[Record, Record]]]:
     """(same-data curve, different-data curve) pairs that differ only in the target's data:
-    same base, same layers, target of the same family, width and seed."""
-    recs = ok(curves.values())
-    same = [r for r in recs if same_data(r)]
-    pairs = []
-    for d in recs:
-        if same_data(d):
-            continue
-        for s in same:
-            if (s["base"], s["layers"], s["target_family"], s["target_width"],
-                    s["target_seed"]) == (d["base"], d["layers"], d["target_family"],
-                                          d["target_width"], d["target_seed"]):
-                pairs.append((s, d))
-                break
-    return pairs
+    whole-model pairs and head merges."""
+    out: dict[str, list[tuple[Record, Record]]] = {"whole-model": [], "head (layer-level)": []}
+    for row in whole_rows:
+        s, d = curves.get(row["same_key"]), curves.get(row["key"])
+        if row["key"] != row["same_key"] and ok([s]) and ok([d]):
+            out["whole-model"].append((s, d))
+    for row in heat_rows:
+        s, d = curves.get(row["same"] or ""), curves.get(row["different"] or "")
+        if ok([s]) and ok([d]):
+            out["head (layer-level)"].append((s, d))
+    return out
 
 
-def law3(curves: dict[str, Record]) -> dict[str, Any]:
+def law3(curves: dict[str, Record], whole_rows: Sequence[dict],
+         heat_rows: Sequence[dict]) -> Record:
     """Zoo models trained on the same data merge better than those trained on different data."""
-    pairs = data_pairs(curves)
-    groups: dict[str, Any] = {}
-    for kind, label in (("whole", "whole-model"), ("layer", "head (layer-level)")):
-        ps = [(s, d) for s, d in pairs if s["kind"] == kind]
-        if not ps:
-            continue
-        better = sum(s["aligned"]["mean_lmc_loss"] < d["aligned"]["mean_lmc_loss"] for s, d in ps)
-        groups[label] = {
-            "n": len(ps), "same_data_better": better,
-            "mean_loss_same": _avg([s["aligned"]["mean_lmc_loss"] for s, _ in ps]),
-            "mean_loss_different": _avg([d["aligned"]["mean_lmc_loss"] for _, d in ps]),
-            "lambda_same": _avg([s["aligned"]["threshold"] for s, _ in ps]),
-            "lambda_different": _avg([d["aligned"]["threshold"] for _, d in ps])}
-    rows = [{"base": s["base"], "layers": s["layers"], "same_target": s["target"],
-             "different_target": d["target"], "different_dataset": d["target_dataset"],
-             "loss_same": s["aligned"]["mean_lmc_loss"],
-             "loss_different": d["aligned"]["mean_lmc_loss"],
-             "lambda_same": s["aligned"]["threshold"],
-             "lambda_different": d["aligned"]["threshold"],
-             "target_task_accuracy": d["aligned"].get("target_task_accuracy")}
-            for s, d in pairs]
-    checks = [g["same_data_better"] > g["n"] / 2 for g in groups.values()]
-    return {"law": 3, "title": "Same-data zoo models merge better than different-data ones",
-            "criterion": "for more than half of the paired comparisons (same base, layers and "
-                         "target architecture and seed; only the target's training data "
-                         "differs), the same-data target gives the lower aligned mean LMC loss; "
-                         "checked for whole-model and head merges separately",
-            "groups": groups, "pairs": rows, "checks": checks, "verdict": verdict_of(checks)}
+    checks, numbers = [], {}
+    for g, ps in data_pairs(curves, whole_rows, heat_rows).items():
+        checks.append(stats.paired_check(
+            g, "the same-data target gives a lower aligned mean LMC loss than its "
+               "different-data twin", [loss(d) - loss(s) for s, d in ps],
+            [d["config"] for _, d in ps], +1,
+            "different-data minus same-data aligned mean LMC loss (same base, layers, target "
+            "architecture and seed)"))
+        numbers[g] = {"n": len(ps), "loss_same": mean_ci([loss(s) for s, _ in ps]),
+                      "loss_different": mean_ci([loss(d) for _, d in ps]),
+                      "lambda_same": mean_ci([lam(s) for s, _ in ps]),
+                      "lambda_different": mean_ci([lam(d) for _, d in ps])}
+    return _law("3", "Same-data zoo models merge better than different-data ones",
+                "pairs of curves that differ only in the target's training data (same base, "
+                "layers, target architecture and seed): the target trained on the base's data "
+                "vs its twin trained on permuted, rotated or inverted digits", checks,
+                groups=numbers)
 
 
-def _case_direction(case: dict[str, Any]) -> str | None:
-    """'wider' when the target is wider on some side and narrower on none; 'narrower' the
-    other way round; None for equal or mixed cases."""
-    sides = {case["out"], case["in"]}  # the base relative to the target
-    if "narrower" in sides and "wider" not in sides:
-        return "wider"      # base narrower = target wider
-    if "wider" in sides and "narrower" not in sides:
-        return "narrower"
-    return None
+def _ratio_curves(curves: dict[str, Record], rows: Sequence[dict]) -> list[tuple[dict, Record]]:
+    return [(row, curves[row["key"]]) for row in rows if ok([curves.get(row["key"])])]
 
 
-def law4(curves: dict[str, Record], ratio_keys: Sequence[str],
-         width_cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Larger width mismatch lowers lambda*; a wider target hurts less than a narrower one."""
-    ratios = []
-    for r in ok(curves.get(k) for k in ratio_keys):
-        ratio = r["target_width"] / r["base_width"]
-        ratios.append({"family": r["base_family"], "base": r["base"], "target": r["target"],
-                       "ratio": ratio, "mismatch": round(abs(math.log2(ratio)), 6),
-                       "lambda": r["aligned"]["threshold"],
-                       "mean_loss": r["aligned"]["mean_lmc_loss"]})
-    levels: dict[float, list[dict]] = {}
-    for x in ratios:
-        levels.setdefault(x["mismatch"], []).append(x)
-    by_level = {str(lv): {"n": len(xs), "lambda": _avg([x["lambda"] for x in xs]),
-                          "mean_loss": _avg([x["mean_loss"] for x in xs])}
-                for lv, xs in sorted(levels.items())}
-    checks = []
-    rho = spearman([x["mismatch"] for x in ratios], [x["lambda"] for x in ratios])
-    if len(levels) >= 2:
-        lo, hi = min(levels), max(levels)
-        checks.append(_avg([x["lambda"] for x in levels[hi]]) <
-                      _avg([x["lambda"] for x in levels[lo]]))
-    direction: dict[str, list[float]] = {"wider": [], "narrower": []}
-    direction_loss: dict[str, list[float]] = {"wider": [], "narrower": []}
-    by_source: dict[str, dict[str, list[float]]] = {
-        "width ratios": {"wider": [], "narrower": []},
-        "nine cases": {"wider": [], "narrower": []}}
-    for x in ratios:
-        if x["ratio"] != 1:
-            d = "wider" if x["ratio"] > 1 else "narrower"
-            direction[d].append(x["lambda"])
-            direction_loss[d].append(x["mean_loss"])
-            by_source["width ratios"][d].append(x["lambda"])
-    cases = []
-    for case in width_cases:
-        r = curves.get(case["key"])
-        if r is None or "error" in r:
-            continue
-        d = _case_direction(case)
-        cases.append({**case, "lambda": r["aligned"]["threshold"],
-                      "mean_loss": r["aligned"]["mean_lmc_loss"],
-                      "naive_lambda": r["naive"]["threshold"],
-                      "naive_mean_loss": r["naive"]["mean_lmc_loss"], "direction": d})
-        if d is not None:
-            direction[d].append(r["aligned"]["threshold"])
-            direction_loss[d].append(r["aligned"]["mean_lmc_loss"])
-            by_source["nine cases"][d].append(r["aligned"]["threshold"])
-    if direction["wider"] and direction["narrower"]:
-        checks.append(_avg(direction["wider"]) > _avg(direction["narrower"]))
-    return {"law": 4, "title": "Width mismatch lowers lambda*; a wider target hurts less",
-            "criterion": "(a) the mean aligned lambda* at the largest width mismatch "
-                         "|log2(target width / base width)| is below the mean at the smallest; "
-                         "(b) the mean aligned lambda* of merges from a wider target is above "
-                         "that from a narrower target (width-ratio pairs and the nine cases)",
-            "ratios": ratios, "by_mismatch": by_level, "spearman_mismatch_lambda": rho,
-            "wider_target": {"n": len(direction["wider"]), "lambda": _avg(direction["wider"]),
-                             "mean_loss": _avg(direction_loss["wider"])},
-            "narrower_target": {"n": len(direction["narrower"]),
-                                "lambda": _avg(direction["narrower"]),
-                                "mean_loss": _avg(direction_loss["narrower"])},
-            "direction_by_source": {
-                src: {d: {"n": len(v), "lambda": _avg(v)} for d, v in dirs.items()}
-                for src, dirs in by_source.items()},
-            "width_cases": cases, "checks": checks, "verdict": verdict_of(checks)}
+def law4a(curves: dict[str, Record], ratio_rows: Sequence[dict], step: float) -> Record:
+    """A larger width mismatch lowers lambda*."""
+    found = _ratio_curves(curves, ratio_rows)
+    by_base: dict[tuple, dict[float, Record]] = defaultdict(dict)
+    levels: dict[float, list[float]] = defaultdict(list)
+    for row, r in found:
+        mismatch = round(abs(math.log2(row["target_width"] / row["base_width"])), 6)
+        by_base[(row["family"], row["replicate"], row["base_width"])][mismatch] = r
+        levels[mismatch].append(lam(r))
+    diffs, configs = [], []
+    top = max(levels) if levels else 0.0
+    for (family, _, width), at in by_base.items():
+        if 0.0 in at and top in at and top > 0:
+            diffs.append(lam(at[top]) - lam(at[0.0]))
+            configs.append(f"{family}|w{width}")
+    check = stats.paired_check(
+        "largest vs no mismatch", "lambda* at the largest width mismatch is below lambda* of "
+        "the same base with a target of its own width", diffs, configs, -1,
+        f"one base: lambda* with a target at |log2 ratio| = {top:g} minus with an "
+        "equal-width target", resolution=step)
+    pts = [(m, x) for m, xs in levels.items() for x in xs]
+    return _law("4a", "A larger width mismatch lowers lambda*",
+                "within each family, every base width merges the middle layer of the partner "
+                "seed's models of every width (width ratio target/base from 1/4 to 4)",
+                [check], by_mismatch={str(m): mean_ci(levels[m]) for m in sorted(levels)},
+                spearman=stats_spearman([m for m, _ in pts], [x for _, x in pts]))
 
 
-def law5(curves: dict[str, Record], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Layer position (first, middle, last) matters."""
-    table: dict[str, dict[str, dict[str, float]]] = {}
+def stats_spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return {"rho": math.nan, "p": math.nan, "n": len(x)}
+    res = spearmanr(x, y)
+    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": len(x)}
+
+
+_MIRROR = {("narrower", "narrower"): ("wider", "wider"),
+           ("narrower", "equal"): ("wider", "equal"),
+           ("equal", "narrower"): ("equal", "wider")}
+
+
+def law4b(curves: dict[str, Record], ratio_rows: Sequence[dict],
+          case_rows: Sequence[dict], step: float) -> Record:
+    """A wider target hurts less than a narrower one (same base, same size of mismatch)."""
+    diffs, configs, sources = [], [], []
+    by_base: dict[tuple, dict[int, Record]] = defaultdict(dict)
+    for row, r in _ratio_curves(curves, ratio_rows):
+        by_base[(row["family"], row["replicate"], row["base_width"])][row["target_width"]] = r
+    for (family, _, w), at in by_base.items():
+        for t in at:
+            if t > w and (w * w) / t in at:  # same |log2 ratio| on the other side
+                diffs.append(lam(at[t]) - lam(at[(w * w) / t]))
+                configs.append(f"{family}|w{w}|x{t // w}")
+                sources.append("width ratios")
+    cases: dict[tuple, dict[tuple, Record]] = defaultdict(dict)
+    for row in case_rows:
+        if ok([curves.get(row["key"])]):
+            cases[row["replicate"]][(row["out"], row["in"])] = curves[row["key"]]
+    for at in cases.values():
+        for wide_t, narrow_t in _MIRROR.items():  # base narrower = target wider
+            if wide_t in at and narrow_t in at:
+                diffs.append(lam(at[wide_t]) - lam(at[narrow_t]))
+                configs.append(f"mlp case {wide_t}")
+                sources.append("nine cases")
+    check = stats.paired_check(
+        "wider vs narrower target", "a target wider than the base gives a larger lambda* "
+        "than a target narrower by the same factor", diffs, configs, +1,
+        "one base: lambda* with the wider target minus with the narrower one",
+        resolution=step)
+    by_source = {src: mean_ci([d for d, s in zip(diffs, sources) if s == src])
+                 for src in ("width ratios", "nine cases")}
+    width_cases = []
+    for row in case_rows:
+        r = curves.get(row["key"])
+        if ok([r]):
+            width_cases.append({**row, "lambda": lam(r), "mean_loss": loss(r),
+                                "naive_lambda": lam(r, "naive"),
+                                "naive_mean_loss": loss(r, "naive")})
+    return _law("4b", "A wider target hurts less than a narrower one",
+                "pairs of merges into the same base whose targets are wider and narrower by "
+                "the same factor: the middle layer of the middle width with the widest and "
+                "narrowest targets of its family, and the mirrored MLP width cases",
+                [check], by_source=by_source, width_cases=width_cases)
+
+
+def law5(curves: dict[str, Record], rows: Sequence[dict]) -> Record:
+    """Layer position matters: position effects beyond target-to-target variation."""
+    table: dict[tuple, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
         r = curves.get(row["key"])
-        if r is None or "error" in r:
-            continue
-        cell = table.setdefault(row["family"], {}).setdefault(
-            row["position"], {"loss": [], "lambda": [], "layer": row["layer"]})
-        cell["loss"].append(r["aligned"]["mean_lmc_loss"])
-        cell["lambda"].append(r["aligned"]["threshold"])
-    families = {}
-    for family, positions in table.items():
-        summary = {p: {"layer": v["layer"], "mean_loss": _avg(v["loss"]),
-                       "lambda": _avg(v["lambda"])} for p, v in positions.items()}
-        losses = [v["mean_loss"] for v in summary.values()]
-        spread = (max(losses) - min(losses)) / mean(losses) if len(losses) > 1 and \
-            mean(losses) > 0 else math.nan
-        worst = max(summary, key=lambda p: summary[p]["mean_loss"])
-        families[family] = {"positions": summary, "relative_spread": spread,
-                            "worst_position": worst,
-                            "matters": bool(spread > POSITION_SPREAD)}
-    flags = [f["matters"] for f in families.values()]
-    return {"law": 5, "title": "Layer position matters",
-            "criterion": f"per family, the aligned mean LMC loss of merging only the first, "
-                         f"only the middle or only the last layer differs by more than "
-                         f"{POSITION_SPREAD:.0%} of its mean (max - min over mean); held when "
-                         "this is so for more than half of the families",
-            "families": families, "checks": flags, "verdict": majority_verdict(flags)}
+        if ok([r]):
+            table[(row["family"], row["replicate"])][row["target_role"]][row["position"]] = loss(r)
+    diffs, configs, families = [], [], defaultdict(lambda: {"pos": [], "tgt": []})
+    for (family, _), by_target in table.items():
+        positions = sorted({p for v in by_target.values() for p in v})
+        d_pos = avg([abs(v[a] - v[b]) for v in by_target.values()
+                     for a, b in combinations(positions, 2) if a in v and b in v])
+        d_tgt = avg([abs(by_target[s][p] - by_target[t][p]) for p in positions
+                     for s, t in combinations(sorted(by_target), 2)
+                     if p in by_target[s] and p in by_target[t]])
+        if math.isfinite(d_pos) and math.isfinite(d_tgt):
+            diffs.append(d_pos - d_tgt)
+            configs.append(family)
+            families[family]["pos"].append(d_pos)
+            families[family]["tgt"].append(d_tgt)
+    per_position: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        r = curves.get(row["key"])
+        if ok([r]):
+            per_position.setdefault(row["family"], {}).setdefault(
+                row["position"], {"layer": row["layer"], "loss": [], "lambda": []})
+            cell = per_position[row["family"]][row["position"]]
+            cell["loss"].append(loss(r))
+            cell["lambda"].append(lam(r))
+    summary = {fam: {"positions": {p: {"layer": c["layer"], "mean_loss": mean_ci(c["loss"]),
+                                       "lambda": mean_ci(c["lambda"])}
+                                   for p, c in pos.items()},
+                     "position_difference": mean_ci(families[fam]["pos"]),
+                     "target_difference": mean_ci(families[fam]["tgt"])}
+               for fam, pos in per_position.items()}
+    check = stats.paired_check(
+        "position vs target", "merging the first, middle or last layer changes the aligned "
+        "mean LMC loss more than changing the target at the same position",
+        diffs, configs, +1, "one base (family and seed): mean |loss difference| between "
+        "positions (same target) minus mean |loss difference| between targets (same position)")
+    return _law("5", "Layer position matters",
+                "each family's base merges only its first, only its middle or only its last "
+                "(head) layer from several targets: the same-width model of both partner seeds "
+                "and the widest model of its family", [check], families=summary)
 
 
-def law6(iterated: Sequence[Record], epsilon: float) -> dict[str, Any]:
-    """Iterated small-lambda steps accumulate degradation."""
-    families = {}
+def law6(iterated: Sequence[Record], epsilon: float) -> Record:
+    """Iterated steps, each under its own threshold, accumulate degradation."""
+    diffs, configs, chains = [], [], []
     for it in iterated:
-        if "error" in it:
+        if "error" in it or not it.get("single_accuracy"):
             continue
         acc = it["accuracy"]
-        drop_first = acc[0] - acc[1]
         drop_last = acc[0] - acc[-1]
-        singles_ok = all(s["accuracy"] >= acc[0] - epsilon for s in it["single_steps"])
-        families[it["family"]] = {
-            "steps": len(acc) - 1, "lam": it["lam"], "layer": it["layer"],
-            "base_accuracy": acc[0], "after_first": acc[1], "after_last": acc[-1],
-            "drop_first": drop_first, "drop_last": drop_last,
-            "each_step_alone_within_epsilon": singles_ok,
-            "accumulates": bool(drop_last > max(drop_first, 0.0) + epsilon)}
-    flags = [f["accumulates"] for f in families.values()]
-    return {"law": 6, "title": "Iterated small-lambda steps accumulate degradation",
-            "criterion": f"per family, the accuracy drop after the last step exceeds the drop "
-                         f"after the first step by more than epsilon ({epsilon:.0%}); held when "
-                         "this is so for more than half of the families",
-            "families": families, "checks": flags, "verdict": majority_verdict(flags)}
+        worst_single = max(acc[0] - a for a in it["single_accuracy"])
+        diffs.append(drop_last - worst_single)
+        configs.append(it["family"])
+        chains.append({"family": it["family"], "replicate": it["replicate"],
+                       "steps": len(acc) - 1, "lams": it["lams"], "layer": it["layer"],
+                       "base_accuracy": acc[0], "after_first": acc[1], "after_last": acc[-1],
+                       "worst_single_drop": worst_single, "drop_last": drop_last,
+                       "each_step_alone_within_epsilon": worst_single <= epsilon + 1e-12})
+    check = stats.paired_check(
+        "accumulation", "after all steps the base-task accuracy has dropped more than after "
+        "the worst single step applied alone", diffs, configs, +1,
+        "one chain (family and seed): accuracy drop after the last step minus the largest "
+        "drop of one step alone (accuracy, fraction)")
+    return _law("6", "Iterated steps, each under its own threshold, accumulate degradation",
+                "each family's base takes its middle layer from the family's other models in "
+                "turn, each step at half that donor's own measured lambda* (so each step alone "
+                "stays within epsilon), each aligned to the current merged base; accuracy after "
+                "each step, and each step applied alone to the fresh base", [check],
+                chains=chains, epsilon=epsilon)

@@ -1,9 +1,9 @@
 """What the study measures: the curves and iterated merges behind each law of mal_method.md §8.
 
-Each ``plan_*`` function lists measurements for one part of the study; the study job runs the
-union once (a curve needed by two parts is measured once). All curves are evaluated on the base
-model's data (digits); "aligned" is chain alignment for layer-level merges (local when the two
-models' layer prefixes differ) and whole-model weight matching for whole-model curves.
+Each ``plan_*`` function lists, for every replicate r (seed r as the base, the next seeds as
+its partners, see ``zoo.replicate_seeds``), the measurements of one part of the study and rows
+saying how the laws use them; the study job runs the union once (a curve needed by two parts
+is measured once). All curves are evaluated on the base model's data (digits).
 
 Layers are picked by rule, not by name: *first* is the first weight layer, *last* the head,
 *middle* the weight layer with both sides free (hidden on both) closest to the middle of the
@@ -12,14 +12,16 @@ network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 from ..align.generalized import side_text
 from ..graph.spec import PermutationSpec
-from .bench import Bench, CurveSpec, IteratedSpec
-from .zoo import BASE_DATASET, DIFFERENT_DATASET, StudyModel, StudyZoo, nine_case_sizes
+from .bench import Bench, CurveSpec
+from .zoo import (BASE_DATASET, DIFFERENT_DATASET, StudyModel, StudyZoo, nine_case_sizes,
+                  replicate_seeds)
 
 POSITIONS = ("first", "middle", "last")
+Row = dict[str, Any]
 
 
 def _ordered(spec: PermutationSpec):
@@ -42,149 +44,176 @@ def layer_at(spec: PermutationSpec, position: str) -> str:
     return min(free, key=lambda item: (abs(item[0] - centre), item[0]))[1].name
 
 
-def heatmap_targets(zoo: StudyZoo, family: str, exclude: str, k: int) -> list[StudyModel]:
-    """Up to ``k`` same-data targets of ``family``: the middle width's second seed first (the
-    model that also exists trained on different data), then the other models by width."""
-    fam = zoo.families[family]
-    order = [zoo.find(family, fam.mid, 1), zoo.find(family, fam.mid, 0)]
-    order += [zoo.find(family, w) for w in fam.widths if w != fam.mid]
-    out: list[StudyModel] = []
-    for m in order:
-        if m is not None and m.name != exclude and m not in out:
-            out.append(m)
-    return out[:k]
+class Planner:
+    """The plan_* functions over one zoo, bench and seed list."""
 
+    def __init__(self, zoo: StudyZoo, bench: Bench, seeds: list[int]) -> None:
+        self.zoo, self.bench, self.seeds = zoo, bench, seeds
 
-def different_target(zoo: StudyZoo, family: str) -> StudyModel | None:
-    """The family's middle-width model trained on the different data set (seed 1 preferred)."""
-    fam = zoo.families[family]
-    return zoo.find(family, fam.mid, 1, DIFFERENT_DATASET) or \
-        zoo.find(family, fam.mid, None, DIFFERENT_DATASET)
+    def replicates(self):
+        """(r, base seed, partner seed, second partner seed) for each replicate."""
+        return [(r, *replicate_seeds(self.seeds, r)) for r in range(len(self.seeds))]
 
+    def mid(self, family: str, seed: int, dataset: str = BASE_DATASET) -> StudyModel | None:
+        return self.zoo.find(family, self.zoo.families[family].mid, seed, dataset)
 
-@dataclass(frozen=True)
-class HeatmapCell:
-    """The curves behind one heatmap cell (base family row, target family column)."""
+    def layer(self, name: str, position: str) -> str:
+        return layer_at(self.bench.spec_of(name), position)
 
-    base_family: str
-    target_family: str
-    same: tuple[str, ...]       # curve keys, same-data targets
-    different: tuple[str, ...]  # curve keys, different-data target
+    def different(self, family: str, seed: int) -> list[StudyModel]:
+        """The family's middle-width models of ``seed`` trained on other data than digits."""
+        fam = self.zoo.families[family]
+        return sorted((m for m in self.zoo.models.values() if m.family == family
+                       and m.width == fam.mid and m.seed == seed and m.dataset != BASE_DATASET),
+                      key=lambda m: m.dataset)
 
+    # -- parts ----------------------------------------------------------------------------
+    def whole(self) -> tuple[list[CurveSpec], list[Row]]:
+        """Whole-model curves of each family's base with the same-configuration partner, and
+        with the partner's twins trained on other data (same seed, only the data differs).
+        With two seeds the second replicate would repeat the first pair mirrored, so it is
+        left out."""
+        specs, rows = [], []
+        seen: set[frozenset[str]] = set()
+        for family in self.zoo.families:
+            for r, b, p, _ in self.replicates():
+                base, same = self.mid(family, b), self.mid(family, p)
+                if base is None or same is None:
+                    continue
+                # A whole-model merge of two seeds is symmetric (the same pair from the other
+                # side gives the mirrored curve): count each pair of models once.
+                pair = frozenset((base.name, same.name))
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                for t in [same] + self.different(family, p):
+                    s = CurveSpec(base.name, t.name)
+                    specs.append(s)
+                    rows.append({"family": family, "replicate": r, "key": s.key,
+                                 "dataset": t.dataset, "same_key": CurveSpec(base.name,
+                                                                             same.name).key})
+        return specs, rows
 
-def plan_whole(zoo: StudyZoo) -> list[CurveSpec]:
-    """Whole-model curves of each family's base with its same-width partners: the second seed
-    on the same data, and every model of that width trained on other data (target task too)."""
-    out: list[CurveSpec] = []
-    for family, fam in zoo.families.items():
-        base = zoo.base(family)
-        if base is None:
-            continue
-        same = [m for m in heatmap_targets(zoo, family, base.name, 1) if m.width == fam.mid]
-        out += [CurveSpec(base.name, m.name) for m in same]
-        others = sorted((m for m in zoo.models.values() if m.family == family
-                         and m.dataset != BASE_DATASET and m.config == base.config),
-                        key=lambda m: m.name)
-        out += [CurveSpec(base.name, m.name, (), True) for m in others]
-    return out
+    def heatmaps(self) -> tuple[list[CurveSpec], list[Row]]:
+        """Architecture x architecture: each family's base takes the head of each family's
+        middle-width partner, once trained on digits and once on digits-rot90 (its twin)."""
+        specs, rows = [], []
+        for a in self.zoo.families:
+            for r, b, p, _ in self.replicates():
+                base = self.mid(a, b)
+                if base is None:
+                    continue
+                dst = self.layer(base.name, "last")
+                for fam_b in self.zoo.families:
+                    same, diff = self.mid(fam_b, p), self.mid(fam_b, p, DIFFERENT_DATASET)
+                    keys = {}
+                    for role, t in (("same", same), ("different", diff)):
+                        if t is not None:
+                            s = CurveSpec(base.name, t.name, ((self.layer(t.name, "last"), dst),))
+                            specs.append(s)
+                            keys[role] = s.key
+                    rows.append({"base_family": a, "target_family": fam_b, "replicate": r,
+                                 "same": keys.get("same"), "different": keys.get("different")})
+        return specs, rows
 
-
-def plan_heatmaps(zoo: StudyZoo, bench: Bench, pairs_per_cell: int
-                  ) -> tuple[list[CurveSpec], list[HeatmapCell]]:
-    """Architecture x architecture: each family's base takes the head of targets of every
-    family (the one layer every family has and every pair can merge)."""
-    specs: list[CurveSpec] = []
-    cells: list[HeatmapCell] = []
-    for a in zoo.families:
-        base = zoo.base(a)
-        if base is None:
-            continue
-        dst = layer_at(bench.spec_of(base.name), "last")
-        for b in zoo.families:
-            same_keys, diff_keys = [], []
-            for t in heatmap_targets(zoo, b, base.name, pairs_per_cell):
-                s = CurveSpec(base.name, t.name, ((layer_at(bench.spec_of(t.name), "last"), dst),))
-                specs.append(s)
-                same_keys.append(s.key)
-            t = different_target(zoo, b)
-            if t is not None:
-                s = CurveSpec(base.name, t.name, ((layer_at(bench.spec_of(t.name), "last"), dst),))
-                specs.append(s)
-                diff_keys.append(s.key)
-            cells.append(HeatmapCell(a, b, tuple(same_keys), tuple(diff_keys)))
-    return specs, cells
-
-
-def plan_width_cases(zoo: StudyZoo, bench: Bench) -> tuple[list[CurveSpec], list[dict]]:
-    """The nine width cases: the base MLP's middle layer takes the middle layer of MLPs whose
-    two hidden widths are each half, equal to or twice the base's."""
-    base = zoo.base("mlp")
-    if base is None:
-        return [], []
-    layer = layer_at(bench.spec_of(base.name), "middle")
-    mid = int(base.config["widths"][0])
-    specs, cases = [], []
-    for b_out in nine_case_sizes(mid):
-        for a_in in nine_case_sizes(mid):
-            target = zoo.with_widths([a_in, b_out], exclude=base.name)
-            if target is None:
-                continue
-            s = CurveSpec(base.name, target.name, ((layer, layer),))
-            specs.append(s)
-            cases.append({"out": side_text(mid, b_out)[0], "in": side_text(mid, a_in)[0],
-                          "target_out": b_out, "target_in": a_in, "base_width": mid,
-                          "key": s.key})
-    return specs, cases
-
-
-def plan_ratios(zoo: StudyZoo, bench: Bench) -> list[CurveSpec]:
-    """Width ratio vs lambda*: within each family, every base width takes the middle layer of
-    each other same-data model of the family."""
-    specs = []
-    for family, fam in zoo.families.items():
-        for w in fam.widths:
-            base = zoo.find(family, w, 0) or zoo.find(family, w)
+    def width_cases(self) -> tuple[list[CurveSpec], list[Row]]:
+        """The nine width cases: the base MLP's middle layer takes the middle layer of MLPs
+        whose two hidden widths are each half, equal to or twice the base's."""
+        if "mlp" not in self.zoo.families:
+            return [], []
+        specs, rows = [], []
+        for r, b, p, _ in self.replicates():
+            base = self.mid("mlp", b)
             if base is None:
                 continue
-            layer = layer_at(bench.spec_of(base.name), "middle")
-            for t in zoo.partners(family, base.name):
-                specs.append(CurveSpec(base.name, t.name, ((layer, layer),)))
-    return specs
+            layer = self.layer(base.name, "middle")
+            mid = int(base.config["widths"][0])
+            for b_out in nine_case_sizes(mid):
+                for a_in in nine_case_sizes(mid):
+                    target = self.zoo.with_widths([a_in, b_out], p)
+                    if target is None:
+                        continue
+                    s = CurveSpec(base.name, target.name, ((layer, layer),))
+                    specs.append(s)
+                    rows.append({"replicate": r, "out": side_text(mid, b_out)[0],
+                                 "in": side_text(mid, a_in)[0], "target_out": b_out,
+                                 "target_in": a_in, "base_width": mid, "key": s.key})
+        return specs, rows
 
+    def ratios(self) -> tuple[list[CurveSpec], list[Row]]:
+        """Width ratio vs lambda*: within each family, every base width takes the middle layer
+        of the partner seed's model at every width (its own width included)."""
+        specs, rows = [], []
+        for family, fam in self.zoo.families.items():
+            for r, b, p, _ in self.replicates():
+                for w in fam.widths:
+                    base = self.zoo.find(family, w, b)
+                    if base is None:
+                        continue
+                    layer = self.layer(base.name, "middle")
+                    for w2 in fam.widths:
+                        t = self.zoo.find(family, w2, p)
+                        if t is None:
+                            continue
+                        s = CurveSpec(base.name, t.name, ((layer, layer),))
+                        specs.append(s)
+                        rows.append({"family": family, "replicate": r, "base_width": w,
+                                     "target_width": w2, "key": s.key})
+        return specs, rows
 
-def plan_positions(zoo: StudyZoo, bench: Bench) -> tuple[list[CurveSpec], list[dict]]:
-    """Layer position: the base takes only the first, only the middle or only the last layer
-    of the same-width second seed and of the widest other model of its family."""
-    specs, rows = [], []
-    for family in zoo.families:
-        base = zoo.base(family)
-        if base is None:
-            continue
-        partners = zoo.partners(family, base.name)
-        targets = partners[:1]
-        widest = max(partners, key=lambda m: (m.width or 0), default=None)
-        if widest is not None and widest not in targets:
-            targets.append(widest)
-        for position in POSITIONS:
-            layer = layer_at(bench.spec_of(base.name), position)
-            for t in targets:
-                s = CurveSpec(base.name, t.name, ((layer, layer),))
-                specs.append(s)
-                rows.append({"family": family, "position": position, "layer": layer,
-                             "target": t.name, "key": s.key})
-    return specs, rows
+    def position_targets(self, family: str, p: int, p2: int) -> list[tuple[str, StudyModel]]:
+        fam = self.zoo.families[family]
+        out = [("same width", self.mid(family, p))]
+        if p2 != p:
+            out.append(("same width, other seed", self.mid(family, p2)))
+        widest = self.zoo.find(family, fam.widths[-1], p)
+        if fam.widths[-1] != fam.mid:
+            out.append(("widest", widest))
+        return [(role, m) for role, m in out if m is not None]
 
+    def positions(self) -> tuple[list[CurveSpec], list[Row]]:
+        """Layer position: the base takes only its first, only its middle or only its last
+        layer from each of several targets (same width, both partner seeds; the widest)."""
+        specs, rows = [], []
+        for family in self.zoo.families:
+            for r, b, p, p2 in self.replicates():
+                base = self.mid(family, b)
+                if base is None:
+                    continue
+                for position in POSITIONS:
+                    layer = self.layer(base.name, position)
+                    for role, t in self.position_targets(family, p, p2):
+                        s = CurveSpec(base.name, t.name, ((layer, layer),))
+                        specs.append(s)
+                        rows.append({"family": family, "replicate": r, "position": position,
+                                     "layer": layer, "target": t.name, "target_role": role,
+                                     "key": s.key})
+        return specs, rows
 
-def plan_iterated(zoo: StudyZoo, bench: Bench, steps: int, lam: float) -> list[IteratedSpec]:
-    """Iterated small steps: each family's base takes its middle layer from the family's other
-    models in turn, ``steps`` times at ``lam`` each."""
-    out = []
-    for family in zoo.families:
-        base = zoo.base(family)
-        if base is None:
-            continue
-        donors = tuple(m.name for m in zoo.partners(family, base.name))
-        if donors:
-            out.append(IteratedSpec(family, base.name, donors,
-                                    layer_at(bench.spec_of(base.name), "middle"), lam, steps))
-    return out
+    def iterated(self, steps: int) -> tuple[list[CurveSpec], list[Row]]:
+        """Iterated merges: each family's base takes its middle layer from the family's other
+        models in turn (same width both partner seeds, then the other widths), ``steps`` times.
+        Each donor's own middle-layer curve (listed here) gives that step's threshold."""
+        specs, rows = [], []
+        for family, fam in self.zoo.families.items():
+            for r, b, p, p2 in self.replicates():
+                base = self.mid(family, b)
+                if base is None:
+                    continue
+                layer = self.layer(base.name, "middle")
+                donors: list[StudyModel] = []
+                for m in [self.mid(family, p), self.mid(family, p2)] + \
+                        [self.zoo.find(family, w, p) for w in fam.widths if w != fam.mid]:
+                    if m is not None and m.name != base.name and m not in donors:
+                        donors.append(m)
+                if not donors:
+                    continue
+                chain = [donors[k % len(donors)].name for k in range(steps)]
+                keys = []
+                for name in chain:
+                    s = CurveSpec(base.name, name, ((layer, layer),))
+                    specs.append(s)
+                    keys.append(s.key)
+                rows.append({"family": family, "replicate": r, "base": base.name,
+                             "layer": layer, "donors": chain, "threshold_keys": keys})
+        return specs, rows

@@ -1,52 +1,66 @@
 """`mal study`: reproduce the laws of mal_method.md §8 on the demo zoo, as data and a report.
 
-The job builds (or reuses) the demo zoo and the study's extra models, measures every planned
-curve and iterated merge once, judges each law from those numbers (``laws.py``) and writes
-``study.json`` (all numbers) and ``report.md`` into the output folder. The figures the report
-shows are drawn from ``study.json`` by ``mal_desktop.figures`` (Qt, so outside the core).
+The job builds (or reuses) the demo zoo and the study's extra models (every configuration at
+``seeds`` seeds, trained bit-identically in pinned workers), plans every curve and iterated merge
+(``plans.py``), measures them in parallel pinned workers (``runner.py``; curves already measured
+on the same model files come from the study cache), judges each law by stated tests against
+seed-to-seed noise (``laws.py``, ``stats.py``), states what the merges gain (``gains.py``) and
+writes ``study.json`` (all numbers), ``report.md`` and ``merges.md`` into the output folder. The
+figures the report shows are drawn from ``study.json`` by ``mal_desktop.figures`` (Qt, so
+outside the core).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Generator
 
 from ... import __version__
 from .. import jsonio
-from ..device import device_label
-from ..errors import AlignmentError, MalError, PlanError
+from ..errors import MalError
 from ..io.files import atomic_write_text
+from ..io.hashing import file_sha256
 from ..progress import CancelToken, Job, ProgressEvent, map_events, never_cancelled, sub_job
-from ..zoo.build import ZooIndex, build_zoo_job, default_zoo_dir
+from ..zoo.build import ZooIndex, build_zoos_job, default_zoo_dir
+from ..zoo.pinned import numerics
 from . import laws
 from .bench import Bench, CurveSpec, IteratedSpec
-from .plans import (HeatmapCell, plan_heatmaps, plan_iterated, plan_positions, plan_ratios,
-                    plan_whole, plan_width_cases)
-from .report import render_report
-from .zoo import BASE_DATASET, EXTRAS_DIR, StudyZoo, study_entries
+from .cache import CurveCache
+from .gains import gains
+from .plans import Planner
+from .report import render_merges, render_report
+from .runner import BenchSettings, measure_curves, measure_iterated, open_pool
+from .zoo import BASE_DATASET, EXTRAS_DIR, StudyZoo, config_id, study_entries
 
-STUDY_VERSION = 1
+STUDY_VERSION = 4
 DATA_NAME = "study.json"
 REPORT_NAME = "report.md"
+MERGES_NAME = "merges.md"
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    """Sizes of the study. ``for_mode`` gives the default and the ``--small`` ones."""
+    """Sizes of the study. ``for_mode`` gives the default and the ``--small`` ones.
+
+    seeds: zoo seeds per configuration (replicates of every measurement). restarts: whole-model
+    weight-matching restarts. step_fraction: an iterated step's lambda as a fraction of that
+    step's own lambda*. workers: measuring (and training) processes.
+    """
 
     grid: int = 11
     epsilon: float = 0.01
-    pairs_per_cell: int = 2
+    seeds: int = 3
     iterated_steps: int = 6
-    iterated_lambda: float = 0.2
+    step_fraction: float = 0.5
+    restarts: int = 3
+    workers: int = 2
 
     @staticmethod
     def for_mode(small: bool) -> "StudySettings":
-        return StudySettings(grid=6, pairs_per_cell=1, iterated_steps=3) if small \
+        return StudySettings(grid=6, seeds=2, iterated_steps=3, restarts=2) if small \
             else StudySettings()
 
 
@@ -60,75 +74,30 @@ class StudyResult:
     data: dict[str, Any]
 
     @property
-    def verdicts(self) -> dict[int, str]:
+    def verdicts(self) -> dict[str, str]:
         return {law["law"]: law["verdict"] for law in self.data["laws"]}
 
 
-def _merge_specs(specs: list[CurveSpec]) -> list[CurveSpec]:
-    """One spec per curve key, in first-seen order; target_task if any asked for it."""
-    out: dict[str, CurveSpec] = {}
-    for s in specs:
-        if s.key in out:
-            if s.target_task and not out[s.key].target_task:
-                out[s.key] = replace(out[s.key], target_task=True)
-        else:
-            out[s.key] = s
-    return list(out.values())
+@dataclass(frozen=True)
+class _Plan:
+    """Every measurement of the study and how the parts of the report use them."""
 
-
-def _heatmap(cells, curves: dict[str, dict], families: list[str]) -> dict[str, Any]:
-    def value(keys) -> float | None:
-        vals = [curves[k]["aligned"]["mean_lmc_loss"] for k in keys
-                if k in curves and "error" not in curves[k]]
-        return sum(vals) / len(vals) if vals else None
-
-    grid = {"same": [[None] * len(families) for _ in families],
-            "different": [[None] * len(families) for _ in families]}
-    for cell in cells:
-        i, j = families.index(cell.base_family), families.index(cell.target_family)
-        grid["same"][i][j] = value(cell.same)
-        grid["different"][i][j] = value(cell.different)
-    return {"families": families, **grid,
-            "cells": [asdict(c) for c in cells]}
-
-
-def _method_notes(settings: StudySettings) -> list[str]:
-    return [
-        f"Every curve is evaluated on the {BASE_DATASET} test split (the base models' task) at "
-        f"{settings.grid} evenly spaced lambdas from 0 to 1.",
-        "Naive merge: index-aligned (the target's first units, zero-padded or truncated). "
-        "Aligned merge: chain alignment of the layer prefix (local two-sided alignment where "
-        "the two prefixes differ, e.g. across families); whole-model curves use whole-model "
-        "weight matching.",
-        "Layers: first = the first weight layer, last = the head, middle = the weight layer "
-        "with both sides hidden nearest the middle of the network.",
-        "Heatmaps merge the head (the one layer every pair of families can merge: the class "
-        f"outputs stay fixed, the input side is aligned); up to {settings.pairs_per_cell} "
-        "same-data target(s) per cell.",
-        f"lambda* is the largest grid lambda up to which base-task accuracy stays within "
-        f"{settings.epsilon:.0%} of the base's.",
-        f"Iterated merges: {settings.iterated_steps} steps at lambda "
-        f"{settings.iterated_lambda:g}, donors taken in turn, each step aligned to the current "
-        "merged base.",
-        "The study adds models to the demo zoo (folder study-extras): a digits-rot90 model of "
-        "every family lacking one, and MLPs with unequal hidden widths for the nine width "
-        "cases.",
-        "Training is seeded; another torch version or thread count trains slightly different "
-        "models, so checks decided by less than one grid step can flip between set-ups.",
-    ]
+    parts: dict[str, list[dict]]
+    curves: list[CurveSpec]
 
 
 def study_job(zoo_dir: Path | str | None = None, out_dir: Path | str = "mal-study",
               small: bool = False, cancel: CancelToken | None = None,
               settings: StudySettings | None = None
               ) -> Generator[ProgressEvent, None, StudyResult]:
-    """Build or reuse the zoo, measure every law, write study.json and report.md.
+    """Build or reuse the zoo, measure every law, write study.json, report.md and merges.md.
 
     zoo_dir: the demo-zoo folder (default :func:`default_zoo_dir`); missing models are trained
-        there, the study's extra models in its ``study-extras`` subfolder.
-    out_dir: folder for study.json and report.md (created).
-    small: a tiny zoo and a coarse grid, for tests (well under a minute).
-    settings: override the sizes (grid, pairs per heatmap cell, iterated steps).
+        there, the study's extra models in its ``study-extras`` subfolder, measured curves are
+        cached in its ``study-cache`` subfolder.
+    out_dir: folder for the study's files (created).
+    small: a tiny zoo, two seeds and a coarse grid, for tests (seconds once trained).
+    settings: override the sizes (grid, seeds, steps, restarts, workers).
     Yields ProgressEvents (stages "zoo" and "study"); returns the StudyResult.
     Raises MalError when the zoo cannot be built or the output cannot be written; Cancelled.
     A curve that cannot be measured is recorded with its error and listed in the report.
@@ -140,25 +109,41 @@ def study_job(zoo_dir: Path | str | None = None, out_dir: Path | str = "mal-stud
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     built: dict[str, int] = {"trained": 0, "reused": 0}
-    zoo = yield from _build_zoo(zoo_dir, small, cancel, built)
+    zoo = yield from _build_zoo(zoo_dir, small, settings, cancel, built)
     zoo_seconds = time.perf_counter() - t0
-    bench = Bench(zoo, settings.grid, settings.epsilon, BASE_DATASET, cancel)
+    seeds = [s for s in zoo.seeds() if s < settings.seeds]
+    if len(seeds) < 2:
+        raise MalError(f"the study needs at least two seeds per configuration; the zoo in "
+                       f"{zoo_dir} has {seeds}")
+    bench = Bench(zoo, settings.grid, settings.epsilon, BASE_DATASET, settings.restarts)
+    bs = BenchSettings((str(zoo_dir), str(zoo_dir / EXTRAS_DIR)), settings.grid,
+                       settings.epsilon, BASE_DATASET, settings.restarts)
 
     yield ProgressEvent("study", 0.35, "planning the measurements")
-    plan = _Plan.of(zoo, bench, settings)
-    n = len(plan.curves) + len(plan.iterated)
+    plan = _plan(Planner(zoo, bench, seeds), settings)
     t1 = time.perf_counter()
-    curves = yield from _measure_curves(plan.curves, zoo, bench, n, cancel)
-    curve_seconds = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    iterated = yield from _measure_iterated(plan.iterated, bench, len(plan.curves), n, cancel)
-    iterated_seconds = time.perf_counter() - t2
+    cache = CurveCache(zoo_dir / "study-cache", zoo, bs, STUDY_VERSION)
+    pool = open_pool(settings.workers)
+    try:
+        curves = yield from _measure_curves(pool, plan.curves, cache, bs, cancel)
+        curve_seconds = time.perf_counter() - t1
+        _annotate(curves, zoo)
+        t2 = time.perf_counter()
+        it_specs = _iterated_specs(plan.parts["iterated"], curves, settings.step_fraction)
+        iterated = yield from measure_iterated(
+            pool, bs, it_specs, cancel,
+            lambda k: ProgressEvent("study", 0.9 + 0.08 * k / len(it_specs),
+                                    f"iterated merges {k}/{len(it_specs)}"))
+        iterated_seconds = time.perf_counter() - t2
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
-    data = _study_data(zoo, zoo_dir, bench, settings, small, plan, curves, iterated)
+    data = _study_data(zoo, zoo_dir, bench, settings, small, seeds, plan, curves, iterated)
     data["timing"] = {"zoo_seconds": round(zoo_seconds, 2), "zoo_trained": built["trained"],
                       "zoo_reused": built["reused"], "curves": len(plan.curves),
-                      "curve_seconds": round(curve_seconds, 2),
-                      "iterated_seconds": round(iterated_seconds, 2),
+                      "curves_cached": cache.hits, "curve_seconds": round(curve_seconds, 2),
+                      "iterated": len(it_specs), "iterated_seconds": round(iterated_seconds, 2),
+                      "workers": settings.workers,
                       "total_seconds": round(time.perf_counter() - t0, 2)}
     cancel.raise_if_cancelled()
     data_path, report_path = _write_study(out, data)
@@ -175,120 +160,143 @@ def _zoo_folder(zoo_dir: Path | str | None, out_dir: Path | str, small: bool) ->
     return Path(zoo_dir)
 
 
-def _build_zoo(zoo_dir: Path, small: bool, cancel: CancelToken, built: dict[str, int]
-               ) -> Generator[ProgressEvent, None, StudyZoo]:
+def _build_zoo(zoo_dir: Path, small: bool, settings: StudySettings, cancel: CancelToken,
+               built: dict[str, int]) -> Generator[ProgressEvent, None, StudyZoo]:
     """Job: build (or reuse) the demo-zoo models and the study's extras; progress 0 to 0.35.
 
     Counts the models trained and reused into ``built``.
     """
-    base_entries, extra_entries = study_entries(small)
-    index = yield from _counting(sub_job(build_zoo_job(zoo_dir, base_entries, cancel),
-                                         0.0, 0.25), built)
-    extras = yield from _counting(sub_job(build_zoo_job(zoo_dir / EXTRAS_DIR, extra_entries,
-                                                        cancel), 0.25, 0.35), built)
-    return StudyZoo([index, extras])
+    base_entries, extra_entries = study_entries(small, settings.seeds)
+    indices = yield from _counting(sub_job(build_zoos_job(
+        [(zoo_dir, base_entries), (zoo_dir / EXTRAS_DIR, extra_entries)], cancel,
+        settings.workers), 0.0, 0.35), built)
+    return StudyZoo(indices)
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Every measurement of the study: the curves (each key once) and the iterated merges, and
-    how the parts of the report use them."""
-
-    whole: list[CurveSpec]
-    heat_cells: list[HeatmapCell]
-    cases: list[dict]
-    ratios: list[CurveSpec]
-    pos_rows: list[dict]
-    iterated: list[IteratedSpec]
-    curves: list[CurveSpec]
-
-    @staticmethod
-    def of(zoo: StudyZoo, bench: Bench, settings: StudySettings) -> "_Plan":
-        """List every part's measurements (plans.py) and merge the curves by key."""
-        whole = plan_whole(zoo)
-        heat_specs, heat_cells = plan_heatmaps(zoo, bench, settings.pairs_per_cell)
-        case_specs, cases = plan_width_cases(zoo, bench)
-        ratio_specs = plan_ratios(zoo, bench)
-        pos_specs, pos_rows = plan_positions(zoo, bench)
-        iter_specs = plan_iterated(zoo, bench, settings.iterated_steps, settings.iterated_lambda)
-        curves = _merge_specs(whole + heat_specs + case_specs + ratio_specs + pos_specs)
-        return _Plan(whole, heat_cells, cases, ratio_specs, pos_rows, iter_specs, curves)
+def _plan(planner: Planner, settings: StudySettings) -> _Plan:
+    """List every part's measurements (plans.py) and merge the curves by key."""
+    parts: dict[str, list[dict]] = {}
+    specs: dict[str, CurveSpec] = {}
+    for name, (s, rows) in (("whole", planner.whole()), ("heatmaps", planner.heatmaps()),
+                            ("width_cases", planner.width_cases()),
+                            ("ratios", planner.ratios()), ("positions", planner.positions()),
+                            ("iterated", planner.iterated(settings.iterated_steps))):
+        parts[name] = rows
+        for spec in s:
+            specs.setdefault(spec.key, spec)
+    return _Plan(parts, list(specs.values()))
 
 
-def _measure_curves(specs: list[CurveSpec], zoo: StudyZoo, bench: Bench, n: int,
+def _measure_curves(pool: Any, specs: list[CurveSpec], cache: CurveCache, bs: BenchSettings,
                     cancel: CancelToken) -> Generator[ProgressEvent, None, dict[str, dict]]:
-    """Job: measure every curve (key -> record); a curve that cannot be measured is recorded
-    with its error. Progress from 0.35 over the first of ``n`` measurements."""
-    curves: dict[str, dict[str, Any]] = {}
-    for i, spec in enumerate(specs):
-        cancel.raise_if_cancelled()
-        try:
-            record = bench.curve(spec)
-        except (PlanError, AlignmentError) as exc:
-            record = {"key": spec.key, "base": spec.base, "target": spec.target,
-                      "error": str(exc)}
-        record["base_seed"] = zoo.models[spec.base].seed
-        record["target_seed"] = zoo.models[spec.target].seed
-        curves[spec.key] = record
-        yield ProgressEvent("study", 0.35 + 0.6 * (i + 1) / n,
-                            f"curve {i + 1}/{len(specs)}: {spec.key}", None)
+    """Job: every curve (key -> record, in plan order): from the cache, else measured (and
+    then cached); progress from 0.35 to 0.9."""
+    curves = {s.key: cache.get(s) for s in specs}
+    todo = [s for s in specs if curves[s.key] is None]
+    n = len(todo)
+    yield ProgressEvent("study", 0.35, f"{len(specs) - n} of {len(specs)} curves cached")
+    measured = yield from measure_curves(
+        pool, bs, todo, cancel,
+        lambda k: ProgressEvent("study", 0.35 + 0.55 * k / max(1, n), f"curve {k}/{n}"))
+    for key, record in measured.items():
+        cache.put(key, record)
+        curves[key] = record
     return curves
 
 
-def _measure_iterated(specs: list[IteratedSpec], bench: Bench, done: int, n: int,
-                      cancel: CancelToken) -> Generator[ProgressEvent, None, list[dict]]:
-    """Job: run every iterated merge (an error is recorded, not raised); progress continues
-    after ``done`` of ``n`` measurements."""
-    iterated = []
-    for k, it in enumerate(specs):
-        cancel.raise_if_cancelled()
-        try:
-            iterated.append(bench.iterated(it))
-        except (PlanError, AlignmentError) as exc:
-            iterated.append({"family": it.family, "base": it.base, "error": str(exc)})
-        yield ProgressEvent("study", 0.35 + 0.6 * (done + k + 1) / n,
-                            f"iterated merges {k + 1}/{len(specs)}: {it.family}", None)
-    return iterated
+def _annotate(curves: dict[str, dict], zoo: StudyZoo) -> None:
+    """Add each curve's model facts: family, width, data, seed of both models, and the pair's
+    configuration (models less seeds, plus the layers)."""
+    for r in curves.values():
+        b, t = zoo.models[r["base"]], zoo.models[r["target"]]
+        layers = ",".join(f"{s}>{d}" for s, d in r.get("layers", [])) or "whole"
+        r.update({"base_family": b.family, "target_family": t.family,
+                  "base_width": b.width, "target_width": t.width,
+                  "base_dataset": b.dataset, "target_dataset": t.dataset,
+                  "base_seed": b.seed, "target_seed": t.seed,
+                  "config": f"{config_id(b)}<-{config_id(t)}|{layers}"})
+
+
+def _iterated_specs(rows: list[dict], curves: dict[str, dict], fraction: float
+                    ) -> list[IteratedSpec]:
+    """The chains with each step's lambda: ``fraction`` of its donor's own lambda*; donors
+    whose lambda* is 0 (no step under the threshold on the grid) are left out."""
+    out = []
+    for row in rows:
+        donors, lams = [], []
+        for donor, key in zip(row["donors"], row["threshold_keys"]):
+            r = curves.get(key)
+            if r is None or "error" in r or r["aligned"]["threshold"] <= 0:
+                continue
+            donors.append(donor)
+            lams.append(round(fraction * r["aligned"]["threshold"], 6))
+        row["used_donors"], row["lams"] = donors, lams
+        if donors:
+            out.append(IteratedSpec(row["family"], row["replicate"], row["base"],
+                                    tuple(donors), row["layer"], tuple(lams)))
+    return out
 
 
 def _study_data(zoo: StudyZoo, zoo_dir: Path, bench: Bench, settings: StudySettings,
-                small: bool, plan: _Plan, curves: dict[str, dict], iterated: list[dict]
-                ) -> dict[str, Any]:
+                small: bool, seeds: list[int], plan: _Plan, curves: dict[str, dict],
+                iterated: list[dict]) -> dict[str, Any]:
     """The content of study.json (less its timing): settings, zoo, measurements, verdicts."""
     families = list(zoo.families)
+    step = bench.lambdas[1] - bench.lambdas[0]
+    used = sorted({r[k] for r in curves.values() for k in ("base", "target")}
+                  | {d for it in iterated for d in it.get("donors", [])})
+    parts = plan.parts
     data: dict[str, Any] = {
         "version": __version__, "study_version": STUDY_VERSION, "small": small,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": _device_text(), "dataset": BASE_DATASET, "epsilon": settings.epsilon,
-        "lambdas": list(bench.lambdas), "settings": asdict(settings),
+        "numerics": numerics(), "dataset": BASE_DATASET, "epsilon": settings.epsilon,
+        "lambdas": list(bench.lambdas), "settings": asdict(settings), "seeds": seeds,
         "zoo": {"dir": str(zoo_dir), "families": families,
-                "models": [m.to_json() for m in zoo.models.values()]},
-        "curves": list(curves.values()),
-        "heatmaps": _heatmap(plan.heat_cells, curves, families),
-        "width_cases": plan.cases, "ratios": [s.key for s in plan.ratios],
-        "positions": plan.pos_rows, "iterated": iterated,
-        "whole": [s.key for s in plan.whole],
-        "method": _method_notes(settings),
+                "models": [{**m.to_json(), "sha256": file_sha256(m.path)}
+                           for m in zoo.models.values() if m.name in used]},
+        "curves": list(curves.values()), "parts": parts, "iterated": iterated,
+        "heatmaps": _heatmap(parts["heatmaps"], curves, families),
     }
-    data["laws"] = [laws.law1(curves), laws.law2(curves), laws.law3(curves),
-                    laws.law4(curves, data["ratios"], plan.cases),
-                    laws.law5(curves, plan.pos_rows), laws.law6(iterated, settings.epsilon)]
+    data["laws"] = [laws.law1(curves, step), laws.law2(curves, step),
+                    laws.law3(curves, parts["whole"], parts["heatmaps"]),
+                    laws.law4a(curves, parts["ratios"], step),
+                    laws.law4b(curves, parts["ratios"], parts["width_cases"], step),
+                    laws.law5(curves, parts["positions"]),
+                    laws.law6(iterated, settings.epsilon)]
+    accuracy = {m.name: m.test_accuracy for m in zoo.models.values()}
+    data["gains"] = gains(curves, list(bench.lambdas), accuracy)
     return data
 
 
+def _heatmap(rows: list[dict], curves: dict[str, dict], families: list[str]) -> dict[str, Any]:
+    """Mean aligned LMC loss per (base family, target family) cell over the replicates."""
+    grid: dict[str, list[list[Any]]] = {w: [[None] * len(families) for _ in families]
+                                        for w in ("same", "different")}
+    for which in grid:
+        for i, a in enumerate(families):
+            for j, b in enumerate(families):
+                vals = [curves[row[which]]["aligned"]["mean_lmc_loss"] for row in rows
+                        if row["base_family"] == a and row["target_family"] == b
+                        and row[which] and "error" not in curves[row[which]]]
+                grid[which][i][j] = sum(vals) / len(vals) if vals else None
+    return {"families": families, **grid}
+
+
 def _write_study(out: Path, data: dict[str, Any]) -> tuple[Path, Path]:
-    """Write study.json and report.md into ``out``; return their paths. Raises MalError."""
+    """Write study.json, report.md and merges.md into ``out``; return the first two paths.
+    Raises MalError."""
     data_path = out / DATA_NAME
     report_path = out / REPORT_NAME
     try:
         atomic_write_text(data_path, jsonio.dumps(data, indent=1) + "\n")
         atomic_write_text(report_path, render_report(data))
+        atomic_write_text(out / MERGES_NAME, render_merges(data))
     except OSError as exc:
         raise MalError(f"{out}: cannot write the study ({exc.strerror or exc})") from None
     return data_path, report_path
 
 
-def _counting(job: Job[ZooIndex], counts: dict[str, int]) -> Job[ZooIndex]:
+def _counting(job: Job[list[ZooIndex]], counts: dict[str, int]) -> Job[list[ZooIndex]]:
     """Re-yield a zoo build's events, counting models trained and reused into ``counts``."""
     def count(event: ProgressEvent) -> ProgressEvent:
         payload = event.payload if isinstance(event.payload, dict) else {}
@@ -301,16 +309,4 @@ def _counting(job: Job[ZooIndex], counts: dict[str, int]) -> Job[ZooIndex]:
     return map_events(job, count)
 
 
-def _device_text() -> str:
-    """The compute device and, on CPU, how many cores this process may use and torch uses."""
-    import torch
-
-    label = device_label()
-    if label == "CPU":
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 0
-        threads = torch.get_num_threads()
-        label += f" ({cores} cores available, {threads} torch thread{'s' if threads != 1 else ''})"
-    return label
+__all__ = ["StudyResult", "StudySettings", "study_job"]

@@ -1,18 +1,26 @@
-"""The study's view of the zoo: which models exist, their family and width, and which extra
-models the study needs beyond the demo zoo.
+"""The study's view of the zoo: which models exist, their family, width and configuration, and
+which extra models the study needs beyond the demo zoo.
 
 The demo zoo (core/zoo/build.py) has five families at three widths, a second seed at each middle
-width, and "different data" variants for mlp and cnn only. The study adds, in a separate folder
-(``<zoo>/study-extras``, so the demo zoo's own index stays as built):
+width, and "different data" variants for mlp and cnn only. The study measures every law over
+several seeds, so it completes, in a separate folder (``<zoo>/study-extras``, so the demo zoo's
+own index stays as built), every configuration it uses to ``seeds`` seeds:
 
-- a digits-rot90 variant of every family's middle-width second-seed model that lacks one, so the
-  different-data heatmap has a model of every family;
+- every family at every width on digits;
+- the middle width on different data (mlp and cnn: permuted, rot90, inverted, as in the demo
+  zoo; the other families digits-rot90), so every family has different-data targets;
 - MLPs with unequal hidden widths ``[a, b]``, so the base MLP's middle layer meets targets that
   are wider, equal and narrower on each side independently: the nine width cases.
+
+A *configuration* is a model less its seed (:func:`config_id`); a *replicate* r of a
+measurement takes its base from seed r and its partners from the next seeds
+(:func:`replicate_seeds`), so replicates use disjoint pairs of independently trained models.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -84,52 +92,48 @@ class StudyZoo:
             widths = sorted({m.width for m in self._regular(family) if m.width is not None})
             if widths:
                 self.families[family] = FamilyModels(family, tuple(widths),
-                                                     _mid_width(self._regular(family), widths))
+                                                     widths[(len(widths) - 1) // 2])
 
     def _regular(self, family: str) -> list[StudyModel]:
         return [m for m in self.models.values() if m.family == family and m.width is not None]
 
-    def find(self, family: str, width: int | None, seed: int | None = None,
+    def find(self, family: str, width: int | None, seed: int,
              dataset: str = BASE_DATASET) -> StudyModel | None:
-        """The regular model of ``family`` at ``width`` (and ``seed``) trained on ``dataset``;
-        the lowest seed when ``seed`` is None."""
-        found = [m for m in self._regular(family) if m.width == width and m.dataset == dataset
-                 and (seed is None or m.seed == seed)]
-        return min(found, key=lambda m: m.seed) if found else None
+        """The regular model of ``family`` at ``width`` and ``seed`` trained on ``dataset``."""
+        for m in self._regular(family):
+            if m.width == width and m.dataset == dataset and m.seed == seed:
+                return m
+        return None
 
-    def base(self, family: str) -> StudyModel | None:
-        """The family's base model: middle width, seed 0 (else the lowest seed), base data."""
-        fam = self.families.get(family)
-        return None if fam is None else self.find(family, fam.mid, 0) or self.find(family, fam.mid)
+    def with_widths(self, widths: Sequence[int], seed: int) -> StudyModel | None:
+        """The base-data MLP with hidden widths exactly ``widths`` and ``seed``."""
+        for m in self.models.values():
+            if m.family == "mlp" and m.dataset == BASE_DATASET and m.seed == seed \
+                    and list(m.config.get("widths", [])) == list(widths):
+                return m
+        return None
 
-    def partners(self, family: str, exclude: str) -> list[StudyModel]:
-        """Other base-data models of ``family``, in order: middle width other seed, then the
-        widths ascending (seed 0) - the targets a base of this family is paired with."""
-        fam = self.families.get(family)
-        if fam is None:
-            return []
-        out: list[StudyModel] = []
-        mid_other = [m for m in self._regular(family) if m.width == fam.mid
-                     and m.dataset == BASE_DATASET and m.name != exclude]
-        out += sorted(mid_other, key=lambda m: m.seed)[:1]
-        for w in fam.widths:
-            m = self.find(family, w)
-            if m is not None and m.name != exclude and m not in out:
-                out.append(m)
-        return out
-
-    def with_widths(self, widths: Sequence[int], exclude: str) -> StudyModel | None:
-        """A base-data MLP whose hidden widths are exactly ``widths`` (not ``exclude``)."""
-        found = [m for m in self.models.values() if m.family == "mlp" and m.name != exclude
-                 and m.dataset == BASE_DATASET and list(m.config.get("widths", [])) == list(widths)]
-        return max(found, key=lambda m: m.seed) if found else None
+    def seeds(self) -> list[int]:
+        """The seeds every regular base-data model of every family was trained with."""
+        common: set[int] | None = None
+        for family in self.families:
+            have = {m.seed for m in self._regular(family) if m.dataset == BASE_DATASET}
+            common = have if common is None else common & have
+        return sorted(common or ())
 
 
-def _mid_width(models: list[StudyModel], widths: list[int]) -> int:
-    """The width trained with a second seed (the zoo's middle width), else the median."""
-    seeded = sorted({m.width for m in models if m.seed != 0 and m.dataset == BASE_DATASET
-                     and m.width is not None})
-    return seeded[0] if seeded else widths[(len(widths) - 1) // 2]
+def config_id(m: StudyModel) -> str:
+    """The model's configuration: its name without the seed (``mlp-w64-s1-rot90`` ->
+    ``mlp-w64-rot90``); models of one configuration differ in their seed only."""
+    return re.sub(r"-s\d+", "", m.name, count=1)
+
+
+def replicate_seeds(seeds: Sequence[int], r: int) -> tuple[int, int, int]:
+    """(base seed, partner seed, second partner seed) of replicate ``r``: the base takes seed
+    r, its same-configuration partners the next seeds in turn (the second partner equals the
+    first when there are two seeds)."""
+    k = len(seeds)
+    return seeds[r], seeds[(r + 1) % k], seeds[(r + 2) % k] if k > 2 else seeds[(r + 1) % k]
 
 
 def nine_case_sizes(mid: int) -> tuple[int, int, int]:
@@ -137,36 +141,69 @@ def nine_case_sizes(mid: int) -> tuple[int, int, int]:
     return (mid // 2, mid, mid * 2)
 
 
-def study_entries(small: bool) -> tuple[list[ZooEntry], list[ZooEntry]]:
-    """(demo-zoo entries, study-extra entries) for a default or ``small`` study."""
-    base = default_zoo(small)
-    extras: list[ZooEntry] = []
-    names = {e.name for e in base}
-    # Different data for every family: copy the middle-width second-seed entry onto rot90.
+def _variants(base: list[ZooEntry]) -> dict[str, list[str]]:
+    """Family -> the different-data sets the study trains its middle width on: those the demo
+    zoo has for it, else digits-rot90."""
+    out: dict[str, list[str]] = {}
     for e in base:
-        if e.seed == 1 and e.dataset == BASE_DATASET:
-            has = any(o.family == e.family and o.seed == 1 and o.dataset == DIFFERENT_DATASET
-                      and o.config == e.config for o in base)
-            name = f"{e.name}-{DIFFERENT_DATASET.removeprefix('digits-')}"
-            if not has and name not in names:
-                extras.append(replace(e, name=name, dataset=DIFFERENT_DATASET))
-                names.add(name)
-    # Unequal-width MLPs for the nine width cases around the base MLP's middle width.
-    mlps = [e for e in base if e.family == "mlp" and e.dataset == BASE_DATASET]
-    seeded = [e for e in mlps if e.seed == 1]
-    template = seeded[0] if seeded else (mlps[0] if mlps else None)
-    if template is not None:
-        mid = int(template.config["widths"][0])
-        sizes = nine_case_sizes(mid)
-        have = {tuple(e.config["widths"]) for e in mlps if e.seed == 1 or
-                tuple(e.config["widths"]) != (mid, mid)}
-        for a in sizes:        # in side of the middle layer = first hidden width
-            for b in sizes:    # out side = second hidden width
-                if (a, b) in have:
-                    continue
-                name = f"mlp-w{a}-s0" if a == b else f"mlp-w{a}x{b}-s0"
-                if name not in names:
-                    extras.append(ZooEntry(name, "mlp", {"widths": [a, b]}, BASE_DATASET, 0,
-                                           template.epochs, template.lr, template.batch_size))
-                    names.add(name)
+        if e.dataset != BASE_DATASET:
+            out.setdefault(e.family, [])
+            if e.dataset not in out[e.family]:
+                out[e.family].append(e.dataset)
+    for e in base:
+        out.setdefault(e.family, [DIFFERENT_DATASET])
+    return out
+
+
+def study_entries(small: bool, seeds: int = 3) -> tuple[list[ZooEntry], list[ZooEntry]]:
+    """(demo-zoo entries, study-extra entries) for a default or ``small`` study with
+    ``seeds`` seeds (0 .. seeds-1) of every configuration it uses.
+
+    The extras complete every configuration to all seeds: every family and width on digits,
+    the middle width on each different data set (``_variants``), and the nine width-case MLPs
+    around the base MLP's middle width. Each extra copies the recipe (epochs, lr, batch size)
+    of its family's demo-zoo entry.
+    """
+    base = default_zoo(small)
+    names = {e.name for e in base}
+    have = {(e.family, json.dumps(e.config, sort_keys=True), e.dataset, e.seed) for e in base}
+    extras: list[ZooEntry] = []
+
+    def add(template: ZooEntry, config: dict[str, Any], dataset: str, seed: int,
+            name: str) -> None:
+        key = (template.family, json.dumps(config, sort_keys=True), dataset, seed)
+        if key in have or name in names:
+            return
+        extras.append(replace(template, name=name, config=dict(config), dataset=dataset,
+                              seed=seed))
+        have.add(key)
+        names.add(name)
+
+    regular = [e for e in base if e.dataset == BASE_DATASET]
+    widths: dict[str, list[ZooEntry]] = {}
+    for e in regular:  # one template per family and width (the lowest seed)
+        group = widths.setdefault(e.family, [])
+        if all(g.config != e.config for g in group):
+            group.append(e)
+    variants = _variants(base)
+    for family, group in widths.items():
+        ordered = sorted(group, key=lambda e: width_of(e.family, e.config) or 0)
+        mid = ordered[(len(ordered) - 1) // 2]
+        w_mid = width_of(family, mid.config)
+        for s in range(seeds):
+            for e in ordered:
+                w = width_of(family, e.config)
+                add(e, e.config, BASE_DATASET, s, f"{family}-w{w}-s{s}")
+            for dataset in variants[family]:
+                add(mid, mid.config, dataset, s,
+                    f"{family}-w{w_mid}-s{s}-{dataset.removeprefix('digits-')}")
+    mlps = sorted(widths.get("mlp", []), key=lambda e: e.config["widths"][0])
+    if mlps:
+        template = mlps[(len(mlps) - 1) // 2]
+        sizes = nine_case_sizes(int(template.config["widths"][0]))
+        for s in range(seeds):
+            for a in sizes:        # in side of the middle layer = first hidden width
+                for b in sizes:    # out side = second hidden width
+                    name = f"mlp-w{a}-s{s}" if a == b else f"mlp-w{a}x{b}-s{s}"
+                    add(template, {"widths": [a, b]}, BASE_DATASET, s, name)
     return base, extras

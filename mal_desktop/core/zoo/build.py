@@ -13,7 +13,6 @@ import json
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,14 +23,17 @@ from ..errors import MalError
 from ..evaluate.datasets import load_dataset
 from ..io.files import atomic_write_text, load_model, save_model
 from ..io.model import LoadedModel
-from ..progress import CancelToken, ProgressEvent, map_events, never_cancelled
+from ..progress import CancelToken, ProgressEvent, never_cancelled
 from ..arch.families import build_model, full_config
-from .train import TrainResult, train_job
+from .pinned import numerics
+from .train import TrainResult
+from .worker import TrainTask, train_in_workers
 
 INDEX_NAME = "zoo.json"
 INDEX_VERSION = 1
 # Part of every entry hash: bump it when the training recipe changes so old files are rebuilt.
-RECIPE_VERSION = 1
+# 2: trained in a pinned worker (deterministic, portable kernels), no time stamps in the file.
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -184,52 +186,96 @@ def _index_json(infos: Sequence[ZooModelInfo]) -> str:
 
 
 def build_zoo_job(out_dir: Path, entries: Sequence[ZooEntry] | None = None,
-                  cancel: CancelToken | None = None) -> Generator[ProgressEvent, None, ZooIndex]:
+                  cancel: CancelToken | None = None, workers: int = 1
+                  ) -> Generator[ProgressEvent, None, ZooIndex]:
     """Train and save the zoo ``entries`` (default: :func:`default_zoo`) into ``out_dir``.
 
-    Each model is built with ``torch.manual_seed(seed)``, trained on its dataset and saved as
-    ``<name>.safetensors`` with provenance metadata (name, family, config, dataset, seed, epochs,
-    test accuracy and loss, trained_at, entry_hash). A file that already holds the entry's hash is
-    reused. ``zoo.json`` is rewritten atomically after each model and at the end; it lists exactly
-    these entries (those finished so far), whatever an earlier index in the folder listed.
-    Yields ProgressEvents (stage "zoo", fraction over all entries' epochs); checks ``cancel`` at
-    every epoch and batch boundary.
+    Each model is built with ``torch.manual_seed(seed)`` and trained on its dataset in a pinned
+    worker process (``worker.py``, ``pinned.py``: one thread, deterministic algorithms, portable
+    kernels), so the same entry gives a bit-identical file on every x86-64 CPU with the same
+    torch, whatever else runs in this process. ``workers`` such processes train in parallel.
+    Each is saved as ``<name>.safetensors`` with provenance metadata (name, family, config,
+    dataset, seed, epochs, recipe, test accuracy and loss, entry_hash, the numerics it was
+    trained under; no time stamps, so the file's sha256 identifies the model). A file that
+    already holds the entry's hash is reused. ``zoo.json`` is rewritten atomically after each
+    model and at the end; it lists exactly these entries (those finished so far, in entry
+    order), whatever an earlier index in the folder listed.
+    Yields ProgressEvents (stage "zoo", fraction over all entries' epochs); checks ``cancel``
+    at least every 0.1 s (a model in training when cancelled is dropped).
     Returns the ZooIndex of the built entries.
-    Raises MalError for duplicate names or an unknown family (before any work), DatasetError for
-    an unknown dataset (when its entry is reached), Cancelled when cancelled.
+    Raises MalError for duplicate names or an unknown family, DatasetError for an unknown
+    dataset (all before any training), Cancelled when cancelled.
     """
-    cancel = cancel if cancel is not None else never_cancelled()
     entries = list(default_zoo() if entries is None else entries)
-    _check_entries(entries)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index_path = out_dir / INDEX_NAME
-    total_epochs = max(1, sum(max(1, e.epochs) for e in entries))
+    indices = yield from build_zoos_job([(Path(out_dir), entries)], cancel, workers)
+    return indices[0]
+
+
+def build_zoos_job(folders: Sequence[tuple[Path, Sequence[ZooEntry]]],
+                   cancel: CancelToken | None = None, workers: int = 1
+                   ) -> Generator[ProgressEvent, None, list[ZooIndex]]:
+    """:func:`build_zoo_job` for several zoo folders at once, with one set of ``workers``
+    training processes for all of them (a study builds the demo zoo and its extras). Returns
+    the folders' ZooIndex in order; progress spans all their entries."""
+    cancel = cancel if cancel is not None else never_cancelled()
+    groups = [(Path(d), list(es)) for d, es in folders]
+    for _, entries in groups:
+        _check_entries(entries)
+    every = [e for _, es in groups for e in es]
+    total_epochs = max(1, sum(max(1, e.epochs) for e in every))
     done_epochs = 0
-    infos: list[ZooModelInfo] = []
-    count = len(entries)
-    for k, entry in enumerate(entries, start=1):
+    infos: list[dict[int, ZooModelInfo]] = [{} for _ in groups]
+    where: dict[tuple[int, str], str] = {}
+    tasks: list[TrainTask] = []
+    for g, (out_dir, entries) in enumerate(groups):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, entry in enumerate(entries):
+            where[(g, entry.name)] = f"{entry.name} ({k + 1}/{len(entries)})"
+            tasks.append(TrainTask(entry, _full_config(entry), (g, k)))  # DatasetError early
+    todo = []
+    for task in tasks:
         cancel.raise_if_cancelled()
+        (g, k), entry = task.slot, task.entry
         rel = f"{entry.name}.safetensors"
-        weight = max(1, entry.epochs)
-        where = f"{entry.name} ({k}/{count})"
-        cached = _cached_info(entry, out_dir / rel, rel)
-        if cached is not None:
-            infos.append(cached)
-            done_epochs += weight
-            yield ProgressEvent("zoo", done_epochs / total_epochs, f"cached {where}",
-                                {"name": entry.name, "cached": True})
+        cached = _cached_info(entry, groups[g][0] / rel, rel)
+        if cached is None:
+            todo.append(task)
             continue
-        info = yield from _train_entry(entry, out_dir, rel, where, done_epochs, total_epochs,
-                                       cancel)
-        infos.append(info)
-        atomic_write_text(index_path, _index_json(infos))
-        done_epochs += weight
-        yield ProgressEvent("zoo", done_epochs / total_epochs,
-                            f"trained {where}: test accuracy {info.test_accuracy:.1%}",
-                            {"name": entry.name, "test_accuracy": info.test_accuracy})
-    atomic_write_text(index_path, _index_json(infos))
-    return ZooIndex(tuple(infos), out_dir)
+        infos[g][k] = cached
+        done_epochs += max(1, entry.epochs)
+        yield ProgressEvent("zoo", done_epochs / total_epochs, f"cached {where[(g, entry.name)]}",
+                            {"name": entry.name, "cached": True})
+    progress = {t.slot: 0.0 for t in todo}
+    for msg in train_in_workers(todo, workers, cancel):
+        kind, task = msg[0], msg[1]
+        (g, k), e = task.slot, task.entry
+        if kind == "epoch":
+            epoch = int(msg[2]["epoch"])
+            progress[task.slot] = float(epoch)
+            fraction = (done_epochs + sum(progress.values())) / total_epochs
+            yield ProgressEvent("zoo", min(1.0, fraction),
+                                f"training {where[(g, e.name)]} epoch {epoch}/{e.epochs}",
+                                {"name": e.name, **msg[2]})
+            continue
+        cancel.raise_if_cancelled()
+        rel = f"{e.name}.safetensors"
+        out_dir = groups[g][0]
+        info = _save_trained(e, _module_with(e, task.config, msg[2]), task.config, msg[3],
+                             out_dir / rel, rel)
+        infos[g][k] = info
+        atomic_write_text(out_dir / INDEX_NAME,
+                          _index_json([infos[g][i] for i in sorted(infos[g])]))
+        progress[task.slot] = 0.0
+        done_epochs += max(1, e.epochs)
+        yield ProgressEvent("zoo", min(1.0, (done_epochs + sum(progress.values())) / total_epochs),
+                            f"trained {where[(g, e.name)]}: test accuracy {info.test_accuracy:.1%}",
+                            {"name": e.name, "test_accuracy": info.test_accuracy})
+    out = []
+    for g, (out_dir, _) in enumerate(groups):
+        ordered = [infos[g][i] for i in sorted(infos[g])]
+        atomic_write_text(out_dir / INDEX_NAME, _index_json(ordered))
+        out.append(ZooIndex(tuple(ordered), out_dir))
+    return out
 
 
 def _check_entries(entries: Sequence[ZooEntry]) -> None:
@@ -242,50 +288,39 @@ def _check_entries(entries: Sequence[ZooEntry]) -> None:
         full_config(e.family, e.config)  # unknown family -> readable MalError
 
 
-def _train_entry(entry: ZooEntry, out_dir: Path, rel: str, where: str, done_epochs: int,
-                 total_epochs: int, cancel: CancelToken
-                 ) -> Generator[ProgressEvent, None, ZooModelInfo]:
-    """Job: build ``entry``'s model from its seed, train it, save it as ``out_dir / rel``.
-
-    Yields stage "zoo" events per epoch, placed after ``done_epochs`` of ``total_epochs``;
-    ``where`` names the entry in messages. Returns the entry's index line.
-    """
+def _full_config(entry: ZooEntry) -> dict[str, Any]:
+    """The entry's complete architecture config; ``input_shape`` and ``num_classes`` from its
+    dataset. Raises DatasetError for an unknown dataset."""
     data = load_dataset(entry.dataset)
     config = dict(entry.config)
     config.setdefault("input_shape", list(data.input_shape))
     config.setdefault("num_classes", int(data.num_classes))
-    config = full_config(entry.family, config)
-    torch.manual_seed(entry.seed)
-    module = build_model(entry.family, config)
-    yield ProgressEvent("zoo", done_epochs / total_epochs,
-                        f"training {where} epoch 0/{entry.epochs}",
-                        {"name": entry.name, "epoch": 0})
-    weight = max(1, entry.epochs)
+    return full_config(entry.family, config)
 
-    def as_zoo_event(event: ProgressEvent) -> ProgressEvent:
-        """A training epoch as zoo progress: placed within this entry's share of all epochs."""
-        epoch = int(event.payload["epoch"])
-        fraction = (done_epochs + weight * epoch / max(1, entry.epochs)) / total_epochs
-        return ProgressEvent("zoo", fraction, f"training {where} epoch {epoch}/{entry.epochs}",
-                             {"name": entry.name, **event.payload})
 
-    result = yield from map_events(
-        train_job(module, data, epochs=entry.epochs, lr=entry.lr, batch_size=entry.batch_size,
-                  seed=entry.seed, cancel=cancel), as_zoo_event)
-    cancel.raise_if_cancelled()
-    return _save_trained(entry, module, config, result, out_dir / rel, rel)
+def _module_with(entry: ZooEntry, config: dict[str, Any], state: dict[str, Any]
+                 ) -> torch.nn.Module:
+    """The entry's architecture holding the trained ``state`` (numpy arrays from a worker).
+
+    Built under a forked RNG: the caller's random state is not consumed."""
+    with torch.random.fork_rng(devices=[]):
+        module = build_model(entry.family, config)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return module.eval()
 
 
 def _save_trained(entry: ZooEntry, module: torch.nn.Module, config: dict[str, Any],
                   result: TrainResult, path: Path, rel: str) -> ZooModelInfo:
-    """Save a trained entry with its provenance metadata; return its index line."""
+    """Save a trained entry with its provenance metadata; return its index line.
+
+    The metadata holds nothing that changes from one build to the next (no time stamps), so
+    equal training gives equal files."""
     metadata = {
         "name": entry.name, "family": entry.family, "config": config, "dataset": entry.dataset,
         "seed": entry.seed, "epochs": entry.epochs, "lr": entry.lr, "batch_size": entry.batch_size,
-        "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
-        "train_seconds": round(result.seconds, 3),
-        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "entry_hash": entry.entry_hash(),
+        "recipe": RECIPE_VERSION, "test_accuracy": result.test_accuracy,
+        "test_loss": result.test_loss, "entry_hash": entry.entry_hash(),
+        "trained_under": _trained_under(),
     }
     model = LoadedModel(module=module.eval(),
                         arch={"kind": "family", "family": entry.family, "config": config},
@@ -294,6 +329,14 @@ def _save_trained(entry: ZooEntry, module: torch.nn.Module, config: dict[str, An
     save_model(model, path, metadata)
     return ZooModelInfo(entry.name, rel, entry.family, config, entry.dataset, entry.seed,
                         entry.epochs, result.test_accuracy, result.test_loss, entry.entry_hash())
+
+
+def _trained_under() -> dict[str, Any]:
+    """The numerics a zoo model is trained under (torch version and the pinned settings)."""
+    n = numerics()
+    return {"torch": n["torch"], "aten_capability": n["aten_capability"],
+            "mkl_cbwr": n["env"]["MKL_CBWR"], "torch_threads": n["torch_threads"],
+            "deterministic_algorithms": n["deterministic_algorithms"], "mkldnn": n["mkldnn"]}
 
 
 def _parse_info(raw: Any, index_path: Path) -> ZooModelInfo:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,7 @@ from ..errors import DatasetError
 from ..evaluate.datasets import Dataset
 from ..evaluate.evaluator import evaluate_module
 from ..progress import CancelToken, ProgressEvent, never_cancelled
+from .pinned import deterministic_torch
 
 
 @dataclass(frozen=True)
@@ -40,14 +42,33 @@ def _module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@contextlib.contextmanager
+def _rng(state: torch.Tensor) -> Iterator[dict[str, torch.Tensor]]:
+    """Run the block with torch's global CPU RNG at ``state``; the caller's state is restored
+    after it, and the block's final state is left in the yielded dict under "state"."""
+    outer = torch.get_rng_state()
+    torch.set_rng_state(state)
+    box: dict[str, torch.Tensor] = {}
+    try:
+        yield box
+    finally:
+        box["state"] = torch.get_rng_state()
+        torch.set_rng_state(outer)
+
+
 def train_job(module: nn.Module, data: Dataset, *, epochs: int, lr: float = 3e-3,
               batch_size: int = 64, seed: int = 0, weight_decay: float = 0.0,
               cancel: CancelToken | None = None) -> Generator[ProgressEvent, None, TrainResult]:
     """Train ``module`` in place with Adam on cross-entropy over the training split of ``data``.
 
     The learning rate follows a cosine decay from ``lr`` to zero over all steps, which lets few
-    epochs reach a good accuracy. Deterministic for a given seed: ``torch.manual_seed(seed)`` plus
-    a private ``torch.Generator`` for the shuffling (the global thread count is left alone).
+    epochs reach a good accuracy. Deterministic for a given seed, whatever ran before or runs
+    between the epochs: the training's random state starts from ``seed`` and is kept apart from
+    the caller's (whose global torch RNG is left as it was), the data order comes from a private
+    ``torch.Generator``, and every epoch and the final evaluation run under
+    :func:`~mal_desktop.core.zoo.pinned.deterministic_torch` (one thread, deterministic
+    algorithms, oneDNN off; the caller's settings restored between the yields). Bit-identical
+    across CPUs only in a pinned process (see ``pinned.py``; the zoo builder trains there).
     Yields one ProgressEvent per epoch (stage "train", payload {"epoch", "loss"}); checks
     ``cancel`` at every epoch and batch boundary.
     Returns a TrainResult with the test-split scores. The module is left in eval mode on the
@@ -63,7 +84,9 @@ def train_job(module: nn.Module, data: Dataset, *, epochs: int, lr: float = 3e-3
     if n == 0:
         raise DatasetError(f"dataset {data.name} has no training samples")
     start_time = time.perf_counter()
-    torch.manual_seed(seed)
+    with _rng(torch.get_rng_state()) as rng:
+        torch.manual_seed(seed)
+    train_rng = rng["state"]
     shuffle_gen = torch.Generator().manual_seed(seed)
     home = _module_device(module)
     device = compute_device()
@@ -83,9 +106,10 @@ def train_job(module: nn.Module, data: Dataset, *, epochs: int, lr: float = 3e-3
             order = torch.randperm(n, generator=shuffle_gen).to(device)
             module.train()
             total = torch.zeros((), device=device)
-            # Grad mode is thread-local and a generator's ``with`` would stay entered in the
-            # caller's frame across yields, so it is entered per epoch, between the yields.
-            with torch.enable_grad():
+            # Grad mode, the thread count and the RNG are the caller's between the yields (a
+            # generator's ``with`` would stay entered in the caller's frame across them), so
+            # the training's own are entered per epoch.
+            with torch.enable_grad(), deterministic_torch(), _rng(train_rng) as rng:
                 for start in range(0, n, batch_size):
                     cancel.raise_if_cancelled()
                     idx = order[start:start + batch_size]
@@ -95,12 +119,14 @@ def train_job(module: nn.Module, data: Dataset, *, epochs: int, lr: float = 3e-3
                     optimizer.step()
                     scheduler.step()
                     total += loss.detach() * len(idx)
+            train_rng = rng["state"]
             module.eval()
             epoch_loss = float(total) / n
             yield ProgressEvent("train", epoch / epochs, f"epoch {epoch}/{epochs} loss {epoch_loss:.4f}",
                                 {"epoch": epoch, "loss": epoch_loss})
         cancel.raise_if_cancelled()
-        result = evaluate_module(module, data.x_test, data.y_test)
+        with deterministic_torch():
+            result = evaluate_module(module, data.x_test, data.y_test)
     finally:
         module.eval()
         module.to(home)
