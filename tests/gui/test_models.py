@@ -17,7 +17,8 @@ from mal_desktop.gui.models.layer_tree_model import (COL_NAME, COL_PARAMS,  # no
                                                      QtLayerTreeModel)
 from mal_desktop.gui.models.plan_model import COL_CASE, QtPlanModel  # noqa: E402
 from mal_desktop.gui.undo import AddStepCommand, MoveStepCommand  # noqa: E402
-from mal_desktop.gui.views.layer_tree_view import LayerFilterProxy, LayerTreePane  # noqa: E402
+from mal_desktop.gui.models.layer_filter import LayerFilterProxy  # noqa: E402
+from mal_desktop.gui.views.layer_tree_view import LayerTreePane  # noqa: E402
 from mal_desktop.gui.workspace import Workspace  # noqa: E402
 
 pytestmark = pytest.mark.gui
