@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QPersistentModelIndex, Qt, Signal,
-                            Slot)
-from PySide6.QtGui import QAction, QKeySequence, QPainter, QPaintEvent
+from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QPersistentModelIndex, QPoint, Qt,
+                            Signal, Slot)
+from PySide6.QtGui import QAction, QContextMenuEvent, QKeySequence, QPainter, QPaintEvent
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout,
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QMenu, QSizePolicy,
                                QSlider, QSplitter, QStyle, QStyledItemDelegate,
@@ -28,6 +28,7 @@ from ..models.plan_model import (COL_ALIGN, COL_BASE, COL_CASE, COL_LAMBDA, COL_
                                  COL_SOURCE, QtPlanModel, subscribe_weakly)
 from ..undo import MoveStepCommand, RemoveStepCommand, UpdateStepCommand, new_gesture
 from ..workspace import Workspace
+from .context_menu import menu_target
 
 SLIDER_STEPS = 1000  # slider resolution: lambda in steps of 0.001
 
@@ -55,7 +56,13 @@ class _NumberedDelegate(QStyledItemDelegate):
 
 
 class StepListView(QTreeView):
-    """The step table; shows a hint when the plan has no steps yet."""
+    """The step table; shows a hint when the plan has no steps yet.
+
+    Signals: ``menuRequested(QModelIndex, QPoint)`` - a context menu for a row (the current one
+    for the Menu key) at a global position.
+    """
+
+    menuRequested = Signal(QModelIndex, QPoint)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -67,7 +74,11 @@ class StepListView(QTreeView):
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setAllColumnsShowFocus(True)
-        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802 - Qt's name
+        index, where = menu_target(self, event)
+        self.menuRequested.emit(index, where)
+        event.accept()
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
         super().paintEvent(event)
@@ -136,7 +147,7 @@ class AssemblyPanel(QWidget):
                            (COL_ALIGN, 64), (COL_METHOD, 90), (COL_CASE, 200)):
             header.resizeSection(col, width)
         self.view.selectionModel().currentRowChanged.connect(self._on_row_changed)
-        self.view.customContextMenuRequested.connect(self._context_menu)
+        self.view.menuRequested.connect(self._context_menu)
 
     def _step_action(self, text: str, icon: QStyle.StandardPixmap,
                      shortcut: QKeySequence | QKeySequence.StandardKey | str,
@@ -269,8 +280,8 @@ class AssemblyPanel(QWidget):
     def _on_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         self._ws.select_step(current.row() if current.isValid() else -1)
 
-    def _context_menu(self, pos) -> None:
-        index = self.view.indexAt(pos)
+    @Slot(QModelIndex, QPoint)
+    def _context_menu(self, index: QModelIndex, where: QPoint) -> None:
         if not index.isValid():
             return
         self._ws.select_step(index.row())
@@ -278,7 +289,8 @@ class AssemblyPanel(QWidget):
         menu.addActions([self.up_action, self.down_action])
         menu.addSeparator()
         menu.addAction(self.remove_action)
-        menu.exec(self.view.viewport().mapToGlobal(pos))
+        menu.exec(where)
+        menu.deleteLater()
 
     def _selected(self) -> tuple[int, AssemblyStep] | None:
         i = self._ws.selected_step
