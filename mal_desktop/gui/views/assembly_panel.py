@@ -289,8 +289,8 @@ class AssemblyPanel(QWidget):
         menu.addActions([self.up_action, self.down_action])
         menu.addSeparator()
         menu.addAction(self.remove_action)
-        menu.exec(where)
-        menu.deleteLater()
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        menu.popup(where)  # not exec(): no nested event loop
 
     def _selected(self) -> tuple[int, AssemblyStep] | None:
         i = self._ws.selected_step

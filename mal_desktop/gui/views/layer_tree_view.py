@@ -420,8 +420,10 @@ class LayerTreePane(QWidget):
     def _context_menu(self, index: QModelIndex, where: QPoint) -> None:
         menu = self.context_menu(index)
         if menu is not None:
-            menu.exec(where)
-            menu.deleteLater()
+            # Not exec(): a nested event loop blocks everything behind a menu the user may
+            # simply leave; the menu deletes itself when it closes.
+            menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            menu.popup(where)
 
     # -- helpers for tests and the shell ---------------------------------------------------------
     def proxy_index(self, path: str) -> QModelIndex:
