@@ -17,7 +17,7 @@ from .settings import Settings
 
 DOCKS = ("base", "plan", "curve", "diagnostics", "evaluate")
 LEFT_SHARE, RIGHT_SHARE = 0.24, 0.27  # base tree and plan: shares of the window's width
-BOTTOM_SHARE = 0.52  # the plots' share of the height: curves need room, the trees show rows
+BOTTOM_SHARE = 0.55  # the plots' share of the height: curves need room, the trees show rows
 FIRST_SIZE = (1440, 900)  # the first window on a large screen; smaller screens: their area
 
 
@@ -40,6 +40,7 @@ class DockLayout(QObject):
         self._window = window
         self._settings = settings
         self.docks: dict[str, QDockWidget] = {}
+        self._default_sizes_due = True
         self._build()
 
     def _dock(self, name: str, title: str, area: Qt.DockWidgetArea, tip: str) -> QDockWidget:
@@ -106,12 +107,16 @@ class DockLayout(QObject):
             w.move(area.left() + (area.width() - w.width()) // 2,
                    area.top() + max(0, (area.height() - w.height() - frame) // 2))
         state = self._settings.window_state
-        if state.isEmpty() or not w.restoreState(state):
+        self._default_sizes_due = state.isEmpty() or not w.restoreState(state)
+        if self._default_sizes_due:
             self.apply_default_sizes()
 
     def window_shown(self) -> None:
-        """Call when the window is first shown: floating docks restored with the state were
-        shown before it, so behind it; they are brought forward once it is up."""
+        """Call when the window is first shown: default dock sizes again for the size it has
+        now (before, the layout had no room to share out), and floating docks restored with
+        the state (shown before the window, so behind it) brought forward."""
+        if self._default_sizes_due:
+            QTimer.singleShot(0, self, self.apply_default_sizes)
         QTimer.singleShot(0, self, self.raise_floating)
 
     def save(self) -> None:

@@ -125,7 +125,10 @@ def test_plan_model_with_steps_passes_modeltester(qapp, qtmodeltester) -> None:
     model = QtPlanModel(ws)
     qtmodeltester.check(model)
     case = model.data(model.index(0, COL_CASE))
-    assert case == "out: base wider 128 <- 64 (zero-pad 64); in: equal 64 (fixed)"
+    assert case == "out 128\u219064 zero-pad 64 \u00b7 in 64 fixed"  # compact: fits a column
+    tip = model.data(model.index(0, COL_CASE), Qt.ItemDataRole.ToolTipRole)
+    assert "out: base wider 128 <- 64 (zero-pad 64); in: equal 64 (fixed)" in tip
+    assert "zero-pad N: N base units" in tip and "fixed: these units cannot be reordered" in tip
     ws.push(MoveStepCommand(ws.plan, 0, 2))
     ws.undo_stack.undo()
     qtmodeltester.check(model)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 from ...core.merge.plan import AssemblyStep
 from .. import tasks
 from ..job_queue import JobQueue
+from ..plots.curve_data import barrier_informative
 from ..run_results import RunResults, Signature, signature
 from .session import SessionController
 
@@ -134,9 +135,14 @@ class RunController(QObject):
         self.results.put_curve(steps, result.step_index, result.curve, result.data)
         self.runFinished.emit(result)
         c = result.curve
-        self.message.emit(f"Run finished in {result.seconds:.1f} s \u2014 mean loss naive "
-                          f"{c.naive.mean_loss:.3f}, aligned {c.aligned.mean_loss:.3f}; barrier "
-                          f"naive {c.naive.barrier:.3f}, aligned {c.aligned.barrier:.3f}", 20000)
+        text = (f"Run finished in {result.seconds:.1f} s \u2014 mean LMC loss naive "
+                f"{c.naive.mean_loss:.3f}, aligned {c.aligned.mean_loss:.3f}; \u03bb* naive "
+                f"{c.naive.threshold:.2f}, aligned {c.aligned.threshold:.2f}")
+        barriers = [f"{s} {getattr(c, s).barrier:.3f}" for s in ("naive", "aligned")
+                    if barrier_informative(c.lambdas, getattr(c, s))]
+        if barriers:  # a zero barrier while the loss climbs would read as a contradiction
+            text += "; barrier " + ", ".join(barriers)
+        self.message.emit(text, 20000)
 
     @Slot()
     def choose_merged_output(self) -> None:

@@ -18,6 +18,7 @@ from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QFrame, QScrollArea, QSizePolicy, QWidget
 
 MIN_PLOT = QSize(280, 190)  # below this a plot's axes and labels crowd the data out
+_MARGIN, _SPACING = 2, 6
 
 
 class PlotGrid(QScrollArea):
@@ -35,6 +36,8 @@ class PlotGrid(QScrollArea):
         self._plots: list[pg.PlotItem] = []
         self._columns = 0
         self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.ci.setContentsMargins(_MARGIN, _MARGIN, _MARGIN, _MARGIN)
+        self.graphics.ci.layout.setSpacing(_SPACING)
         self.setWidget(self.graphics)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -74,8 +77,12 @@ class PlotGrid(QScrollArea):
         n = len(self._plots)
         if n == 0:
             return
-        width = max(1, self.viewport().width())
-        columns = max(1, min(self._max_columns, n, width // self._min_plot.width()))
+        # The width the plots may use: the area's, less a vertical scroll bar that may appear
+        # (columns chosen for the viewport before it did would overflow it).
+        bar = self.style().pixelMetric(self.style().PixelMetric.PM_ScrollBarExtent)
+        width = max(1, self.width() - 2 * self.frameWidth() - bar - 2 * _MARGIN)
+        step = self._min_plot.width() + _SPACING
+        columns = max(1, min(self._max_columns, n, (width + _SPACING) // step))
         if columns != self._columns:
             ci = self.graphics.ci
             for plot in self._plots:
@@ -85,8 +92,8 @@ class PlotGrid(QScrollArea):
                 ci.addItem(plot, row=k // columns, col=k % columns)
             self._columns = columns
         rows = math.ceil(n / columns)
-        self.graphics.setMinimumSize(self._min_plot.width(),
-                                     rows * self._min_plot.height())
+        self.graphics.setMinimumSize(columns * step - _SPACING + 2 * _MARGIN,
+                                     rows * (self._min_plot.height() + _SPACING) + 2 * _MARGIN)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         # One plot's worth: below that the panel scrolls rather than clipping or shrinking more.
