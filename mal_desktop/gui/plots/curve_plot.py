@@ -64,6 +64,7 @@ class CurvePlot(QWidget):
         self._fixed_colors = colors
         self._colors = colors or plot_colors()
         self._lam: float | None = None
+        self._step_lam: float | None = None  # the lambda the summary's accuracy is read at
         self._provenance: dict[str, object] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -283,6 +284,7 @@ class CurvePlot(QWidget):
         """Show a finished curve: all points, lambda* and the barriers that carry information."""
         self._reset()
         self._result = result
+        self._step_lam = lam
         for series in SERIES:
             metrics = getattr(result, series)
             buf = self._buf[series]
@@ -321,6 +323,7 @@ class CurvePlot(QWidget):
 
     # -- markers ---------------------------------------------------------------------------
     def _draw_markers(self, result: CurveResult, lam: float | None = None) -> None:
+        lam = self._step_lam if lam is None else lam  # a redraw (theme) keeps the summary
         lams = np.asarray(result.lambdas, dtype=float)
         shown_barrier: list[str] = []
         for series in SERIES:

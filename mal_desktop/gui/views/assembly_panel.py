@@ -82,7 +82,7 @@ class AssemblyPanel(QWidget):
         self.editor_area.setWidgetResizable(True)
         self.editor_area.setFrameShape(QFrame.Shape.NoFrame)
         self.editor_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.editor_area.setMinimumHeight(120)
+        self.editor_area.setMinimumHeight(72)
         rows = self.view.fontMetrics().height() + 8
         self.view.setMinimumHeight(self.view.header().sizeHint().height() + 4 * rows + 4)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
