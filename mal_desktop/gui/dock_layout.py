@@ -138,9 +138,11 @@ class DockLayout(QObject):
 
     # -- keyboard ---------------------------------------------------------------------------------
     def focus(self, name: str, widget: QWidget | None) -> None:
-        """Show dock ``name``, bring it forward and give ``widget`` (inside it) the focus."""
-        dock = self.docks[name]
-        dock.show()
-        dock.raise_()
+        """Show dock ``name`` (none for "zoo", the central area), bring it forward and give
+        ``widget`` (inside it) the focus."""
+        dock = self.docks.get(name)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
         if widget is not None:
             widget.setFocus(Qt.FocusReason.ShortcutFocusReason)

@@ -335,20 +335,11 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _on_focus_action(self) -> None:
-        action, views = self.sender(), self.views
-        if views is None:
-            return
-        name = action.objectName().removeprefix("action_focus_")
-        if name == "zoo":
-            pane = views.zoo_tabs.current_pane()
-            self.show_central(True)
-            (pane.view if pane is not None else views.zoo_tabs).setFocus(
-                Qt.FocusReason.ShortcutFocusReason)
-            return
-        widget = {"base": views.base_pane.view, "plan": views.assembly_panel.view,
-                  "curve": views.curve_plot.grid, "diagnostics": views.diagnostics.grid,
-                  "evaluate": views.evaluate_panel.table}[name]
-        self.dock_layout.focus(name, widget)
+        name = self.sender().objectName().removeprefix("action_focus_")
+        if self.views is not None:
+            if name == "zoo":
+                self.show_central(True)
+            self.dock_layout.focus(name, self.views.focus_widget(name))
 
     @Slot()
     def add_step(self) -> None:

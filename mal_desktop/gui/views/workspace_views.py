@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtWidgets import QWidget
 
 from ...core.merge.plan import AssemblyStep
 from ..plots.curve_plot import CurvePlot
@@ -81,6 +82,15 @@ class WorkspaceViews(QObject):
         if entry is not None and entry.name in self._ws.zoo:
             # Undoable (with its steps): the undo stack's clean state marks the change.
             self._ws.remove_zoo(entry.name)
+
+    def focus_widget(self, name: str) -> QWidget:
+        """The widget that takes the focus when panel ``name`` is gone to (Alt+1..6)."""
+        if name == "zoo":
+            pane = self.zoo_tabs.current_pane()
+            return pane.view if pane is not None else self.zoo_tabs
+        return {"base": self.base_pane.view, "plan": self.assembly_panel.view,
+                "curve": self.curve_plot.grid, "diagnostics": self.diagnostics.grid,
+                "evaluate": self.evaluate_panel.table}[name]
 
     # -- Add Step: the keyboard's way to do what a drag does ------------------------------------
     def selected_pair(self) -> AssemblyStep | None:
