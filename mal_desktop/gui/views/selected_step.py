@@ -21,7 +21,6 @@ from ..run_results import signature
 from ..workspace import Workspace
 
 if TYPE_CHECKING:
-    from ..controllers.run import RunController
     from ..plots.curve_plot import CurvePlot
     from ..plots.diagnostics import DiagnosticsPanel
 
@@ -34,13 +33,14 @@ def step_title(index: int, label: str) -> str:
 class SelectedStepPresenter(QObject):
     """Draws the curve and the diagnostics of the selected step.
 
-    Parameters: workspace; runs - the run controller (results and the live run); curve and
+    Parameters: workspace; runs - the RunController (its ``results``, ``live`` and run signals;
+    typed QObject: views do not import controllers); curve and
     diagnostics - the panels; data - a callable giving the session's data set now (the curve of
     another data set is shown marked as such); provenance - a callable giving the models' files
     by name (exports write them into their header).
     """
 
-    def __init__(self, workspace: Workspace, runs: "RunController", curve: "CurvePlot",
+    def __init__(self, workspace: Workspace, runs: QObject, curve: "CurvePlot",
                  diagnostics: "DiagnosticsPanel", data: Callable[[], str],
                  provenance: Callable[[], dict[str, str]] | None = None,
                  parent: QObject | None = None) -> None:

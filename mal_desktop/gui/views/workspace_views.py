@@ -25,7 +25,6 @@ from .selected_step import SelectedStepPresenter
 
 if TYPE_CHECKING:
     from ..actions import Actions
-    from ..controllers.run import RunController
 
 
 class WorkspaceViews(QObject):
@@ -43,7 +42,7 @@ class WorkspaceViews(QObject):
     dropHint = Signal(str, bool)
     pairChanged = Signal()
 
-    def __init__(self, workspace: Workspace, actions: "Actions", runs: "RunController",
+    def __init__(self, workspace: Workspace, actions: "Actions", runs: QObject,
                  data: Callable[[], str], parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._ws = workspace
