@@ -5,10 +5,13 @@
 Needs xdotool and imagemagick's `import` (apt-get install -y xdotool imagemagick). Opens the
 demo zoo like scripts/screenshots.py, then drives the pointer from a subprocess while the Qt
 event loop runs (QDrag.exec runs its own loop, so the driver cannot live in this thread):
-  1. mlp-w128-s0 "layers.0" onto base "layers.1" (fits): a step is added;
+  1. mlp-w128-s0 "layers.1" onto base "layers.1" (fits): a step is added;
   2. cnn-w16-s0 "features.0.0" onto base "layers.0" (conv into linear, refused): no step, the
      status bar says why;
-  3. Ctrl+Z on the keyboard removes the step of 1.
+  3. Ctrl+Z on the keyboard removes the step of 1;
+  4. the keyboard path: Alt+2 (zoo tree), arrow keys to "layers.0", the Menu key opens the
+     context menu of exactly that row (Escape closes it), Alt+1 (base tree), arrow keys to
+     "layers.0", Ctrl+Enter (Add Step) adds exactly that pair.
 Each hover is grabbed from the X server to /tmp/real_drag_ok.png and /tmp/real_drag_refused.png
 (row tint, tooltip and status bar). Prints PASS/FAIL lines; exits 1 on any FAIL.
 """
@@ -62,10 +65,10 @@ def real_drag(app, w, zoo: str, src: str, dst: str, shot: str) -> tuple[str, str
     """Drag zoo row ``src`` onto base row ``dst`` with X input, grab the hover to ``shot``;
     returns what the hover showed: (status-bar text, tinted base row, tint is "fits", the
     colour of the target row's ends in the screenshot: "red", "green", "neither" or a mix)."""
-    w.zoo_tabs.setCurrentIndex(list(w.zoo_tabs.panes).index(zoo))
+    w.views.zoo_tabs.setCurrentIndex(list(w.views.zoo_tabs.panes).index(zoo))
     settle(app)
-    a = row_center(w.zoo_tabs.panes[zoo], src)
-    b = row_center(w.base_pane, dst)
+    a = row_center(w.views.zoo_tabs.panes[zoo], src)
+    b = row_center(w.views.base_pane, dst)
     print(f"drag {zoo}:{src} at ({a.x()},{a.y()}) -> base {dst} at ({b.x()},{b.y()})")
     steps = 12  # well past QApplication.startDragDistance() (10 px) in small moves
     moves = "\n".join(
@@ -78,7 +81,7 @@ def real_drag(app, w, zoo: str, src: str, dst: str, shot: str) -> tuple[str, str
 
     def look() -> None:
         if mark.exists() and not seen:
-            index, ok = w.base_pane.view.drop_target() or (None, False)
+            index, ok = w.views.base_pane.view.drop_target() or (None, False)
             row = str(index.data(PATH_ROLE)) if index is not None else ""
             seen.append((w.statusBar().currentMessage(), row, ok))
 
@@ -96,13 +99,54 @@ import -window root {shot}
 xdotool mouseup 1; sleep 0.2
 """)
     poll.stop()
-    viewport = w.base_pane.view.viewport()  # both ends of the row: not hidden by the drag pixmap
+    viewport = w.views.base_pane.view.viewport()  # both ends of the row: not hidden by the drag pixmap
     tints = set()
     for x in (8, viewport.width() - 8):
         pixel = QImage(shot).pixelColor(viewport.mapToGlobal(QPoint(x, 0)).x(), b.y())
         r, g, b_ = pixel.red(), pixel.green(), pixel.blue()
         tints.add("red" if r > max(g, b_) + 15 else "green" if g > max(r, b_) + 10 else "neither")
     return (*(seen[0] if seen else ("", "", False)), "/".join(sorted(tints)))
+
+
+def key_to_row(app, view, path: str) -> bool:
+    """Press Home, then Down until the current row of ``view`` is ``path`` (real key events)."""
+    drive(app, "xdotool key --clearmodifiers Home")
+    for _ in range(12):
+        if str(view.currentIndex().siblingAtColumn(0).data(PATH_ROLE)) == path:
+            return True
+        drive(app, "xdotool key --clearmodifiers Down")
+    return False
+
+
+def keyboard_path(app, w) -> None:
+    """4. Select a zoo layer and a base layer with the keyboard, check the Menu key's menu,
+    then Add Step (Ctrl+Enter): exactly that pair is added."""
+    from PySide6.QtWidgets import QApplication, QMenu
+
+    ws, views = w.workspace, w.views
+    zoo_name = "mlp-w128-s0"
+    views.zoo_tabs.setCurrentIndex(list(views.zoo_tabs.panes).index(zoo_name))
+    w.activateWindow()
+    settle(app)
+    n0 = len(ws.plan.steps)
+    zoo = views.zoo_tabs.current_pane()
+    drive(app, "xdotool key --clearmodifiers alt+2")
+    check(QApplication.focusWidget() is zoo.view, "Alt+2 puts the focus on the zoo tree")
+    check(key_to_row(app, zoo.view, "layers.0"), "arrow keys reach zoo layers.0")
+    drive(app, "xdotool key --clearmodifiers Menu; sleep 0.3")
+    menu = QApplication.activePopupWidget()
+    first = menu.actions()[0].text() if isinstance(menu, QMenu) else ""
+    check(first == "layers.0", f"the Menu key's menu is for the selected row (got {first!r})")
+    drive(app, "xdotool key Escape")
+    drive(app, "xdotool key --clearmodifiers alt+1")
+    base = views.base_pane
+    check(QApplication.focusWidget() is base.view, "Alt+1 puts the focus on the base tree")
+    check(key_to_row(app, base.view, "layers.0"), "arrow keys reach base layers.0")
+    drive(app, "xdotool key --clearmodifiers ctrl+Return")
+    new = ws.plan.steps[-1] if len(ws.plan.steps) == n0 + 1 else None
+    check(new is not None and (new.source, new.source_layer, new.base_layer)
+          == (zoo_name, "layers.0", "layers.0"), "Ctrl+Enter (Add Step) added exactly that pair")
+    print("  status after Add Step:", w.statusBar().currentMessage())
 
 
 def main() -> int:
@@ -123,7 +167,7 @@ def main() -> int:
     w.show()
     w.start_up(demo=True)
     wait(app, lambda: w.workspace is not None and w.workspace.base is not None
-         and not w.runner.is_running())
+         and not w.jobs.is_busy())
     settle(app, 1.0)
     w.activateWindow()
     ws = w.workspace
@@ -132,17 +176,17 @@ def main() -> int:
           "startDragDistance", QApplication.startDragDistance())
 
     # 1. a drop that fits
-    assert ws.check("mlp-w128-s0", "layers.0", "layers.1").ok
-    hint, row, ok, tint = real_drag(app, w, "mlp-w128-s0", "layers.0", "layers.1",
+    assert ws.check("mlp-w128-s0", "layers.1", "layers.1").ok
+    hint, row, ok, tint = real_drag(app, w, "mlp-w128-s0", "layers.1", "layers.1",
                                     "/tmp/real_drag_ok.png")
     print("  hover status:", hint)
     check(row == "layers.1" and ok and tint == "green",
           f"hover tints base row layers.1 green (got {row!r}, {ok}, on screen {tint})")
-    check(hint.startswith("\u2713 mlp-w128-s0:layers.0 \u2192 layers.1"),
+    check(hint.startswith("\u2713 mlp-w128-s0:layers.1 \u2192 layers.1"),
           "hover hint names the width case")
     new = ws.plan.steps[-1] if len(ws.plan.steps) == n0 + 1 else None
     check(new is not None and (new.source, new.source_layer, new.base_layer)
-          == ("mlp-w128-s0", "layers.0", "layers.1"), "real drop added the step")
+          == ("mlp-w128-s0", "layers.1", "layers.1"), "real drop added the step")
     print("  status after drop:", w.statusBar().currentMessage())
 
     # 2. a drop that is refused
@@ -161,13 +205,15 @@ def main() -> int:
     check(reason.reason in after, "status bar still shows the reason after the drop")
 
     # 3. Ctrl+Z on the real keyboard (focus on a tree, not a search box with its own undo)
-    w.zoo_tabs.currentWidget().view.setFocus()
+    w.views.zoo_tabs.current_pane().view.setFocus()
     settle(app)
     drive(app, "xdotool key --clearmodifiers ctrl+z")
     check(len(ws.plan.steps) == n0, "Ctrl+Z removed the step")
 
+    keyboard_path(app, w)
+
     ws.undo_stack.setClean()
-    w.mark_clean()
+    w.session.mark_clean()
     w.shutdown()
     print(f"{len(FAILS)} FAILED" if FAILS else "ALL PASSED")
     return 1 if FAILS else 0

@@ -53,6 +53,9 @@ SPECS: tuple[ActionSpec, ...] = (
                SP.SP_DriveHDIcon),
     ActionSpec("quit", "&Quit", "Quit MAL Desktop", KS.Quit, "application-exit",
                SP.SP_DialogCloseButton),
+    ActionSpec("add_step", "&Add Step", "Merge the selected zoo layer into the selected base "
+               "layer: a new assembly step (select a layer in a zoo tab and one in the base "
+               "model first)", "Ctrl+Return", "list-add", SP.SP_ArrowRight),
     ActionSpec("run", "&Run", "Assemble the plan and sweep lambda for the selected step "
                "(naive vs aligned)", "F5", "media-playback-start", SP.SP_MediaPlay),
     ActionSpec("evaluate", "&Evaluate Models", "Evaluate the models ticked in the Evaluate "
@@ -65,6 +68,15 @@ SPECS: tuple[ActionSpec, ...] = (
                SP.SP_BrowserStop),
     ActionSpec("reset_layout", "&Reset Layout", "Put the panels back where they started", None,
                "view-restore", None),
+    # Go to a panel (shows it, brings it forward and gives it the keyboard focus).
+    ActionSpec("focus_base", "&Base Model", "Go to the base model's layer tree", "Alt+1"),
+    ActionSpec("focus_zoo", "&Zoo Models", "Go to the layer tree of the zoo tab shown "
+               "(Ctrl+Tab there switches zoo tabs)", "Alt+2"),
+    ActionSpec("focus_plan", "Assembly &Plan", "Go to the list of assembly steps", "Alt+3"),
+    ActionSpec("focus_curve", "Interpolation &Curve", "Go to the interpolation curve", "Alt+4"),
+    ActionSpec("focus_diagnostics", "Alignment &Diagnostics", "Go to the alignment diagnostics",
+               "Alt+5"),
+    ActionSpec("focus_evaluate", "&Evaluate", "Go to the Evaluate panel", "Alt+6"),
     ActionSpec("theme_system", "&System", "Follow the desktop's light or dark setting",
                checkable=True),
     ActionSpec("theme_light", "&Light", "Always use the light theme", checkable=True),
@@ -109,6 +121,7 @@ class Actions:
                 self.adopt_icon(action, spec.icon, spec.fallback)
             action.setCheckable(spec.checkable)
             self._actions[spec.key] = action
+        self.focus_actions = [self._actions[s.key] for s in SPECS if s.key.startswith("focus_")]
         self.theme_group = QActionGroup(parent)
         self.theme_group.setExclusive(True)
         for key in ("theme_system", "theme_light", "theme_dark"):

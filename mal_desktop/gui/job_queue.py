@@ -30,6 +30,7 @@ class _Task:
     name: str
     on_done: Callable[[Any], None]
     on_stop: Callable[[], None] | None = None  # the job was cancelled, failed or dropped
+    on_progress: Callable[[Any], None] | None = None  # each progress event of this job
 
 
 class JobQueue(QObject):
@@ -54,7 +55,7 @@ class JobQueue(QObject):
         self.error_parent: QWidget | None = None
         self._queue: deque[_Task] = deque()
         self._current: _Task | None = None
-        self.runner.progress.connect(self.progress)
+        self.runner.progress.connect(self._on_progress)
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(self._on_failed)
         self.runner.cancelled.connect(self._on_cancelled)
@@ -62,14 +63,16 @@ class JobQueue(QObject):
 
     # -- public API --------------------------------------------------------------------------
     def submit(self, factory: JobFactory, name: str, on_done: Callable[[Any], None],
-               on_stop: Callable[[], None] | None = None) -> None:
+               on_stop: Callable[[], None] | None = None,
+               on_progress: Callable[[Any], None] | None = None) -> None:
         """Run ``factory`` (a job factory) when the runner is free.
 
         Parameters: name - shown to the user; on_done(result) - called in the GUI thread with
         the job's result; on_stop() - called instead when the job is cancelled, fails, or is
-        dropped from the queue.
+        dropped from the queue; on_progress(ProgressEvent) - each progress event of this job
+        (its partial results), in the GUI thread.
         """
-        self._queue.append(_Task(factory, name, on_done, on_stop))
+        self._queue.append(_Task(factory, name, on_done, on_stop, on_progress))
         if self.runner.is_running():
             self.message.emit(f"Queued: {name}", 6000)
         self._start_next()
@@ -114,6 +117,13 @@ class JobQueue(QObject):
         task = self._queue.popleft()
         self._current = task
         self.runner.start(task.factory, task.name)
+
+    @Slot(object)
+    def _on_progress(self, event: Any) -> None:
+        task = self._current
+        if task is not None and task.on_progress is not None:
+            task.on_progress(event)
+        self.progress.emit(event)
 
     @Slot(object)
     def _on_finished(self, result: object) -> None:

@@ -53,19 +53,26 @@ def log_file() -> Path | None:
 
 
 def describe_exception(exc: BaseException) -> tuple[str, str]:
-    """A one-line message for the user and the full traceback as details.
+    """A one-line message for the user and the technical details to show behind it.
 
-    MalError messages are already written for users; anything else is an unexpected failure,
-    named by its type so a bug report can quote it.
+    MalError messages are already written for users and are complete: no details (a traceback
+    behind "Show Details..." would only alarm; the log still gets it, see :func:`log_details`).
+    Anything else is an unexpected failure, named by its type so a bug report can quote it,
+    with the traceback as details.
     """
-    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    details = log_details(exc)
     if isinstance(exc, MalError):
-        return str(exc), details
+        return str(exc), ""
     if isinstance(exc, MemoryError):
         return "Out of memory: the operation needs more memory than is available.", details
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return (f"Unexpected error ({type(exc).__name__}){': ' + text if text else ''}. "
             "This is a bug; the details have been written to the log file."), details
+
+
+def log_details(exc: BaseException) -> str:
+    """The full traceback of ``exc``, for the log file."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 class _ErrorRelay(QObject):
@@ -128,6 +135,8 @@ def report_exception(exc: BaseException, title: str = "MAL Desktop",
                      parent: QWidget | None = None) -> None:
     """:func:`report_error` for an exception object."""
     message, details = describe_exception(exc)
+    if not details:  # a user error: its traceback goes to the log only
+        LOG.info("%s: %s", title, log_details(exc))
     report_error(message, details, title, parent)
 
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QUrl, Slot
+from PySide6.QtCore import QSize, Qt, QUrl, Slot
 from PySide6.QtGui import (QAction, QCloseEvent, QDesktopServices, QDragEnterEvent,
                            QDragMoveEvent, QDropEvent, QKeySequence, QUndoGroup)
 from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QStackedWidget, QTabWidget,
@@ -34,6 +34,7 @@ from .controllers.session import SessionController
 from .curve_settings import CurveSettings
 from .dialogs import ask
 from .dialogs.about import AboutDialog
+from .dock_layout import DockLayout
 from .icons import app_icon
 from .job_queue import JobQueue
 from .log import log_file, set_error_parent
@@ -50,14 +51,6 @@ if TYPE_CHECKING:  # the engine's modules: imported once it is up
 
 LOG = logging.getLogger("mal_desktop.window")
 APP_NAME = "MAL Desktop"
-
-
-def _placeholder(text: str) -> QLabel:
-    label = QLabel(text)
-    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-    label.setWordWrap(True)
-    label.setEnabled(False)
-    return label
 
 
 class MainWindow(QMainWindow):
@@ -91,6 +84,7 @@ class MainWindow(QMainWindow):
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks
                             | QMainWindow.DockOption.AllowTabbedDocks)
         self._shut_down = False
+        self._was_shown = False
         self._startup: tuple[list[str], bool] | None = None
         self.views: WorkspaceViews | None = None  # made once the engine is up
         # One group: undo/redo follow whichever stack is active (the workspace's, once made).
@@ -102,8 +96,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self._connect()
-        self._default_state = self.saveState()
-        self._restore_layout()
+        self.dock_layout.restore()
         set_error_parent(self)
         self.update_title()
         self.update_actions()
@@ -131,40 +124,11 @@ class MainWindow(QMainWindow):
         self.central.addWidget(self.zoo_tabs)
         self.setCentralWidget(self.central)
 
-    def _dock(self, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea,
-              tip: str) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(name)  # saveState/restoreState key
-        dock.setWidget(widget)
-        dock.setToolTip(tip)
-        dock.toggleViewAction().setStatusTip(f"Show or hide the {title.lower()} panel")
-        self.addDockWidget(area, dock)
-        return dock
-
     def _build_docks(self) -> None:
-        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
-        bottom = Qt.DockWidgetArea.BottomDockWidgetArea
-        self.base_dock = self._dock("baseDock", "Base Model", _placeholder("Starting\u2026"), left,
-                                    "The base model: drop zoo layers on its layers")
-        self.plan_dock = self._dock("planDock", "Assembly Plan", _placeholder("Starting\u2026"),
-                                    right, "The merge steps, run in order")
-        self.curve_dock = self._dock("curveDock", "Interpolation Curve",
-                                     _placeholder("Starting\u2026"), bottom,
-                                     "Loss and accuracy over lambda, naive vs aligned")
-        self.diag_dock = self._dock("diagnosticsDock", "Alignment Diagnostics",
-                                    _placeholder("Starting\u2026"), bottom,
-                                    "Permutation matrices, matched units and costs of a step")
-        self.evaluate_dock = self._dock("evaluateDock", "Evaluate", _placeholder("Starting\u2026"),
-                                        bottom, "Models x data sets: accuracy, loss, "
-                                        "calibration; per-class drill-down")
-        self.splitDockWidget(self.curve_dock, self.diag_dock, Qt.Orientation.Horizontal)
-        self.tabifyDockWidget(self.diag_dock, self.evaluate_dock)
-        self.diag_dock.raise_()
-        self.resizeDocks([self.base_dock, self.plan_dock], [340, 380], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.curve_dock], [300], Qt.Orientation.Vertical)
-        # Half each: left alone, the tabbed group (diagnostics + evaluate) takes all the width
-        # the window gains and squeezes the curve to its minimum.
-        self.resizeDocks([self.curve_dock, self.diag_dock], [500, 500], Qt.Orientation.Horizontal)
+        self.dock_layout = DockLayout(self, self.settings)
+        d = self.dock_layout.docks
+        self.base_dock, self.plan_dock, self.curve_dock = d["base"], d["plan"], d["curve"]
+        self.diag_dock, self.evaluate_dock = d["diagnostics"], d["evaluate"]
 
     def _build_toolbar(self) -> None:
         a = self.actions
@@ -181,6 +145,7 @@ class MainWindow(QMainWindow):
         bar.addAction(self.undo_action)
         bar.addAction(self.redo_action)
         bar.addSeparator()
+        bar.addAction(a.add_step)
         bar.addAction(a.run)
         bar.addAction(a.cancel)
         bar.addSeparator()
@@ -212,6 +177,8 @@ class MainWindow(QMainWindow):
         file.addAction(a.quit)
         edit = menu.addMenu("&Edit")
         edit.addActions([self.undo_action, self.redo_action])
+        edit.addSeparator()
+        edit.addAction(a.add_step)
         run = menu.addMenu("&Run")
         run.addActions([a.run, a.cancel])
         run.addSeparator()
@@ -221,6 +188,9 @@ class MainWindow(QMainWindow):
                      self.evaluate_dock):
             view.addAction(dock.toggleViewAction())
         view.addAction(self.toolbar.toggleViewAction())
+        view.addSeparator()
+        go = view.addMenu("&Go to Panel")
+        go.addActions(a.focus_actions)
         view.addSeparator()
         theme = view.addMenu("&Theme")
         theme.addActions([a.theme_system, a.theme_light, a.theme_dark])
@@ -249,8 +219,10 @@ class MainWindow(QMainWindow):
                           ("evaluate", self.evaluation.evaluate),
                           ("run_study", self.evaluation.choose_study),
                           ("reset_layout", self.reset_layout), ("about", self.show_about),
-                          ("open_log", self.open_log_folder)):
+                          ("open_log", self.open_log_folder), ("add_step", self.add_step)):
             a[key].triggered.connect(slot)
+        for action in a.focus_actions:
+            action.triggered.connect(self._on_focus_action)
         a.theme_group.triggered.connect(self._on_theme_action)
         self.welcome.recentActivated.connect(files.open_recent)
         self.jobs.progress.connect(self._on_job_progress)
@@ -296,7 +268,8 @@ class MainWindow(QMainWindow):
 
         self.undo_group.addStack(ws.undo_stack)
         self.undo_group.setActiveStack(ws.undo_stack)
-        views = self.views = WorkspaceViews(ws, self.actions, self)
+        views = self.views = WorkspaceViews(ws, self.actions, self.runs,
+                                            lambda: self.session.data, self)
         self.set_dock_widget(self.base_dock, views.base_pane)
         self.set_dock_widget(self.plan_dock, views.assembly_panel)
         self.set_dock_widget(self.curve_dock, views.curve_plot)
@@ -311,11 +284,9 @@ class MainWindow(QMainWindow):
         self.zoo_tabs = tabs
         self.evaluation.set_panel(views.evaluate_panel)
         views.dropHint.connect(self._on_drop_hint)
+        views.pairChanged.connect(self._update_add_step)
         ws.modelsChanged.connect(self._sync_panes)
-        self.session.planEdited.connect(views.forget_diagnostics)
         self.session.resultsForgotten.connect(views.clear_results)
-        self.runs.runStarted.connect(views.start_run)
-        self.runs.runFinished.connect(views.show_run)
         self._sync_panes()
         self.update_actions()
 
@@ -336,10 +307,6 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_job_progress(self, event: ProgressEvent) -> None:
         self.statusBar().show_progress(event)
-        # The curve and diagnostics of a run or an export (the evaluation controller feeds its
-        # own panel).
-        if event.payload is not None and self.views is not None:
-            self.views.show_payload(event.payload)
 
     @Slot()
     def _on_state_changed(self) -> None:
@@ -356,32 +323,38 @@ class MainWindow(QMainWindow):
         self.welcome.set_recent(self.settings.recent_files)
 
     # -- layout ---------------------------------------------------------------------------------
-    def _restore_layout(self) -> None:
-        geometry = self.settings.window_geometry
-        if geometry.isEmpty() or not self.restoreGeometry(geometry):
-            # First launch: most of the screen (four panels and two trees want room), at least
-            # 1360 x 860 where the screen has it.
-            area = self.screen().availableGeometry()
-            self.resize(min(area.width(), max(1360, int(area.width() * 0.9))),
-                        min(area.height(), max(860, int(area.height() * 0.9))))
-        state = self.settings.window_state
-        if not state.isEmpty():
-            self.restoreState(state)
-
     def save_layout(self) -> None:
         """Store geometry and dock layout in the settings."""
-        self.settings.window_geometry = self.saveGeometry()
-        self.settings.window_state = self.saveState()
+        self.dock_layout.save()
 
     @Slot()
     def reset_layout(self) -> None:
-        """Put docks and toolbar back in their default places."""
-        self.restoreState(QByteArray(self._default_state))
-        for dock in (self.base_dock, self.plan_dock, self.curve_dock, self.diag_dock,
-                     self.evaluate_dock):
-            dock.setFloating(False)
-            dock.show()
+        """Put docks and toolbar back in their default places and sizes."""
+        self.dock_layout.reset()
         self.toolbar.show()
+
+    @Slot()
+    def _on_focus_action(self) -> None:
+        name = self.sender().objectName().removeprefix("action_focus_")
+        if self.views is not None:
+            if name == "zoo":
+                self.show_central(True)
+            self.dock_layout.focus(name, self.views.focus_widget(name))
+
+    @Slot()
+    def add_step(self) -> None:
+        """Add Step: the selected zoo layer into the selected base layer (undoable)."""
+        if self.views is not None:
+            self.views.add_selected_step()
+
+    @Slot()
+    def _update_add_step(self) -> None:
+        # Enabled with a base and a zoo model (without a selected pair, it says what to select).
+        a, ws = self.actions.add_step, self.workspace
+        pair = self.views.selected_pair() if self.views is not None else None
+        a.setEnabled(ws is not None and ws.base is not None and bool(ws.zoo))
+        a.setToolTip(f"Add Step: {pair.source}:{pair.source_layer} \u2192 {pair.base_layer} "
+                     f"({a.shortcut().toString()})" if pair is not None else a.statusTip())
 
     def set_dock_widget(self, dock: QDockWidget, widget: QWidget) -> None:
         """Replace a dock's placeholder by the real view."""
@@ -413,6 +386,7 @@ class MainWindow(QMainWindow):
                          "Run needs a base model and at least one step: drag a zoo layer onto a "
                          "base layer")
         a.save_merged.setEnabled(has_steps and not busy)
+        self._update_add_step()
         a.cancel.setEnabled(busy)
         a.evaluate.setEnabled(ws is not None and (ws.base is not None or bool(ws.zoo))
                               and not busy)
@@ -505,6 +479,12 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self.settings.sync()
         LOG.info("main window closed")
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if not self._was_shown:
+            self._was_shown = True
+            self.dock_layout.window_shown()
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
         # Esc cancels even when the focused widget has no use for it (the action covers the rest).

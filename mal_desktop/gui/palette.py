@@ -103,3 +103,12 @@ def plot_colors() -> PlotColors:
             if color.isValid():
                 overrides[f.name] = color.name()
     return PlotColors(**{**colors.__dict__, **overrides})
+
+
+def print_colors() -> PlotColors:
+    """Light, print-friendly colours (white paper, black text), whatever the theme on screen:
+    the colours of exported figures."""
+    return PlotColors(background="#ffffff", foreground="#000000", grid="#d9d9d9",
+                      naive="#d55e00", aligned="#0072b2", accent="#a0389e", good="#1b8a4a",
+                      bad="#c62828", matched="#0072b2", padded="#8a939b", dropped="#d55e00",
+                      muted="#555555", matrix_off="#f0f0f0", dark=False)

@@ -27,7 +27,7 @@ import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 from ..core.progress import Cancelled, CancelToken, ProgressEvent
-from .log import describe_exception
+from .log import describe_exception, log_details
 
 LOG = logging.getLogger("mal_desktop.worker")
 
@@ -87,7 +87,7 @@ class _Worker(QObject):
             self.cancelled.emit(job_id)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the user
             message, details = describe_exception(exc)
-            LOG.error("job %d failed: %s\n%s", job_id, message, details)
+            LOG.error("job %d failed: %s\n%s", job_id, message, log_details(exc))
             self.failed.emit(job_id, message, details)
         finally:
             if job is not None and isinstance(job, Generator):

@@ -158,13 +158,17 @@ def test_run_controller_runs_the_selected_step(qtbot, session: SessionController
     with qtbot.waitSignal(runs.runStarted) as started, \
             qtbot.waitSignal(runs.runFinished, timeout=60000) as finished:
         runs.run()
-    assert started.args == [0, "Step 1: zoo_mlp:layers.1 -> layers.1  \u2022  digits"]
+    assert started.args == [0] and runs.live is None  # the live curve ended with the run
     result = finished.args[0]
     assert isinstance(result, tasks.RunResult) and runs.last_run is result
     assert result.step_index == 0 and len(result.curve.lambdas) == 3
     assert messages[-1].startswith("Run finished in")
+    # The results are kept for the step of the plan that ran: curve and diagnostics.
+    found = runs.results.lookup(ws.plan.steps, 0, "digits")
+    assert found.fresh and found.record.curve == result.curve
+    assert found.record.diagnostics is not None and found.record.diagnostics.index == 0
     session.forget_results()
-    assert runs.last_run is None
+    assert runs.last_run is None and len(runs.results) == 0
 
 
 def test_evaluation_controller_fills_its_panel(qtbot, session: SessionController,

@@ -17,7 +17,8 @@ from mal_desktop.gui.models.layer_tree_model import (COL_NAME, COL_PARAMS,  # no
                                                      QtLayerTreeModel)
 from mal_desktop.gui.models.plan_model import COL_CASE, QtPlanModel  # noqa: E402
 from mal_desktop.gui.undo import AddStepCommand, MoveStepCommand  # noqa: E402
-from mal_desktop.gui.views.layer_tree_view import LayerFilterProxy, LayerTreePane  # noqa: E402
+from mal_desktop.gui.models.layer_filter import LayerFilterProxy  # noqa: E402
+from mal_desktop.gui.views.layer_tree_view import LayerTreePane  # noqa: E402
 from mal_desktop.gui.workspace import Workspace  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -124,7 +125,10 @@ def test_plan_model_with_steps_passes_modeltester(qapp, qtmodeltester) -> None:
     model = QtPlanModel(ws)
     qtmodeltester.check(model)
     case = model.data(model.index(0, COL_CASE))
-    assert case == "out: base wider 128 <- 64 (zero-pad 64); in: equal 64 (fixed)"
+    assert case == "out 128\u219064 zero-pad 64 \u00b7 in 64 fixed"  # compact: fits a column
+    tip = model.data(model.index(0, COL_CASE), Qt.ItemDataRole.ToolTipRole)
+    assert "out: base wider 128 <- 64 (zero-pad 64); in: equal 64 (fixed)" in tip
+    assert "zero-pad N: N base units" in tip and "fixed: these units cannot be reordered" in tip
     ws.push(MoveStepCommand(ws.plan, 0, 2))
     ws.undo_stack.undo()
     qtmodeltester.check(model)

@@ -93,7 +93,9 @@ def test_set_result_marks_barrier_and_threshold(curve: CurvePlot) -> None:
     assert list(by) == pytest.approx([chord_mid, 1.4])
     assert by[1] - by[0] == pytest.approx(r.naive.barrier)
     assert f"{r.naive.barrier:.3f}" in curve.barrier_texts["naive"].textItem.toPlainText()
-    assert "digits" in curve._summary.text and "barrier" in curve._summary.text
+    summary = curve.summary_text()
+    assert "digits" in summary and summary.startswith("mean LMC loss")
+    assert "barrier naive" in summary and "barrier aligned" not in summary  # aligned: flat
     curve.clear()
     assert not curve.threshold_lines[("aligned", "accuracy")].isVisible()
     assert curve.series_data("naive", "loss")[0].size == 0
@@ -113,15 +115,57 @@ def test_lambda_line_drag_emits_and_set_lambda_does_not(qtbot, curve: CurvePlot)
     assert not line.isVisible()
 
 
-def test_curve_exports_png_and_csv(tmp_path, curve: CurvePlot) -> None:
+def test_layer_level_curve_leads_with_mean_loss_lambda_star_and_accuracy_at_lambda(
+        curve: CurvePlot) -> None:
+    # A transplanted layer: the loss climbs to its worst at lambda 1, so the chord barrier is 0
+    # and says nothing; the summary leaves it out and leads with what matters.
+    climb = [0.2, 0.4, 0.6, 0.9, 1.2]
+    r = CurveResult(tuple(GRID), CurveMetrics.from_points(GRID, climb, NAIVE_ACC),
+                    CurveMetrics.from_points(GRID, climb, ALIGNED_ACC), "digits")
+    assert r.naive.barrier == pytest.approx(0.0, abs=1e-9)
+    curve.show_curve(r, "Step 1: z:a -> a", lam=0.5)
+    summary = curve.summary_text()
+    assert summary.startswith("mean LMC loss") and "\u03bb*" in summary
+    assert "accuracy at \u03bb 0.50 naive 40.0% \u00b7 aligned 93.0%" in summary
+    assert "barrier" not in summary
+    assert curve.chords["naive"].getData()[0] is None or curve.chords["naive"].getData()[0].size == 0
+    assert curve.title_text() == "Step 1: z:a -> a"
+
+
+def test_lambda_value_is_shown_where_the_line_is(curve: CurvePlot) -> None:
+    curve.set_lambda(0.3)
+    assert curve.lambda_value() == pytest.approx(0.3)
+    assert "\u03bb = 0.30" in curve._legend.text()  # one label, from the line's own value
+    # nothing is written over the curves: the lines carry no text labels
+    assert all(getattr(line, "label", None) is None for line in curve.lambda_lines)
+
+
+def test_curve_exports_print_figures_and_csv_with_provenance(tmp_path, curve: CurvePlot) -> None:
+    from PySide6.QtGui import QImage
+
     curve.set_result(_result())
-    png = curve.export_png(tmp_path / "curve.png")
+    curve.set_provenance({"base model": "base (b.safetensors)", "step": "Step 1: z:a -> a",
+                          "dataset": "digits", "alignment": "chain"})
+    png = curve.export_png(tmp_path / "curve.png", dpi=300)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    loss_png = curve.export_png(tmp_path / "loss.png", "loss")
-    assert loss_png.stat().st_size > 1000
+    image = QImage(str(png))
+    assert image.width() >= 2 * 4.0 * 300 * 0.95  # two 4.2-inch plots at 300 dpi, not 797 px
+    assert round(image.dotsPerMeterX() * 0.0254) == 300
+    corner = image.pixelColor(2, image.height() - 2)
+    assert (corner.red(), corner.green(), corner.blue()) == (255, 255, 255)  # print: white
+    loss_png = curve.export_png(tmp_path / "loss.png", "loss", dpi=150)
+    assert QImage(str(loss_png)).width() == pytest.approx(4.2 * 150, abs=2)
+    svg = curve.export_figure(tmp_path / "curve.svg")
+    text = svg.read_text(encoding="utf-8")
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
     path = curve.export_csv(tmp_path / "curve.csv")
     with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+        lines = f.read().splitlines()
+    meta = [line for line in lines if line.startswith("# ")]
+    assert "# step: Step 1: z:a -> a" in meta and "# dataset: digits" in meta
+    assert "# alignment: chain" in meta and any(m.startswith("# mal_desktop: ") for m in meta)
+    assert any(m.startswith("# base model: base") for m in meta)
+    rows = list(csv.reader(line for line in lines if not line.startswith("#")))
     assert rows[0] == ["lambda", "naive_loss", "naive_accuracy", "aligned_loss",
                        "aligned_accuracy"]
     assert len(rows) == 1 + len(GRID)
@@ -185,14 +229,20 @@ def test_matrix_image_marks_padded_rows_and_dropped_columns() -> None:
     assert (img[1, 0] != img[0, 3]).any()  # a padded cell differs from a plain empty cell
 
 
-def test_select_step_recalls_and_reports_missing(diag: DiagnosticsPanel) -> None:
-    diag.show_step(_diagnostics(0))
-    diag.show_step(_diagnostics(2))
-    diag.select_step(0)
-    assert diag.current is not None and diag.current.index == 0
-    diag.select_step(5)
-    assert diag.current is None and "step 6" in diag._header.text()
+def test_show_step_names_the_step_where_it_is_now_and_empty_state(diag: DiagnosticsPanel) -> None:
+    diag.show_step(_diagnostics(0), index=2, stale="the plan changed since this run")
+    assert diag.current is not None and "Step 3:" in diag._header.text()
+    assert "Stale" in diag._header.text()
+    assert "drop N" in diag._header.toolTip()  # the jargon of the case explained
+    diag.show_empty("nothing here")
+    assert diag.current is None and diag._header.text() == "nothing here"
     assert not diag.image.isVisible()
+    # Empty plots show no tick labels (they only stacked on each other).
+    assert not diag.matrix_plot.getAxis("left").style["showValues"]
+
+
+def test_matrix_keeps_square_cells(diag: DiagnosticsPanel) -> None:
+    assert diag.matrix_plot.getViewBox().state["aspectLocked"] == 1.0
 
 
 def test_no_alignment_and_missing_matrix_are_explained(diag: DiagnosticsPanel) -> None:
@@ -208,13 +258,19 @@ def test_diagnostics_export(tmp_path, diag: DiagnosticsPanel) -> None:
     diag.show_step(_diagnostics())
     assert diag.export_png(tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
     assert diag.export_png(tmp_path / "m.png", "matrix").stat().st_size > 500
+    assert diag.export_figure(tmp_path / "all.svg").read_text(encoding="utf-8").count("<svg")
     with open(diag.export_csv(tmp_path / "m.csv", "matrix"), encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+        rows = list(csv.reader(line for line in f if not line.startswith("#")))
     assert rows[0] == ["side", "base_unit", "zoo_unit"]
     assert ["out", "5", "0"] in rows and ["in", "0", "4"] in rows and len(rows) == 1 + 4 + 3
-    with open(diag.export_csv(tmp_path / "j.csv", "objective"), encoding="utf-8") as f:
-        assert f.read().splitlines()[1:] == ["1,1.0", "2,2.5", "3,2.75", "4,2.75"]
-    with open(diag.export_csv(tmp_path / "u.csv", "units"), encoding="utf-8") as f:
-        assert f.read().splitlines()[2] == "in,3,5,narrower,3,0,2"
+    def data_lines(path):
+        with open(path, encoding="utf-8") as f:
+            return [line for line in f.read().splitlines() if not line.startswith("#")]
+
+    assert data_lines(diag.export_csv(tmp_path / "j.csv", "objective"))[1:] == [
+        "1,1.0", "2,2.5", "3,2.75", "4,2.75"]
+    assert data_lines(diag.export_csv(tmp_path / "u.csv", "units"))[2] == "in,3,5,narrower,3,0,2"
+    with open(tmp_path / "u.csv", encoding="utf-8") as f:
+        assert f.readline() == "# step: Step 2: zoo:layers.0 -> layers.0\n"
     with pytest.raises(ValueError):
         diag.export_csv(tmp_path / "x.csv", "nonsense")

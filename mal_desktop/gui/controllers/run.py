@@ -1,11 +1,14 @@
 """Running the plan: the interpolation curve of one step, and exporting the merged model.
 
 Both assemble the whole plan in the worker from the models already in memory (and the
-permutation specs their layer trees hold), on a private copy of the plan.
+permutation specs their layer trees hold), on a private copy of the plan. What they find goes to
+:attr:`RunController.results` (per step of the plan that ran); the curve being computed is
+:attr:`RunController.live` until the run ends. Panels read both for the selected step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,23 +16,46 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QFileDialog, QWidget
 
+from ...core.merge.plan import AssemblyStep
 from .. import tasks
 from ..job_queue import JobQueue
+from ..plots.curve_data import barrier_informative
+from ..run_results import RunResults, Signature, signature
 from .session import SessionController
+
+
+@dataclass
+class LiveRun:
+    """The run in progress: the plan it runs (steps), the step it sweeps, the data set, and the
+    curve points so far (in arrival order)."""
+
+    steps: tuple[AssemblyStep, ...]
+    index: int
+    data: str
+    points: list[Any] = field(default_factory=list)
+
+    @property
+    def signature(self) -> Signature:
+        """The swept step's signature (see run_results)."""
+        return signature(self.steps, self.index)
 
 
 class RunController(QObject):
     """Run (F5) and Export Merged Model.
 
     Parameters: session - the session whose plan runs; jobs - the job queue; dialog_parent -
-    the window the file dialog belongs to. Attribute ``last_run``: the last RunResult (None
-    after the session was replaced). Signals: ``runStarted(int step_index, str title)`` -
-    the curve and diagnostics of the step are on their way; ``runFinished(RunResult)``;
+    the window the file dialog belongs to. Attributes: ``last_run`` - the last RunResult (None
+    after the session was replaced); ``results`` - the RunResults of this session; ``live`` - the
+    LiveRun in progress (None between runs). Signals: ``runStarted(int step_index)``;
+    ``curvePoint(CurvePoint)`` - a point of the live curve; ``runFinished(RunResult)``;
+    ``runStopped()`` - cancelled or failed (the results kept so far stay);
     ``message(str, int timeout_ms)`` for the status bar.
     """
 
-    runStarted = Signal(int, str)
+    runStarted = Signal(int)
+    curvePoint = Signal(object)
     runFinished = Signal(object)
+    runStopped = Signal()
     message = Signal(str, int)
 
     def __init__(self, session: SessionController, jobs: JobQueue,
@@ -39,6 +65,8 @@ class RunController(QObject):
         self.jobs = jobs
         self.dialog_parent = dialog_parent
         self.last_run: tasks.RunResult | None = None
+        self.results = RunResults(self)
+        self.live: LiveRun | None = None
         session.resultsForgotten.connect(self.forget)
 
     def can_run(self) -> bool:
@@ -48,8 +76,19 @@ class RunController(QObject):
 
     @Slot()
     def forget(self) -> None:
-        """Drop the last result (the session it belonged to is gone)."""
+        """Drop every result (the session they belonged to is gone)."""
         self.last_run = None
+        self.live = None
+        self.results.clear()
+
+    def _collect(self, steps: tuple[AssemblyStep, ...], event: Any) -> None:
+        """A progress event of a run or an export: keep its partial results."""
+        kind = type(event.payload).__name__  # no isinstance: the classes live in the engine
+        if kind == "StepDiagnostics":
+            self.results.put_diagnostics(steps, event.payload)
+        elif kind == "CurvePoint" and self.live is not None:
+            self.live.points.append(event.payload)
+            self.curvePoint.emit(event.payload)
 
     def _models_by_path(self) -> dict[str, Any]:
         ws = self.session.workspace
@@ -67,22 +106,43 @@ class RunController(QObject):
             self.message.emit("Run needs a base model and at least one step", 6000)
             return
         ws = self.session.workspace
-        index = ws.selected_step if ws.selected_step >= 0 else len(ws.plan.steps) - 1
+        if ws.selected_step < 0:  # Run shows its step: make it the selected one
+            ws.select_step(len(ws.plan.steps) - 1)
+        index = ws.selected_step
         data = self.session.data or "digits"
-        step = ws.plan.steps[index]
-        self.runStarted.emit(index, f"Step {index + 1}: {step.label}  \u2022  {data}")
-        factory = partial(tasks.run_step_job, plan=self.session.plan_copy(data), step_index=index,
+        plan = self.session.plan_copy(data)
+        steps = tuple(plan.steps)
+        factory = partial(tasks.run_step_job, plan=plan, step_index=index,
                           data=data, grid=self.session.grid, models=self._models_by_path(),
                           specs=self._specs_by_path())
-        self.jobs.submit(factory, f"Running step {index + 1}", self._run_done)
+        self.jobs.submit(factory, f"Running step {index + 1}", partial(self._run_done, steps),
+                         self._run_stopped, partial(self._run_progress, steps, index, data))
 
-    def _run_done(self, result: tasks.RunResult) -> None:
+    def _run_progress(self, steps: tuple[AssemblyStep, ...], index: int, data: str,
+                      event: Any) -> None:
+        if self.live is None or self.live.steps != steps:  # the first event: the job started
+            self.live = LiveRun(steps, index, data)
+            self.runStarted.emit(index)
+        self._collect(steps, event)
+
+    def _run_stopped(self) -> None:
+        self.live = None
+        self.runStopped.emit()
+
+    def _run_done(self, steps: tuple[AssemblyStep, ...], result: tasks.RunResult) -> None:
+        self.live = None
         self.last_run = result
+        self.results.put_curve(steps, result.step_index, result.curve, result.data)
         self.runFinished.emit(result)
         c = result.curve
-        self.message.emit(f"Run finished in {result.seconds:.1f} s \u2014 mean loss naive "
-                          f"{c.naive.mean_loss:.3f}, aligned {c.aligned.mean_loss:.3f}; barrier "
-                          f"naive {c.naive.barrier:.3f}, aligned {c.aligned.barrier:.3f}", 20000)
+        text = (f"Run finished in {result.seconds:.1f} s \u2014 mean LMC loss naive "
+                f"{c.naive.mean_loss:.3f}, aligned {c.aligned.mean_loss:.3f}; \u03bb* naive "
+                f"{c.naive.threshold:.2f}, aligned {c.aligned.threshold:.2f}")
+        barriers = [f"{s} {getattr(c, s).barrier:.3f}" for s in ("naive", "aligned")
+                    if barrier_informative(c.lambdas, getattr(c, s))]
+        if barriers:  # a zero barrier while the loss climbs would read as a contradiction
+            text += "; barrier " + ", ".join(barriers)
+        self.message.emit(text, 20000)
 
     @Slot()
     def choose_merged_output(self) -> None:
@@ -100,9 +160,11 @@ class RunController(QObject):
 
     def export_merged(self, out: Path) -> None:
         """Assemble the plan and save the merged model (with provenance) to ``out``."""
-        factory = partial(tasks.save_merged_job, plan=self.session.plan_copy(), out=out,
+        plan = self.session.plan_copy()
+        factory = partial(tasks.save_merged_job, plan=plan, out=out,
                           models=self._models_by_path(), specs=self._specs_by_path())
-        self.jobs.submit(factory, f"Exporting {out.name}", self._merged_saved)
+        self.jobs.submit(factory, f"Exporting {out.name}", self._merged_saved,
+                         on_progress=partial(self._collect, tuple(plan.steps)))
 
     def _merged_saved(self, result: Any) -> None:
         self.message.emit(f"Saved the merged model to {result.out}", 15000)

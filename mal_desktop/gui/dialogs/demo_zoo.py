@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QProgressBar,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLayout,
+                               QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from ...core.progress import ProgressEvent
 from ..icons import app_icon
@@ -84,7 +84,11 @@ class DemoZooDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self._buttons)
-        self.setMinimumWidth(520)
+        # A wrapped rich-text label gets its height from its width; a dialog sized before the
+        # label knew its width cut the paragraph. A fixed text width gives the height up front.
+        self._text.setFixedWidth(460)
+        self._text.setMinimumHeight(self._text.heightForWidth(460))
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)
 
     @property
     def progress_bar(self) -> QProgressBar:

@@ -27,6 +27,8 @@ SHAPE_HELP = ("Weights are out \u00d7 in (\u00d7 kernel for conv layers). Mergin
               "another width: where the base side is wider the zoo units fill some base slots "
               "and the rest is zero-padded; where it is narrower the best-matching zoo units "
               "are kept and the others dropped; equal widths are a plain permutation.")
+FIXED_HELP = ("fixed: the units of this space cannot be reordered (the network's input "
+              "pixels or its class outputs), so merging matches them by index.")
 # Header tooltips, by column.
 COLUMN_TIPS = (None, SHAPE_HELP, "Number of values (parameters and buffers)", SPACE_HELP,
                "Frobenius norm, mean and standard deviation of the weight")
@@ -49,10 +51,13 @@ def shape_text(shape: Sequence[int]) -> str:
 
 
 def stat_text(value: float) -> str:
-    """A tensor statistic in a few digits ('nan' for NaN, exponent form from 10^4)."""
+    """A tensor statistic in four significant digits ('nan' for NaN; exponent form below 10^-3
+    and from 10^4), the one format of the column and its tooltip."""
     if value != value:  # NaN
         return "nan"
-    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
 
 
 class LayerText:
@@ -69,7 +74,8 @@ class LayerText:
         self.model_name = model_name
 
     def space(self, space_id: str | None) -> str:
-        """'hidden0 (64)', 'input (784, fixed)', or a dash for no space."""
+        """'hidden0 (64)', 'input (784, fixed)', or a dash for no space (fixed: see
+        :data:`FIXED_HELP`)."""
         if space_id is None:
             return "\u2013"
         space = self.spec.spaces.get(space_id)
@@ -169,9 +175,12 @@ class LayerText:
                     lines.append(f"axis {axis}: " + (sid or "not permutable (e.g. kernel "
                                                              "positions)"))
             lines.append(SPACE_HELP)
+            if "fixed" in self.display(row, col, tensor, used):
+                lines.append(FIXED_HELP)
         elif col == COL_STATS and tensor is not None:
-            lines.append(f"norm {tensor.norm:.6g}, mean {tensor.mean:.6g}, std {tensor.std:.6g}"
-                         f" over {tensor.numel:,} values")
+            # The numbers as the column shows them: one format everywhere.
+            lines.append(f"norm {stat_text(tensor.norm)}, mean {stat_text(tensor.mean)}, "
+                         f"std {stat_text(tensor.std)} over {tensor.numel:,} values")
         if tensor is not None:
             lines += [f"axis {axis} is fixed: {reason}"
                       for axis, reason in self.fixed_axes(tensor)]

@@ -123,6 +123,7 @@ class QtMatrixModel(QAbstractTableModel):
         self._metric = "accuracy"
         self._range = (0.0, 1.0)
         self._colors: dict[tuple[int, int], QColor] = {}
+        self._stale: dict[str, str] = {}  # row reference -> why its cells no longer apply
         self.result: MatrixResult | None = None
 
     # -- filling ------------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class QtMatrixModel(QAbstractTableModel):
         self._cells = {k: c for k, c in self._cells.items()
                        if k[0] in seen and k[1] in self._cols}
         self._stopped = False
+        self._stale = {}
         self.result = None
         self._update_range()
         self.endResetModel()
@@ -174,10 +176,38 @@ class QtMatrixModel(QAbstractTableModel):
         self._cols = [d["name"] for d in result.datasets]
         self._cells = {(c.model, c.dataset): c for c in result.cells}
         self._stopped = False
+        self._stale = {}
         if self._metric not in self.metrics() and self.metrics():
             self._metric = self.metrics()[0]
         self._update_range()
         self.endResetModel()
+
+    def clear(self) -> None:
+        """No rows, no columns, no result (a new session)."""
+        self.beginResetModel()
+        self._rows, self._cols, self._cells = [], [], {}
+        self._stopped = False
+        self._stale = {}
+        self.result = None
+        self._update_range()
+        self.endResetModel()
+
+    def mark_stale(self, ref: str, reason: str) -> None:
+        """The cells of row ``ref`` no longer describe that model (e.g. the plan behind the
+        merged model was edited): they are greyed, and their tooltips say ``reason``."""
+        rows = [i for i, (r, _) in enumerate(self._rows) if r == ref]
+        if not rows or self._stale.get(ref) == reason:
+            return
+        self._stale[ref] = reason
+        self.dataChanged.emit(self.index(rows[0], 0), self.index(rows[0], len(self._cols)))
+
+    def refs(self) -> list[str]:
+        """The rows' model references, in order."""
+        return [ref for ref, _ in self._rows]
+
+    def stale_reason(self, row: int) -> str:
+        """Why row ``row``'s cells are stale ("" when they are not)."""
+        return self._stale.get(self._rows[row][0], "") if 0 <= row < len(self._rows) else ""
 
     def mark_stopped(self) -> None:
         """The run ended without a result: pending cells now read "not computed"."""
@@ -272,11 +302,16 @@ class QtMatrixModel(QAbstractTableModel):
         ref, name = self._rows[row]
         if role == REF_ROLE:
             return ref
+        stale = self._stale.get(ref, "")
+        if stale and role == Qt.ItemDataRole.ForegroundRole:
+            return QApplication.palette().color(QPalette.ColorRole.PlaceholderText)
         if col == COL_MODEL:
-            if role in (Qt.ItemDataRole.DisplayRole, VALUE_ROLE):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return f"\u26a0 {name} (stale)" if stale else name
+            if role == VALUE_ROLE:
                 return name
             if role == Qt.ItemDataRole.ToolTipRole:
-                return self._row_tip(row)
+                return self._row_tip(row) + (f"\nStale: {stale}" if stale else "")
             return None
         cell = self.cell(row, col)
         if role == CELL_ROLE:
@@ -294,7 +329,8 @@ class QtMatrixModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.BackgroundRole:
             return self._background(row, col, cell)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._cell_tip(row, col, cell)
+            return self._cell_tip(row, col, cell) + (f"\nStale: {stale}; Evaluate again"
+                                                     if stale else "")
         return None
 
     # -- internals ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication, QStyle
 from ...core.merge.methods import MERGE_METHODS
 from ...core.merge.plan import AssemblyPlan, AssemblyStep, PlanChange
 from ..workspace import Workspace
+from .case_words import compact_case, explain_case
 
 STEP_ROLE = Qt.ItemDataRole.UserRole + 1  # the AssemblyStep of a row
 CHECK_ROLE = Qt.ItemDataRole.UserRole + 2  # its StepCheck (ok, reason, case_text)
@@ -175,7 +176,7 @@ class QtPlanModel(QAbstractTableModel):
             return f"{step.method} ({extra})" if extra else step.method
         if col == COL_CASE:
             check = self._ws.check_plan_step(step)
-            return check.case_text if check.ok else f"\u26a0 {check.reason}"
+            return compact_case(check.case_text) if check.ok else f"\u26a0 {check.reason}"
         return None
 
     def _tooltip(self, row: int, col: int, step: AssemblyStep) -> str:
@@ -183,6 +184,8 @@ class QtPlanModel(QAbstractTableModel):
         lines = [f"Step {row + 1}: {step.label}"]
         if check.case_text:
             lines.append(f"Width case: {check.case_text}")
+            if col == COL_CASE:
+                lines.append(explain_case(check.case_text))
         if not check.ok:
             lines.append(f"Cannot run: {check.reason}")
         if col == COL_ALIGN:

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QRectF, Qt
+from PySide6.QtCore import QEvent, QRectF, QSize, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
@@ -24,7 +24,8 @@ from ...core.evaluate.metric_registry import SampleScores
 from ..models.matrix_model import (class_names, confusion_counts, format_value,
                                    per_class_accuracy, scale_color)
 from ..palette import plot_colors
-from .style import color_axes
+from .plot_grid import PlotGrid
+from .style import color_axes, show_tick_values
 
 MAX_LABELLED_CELLS = 12  # confusion matrices up to this many classes show their counts
 
@@ -39,12 +40,16 @@ class CellDetails(QWidget):
         self.header.setWordWrap(True)
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        g = self.graphics = pg.GraphicsLayoutWidget()
+        self.grid = PlotGrid(columns=2, min_plot=QSize(240, 200))
+        g = self.graphics = self.grid.graphics
         g.setToolTip("Left: accuracy of each true class (dashed line: overall accuracy).\n"
                      "Right: counts of true x predicted class; the colour is the share of the "
                      "true class's samples, so classes of different sizes compare.")
-        self.bar_plot: pg.PlotItem = g.addPlot(row=0, col=0)
-        self.conf_plot: pg.PlotItem = g.addPlot(row=0, col=1)
+        self.bar_plot: pg.PlotItem = self.grid.add_plot()
+        self.conf_plot: pg.PlotItem = self.grid.add_plot()
+        for plot in (self.bar_plot, self.conf_plot):
+            for side in ("left", "bottom"):
+                plot.getAxis(side).enableAutoSIPrefix(False)  # classes: never "x0.001"
         bp = self.bar_plot
         bp.setLabel("bottom", "true class")
         bp.setLabel("left", "accuracy")
@@ -60,6 +65,7 @@ class CellDetails(QWidget):
         cp.setLabel("bottom", "predicted class")
         cp.setLabel("left", "true class")
         cp.invertY(True)  # row 0 on top, like a matrix
+        cp.setAspectLocked(True)  # square cells
         cp.setMouseEnabled(x=False, y=False)
         self.image = pg.ImageItem(axisOrder="row-major")
         cp.addItem(self.image)
@@ -71,13 +77,13 @@ class CellDetails(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addWidget(self.header)
-        layout.addWidget(g, 1)
+        layout.addWidget(self.grid, 1)
         self._apply_colors()
         self.clear()
 
     def _apply_colors(self) -> None:
         c = plot_colors()
-        self.graphics.setBackground(c.background)
+        self.grid.set_background(c.background)
         color_axes((self.bar_plot, self.conf_plot), c)
         self.mean_line.setPen(pg.mkPen(c.accent, width=1.5, style=Qt.PenStyle.DashLine))
         # Confusion colours: palette base (no samples) to the series colour (all samples).
@@ -95,6 +101,8 @@ class CellDetails(QWidget):
         self._remove_counts()
         self.bar_plot.setTitle("per-class accuracy")
         self.conf_plot.setTitle("confusion matrix")
+        for plot in (self.bar_plot, self.conf_plot):
+            show_tick_values(plot, False)  # nothing to label: no stacked tick labels
         if note:
             self.header.setText(note)
 
@@ -121,6 +129,8 @@ class CellDetails(QWidget):
                        " evaluate again to recompute them.")
             return
         self.clear()
+        for plot in (self.bar_plot, self.conf_plot):
+            show_tick_values(plot, True)
         self.scores = scores
         self.counts = confusion_counts(scores)
         self.accuracy = per_class_accuracy(scores)

@@ -1,17 +1,29 @@
 """CurvePlot: loss and accuracy vs lambda, naive vs aligned, filling in point by point.
 
-Plot items are created once; points land in preallocated NaN-filled buffers and a throttled
-timer pushes them with ``setData`` (the worker may report faster than it is useful to redraw).
-Non-finite values are kept in the buffers (and in the CSV) but drawn as gaps. After
-``set_result`` the barrier (the chord from L(0) to L(1) and the gap at its worst point) and the
-threshold lambda* are marked. The current step's lambda is a draggable vertical line; releasing
-it emits ``lambdaDragged(float)``, which the panel turns into one undo command.
+Plot items are created once; points land in preallocated NaN-filled buffers that are pushed with
+``setData`` at most every ``_REFRESH_MS`` (the worker may report faster than it is useful to
+redraw). Non-finite values are kept in the buffers (and in the CSV) but drawn as gaps.
+
+What it shows is decided elsewhere (views/selected_step.py: the selected step): ``show_empty``,
+``show_live`` (a run in progress) or ``show_curve`` (a finished curve). A finished curve leads
+with what matters for a layer-level merge: the mean loss along the path (mean LMC loss), lambda*
+and the accuracy at the step's lambda. The chord barrier (the loss's rise above the straight
+line from L(0) to L(1)) is drawn only where it carries information: when a transplanted layer
+makes L(1) the worst point, it reads 0 while the loss climbs, so it is left out.
+
+The step's lambda is a draggable vertical line; releasing it emits ``lambdaDragged(float)``,
+which the panel turns into one undo command. Text lives in Qt labels above the plots (they wrap;
+nothing is drawn over the curves), and the plots sit in a :class:`PlotGrid` that stacks them when
+the panel is narrow instead of clipping them.
 """
 
 from __future__ import annotations
 
+import html
 import math
+import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -19,86 +31,75 @@ from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.evaluate.metrics import CurvePoint, CurveResult
-from ..palette import plot_colors
-from .export import ExportButton, ExportEntry, export_csv, export_png
+from ..palette import PlotColors, plot_colors, print_colors
+from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
+from .curve_data import Buffers, accuracy_at, barrier_informative, finite_or_nan, fmt, plain
+from .plot_grid import MIN_PLOT, PlotGrid
 from .style import color_axes
 
 SERIES = ("naive", "aligned")
 _REFRESH_MS = 50  # at most ~20 redraws a second however fast points arrive
-
-
-class _Buffers:
-    """Growable NaN-filled arrays of one series: lambda, loss, accuracy by grid index."""
-
-    def __init__(self, capacity: int = 32) -> None:
-        self.lam = np.full(capacity, np.nan)
-        self.loss = np.full(capacity, np.nan)
-        self.acc = np.full(capacity, np.nan)
-        self.n = 0  # 1 + the highest index written
-
-    def put(self, index: int, lam: float, loss: float, acc: float) -> None:
-        if index >= self.lam.size:
-            size = max(index + 1, 2 * self.lam.size)
-            for name in ("lam", "loss", "acc"):
-                old = getattr(self, name)
-                new = np.full(size, np.nan)
-                new[: old.size] = old
-                setattr(self, name, new)
-        self.lam[index], self.loss[index], self.acc[index] = lam, loss, acc
-        self.n = max(self.n, index + 1)
-
-    def clear(self) -> None:
-        for arr in (self.lam, self.loss, self.acc):
-            arr.fill(np.nan)
-        self.n = 0
-
-
-def _finite_or_nan(values: np.ndarray) -> np.ndarray:
-    # pyqtgraph can draw gaps at NaN ("finite" connect) but inf breaks auto-ranging.
-    return np.where(np.isfinite(values), values, np.nan)
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if math.isfinite(value) else "\u221e" if value > 0 else "n/a"
+LAMBDA_STAR_TIP = ("\u03bb*: the largest \u03bb up to which the merged model's accuracy stays "
+                   "within 1 point of the base model's (\u03bb = 0)")
+MEAN_LOSS_TIP = "mean LMC loss: the loss averaged over the \u03bb grid (lower is better)"
+BARRIER_TIP = ("barrier: how far the loss rises above the straight line (chord) from L(0) to "
+               "L(1). Shown only when the curve rises above that line: when the end point "
+               "\u03bb = 1 (the zoo layer transplanted) is itself the worst, the barrier is 0 "
+               "while the loss climbs, which says nothing about the path.")
 
 
 class CurvePlot(QWidget):
-    """Two plots side by side (loss, accuracy in %) vs lambda, each with naive and aligned series.
+    """Two plots (loss, accuracy in %) vs lambda, each with naive and aligned series.
 
+    Parameters: colors - fixed colours (the print copy of an export); None follows the theme.
     Signals: ``lambdaDragged(float)`` when the user releases the lambda line.
     """
 
     lambdaDragged = Signal(float)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, colors: PlotColors | None = None) -> None:
         super().__init__(parent)
-        self._buf = {s: _Buffers() for s in SERIES}
+        self._buf = {s: Buffers() for s in SERIES}
         self._result: CurveResult | None = None
-        self._colors = plot_colors()
+        self._fixed_colors = colors
+        self._colors = colors or plot_colors()
+        self._lam: float | None = None
+        self._step_lam: float | None = None  # the lambda the summary's accuracy is read at
+        self._provenance: dict[str, object] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(_REFRESH_MS)
         self._timer.timeout.connect(self.refresh)
+        self._last_refresh = 0.0
         self._syncing = False
         self._build()
         self._apply_colors()
-        self.clear()
+        self.show_empty("Interpolation curve", "Run (F5) evaluates the selected step.")
 
     # -- construction (once) -----------------------------------------------------------------
     def _build(self) -> None:
-        self._title = QLabel("Interpolation curve: Run evaluates the selected step")
+        self._title = QLabel()
+        self._title.setObjectName("curveTitle")
+        self._title.setWordWrap(True)
         self._title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._legend = QLabel("")
+        self._legend.setObjectName("curveLegend")
         self._legend.setTextFormat(Qt.TextFormat.RichText)
+        self._legend.setWordWrap(True)
+        self._legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._summary = QLabel("")
+        self._summary.setObjectName("curveSummary")
+        self._summary.setTextFormat(Qt.TextFormat.RichText)
+        self._summary.setWordWrap(True)
+        self._summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._summary.setToolTip("\n".join((MEAN_LOSS_TIP, LAMBDA_STAR_TIP, BARRIER_TIP)))
         self._export = ExportButton(self._export_entries, self)
 
-        self.graphics = pg.GraphicsLayoutWidget()
-        # The summary lives inside the graphics scene so PNG exports carry it.
-        self._summary: pg.LabelItem = self.graphics.addLabel("", row=0, col=0, colspan=2,
-                                                             justify="left", size="9pt")
-        self.loss_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=0)
-        self.acc_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=1)
+        self.grid = PlotGrid(columns=2, min_plot=MIN_PLOT)
+        self.graphics = self.grid.graphics
+        self.loss_plot: pg.PlotItem = self.grid.add_plot()
+        self.acc_plot: pg.PlotItem = self.grid.add_plot()
         self.acc_plot.setXLink(self.loss_plot)
         for plot, label in ((self.loss_plot, "loss"), (self.acc_plot, "accuracy (%)")):
             plot.setLabel("bottom", "\u03bb (merging factor)")
@@ -107,6 +108,8 @@ class CurvePlot(QWidget):
             plot.setXRange(0.0, 1.0, padding=0.02)
             plot.setMouseEnabled(x=False, y=True)
             plot.getViewBox().setLimits(xMin=-0.05, xMax=1.05)
+            for side in ("left", "bottom"):
+                plot.getAxis(side).enableAutoSIPrefix(False)
         self.acc_plot.setYRange(0, 100, padding=0.02)
 
         self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}
@@ -122,27 +125,22 @@ class CurvePlot(QWidget):
         for item in self.barrier_texts.values():
             self.loss_plot.addItem(item, ignoreBounds=True)
 
-        # lambda*: one marker per series on both plots (non-movable, labelled on the acc plot).
+        # lambda*: one unlabelled marker per series on both plots (the values are in the
+        # summary above the plots: labels on the lines stacked on each other and the curves).
         self.threshold_lines: dict[tuple[str, str], pg.InfiniteLine] = {}
         for series in SERIES:
             for plot, where in ((self.loss_plot, "loss"), (self.acc_plot, "accuracy")):
-                labelled = where == "accuracy"
-                line = pg.InfiniteLine(
-                    angle=90, movable=False, label=f"\u03bb* {series}" if labelled else None,
-                    labelOpts={"position": 0.12 if series == "aligned" else 0.22,
-                               "anchors": [(0, 0.5), (0, 0.5)]})
-                if not labelled:
-                    line.label = None
+                line = pg.InfiniteLine(angle=90, movable=False)
+                line.setToolTip(f"{LAMBDA_STAR_TIP} ({series})")
                 plot.addItem(line, ignoreBounds=True)
                 self.threshold_lines[(series, where)] = line
 
-        # The current step's lambda: draggable, mirrored on both plots.
+        # The current step's lambda: draggable, mirrored on both plots; its value is in the
+        # legend (one place, always the line's own value).
         self.lambda_lines: list[pg.InfiniteLine] = []
         for plot in (self.loss_plot, self.acc_plot):
-            line = pg.InfiniteLine(pos=0.5, angle=90, movable=True, bounds=(0.0, 1.0),
-                                   label="\u03bb={value:.2f}",
-                                   labelOpts={"position": 0.06, "movable": False})
-            line.setToolTip("Drag to change the selected step's \u03bb (undoable)")
+            line = pg.InfiniteLine(pos=0.5, angle=90, movable=True, bounds=(0.0, 1.0))
+            line.setToolTip("The selected step's \u03bb: drag to change it (undoable)")
             line.setZValue(20)
             line.sigPositionChanged.connect(self._on_line_moved)
             line.sigPositionChangeFinished.connect(self._on_line_released)
@@ -152,17 +150,19 @@ class CurvePlot(QWidget):
         top = QHBoxLayout()
         top.setContentsMargins(4, 2, 4, 0)
         top.addWidget(self._title, 1)
-        top.addWidget(self._legend)
-        top.addWidget(self._export)
+        top.addWidget(self._export, 0, Qt.AlignmentFlag.AlignTop)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addLayout(top)
-        layout.addWidget(self.graphics, 1)
+        for label in (self._legend, self._summary):
+            label.setContentsMargins(4, 0, 4, 0)
+            layout.addWidget(label)
+        layout.addWidget(self.grid, 1)
 
     def _apply_colors(self) -> None:
         c = self._colors
-        self.graphics.setBackground(c.background)
+        self.grid.set_background(c.background)
         color_axes((self.loss_plot, self.acc_plot), c)
         for series in SERIES:
             color = c.naive if series == "naive" else c.aligned
@@ -176,56 +176,36 @@ class CurvePlot(QWidget):
             self.chords[series].setPen(pg.mkPen(color, width=1, style=Qt.PenStyle.DotLine))
             self.barrier_bars[series].setPen(pg.mkPen(color, width=3))
             for where in ("loss", "accuracy"):
-                line = self.threshold_lines[(series, where)]
-                line.setPen(pg.mkPen(color, width=1, style=Qt.PenStyle.DashDotLine))
-                if line.label is not None:
-                    line.label.setColor(color)
+                self.threshold_lines[(series, where)].setPen(
+                    pg.mkPen(color, width=1, style=Qt.PenStyle.DashDotLine))
         for series, item in self.barrier_texts.items():
             item.setColor(c.naive if series == "naive" else c.aligned)
-        self._summary.setAttr("color", c.foreground)
-        self._legend.setText(
-            f"<span style='color:{c.naive}'>\u2505\u25bc naive</span>&nbsp;&nbsp;"
-            f"<span style='color:{c.aligned}'>\u2501\u25cf aligned</span>&nbsp;&nbsp;"
-            f"<span style='color:{c.accent}'>\u2503 \u03bb (drag)</span>")
-        if self._result is not None:
-            self._draw_markers(self._result)
         for line in self.lambda_lines:
             line.setPen(pg.mkPen(c.accent, width=2))
             line.setHoverPen(pg.mkPen(c.accent, width=4))
-            line.label.setColor(c.accent)
+        self._update_legend()
+        if self._result is not None:
+            self._draw_markers(self._result)
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+        if self._fixed_colors is None and event.type() in (
+                QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
             self._colors = plot_colors()
             self._apply_colors()
         super().changeEvent(event)
 
-    # -- data in ---------------------------------------------------------------------------
-    @Slot(object)
-    def add_point(self, point: CurvePoint) -> None:
-        """Record one curve point (any order, NaN/inf allowed); the plot redraws shortly."""
-        if point.series not in self._buf:
-            raise ValueError(f"unknown curve series {point.series!r} (expected naive or aligned)")
-        self._buf[point.series].put(int(point.index), float(point.lam), float(point.loss),
-                                    float(point.accuracy))
-        if not self._timer.isActive():
-            self._timer.start()
+    def _update_legend(self) -> None:
+        c = self._colors
+        lam = self._lam
+        value = f" = {lam:.2f}" if lam is not None and math.isfinite(lam) else ""
+        self._legend.setText(
+            f"<span style='color:{c.naive}'>\u2505\u25bc naive</span>&nbsp;&nbsp;"
+            f"<span style='color:{c.aligned}'>\u2501\u25cf aligned</span>&nbsp;&nbsp;"
+            f"<span style='color:{c.accent}'>\u2503 \u03bb{value} (drag)</span>&nbsp;&nbsp;"
+            f"<span style='color:{c.muted}'>\u2506 \u03bb*</span>")
 
-    def set_result(self, result: CurveResult) -> None:
-        """Show a finished curve: all points, the barriers and lambda* of both series."""
-        self._result = result
-        for series in SERIES:
-            metrics = getattr(result, series)
-            buf = self._buf[series]
-            buf.clear()
-            for i, (lam, loss, acc) in enumerate(zip(result.lambdas, metrics.loss,
-                                                     metrics.accuracy)):
-                buf.put(i, lam, loss, acc)
-        self.refresh()
-        self._draw_markers(result)
-
-    def clear(self) -> None:
-        """Forget all points and markers (a new curve is about to start)."""
+    # -- what is shown -----------------------------------------------------------------------
+    def _reset(self) -> None:
         self._result = None
         for buf in self._buf.values():
             buf.clear()
@@ -236,25 +216,104 @@ class CurvePlot(QWidget):
             line.hide()
         for item in self.barrier_texts.values():
             item.setText("")
-        self._summary.setText("Barrier and \u03bb* appear when the curve is complete.",
-                              color=self._colors.muted)
+
+    def show_empty(self, title: str, hint: str) -> None:
+        """No curve: ``title`` (plain text) above empty axes and ``hint`` (rich text) below it."""
+        self._reset()
+        self._title.setText(f"<b>{html.escape(title)}</b>")
+        self._summary.setText(f"<span style='color:{self._colors.muted}'>{hint}</span>")
         self.refresh()
 
+    def show_live(self, title: str, points: Sequence[CurvePoint] = ()) -> None:
+        """A curve being computed: ``points`` so far; more come through :meth:`add_point`."""
+        self._reset()
+        self._title.setText(f"<b>{html.escape(title)}</b>")
+        self._summary.setText(f"<span style='color:{self._colors.muted}'>Computing\u2026 points "
+                              "appear as they are evaluated; the summary follows at the end."
+                              "</span>")
+        for point in points:
+            self._put(point)
+        self.refresh()
+
+    def show_curve(self, result: CurveResult, title: str, stale: str = "",
+                   lam: float | None = None) -> None:
+        """A finished curve under ``title``; ``stale`` says why it may no longer apply ("" when
+        it does); ``lam`` is the step's lambda (its accuracy is in the summary)."""
+        self.set_result(result, lam)
+        warn = (f"<span style='color:{self._colors.bad}'>\u26a0 Stale: {html.escape(stale)}; "
+                "Run (F5) again.</span>" if stale else "")
+        self._title.setText(f"<b>{html.escape(title)}</b>")
+        if warn:
+            self._summary.setText(f"{warn}<br>{self._summary.text()}")
+
     def set_title(self, text: str) -> None:
-        """The line above the plots (e.g. which step and dataset the curve is for)."""
-        self._title.setText(text)
+        """The line above the plots (plain text)."""
+        self._title.setText(f"<b>{html.escape(text)}</b>")
+
+    def title_text(self) -> str:
+        """The title as plain text."""
+        return plain(self._title.text())
+
+    def summary_text(self) -> str:
+        """The summary as plain text."""
+        return plain(self._summary.text())
+
+    def set_provenance(self, provenance: Mapping[str, object]) -> None:
+        """What exports record about the curve (models, step, data set, alignment)."""
+        self._provenance = dict(provenance)
+
+    # -- data in ---------------------------------------------------------------------------
+    def _put(self, point: CurvePoint) -> None:
+        if point.series not in self._buf:
+            raise ValueError(f"unknown curve series {point.series!r} (expected naive or aligned)")
+        self._buf[point.series].put(int(point.index), float(point.lam), float(point.loss),
+                                    float(point.accuracy))
+
+    @Slot(object)
+    def add_point(self, point: CurvePoint) -> None:
+        """Record one curve point (any order, NaN/inf allowed); the plot redraws at once when it
+        has not for ``_REFRESH_MS``, else shortly (a timer alone starved while points kept
+        arriving, so the curve appeared only at the end)."""
+        self._put(point)
+        if time.monotonic() - self._last_refresh >= _REFRESH_MS / 1000.0:
+            self.refresh()
+        elif not self._timer.isActive():
+            self._timer.start()
+
+    def set_result(self, result: CurveResult, lam: float | None = None) -> None:
+        """Show a finished curve: all points, lambda* and the barriers that carry information."""
+        self._reset()
+        self._result = result
+        self._step_lam = lam
+        for series in SERIES:
+            metrics = getattr(result, series)
+            buf = self._buf[series]
+            for i, (x, loss, acc) in enumerate(zip(result.lambdas, metrics.loss,
+                                                   metrics.accuracy)):
+                buf.put(i, x, loss, acc)
+        self.refresh()
+        self._draw_markers(result, lam)
+
+    def clear(self) -> None:
+        """Forget all points and markers."""
+        self.show_empty("Interpolation curve", "Run (F5) evaluates the selected step.")
 
     @Slot()
     def refresh(self) -> None:
-        """Push the buffers to the plot items now (normally done by the throttle timer)."""
+        """Push the buffers to the plot items now (normally done by the throttle)."""
         self._timer.stop()
+        self._last_refresh = time.monotonic()
         for series, buf in self._buf.items():
             n = buf.n
             lam = buf.lam[:n]
-            self.curves[(series, "loss")].setData(lam, _finite_or_nan(buf.loss[:n]),
+            self.curves[(series, "loss")].setData(lam, finite_or_nan(buf.loss[:n]),
                                                   connect="finite")
-            self.curves[(series, "accuracy")].setData(lam, _finite_or_nan(buf.acc[:n] * 100.0),
+            self.curves[(series, "accuracy")].setData(lam, finite_or_nan(buf.acc[:n] * 100.0),
                                                       connect="finite")
+        if not any(b.n for b in self._buf.values()):
+            self.loss_plot.setYRange(0.0, 1.0, padding=0.05)
+        else:
+            self.loss_plot.enableAutoRange(axis="y")
 
     def series_data(self, series: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(lambda, values) as drawn by the curve of ``series`` and ``metric`` (copies)."""
@@ -263,42 +322,53 @@ class CurvePlot(QWidget):
             (np.array([]) if y is None else np.array(y))
 
     # -- markers ---------------------------------------------------------------------------
-    def _draw_markers(self, result: CurveResult) -> None:
+    def _draw_markers(self, result: CurveResult, lam: float | None = None) -> None:
+        lam = self._step_lam if lam is None else lam  # a redraw (theme) keeps the summary
         lams = np.asarray(result.lambdas, dtype=float)
-        lines = []
+        shown_barrier: list[str] = []
         for series in SERIES:
             m = getattr(result, series)
             loss = np.asarray(m.loss, dtype=float)
-            if lams.size >= 2 and np.isfinite(loss[[0, -1]]).all():
+            text = self.barrier_texts[series]
+            self.chords[series].setData([], [])
+            self.barrier_bars[series].setData([], [])
+            text.setText("")
+            if barrier_informative(result.lambdas, m) and np.isfinite(loss[[0, -1]]).all():
                 chord = (1.0 - lams) * loss[0] + lams * loss[-1]
-                self.chords[series].setData(lams, chord)
                 gap = np.where(np.isfinite(loss), loss - chord, -np.inf)
                 k = int(np.argmax(gap))
-                text = self.barrier_texts[series]
-                if math.isfinite(m.barrier) and gap[k] > 0:
-                    self.barrier_bars[series].setData([lams[k], lams[k]], [chord[k], loss[k]])
-                    text.setText(f"barrier {m.barrier:.3f}")
-                    text.setPos(lams[k] + 0.01, 0.5 * (chord[k] + loss[k]))
-                else:
-                    self.barrier_bars[series].setData([], [])
-                    text.setText("")
+                self.chords[series].setData(lams, chord)
+                self.barrier_bars[series].setData([lams[k], lams[k]], [chord[k], loss[k]])
+                text.setText(f"barrier {m.barrier:.3f}")
+                text.setPos(lams[k] + 0.015, 0.5 * (chord[k] + loss[k]))
+                shown_barrier.append(series)
             for where in ("loss", "accuracy"):
                 line = self.threshold_lines[(series, where)]
                 line.setValue(m.threshold)
                 line.setVisible(math.isfinite(m.threshold))
-                if where == "accuracy" and line.label is not None:
-                    line.label.setFormat(f"\u03bb* {series} {m.threshold:.2f}")
-            lines.append((series, m))
+        self._summary.setText(self._summary_html(result, lam, shown_barrier))
+
+    def _summary_html(self, result: CurveResult, lam: float | None,
+                      shown_barrier: list[str]) -> str:
         c = self._colors
-        parts = []
-        for series, m in lines:
-            color = c.naive if series == "naive" else c.aligned
-            parts.append(f"<span style='color:{color}'><b>{series}</b></span>: barrier "
-                         f"{_fmt(m.barrier)}, mean loss {_fmt(m.mean_loss)}, "
-                         f"\u03bb* {_fmt(m.threshold, 2)}")
-        data = f" &nbsp;(on {result.dataset})" if result.dataset else ""
-        sep = "&nbsp;&nbsp;\u2022&nbsp;&nbsp;"
-        self._summary.setText(sep.join(parts) + data, color=c.foreground)
+
+        def pair(values: dict[str, str]) -> str:
+            return " \u00b7 ".join(f"<span style='color:{c.naive if s == 'naive' else c.aligned}'>"
+                                   f"{s}</span> {values[s]}" for s in SERIES if s in values)
+
+        naive, aligned = result.naive, result.aligned
+        mean = pair({"naive": fmt(naive.mean_loss), "aligned": fmt(aligned.mean_loss)})
+        star = pair({"naive": fmt(naive.threshold, 2), "aligned": fmt(aligned.threshold, 2)})
+        parts = [f"<b>mean LMC loss</b> {mean}", f"<b>\u03bb*</b> {star}"]
+        if lam is not None and math.isfinite(lam):
+            accs = {s: accuracy_at(result.lambdas, getattr(result, s), lam) for s in SERIES}
+            parts.append(f"<b>accuracy at \u03bb {lam:.2f}</b> " + pair(
+                {s: f"{100 * a:.1f}%" if math.isfinite(a) else "n/a" for s, a in accs.items()}))
+        if shown_barrier:
+            parts.append("<b>barrier</b> " + pair({s: fmt(getattr(result, s).barrier)
+                                                    for s in shown_barrier}))
+        data = f" &nbsp;(on {html.escape(result.dataset)})" if result.dataset else ""
+        return "&nbsp;&nbsp;\u2022&nbsp;&nbsp;".join(parts) + data
 
     # -- lambda line -----------------------------------------------------------------------
     @Slot(float)
@@ -314,6 +384,8 @@ class CurvePlot(QWidget):
                     line.show()
         finally:
             self._syncing = False
+        self._lam = None if lam is None or not math.isfinite(lam) else float(lam)
+        self._update_legend()
 
     def lambda_value(self) -> float:
         """Where the lambda line is now."""
@@ -330,20 +402,46 @@ class CurvePlot(QWidget):
                     other.setValue(line.value())
         finally:
             self._syncing = False
+        self._lam = float(line.value())
+        self._update_legend()
 
     def _on_line_released(self, line: pg.InfiniteLine) -> None:
         self.lambdaDragged.emit(round(float(line.value()), 4))
 
     # -- export ----------------------------------------------------------------------------
-    def export_png(self, path: str | Path, which: str = "all") -> Path:
-        """Save the plots as PNG: ``which`` is "all" (both plots), "loss" or "accuracy"."""
-        if which == "all":
-            return export_png(self.graphics, path)
-        plot = self.loss_plot if which == "loss" else self.acc_plot
-        return export_png(plot, path, background=self._colors.background)
+    def _print_copy(self) -> "CurvePlot":
+        """An off-screen copy in print colours showing the same points and markers."""
+        copy = CurvePlot(colors=print_colors())
+        for series, buf in self._buf.items():
+            copy._buf[series] = buf
+        copy._result = self._result
+        copy.refresh()
+        if self._result is not None:
+            copy._draw_markers(self._result)
+        copy.set_lambda(self._lam)
+        return copy
+
+    def export_figure(self, path: str | Path, which: str = "all", dpi: int = 300) -> Path:
+        """Save a print figure (.png at ``dpi`` or .svg): ``which`` is "all", "loss" or
+        "accuracy". The title names the step and the data set."""
+        copy = self._print_copy()
+        try:
+            plots = {"all": [copy.loss_plot, copy.acc_plot], "loss": [copy.loss_plot],
+                     "accuracy": [copy.acc_plot]}[which]
+            for plot, name in ((copy.loss_plot, "loss"), (copy.acc_plot, "accuracy (%)")):
+                plot.setTitle(name, color="#000000", size="9pt")
+            return export_figure(plots, path, self.title_text() or "Interpolation curve", dpi,
+                                 legend=copy._legend.text())
+        finally:
+            copy.deleteLater()
+
+    def export_png(self, path: str | Path, which: str = "all", dpi: int = 300) -> Path:
+        """:meth:`export_figure` as PNG."""
+        return self.export_figure(path, which, dpi)
 
     def export_csv(self, path: str | Path) -> Path:
-        """Save the points as CSV: lambda, then loss and accuracy of each series per row."""
+        """Save the points as CSV: lambda, then loss and accuracy of each series per row, after
+        a provenance block (models, step, data set, alignment, version)."""
         header = ["lambda", "naive_loss", "naive_accuracy", "aligned_loss", "aligned_accuracy"]
         n = max(b.n for b in self._buf.values())
         rows = []
@@ -355,14 +453,17 @@ class CurvePlot(QWidget):
                 b = self._buf[series]
                 row += [float(b.loss[i]), float(b.acc[i])] if i < b.n else [math.nan, math.nan]
             rows.append(row)
-        return export_csv(path, header, rows)
+        return export_csv(path, header, rows, self._provenance)
 
     def _export_entries(self) -> list[ExportEntry]:
-        return [
-            ("Both plots as PNG\u2026", "png", "curve.png", lambda p: self.export_png(p)),
-            ("Loss plot as PNG\u2026", "png", "curve-loss.png",
-             lambda p: self.export_png(p, "loss")),
-            ("Accuracy plot as PNG\u2026", "png", "curve-accuracy.png",
-             lambda p: self.export_png(p, "accuracy")),
-            ("Curve data as CSV\u2026", "csv", "curve.csv", self.export_csv),
-        ]
+        entries: list[ExportEntry] = []
+        for which, what, name in (("all", "Both plots", "curve"), ("loss", "Loss plot",
+                                                                   "curve-loss"),
+                                  ("accuracy", "Accuracy plot", "curve-accuracy")):
+            entries += figure_entries(name, what, lambda p, d, w=which:
+                                      self.export_figure(p, w, d))
+        entries.append(("Curve data as CSV\u2026", "csv", "curve.csv", self.export_csv))
+        return entries
+
+
+__all__ = ["CurvePlot", "SERIES", "accuracy_at", "barrier_informative"]

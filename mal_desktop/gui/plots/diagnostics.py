@@ -7,8 +7,10 @@
 - the histogram of matched-pair costs (entries of the final cost matrix);
 - the objective J per alternating iteration (it must never decrease).
 
-Diagnostics arrive per step while an assembly runs (``show_step``) and are kept by step index, so
-selecting a step later (``select_step``) shows its last diagnostics. Plot items are created once.
+What it shows is decided elsewhere (views/selected_step.py: the selected step's diagnostics,
+kept per step by gui/run_results.py): ``show_step`` or ``show_empty``. Plot items are created
+once; the plots sit in a :class:`PlotGrid` (two columns, one when narrow, scrolling when short),
+and the matrix keeps square cells, so a 64 x 128 Q reads as what it is.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.merge.results import MAX_MATRIX, SideReport, StepDiagnostics
-from ..palette import PlotColors, plot_colors
-from .export import ExportButton, ExportEntry, export_csv, export_png
-from .style import color_axes
+from ..models.case_words import explain_case
+from ..palette import PlotColors, plot_colors, print_colors
+from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
+from .plot_grid import MIN_PLOT, PlotGrid
+from .style import color_axes, show_tick_values
 
 CATEGORIES = ("matched", "padded", "dropped")
+_CATEGORY_WORDS = {"matched": "matched", "padded": "zero-padded (base unit without partner)",
+                   "dropped": "dropped (zoo unit left out)"}
 _CATEGORY_TIPS = {"matched": "matched: base unit paired with a zoo unit",
                   "padded": "zero-padded: base unit with no zoo partner (base wider)",
                   "dropped": "dropped: zoo unit left out (base narrower)"}
@@ -59,13 +65,18 @@ def matrix_image(q: np.ndarray, colors: PlotColors) -> np.ndarray:
 
 
 class DiagnosticsPanel(QWidget):
-    """Four plots describing one step's alignment; ``show_step`` fills them."""
+    """Four plots describing one step's alignment; ``show_step`` fills them.
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    Parameters: colors - fixed colours (the print copy of an export); None follows the theme.
+    """
+
+    def __init__(self, parent: QWidget | None = None, colors: PlotColors | None = None) -> None:
         super().__init__(parent)
-        self._colors = plot_colors()
-        self._by_index: dict[int, StepDiagnostics] = {}
+        self._fixed_colors = colors
+        self._colors = colors or plot_colors()
         self._current: StepDiagnostics | None = None
+        self._index = -1
+        self._provenance: dict[str, object] = {}
         self._build()
         self._apply_colors()
         self.clear()
@@ -82,19 +93,26 @@ class DiagnosticsPanel(QWidget):
         self._side.setToolTip("Which side's generalized permutation the matrix plot shows")
         self._side.currentIndexChanged.connect(self._draw_matrix)
         self._export = ExportButton(self._export_entries, self)
+        self._legend = QLabel()
+        self._legend.setTextFormat(Qt.TextFormat.RichText)
+        self._legend.setWordWrap(True)
+        self._legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._legend.setContentsMargins(4, 0, 4, 0)
+        self._legend.setToolTip("\n".join(_CATEGORY_TIPS.values()))
 
-        g = self.graphics = pg.GraphicsLayoutWidget()
-        self.matrix_plot: pg.PlotItem = g.addPlot(row=0, col=0)
-        self.units_plot: pg.PlotItem = g.addPlot(row=0, col=1)
-        self.costs_plot: pg.PlotItem = g.addPlot(row=1, col=0)
-        self.objective_plot: pg.PlotItem = g.addPlot(row=1, col=1)
+        self.grid = PlotGrid(columns=2, min_plot=MIN_PLOT)
+        self.graphics = self.grid.graphics
+        self.matrix_plot: pg.PlotItem = self.grid.add_plot()
+        self.units_plot: pg.PlotItem = self.grid.add_plot()
+        self.costs_plot: pg.PlotItem = self.grid.add_plot()
+        self.objective_plot: pg.PlotItem = self.grid.add_plot()
 
         mp = self.matrix_plot
         mp.setTitle("generalized permutation Q")
         mp.setLabel("bottom", "zoo unit")
         mp.setLabel("left", "base unit")
         mp.invertY(True)  # row 0 on top, like a matrix
-        mp.setAspectLocked(False)
+        mp.setAspectLocked(True)  # square cells: a 64 x 128 Q is twice as wide as tall
         self.image = pg.ImageItem(axisOrder="row-major")
         mp.addItem(self.image)
         self.matrix_note = pg.TextItem(anchor=(0.5, 0.5))
@@ -129,21 +147,24 @@ class DiagnosticsPanel(QWidget):
 
         for plot in (mp, up, cp, op):
             plot.showGrid(x=plot is not mp, y=plot is not mp, alpha=0.15)
+            for side in ("left", "bottom"):
+                plot.getAxis(side).enableAutoSIPrefix(False)  # unit counts: never "x0.001"
 
         top = QHBoxLayout()
         top.setContentsMargins(4, 2, 4, 0)
         top.addWidget(self._header, 1)
-        top.addWidget(self._side)
-        top.addWidget(self._export)
+        top.addWidget(self._side, 0, Qt.AlignmentFlag.AlignTop)
+        top.addWidget(self._export, 0, Qt.AlignmentFlag.AlignTop)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addLayout(top)
-        layout.addWidget(g, 1)
+        layout.addWidget(self._legend)
+        layout.addWidget(self.grid, 1)
 
     def _apply_colors(self) -> None:
         c = self._colors
-        self.graphics.setBackground(c.background)
+        self.grid.set_background(c.background)
         plots = (self.matrix_plot, self.units_plot, self.costs_plot, self.objective_plot)
         color_axes(plots, c)
         for plot in plots:
@@ -154,10 +175,12 @@ class DiagnosticsPanel(QWidget):
             item.setOpts(brush=pg.mkBrush(color), pen=pg.mkPen(color))
         for item in self.bar_labels.values():
             item.setColor(c.foreground)
-        # The legend lives in the title (an in-plot legend would cover the bars).
-        keys = " ".join(f"<span style='color:{getattr(c, cat)}'>\u25a0</span> {cat}"
-                        for cat in CATEGORIES)
-        self.units_plot.setTitle(f"units per side: {keys}", color=c.foreground)
+        # The legend is a label above the plots: in a plot title it set the plot's minimum
+        # width, and was cut ("units per side" -> "d...") when the panel was narrower.
+        keys = " &nbsp;".join(f"<span style='color:{getattr(c, cat)}'>\u25a0</span> "
+                              f"{_CATEGORY_WORDS[cat]}" for cat in CATEGORIES)
+        self._legend.setText(f"Matrix and bars: {keys}")
+        self.units_plot.setTitle("units per side", color=c.foreground)
         self.histogram.setPen(pg.mkPen(c.aligned, width=1.5))
         fill = QColor(c.aligned)
         fill.setAlpha(90)
@@ -171,50 +194,46 @@ class DiagnosticsPanel(QWidget):
             self._draw_matrix()
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+        if self._fixed_colors is None and event.type() in (
+                QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
             self._colors = plot_colors()
             self._apply_colors()
         super().changeEvent(event)
 
     # -- data in ---------------------------------------------------------------------------
     @Slot(object)
-    def show_step(self, diag: StepDiagnostics) -> None:
-        """Show (and remember by step index) the diagnostics of one step."""
-        self._by_index[diag.index] = diag
+    def show_step(self, diag: StepDiagnostics, index: int | None = None, stale: str = "") -> None:
+        """Show the diagnostics of one step; ``index`` is the step's place in the plan now
+        (default: where it was when it ran); ``stale`` says why they may no longer apply."""
         self._current = diag
-        self._draw_header(diag)
+        self._index = diag.index if index is None else index
+        self._draw_header(diag, stale)
+        for plot in (self.matrix_plot, self.units_plot, self.costs_plot, self.objective_plot):
+            show_tick_values(plot, True)
         self._draw_matrix()
         self._draw_units(diag)
         self._draw_costs(diag)
         self._draw_objective(diag)
 
-    @Slot(int)
-    def select_step(self, index: int) -> None:
-        """Show the remembered diagnostics of step ``index``, or say there are none yet."""
-        diag = self._by_index.get(index)
-        if diag is not None:
-            if diag is not self._current:
-                self.show_step(diag)
-            return
+    def show_empty(self, text: str) -> None:
+        """No diagnostics: empty plots (no tick values) and ``text`` (rich text) above them."""
         self._reset_plots()
-        if index < 0:
-            self._header.setText("Select a step to see how its alignment went.")
-        else:
-            self._header.setText(f"No diagnostics for step {index + 1} yet: press "
-                                 "<b>Run</b> (F5) to align it.")
+        self._header.setText(text)
+        self._header.setToolTip("")
 
-    def forget(self) -> None:
-        """Drop remembered diagnostics (the plan changed, they are stale) but keep the view."""
-        self._by_index.clear()
+    def set_provenance(self, provenance: dict[str, object]) -> None:
+        """What exports record (models, step, data set, alignment)."""
+        self._provenance = dict(provenance)
 
     def clear(self) -> None:
-        """Forget everything and show the empty state."""
-        self._by_index.clear()
-        self._reset_plots()
-        self._header.setText("Alignment diagnostics appear here while <b>Run</b> (F5) works.")
+        """Show the empty state."""
+        self.show_empty("Alignment diagnostics appear here while <b>Run</b> (F5) works.")
 
     def _reset_plots(self) -> None:
         self._current = None
+        self._index = -1
+        for plot in (self.matrix_plot, self.units_plot, self.costs_plot, self.objective_plot):
+            show_tick_values(plot, False)  # no data: tick labels only crowd the note
         self.image.clear()
         self.image.hide()
         self.matrix_note.setText("no step shown")
@@ -237,12 +256,15 @@ class DiagnosticsPanel(QWidget):
         self.objective_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
 
     # -- drawing ---------------------------------------------------------------------------
-    def _draw_header(self, d: StepDiagnostics) -> None:
+    def _draw_header(self, d: StepDiagnostics, stale: str = "") -> None:
         esc = html.escape
         note = f"<br><i>{esc(d.note)}</i>" if d.note else ""
-        self._header.setText(f"<b>Step {d.index + 1}</b>: {esc(d.label)} &nbsp;\u00b7&nbsp; "
-                             f"alignment <b>{esc(d.align)}</b><br>{esc(d.case_text)}{note}")
-        self._header.setToolTip(_side_tip("out", d.out) + "\n" + _side_tip("in", d.inp))
+        warn = (f"<br><span style='color:{self._colors.bad}'>\u26a0 Stale: {esc(stale)}; Run "
+                "(F5) again.</span>" if stale else "")
+        self._header.setText(f"<b>Step {self._index + 1}: {esc(d.label)}</b> &nbsp;\u00b7&nbsp; "
+                             f"alignment <b>{esc(d.align)}</b><br>{esc(d.case_text)}{note}{warn}")
+        self._header.setToolTip(_side_tip("out", d.out) + "\n" + _side_tip("in", d.inp)
+                                + "\n\n" + explain_case(d.case_text))
 
     @Slot()
     def _draw_matrix(self) -> None:
@@ -288,8 +310,8 @@ class DiagnosticsPanel(QWidget):
                 label.setText(str(int(h)))
                 label.setPos(x, h)
                 top = max(top, h)
-        ticks = [(_GROUP_X[s] + 1.0, f"{s}: {r.base} \u2190 {r.target} ({r.case})")
-                 for s, r in sides.items()]
+        # Short tick labels (the case words are in the header): long ones overlapped.
+        ticks = [(_GROUP_X[s] + 1.0, f"{s} {r.base}\u2190{r.target}") for s, r in sides.items()]
         self.units_plot.getAxis("bottom").setTicks([ticks])
         self.units_plot.setRange(xRange=(-0.7, 6.7), yRange=(0, top * 1.45), padding=0)
 
@@ -337,13 +359,32 @@ class DiagnosticsPanel(QWidget):
         """The diagnostics on screen (None when empty)."""
         return self._current
 
-    def export_png(self, path: str | Path, which: str = "all") -> Path:
-        """Save as PNG: ``which`` in {"all", "matrix", "units", "costs", "objective"}."""
-        if which == "all":
-            return export_png(self.graphics, path)
-        plot = {"matrix": self.matrix_plot, "units": self.units_plot, "costs": self.costs_plot,
-                "objective": self.objective_plot}[which]
-        return export_png(plot, path, background=self._colors.background)
+    def _print_copy(self) -> "DiagnosticsPanel":
+        """An off-screen copy in print colours showing the same step."""
+        copy = DiagnosticsPanel(colors=print_colors())
+        copy._side.setCurrentIndex(self._side.currentIndex())
+        if self._current is not None:
+            copy.show_step(self._current, self._index)
+        return copy
+
+    def export_figure(self, path: str | Path, which: str = "all", dpi: int = 300) -> Path:
+        """Save a print figure (.png at ``dpi`` or .svg) of all four plots or one of them:
+        ``which`` in {"all", "matrix", "units", "costs", "objective"}."""
+        copy = self._print_copy()
+        try:
+            plots = {"matrix": copy.matrix_plot, "units": copy.units_plot,
+                     "costs": copy.costs_plot, "objective": copy.objective_plot}
+            chosen = list(plots.values()) if which == "all" else [plots[which]]
+            d = self._current
+            title = (f"Step {self._index + 1}: {d.label} (alignment {d.align})" if d is not None
+                     else "Alignment diagnostics")
+            return export_figure(chosen, path, title, dpi, legend=copy._legend.text())
+        finally:
+            copy.deleteLater()
+
+    def export_png(self, path: str | Path, which: str = "all", dpi: int = 300) -> Path:
+        """:meth:`export_figure` as PNG."""
+        return self.export_figure(path, which, dpi)
 
     def export_csv(self, path: str | Path, which: str) -> Path:
         """Save the data behind one plot as CSV (``which`` as for :meth:`export_png`, not "all").
@@ -355,37 +396,38 @@ class DiagnosticsPanel(QWidget):
         d = self._current
         if d is None:
             raise ValueError("no step diagnostics to export")
+        meta = {**self._provenance, "step": f"Step {self._index + 1}: {d.label}",
+                "alignment": d.align, "width case": d.case_text}
         if which == "matrix":
             rows: list[list[object]] = []
             for side, q in (("out", d.out_matrix), ("in", d.in_matrix)):
                 if q is not None:
                     for b, t in zip(*np.nonzero(np.asarray(q) > 0.5)):
                         rows.append([side, int(b), int(t)])
-            return export_csv(path, ["side", "base_unit", "zoo_unit"], rows)
+            return export_csv(path, ["side", "base_unit", "zoo_unit"], rows, meta)
         if which == "units":
             rows = [[side, r.base, r.target, r.case, r.matched, r.padded, r.dropped]
                     for side, r in (("out", d.out), ("in", d.inp))]
             return export_csv(path, ["side", "base", "zoo", "case", "matched", "padded",
-                                     "dropped"], rows)
+                                     "dropped"], rows, meta)
         if which == "costs":
             costs = [] if d.costs is None else np.asarray(d.costs, dtype=float).reshape(-1)
-            return export_csv(path, ["cost"], [[float(c)] for c in costs])
+            return export_csv(path, ["cost"], [[float(c)] for c in costs], meta)
         if which == "objective":
             return export_csv(path, ["iteration", "J"],
-                              [[i + 1, float(j)] for i, j in enumerate(d.objective)])
+                              [[i + 1, float(j)] for i, j in enumerate(d.objective)], meta)
         raise ValueError(f"unknown plot {which!r}")
 
     def _export_entries(self) -> list[ExportEntry]:
-        entries: list[ExportEntry] = [
-            ("All four plots as PNG\u2026", "png", "diagnostics.png",
-             lambda p: self.export_png(p))]
+        entries = figure_entries("diagnostics", "All four plots",
+                                 lambda p, dpi: self.export_figure(p, "all", dpi))
         if self._current is None:
             return entries
-        n = self._current.index + 1
+        n = self._index + 1
         for which, title in (("matrix", "Permutation matrix"), ("units", "Unit counts"),
                              ("costs", "Cost histogram"), ("objective", "Objective J")):
-            entries.append((f"{title} as PNG\u2026", "png", f"step{n}-{which}.png",
-                            lambda p, w=which: self.export_png(p, w)))
+            entries += figure_entries(f"step{n}-{which}", title,
+                                      lambda p, dpi, w=which: self.export_figure(p, w, dpi))
         for which, title in (("matrix", "Matched pairs"), ("units", "Unit counts"),
                              ("costs", "Matched-pair costs"), ("objective", "Objective J")):
             entries.append((f"{title} as CSV\u2026", "csv", f"step{n}-{which}.csv",

@@ -16,3 +16,10 @@ def color_axes(plots: Any, colors: PlotColors) -> None:
             axis = plot.getAxis(side)
             axis.setPen(pg.mkPen(colors.muted))
             axis.setTextPen(pg.mkPen(colors.foreground))
+
+
+def show_tick_values(plot: Any, shown: bool) -> None:
+    """Show or hide the tick labels of ``plot``'s left and bottom axes (hidden for an empty
+    plot: without data, auto ticks on a squeezed axis only stack on each other)."""
+    for side in ("left", "bottom"):
+        plot.getAxis(side).setStyle(showValues=shown)

@@ -12,22 +12,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QPersistentModelIndex, Qt, Signal,
-                            Slot)
-from PySide6.QtGui import QAction, QKeySequence, QPainter, QPaintEvent
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout,
-                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QMenu, QSizePolicy,
-                               QSlider, QSplitter, QStyle, QStyledItemDelegate,
-                               QStyleOptionViewItem, QToolButton, QTreeView, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox,
+                               QHBoxLayout, QHeaderView, QLabel, QMenu, QScrollArea, QSizePolicy,
+                               QSlider, QSplitter, QStyle, QToolButton, QVBoxLayout, QWidget)
 
 from ...core.errors import MalError
 from ...core.merge.methods import MERGE_METHODS
 from ...core.merge.plan import ALIGN_MODES, UNMATCHED_POLICIES, AssemblyStep, PlanChange
-from ..models.plan_model import (COL_ALIGN, COL_BASE, COL_CASE, COL_LAMBDA, COL_METHOD,
-                                 COL_SOURCE, QtPlanModel, subscribe_weakly)
+from ..models.case_words import explain_case
+from ..models.plan_model import QtPlanModel, subscribe_weakly
 from ..undo import MoveStepCommand, RemoveStepCommand, UpdateStepCommand, new_gesture
 from ..workspace import Workspace
+from .step_list import StepListView
 
 SLIDER_STEPS = 1000  # slider resolution: lambda in steps of 0.001
 
@@ -43,43 +41,6 @@ UNMATCHED_TIPS = {
             "(pure zero-padding).",
     "keep": "Base units with no zoo partner keep their base values.",
 }
-
-
-class _NumberedDelegate(QStyledItemDelegate):
-    """Draws "3. " before the first column: the step number is the row, not model data."""
-
-    def initStyleOption(self, option: QStyleOptionViewItem,  # noqa: N802 - Qt's name
-                        index: QModelIndex | QPersistentModelIndex) -> None:
-        super().initStyleOption(option, index)
-        option.text = f"{index.row() + 1}.  {option.text}"
-
-
-class StepListView(QTreeView):
-    """The step table; shows a hint when the plan has no steps yet."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setItemDelegateForColumn(COL_SOURCE, _NumberedDelegate(self))
-        self.setRootIsDecorated(False)
-        self.setUniformRowHeights(True)
-        self.setAlternatingRowColors(True)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setAllColumnsShowFocus(True)
-        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
-        super().paintEvent(event)
-        model = self.model()
-        if model is not None and model.rowCount() == 0:
-            painter = QPainter(self.viewport())
-            painter.setPen(self.palette().placeholderText().color())
-            painter.drawText(self.viewport().rect().adjusted(12, 12, -12, -12),
-                             Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                             "No steps yet.\nDrag a layer from a zoo model onto a layer of the "
-                             "base model to add one.")
-            painter.end()
 
 
 class AssemblyPanel(QWidget):
@@ -114,12 +75,22 @@ class AssemblyPanel(QWidget):
         self._build_step_list()
         buttons = self._build_step_buttons()
         self._build_editor()
+        # The editor scrolls when the panel is short: the step list keeps at least four rows
+        # (at 1280 x 720 it used to show one).
+        self.editor_area = QScrollArea()
+        self.editor_area.setWidget(self.editor)
+        self.editor_area.setWidgetResizable(True)
+        self.editor_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.editor_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.editor_area.setMinimumHeight(72)
+        rows = self.view.fontMetrics().height() + 8
+        self.view.setMinimumHeight(self.view.header().sizeHint().height() + 4 * rows + 4)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.addWidget(self.view)
-        self.splitter.addWidget(self.editor)
-        self.splitter.setStretchFactor(0, 1)
-        self.splitter.setStretchFactor(1, 0)
+        self.splitter.addWidget(self.editor_area)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 3)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
@@ -130,13 +101,13 @@ class AssemblyPanel(QWidget):
         self.view = StepListView(self)
         self.view.setModel(self.model)
         header = self.view.header()
-        header.setStretchLastSection(True)
+        header.setStretchLastSection(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((COL_SOURCE, 190), (COL_BASE, 120), (COL_LAMBDA, 50),
-                           (COL_ALIGN, 64), (COL_METHOD, 90), (COL_CASE, 200)):
-            header.resizeSection(col, width)
+        for signal in (self.model.rowsInserted, self.model.rowsRemoved, self.model.modelReset,
+                       self.model.dataChanged):
+            signal.connect(self.view.fit_columns)
         self.view.selectionModel().currentRowChanged.connect(self._on_row_changed)
-        self.view.customContextMenuRequested.connect(self._context_menu)
+        self.view.menuRequested.connect(self._context_menu)
 
     def _step_action(self, text: str, icon: QStyle.StandardPixmap,
                      shortcut: QKeySequence | QKeySequence.StandardKey | str,
@@ -179,6 +150,8 @@ class AssemblyPanel(QWidget):
         self.editor = QGroupBox("Selected step")
         form = QFormLayout(self.editor)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        # A narrow dock puts a field under its label instead of squeezing both.
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self._build_lambda_row(form)
         self._build_alignment_rows(form)
         self._build_method_rows(form)
@@ -190,6 +163,7 @@ class AssemblyPanel(QWidget):
         self.lam_slider.setRange(0, SLIDER_STEPS)
         self.lam_slider.setPageStep(SLIDER_STEPS // 20)
         self.lam_slider.setSingleStep(SLIDER_STEPS // 100)
+        self.lam_slider.setMinimumWidth(120)  # a usable drag range whatever the dock width
         self.lam_slider.setToolTip("Merging factor \u03bb: 0 keeps the base layer, 1 replaces it "
                                    "by the aligned zoo layer. A drag is one undo step.")
         self.lam_spin = QDoubleSpinBox()
@@ -246,9 +220,14 @@ class AssemblyPanel(QWidget):
     def _build_case_row(self, form: QFormLayout) -> None:
         """The step's width case (or why it does not fit), selectable for copying."""
         self.case_label = QLabel()
+        self.case_label.setObjectName("caseLabel")
         self.case_label.setWordWrap(True)
         self.case_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.case_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # Preferred, not Ignored: an ignored width gave the form a one-line height and the
+        # "in:" line was cut off at the default dock width.
+        self.case_label.setSizePolicy(QSizePolicy.Policy.Preferred,
+                                      QSizePolicy.Policy.MinimumExpanding)
+        self.case_label.setMinimumWidth(60)
         form.addRow("Width case", self.case_label)
 
     # -- selection -------------------------------------------------------------------------
@@ -269,8 +248,8 @@ class AssemblyPanel(QWidget):
     def _on_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         self._ws.select_step(current.row() if current.isValid() else -1)
 
-    def _context_menu(self, pos) -> None:
-        index = self.view.indexAt(pos)
+    @Slot(QModelIndex, QPoint)
+    def _context_menu(self, index: QModelIndex, where: QPoint) -> None:
         if not index.isValid():
             return
         self._ws.select_step(index.row())
@@ -278,7 +257,8 @@ class AssemblyPanel(QWidget):
         menu.addActions([self.up_action, self.down_action])
         menu.addSeparator()
         menu.addAction(self.remove_action)
-        menu.exec(self.view.viewport().mapToGlobal(pos))
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        menu.popup(where)  # not exec(): no nested event loop
 
     def _selected(self) -> tuple[int, AssemblyStep] | None:
         i = self._ws.selected_step
@@ -327,11 +307,9 @@ class AssemblyPanel(QWidget):
             sides = check.case_text.replace("; ", "\n")
             self.case_label.setText(sides if check.ok else f"\u26a0 {check.reason}"
                                     + (f"\n{sides}" if sides else ""))
-            self.case_label.setToolTip(
-                "out: the layer's output units; in: its input units.\n"
-                "base wider: zoo units fill some base slots, the rest is zero-padded;\n"
-                "base narrower: the best-matching zoo units are kept, the rest dropped;\n"
-                "fixed: units that must not move (network input, class output).")
+            explained = explain_case(check.case_text)
+            self.case_label.setToolTip(explained)
+            self.case_label.setWhatsThis(explained)
             self.selectedLambdaChanged.emit(float(step.lam))
         finally:
             self._updating = False

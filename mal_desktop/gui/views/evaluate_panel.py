@@ -237,6 +237,28 @@ class EvaluatePanel(QWidget):
     def _on_plan_change(self, change: Any) -> None:
         if change.kind in ("insert", "remove", "reset"):  # not per lambda tick: steps counted
             self.refresh_choices()
+        # Any edit (a lambda included) changes the merged model its cells measured.
+        self.mark_plan_stale()
+
+    def mark_plan_stale(self) -> None:
+        """The plan changed: the merged model's cells measured another merge."""
+        reason = "the plan was edited after this evaluation"
+        refs = self.model.refs()
+        if tasks.MERGED_REF in refs and not self.model.stale_reason(refs.index(tasks.MERGED_REF)):
+            self.model.mark_stale(tasks.MERGED_REF, reason)
+            self.summary.setText(self.summary.text() + f" \u2014 \u26a0 {tasks.MERGED_NAME}: "
+                                 f"stale ({reason}); Evaluate again (Ctrl+E).")
+
+    def reset(self) -> None:
+        """A new session: no matrix, no details, the choices of the (empty) workspace."""
+        self.model.clear()
+        self._names = {}
+        self.details.clear("Select a cell of the matrix for per-class accuracy and the "
+                           "confusion matrix.")
+        self.summary.setText("Tick models and data sets, then Evaluate (Ctrl+E).")
+        self.summary.setToolTip("")
+        self._update_export()
+        self.refresh_choices()
 
     @Slot()
     def refresh_choices(self) -> None:
@@ -345,11 +367,16 @@ class EvaluatePanel(QWidget):
         self.table.resizeColumnsToContents()
         if self.table.currentIndex().isValid():
             self._show_index(self.table.currentIndex())
+        else:  # the "Evaluating..." note of prepare_run no longer applies
+            self.details.clear("Select a cell of the matrix for per-class accuracy and the "
+                               "confusion matrix.")
 
     def run_stopped(self) -> None:
         """The run was cancelled or failed: finished cells stay (they are cached; the next run
         resumes), the others read "not computed"."""
         self.model.mark_stopped()
+        if not self.table.currentIndex().isValid():
+            self.details.clear("Select a finished cell of the matrix for its details.")
         done = len(self.model.finished_cells())
         self.summary.setText(f"Stopped after {done} cell{'s' if done != 1 else ''}; Evaluate "
                              "again to resume (finished cells are cached).")

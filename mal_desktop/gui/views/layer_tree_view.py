@@ -1,4 +1,4 @@
-"""LayerTreePane: a search box over a QTreeView of one model's layer tree.
+"""LayerTreePane: a search box (filtering through :class:`LayerFilterProxy`) over a QTreeView of one model's layer tree.
 
 Zoo panes drag weight layers; the base pane accepts them. While a zoo layer hovers over a base
 row, the row is tinted green (fits) or red (refused) and ``dropHint(text, ok)`` carries the
@@ -8,73 +8,35 @@ asks the core preflight); the view only paints it. Repeated blocks start collaps
 
 from __future__ import annotations
 
-from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QObject, QPersistentModelIndex,
+from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QPersistentModelIndex,
                             QPoint, QSortFilterProxyModel, Qt, QTimer, Signal, Slot)
-from PySide6.QtGui import (QColor, QDrag, QDragEnterEvent, QDragLeaveEvent, QDragMoveEvent,
-                           QDropEvent, QPainter, QPaintEvent, QPalette)
+from PySide6.QtGui import (QColor, QContextMenuEvent, QDrag, QDragEnterEvent, QDragLeaveEvent,
+                           QDragMoveEvent, QDropEvent, QPainter, QPaintEvent, QPalette)
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QLabel, QLineEdit,
                                QMenu, QStyleOptionViewItem, QTabWidget, QToolTip, QTreeView,
                                QVBoxLayout, QWidget)
 
-from ...core.graph.tree import parse_shape
 from ...core.merge.plan import AssemblyStep
+from ..models.layer_filter import LayerFilterProxy
 from ..models.layer_tree_model import (COL_NAME, COL_PARAMS, COL_SHAPE, COL_SPACE, COL_STATS,
                                        HAS_MODULES_ROLE, IS_LAYER_ROLE, PATH_ROLE, REPEAT_ROLE,
-                                       SEARCH_ROLE, QtLayerTreeModel)
+                                       QtLayerTreeModel)
 from ..models.mime import LAYER_MIME
 from ..workspace import ModelEntry, Workspace
+from .context_menu import menu_target
 
 _AUTO_EXPAND_ROWS = 400  # expand a new tree fully only up to this many rows
 
 
-class LayerFilterProxy(QSortFilterProxyModel):
-    """Keeps rows whose path contains the query, or whose shape equals a shape query ("64x32").
+class LayerTreeView(QTreeView):
+    """QTreeView with drop feedback: the hovered row is tinted by whether the drop fits.
 
-    Ancestors of matches stay (recursive filtering) and so do the children of a matching module
-    (a search for "blocks.1" shows that block's layers).
+    Signals: ``dropHint(str, bool)``; ``menuRequested(QModelIndex, QPoint)`` - a context menu
+    for a row (the current one for the Menu key) at a global position.
     """
 
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.setRecursiveFilteringEnabled(True)
-        self.setAutoAcceptChildRows(True)
-        self._text = ""
-        self._shape = ""
-
-    def set_query(self, text: str) -> None:
-        """Filter by ``text`` (empty shows everything)."""
-        text = text.strip().lower()
-        shape = parse_shape(text) if text else None
-        staged = hasattr(self, "beginFilterChange")  # Qt >= 6.10; older: invalidate after
-        if staged:
-            self.beginFilterChange()
-        self._text = text
-        self._shape = "x".join(str(s) for s in shape) if shape else ""
-        if staged:
-            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-        else:
-            self.invalidateRowsFilter()
-
-    @property
-    def query(self) -> str:
-        return self._text
-
-    def filterAcceptsRow(self, source_row: int,  # noqa: N802 - Qt's name
-                         source_parent: QModelIndex | QPersistentModelIndex) -> bool:
-        if not self._text:
-            return True
-        index = self.sourceModel().index(source_row, 0, source_parent)
-        key = str(self.sourceModel().data(index, SEARCH_ROLE) or "")
-        path, _, shape = key.partition("\n")
-        if self._shape and shape == self._shape:
-            return True
-        return self._text in path
-
-
-class LayerTreeView(QTreeView):
-    """QTreeView with drop feedback: the hovered row is tinted by whether the drop fits."""
-
     dropHint = Signal(str, bool)
+    menuRequested = Signal(QModelIndex, QPoint)
 
     def __init__(self, role: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -99,6 +61,11 @@ class LayerTreeView(QTreeView):
             self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.placeholder = ""
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802 - Qt's name
+        index, where = menu_target(self, event)
+        self.menuRequested.emit(index, where)
+        event.accept()
 
     def startDrag(self, supportedActions: Qt.DropAction) -> None:  # noqa: N802 - Qt's name
         """Drag the pressed layer with a pixmap of its name cell *beside* the cursor: Qt's default
@@ -245,10 +212,12 @@ class LayerTreePane(QWidget):
     Parameters: workspace; role; name - the model's workspace name (None for a base pane, which
     always shows ``workspace.base``). The pane follows the workspace: a reloaded model replaces
     the tree, a removed one shows the empty state. Signals: ``dropHint(str, bool)`` from the
-    tree (route it to the status bar; "" means clear).
+    tree (route it to the status bar; "" means clear); ``currentLayerChanged()`` - the
+    selected row changed (see :meth:`selected_layer`).
     """
 
     dropHint = Signal(str, bool)
+    currentLayerChanged = Signal()
 
     def __init__(self, workspace: Workspace, role: str, name: str | None = None,
                  parent: QWidget | None = None) -> None:
@@ -279,8 +248,10 @@ class LayerTreePane(QWidget):
         self.view = LayerTreeView(role, self)
         self.view.setModel(self.proxy)
         self.view.dropHint.connect(self.dropHint)
-        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.view.customContextMenuRequested.connect(self._context_menu)
+        self.view.menuRequested.connect(self._context_menu)
+        # The proxy stays for the pane's life (models come and go behind it): connect once.
+        self.view.selectionModel().currentRowChanged.connect(self.currentLayerChanged)
+        self.view.selectionModel().selectionChanged.connect(self.currentLayerChanged)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -404,12 +375,24 @@ class LayerTreePane(QWidget):
         self.dropHint.emit(added.message, added.ok)
         return added.ok
 
-    def _context_menu(self, pos) -> None:
-        index = self.view.indexAt(pos)
+    def selected_layer(self) -> str | None:
+        """The path of the selected row when it is a weight layer (what Add Step uses)."""
+        index = self.view.currentIndex()
+        if self.model is None or not index.isValid() or \
+                not self.view.selectionModel().isRowSelected(index.row(), index.parent()):
+            return None
+        first = index.siblingAtColumn(0)
+        return str(first.data(PATH_ROLE)) if first.data(IS_LAYER_ROLE) else None
+
+    def context_menu(self, index: QModelIndex) -> QMenu | None:
+        """The context menu of row ``index`` (None for no row); its first entry names the row."""
         if not index.isValid() or self.model is None:
-            return
+            return None
         path = str(index.siblingAtColumn(0).data(PATH_ROLE) or "")
         menu = QMenu(self)
+        title = menu.addAction(path or (self.entry.name if self.entry else ""))
+        title.setEnabled(False)  # says which row the menu acts on
+        menu.addSeparator()
         copy = menu.addAction("Copy path")
         copy.triggered.connect(lambda: QApplication.clipboard().setText(path))
         if self.role == "zoo" and index.siblingAtColumn(0).data(IS_LAYER_ROLE):
@@ -431,7 +414,16 @@ class LayerTreePane(QWidget):
         expand.triggered.connect(self.view.expandAll)
         collapse = menu.addAction("Collapse all")
         collapse.triggered.connect(self.view.collapseAll)
-        menu.exec(self.view.viewport().mapToGlobal(pos))
+        return menu
+
+    @Slot(QModelIndex, QPoint)
+    def _context_menu(self, index: QModelIndex, where: QPoint) -> None:
+        menu = self.context_menu(index)
+        if menu is not None:
+            # Not exec(): a nested event loop blocks everything behind a menu the user may
+            # simply leave; the menu deletes itself when it closes.
+            menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            menu.popup(where)
 
     # -- helpers for tests and the shell ---------------------------------------------------------
     def proxy_index(self, path: str) -> QModelIndex:
@@ -452,14 +444,17 @@ class LayerTreePane(QWidget):
 
 class ZooTabs(QTabWidget):
     """One LayerTreePane per zoo model, kept in step with ``workspace.zoo`` (tab order = load
-    order). Signals: ``dropHint(str, bool)`` (forwarded from every pane).
+    order). Signals: ``dropHint(str, bool)`` (forwarded from every pane);
+    ``currentLayerChanged()`` - another tab, or another row in the current one.
     """
 
     dropHint = Signal(str, bool)
+    currentLayerChanged = Signal()
 
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._ws = workspace
+        self.currentChanged.connect(self.currentLayerChanged)
         self.setDocumentMode(True)
         self.setMovable(True)
         self.panes: dict[str, LayerTreePane] = {}
@@ -481,6 +476,7 @@ class ZooTabs(QTabWidget):
             if name not in self.panes:
                 pane = LayerTreePane(self._ws, "zoo", name, self)
                 pane.dropHint.connect(self.dropHint)
+                pane.currentLayerChanged.connect(self.currentLayerChanged)
                 self.panes[name] = pane
                 # At its place in the zoo: a model brought back by undo returns where it was.
                 self.insertTab(position, pane, name)
@@ -490,3 +486,8 @@ class ZooTabs(QTabWidget):
             self.removeTab(empty_at)
         elif not self.panes and empty_at < 0:
             self.addTab(self._empty, "Zoo")
+
+    def current_pane(self) -> LayerTreePane | None:
+        """The pane of the zoo model shown now (None when there is none)."""
+        pane = self.currentWidget()
+        return pane if isinstance(pane, LayerTreePane) else None

@@ -2,22 +2,26 @@
 base model's layer tree, the zoo tabs, the assembly plan, the interpolation curve, the alignment
 diagnostics and the Evaluate panel, wired to each other.
 
-The main window places them (docks, central area) and forwards what its controllers report
-(a run started or finished, results to forget, progress payloads).
+The curve and the diagnostics follow the selected step through one
+:class:`~.selected_step.SelectedStepPresenter`. The main window places the views (docks, central
+area) and forwards what its controllers report (results to forget).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtWidgets import QWidget
 
+from ...core.merge.plan import AssemblyStep
 from ..plots.curve_plot import CurvePlot
 from ..plots.diagnostics import DiagnosticsPanel
-from ..workspace import Workspace
+from ..workspace import StepAdded, Workspace
 from .assembly_panel import AssemblyPanel
 from .evaluate_panel import EvaluatePanel
 from .layer_tree_view import LayerTreePane, ZooTabs
+from .selected_step import SelectedStepPresenter
 
 if TYPE_CHECKING:
     from ..actions import Actions
@@ -27,15 +31,19 @@ class WorkspaceViews(QObject):
     """The panes and panels over ``workspace``.
 
     Parameters: workspace; actions - the window's actions (the Evaluate panel shows Evaluate,
-    Cancel and Run MAL Study). Attributes: ``base_pane``, ``zoo_tabs``, ``assembly_panel``,
-    ``curve_plot``, ``diagnostics``, ``evaluate_panel``. Signals: ``dropHint(str, bool)`` from
-    every layer pane (what a hovered drop would do, or why not).
+    Cancel and Run MAL Study); runs - the run controller whose results the curve and the
+    diagnostics show; data - the session's data set now (a callable).
+    Attributes: ``base_pane``, ``zoo_tabs``, ``assembly_panel``, ``curve_plot``,
+    ``diagnostics``, ``evaluate_panel``, ``presenter``. Signals: ``dropHint(str, bool)`` from
+    every layer pane and from Add Step (what a drop would do or did, or why not);
+    ``pairChanged()`` - the selected zoo layer or base layer changed (Add Step's target).
     """
 
     dropHint = Signal(str, bool)
+    pairChanged = Signal()
 
-    def __init__(self, workspace: Workspace, actions: "Actions",
-                 parent: QObject | None = None) -> None:
+    def __init__(self, workspace: Workspace, actions: "Actions", runs: QObject,
+                 data: Callable[[], str], parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._ws = workspace
         self.base_pane = LayerTreePane(workspace, "base")  # follows workspace.base
@@ -50,9 +58,22 @@ class WorkspaceViews(QObject):
                                             actions.run_study)
         for pane in (self.base_pane, self.zoo_tabs):
             pane.dropHint.connect(self.dropHint)
+            pane.currentLayerChanged.connect(self.pairChanged)
         self.curve_plot.lambdaDragged.connect(self.assembly_panel.apply_lambda)
-        self.assembly_panel.selectedLambdaChanged.connect(self.curve_plot.set_lambda)
-        workspace.selectedStepChanged.connect(self.diagnostics.select_step)
+        self.presenter = SelectedStepPresenter(workspace, runs, self.curve_plot,
+                                               self.diagnostics, data, self._provenance, self)
+
+    def _provenance(self) -> dict[str, str]:
+        ws = self._ws
+        out = {}
+        if ws.base is not None:
+            out["base model"] = f"{ws.base.name} ({ws.base.path_text or 'in memory'})"
+        i = ws.selected_step
+        if 0 <= i < len(ws.plan.steps):
+            donor = ws.zoo.get(ws.plan.steps[i].source)
+            if donor is not None:
+                out["zoo model"] = f"{donor.name} ({donor.path_text or 'in memory'})"
+        return out
 
     @Slot(int)
     def _close_zoo_tab(self, index: int) -> None:
@@ -61,33 +82,43 @@ class WorkspaceViews(QObject):
             # Undoable (with its steps): the undo stack's clean state marks the change.
             self._ws.remove_zoo(entry.name)
 
-    def show_payload(self, payload: Any) -> None:
-        """Show a partial result of a run or an export: one step's diagnostics, a curve point."""
-        kind = type(payload).__name__  # no isinstance: the classes live in the engine
-        if kind == "StepDiagnostics":
-            self.diagnostics.show_step(payload)
-        elif kind == "CurvePoint":
-            self.curve_plot.add_point(payload)
+    def focus_widget(self, name: str) -> QWidget:
+        """The widget that takes the focus when panel ``name`` is gone to (Alt+1..6)."""
+        if name == "zoo":
+            pane = self.zoo_tabs.current_pane()
+            return pane.view if pane is not None else self.zoo_tabs
+        return {"base": self.base_pane.view, "plan": self.assembly_panel.view,
+                "curve": self.curve_plot.grid, "diagnostics": self.diagnostics.grid,
+                "evaluate": self.evaluate_panel.table}[name]
 
-    @Slot(int, str)
-    def start_run(self, _step_index: int, title: str) -> None:
-        """A run started: an empty curve titled ``title``, no diagnostics of older runs."""
-        self.curve_plot.clear()
-        self.curve_plot.set_title(title)
-        self.diagnostics.forget()
+    # -- Add Step: the keyboard's way to do what a drag does ------------------------------------
+    def selected_pair(self) -> AssemblyStep | None:
+        """The step "selected zoo layer -> selected base layer" (None unless both are weight
+        layers: a zoo tab's selected row and the base tree's selected row)."""
+        pane = self.zoo_tabs.current_pane()
+        if pane is None or pane.entry is None:
+            return None
+        source, target = pane.selected_layer(), self.base_pane.selected_layer()
+        if not source or not target:
+            return None
+        return AssemblyStep(pane.entry.name, source, target)
 
-    @Slot(object)
-    def show_run(self, result: Any) -> None:
-        """A run finished (a tasks.RunResult): its full curve."""
-        self.curve_plot.set_result(result.curve)
+    def add_selected_step(self) -> StepAdded | None:
+        """Add :meth:`selected_pair` through ``Workspace.add_step`` (undoable); the outcome goes
+        out through ``dropHint`` too. None (and a hint) when no pair is selected."""
+        step = self.selected_pair()
+        if step is None:
+            self.dropHint.emit("Add Step: select a weight layer in a zoo tab and one in the base "
+                               "model first (Alt+2, Alt+1)", False)
+            return None
+        added = self._ws.add_step(step)
+        self.dropHint.emit(added.message, added.ok)
+        return added
 
-    @Slot()
-    def forget_diagnostics(self) -> None:
-        """The plan was edited: diagnostics of the old plan would mislead."""
-        self.diagnostics.forget()
-
+    # -- session ----------------------------------------------------------------------------
     @Slot()
     def clear_results(self) -> None:
-        """A new session: no curve, no diagnostics."""
-        self.curve_plot.clear()
-        self.diagnostics.clear()
+        """A new session: the presenter redraws from the (emptied) results; the Evaluate panel
+        forgets its matrix."""
+        self.presenter.render()
+        self.evaluate_panel.reset()

@@ -1,0 +1,148 @@
+"""The window's docks: made once, sized in proportion to the window, saved, restored, reset,
+and reachable from the keyboard.
+
+Default sizes are shares of the window, applied when the window has its size (first launch and
+Reset Layout): a state saved while the window was still small (before it was shown) used to be
+what Reset Layout went back to, which squeezed the plan editor's lambda slider to ~40 px. The
+window's first size fits the screen's available area (1280 x 720 included), so the status bar
+stays on screen; what does not fit scrolls inside the panels (plots, the step editor).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
+
+from .settings import Settings
+
+DOCKS = ("base", "plan", "curve", "diagnostics", "evaluate")
+LEFT_SHARE, RIGHT_SHARE = 0.24, 0.27  # base tree and plan: shares of the window's width
+BOTTOM_SHARE = 0.55  # the plots' share of the height: curves need room, the trees show rows
+FIRST_SIZE = (1440, 900)  # the first window on a large screen; smaller screens: their area
+
+
+def _placeholder(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    label.setWordWrap(True)
+    label.setEnabled(False)
+    return label
+
+
+class DockLayout(QObject):
+    """The docks of ``window`` by name (``layout.docks["curve"]``) and their layout.
+
+    Parameters: window - the main window; settings - where geometry and dock state are kept.
+    """
+
+    def __init__(self, window: QMainWindow, settings: Settings) -> None:
+        super().__init__(window)
+        self._window = window
+        self._settings = settings
+        self.docks: dict[str, QDockWidget] = {}
+        self._default_sizes_due = True
+        self._build()
+
+    def _dock(self, name: str, title: str, area: Qt.DockWidgetArea, tip: str) -> QDockWidget:
+        dock = QDockWidget(title, self._window)
+        dock.setObjectName(f"{name}Dock")  # saveState/restoreState key
+        dock.setWidget(_placeholder("Starting\u2026"))
+        dock.setToolTip(tip)
+        dock.toggleViewAction().setStatusTip(f"Show or hide the {title.lower()} panel")
+        self._window.addDockWidget(area, dock)
+        return dock
+
+    def _build(self) -> None:
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        bottom = Qt.DockWidgetArea.BottomDockWidgetArea
+        d = self.docks
+        d["base"] = self._dock("base", "Base Model", left,
+                               "The base model: drop zoo layers on its layers")
+        d["plan"] = self._dock("plan", "Assembly Plan", right, "The merge steps, run in order")
+        d["curve"] = self._dock("curve", "Interpolation Curve", bottom,
+                                "Loss and accuracy over lambda, naive vs aligned")
+        d["diagnostics"] = self._dock("diagnostics", "Alignment Diagnostics", bottom,
+                                      "Permutation matrices, matched units and costs of a step")
+        d["evaluate"] = self._dock("evaluate", "Evaluate", bottom, "Models x data sets: "
+                                   "accuracy, loss, calibration; per-class drill-down")
+        self._arrange()
+
+    def _arrange(self) -> None:
+        """Docks in their default places (not their sizes: see :meth:`apply_default_sizes`)."""
+        w, d = self._window, self.docks
+        for dock in d.values():
+            dock.setFloating(False)
+            dock.show()
+        w.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, d["base"])
+        w.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, d["plan"])
+        for name in ("curve", "diagnostics", "evaluate"):
+            w.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, d[name])
+        w.splitDockWidget(d["curve"], d["diagnostics"], Qt.Orientation.Horizontal)
+        w.tabifyDockWidget(d["diagnostics"], d["evaluate"])
+        d["diagnostics"].raise_()
+
+    def apply_default_sizes(self) -> None:
+        """Size the docks as shares of the window as it is now."""
+        w, d = self._window, self.docks
+        width, height = max(w.width(), 640), max(w.height(), 480)
+        w.resizeDocks([d["base"], d["plan"]], [int(width * LEFT_SHARE),
+                                               int(width * RIGHT_SHARE)],
+                      Qt.Orientation.Horizontal)
+        w.resizeDocks([d["curve"]], [int(height * BOTTOM_SHARE)], Qt.Orientation.Vertical)
+        # Half each: left alone, the tabbed group (diagnostics + evaluate) takes all the width
+        # the window gains and squeezes the curve to its minimum.
+        w.resizeDocks([d["curve"], d["diagnostics"]], [width // 2, width // 2],
+                      Qt.Orientation.Horizontal)
+
+    # -- geometry and state ---------------------------------------------------------------------
+    def restore(self) -> None:
+        """The saved geometry and dock state, or a first window that fits the screen."""
+        w = self._window
+        geometry = self._settings.window_geometry
+        if geometry.isEmpty() or not w.restoreGeometry(geometry):
+            area = w.screen().availableGeometry()
+            frame = 40  # title bar and borders the window manager adds around the window
+            w.resize(min(area.width() - 16, max(FIRST_SIZE[0], int(area.width() * 0.85))),
+                     min(area.height() - frame, max(FIRST_SIZE[1], int(area.height() * 0.85))))
+            w.move(area.left() + (area.width() - w.width()) // 2,
+                   area.top() + max(0, (area.height() - w.height() - frame) // 2))
+        state = self._settings.window_state
+        self._default_sizes_due = state.isEmpty() or not w.restoreState(state)
+        if self._default_sizes_due:
+            self.apply_default_sizes()
+
+    def window_shown(self) -> None:
+        """Call when the window is first shown: default dock sizes again for the size it has
+        now (before, the layout had no room to share out), and floating docks restored with
+        the state (shown before the window, so behind it) brought forward."""
+        if self._default_sizes_due:
+            QTimer.singleShot(0, self, self.apply_default_sizes)
+        QTimer.singleShot(0, self, self.raise_floating)
+
+    def save(self) -> None:
+        """Store geometry and dock state in the settings."""
+        self._settings.window_geometry = self._window.saveGeometry()
+        self._settings.window_state = self._window.saveState()
+
+    def reset(self) -> None:
+        """Docks back in their default places, sized for the window as it is now."""
+        self._arrange()
+        self.apply_default_sizes()
+
+    def raise_floating(self) -> None:
+        """Bring floating docks in front of the main window."""
+        for dock in self.docks.values():
+            if dock.isFloating() and dock.isVisible():
+                dock.raise_()
+                dock.activateWindow()
+
+    # -- keyboard ---------------------------------------------------------------------------------
+    def focus(self, name: str, widget: QWidget | None) -> None:
+        """Show dock ``name`` (none for "zoo", the central area), bring it forward and give
+        ``widget`` (inside it) the focus."""
+        dock = self.docks.get(name)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+        if widget is not None:
+            widget.setFocus(Qt.FocusReason.ShortcutFocusReason)

@@ -1,0 +1,127 @@
+"""What runs found, kept per plan step, and whether the plan has changed since.
+
+Every panel that shows a result of a step (the interpolation curve, the alignment diagnostics)
+reads it from here for the *selected* step (:class:`~mal_desktop.gui.views.selected_step.
+SelectedStepPresenter`), so the panels cannot disagree about which step they show.
+
+A result belongs to a step *in its plan*: what a step's merge does depends on the steps before
+it and on its own settings, not on its lambda (a curve sweeps every lambda). So a record is kept
+under the step's **signature** (the steps before it and the step itself with lambda left out);
+looking a step up finds the record of exactly this plan (fresh) or, failing that, the last
+record of the same layer pair, marked stale, so the user still sees it and knows to run again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Sequence
+
+from PySide6.QtCore import QObject, Signal
+
+from ..core.merge.plan import AssemblyStep
+
+if TYPE_CHECKING:
+    from ..core.evaluate.metrics import CurveResult
+    from ..core.merge.results import StepDiagnostics
+
+Signature = tuple[AssemblyStep, ...]
+Pair = tuple[str, str, str]
+
+
+def signature(steps: Sequence[AssemblyStep], index: int) -> Signature:
+    """The steps up to ``index`` with that step's lambda left out: what its results depend on."""
+    return (*steps[:index], replace(steps[index], lam=0.0))
+
+
+def pair(step: AssemblyStep) -> Pair:
+    """(zoo model, zoo layer, base layer): the step as the user picked it."""
+    return step.source, step.source_layer, step.base_layer
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """The results of one step of one plan.
+
+    step - the step as it was run (lambda then); index - its place in the plan then; data - the
+    curve's data set ("" when there is no curve); curve and diagnostics (None: not computed).
+    """
+
+    step: AssemblyStep
+    index: int
+    data: str = ""
+    curve: "CurveResult | None" = None
+    diagnostics: "StepDiagnostics | None" = None
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A step's record and whether it is fresh (the plan before and at the step is unchanged)
+    and on the data set asked for."""
+
+    record: StepRecord | None = None
+    fresh: bool = False
+    same_data: bool = True
+
+    @property
+    def stale_reason(self) -> str:
+        """Why the record no longer describes the step ("" when it does)."""
+        if self.record is None:
+            return ""
+        if not self.fresh:
+            return "the plan changed since this run"
+        if not self.same_data:
+            return f"computed on {self.record.data}"
+        return ""
+
+
+class RunResults(QObject):
+    """Records by step signature. Signals: ``changed()`` after any put or clear."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._records: dict[Signature, StepRecord] = {}
+        self._latest: dict[Pair, Signature] = {}
+
+    def _put(self, steps: Sequence[AssemblyStep], index: int, **fields: Any) -> None:
+        sig = signature(steps, index)
+        old = self._records.get(sig) or StepRecord(steps[index], index)
+        self._records[sig] = replace(old, step=steps[index], index=index, **fields)
+        self._latest[pair(steps[index])] = sig
+        self.changed.emit()
+
+    def put_diagnostics(self, steps: Sequence[AssemblyStep], diagnostics: "StepDiagnostics"
+                        ) -> None:
+        """Keep ``diagnostics`` (of step ``diagnostics.index`` of the plan ``steps`` that ran)."""
+        if 0 <= diagnostics.index < len(steps):
+            self._put(steps, diagnostics.index, diagnostics=diagnostics)
+
+    def put_curve(self, steps: Sequence[AssemblyStep], index: int, curve: "CurveResult",
+                  data: str) -> None:
+        """Keep the finished curve of step ``index`` of the plan ``steps`` on data set ``data``."""
+        self._put(steps, index, curve=curve, data=data)
+
+    def lookup(self, steps: Sequence[AssemblyStep], index: int, data: str = "") -> Lookup:
+        """The record of step ``index`` of ``steps``: this plan's, else the last one of the same
+        layer pair (stale), else none. ``data``: the data set the curve should be on."""
+        if not 0 <= index < len(steps):
+            return Lookup()
+        record = self._records.get(signature(steps, index))
+        fresh = record is not None
+        if record is None:
+            sig = self._latest.get(pair(steps[index]))
+            record = self._records.get(sig) if sig is not None else None
+        if record is None:
+            return Lookup()
+        same = not data or not record.data or record.data == data
+        return Lookup(record, fresh, same)
+
+    def clear(self) -> None:
+        """Forget everything (a new session)."""
+        self._records.clear()
+        self._latest.clear()
+        self.changed.emit()
+
+    def __len__(self) -> int:
+        return len(self._records)
