@@ -29,3 +29,11 @@ def small_zoo(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("zoo")
     return run_job(build_zoo_job(out, default_zoo(small=True), None))
+
+
+@pytest.fixture(scope="session")
+def small_study_zoo_dir(tmp_path_factory):
+    """Where the ``--small`` study's zoo is trained, shared by the tests that run a small study
+    on a built zoo (the first such run trains it; the others reuse its models and curve cache).
+    Tests of a cold study use their own folders."""
+    return tmp_path_factory.mktemp("small-study") / "zoo"

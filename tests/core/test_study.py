@@ -29,9 +29,10 @@ def _run(zoo: Path, out: Path, **kw) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def small_study(tmp_path_factory) -> dict[str, Any]:
+def small_study(tmp_path_factory, small_study_zoo_dir) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("study")
-    return {"root": root, **_run(root / "zoo", root / "out")}
+    return {"root": root, "zoo": small_study_zoo_dir,
+            **_run(small_study_zoo_dir, root / "out")}
 
 
 def _numbers(data: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def test_rerun_from_scratch_gives_identical_numbers(small_study, tmp_path: Path)
 
 
 def test_rerun_on_a_built_zoo_reads_the_cache(small_study, tmp_path: Path) -> None:
-    again = _run(small_study["root"] / "zoo", tmp_path / "out")
+    again = _run(small_study["zoo"], tmp_path / "out")
     t = again["data"]["timing"]
     assert t["zoo_trained"] == 0 and t["curves_cached"] == t["curves"] > 0
     assert _numbers(again["data"]) == _numbers(small_study["data"])
@@ -226,7 +227,7 @@ def test_progress_ends_at_one(small_study) -> None:
 
 def test_cancel_writes_no_report(small_study, tmp_path: Path) -> None:
     cancel = CancelToken()
-    job = study_job(small_study["root"] / "zoo", tmp_path / "out", small=True, cancel=cancel)
+    job = study_job(small_study["zoo"], tmp_path / "out", small=True, cancel=cancel)
     zoo_cached = []
     with pytest.raises(Cancelled):
         for event in job:

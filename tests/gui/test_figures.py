@@ -33,10 +33,11 @@ def _distinct_colours(image: QImage) -> int:
     return len(colours)
 
 
-def test_small_study_writes_report_and_every_figure(qapp, tmp_path: Path) -> None:
-    out = tmp_path / "study"
-    rc, doc = _study_cli(["study", "--small", "--zoo", str(tmp_path / "zoo"), "--out", str(out),
-                          "--json", "--quiet"])
+def test_small_study_writes_report_and_every_figure(qapp, tmp_path: Path,
+                                                   small_study_zoo_dir: Path) -> None:
+    out = tmp_path / "study"  # the zoo is shared with the core study tests: trained once
+    rc, doc = _study_cli(["study", "--small", "--zoo", str(small_study_zoo_dir), "--out",
+                          str(out), "--json", "--quiet"])
     assert rc == 0
     assert set(doc["figures"]) == set(FIGURES)
     report = (out / "report.md").read_text()
