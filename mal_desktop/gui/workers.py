@@ -26,7 +26,7 @@ from typing import Any
 import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
-from ..core.progress import Cancelled, CancelToken, ProgressEvent
+from ..core.progress import Cancelled, CancelToken, ProgressEvent, run_job
 from .log import describe_exception, log_details
 
 LOG = logging.getLogger("mal_desktop.worker")
@@ -64,22 +64,21 @@ class _Worker(QObject):
         job: Generator[ProgressEvent, None, Any] | None = None
         pending: ProgressEvent | None = None
         last_emit = -1e9
+
+        def throttled(event: ProgressEvent) -> None:
+            nonlocal pending, last_emit
+            now = time.monotonic()
+            if event.payload is not None or now - last_emit >= self._throttle_s:
+                self.progress.emit(job_id, event)
+                last_emit, pending = now, None
+            else:
+                pending = event  # superseded by a newer event or flushed at the end
+
         try:
             job = factory(token)
             if not isinstance(job, Generator):
                 raise TypeError(f"a job factory must return a generator, got {type(job).__name__}")
-            while True:
-                try:
-                    event = next(job)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                now = time.monotonic()
-                if event.payload is not None or now - last_emit >= self._throttle_s:
-                    self.progress.emit(job_id, event)
-                    last_emit, pending = now, None
-                else:
-                    pending = event  # superseded by a newer event or flushed at the end
+            result = run_job(job, throttled)
             if pending is not None:
                 self.progress.emit(job_id, pending)
             self.finished.emit(job_id, result)

@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ..errors import MalError
-from ..progress import CancelToken, never_cancelled
+from ..progress import CancelToken, never_cancelled, run_job
 from .pinned import enter_pinned_process, pinned_environ
 
 POLL_SECONDS = 0.1
@@ -51,13 +51,7 @@ def _serve(conn: Connection) -> None:
             module = build_model(e.family, dict(task.config))
             job = train_job(module, load_dataset(e.dataset), epochs=e.epochs, lr=e.lr,
                             batch_size=e.batch_size, seed=e.seed)
-            while True:
-                try:
-                    event = next(job)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                conn.send(("epoch", event.payload))
+            result = run_job(job, lambda event: conn.send(("epoch", event.payload)))
             state = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
             conn.send(("done", state, result))
         except Exception as exc:  # reported to the parent, which raises it
