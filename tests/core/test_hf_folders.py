@@ -322,3 +322,21 @@ def test_plan_on_folders_assembles_saves_as_shards_and_reloads(tmp_path: Path) -
     assert all(torch.equal(again.state()[k], v) for k, v in merged.state().items())
     with torch.no_grad():
         assert torch.equal(again.module(ids()), merged.module(ids()))
+
+
+def test_a_user_folder_is_never_replaced_by_a_model_folder(tmp_path: Path) -> None:
+    """The one folder writer replaces a folder only when it holds model files alone."""
+    from mal_desktop.core.io.hf_write import save_hf_folder
+
+    folder, _ = write_llama(tmp_path / "m")
+    model = load_model(folder)
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.tex").write_text("years of work")
+    with pytest.raises(ModelFileError, match="exists and is not a model folder"):
+        save_hf_folder(model, documents)
+    assert (documents / "thesis.tex").read_text() == "years of work"
+    # a model folder is replaced in place, atomically
+    again = save_hf_folder(model, tmp_path / "copy")
+    assert save_hf_folder(model, again) == again
+    assert sorted(p.name for p in again.iterdir()) == ["config.json", "model.safetensors"]

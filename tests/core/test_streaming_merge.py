@@ -107,7 +107,7 @@ def test_a_folder_that_is_not_a_model_is_never_replaced(small_zoo, tmp_path):
     documents = tmp_path / "documents"
     documents.mkdir()
     (documents / "thesis.txt").write_text("years of work")
-    with pytest.raises(ModelFileError, match="not a sharded model folder"):
+    with pytest.raises(ModelFileError, match="not a model folder"):
         save_model(model, documents)
     assert (documents / "thesis.txt").read_text() == "years of work"
 

@@ -1,19 +1,17 @@
 """Writing Hugging Face model folders: config.json, safetensors weights (one file, or shards with
 ``model.safetensors.index.json``) and tokenizer.json, in the layout ``from_pretrained`` reads.
 
-The folder is written whole into a hidden temporary folder beside the target and then renamed
-into place, so a reader never sees half a model; a folder left by a killed writer is removed by
-the next write. Tensors go through our own streaming safetensors writer (one tensor at a time,
-no second copy of the model). Tied parameters are written once, under the name transformers
+The folder is written by the one model-folder writer (``sharded.write_sharded``): whole into a
+hidden temporary folder beside the target, then renamed into place, so a reader never sees half
+a model; a folder left by a killed writer is removed by the next write; an existing folder is
+replaced only when it holds model files alone. Tensors go through our own streaming safetensors
+writer (one tensor at a time, no second copy of the model). Tied parameters are written once, under the name transformers
 keeps, as ``save_pretrained`` does.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,37 +19,10 @@ from typing import Any
 import torch
 
 from ..errors import ModelFileError
-from .atomic import _alive, _fsync_dir, _fsync_file
 from .hf_config import tie_groups
-from .hf_folder import CONFIG_NAME, INDEX_NAME, TOKENIZER_NAME, WEIGHTS_NAME
+from .hf_folder import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME
 from .model import LoadedModel
-from .safetensors_io import write_safetensors
-
-
-def _shards(state: Mapping[str, torch.Tensor], max_shard_bytes: int | None) -> list[list[str]]:
-    """Tensor names per shard, in sorted order, each shard at most ``max_shard_bytes`` (a single
-    larger tensor gets a shard of its own)."""
-    names = sorted(state)
-    if not max_shard_bytes:
-        return [names]
-    shards: list[list[str]] = [[]]
-    size = 0
-    for name in names:
-        nbytes = state[name].numel() * state[name].element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += nbytes
-    return shards
-
-
-def _stale(parent: Path, name: str) -> None:
-    """Remove temporary folders of ``name`` left by writers that no longer run."""
-    for candidate in parent.glob(f".{name}.*-*.tmpdir"):
-        pid = candidate.name[len(name) + 2:].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(candidate, ignore_errors=True)
+from .sharded import write_sharded
 
 
 def write_hf_folder(folder: str | Path, state: Mapping[str, torch.Tensor],
@@ -76,50 +47,17 @@ def write_hf_folder(folder: str | Path, state: Mapping[str, torch.Tensor],
             untouched and no temporary folder is left).
     """
     target = Path(folder).expanduser().absolute()
-    if not target.parent.is_dir():
-        raise ModelFileError(target, f"the folder {target.parent} does not exist")
     drop = {name for group in tied for name in list(group)[1:]}
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in drop}
-    shards = _shards(tensors, max_shard_bytes)
-    meta = {"format": "pt", **dict(metadata or {})}
-    _stale(target.parent, target.name)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmpdir")
+    tensors = {k: state[k].detach().to("cpu").contiguous() for k in sorted(state) if k not in drop}
+    extra: dict[str, str | Path] = {
+        CONFIG_NAME: json.dumps(dict(config), indent=2, sort_keys=True) + "\n"}
+    if tokenizer is not None:
+        extra[TOKENIZER_NAME] = Path(tokenizer)
     try:
-        tmp.mkdir()
-        files = ([WEIGHTS_NAME] if len(shards) == 1 else
-                 [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-        for name, keys in zip(files, shards):
-            write_safetensors(tmp / name, {k: tensors[k] for k in keys}, meta)
-            _fsync_file(tmp / name)
-        if len(shards) > 1:
-            total = sum(t.numel() * t.element_size() for t in tensors.values())
-            index = {"metadata": {"total_size": total},
-                     "weight_map": {k: f for f, keys in zip(files, shards) for k in keys}}
-            (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        (tmp / CONFIG_NAME).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
-        if tokenizer is not None:
-            shutil.copyfile(tokenizer, tmp / TOKENIZER_NAME)
-        _swap_in(tmp, target)
-    except BaseException as exc:
-        # BaseException on purpose: a cancelled job must not leave a stray folder
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise ModelFileError(target, f"cannot write: {exc.strerror or exc}") from None
-        raise
-    return target
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Rename the finished folder into place; an existing target is moved aside first and
-    removed after (a directory cannot be replaced by one rename)."""
-    old = None
-    if target.exists() or target.is_symlink():
-        old = tmp.with_name(tmp.name.removesuffix(".tmpdir") + ".old.tmpdir")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        return write_sharded(target, tensors, {"format": "pt", **dict(metadata or {})},
+                             max_shard_bytes, single_file=WEIGHTS_NAME, extra_files=extra)
+    except OSError as exc:
+        raise ModelFileError(target, f"cannot write: {exc.strerror or exc}") from None
 
 
 def save_hf_folder(model: LoadedModel, folder: str | Path,

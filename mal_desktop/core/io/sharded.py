@@ -79,22 +79,30 @@ def remove_stale_temp_folders(target: Path) -> None:
         shutil.rmtree(candidate, ignore_errors=True)
 
 
+#: Files a model folder holds besides its weights (Hugging Face's layout); a folder holding
+#: anything else is a user's folder, never replaced by a model.
+MODEL_FOLDER_FILES = frozenset({INDEX, "model.safetensors", "config.json", "tokenizer.json",
+                                "generation_config.json", "tokenizer_config.json",
+                                "special_tokens_map.json"})
+
+
 def _is_model_folder(folder: Path) -> bool:
-    """A folder we may replace: our index plus shard files, nothing else."""
+    """A folder we may replace: model files only (index, shards, weights, config, tokenizer)."""
     names = {p.name for p in folder.iterdir()}
-    return INDEX in names and all(n == INDEX or _SHARD_RE.match(n) for n in names)
+    return bool(names) and all(n in MODEL_FOLDER_FILES or _SHARD_RE.match(n) for n in names)
 
 
 def check_folder_output(target: Path) -> None:
-    """Refuse a target folder that exists and is not a sharded model folder (a user's documents
-    must never be replaced by a model), or whose parent is missing or not writable.
+    """Refuse a target folder that exists and is not a model folder (a user's documents must
+    never be replaced by a model), or whose parent is missing or not writable.
 
     Raises:
         ModelFileError: naming the target.
     """
     if target.exists() and not (target.is_dir() and _is_model_folder(target)):
-        raise ModelFileError(target, "exists and is not a sharded model folder (one holding "
-                                     f"{INDEX} and its shards); choose a new folder name")
+        raise ModelFileError(target, "exists and is not a model folder (one holding only "
+                                     f"{INDEX}, its shards, config and tokenizer); choose a new "
+                                     "folder name")
     parent = target.parent
     if not parent.is_dir():
         raise ModelFileError(target, f"the folder {parent} does not exist")
@@ -117,16 +125,22 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def write_sharded(target: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str],
-                  max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-                  after_tensor=None) -> Path:
-    """Write ``tensors`` as a sharded safetensors folder at ``target``, atomically.
+                  max_shard_bytes: int | None = DEFAULT_SHARD_BYTES, after_tensor=None, *,
+                  single_file: str | None = None, extra_files: Mapping[str, str | Path] = {}
+                  ) -> Path:
+    """Write ``tensors`` as a model folder at ``target``, atomically: shards named
+    ``model-0000i-of-0000n.safetensors`` with :data:`INDEX`, plus ``extra_files``.
 
     Parameters:
         target: the folder to create or replace (see :func:`check_folder_output`).
         tensors: CPU tensors, written one at a time in the mapping's order.
         metadata: string metadata for the index and every shard header.
-        max_shard_bytes: the largest shard (a single larger tensor gets its own shard).
+        max_shard_bytes: the largest shard (a single larger tensor gets its own shard); None:
+            one shard.
         after_tensor: called with each tensor once written (to hand back mapped pages).
+        single_file: when everything fits in one shard, write it under this name and no index
+            (Hugging Face's ``model.safetensors``).
+        extra_files: name -> text (written as is) or a file (copied), e.g. config.json.
     Returns:
         ``target``.
     Raises:
@@ -135,22 +149,30 @@ def write_sharded(target: Path, tensors: Mapping[str, torch.Tensor], metadata: d
     """
     check_folder_output(target)
     remove_stale_temp_folders(target)
-    groups = plan_shards(tensors, max_shard_bytes)
+    groups = plan_shards(tensors, max_shard_bytes or sys.maxsize)
     tmp = _temp_folder(target)
     try:
         weight_map: dict[str, str] = {}
         total = 0
+        single = single_file is not None and len(groups) == 1
         for i, keys in enumerate(groups):
-            name = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+            name = single_file if single else f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
             shard = {k: tensors[k] for k in keys}
             write_safetensors(tmp / name, shard, metadata, after_tensor)
             _fsync_file(tmp / name)
             for k in keys:
                 weight_map[k] = name
                 total += tensors[k].numel() * tensors[k].element_size()
-        index = {"metadata": {"total_size": total, **metadata}, "weight_map": weight_map}
-        (tmp / INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
-        _fsync_file(tmp / INDEX)
+        if not single:
+            index = {"metadata": {"total_size": total, **metadata}, "weight_map": weight_map}
+            (tmp / INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+            _fsync_file(tmp / INDEX)
+        for name, content in extra_files.items():
+            if isinstance(content, Path):
+                shutil.copyfile(content, tmp / name)
+            else:
+                (tmp / name).write_text(content, encoding="utf-8")
+            _fsync_file(tmp / name)
         _fsync_dir(tmp)
         if target.exists():
             if not _exchange(tmp, target):  # two renames: a kill between them leaves no target
