@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,12 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..jsonio import loads_untrusted
 from .hashing import file_sha256
 from .hf_config import (build_module, hf_arch, input_spec, materialise_buffers,
                         read_config_file, retie, tie_groups)
 from .model import LoadedModel
 from .safetensors_io import SafetensorsHeader, read_safetensors_header
+from .sharded import read_index
 from .state_dict_io import check_finite, check_shapes, check_weight_dtypes
 
 CONFIG_NAME = "config.json"
@@ -40,8 +39,6 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 TOKENIZER_NAME = "tokenizer.json"
 FORM = "hf-folder"
-MAX_INDEX_BYTES = 64 * 2**20  # a 400B-parameter model's index is a few MB
-_SHARD_SUFFIX = ".safetensors"
 
 
 def hf_folder_of(path: str | Path) -> Path | None:
@@ -74,40 +71,9 @@ class FolderWeights:
         return {k: self.headers[f].tensors[k].dtype for k, f in self.where.items()}
 
 
-def _shard_path(folder: Path, index: Path, name: Any) -> Path:
-    """The shard ``name`` of an index: a plain file name inside the folder, nothing else."""
-    if (not isinstance(name, str) or not name.endswith(_SHARD_SUFFIX) or "/" in name
-            or "\\" in name or name in (".", "..") or ".." in name or "\x00" in name
-            or os.path.isabs(name) or (len(name) > 1 and name[1] == ":")):
-        raise ModelFileError(index, f"shard name {str(name)[:200]!r} is not a .safetensors file "
-                                    "name inside the model folder")
-    path = folder / name
-    if not path.is_file():
-        raise ModelFileError(index, f"shard {name} is missing")
-    return path
-
-
 def _read_index(folder: Path) -> dict[str, Path]:
-    """tensor name -> shard path, from ``model.safetensors.index.json``."""
-    index = folder / INDEX_NAME
-    try:
-        if index.stat().st_size > MAX_INDEX_BYTES:
-            raise ModelFileError(index, f"index larger than {MAX_INDEX_BYTES // 2**20} MiB")
-        doc = loads_untrusted(index.read_bytes())
-    except ValueError as exc:
-        raise ModelFileError(index, f"not a valid JSON index ({exc})") from None
-    except OSError as exc:
-        raise ModelFileError(index, f"cannot read: {exc.strerror or exc}") from None
-    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise ModelFileError(index, "index has no 'weight_map' of tensor names to shards")
-    shards: dict[str, Path] = {}
-    out: dict[str, Path] = {}
-    for tensor, name in weight_map.items():
-        if name not in shards:
-            shards[name] = _shard_path(folder, index, name)
-        out[tensor] = shards[name]
-    return out
+    """tensor name -> shard path, from ``model.safetensors.index.json`` (see sharded.read_index)."""
+    return read_index(folder)[1]
 
 
 def read_weights(folder: Path) -> FolderWeights:

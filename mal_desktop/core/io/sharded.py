@@ -193,6 +193,54 @@ def write_sharded(target: Path, tensors: Mapping[str, torch.Tensor], metadata: d
     return target
 
 
+MAX_INDEX_BYTES = 64 * 2**20  # a 400B-parameter model's index is a few MB
+
+
+def _shard_path(folder: Path, index: Path, name: object) -> Path:
+    """The shard ``name`` of an index: a plain .safetensors file name inside the folder."""
+    if (not isinstance(name, str) or not name.endswith(".safetensors") or "/" in name
+            or "\\" in name or ".." in name or "\x00" in name or os.path.isabs(name)
+            or (len(name) > 1 and name[1] == ":")):
+        raise ModelFileError(index, f"shard name {str(name)[:200]!r} is not a .safetensors file "
+                                    "name inside the model folder")
+    path = folder / name
+    if not path.is_file():
+        raise ModelFileError(index, f"shard {name} is missing")
+    return path
+
+
+def read_index(folder: Path) -> tuple[dict[str, object], dict[str, Path]]:
+    """The index of a sharded folder: (its "metadata", tensor name -> shard path).
+
+    The one reader of :data:`INDEX` for every sharded folder (Hugging Face's and mal's own): read
+    as untrusted JSON, at most :data:`MAX_INDEX_BYTES`, shard names confined to the folder.
+    Raises:
+        ModelFileError: naming the index: unreadable, too large, not JSON, no weight map, a shard
+            name outside the folder or a missing shard.
+    """
+    index = folder / INDEX
+    try:
+        if index.stat().st_size > MAX_INDEX_BYTES:
+            raise ModelFileError(index, f"index larger than {MAX_INDEX_BYTES // 2**20} MiB")
+        doc = loads_untrusted(index.read_bytes())
+    except ValueError as exc:
+        raise ModelFileError(index, f"not a valid JSON index ({exc})") from None
+    except OSError as exc:
+        raise ModelFileError(index, f"cannot read: {exc.strerror or exc}") from None
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    metadata = doc.get("metadata", {}) if isinstance(doc, dict) else None
+    if (not isinstance(weight_map, dict) or not weight_map or not isinstance(metadata, dict)
+            or not all(isinstance(k, str) for k in weight_map)):
+        raise ModelFileError(index, "index has no 'weight_map' of tensor names to shards")
+    shards: dict[str, Path] = {}
+    out: dict[str, Path] = {}
+    for tensor, name in weight_map.items():
+        if name not in shards:
+            shards[name] = _shard_path(folder, index, name)
+        out[tensor] = shards[name]
+    return metadata, out
+
+
 def read_sharded(folder: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """The string metadata and the (memory-mapped) tensors of a sharded folder.
 
@@ -200,29 +248,11 @@ def read_sharded(folder: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]
         ModelFileError: a missing or malformed index, a shard outside the folder, a shard that
             is missing or corrupt, or a weight map that disagrees with the shards' headers.
     """
-    index_path = folder / INDEX
-    try:
-        index = loads_untrusted(index_path.read_bytes())
-    except OSError as exc:
-        raise ModelFileError(index_path, f"cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ModelFileError(index_path, f"not valid JSON ({exc})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    metadata = index.get("metadata", {}) if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not isinstance(metadata, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-        raise ModelFileError(index_path, "corrupt index: needs a 'weight_map' of tensor names "
-                                         "to shard files")
+    metadata, weight_map = read_index(folder)
     state: dict[str, torch.Tensor] = {}
-    for name in dict.fromkeys(weight_map.values()):
-        if Path(name).name != name or name in (".", ".."):
-            raise ModelFileError(index_path, f"corrupt index: shard {name[:200]!r} is not a "
-                                             "file in the folder")
-        shard = folder / name
-        if not shard.is_file():
-            raise ModelFileError(index_path, f"shard {name} is missing")
+    for shard in dict.fromkeys(weight_map.values()):
         header = read_safetensors_header(shard)
-        expected = {k for k, v in weight_map.items() if v == name}
+        expected = {k for k, v in weight_map.items() if v == shard}
         if set(header.tensors) != expected:
             raise ModelFileError(shard, "does not hold the tensors the index lists for it")
         state.update(read_safetensors_tensors(shard))
