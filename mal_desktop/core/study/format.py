@@ -43,6 +43,14 @@ def f(x: Any, spec: str = ".3f") -> str:
     return format(x, spec)
 
 
+def fp(p: Any, spec: str = ".3g") -> str:
+    """A p-value for the report: '-' when missing; never rounded to 0 (a p of 1.5e-29 is a
+    result, not rounding noise)."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    return format(p, spec)
+
+
 def pct(x: Any) -> str:
     """A fraction as a percentage with one decimal; '-' for missing or NaN."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
@@ -85,7 +93,7 @@ def figure(key: str) -> list[str]:
 def check_rows(checks: Sequence[dict[str, Any]]) -> list[str]:
     """The table of a law's checks: claim, test, n, effect, p, noise, verdict and why."""
     rows = [[c["name"], c["claim"], c["test"], c["unit"], c["n"],
-             ci_text(c["effect"], c["ci"], ".3g"), f(c["p"], ".3g"), f(c["noise"], ".3g"),
+             ci_text(c["effect"], c["ci"], ".3g"), fp(c["p"], ".3g"), f(c["noise"], ".3g"),
              f(c["minimum_effect"], ".3g"), f"**{c['verdict']}** ({c['reason']})"]
             for c in checks]
     return table(["check", "claim", "test", "unit", "n", "mean effect [95% CI]", "p",

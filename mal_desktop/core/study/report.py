@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import FIGURES, check_rows, ci_text, f, figure, mci, md, pct, table
+from .format import FIGURES, check_rows, ci_text, f, fp, figure, mci, md, pct, table
 from .report_laws import SECTIONS, heatmap_table
 
 _INTRO = [
@@ -43,7 +43,7 @@ def _in_short(data: dict[str, Any]) -> list[str]:
     """The verdicts and the gains in a few plain sentences, before any detail."""
     lines = ["## In short", ""]
     for law in data["laws"]:
-        tests = "; ".join(f"{c['name']}: n = {c['n']}, p = {f(c['p'], '.2g')}, "
+        tests = "; ".join(f"{c['name']}: n = {c['n']}, p = {fp(c['p'], '.2g')}, "
                           f"{c['verdict']}" for c in law["checks"])
         lines.append(f"- Law {law['law']}, *{md(law['title'])}*: **{law['verdict']}** "
                      f"({md(tests)}).")
@@ -82,7 +82,7 @@ def _summary(data: dict[str, Any]) -> list[str]:
     for law in data["laws"]:
         for c in law["checks"]:
             rows.append([law["law"], law["title"], c["name"], c["n"],
-                         ci_text(c["effect"], c["ci"]), f(c["p"], ".3g"),
+                         ci_text(c["effect"], c["ci"]), fp(c["p"], ".3g"),
                          f(c["minimum_effect"], ".3g"), c["verdict"], f"**{law['verdict']}**"])
     return ["## Summary", ""] + table(
         ["law", "claim", "check", "n", "mean effect [95% CI]", "p", "minimum effect (noise)",
@@ -115,7 +115,7 @@ def _advice(law: dict[str, Any]) -> str:
     text = good if v == "held" else f"in part, {good}" if v == "partly held" else \
         contrary if v == "did not hold" else unclear
     tests = "; ".join(f"{c['name']}: n = {c['n']}, mean effect "
-                      f"{ci_text(c['effect'], c['ci'], '.3g')}, p = {f(c['p'], '.3g')}, "
+                      f"{ci_text(c['effect'], c['ci'], '.3g')}, p = {fp(c['p'], '.3g')}, "
                       f"{c['verdict']}" for c in law["checks"])
     return f"- **Law {law['law']} ({v}):** {text} ({tests})."
 
@@ -167,7 +167,7 @@ def _choosing_lambda(data: dict[str, Any]) -> list[str]:
         f"- **Law 6 ({l6['verdict']}):** chains of steps, each at half its own lambda\\* (so "
         f"each step alone keeps the base's accuracy), lost "
         f"{ci_text(c6['effect'] * 100, [x * 100 for x in c6['ci']], '.1f')} accuracy points "
-        "more than their worst single step (p = " + f(c6["p"], ".3g") + "). "
+        "more than their worst single step (p = " + fp(c6["p"], ".3g") + "). "
         + ("Small steps add up: re-measure the merged model after every step instead of "
            "trusting each step's own threshold." if l6["verdict"] == "held" else
            "Whether small steps add up could not be told apart from seed noise."))
@@ -193,7 +193,7 @@ def _gains(data: dict[str, Any]) -> list[str]:
         lines.append(
             f"**In plain words:** over {check['n']} different-data merges the mean gain is "
             f"{ci_text(check['effect'] * 100, [x * 100 for x in check['ci']], '.1f')} accuracy "
-            f"points (p = {f(check['p'], '.3g')}, check: **{check['verdict']}**)"
+            f"points (p = {fp(check['p'], '.3g')}, check: **{check['verdict']}**)"
             + (f"; with REPAIR "
                f"{ci_text(check_rep['effect'] * 100, [x * 100 for x in check_rep['ci']], '.1f')}"
                f" points over {check_rep['n']} merges (**{check_rep['verdict']}**)"

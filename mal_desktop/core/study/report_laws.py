@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable
 
-from .format import check_rows, f, figure, mci, pct, table
+from .format import check_rows, f, fp, figure, mci, pct, table
 from .stats import mean_ci
 
 Law = dict[str, Any]
@@ -68,7 +68,7 @@ def _law4a(law: Law, data: dict[str, Any], step: float) -> list[str]:
     s = law["spearman"]
     lines = _head(law) + table(["|log2 ratio|", "merges", "mean lambda* [95% CI]"], rows)
     lines += ["", f"Spearman correlation of mismatch and lambda* over all {s['n']} merges: "
-                  f"{f(s['rho'], '.2f')} (p = {f(s['p'], '.3g')}).", ""]
+                  f"{f(s['rho'], '.2f')} (p = {fp(s['p'], '.3g')}).", ""]
     return lines + _verdict(law) + figure("width_ratio")
 
 
