@@ -211,14 +211,14 @@ def test_weight_matching_is_never_worse_than_identity(seed: int) -> None:
 def test_identity_is_kept_when_no_run_beats_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run ending below the identity's J (forced here: every LAP answer is accepted, so J can
     drop) is never returned; the identity is, marked restart -1."""
-    from mal_desktop.core.align import matching
+    from mal_desktop.core.align import descent
 
     spec = mlp_spec([12, 10])
     base = _mlp([12, 10], 30).state_dict()
     target = {k: v.clone() for k, v in base.items()}  # the identity is the optimum
     pairs, tensors = _free_pairs(spec, base)
 
-    def worst(self: matching._Descent, space: str) -> bool:  # a descent that makes J worse
+    def worst(self: descent._Descent, space: str) -> bool:  # a descent that makes J worse
         current = self.matches[space]
         rows, cols = solve_lap(self.space_cost(space), maximize=False)
         candidate = Match.from_lap(rows, cols, current.base_size, current.target_size)
@@ -226,7 +226,7 @@ def test_identity_is_kept_when_no_run_beats_it(monkeypatch: pytest.MonkeyPatch) 
         self.matches[space] = candidate
         return changed
 
-    monkeypatch.setattr(matching._Descent, "improve_space", worst)
+    monkeypatch.setattr(descent._Descent, "improve_space", worst)
     result = run_job(match_spaces(base, spec, target, spec, pairs, tensors, restarts=3,
                                   max_iter=2))
     assert result.restart == -1 and result.restarts == 3
@@ -368,7 +368,7 @@ def test_skipping_spaces_whose_neighbours_did_not_move_changes_nothing(small_zoo
                                                                         monkeypatch):
     """Coordinate descent skips a space while none of its neighbours moved: the matches and the
     J history are those of solving every space every sweep, with fewer LAPs."""
-    from mal_desktop.core.align import matching
+    from mal_desktop.core.align import descent, matching
     from mal_desktop.core.graph.discover import discover_spec
     from mal_desktop.core.io.files import load_model
     from mal_desktop.core.progress import run_job
@@ -385,13 +385,13 @@ def test_skipping_spaces_whose_neighbours_did_not_move_changes_nothing(small_zoo
         spec = discover_spec(base)
         target_state = target.state()
     solves = {"count": 0}
-    real = matching._Descent.improve_space
+    real = descent._Descent.improve_space
 
     def counting(self, space):
         solves["count"] += space in self.stale
         return real(self, space)
 
-    monkeypatch.setattr(matching._Descent, "improve_space", counting)
+    monkeypatch.setattr(descent._Descent, "improve_space", counting)
     skipping = run_job(matching.whole_model_match(base.state(), target_state, spec))
     skipped_solves = solves["count"]
 
@@ -401,7 +401,7 @@ def test_skipping_spaces_whose_neighbours_did_not_move_changes_nothing(small_zoo
         return real(self, space)
 
     solves["count"] = 0
-    monkeypatch.setattr(matching._Descent, "improve_space", every_space)
+    monkeypatch.setattr(descent._Descent, "improve_space", every_space)
     full = run_job(matching.whole_model_match(base.state(), target_state, spec))
     assert skipping.matches == full.matches
     assert skipping.objective_history == full.objective_history

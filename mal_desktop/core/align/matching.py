@@ -1,33 +1,22 @@
-"""Joint weight matching over paired permutation spaces (chain alignment, whole-model matching).
+"""Weight matching built on the coordinate descent of descent.py: whole-model matching, chain
+alignment, and mapping target tensors by the matches found.
 
-Git Re-Basin weight matching (Ainsworth et al., ICLR 2023) generalised to rectangular spaces
-(mal_method.md sec. 4): every optimised base space s holds a generalized permutation from its
-paired target space. Coordinate descent visits the spaces in a seeded random order each sweep; for
-space s the cost C_s (m x n) sums, over every paired tensor with an axis on s, the unit-by-unit
-inner products of the base tensor with the target tensor whose *other* axes are mapped by the
-current matches. One rectangular LAP per space; a new match is accepted only when it raises J, so
-J never decreases, and the loop stops when a sweep changes nothing.
-
-Running statistics of norms (running mean / var) are mapped by :func:`apply_matches` but left out
-of the cost: their scale says nothing about which units correspond (Git Re-Basin matches
-parameters only).
+Whole-model matching pairs every free space of a shared spec with itself; chain alignment pairs
+the hidden spaces of a same-depth prefix of two specs (mal_method.md sec. 4). Running statistics
+of norms are mapped by :func:`apply_matches` but left out of the cost.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
-from ..device import compute_device
 from ..errors import AlignmentError
 from ..graph.spec import Layer, PermutationSpec
-from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
-from .generalized import Match, axis_cost, kernel_text, transform_tensor
-from .lap import assignment_value, improves, solve_lap
+from ..progress import CancelToken, Job
+from .descent import MatchResult, axes_of, is_statistic, match_spaces
+from .generalized import Match, kernel_text, transform_tensor
 
 # Runs of coordinate descent for whole-model weight matching (the first from the identity, the
 # others from random starts, each in its own space order); the highest J is kept. A single run
@@ -35,355 +24,9 @@ from .lap import assignment_value, improves, solve_lap
 # a few percent of J below the best of four (tests/core/test_matching.py).
 WEIGHT_RESTARTS = 4
 
-STATISTIC_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def is_statistic(key: str) -> bool:
-    """True for norm buffers that are mapped but do not enter matching costs."""
-    return key.rsplit(".", 1)[-1] in STATISTIC_SUFFIXES
-
-
-@dataclass(frozen=True)
-class MatchResult:
-    """Result of :func:`match_spaces`.
-
-    matches: base space -> Match, for every base space on an axis of a paired tensor and every
-        key of ``space_pairs`` (optimised or kept at the (truncated) identity).
-    objective_history: J before the first sweep, then after each sweep; never decreasing.
-    sweeps: sweeps run. converged: the last sweep changed nothing.
-    optimised: the base spaces that were solved (free on both sides and paired).
-    restart: which run was kept (0 = the run from the identity, -1 = no run beat the identity,
-        which was kept). restarts: runs made.
-    identity_objective: J of the (truncated) identity, the naive alignment.
-    """
-
-    matches: dict[str, Match]
-    objective_history: tuple[float, ...]
-    sweeps: int
-    converged: bool = True
-    optimised: tuple[str, ...] = field(default=())
-    restart: int = 0
-    restarts: int = 1
-    identity_objective: float = float("nan")
-
-    @property
-    def objective(self) -> float:
-        """Final J of the kept run."""
-        return self.objective_history[-1]
-
-
-# One paired tensor on the compute device: per axis (base space or None, block).
-_AxisInfo = tuple[str | None, "int | tuple[int, int]"]  # space, block or (block, tiles)
-
-
-@dataclass
-class _Pair:
-    base_key: str
-    base: torch.Tensor
-    target: torch.Tensor
-    axes: tuple[_AxisInfo, ...]
-
-
-def _axes_of(spec: PermutationSpec, key: str, ndim: int) -> tuple:
-    axes = spec.axes.get(key)
-    if axes is None:
-        return (None,) * ndim
-    if len(axes) != ndim:
-        raise AlignmentError(
-            f"{key}: the permutation spec lists {len(axes)} axes, the tensor has {ndim}")
-    return tuple(axes)
-
-
-def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationSpec,
-                 target_state: Mapping[str, torch.Tensor], target_spec: PermutationSpec,
-                 space_pairs: Mapping[str, str], tensor_pairs: Sequence[tuple[str, str]],
-                 ) -> tuple[dict[str, str], list[tuple[str, str, tuple[_AxisInfo, ...]]]]:
-    """Check every paired tensor axis by axis; return base->target space map and axis infos."""
-    pairs: dict[str, str] = dict(space_pairs)
-    infos: list[tuple[str, str, tuple[_AxisInfo, ...]]] = []
-    for space in space_pairs:
-        if space not in base_spec.spaces:
-            raise AlignmentError(f"unknown base space {space!r}")
-        if space_pairs[space] not in target_spec.spaces:
-            raise AlignmentError(f"unknown target space {space_pairs[space]!r}")
-    for bk, tk in tensor_pairs:
-        if bk not in base_state:
-            raise AlignmentError(f"base model has no tensor {bk!r}")
-        if tk not in target_state:
-            raise AlignmentError(f"target model has no tensor {tk!r}")
-        b, t = base_state[bk], target_state[tk]
-        if b.ndim != t.ndim:
-            raise AlignmentError(f"{bk}: base has {b.ndim} axes, target {tk} has {t.ndim}")
-        b_axes, t_axes = _axes_of(base_spec, bk, b.ndim), _axes_of(target_spec, tk, t.ndim)
-        info: list[_AxisInfo] = []
-        for dim, (ba, ta) in enumerate(zip(b_axes, t_axes)):
-            if ba is None and ta is None:
-                if b.shape[dim] != t.shape[dim]:
-                    raise AlignmentError(f"{bk} axis {dim} is not permutable and differs: "
-                                         f"base {b.shape[dim]}, target {t.shape[dim]}")
-                info.append((None, 1))
-                continue
-            if ba is None or ta is None:
-                raise AlignmentError(f"{bk} axis {dim} is permutable in one model only")
-            if (ba.block, ba.tiles) != (ta.block, ta.tiles):
-                raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit "
-                                     "(different spatial sizes cannot merge)")
-            known = pairs.setdefault(ba.space, ta.space)
-            if known != ta.space:
-                raise AlignmentError(f"base space {ba.space!r} is paired with target spaces "
-                                     f"{known!r} and {ta.space!r} ({bk})")
-            for spec, tensor, axis, key in ((base_spec, b, ba, bk), (target_spec, t, ta, tk)):
-                size = spec.spaces[axis.space].size if axis.space in spec.spaces else -1
-                if tensor.shape[dim] != size * axis.block * axis.tiles:
-                    raise AlignmentError(f"{key} axis {dim} has {tensor.shape[dim]} entries, "
-                                         f"space {axis.space!r} expects {size} x {axis.block}")
-            info.append((ba.space, (ba.block, ba.tiles)))
-        infos.append((bk, tk, tuple(info)))
-    seen: dict[str, str] = {}
-    for bs, ts in pairs.items():
-        if ts in seen and seen[ts] != bs:
-            raise AlignmentError(
-                f"target space {ts!r} is paired with base spaces {seen[ts]!r} and {bs!r}")
-        seen[ts] = bs
-    return pairs, infos
-
-
-def _initial_matches(pairs: Mapping[str, str], space_pairs: Mapping[str, str],
-                     base_spec: PermutationSpec, target_spec: PermutationSpec,
-                     ) -> tuple[dict[str, Match], list[str]]:
-    matches: dict[str, Match] = {}
-    free: list[str] = []
-    for bs, ts in pairs.items():
-        b_space, t_space = base_spec.spaces[bs], target_spec.spaces[ts]
-        m, n = b_space.size, t_space.size
-        fixed = b_space.fixed or t_space.fixed
-        if fixed and m != n:
-            reason = b_space.reason or t_space.reason or "fixed"
-            raise AlignmentError(f"space {bs!r} is fixed ({reason}) and sizes differ: "
-                                 f"base {m}, target {n}")
-        matches[bs] = Match.identity(m, n)
-        if bs in space_pairs and not fixed:
-            free.append(bs)
-    return matches, free
-
-
-def _device_pairs(base_state: Mapping[str, torch.Tensor], target_state: Mapping[str, torch.Tensor],
-                  infos: Sequence[tuple[str, str, tuple[_AxisInfo, ...]]], device: torch.device,
-                  dtype: torch.dtype) -> list[_Pair]:
-    """The paired tensors that enter J, copied to the compute device in the working dtype.
-
-    Norm statistics, integer buffers and tensors with no permutable axis are left out: the
-    first say nothing about unit correspondence, the last are a constant term of J.
-    """
-    work: list[_Pair] = []
-    for bk, tk, info in infos:
-        b, t = base_state[bk], target_state[tk]
-        if is_statistic(bk) or not (b.is_floating_point() and t.is_floating_point()):
-            continue
-        if not any(space is not None for space, _ in info):
-            continue  # a constant term of J: no space moves it
-        work.append(_Pair(bk, b.detach().to(device, dtype), t.detach().to(device, dtype), info))
-    return work
-
-
-class _Descent:
-    """Coordinate-descent state: the paired tensors, the current matches and, per free space,
-    the tensor axes that lie on it."""
-
-    def __init__(self, work: list[_Pair], matches: dict[str, Match], free: Sequence[str],
-                 device: torch.device, dtype: torch.dtype) -> None:
-        self.work = work
-        self.matches = matches
-        self.device = device
-        self.dtype = dtype
-        self.touching: dict[str, list[tuple[_Pair, int, int]]] = {s: [] for s in free}
-        # Spaces on two axes of one tensor: J is not linear in their match, so the LAP's value
-        # is not J's change and a candidate is judged by J itself.
-        self.coupled: set[str] = set()
-        # A space's LAP cost depends only on the matches of the spaces it shares a tensor with
-        # (its neighbours; itself too when coupled). While none of them moved since the space
-        # was last solved, solving it again gives the same answer: it is skipped ("stale" holds
-        # the spaces that must be solved again). The result is the same as solving every space.
-        self.neighbours: dict[str, set[str]] = {s: set() for s in free}
-        for pair in work:
-            spaces = [s for s, _ in pair.axes if s is not None]
-            for dim, (space, block) in enumerate(pair.axes):
-                if space in self.touching:
-                    self.touching[space].append((pair, dim, block))
-                    if spaces.count(space) > 1:
-                        self.coupled.add(space)
-            on_free = {sp for sp in spaces if sp in self.touching}
-            for space in on_free:
-                self.neighbours[space] |= on_free
-        for space in self.neighbours:
-            if space not in self.coupled:
-                self.neighbours[space].discard(space)
-        self.stale: set[str] = set(free)
-        self.solves = 0  # LAPs solved (the skipped ones are not counted)
-
-    def mapped(self, pair: _Pair, skip: int | None = None) -> torch.Tensor:
-        """The target tensor with every axis but ``skip`` mapped by the current matches."""
-        spec = {d: (self.matches[s], blk) for d, (s, blk) in enumerate(pair.axes)
-                if s is not None and d != skip}
-        return transform_tensor(pair.target, spec)[0]
-
-    def objective(self, only: str | None = None) -> float:
-        """J over all paired tensors, or over those with an axis on space ``only``."""
-        total = 0.0
-        for pair in self.work:
-            if only is None or any(s == only for s, _ in pair.axes):
-                total += float((pair.base * self.mapped(pair)).sum().item())
-        return total
-
-    def space_cost(self, space: str) -> torch.Tensor:
-        """The m x n LAP cost of ``space`` with every other space at its current match."""
-        current = self.matches[space]
-        cost = torch.zeros(current.base_size, current.target_size, dtype=self.dtype,
-                           device=self.device)
-        for pair, dim, block in self.touching[space]:
-            cost += axis_cost(pair.base, self.mapped(pair, skip=dim), dim, block)
-        return cost
-
-    def improve_space(self, space: str) -> bool:
-        """Solve the LAP of ``space`` (unless no neighbour moved since it was last solved); keep
-        its match only when it raises J. True if it did."""
-        if space not in self.stale:
-            return False
-        self.stale.discard(space)
-        self.solves += 1
-        if self._better_match(space):
-            self.stale |= self.neighbours[space]
-            return True
-        return False
-
-    def _better_match(self, space: str) -> bool:
-        current = self.matches[space]
-        cost = self.space_cost(space)
-        rows, cols = solve_lap(cost)
-        candidate = Match.from_lap(rows, cols, current.base_size, current.target_size)
-        if candidate == current:
-            return False
-        if space in self.coupled:
-            old = self.objective(space)
-            self.matches[space] = candidate
-            if improves(self.objective(space), old):
-                return True
-            self.matches[space] = current
-            return False
-        if improves(assignment_value(cost, rows, cols),
-                     assignment_value(cost, current.rows_tensor(), current.cols_tensor())):
-            self.matches[space] = candidate
-            return True
-        return False
-
-
-def _sweep(descent: _Descent, order: Sequence[str], cancel: CancelToken) -> bool:
-    """One pass of coordinate descent over the free spaces in ``order``; True if a match moved."""
-    changed = False
-    for space in order:
-        cancel.raise_if_cancelled()
-        changed = descent.improve_space(space) or changed
-    return changed
-
-
-def match_spaces(
-    base_state: Mapping[str, torch.Tensor],
-    base_spec: PermutationSpec,
-    target_state: Mapping[str, torch.Tensor],
-    target_spec: PermutationSpec,
-    space_pairs: Mapping[str, str],
-    tensor_pairs: Sequence[tuple[str, str]],
-    *,
-    max_iter: int = 100,
-    seed: int = 0,
-    restarts: int = 1,
-    cancel: CancelToken | None = None,
-) -> Job[MatchResult]:
-    """Job: jointly match paired spaces of a target model to a base model by coordinate descent.
-
-    Coordinate descent finds a local optimum of J that depends on the order in which it visits
-    the spaces and on where it starts. ``restarts`` runs are made: the first from the (truncated)
-    identity, the others from seeded random matches, each visiting the spaces in its own seeded
-    order; the run with the highest final J is kept, and the identity itself when no run beats it
-    (so the result is never worse than naive index alignment on J).
-
-    Parameters:
-        base_state, target_state: state dicts (parameters and buffers).
-        base_spec, target_spec: their permutation specs.
-        space_pairs: base space -> target space to optimise. Fixed spaces (in either model) and
-            spaces not listed keep the (truncated) identity; a fixed space must have equal sizes.
-        tensor_pairs: (base key, target key) pairs whose axes correspond position by position.
-        max_iter: at most this many sweeps per run.
-        seed: seeds the visiting orders and the random starts (run r uses seed + r).
-        restarts: number of runs (at least 1).
-        cancel: checked at every sweep and every space.
-    Yields:
-        One ProgressEvent("align", ...) per sweep, payload {"restart": r (0-based), "sweep": i
-        (1-based), "objective": J}.
-    Returns:
-        A :class:`MatchResult` (its history is the kept run's).
-    Raises:
-        AlignmentError: missing tensors, axes permutable in one model only, a space paired
-        inconsistently, sizes that disagree with the specs, fixed spaces of different sizes.
-        Cancelled: the token was set.
-    """
-    cancel = cancel or never_cancelled()
-    pairs, infos = _pair_spaces(base_state, base_spec, target_state, target_spec, space_pairs,
-                                tensor_pairs)
-    identity, free = _initial_matches(pairs, space_pairs, base_spec, target_spec)
-    device = compute_device()
-    dtype = torch.float32 if device.type == "mps" else torch.float64
-    work = _device_pairs(base_state, target_state, infos, device, dtype)
-    runs = max(1, restarts)
-    best: MatchResult | None = None
-    identity_j = 0.0
-    for run in range(runs):
-        matches = dict(identity)
-        if run > 0:
-            gen = torch.Generator().manual_seed(seed + run)
-            for space in sorted(free):
-                m = identity[space]
-                matches[space] = Match.random(m.base_size, m.target_size, gen)
-        descent = _Descent(work, matches, free, device, dtype)
-        if run == 0:
-            identity_j = descent.objective()
-        result = yield from _descend(descent, free, max_iter, seed + run, cancel,
-                                     (run, runs))
-        if best is None or improves(result.objective_history[-1],
-                                    best.objective_history[-1]):
-            best = dataclasses.replace(result, restart=run)
-    assert best is not None
-    if improves(identity_j, best.objective_history[-1]):  # a run ended below naive: keep naive
-        best = MatchResult(dict(identity), (identity_j,), 0, True, tuple(sorted(free)), -1)
-    return dataclasses.replace(best, restarts=runs, identity_objective=identity_j)
-
-
-def _descend(descent: _Descent, free: Sequence[str], max_iter: int, seed: int,
-             cancel: CancelToken, run: tuple[int, int]) -> Job[MatchResult]:
-    """One coordinate-descent run from ``descent``'s current matches; ``run`` = (index, runs)
-    places its progress in the whole job."""
-    rng = random.Random(seed)
-    order = sorted(free)
-    history = [descent.objective()]
-    sweeps, converged = 0, False
-    index, runs = run
-    for sweep in range(1, max(1, max_iter) + 1):
-        cancel.raise_if_cancelled()
-        rng.shuffle(order)
-        changed = _sweep(descent, order, cancel)
-        sweeps = sweep
-        history.append(descent.objective())
-        converged = not changed
-        done = converged or sweep >= max_iter
-        fraction = (index + (1.0 if done else sweep / max_iter)) / runs
-        yield ProgressEvent("align", fraction,
-                            f"sweep {sweep}: J = {history[-1]:.6g}"
-                            + (f" (run {index + 1}/{runs})" if runs > 1 else ""),
-                            {"restart": index, "sweep": sweep, "objective": history[-1]})
-        if converged:
-            break
-    return MatchResult(dict(descent.matches), tuple(history), sweeps, converged,
-                       tuple(sorted(free)))
+__all__ = ["MatchResult", "match_spaces", "is_statistic", "apply_matches", "weight_matching",
+           "whole_model_match", "default_tensor_keys", "result_permutations", "chain_pairs",
+           "WEIGHT_RESTARTS"]
 
 
 def apply_matches(
@@ -411,8 +54,8 @@ def apply_matches(
         if tk not in target_state:
             raise AlignmentError(f"target model has no tensor {tk!r}")
         t = target_state[tk]
-        b_axes = _axes_of(base_spec, bk, t.ndim)
-        t_axes = _axes_of(target_spec, tk, t.ndim)
+        b_axes = axes_of(base_spec, bk, t.ndim)
+        t_axes = axes_of(target_spec, tk, t.ndim)
         spec: dict[int, tuple[Match, int]] = {}
         for dim, (ba, ta) in enumerate(zip(b_axes, t_axes)):
             if ba is None:
@@ -569,3 +212,4 @@ def chain_pairs(
                and space_pairs.get(a.space) == b.space for a, b in zip(axes, t_axes)):
             tensor_pairs.append((key, key))
     return space_pairs, tensor_pairs
+
