@@ -10,6 +10,7 @@ import torch
 from mal_desktop.core.align.generalized import Match, transform_tensor
 from mal_desktop.core.align.local import align_layer_pair, aligned_layer
 from mal_desktop.core.errors import AlignmentError
+from planted import planted_sources
 
 # (base, target) unit counts per side and case ("wider" = the base is wider)
 OUT = {"wider": (64, 48), "equal": (48, 48), "narrower": (40, 56)}
@@ -18,20 +19,6 @@ IN = {"wider": (60, 44), "equal": (50, 50), "narrower": (40, 54)}
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _planted_sources(m: int, n: int, gen: torch.Generator) -> list[int]:
-    """Per target unit, the base unit it copies (-1: a new unit the base does not have).
-
-    Base wider: the target holds a random subset of the base units in random order.
-    Base narrower: every base unit appears at a random position among n, the rest are new.
-    """
-    if m >= n:
-        return torch.randperm(m, generator=gen)[:n].tolist()
-    source = [-1] * n
-    for base_unit, pos in enumerate(torch.randperm(n, generator=gen)[:m].tolist()):
-        source[pos] = base_unit
-    return source
 
 
 def _expected(source: list[int], m: int, n: int) -> Match:
@@ -47,7 +34,7 @@ def _planted_pair(out_case: str, in_case: str, seed: int):
     (mo, no), (mi, ni) = OUT[out_case], IN[in_case]
     wb = torch.randn(mo, mi, generator=gen, dtype=torch.float64)
     bb = torch.randn(mo, generator=gen, dtype=torch.float64)
-    src = _planted_sources(mo, no, gen)
+    src = planted_sources(mo, no, gen)
     k_in = min(mi, ni)
     wt = torch.randn(no, ni, generator=gen, dtype=torch.float64)
     bt = torch.randn(no, generator=gen, dtype=torch.float64)
@@ -95,7 +82,7 @@ def test_input_side_recovered_when_output_fixed(in_case: str) -> None:
     gen = _gen(5)
     mi, ni = IN[in_case]
     wb = torch.randn(30, mi, generator=gen, dtype=torch.float64)
-    src = _planted_sources(mi, ni, gen)
+    src = planted_sources(mi, ni, gen)
     wt = torch.randn(30, ni, generator=gen, dtype=torch.float64)
     for j, s in enumerate(src):
         if s >= 0:
@@ -151,7 +138,7 @@ def test_restarts_keep_the_best_and_init_options() -> None:
 def test_conv_first_layer_recovers_channels(base_out: int, target_out: int) -> None:
     gen = _gen(21)
     wb = torch.randn(base_out, 3, 3, 3, generator=gen)
-    src = _planted_sources(base_out, target_out, gen)
+    src = planted_sources(base_out, target_out, gen)
     wt = torch.randn(target_out, 3, 3, 3, generator=gen)
     for j, s in enumerate(src):
         if s >= 0:
@@ -168,7 +155,7 @@ def test_conv_first_layer_recovers_channels(base_out: int, target_out: int) -> N
 def test_conv_two_sided_reads_kernels_as_matrices() -> None:
     gen = _gen(8)
     wb = torch.randn(24, 20, 3, 3, generator=gen, dtype=torch.float64)
-    src = _planted_sources(24, 18, gen)
+    src = planted_sources(24, 18, gen)
     wt = torch.randn(18, 26, 3, 3, generator=gen, dtype=torch.float64)
     for j, s in enumerate(src):
         wt[j, :20] = wb[s]
@@ -184,7 +171,7 @@ def test_linear_after_flatten_uses_blocks() -> None:
     gen = _gen(9)
     hw = 4  # 2x2 feature map per channel
     wb = torch.randn(10, 6 * hw, generator=gen, dtype=torch.float64)
-    src = _planted_sources(6, 5, gen)  # target reads 5 of the base's 6 channels, shuffled
+    src = planted_sources(6, 5, gen)  # target reads 5 of the base's 6 channels, shuffled
     wt = torch.empty(10, 5 * hw, dtype=torch.float64)
     for j, s in enumerate(src):
         wt[:, j * hw:(j + 1) * hw] = wb[:, s * hw:(s + 1) * hw]

@@ -18,6 +18,7 @@ from mal_desktop.core.graph.spec import Axis, Layer, PermutationSpec, Space
 from mal_desktop.core.merge.assemble import align_step
 from mal_desktop.core.merge.plan import AssemblyStep
 from mal_desktop.core.progress import run_job
+from planted import planted_sources
 
 # (base, target) units per side; "wider" = the base is wider
 OUT = {"wider": (64, 48), "equal": (48, 48), "narrower": (40, 56)}  # h1, the layer's outputs
@@ -39,16 +40,6 @@ def spec_for(h0: int, h1: int) -> PermutationSpec:
     return PermutationSpec(spaces, axes, layers)
 
 
-def sources(m: int, n: int, gen: torch.Generator) -> list[int]:
-    """Per target unit, the base unit it copies (-1: a new unit)."""
-    if m >= n:
-        return torch.randperm(m, generator=gen)[:n].tolist()
-    source = [-1] * n
-    for base_unit, pos in enumerate(torch.randperm(n, generator=gen)[:m].tolist()):
-        source[pos] = base_unit
-    return source
-
-
 def planted(out_case: str, in_case: str, seed: int):
     gen = torch.Generator().manual_seed(seed)
     (b1, t1), (b0, t0) = OUT[out_case], IN[in_case]
@@ -58,7 +49,7 @@ def planted(out_case: str, in_case: str, seed: int):
     for name, (o, i) in base_sizes.items():
         base[f"{name}.weight"] = torch.randn(o, i, generator=gen) / i ** 0.5
         base[f"{name}.bias"] = 0.1 * torch.randn(o, generator=gen)
-    src = {"input": list(range(D_IN)), "h0": sources(b0, t0, gen), "h1": sources(b1, t1, gen),
+    src = {"input": list(range(D_IN)), "h0": planted_sources(b0, t0, gen), "h1": planted_sources(b1, t1, gen),
            "out": list(range(CLASSES))}
     target = {}
     for name, (o, i), out_s, in_s in (("layers.0", target_sizes["layers.0"], "h0", "input"),

@@ -12,7 +12,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from layer_fixtures import entry  # noqa: E402
+from layer_fixtures import entry, loaded  # noqa: E402
+
+from mal_desktop.core.io.files import save_model  # noqa: E402
 
 from mal_desktop.gui.settings import Settings  # noqa: E402
 from mal_desktop.gui.workspace import Workspace  # noqa: E402
@@ -32,3 +34,13 @@ def ws(qapp) -> Workspace:
     for name in ("zoo_mlp", "zoo_mlp5", "zoo_cnn"):
         w.add_zoo(entry(name))
     return w
+
+
+@pytest.fixture
+def model_files(tmp_path: Path) -> dict[str, Path]:
+    """Tiny MLPs saved as model files: a base and a same-architecture zoo model."""
+    out = {}
+    for name in ("base_mlp", "zoo_mlp"):
+        out[name] = save_model(loaded(name), tmp_path / f"{name}.safetensors",
+                               {"dataset": "digits"})
+    return out

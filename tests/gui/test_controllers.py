@@ -11,9 +11,8 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
-from layer_fixtures import entry, loaded  # noqa: E402
+from layer_fixtures import entry  # noqa: E402
 
-from mal_desktop.core.io.files import save_model  # noqa: E402
 from mal_desktop.core.merge.plan import AssemblyStep  # noqa: E402
 from mal_desktop.core.progress import CancelToken, ProgressEvent  # noqa: E402
 from mal_desktop.core.project.document import load_project  # noqa: E402
@@ -40,16 +39,6 @@ def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
     s = SessionController(settings, jobs)
     yield s
     s.autosaver.stop()
-
-
-@pytest.fixture
-def model_files(tmp_path: Path) -> dict[str, Path]:
-    """Tiny MLPs saved as model files: a base and a same-architecture zoo model."""
-    out = {}
-    for name in ("base_mlp", "zoo_mlp"):
-        out[name] = save_model(loaded(name), tmp_path / f"{name}.safetensors",
-                               {"dataset": "digits"})
-    return out
 
 
 def _step_job(label: str, log: list[str], gate: threading.Event | None = None):

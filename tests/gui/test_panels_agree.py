@@ -15,10 +15,8 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QContextMenuEvent
 from PySide6.QtWidgets import QApplication, QMenu
 
-from layer_fixtures import loaded
 from test_app import Asked, asked, dispose, ready, window  # noqa: F401 - fixtures
 
-from mal_desktop.core.io.files import save_model
 from mal_desktop.core.merge.plan import AssemblyStep
 from mal_desktop.gui import tasks
 from mal_desktop.gui.dialogs import ask
@@ -26,15 +24,6 @@ from mal_desktop.gui.main_window import MainWindow
 from mal_desktop.gui.undo import UpdateStepCommand
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def model_files(tmp_path: Path) -> dict[str, Path]:
-    out = {}
-    for name in ("base_mlp", "zoo_mlp"):
-        out[name] = save_model(loaded(name), tmp_path / f"{name}.safetensors",
-                               {"dataset": "digits"})
-    return out
 
 
 def opened(qtbot, w: MainWindow, files: dict[str, Path]) -> MainWindow:
