@@ -204,3 +204,17 @@ def test_activation_matching_works_on_every_file_form(small_zoo, tmp_path, monke
     assert result.aligned.barrier < 1e-4
     # the permuted copy was recovered unit for unit: the aligned curve is flat
     assert max(result.aligned.loss) - min(result.aligned.loss) < 1e-5
+
+
+def test_naive_and_aligned_points_arrive_together_lambda_by_lambda(small_zoo):
+    """The live plot grows both curves at once: the job yields naive then aligned at each lambda,
+    never one whole curve before the other; the points are those of the returned curves."""
+    events = []
+    result = run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"), _path(small_zoo, "mlp-w32-s1"),
+                                     "digits", grid=4), events.append)
+    points = [e.payload for e in events if e.stage == "curve"]
+    assert [(p.series, p.index) for p in points] == [
+        (name, i) for i in range(4) for name in ("naive", "aligned")]
+    for p in points:
+        curve = result.naive if p.series == "naive" else result.aligned
+        assert p.loss == curve.loss[p.index] and p.accuracy == curve.accuracy[p.index]

@@ -40,26 +40,28 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
     total = len(lambdas) * len(series)
     done = 0
     repaired = False  # a model without BatchNorm (or a .pt2 graph) has nothing to repair
-    curves: dict[str, CurveMetrics] = {}
-    for name in ("naive", "aligned"):
-        state_at = series[name]
-        losses: list[float] = []
-        accs: list[float] = []
-        for i, lam in enumerate(lambdas):
+    names = ("naive", "aligned")
+    losses: dict[str, list[float]] = {name: [] for name in names}
+    accs: dict[str, list[float]] = {name: [] for name in names}
+    # lambda outside, series inside: both curves grow together while the job runs, so a live
+    # plot shows naive and aligned side by side instead of one whole curve, then the other
+    for i, lam in enumerate(lambdas):
+        for name in names:
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            work.load_state_dict(state_at(float(lam)), strict=True)
+            work.load_state_dict(series[name](float(lam)), strict=True)
             if repair and 0.0 < lam < 1.0:
                 repaired = reset_batchnorm_stats(work, repair_x) > 0 or repaired
             result = evaluate_model(probe, data, split)
-            losses.append(result.loss)
-            accs.append(result.accuracy)
+            losses[name].append(result.loss)
+            accs[name].append(result.accuracy)
             done += 1
             yield ProgressEvent("curve", done / total,
                                 f"{name} lambda={lam:.2f}: loss {result.loss:.4f}, "
                                 f"accuracy {result.accuracy:.1%}",
                                 CurvePoint(name, i, float(lam), result.loss, result.accuracy))
-        curves[name] = CurveMetrics.from_points(lambdas, losses, accs, epsilon)
+    curves = {name: CurveMetrics.from_points(lambdas, losses[name], accs[name], epsilon)
+              for name in names}
     return CurveResult(tuple(float(x) for x in lambdas), curves["naive"], curves["aligned"],
                        data.name, repaired)
 
