@@ -203,9 +203,18 @@ def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
 
     # Exports are atomic text files with every cell.
     csv_path = panel.export_csv(tmp_path / "m.csv")
-    assert csv_path.read_text().count("\n") == 3 and "accuracy" in csv_path.read_text()
+    lines = csv_path.read_text().splitlines()
+    comments = [line for line in lines if line.startswith("# ")]
+    table = [line for line in lines if not line.startswith("# ")]
+    assert len(table) == 3 and "accuracy" in table[0]  # header + one line per cell
+    # provenance first: which models (with their hashes), data, metrics, which mal_desktop
+    keys = [line[2:].split(":", 1)[0] for line in comments]
+    assert keys == ["models", "datasets", "metrics", "pipeline", "evaluator_version",
+                    "mal_desktop"]
+    result = panel.model.result
+    assert all(m["hash"] in comments[0] for m in result.models)
     doc = json.loads(panel.export_json(tmp_path / "m.json").read_text())
-    assert len(doc["cells"]) == 2 and doc["computed"] == 2
+    assert len(doc["cells"]) == 2 and doc["computed"] == 2 and doc["mal_desktop"]
 
     # Second run: every cell from the cache, nothing computed and not even the plan assembled.
     cache = panel.model.result.cache_dir

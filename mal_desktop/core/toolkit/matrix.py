@@ -24,6 +24,7 @@ from typing import Any, Generator, Sequence
 import numpy as np
 
 from ..user_dirs import user_cache_dir
+from ... import __version__
 from ..errors import MalError
 from ..io.files import atomic_write, atomic_write_text
 from ..io.model import LoadedModel
@@ -129,7 +130,8 @@ class MatrixResult:
         return [f"{c.model} on {c.dataset}: {c.error}" for c in self.cells if c.error]
 
     def to_json(self) -> dict[str, Any]:
-        return {"evaluator_version": EVALUATOR_VERSION, "pipeline": self.pipeline,
+        return {"mal_desktop": __version__, "evaluator_version": EVALUATOR_VERSION,
+                "pipeline": self.pipeline,
                 "cache_dir": str(self.cache_dir), "metrics": list(self.metrics),
                 "models": [dict(m) for m in self.models],
                 "datasets": [dict(d) for d in self.datasets],

@@ -37,6 +37,7 @@ from ..models.matrix_model import MatrixSortProxy, QtMatrixModel
 from ..models.plan_model import subscribe_weakly
 from ..palette import plot_colors
 from ..plots.cell_details import CellDetails
+from ..plots.export import provenance_lines
 from ..workspace import Workspace
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # list items: the choice key (ref text / dataset name)
@@ -438,8 +439,18 @@ class EvaluatePanel(QWidget):
 
     def export_csv(self, path: Path) -> Path:
         """Write the finished matrix as CSV (one line per cell), atomically. Raises OSError."""
-        assert self.model.result is not None
-        return atomic_write_text(path, self.model.result.to_csv())
+        result = self.model.result
+        assert result is not None
+        provenance = {  # what a reader of the table needs to know where each number came from
+            "models": "; ".join(f"{m.get('name')} ({m.get('ref')}, sha256 {m.get('hash')})"
+                                for m in result.models),
+            "datasets": "; ".join(f"{d.get('name')} (fingerprint {d.get('fingerprint')})"
+                                  for d in result.datasets),
+            "metrics": ", ".join(result.metrics),
+            "pipeline": result.pipeline,
+            "evaluator_version": result.to_json()["evaluator_version"],
+        }
+        return atomic_write_text(path, provenance_lines(provenance) + result.to_csv())
 
     def export_json(self, path: Path) -> Path:
         """Write the finished matrix as JSON, atomically. Raises OSError."""
