@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from .hashing import file_sha256
+from .hashing import cached_file_sha256
 from .hf_config import (build_module, hf_arch, input_spec, materialise_buffers,
                         read_config_file, retie, tie_groups)
 from .model import LoadedModel
@@ -119,7 +119,8 @@ def _tokenizer(folder: Path) -> Path | None:
 def folder_sha256(folder: Path, weights: FolderWeights | None = None) -> str:
     """Content hash of a model folder: every file that defines the model (config, index,
     weights, tokenizer) by name and sha256, so renaming the folder keeps it, editing one file
-    changes it.
+    changes it. Each file's hash is cached per file version (``cached_file_sha256``): a folder
+    of many GB is hashed once, not at every open.
 
     Raises:
         ModelFileError: as :func:`read_weights`. OSError: a file cannot be read.
@@ -129,7 +130,7 @@ def folder_sha256(folder: Path, weights: FolderWeights | None = None) -> str:
     digest = hashlib.sha256()
     for name in sorted(set(names)):
         if (folder / name).is_file():
-            digest.update(f"{name}\0{file_sha256(folder / name)}\n".encode())
+            digest.update(f"{name}\0{cached_file_sha256(folder / name)}\n".encode())
     return digest.hexdigest()
 
 
@@ -284,7 +285,7 @@ def load_hf_folder(path: str | Path) -> LoadedModel:
     tokenizer = _tokenizer(folder.path)
     try:
         sha = folder_sha256(folder.path, folder.weights)
-        tok_sha = file_sha256(tokenizer) if tokenizer is not None else None
+        tok_sha = cached_file_sha256(tokenizer) if tokenizer is not None else None
     except OSError as exc:
         raise ModelFileError(folder.path, f"cannot read: {exc.strerror or exc}") from None
     arch = hf_arch(type(module).__name__, folder.config, tokenizer, tok_sha)

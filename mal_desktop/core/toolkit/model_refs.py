@@ -30,7 +30,8 @@ from typing import Any, Callable, Generator, Mapping
 import torch
 
 from ..errors import MalError, ModelFileError
-from ..io.files import file_sha256, load_model
+from ..io.files import load_model
+from ..io.hashing import cached_file_sha256
 from ..io.hf_folder import folder_sha256, hf_folder_of
 from ..io.model import LoadedModel
 from ..jobs import assemble_job
@@ -200,7 +201,7 @@ def _content_sha256(path: Path) -> str:
             raise ModelFileError(folder, f"cannot read: {exc.strerror or exc}") from None
     if not path.is_file():
         raise ModelFileError(path, "no such file")
-    return file_sha256(path)
+    return cached_file_sha256(path)  # once per file version, not at every matrix run
 
 
 # -- registry of reference kinds ---------------------------------------------------------
