@@ -26,6 +26,7 @@ WEIGHT_RESTARTS = 4
 
 __all__ = ["MatchResult", "match_spaces", "is_statistic", "apply_matches", "weight_matching",
            "whole_model_match", "default_tensor_keys", "result_permutations", "chain_pairs",
+           "chain_layers",
            "WEIGHT_RESTARTS"]
 
 
@@ -147,6 +148,24 @@ def _prefix(spec: PermutationSpec, layer: int | str, who: str) -> list[Layer]:
     raise AlignmentError(f"{who} model has no layer {layer!r}")
 
 
+def chain_layers(base_spec: PermutationSpec, target_spec: PermutationSpec,
+                 base_layer_index: int | str, target_layer_index: int | str
+                 ) -> list[tuple[Layer, Layer]]:
+    """The (base, target) layer pairs of a chain: both prefixes in execution order, up to and
+    including the named layers (a ``Layer.index`` or a name).
+
+    Raises:
+        AlignmentError: unknown layer, or prefixes of different depth.
+    """
+    bp = _prefix(base_spec, base_layer_index, "base")
+    tp = _prefix(target_spec, target_layer_index, "target")
+    if len(bp) != len(tp):
+        raise AlignmentError(
+            f"chain alignment needs the same depth: base {bp[-1].name} is layer {len(bp)}, "
+            f"target {tp[-1].name} is layer {len(tp)}")
+    return list(zip(bp, tp))
+
+
 def chain_pairs(
     base_spec: PermutationSpec,
     target_spec: PermutationSpec,
@@ -166,16 +185,10 @@ def chain_pairs(
         AlignmentError: unknown layer, prefixes of different depth, layers of different kind or
         kernel size, or a space paired to two different spaces (the prefix is not one chain).
     """
-    bp = _prefix(base_spec, base_layer_index, "base")
-    tp = _prefix(target_spec, target_layer_index, "target")
-    if len(bp) != len(tp):
-        raise AlignmentError(
-            f"chain alignment needs the same depth: base {bp[-1].name} is layer {len(bp)}, "
-            f"target {tp[-1].name} is layer {len(tp)}")
     space_pairs: dict[str, str] = {}
     reverse: dict[str, str] = {}
     tensor_pairs: list[tuple[str, str]] = []
-    for lb, lt in zip(bp, tp):
+    for lb, lt in chain_layers(base_spec, target_spec, base_layer_index, target_layer_index):
         where = f"base {lb.name} / target {lt.name}"
         if lb.kind != lt.kind:
             raise AlignmentError(f"{where}: {lb.kind} vs {lt.kind} layers cannot be chained")
