@@ -1,7 +1,9 @@
 """Layer steps on transposed and tiled weight layouts (issue 8).
 
 GPT-2's Conv1D stores its weight (in, out); a fused QKV projection's output axis is 3 tiles of
-heads x head dims. A layer step (``--layers``, plan steps) merges such a layer from a donor of
+heads x head dims; an LSTM / GRU stacks 4 / 3 gate rows per hidden unit, and its recurrent
+weight has the hidden units on both axes; a position-major flatten makes the classifier's
+input axis one tile per image row. A layer step (``--layers``, plan steps) merges such a layer from a donor of
 the same layout: from a permuted copy the aligned curve is flat (barrier < 1e-4 at lambda 0, 0.5
 and 1), lambda 0 returns the base bit for bit, lambda 1 the base's function; from a wider or
 narrower copy with a planted unit map, chain and local alignment recover >= 95 % of it; a pair
@@ -28,7 +30,7 @@ from mal_desktop.core.graph.spec import PermutationSpec
 from mal_desktop.core.graph.tree import build_layer_tree
 from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.jobs import ModelCache, curve_series
-from mal_desktop.core.merge.assemble import align_step, check_step_fits
+from mal_desktop.core.merge.assemble import align_step, check_step_fits, step_tensors
 from mal_desktop.core.merge.plan import AssemblyStep
 from mal_desktop.core.merge.preflight import check_step
 from mal_desktop.core.progress import run_job
@@ -41,14 +43,16 @@ LAMBDAS = (0.0, 0.5, 1.0)
 
 
 def loaded(module: nn.Module, seed: int = 0) -> LoadedModel:
-    """The module with non-trivial biases (a wrong map must show), in eval mode."""
+    """The module with non-trivial biases (a wrong map must show), in eval mode; images for
+    the position-major CNN, else sequences."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
             if p.dim() == 1:
                 p.add_(0.3 * torch.randn(p.shape, generator=gen))
-    return LoadedModel(module=module.eval(), arch={"kind": "memory"},
-                       input_shape=(la.SEQ, la.FEATURES), num_classes=la.CLASSES)
+    shape = (1, 8, 8) if isinstance(module, la.im.PosMajorCNN) else (la.SEQ, la.FEATURES)
+    return LoadedModel(module=module.eval(), arch={"kind": "memory"}, input_shape=shape,
+                       num_classes=la.CLASSES)
 
 
 def _entry_sources(size: int, units_source: list[int], m: int, block: int, tiles: int
@@ -114,6 +118,11 @@ PERMUTED = {
     "conv1d-c_proj": (lambda: la.Conv1DNet(), "c_proj"),
     "qkv-qkv": (lambda: la.QKVNet(3, 4), "qkv"),
     "qkv-proj": (lambda: la.QKVNet(3, 4), "proj"),
+    "lstm-rnn": (lambda: la.RNNNet("lstm"), "rnn"),
+    "gru-rnn": (lambda: la.RNNNet("gru"), "rnn"),
+    "bilstm-l0": (lambda: la.im.LSTMNet("lstm", 2, True), "rnn.l0"),
+    "bilstm-l1": (lambda: la.im.LSTMNet("lstm", 2, True), "rnn.l1"),
+    "position-major-fc": (lambda: la.im.PosMajorCNN(), "fc"),  # input: 4 tiles of 5 x 4
 }
 
 
@@ -185,6 +194,11 @@ WIDTHS = {
                      "P_heads_qkv"),
     "qkv-wider": (lambda: la.QKVNet(6, 4, 32), lambda: la.QKVNet(4, 4, 32), "qkv",
                   "P_heads_qkv"),
+    "lstm-narrower": (lambda: la.RNNNet("lstm", 24), lambda: la.RNNNet("lstm", 32), "rnn",
+                      "P_rnn"),
+    "lstm-wider": (lambda: la.RNNNet("lstm", 24), lambda: la.RNNNet("lstm", 16), "rnn", "P_rnn"),
+    "gru-narrower": (lambda: la.RNNNet("gru", 24), lambda: la.RNNNet("gru", 32), "rnn", "P_rnn"),
+    "gru-wider": (lambda: la.RNNNet("gru", 24), lambda: la.RNNNet("gru", 16), "rnn", "P_rnn"),
 }
 
 
@@ -209,8 +223,14 @@ def test_planted_map_recovered_across_widths(case: str, align: str) -> None:
     merged = curve_series(ModelCache({"base": base, "target": donor},
                                      specs={"base": b_spec, "target": d_spec}),
                           "base", "target", align=align, layers=[(layer, layer)]).aligned(1.0)
-    w = b_spec.layer(layer).weight
-    assert merged[w].shape == base.state()[w].shape
+    # every tensor of the layer is rewritten: for a recurrent layer also its hidden weight and
+    # bias, which move with the hidden units
+    rewritten, _ = step_tensors(step, b_spec, d_spec)
+    b_state = base.state()
+    assert all(merged[k].shape == b_state[k].shape and not torch.equal(merged[k], b_state[k])
+               for k in rewritten)
+    if layer == "rnn":
+        assert {"rnn.weight_hh_l0", "rnn.bias_hh_l0", "rnn.bias_ih_l0"} <= set(rewritten)
 
 
 def test_incompatible_layouts_are_refused_naming_both_layers() -> None:
@@ -233,6 +253,21 @@ def test_incompatible_layouts_are_refused_naming_both_layers() -> None:
     other_heads = build_layer_tree(loaded(la.QKVNet(3, 2, 6)), stats=False)
     verdict = check_step(qkv_tree, other_heads, "qkv", "qkv")
     assert not verdict.ok and "2 rows per unit" in verdict.reason, verdict.reason
+
+
+def test_recurrent_layers_refuse_other_gates_and_directions() -> None:
+    torch.manual_seed(0)
+    trees = {name: build_layer_tree(loaded(m), stats=False) for name, m in (
+        ("lstm", la.RNNNet("lstm")), ("gru", la.RNNNet("gru")), ("wide", la.RNNNet("lstm", 9)),
+        ("bi", la.im.LSTMNet("lstm", 1, True)))}
+    assert check_step(trees["lstm"], trees["wide"], "rnn", "rnn").ok  # other width: fine
+    verdict = check_step(trees["lstm"], trees["gru"], "rnn", "rnn")
+    assert not verdict.ok and verdict.reason == \
+        "cannot merge a gru layer into a lstm layer (rnn -> rnn)"
+    verdict = check_step(trees["lstm"], trees["bi"], "rnn", "rnn")
+    assert not verdict.ok and "rnn is bidirectional, rnn runs one way" in verdict.reason
+    verdict = check_step(trees["lstm"], trees["lstm"], "fc", "rnn")
+    assert not verdict.ok and "linear layer into a lstm layer (fc -> rnn)" in verdict.reason
 
 
 # ----- transformers GPT-2 (optional [hf] extra) --------------------------------------------
@@ -268,7 +303,7 @@ def test_gpt2_layer_steps_realign(layer: str) -> None:
 
 # ----- the command line ----------------------------------------------------------------------
 
-def test_cli_curve_and_assemble_with_conv1d_and_qkv_steps(tmp_path, monkeypatch, capsys) -> None:
+def test_cli_curve_and_assemble_with_conv1d_qkv_and_lstm_steps(tmp_path, monkeypatch, capsys) -> None:
     from mal_desktop.cli import main
     from mal_desktop.core.io.files import load_model
     from mal_desktop.core.merge.plan import AssemblyPlan
@@ -280,7 +315,7 @@ def test_cli_curve_and_assemble_with_conv1d_and_qkv_steps(tmp_path, monkeypatch,
     np.savez(data, x=torch.randn(32, la.SEQ, la.FEATURES, generator=gen).numpy(),
              y=torch.randint(0, la.CLASSES, (32,), generator=gen).numpy())
     for factory, layers in (("make_conv1d", ["c_fc:c_fc", "c_proj:c_proj"]),
-                            ("make_qkv", ["qkv:qkv"])):
+                            ("make_qkv", ["qkv:qkv"]), ("make_lstm", ["rnn:rnn"])):
         torch.manual_seed(0)
         base = loaded(getattr(la, factory)())
         spec = discover_spec(base)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 
 from ..errors import AlignmentError
+from ..graph.recurrent import recurrent_riders
 from ..graph.spec import Layer, PermutationSpec
 from ..progress import CancelToken, Job
 from .descent import MatchResult, axes_of, is_statistic, match_spaces
@@ -208,6 +209,10 @@ def chain_pairs(
         tensor_pairs.append((lb.weight, lt.weight))
         if lb.bias is not None and lt.bias is not None:
             tensor_pairs.append((lb.bias, lt.bias))
+        t_riders = recurrent_riders(lt.weight, target_spec.axes)
+        for role, key in recurrent_riders(lb.weight, base_spec.axes).items():
+            if role in t_riders:  # a recurrent layer's hidden weight, bias, reverse direction
+                tensor_pairs.append((key, t_riders[role]))
         t_norm = {key.rsplit(".", 1)[-1]: key for key in lt.norm}
         for key in lb.norm:
             suffix = key.rsplit(".", 1)[-1]

@@ -20,6 +20,7 @@ from ..align.generalized import Layout, Match, axis_cost, transform_tensor
 from ..align.local import Rider, align_layer_pair
 from ..align.matching import chain_layers, chain_pairs, match_spaces
 from ..errors import AlignmentError, PlanError
+from ..graph.recurrent import recurrent_riders
 from ..graph.spec import Axis, Layer, PermutationSpec
 from ..progress import CancelToken, ProgressEvent
 from .methods import merge_tensor
@@ -185,9 +186,31 @@ def _oriented_as_base(pairs: list[tuple[Layer, Layer]], donor_state: State,
 
 def _riders(bl: Layer, tl: Layer, base_state: State, base_spec: PermutationSpec,
             donor_state: State) -> list[Rider]:
-    """The tensors besides weight and bias that move with a layer's units, for local
-    alignment (none yet for linear and conv layers)."""
-    return []
+    """The tensors besides weight and bias that move with a layer's units (a recurrent layer's
+    hidden weight and bias, its reverse direction), paired by role, for local alignment."""
+    donor = recurrent_riders(tl.weight, donor_state)
+    riders = []
+    for role, key in recurrent_riders(bl.weight, base_state).items():
+        if role in donor:
+            roles = tuple(None if side is None else (side, layout)
+                          for side, layout in _rider_sides(key, base_spec, bl))
+            riders.append(Rider(base_state[key], donor_state[donor[role]], roles))
+    return riders
+
+
+def _rider_sides(key: str, spec: PermutationSpec, layer: Layer
+                 ) -> list[tuple[str | None, tuple[int, int]]]:
+    """Per axis of a rider of ``layer``: the side ("out" / "in") it moves with and its layout;
+    (None, (1, 1)) for an axis on neither of the layer's spaces."""
+    sides: list[tuple[str | None, tuple[int, int]]] = []
+    for axis in spec.axes.get(key, ()):
+        if axis is not None and axis.space == layer.out_axis.space:
+            sides.append(("out", _layout(axis)))
+        elif axis is not None and axis.space == layer.in_axis.space:
+            sides.append(("in", _layout(axis)))
+        else:
+            sides.append((None, (1, 1)))
+    return sides
 
 
 def _matched_costs(bw: torch.Tensor, bb: torch.Tensor | None, tw: torch.Tensor,
@@ -202,8 +225,10 @@ def _matched_costs(bw: torch.Tensor, bb: torch.Tensor | None, tw: torch.Tensor,
     return cost[list(out.rows), list(out.cols)].cpu().numpy()
 
 
-def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
-    """(base key, donor key or None, role) for the weight, bias and the norm that follows."""
+def _paired_tensors(bl: Layer, tl: Layer, base_spec: PermutationSpec,
+                    donor_spec: PermutationSpec) -> list[tuple[str, str | None, str]]:
+    """(base key, donor key or None, role) for the weight, bias, the norm that follows and,
+    for a recurrent layer, the tensors riding with it (role "rider.<name>")."""
     pairs: list[tuple[str, str | None, str]] = [(bl.weight, tl.weight, "weight")]
     if bl.bias is not None:
         pairs.append((bl.bias, tl.bias, "bias"))  # a donor without bias counts as zero bias
@@ -212,13 +237,17 @@ def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
         suffix = key.rsplit(".", 1)[-1]
         if suffix in donor_norm:
             pairs.append((key, donor_norm[suffix], f"norm.{suffix}"))
+    donor_riders = recurrent_riders(tl.weight, donor_spec.axes)
+    for role, key in recurrent_riders(bl.weight, base_spec.axes).items():
+        pairs.append((key, donor_riders.get(role), f"rider.{role}"))
     return pairs
 
 
 def step_tensors(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: PermutationSpec
                  ) -> tuple[list[str], list[str]]:
-    """The base keys a step rewrites and the donor keys it reads (weight, bias, norm)."""
-    pairs = _paired_tensors(base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer))
+    """The base keys a step rewrites and the donor keys it reads (weight, bias, norm, riders)."""
+    pairs = _paired_tensors(base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer),
+                            base_spec, donor_spec)
     return [b for b, _, _ in pairs], [d for _, d, _ in pairs if d is not None]
 
 
@@ -236,9 +265,19 @@ def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
     bl, tl = base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer)
     out_layout, in_layout = _layout(bl.out_axis), _layout(bl.in_axis)
     params = dict(step.params)
-    for base_key, donor_key, role in _paired_tensors(bl, tl):
+    for base_key, donor_key, role in _paired_tensors(bl, tl, base_spec, donor_spec):
         base_t = base_state[base_key]
-        if role == "weight":
+        if role.startswith("rider."):
+            matches = {"out": alignment.out, "in": alignment.inp}
+            axes = {d: (matches[side], layout) for d, (side, layout)
+                    in enumerate(_rider_sides(base_key, base_spec, bl)) if side is not None}
+            if donor_key is None:  # a donor without recurrent bias: zero bias
+                donor_t = torch.zeros([m.target_size * b * t for m, (b, t) in axes.values()],
+                                      dtype=base_t.dtype)
+            else:
+                donor_t = donor_state[donor_key]
+            aligned, mask = transform_tensor(donor_t.to(base_t.dtype), axes, base_t.shape)
+        elif role == "weight":
             # map in (out, in) orientation, then store as the base does
             donor_t = _oriented(donor_state[donor_key], tl)
             axes = {0: (alignment.out, out_layout), 1: (alignment.inp, in_layout)}

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..align.generalized import kernel_text, side_text
+from ..graph.recurrent import RECURRENT_KINDS, recurrent_riders
 from ..graph.spec import Layer, PermutationSpec
 from .plan import AssemblyPlan
 
 
-RECURRENT_KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 MERGEABLE_KINDS = ("linear", "conv2d") + RECURRENT_KINDS
 
 
@@ -70,6 +70,7 @@ class LayerShape:
     out_tiles: int = 1
     in_tiles: int = 1
     transposed: bool = False
+    directions: int = 1  # 2 for a bidirectional recurrent layer
 
     @staticmethod
     def of(layer: Layer, spec: PermutationSpec, weight_shape: tuple[int, ...]) -> "LayerShape":
@@ -85,7 +86,9 @@ class LayerShape:
                           bool(out_space and out_space.fixed), bool(in_space and in_space.fixed),
                           layer.bias is not None, out_space.reason if out_space else "",
                           in_space.reason if in_space else "", out_block, out_tiles, in_tiles,
-                          layer.transposed)
+                          layer.transposed,
+                          2 if "weight_ih_reverse" in recurrent_riders(layer.weight, spec.axes)
+                          else 1)
 
     @property
     def in_features(self) -> int:
@@ -120,6 +123,10 @@ def _layout_mismatch(base: LayerShape, target: LayerShape) -> str:
     if (base.out_block, base.out_tiles) != (target.out_block, target.out_tiles):
         return (f"their output layouts differ ({_stacking(target, 'out')}; "
                 f"{_stacking(base, 'out')}): no unit map can line them up")
+    if base.directions != target.directions:
+        two, one = (base, target) if base.directions > target.directions else (target, base)
+        return (f"{two.name} is bidirectional, {one.name} runs one way: the reverse direction "
+                "has no partner")
     if base.in_tiles != target.in_tiles and not base.in_fixed:
         return (f"their input layouts differ ({_stacking(target, 'in')}; "
                 f"{_stacking(base, 'in')}): no unit map can line them up")
@@ -237,8 +244,8 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
             continue
         used.add(donor_path)
         donor_shapes = shapes[donor_path]
-        b = base_shapes.get(f"{step.base_layer}.weight")
-        t = donor_shapes.get(f"{step.source_layer}.weight")
+        b = base_shapes.get(weight_key(step.base_layer, base_shapes))
+        t = donor_shapes.get(weight_key(step.source_layer, donor_shapes))
         if b is None:
             problems.append(f"{where}: the base has no layer {step.base_layer!r} with a weight"
                             f"{_suggest(step.base_layer, base_shapes)}")
@@ -261,13 +268,32 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
     return PreflightReport(tuple(problems), total + 2 * largest_layer)
 
 
+def weight_key(layer: str, shapes: Mapping[str, object]) -> str:
+    """The state key of layer ``layer``'s weight: "<layer>.weight", or for a recurrent layer
+    (named after its module, with ".l<k>" when the module stacks several) its input weight
+    "<module>.weight_ih_l<k>"."""
+    plain = f"{layer}.weight"
+    if plain in shapes:
+        return plain
+    module, _, last = layer.rpartition(".")
+    if module and last[:1] == "l" and last[1:].isdigit():
+        return f"{module}.weight_ih_{last}"
+    return f"{layer}.weight_ih_l0"
+
+
 def _model_bytes(shapes: Shapes) -> int:
     return sum(math.prod(int(s) for s in shape) * 4 for shape in shapes.values())
 
 
 def _suggest(name: str, shapes: Mapping[str, tuple[int, ...]]) -> str:
     """' (its layers: a, b, c)' listing the model's weight layers, to help fix a typo."""
-    layers = sorted(k[: -len(".weight")] for k, s in shapes.items()
-                    if k.endswith(".weight") and len(s) >= 2)
+    stacked: dict[str, list[str]] = {}  # recurrent module -> its layer numbers
+    for key in shapes:
+        module, _, last = key.rpartition(".weight_ih_l")
+        if module and last.isdigit():
+            stacked.setdefault(module, []).append(last)
+    layers = sorted({k[: -len(".weight")] for k, s in shapes.items()
+                     if k.endswith(".weight") and len(s) >= 2}
+                    | {m if len(ks) == 1 else f"{m}.l{k}" for m, ks in stacked.items() for k in ks})
     close = [layer for layer in layers if name.split(".")[-1] in layer] or layers
     return f" (its layers: {', '.join(close[:8])}{', ...' if len(close) > 8 else ''})"
