@@ -115,7 +115,7 @@ def test_prelu_slopes_ride_with_their_channels() -> None:
 
 @pytest.mark.parametrize("cell,gates", [("lstm", 4), ("gru", 3)])
 def test_recurrent_hidden_units_move_with_their_gates(cell: str, gates: int) -> None:
-    spec = check(loaded(im.LSTMNet(cell), (4, 5)), ["P_fc_in"])
+    spec = check(loaded(im.LSTMNet(cell), (4, 5)), ["P_rnn"])
     hidden = spec.axes["fc.weight"][1].space
     for key in ("rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0"):
         assert spec.axes[key][0].space == hidden and spec.axes[key][0].tiles == gates

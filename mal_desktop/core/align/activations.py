@@ -15,6 +15,7 @@ from torch import nn
 
 from ..device import compute_device
 from ..errors import AlignmentError
+from ..graph.recurrent import RECURRENT_KINDS
 from ..graph.spec import Axis, PermutationSpec
 from ..io.pt2_io import program_batch_size
 from .generalized import Match
@@ -87,7 +88,8 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
     writers: dict[str, list[str]] = {}
     for layer in spec.layers:
         space = spec.spaces.get(layer.out_axis.space)
-        if space is not None and not space.fixed:
+        # a recurrent layer's output is a tuple (sequence, states): not read here
+        if space is not None and not space.fixed and layer.kind not in RECURRENT_KINDS:
             writers.setdefault(space.id, []).append(layer.name)
     names = sorted({n for ns in writers.values() for n in ns})
     if program is not None:

@@ -194,28 +194,35 @@ class ShapeCase:
 
 
 def shape_case(base_w_shape: Sequence[int], target_w_shape: Sequence[int],
-               in_block: int = 1) -> ShapeCase:
+               in_block: Layout = 1, out_layout: Layout = 1) -> ShapeCase:
     """Classify a weight pair by the sizes of axis 0 (out) and axis 1 (in, counted in units).
 
     Parameters:
-        base_w_shape, target_w_shape: weight shapes, at least 2-D (linear or conv kernel).
-        in_block: entries per input unit (H*W for a linear after flatten).
+        base_w_shape, target_w_shape: weights in (out, in, *kernel) orientation, at least 2-D.
+        in_block: entries per input unit (H*W for a linear after flatten), or (block, tiles).
+        out_layout: the same for the output axis: (head dims, 3) for a fused QKV projection,
+            (1, 4) for an LSTM's gate-stacked rows.
     Returns:
         The :class:`ShapeCase`.
     Raises:
-        AlignmentError: a shape has fewer than 2 axes, or the in-axis is not a multiple of
-        ``in_block``.
+        AlignmentError: a shape has fewer than 2 axes, or an axis is not a multiple of its
+        layout (block x tiles).
     """
     if len(base_w_shape) < 2 or len(target_w_shape) < 2:
         raise AlignmentError(
             f"weights need an output and an input axis, got shapes {tuple(base_w_shape)} "
             f"and {tuple(target_w_shape)}")
-    for shape in (base_w_shape, target_w_shape):
-        if shape[1] % in_block:
-            raise AlignmentError(
-                f"input axis of {shape[1]} features is not a multiple of the block {in_block}")
-    ob, ot = int(base_w_shape[0]), int(target_w_shape[0])
-    ib, it = int(base_w_shape[1]) // in_block, int(target_w_shape[1]) // in_block
+    sizes = []
+    for dim, layout in ((0, out_layout), (1, in_block)):
+        block, tiles = split_layout(layout)
+        for shape in (base_w_shape, target_w_shape):
+            if shape[dim] % (block * tiles):
+                raise AlignmentError(
+                    f"{('output', 'input')[dim]} axis of {shape[dim]} features is not a multiple "
+                    f"of the block {block}" + (f" x {tiles} tiles" if tiles > 1 else ""))
+        sizes.append((int(base_w_shape[dim]) // (block * tiles),
+                      int(target_w_shape[dim]) // (block * tiles)))
+    (ob, ot), (ib, it) = sizes
     out_case, out_text = side_text(ob, ot)
     in_case, in_text = side_text(ib, it)
     return ShapeCase(out_case, in_case, ob, ot, ib, it, f"out: {out_text}; in: {in_text}")
@@ -230,6 +237,19 @@ def split_layout(layout: Layout) -> tuple[int, int]:
     if isinstance(layout, tuple):
         return int(layout[0]), int(layout[1])
     return int(layout), 1
+
+
+def unit_slices(t: torch.Tensor, dim: int, layout: Layout = 1) -> torch.Tensor:
+    """The entries of each unit of axis ``dim`` as one row: a (units, rest) view or copy.
+
+    A unit owns ``block`` consecutive entries of the axis in each of its ``tiles`` copies, and
+    every entry of the other axes; row i gathers them all (in a fixed order, the same for every
+    unit, so rows of two tensors that agree off ``dim`` can be compared entry by entry).
+    """
+    block, tiles = split_layout(layout)
+    moved = torch.movedim(t, dim, 0)
+    units = t.shape[dim] // (block * tiles)
+    return moved.reshape(tiles, units, -1).transpose(0, 1).reshape(units, -1)
 
 
 def transform_tensor(t: torch.Tensor, matches: AxisMatches,

@@ -24,6 +24,7 @@ run with the highest J is kept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,12 +32,15 @@ import torch
 from ..device import compute_device
 from ..errors import AlignmentError
 from .generalized import (
+    Layout,
     Match,
     ShapeCase,
     axis_cost,
     kernel_text,
     shape_case,
+    split_layout,
     transform_tensor,
+    unit_slices,
 )
 from .lap import improves, solve_lap
 
@@ -79,43 +83,79 @@ def _work_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+Role = tuple[str, Layout] | None  # per tensor axis: ("out" | "in", layout), or not permuted
+
+
+@dataclass(frozen=True)
+class Rider:
+    """A tensor pair that moves with a layer's units besides its weight and bias.
+
+    roles: per axis, the side it belongs to and its layout (("out", (1, 4)) for the gate-stacked
+    rows of an LSTM's hidden weight), or None (an axis no match moves). An axis on the layer's
+    output side of a tensor that also has one (a recurrent weight maps the hidden units on both
+    axes) couples the output match with itself; the alternation then linearises, as coordinate
+    descent does for a space on two axes of one tensor.
+    """
+
+    base: torch.Tensor
+    target: torch.Tensor
+    roles: tuple[Role, ...]
+
+
 class _Problem:
     """The tensors of one layer pair on the compute device, and the objective."""
 
-    def __init__(self, w_base: torch.Tensor, b_base: torch.Tensor | None, w_target: torch.Tensor,
-                 b_target: torch.Tensor | None, in_block: int) -> None:
+    def __init__(self, pairs: Sequence[Rider]) -> None:
         device = compute_device()
         dtype = _work_dtype(device)
-        self.wb = w_base.detach().to(device, dtype)
-        self.wt = w_target.detach().to(device, dtype)
-        # A missing bias on either side contributes nothing to J (it is zero there).
-        use_bias = b_base is not None and b_target is not None
-        self.bb = b_base.detach().to(device, dtype) if use_bias else None
-        self.bt = b_target.detach().to(device, dtype) if use_bias else None
-        self.block = in_block
+        self.pairs = [Rider(p.base.detach().to(device, dtype), p.target.detach().to(device, dtype),
+                            p.roles) for p in pairs]
+        self.coupled = any(sum(1 for r in p.roles if r is not None and r[0] == "out") > 1
+                           for p in pairs)
+
+    @staticmethod
+    def _mapped(pair: Rider, q: dict[str, Match], skip: int | None = None) -> torch.Tensor:
+        axes = {d: (q[r[0]], r[1]) for d, r in enumerate(pair.roles) if r is not None and d != skip}
+        return transform_tensor(pair.target, axes)[0] if axes else pair.target
 
     def objective(self, q_out: Match, q_in: Match) -> float:
-        mapped, _ = transform_tensor(self.wt, {0: (q_out, 1), 1: (q_in, self.block)})
-        value = float((self.wb * mapped).sum().item())
-        if self.bb is not None:
-            mapped_b, _ = transform_tensor(self.bt, {0: (q_out, 1)})
-            value += float((self.bb * mapped_b).sum().item())
-        return value
+        q = {"out": q_out, "in": q_in}
+        return float(sum((p.base * self._mapped(p, q)).sum().item() for p in self.pairs))
 
-    def out_cost(self, q_in: Match) -> torch.Tensor:
-        mapped, _ = transform_tensor(self.wt, {1: (q_in, self.block)})
-        cost = axis_cost(self.wb, mapped, 0)
-        if self.bb is not None:
-            cost = cost + torch.outer(self.bb, self.bt)
+    def cost(self, side: str, q_out: Match, q_in: Match) -> torch.Tensor:
+        """The LAP cost of ``side`` with every other axis mapped by the current matches."""
+        q = {"out": q_out, "in": q_in}
+        cost = None
+        for p in self.pairs:
+            for dim, role in enumerate(p.roles):
+                if role is not None and role[0] == side:
+                    part = axis_cost(p.base, self._mapped(p, q, skip=dim), dim, role[1])
+                    cost = part if cost is None else cost + part
+        assert cost is not None  # the weight has both sides
         return cost
 
-    def in_cost(self, q_out: Match) -> torch.Tensor:
-        mapped, _ = transform_tensor(self.wt, {0: (q_out, 1)})
-        return axis_cost(self.wb, mapped, 1, self.block)
+    def out_cost(self, q_out: Match, q_in: Match) -> torch.Tensor:
+        return self.cost("out", q_out, q_in)
+
+    def in_cost(self, q_out: Match, q_in: Match) -> torch.Tensor:
+        return self.cost("in", q_out, q_in)
+
+    def profiles(self, side: str, which: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per unit of ``side`` (base: which 0, target: 1), the value profiles of its slices
+        of every tensor with another axis, and the exact values of its 1-D tensors (biases)."""
+        profiles, exact = [], []
+        for p in self.pairs:
+            t = (p.base, p.target)[which]
+            for dim, role in enumerate(p.roles):
+                if role is not None and role[0] == side:
+                    rows = unit_slices(t, dim, role[1])
+                    (exact if t.ndim == 1 else profiles).append(
+                        rows if t.ndim == 1 else value_profile(rows))
+        return torch.cat(profiles, 1), torch.cat(exact, 1) if exact else None
 
 
-def _check_shapes(w_base: torch.Tensor, b_base: torch.Tensor | None, w_target: torch.Tensor,
-                  b_target: torch.Tensor | None, in_block: int, prefix: str) -> None:
+def _check_shapes(pairs: Sequence[Rider], prefix: str) -> None:
+    w_base, w_target = pairs[0].base, pairs[0].target
     if w_base.ndim < 2 or w_target.ndim < 2:
         raise AlignmentError(f"{prefix}weights need an output and an input axis, got shapes "
                              f"{tuple(w_base.shape)} and {tuple(w_target.shape)}")
@@ -128,15 +168,30 @@ def _check_shapes(w_base: torch.Tensor, b_base: torch.Tensor | None, w_target: t
     if w_base.shape[2:] != w_target.shape[2:]:
         raise AlignmentError(f"{prefix}kernel {kernel_text(w_base.shape[2:])} vs "
                              f"{kernel_text(w_target.shape[2:])} cannot merge")
-    if in_block < 1:
-        raise AlignmentError(f"{prefix}input block must be >= 1, got {in_block}")
-    for what, w, b in (("base", w_base, b_base), ("target", w_target, b_target)):
-        if w.shape[1] % in_block:
-            raise AlignmentError(f"{prefix}{what} input axis of {w.shape[1]} features is not a "
-                                 f"multiple of the block {in_block} (different spatial sizes?)")
-        if b is not None and tuple(b.shape) != (w.shape[0],):
-            raise AlignmentError(f"{prefix}{what} bias of shape {tuple(b.shape)} does not fit "
-                                 f"{w.shape[0]} outputs")
+    units: dict[tuple[str, int], int] = {}
+    for pair in pairs:
+        for which, t in (("base", pair.base), ("target", pair.target)):
+            if t.ndim != len(pair.roles):
+                raise AlignmentError(f"{prefix}{which} tensor of shape {tuple(t.shape)} does not "
+                                     f"have the {len(pair.roles)} axes its layer maps")
+            for dim, role in enumerate(pair.roles):
+                if role is None:
+                    continue
+                block, tiles = split_layout(role[1])
+                if block < 1 or tiles < 1:
+                    raise AlignmentError(f"{prefix}input block must be >= 1, got {block}")
+                side = "output" if role[0] == "out" else "input"
+                if t.shape[dim] % (block * tiles):
+                    raise AlignmentError(
+                        f"{prefix}{which} {side} axis of {t.shape[dim]} features is not a "
+                        f"multiple of the block {block}" + (f" x {tiles} tiles" if tiles > 1 else "")
+                        + (" (different spatial sizes?)" if role[0] == "in" else ""))
+                n = t.shape[dim] // (block * tiles)
+                if units.setdefault((role[0], which == "target"), n) != n:
+                    what = "bias" if t.ndim == 1 and pair is pairs[1] else "tensor"
+                    raise AlignmentError(
+                        f"{prefix}{which} {what} of shape {tuple(t.shape)} does not fit "
+                        f"{units[(role[0], which == 'target')]} {side} units")
 
 
 def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed: bool,
@@ -148,7 +203,7 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
     for _ in range(max_iter):
         start = value
         if not out_fixed:
-            cost = problem.out_cost(q_in)
+            cost = problem.out_cost(q_out, q_in)
             rows, cols = solve_lap(cost)
             candidate = Match.from_lap(rows, cols, q_out.base_size, q_out.target_size)
             new_value = problem.objective(candidate, q_in)
@@ -156,15 +211,16 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
                 q_out, value = candidate, new_value
             history.append(value)
         if not in_fixed:
-            cost = problem.in_cost(q_out)
+            cost = problem.in_cost(q_out, q_in)
             rows, cols = solve_lap(cost)
             candidate = Match.from_lap(rows, cols, q_in.base_size, q_in.target_size)
             new_value = problem.objective(q_out, candidate)
             if candidate != q_in and improves(new_value, value):
                 q_in, value = candidate, new_value
             history.append(value)
-        # With one side fixed a second round solves the same LAP again: nothing can change.
-        if out_fixed or in_fixed or not improves(value, start):
+        # With one side fixed a second round solves the same LAP again: nothing can change
+        # (unless the output side also sits on another axis, whose mapping just moved).
+        if ((out_fixed or in_fixed) and not problem.coupled) or not improves(value, start):
             break
     return q_out, q_in, history
 
@@ -177,7 +233,9 @@ def align_layer_pair(
     *,
     in_fixed: bool,
     out_fixed: bool,
-    in_block: int = 1,
+    in_block: Layout = 1,
+    out_layout: Layout = 1,
+    riders: Sequence[Rider] = (),
     max_iter: int = 50,
     init: str | Match = "identity",
     restarts: int = 0,
@@ -190,17 +248,24 @@ def align_layer_pair(
     """Align one target layer to one base layer on both sides by alternating rectangular LAPs.
 
     Parameters:
-        w_base, w_target: weights (out, in) or conv kernels (out, in, kh, kw).
+        w_base, w_target: weights (out, in) or conv kernels (out, in, kh, kw); a weight stored
+            (in, out) (GPT-2's Conv1D) is passed transposed.
         b_base, b_target: biases (out,) or None (a missing bias counts as zero).
         in_fixed / out_fixed: that side must keep the identity (network inputs, class outputs);
             it then needs equal sizes on both models.
-        in_block: entries per input unit (H*W for a linear layer after flatten).
+        in_block: entries per input unit (H*W for a linear layer after flatten), or
+            (block, tiles) for an input axis holding several copies of the units' layout.
+        out_layout: the same for the output axis (and the bias): (head dims, 3) for a fused
+            QKV projection, (1, 4) for an LSTM's gate-stacked rows.
+        riders: further tensors that move with the layer's units (an LSTM's hidden weight and
+            biases, its reverse direction); they enter the objective and the costs.
         max_iter: at most this many (out, in) rounds.
         init: "identity" (truncated identity for Q_in, the naive start), "random", or a
             :class:`Match` to start Q_in from (e.g. the previous layer's output match).
         restarts: extra runs from random Q_in; the run with the highest J is kept.
         profile_starts: with both sides free, also run from the value-profile matches of
-            the rows (Q_out) and of the columns (Q_in).
+            the rows (Q_out) and of the columns (Q_in); with the input side fixed and the output
+            units on two axes of a rider, from the rows' profiles.
         seed: seeds the random starts.
         name: layer name used as a prefix in error messages.
         out_reason / in_reason: what a fixed side is, for error messages.
@@ -208,22 +273,27 @@ def align_layer_pair(
         A :class:`LayerAlignment`.
     Raises:
         AlignmentError: kernels of different spatial size, a linear vs a conv layer, a fixed side
-        whose sizes differ, an input axis that is not a multiple of ``in_block``, or NaN weights.
+        whose sizes differ, an axis that is not a multiple of its layout, or NaN weights.
     """
     prefix = f"{name}: " if name else ""
-    _check_shapes(w_base, b_base, w_target, b_target, in_block, prefix)
-    case = shape_case(tuple(w_base.shape), tuple(w_target.shape), in_block)
+    pairs = [Rider(w_base, w_target, (("out", out_layout), ("in", in_block))
+                   + (None,) * max(0, w_base.ndim - 2))]
+    if b_base is not None and b_target is not None:
+        pairs.append(Rider(b_base, b_target, (("out", out_layout),)))
+    pairs += list(riders)
+    _check_shapes(pairs, prefix)
+    case = shape_case(tuple(w_base.shape), tuple(w_target.shape), in_block, out_layout)
     _check_fixed_sides(case, out_fixed, in_fixed, out_reason, in_reason, prefix)
-    if not (torch.isfinite(w_base).all() and torch.isfinite(w_target).all()):
+    if not all(torch.isfinite(t).all() for p in pairs for t in (p.base, p.target)):
         raise AlignmentError(f"{prefix}weights contain NaN or inf")
 
-    problem = _Problem(w_base, b_base, w_target, b_target, in_block)
+    problem = _Problem(pairs)
     gen = torch.Generator().manual_seed(seed)
     identity_out = Match.identity(case.out_base, case.out_target)
     starts = [(identity_out, q_in, kind)
               for q_in, kind in _input_starts(case, in_fixed, init, restarts, gen, prefix)]
-    if profile_starts and not (in_fixed or out_fixed):
-        starts += _profile_starts(problem, case)
+    if profile_starts and not out_fixed and (not in_fixed or problem.coupled):
+        starts += _profile_starts(problem, case, in_fixed)
     q_out, q_in, history, start = _best_run(problem, starts, out_fixed, in_fixed, max_iter)
     return LayerAlignment(
         out=q_out,
@@ -289,37 +359,32 @@ def value_profile(units: torch.Tensor, points: int = PROFILE_POINTS) -> torch.Te
     return ordered[:, low] * (1 - frac) + ordered[:, high] * frac
 
 
-def _profile_match(base_units: torch.Tensor, target_units: torch.Tensor,
-                   base_extra: torch.Tensor | None = None,
+def _profile_match(pb: torch.Tensor, pt: torch.Tensor, base_extra: torch.Tensor | None = None,
                    target_extra: torch.Tensor | None = None) -> Match:
-    """The match maximising minus the squared distance between value profiles (plus, per unit,
-    one extra value such as the bias, which no permutation moves)."""
-    pb, pt = value_profile(base_units), value_profile(target_units)
+    """The match maximising minus the squared distance between value profiles ``pb``, ``pt``
+    (units x quantiles) plus, per unit, the squared distance of values no permutation moves
+    (its bias entries)."""
     distance = torch.cdist(pb, pt) ** 2
     if base_extra is not None and target_extra is not None:
-        distance = distance + (base_extra[:, None] - target_extra[None, :]) ** 2
+        distance = distance + torch.cdist(base_extra, target_extra) ** 2
     rows, cols = solve_lap(-distance)
-    return Match.from_lap(rows, cols, base_units.shape[0], target_units.shape[0])
+    return Match.from_lap(rows, cols, pb.shape[0], pt.shape[0])
 
 
-def _profile_starts(problem: _Problem, case: ShapeCase) -> list[tuple[Match, Match, str]]:
-    """Two starts (q_out, q_in, kind) from value profiles: the rows' profiles give Q_out (Q_in
-    then solved against it), the columns' profiles give Q_in."""
+def _profile_starts(problem: _Problem, case: ShapeCase,
+                    in_fixed: bool = False) -> list[tuple[Match, Match, str]]:
+    """Starts (q_out, q_in, kind) from value profiles: the rows' profiles give Q_out (Q_in
+    then solved against it, unless fixed), the columns' profiles give Q_in."""
     if min(case.out_base, case.out_target, case.in_base, case.in_target) == 0:
         return []
-    wb, wt = problem.wb, problem.wt
-    q_out = _profile_match(wb.reshape(wb.shape[0], -1), wt.reshape(wt.shape[0], -1),
-                           problem.bb, problem.bt)
-    rows, cols = solve_lap(problem.in_cost(q_out))
+    (pb, eb), (pt, et) = problem.profiles("out", 0), problem.profiles("out", 1)
+    q_out = _profile_match(pb, pt, eb, et)
+    identity_in = Match.identity(case.in_base, case.in_target)
+    if in_fixed:
+        return [(q_out, identity_in, "out profile")]
+    rows, cols = solve_lap(problem.in_cost(q_out, identity_in))
     q_in = Match.from_lap(rows, cols, case.in_base, case.in_target)
-    block = problem.block
-    # an input unit owns its ``block`` columns across every output row and kernel position
-    cb = torch.movedim(wb, 1, 0).reshape(case.in_base, -1) if block == 1 else \
-        wb.reshape(wb.shape[0], case.in_base, block, -1).transpose(0, 1).reshape(case.in_base, -1)
-    ct = torch.movedim(wt, 1, 0).reshape(case.in_target, -1) if block == 1 else \
-        wt.reshape(wt.shape[0], case.in_target, block, -1).transpose(0, 1).reshape(
-            case.in_target, -1)
-    q_in_cols = _profile_match(cb, ct)
+    q_in_cols = _profile_match(problem.profiles("in", 0)[0], problem.profiles("in", 1)[0])
     return [(q_out, q_in, "out profile"),
             (Match.identity(case.out_base, case.out_target), q_in_cols, "in profile")]
 
@@ -338,20 +403,23 @@ def _best_run(problem: _Problem, starts: list[tuple[Match, Match, str]], out_fix
 
 def _matched_out_costs(problem: _Problem, q_out: Match, q_in: Match) -> tuple[float, ...]:
     """The final output-side cost at the matched (slot, unit) pairs, in slot order."""
-    final_cost = problem.out_cost(q_in)
+    final_cost = problem.out_cost(q_out, q_in)
     costs = final_cost[q_out.rows_tensor(final_cost.device), q_out.cols_tensor(final_cost.device)]
     return tuple(float(c) for c in costs.cpu().tolist())
 
 
 def aligned_layer(alignment: LayerAlignment, w_target: torch.Tensor, b_target: torch.Tensor | None,
-                  in_block: int = 1) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                  in_block: Layout = 1, out_layout: Layout = 1,
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Apply a :class:`LayerAlignment` to the target layer: (T(W), T(b) or None, weight mask).
 
     The mask is True on weight entries whose output and input units were both matched.
     """
-    w, mask = transform_tensor(w_target, {0: (alignment.out, 1), 1: (alignment.inp, in_block)})
-    b = transform_tensor(b_target, {0: (alignment.out, 1)})[0] if b_target is not None else None
+    w, mask = transform_tensor(w_target, {0: (alignment.out, out_layout),
+                                          1: (alignment.inp, in_block)})
+    b = (transform_tensor(b_target, {0: (alignment.out, out_layout)})[0]
+         if b_target is not None else None)
     return w, b, mask
 
 
-__all__ = ["LayerAlignment", "align_layer_pair", "aligned_layer"]
+__all__ = ["LayerAlignment", "Rider", "align_layer_pair", "aligned_layer"]

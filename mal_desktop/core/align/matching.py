@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 
 from ..errors import AlignmentError
+from ..graph.recurrent import recurrent_riders
 from ..graph.spec import Layer, PermutationSpec
 from ..progress import CancelToken, Job
 from .descent import MatchResult, axes_of, is_statistic, match_spaces
@@ -26,6 +27,7 @@ WEIGHT_RESTARTS = 4
 
 __all__ = ["MatchResult", "match_spaces", "is_statistic", "apply_matches", "weight_matching",
            "whole_model_match", "default_tensor_keys", "result_permutations", "chain_pairs",
+           "chain_layers",
            "WEIGHT_RESTARTS"]
 
 
@@ -147,6 +149,24 @@ def _prefix(spec: PermutationSpec, layer: int | str, who: str) -> list[Layer]:
     raise AlignmentError(f"{who} model has no layer {layer!r}")
 
 
+def chain_layers(base_spec: PermutationSpec, target_spec: PermutationSpec,
+                 base_layer_index: int | str, target_layer_index: int | str
+                 ) -> list[tuple[Layer, Layer]]:
+    """The (base, target) layer pairs of a chain: both prefixes in execution order, up to and
+    including the named layers (a ``Layer.index`` or a name).
+
+    Raises:
+        AlignmentError: unknown layer, or prefixes of different depth.
+    """
+    bp = _prefix(base_spec, base_layer_index, "base")
+    tp = _prefix(target_spec, target_layer_index, "target")
+    if len(bp) != len(tp):
+        raise AlignmentError(
+            f"chain alignment needs the same depth: base {bp[-1].name} is layer {len(bp)}, "
+            f"target {tp[-1].name} is layer {len(tp)}")
+    return list(zip(bp, tp))
+
+
 def chain_pairs(
     base_spec: PermutationSpec,
     target_spec: PermutationSpec,
@@ -166,16 +186,10 @@ def chain_pairs(
         AlignmentError: unknown layer, prefixes of different depth, layers of different kind or
         kernel size, or a space paired to two different spaces (the prefix is not one chain).
     """
-    bp = _prefix(base_spec, base_layer_index, "base")
-    tp = _prefix(target_spec, target_layer_index, "target")
-    if len(bp) != len(tp):
-        raise AlignmentError(
-            f"chain alignment needs the same depth: base {bp[-1].name} is layer {len(bp)}, "
-            f"target {tp[-1].name} is layer {len(tp)}")
     space_pairs: dict[str, str] = {}
     reverse: dict[str, str] = {}
     tensor_pairs: list[tuple[str, str]] = []
-    for lb, lt in zip(bp, tp):
+    for lb, lt in chain_layers(base_spec, target_spec, base_layer_index, target_layer_index):
         where = f"base {lb.name} / target {lt.name}"
         if lb.kind != lt.kind:
             raise AlignmentError(f"{where}: {lb.kind} vs {lt.kind} layers cannot be chained")
@@ -195,6 +209,10 @@ def chain_pairs(
         tensor_pairs.append((lb.weight, lt.weight))
         if lb.bias is not None and lt.bias is not None:
             tensor_pairs.append((lb.bias, lt.bias))
+        t_riders = recurrent_riders(lt.weight, target_spec.axes)
+        for role, key in recurrent_riders(lb.weight, base_spec.axes).items():
+            if role in t_riders:  # a recurrent layer's hidden weight, bias, reverse direction
+                tensor_pairs.append((key, t_riders[role]))
         t_norm = {key.rsplit(".", 1)[-1]: key for key in lt.norm}
         for key in lb.norm:
             suffix = key.rsplit(".", 1)[-1]

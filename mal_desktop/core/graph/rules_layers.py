@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import fx
 
-from .labels import Param, arg_of, op_names, shape_of
+from .labels import Param, RawLayer, arg_of, op_names, shape_of
 
 RNN_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 UNIFORM_OPS = {"zeros", "ones", "full", "empty", "new_zeros", "new_ones", "new_full", "new_empty",
@@ -129,6 +129,20 @@ class LayerRules:
                            (*qs[:-1], ks[-2]), "attention mask")
         return batch + [ql[-2], vl[-1]]
 
+    def recurrent_layer(self, node: fx.Node, kind: str, layers: int, layer: int,
+                        ps: list) -> None:
+        """Layer ``layer`` of a recurrent module as a weight layer (its input weight and bias;
+        graph.recurrent names the tensors that ride with it), named after the module, with
+        ".l<k>" when the module stacks several layers."""
+        key = self.key_of(ps[0])
+        if key is None or any(lay.weight == key for lay in self.layers):
+            return
+        module = key.rsplit(".", 1)[0] if "." in key else key
+        name = f"{module}.l{layer}" if layers > 1 else module
+        bias = self.key_of(ps[2]) if len(ps) > 2 else None
+        wl = self.lab(ps[0])
+        self.layers.append(RawLayer(name, kind, key, bias, node, wl[0], wl[1], ()))
+
     def h_embedding(self, node: fx.Node) -> Any:
         w, idx = node.args[0], node.args[1]
         wl = self.lab(w)
@@ -159,6 +173,8 @@ class LayerRules:
             h = spaces[layer]
             for d in range(dirs):
                 ps = params[(layer * dirs + d) * per:(layer * dirs + d + 1) * per]
+                if d == 0:
+                    self.recurrent_layer(node, op, layers, layer, ps)
                 self.union(self.lab(ps[0])[0], (h, 1, gates), full)
                 self.union(self.lab(ps[0])[1], inp, full)
                 self.union(self.lab(ps[1])[0], (h, 1, gates), full)

@@ -16,11 +16,12 @@ from typing import Generator, Mapping
 import numpy as np
 import torch
 
-from ..align.generalized import Match, transform_tensor
-from ..align.local import align_layer_pair
-from ..align.matching import chain_pairs, match_spaces
+from ..align.generalized import Layout, Match, axis_cost, transform_tensor
+from ..align.local import Rider, align_layer_pair
+from ..align.matching import chain_layers, chain_pairs, match_spaces
 from ..errors import AlignmentError, PlanError
-from ..graph.spec import Layer, PermutationSpec
+from ..graph.recurrent import recurrent_riders
+from ..graph.spec import Axis, Layer, PermutationSpec
 from ..progress import CancelToken, ProgressEvent
 from .methods import merge_tensor
 from .plan import AssemblyStep
@@ -60,12 +61,32 @@ class StepAlignment:
     spaces: tuple[SpaceReport, ...] = ()
 
 
-def _identity_alignment(base_w: torch.Tensor, target_w: torch.Tensor, block: int,
+def _identity_alignment(base_w: torch.Tensor, target_w: torch.Tensor, bl: Layer,
                         spaces: tuple[SpaceReport, ...]) -> StepAlignment:
-    out = Match.identity(base_w.shape[0], target_w.shape[0])
-    inp = Match.identity(base_w.shape[1] // block, target_w.shape[1] // block)
-    return StepAlignment(out, inp, "none", (), None, requested="none", start="identity",
-                         spaces=spaces)
+    (m_out, n_out), (m_in, n_in) = _units(base_w, target_w, bl)
+    return StepAlignment(Match.identity(m_out, n_out), Match.identity(m_in, n_in), "none", (),
+                         None, requested="none", start="identity", spaces=spaces)
+
+
+def _layout(axis: Axis) -> tuple[int, int]:
+    """(block, tiles) of a layer axis."""
+    return max(1, axis.block), max(1, axis.tiles)
+
+
+def _oriented(w: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """A layer's weight in (out, in, *kernel) orientation: GPT-2's Conv1D stores (in, out)."""
+    return w.transpose(0, 1) if layer.transposed else w
+
+
+def _units(base_w: torch.Tensor, target_w: torch.Tensor, bl: Layer
+           ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((base, donor) output units, (base, donor) input units) of (out, in)-oriented weights,
+    counted with the base layer's layouts (the rule book made the donor's agree)."""
+    sizes = []
+    for dim, axis in ((0, bl.out_axis), (1, bl.in_axis)):
+        block, tiles = _layout(axis)
+        sizes.append((base_w.shape[dim] // (block * tiles), target_w.shape[dim] // (block * tiles)))
+    return sizes[0], sizes[1]
 
 
 def space_report(base_spec: PermutationSpec, target_spec: PermutationSpec, base_space: str,
@@ -97,13 +118,15 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
     """Compute the generalized permutations for one step (``mode`` overrides step.align)."""
     mode = mode or step.align
     bl, tl = base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer)
-    bw, tw = base_state[bl.weight], donor_state[tl.weight]
-    block = max(1, bl.in_axis.block)
+    bw, tw = _oriented(base_state[bl.weight], bl), _oriented(donor_state[tl.weight], tl)
+    out_layout, in_layout = _layout(bl.out_axis), _layout(bl.in_axis)
     if mode == "none":
-        return _identity_alignment(bw, tw, block,
+        return _identity_alignment(bw, tw, bl,
                                    _layer_spaces(bl, tl, base_spec, donor_spec, False))
     out_fixed = base_spec.spaces[bl.out_axis.space].fixed
     in_fixed = base_spec.spaces[bl.in_axis.space].fixed
+    bb = base_state.get(bl.bias) if bl.bias else None
+    tb = donor_state.get(tl.bias) if tl.bias else None
     note = ""
     if mode == "chain":
         try:
@@ -111,12 +134,15 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
         except AlignmentError as exc:
             note = f"chain alignment not applicable ({exc}); used local alignment"
         else:
+            # a Conv1D donor layer in a chain of nn.Linear base layers (or the reverse) is
+            # matched in the base's orientation
+            chain_state, chain_spec = _oriented_as_base(
+                chain_layers(base_spec, donor_spec, bl.index, tl.index), donor_state, donor_spec)
             # coordinate descent has local optima: several seeded runs, the best J is kept
-            result = yield from match_spaces(base_state, base_spec, donor_state, donor_spec,
+            result = yield from match_spaces(base_state, base_spec, chain_state, chain_spec,
                                              space_pairs, tensor_pairs, restarts=CHAIN_RESTARTS,
                                              cancel=cancel)
-            m_out, n_out = bw.shape[0], tw.shape[0]
-            m_in, n_in = bw.shape[1] // block, tw.shape[1] // block
+            (m_out, n_out), (m_in, n_in) = _units(bw, tw, bl)
             out = result.matches.get(bl.out_axis.space) or Match.identity(m_out, n_out)
             inp = result.matches.get(bl.in_axis.space) or Match.identity(m_in, n_in)
             start = ("identity kept" if result.restart < 0
@@ -124,15 +150,14 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
             spaces = tuple(space_report(base_spec, donor_spec, bs, ts, bs in result.optimised)
                            for bs, ts in space_pairs.items())
             return StepAlignment(out, inp, "chain", tuple(result.objective_history),
-                                 _matched_costs(bw, base_state.get(bl.bias or ""), tw,
-                                                donor_state.get(tl.bias or ""), out, inp, block),
+                                 _matched_costs(bw, bb, tw, tb, out, inp, out_layout, in_layout),
                                  requested=mode, start=start, runs=result.restarts,
                                  spaces=spaces)
     if cancel is not None:
         cancel.raise_if_cancelled()
-    la = align_layer_pair(bw, base_state.get(bl.bias) if bl.bias else None,
-                          tw, donor_state.get(tl.bias) if tl.bias else None,
-                          in_fixed=in_fixed, out_fixed=out_fixed, in_block=block,
+    la = align_layer_pair(bw, bb, tw, tb, in_fixed=in_fixed, out_fixed=out_fixed,
+                          in_block=in_layout, out_layout=out_layout,
+                          riders=_riders(bl, tl, base_state, base_spec, donor_state),
                           restarts=LOCAL_RESTARTS,
                           name=f"{step.source}:{step.source_layer} -> {step.base_layer}")
     return StepAlignment(la.out, la.inp, "local", tuple(la.objective_history),
@@ -141,18 +166,69 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
                          spaces=_layer_spaces(bl, tl, base_spec, donor_spec, True))
 
 
+def _oriented_as_base(pairs: list[tuple[Layer, Layer]], donor_state: State,
+                      donor_spec: PermutationSpec) -> tuple[State, PermutationSpec]:
+    """The donor's state and spec with the weight of every chained layer whose storage
+    orientation differs from its base partner's transposed (a view, no copy), so that the
+    paired tensors agree axis by axis; the donor itself is untouched."""
+    flips = [lt for lb, lt in pairs if lb.transposed != lt.transposed]
+    if not flips:
+        return donor_state, donor_spec
+    state, axes = dict(donor_state), dict(donor_spec.axes)
+    for lt in flips:
+        state[lt.weight] = donor_state[lt.weight].transpose(0, 1)
+        if lt.weight in axes:
+            axes[lt.weight] = tuple(reversed(axes[lt.weight]))
+    layers = [dataclasses.replace(lay, transposed=not lay.transposed) if lay in flips else lay
+              for lay in donor_spec.layers]
+    return state, PermutationSpec(donor_spec.spaces, axes, layers, donor_spec.unsupported)
+
+
+def _riders(bl: Layer, tl: Layer, base_state: State, base_spec: PermutationSpec,
+            donor_state: State) -> list[Rider]:
+    """The tensors besides weight and bias that move with a layer's units (a recurrent layer's
+    hidden weight and bias, its reverse direction), paired by role, for local alignment."""
+    donor = recurrent_riders(tl.weight, donor_state)
+    riders = []
+    for role, key in recurrent_riders(bl.weight, base_state).items():
+        if role in donor:
+            roles = tuple(None if side is None else (side, layout)
+                          for side, layout in _rider_sides(key, base_spec, bl))
+            riders.append(Rider(base_state[key], donor_state[donor[role]], roles))
+    return riders
+
+
+def _rider_sides(key: str, spec: PermutationSpec, layer: Layer
+                 ) -> list[tuple[str | None, tuple[int, int]]]:
+    """Per axis of a rider of ``layer``: the side ("out" / "in") it moves with and its layout;
+    (None, (1, 1)) for an axis on neither of the layer's spaces."""
+    sides: list[tuple[str | None, tuple[int, int]]] = []
+    for axis in spec.axes.get(key, ()):
+        if axis is not None and axis.space == layer.out_axis.space:
+            sides.append(("out", _layout(axis)))
+        elif axis is not None and axis.space == layer.in_axis.space:
+            sides.append(("in", _layout(axis)))
+        else:
+            sides.append((None, (1, 1)))
+    return sides
+
+
 def _matched_costs(bw: torch.Tensor, bb: torch.Tensor | None, tw: torch.Tensor,
-                   tb: torch.Tensor | None, out: Match, inp: Match, block: int) -> np.ndarray:
-    """Cost C = W_B Q_in W_T^T + b_B b_T^T at the matched (slot, unit) pairs, for a histogram."""
-    t_in, _ = transform_tensor(tw, {1: (inp, block)})
-    cost = bw.reshape(bw.shape[0], -1).double() @ t_in.reshape(t_in.shape[0], -1).double().T
+                   tb: torch.Tensor | None, out: Match, inp: Match, out_layout: Layout,
+                   in_layout: Layout) -> np.ndarray:
+    """Cost C = W_B Q_in W_T^T + b_B b_T^T at the matched (slot, unit) pairs, for a histogram
+    (weights in (out, in) orientation; a unit's rows in every tile count together)."""
+    t_in, _ = transform_tensor(tw, {1: (inp, in_layout)})
+    cost = axis_cost(bw.double(), t_in.double(), 0, out_layout)
     if bb is not None and tb is not None:
-        cost += bb.double()[:, None] * tb.double()[None, :]
+        cost += axis_cost(bb.double(), tb.double(), 0, out_layout)
     return cost[list(out.rows), list(out.cols)].cpu().numpy()
 
 
-def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
-    """(base key, donor key or None, role) for the weight, bias and the norm that follows."""
+def _paired_tensors(bl: Layer, tl: Layer, base_spec: PermutationSpec,
+                    donor_spec: PermutationSpec) -> list[tuple[str, str | None, str]]:
+    """(base key, donor key or None, role) for the weight, bias, the norm that follows and,
+    for a recurrent layer, the tensors riding with it (role "rider.<name>")."""
     pairs: list[tuple[str, str | None, str]] = [(bl.weight, tl.weight, "weight")]
     if bl.bias is not None:
         pairs.append((bl.bias, tl.bias, "bias"))  # a donor without bias counts as zero bias
@@ -161,13 +237,17 @@ def _paired_tensors(bl: Layer, tl: Layer) -> list[tuple[str, str | None, str]]:
         suffix = key.rsplit(".", 1)[-1]
         if suffix in donor_norm:
             pairs.append((key, donor_norm[suffix], f"norm.{suffix}"))
+    donor_riders = recurrent_riders(tl.weight, donor_spec.axes)
+    for role, key in recurrent_riders(bl.weight, base_spec.axes).items():
+        pairs.append((key, donor_riders.get(role), f"rider.{role}"))
     return pairs
 
 
 def step_tensors(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: PermutationSpec
                  ) -> tuple[list[str], list[str]]:
-    """The base keys a step rewrites and the donor keys it reads (weight, bias, norm)."""
-    pairs = _paired_tensors(base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer))
+    """The base keys a step rewrites and the donor keys it reads (weight, bias, norm, riders)."""
+    pairs = _paired_tensors(base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer),
+                            base_spec, donor_spec)
     return [b for b, _, _ in pairs], [d for _, d, _ in pairs if d is not None]
 
 
@@ -183,18 +263,36 @@ def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
     if lam == 0.0:
         return out
     bl, tl = base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer)
-    block = max(1, bl.in_axis.block)
+    out_layout, in_layout = _layout(bl.out_axis), _layout(bl.in_axis)
     params = dict(step.params)
-    for base_key, donor_key, role in _paired_tensors(bl, tl):
+    for base_key, donor_key, role in _paired_tensors(bl, tl, base_spec, donor_spec):
         base_t = base_state[base_key]
-        if donor_key is None:
-            donor_t = torch.zeros(alignment.out.target_size, dtype=base_t.dtype)
+        if role.startswith("rider."):
+            matches = {"out": alignment.out, "in": alignment.inp}
+            axes = {d: (matches[side], layout) for d, (side, layout)
+                    in enumerate(_rider_sides(base_key, base_spec, bl)) if side is not None}
+            if donor_key is None:  # a donor without recurrent bias: zero bias
+                donor_t = torch.zeros([m.target_size * b * t for m, (b, t) in axes.values()],
+                                      dtype=base_t.dtype)
+            else:
+                donor_t = donor_state[donor_key]
+            aligned, mask = transform_tensor(donor_t.to(base_t.dtype), axes, base_t.shape)
+        elif role == "weight":
+            # map in (out, in) orientation, then store as the base does
+            donor_t = _oriented(donor_state[donor_key], tl)
+            axes = {0: (alignment.out, out_layout), 1: (alignment.inp, in_layout)}
+            aligned, mask = transform_tensor(donor_t.to(base_t.dtype), axes,
+                                             _oriented(base_t, bl).shape)
+            aligned, mask = _oriented(aligned, bl).contiguous(), _oriented(mask, bl)
         else:
-            donor_t = donor_state[donor_key]
-        axes = {0: (alignment.out, 1)}
-        if role == "weight":
-            axes[1] = (alignment.inp, block)
-        aligned, mask = transform_tensor(donor_t.to(base_t.dtype), axes, base_t.shape)
+            if donor_key is None:  # a donor without bias counts as zero bias
+                block, tiles = out_layout
+                donor_t = torch.zeros(alignment.out.target_size * block * tiles,
+                                      dtype=base_t.dtype)
+            else:
+                donor_t = donor_state[donor_key]
+            aligned, mask = transform_tensor(donor_t.to(base_t.dtype),
+                                             {0: (alignment.out, out_layout)}, base_t.shape)
         merged = merge_tensor(step.method, base_t, aligned, lam, params, seed)
         if step.unmatched == "keep" or role.removeprefix("norm.") in RUNNING_STATS:
             merged = torch.where(mask, merged, base_t)

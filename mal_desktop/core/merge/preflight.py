@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..align.generalized import kernel_text, side_text
+from ..graph.recurrent import RECURRENT_KINDS, recurrent_riders
 from ..graph.spec import Layer, PermutationSpec
 from .plan import AssemblyPlan
 
 
-MERGEABLE_KINDS = ("linear", "conv2d")
+MERGEABLE_KINDS = ("linear", "conv2d") + RECURRENT_KINDS
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,13 @@ def case_text(base_out: int, target_out: int, base_in: int, target_in: int,
 
 @dataclass(frozen=True)
 class LayerShape:
-    """What the rule book needs to know about one weight layer."""
+    """What the rule book needs to know about one weight layer.
+
+    Units are counted in the layer's permutation spaces: an axis of ``tiles`` copies of
+    ``units`` x ``block`` entries (a fused QKV projection: 3 tiles of heads x head dims; an
+    LSTM: 4 gates of hidden units) has ``units`` units. Sizes are read from the (out, in)
+    orientation whatever the storage (GPT-2's Conv1D stores (in, out): ``transposed``).
+    """
 
     name: str
     kind: str
@@ -59,31 +66,70 @@ class LayerShape:
     has_bias: bool
     out_reason: str = ""  # why a fixed side is fixed: "class output", "network input", ...
     in_reason: str = ""
-    layout: str = ""  # a weight layout layer steps cannot merge yet (why), "" when fine
+    out_block: int = 1
+    out_tiles: int = 1
+    in_tiles: int = 1
+    transposed: bool = False
+    directions: int = 1  # 2 for a bidirectional recurrent layer
 
     @staticmethod
     def of(layer: Layer, spec: PermutationSpec, weight_shape: tuple[int, ...]) -> "LayerShape":
         out_space = spec.spaces.get(layer.out_axis.space)
         in_space = spec.spaces.get(layer.in_axis.space)
-        block = max(1, layer.in_axis.block)
-        return LayerShape(layer.name, layer.kind, int(weight_shape[0]),
-                          int(weight_shape[1]) // block, block, tuple(layer.kernel),
+        out_block, out_tiles = max(1, layer.out_axis.block), max(1, layer.out_axis.tiles)
+        in_block, in_tiles = max(1, layer.in_axis.block), max(1, layer.in_axis.tiles)
+        out_dim, in_dim = (1, 0) if layer.transposed else (0, 1)
+        return LayerShape(layer.name, layer.kind,
+                          int(weight_shape[out_dim]) // (out_block * out_tiles),
+                          int(weight_shape[in_dim]) // (in_block * in_tiles), in_block,
+                          tuple(layer.kernel),
                           bool(out_space and out_space.fixed), bool(in_space and in_space.fixed),
                           layer.bias is not None, out_space.reason if out_space else "",
-                          in_space.reason if in_space else "", _layout_problem(layer))
+                          in_space.reason if in_space else "", out_block, out_tiles, in_tiles,
+                          layer.transposed,
+                          2 if "weight_ih_reverse" in recurrent_riders(layer.weight, spec.axes)
+                          else 1)
+
+    @property
+    def in_features(self) -> int:
+        """Entries of the input axis (units x block x tiles)."""
+        return self.in_units * self.in_block * self.in_tiles
 
 
-def _layout_problem(layer: Layer) -> str:
-    """Why a layer step cannot merge this layer's weight yet ("" when it can).
+def _stacking(layer: LayerShape, side: str) -> str:
+    """How one side of a layer lays out its units, in words, for a refusal."""
+    block, tiles = ((layer.out_block, layer.out_tiles) if side == "out"
+                    else (layer.in_block, layer.in_tiles))
+    what = "outputs" if side == "out" else "inputs"
+    if layer.kind in RECURRENT_KINDS and side == "out":
+        how = f"{tiles} gates of each hidden unit"
+    elif tiles > 1:
+        how = f"{tiles} stacked copies of its units"
+    else:
+        how = "one copy of its units"
+    if block > 1:
+        how += f", {block} {'rows' if side == 'out' else 'features'} per unit"
+    stored = " (stored in, out)" if layer.transposed else ""
+    return f"{layer.name}{stored} {what}: {how}"
 
-    Layer steps map weights as (out, in) with channel-major blocks; whole-model curves handle
-    every layout discovery finds.
+
+def _layout_mismatch(base: LayerShape, target: LayerShape) -> str:
+    """Why the two layers' unit layouts cannot line up ("" when they can).
+
+    The storage orientation alone never matters (a transposed weight is read as (out, in));
+    what a generalized permutation cannot bridge is a different number of stacked copies
+    (tiles: gates, fused Q/K/V) or of rows per output unit (head dimensions) on either side.
     """
-    if layer.transposed:
-        return "its weight is stored (in, out) (GPT-2 Conv1D)"
-    if layer.out_axis.tiles > 1 or layer.in_axis.tiles > 1:
-        return ("its weight stacks several copies of a unit layout (gates, a fused QKV "
-                "projection or a position-major flatten)")
+    if (base.out_block, base.out_tiles) != (target.out_block, target.out_tiles):
+        return (f"their output layouts differ ({_stacking(target, 'out')}; "
+                f"{_stacking(base, 'out')}): no unit map can line them up")
+    if base.directions != target.directions:
+        two, one = (base, target) if base.directions > target.directions else (target, base)
+        return (f"{two.name} is bidirectional, {one.name} runs one way: the reverse direction "
+                "has no partner")
+    if base.in_tiles != target.in_tiles and not base.in_fixed:
+        return (f"their input layouts differ ({_stacking(target, 'in')}; "
+                f"{_stacking(base, 'in')}): no unit map can line them up")
     return ""
 
 
@@ -94,11 +140,7 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
     for layer in (base, target):
         if layer.kind not in MERGEABLE_KINDS:
             return StepCheck(False, f"merging {layer.kind} layers ({layer.name}) is not supported: "
-                                    "only linear and conv2d layers", text)
-    for layer in (base, target):
-        if layer.layout:
-            return StepCheck(False, f"layer steps cannot merge {layer.name} yet: {layer.layout}; "
-                                    "a whole-model curve (no --layers) can", text)
+                                    "only linear, conv2d and recurrent layers", text)
     if base.kind != target.kind:
         return StepCheck(False, f"cannot merge a {target.kind} layer into a {base.kind} layer "
                                 f"({target.name} -> {base.name})", text)
@@ -110,12 +152,12 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
                 else f"has fixed outputs ({base.out_reason or 'not permutable'})")
         return StepCheck(False, f"{base.name} {what} ({base.out_units}); "
                                 f"{target.name} has {target.out_units} outputs", text)
-    if base.in_fixed and base.in_units * base.in_block != target.in_units * target.in_block:
+    if base.in_fixed and base.in_features != target.in_features:
         what = ("reads the network input" if base.in_reason == NETWORK_INPUT
                 else f"has fixed inputs ({base.in_reason or 'not permutable'})")
         return StepCheck(False, f"{base.name} {what} "
-                                f"({base.in_units * base.in_block} features); {target.name} reads "
-                                f"{target.in_units * target.in_block}", text)
+                                f"({base.in_features} features); {target.name} reads "
+                                f"{target.in_features}", text)
     # The reverse direction: a donor's class scores or raw input features are not hidden units,
     # and no permutation can make them stand in for a hidden layer's.
     if target.out_reason == CLASS_OUTPUT and base.out_reason != CLASS_OUTPUT:
@@ -127,6 +169,9 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
     if base.in_block != target.in_block and not base.in_fixed:
         return StepCheck(False, f"spatial sizes differ: each input channel of {base.name} spans "
                                 f"{base.in_block} features, of {target.name} {target.in_block}", text)
+    mismatch = _layout_mismatch(base, target)
+    if mismatch:
+        return StepCheck(False, f"cannot merge {target.name} into {base.name}: {mismatch}", text)
     return StepCheck(True, "", text)
 
 
@@ -199,8 +244,8 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
             continue
         used.add(donor_path)
         donor_shapes = shapes[donor_path]
-        b = base_shapes.get(f"{step.base_layer}.weight")
-        t = donor_shapes.get(f"{step.source_layer}.weight")
+        b = base_shapes.get(weight_key(step.base_layer, base_shapes))
+        t = donor_shapes.get(weight_key(step.source_layer, donor_shapes))
         if b is None:
             problems.append(f"{where}: the base has no layer {step.base_layer!r} with a weight"
                             f"{_suggest(step.base_layer, base_shapes)}")
@@ -223,13 +268,32 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
     return PreflightReport(tuple(problems), total + 2 * largest_layer)
 
 
+def weight_key(layer: str, shapes: Mapping[str, object]) -> str:
+    """The state key of layer ``layer``'s weight: "<layer>.weight", or for a recurrent layer
+    (named after its module, with ".l<k>" when the module stacks several) its input weight
+    "<module>.weight_ih_l<k>"."""
+    plain = f"{layer}.weight"
+    if plain in shapes:
+        return plain
+    module, _, last = layer.rpartition(".")
+    if module and last[:1] == "l" and last[1:].isdigit():
+        return f"{module}.weight_ih_{last}"
+    return f"{layer}.weight_ih_l0"
+
+
 def _model_bytes(shapes: Shapes) -> int:
     return sum(math.prod(int(s) for s in shape) * 4 for shape in shapes.values())
 
 
 def _suggest(name: str, shapes: Mapping[str, tuple[int, ...]]) -> str:
     """' (its layers: a, b, c)' listing the model's weight layers, to help fix a typo."""
-    layers = sorted(k[: -len(".weight")] for k, s in shapes.items()
-                    if k.endswith(".weight") and len(s) >= 2)
+    stacked: dict[str, list[str]] = {}  # recurrent module -> its layer numbers
+    for key in shapes:
+        module, _, last = key.rpartition(".weight_ih_l")
+        if module and last.isdigit():
+            stacked.setdefault(module, []).append(last)
+    layers = sorted({k[: -len(".weight")] for k, s in shapes.items()
+                     if k.endswith(".weight") and len(s) >= 2}
+                    | {m if len(ks) == 1 else f"{m}.l{k}" for m, ks in stacked.items() for k in ks})
     close = [layer for layer in layers if name.split(".")[-1] in layer] or layers
     return f" (its layers: {', '.join(close[:8])}{', ...' if len(close) > 8 else ''})"

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from ...core.graph.recurrent import RECURRENT_KINDS  # plain Python: no torch at start-up
+
 if TYPE_CHECKING:
-    from ...core.graph.spec import PermutationSpec
+    from ...core.graph.spec import Axis, Layer, PermutationSpec
     from ...core.graph.tree import LayerNode, TensorInfo
 
 COLUMNS = ("Name", "Shape", "Parameters", "Permutation space", "Stats (norm / mean / std)")
@@ -23,10 +25,11 @@ SPACE_HELP = ("A permutation space is a set of interchangeable units (the neuron
               "layer, the channels of a conv layer, a residual stream). Every tensor axis on the "
               "same space is permuted together, so aligning a zoo layer to the base only "
               "reorders units the network does not care about.")
-SHAPE_HELP = ("Weights are out \u00d7 in (\u00d7 kernel for conv layers). Merging a zoo layer of "
-              "another width: where the base side is wider the zoo units fill some base slots "
-              "and the rest is zero-padded; where it is narrower the best-matching zoo units "
-              "are kept and the others dropped; equal widths are a plain permutation.")
+SHAPE_HELP = ("Weights are out \u00d7 in (\u00d7 kernel for conv layers; GPT-2's Conv1D stores "
+              "in \u00d7 out). Merging a zoo layer of another width: where the base side is "
+              "wider the zoo units fill some base slots and the rest is zero-padded; where it is "
+              "narrower the best-matching zoo units are kept and the others dropped; equal "
+              "widths are a plain permutation.")
 FIXED_HELP = ("fixed: the units of this space cannot be reordered (the network's input "
               "pixels or its class outputs), so merging matches them by index.")
 # Header tooltips, by column.
@@ -166,10 +169,7 @@ class LayerText:
             lines.append(SHAPE_HELP)
         elif col == COL_SPACE:
             if node is not None and node.layer is not None:
-                lines.append(f"Output units (axis 0) live in {node.layer.out_axis.space}; input "
-                             f"units (axis 1) in {node.layer.in_axis.space}"
-                             + (f", {node.layer.in_axis.block} features per unit"
-                                if node.layer.in_axis.block > 1 else "") + ".")
+                lines.append(_layer_axes_text(node.layer))
             elif row.tensor is not None:
                 for axis, sid in enumerate(row.tensor.axes):
                     lines.append(f"axis {axis}: " + (sid or "not permutable (e.g. kernel "
@@ -190,3 +190,28 @@ class LayerText:
 __all__ = ["COLUMNS", "COLUMN_TIPS", "COL_NAME", "COL_PARAMS", "COL_SHAPE", "COL_SPACE",
            "COL_STATS", "SHAPE_HELP", "SPACE_HELP", "LayerText", "Row", "shape_text",
            "stat_text"]
+
+
+def _layout_text(axis: Axis, entries: str, recurrent: bool) -> str:
+    """', 4 gates per unit', ', 3 stacked copies, 4 rows per unit' or ''."""
+    parts = []
+    if axis.tiles > 1:
+        parts.append(f"{axis.tiles} gates per unit" if recurrent
+                     else f"{axis.tiles} stacked copies")
+    if axis.block > 1:
+        parts.append(f"{axis.block} {entries} per unit")
+    return "".join(f", {p}" for p in parts)
+
+
+def _layer_axes_text(layer: Layer) -> str:
+    """Where a weight layer's output and input units live, axis by axis, as stored."""
+    out_dim, in_dim = (1, 0) if layer.transposed else (0, 1)
+    recurrent = layer.kind in RECURRENT_KINDS
+    text = (f"Output units (axis {out_dim}) live in {layer.out_axis.space}"
+            f"{_layout_text(layer.out_axis, 'rows', recurrent)}; input units (axis {in_dim}) in "
+            f"{layer.in_axis.space}{_layout_text(layer.in_axis, 'features', False)}.")
+    if layer.transposed:
+        text += " The weight is stored (in, out), as GPT-2's Conv1D does."
+    if recurrent:
+        text += " The recurrent weights and biases move with the output units."
+    return text
