@@ -324,11 +324,13 @@ class EvaluatePanel(QWidget):
         ws = self._ws
         refs = [ref for ref, _ in rows]
         plan = models = specs = None
+        entries = [e for e in [ws.base, *ws.zoo.values()] if e is not None]
+        # the output each model was given as its logits (the first is the files' default)
+        outputs = {e.path_text: e.model.output_index for e in entries
+                   if e.path_text and e.model.output_index}
         if tasks.MERGED_REF in refs:
-            from ...core.merge.plan import AssemblyPlan
-
-            entries = [e for e in [ws.base, *ws.zoo.values()] if e is not None]
-            plan = AssemblyPlan(ws.plan.base, dict(ws.plan.zoo), None, list(ws.plan.steps))
+            plan = ws.plan.copy()
+            plan.data = None
             models = {e.path_text: e.model for e in entries}
             specs = {e.path_text: e.tree.spec for e in entries}
         self._names = dict(rows)
@@ -339,7 +341,8 @@ class EvaluatePanel(QWidget):
                              f"{len(datasets)} data set{'s' if len(datasets) != 1 else ''}\u2026")
         self._update_export()
         return partial(tasks.eval_matrix_task, refs=refs, datasets=datasets,
-                       cache_dir=self.cache_dir, plan=plan, models=models, specs=specs)
+                       cache_dir=self.cache_dir, plan=plan, models=models, specs=specs,
+                       outputs=outputs)
 
     @Slot(object)
     def add_cell(self, cell: MatrixCell) -> None:
