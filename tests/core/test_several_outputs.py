@@ -242,3 +242,21 @@ def test_curve_and_assembly_of_programs_use_the_chosen_output(two_programs, caps
     with pytest.raises(ModelFileError, match="no output 5"):
         run_job(assemble_job(AssemblyPlan(str(a), {"other": str(b)}, None, [step],
                                           base_output=5)))
+
+
+def test_the_evaluation_matrix_scores_the_chosen_output(two_programs, tmp_path) -> None:
+    """A file reference with an output choice (what the app's Evaluate panel passes) is scored
+    on that output and cached apart from the same file's first output."""
+    from dataclasses import replace
+
+    from mal_desktop.core.toolkit.matrix import eval_matrix_job
+    from mal_desktop.core.toolkit.model_refs import parse_model_ref
+
+    (path, module), _ = two_programs
+    first = parse_model_ref(str(path))
+    chosen = replace(first, text=f"{path}#1", output=1)
+    assert chosen.content_hash() != first.content_hash()
+    result = run_job(eval_matrix_job([first, chosen], ["digits"], ["loss"], tmp_path / "cache"))
+    losses = [cell.metrics["loss"] for cell in result.cells]
+    assert losses == [pytest.approx(_digits_loss(module, 0), rel=1e-5),
+                      pytest.approx(_digits_loss(module, 1), rel=1e-5)]
