@@ -260,3 +260,28 @@ def test_the_evaluation_matrix_scores_the_chosen_output(two_programs, tmp_path) 
     losses = [cell.metrics["loss"] for cell in result.cells]
     assert losses == [pytest.approx(_digits_loss(module, 0), rel=1e-5),
                       pytest.approx(_digits_loss(module, 1), rel=1e-5)]
+
+
+class _LogitsAndProbabilities(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(64, 16)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.head(torch.relu(self.fc1(torch.flatten(x, 1))))
+        return logits, torch.softmax(logits, dim=1)
+
+
+def test_a_chosen_output_of_probabilities_still_warns(tmp_path) -> None:
+    from mal_desktop.core.errors import MalWarning
+
+    torch.manual_seed(0)
+    module = _LogitsAndProbabilities().eval()
+    path = tmp_path / "probs.pt2"
+    torch.export.save(torch.export.export(module, (torch.randn(4, 1, 8, 8),),
+                                          dynamic_shapes=({0: torch.export.Dim("b", max=4096)},)),
+                      str(path))
+    run_job(evaluate_job(load_model(path), "digits"))  # the logits: no warning (an error here)
+    with pytest.warns(MalWarning, match="look like probabilities"):
+        run_job(evaluate_job(load_model(path, output=1), "digits"))
