@@ -126,9 +126,12 @@ def test_choosing_output_1_changes_the_curve_and_survives_undo_and_reopening(
     assert choice.combo.currentIndex() == 1 and choice.note.text() == ""
     assert ws.undo_stack.undoText() == "Use output 1 of zoo as its logits"
     assert session.is_dirty()
+    found = runs.results.lookup(ws.plan.steps, 0, "digits")  # a curve of output 0: stale now
+    assert found.record is not None and not found.fresh
     with qtbot.waitSignal(runs.runFinished, timeout=60000) as second:
         runs.run()
     naive = second.args[0].curve.naive.loss
+    assert runs.results.lookup(ws.plan.steps, 0, "digits").fresh
     assert naive[0] == pytest.approx(_loss(base_module, 1), rel=1e-5)
     assert naive[0] != pytest.approx(first.args[0].curve.naive.loss[0], rel=1e-3)
 
