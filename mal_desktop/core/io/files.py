@@ -235,12 +235,11 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
 
 
 def _stored_output(meta: MalMetadata, output: int | None) -> int | None:
-    """The output asked for, else the one the file was saved with (a merge of a model whose
-    logits are output N records N in its plan), else None (the first)."""
+    """The output asked for, else the one the file was saved with (a merge records its base's
+    ``output_index``), else None (the first)."""
     if output is not None:
         return output
-    plan = meta.provenance.get("plan")
-    stored = plan.get("base_output") if isinstance(plan, dict) else None
+    stored = meta.provenance.get("output_index")
     return stored if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0 \
         else None
 
