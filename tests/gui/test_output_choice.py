@@ -186,6 +186,9 @@ def test_evaluate_scores_the_chosen_output(qtbot, session: SessionController, jo
         evaluation.evaluate()
     (cell,) = panel.model.finished_cells()
     assert cell.metrics["loss"] == pytest.approx(_loss(module, 1), rel=1e-5)
+    assert not panel.model.stale_reason(0)
+    ws.undo_stack.undo()  # back to output 0: the cell measured another output
+    assert "another output" in panel.model.stale_reason(0)
 
 
 def test_a_pick_that_cannot_load_puts_the_shown_choice_back(
