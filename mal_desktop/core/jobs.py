@@ -153,6 +153,8 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         "steps": [r.to_json() for r in reports],
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if base.outputs > 1:  # the merged file is read back with the same logits (io.files)
+        metadata["output_index"] = base.output_index
     # The base's own provenance (its dataset, its accuracy) describes the base, not the result:
     # keep it under its own key so nothing reads it as the merged model's.
     # shared, not copied: unchanged tensors stay the base's (memory-mapped) ones, so a merge of

@@ -9,6 +9,8 @@ it and on its own settings, not on its lambda (a curve sweeps every lambda). So 
 under the step's **signature** (the steps before it and the step itself with lambda left out);
 looking a step up finds the record of exactly this plan (fresh) or, failing that, the last
 record of the same layer pair, marked stale, so the user still sees it and knows to run again.
+A record also remembers which outputs the models used as their logits (:func:`outputs_key`): a
+curve of another output is stale too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from PySide6.QtCore import QObject, Signal
 
-from ..core.merge.plan import AssemblyStep
+from ..core.merge.plan import AssemblyPlan, AssemblyStep
 
 if TYPE_CHECKING:
     from ..core.evaluate.metrics import CurveResult
@@ -33,6 +35,14 @@ def signature(steps: Sequence[AssemblyStep], index: int) -> Signature:
     return (*steps[:index], replace(steps[index], lam=0.0))
 
 
+def outputs_key(plan: AssemblyPlan) -> Any:
+    """Which outputs the plan's models use as their logits, hashable; None when none was
+    chosen (every model's first)."""
+    if plan.base_output is None and not plan.zoo_outputs:
+        return None
+    return plan.base_output, tuple(sorted(plan.zoo_outputs.items()))
+
+
 def pair(step: AssemblyStep) -> Pair:
     """(zoo model, zoo layer, base layer): the step as the user picked it."""
     return step.source, step.source_layer, step.base_layer
@@ -43,7 +53,8 @@ class StepRecord:
     """The results of one step of one plan.
 
     step - the step as it was run (lambda then); index - its place in the plan then; data - the
-    curve's data set ("" when there is no curve); curve and diagnostics (None: not computed).
+    curve's data set ("" when there is no curve); curve and diagnostics (None: not computed);
+    outputs - the models' outputs used as logits then (:func:`outputs_key`).
     """
 
     step: AssemblyStep
@@ -51,6 +62,7 @@ class StepRecord:
     data: str = ""
     curve: "CurveResult | None" = None
     diagnostics: "StepDiagnostics | None" = None
+    outputs: Any = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,14 @@ class RunResults(QObject):
         super().__init__(parent)
         self._records: dict[Signature, StepRecord] = {}
         self._latest: dict[Pair, Signature] = {}
+        self._outputs: Any = None
+
+    def set_outputs(self, key: Any) -> None:
+        """The outputs the models use as logits now (:func:`outputs_key`); records made with
+        others look stale."""
+        if key != self._outputs:
+            self._outputs = key
+            self.changed.emit()
 
     def _put(self, steps: Sequence[AssemblyStep], index: int, **fields: Any) -> None:
         sig = signature(steps, index)
@@ -91,16 +111,18 @@ class RunResults(QObject):
         self._latest[pair(steps[index])] = sig
         self.changed.emit()
 
-    def put_diagnostics(self, steps: Sequence[AssemblyStep], diagnostics: "StepDiagnostics"
-                        ) -> None:
-        """Keep ``diagnostics`` (of step ``diagnostics.index`` of the plan ``steps`` that ran)."""
+    def put_diagnostics(self, steps: Sequence[AssemblyStep], diagnostics: "StepDiagnostics",
+                        outputs: Any = None) -> None:
+        """Keep ``diagnostics`` (of step ``diagnostics.index`` of the plan ``steps`` that ran,
+        its models using ``outputs`` as logits)."""
         if 0 <= diagnostics.index < len(steps):
-            self._put(steps, diagnostics.index, diagnostics=diagnostics)
+            self._put(steps, diagnostics.index, diagnostics=diagnostics, outputs=outputs)
 
     def put_curve(self, steps: Sequence[AssemblyStep], index: int, curve: "CurveResult",
-                  data: str) -> None:
-        """Keep the finished curve of step ``index`` of the plan ``steps`` on data set ``data``."""
-        self._put(steps, index, curve=curve, data=data)
+                  data: str, outputs: Any = None) -> None:
+        """Keep the finished curve of step ``index`` of the plan ``steps`` on data set ``data``
+        (its models using ``outputs`` as logits)."""
+        self._put(steps, index, curve=curve, data=data, outputs=outputs)
 
     def lookup(self, steps: Sequence[AssemblyStep], index: int, data: str = "") -> Lookup:
         """The record of step ``index`` of ``steps``: this plan's, else the last one of the same
@@ -108,7 +130,7 @@ class RunResults(QObject):
         if not 0 <= index < len(steps):
             return Lookup()
         record = self._records.get(signature(steps, index))
-        fresh = record is not None
+        fresh = record is not None and record.outputs == self._outputs
         if record is None:
             sig = self._latest.get(pair(steps[index]))
             record = self._records.get(sig) if sig is not None else None

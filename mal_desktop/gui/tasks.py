@@ -81,11 +81,14 @@ def _prime_tracer() -> None:
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """One model file to open: as the base (role "base") or as zoo model ``name``."""
+    """One model file to open: as the base (role "base") or as zoo model ``name``; ``output``:
+    for a model returning several outputs, the one chosen as the logits (None: not chosen, the
+    first)."""
 
     role: str
     name: str
     path: str
+    output: int | None = None
 
 
 def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job:
@@ -104,13 +107,24 @@ def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job
         cancel.raise_if_cancelled()
         label = Path(req.path).name
         yield ProgressEvent("load", i / n, f"Loading {label}\u2026")
-        model = load_model(req.path)
+        model = load_model(req.path, output=req.output)
         cancel.raise_if_cancelled()
         yield ProgressEvent("load", (i + 0.6) / n, f"Reading the layers of {label}\u2026")
         tree = build_layer_tree(model)
-        loaded.append((req.role, ModelEntry(req.name, str(req.path), model, tree)))
+        loaded.append((req.role, ModelEntry(req.name, str(req.path), model, tree, req.output,
+                                            _output_shapes(model))))
     yield ProgressEvent("load", 1.0, f"Loaded {len(loaded)} model{'s' if len(loaded) != 1 else ''}")
     return tuple(loaded)
+
+
+def _output_shapes(model: "LoadedModel") -> tuple:
+    """Per output of a model returning several, its shape without the batch axis (what the
+    output choice shows); empty for one output or when the shapes are not recorded."""
+    if model.outputs <= 1 or model.program is None:
+        return ()
+    from ..core.io.pt2_io import program_output_shapes
+
+    return tuple(program_output_shapes(model.program))
 
 
 @dataclass(frozen=True)
@@ -212,6 +226,16 @@ MERGED_REF = "plan:current"  # row id of the merged model in the evaluation matr
 MERGED_NAME = "merged (current plan)"
 
 
+def _file_ref(text: str, output: int) -> Any:
+    """The evaluation-matrix reference of model file ``text`` scored on output ``output``."""
+    from dataclasses import replace
+
+    from ..core.toolkit.model_refs import FileRef, parse_model_ref
+
+    ref = parse_model_ref(text)
+    return replace(ref, output=output) if isinstance(ref, FileRef) else ref
+
+
 def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None,
                 specs: Mapping[str, Any] | None) -> Any:
     """The evaluation-matrix reference of the current plan's merged model.
@@ -240,12 +264,15 @@ def eval_matrix_task(cancel: CancelToken, refs: Sequence[str], datasets: Sequenc
                      cache_dir: Path | None = None, metrics: Sequence[str] | None = None,
                      plan: "AssemblyPlan | None" = None,
                      models: Mapping[str, "LoadedModel"] | None = None,
-                     specs: Mapping[str, Any] | None = None) -> Job:
+                     specs: Mapping[str, Any] | None = None,
+                     outputs: Mapping[str, int] | None = None) -> Job:
     """Evaluate every model of ``refs`` on every dataset (core ``eval_matrix_job``).
 
     refs: model reference texts (model files, ``zoo:NAME``, plan ``.json``); the text
     :data:`MERGED_REF` stands for ``plan`` (a private copy) assembled from ``models`` /
     ``specs`` (the loaded models and their permutation specs by plan path).
+    outputs: for model files returning several outputs, which one is the logits, by reference
+    text (the choice the workspace holds; a file not listed uses its first output).
     datasets: dataset names. cache_dir: the result cache (None: the core's default).
     metrics: sample metrics per cell (None: every registered one, so the panel can offer all).
     Yields the matrix events (payload: each finished MatrixCell); returns the MatrixResult.
@@ -262,7 +289,8 @@ def eval_matrix_task(cancel: CancelToken, refs: Sequence[str], datasets: Sequenc
     with torch.no_grad():  # thread-local: entered here, in the worker
         for text in refs:
             if text != MERGED_REF:
-                items.append(text)
+                items.append(_file_ref(text, outputs.get(text)) if outputs and text in outputs
+                             else text)
             elif plan is None or not plan.steps:
                 raise PlanError("the merged model needs a plan with at least one step")
             else:

@@ -28,12 +28,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One loaded model: display name (unique in the workspace), file, model and layer tree."""
+    """One loaded model: display name (unique in the workspace), file, model and layer tree.
+
+    output_choice: for a model returning several outputs, the output the user chose as the
+    logits (the model was loaded with it); None: not chosen, the first is used (the plan then
+    lists nothing for this model). output_shapes: per output, its shape without the batch axis
+    (a size not known is None), to tell the user which output is which; empty when unknown.
+    """
 
     name: str
     path: str | Path | None
     model: "LoadedModel"
     tree: "LayerTree"
+    output_choice: int | None = None
+    output_shapes: tuple[tuple[int | None, ...] | None, ...] = ()
 
     @staticmethod
     def from_model(model: "LoadedModel", name: str | None = None) -> "ModelEntry":
@@ -44,6 +52,16 @@ class ModelEntry:
         from ..core.graph.tree import build_layer_tree  # torch-heavy: import on first use
 
         return ModelEntry(name or model.name, model.path, model, build_layer_tree(model))
+
+    @property
+    def outputs(self) -> int:
+        """How many outputs the model returns (1 for one tensor; 0 when not known)."""
+        return self.model.outputs
+
+    @property
+    def output_index(self) -> int:
+        """The output used as the logits."""
+        return self.model.output_index
 
     @property
     def path_text(self) -> str:
@@ -86,12 +104,15 @@ class StepAdded:
 class Workspace(QObject):
     """Base model, zoo models, the plan and its undo stack, and the selected step.
 
-    Signals: ``modelsChanged()`` after the base or the zoo changed; ``selectedStepChanged(int)``
-    with the selected step index (-1 for none).
+    Signals: ``modelsChanged()`` after the base or the zoo changed (a model reloaded with
+    another output included); ``selectedStepChanged(int)`` with the selected step index (-1 for
+    none); ``outputWanted(role, name, index)`` - the user asked for another output of a model as
+    its logits (see :meth:`request_output`: whoever can load files answers it).
     """
 
     modelsChanged = Signal()
     selectedStepChanged = Signal(int)
+    outputWanted = Signal(str, str, int)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -176,7 +197,48 @@ class Workspace(QObject):
     def _models_changed(self) -> None:
         # Checks depend only on the loaded trees: drop the cache before anyone re-asks.
         self._checks.clear()
+        self._sync_outputs()
         self.modelsChanged.emit()
+
+    def _sync_outputs(self) -> None:
+        """The plan's output choices follow the loaded entries (each loaded with its choice)."""
+        base = self.base.output_choice if self.base is not None else None
+        zoo = {n: e.output_choice for n, e in self.zoo.items() if e.output_choice is not None}
+        self.plan.set_outputs(base, zoo)
+
+    # -- which output is the logits ----------------------------------------------------------
+    def request_output(self, role: str, name: str, index: int) -> bool:
+        """Ask for output ``index`` of model ``name`` (in ``role``) as its logits.
+
+        Reloading the model (its class output changes what discovery fixes) is file work, done
+        in the worker by whoever listens to ``outputWanted``; it then calls
+        :meth:`use_output`, an undoable command. Returns False when there is nothing to do (no
+        such model, or already its choice).
+        """
+        entry = self.entry(name, role)
+        if entry is None or entry.output_choice == index:
+            return False
+        if entry.output_index == index:  # the default made explicit: nothing to reload
+            return self.use_output(role, replace(entry, output_choice=index))
+        self.outputWanted.emit(role, name, index)
+        return True
+
+    def use_output(self, role: str, entry: ModelEntry) -> bool:
+        """Replace the loaded model of ``entry``'s name by ``entry`` (the same file loaded with
+        another output as its logits), as one undoable command. False (nothing pushed) when
+        the model is gone or is another file by now."""
+        old = self.entry(entry.name, role)
+        if old is None or old.path_text != entry.path_text:
+            return False
+        self.push(ChooseOutputCommand(self, role, old, entry))
+        return True
+
+    def _swap_entry(self, role: str, entry: ModelEntry) -> None:
+        if role == "base":
+            self.set_base(entry)
+        else:
+            self.zoo[entry.name] = entry  # in place: keeps its position in the zoo
+            self._zoo_changed()
 
     def entry(self, name: str, role: str) -> ModelEntry | None:
         """The entry of model ``name`` in ``role`` ("base" or "zoo"), or None."""
@@ -302,3 +364,24 @@ class RemoveZooCommand(QUndoCommand):
             ws._put_zoo(self._entry, self._position)
         for i, step in self._removed:  # lowest first: each lands at its old index
             ws.plan.insert_step(i, step)
+
+
+class ChooseOutputCommand(QUndoCommand):
+    """Use another output of a model as its logits: the model, reloaded with that output in the
+    worker, replaces the loaded one; undo puts the old one back (nothing is reloaded). The plan's
+    ``base_output`` / ``zoo_outputs`` follow (:meth:`Workspace._sync_outputs`)."""
+
+    def __init__(self, workspace: Workspace, role: str, old: ModelEntry, new: ModelEntry,
+                 parent: QUndoCommand | None = None) -> None:
+        super().__init__(f"Use output {new.output_index} of {new.name} as its logits", parent)
+        self._ws, self._role, self._old, self._new = workspace, role, old, new
+
+    def _put(self, entry: ModelEntry) -> None:
+        if self._ws.entry(entry.name, self._role) is not None:  # still loaded
+            self._ws._swap_entry(self._role, entry)
+
+    def redo(self) -> None:
+        self._put(self._new)
+
+    def undo(self) -> None:
+        self._put(self._old)

@@ -175,3 +175,36 @@ def test_untitled_recovery_is_offered(tmp_path: Path) -> None:
     found = find_recoveries(data_dir)
     assert len(found) == 1 and found[0].project_path is None
     assert "untitled" in found[0].describe()
+
+
+def test_the_output_chosen_as_the_logits_round_trips(tmp_path: Path) -> None:
+    """A model returning several outputs: the project keeps which one is the logits (the base's
+    and each zoo model's), for the app and for `mal assemble project.malproj`; a project
+    without a choice writes nothing of it (and reads as before)."""
+    project = make_project(tmp_path)
+    plain = json.loads(save_project(project, tmp_path / "proj" / "plain").read_text())
+    assert "base_output" not in plain and "zoo_outputs" not in plain
+    project.plan.base_output, project.plan.zoo_outputs = 1, {"b": 2}
+    path = save_project(project, tmp_path / "proj" / "chosen")
+    doc = json.loads(path.read_text())
+    assert (doc["base_output"], doc["zoo_outputs"]) == (1, {"b": 2})
+    loaded = load_project(path)
+    assert (loaded.plan.base_output, loaded.plan.zoo_outputs) == (1, {"b": 2})
+    assert load_project_plan(path).outputs_by_path() == {project.plan.base: 1,
+                                                         project.plan.zoo["b"]: 2}
+    # through crash recovery too
+    data_dir = tmp_path / "data"
+    crashed = recovery_path(data_dir, dead_pid())
+    write_recovery(data_dir, project, path).rename(crashed)
+    os.utime(path, (1_000_000, 1_000_000))
+    restored = load_recovery(find_recoveries(data_dir)[0])
+    assert (restored.plan.base_output, restored.plan.zoo_outputs) == (1, {"b": 2})
+    for bad, message in (({"base_output": -1}, "'base_output' must be a whole number"),
+                         ({"base_output": "1"}, "'base_output' must be a whole number"),
+                         ({"zoo_outputs": {"nobody": 0}}, "names 'nobody'"),
+                         ({"zoo_outputs": {"a": 1.5}}, "'zoo_outputs' of 'a'"),
+                         ({"zoo_outputs": [1]}, "must map zoo model names")):
+        path.write_text(json.dumps({**doc, **bad}))
+        with pytest.raises(ProjectError, match=message) as err:
+            load_project(path)
+        assert str(path) in str(err.value)

@@ -179,7 +179,8 @@ def _batch_inference(model: LoadedModel, samples: Samples, batch_size: int) -> n
         raise DatasetError(f"dataset {samples.name} has labels {int(labels.min())}.."
                            f"{int(labels.max())}, model {model.name} has only "
                            f"{model.num_classes} classes")
-    return predict_logits(model.module, x, batch_size).numpy()
+    # a model returning several outputs is scored on the one chosen as its logits
+    return predict_logits(model.module, x, batch_size, output_index=model.output_index).numpy()
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

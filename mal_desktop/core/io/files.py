@@ -33,8 +33,8 @@ from .hf_config import build_module, config_of_arch, input_spec, tie_groups
 from .hf_folder import (FORM as HF_FORM, hf_folder_of, load_hf_folder, load_state_into_meta,
                         read_hf_header, tied_state)
 from .model import LoadedModel
-from .pt2_io import (program_from_bytes, program_input_shape, program_module, program_num_classes,
-                     read_pt2, read_pt2_bytes)
+from .pt2_io import (check_output_choice, program_from_bytes, program_input_shape, program_module,
+                     program_num_classes, program_outputs, read_pt2, read_pt2_bytes)
 from .pages import PageReleaser
 from .safetensors_io import (ARCH_KINDS, MalMetadata, decode_mal_metadata, encode_mal_metadata,
                              read_safetensors_header, read_safetensors_tensors, write_safetensors)
@@ -201,6 +201,8 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         # program too: program.module() and module run the same weights.
         load_state_into(path, module, state, f"program {program_path.name}")
         arch = {"kind": "pt2", "program": str(program_path), "sha256": sha}
+        outputs = program_outputs(program)
+        output_index = check_output_choice(path, program, _stored_output(meta, output))
     elif kind == "hf":
         # A merged Hugging Face model: the stored config is as untrusted as a config.json.
         config = config_of_arch(path, arch)
@@ -217,20 +219,33 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         stored = arch.get("factory")
         if arch_arg is None:
             raise _need_arch(path, f"the architecture is user code {stored!r}")
-        built = factory_with_state(path, arch_arg, state, output)
+        built = factory_with_state(path, arch_arg, state, _stored_output(meta, output))
         module = built.module
         arch = {"kind": "factory", "factory": arch_arg}
         outputs, output_index = built.outputs, built.output_index
-    if kind != "factory":
+    if kind == "family":
         _single_output(path, output)
+    num_classes = meta.num_classes
+    if kind == "pt2" and outputs > 1:  # the stored size is the logits' the file was saved with
+        num_classes = program_num_classes(path, program, output_index)
     return LoadedModel(module=module.eval(), arch=arch, input_shape=meta.input_shape,
-                       num_classes=meta.num_classes, form="mal-safetensors", path=path,
+                       num_classes=num_classes, form="mal-safetensors", path=path,
                        metadata=dict(meta.provenance), program=program,
                        output_index=output_index, outputs=outputs)
 
 
+def _stored_output(meta: MalMetadata, output: int | None) -> int | None:
+    """The output asked for, else the one the file was saved with (a merge records its base's
+    ``output_index``), else None (the first)."""
+    if output is not None:
+        return output
+    stored = meta.provenance.get("output_index")
+    return stored if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0 \
+        else None
+
+
 def _single_output(path: Path, output: int | None) -> None:
-    """Family architectures and .pt2 programs return one tensor: only output 0 exists."""
+    """Family architectures return one tensor: only output 0 exists."""
     if output not in (None, 0):
         raise ModelFileError(path, f"the model returns one output; there is no output {output}")
 
@@ -290,12 +305,13 @@ def load_model(path: str | Path, arch: str | None = None, output: int | None = N
         parameters = set(program.graph_signature.parameters)
         check_weight_dtypes(p, tensors, reference={k: v for k, v in tensors.items()
                                                    if k not in parameters})
-        _single_output(p, output)  # a program returning several outputs is refused by read_pt2
+        index = check_output_choice(p, program, output)
         return LoadedModel(module=program_module(program),
                            arch={"kind": "pt2", "program": str(p), "sha256": sha},
                            input_shape=program_input_shape(p, program),
-                           num_classes=program_num_classes(p, program), form="pt2", path=p,
-                           sha256=sha, metadata={}, program=program)
+                           num_classes=program_num_classes(p, program, index), form="pt2", path=p,
+                           sha256=sha, metadata={}, program=program, output_index=index,
+                           outputs=program_outputs(program))
     # Tensor-only loading is safe, so it runs before the --arch check: a corrupt or unsafe file
     # is reported as such rather than as a missing architecture.
     state = unwrap_state(p, torch_load_weights(p, mmap=True))

@@ -15,7 +15,9 @@ content:
 3. ``pt2_program``: the graph is rebuilt with names we generate, targets from an allowlist, and
    shapes computed on fake tensors; the result is a real ``torch.export.ExportedProgram``.
 4. ``check_program`` (here) refuses programs mal_desktop cannot use exactly (training mode,
-   several inputs or outputs) and re-checks every call target.
+   several inputs, no output) and re-checks every call target. A program may return several
+   tensors (e.g. ``(logits, features)``): its module returns them as a tuple, and which one is
+   the logits is the caller's choice (``program_num_classes(..., output=N)``).
 
 The file is read once into memory; the checks, the hash and the tensors all use those same
 bytes, so the file cannot change between being checked and being loaded.
@@ -39,7 +41,9 @@ from .pt2_schema import read_payloads
 from .state_dict_io import check_weight_dtypes
 
 __all__ = ["read_pt2", "read_pt2_bytes", "program_from_bytes", "check_program",
-           "program_input_shape", "program_num_classes", "program_batch_size", "program_module"]
+           "program_input_shape", "program_num_classes", "program_outputs",
+           "program_output_shapes", "check_output_choice", "program_batch_size",
+           "program_module"]
 
 
 _SYM_FUNCS = frozenset(getattr(torch, n) for n in (
@@ -92,8 +96,8 @@ def check_program(path: Path, program: Any) -> None:
 
     Raises:
         ModelFileError: a call that is not a tensor / shape operator, a training-mode program
-            (updates buffers or runs batch-norm / dropout in training mode), or not exactly one
-            input tensor and one output tensor.
+            (updates buffers or runs batch-norm / dropout in training mode), not exactly one
+            input tensor, or no output tensor (several are allowed: see ``program_outputs``).
     """
     for gm in program.graph_module.modules():
         if not isinstance(gm, torch.fx.GraphModule):
@@ -128,9 +132,9 @@ def check_program(path: Path, program: Any) -> None:
     if len(signature.user_inputs) != 1:
         raise ModelFileError(path, f"the program takes {len(signature.user_inputs)} inputs; "
                                    "mal_desktop needs models with one input tensor")
-    if len(signature.user_outputs) != 1:
-        raise ModelFileError(path, f"the program returns {len(signature.user_outputs)} outputs; "
-                                   "mal_desktop needs models returning one logits tensor")
+    if not signature.user_outputs:
+        raise ModelFileError(path, "the program returns nothing; mal_desktop needs models "
+                                   "returning a logits tensor")
 
 
 def _user_input_node(program: Any) -> torch.fx.Node:
@@ -159,17 +163,69 @@ def program_input_shape(path: Path, program: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in shape[1:])
 
 
-def program_num_classes(path: Path, program: Any) -> int:
-    """Size of the last axis of the program's output.
+def _user_output_values(program: Any) -> list[Any]:
+    """The ``meta["val"]`` of each user output, in the order the program returns them (buffer
+    updates, which ``check_program`` refuses anyway, are skipped)."""
+    output = next(n for n in program.graph.nodes if n.op == "output")
+    outs = list(output.args[0]) if isinstance(output.args[0], (tuple, list)) else [output.args[0]]
+    specs = list(program.graph_signature.output_specs)
+    return [out.meta.get("val") if isinstance(out, torch.fx.Node) else None
+            for i, out in enumerate(outs)
+            if i >= len(specs) or specs[i].kind.name == "USER_OUTPUT"]
+
+
+def program_outputs(program: Any) -> int:
+    """How many tensors the program returns (its module returns a tuple when more than one)."""
+    return len(_user_output_values(program))
+
+
+def program_output_shapes(program: Any) -> list[tuple[int | None, ...] | None]:
+    """Per user output, its shape without the batch axis (a dynamic size is None; None for an
+    output whose shape is not recorded), for telling a user which output is which."""
+    shapes: list[tuple[int | None, ...] | None] = []
+    for val in _user_output_values(program):
+        if not isinstance(val, torch.Tensor) or val.ndim < 1:
+            shapes.append(None)
+            continue
+        shapes.append(tuple(int(s) if isinstance(s, int) else None for s in val.shape[1:]))
+    return shapes
+
+
+def check_output_choice(path: Path, program: Any, output: int | None) -> int:
+    """``output`` (None: 0) as the index of one of the program's outputs.
 
     Raises:
-        ModelFileError: the output is not a tensor of static width.
+        ModelFileError: not a whole number >= 0, or past the program's last output.
     """
-    output = next(n for n in program.graph.nodes if n.op == "output")
-    first = output.args[0][0] if isinstance(output.args[0], (tuple, list)) else output.args[0]
-    val = first.meta.get("val") if isinstance(first, torch.fx.Node) else None
+    if output is None:
+        return 0
+    if isinstance(output, bool) or not isinstance(output, int) or output < 0:
+        raise ModelFileError(path, f"output index must be a whole number >= 0, got {output!r}")
+    count = program_outputs(program)
+    if output >= count:
+        if count == 1:
+            raise ModelFileError(path, f"the model returns one output; there is no output "
+                                       f"{output}")
+        raise ModelFileError(path, f"the model returns {count} outputs; there is no output "
+                                   f"{output} (outputs are numbered from 0)")
+    return output
+
+
+def program_num_classes(path: Path, program: Any, output: int = 0) -> int:
+    """Size of the last axis of the program's output ``output`` (the logits; numbered from 0
+    among the tensors it returns).
+
+    Raises:
+        ModelFileError: no such output, or it is not a tensor of static width.
+    """
+    values = _user_output_values(program)
+    if not 0 <= output < len(values):
+        raise ModelFileError(path, f"the program returns {len(values)} outputs; there is no "
+                                   f"output {output}")
+    val = values[output]
+    which = "output" if len(values) == 1 else f"output {output}"
     if not isinstance(val, torch.Tensor) or val.ndim < 2 or not isinstance(val.shape[-1], int):
-        raise ModelFileError(path, "the program's output is not a (batch, ..., classes) tensor")
+        raise ModelFileError(path, f"the program's {which} is not a (batch, ..., classes) tensor")
     return int(val.shape[-1])
 
 

@@ -201,7 +201,7 @@ class _Program(GraphBuilder):
             tag, arg = self.union(graph_output, "a graph output")
             if tag != "as_tensor":
                 raise self.error("the program returns a value that is not a tensor; "
-                                 "mal_desktop needs models returning one logits tensor")
+                                 "mal_desktop needs models returning tensors")
             node = self.ref(self.tensor_name(arg, "a graph output"))
             if kind == "user_output":
                 tag, spec_arg = self.union(body.get("arg"), "a user output")

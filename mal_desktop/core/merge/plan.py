@@ -164,6 +164,20 @@ class AssemblyPlan:
             self.zoo = dict(zoo)
         self._emit(PlanChange("models"))
 
+    def set_outputs(self, base_output: int | None, zoo_outputs: dict[str, int]) -> None:
+        """Which output is the logits, for the base (None: the first) and zoo models by name
+        (a model not listed: the first); emits a "models" change when that changes."""
+        outputs = {str(k): v for k, v in zoo_outputs.items()}
+        if (base_output, outputs) == (self.base_output, self.zoo_outputs):
+            return
+        self.base_output, self.zoo_outputs = base_output, outputs
+        self._emit(PlanChange("models"))
+
+    def copy(self, data: str | None = None) -> "AssemblyPlan":
+        """A private copy (no listeners): models, outputs and steps; ``data`` when given."""
+        return AssemblyPlan(self.base, dict(self.zoo), data if data is not None else self.data,
+                            list(self.steps), self.base_output, dict(self.zoo_outputs))
+
     def reset(self, other: "AssemblyPlan") -> None:
         """Take over another plan's content (e.g. after loading a project)."""
         self.base, self.zoo, self.data = other.base, dict(other.zoo), other.data

@@ -18,7 +18,7 @@ from ... import __version__
 from ..errors import MalError, PlanError
 from ..io.atomic import atomic_write_text
 from ..jsonio import loads_untrusted
-from ..merge.plan import AssemblyPlan, AssemblyStep
+from ..merge.plan import AssemblyPlan, AssemblyStep, check_output_index
 
 PROJECT_FORMAT = "mal-desktop-project"
 PROJECT_VERSION = 1
@@ -70,7 +70,7 @@ def project_to_json(project: Project, folder: Path | None) -> dict[str, Any]:
     """The JSON document for ``project``; paths relative to ``folder`` where possible."""
     plan = project.plan
     data = _stored_path(project.data, folder) if _is_file_spec(project.data) else project.data
-    return {
+    doc: dict[str, Any] = {
         "format": PROJECT_FORMAT,
         "version": PROJECT_VERSION,
         "app_version": __version__,
@@ -81,6 +81,14 @@ def project_to_json(project: Project, folder: Path | None) -> dict[str, Any]:
         "data": data,
         "ui": dict(project.ui),
     }
+    # which output is the logits of a model returning several: only when chosen, so a project
+    # without such models reads as before
+    if plan.base_output is not None:
+        doc["base_output"] = plan.base_output
+    outputs = {k: v for k, v in plan.zoo_outputs.items() if k in plan.zoo}
+    if outputs:
+        doc["zoo_outputs"] = outputs
+    return doc
 
 
 def project_from_json(doc: Any, folder: Path, where: str) -> Project:
@@ -122,13 +130,34 @@ def project_from_json(doc: Any, folder: Path, where: str) -> Project:
         if step.source not in zoo:
             raise ProjectError(f"{where}: step {i + 1} uses zoo model {step.source!r}, which the "
                                f"project does not list ({', '.join(zoo) or 'no zoo models'})")
+    base_output, zoo_outputs = _outputs(doc, zoo, where)
     plan = AssemblyPlan(base=_resolved_path(base, folder),
                         zoo={k: _resolved_path(v, folder) for k, v in zoo.items()},
-                        data=None, steps=parsed)
+                        data=None, steps=parsed, base_output=base_output,
+                        zoo_outputs=zoo_outputs)
     if _is_file_spec(data):
         data = _resolved_path(data, folder)
     plan.data = data
     return Project(plan=plan, data=data, ui=dict(ui))
+
+
+def _outputs(doc: dict, zoo: dict[str, str], where: str) -> tuple[int | None, dict[str, int]]:
+    """The project's "base_output" and "zoo_outputs" (absent: None and {}), checked."""
+    base_output = doc.get("base_output")
+    zoo_outputs = doc.get("zoo_outputs", {})
+    try:
+        if base_output is not None:
+            check_output_index(base_output, "'base_output'")
+        if not isinstance(zoo_outputs, dict):
+            raise PlanError("'zoo_outputs' must map zoo model names to output indices")
+        for name, index in zoo_outputs.items():
+            if name not in zoo:
+                raise PlanError(f"'zoo_outputs' names {name!r}, which the project's 'zoo' does "
+                                f"not list ({', '.join(zoo) or 'no zoo models'})")
+            check_output_index(index, f"'zoo_outputs' of {name!r}")
+    except PlanError as exc:
+        raise ProjectError(f"{where}: {exc}") from None
+    return base_output, dict(zoo_outputs)
 
 
 def _bad_step(raw: Any) -> AssemblyStep:

@@ -79,22 +79,29 @@ class ModelRef:
 
 @dataclass
 class FileRef(ModelRef):
-    """A model file; ``arch`` is the ``module:factory`` opt-in for plain state dicts."""
+    """A model file; ``arch`` is the ``module:factory`` opt-in for plain state dicts;
+    ``output``: for a model returning several outputs, which one is the logits (None: the
+    first, or the one a merged file recorded)."""
 
     path: Path = Path()
     arch: str | None = None
+    output: int | None = None
 
     kind = "file"
 
     def _compute_hash(self) -> str:
         digest = _content_sha256(self.path)
-        # The same state dict read through another architecture is another model.
-        return digest if self.arch is None else _sha({"file": digest, "arch": self.arch})
+        # The same state dict read through another architecture is another model; so is the
+        # same model scored on another of its outputs.
+        if self.arch is None and self.output is None:
+            return digest
+        extra = {k: v for k, v in (("arch", self.arch), ("output", self.output)) if v is not None}
+        return _sha({"file": digest, **extra})
 
     def load_job(self, cancel: CancelToken | None = None
                  ) -> Generator[ProgressEvent, None, LoadedModel]:
         yield ProgressEvent("load", 0.0, f"loading {self.path.name}")
-        return load_model(self.path, self.arch)
+        return load_model(self.path, self.arch, self.output)
 
 
 @dataclass

@@ -77,6 +77,10 @@ class FilesController(QObject):
         self.settings = settings
         self.dialog_parent = dialog_parent
         self.demo_dialog: DemoZooDialog | None = None
+        self._watched: Any = None
+        session.workspaceReady.connect(self._watch_workspace)
+        if session.workspace is not None:
+            self._watch_workspace(session.workspace)
 
     @staticmethod
     def openable(paths: Iterable[str]) -> list[str]:
@@ -170,8 +174,49 @@ class FilesController(QObject):
         self.recentChanged.emit()
         self.session.mark_dirty()
         names = [e.name for _, e in entries]
-        self._say(f"Opened {', '.join(names)}")
+        several = [e for _, e in entries if e.outputs > 1]
+        if several:  # the first output is a guess: say so where the user looks
+            e = several[0]
+            self._say(f"Opened {', '.join(names)}. {e.name} returns {e.outputs} outputs; output "
+                      f"{e.output_index} is used as the logits \u2014 choose another above its "
+                      "layers", 20000)
+        else:
+            self._say(f"Opened {', '.join(names)}")
         self.modelsOpened.emit(names)
+
+    # -- which output is the logits --------------------------------------------------------------
+    @Slot(object)
+    def _watch_workspace(self, ws: Any) -> None:
+        if ws is not self._watched:
+            self._watched = ws
+            ws.outputWanted.connect(self.choose_output)
+
+    @Slot(str, str, int)
+    def choose_output(self, role: str, name: str, index: int) -> None:
+        """Reload model ``name`` (in ``role``) with output ``index`` as its logits in the
+        worker, then swap it in (undoably). A model that is not a file cannot be reloaded."""
+        ws = self.session.workspace
+        entry = ws.entry(name, role) if ws is not None else None
+        if entry is None:
+            return
+        if not entry.path_text:
+            self._say(f"{name} is only in memory: it cannot be reloaded with another output")
+            ws.modelsChanged.emit()  # puts the choice shown back
+            return
+        request = tasks.LoadRequest(role, name, entry.path_text, index)
+        self.jobs.submit(partial(tasks.load_models_job, requests=(request,)),
+                         f"Using output {index} of {name}", partial(self._output_loaded, role),
+                         ws.modelsChanged.emit)  # failed or cancelled: show the old choice
+
+    def _output_loaded(self, role: str, entries: tuple) -> None:
+        ws = self.session.workspace
+        (_, entry), = entries
+        if ws is None or not ws.use_output(role, entry):
+            if ws is not None:
+                ws.modelsChanged.emit()
+            return
+        self._say(f"{entry.name}: output {entry.output_index} is the logits "
+                  f"({entry.model.num_classes} classes)")
 
     def _apply_entries(self, entries: tuple) -> None:
         ws = self.session.install_workspace()
@@ -211,8 +256,11 @@ class FilesController(QObject):
     def _load_project(self, project: Project, path: Path | None, dirty: bool,
                       after: Callable[[], None] | None = None) -> None:
         plan = project.plan
-        requests = [tasks.LoadRequest("base", Path(plan.base).stem, plan.base)] if plan.base else []
-        requests += [tasks.LoadRequest("zoo", n, p) for n, p in plan.zoo.items()]
+        # each model loads with the output the project chose as its logits
+        requests = ([tasks.LoadRequest("base", Path(plan.base).stem, plan.base, plan.base_output)]
+                    if plan.base else [])
+        requests += [tasks.LoadRequest("zoo", n, p, plan.zoo_outputs.get(n))
+                     for n, p in plan.zoo.items()]
         label = path.name if path else "the recovered project"
         self.jobs.submit(partial(tasks.load_models_job, requests=tuple(requests)),
                          f"Opening {label}",

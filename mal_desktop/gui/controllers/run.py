@@ -20,7 +20,7 @@ from ...core.merge.plan import AssemblyStep
 from .. import tasks
 from ..job_queue import JobQueue
 from ..plots.curve_data import barrier_informative
-from ..run_results import RunResults, Signature, signature
+from ..run_results import RunResults, Signature, outputs_key, signature
 from .session import SessionController
 
 
@@ -68,6 +68,7 @@ class RunController(QObject):
         self.results = RunResults(self)
         self.live: LiveRun | None = None
         session.resultsForgotten.connect(self.forget)
+        session.stateChanged.connect(self._sync_outputs)
 
     def can_run(self) -> bool:
         """A base model and at least one step: something to assemble."""
@@ -81,11 +82,18 @@ class RunController(QObject):
         self.live = None
         self.results.clear()
 
-    def _collect(self, steps: tuple[AssemblyStep, ...], event: Any) -> None:
+    @Slot()
+    def _sync_outputs(self) -> None:
+        """Results of other outputs than the models use now read as stale."""
+        ws = self.session.workspace
+        if ws is not None:
+            self.results.set_outputs(outputs_key(ws.plan))
+
+    def _collect(self, steps: tuple[AssemblyStep, ...], event: Any, outputs: Any = None) -> None:
         """A progress event of a run or an export: keep its partial results."""
         kind = type(event.payload).__name__  # no isinstance: the classes live in the engine
         if kind == "StepDiagnostics":
-            self.results.put_diagnostics(steps, event.payload)
+            self.results.put_diagnostics(steps, event.payload, outputs)
         elif kind == "CurvePoint" and self.live is not None:
             self.live.points.append(event.payload)
             self.curvePoint.emit(event.payload)
@@ -115,24 +123,27 @@ class RunController(QObject):
         factory = partial(tasks.run_step_job, plan=plan, step_index=index,
                           data=data, grid=self.session.grid, models=self._models_by_path(),
                           specs=self._specs_by_path())
-        self.jobs.submit(factory, f"Running step {index + 1}", partial(self._run_done, steps),
-                         self._run_stopped, partial(self._run_progress, steps, index, data))
+        outputs = outputs_key(plan)
+        self.jobs.submit(factory, f"Running step {index + 1}",
+                         partial(self._run_done, steps, outputs), self._run_stopped,
+                         partial(self._run_progress, steps, index, data, outputs))
 
     def _run_progress(self, steps: tuple[AssemblyStep, ...], index: int, data: str,
-                      event: Any) -> None:
+                      outputs: Any, event: Any) -> None:
         if self.live is None or self.live.steps != steps:  # the first event: the job started
             self.live = LiveRun(steps, index, data)
             self.runStarted.emit(index)
-        self._collect(steps, event)
+        self._collect(steps, event, outputs)
 
     def _run_stopped(self) -> None:
         self.live = None
         self.runStopped.emit()
 
-    def _run_done(self, steps: tuple[AssemblyStep, ...], result: tasks.RunResult) -> None:
+    def _run_done(self, steps: tuple[AssemblyStep, ...], outputs: Any,
+                  result: tasks.RunResult) -> None:
         self.live = None
         self.last_run = result
-        self.results.put_curve(steps, result.step_index, result.curve, result.data)
+        self.results.put_curve(steps, result.step_index, result.curve, result.data, outputs)
         self.runFinished.emit(result)
         c = result.curve
         text = (f"Run finished in {result.seconds:.1f} s \u2014 mean LMC loss naive "
@@ -164,7 +175,8 @@ class RunController(QObject):
         factory = partial(tasks.save_merged_job, plan=plan, out=out,
                           models=self._models_by_path(), specs=self._specs_by_path())
         self.jobs.submit(factory, f"Exporting {out.name}", self._merged_saved,
-                         on_progress=partial(self._collect, tuple(plan.steps)))
+                         on_progress=partial(self._collect, tuple(plan.steps),
+                                             outputs=outputs_key(plan)))
 
     def _merged_saved(self, result: Any) -> None:
         self.message.emit(f"Saved the merged model to {result.out}", 15000)

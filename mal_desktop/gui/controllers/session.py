@@ -144,7 +144,7 @@ class SessionController(QObject):
         ws = self.workspace
         if ws is None:
             return Project(data=self.data), self._project_path
-        plan = AssemblyPlan(ws.plan.base, dict(ws.plan.zoo), self.data, list(ws.plan.steps))
+        plan = ws.plan.copy(self.data)  # with the outputs chosen as the logits
         ui = {"selected_step": ws.selected_step, "curve_grid": self.grid}
         return Project(plan, self.data, ui), self._project_path
 
@@ -152,7 +152,7 @@ class SessionController(QObject):
         """A private copy of the plan (for a job to read) with data set ``data`` (default: the
         session's)."""
         plan = self.workspace.plan if self.workspace is not None else AssemblyPlan()
-        return AssemblyPlan(plan.base, dict(plan.zoo), data or self.data, list(plan.steps))
+        return plan.copy(data or self.data)
 
     # -- curve settings ---------------------------------------------------------------------
     def set_data(self, data: str) -> None:

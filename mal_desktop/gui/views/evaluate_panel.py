@@ -112,6 +112,7 @@ class EvaluatePanel(QWidget):
         self.cache_dir = cache_dir
         self._checked: dict[str, bool] = {}
         self._names: dict[str, str] = {}
+        self._run_outputs: dict[str, int] = {}  # outputs used as logits by the last evaluation
         self.model = QtMatrixModel(self)
         self.proxy = MatrixSortProxy(self)
         self.proxy.setSourceModel(self.model)
@@ -240,6 +241,16 @@ class EvaluatePanel(QWidget):
             self.refresh_choices()
         # Any edit (a lambda included) changes the merged model its cells measured.
         self.mark_plan_stale()
+        now = self._entry_outputs()
+        for ref in self.model.refs():  # a model now scored on another output than its cells
+            if ref != tasks.MERGED_REF and now.get(ref, 0) != self._run_outputs.get(ref, 0):
+                self.model.mark_stale(ref, "another output is used as its logits now")
+
+    def _entry_outputs(self) -> dict[str, int]:
+        """Model file -> the output its loaded model uses as logits, where not the first."""
+        ws = self._ws
+        return {e.path_text: e.model.output_index for e in [ws.base, *ws.zoo.values()]
+                if e is not None and e.path_text and e.model.output_index}
 
     def mark_plan_stale(self) -> None:
         """The plan changed: the merged model's cells measured another merge."""
@@ -324,11 +335,12 @@ class EvaluatePanel(QWidget):
         ws = self._ws
         refs = [ref for ref, _ in rows]
         plan = models = specs = None
+        entries = [e for e in [ws.base, *ws.zoo.values()] if e is not None]
+        # the output each model was given as its logits (the first is the files' default)
+        outputs = self._run_outputs = self._entry_outputs()
         if tasks.MERGED_REF in refs:
-            from ...core.merge.plan import AssemblyPlan
-
-            entries = [e for e in [ws.base, *ws.zoo.values()] if e is not None]
-            plan = AssemblyPlan(ws.plan.base, dict(ws.plan.zoo), None, list(ws.plan.steps))
+            plan = ws.plan.copy()
+            plan.data = None
             models = {e.path_text: e.model for e in entries}
             specs = {e.path_text: e.tree.spec for e in entries}
         self._names = dict(rows)
@@ -339,7 +351,8 @@ class EvaluatePanel(QWidget):
                              f"{len(datasets)} data set{'s' if len(datasets) != 1 else ''}\u2026")
         self._update_export()
         return partial(tasks.eval_matrix_task, refs=refs, datasets=datasets,
-                       cache_dir=self.cache_dir, plan=plan, models=models, specs=specs)
+                       cache_dir=self.cache_dir, plan=plan, models=models, specs=specs,
+                       outputs=outputs)
 
     @Slot(object)
     def add_cell(self, cell: MatrixCell) -> None:

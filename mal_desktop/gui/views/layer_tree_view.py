@@ -24,6 +24,7 @@ from ..models.layer_tree_model import (COL_NAME, COL_PARAMS, COL_SHAPE, COL_SPAC
 from ..models.mime import LAYER_MIME
 from ..workspace import ModelEntry, Workspace
 from .context_menu import menu_target
+from .output_choice import OutputChoice
 
 _AUTO_EXPAND_ROWS = 400  # expand a new tree fully only up to this many rows
 
@@ -233,6 +234,7 @@ class LayerTreePane(QWidget):
 
         self.title = QLabel()
         self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.output_choice = OutputChoice(workspace, role, self)  # models with several outputs
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search name or shape (e.g. conv1, 64x32)")
         self.search.setClearButtonEnabled(True)
@@ -257,6 +259,7 @@ class LayerTreePane(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(3)
         layout.addWidget(self.title)
+        layout.addWidget(self.output_choice)
         layout.addWidget(self.search)
         layout.addWidget(self.view, 1)
 
@@ -273,10 +276,12 @@ class LayerTreePane(QWidget):
         entry = self._resolve()
         if entry is not self.entry or (entry is not None and self.model is None):
             self.set_entry(entry)
+        self.output_choice.set_entry(entry)  # also puts back a pick that did not happen
 
     # -- content ---------------------------------------------------------------------------------
     def set_entry(self, entry: ModelEntry | None) -> None:
         """Show ``entry``'s layer tree (None shows the empty state)."""
+        self.output_choice.set_entry(entry)
         if entry is self.entry and self.model is not None:
             return
         old = self.model

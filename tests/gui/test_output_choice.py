@@ -1,0 +1,207 @@
+"""Choosing which output of a multi-output model is the logits, in the app: the combo above the
+layer tree, the reload in the worker, undo, Run, Evaluate and the .malproj (issue 8)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from mal_desktop.core.evaluate.datasets import load_dataset  # noqa: E402
+from mal_desktop.core.merge.plan import AssemblyStep  # noqa: E402
+from mal_desktop.core.project.document import load_project  # noqa: E402
+from mal_desktop.gui.controllers.files import FilesController  # noqa: E402
+from mal_desktop.gui.controllers.run import RunController  # noqa: E402
+from mal_desktop.gui.controllers.session import SessionController  # noqa: E402
+from mal_desktop.gui.job_queue import JobQueue  # noqa: E402
+from mal_desktop.gui.settings import Settings  # noqa: E402
+from mal_desktop.gui.views.layer_tree_view import LayerTreePane  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+class TwoOutputs(torch.nn.Module):
+    """(logits 10, features 12) from the 64 digit pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(64, 16)
+        self.fc2 = torch.nn.Linear(16, 12)
+        self.head = torch.nn.Linear(12, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.relu(self.fc2(torch.relu(self.fc1(torch.flatten(x, 1)))))
+        return self.head(features), features
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> dict[str, tuple[Path, torch.nn.Module]]:
+    """A base and a zoo model, each a two-output module exported to .pt2 (dynamic batch)."""
+    out = {}
+    for seed, name in enumerate(("base", "zoo")):
+        torch.manual_seed(seed)
+        module = TwoOutputs().eval()
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(module, (torch.randn(4, 1, 8, 8),),
+                                      dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(tmp_path / f"{name}.pt2"))
+        out[name] = (tmp_path / f"{name}.pt2", module)
+    return out
+
+
+@pytest.fixture
+def jobs(qtbot) -> Iterator[JobQueue]:
+    queue = JobQueue()
+    yield queue
+    queue.shutdown()
+
+
+@pytest.fixture
+def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
+    s = SessionController(settings, jobs)
+    yield s
+    s.autosaver.stop()
+
+
+def _loss(module: torch.nn.Module, output: int) -> float:
+    data = load_dataset("digits")
+    with torch.no_grad():
+        logits = module(data.x_test.reshape(-1, 1, 8, 8).float())[output]
+    return float(F.cross_entropy(logits, data.y_test.long()))
+
+
+def _pick(qtbot, pane: LayerTreePane, jobs: JobQueue, index: int) -> None:
+    """Choose output ``index`` in the pane's combo as a user does, and wait for the reload."""
+    combo = pane.output_choice.combo
+    with qtbot.waitSignal(jobs.jobEnded, timeout=60000):
+        combo.setCurrentIndex(index)
+        combo.activated.emit(index)
+
+
+def test_choosing_output_1_changes_the_curve_and_survives_undo_and_reopening(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        programs: dict[str, tuple[Path, torch.nn.Module]], tmp_path: Path) -> None:
+    files = FilesController(session, jobs, settings)
+    runs = RunController(session, jobs)
+    messages: list[str] = []
+    files.message.connect(lambda text, _ms: messages.append(text))
+    (base, base_module), (zoo, _) = programs["base"], programs["zoo"]
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(base), str(zoo)])
+    ws = session.workspace
+    base_pane = LayerTreePane(ws, "base")
+    zoo_pane = LayerTreePane(ws, "zoo", "zoo")
+    qtbot.addWidget(base_pane)
+    qtbot.addWidget(zoo_pane)
+
+    # Loaded with the first output, and the app says so: in the status bar and by the combo.
+    choice = base_pane.output_choice
+    assert not choice.isHidden() and choice.combo.count() == 2
+    assert [choice.combo.itemText(i) for i in range(2)] == ["output 0 \u00b7 (batch, 10)",
+                                                            "output 1 \u00b7 (batch, 12)"]
+    assert choice.combo.currentIndex() == 0 and "output 0 is used until you choose" in \
+        choice.note.text()
+    assert "returns 2 outputs; output 0 is used as the logits" in messages[-1]
+    assert ws.plan.base_output is None and ws.plan.zoo_outputs == {}
+
+    assert ws.add_step(AssemblyStep("zoo", "fc1", "fc1")).ok
+    session.set_grid(3)
+    with qtbot.waitSignal(runs.runFinished, timeout=60000) as first:
+        runs.run()
+    assert first.args[0].curve.naive.loss[0] == pytest.approx(_loss(base_module, 0), rel=1e-5)
+
+    # Output 1 as the logits of both models: reloaded in the worker, one undo command each.
+    _pick(qtbot, base_pane, jobs, 1)
+    _pick(qtbot, zoo_pane, jobs, 1)
+    assert (ws.base.output_index, ws.base.model.num_classes) == (1, 12)
+    assert ws.zoo["zoo"].output_index == 1
+    assert (ws.plan.base_output, ws.plan.zoo_outputs) == (1, {"zoo": 1})
+    assert choice.combo.currentIndex() == 1 and choice.note.text() == ""
+    assert ws.undo_stack.undoText() == "Use output 1 of zoo as its logits"
+    assert session.is_dirty()
+    found = runs.results.lookup(ws.plan.steps, 0, "digits")  # a curve of output 0: stale now
+    assert found.record is not None and not found.fresh
+    with qtbot.waitSignal(runs.runFinished, timeout=60000) as second:
+        runs.run()
+    naive = second.args[0].curve.naive.loss
+    assert runs.results.lookup(ws.plan.steps, 0, "digits").fresh
+    assert naive[0] == pytest.approx(_loss(base_module, 1), rel=1e-5)
+    assert naive[0] != pytest.approx(first.args[0].curve.naive.loss[0], rel=1e-3)
+
+    # Undo puts the first output back (no reload), redo the chosen one.
+    ws.undo_stack.undo()
+    ws.undo_stack.undo()
+    assert ws.base.output_index == 0 and choice.combo.currentIndex() == 0
+    assert ws.plan.base_output is None and ws.plan.zoo_outputs == {}
+    ws.undo_stack.redo()
+    ws.undo_stack.redo()
+    assert ws.base.output_index == 1 and (ws.plan.base_output, ws.plan.zoo_outputs) == (
+        1, {"zoo": 1})
+
+    # Saved in the project, and back after reopening it.
+    project_file = tmp_path / "outputs.malproj"
+    assert files.write_project(project_file)
+    doc = json.loads(project_file.read_text())
+    assert (doc["base_output"], doc["zoo_outputs"]) == (1, {"zoo": 1})
+    assert load_project(project_file).plan.base_output == 1
+    with qtbot.waitSignal(files.projectOpened, timeout=60000):
+        files.open_project(project_file)
+    assert not session.is_dirty()
+    assert (ws.base.output_index, ws.base.output_choice, ws.zoo["zoo"].output_index) == (1, 1, 1)
+    assert (ws.plan.base_output, ws.plan.zoo_outputs) == (1, {"zoo": 1})
+    assert choice.combo.currentIndex() == 1
+    with qtbot.waitSignal(runs.runFinished, timeout=60000) as third:
+        runs.run()
+    assert third.args[0].curve.naive.loss[0] == pytest.approx(naive[0], rel=1e-6)
+
+
+def test_evaluate_scores_the_chosen_output(qtbot, session: SessionController, jobs: JobQueue,
+                                           settings: Settings,
+                                           programs: dict[str, tuple[Path, torch.nn.Module]],
+                                           tmp_path: Path) -> None:
+    from mal_desktop.gui.controllers.evaluation import EvaluationController
+    from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
+
+    files = FilesController(session, jobs, settings)
+    base, module = programs["base"]
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(base)])
+    ws = session.workspace
+    pane = LayerTreePane(ws, "base")
+    qtbot.addWidget(pane)
+    _pick(qtbot, pane, jobs, 1)
+    panel = EvaluatePanel(ws, cache_dir=tmp_path / "cache")
+    qtbot.addWidget(panel)
+    evaluation = EvaluationController(jobs, settings)
+    evaluation.set_panel(panel)
+    panel.set_checked([str(base), "data:digits"])
+    with qtbot.waitSignal(jobs.jobEnded, timeout=60000):
+        evaluation.evaluate()
+    (cell,) = panel.model.finished_cells()
+    assert cell.metrics["loss"] == pytest.approx(_loss(module, 1), rel=1e-5)
+    assert not panel.model.stale_reason(0)
+    ws.undo_stack.undo()  # back to output 0: the cell measured another output
+    assert "another output" in panel.model.stale_reason(0)
+
+
+def test_a_pick_that_cannot_load_puts_the_shown_choice_back(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        programs: dict[str, tuple[Path, torch.nn.Module]]) -> None:
+    files = FilesController(session, jobs, settings)
+    base, _ = programs["base"]
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(base)])
+    ws = session.workspace
+    pane = LayerTreePane(ws, "base")
+    qtbot.addWidget(pane)
+    base.write_bytes(b"not a program any more")  # the file changed since it was opened
+    _pick(qtbot, pane, jobs, 1)
+    assert ws.base.output_index == 0 and pane.output_choice.combo.currentIndex() == 0
+    assert ws.undo_stack.count() == 0 and ws.plan.base_output is None
