@@ -1,9 +1,11 @@
-"""The first window on a 1280 x 720 screen, at 1x and at 2x scaling (QT_SCALE_FACTOR=2).
+"""The first window on a 1600 x 1000 and a 1280 x 720 screen, at 1x and at 2x scaling
+(QT_SCALE_FACTOR=2).
 
 Each case runs in a subprocess: the offscreen platform is given a screen of that size (a config
 file), and the scale factor must be set before Qt starts. The window must fit the screen with
-its status bar on it, every plot must be drawn at least at its usable minimum (a panel that is
-too short scrolls instead of clipping or squeezing), and the step list must show several rows.
+its status bar on it, every plot must be drawn at least at its usable minimum, the step list
+must show several steps, and every column of the plan must be in view, whole (none hidden, none
+narrower than its contents, no horizontal scroll bar).
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ from pathlib import Path
 from PySide6.QtWidgets import QApplication
 from PySide6.QtCore import QPoint
 app = QApplication([])
-from layer_fixtures import entry
+from layer_fixtures import loaded, tree
 from mal_desktop.core.merge.plan import AssemblyStep
 from mal_desktop.gui.main_window import MainWindow
 from mal_desktop.gui.plots.plot_grid import PlotGrid
 from mal_desktop.gui.settings import Settings
-from mal_desktop.gui.workspace import Workspace
+from mal_desktop.gui.workspace import ModelEntry, Workspace
 
+# Named like the demo zoo's models: the plan's columns are measured on realistic names.
 ws = Workspace()
-ws.set_base(entry("base_mlp"))
-ws.add_zoo(entry("zoo_mlp"))
+ws.set_base(ModelEntry("mlp-w64-s0", None, loaded("base_mlp"), tree("base_mlp")))
+ws.add_zoo(ModelEntry("mlp-w128-s0", None, loaded("zoo_mlp"), tree("zoo_mlp")))
 settings = Settings(Path(sys.argv[2]) / "settings.ini")
 settings.demo_offered = True
 w = MainWindow(settings, ws)
@@ -45,8 +48,8 @@ def pump(n=40):
     for _ in range(n):
         app.processEvents()
 pump()
-for layer in ("layers.0", "layers.1", "layers.2"):
-    ws.add_step(AssemblyStep("zoo_mlp", layer, layer))
+for layer, method in (("layers.0", "linear"), ("layers.1", "ties"), ("layers.2", "linear")):
+    ws.add_step(AssemblyStep("mlp-w128-s0", layer, layer, 0.5, "chain", method=method))
 pump(80)
 area = w.screen().availableGeometry()
 bar = w.statusBar()
@@ -65,6 +68,10 @@ for name in ("curve", "diagnostics", "evaluate"):
                           grid.minimum_plot_size().height()])
 view = w.views.assembly_panel.view
 row = view.sizeHintForRow(0) if view.model().rowCount() else 20
+header = view.header()
+columns = [[c, view.isColumnHidden(c), header.sectionSize(c), view.sizeHintForColumn(c),
+            header.sectionSizeHint(c), header.sectionViewportPosition(c)]
+           for c in range(view.model().columnCount())]
 print(json.dumps({
     "dpr": w.devicePixelRatioF(), "area": [area.width(), area.height()],
     "window": [w.frameGeometry().x(), w.frameGeometry().y(), w.frameGeometry().width(),
@@ -73,6 +80,8 @@ print(json.dumps({
     "bar_bottom": bar_bottom, "bar_visible": bar.isVisible(), "area_bottom": area.bottom() + 1,
     "plots": plots, "list_rows": view.viewport().height() / max(1, row),
     "slider": w.views.assembly_panel.lam_slider.width(),
+    "columns": columns, "plan_viewport": view.viewport().width(),
+    "plan_hbar": view.horizontalScrollBar().isVisible(),
 }))
 w.workspace.undo_stack.setClean()
 w.session.mark_clean()
@@ -96,18 +105,37 @@ def probe(tmp_path: Path, screen: tuple[int, int], scale: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("screen,scale", [((1280, 720), 1), ((2560, 1440), 2)],
-                         ids=["1280x720", "2x-scale"])
-def test_first_window_fits_the_screen_and_plots_keep_their_minimum(tmp_path: Path, screen,
-                                                                   scale: int) -> None:
-    m = probe(tmp_path, screen, scale)
-    assert m["dpr"] == scale and m["area"] == [1280, 720]  # 1280 x 720 logical either way
+CASES = {"1600x1000": ((1600, 1000), 1), "1280x720": ((1280, 720), 1),
+         "2x-scale": ((2560, 1440), 2)}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def first_window(request, tmp_path_factory) -> tuple[str, dict]:
+    """The probe of each screen, run once per module: (case name, measurements)."""
+    screen, scale = CASES[request.param]
+    return request.param, probe(tmp_path_factory.mktemp(request.param), screen, scale)
+
+
+def test_first_window_fits_the_screen_and_plots_keep_their_minimum(first_window) -> None:
+    case, m = first_window
+    logical = [s // CASES[case][1] for s in CASES[case][0]]
+    assert m["dpr"] == CASES[case][1] and m["area"] == logical
     x, y, width, height = m["window"]
-    assert x >= 0 and y >= 0 and x + width <= 1280 and y + height <= 720, m["window"]
+    assert x >= 0 and y >= 0 and x + width <= logical[0] and y + height <= logical[1], m["window"]
     assert m["min_hint"][0] <= 1280 and m["min_hint"][1] <= 720 - 40, m["min_hint"]
     assert m["bar_visible"] and m["bar_bottom"] <= m["area_bottom"]  # status bar on screen
     assert {p[0] for p in m["plots"]} == {"curve", "diagnostics", "evaluate"}
     for name, w, h, min_w, min_h in m["plots"]:  # never clipped or squeezed below usable
         assert w >= min_w - 1 and h >= min_h - 1, (name, w, h)
-    assert m["list_rows"] >= 3.5, m["list_rows"]  # the plan list shows its steps
+    assert m["list_rows"] >= 3, m["list_rows"]  # the plan list shows three (two-line) steps
     assert m["slider"] >= 120
+
+
+def test_every_plan_column_is_in_view_whole(first_window) -> None:
+    """Width case, method and alignment used to fold into the tooltip at the default width."""
+    case, m = first_window
+    assert not m["plan_hbar"], case
+    for col, hidden, width, contents, header, left in m["columns"]:
+        assert not hidden, (case, col)
+        assert width >= max(contents, header), (case, col, width, contents, header)
+        assert 0 <= left and left + width <= m["plan_viewport"], (case, col, left, width)
