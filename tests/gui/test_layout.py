@@ -36,9 +36,10 @@ from mal_desktop.gui.settings import Settings
 from mal_desktop.gui.workspace import ModelEntry, Workspace
 
 # Named like the demo zoo's models: the plan's columns are measured on realistic names.
+# (Built first: the engine's start-up in the worker must not trace a model at the same time.)
+models = [ModelEntry(name, None, loaded(fixture), tree(fixture))
+          for name, fixture in (("mlp-w64-s0", "base_mlp"), ("mlp-w128-s0", "zoo_mlp"))]
 ws = Workspace()
-ws.set_base(ModelEntry("mlp-w64-s0", None, loaded("base_mlp"), tree("base_mlp")))
-ws.add_zoo(ModelEntry("mlp-w128-s0", None, loaded("zoo_mlp"), tree("zoo_mlp")))
 settings = Settings(Path(sys.argv[2]) / "settings.ini")
 settings.demo_offered = True
 w = MainWindow(settings, ws)
@@ -47,14 +48,33 @@ w.start_up()
 def pump(n=40):
     for _ in range(n):
         app.processEvents()
-pump()
+pump()  # the default layout is made while the welcome page shows, as at a first launch
+ws.set_base(models[0])
+ws.add_zoo(models[1])
 for layer, method in (("layers.0", "linear"), ("layers.1", "ties"), ("layers.2", "linear")):
     ws.add_step(AssemblyStep("mlp-w128-s0", layer, layer, 0.5, "chain", method=method))
+# What a run shows: a 64 x 128 permutation (the demo's second step), costs, J per iteration.
+import numpy as np
+from mal_desktop.core.merge.results import SideReport, StepDiagnostics
+q = np.zeros((64, 128), np.float32)
+q[np.arange(64), np.random.default_rng(0).permutation(128)[:64]] = 1
+w.views.diagnostics.show_step(StepDiagnostics(
+    1, "mlp-w128-s0:layers.0 -> layers.0", "chain",
+    "out: base narrower 64 <- 128 (drop 64); in: equal 64 (fixed)",
+    SideReport(64, 128, "narrower", 64, 0, 64), SideReport(64, 64, "fixed", 64, 0, 0),
+    objective=(75.0, 108.0, 108.2), costs=np.linspace(0.2, 3.8, 64), out_matrix=q))
 pump(80)
 area = w.screen().availableGeometry()
 bar = w.statusBar()
 bar_bottom = bar.mapToGlobal(QPoint(0, bar.height())).y()
-plots = []
+def in_viewport(grid, item, rect):
+    """``rect`` of ``item`` in the coordinates of the grid's scroll-area viewport."""
+    g = grid.graphics
+    poly = g.mapFromScene(item.mapRectToScene(rect))
+    r = poly.boundingRect().translated(g.mapTo(grid.area.viewport(), QPoint(0, 0)))
+    return [r.left(), r.top(), r.right() + 1, r.bottom() + 1]
+
+plots, labels, grids = [], [], []
 for name in ("curve", "diagnostics", "evaluate"):
     dock = w.dock_layout.docks[name]
     dock.raise_()
@@ -62,10 +82,30 @@ for name in ("curve", "diagnostics", "evaluate"):
     for grid in w.findChildren(PlotGrid):
         if not grid.isVisible() or not dock.isAncestorOf(grid):
             continue
-        for plot in grid.plots:
-            r = plot.sceneBoundingRect()
-            plots.append([name, r.width(), r.height(), grid.minimum_plot_size().width(),
-                          grid.minimum_plot_size().height()])
+        vp = grid.area.viewport()
+        grids.append([name, grid.page_count, vp.width(), vp.height(),
+                      grid.area.verticalScrollBar().isVisible(),
+                      grid.area.horizontalScrollBar().isVisible()])
+        seen = []
+        for page in range(grid.page_count):
+            grid.pages.setCurrentIndex(page)
+            pump(10)
+            for plot in grid.visible_plots():
+                seen.append(grid.plots.index(plot))
+                r = plot.sceneBoundingRect()
+                plots.append([name, page, r.width(), r.height(),
+                              grid.minimum_plot_size().width(),
+                              grid.minimum_plot_size().height(),
+                              in_viewport(grid, plot, plot.boundingRect()),
+                              [vp.width(), vp.height()]])
+                for side in ("left", "bottom"):
+                    axis = plot.getAxis(side)
+                    if axis.isVisible() and axis.label.isVisible():
+                        labels.append([name, side, axis.labelText,
+                                       in_viewport(grid, axis.label, axis.label.boundingRect()),
+                                       in_viewport(grid, plot, plot.boundingRect())])
+        grids[-1].append(sorted(seen))
+        grid.pages.setCurrentIndex(0)
 view = w.views.assembly_panel.view
 row = view.sizeHintForRow(0) if view.model().rowCount() else 20
 header = view.header()
@@ -81,6 +121,7 @@ print(json.dumps({
     "plots": plots, "list_rows": view.viewport().height() / max(1, row),
     "slider": w.views.assembly_panel.lam_slider.width(),
     "columns": columns, "plan_viewport": view.viewport().width(),
+    "grids": grids, "labels": labels,
     "plan_hbar": view.horizontalScrollBar().isVisible(),
 }))
 w.workspace.undo_stack.setClean()
@@ -125,7 +166,8 @@ def test_first_window_fits_the_screen_and_plots_keep_their_minimum(first_window)
     assert m["min_hint"][0] <= 1280 and m["min_hint"][1] <= 720 - 40, m["min_hint"]
     assert m["bar_visible"] and m["bar_bottom"] <= m["area_bottom"]  # status bar on screen
     assert {p[0] for p in m["plots"]} == {"curve", "diagnostics", "evaluate"}
-    for name, w, h, min_w, min_h in m["plots"]:  # never clipped or squeezed below usable
+    assert height <= logical[1] - 40, m["window"]  # room for a window manager's title bar
+    for name, _page, w, h, min_w, min_h, _rect, _vp in m["plots"]:  # never squeezed
         assert w >= min_w - 1 and h >= min_h - 1, (name, w, h)
     assert m["list_rows"] >= 3, m["list_rows"]  # the plan list shows three (two-line) steps
     assert m["slider"] >= 120
@@ -139,3 +181,18 @@ def test_every_plan_column_is_in_view_whole(first_window) -> None:
         assert not hidden, (case, col)
         assert width >= max(contents, header), (case, col, width, contents, header)
         assert 0 <= left and left + width <= m["plan_viewport"], (case, col, left, width)
+
+
+def test_every_plot_is_whole_in_view_without_scrolling(first_window) -> None:
+    """At 1280 x 720 the plots used to sit in a scroll area that had to be scrolled to see an x
+    axis; a panel too short for all its plots now shows them in pages, each page whole."""
+    case, m = first_window
+    for name, pages, _w, _h, vbar, hbar, seen in m["grids"]:
+        assert not vbar and not hbar, (case, name)
+        assert seen == list(range(len(seen))) and seen, (case, name)  # every plot on a page
+    for name, page, _w, _h, _mw, _mh, (left, top, right, bottom), (vw, vh) in m["plots"]:
+        assert left >= 0 and top >= 0 and right <= vw and bottom <= vh, (
+            case, name, page, (left, top, right, bottom), (vw, vh))
+    if case == "1600x1000":  # room for every plot at once
+        assert all(pages == 1 for _n, pages, *_ in m["grids"]), m["grids"]
+

@@ -40,13 +40,13 @@ class CellDetails(QWidget):
         self.header.setWordWrap(True)
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.grid = PlotGrid(columns=2, min_plot=QSize(240, 200))
+        self.grid = PlotGrid(columns=2, min_plot=QSize(220, 170))
         g = self.graphics = self.grid.graphics
         g.setToolTip("Left: accuracy of each true class (dashed line: overall accuracy).\n"
                      "Right: counts of true x predicted class; the colour is the share of the "
                      "true class's samples, so classes of different sizes compare.")
-        self.bar_plot: pg.PlotItem = self.grid.add_plot()
-        self.conf_plot: pg.PlotItem = self.grid.add_plot()
+        self.bar_plot: pg.PlotItem = self.grid.add_plot("per-class accuracy")
+        self.conf_plot: pg.PlotItem = self.grid.add_plot("confusion matrix")
         for plot in (self.bar_plot, self.conf_plot):
             for side in ("left", "bottom"):
                 plot.getAxis(side).enableAutoSIPrefix(False)  # classes: never "x0.001"

@@ -92,6 +92,9 @@ def _check_list(tip: str) -> QListWidget:
     w.setToolTip(tip)
     w.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    # Three rows at least (it scrolls): the list's own minimum, with two of them and the
+    # buttons, made the bottom docks too tall for a 1280 x 720 screen.
+    w.setMinimumHeight(3 * w.fontMetrics().height() + 2 * w.frameWidth() + 6)
     return w
 
 
@@ -136,16 +139,20 @@ class EvaluatePanel(QWidget):
                                        ("Data sets", self.datasets_list, 2)):
             left.addWidget(QLabel(f"<b>{label}</b>"))
             left.addWidget(widget, stretch)
-        buttons = QHBoxLayout()
-        buttons.setSpacing(2)
-        for action in actions:
-            button = QToolButton()
-            button.setDefaultAction(action)
-            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-            button.setAutoRaise(True)
-            buttons.addWidget(button)
-        buttons.addStretch(1)
-        left.addLayout(buttons)
+        # Two to a line (evaluate and cancel, then the study): in one line the three buttons
+        # made this column ~300 px wide, which left the cell details too narrow for one plot
+        # when the panel shares the bottom with the curve (1280 x 720).
+        for pair in (actions[i:i + 2] for i in range(0, len(actions), 2)):
+            buttons = QHBoxLayout()
+            buttons.setSpacing(2)
+            for action in pair:
+                button = QToolButton()
+                button.setDefaultAction(action)
+                button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+                button.setAutoRaise(True)
+                buttons.addWidget(button)
+            buttons.addStretch(1)
+            left.addLayout(buttons)
 
         self.metric_combo = QComboBox()
         self.metric_combo.setObjectName("evalMetric")

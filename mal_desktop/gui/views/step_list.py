@@ -27,10 +27,12 @@ class _NumberedDelegate(QStyledItemDelegate):
         super().initStyleOption(option, index)
         number = f"{index.row() + 1}.  "
         metrics = option.fontMetrics
-        indent = " " * round(metrics.horizontalAdvance(number)
-                             / max(1, metrics.horizontalAdvance(" ")))
-        first, _, rest = option.text.partition("\n")
-        option.text = number + first + (f"\n{indent}{rest}" if rest else "")
+        # no-break spaces: the text layout drops ordinary ones at the start of a line
+        indent = "\u00a0" * round(metrics.horizontalAdvance(number)
+                                  / max(1, metrics.horizontalAdvance("\u00a0")))
+        # Qt has already turned the model's "\n" into a line separator (U+2028)
+        first, _, rest = option.text.replace("\u2028", "\n").partition("\n")
+        option.text = number + first + (f"\u2028{indent}{rest}" if rest else "")
 
 
 class StepListView(QTreeView):
