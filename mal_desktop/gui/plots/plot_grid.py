@@ -27,6 +27,10 @@ from PySide6.QtWidgets import QFrame, QScrollArea, QSizePolicy, QTabBar, QVBoxLa
 
 MIN_PLOT = QSize(280, 170)  # below this a plot's axes and labels crowd the data out
 _MARGIN, _SPACING = 2, 6
+# Room the axis labels need outside their axis: pyqtgraph reserves 80 % of a label's height and
+# draws it 5 px lower (AxisItem's "nudge"), so a label in the last row or column hung over the
+# edge of the scene and its descenders were cut. Each plot's layout keeps this much room.
+AXIS_LABEL_OVERHANG = 6
 
 
 class PlotGrid(QWidget):
@@ -77,6 +81,9 @@ class PlotGrid(QWidget):
     def add_plot(self, name: str = "") -> pg.PlotItem:
         """A new plot at the end of the grid; ``name`` labels it in page tabs."""
         plot = pg.PlotItem()
+        left, top, right, bottom = plot.layout.getContentsMargins()
+        plot.layout.setContentsMargins(max(left, AXIS_LABEL_OVERHANG), top, right,
+                                       max(bottom, AXIS_LABEL_OVERHANG))
         # The same preferred size for every plot, none below the minimum: left to their own
         # hints, a plot with a long title took its neighbour's room (squeezed to 270 px).
         plot.setMinimumSize(QSizeF(self._min_plot))
