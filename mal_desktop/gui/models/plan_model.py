@@ -177,7 +177,9 @@ class QtPlanModel(QAbstractTableModel):
             return f"{step.method}\n{extra}" if extra else step.method
         if col == COL_CASE:
             check = self._ws.check_plan_step(step)
-            return compact_case(check.case_text, "\n", counts=False) if check.ok else f"\u26a0 {check.reason}"
+            if not check.ok:
+                return f"\u26a0 {check.reason}"
+            return compact_case(check.case_text, "\n", counts=False)  # one side per line
         return None
 
     def _tooltip(self, row: int, col: int, step: AssemblyStep) -> str:

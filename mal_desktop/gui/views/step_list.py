@@ -11,8 +11,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QStyledItemDelegate, QStyleOpt
 from ..models.plan_model import COL_BASE, COL_CASE, COL_SOURCE
 from .context_menu import menu_target
 
-# Columns whose text may be elided (full text in the row's tooltip) when even the two-line
-# layout does not fit the dock; the others (lambda, alignment, method) always show whole.
+# Columns whose text may be elided (full text in the row's tooltip), in the order they give way
+# when even the two-line layout does not fit the dock; lambda, alignment and method show whole.
 ELIDABLE = (COL_SOURCE, COL_BASE, COL_CASE)
 ELIDED_MIN = 64  # an elidable column keeps at least this much (logical px)
 _PAD = 6  # room between columns beyond the style's own cell margins
@@ -90,7 +90,7 @@ class StepListView(QTreeView):
         avail = self.viewport().width()
         widths = dict(need)
         over = sum(widths.values()) - avail
-        for col in (COL_SOURCE, COL_BASE, COL_CASE):  # who gives way, in this order
+        for col in ELIDABLE:  # who gives way, in this order
             if over <= 0:
                 break
             give = min(over, max(0, widths[col] - ELIDED_MIN))
