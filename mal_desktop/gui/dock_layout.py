@@ -17,6 +17,10 @@ from .settings import Settings
 
 DOCKS = ("base", "plan", "curve", "diagnostics", "evaluate")
 LEFT_SHARE, RIGHT_SHARE = 0.24, 0.27  # base tree and plan: shares of the window's width
+# ... but the plan at least this many text lines wide (font height as the unit, so it follows the
+# font and the scaling): room for every column of a typical step (the table's two-line rows;
+# tests/gui/test_layout.py checks it at 1280 x 720 and 1600 x 1000), at most MAX_RIGHT_SHARE.
+PLAN_MIN_LINES, MAX_RIGHT_SHARE = 33, 0.4
 BOTTOM_SHARE = 0.55  # the plots' share of the height: curves need room, the trees show rows
 FIRST_SIZE = (1440, 900)  # the first window on a large screen; smaller screens: their area
 
@@ -85,8 +89,9 @@ class DockLayout(QObject):
         """Size the docks as shares of the window as it is now."""
         w, d = self._window, self.docks
         width, height = max(w.width(), 640), max(w.height(), 480)
-        w.resizeDocks([d["base"], d["plan"]], [int(width * LEFT_SHARE),
-                                               int(width * RIGHT_SHARE)],
+        plan = min(int(width * MAX_RIGHT_SHARE),
+                   max(int(width * RIGHT_SHARE), PLAN_MIN_LINES * w.fontMetrics().height()))
+        w.resizeDocks([d["base"], d["plan"]], [int(width * LEFT_SHARE), plan],
                       Qt.Orientation.Horizontal)
         w.resizeDocks([d["curve"]], [int(height * BOTTOM_SHARE)], Qt.Orientation.Vertical)
         # Half each: left alone, the tabbed group (diagnostics + evaluate) takes all the width

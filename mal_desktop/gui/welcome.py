@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QSizePolicy, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QScrollArea, QSizePolicy,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from .icons import app_icon
 
@@ -84,7 +84,8 @@ class WelcomePage(QWidget):
         inner.addWidget(hint)
         card.setMaximumWidth(620)
 
-        outer = QVBoxLayout(self)
+        page = QWidget()
+        outer = QVBoxLayout(page)
         outer.addStretch(1)
         row = QHBoxLayout()
         row.addStretch(1)
@@ -92,6 +93,17 @@ class WelcomePage(QWidget):
         row.addStretch(1)
         outer.addLayout(row)
         outer.addStretch(2)
+        # The card scrolls when the middle of the window is short: its full height (~340 px)
+        # was the least height of the window's top half, so the default layout, applied while
+        # this page shows, left the plots too short at 1280 x 720 (they had to be scrolled).
+        scroll = QScrollArea()
+        scroll.setWidget(page)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
         self.set_recent([])
 
     def set_recent(self, paths: list[str]) -> None:

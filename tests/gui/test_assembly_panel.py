@@ -11,7 +11,8 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from mal_desktop.core.merge.plan import AssemblyStep  # noqa: E402
-from mal_desktop.gui.models.plan_model import COL_LAMBDA, STEP_ROLE, QtPlanModel  # noqa: E402
+from mal_desktop.gui.models.plan_model import (COL_ALIGN, COL_LAMBDA, COL_METHOD,  # noqa: E402
+                                               STEP_ROLE, QtPlanModel)
 from mal_desktop.gui.undo import AddStepCommand, UpdateStepCommand, new_gesture  # noqa: E402
 from mal_desktop.gui.views.assembly_panel import SLIDER_STEPS, AssemblyPanel  # noqa: E402
 from mal_desktop.gui.workspace import Workspace  # noqa: E402
@@ -59,7 +60,7 @@ def test_plan_model_follows_moves_and_removals(qtbot, workspace: Workspace) -> N
     with qtbot.waitSignal(model.rowsMoved):
         workspace.plan.move_step(0, 2)
     assert [model.step(r).source for r in range(3)] == ["zoo1", "zoo2", "zoo0"]
-    assert model.data(model.index(2, 0)) == "zoo0: layers.0"
+    assert model.data(model.index(2, 0)) == "zoo0\nlayers.0"  # model over layer
     with qtbot.waitSignal(model.rowsRemoved):
         workspace.plan.remove_step(1)
     assert [model.step(r).source for r in range(2)] == ["zoo1", "zoo0"]
@@ -228,4 +229,30 @@ def test_empty_plan_shows_hint(qtbot) -> None:
     assert p.model.rowCount() == 0
     assert not p.editor.isEnabled()
     assert not p.remove_action.isEnabled()
-    assert p.view.model().headerData(0, Qt.Orientation.Horizontal) == "Step (zoo layer)"
+    assert p.view.model().headerData(0, Qt.Orientation.Horizontal) == "Step\n(zoo layer)"
+
+
+def test_a_narrow_plan_elides_names_but_hides_no_column(qtbot, workspace: Workspace) -> None:
+    """Made narrower than its columns need, the table elides the step, base-layer and case
+    text (whole in each row's tooltip) and keeps lambda, alignment and method whole; no column
+    is hidden and no horizontal scroll bar appears while the elided widths fit."""
+    workspace.push(UpdateStepCommand(workspace.plan, 0, {"source": "a-rather-long-zoo-model"}))
+    p = AssemblyPanel(workspace)
+    qtbot.addWidget(p)
+    p.show()
+    qtbot.waitExposed(p)
+    view, header = p.view, p.view.header()
+    need = view.column_needs()
+    p.resize(view.needed_width() + 40, 400)
+    qtbot.waitUntil(lambda: header.sectionSize(0) >= need[0])
+    assert all(header.sectionSize(c) >= need[c] for c in need)
+    p.resize(view.needed_width() - 60, 400)
+    qtbot.waitUntil(lambda: header.sectionSize(0) < need[0])
+    for c in need:
+        assert not view.isColumnHidden(c)
+    for c in (COL_LAMBDA, COL_ALIGN, COL_METHOD):  # short columns stay whole
+        assert header.sectionSize(c) >= need[c]
+    assert sum(header.sectionSize(c) for c in need) <= view.viewport().width()
+    assert not view.horizontalScrollBar().isVisible()
+    assert "a-rather-long-zoo-model" in view.model().index(0, 0).data(
+        Qt.ItemDataRole.ToolTipRole)

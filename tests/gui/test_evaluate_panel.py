@@ -200,6 +200,11 @@ def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
     details._apply_colors()  # what a theme change does: redraw, same labels, not doubled
     assert len(details.count_labels) == n_labels
     assert details.conf_plot.getAxis("bottom")._tickLevels[0][0] == (0, "0")
+    # The drill-down's CSV names the model by its hash and the data set by its fingerprint.
+    cell_csv = details.export_csv(tmp_path / "cell.csv", "accuracy").read_text()
+    first = panel.model.result.models[0]
+    assert f"# model_sha256: {first['hash']}" in cell_csv and first["hash"]
+    assert f"# model_ref: {first['ref']}" in cell_csv and "# dataset_fingerprint: " in cell_csv
 
     # Exports are atomic text files with every cell.
     csv_path = panel.export_csv(tmp_path / "m.csv")

@@ -15,6 +15,7 @@ from mal_desktop.gui.models.layer_tree_model import (COL_NAME, COL_PARAMS,  # no
                                                      COL_SHAPE, COL_SPACE, COL_STATS,
                                                      FIXED_ROLE, IS_LAYER_ROLE, REPEAT_ROLE,
                                                      QtLayerTreeModel)
+from mal_desktop.gui.models.case_words import compact_case  # noqa: E402
 from mal_desktop.gui.models.plan_model import COL_CASE, QtPlanModel  # noqa: E402
 from mal_desktop.gui.undo import AddStepCommand, MoveStepCommand  # noqa: E402
 from mal_desktop.gui.models.layer_filter import LayerFilterProxy  # noqa: E402
@@ -125,7 +126,9 @@ def test_plan_model_with_steps_passes_modeltester(qapp, qtmodeltester) -> None:
     model = QtPlanModel(ws)
     qtmodeltester.check(model)
     case = model.data(model.index(0, COL_CASE))
-    assert case == "out 128\u219064 zero-pad 64 \u00b7 in 64 fixed"  # compact: fits a column
+    assert case == "out 128\u219064 pad\nin 64 fixed"  # compact: one side per line
+    assert compact_case("out: base wider 128 <- 64 (zero-pad 64); in: equal 64 (fixed)") == \
+        "out 128\u219064 zero-pad 64 \u00b7 in 64 fixed"  # the one-line form keeps the counts
     tip = model.data(model.index(0, COL_CASE), Qt.ItemDataRole.ToolTipRole)
     assert "out: base wider 128 <- 64 (zero-pad 64); in: equal 64 (fixed)" in tip
     assert "zero-pad N: N base units" in tip and "fixed: these units cannot be reordered" in tip

@@ -274,3 +274,68 @@ def test_diagnostics_export(tmp_path, diag: DiagnosticsPanel) -> None:
         assert f.readline() == "# step: Step 2: zoo:layers.0 -> layers.0\n"
     with pytest.raises(ValueError):
         diag.export_csv(tmp_path / "x.csv", "nonsense")
+
+
+def _scores():
+    from mal_desktop.core.evaluate.metric_registry import SampleScores
+
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2], np.int64)
+    preds = np.array([0, 0, 1, 1, 1, 2, 2, 0, 2, 2], np.int64)
+    return SampleScores(labels, preds, preds == labels, np.full(10, 0.5), np.full(10, 0.9),
+                        np.array(["zero"] * 3 + ["one"] * 2 + ["two"] * 5), 3)
+
+
+def test_cell_details_export_figures_and_csv_like_the_other_plots(qtbot, tmp_path) -> None:
+    """The Evaluate panel's drill-down exports as the curve and diagnostics do: print PNG at
+    the chosen DPI (light, titled), SVG, and the data as CSV with a provenance header."""
+    from PySide6.QtGui import QImage
+
+    from mal_desktop.gui.plots.cell_details import CellDetails
+
+    details = CellDetails()
+    qtbot.addWidget(details)
+    details.resize(700, 400)
+    assert not details.export_button.isEnabled()  # nothing shown: nothing to export
+    with pytest.raises(ValueError):
+        details.export_csv(tmp_path / "x.csv", "accuracy")
+    details.set_provenance({"model_ref": "zoo/m.safetensors", "model_sha256": "ab12",
+                            "dataset_fingerprint": "f00d"})
+    details.show_scores(_scores(), "merged (current plan)", "digits")
+    assert details.export_button.isEnabled()
+    labels = [e[0] for e in details._export_entries()]
+    assert labels == ["Both plots as PNG\u2026", "Both plots as SVG\u2026",
+                      "Per-class accuracy as PNG\u2026", "Per-class accuracy as SVG\u2026",
+                      "Confusion matrix as PNG\u2026", "Confusion matrix as SVG\u2026",
+                      "Per-class accuracy as CSV\u2026", "Confusion matrix as CSV\u2026"]
+
+    png = details.export_figure(tmp_path / "both.png", "all", dpi=300)
+    image = QImage(str(png))
+    assert round(image.dotsPerMeterX() * 0.0254) == 300
+    assert image.width() == pytest.approx(2 * 4.2 * 300, abs=2)  # two print-size plots
+    corner = image.pixelColor(2, image.height() - 2)
+    assert (corner.red(), corner.green(), corner.blue()) == (255, 255, 255)  # print: white
+    one = details.export_figure(tmp_path / "conf.png", "confusion", dpi=150)
+    assert QImage(str(one)).width() == pytest.approx(4.2 * 150, abs=2)
+    svg = details.export_figure(tmp_path / "both.svg").read_text(encoding="utf-8")
+    assert "<svg" in svg and "merged (current plan) on digits" in svg  # titled
+    assert "per-class accuracy" in svg and "predicted class" in svg  # plot titles, axis labels
+    assert details.scores is not None  # the plots on screen stay (a copy was exported)
+    assert details.bar_plot in details.grid.plots and details.bar_plot.scene() is not None
+
+    def read(path):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return ([line for line in lines if line.startswith("# ")],
+                list(csv.reader(line for line in lines if not line.startswith("#"))))
+
+    meta, rows = read(details.export_csv(tmp_path / "acc.csv", "accuracy"))
+    assert meta[:2] == ["# model: merged (current plan)", "# dataset: digits"]
+    assert "# model_sha256: ab12" in meta and "# dataset_fingerprint: f00d" in meta
+    assert "# samples: 10" in meta and meta[-1].startswith("# mal_desktop: ")
+    assert rows[0] == ["class", "name", "samples", "correct", "accuracy"]
+    assert rows[1:] == [["0", "zero", "3", "2", repr(2 / 3)], ["1", "one", "2", "2", "1.0"],
+                        ["2", "two", "5", "4", "0.8"]]
+    meta, rows = read(details.export_csv(tmp_path / "conf.csv", "confusion"))
+    assert rows[0] == ["true_class", "true_name", "predicted_class", "predicted_name", "count"]
+    assert len(rows) == 1 + 9 and ["2", "two", "0", "zero", "1"] in rows
+    assert sum(int(r[4]) for r in rows[1:]) == 10
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left

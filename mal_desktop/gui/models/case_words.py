@@ -29,13 +29,18 @@ GLOSSARY = {
 }
 
 
+_SHORT = {"zero-pad": "pad", "drop": "drop"}  # the case words without their unit counts
+
+
 def _sides(text: str) -> list[str]:
     return [part.strip() for part in text.split(";") if part.strip()]
 
 
-def compact_case(text: str) -> str:
+def compact_case(text: str, sep: str = " \u00b7 ", counts: bool = True) -> str:
     """"out 64\u2190128 drop 64 \u00b7 in 784 fixed": the case in a table column's width (the
-    text itself when it is not in the usual form)."""
+    text itself when it is not in the usual form). ``sep`` joins the sides ("\\n": one side per
+    line); without ``counts`` the number of padded or dropped units, the difference of the two
+    widths shown, is left out ("out 64\u2190128 drop"), as in the step table."""
     out = []
     for part in _sides(text):
         m = _SIDE.match(part)
@@ -45,11 +50,12 @@ def compact_case(text: str) -> str:
         if m["target"]:
             words += f"\u2190{m['target']}"
         if m["extra"]:
-            words += f" {m['extra']}"
+            extra = m["extra"]
+            words += f" {extra}" if counts else f" {_SHORT.get(extra.split()[0], extra)}"
         if m["fixed"]:
             words += " fixed"
         out.append(words)
-    return " \u00b7 ".join(out)
+    return sep.join(out)
 
 
 def explain_case(text: str) -> str:

@@ -25,11 +25,12 @@ from .case_words import compact_case, explain_case
 STEP_ROLE = Qt.ItemDataRole.UserRole + 1  # the AssemblyStep of a row
 CHECK_ROLE = Qt.ItemDataRole.UserRole + 2  # its StepCheck (ok, reason, case_text)
 
-COLUMNS = ("Step (zoo layer)", "Into (base layer)", "\u03bb", "Alignment", "Method",
-           "Width case")
+# Two lines per header and per row (model over layer, method over its parameters, one width
+# case side per line): every column fits a plan dock a third of a 1280 px window wide.
+COLUMNS = ("Step\n(zoo layer)", "Into\n(base)", "\u03bb", "Align", "Method", "Width\ncase")
 COL_SOURCE, COL_BASE, COL_LAMBDA, COL_ALIGN, COL_METHOD, COL_CASE = range(6)
 # The step number is not model data (it would change for every row below an insertion); views
-# draw it (see views/assembly_panel.py), tooltips state it.
+# draw it (see views/step_list.py), tooltips state it.
 
 _ALIGN_TIPS = {
     "chain": "chain: align every hidden space of the prefix jointly (Git Re-Basin style); "
@@ -164,7 +165,7 @@ class QtPlanModel(QAbstractTableModel):
 
     def _display(self, row: int, col: int, step: AssemblyStep) -> str | None:
         if col == COL_SOURCE:
-            return f"{step.source}: {step.source_layer}"
+            return f"{step.source}\n{step.source_layer}"
         if col == COL_BASE:
             return step.base_layer
         if col == COL_LAMBDA:
@@ -173,10 +174,12 @@ class QtPlanModel(QAbstractTableModel):
             return step.align
         if col == COL_METHOD:
             extra = ", ".join(f"{k}={float(v):g}" for k, v in step.params)
-            return f"{step.method} ({extra})" if extra else step.method
+            return f"{step.method}\n{extra}" if extra else step.method
         if col == COL_CASE:
             check = self._ws.check_plan_step(step)
-            return compact_case(check.case_text) if check.ok else f"\u26a0 {check.reason}"
+            if not check.ok:
+                return f"\u26a0 {check.reason}"
+            return compact_case(check.case_text, "\n", counts=False)  # one side per line
         return None
 
     def _tooltip(self, row: int, col: int, step: AssemblyStep) -> str:
@@ -209,7 +212,10 @@ _HEADER_TIPS = (
     "and layer that donates weights",
     "Base layer that receives them (the base never changes shape)",
     "Merging factor: (1 - \u03bb) base + \u03bb aligned zoo layer",
-    "How zoo units are matched to base units before merging",
+    "Alignment: how zoo units are matched to base units before merging",
     "Merge method and its parameters",
-    "Width case per side: base wider (zero-pad), equal, or narrower (drop zoo units)",
+    "Width case per side (out, in): base \u2190 zoo units; pad: the base is wider and its units "
+    "without a zoo partner are zero-padded; drop: the base is narrower and the zoo units left "
+    "over are dropped; fixed: units that cannot be reordered (the row's tooltip has the "
+    "numbers)",
 )

@@ -5,25 +5,31 @@ Two plots side by side, from the cell's per-sample scores (:meth:`MatrixCell.sam
 the overall accuracy) and the confusion matrix (true x predicted class), coloured by each true
 class's share so classes of different sizes compare, with the counts printed while the matrix is
 small enough to read them. Plot items are created once; a theme change redraws in its colours.
+Like the other plots, both export as print figures (PNG at the chosen DPI in light print colours
+with a title and axis labels, or SVG; plots/export.py) and their data as CSV with a provenance
+header (the model with its hash, the data set with its fingerprint: :meth:`set_provenance`).
 """
 
 from __future__ import annotations
 
 import html
 import math
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QRectF, QSize, Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.errors import MalError
 from ...core.toolkit.matrix import MatrixCell
 from ...core.evaluate.metric_registry import SampleScores
 from ..models.matrix_model import (class_names, confusion_counts, format_value,
                                    per_class_accuracy, scale_color)
-from ..palette import plot_colors
+from ..palette import PlotColors, plot_colors, print_colors
+from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
 from .plot_grid import PlotGrid
 from .style import color_axes, show_tick_values
 
@@ -31,22 +37,29 @@ MAX_LABELLED_CELLS = 12  # confusion matrices up to this many classes show their
 
 
 class CellDetails(QWidget):
-    """Per-class accuracy bars and the confusion matrix of one matrix cell."""
+    """Per-class accuracy bars and the confusion matrix of one matrix cell.
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    Parameters: colors - fixed colours (the print copy of an export); None follows the theme.
+    """
+
+    def __init__(self, parent: QWidget | None = None, colors: PlotColors | None = None) -> None:
         super().__init__(parent)
+        self._fixed_colors = colors
+        self._colors = colors or plot_colors()
+        self._where = ("", "")  # (row name, data set) of the cell shown
+        self._provenance: dict[str, object] = {}
         self.header = QLabel("Select a cell of the matrix for per-class accuracy and the "
                              "confusion matrix.")
         self.header.setWordWrap(True)
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.grid = PlotGrid(columns=2, min_plot=QSize(240, 200))
+        self.grid = PlotGrid(columns=2, min_plot=QSize(220, 170))
         g = self.graphics = self.grid.graphics
         g.setToolTip("Left: accuracy of each true class (dashed line: overall accuracy).\n"
                      "Right: counts of true x predicted class; the colour is the share of the "
                      "true class's samples, so classes of different sizes compare.")
-        self.bar_plot: pg.PlotItem = self.grid.add_plot()
-        self.conf_plot: pg.PlotItem = self.grid.add_plot()
+        self.bar_plot: pg.PlotItem = self.grid.add_plot("per-class accuracy")
+        self.conf_plot: pg.PlotItem = self.grid.add_plot("confusion matrix")
         for plot in (self.bar_plot, self.conf_plot):
             for side in ("left", "bottom"):
                 plot.getAxis(side).enableAutoSIPrefix(False)  # classes: never "x0.001"
@@ -73,16 +86,21 @@ class CellDetails(QWidget):
         self.scores: SampleScores | None = None
         self.counts: np.ndarray | None = None
         self.accuracy: np.ndarray | None = None
+        self.export_button = ExportButton(self._export_entries, self)
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(self.header, 1)
+        top.addWidget(self.export_button, 0, Qt.AlignmentFlag.AlignTop)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
-        layout.addWidget(self.header)
+        layout.addLayout(top)
         layout.addWidget(self.grid, 1)
         self._apply_colors()
         self.clear()
 
     def _apply_colors(self) -> None:
-        c = plot_colors()
+        c = self._colors
         self.grid.set_background(c.background)
         color_axes((self.bar_plot, self.conf_plot), c)
         self.mean_line.setPen(pg.mkPen(c.accent, width=1.5, style=Qt.PenStyle.DashLine))
@@ -99,10 +117,11 @@ class CellDetails(QWidget):
         self.mean_line.hide()
         self.image.clear()
         self._remove_counts()
-        self.bar_plot.setTitle("per-class accuracy")
-        self.conf_plot.setTitle("confusion matrix")
+        self.bar_plot.setTitle("per-class accuracy", color=self._colors.foreground)
+        self.conf_plot.setTitle("confusion matrix", color=self._colors.foreground)
         for plot in (self.bar_plot, self.conf_plot):
             show_tick_values(plot, False)  # nothing to label: no stacked tick labels
+        self._update_export()
         if note:
             self.header.setText(note)
 
@@ -119,7 +138,7 @@ class CellDetails(QWidget):
             return
         where = f"<b>{html.escape(row_name)}</b> on <b>{html.escape(cell.dataset)}</b>"
         if cell.error:
-            self.clear(f"{where}: <span style='color:{plot_colors().bad}'>"
+            self.clear(f"{where}: <span style='color:{self._colors.bad}'>"
                        f"{html.escape(cell.error)}</span>")
             return
         try:
@@ -128,23 +147,30 @@ class CellDetails(QWidget):
             self.clear(f"{where}: the per-sample scores cannot be read ({html.escape(str(exc))});"
                        " evaluate again to recompute them.")
             return
+        parts = [f"{m} {format_value(m, float(v))}" for m, v in cell.metrics.items()
+                 if isinstance(v, (int, float))]
+        source = "from the cache" if cell.cached else "computed now"
+        dot = " \u00b7 "
+        self.show_scores(scores, row_name, cell.dataset)
+        self.header.setText(f"{where}: {dot.join(parts)}{dot}{cell.n} samples ({source})")
+
+    def show_scores(self, scores: SampleScores, row_name: str, dataset: str) -> None:
+        """Draw the drill-down of per-sample ``scores`` of model ``row_name`` on ``dataset``."""
         self.clear()
         for plot in (self.bar_plot, self.conf_plot):
             show_tick_values(plot, True)
         self.scores = scores
         self.counts = confusion_counts(scores)
         self.accuracy = per_class_accuracy(scores)
-        parts = [f"{m} {format_value(m, float(v))}" for m, v in cell.metrics.items()
-                 if isinstance(v, (int, float))]
-        source = "from the cache" if cell.cached else "computed now"
-        dot = " \u00b7 "
-        self.header.setText(f"{where}: {dot.join(parts)}{dot}{cell.n} samples ({source})")
+        self._where = (row_name, dataset)
+        self.header.setText(f"<b>{html.escape(row_name)}</b> on <b>{html.escape(dataset)}</b>")
+        self._update_export()
         self._draw()
 
     def _draw(self) -> None:
         scores, counts, acc = self.scores, self.counts, self.accuracy
         assert scores is not None and counts is not None and acc is not None
-        c = plot_colors()
+        c = self._colors
         n = scores.num_classes
         names = class_names(scores)
         ticks = [[(i, names[i]) for i in range(n)]]
@@ -185,9 +211,88 @@ class CellDetails(QWidget):
                         self.count_labels.append(label)
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+        if self._fixed_colors is None and event.type() in (
+                QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._colors = plot_colors()
             self._apply_colors()
         super().changeEvent(event)
+
+    # -- export -----------------------------------------------------------------------------
+    def set_provenance(self, provenance: Mapping[str, object]) -> None:
+        """What CSV exports record (model and its hash, data set and its fingerprint, ...)."""
+        self._provenance = dict(provenance)
+
+    def _update_export(self) -> None:
+        shown = self.scores is not None
+        self.export_button.setEnabled(shown)
+        self.export_button.setToolTip(
+            "Save the per-class accuracy or the confusion matrix as a figure (PNG at the chosen "
+            "resolution, or SVG) or its data as CSV" if shown else
+            "Select a finished cell of the matrix to export its plots")
+
+    def _title(self) -> str:
+        row, dataset = self._where
+        acc = float(self.scores.correct.mean()) if self.scores is not None and \
+            len(self.scores) else math.nan
+        return f"{row} on {dataset}" + (f" (accuracy {acc:.1%})" if math.isfinite(acc) else "")
+
+    def export_figure(self, path: str | Path, which: str = "all", dpi: int = 300) -> Path:
+        """Save a print figure (.png at ``dpi`` or .svg) of both plots or one of them:
+        ``which`` in {"all", "accuracy", "confusion"}. Raises ValueError when no cell is shown
+        or ``which`` is unknown, OSError when the file cannot be written."""
+        if self.scores is None:
+            raise ValueError("no cell details to export")
+        if which not in ("all", "accuracy", "confusion"):
+            raise ValueError(f"unknown plot {which!r}")
+        copy = CellDetails(colors=print_colors())  # off screen, light print colours
+        try:
+            copy.show_scores(self.scores, *self._where)
+            chosen = {"all": [copy.bar_plot, copy.conf_plot], "accuracy": [copy.bar_plot],
+                      "confusion": [copy.conf_plot]}[which]
+            return export_figure(chosen, path, self._title(), dpi)
+        finally:
+            copy.deleteLater()
+
+    def export_csv(self, path: str | Path, which: str) -> Path:
+        """Save the data behind one plot as CSV with a provenance header: ``which`` "accuracy"
+        (one row per true class: samples, correct, accuracy) or "confusion" (one row per true
+        and predicted class: count). Raises ValueError when no cell is shown."""
+        scores, counts, acc = self.scores, self.counts, self.accuracy
+        if scores is None or counts is None or acc is None:
+            raise ValueError("no cell details to export")
+        row, dataset = self._where
+        meta = {"model": row, "dataset": dataset, **self._provenance,
+                "samples": len(scores)}
+        names = class_names(scores)
+        if which == "accuracy":
+            totals = counts.sum(axis=1)
+            rows = [[k, names[k], int(totals[k]), int(counts[k, k]), float(acc[k])]
+                    for k in range(scores.num_classes)]
+            return export_csv(path, ["class", "name", "samples", "correct", "accuracy"], rows,
+                              meta)
+        if which == "confusion":
+            rows = [[t, names[t], p, names[p], int(counts[t, p])]
+                    for t in range(scores.num_classes) for p in range(scores.num_classes)]
+            return export_csv(path, ["true_class", "true_name", "predicted_class",
+                                     "predicted_name", "count"], rows, meta)
+        raise ValueError(f"unknown plot {which!r}")
+
+    def _export_entries(self) -> list[ExportEntry]:
+        if self.scores is None:
+            return []
+        stem = "-".join("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in part)
+                        for part in self._where)
+        entries = figure_entries(f"{stem}-details", "Both plots",
+                                 lambda p, dpi: self.export_figure(p, "all", dpi))
+        for which, title in (("accuracy", "Per-class accuracy"),
+                             ("confusion", "Confusion matrix")):
+            entries += figure_entries(f"{stem}-{which}", title,
+                                      lambda p, dpi, w=which: self.export_figure(p, w, dpi))
+        for which, title in (("accuracy", "Per-class accuracy"),
+                             ("confusion", "Confusion matrix")):
+            entries.append((f"{title} as CSV\u2026", "csv", f"{stem}-{which}.csv",
+                            lambda p, w=which: self.export_csv(p, w)))
+        return entries
 
 
 __all__ = ["CellDetails", "MAX_LABELLED_CELLS"]

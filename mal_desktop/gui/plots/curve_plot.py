@@ -98,8 +98,8 @@ class CurvePlot(QWidget):
 
         self.grid = PlotGrid(columns=2, min_plot=MIN_PLOT)
         self.graphics = self.grid.graphics
-        self.loss_plot: pg.PlotItem = self.grid.add_plot()
-        self.acc_plot: pg.PlotItem = self.grid.add_plot()
+        self.loss_plot: pg.PlotItem = self.grid.add_plot("loss")
+        self.acc_plot: pg.PlotItem = self.grid.add_plot("accuracy")
         self.acc_plot.setXLink(self.loss_plot)
         for plot, label in ((self.loss_plot, "loss"), (self.acc_plot, "accuracy (%)")):
             plot.setLabel("bottom", "\u03bb (merging factor)")

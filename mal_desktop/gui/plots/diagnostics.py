@@ -9,7 +9,7 @@
 
 What it shows is decided elsewhere (views/selected_step.py: the selected step's diagnostics,
 kept per step by gui/run_results.py): ``show_step`` or ``show_empty``. Plot items are created
-once; the plots sit in a :class:`PlotGrid` (two columns, one when narrow, scrolling when short),
+once; the plots sit in a :class:`PlotGrid` (two columns, one when narrow, pages when short),
 and the matrix keeps square cells, so a 64 x 128 Q reads as what it is.
 """
 
@@ -102,10 +102,10 @@ class DiagnosticsPanel(QWidget):
 
         self.grid = PlotGrid(columns=2, min_plot=MIN_PLOT)
         self.graphics = self.grid.graphics
-        self.matrix_plot: pg.PlotItem = self.grid.add_plot()
-        self.units_plot: pg.PlotItem = self.grid.add_plot()
-        self.costs_plot: pg.PlotItem = self.grid.add_plot()
-        self.objective_plot: pg.PlotItem = self.grid.add_plot()
+        self.matrix_plot: pg.PlotItem = self.grid.add_plot("matrix Q")
+        self.units_plot: pg.PlotItem = self.grid.add_plot("units")
+        self.costs_plot: pg.PlotItem = self.grid.add_plot("costs")
+        self.objective_plot: pg.PlotItem = self.grid.add_plot("objective J")
 
         mp = self.matrix_plot
         mp.setTitle("generalized permutation Q")

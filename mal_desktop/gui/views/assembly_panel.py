@@ -75,16 +75,17 @@ class AssemblyPanel(QWidget):
         self._build_step_list()
         buttons = self._build_step_buttons()
         self._build_editor()
-        # The editor scrolls when the panel is short: the step list keeps at least four rows
-        # (at 1280 x 720 it used to show one).
+        # The editor scrolls when the panel is short: the step list keeps at least three of its
+        # two-line rows (at 1280 x 720 it used to show one).
         self.editor_area = QScrollArea()
         self.editor_area.setWidget(self.editor)
         self.editor_area.setWidgetResizable(True)
         self.editor_area.setFrameShape(QFrame.Shape.NoFrame)
         self.editor_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.editor_area.setMinimumHeight(72)
-        rows = self.view.fontMetrics().height() + 8
-        self.view.setMinimumHeight(self.view.header().sizeHint().height() + 4 * rows + 4)
+        row = 2 * self.view.fontMetrics().height() + 2
+        self.view.setMinimumHeight(self.view.header().sizeHint().height() + 3 * row
+                                   + 2 * self.view.frameWidth())
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.addWidget(self.view)

@@ -5,8 +5,9 @@ the current plan) and datasets, then runs Evaluate (an action of the window: Run
 Models, Ctrl+E). The window runs :func:`~mal_desktop.gui.tasks.eval_matrix_task` in the worker
 and forwards each finished cell here (:meth:`EvaluatePanel.add_cell`), so the table fills as the
 run goes; cached cells come back at once. Selecting a cell shows its per-class accuracy and
-confusion matrix (:class:`~mal_desktop.gui.plots.cell_details.CellDetails`). The matrix exports
-as CSV and JSON (atomic writes). The study, the window's other evaluation, has its dialog in
+confusion matrix (:class:`~mal_desktop.gui.plots.cell_details.CellDetails`, which exports its
+plots as figures and CSV, with the cell's provenance from here). The matrix exports as CSV and
+JSON (atomic writes). The study, the window's other evaluation, has its dialog in
 :mod:`mal_desktop.gui.dialogs.study`.
 """
 
@@ -92,6 +93,9 @@ def _check_list(tip: str) -> QListWidget:
     w.setToolTip(tip)
     w.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    # Three rows at least (it scrolls): the list's own minimum, with two of them and the
+    # buttons, made the bottom docks too tall for a 1280 x 720 screen.
+    w.setMinimumHeight(3 * w.fontMetrics().height() + 2 * w.frameWidth() + 6)
     return w
 
 
@@ -137,16 +141,20 @@ class EvaluatePanel(QWidget):
                                        ("Data sets", self.datasets_list, 2)):
             left.addWidget(QLabel(f"<b>{label}</b>"))
             left.addWidget(widget, stretch)
-        buttons = QHBoxLayout()
-        buttons.setSpacing(2)
-        for action in actions:
-            button = QToolButton()
-            button.setDefaultAction(action)
-            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-            button.setAutoRaise(True)
-            buttons.addWidget(button)
-        buttons.addStretch(1)
-        left.addLayout(buttons)
+        # Two to a line (evaluate and cancel, then the study): in one line the three buttons
+        # made this column ~300 px wide, which left the cell details too narrow for one plot
+        # when the panel shares the bottom with the curve (1280 x 720).
+        for pair in (actions[i:i + 2] for i in range(0, len(actions), 2)):
+            buttons = QHBoxLayout()
+            buttons.setSpacing(2)
+            for action in pair:
+                button = QToolButton()
+                button.setDefaultAction(action)
+                button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+                button.setAutoRaise(True)
+                buttons.addWidget(button)
+            buttons.addStretch(1)
+            left.addLayout(buttons)
 
         self.metric_combo = QComboBox()
         self.metric_combo.setObjectName("evalMetric")
@@ -435,8 +443,29 @@ class EvaluatePanel(QWidget):
             self.details.clear(f"<b>{html.escape(self.model.row_name(source.row()))}</b>: "
                                "select one of its cells.")
             return
-        self.details.show_cell(self.model.cell(source.row(), source.column()),
-                               self.model.row_name(source.row()))
+        cell = self.model.cell(source.row(), source.column())
+        self.details.set_provenance(self._cell_provenance(cell))
+        self.details.show_cell(cell, self.model.row_name(source.row()))
+
+    def _cell_provenance(self, cell: MatrixCell | None) -> dict[str, object]:
+        """Where a cell's numbers come from, for the drill-down's CSV exports: the model's
+        reference and hash, the data set's fingerprint, the cell's metrics and the pipeline."""
+        if cell is None:
+            return {}
+        meta: dict[str, object] = {"model_ref": cell.model}
+        result = self.model.result
+        if result is not None:
+            for m in result.models:
+                if m.get("ref") == cell.model:
+                    meta["model_sha256"] = m.get("hash")
+            for d in result.datasets:
+                if d.get("name") == cell.dataset:
+                    meta["dataset_fingerprint"] = d.get("fingerprint")
+            meta["pipeline"] = result.pipeline
+            meta["evaluator_version"] = result.to_json()["evaluator_version"]
+        meta["metrics"] = ", ".join(f"{k}={v}" for k, v in cell.metrics.items())
+        meta["source"] = "result cache" if cell.cached else "computed in this run"
+        return meta
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):

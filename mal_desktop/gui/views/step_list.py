@@ -1,5 +1,5 @@
-"""StepListView: the table of assembly steps (numbered rows, columns that fit or fold away,
-a hint when empty, a context menu for the mouse and the Menu key)."""
+"""StepListView: the table of assembly steps (numbered two-line rows whose every column stays
+in view, a hint when empty, a context menu for the mouse and the Menu key)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,31 @@ from PySide6.QtGui import QContextMenuEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import (QAbstractItemView, QStyledItemDelegate, QStyleOptionViewItem,
                                QTreeView, QWidget)
 
-from ..models.plan_model import COL_ALIGN, COL_CASE, COL_METHOD, COL_SOURCE
+from ..models.plan_model import COL_BASE, COL_CASE, COL_SOURCE
 from .context_menu import menu_target
+
+# Columns whose text may be elided (full text in the row's tooltip), in the order they give way
+# when even the two-line layout does not fit the dock; lambda, alignment and method show whole.
+ELIDABLE = (COL_SOURCE, COL_BASE, COL_CASE)
+ELIDED_MIN = 64  # an elidable column keeps at least this much (logical px)
+_PAD = 6  # room between columns beyond the style's own cell margins
 
 
 class _NumberedDelegate(QStyledItemDelegate):
-    """Draws "3. " before the first column: the step number is the row, not model data."""
+    """Draws "3. " before the first column: the step number is the row, not model data. The
+    second line (the layer) is indented under the model name."""
 
     def initStyleOption(self, option: QStyleOptionViewItem,  # noqa: N802 - Qt's name
                         index: QModelIndex | QPersistentModelIndex) -> None:
         super().initStyleOption(option, index)
-        option.text = f"{index.row() + 1}.  {option.text}"
+        number = f"{index.row() + 1}.  "
+        metrics = option.fontMetrics
+        # no-break spaces: the text layout drops ordinary ones at the start of a line
+        indent = "\u00a0" * round(metrics.horizontalAdvance(number)
+                                  / max(1, metrics.horizontalAdvance("\u00a0")))
+        # Qt has already turned the model's "\n" into a line separator (U+2028)
+        first, _, rest = option.text.replace("\u2028", "\n").partition("\n")
+        option.text = number + first + (f"\u2028{indent}{rest}" if rest else "")
 
 
 class StepListView(QTreeView):
@@ -42,36 +56,56 @@ class StepListView(QTreeView):
         self.setAllColumnsShowFocus(True)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWordWrap(False)  # lines break where the model puts them, never mid-word
 
     def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802 - Qt's name
         index, where = menu_target(self, event)
         self.menuRequested.emit(index, where)
         event.accept()
 
-    def fit_columns(self) -> None:
-        """Give every shown column the width its contents need and the step column the rest;
-        columns that do not fit (width case first, then method, then alignment) are hidden
-        rather than pushed behind a horizontal scroll bar or squeezing the step names: all
-        three are in each row's tooltip and in the editor."""
+    def column_needs(self) -> dict[int, int]:
+        """The width each column needs to show its header and every row whole (logical px)."""
         model, header = self.model(), self.header()
         if model is None:
+            return {}
+        return {c: max(self.sizeHintForColumn(c), header.sectionSizeHint(c)) + _PAD
+                for c in range(model.columnCount())}
+
+    def needed_width(self) -> int:
+        """The view's width that shows every column whole: columns, frame and a vertical scroll
+        bar (shown once there are more steps than rows in view)."""
+        bar = self.style().pixelMetric(self.style().PixelMetric.PM_ScrollBarExtent)
+        return sum(self.column_needs().values()) + 2 * self.frameWidth() + bar
+
+    def fit_columns(self) -> None:
+        """Every column shown, at the width its contents need; the step column takes what is
+        left over. Narrower than that (a dock the user made small), the step, base-layer and
+        width-case columns give way first, eliding their text (each row's tooltip has it all);
+        only when even that does not fit does a horizontal scroll bar appear. No column is
+        ever hidden: a user wants to see every column of the plan."""
+        header = self.header()
+        need = self.column_needs()
+        if not need:
             return
         avail = self.viewport().width()
-        need = {c: max(self.sizeHintForColumn(c), header.sectionSizeHint(c)) + 6
-                for c in range(model.columnCount())}
-        shown = list(need)
-        for col in (COL_CASE, COL_METHOD, COL_ALIGN):
-            if sum(need[c] for c in shown) <= avail:
+        widths = dict(need)
+        over = sum(widths.values()) - avail
+        for col in ELIDABLE:  # who gives way, in this order
+            if over <= 0:
                 break
-            shown.remove(col)
-        for col in need:
-            self.setColumnHidden(col, col not in shown)
-        rest = avail - sum(need[c] for c in shown if c != COL_SOURCE)
-        for col in shown:
-            header.resizeSection(col, need[col] if col != COL_SOURCE else max(rest, 90))
-        hidden = [model.headerData(c, Qt.Orientation.Horizontal) for c in need if c not in shown]
-        header.setToolTip("Widen the panel to see " + " and ".join(hidden) + " (also in each "
-                          "row's tooltip and in the editor below)" if hidden else "")
+            give = min(over, max(0, widths[col] - ELIDED_MIN))
+            widths[col] -= give
+            over -= give
+        if over < 0:
+            widths[COL_SOURCE] += -over
+        for col, width in widths.items():
+            self.setColumnHidden(col, False)
+            header.resizeSection(col, width)
+        squeezed = [c for c in need if widths[c] < need[c]]
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded if over > 0
+                                          else Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        header.setToolTip("Widen the panel to read every column whole (each row's tooltip "
+                          "has it all)" if squeezed else "")
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
