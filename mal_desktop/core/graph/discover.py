@@ -24,7 +24,8 @@ from torch import fx
 from ..errors import MalError
 from ..io.meta import meta_twin
 from ..io.model import LoadedModel
-from .spec import Axis, Layer, PermutationSpec, Space
+from .heads import HeadSpace, settle_heads
+from .spec import Axis, HeadGroup, Layer, PermutationSpec, Space
 from .labels import (IGNORED_OPS, NORM_ARGS, NORM_OPS, Merged, Param, RawLayer, Ref,
                      UnionFind, arg_of, module_path, op_names, shape_of, tensor_nodes)
 from .op_rules import HANDLERS, OpRules
@@ -44,6 +45,10 @@ class _Tracer(OpRules):
         self.unsupported: list[str] = []
         self.layers: list[RawLayer] = []
         self.head_nodes: list[int] = []  # attention heads found by views (named P_heads_...)
+        # (H*D) viewed as (H, D): node -> its (heads, within-head) labels; and nodes made by
+        # viewing such a pair back as one axis -> the pair (see heads.py)
+        self.head_views: dict[int, tuple[Ref, Ref]] = {}
+        self.head_merges: dict[int, tuple[Any, Any]] = {}
         self.view_node: fx.Node | None = None
         self.ep = ep
         kinds = {s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
@@ -167,10 +172,12 @@ class _Tracer(OpRules):
                     if not self.is_fixed(lab):
                         self.fix(lab, f"combined with a constant that varies along this axis "
                                       f"({where}; e.g. a rotary embedding table)", where)
-            for other in full[1:]:
-                self.union(full[0], other, where)
+            # the constant itself is not joined: its reason would then win over the one above
+            tie = [lab for lab in full if lab not in constants] if len(full) > 1 else full
+            for other in tie[1:]:
+                self.union(tie[0], other, where)
             if full:
-                out.append(full[0])
+                out.append((tie or full)[0])
             elif cands and out_shape[-k] == 1:
                 out.append(cands[0][0])
             else:
@@ -350,6 +357,7 @@ def _discover(model: LoadedModel, on_meta: bool) -> PermutationSpec:
 
 def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
     g = tr.g
+    fine, blocks = settle_heads(tr)
     raw = [(lay, tr.resolve(lay.out), tr.resolve(lay.inp)) for lay in tr.layers]
     order: list[int] = []
     writers: dict[int, list[str]] = {}
@@ -367,7 +375,7 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
                 root = g.find(ref[0])
                 order.append(root)
                 first_key.setdefault(root, key)
-    heads = {g.find(h) for h in tr.head_nodes}
+    heads = {g.find(h) for h in tr.head_nodes} | {g.find(f) for f in fine}
     names: dict[int, str] = {}
     spaces: dict[str, Space] = {}
     for root in order:
@@ -417,4 +425,23 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
                         norm.append(tr.state_node[p])
         layers.append(Layer(lay.name, lay.kind, lay.weight, lay.bias, tuple(norm), axis(out),
                             axis(inp), index, lay.kernel, lay.transposed))
-    return PermutationSpec(spaces=spaces, axes=axes, layers=layers, unsupported=list(tr.unsupported))
+    return PermutationSpec(spaces=spaces, axes=axes, layers=layers, unsupported=list(tr.unsupported),
+                           head_groups=_head_groups(g, names, fine, blocks))
+
+
+def _head_groups(g: UnionFind, names: dict[int, str], fine: dict[int, HeadSpace],
+                 blocks: dict[int, tuple[int, str]]) -> dict[str, HeadGroup]:
+    """Spaces of attention heads by name; a family is named after its first space."""
+    groups: dict[str, HeadGroup] = {}
+    family: dict[int, str] = {}
+    for root, hs in fine.items():
+        name = names.get(g.find(root))
+        if name is None:
+            continue
+        fam = family.setdefault(g.find(hs.family), name)
+        groups[name] = HeadGroup(fam, hs.heads, hs.dim, hs.inner_reason)
+    for root, (heads, why) in blocks.items():
+        name = names.get(g.find(root))
+        if name is not None and g.reason[g.find(root)] is None:
+            groups[name] = HeadGroup(name, heads, 1, why)
+    return groups

@@ -2,8 +2,9 @@
 
 A permutation space survives a view when its units stay whole: a flatten keeps one free axis
 (channel-major C x H x W -> C*H*W gives block H*W, position-major H x C x W -> H*C*W gives tiles H
-and block W); a split of one axis into (heads, head_dim) lets heads move as blocks (the head_dim
-axis is pinned: within-head dimensions are not permuted); an axis split into k equal pieces
+and block W); a split of one axis into (heads, head_dim) gives a heads axis and a within-head axis (whether
+the dims inside a head may move, or the heads move as blocks, is settled at the end in
+``heads.py``); an axis split into k equal pieces
 (a fused QKV projection, LSTM gates) is k tiles of one space. Anything else pins what it mixes.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from torch import fx
 
-from .labels import Merged, Ref, arg_of, op_names, shape_of
+from .labels import Merged, Param, Ref, arg_of, op_names, shape_of
 
 WITHIN_HEAD = "within-head dimensions (heads move as blocks)"
 
@@ -160,6 +161,9 @@ class ShapeRules:
         merged = any(isinstance(lab, Merged) for lab in labels)
         if len(out_sizes) == 1 and not merged:
             free = [k for k, lab in enumerate(labels) if not self.is_fixed(lab)]
+            joined = self.head_merge(labels) if len(free) == 2 == len(labels) else None
+            if joined is not None:
+                return [joined]
             if len(free) == 1:
                 # one moving axis among fixed ones (channels among positions, heads beside
                 # head_dim): each unit's entries repeat once per combination of the axes before
@@ -223,8 +227,13 @@ class ShapeRules:
         out: list = [self.fresh(s, f"copies of a split axis ({op})") for s in out_sizes[:first]]
         if len(unit_dims) == 1:
             out.append((node_id, inner, 1))
+        elif len(unit_dims) == 2 and inner == 1 and block == 1:
+            # (H*D) -> (H, D): a heads axis and a within-head axis, both free for now; the
+            # node keeps its H*D units and remembers the two (graph/heads.py decides at the end
+            # whether the dims inside a head may move or the heads move as blocks)
+            out += list(self.head_view(node_id, unit_dims[0], unit_dims[1]))
         elif unit_dims:
-            # (H*D) -> (H, D): heads move as blocks of D; the head_dim axes are pinned
+            # (H*D1*D2) -> (H, D1, D2): heads move as blocks; the dims inside are pinned
             heads = self.g.new(unit_dims[0], None)
             self.g.coarsen(node_id, heads, math.prod(unit_dims[1:]), 1)
             self.head_nodes.append(heads)
@@ -232,6 +241,32 @@ class ShapeRules:
             out += [self.fresh(s, WITHIN_HEAD) for s in unit_dims[1:]]
         out += [self.fresh(s, "spatial positions") for s in out_sizes[i:]]
         return out
+
+    def head_view(self, node_id: int, heads: int, dim: int) -> tuple[Ref, Ref]:
+        """Labels (heads, within-head dims) of node ``node_id`` viewed as (heads, dim); a node
+        viewed again (q, k, v of one fused projection) gets the same two labels."""
+        known = self.head_views.get(node_id)
+        if known is not None and self.size_of(known[0]) == heads:
+            return known
+        labels = ((self.g.new(heads, None), 1, 1), (self.g.new(dim, None), 1, 1))
+        self.head_views[node_id] = labels
+        self.head_nodes.append(labels[0][0])
+        return labels
+
+    def head_merge(self, labels: list) -> Ref | None:
+        """(heads, dims) viewed back as one axis of heads * dims units (an attention's output
+        read by its output projection): a new node that remembers the two, or None when the
+        labels are not a heads axis and a within-head axis of discovered views."""
+        if len(labels) != 2 or any(isinstance(lab, (Merged, Param)) for lab in labels):
+            return None
+        roots = [self.g.find(self.resolve(lab)[0]) for lab in labels]
+        views = list(self.head_views.values())
+        if not (any(self.g.find(h[0]) == roots[0] for h, _ in views)
+                and any(self.g.find(d[0]) == roots[1] for _, d in views)):
+            return None
+        node = self.g.new(self.size_of(labels[0]) * self.size_of(labels[1]), None)
+        self.head_merges[node] = (labels[0], labels[1])
+        return node, 1, 1
 
     def tile(self, node_id: int, k: int) -> int:
         """Make root ``node_id`` k tiles of a new root with units / k units; returns it."""
@@ -305,7 +340,10 @@ class ShapeRules:
         if parts is None:  # stack: a new axis that counts the inputs
             return self.fresh(size, why)
         if all(self.is_fixed(p) for p in parts):
-            return self.fresh(size, why)
+            # a table built from constants (a rotary table: cat(freqs, freqs)) stays a constant
+            # so that what it is combined with later can say so
+            constant = all(self.reason_of(p) == "constant tensor" for p in parts)
+            return self.fresh(size, "constant tensor" if constant else why)
         sizes = {self.size_of(p) for p in parts}
         if len(sizes) == 1:
             # the same permutation on every piece (a restriction when they differed) keeps the
