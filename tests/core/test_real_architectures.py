@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mal_desktop.core.align.activations import activation_matching
 from mal_desktop.core.evaluate.metrics import barrier, lambda_grid
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.selftest import random_permutations, self_test
@@ -285,3 +286,21 @@ def test_vit_heads_free(transformers) -> None:
     attn = "model.vit.layers.0.attention"
     _assert_qk_vo(spec, f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj", f"{attn}.o_proj",
                   2, 8)
+
+
+def test_activation_matching_keeps_heads_whole_and_recovers_their_dims() -> None:
+    model = loaded(im.TinyTransformer(), (4, 5))
+    spec = discover_spec(model)
+    state = model.state()
+    planted = random_permutations(spec, 5)
+    target = model.with_state(permute_state(state, spec, planted))
+    perms = activation_matching(model.module, target.module, spec, model.example_input(16, seed=2))
+    group = spec.head_groups["P_heads_attn.qkv"]
+    assert head_permutation_of(perms["P_heads_attn.qkv"], group.dim) is not None
+    realigned = permute_state(target.state(), spec, perms)
+    assert all(torch.allclose(realigned[k], v, atol=1e-6) for k, v in state.items())
+    # an unrelated model: a unit-by-unit LAP would mix dims of different heads
+    torch.manual_seed(7)
+    other = loaded(im.TinyTransformer(), (4, 5))
+    perms = activation_matching(model.module, other.module, spec, model.example_input(16, seed=2))
+    assert head_permutation_of(perms["P_heads_attn.qkv"], group.dim) is not None
