@@ -157,20 +157,30 @@ def test_gpt2_style_conv1d_is_a_layer() -> None:
     assert spec.axes["c_fc.weight"][1].space == "P_c_fc"
 
 
+def _assert_fused(spec: PermutationSpec, qkv: str, dim_axis: int, o: str, o_axis: int,
+                  heads: int, dim: int) -> None:
+    """One fused projection writes q, k and v: its output is one space of three segments; q and
+    k share their within-head permutations, v shares its own with the output projection."""
+    axis = spec.axes[qkv][dim_axis]
+    assert (axis.block, axis.tiles) == (1, 1) and spec.spaces[axis.space].size == 3 * heads * dim
+    group = spec.head_groups[axis.space]
+    (q, _), (k, _), (v, _) = group.parts
+    assert q == k != v and (group.heads, group.dim) == (heads, dim)
+    out = spec.head_groups[spec.axes[o][o_axis].space]
+    assert out.family == group.family and out.parts == ((v, ""),)
+
+
 def test_hand_written_attention_permutes_heads_and_their_dims() -> None:
     spec = check(loaded(im.TinyTransformer(), (4, 5)), ["P_heads_attn.qkv", "P_stream_inp", "P_fc1"],
-                 within_heads=1)
-    qkv = spec.axes["attn.qkv.weight"][0]
-    assert (qkv.block, qkv.tiles) == (1, 3)  # 2 heads x 4 dims, for each of q, k, v
-    # one fused projection writes q, k and v: they share one space with the output's input
-    assert spec.axes["attn.proj.weight"][1] == Axis(qkv.space)
-    assert spec.head_groups[qkv.space] == HeadGroup(qkv.space, 2, 4)
+                 within_heads=2)
+    _assert_fused(spec, "attn.qkv.weight", 0, "attn.proj.weight", 1, 2, 4)
 
 
 def test_torch_transformer_encoder_permutes_heads_and_their_dims() -> None:
     spec = check(loaded(im.TorchEncoder(), (4, 5)), ["P_heads_enc.layers.0.self_attn"],
-                 within_heads=1)
-    assert spec.head_groups["P_heads_enc.layers.0.self_attn"].dim == 4
+                 within_heads=2)
+    _assert_fused(spec, "enc.layers.0.self_attn.in_proj_weight", 0,
+                  "enc.layers.0.self_attn.out_proj.weight", 1, 2, 4)
 
 
 # ----- transformers configs (optional [hf] extra) -------------------------------------------
@@ -232,11 +242,10 @@ def _assert_qk_vo(spec: PermutationSpec, q: str, k: str, v: str, o: str, heads: 
 def test_gpt2_fused_qkv_and_conv1d(transformers) -> None:
     cfg = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
     model = loaded(Logits(_quiet(lambda: transformers.GPT2LMHeadModel(cfg))), (6,), torch.int64, 40)
-    spec = check(model, ["P_heads_model.transformer.h.0.attn.c_attn"], min_free=3, within_heads=1)
+    spec = check(model, ["P_heads_model.transformer.h.0.attn.c_attn"], min_free=3, within_heads=2)
     assert spec.layer("model.transformer.h.0.attn.c_attn").transposed
-    qkv = spec.axes["model.transformer.h.0.attn.c_attn.weight"][1]
-    assert (qkv.block, qkv.tiles) == (1, 3)
-    assert spec.head_groups[qkv.space] == HeadGroup(qkv.space, 2, 8)
+    h0 = "model.transformer.h.0.attn"
+    _assert_fused(spec, f"{h0}.c_attn.weight", 1, f"{h0}.c_proj.weight", 0, 2, 8)  # (in, out)
 
 
 def test_llama_grouped_query_attention_with_rotary(transformers) -> None:
@@ -271,8 +280,8 @@ def test_llama_rotary_pins_query_key_dims_only(transformers) -> None:
                            f"{attn}.o_proj", 4, 4)
     assert not qk.inner_free and vo.inner_free
     # the op that pins them, and where: the rotary table multiplies Q and K in the attention
-    assert "rotary" in qk.inner_reason and "aten.mul" in qk.inner_reason
-    assert attn in qk.inner_reason
+    (_, why), = qk.parts
+    assert "rotary" in why and "aten.mul" in why and attn in why
 
 
 def test_vit_heads_free(transformers) -> None:
@@ -297,10 +306,12 @@ def test_activation_matching_keeps_heads_whole_and_recovers_their_dims() -> None
     perms = activation_matching(model.module, target.module, spec, model.example_input(16, seed=2))
     group = spec.head_groups["P_heads_attn.qkv"]
     assert head_permutation_of(perms["P_heads_attn.qkv"], group.dim) is not None
+    assert head_permutation_of(perms["P_heads_attn.proj"], group.dim) is not None
     realigned = permute_state(target.state(), spec, perms)
     assert all(torch.allclose(realigned[k], v, atol=1e-6) for k, v in state.items())
     # an unrelated model: a unit-by-unit LAP would mix dims of different heads
     torch.manual_seed(7)
     other = loaded(im.TinyTransformer(), (4, 5))
     perms = activation_matching(model.module, other.module, spec, model.example_input(16, seed=2))
-    assert head_permutation_of(perms["P_heads_attn.qkv"], group.dim) is not None
+    assert all(head_permutation_of(perms[s], group.dim) is not None
+               for s in ("P_heads_attn.qkv", "P_heads_attn.proj"))

@@ -111,13 +111,16 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
             c = activation_cost(b, t, 1)
             cost = c if cost is None else cost + c
         costs[space_id] = cost
-    families = head_families(spec, spec, {s: s for s in costs}, sorted(costs))
+    free = sorted(s.id for s in spec.free_spaces())
+    families = head_families(spec, spec, {s: s for s in free}, free)
+    for family in {id(f): f for f in families.values()}.values():
+        # the spaces of one attention: heads whole, one head map; a space no layer writes (the
+        # output projection's input) follows the spaces sharing its within-head permutations
+        found = solve_family([costs.get(s, torch.zeros(spec.spaces[s].size, spec.spaces[s].size))
+                              for s in family.spaces], family)
+        perms.update({s: m.permutation() for s, m in zip(family.spaces, found)})
     for space_id, cost in costs.items():
-        family = families.get(space_id)
-        if family is not None:  # the spaces of one attention: heads whole, one head map
-            if space_id == family.spaces[0]:
-                found = solve_family([costs[s] for s in family.spaces], family)
-                perms.update({s: m.permutation() for s, m in zip(family.spaces, found)})
+        if space_id in families:
             continue
         rows, cols = solve_lap(cost)
         perms[space_id] = Match.from_lap(rows, cols, cost.shape[0], cost.shape[1]).permutation()

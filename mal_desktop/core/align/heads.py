@@ -1,17 +1,18 @@
 """Matching the spaces of attention heads (``graph.spec.HeadGroup``): heads whole, dims inside.
 
-A head-grouped space holds H heads of D units each; what may move is a permutation of the heads,
-shared by the spaces of one attention (its *family*: Q with K, V with O), and inside each head a
-permutation of its D dims, one per space (none where the dims are pinned, as rotary embeddings
-pin Q and K). Given the LAP cost C_s (H_b*D x H_t*D) of every space s of a family with the other
-spaces of the model at their current matches, the best move is found exactly:
+A head-grouped space holds H heads of D units each (a fused q/k/v projection: three segments of
+them); what may move is a permutation of the heads, shared by the spaces of one attention (its
+*family*), and inside each head a permutation of its D dims, shared by the segments and spaces
+that share it (Q with K, V with O's input; none where the dims are pinned, as rotary embeddings
+pin Q and K). Given the LAP cost C_s (units x units) of every space s of a family with the rest
+of the model at its current matches, the best move is found exactly:
 
-- for each base head i and target head j, the value of pairing them in space s is the best
-  assignment of j's dims to i's dims inside the D x D block C_s[i, j] (a small LAP), or the
-  block's trace when the dims are pinned;
-- summed over the family's spaces this is an H_b x H_t cost; its (rectangular) LAP pairs heads;
-- each space's match sends target head j's dims, in the order of their block's assignment, to
-  base head i's slots. Heads the narrower side lacks are zero-padded or dropped whole.
+- for each within-head permutation c, base head i and target head j, the D x D blocks of the
+  segments sharing c are summed; the value of pairing i with j is the best assignment of j's
+  dims to i's inside that block (a small LAP), or its trace when the dims are pinned;
+- summed over c this is an H_b x H_t cost; its (rectangular) LAP pairs heads;
+- each segment sends target head j's dims, in the order of c's assignment, to base head i's
+  slots. Heads the narrower model lacks are zero-padded or dropped whole.
 
 Different head counts with equal D are a rectangular head LAP; different D cannot be matched.
 """
@@ -33,14 +34,16 @@ from .lap import solve_lap
 class HeadFamily:
     """Base spaces of one attention optimised together, with their target's head counts.
 
-    spaces: base spaces (sorted); inner_free: per space, whether the dims inside a head may move
-    (in both models).
+    spaces: base spaces (sorted); parts: per space, the within-head permutation (an index into
+    ``inner_free``) of each of its segments; inner_free: per within-head permutation, whether
+    the dims may move (in both models).
     """
 
     spaces: tuple[str, ...]
     base_heads: int
     target_heads: int
     dim: int
+    parts: tuple[tuple[int, ...], ...]
     inner_free: tuple[bool, ...]
 
 
@@ -59,75 +62,104 @@ def head_families(base_spec: PermutationSpec, target_spec: PermutationSpec,
         db, dt = (gb.dim if gb else 1), (gt.dim if gt else 1)
         if db == 1 and dt == 1:
             continue  # a plain space, or heads moving as blocks (their dims are a block)
-        if gb is None or gt is None or db != dt:
+        if gb is None or gt is None or db != dt or len(gb.parts) != len(gt.parts):
             raise AlignmentError(
                 f"space {bs!r}: attention heads of {db} dimension(s) in the base and {dt} in "
-                f"the target ({ts!r}); heads of different sizes cannot be matched")
+                f"the target ({ts!r}), or differently fused projections; such heads cannot "
+                "be matched")
         if target_family.setdefault(gb.family, gt.family) != gt.family:
             raise AlignmentError(f"space {bs!r}: the base's attention {gb.family!r} pairs with "
                                  f"two attentions of the target")
         members.setdefault(gb.family, []).append(bs)
     out: dict[str, HeadFamily] = {}
     for spaces in members.values():
-        spaces = sorted(spaces)
-        dim = base_spec.head_groups[spaces[0]].dim
-        counts = {(base_spec.spaces[s].size // dim, target_spec.spaces[pairs[s]].size // dim)
-                  for s in spaces}
-        if len(counts) != 1:
-            raise AlignmentError(f"spaces {spaces}: one attention with different head counts")
-        (hb, ht), = counts
-        inner = tuple(base_spec.head_groups[s].inner_free
-                      and target_spec.head_groups[pairs[s]].inner_free for s in spaces)
-        family = HeadFamily(tuple(spaces), hb, ht, dim, inner)
-        out.update({s: family for s in spaces})
+        family = _family(sorted(spaces), base_spec, target_spec, pairs)
+        out.update({s: family for s in family.spaces})
     return out
+
+
+def _family(spaces: list[str], base_spec: PermutationSpec, target_spec: PermutationSpec,
+            pairs: Mapping[str, str]) -> HeadFamily:
+    dim = base_spec.head_groups[spaces[0]].dim
+    counts = set()
+    index: dict[str, int] = {}
+    target_of: dict[str, str] = {}
+    free: list[bool] = []
+    parts = []
+    for s in spaces:
+        gb, gt = base_spec.head_groups[s], target_spec.head_groups[pairs[s]]
+        segments = len(gb.parts)
+        counts.add((base_spec.spaces[s].size // (dim * segments),
+                    target_spec.spaces[pairs[s]].size // (dim * segments)))
+        own = []
+        for (cb, why_b), (ct, why_t) in zip(gb.parts, gt.parts):
+            if target_of.setdefault(cb, ct) != ct:
+                raise AlignmentError(f"space {s!r}: its heads' dims pair with two different "
+                                     "within-head permutations of the target")
+            if cb not in index:
+                index[cb] = len(free)
+                free.append(True)
+            free[index[cb]] = free[index[cb]] and not why_b and not why_t
+            own.append(index[cb])
+        parts.append(tuple(own))
+    if len(counts) != 1:
+        raise AlignmentError(f"spaces {spaces}: one attention with different head counts")
+    (hb, ht), = counts
+    return HeadFamily(tuple(spaces), hb, ht, dim, tuple(parts), tuple(free))
 
 
 def solve_family(costs: Sequence[torch.Tensor], family: HeadFamily) -> list[Match]:
     """The best matches of a family's spaces for their LAP costs (module docstring).
 
-    costs: one (base_heads*dim x target_heads*dim) cost per space of ``family``, in its order.
+    costs: one (base units x target units) cost per space of ``family``, in its order.
     Returns one Match per space: whole heads, one head pairing for all spaces.
     """
     hb, ht, d = family.base_heads, family.target_heads, family.dim
+    blocks = [torch.zeros(hb, ht, d, d, dtype=torch.float64) for _ in family.inner_free]
+    for cost, parts in zip(costs, family.parts):
+        cost = cost.detach().to("cpu", torch.float64)
+        for k, c in enumerate(parts):
+            seg = cost[k * hb * d:(k + 1) * hb * d, k * ht * d:(k + 1) * ht * d]
+            blocks[c] += seg.reshape(hb, d, ht, d).permute(0, 2, 1, 3)
     head_cost = torch.zeros(hb, ht, dtype=torch.float64)
-    inner: list[dict[tuple[int, int], torch.Tensor] | None] = []
-    for cost, free in zip(costs, family.inner_free):
-        blocks = cost.detach().to("cpu", torch.float64).reshape(hb, d, ht, d).permute(0, 2, 1, 3)
+    inner: list[dict[tuple[int, int], list[int]] | None] = []
+    for block, free in zip(blocks, family.inner_free):
         if not free:
-            head_cost += torch.diagonal(blocks, dim1=2, dim2=3).sum(-1)
+            head_cost += torch.diagonal(block, dim1=2, dim2=3).sum(-1)
             inner.append(None)
             continue
-        best: dict[tuple[int, int], torch.Tensor] = {}
+        best: dict[tuple[int, int], list[int]] = {}
         for i in range(hb):
             for j in range(ht):
-                rows, cols = solve_lap(blocks[i, j])
-                order = torch.argsort(rows)
-                best[(i, j)] = cols[order]
-                head_cost[i, j] += blocks[i, j][rows, cols].sum()
+                rows, cols = solve_lap(block[i, j])
+                best[(i, j)] = cols[torch.argsort(rows)].tolist()
+                head_cost[i, j] += block[i, j][rows, cols].sum()
         inner.append(best)
     rows, cols = solve_lap(head_cost)
-    return [_compose(rows.tolist(), cols.tolist(), perms, family) for perms in inner]
+    pairs = sorted(zip(rows.tolist(), cols.tolist()))
+    return [_compose(pairs, [inner[c] for c in parts], family) for parts in family.parts]
 
 
-def _compose(heads_b: list[int], heads_t: list[int],
-             perms: dict[tuple[int, int], torch.Tensor] | None, family: HeadFamily) -> Match:
-    d = family.dim
+def _compose(pairs: list[tuple[int, int]], perms: list, family: HeadFamily) -> Match:
+    """The match of a space whose segment k uses within-head permutations ``perms[k]``
+    (None: dims in order) for the head pairs ``pairs``."""
+    hb, ht, d = family.base_heads, family.target_heads, family.dim
     rows: list[int] = []
     cols: list[int] = []
-    for i, j in zip(heads_b, heads_t):
-        inside = perms[(i, j)].tolist() if perms is not None else range(d)
-        rows += [i * d + k for k in range(d)]
-        cols += [j * d + int(p) for p in inside]
-    return Match.from_lap(rows, cols, family.base_heads * d, family.target_heads * d)
+    for k, inside in enumerate(perms):
+        for i, j in pairs:
+            order = inside[(i, j)] if inside is not None else range(d)
+            rows += [k * hb * d + i * d + r for r in range(d)]
+            cols += [k * ht * d + j * d + int(p) for p in order]
+    segments = len(perms)
+    return Match.from_lap(rows, cols, segments * hb * d, segments * ht * d)
 
 
 def random_family_matches(family: HeadFamily, generator: torch.Generator) -> dict[str, Match]:
     """Random matches of a family's spaces that keep heads whole (for random restarts)."""
     heads = Match.random(family.base_heads, family.target_heads, generator)
-    out = {}
-    for space, free in zip(family.spaces, family.inner_free):
-        perms = {(i, j): torch.randperm(family.dim, generator=generator) if free
-                 else torch.arange(family.dim) for i, j in zip(heads.rows, heads.cols)}
-        out[space] = _compose(list(heads.rows), list(heads.cols), perms, family)
-    return out
+    pairs = list(zip(heads.rows, heads.cols))
+    inner = [{p: torch.randperm(family.dim, generator=generator).tolist() for p in pairs}
+             if free else None for free in family.inner_free]
+    return {s: _compose(pairs, [inner[c] for c in parts], family)
+            for s, parts in zip(family.spaces, family.parts)}

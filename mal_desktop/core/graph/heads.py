@@ -9,8 +9,11 @@ broadcast together. The true symmetry of an attention is a head permutation shar
 and O's input and, inside each head, one permutation of the Q/K dims and another of the V/O dims.
 
 Here the projection nodes that share a within-head label are merged into one space of H*D units
-(Q with K, V with O; Q, K and V together when one fused projection writes them), recorded as a
-``HeadGroup`` family sharing the head permutation. The dims of a head stay in order
+(Q with K, V with O), recorded as a ``HeadGroup`` family sharing the head permutation. A fused
+projection writing q, k and v is split into one piece per copy while tracing
+(``ShapeRules.segment``); when the pieces became head spaces of one attention its output is one
+space of three segments, each sharing the within-head permutations of its piece, otherwise the
+pieces are tied back together (tiles of one space, as for any axis cut into equal pieces). The dims of a head stay in order
 (``inner_reason``) when something pins the within-head label (a rotary table varies along it), a
 parameter lies along it (shared by all heads), or it is split into pieces. The heads move as
 blocks, as before, when the heads do not line up one to one (grouped-query attention: query
@@ -35,16 +38,84 @@ class HeadSpace:
     inner_reason: str
 
 
-def settle_heads(tr: Any) -> tuple[dict[int, HeadSpace], dict[int, tuple[int, str]]]:
-    """Decide every attention family of the tracer ``tr`` (a ``discover._Tracer`` after its run).
+@dataclass
+class SettledHeads:
+    """What ``settle_heads`` decided.
 
-    Returns (fine, blocks): ``fine`` maps the root of each space of head dims to its HeadSpace;
-    ``blocks`` maps the heads root of each family whose heads move as blocks to (heads, reason
-    the dims are pinned).
+    fine: root of each space of head dims (one within-head permutation per head) -> HeadSpace.
+    blocks: heads root of each family whose heads move as blocks -> (heads, why).
+    segmented: root of a fused projection's node -> the fine roots of its pieces, in order.
+    """
+
+    fine: dict[int, HeadSpace]
+    blocks: dict[int, tuple[int, str]]
+    segmented: dict[int, list[int]]
+
+
+def settle_heads(tr: Any) -> SettledHeads:
+    """Decide every attention family of the tracer ``tr`` (a ``discover._Tracer`` after its run)."""
+    g = tr.g
+    kept, unused = _settle_segments(tr)
+    regs = [(node, h, i) for node, (h, i) in tr.head_views.items() if node not in unused]
+    regs += [(node, h, i) for node, (h, i) in tr.head_merges.items()]
+    fine, blocks = _settle_families(tr, regs)
+    segmented: dict[int, list[int]] = {}
+    for node, pieces in kept.items():
+        roots = [g.find(p) for p in pieces]
+        if all(r in fine for r in roots) and len({g.find(fine[r].family) for r in roots}) == 1:
+            segmented[g.find(node)] = roots
+        else:  # the attention's heads move as blocks: the pieces are tiles of one space again
+            _tie(tr, node, pieces, None)
+    return SettledHeads(fine, blocks, segmented)
+
+
+def _settle_segments(tr: Any) -> tuple[dict[int, list[int]], set[int]]:
+    """Tie the pieces of every split node (``ShapeRules.segment``) that cannot stay apart.
+
+    Pieces stay apart only when each was viewed into heads, all of one attention, and the
+    placeholder that stood for them before they were taken apart was never constrained.
+    Returns (node -> pieces kept apart, placeholders no longer standing for anything).
     """
     g = tr.g
-    regs = [(node, h, i) for node, (h, i) in tr.head_views.items()]
-    regs += [(node, h, i) for node, (h, i) in tr.head_merges.items()]
+    parents = {g.parent[x] for x in range(len(g.parent)) if g.parent[x] != x}
+    bound = {g.find(ref[0]) for ref in tr.bound.values()}
+    views = {g.find(n): labels for n, labels in tr.head_views.items()}
+
+    def untouched(x: int) -> bool:
+        return g.find(x) == x and g.reason[x] is None and x not in parents and x not in bound
+
+    kept: dict[int, list[int]] = {}
+    unused: set[int] = set()
+    for node, (pieces, holder) in tr.segments.items():
+        ok = g.find(node) == node and g.reason[node] is None
+        if holder is not None:
+            labels = [lab[0] for lab in tr.head_views.get(holder, ())]
+            ok = ok and all(untouched(x) for x in [holder] + labels)
+        families = set()
+        for p in pieces:
+            labels = views.get(g.find(p))
+            if labels is None:
+                ok = False
+                break
+            families.add(g.find(tr.resolve(labels[0])[0]))
+        if ok and len(families) == 1:
+            kept[node] = pieces
+            if holder is not None:
+                unused.add(holder)
+        else:
+            _tie(tr, node, pieces, holder)
+    return kept, unused
+
+
+def _tie(tr: Any, node: int, pieces: list[int], holder: int | None) -> None:
+    """The pieces (and their placeholder) as one space, the node as its tiles."""
+    for p in pieces[1:] + ([holder] if holder is not None else []):
+        tr.union((pieces[0], 1, 1), (p, 1, 1), "split axis")
+    tr.union((node, 1, 1), (pieces[0], 1, len(pieces)), "split axis")
+
+
+def _settle_families(tr: Any, regs: list) -> tuple[dict[int, HeadSpace], dict[int, tuple[int, str]]]:
+    g = tr.g
     if not regs:
         return {}, {}
     by_fine: dict[int, tuple[Any, Any]] = {}

@@ -194,9 +194,14 @@ class ShapeRules:
         node_id, block, tiles = self.resolve(label)
         units = self.g.units[node_id]
         n, i, p = len(out_sizes), 0, 1
+        copies = None
         if first_indexed and tiles == 1 and n > 1 and units % out_sizes[0] == 0 \
                 and units > out_sizes[0]:
-            node_id, tiles = self.tile(node_id, out_sizes[0]), out_sizes[0]
+            if block == 1:  # q, k, v = ...unbind(0): each copy may become its own space
+                node_id = copies = self.segment(node_id, out_sizes[0], placeholder=True)
+            else:
+                node_id = self.tile(node_id, out_sizes[0])
+            tiles = out_sizes[0]
             units = self.g.units[node_id]
         while i < n and p < tiles:  # leading dims that count whole copies of the layout
             q = p * out_sizes[i]
@@ -225,6 +230,8 @@ class ShapeRules:
         if math.prod(out_sizes[i:]) * inner != block:
             return None
         out: list = [self.fresh(s, f"copies of a split axis ({op})") for s in out_sizes[:first]]
+        if copies is not None and first == 1:
+            self.copies[out[0][0]] = copies
         if len(unit_dims) == 1:
             out.append((node_id, inner, 1))
         elif len(unit_dims) == 2 and inner == 1 and block == 1:
@@ -267,6 +274,42 @@ class ShapeRules:
         node = self.g.new(self.size_of(labels[0]) * self.size_of(labels[1]), None)
         self.head_merges[node] = (labels[0], labels[1])
         return node, 1, 1
+
+    def segment(self, node_id: int, k: int, placeholder: bool = False) -> int | list[int]:
+        """Split root ``node_id`` into k consecutive pieces that may each move on their own (the
+        q, k and v of a fused projection); ``heads.settle_segments`` ties them together again,
+        as tiles of one space, unless they became spaces of one attention's heads.
+
+        placeholder: the pieces are still one tensor (a copies axis indexed later): return one
+        node standing for every piece until ``copy_pieces`` gives each its own.
+        Returns the k piece nodes, or the placeholder.
+        """
+        pieces = [self.g.new(self.g.units[node_id] // k, None) for _ in range(k)]
+        holder = self.g.new(self.g.units[node_id] // k, None) if placeholder else None
+        self.segments[node_id] = (pieces, holder)
+        if holder is not None:
+            self.placeholders[holder] = node_id
+            return holder
+        return pieces
+
+    def copy_pieces(self, labels: list, d: int, index: int | None) -> list | None:
+        """Labels of copy ``index`` (all copies when None) taken along dim ``d``, when ``d``
+        counts the pieces of a segmented node (see ``segment``); None otherwise."""
+        ref = labels[d]
+        holder = self.copies.get(ref[0]) if isinstance(ref, tuple) else None
+        if holder is None:
+            return None
+        pieces = self.segments[self.placeholders[holder]][0]
+        out = []
+        for i in range(len(pieces)) if index is None else [index]:
+            mapping = {(holder, 1, 1): (pieces[i], 1, 1)}
+            if holder in self.head_views:
+                hc, ic = self.head_views[holder]
+                mapping.update(zip((hc, ic), self.head_view(pieces[i], self.size_of(hc),
+                                                            self.size_of(ic))))
+            out.append([mapping.get(lab, lab) if isinstance(lab, tuple) else lab
+                        for j, lab in enumerate(labels) if j != d])
+        return out
 
     def tile(self, node_id: int, k: int) -> int:
         """Make root ``node_id`` k tiles of a new root with units / k units; returns it."""
@@ -365,10 +408,21 @@ class ShapeRules:
         why = f"split along this axis ({full})"
         sizes = [shape_of(v)[d] for v in val]
         if op == "unbind":
+            pieces = self.copy_pieces(xl, d, None)
+            if pieces is not None and len(pieces) == len(val):
+                return tuple(pieces)
             self.fix(xl[d], why, full)
             return tuple(list(xl[:d]) + list(xl[d + 1:]) for _ in val)
         if len(val) == 1:
             return (list(xl),)
+        if len(set(sizes)) == 1 and not self.is_fixed(xl[d]) and not isinstance(xl[d], Merged) \
+                and self.resolve(xl[d])[1:] == (1, 1):
+            # q, k, v = qkv.chunk(3, -1): one piece each, tied again at the end unless they
+            # become spaces of one attention's heads
+            node_id = self.resolve(xl[d])[0]
+            if self.g.units[node_id] % len(val) == 0:
+                return tuple(list(xl[:d]) + [(p, 1, 1)] + list(xl[d + 1:])
+                             for p in self.segment(node_id, len(val)))
         label = self.piece(xl[d], len(val)) if len(set(sizes)) == 1 else None
         if label is None:
             self.fix(xl[d], why, full)
@@ -386,6 +440,11 @@ class ShapeRules:
         d = int(arg_of(node, "dim", 0)) % len(xl)
         why = f"sliced along this axis ({full})"
         if op == "select":
+            index = arg_of(node, "index")
+            if isinstance(index, int):
+                pieces = self.copy_pieces(xl, d, index % xs[d])
+                if pieces is not None:
+                    return pieces[0]
             self.fix(xl[d], why, full)
             return xl[:d] + xl[d + 1:]
         length = shape_of(node.meta["val"])[d]

@@ -66,21 +66,27 @@ def random_permutations(spec: PermutationSpec, seed: int = 0) -> dict[str, torch
     """A seeded random permutation per free space; never the identity when size > 1.
 
     Spaces of attention heads (``spec.head_groups``) get the permutations they allow: one head
-    permutation per family, shared by its spaces, and per head a permutation of its dims (the
-    identity where the dims are pinned).
+    permutation per family, shared by its spaces, and per head a permutation of its dims shared
+    by the segments and spaces that share it (Q with K, V with O; the identity where pinned).
     """
     gen = torch.Generator().manual_seed(seed)
     perms: dict[str, torch.Tensor] = {}
     head_perms: dict[str, torch.Tensor] = {}
+    inner_perms: dict[str, list[torch.Tensor] | None] = {}
     for space in spec.free_spaces():
         group = spec.head_groups.get(space.id)
         if group is None or group.dim == 1:
             perms[space.id] = _randperm(space.size, gen)
             continue
         heads = head_perms.setdefault(group.family, _randperm(group.heads, gen))
-        inner = [_randperm(group.dim, gen) for _ in range(group.heads)] \
-            if group.inner_free else None
-        perms[space.id] = compose_head_permutation(heads, inner, group.dim)
+        segments = []
+        for k, (inner, why) in enumerate(group.parts):
+            if inner not in inner_perms:
+                inner_perms[inner] = None if why else [_randperm(group.dim, gen)
+                                                       for _ in range(group.heads)]
+            segments.append(compose_head_permutation(heads, inner_perms[inner], group.dim)
+                            + k * group.heads * group.dim)
+        perms[space.id] = torch.cat(segments)
     return perms
 
 

@@ -57,19 +57,24 @@ class HeadGroup:
     """A space whose units are attention heads' dimensions (see the module docstring).
 
     family: spaces with the same family move their heads together (one head permutation).
-    heads: number of heads; dim: units per head on this space (space size = heads * dim; 1 when
-        the heads move as blocks, the dims being a block of each unit).
-    inner_reason: why the dims inside a head keep their order ("" when they may move).
+    heads: number of heads; dim: units per head on this space (1 when the heads move as
+        blocks, the dims being a block of each unit).
+    parts: the space is ``len(parts)`` consecutive segments of heads * dim units (one fused
+        projection writing q, k and v has three); per segment (inner, why): segments and spaces
+        with the same ``inner`` id share the within-head permutations of every head (Q with K,
+        V with O's input); ``why`` says why the dims keep their order ("" when they may move).
+    inner_reason: for heads moving as blocks, why their dims do not move.
     """
 
     family: str
     heads: int
     dim: int
+    parts: tuple[tuple[str, str], ...] = ()
     inner_reason: str = ""
 
     @property
     def inner_free(self) -> bool:
-        return self.dim > 1 and not self.inner_reason
+        return self.dim > 1 and any(not why for _, why in self.parts)
 
 
 @dataclass(frozen=True)

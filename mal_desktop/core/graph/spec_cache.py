@@ -112,8 +112,8 @@ def spec_to_json(spec: PermutationSpec) -> dict[str, Any]:
                     "kernel": list(lay.kernel), "transposed": lay.transposed}
                    for lay in spec.layers],
         "unsupported": list(spec.unsupported),
-        "head_groups": [[space, g.family, g.heads, g.dim, g.inner_reason]
-                        for space, g in spec.head_groups.items()],
+        "head_groups": [[space, g.family, g.heads, g.dim, [list(p) for p in g.parts],
+                         g.inner_reason] for space, g in spec.head_groups.items()],
     }
 
 
@@ -133,8 +133,9 @@ def spec_from_json(obj: dict[str, Any]) -> PermutationSpec:
                     axis(d["out"]), axis(d["in"]), int(d["index"]),
                     tuple(int(k) for k in d["kernel"]), bool(d["transposed"]))
               for d in obj["layers"]]
-    groups = {str(space): HeadGroup(str(fam), int(heads), int(dim), str(why))
-              for space, fam, heads, dim, why in obj["head_groups"]}
+    groups = {str(space): HeadGroup(str(fam), int(heads), int(dim),
+                                    tuple((str(c), str(w)) for c, w in parts), str(why))
+              for space, fam, heads, dim, parts, why in obj["head_groups"]}
     return PermutationSpec(spaces, axes, layers, [str(u) for u in obj["unsupported"]], groups)
 
 
