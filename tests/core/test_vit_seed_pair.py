@@ -5,8 +5,11 @@ The model (tests/core/vit_digits.py): 2x2 patches by a strided conv, 32-wide str
 8 dims, one pre-norm block, trained 12 epochs (a few seconds each on one core). This is the
 configuration where weight matching used to do worse than naive (1.03 -> 1.08 on seeds 0, 1)
 while the dims inside a head were pinned: Q, K, V and O then stayed unaligned inside their heads.
-Now heads move whole and the dims inside them move too (one fused QKV projection: Q, K, V and O's
-input share the within-head permutation of each head).
+Now heads move whole and the dims inside them move too, Q with K and V with O's input (the fused
+QKV projection's output is one space of three segments). Measured, mean loss naive -> aligned:
+seeds (0, 1) 1.03 -> 0.66 (barrier 1.76 -> 1.04), seeds (2, 3) 1.12 -> 0.91; with one
+within-head permutation shared by Q, K, V and O (an intermediate step) (0, 1) gave only 0.99.
+The whole test takes about 10 s on 2 cores (most of it training).
 """
 
 from __future__ import annotations
