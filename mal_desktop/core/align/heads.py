@@ -26,8 +26,8 @@ import torch
 
 from ..errors import AlignmentError
 from ..graph.spec import PermutationSpec
-from .generalized import Match
-from .lap import solve_lap
+from .generalized import Layout, Match, axis_cost, transform_tensor
+from .lap import improves, solve_lap
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,84 @@ def random_family_matches(family: HeadFamily, generator: torch.Generator) -> dic
              if free else None for free in family.inner_free]
     return {s: _compose(pairs, [inner[c] for c in parts], family)
             for s, parts in zip(family.spaces, family.parts)}
+
+
+def expand_head_match(match: Match, dim: int, segments: int) -> Match:
+    """A match of whole heads (heads as units) as a match of their dims, dims in order, the
+    same head map in every segment (how local alignment's result is stored)."""
+    if dim == 1 and segments == 1:
+        return match
+    hb, ht = match.base_size, match.target_size
+    rows: list[int] = []
+    cols: list[int] = []
+    for k in range(segments):
+        for i, j in zip(match.rows, match.cols):
+            rows += [k * hb * dim + i * dim + r for r in range(dim)]
+            cols += [k * ht * dim + j * dim + r for r in range(dim)]
+    return Match.from_lap(rows, cols, segments * hb * dim, segments * ht * dim)
+
+
+def refine_layer_heads(base_w: torch.Tensor, base_b: torch.Tensor | None, target_w: torch.Tensor,
+                       target_b: torch.Tensor | None, out: Match, inp: Match,
+                       layouts: tuple[Layout, Layout],
+                       families: tuple[HeadFamily | None, HeadFamily | None],
+                       free: tuple[bool, bool] = (True, True), max_iter: int = 20
+                       ) -> tuple[Match, Match, list[float]]:
+    """One layer pair's matches with the dims inside its attention heads matched too.
+
+    Local alignment moves heads as blocks; from its matches this alternates again, each free
+    side solved with the other fixed: a side on a space of head dims over every head-preserving
+    map (``solve_family``, its exact maximiser; heads may pair differently too), a plain side by
+    its LAP. A new match is kept only when it raises J, so J never drops. Weights in
+    (out, in, ...) orientation; ``layouts``: (block, tiles) of the out and in axes;
+    ``families``: per side its one-space family, or None for a plain side; ``free``: per side
+    whether it may move.
+    Returns (out, inp, J after each accepted half-step, starting with J of the given matches).
+    """
+    def objective(o: Match, i: Match) -> float:
+        mapped, _ = transform_tensor(target_w.to(base_w.dtype), {0: (o, layouts[0]),
+                                                                 1: (i, layouts[1])})
+        total = float((base_w.double() * mapped.double()).sum())
+        if base_b is not None and target_b is not None:
+            b, _ = transform_tensor(target_b.to(base_b.dtype), {0: (o, layouts[0])})
+            total += float((base_b.double() * b.double()).sum())
+        return total
+
+    def solve(cost: torch.Tensor, family: HeadFamily | None, like: Match) -> Match:
+        if family is not None:
+            return solve_family([cost], family)[0]
+        rows, cols = solve_lap(cost)
+        return Match.from_lap(rows, cols, like.base_size, like.target_size)
+
+    history = [objective(out, inp)]
+    for _ in range(max_iter):
+        moved = False
+        if free[0]:
+            mapped, _ = transform_tensor(target_w.to(base_w.dtype), {1: (inp, layouts[1])})
+            cost = axis_cost(base_w.double(), mapped.double(), 0, layouts[0])
+            if base_b is not None and target_b is not None:
+                cost += axis_cost(base_b.double(), target_b.double(), 0, layouts[0])
+            candidate = solve(cost, families[0], out)
+            value = objective(candidate, inp)
+            if candidate != out and improves(value, history[-1]):
+                out, moved = candidate, True
+                history.append(value)
+        if free[1]:
+            mapped, _ = transform_tensor(target_w.to(base_w.dtype), {0: (out, layouts[0])})
+            candidate = solve(axis_cost(base_w.double(), mapped.double(), 1, layouts[1]),
+                              families[1], inp)
+            value = objective(out, candidate)
+            if candidate != inp and improves(value, history[-1]):
+                inp, moved = candidate, True
+                history.append(value)
+        if not moved:
+            break
+    return out, inp, history
+
+
+def layer_family(base_spec: PermutationSpec, target_spec: PermutationSpec, base_space: str,
+                 target_space: str) -> HeadFamily | None:
+    """The one-space family of a layer side on attention head dims (None for a plain side or
+    heads moving as blocks). Raises AlignmentError as :func:`head_families`."""
+    found = head_families(base_spec, target_spec, {base_space: target_space}, [base_space])
+    return found.get(base_space)

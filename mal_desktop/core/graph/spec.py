@@ -184,3 +184,14 @@ def head_permutation_of(perm: torch.Tensor, dim: int) -> torch.Tensor | None:
     if not bool((src == src[:, :1]).all()):
         return None
     return src[:, 0]
+
+
+def head_blocks(spec: PermutationSpec, axis: Axis) -> tuple[int, int]:
+    """(dims per head, segments) of the space under ``axis`` when its units are attention head
+    dims; (1, 1) otherwise. Seen with heads as units (the dims a block, a fused projection's
+    segments tiles), the axis has layout (axis.block * dims, axis.tiles * segments): how layer
+    steps' local alignment and their rule book see it."""
+    group = spec.head_groups.get(axis.space)
+    if group is None or group.dim == 1:
+        return 1, 1
+    return group.dim, max(1, len(group.parts))
