@@ -56,6 +56,13 @@ def cmd_inspect(args) -> int:
         for space in tree.spec.spaces.values():
             if space.fixed and space.reason not in ("class output", "network input"):
                 lines.append(f"  fixed {space.id} ({space.size}): {space.reason}")
+        for space_id, group in tree.spec.head_groups.items():
+            lines.append(f"  heads {space_id}: {group.heads} heads" + (
+                f" of {group.dim} dims" if group.dim > 1 else " moving as blocks"))
+            pinned = sorted({why for _, why in group.parts if why} | (
+                {group.inner_reason} if group.inner_reason else set()))
+            for why in pinned:
+                lines.append(f"    dims inside a head pinned: {why}")
         if args.self_test:
             st = obj["self_test"]
             lines.append(f"  self-test: {st['status']}, {st['free_spaces']} of {st['spaces']} "

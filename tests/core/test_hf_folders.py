@@ -297,6 +297,16 @@ def test_cli_inspect_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     obj = json.loads(capsys.readouterr().out)
     assert obj["form"] == "hf-folder" and obj["num_classes"] == 96
     assert any(not s["fixed"] for s in obj["spaces"])  # heads and the stream can move
+    # why the dims inside a head do not move reaches the user: grouped-query attention here
+    heads = [s["heads"] for s in obj["spaces"] if "heads" in s]
+    assert heads and all("grouped-query" in h["blocks_reason"] for h in heads)
+    # without grouped-query attention the V/O dims move and the rotary table pins Q/K's
+    full, _ = write_llama(tmp_path / "full", num_key_value_heads=4)
+    assert main(["inspect", str(full)]) == 0
+    text = capsys.readouterr().out
+    assert "heads P_heads_model.layers.0.self_attn.v_proj: 4 heads of 4 dims" in text
+    assert "dims inside a head pinned: combined with a constant that varies along this axis " \
+           "(aten.mul.Tensor in model.layers.0.self_attn; e.g. a rotary embedding table)" in text
 
 
 def test_plan_on_folders_assembles_saves_as_shards_and_reloads(tmp_path: Path) -> None:

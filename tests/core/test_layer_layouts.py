@@ -37,7 +37,7 @@ from mal_desktop.core.progress import run_job
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/core is not a package
 import layout_arch as la  # noqa: E402
-from planted import planted_sources  # noqa: E402
+from planted import planted_space_sources  # noqa: E402
 
 LAMBDAS = (0.0, 0.5, 1.0)
 
@@ -69,15 +69,12 @@ def plant(base: LoadedModel, base_spec: PermutationSpec, donor: LoadedModel,
           donor_spec: PermutationSpec, seed: int, noise: float = 0.0
           ) -> tuple[LoadedModel, dict[str, list[int]]]:
     """The donor with the base's units planted: per free space, a random generalized map
-    (a permutation where the widths agree); the donor's own values stay on new units.
+    (a permutation where the widths agree; attention heads whole, their dims permuted inside
+    where the model allows); the donor's own values stay on new units.
 
     Returns (donor model, space -> per donor unit the base unit it copies or -1)."""
     gen = torch.Generator().manual_seed(seed)
-    sources = {}
-    for sid, space in donor_spec.spaces.items():
-        m = base_spec.spaces[sid].size
-        sources[sid] = (list(range(space.size)) if space.fixed
-                        else planted_sources(m, space.size, gen))
+    sources = planted_space_sources(base_spec, donor_spec, gen)
     b_state, state = base.state(), {}
     for key, t in donor.state().items():
         b = b_state[key]

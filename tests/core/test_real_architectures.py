@@ -2,7 +2,7 @@
 
 For every idiom: the self-test has power (free spaces > 0, the expected spaces free, outputs
 unchanged under every free permutation), and a permuted copy (every discovered space permuted at
-random, attention heads as blocks) realigns through whole-model weight matching to a barrier
+random: attention heads permuted and, where the model allows, the dims inside each head) realigns through whole-model weight matching to a barrier
 below 1e-4 along the interpolation curve. The transformers models are tiny, built from configs
 with random weights (no downloads); they are skipped when the optional [hf] extra is missing.
 """
@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mal_desktop.core.align.activations import activation_matching
 from mal_desktop.core.evaluate.metrics import barrier, lambda_grid
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.selftest import random_permutations, self_test
-from mal_desktop.core.graph.spec import PermutationSpec, permute_state
+from mal_desktop.core.graph.spec import (Axis, HeadGroup, PermutationSpec, head_permutation_of,
+                                         permute_state)
 from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.jobs import ModelCache, curve_series
 
@@ -78,11 +80,31 @@ def realign_barrier(model: LoadedModel, spec: PermutationSpec, seed: int = 3) ->
         return barrier(grid, losses(series.naive)), barrier(grid, losses(series.aligned))
 
 
-def check(model: LoadedModel, expect_free: list[str] = (), min_free: int = 1) -> PermutationSpec:
+def moves_within_heads(spec: PermutationSpec, seed: int = 3) -> list[str]:
+    """The spaces whose planted permutation (as ``realign_barrier`` plants it) keeps heads whole
+    and moves dims inside a head: what the realignment must then recover."""
+    moved = []
+    for space, perm in random_permutations(spec, seed).items():
+        group = spec.head_groups.get(space)
+        if group is None or group.dim == 1:
+            continue
+        heads = head_permutation_of(perm, group.dim)
+        assert heads is not None, space  # heads stay whole
+        if not torch.equal(perm % group.dim, torch.arange(len(perm)) % group.dim):
+            moved.append(space)
+    return sorted(moved)
+
+
+def check(model: LoadedModel, expect_free: list[str] = (), min_free: int = 1,
+          within_heads: int = 0) -> PermutationSpec:
     spec = discover_spec(model)
     report = self_test(model, spec)
     assert report.status == "passed", (report.status, report.per_space, report.overall)
     assert report.free >= min_free
+    # spaces whose dims move inside their heads: counted by the self-test, planted below
+    inner = sorted(s for s, g in spec.head_groups.items() if g.inner_free)
+    assert len(inner) == within_heads, spec.head_groups
+    assert moves_within_heads(spec) == inner
     free = [s.id for s in spec.free_spaces()]
     for prefix in expect_free:
         assert any(s.startswith(prefix) for s in free), (prefix, free)
@@ -135,15 +157,30 @@ def test_gpt2_style_conv1d_is_a_layer() -> None:
     assert spec.axes["c_fc.weight"][1].space == "P_c_fc"
 
 
-def test_hand_written_attention_permutes_heads_as_blocks() -> None:
-    spec = check(loaded(im.TinyTransformer(), (4, 5)), ["P_heads_attn.qkv", "P_stream_inp", "P_fc1"])
-    qkv = spec.axes["attn.qkv.weight"][0]
-    assert (qkv.block, qkv.tiles) == (4, 3)  # 2 heads of 4 dims, for each of q, k, v
-    assert spec.spaces[qkv.space].size == 2
+def _assert_fused(spec: PermutationSpec, qkv: str, dim_axis: int, o: str, o_axis: int,
+                  heads: int, dim: int) -> None:
+    """One fused projection writes q, k and v: its output is one space of three segments; q and
+    k share their within-head permutations, v shares its own with the output projection."""
+    axis = spec.axes[qkv][dim_axis]
+    assert (axis.block, axis.tiles) == (1, 1) and spec.spaces[axis.space].size == 3 * heads * dim
+    group = spec.head_groups[axis.space]
+    (q, _), (k, _), (v, _) = group.parts
+    assert q == k != v and (group.heads, group.dim) == (heads, dim)
+    out = spec.head_groups[spec.axes[o][o_axis].space]
+    assert out.family == group.family and out.parts == ((v, ""),)
 
 
-def test_torch_transformer_encoder_permutes_heads() -> None:
-    check(loaded(im.TorchEncoder(), (4, 5)), ["P_heads_enc.layers.0.self_attn"])
+def test_hand_written_attention_permutes_heads_and_their_dims() -> None:
+    spec = check(loaded(im.TinyTransformer(), (4, 5)), ["P_heads_attn.qkv", "P_stream_inp", "P_fc1"],
+                 within_heads=2)
+    _assert_fused(spec, "attn.qkv.weight", 0, "attn.proj.weight", 1, 2, 4)
+
+
+def test_torch_transformer_encoder_permutes_heads_and_their_dims() -> None:
+    spec = check(loaded(im.TorchEncoder(), (4, 5)), ["P_heads_enc.layers.0.self_attn"],
+                 within_heads=2)
+    _assert_fused(spec, "enc.layers.0.self_attn.in_proj_weight", 0,
+                  "enc.layers.0.self_attn.out_proj.weight", 1, 2, 4)
 
 
 # ----- transformers configs (optional [hf] extra) -------------------------------------------
@@ -179,17 +216,36 @@ def test_bert_heads_and_stream_are_free(transformers) -> None:
     model = loaded(Logits(_quiet(lambda: transformers.BertForSequenceClassification(cfg))), (6,),
                    torch.int64, 40)
     spec = check(model, ["P_heads_model.bert.encoder.layer.0.attention.self.query",
-                         "P_stream_model.bert.encoder.layer.0.attention.output.dense"], min_free=3)
+                         "P_stream_model.bert.encoder.layer.0.attention.output.dense"], min_free=3,
+                 within_heads=2)
     assert spec.spaces[spec.axes["model.bert.embeddings.word_embeddings.weight"][0].space].fixed
+    _assert_qk_vo(spec, "model.bert.encoder.layer.0.attention.self.query",
+                  "model.bert.encoder.layer.0.attention.self.key",
+                  "model.bert.encoder.layer.0.attention.self.value",
+                  "model.bert.encoder.layer.0.attention.output.dense", 2, 8)
+
+
+def _assert_qk_vo(spec: PermutationSpec, q: str, k: str, v: str, o: str, heads: int,
+                  dim: int) -> tuple[HeadGroup, HeadGroup]:
+    """Q and K rows share one space, V rows and O's input another; one family of heads."""
+    qk = spec.axes[f"{q}.weight"][0].space
+    vo = spec.axes[f"{v}.weight"][0].space
+    assert spec.axes[f"{k}.weight"][0].space == qk != vo
+    assert spec.axes[f"{o}.weight"][1].space == vo
+    for space in (qk, vo):
+        assert spec.spaces[space].size == heads * dim and not spec.spaces[space].fixed
+    gq, gv = spec.head_groups[qk], spec.head_groups[vo]
+    assert gq.family == gv.family and (gq.heads, gq.dim) == (gv.heads, gv.dim) == (heads, dim)
+    return gq, gv
 
 
 def test_gpt2_fused_qkv_and_conv1d(transformers) -> None:
     cfg = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
     model = loaded(Logits(_quiet(lambda: transformers.GPT2LMHeadModel(cfg))), (6,), torch.int64, 40)
-    spec = check(model, ["P_heads_model.transformer.h.0.attn.c_attn"], min_free=3)
+    spec = check(model, ["P_heads_model.transformer.h.0.attn.c_attn"], min_free=3, within_heads=2)
     assert spec.layer("model.transformer.h.0.attn.c_attn").transposed
-    qkv = spec.axes["model.transformer.h.0.attn.c_attn.weight"][1]
-    assert (qkv.block, qkv.tiles) == (8, 3)
+    h0 = "model.transformer.h.0.attn"
+    _assert_fused(spec, f"{h0}.c_attn.weight", 1, f"{h0}.c_proj.weight", 0, 2, 8)  # (in, out)
 
 
 def test_llama_grouped_query_attention_with_rotary(transformers) -> None:
@@ -203,6 +259,29 @@ def test_llama_grouped_query_attention_with_rotary(transformers) -> None:
     k = spec.axes["model.model.layers.0.self_attn.k_proj.weight"][0]
     assert q.space == k.space and spec.spaces[q.space].size == 2  # the 2 key/value heads
     assert (q.block, k.block) == (8, 4)  # 2 query heads of 4 dims share each key/value head
+    # the dims inside a head stay pinned, with the reasons: a key/value head's dims would need
+    # one permutation for all its query heads, and the rotary table pins Q and K anyway
+    group = spec.head_groups[q.space]
+    assert (group.heads, group.dim) == (2, 1)
+    assert "grouped-query attention" in group.inner_reason
+    assert "rotary" in group.inner_reason and "layers.0.self_attn" in group.inner_reason
+
+
+def test_llama_rotary_pins_query_key_dims_only(transformers) -> None:
+    cfg = transformers.LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=4,
+                                   intermediate_size=24, max_position_embeddings=16)
+    model = loaded(Logits(_quiet(lambda: transformers.LlamaForCausalLM(cfg))), (6,), torch.int64, 40)
+    spec = check(model, ["P_heads_model.model.layers.0.self_attn.q_proj",
+                         "P_heads_model.model.layers.0.self_attn.v_proj"], min_free=4,
+                 within_heads=1)
+    attn = "model.model.layers.0.self_attn"
+    qk, vo = _assert_qk_vo(spec, f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj",
+                           f"{attn}.o_proj", 4, 4)
+    assert not qk.inner_free and vo.inner_free
+    # the op that pins them, and where: the rotary table multiplies Q and K in the attention
+    (_, why), = qk.parts
+    assert "rotary" in why and "aten.mul" in why and attn in why
 
 
 def test_vit_heads_free(transformers) -> None:
@@ -211,4 +290,28 @@ def test_vit_heads_free(transformers) -> None:
                                  num_labels=3)
     model = loaded(Logits(_quiet(lambda: transformers.ViTForImageClassification(cfg)),
                           "pixel_values"), (1, 8, 8))
-    check(model, ["P_stream_model.vit.embeddings.patch_embeddings.projection"], min_free=3)
+    spec = check(model, ["P_stream_model.vit.embeddings.patch_embeddings.projection"], min_free=3,
+                 within_heads=2)
+    attn = "model.vit.layers.0.attention"
+    _assert_qk_vo(spec, f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj", f"{attn}.o_proj",
+                  2, 8)
+
+
+def test_activation_matching_keeps_heads_whole_and_recovers_their_dims() -> None:
+    model = loaded(im.TinyTransformer(), (4, 5))
+    spec = discover_spec(model)
+    state = model.state()
+    planted = random_permutations(spec, 5)
+    target = model.with_state(permute_state(state, spec, planted))
+    perms = activation_matching(model.module, target.module, spec, model.example_input(16, seed=2))
+    group = spec.head_groups["P_heads_attn.qkv"]
+    assert head_permutation_of(perms["P_heads_attn.qkv"], group.dim) is not None
+    assert head_permutation_of(perms["P_heads_attn.proj"], group.dim) is not None
+    realigned = permute_state(target.state(), spec, perms)
+    assert all(torch.allclose(realigned[k], v, atol=1e-6) for k, v in state.items())
+    # an unrelated model: a unit-by-unit LAP would mix dims of different heads
+    torch.manual_seed(7)
+    other = loaded(im.TinyTransformer(), (4, 5))
+    perms = activation_matching(model.module, other.module, spec, model.example_input(16, seed=2))
+    assert all(head_permutation_of(perms[s], group.dim) is not None
+               for s in ("P_heads_attn.qkv", "P_heads_attn.proj"))

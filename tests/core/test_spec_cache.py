@@ -62,6 +62,21 @@ def test_json_round_trip_is_the_same_spec(small_zoo, spec_dir):
         assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
 
 
+def test_json_round_trip_keeps_attention_heads(spec_dir):
+    import sys
+    from pathlib import Path
+
+    from mal_desktop.core.io.model import LoadedModel
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import idiom_modules as im
+
+    model = LoadedModel(im.TinyTransformer().eval(), {"kind": "memory"}, (4, 5), 3)
+    spec = discover_spec(model, cache=False)
+    assert len(spec.head_groups) == 2  # the fused q/k/v projection and the output's input
+    assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+
+
 def test_key_follows_architecture_not_weights(small_zoo, spec_dir):
     s0, s1 = load_model(small_zoo.path_of("mlp-w32-s0")), load_model(small_zoo.path_of("mlp-w32-s1"))
     wide = load_model(small_zoo.path_of("mlp-w64-s0"))

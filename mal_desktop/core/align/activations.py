@@ -19,6 +19,7 @@ from ..graph.recurrent import RECURRENT_KINDS
 from ..graph.spec import Axis, PermutationSpec
 from ..io.pt2_io import program_batch_size
 from .generalized import Match
+from .heads import head_families, solve_family
 from .lap import solve_lap
 
 
@@ -78,7 +79,8 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
     Runs both models on the ``probe`` batch, records the output of every layer and, for every
     free space, solves one LAP on the summed correlation of the layers writing it (a residual
     stream has several writers). A layer whose output holds its space in blocks or tiles (heads,
-    gates) is read unit by unit, every other entry counting as a sample.
+    gates) is read unit by unit, every other entry counting as a sample. The spaces of one
+    attention (Q with K, V with O) are solved together, keeping heads whole (align/heads.py).
     program: the architecture's ``torch.export`` program; when given, the layers' outputs are
         read by interpreting its graph with each model's weights (this works for .pt2 programs,
         whose modules have no submodules to hook); otherwise forward hooks record them.
@@ -98,6 +100,7 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
     else:
         acts = {"base": _record(base, names, probe), "target": _record(target, names, probe)}
     perms: dict[str, torch.Tensor] = {}
+    costs: dict[str, torch.Tensor] = {}
     for space_id, layer_names in writers.items():
         cost = None
         for name in layer_names:
@@ -107,6 +110,18 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
             t = _unit_samples(acts["target"][name], layer.kind, layer.out_axis, units)
             c = activation_cost(b, t, 1)
             cost = c if cost is None else cost + c
+        costs[space_id] = cost
+    free = sorted(s.id for s in spec.free_spaces())
+    families = head_families(spec, spec, {s: s for s in free}, free)
+    for family in {id(f): f for f in families.values()}.values():
+        # the spaces of one attention: heads whole, one head map; a space no layer writes (the
+        # output projection's input) follows the spaces sharing its within-head permutations
+        found = solve_family([costs.get(s, torch.zeros(spec.spaces[s].size, spec.spaces[s].size))
+                              for s in family.spaces], family)
+        perms.update({s: m.permutation() for s, m in zip(family.spaces, found)})
+    for space_id, cost in costs.items():
+        if space_id in families:
+            continue
         rows, cols = solve_lap(cost)
         perms[space_id] = Match.from_lap(rows, cols, cost.shape[0], cost.shape[1]).permutation()
     return perms

@@ -27,6 +27,7 @@ from ..errors import AlignmentError
 from ..graph.spec import PermutationSpec
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
 from .generalized import Match, axis_cost, transform_tensor
+from .heads import HeadFamily, head_families, random_family_matches, solve_family
 from .lap import assignment_value, improves, solve_lap
 
 STATISTIC_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -185,8 +186,10 @@ class _Descent:
     the tensor axes that lie on it."""
 
     def __init__(self, work: list[_Pair], matches: dict[str, Match], free: Sequence[str],
-                 device: torch.device, dtype: torch.dtype) -> None:
+                 device: torch.device, dtype: torch.dtype,
+                 families: Mapping[str, HeadFamily] | None = None) -> None:
         self.work = work
+        self.families = dict(families or {})  # head-grouped spaces: solved family by family
         self.matches = matches
         self.device = device
         self.dtype = dtype
@@ -243,11 +246,36 @@ class _Descent:
         its match only when it raises J. True if it did."""
         if space not in self.stale:
             return False
+        if space in self.families:
+            return self._improve_family(self.families[space])
         self.stale.discard(space)
         self.solves += 1
         if self._better_match(space):
             self.stale |= self.neighbours[space]
             return True
+        return False
+
+    def _improve_family(self, family: HeadFamily) -> bool:
+        """Solve the spaces of one attention together (align/heads.py); keep the new matches
+        only when they raise J (judged on J itself: the spaces may share tensors)."""
+        self.stale.difference_update(family.spaces)
+        self.solves += 1
+        current = {s: self.matches[s] for s in family.spaces}
+        candidates = solve_family([self.space_cost(s) for s in family.spaces], family)
+        if all(c == current[s] for s, c in zip(family.spaces, candidates)):
+            return False
+        touched = [p for p in self.work if any(s in current for s, _ in p.axes)]
+
+        def j() -> float:
+            return sum(float((p.base * self.mapped(p)).sum().item()) for p in touched)
+
+        old = j()
+        self.matches.update(zip(family.spaces, candidates))
+        if improves(j(), old):
+            for s in family.spaces:
+                self.stale |= self.neighbours[s]
+            return True
+        self.matches.update(current)
         return False
 
     def _better_match(self, space: str) -> bool:
@@ -325,6 +353,7 @@ def match_spaces(
     pairs, infos = _pair_spaces(base_state, base_spec, target_state, target_spec, space_pairs,
                                 tensor_pairs)
     identity, free = _initial_matches(pairs, space_pairs, base_spec, target_spec)
+    families = head_families(base_spec, target_spec, pairs, free)
     device = compute_device()
     dtype = torch.float32 if device.type == "mps" else torch.float64
     work = _device_pairs(base_state, target_state, infos, device, dtype)
@@ -337,8 +366,11 @@ def match_spaces(
             gen = torch.Generator().manual_seed(seed + run)
             for space in sorted(free):
                 m = identity[space]
-                matches[space] = Match.random(m.base_size, m.target_size, gen)
-        descent = _Descent(work, matches, free, device, dtype)
+                if space not in families:
+                    matches[space] = Match.random(m.base_size, m.target_size, gen)
+                elif space == families[space].spaces[0]:  # heads whole, one head map
+                    matches.update(random_family_matches(families[space], gen))
+        descent = _Descent(work, matches, free, device, dtype, families)
         if run == 0:
             identity_j = descent.objective()
         result = yield from _descend(descent, free, max_iter, seed + run, cancel,

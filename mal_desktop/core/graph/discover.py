@@ -24,7 +24,8 @@ from torch import fx
 from ..errors import MalError
 from ..io.meta import meta_twin
 from ..io.model import LoadedModel
-from .spec import Axis, Layer, PermutationSpec, Space
+from .heads import SettledHeads, settle_heads
+from .spec import Axis, HeadGroup, Layer, PermutationSpec, Space
 from .labels import (IGNORED_OPS, NORM_ARGS, NORM_OPS, Merged, Param, RawLayer, Ref,
                      UnionFind, arg_of, module_path, op_names, shape_of, tensor_nodes)
 from .op_rules import HANDLERS, OpRules
@@ -44,6 +45,15 @@ class _Tracer(OpRules):
         self.unsupported: list[str] = []
         self.layers: list[RawLayer] = []
         self.head_nodes: list[int] = []  # attention heads found by views (named P_heads_...)
+        # (H*D) viewed as (H, D): node -> its (heads, within-head) labels; and nodes made by
+        # viewing such a pair back as one axis -> the pair (see heads.py)
+        self.head_views: dict[int, tuple[Ref, Ref]] = {}
+        self.head_merges: dict[int, tuple[Any, Any]] = {}
+        # a fused projection's node split into pieces: node -> (piece nodes, placeholder or
+        # None); placeholder -> node; copies axis node -> placeholder (see ShapeRules.segment)
+        self.segments: dict[int, tuple[list[int], int | None]] = {}
+        self.placeholders: dict[int, int] = {}
+        self.copies: dict[int, int] = {}
         self.view_node: fx.Node | None = None
         self.ep = ep
         kinds = {s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
@@ -167,10 +177,12 @@ class _Tracer(OpRules):
                     if not self.is_fixed(lab):
                         self.fix(lab, f"combined with a constant that varies along this axis "
                                       f"({where}; e.g. a rotary embedding table)", where)
-            for other in full[1:]:
-                self.union(full[0], other, where)
+            # the constant itself is not joined: its reason would then win over the one above
+            tie = [lab for lab in full if lab not in constants] if len(full) > 1 else full
+            for other in tie[1:]:
+                self.union(tie[0], other, where)
             if full:
-                out.append(full[0])
+                out.append((tie or full)[0])
             elif cands and out_shape[-k] == 1:
                 out.append(cands[0][0])
             else:
@@ -350,6 +362,8 @@ def _discover(model: LoadedModel, on_meta: bool) -> PermutationSpec:
 
 def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
     g = tr.g
+    settled = settle_heads(tr)
+    fine = settled.fine
     raw = [(lay, tr.resolve(lay.out), tr.resolve(lay.inp)) for lay in tr.layers]
     order: list[int] = []
     writers: dict[int, list[str]] = {}
@@ -367,7 +381,8 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
                 root = g.find(ref[0])
                 order.append(root)
                 first_key.setdefault(root, key)
-    heads = {g.find(h) for h in tr.head_nodes}
+    heads = {g.find(h) for h in tr.head_nodes} | {g.find(f) for f in fine} \
+        | {g.find(n) for n in settled.segmented}
     names: dict[int, str] = {}
     spaces: dict[str, Space] = {}
     for root in order:
@@ -417,4 +432,42 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
                         norm.append(tr.state_node[p])
         layers.append(Layer(lay.name, lay.kind, lay.weight, lay.bias, tuple(norm), axis(out),
                             axis(inp), index, lay.kernel, lay.transposed))
-    return PermutationSpec(spaces=spaces, axes=axes, layers=layers, unsupported=list(tr.unsupported))
+    return PermutationSpec(spaces=spaces, axes=axes, layers=layers, unsupported=list(tr.unsupported),
+                           head_groups=_head_groups(g, names, settled))
+
+
+def _head_groups(g: UnionFind, names: dict[int, str], settled: SettledHeads
+                 ) -> dict[str, HeadGroup]:
+    """Spaces of attention heads by name. A family is named after its first space; the
+    within-head permutations it holds are named family:0, family:1, ..."""
+    groups: dict[str, HeadGroup] = {}
+    family: dict[int, str] = {}
+    inner: dict[int, str] = {}
+    for root, hs in settled.fine.items():
+        fam = g.find(hs.family)
+        if fam not in family:
+            family[fam] = next((names[g.find(r)] for r, h in settled.fine.items()
+                                if g.find(h.family) == fam and g.find(r) in names), "")
+            if not family[fam]:
+                family[fam] = next(names[g.find(n)] for n, pieces in settled.segmented.items()
+                                   if any(g.find(p) == g.find(root) for p in pieces))
+        inner[g.find(root)] = f"{family[fam]}:{sum(v.startswith(family[fam] + ':') for v in inner.values())}"
+
+    def part(root: int) -> tuple[str, str]:
+        return inner[g.find(root)], settled.fine[root].inner_reason
+
+    for root, hs in settled.fine.items():
+        name = names.get(g.find(root))
+        if name is not None:
+            groups[name] = HeadGroup(family[g.find(hs.family)], hs.heads, hs.dim, (part(root),))
+    for node, pieces in settled.segmented.items():
+        name = names.get(g.find(node))
+        hs = settled.fine[pieces[0]]
+        if name is not None:
+            groups[name] = HeadGroup(family[g.find(hs.family)], hs.heads, hs.dim,
+                                     tuple(part(p) for p in pieces))
+    for root, (heads, why) in settled.blocks.items():
+        name = names.get(g.find(root))
+        if name is not None and g.reason[g.find(root)] is None:
+            groups[name] = HeadGroup(name, heads, 1, inner_reason=why)
+    return groups

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from .labels import NORM_ARGS, arg_of, op_names, shape_of, tensor_nodes
+from .labels import NORM_ARGS, arg_of, module_path, op_names, shape_of, tensor_nodes
 
 CONSTANT = "constant tensor"
 
@@ -69,7 +69,8 @@ class PointwiseRules:
         operands = [(self.lab(t), shape_of(t.meta["val"])) for t in tensor_nodes((node.args, node.kwargs))]
         val = node.meta["val"]
         first = val[0] if isinstance(val, (tuple, list)) else val
-        out = self.broadcast(operands, shape_of(first), op_names(node.target)[0])
+        where, module = op_names(node.target)[0], module_path(node)
+        out = self.broadcast(operands, shape_of(first), f"{where} in {module}" if module else where)
         return tuple(list(out) for _ in val) if isinstance(val, (tuple, list)) else out
 
     def h_like(self, node: fx.Node) -> Any:

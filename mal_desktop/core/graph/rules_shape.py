@@ -2,8 +2,9 @@
 
 A permutation space survives a view when its units stay whole: a flatten keeps one free axis
 (channel-major C x H x W -> C*H*W gives block H*W, position-major H x C x W -> H*C*W gives tiles H
-and block W); a split of one axis into (heads, head_dim) lets heads move as blocks (the head_dim
-axis is pinned: within-head dimensions are not permuted); an axis split into k equal pieces
+and block W); a split of one axis into (heads, head_dim) gives a heads axis and a within-head axis (whether
+the dims inside a head may move, or the heads move as blocks, is settled at the end in
+``heads.py``); an axis split into k equal pieces
 (a fused QKV projection, LSTM gates) is k tiles of one space. Anything else pins what it mixes.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from torch import fx
 
-from .labels import Merged, Ref, arg_of, op_names, shape_of
+from .labels import Merged, Param, Ref, arg_of, op_names, shape_of
 
 WITHIN_HEAD = "within-head dimensions (heads move as blocks)"
 
@@ -160,6 +161,9 @@ class ShapeRules:
         merged = any(isinstance(lab, Merged) for lab in labels)
         if len(out_sizes) == 1 and not merged:
             free = [k for k, lab in enumerate(labels) if not self.is_fixed(lab)]
+            joined = self.head_merge(labels) if len(free) == 2 == len(labels) else None
+            if joined is not None:
+                return [joined]
             if len(free) == 1:
                 # one moving axis among fixed ones (channels among positions, heads beside
                 # head_dim): each unit's entries repeat once per combination of the axes before
@@ -190,9 +194,14 @@ class ShapeRules:
         node_id, block, tiles = self.resolve(label)
         units = self.g.units[node_id]
         n, i, p = len(out_sizes), 0, 1
+        copies = None
         if first_indexed and tiles == 1 and n > 1 and units % out_sizes[0] == 0 \
                 and units > out_sizes[0]:
-            node_id, tiles = self.tile(node_id, out_sizes[0]), out_sizes[0]
+            if block == 1:  # q, k, v = ...unbind(0): each copy may become its own space
+                node_id = copies = self.segment(node_id, out_sizes[0], placeholder=True)
+            else:
+                node_id = self.tile(node_id, out_sizes[0])
+            tiles = out_sizes[0]
             units = self.g.units[node_id]
         while i < n and p < tiles:  # leading dims that count whole copies of the layout
             q = p * out_sizes[i]
@@ -221,16 +230,85 @@ class ShapeRules:
         if math.prod(out_sizes[i:]) * inner != block:
             return None
         out: list = [self.fresh(s, f"copies of a split axis ({op})") for s in out_sizes[:first]]
+        if copies is not None and first == 1:
+            self.copies[out[0][0]] = copies
         if len(unit_dims) == 1:
             out.append((node_id, inner, 1))
+        elif len(unit_dims) == 2 and inner == 1 and block == 1:
+            # (H*D) -> (H, D): a heads axis and a within-head axis, both free for now; the
+            # node keeps its H*D units and remembers the two (graph/heads.py decides at the end
+            # whether the dims inside a head may move or the heads move as blocks)
+            out += list(self.head_view(node_id, unit_dims[0], unit_dims[1]))
         elif unit_dims:
-            # (H*D) -> (H, D): heads move as blocks of D; the head_dim axes are pinned
+            # (H*D1*D2) -> (H, D1, D2): heads move as blocks; the dims inside are pinned
             heads = self.g.new(unit_dims[0], None)
             self.g.coarsen(node_id, heads, math.prod(unit_dims[1:]), 1)
             self.head_nodes.append(heads)
             out.append((heads, 1, 1))
             out += [self.fresh(s, WITHIN_HEAD) for s in unit_dims[1:]]
         out += [self.fresh(s, "spatial positions") for s in out_sizes[i:]]
+        return out
+
+    def head_view(self, node_id: int, heads: int, dim: int) -> tuple[Ref, Ref]:
+        """Labels (heads, within-head dims) of node ``node_id`` viewed as (heads, dim); a node
+        viewed again (q, k, v of one fused projection) gets the same two labels."""
+        known = self.head_views.get(node_id)
+        if known is not None and self.size_of(known[0]) == heads:
+            return known
+        labels = ((self.g.new(heads, None), 1, 1), (self.g.new(dim, None), 1, 1))
+        self.head_views[node_id] = labels
+        self.head_nodes.append(labels[0][0])
+        return labels
+
+    def head_merge(self, labels: list) -> Ref | None:
+        """(heads, dims) viewed back as one axis of heads * dims units (an attention's output
+        read by its output projection): a new node that remembers the two, or None when the
+        labels are not a heads axis and a within-head axis of discovered views."""
+        if len(labels) != 2 or any(isinstance(lab, (Merged, Param)) for lab in labels):
+            return None
+        roots = [self.g.find(self.resolve(lab)[0]) for lab in labels]
+        views = list(self.head_views.values())
+        if not (any(self.g.find(h[0]) == roots[0] for h, _ in views)
+                and any(self.g.find(d[0]) == roots[1] for _, d in views)):
+            return None
+        node = self.g.new(self.size_of(labels[0]) * self.size_of(labels[1]), None)
+        self.head_merges[node] = (labels[0], labels[1])
+        return node, 1, 1
+
+    def segment(self, node_id: int, k: int, placeholder: bool = False) -> int | list[int]:
+        """Split root ``node_id`` into k consecutive pieces that may each move on their own (the
+        q, k and v of a fused projection); ``heads.settle_segments`` ties them together again,
+        as tiles of one space, unless they became spaces of one attention's heads.
+
+        placeholder: the pieces are still one tensor (a copies axis indexed later): return one
+        node standing for every piece until ``copy_pieces`` gives each its own.
+        Returns the k piece nodes, or the placeholder.
+        """
+        pieces = [self.g.new(self.g.units[node_id] // k, None) for _ in range(k)]
+        holder = self.g.new(self.g.units[node_id] // k, None) if placeholder else None
+        self.segments[node_id] = (pieces, holder)
+        if holder is not None:
+            self.placeholders[holder] = node_id
+            return holder
+        return pieces
+
+    def copy_pieces(self, labels: list, d: int, index: int | None) -> list | None:
+        """Labels of copy ``index`` (all copies when None) taken along dim ``d``, when ``d``
+        counts the pieces of a segmented node (see ``segment``); None otherwise."""
+        ref = labels[d]
+        holder = self.copies.get(ref[0]) if isinstance(ref, tuple) else None
+        if holder is None:
+            return None
+        pieces = self.segments[self.placeholders[holder]][0]
+        out = []
+        for i in range(len(pieces)) if index is None else [index]:
+            mapping = {(holder, 1, 1): (pieces[i], 1, 1)}
+            if holder in self.head_views:
+                hc, ic = self.head_views[holder]
+                mapping.update(zip((hc, ic), self.head_view(pieces[i], self.size_of(hc),
+                                                            self.size_of(ic))))
+            out.append([mapping.get(lab, lab) if isinstance(lab, tuple) else lab
+                        for j, lab in enumerate(labels) if j != d])
         return out
 
     def tile(self, node_id: int, k: int) -> int:
@@ -305,7 +383,10 @@ class ShapeRules:
         if parts is None:  # stack: a new axis that counts the inputs
             return self.fresh(size, why)
         if all(self.is_fixed(p) for p in parts):
-            return self.fresh(size, why)
+            # a table built from constants (a rotary table: cat(freqs, freqs)) stays a constant
+            # so that what it is combined with later can say so
+            constant = all(self.reason_of(p) == "constant tensor" for p in parts)
+            return self.fresh(size, "constant tensor" if constant else why)
         sizes = {self.size_of(p) for p in parts}
         if len(sizes) == 1:
             # the same permutation on every piece (a restriction when they differed) keeps the
@@ -327,10 +408,21 @@ class ShapeRules:
         why = f"split along this axis ({full})"
         sizes = [shape_of(v)[d] for v in val]
         if op == "unbind":
+            pieces = self.copy_pieces(xl, d, None)
+            if pieces is not None and len(pieces) == len(val):
+                return tuple(pieces)
             self.fix(xl[d], why, full)
             return tuple(list(xl[:d]) + list(xl[d + 1:]) for _ in val)
         if len(val) == 1:
             return (list(xl),)
+        if len(set(sizes)) == 1 and not self.is_fixed(xl[d]) and not isinstance(xl[d], Merged) \
+                and self.resolve(xl[d])[1:] == (1, 1):
+            # q, k, v = qkv.chunk(3, -1): one piece each, tied again at the end unless they
+            # become spaces of one attention's heads
+            node_id = self.resolve(xl[d])[0]
+            if self.g.units[node_id] % len(val) == 0:
+                return tuple(list(xl[:d]) + [(p, 1, 1)] + list(xl[d + 1:])
+                             for p in self.segment(node_id, len(val)))
         label = self.piece(xl[d], len(val)) if len(set(sizes)) == 1 else None
         if label is None:
             self.fix(xl[d], why, full)
@@ -348,6 +440,11 @@ class ShapeRules:
         d = int(arg_of(node, "dim", 0)) % len(xl)
         why = f"sliced along this axis ({full})"
         if op == "select":
+            index = arg_of(node, "index")
+            if isinstance(index, int):
+                pieces = self.copy_pieces(xl, d, index % xs[d])
+                if pieces is not None:
+                    return pieces[0]
             self.fix(xl[d], why, full)
             return xl[:d] + xl[d + 1:]
         length = shape_of(node.meta["val"])[d]

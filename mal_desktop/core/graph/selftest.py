@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import AlignmentError
 from ..io.model import LoadedModel
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled, run_job
-from .spec import PermutationSpec, expand_index, permute_state
+from .spec import PermutationSpec, compose_head_permutation, expand_index, permute_state
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -27,7 +27,8 @@ RELATIVE_TOLERANCE = 1e-4
 class SelfTestReport:
     """Outcome of :func:`self_test`.
 
-    per_space: max |output difference| when only that free space is permuted.
+    per_space: max |output difference| when only that free space is permuted (with the other
+        spaces of its attention, which share its head permutation).
     overall: the same with every free space permuted at once.
     passed: there is something to permute, every difference is within ``tolerance`` and the
         test had power (``status == "passed"``).
@@ -54,16 +55,50 @@ class SelfTestReport:
     status: str = "passed"
 
 
+def _randperm(n: int, gen: torch.Generator) -> torch.Tensor:
+    perm = torch.randperm(n, generator=gen)
+    if n > 1 and torch.equal(perm, torch.arange(n)):
+        perm = torch.roll(perm, 1)  # an identity would test nothing
+    return perm
+
+
 def random_permutations(spec: PermutationSpec, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A seeded random permutation per free space; never the identity when size > 1."""
+    """A seeded random permutation per free space; never the identity when size > 1.
+
+    Spaces of attention heads (``spec.head_groups``) get the permutations they allow: one head
+    permutation per family, shared by its spaces, and per head a permutation of its dims shared
+    by the segments and spaces that share it (Q with K, V with O; the identity where pinned).
+    """
     gen = torch.Generator().manual_seed(seed)
     perms: dict[str, torch.Tensor] = {}
+    head_perms: dict[str, torch.Tensor] = {}
+    inner_perms: dict[str, list[torch.Tensor] | None] = {}
     for space in spec.free_spaces():
-        perm = torch.randperm(space.size, generator=gen)
-        if space.size > 1 and torch.equal(perm, torch.arange(space.size)):
-            perm = torch.roll(perm, 1)  # an identity would test nothing
-        perms[space.id] = perm
+        group = spec.head_groups.get(space.id)
+        if group is None or group.dim == 1:
+            perms[space.id] = _randperm(space.size, gen)
+            continue
+        heads = head_perms.setdefault(group.family, _randperm(group.heads, gen))
+        segments = []
+        for k, (inner, why) in enumerate(group.parts):
+            if inner not in inner_perms:
+                inner_perms[inner] = None if why else [_randperm(group.dim, gen)
+                                                       for _ in range(group.heads)]
+            segments.append(compose_head_permutation(heads, inner_perms[inner], group.dim)
+                            + k * group.heads * group.dim)
+        perms[space.id] = torch.cat(segments)
     return perms
+
+
+def _with_family(spec: PermutationSpec, perms: dict[str, torch.Tensor],
+                 space_id: str) -> dict[str, torch.Tensor]:
+    """The permutation of ``space_id`` alone, or with its attention's other spaces: they share
+    one head permutation, so a space of head dims is only ever permuted with its family."""
+    group = spec.head_groups.get(space_id)
+    if group is None or group.dim == 1:
+        return {space_id: perms[space_id]}
+    return {s: p for s, p in perms.items()
+            if s in spec.head_groups and spec.head_groups[s].family == group.family}
 
 
 def probe_batch(model: LoadedModel, batch: int) -> int:
@@ -145,7 +180,7 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
 
         for i, (space_id, perm) in enumerate(perms.items()):
             cancel.raise_if_cancelled()
-            permuted = permute_state(state, spec, {space_id: perm})
+            permuted = permute_state(state, spec, _with_family(spec, perms, space_id))
             if all(torch.equal(permuted[k], state[k]) for k, _ in spec.tensors_on(space_id)):
                 inert.append(space_id)
             per_space[space_id] = diff(permuted)
@@ -215,6 +250,10 @@ def pad_space(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: s
         raise AlignmentError(f"{space_id}: no such permutation space")
     if space.fixed:
         raise AlignmentError(f"{space_id}: space is fixed ({space.reason}); it cannot be padded")
+    group = spec.head_groups.get(space_id)
+    if group is not None and group.dim > 1:
+        raise AlignmentError(f"{space_id}: a space of attention head dimensions is not padded "
+                             "unit by unit (its heads would be cut)")
     if extra < 0:
         raise AlignmentError(f"{space_id}: cannot pad by a negative number of units ({extra})")
     out: dict[str, torch.Tensor] = {}
@@ -230,5 +269,8 @@ def pad_space(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: s
         out[key] = tensor
     spaces = dict(spec.spaces)
     spaces[space_id] = replace(space, size=space.size + extra)
+    groups = dict(spec.head_groups)
+    if group is not None:  # heads moving as blocks: one more unit is one more head
+        groups[space_id] = replace(group, heads=group.heads + extra)
     return out, PermutationSpec(spaces=spaces, axes=dict(spec.axes), layers=list(spec.layers),
-                                unsupported=list(spec.unsupported))
+                                unsupported=list(spec.unsupported), head_groups=groups)

@@ -12,6 +12,12 @@ layout one after the other: an LSTM's input weight stacks its four gates (tiles 
 unit owns one row per gate), a position-major flatten (H x C x W -> H*C*W) repeats the channel
 layout once per row (tiles H, block W). Entry e of such an axis belongs to unit
 ``(e % (units * block)) // block``.
+
+Attention heads: a space may hold the units of ``heads`` heads of ``dim`` units each, head h
+owning units [h*dim, (h+1)*dim) (``HeadGroup``). Its allowed permutations keep heads whole: a
+permutation of the heads and, inside each head, a permutation of its dims (unless the dims are
+pinned: rotary embeddings pair them). Spaces of one attention (Q with K, V with O) form a
+*family* that shares the head permutation; each has its own within-head permutations.
 """
 
 from __future__ import annotations
@@ -47,6 +53,31 @@ class Space:
 
 
 @dataclass(frozen=True)
+class HeadGroup:
+    """A space whose units are attention heads' dimensions (see the module docstring).
+
+    family: spaces with the same family move their heads together (one head permutation).
+    heads: number of heads; dim: units per head on this space (1 when the heads move as
+        blocks, the dims being a block of each unit).
+    parts: the space is ``len(parts)`` consecutive segments of heads * dim units (one fused
+        projection writing q, k and v has three); per segment (inner, why): segments and spaces
+        with the same ``inner`` id share the within-head permutations of every head (Q with K,
+        V with O's input); ``why`` says why the dims keep their order ("" when they may move).
+    inner_reason: for heads moving as blocks, why their dims do not move.
+    """
+
+    family: str
+    heads: int
+    dim: int
+    parts: tuple[tuple[str, str], ...] = ()
+    inner_reason: str = ""
+
+    @property
+    def inner_free(self) -> bool:
+        return self.dim > 1 and any(not why for _, why in self.parts)
+
+
+@dataclass(frozen=True)
 class Layer:
     """A weight-carrying layer (linear or conv) and the parameters that ride along with it.
 
@@ -79,6 +110,7 @@ class PermutationSpec:
     axes: dict[str, tuple[Axis | None, ...]]
     layers: list[Layer] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)  # op names that forced spaces fixed
+    head_groups: dict[str, HeadGroup] = field(default_factory=dict)  # space -> its heads
 
     def free_spaces(self) -> list[Space]:
         return [s for s in self.spaces.values() if not s.fixed]
@@ -132,3 +164,34 @@ def permute_state(
             tensor = torch.index_select(tensor, dim, idx)
         out[key] = tensor
     return out
+
+
+def compose_head_permutation(head_perm: torch.Tensor, inner: list[torch.Tensor] | None,
+                             dim: int) -> torch.Tensor:
+    """The unit permutation of a head-grouped space: new head h is old head ``head_perm[h]``,
+    its dim r old dim ``inner[h][r]`` of that head (``inner`` None: dims keep their order)."""
+    offsets = torch.arange(dim).expand(len(head_perm), dim) if inner is None \
+        else torch.stack([p.long() for p in inner]) if len(inner) else torch.zeros(0, dim)
+    return (head_perm.long()[:, None] * dim + offsets.long()).reshape(-1)
+
+
+def head_permutation_of(perm: torch.Tensor, dim: int) -> torch.Tensor | None:
+    """The head permutation inside a unit permutation of a head-grouped space, or None when
+    ``perm`` splits a head (some head's dims come from several heads)."""
+    if len(perm) % dim:
+        return None
+    src = perm.long().reshape(-1, dim) // dim
+    if not bool((src == src[:, :1]).all()):
+        return None
+    return src[:, 0]
+
+
+def head_blocks(spec: PermutationSpec, axis: Axis) -> tuple[int, int]:
+    """(dims per head, segments) of the space under ``axis`` when its units are attention head
+    dims; (1, 1) otherwise. Seen with heads as units (the dims a block, a fused projection's
+    segments tiles), the axis has layout (axis.block * dims, axis.tiles * segments): how layer
+    steps' local alignment and their rule book see it."""
+    group = spec.head_groups.get(axis.space)
+    if group is None or group.dim == 1:
+        return 1, 1
+    return group.dim, max(1, len(group.parts))

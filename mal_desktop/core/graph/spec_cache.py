@@ -30,9 +30,9 @@ from ..io.atomic import atomic_write_text
 from ..io.model import LoadedModel
 from ..jsonio import loads_untrusted
 from ..user_dirs import user_cache_dir
-from .spec import Axis, Layer, PermutationSpec, Space
+from .spec import Axis, HeadGroup, Layer, PermutationSpec, Space
 
-FORMAT = 1
+FORMAT = 2  # 2: attention head groups
 
 
 def _family(arch: dict[str, Any]) -> Any:
@@ -112,6 +112,8 @@ def spec_to_json(spec: PermutationSpec) -> dict[str, Any]:
                     "kernel": list(lay.kernel), "transposed": lay.transposed}
                    for lay in spec.layers],
         "unsupported": list(spec.unsupported),
+        "head_groups": [[space, g.family, g.heads, g.dim, [list(p) for p in g.parts],
+                         g.inner_reason] for space, g in spec.head_groups.items()],
     }
 
 
@@ -131,7 +133,10 @@ def spec_from_json(obj: dict[str, Any]) -> PermutationSpec:
                     axis(d["out"]), axis(d["in"]), int(d["index"]),
                     tuple(int(k) for k in d["kernel"]), bool(d["transposed"]))
               for d in obj["layers"]]
-    return PermutationSpec(spaces, axes, layers, [str(u) for u in obj["unsupported"]])
+    groups = {str(space): HeadGroup(str(fam), int(heads), int(dim),
+                                    tuple((str(c), str(w)) for c, w in parts), str(why))
+              for space, fam, heads, dim, parts, why in obj["head_groups"]}
+    return PermutationSpec(spaces, axes, layers, [str(u) for u in obj["unsupported"]], groups)
 
 
 def _entry(key: str) -> Path:

@@ -21,7 +21,7 @@ from torch import nn
 from ..io.model import LoadedModel
 from ..io.pages import PageReleaser
 from ..jsonio import json_safe
-from .spec import Layer, PermutationSpec
+from .spec import HeadGroup, Layer, PermutationSpec
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,8 @@ class LayerTree:
         spaces = [{
             "id": s.id, "size": s.size, "fixed": s.fixed, "reason": s.reason,
             "tensors": [[key, dim] for key, dim in self.spec.tensors_on(s.id)],
+            **({"heads": _heads_json(self.spec.head_groups[s.id])}
+               if s.id in self.spec.head_groups else {}),
         } for s in self.spec.spaces.values()]
         return {"model": self.model_name, "total_params": self.total_params, "layers": layers,
                 "spaces": spaces, "unsupported": list(self.spec.unsupported)}
@@ -309,3 +311,11 @@ def _with_repeats(kids: tuple[LayerNode, ...], classes: dict[str, list[str]]) ->
                             f"{label}#{digest}")
         out.append(kid)
     return tuple(out)
+
+
+def _heads_json(group: HeadGroup) -> dict:
+    """An attention's space as JSON: its family, heads, dims per head and, per segment, which
+    within-head permutation it shares and why its dims are pinned ("" when they move)."""
+    return {"family": group.family, "heads": group.heads, "dim": group.dim,
+            "parts": [{"inner": inner, "pinned": why} for inner, why in group.parts],
+            "blocks_reason": group.inner_reason}

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from ..align.generalized import Layout, Match, axis_cost, transform_tensor
+from ..align.heads import expand_head_match, layer_family, refine_layer_heads
 from ..align.local import Rider, align_layer_pair
 from ..align.matching import chain_layers, chain_pairs, match_spaces
 from ..errors import AlignmentError, PlanError
 from ..graph.recurrent import recurrent_riders
-from ..graph.spec import Axis, Layer, PermutationSpec
+from ..graph.spec import Axis, Layer, PermutationSpec, head_blocks
 from ..progress import CancelToken, ProgressEvent
 from .methods import merge_tensor
 from .plan import AssemblyStep
@@ -155,15 +156,34 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
                                  spaces=spaces)
     if cancel is not None:
         cancel.raise_if_cancelled()
+    # attention heads move as blocks here (their dims in order): local alignment sees heads
+    # as units, its matches are then stored dim by dim (align/heads.py)
+    out_heads, in_heads = head_blocks(base_spec, bl.out_axis), head_blocks(base_spec, bl.in_axis)
     la = align_layer_pair(bw, bb, tw, tb, in_fixed=in_fixed, out_fixed=out_fixed,
-                          in_block=in_layout, out_layout=out_layout,
+                          in_block=_head_layout(in_layout, in_heads),
+                          out_layout=_head_layout(out_layout, out_heads),
                           riders=_riders(bl, tl, base_state, base_spec, donor_state),
                           restarts=LOCAL_RESTARTS,
                           name=f"{step.source}:{step.source_layer} -> {step.base_layer}")
-    return StepAlignment(la.out, la.inp, "local", tuple(la.objective_history),
+    out_m, in_m = expand_head_match(la.out, *out_heads), expand_head_match(la.inp, *in_heads)
+    history = tuple(la.objective_history)
+    families = (layer_family(base_spec, donor_spec, bl.out_axis.space, tl.out_axis.space),
+                layer_family(base_spec, donor_spec, bl.in_axis.space, tl.in_axis.space))
+    if any(f is not None for f in families) and not (out_fixed and in_fixed):
+        # then the dims inside the heads: alternate again, heads whole, dims free inside
+        out_m, in_m, refined = refine_layer_heads(bw, bb, tw, tb, out_m, in_m,
+                                                  (out_layout, in_layout), families,
+                                                  (not out_fixed, not in_fixed))
+        history += tuple(refined[1:])
+    return StepAlignment(out_m, in_m, "local", history,
                          np.asarray(la.costs, dtype=np.float64), note, requested=mode,
                          start=la.start, runs=la.runs,
                          spaces=_layer_spaces(bl, tl, base_spec, donor_spec, True))
+
+
+def _head_layout(layout: tuple[int, int], heads: tuple[int, int]) -> tuple[int, int]:
+    """A layer axis's (block, tiles) with attention heads as units (graph.spec.head_blocks)."""
+    return layout[0] * heads[0], layout[1] * heads[1]
 
 
 def _oriented_as_base(pairs: list[tuple[Layer, Layer]], donor_state: State,
@@ -181,7 +201,8 @@ def _oriented_as_base(pairs: list[tuple[Layer, Layer]], donor_state: State,
             axes[lt.weight] = tuple(reversed(axes[lt.weight]))
     layers = [dataclasses.replace(lay, transposed=not lay.transposed) if lay in flips else lay
               for lay in donor_spec.layers]
-    return state, PermutationSpec(donor_spec.spaces, axes, layers, donor_spec.unsupported)
+    return state, PermutationSpec(donor_spec.spaces, axes, layers, donor_spec.unsupported,
+                                  donor_spec.head_groups)
 
 
 def _riders(bl: Layer, tl: Layer, base_state: State, base_spec: PermutationSpec,

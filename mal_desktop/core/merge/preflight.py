@@ -13,7 +13,7 @@ from typing import Mapping
 
 from ..align.generalized import kernel_text, side_text
 from ..graph.recurrent import RECURRENT_KINDS, recurrent_riders
-from ..graph.spec import Layer, PermutationSpec
+from ..graph.spec import Layer, PermutationSpec, head_blocks
 from .plan import AssemblyPlan
 
 
@@ -76,8 +76,13 @@ class LayerShape:
     def of(layer: Layer, spec: PermutationSpec, weight_shape: tuple[int, ...]) -> "LayerShape":
         out_space = spec.spaces.get(layer.out_axis.space)
         in_space = spec.spaces.get(layer.in_axis.space)
-        out_block, out_tiles = max(1, layer.out_axis.block), max(1, layer.out_axis.tiles)
-        in_block, in_tiles = max(1, layer.in_axis.block), max(1, layer.in_axis.tiles)
+        # attention heads count as units here, their dims a block (graph.spec.head_blocks)
+        (out_dims, out_segs), (in_dims, in_segs) = (head_blocks(spec, layer.out_axis),
+                                                    head_blocks(spec, layer.in_axis))
+        out_block = max(1, layer.out_axis.block) * out_dims
+        out_tiles = max(1, layer.out_axis.tiles) * out_segs
+        in_block = max(1, layer.in_axis.block) * in_dims
+        in_tiles = max(1, layer.in_axis.tiles) * in_segs
         out_dim, in_dim = (1, 0) if layer.transposed else (0, 1)
         return LayerShape(layer.name, layer.kind,
                           int(weight_shape[out_dim]) // (out_block * out_tiles),
