@@ -60,6 +60,12 @@ def test_tooltips_show_attention_heads_and_which_dims_move_together() -> None:
     for col in (COL_NAME, COL_SPACE):
         assert v in text.tooltip(row, col, None, {}).splitlines()
     assert v not in text.tooltip(row, COL_STATS, None, {})
+    # grouped-query attention: the query projection writes each key/value head's dims twice
+    gqa = Layer("attn.q", "linear", "attn.q.weight", None, (), Axis("P_qk", repeat=2, span=16),
+                Axis("P_stream"), 0)
+    (line,) = text.heads_text(gqa)
+    assert line.startswith("Output units: 4 heads \u00d7 16 dims, each written 2 times (once "
+                           "per query head reading it) (heads move with P_vo)")
     assert text.heads_text(Layer("fc", "linear", "fc.weight", None, (), Axis("P_stream"),
                                  Axis("P_stream"), 9)) == []
 

@@ -226,6 +226,8 @@ class LayerText:
             family = [sid for sid, g in self.spec.head_groups.items()
                       if g.family == group.family and sid != axis.space]
             head = f"{side} units: {group.heads} heads \u00d7 {group.dim} dims"
+            if axis.repeat > 1:  # grouped-query attention: a key/value head per query group
+                head += f", each written {axis.repeat} times (once per query head reading it)"
             if family:
                 head += f" (heads move with {', '.join(family)})"
             lines.append(head + "; " + "; ".join(parts))
