@@ -99,3 +99,19 @@ class TorchEncoder(nn.Module):
         s.head = nn.Linear(8, 3)
     def forward(s, x):
         return s.head(s.enc(s.inp(x)).mean(1))
+
+class GroupedQueryAttention(nn.Module):
+    """4 query heads on 2 key/value heads through SDPA's enable_gqa (no rotary: Q/K dims free)."""
+    def __init__(s, heads=4, kv_heads=2, head_dim=4, dim=8):
+        super().__init__(); s.h, s.g, s.d = heads, kv_heads, head_dim
+        s.inp = nn.Linear(5, dim)
+        s.q = nn.Linear(dim, heads * head_dim)
+        s.k, s.v = nn.Linear(dim, kv_heads * head_dim), nn.Linear(dim, kv_heads * head_dim)
+        s.o = nn.Linear(heads * head_dim, dim); s.head = nn.Linear(dim, 3)
+    def forward(s, x):
+        b, t, _ = x.shape
+        x = s.inp(x)
+        q = s.q(x).view(b, t, s.h, s.d).transpose(1, 2)
+        k, v = (p(x).view(b, t, s.g, s.d).transpose(1, 2) for p in (s.k, s.v))
+        y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return s.head(x + s.o(y.transpose(1, 2).reshape(b, t, -1))).mean(1)

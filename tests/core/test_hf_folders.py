@@ -297,16 +297,21 @@ def test_cli_inspect_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     obj = json.loads(capsys.readouterr().out)
     assert obj["form"] == "hf-folder" and obj["num_classes"] == 96
     assert any(not s["fixed"] for s in obj["spaces"])  # heads and the stream can move
-    # why the dims inside a head do not move reaches the user: grouped-query attention here
+    # grouped-query attention (2 key/value heads): the key/value heads move with their query
+    # heads and the V/O dims inside them; why the Q/K dims do not move reaches the user
     heads = [s["heads"] for s in obj["spaces"] if "heads" in s]
-    assert heads and all("grouped-query" in h["blocks_reason"] for h in heads)
-    # without grouped-query attention the V/O dims move and the rotary table pins Q/K's
-    full, _ = write_llama(tmp_path / "full", num_key_value_heads=4)
-    assert main(["inspect", str(full)]) == 0
-    text = capsys.readouterr().out
-    assert "heads P_heads_model.layers.0.self_attn.v_proj: 4 heads of 4 dims" in text
-    assert "dims inside a head pinned: combined with a constant that varies along this axis " \
-           "(aten.mul.Tensor in model.layers.0.self_attn; e.g. a rotary embedding table)" in text
+    assert heads and all((h["heads"], h["dim"]) == (2, 4) for h in heads)
+    pinned = [p["pinned"] for h in heads for p in h["parts"]]
+    assert sum("rotary" in why for why in pinned) == sum(not why for why in pinned) == 2
+    # without grouped-query attention the same, with 4 heads
+    for kv in (4, 2):
+        full, _ = write_llama(tmp_path / f"kv{kv}", num_key_value_heads=kv)
+        assert main(["inspect", str(full)]) == 0
+        text = capsys.readouterr().out
+        assert f"heads P_heads_model.layers.0.self_attn.v_proj: {kv} heads of 4 dims" in text
+        assert "dims inside a head pinned: combined with a constant that varies along this " \
+               "axis (aten.mul.Tensor in model.layers.0.self_attn; e.g. a rotary embedding " \
+               "table)" in text
 
 
 def test_plan_on_folders_assembles_saves_as_shards_and_reloads(tmp_path: Path) -> None:

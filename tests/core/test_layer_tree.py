@@ -157,3 +157,32 @@ def test_mlp_tree_lists_every_weight_layer() -> None:
     dragged = [n.path for n in tree.root.walk() if n.layer is not None]
     assert dragged == ["layers.0", "layers.1", "head"]
     assert tree.find("layers").kind == "module" and tree.find("layers.0").kind == "linear"
+
+
+def test_stacked_recurrent_layers_are_layer_nodes() -> None:
+    """A 2-layer bidirectional LSTM is one module holding two layers: each is a node of its
+    own (draggable like any layer) holding its input and recurrent weights, biases and reverse
+    direction; the module keeps none of them and the counts still add up."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import idiom_modules as im
+
+    torch.manual_seed(0)
+    model = LoadedModel(im.LSTMNet("lstm", 2, True).eval(), {"kind": "memory"}, (4, 5), 3)
+    tree = build_layer_tree(model)
+    spec = tree.spec
+    assert [n.path for n in tree.root.walk() if n.layer is not None] == ["rnn.l0", "rnn.l1",
+                                                                         "fc"]
+    rnn = tree.find("rnn")
+    assert rnn.layer is None and rnn.tensors == ()
+    assert [c.path for c in rnn.children] == ["rnn.l0", "rnn.l1"]
+    for k in (0, 1):
+        node = tree.find(f"rnn.l{k}")
+        assert node.layer == spec.layer(f"rnn.l{k}") and node.kind == "lstm"
+        assert sorted(t.key for t in node.tensors) == sorted(
+            f"rnn.{w}_{a}_l{k}{r}" for w in ("weight", "bias") for a in ("ih", "hh")
+            for r in ("", "_reverse"))
+    assert rnn.params == sum(p.numel() for p in model.module.rnn.parameters())
+    assert tree.total_params == tree.root.params

@@ -9,6 +9,7 @@ with random weights (no downloads); they are skipped when the optional [hf] extr
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.selftest import random_permutations, self_test
 from mal_desktop.core.graph.spec import (Axis, HeadGroup, PermutationSpec, head_permutation_of,
                                          permute_state)
+from mal_desktop.core.graph.spec_cache import spec_from_json, spec_to_json
 from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.jobs import ModelCache, curve_series
 
@@ -248,23 +250,88 @@ def test_gpt2_fused_qkv_and_conv1d(transformers) -> None:
     _assert_fused(spec, f"{h0}.c_attn.weight", 1, f"{h0}.c_proj.weight", 0, 2, 8)  # (in, out)
 
 
-def test_llama_grouped_query_attention_with_rotary(transformers) -> None:
+def test_sdpa_grouped_query_heads_move_with_their_dims() -> None:
+    """SDPA with enable_gqa: 2 key/value heads of 4 dims, each read by 2 query heads; with no
+    rotary table both the Q/K and the V/O dims move inside a head (Q's rows and O's columns
+    hold each key/value head's dims once per query head of its group)."""
+    spec = check(loaded(im.GroupedQueryAttention(), (4, 5)), ["P_heads_q", "P_heads_v"],
+                 min_free=3, within_heads=2)
+    q, k, o = spec.axes["q.weight"][0], spec.axes["k.weight"][0], spec.axes["o.weight"][1]
+    assert q.space == k.space and (q.repeat, q.span, k.repeat) == (2, 4, 1)
+    assert o.space == spec.axes["v.weight"][0].space and (o.repeat, o.span) == (2, 4)
+    assert all((g.heads, g.dim) == (2, 4) and g.inner_free for g in spec.head_groups.values())
+    back = spec_from_json(json.loads(json.dumps(spec_to_json(spec))))  # the spec cache
+    assert back.axes == spec.axes and back.head_groups == spec.head_groups
+    # activation matching reads Q's repeated rows too: a permuted copy is recovered
+    model = loaded(im.GroupedQueryAttention(), (4, 5))
+    state = model.state()
+    target = model.with_state(permute_state(state, spec, random_permutations(spec, 5)))
+    perms = activation_matching(model.module, target.module, spec, model.example_input(16, seed=2))
+    realigned = permute_state(target.state(), spec, perms)
+    assert all(torch.allclose(realigned[k], v, atol=1e-6) for k, v in state.items())
+
+
+def _llama_gqa(transformers) -> LoadedModel:
     cfg = transformers.LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
                                    num_attention_heads=4, num_key_value_heads=2,
                                    intermediate_size=24, max_position_embeddings=16)
-    model = loaded(Logits(_quiet(lambda: transformers.LlamaForCausalLM(cfg))), (6,), torch.int64, 40)
-    spec = check(model, ["P_heads_model.model.layers.0.self_attn.q_proj",
-                         "P_stream_model.model.layers.0.mlp.gate_proj"], min_free=3)
-    q = spec.axes["model.model.layers.0.self_attn.q_proj.weight"][0]
-    k = spec.axes["model.model.layers.0.self_attn.k_proj.weight"][0]
-    assert q.space == k.space and spec.spaces[q.space].size == 2  # the 2 key/value heads
-    assert (q.block, k.block) == (8, 4)  # 2 query heads of 4 dims share each key/value head
-    # the dims inside a head stay pinned, with the reasons: a key/value head's dims would need
-    # one permutation for all its query heads, and the rotary table pins Q and K anyway
-    group = spec.head_groups[q.space]
-    assert (group.heads, group.dim) == (2, 1)
-    assert "grouped-query attention" in group.inner_reason
-    assert "rotary" in group.inner_reason and "layers.0.self_attn" in group.inner_reason
+    return loaded(Logits(_quiet(lambda: transformers.LlamaForCausalLM(cfg))), (6,), torch.int64, 40)
+
+
+def test_llama_grouped_query_attention_with_rotary(transformers) -> None:
+    """4 query heads read 2 key/value heads: the key/value heads move, each with its query
+    heads, and inside each the V/O dims (V's rows and, for every query head of the group, O's
+    columns); the rotary table pins the Q/K dims. A permuted copy realigns."""
+    model = _llama_gqa(transformers)
+    attn = "model.model.layers.0.self_attn"
+    spec = check(model, [f"P_heads_{attn}.q_proj", f"P_heads_{attn}.v_proj",
+                         "P_stream_model.model.layers.0.mlp.gate_proj"], min_free=4,
+                 within_heads=1)
+    q, k = spec.axes[f"{attn}.q_proj.weight"][0], spec.axes[f"{attn}.k_proj.weight"][0]
+    v, o = spec.axes[f"{attn}.v_proj.weight"][0], spec.axes[f"{attn}.o_proj.weight"][1]
+    # one space of 2 heads x 4 dims each for Q/K and V/O; Q's rows and O's columns hold each
+    # key/value head's dims twice (once per query head of its group)
+    assert q.space == k.space != v.space == o.space
+    assert spec.spaces[q.space].size == spec.spaces[v.space].size == 8
+    assert (q.repeat, q.span, o.repeat, o.span) == (2, 4, 2, 4) and k.repeat == v.repeat == 1
+    qk, vo = spec.head_groups[q.space], spec.head_groups[v.space]
+    assert qk.family == vo.family and (qk.heads, qk.dim) == (vo.heads, vo.dim) == (2, 4)
+    assert vo.inner_free and not qk.inner_free
+    (_, why), = qk.parts
+    assert "rotary" in why and attn in why
+
+
+def test_llama_grouped_query_realignment_needs_the_value_dims_solve(transformers,
+                                                                    monkeypatch) -> None:
+    """With the within-head solve of the V/O dims switched off (heads matched whole, dims
+    kept in order) the planted copy no longer realigns: the V/O dims are really solved."""
+    import mal_desktop.core.align.descent as descent
+    from dataclasses import replace
+
+    model = _llama_gqa(transformers)
+    spec = discover_spec(model)
+    assert moves_within_heads(spec)  # the planted copy moves V/O dims inside heads
+    real = descent.solve_family
+    monkeypatch.setattr(descent, "solve_family", lambda costs, family: real(
+        costs, replace(family, inner_free=tuple(False for _ in family.inner_free))))
+    with pytest.raises(AssertionError):
+        realign_barrier(model, spec)
+
+
+@pytest.mark.parametrize("layer", ["q_proj", "o_proj"])
+def test_llama_grouped_query_layer_steps_realign(transformers, layer: str) -> None:
+    """A chain layer step from a permuted copy maps the layer whose axis repeats each
+    key/value head's dims (Q's rows, O's columns) back onto the base's exactly."""
+    model = _llama_gqa(transformers)
+    spec = discover_spec(model)
+    state = model.state()
+    donor = model.with_state(permute_state(state, spec, random_permutations(spec, 3)))
+    name = f"model.model.layers.0.self_attn.{layer}"
+    cache = ModelCache({"base": model, "target": donor}, specs={"base": spec, "target": spec})
+    series = curve_series(cache, "base", "target", align="chain", layers=[(name, name)])
+    key = f"{name}.weight"
+    assert torch.allclose(series.aligned(1.0)[key], state[key], atol=1e-6)
+    assert not torch.allclose(series.naive(1.0)[key], state[key], atol=1e-3)
 
 
 def test_llama_rotary_pins_query_key_dims_only(transformers) -> None:

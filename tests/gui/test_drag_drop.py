@@ -230,3 +230,45 @@ def test_merge_menu_alternative_to_dragging(qtbot, ws: Workspace) -> None:
         ("zoo_mlp5", "layers.1", "layers.1")]
     ws.undo_stack.undo()
     assert ws.plan.steps == []
+
+
+def test_drop_of_a_stacked_recurrent_layer_adds_a_step(qtbot) -> None:
+    """rnn.l1 of a 2-layer bidirectional LSTM drags from the zoo and drops onto the base's
+    rnn.l1 (a stacked layer is a layer node of its own), then undo removes the step."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from mal_desktop.core.graph.tree import build_layer_tree
+    from mal_desktop.core.io.model import LoadedModel
+    from mal_desktop.gui.workspace import ModelEntry
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
+    import idiom_modules as im
+
+    def lstm_entry(name: str, seed: int) -> ModelEntry:
+        torch.manual_seed(seed)
+        model = LoadedModel(im.LSTMNet("lstm", 2, True).eval(), {"kind": "memory"}, (4, 5), 3,
+                            metadata={"name": name})
+        return ModelEntry(name, None, model, build_layer_tree(model))
+
+    ws = Workspace()
+    ws.set_base(lstm_entry("base_lstm", 0))
+    ws.add_zoo(lstm_entry("zoo_lstm", 1))
+    base, donor = _models(ws, "zoo_lstm")
+    for model in (base, donor):
+        layer = model.index_of("rnn.l1")
+        assert layer.isValid() and layer.parent() == model.index_of("rnn")
+        assert layer.data(Qt.ItemDataRole.DisplayRole).startswith("l1")
+    assert donor.flags(donor.index_of("rnn.l1")) & Qt.ItemFlag.ItemIsDragEnabled
+    assert not donor.flags(donor.index_of("rnn")) & Qt.ItemFlag.ItemIsDragEnabled
+    mime = _drag(donor, "rnn.l1")
+    assert decode_layer(mime).layer == "rnn.l1"
+    target = base.index_of("rnn.l1")
+    assert base.canDropMimeData(mime, COPY, -1, 0, target)
+    assert base.dropMimeData(mime, COPY, -1, 0, target)
+    step, = ws.plan.steps
+    assert (step.source, step.source_layer, step.base_layer) == ("zoo_lstm", "rnn.l1", "rnn.l1")
+    ws.undo_stack.undo()
+    assert ws.plan.steps == []

@@ -133,8 +133,10 @@ def _unit_samples(acts: torch.Tensor, kind: str, axis: Axis, units: int) -> torc
     dim = 1 if kind.startswith("conv") and acts.ndim > 2 else acts.ndim - 1
     x = torch.movedim(acts, dim, -1)
     lead = x.shape[:-1]
-    x = x.reshape(*lead, axis.tiles, units, axis.block)
-    x = torch.movedim(x, -2, -1)  # (..., tiles, block, units)
+    # a unit c * span + u owns entries (tile, c, copy k, u, block b): keep (c, u) together
+    span = axis.span if axis.repeat > 1 else 1
+    x = x.reshape(*lead, axis.tiles, units // span, axis.repeat, span, axis.block)
+    x = torch.movedim(x, (-4, -2), (-2, -1))  # (..., tiles, copy, block, c, u)
     return x.reshape(-1, units)
 
 

@@ -120,7 +120,7 @@ def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationS
                 continue
             if ba is None or ta is None:
                 raise AlignmentError(f"{bk} axis {dim} is permutable in one model only")
-            if (ba.block, ba.tiles) != (ta.block, ta.tiles):
+            if ba.layout != ta.layout:
                 raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit "
                                      "(different spatial sizes cannot merge)")
             known = pairs.setdefault(ba.space, ta.space)
@@ -129,10 +129,10 @@ def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationS
                                      f"{known!r} and {ta.space!r} ({bk})")
             for spec, tensor, axis, key in ((base_spec, b, ba, bk), (target_spec, t, ta, tk)):
                 size = spec.spaces[axis.space].size if axis.space in spec.spaces else -1
-                if tensor.shape[dim] != size * axis.block * axis.tiles:
+                if tensor.shape[dim] != size * axis.entries:
                     raise AlignmentError(f"{key} axis {dim} has {tensor.shape[dim]} entries, "
                                          f"space {axis.space!r} expects {size} x {axis.block}")
-            info.append((ba.space, (ba.block, ba.tiles)))
+            info.append((ba.space, ba.layout))
         infos.append((bk, tk, tuple(info)))
     seen: dict[str, str] = {}
     for bs, ts in pairs.items():

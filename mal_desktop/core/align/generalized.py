@@ -228,15 +228,51 @@ def shape_case(base_w_shape: Sequence[int], target_w_shape: Sequence[int],
     return ShapeCase(out_case, in_case, ob, ot, ib, it, f"out: {out_text}; in: {in_text}")
 
 
-Layout = int | tuple[int, int]  # block, or (block, tiles): see graph.spec.Axis
+# block, (block, tiles) or (block, tiles, repeat, span): see graph.spec.Axis (``Axis.layout``)
+Layout = int | tuple[int, ...]
 AxisMatches = Mapping[int, tuple[Match, Layout]]
 
 
 def split_layout(layout: Layout) -> tuple[int, int]:
-    """(block, tiles) of a layout given as a block or as (block, tiles)."""
+    """(block, tiles) of a layout for counting: entries per unit are block * tiles (a repeated
+    layout's copies count as tiles here; :func:`full_layout` keeps them apart)."""
+    block, tiles, repeat, _ = full_layout(layout)
+    return block, tiles * repeat
+
+
+def full_layout(layout: Layout) -> tuple[int, int, int, int]:
+    """(block, tiles, repeat, span) of any layout form."""
     if isinstance(layout, tuple):
-        return int(layout[0]), int(layout[1])
-    return int(layout), 1
+        block, tiles = int(layout[0]), int(layout[1])
+        if len(layout) > 2:
+            return block, tiles, int(layout[2]), int(layout[3])
+        return block, tiles, 1, 1
+    return int(layout), 1, 1, 1
+
+
+def _canonical(t: torch.Tensor, dim: int, layout: Layout) -> tuple[torch.Tensor, Layout]:
+    """A repeated layout's axis reordered into ``repeat`` tiles of the plain layout (copy k of
+    every unit, in unit order, then copy k + 1): what unit-by-unit costs and slices need; other
+    layouts as they are."""
+    block, tiles, repeat, span = full_layout(layout)
+    if repeat == 1:
+        return t, (block, tiles)
+    units = t.shape[dim] // (block * tiles * repeat)
+    u = torch.arange(units, device=t.device)
+    k = torch.arange(repeat, device=t.device)
+    index = (((u // span) * repeat)[None, :] + k[:, None]) * span + (u % span)[None, :]
+    index = expand_index(index.reshape(-1), block, tiles, units * repeat)
+    return torch.index_select(t, dim, index), (block, tiles * repeat)
+
+
+def _entry_units(units: int, layout: Layout, device: torch.device | None = None) -> torch.Tensor:
+    """The unit of each entry of an axis of ``units`` units, in the axis's order."""
+    block, tiles, repeat, span = full_layout(layout)
+    e = torch.arange(units * block * tiles * repeat, device=device) % (units * block * repeat)
+    x = e // block
+    if repeat == 1:
+        return x
+    return (x // (span * repeat)) * span + x % span
 
 
 def unit_slices(t: torch.Tensor, dim: int, layout: Layout = 1) -> torch.Tensor:
@@ -246,6 +282,7 @@ def unit_slices(t: torch.Tensor, dim: int, layout: Layout = 1) -> torch.Tensor:
     every entry of the other axes; row i gathers them all (in a fixed order, the same for every
     unit, so rows of two tensors that agree off ``dim`` can be compared entry by entry).
     """
+    t, layout = _canonical(t, dim, layout)
     block, tiles = split_layout(layout)
     moved = torch.movedim(t, dim, 0)
     units = t.shape[dim] // (block * tiles)
@@ -276,27 +313,27 @@ def transform_tensor(t: torch.Tensor, matches: AxisMatches,
     for dim in sorted(matches):
         match, layout = matches[dim]
         block, tiles = split_layout(layout)
+        _, _, repeat, span = full_layout(layout)
         if dim < 0 or dim >= t.ndim:
             raise AlignmentError(f"axis {dim} does not exist in a tensor of shape {tuple(t.shape)}")
         if t.shape[dim] != match.target_size * block * tiles:
             raise AlignmentError(
                 f"axis {dim} of a target tensor of shape {tuple(t.shape)} has {t.shape[dim]} "
                 f"entries, expected {match.target_size} units x block {block} x {tiles} tiles")
-        rows = expand_index(match.rows_tensor(t.device), block, tiles, match.base_size)
-        cols = expand_index(match.cols_tensor(t.device), block, tiles, match.target_size)
+        tiles //= repeat  # the layout's own tiles; its copies are listed by expand_index
+        rows = expand_index(match.rows_tensor(t.device), block, tiles, match.base_size,
+                            repeat, span)
+        cols = expand_index(match.cols_tensor(t.device), block, tiles, match.target_size,
+                            repeat, span)
         picked = torch.index_select(out, dim, cols)
-        if match.padded == 0:
+        if match.padded == 0 and (repeat == 1 or match.matched % span == 0):
             # rows are then 0..m-1 in order: the selection already is the base layout.
             out = picked
         else:
             shape = list(out.shape)
-            shape[dim] = match.base_size * block * tiles
+            shape[dim] = match.base_size * block * tiles * repeat
             out = torch.zeros(shape, dtype=t.dtype, device=t.device).index_copy_(dim, rows, picked)
-        slot_mask = match.matched_mask(t.device)
-        if block > 1:
-            slot_mask = slot_mask.repeat_interleave(block)
-        if tiles > 1:
-            slot_mask = slot_mask.repeat(tiles)
+        slot_mask = match.matched_mask(t.device)[_entry_units(match.base_size, layout, t.device)]
         mask_parts.append((dim, slot_mask))
     if base_shape is not None:
         if len(base_shape) != out.ndim:
@@ -323,7 +360,9 @@ def axis_cost(base: torch.Tensor, target: torch.Tensor, dim: int, block: Layout 
     each of the axis's tiles, for a (block, tiles) layout) and all entries of the other axes.
     Returns a tensor in the dtype/device of ``base``.
     """
-    block, tiles = split_layout(block)
+    base, layout = _canonical(base, dim, block)
+    target, _ = _canonical(target, dim, block)
+    block, tiles = split_layout(layout)
     b = torch.movedim(base, dim, 0)
     t = torch.movedim(target.to(base.dtype), dim, 0)
     if b.shape[1:] != t.shape[1:]:

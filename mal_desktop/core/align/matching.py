@@ -62,17 +62,17 @@ def apply_matches(
         for dim, (ba, ta) in enumerate(zip(b_axes, t_axes)):
             if ba is None:
                 continue
-            if ta is not None and ta.block != ba.block:
+            if ta is not None and ta.layout != ba.layout:
                 raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit")
             match = matches.get(ba.space)
             if match is None:
-                units = t.shape[dim] // (ba.block * ba.tiles)
+                units = t.shape[dim] // ba.entries
                 if units != base_spec.spaces[ba.space].size:
                     raise AlignmentError(f"{bk} axis {dim}: space {ba.space!r} has no match and "
                                          f"sizes differ: base {base_spec.spaces[ba.space].size}, "
                                          f"target {units}")
                 match = Match.identity(units, units)
-            spec[dim] = (match, (ba.block, ba.tiles))
+            spec[dim] = (match, ba.layout)
         try:
             out[bk] = transform_tensor(t, spec)
         except AlignmentError as exc:

@@ -364,21 +364,29 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
     g = tr.g
     settled = settle_heads(tr)
     fine = settled.fine
+    repeated = {g.find(n): rep for n, rep in settled.repeated.items()}
+
+    def space_root(node: int) -> int:
+        """The root whose space holds node's units (grouped-query heads: their key/value
+        head's)."""
+        root = g.find(node)
+        return g.find(repeated[root][0]) if root in repeated else root
+
     raw = [(lay, tr.resolve(lay.out), tr.resolve(lay.inp)) for lay in tr.layers]
     order: list[int] = []
     writers: dict[int, list[str]] = {}
     readers: dict[int, list[str]] = {}
     for lay, out, inp in raw:
-        root = g.find(out[0])
+        root = space_root(out[0])
         writers.setdefault(root, []).append(lay.name)
-        readers.setdefault(g.find(inp[0]), []).append(lay.name)
-        order += [root, g.find(inp[0])]
+        readers.setdefault(space_root(inp[0]), []).append(lay.name)
+        order += [root, space_root(inp[0])]
     first_key: dict[int, str] = {}
     for key in state:
         for d in range(len(tr.state_shapes.get(key, ()))):
             ref = tr.bound.get((key, d))
             if ref is not None:
-                root = g.find(ref[0])
+                root = space_root(ref[0])
                 order.append(root)
                 first_key.setdefault(root, key)
     heads = {g.find(h) for h in tr.head_nodes} | {g.find(f) for f in fine} \
@@ -411,6 +419,9 @@ def _assemble(tr: _Tracer, state: dict[str, torch.Tensor]) -> PermutationSpec:
 
     def axis(ref: Ref) -> Axis:
         root, block, tiles = tr.resolve(ref)
+        if root in repeated:  # each head's dims written once per query head of its group
+            owner, rep, span = repeated[root]
+            return Axis(names[g.find(owner)], block, tiles, rep, span)
         return Axis(names[root], block, tiles)
 
     # tied weights: keys aliasing one tensor take the axes of the key the graph used

@@ -15,15 +15,19 @@ projection writing q, k and v is split into one piece per copy while tracing
 space of three segments, each sharing the within-head permutations of its piece, otherwise the
 pieces are tied back together (tiles of one space, as for any axis cut into equal pieces). The dims of a head stay in order
 (``inner_reason``) when something pins the within-head label (a rotary table varies along it), a
-parameter lies along it (shared by all heads), or it is split into pieces. The heads move as
-blocks, as before, when the heads do not line up one to one (grouped-query attention: query
-heads share a key/value head, so a key/value head's dims would need one permutation for all its
-query heads), when a parameter lies along the heads axis, or when no within-head dim may move.
+parameter lies along it (shared by all heads), or it is split into pieces. Grouped-query
+attention (query heads sharing a key/value head: their heads label is the key/value heads' with
+block rep) keeps the key/value projections' nodes as the spaces; the query projection's node and
+the output projection's input become *repeated* views of them (``SettledHeads.repeated``: each
+key/value head's dims once per query head of its group), so one within-head permutation per
+key/value head acts on all its query heads. The heads move as blocks when the heads do not line
+up so (grouped-query heads with no key/value projection of their own, or cut from a fused
+projection), when a parameter lies along the heads axis, or when no within-head dim may move.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -45,11 +49,15 @@ class SettledHeads:
     fine: root of each space of head dims (one within-head permutation per head) -> HeadSpace.
     blocks: heads root of each family whose heads move as blocks -> (heads, why).
     segmented: root of a fused projection's node -> the fine roots of its pieces, in order.
+    repeated: node of grouped-query heads (a query projection, the output projection's input)
+        -> (the fine node it repeats, repeat, span): its axes lie on that node's space with
+        each head's dims written ``repeat`` times (``spec.Axis``).
     """
 
     fine: dict[int, HeadSpace]
     blocks: dict[int, tuple[int, str]]
     segmented: dict[int, list[int]]
+    repeated: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def settle_heads(tr: Any) -> SettledHeads:
@@ -58,7 +66,7 @@ def settle_heads(tr: Any) -> SettledHeads:
     kept, unused = _settle_segments(tr)
     regs = [(node, h, i) for node, (h, i) in tr.head_views.items() if node not in unused]
     regs += [(node, h, i) for node, (h, i) in tr.head_merges.items()]
-    fine, blocks = _settle_families(tr, regs)
+    fine, blocks, repeated = _settle_families(tr, regs)
     segmented: dict[int, list[int]] = {}
     for node, pieces in kept.items():
         roots = [g.find(p) for p in pieces]
@@ -66,7 +74,8 @@ def settle_heads(tr: Any) -> SettledHeads:
             segmented[g.find(node)] = roots
         else:  # the attention's heads move as blocks: the pieces are tiles of one space again
             _tie(tr, node, pieces, None)
-    return SettledHeads(fine, blocks, segmented)
+    return SettledHeads(fine, blocks, segmented,
+                        {g.find(n): (g.find(o), r, d) for n, (o, r, d) in repeated.items()})
 
 
 def _settle_segments(tr: Any) -> tuple[dict[int, list[int]], set[int]]:
@@ -114,10 +123,12 @@ def _tie(tr: Any, node: int, pieces: list[int], holder: int | None) -> None:
     tr.union((node, 1, 1), (pieces[0], 1, len(pieces)), "split axis")
 
 
-def _settle_families(tr: Any, regs: list) -> tuple[dict[int, HeadSpace], dict[int, tuple[int, str]]]:
+def _settle_families(tr: Any, regs: list) -> tuple[dict[int, HeadSpace],
+                                                  dict[int, tuple[int, str]],
+                                                  dict[int, tuple[int, int, int]]]:
     g = tr.g
     if not regs:
-        return {}, {}
+        return {}, {}, {}
     by_fine: dict[int, tuple[Any, Any]] = {}
     for node, h, i in regs:  # one node, one (heads, dims) pair: a fused Q, K, V shares both
         root = g.find(node)
@@ -138,6 +149,7 @@ def _settle_families(tr: Any, regs: list) -> tuple[dict[int, HeadSpace], dict[in
             inner_owner.setdefault(g.find(tr.resolve(i)[0]), set()).add(fam)
     fine: dict[int, HeadSpace] = {}
     blocks: dict[int, tuple[int, str]] = {}
+    repeated: dict[int, tuple[int, int, int]] = {}
     for fam, members in families.items():
         heads = g.units[fam]
         dims = {tr.size_of(i) for _, _, i in members}
@@ -159,14 +171,21 @@ def _settle_families(tr: Any, regs: list) -> tuple[dict[int, HeadSpace], dict[in
             continue
         dim = dims.pop()
         spaces: dict[int, int] = {}
-        for node, _, i in members:  # projections sharing within-head dims: one space
+        grouped: list[tuple[int, int, int]] = []
+        for node, h, i in members:  # projections sharing within-head dims: one space
             root = g.find(tr.resolve(i)[0])
+            rep = tr.resolve(h)[1]
+            if rep > 1:  # query heads of a key/value head: that head's dims, repeated
+                grouped.append((node, root, rep))
+                continue
             if root in spaces:
                 g.merge(spaces[root], node)
             spaces[root] = g.find(node)
         for root, node in spaces.items():
             fine[g.find(node)] = HeadSpace(fam, heads, dim, reasons[root])
-    return fine, blocks
+        for node, root, rep in grouped:
+            repeated[node] = (spaces[root], rep, dim)
+    return fine, blocks, repeated
 
 
 def _blocks_reason(tr: Any, fam: int, members: list, dims: set[int],
@@ -180,15 +199,19 @@ def _blocks_reason(tr: Any, fam: int, members: list, dims: set[int],
     if fam in bound:
         return f"a parameter per head ({bound[fam]})"
     dim = next(iter(dims))
-    for node, h, _ in members:
+    pieces = {g.find(p) for nodes, _ in tr.segments.values() for p in nodes}
+    plain = {g.find(tr.resolve(i)[0]) for _, h, i in members if tr.resolve(h)[1] == 1}
+    for node, h, i in members:
         r, b, t = tr.resolve(h)
-        if b > 1:
-            return ("grouped-query attention (query heads sharing a key/value head would need "
-                    "one within-head permutation for the whole group)")
+        if b > 1 and (g.find(node) in pieces or g.find(tr.resolve(i)[0]) not in plain):
+            # grouped-query heads are the dims of a key/value head repeated: that needs the
+            # key/value head's own projection, and no fused projection cut into pieces
+            return ("grouped-query attention laid out otherwise (query heads sharing a "
+                    "key/value head with no projection of its own, or a fused projection)")
         if t > 1:
             return "heads axis repeated"
         root, beta, tau = g.find_ref(node)
-        if (beta, tau) != (1, 1) or g.units[root] != g.units[fam] * dim \
+        if (beta, tau) != (1, 1) or g.units[root] != g.units[fam] * b * dim \
                 or g.reason[root] is not None:
             return g.reason[root] or "the heads' projection is laid out otherwise"
     return None

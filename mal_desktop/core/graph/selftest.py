@@ -150,7 +150,7 @@ def _broken(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: str
         if not t.is_floating_point() or t.dim() < 2:
             continue
         axis = spec.axes[key][dim]
-        idx = expand_index(perm, axis.block, axis.tiles, len(perm))
+        idx = expand_index(perm, axis.block, axis.tiles, len(perm), axis.repeat, axis.span)
         moved = torch.index_select(t, dim, idx)
         if not torch.equal(moved, t):
             return {**state, key: moved}

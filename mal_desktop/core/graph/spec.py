@@ -11,7 +11,10 @@ map, channel c owns features [c*H*W, (c+1)*H*W). An axis can also hold ``tiles``
 layout one after the other: an LSTM's input weight stacks its four gates (tiles 4, each hidden
 unit owns one row per gate), a position-major flatten (H x C x W -> H*C*W) repeats the channel
 layout once per row (tiles H, block W). Entry e of such an axis belongs to unit
-``(e % (units * block)) // block``.
+``(e % (units * block)) // block``. Grouped-query attention adds a third form: the units come in
+heads of ``span`` units and each head's entries appear ``repeat`` times in a row (the output
+projection reads a key/value head's value dims once per query head of its group), so entry
+(c * repeat + k) * span * block + u * block + b of a tile belongs to unit c * span + u.
 
 Attention heads: a space may hold the units of ``heads`` heads of ``dim`` units each, head h
 owning units [h*dim, (h+1)*dim) (``HeadGroup``). Its allowed permutations keep heads whole: a
@@ -34,12 +37,28 @@ class Axis:
 
     Each unit owns ``block`` consecutive entries; the axis holds ``tiles`` copies of the
     space's layout back to back (units * block entries each), so its size is
-    tiles * units * block.
+    tiles * units * block * repeat. ``repeat`` > 1: the units form groups of ``span`` (the
+    dims of one attention head), each group's entries written ``repeat`` times in a row.
     """
 
     space: str
     block: int = 1
     tiles: int = 1
+    repeat: int = 1
+    span: int = 1
+
+    @property
+    def layout(self) -> tuple[int, ...]:
+        """(block, tiles), or (block, tiles, repeat, span) for a repeated axis: the layout the
+        align layer's tensor functions take (``align.generalized.Layout``)."""
+        if self.repeat > 1:
+            return self.block, self.tiles, self.repeat, self.span
+        return self.block, self.tiles
+
+    @property
+    def entries(self) -> int:
+        """Entries of the axis per unit of its space."""
+        return self.block * self.tiles * self.repeat
 
 
 @dataclass(frozen=True)
@@ -131,10 +150,26 @@ class PermutationSpec:
         ]
 
 
-def expand_index(index: torch.Tensor, block: int, tiles: int = 1, units: int = 0) -> torch.Tensor:
+def expand_index(index: torch.Tensor, block: int, tiles: int = 1, units: int = 0,
+                 repeat: int = 1, span: int = 1) -> torch.Tensor:
     """Unit indices -> entry indices when each unit owns ``block`` consecutive entries and the
     axis repeats a layout of ``units`` units ``tiles`` times (``units`` is needed when tiles > 1).
+
+    repeat > 1 (see ``Axis``): the listed units are taken ``span`` at a time (a head's dims) and
+    each group's entries listed ``repeat`` times, copy k of a unit u at
+    ((u // span) * repeat + k) * span + u % span (times ``block``); a full list of slots in order
+    thus gives the axis's entries in order, and two lists of equal length pair their entries
+    copy by copy. A list whose length is not a multiple of ``span`` lists copy by copy.
     """
+    if repeat > 1:
+        index = index.long()
+        k = torch.arange(repeat, device=index.device)
+        copies = ((index // span) * repeat)[None, :] * span + (index % span)[None, :] \
+            + (k * span)[:, None]  # (repeat, listed)
+        if len(index) % span == 0:
+            copies = copies.reshape(repeat, -1, span).transpose(0, 1)  # (groups, repeat, span)
+        index = copies.reshape(-1)
+        units *= repeat
     if block > 1:
         offsets = torch.arange(block, device=index.device)
         index = (index[:, None] * block + offsets[None, :]).reshape(-1)
@@ -160,7 +195,7 @@ def permute_state(
             if axis is None or axis.space not in perms:
                 continue
             perm = perms[axis.space].to(tensor.device)
-            idx = expand_index(perm, axis.block, axis.tiles, len(perm))
+            idx = expand_index(perm, axis.block, axis.tiles, len(perm), axis.repeat, axis.span)
             tensor = torch.index_select(tensor, dim, idx)
         out[key] = tensor
     return out

@@ -32,7 +32,7 @@ from ..jsonio import loads_untrusted
 from ..user_dirs import user_cache_dir
 from .spec import Axis, HeadGroup, Layer, PermutationSpec, Space
 
-FORMAT = 2  # 2: attention head groups
+FORMAT = 3  # 2: attention head groups; 3: repeated axes (grouped-query attention)
 
 
 def _family(arch: dict[str, Any]) -> Any:
@@ -97,7 +97,10 @@ def spec_key(model: LoadedModel) -> str | None:
 
 
 def _axis_json(axis: Axis | None) -> list | None:
-    return None if axis is None else [axis.space, axis.block, axis.tiles]
+    if axis is None:
+        return None
+    extra = [axis.repeat, axis.span] if axis.repeat > 1 else []
+    return [axis.space, axis.block, axis.tiles, *extra]
 
 
 def spec_to_json(spec: PermutationSpec) -> dict[str, Any]:
@@ -123,7 +126,9 @@ def spec_from_json(obj: dict[str, Any]) -> PermutationSpec:
         raise ValueError("another spec format")
 
     def axis(raw: list | None) -> Axis | None:
-        return None if raw is None else Axis(str(raw[0]), int(raw[1]), int(raw[2]))
+        if raw is None:
+            return None
+        return Axis(str(raw[0]), int(raw[1]), int(raw[2]), *(int(v) for v in raw[3:5]))
 
     spaces = {str(i): Space(str(i), int(size), bool(fixed), str(reason))
               for i, size, fixed, reason in obj["spaces"]}

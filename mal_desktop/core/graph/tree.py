@@ -21,6 +21,7 @@ from torch import nn
 from ..io.model import LoadedModel
 from ..io.pages import PageReleaser
 from ..jsonio import json_safe
+from .recurrent import recurrent_riders
 from .spec import HeadGroup, Layer, PermutationSpec
 
 
@@ -264,24 +265,23 @@ def build_layer_tree(model: LoadedModel, spec: PermutationSpec | None = None,
     classes = _class_names(model)
     pages = PageReleaser() if stats else None
 
-    # module path -> own tensors, and path -> child paths, both in state order
+    # module path -> own tensors (by state key), and path -> child paths, both in state order
     own: dict[str, dict[str, torch.Tensor]] = {"": {}}
     children: dict[str, list[str]] = {"": []}
     for key, tensor in state.items():
-        path, _, name = key.rpartition(".")
+        path = key.rpartition(".")[0]
         parts = path.split(".") if path else []
         for depth in range(len(parts)):
             parent, child = ".".join(parts[:depth]), ".".join(parts[:depth + 1])
             if child not in own:
                 own[child], children[child] = {}, []
                 children[parent].append(child)
-        own[path][name] = tensor
+        own[path][key] = tensor
+    _split_stacked_layers(spec, own, children)
 
     def build(path: str) -> LayerNode:
         kids = tuple(build(c) for c in children[path])
-        prefix = f"{path}." if path else ""
-        tensors = tuple(tensor_info(prefix + n, t, spec, stats, pages)
-                        for n, t in own[path].items())
+        tensors = tuple(tensor_info(k, t, spec, stats, pages) for k, t in own[path].items())
         params = sum(t.numel for t in tensors if t.key in param_keys) + sum(k.params for k in kids)
         kind = "model" if not path else _kind(classes.get(path, []), own[path], layers.get(path))
         return LayerNode(path, kind, tensors, _with_repeats(kids, classes), params,
@@ -290,6 +290,28 @@ def build_layer_tree(model: LoadedModel, spec: PermutationSpec | None = None,
     root = build("")
     total = sum(p.numel() for p in model.module.parameters())
     return LayerTree(model.name, root, spec, total)
+
+
+def _split_stacked_layers(spec: PermutationSpec, own: dict[str, dict[str, torch.Tensor]],
+                          children: dict[str, list[str]]) -> None:
+    """Give every weight layer that is not a module of its own a node under its module.
+
+    A stacked recurrent module (``nn.LSTM(num_layers=2)``) is one module holding several
+    layers, which discovery names ``rnn.l0``, ``rnn.l1``: each becomes a child node of ``rnn``
+    holding its tensors (input and recurrent weights, biases, reverse direction), so it can be
+    shown, dragged and dropped like any layer. Edits ``own`` and ``children`` in place.
+    """
+    for layer in spec.layers:
+        if layer.name in own:
+            continue
+        module = layer.weight.rpartition(".")[0]
+        if module not in own or not layer.name.startswith(f"{module}." if module else ""):
+            continue  # not a module path, and not a sub-layer of one: nothing to attach it to
+        keys = [layer.weight] + ([layer.bias] if layer.bias else [])
+        keys += list(recurrent_riders(layer.weight, own[module]).values())
+        own[layer.name] = {k: own[module].pop(k) for k in keys if k in own[module]}
+        children[layer.name] = []
+        children[module].append(layer.name)
 
 
 def _signature(node: LayerNode) -> str:

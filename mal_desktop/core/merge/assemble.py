@@ -16,7 +16,8 @@ from typing import Generator, Mapping
 import numpy as np
 import torch
 
-from ..align.generalized import Layout, Match, axis_cost, transform_tensor
+from ..align.generalized import (Layout, Match, axis_cost, full_layout, split_layout,
+                                 transform_tensor)
 from ..align.heads import expand_head_match, layer_family, refine_layer_heads
 from ..align.local import Rider, align_layer_pair
 from ..align.matching import chain_layers, chain_pairs, match_spaces
@@ -69,9 +70,10 @@ def _identity_alignment(base_w: torch.Tensor, target_w: torch.Tensor, bl: Layer,
                          None, requested="none", start="identity", spaces=spaces)
 
 
-def _layout(axis: Axis) -> tuple[int, int]:
-    """(block, tiles) of a layer axis."""
-    return max(1, axis.block), max(1, axis.tiles)
+def _layout(axis: Axis) -> tuple[int, ...]:
+    """(block, tiles) of a layer axis, or (block, tiles, repeat, span) for grouped-query
+    heads (``Axis.layout``)."""
+    return (max(1, axis.block), max(1, axis.tiles)) + axis.layout[2:]
 
 
 def _oriented(w: torch.Tensor, layer: Layer) -> torch.Tensor:
@@ -85,7 +87,7 @@ def _units(base_w: torch.Tensor, target_w: torch.Tensor, bl: Layer
     counted with the base layer's layouts (the rule book made the donor's agree)."""
     sizes = []
     for dim, axis in ((0, bl.out_axis), (1, bl.in_axis)):
-        block, tiles = _layout(axis)
+        block, tiles = split_layout(_layout(axis))
         sizes.append((base_w.shape[dim] // (block * tiles), target_w.shape[dim] // (block * tiles)))
     return sizes[0], sizes[1]
 
@@ -181,9 +183,11 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
                          spaces=_layer_spaces(bl, tl, base_spec, donor_spec, True))
 
 
-def _head_layout(layout: tuple[int, int], heads: tuple[int, int]) -> tuple[int, int]:
-    """A layer axis's (block, tiles) with attention heads as units (graph.spec.head_blocks)."""
-    return layout[0] * heads[0], layout[1] * heads[1]
+def _head_layout(layout: Layout, heads: tuple[int, int]) -> tuple[int, int]:
+    """A layer axis's (block, tiles) with attention heads as units (graph.spec.head_blocks); a
+    grouped-query head's dims, repeated once per query head, are one block of it."""
+    block, tiles, repeat, _ = full_layout(layout)
+    return block * heads[0] * repeat, tiles * heads[1]
 
 
 def _oriented_as_base(pairs: list[tuple[Layer, Layer]], donor_state: State,
@@ -307,7 +311,7 @@ def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
             aligned, mask = _oriented(aligned, bl).contiguous(), _oriented(mask, bl)
         else:
             if donor_key is None:  # a donor without bias counts as zero bias
-                block, tiles = out_layout
+                block, tiles = split_layout(out_layout)
                 donor_t = torch.zeros(alignment.out.target_size * block * tiles,
                                       dtype=base_t.dtype)
             else:

@@ -79,9 +79,10 @@ class LayerShape:
         # attention heads count as units here, their dims a block (graph.spec.head_blocks)
         (out_dims, out_segs), (in_dims, in_segs) = (head_blocks(spec, layer.out_axis),
                                                     head_blocks(spec, layer.in_axis))
-        out_block = max(1, layer.out_axis.block) * out_dims
+        # a grouped-query head's dims appear once per query head of its group: one block
+        out_block = max(1, layer.out_axis.block) * out_dims * layer.out_axis.repeat
         out_tiles = max(1, layer.out_axis.tiles) * out_segs
-        in_block = max(1, layer.in_axis.block) * in_dims
+        in_block = max(1, layer.in_axis.block) * in_dims * layer.in_axis.repeat
         in_tiles = max(1, layer.in_axis.tiles) * in_segs
         out_dim, in_dim = (1, 0) if layer.transposed else (0, 1)
         return LayerShape(layer.name, layer.kind,

@@ -162,6 +162,8 @@ class LayerText:
             steps = used.get(node.path)
             if steps:
                 lines.append("Used by step " + ", ".join(str(n) for n in steps) + ".")
+            if node.layer is not None and col == COL_NAME:
+                lines += self.heads_text(node.layer)
         elif row.tensor is not None:
             t = row.tensor
             lines.append(f"{t.key}: {shape_text(t.shape)} {t.dtype}")
@@ -170,6 +172,7 @@ class LayerText:
         elif col == COL_SPACE:
             if node is not None and node.layer is not None:
                 lines.append(_layer_axes_text(node.layer))
+                lines += self.heads_text(node.layer)
             elif row.tensor is not None:
                 for axis, sid in enumerate(row.tensor.axes):
                     lines.append(f"axis {axis}: " + (sid or "not permutable (e.g. kernel "
@@ -185,6 +188,66 @@ class LayerText:
             lines += [f"axis {axis} is fixed: {reason}"
                       for axis, reason in self.fixed_axes(tensor)]
         return "\n".join(lines) if lines else None
+
+
+    def heads_text(self, layer: Layer) -> list[str]:
+        """One line per side of ``layer`` on a space of attention heads: heads x dims, which
+        layers the dims inside a head move with (Q/K: the other projection scored against;
+        V/O: the output projection reading them) or why they are pinned; for heads moving as
+        blocks, why their dims keep their order. Empty for a layer without heads."""
+        lines = []
+        for side, axis in (("Output", layer.out_axis), ("Input", layer.in_axis)):
+            group = self.spec.head_groups.get(axis.space)
+            if group is None:
+                continue
+            if group.dim == 1:
+                entries = "rows" if side == "Output" else "columns"
+                lines.append(f"{side} units: {group.heads} heads moving as blocks "
+                             f"({axis.block} {entries} each); dims inside a head pinned: "
+                             f"{group.inner_reason or 'no reason recorded'}")
+                continue
+            parts = []
+            inner_ids = list(dict.fromkeys(inner for inner, _ in group.parts))
+            for inner in inner_ids:
+                segments = [k + 1 for k, (i, _) in enumerate(group.parts) if i == inner]
+                why = next((w for i, w in group.parts if i == inner and w), "")
+                partners, read = self._inner_partners(layer.name, inner)
+                kind = "V/O" if read else "Q/K"
+                where = ""
+                if len(group.parts) > 1:  # a fused projection: say which of its segments
+                    where = ("segments " + " and ".join(map(str, segments))
+                             if len(segments) > 1 else f"segment {segments[0]}") + ": "
+                with_ = f" with {', '.join(partners)}" if partners else " together"
+                tied = f", with {', '.join(partners)}" if partners else ""
+                if why:
+                    parts.append(f"{where}dims inside a head pinned ({kind}{tied}): {why}")
+                else:
+                    parts.append(f"{where}dims inside a head move{with_} ({kind})")
+            family = [sid for sid, g in self.spec.head_groups.items()
+                      if g.family == group.family and sid != axis.space]
+            head = f"{side} units: {group.heads} heads \u00d7 {group.dim} dims"
+            if axis.repeat > 1:  # grouped-query attention: a key/value head per query group
+                head += f", each written {axis.repeat} times (once per query head reading it)"
+            if family:
+                head += f" (heads move with {', '.join(family)})"
+            lines.append(head + "; " + "; ".join(parts))
+        return lines
+
+    def _inner_partners(self, name: str, inner: str) -> tuple[list[str], bool]:
+        """(short names of the other layers with an axis on within-head permutation
+        ``inner``, whether some layer reads it on its input axis)."""
+        partners: list[str] = []
+        read = False
+        for other in self.spec.layers:
+            for axis, is_in in ((other.out_axis, False), (other.in_axis, True)):
+                group = self.spec.head_groups.get(axis.space)
+                if group is None or all(i != inner for i, _ in group.parts):
+                    continue
+                read = read or is_in
+                short = other.name.rsplit(".", 1)[-1]
+                if other.name != name and short not in partners:
+                    partners.append(short)
+        return partners, read
 
 
 __all__ = ["COLUMNS", "COLUMN_TIPS", "COL_NAME", "COL_PARAMS", "COL_SHAPE", "COL_SPACE",

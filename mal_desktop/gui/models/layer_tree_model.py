@@ -123,7 +123,7 @@ class QtLayerTreeModel(QAbstractItemModel):
                     self._items[m].repeat_count = len(members)
                     self._items[m].repeat_first = first
         for t in node.tensors:
-            item = _Item(parent_id, len(ids), tensor=t, owner=node, name=_leaf(t.key, node.path))
+            item = _Item(parent_id, len(ids), tensor=t, owner=node, name=t.key.rsplit(".", 1)[-1])
             self._items.append(item)
             ids.append(len(self._items) - 1)
         return ids
