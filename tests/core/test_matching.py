@@ -480,3 +480,26 @@ def test_reused_cost_products_change_nothing(small_zoo, family, monkeypatch):
     assert reused.matches == rebuilt.matches
     assert reused.objective_history == rebuilt.objective_history
     assert reused_count < built["count"]
+
+
+def test_costs_are_float32_unless_a_tensor_is_float64(monkeypatch):
+    """float32 models get float32 products; a float64 model keeps float64 (float32 copies
+    would round its weights, and J would no longer be the model's)."""
+    from mal_desktop.core.align import descent
+
+    seen: list[torch.dtype] = []
+    real = descent._device_pairs
+
+    def recording(base_state, target_state, infos, device, dtype):
+        seen.append(dtype)
+        return real(base_state, target_state, infos, device, dtype)
+
+    monkeypatch.setattr(descent, "_device_pairs", recording)
+    spec = mlp_spec([12, 10])
+    base, target = _mlp([12, 10], 20).state_dict(), _mlp([12, 10], 21).state_dict()
+    pairs, tensors = _free_pairs(spec, base)
+    single = run_job(match_spaces(base, spec, target, spec, pairs, tensors))
+    doubled = {k: v.double() for k, v in target.items()}
+    double = run_job(match_spaces(base, spec, doubled, spec, pairs, tensors))
+    assert seen == [torch.float32, torch.float64]
+    assert single.matches == double.matches
