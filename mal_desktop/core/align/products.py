@@ -15,6 +15,11 @@ than rebuilding every product from float64 tensors at every visit (issue 12):
   group is kept and reused while none of those spaces' matches changed (the products that read
   only fixed spaces, such as the first layer's weight against the network input, once for the
   whole job, random restarts included).
+- When the one space a group reads has moved only some of its units, the group is updated
+  instead of rebuilt: the product changes only in the entries of the base slots whose target
+  unit changed, so C += B[:, S] (T_new[:, S] - T_old[:, S])^T costs |S| / m of a rebuild. After
+  the first sweeps a move changes a few percent of the units. The update's rounding differs
+  from a rebuild's; a group is rebuilt after ``MAX_UPDATES`` updates, so it never drifts far.
 - Base tensors unfolded along an axis by a copy (a conv's input axis, a linear layer after
   ``flatten``) are unfolded once.
 
@@ -35,6 +40,12 @@ from .generalized import Layout, Match, split_layout
 # A group of products is reused only when it reads at least this many entries per unit: below
 # it (biases, norm weights) recomputing costs about what adding the stored copy would.
 MIN_REUSED_ENTRIES_PER_UNIT = 16
+
+# A group is updated in place when at most this fraction of its dependency's slots changed
+# (the update then costs at most 2x that fraction of a rebuild: two gathers of the changed
+# slots), and rebuilt after this many updates in a row.
+MAX_UPDATED_FRACTION = 0.25
+MAX_UPDATES = 8
 
 # Elements per chunk of the float64 inner products: bounds their float64 temporaries (32 MiB).
 _DOT_CHUNK = 1 << 22
@@ -93,6 +104,10 @@ class _Group:
     reuse: bool = False
     key: tuple[Match, ...] | None = None
     value: torch.Tensor | None = None
+    # per member, the one axis on the dependency (when every member has exactly one): the
+    # group can then be updated in place (see the module docstring)
+    dep_axes: list[tuple[int, Layout]] | None = None
+    updates: int = 0
 
 
 class CostProducts:
@@ -123,17 +138,19 @@ class CostProducts:
                 group.members.append((pair, dim, layout))
                 block, tiles = split_layout(layout)
                 group.entries += pair.base.numel() // (pair.base.shape[dim] // (block * tiles))
-        # A group that depends on others is worth keeping only beside another such group: a
-        # space is solved again only after a dependency moved, so a lone dependent group has
-        # always changed by then. Fixed-input groups (deps == ()) are kept first: they never
-        # change. The rest of the budget goes to base unfoldings and dependent groups.
+        # Fixed-input groups (deps == ()) are kept first: they never change. The rest of the
+        # budget goes to base unfoldings and dependent groups: a group that can be updated in
+        # place, or that sits beside another dependent group (a space is solved again only
+        # after a dependency moved, so a lone group that cannot be updated has always changed).
         plan: list[tuple[int, str, _Group]] = []
         for space in sorted(self._groups):
             groups = self._groups[space]
+            for group in groups:
+                group.dep_axes = self._dep_axes(group)
             dependent = sum(1 for g in groups if g.deps)
             for group in groups:
                 if group.entries >= MIN_REUSED_ENTRIES_PER_UNIT and (
-                        not group.deps or dependent >= 2):
+                        not group.deps or dependent >= 2 or group.dep_axes is not None):
                     plan.append((1 if group.deps else 0, space, group))
         for rank, space, group in sorted(plan, key=lambda item: (item[0], item[1])):
             pair, dim, layout = group.members[0]
@@ -145,6 +162,21 @@ class CostProducts:
             if need <= budget:
                 group.reuse = True
                 budget -= need
+
+    @staticmethod
+    def _dep_axes(group: _Group) -> list[tuple[int, Layout]] | None:
+        """Per member, its one axis on the group's one dependency; None when a member has
+        none or several (then the group is rebuilt, never updated)."""
+        if len(group.deps) != 1:
+            return None
+        out = []
+        for pair, dim, _ in group.members:
+            on_dep = [(d, lay) for d, (s, lay) in enumerate(pair.axes)
+                      if d != dim and s == group.deps[0]]
+            if len(on_dep) != 1:
+                return None
+            out.append(on_dep[0])
+        return out
 
     def _keep_unfolded(self, group: _Group, budget: int) -> int:
         """Unfold the base tensors of ``group`` once where unfolding copies; bytes used."""
@@ -215,8 +247,13 @@ class CostProducts:
 
     def _group_value(self, group: _Group, matches: Mapping[str, Match]) -> torch.Tensor:
         key = tuple(matches[s] for s in group.deps)
-        if group.reuse and group.value is not None and group.key == key:
-            return group.value
+        if group.reuse and group.value is not None and group.key is not None:
+            if group.key == key:
+                return group.value
+            if self._update(group, group.key[0] if group.key else None, matches):
+                group.key = key
+                return group.value
+        group.updates = 0
         value = None
         for pair, dim, layout in group.members:
             product = self._product(pair, dim, layout, matches)
@@ -225,6 +262,59 @@ class CostProducts:
         if group.reuse:
             group.key, group.value = key, value
         return value
+
+    def _update(self, group: _Group, old: Match | None, matches: Mapping[str, Match]) -> bool:
+        """Update ``group.value`` in place from the match ``old`` of its one dependency to
+        the current one, when few of its slots changed; False when it must be rebuilt."""
+        if group.dep_axes is None or old is None or group.updates >= MAX_UPDATES:
+            return False
+        new = matches[group.deps[0]]
+        old_src, new_src = old.source_index(), new.source_index()
+        slots = [j for j, (a, b) in enumerate(zip(old_src, new_src)) if a != b]
+        if len(slots) > MAX_UPDATED_FRACTION * max(1, len(new_src)):
+            return False
+        for (pair, dim, _), (d, _) in zip(group.members, group.dep_axes):
+            for other, (space, lay) in enumerate(pair.axes):  # other axes must map as they are
+                if space is not None and other not in (dim, d) and \
+                        not self._index(matches[space], lay, pair.target.device)[2]:
+                    return False
+        assert group.value is not None
+        for (pair, dim, layout), (d, lay) in zip(group.members, group.dep_axes):
+            group.value.add_(self._delta(pair, dim, layout, d, lay, slots, old_src, new_src))
+        group.updates += 1
+        return True
+
+    @staticmethod
+    def _delta(pair: PairedTensor, dim: int, layout: Layout, d: int, lay: Layout,
+               slots: list[int], old_src: tuple[int, ...], new_src: tuple[int, ...],
+               ) -> torch.Tensor:
+        """The change of one member's product when the base slots ``slots`` of axis ``d``
+        take their target units from ``new_src`` instead of ``old_src`` (-1: padded)."""
+        block, tiles = split_layout(lay)
+        device = pair.base.device
+        axis = d + 1 if d < dim else d  # axis d once ``dim`` is moved first
+        units = len(old_src)
+
+        def picked(tensor: torch.Tensor, index: list[int], size: int) -> torch.Tensor:
+            moved = torch.movedim(tensor, dim, 0)
+            idx = torch.tensor(index, dtype=torch.long, device=device)
+            return torch.index_select(moved, axis, expand_index(idx, block, tiles, size))
+
+        def side(src: tuple[int, ...]) -> torch.Tensor:
+            units_t = [max(src[j], 0) for j in slots]
+            out = picked(pair.target, units_t, pair.target.shape[d] // (block * tiles))
+            if any(src[j] < 0 for j in slots):  # padded slots read zeros
+                keep = torch.tensor([float(src[j] >= 0) for j in slots], dtype=out.dtype,
+                                    device=device)
+                keep = keep.repeat_interleave(block).repeat(tiles)  # expand_index's order
+                shape = [1] * out.ndim
+                shape[axis] = keep.numel()
+                out = out * keep.view(shape)
+            return out
+
+        base = picked(pair.base, slots, units)
+        change = side(new_src) - side(old_src)
+        return unfold(base, 0, layout) @ unfold(change, 0, layout).T
 
     def cost(self, space: str, matches: Mapping[str, Match], dtype: torch.dtype,
              device: torch.device) -> torch.Tensor:
