@@ -91,7 +91,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out = []
     for width in args.widths:
-        for kind in ("independent", "planted"):
+        for kind in args.kinds:
             base, spec, target = _models(kind, width, args.depth, 0)
             best = None
             for _ in range(args.repeats):
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-zoo", action="store_true")
+    parser.add_argument("--kinds", nargs="*", default=["independent", "planted"],
+                        choices=["independent", "planted"])
     parser.add_argument("--code", type=Path, default=None,
                         help="another checkout to time on the synthetic pairs (fresh process)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     cases = [] if args.no_zoo else [(label, b, t, s, 4) for label, b, t, s in _zoo_pairs()]
     for width in args.widths:
-        for kind in ("independent", "planted"):
+        for kind in args.kinds:
             base, spec, target = _models(kind, width, args.depth, 0)
             cases.append((f"mlp-{width}x{args.depth} {kind}", base.state(), target, spec,
                           args.restarts))
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.code is not None:
         env = dict(os.environ, PYTHONPATH=str(args.code.resolve()))
         cmd = [sys.executable, "-P", __file__, "--worker", "--widths", *map(str, args.widths),
+               "--kinds", *args.kinds,
                "--depth", str(args.depth), "--restarts", str(args.restarts),
                "--repeats", str(args.repeats), "--threads", str(args.threads)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,

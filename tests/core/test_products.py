@@ -58,3 +58,30 @@ def test_updated_costs_equal_rebuilt_costs(m, n, layout, monkeypatch):
         matches["t"] = _moved(matches["t"], gen, 3)
         matches["s"] = _moved(matches["s"], gen, 2)
     assert updates["count"] == 6  # both spaces, after the first build
+
+
+@pytest.mark.parametrize("m, n", [(40, 40), (40, 32), (32, 40)])
+@pytest.mark.parametrize("layout", [1, 3, (2, 2)])
+def test_objective_after_a_move_equals_the_whole_sum(m, n, layout):
+    """J after moving a few units of one space, from the changed entries only, equals J
+    summed over every entry; a tensor with the space on two axes is summed whole."""
+    gen = torch.Generator().manual_seed(1)
+    per_unit = layout if isinstance(layout, int) else layout[0] * layout[1]
+
+    def pair(key: str, base: tuple[int, ...], target: tuple[int, ...], axes) -> PairedTensor:
+        return PairedTensor(key, torch.randn(base, generator=gen),
+                            torch.randn(target, generator=gen), axes)
+
+    work = [pair("w1", (m, 20), (n, 20), (("t", 1), ("s", 1))),
+            pair("w2", (20, m * per_unit, 3), (20, n * per_unit, 3),
+                 (("s", 1), ("t", layout), (None, 1))),
+            pair("sq", (m, m), (n, n), (("t", 1), ("t", 1)))]
+    matches = {"s": Match.random(20, 20, gen), "t": Match.random(m, n, gen)}
+    kept = CostProducts(work, ["s", "t"])
+    for swaps in (1, 3, 40):
+        candidate = _moved(matches["t"], gen, swaps)
+        got = kept.objective_moved(work, matches, "t", candidate)
+        whole = sum(float((p.base.double() * CostProducts(work, []).mapped(
+            p, {**matches, "t": candidate}).double()).sum()) for p in work)
+        assert got == pytest.approx(whole, rel=1e-12, abs=1e-12)
+        matches["t"] = candidate

@@ -94,6 +94,22 @@ def dot64(a: torch.Tensor, b: torch.Tensor) -> float:
     return total
 
 
+def _take(t: torch.Tensor, axis: int, units: Sequence[int], layout: Layout) -> torch.Tensor:
+    """The entries of ``units`` along ``axis`` (each unit's block in every tile), in that
+    order; a unit -1 reads zeros (a padded base slot)."""
+    block, tiles = split_layout(layout)
+    size = t.shape[axis] // (block * tiles)
+    index = torch.tensor([max(u, 0) for u in units], dtype=torch.long, device=t.device)
+    out = torch.index_select(t, axis, expand_index(index, block, tiles, size))
+    if any(u < 0 for u in units):
+        keep = torch.tensor([float(u >= 0) for u in units], dtype=t.dtype, device=t.device)
+        keep = keep.repeat_interleave(block).repeat(tiles)  # expand_index's order
+        shape = [1] * t.ndim
+        shape[axis] = keep.numel()
+        out = out * keep.view(shape)
+    return out
+
+
 @dataclass
 class _Group:
     """Products of one space that read the same other free spaces (``deps``)."""
@@ -290,31 +306,12 @@ class CostProducts:
                ) -> torch.Tensor:
         """The change of one member's product when the base slots ``slots`` of axis ``d``
         take their target units from ``new_src`` instead of ``old_src`` (-1: padded)."""
-        block, tiles = split_layout(lay)
-        device = pair.base.device
         axis = d + 1 if d < dim else d  # axis d once ``dim`` is moved first
-        units = len(old_src)
-
-        def picked(tensor: torch.Tensor, index: list[int], size: int) -> torch.Tensor:
-            moved = torch.movedim(tensor, dim, 0)
-            idx = torch.tensor(index, dtype=torch.long, device=device)
-            return torch.index_select(moved, axis, expand_index(idx, block, tiles, size))
-
-        def side(src: tuple[int, ...]) -> torch.Tensor:
-            units_t = [max(src[j], 0) for j in slots]
-            out = picked(pair.target, units_t, pair.target.shape[d] // (block * tiles))
-            if any(src[j] < 0 for j in slots):  # padded slots read zeros
-                keep = torch.tensor([float(src[j] >= 0) for j in slots], dtype=out.dtype,
-                                    device=device)
-                keep = keep.repeat_interleave(block).repeat(tiles)  # expand_index's order
-                shape = [1] * out.ndim
-                shape[axis] = keep.numel()
-                out = out * keep.view(shape)
-            return out
-
-        base = picked(pair.base, slots, units)
-        change = side(new_src) - side(old_src)
-        return unfold(base, 0, layout) @ unfold(change, 0, layout).T
+        base, target = torch.movedim(pair.base, dim, 0), torch.movedim(pair.target, dim, 0)
+        picked = _take(base, axis, slots, lay)
+        change = (_take(target, axis, [new_src[j] for j in slots], lay)
+                  - _take(target, axis, [old_src[j] for j in slots], lay))
+        return unfold(picked, 0, layout) @ unfold(change, 0, layout).T
 
     def cost(self, space: str, matches: Mapping[str, Match], dtype: torch.dtype,
              device: torch.device) -> torch.Tensor:
@@ -341,11 +338,55 @@ class CostProducts:
         total = 0.0
         for pair in pairs:
             key = tuple(matches[s] for s, _ in pair.axes if s is not None)
-            seen = self._terms.setdefault(id(pair), [])
-            value = next((v for k, v in seen if k == key), None)
+            value = self._term(pair, key)
             if value is None:
-                value = dot64(pair.base, self.mapped(pair, matches))
-                seen.insert(0, (key, value))
-                del seen[2:]
+                value = self._store(pair, key, dot64(pair.base, self.mapped(pair, matches)))
             total += value
         return total
+
+    def objective_moved(self, pairs: Sequence[PairedTensor], matches: Mapping[str, Match],
+                        space: str, candidate: Match) -> float:
+        """J over ``pairs`` with ``space`` at ``candidate`` and the others at ``matches``.
+
+        A tensor with one axis on ``space`` changes only in the entries of the base slots whose
+        target unit changed, so its term is its current term plus <B, T_new> - <B, T_old> over
+        those entries alone, each summed by :func:`dot64` (exact products, float64 sums).
+        Tensors with two axes on the space, or moves of most slots, are summed whole.
+        """
+        moved = dict(matches)
+        moved[space] = candidate
+        old_src, new_src = matches[space].source_index(), candidate.source_index()
+        slots = [j for j, (a, b) in enumerate(zip(old_src, new_src)) if a != b]
+        total = 0.0
+        for pair in pairs:
+            on = [(d, lay) for d, (s, lay) in enumerate(pair.axes) if s == space]
+            key = tuple(moved[s] for s, _ in pair.axes if s is not None)
+            value = self._term(pair, key)
+            if value is None and len(on) == 1 and 2 * len(slots) <= len(new_src):
+                d, lay = on[0]
+                base = _take(pair.base, d, slots, lay)
+
+                def mapped(src: tuple[int, ...], pair: PairedTensor = pair, d: int = d,
+                           lay: Layout = lay) -> torch.Tensor:
+                    out = _take(pair.target, d, [src[j] for j in slots], lay)
+                    for other, (s, layout) in enumerate(pair.axes):
+                        if s is not None and other != d:
+                            out = self._map_axis(out, other, matches[s], layout)
+                    return out
+
+                old = self.objective([pair], matches)
+                value = self._store(pair, key, old + dot64(base, mapped(new_src))
+                                    - dot64(base, mapped(old_src)))
+            elif value is None:
+                value = self.objective([pair], moved)
+            total += value
+        return total
+
+    def _term(self, pair: PairedTensor, key: tuple[Match, ...]) -> float | None:
+        return next((v for k, v in self._terms.get(id(pair), ()) if k == key), None)
+
+    def _store(self, pair: PairedTensor, key: tuple[Match, ...], value: float) -> float:
+        seen = self._terms.setdefault(id(pair), [])
+        seen.insert(0, (key, value))
+        del seen[2:]
+        return value
