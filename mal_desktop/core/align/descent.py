@@ -7,7 +7,8 @@ space s the cost C_s (m x n) sums, over every paired tensor with an axis on s, t
 inner products of the base tensor with the target tensor whose *other* axes are mapped by the
 current matches. One rectangular LAP per space; a new match is accepted only when it raises J, so
 J never decreases, and the loop stops when a sweep changes nothing. What is built on it (whole-
-model and chain matching, applying matches) is in matching.py.
+model and chain matching, applying matches) is in matching.py. The costs are float32 products
+reused between visits, J is summed in float64 (products.py).
 
 Running statistics of norms (running mean / var) are left out of the cost: their scale says
 nothing about which units correspond (Git Re-Basin matches parameters only).
