@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         for i, f in enumerate(("time", "digest", "J", "sweeps"))}})
         r = rows[-1]
         print(f"{label:34s} restarts {restarts}  f32 {r['float32_time']:8.3f} s  "
-              f"f64 {r['float64_time']:8.3f} s  f64/f32 {r['float64_time'] / r['float32_time']:5.2f}x"
+              f"f64 {r['float64_time']:8.3f} s  "
+              f"f64/f32 {r['float64_time'] / r['float32_time']:5.2f}x"
               f"  same matches {r['float32_digest'] == r['float64_digest']}  "
               f"J rel diff {abs(r['float32_J'] - r['float64_J']) / abs(r['float64_J']):.1e}",
               flush=True)

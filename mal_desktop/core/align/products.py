@@ -134,7 +134,8 @@ class CostProducts:
     """
 
     def __init__(self, work: Sequence[PairedTensor], free: Sequence[str]) -> None:
-        self._indices: dict[tuple[int, int, int], tuple[Match, torch.Tensor, torch.Tensor, bool]] = {}
+        self._indices: dict[tuple[int, int, int],
+                            tuple[Match, torch.Tensor, torch.Tensor, bool]] = {}
         self._unfolded: dict[tuple[int, int], torch.Tensor] = {}
         self._terms: dict[int, list[tuple[tuple[Match, ...], float]]] = {}
         self._groups: dict[str, list[_Group]] = {s: [] for s in free}
@@ -153,7 +154,8 @@ class CostProducts:
                     groups.append(group)
                 group.members.append((pair, dim, layout))
                 block, tiles = split_layout(layout)
-                group.entries += pair.base.numel() // (pair.base.shape[dim] // (block * tiles))
+                units = max(1, pair.base.shape[dim] // (block * tiles))  # 0: an empty space
+                group.entries += pair.base.numel() // units
         # Fixed-input groups (deps == ()) are kept first: they never change. The rest of the
         # budget goes to base unfoldings and dependent groups: a group that can be updated in
         # place, or that sits beside another dependent group (a space is solved again only
