@@ -128,3 +128,24 @@ def test_heads_of_different_sizes_are_refused() -> None:
     keys = [(k, k) for k in default_tensor_keys(b_spec, base.state())]
     with pytest.raises(AlignmentError, match="heads of 4 dimension.* and 2 in the target"):
         run_job(match_spaces(base.state(), b_spec, target.state(), t_spec, free, keys))
+
+
+@pytest.mark.parametrize("permuted", [True, False])
+def test_float32_costs_give_the_float64_head_matches(permuted: bool) -> None:
+    """Head families are solved on float32 costs (the default) with the matches of float64
+    costs: on a permuted copy with dims permuted inside heads, and on an unrelated model."""
+    base = model_of(3, seed=5)
+    spec = discover_spec(base)
+    target = (permute_state(base.state(), spec, random_permutations(spec, 6)) if permuted
+              else model_of(3, seed=7).state())
+    free = {s.id: s.id for s in spec.free_spaces()}
+    keys = [(k, k) for k in default_tensor_keys(spec, base.state())]
+    single, double = (run_job(match_spaces(base.state(), spec, target, spec, free, keys,
+                                           restarts=3, cost_dtype=dtype))
+                      for dtype in (torch.float32, torch.float64))
+    assert single.matches == double.matches
+    assert single.objective_history == pytest.approx(double.objective_history, rel=1e-12)
+    if permuted:
+        assert single.objective == pytest.approx(sum(
+            float((v.double() ** 2).sum()) for k, v in base.state().items()
+            if k in dict(keys)), rel=1e-9)

@@ -406,3 +406,100 @@ def test_skipping_spaces_whose_neighbours_did_not_move_changes_nothing(small_zoo
     assert skipping.matches == full.matches
     assert skipping.objective_history == full.objective_history
     assert skipped_solves < solves["count"]
+
+
+@pytest.mark.parametrize("case", ["planted-mlp", "planted-cnn", "zoo-mlp-seeds", "zoo-resnet"])
+def test_float32_costs_give_the_float64_matches(small_zoo, case):
+    """Cost products in float32 (the default) find the same matches as float64 products, and the
+    same J history (J is summed in float64 either way): on planted permutations with noise, on
+    two trained seeds of the digits zoo and on a permuted copy of a trained ResNet."""
+    from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.io.files import load_model
+
+    gen = torch.Generator().manual_seed(11)
+    planted = None
+    if case.startswith("planted"):
+        if case == "planted-mlp":
+            spec = mlp_spec([48, 40, 32])
+            base = _mlp([48, 40, 32], seed=12).state_dict()
+        else:
+            spec = cnn_spec([6, 8], 12)
+            torch.manual_seed(13)
+            base = build_model("cnn", {"input_shape": [1, 8, 8], "num_classes": 5,
+                                       "channels": [6, 8], "hidden": 12}).state_dict()
+        planted = _random_perms(spec, seed=14)
+        target = {k: v + 0.01 * torch.randn(v.shape, generator=gen) if v.is_floating_point()
+                  else v for k, v in permute_state(base, spec, planted).items()}
+    else:
+        family = "mlp-w32" if case == "zoo-mlp-seeds" else "resnet-w8"
+        model = load_model(small_zoo.path_of(f"{family}-s0"))
+        spec, base = discover_spec(model), model.state()
+        if case == "zoo-mlp-seeds":
+            target = load_model(small_zoo.path_of("mlp-w32-s1")).state()
+        else:
+            target = permute_state(base, spec, _random_perms(spec, seed=15))
+    pairs, tensors = _free_pairs(spec, base)
+    results = {dtype: run_job(match_spaces(base, spec, target, spec, pairs, tensors, restarts=4,
+                                           cost_dtype=dtype))
+               for dtype in (torch.float32, torch.float64)}
+    single, double = results[torch.float32], results[torch.float64]
+    assert single.matches == double.matches
+    assert single.objective_history == pytest.approx(double.objective_history, rel=1e-12)
+    assert single.objective > single.identity_objective
+    if planted is not None:
+        for space, p in planted.items():
+            assert single.matches[space] == Match.from_permutation(torch.argsort(p))
+
+
+@pytest.mark.parametrize("family", ["mlp-w64", "resnet-w8"])
+def test_reused_cost_products_change_nothing(small_zoo, family, monkeypatch):
+    """Products kept between visits (those whose other-axis matches did not move) give the
+    matches and J history of rebuilding every product at every visit, with fewer products."""
+    from mal_desktop.core.align import products
+    from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.io.files import load_model
+
+    model = load_model(small_zoo.path_of(f"{family}-s0"))
+    spec, base = discover_spec(model), model.state()
+    target = permute_state(base, spec, _random_perms(spec, seed=16))
+    target = {k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(17))
+              if v.is_floating_point() else v for k, v in target.items()}
+    pairs, tensors = _free_pairs(spec, base)
+    built = {"count": 0}
+    real = products.CostProducts._product
+
+    def counting(self, *args):
+        built["count"] += 1
+        return real(self, *args)
+
+    monkeypatch.setattr(products.CostProducts, "_product", counting)
+    reused = run_job(match_spaces(base, spec, target, spec, pairs, tensors, restarts=2))
+    reused_count, built["count"] = built["count"], 0
+    monkeypatch.setattr(products, "MIN_REUSED_ENTRIES_PER_UNIT", 10**12)  # nothing kept
+    rebuilt = run_job(match_spaces(base, spec, target, spec, pairs, tensors, restarts=2))
+    assert reused.matches == rebuilt.matches
+    assert reused.objective_history == rebuilt.objective_history
+    assert reused_count < built["count"]
+
+
+def test_costs_are_float32_unless_a_tensor_is_float64(monkeypatch):
+    """float32 models get float32 products; a float64 model keeps float64 (float32 copies
+    would round its weights, and J would no longer be the model's)."""
+    from mal_desktop.core.align import descent
+
+    seen: list[torch.dtype] = []
+    real = descent._device_pairs
+
+    def recording(base_state, target_state, infos, device, dtype):
+        seen.append(dtype)
+        return real(base_state, target_state, infos, device, dtype)
+
+    monkeypatch.setattr(descent, "_device_pairs", recording)
+    spec = mlp_spec([12, 10])
+    base, target = _mlp([12, 10], 20).state_dict(), _mlp([12, 10], 21).state_dict()
+    pairs, tensors = _free_pairs(spec, base)
+    single = run_job(match_spaces(base, spec, target, spec, pairs, tensors))
+    doubled = {k: v.double() for k, v in target.items()}
+    double = run_job(match_spaces(base, spec, doubled, spec, pairs, tensors))
+    assert seen == [torch.float32, torch.float64]
+    assert single.matches == double.matches

@@ -7,7 +7,8 @@ space s the cost C_s (m x n) sums, over every paired tensor with an axis on s, t
 inner products of the base tensor with the target tensor whose *other* axes are mapped by the
 current matches. One rectangular LAP per space; a new match is accepted only when it raises J, so
 J never decreases, and the loop stops when a sweep changes nothing. What is built on it (whole-
-model and chain matching, applying matches) is in matching.py.
+model and chain matching, applying matches) is in matching.py. The costs are float32 products
+reused between visits, J is summed in float64 (products.py).
 
 Running statistics of norms (running mean / var) are left out of the cost: their scale says
 nothing about which units correspond (Git Re-Basin matches parameters only).
@@ -26,9 +27,10 @@ from ..device import compute_device
 from ..errors import AlignmentError
 from ..graph.spec import PermutationSpec
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
-from .generalized import Match, axis_cost, transform_tensor
+from .generalized import Match
 from .heads import HeadFamily, head_families, random_family_matches, solve_family
-from .lap import assignment_value, improves, solve_lap
+from .lap import improves, solve_lap
+from .products import CostProducts, PairedTensor
 
 STATISTIC_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -69,14 +71,7 @@ class MatchResult:
 
 # One paired tensor on the compute device: per axis (base space or None, block).
 _AxisInfo = tuple[str | None, "int | tuple[int, int]"]  # space, block or (block, tiles)
-
-
-@dataclass
-class _Pair:
-    base_key: str
-    base: torch.Tensor
-    target: torch.Tensor
-    axes: tuple[_AxisInfo, ...]
+_Pair = PairedTensor
 
 
 def axes_of(spec: PermutationSpec, key: str, ndim: int) -> tuple:
@@ -162,6 +157,25 @@ def _initial_matches(pairs: Mapping[str, str], space_pairs: Mapping[str, str],
     return matches, free
 
 
+def _cost_dtype(base_state: Mapping[str, torch.Tensor], target_state: Mapping[str, torch.Tensor],
+                infos: Sequence[tuple[str, str, tuple[_AxisInfo, ...]]],
+                device: torch.device) -> torch.dtype:
+    """float32, unless a paired tensor is float64 (and the device has float64).
+
+    Float32 products are about twice as fast as float64 ones and their gathers move half the
+    bytes (issue 12); the weights of float32, bf16 and fp16 models are exact in float32, and
+    J is summed in float64 from exact products (products.dot64), so only the LAP costs are
+    rounded: the permutations can differ from float64 costs only between assignments within
+    float32 rounding of each other (none on the zoos and planted tests, benchmarks/README.md).
+    """
+    if device.type == "mps":
+        return torch.float32
+    for bk, tk, _ in infos:
+        if base_state[bk].dtype == torch.float64 or target_state[tk].dtype == torch.float64:
+            return torch.float64
+    return torch.float32
+
+
 def _device_pairs(base_state: Mapping[str, torch.Tensor], target_state: Mapping[str, torch.Tensor],
                   infos: Sequence[tuple[str, str, tuple[_AxisInfo, ...]]], device: torch.device,
                   dtype: torch.dtype) -> list[_Pair]:
@@ -187,7 +201,8 @@ class _Descent:
 
     def __init__(self, work: list[_Pair], matches: dict[str, Match], free: Sequence[str],
                  device: torch.device, dtype: torch.dtype,
-                 families: Mapping[str, HeadFamily] | None = None) -> None:
+                 families: Mapping[str, HeadFamily] | None = None,
+                 products: CostProducts | None = None) -> None:
         self.work = work
         self.families = dict(families or {})  # head-grouped spaces: solved family by family
         self.matches = matches
@@ -217,29 +232,26 @@ class _Descent:
                 self.neighbours[space].discard(space)
         self.stale: set[str] = set(free)
         self.solves = 0  # LAPs solved (the skipped ones are not counted)
+        self.products = products if products is not None else CostProducts(work, free)
+        self.on_space: dict[str, list[_Pair]] = {
+            s: list({id(p): p for p, _, _ in entries}.values())
+            for s, entries in self.touching.items()}
 
     def mapped(self, pair: _Pair, skip: int | None = None) -> torch.Tensor:
         """The target tensor with every axis but ``skip`` mapped by the current matches."""
-        spec = {d: (self.matches[s], blk) for d, (s, blk) in enumerate(pair.axes)
-                if s is not None and d != skip}
-        return transform_tensor(pair.target, spec)[0]
+        return self.products.mapped(pair, self.matches, skip)
 
     def objective(self, only: str | None = None) -> float:
-        """J over all paired tensors, or over those with an axis on space ``only``."""
-        total = 0.0
-        for pair in self.work:
-            if only is None or any(s == only for s, _ in pair.axes):
-                total += float((pair.base * self.mapped(pair)).sum().item())
-        return total
+        """J over all paired tensors, or over those with an axis on space ``only``; summed in
+        float64 whatever the cost dtype (products.dot64)."""
+        pairs = self.work if only is None else self.on_space.get(only, [])
+        return self.products.objective(pairs, self.matches)
 
     def space_cost(self, space: str) -> torch.Tensor:
-        """The m x n LAP cost of ``space`` with every other space at its current match."""
-        current = self.matches[space]
-        cost = torch.zeros(current.base_size, current.target_size, dtype=self.dtype,
-                           device=self.device)
-        for pair, dim, block in self.touching[space]:
-            cost += axis_cost(pair.base, self.mapped(pair, skip=dim), dim, block)
-        return cost
+        """The m x n LAP cost of ``space`` with every other space at its current match, in
+        the cost dtype; products whose inputs did not change since they were last built are
+        reused (products.CostProducts)."""
+        return self.products.cost(space, self.matches, self.dtype, self.device)
 
     def improve_space(self, space: str) -> bool:
         """Solve the LAP of ``space`` (unless no neighbour moved since it was last solved); keep
@@ -266,8 +278,8 @@ class _Descent:
             return False
         touched = [p for p in self.work if any(s in current for s, _ in p.axes)]
 
-        def j() -> float:
-            return sum(float((p.base * self.mapped(p)).sum().item()) for p in touched)
+        def j() -> float:  # in float64 whatever the cost dtype (products.dot64)
+            return self.products.objective(touched, self.matches)
 
         old = j()
         self.matches.update(zip(family.spaces, candidates))
@@ -285,15 +297,18 @@ class _Descent:
         candidate = Match.from_lap(rows, cols, current.base_size, current.target_size)
         if candidate == current:
             return False
-        if space in self.coupled:
-            old = self.objective(space)
-            self.matches[space] = candidate
-            if improves(self.objective(space), old):
-                return True
-            self.matches[space] = current
-            return False
-        if improves(assignment_value(cost, rows, cols),
-                     assignment_value(cost, current.rows_tensor(), current.cols_tensor())):
+        # The candidate is judged by J itself, summed in float64 over the tensors on the space,
+        # not by its LAP value: the cost is float32 (products.py), and its rounding (about 1e-7
+        # of an entry) is far above the gain improves() asks for, so a LAP value could show a
+        # gain where J has none, or J could drop. J in float64 from exact products keeps J
+        # non-decreasing whatever the cost dtype; for a space on two axes of one tensor
+        # (coupled) the LAP value is not J's change in any dtype. The extra cost is two
+        # gathers and inner products per changed space, against a matrix product per visit;
+        # less where few units moved (products.CostProducts.objective_moved).
+        old = self.objective(space)
+        new = self.products.objective_moved(self.on_space.get(space, []), self.matches, space,
+                                            candidate)
+        if improves(new, old):
             self.matches[space] = candidate
             return True
         return False
@@ -320,6 +335,7 @@ def match_spaces(
     seed: int = 0,
     restarts: int = 1,
     cancel: CancelToken | None = None,
+    cost_dtype: torch.dtype | None = None,
 ) -> Job[MatchResult]:
     """Job: jointly match paired spaces of a target model to a base model by coordinate descent.
 
@@ -339,6 +355,9 @@ def match_spaces(
         seed: seeds the visiting orders and the random starts (run r uses seed + r).
         restarts: number of runs (at least 1).
         cancel: checked at every sweep and every space.
+        cost_dtype: the dtype of the working tensors and LAP costs; default float32, or float64
+            when a paired tensor is float64 (float32 copies would round its weights). J is
+            summed in float64 either way.
     Yields:
         One ProgressEvent("align", ...) per sweep, payload {"restart": r (0-based), "sweep": i
         (1-based), "objective": J}.
@@ -355,8 +374,9 @@ def match_spaces(
     identity, free = _initial_matches(pairs, space_pairs, base_spec, target_spec)
     families = head_families(base_spec, target_spec, pairs, free)
     device = compute_device()
-    dtype = torch.float32 if device.type == "mps" else torch.float64
+    dtype = cost_dtype or _cost_dtype(base_state, target_state, infos, device)
     work = _device_pairs(base_state, target_state, infos, device, dtype)
+    products = CostProducts(work, free)
     runs = max(1, restarts)
     best: MatchResult | None = None
     identity_j = 0.0
@@ -370,7 +390,7 @@ def match_spaces(
                     matches[space] = Match.random(m.base_size, m.target_size, gen)
                 elif space == families[space].spaces[0]:  # heads whole, one head map
                     matches.update(random_family_matches(families[space], gen))
-        descent = _Descent(work, matches, free, device, dtype, families)
+        descent = _Descent(work, matches, free, device, dtype, families, products)
         if run == 0:
             identity_j = descent.objective()
         result = yield from _descend(descent, free, max_iter, seed + run, cancel,

@@ -87,11 +87,13 @@ _SOLVER = _pick_solver()
 # to |J| (absolute below |J| = 1). Both alignment loops (local alternation, coordinate descent)
 # accept only such a gain; that is what makes them stop, since an equal-valued different optimum
 # (dead or duplicate units, zero-padded slots) would otherwise be swapped in and out forever.
-# 1e-9, not 1e-12: J and the LAP values are float64 sums of up to ~1e6 products, computed in
-# different orders for the old and the new assignment, and the worst-case rounding error of such
-# a sum is (n - 1) * 2**-53 * sum|terms|, about 1e-10 of it at n = 1e6. A margin of 1e-12 would
-# let that noise pass for a gain; 1e-9 stays above it, and a real gain below 1e-9 of J is not
-# worth another sweep.
+# 1e-9, not 1e-12: J is a float64 sum of up to ~1e6 products, computed in different orders for
+# the old and the new assignment, and the worst-case rounding error of such a sum is
+# (n - 1) * 2**-53 * sum|terms|, about 1e-10 of it at n = 1e6. A margin of 1e-12 would let that
+# noise pass for a gain; 1e-9 stays above it, and a real gain below 1e-9 of J is not worth
+# another sweep. (Coordinate descent builds its LAP costs in float32, rounded by about 1e-7,
+# far above this margin: it judges a new match by J summed in float64 from exact products,
+# never by the float32 LAP value; see align/products.py.)
 J_IMPROVEMENT_RTOL = 1e-9
 
 

@@ -1,0 +1,87 @@
+"""Cost products of coordinate descent (align/products.py): updated in place = rebuilt."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mal_desktop.core.align import products
+from mal_desktop.core.align.generalized import Match
+from mal_desktop.core.align.products import CostProducts, PairedTensor
+
+CPU = torch.device("cpu")
+
+
+def _moved(match: Match, gen: torch.Generator, swaps: int) -> Match:
+    """``match`` with a few base slots swapped (a padded slot swapped in empties another)."""
+    src = list(match.source_index())
+    for _ in range(swaps):
+        i, j = torch.randint(len(src), (2,), generator=gen).tolist()
+        src[i], src[j] = src[j], src[i]
+    rows = [r for r, c in enumerate(src) if c >= 0]
+    return Match.from_lap(rows, [src[r] for r in rows], match.base_size, match.target_size)
+
+
+@pytest.mark.parametrize("m, n", [(40, 40), (40, 32), (32, 40)])
+@pytest.mark.parametrize("layout", [1, 3, (2, 2)])
+def test_updated_costs_equal_rebuilt_costs(m, n, layout, monkeypatch):
+    """A group whose one dependency moved a few units is updated from the changed slots only;
+    its cost equals a rebuild from scratch: square and rectangular matches (padded and dropped
+    units), blocks and tiled layouts, on the out axis and the in axis of a tensor."""
+    gen = torch.Generator().manual_seed(0)
+    per_unit = layout if isinstance(layout, int) else layout[0] * layout[1]
+
+    def pair(key: str, base: tuple[int, ...], target: tuple[int, ...], axes) -> PairedTensor:
+        return PairedTensor(key, torch.randn(base, generator=gen, dtype=torch.float64),
+                            torch.randn(target, generator=gen, dtype=torch.float64), axes)
+
+    work = [pair("w1", (m, 20), (n, 20), (("t", 1), ("s", 1))),
+            pair("w2", (m * per_unit, 20, 3), (n * per_unit, 20, 3),
+                 (("t", layout), ("s", 1), (None, 1)))]
+    matches = {"s": Match.random(20, 20, gen), "t": Match.random(m, n, gen)}
+    monkeypatch.setattr(products, "MAX_UPDATED_FRACTION", 1.0)
+    kept = CostProducts(work, ["s", "t"])
+    updates = {"count": 0}
+    real = CostProducts._update
+
+    def counting(self, *args):
+        done = real(self, *args)
+        updates["count"] += done
+        return done
+
+    monkeypatch.setattr(CostProducts, "_update", counting)
+    for step in range(4):
+        for space in ("s", "t"):
+            updated = kept.cost(space, matches, torch.float64, CPU)
+            rebuilt = CostProducts(work, ["s", "t"]).cost(space, matches, torch.float64, CPU)
+            assert torch.allclose(updated, rebuilt, rtol=0, atol=1e-10), (step, space)
+        matches["t"] = _moved(matches["t"], gen, 3)
+        matches["s"] = _moved(matches["s"], gen, 2)
+    assert updates["count"] == 6  # both spaces, after the first build
+
+
+@pytest.mark.parametrize("m, n", [(40, 40), (40, 32), (32, 40)])
+@pytest.mark.parametrize("layout", [1, 3, (2, 2)])
+def test_objective_after_a_move_equals_the_whole_sum(m, n, layout):
+    """J after moving a few units of one space, from the changed entries only, equals J
+    summed over every entry; a tensor with the space on two axes is summed whole."""
+    gen = torch.Generator().manual_seed(1)
+    per_unit = layout if isinstance(layout, int) else layout[0] * layout[1]
+
+    def pair(key: str, base: tuple[int, ...], target: tuple[int, ...], axes) -> PairedTensor:
+        return PairedTensor(key, torch.randn(base, generator=gen),
+                            torch.randn(target, generator=gen), axes)
+
+    work = [pair("w1", (m, 20), (n, 20), (("t", 1), ("s", 1))),
+            pair("w2", (20, m * per_unit, 3), (20, n * per_unit, 3),
+                 (("s", 1), ("t", layout), (None, 1))),
+            pair("sq", (m, m), (n, n), (("t", 1), ("t", 1)))]
+    matches = {"s": Match.random(20, 20, gen), "t": Match.random(m, n, gen)}
+    kept = CostProducts(work, ["s", "t"])
+    for swaps in (1, 3, 40):
+        candidate = _moved(matches["t"], gen, swaps)
+        got = kept.objective_moved(work, matches, "t", candidate)
+        whole = sum(float((p.base.double() * CostProducts(work, []).mapped(
+            p, {**matches, "t": candidate}).double()).sum()) for p in work)
+        assert got == pytest.approx(whole, rel=1e-12, abs=1e-12)
+        matches["t"] = candidate
