@@ -52,6 +52,7 @@ def _dialog(qtbot, w: MainWindow) -> DemoZooDialog:
     dialog = w.findChild(DemoZooDialog)
     assert dialog.kind == "language" and dialog.windowTitle() == "Language Demo Zoo"
     assert dialog._go.text() == "Build and Open"
+    assert dialog._later.isVisible() and not dialog._cancel.isVisible()  # Cancel: while building
     return dialog
 
 

@@ -90,10 +90,10 @@ class DemoZooDialog(QDialog):
         self._later = QPushButton("Not Now")
         self._cancel = QPushButton("Cancel")
         self._cancel.setToolTip("Stop building (models finished so far are kept) (Esc)")
-        self._cancel.hide()
         self._buttons.addButton(self._go, QDialogButtonBox.ButtonRole.AcceptRole)
         self._buttons.addButton(self._later, QDialogButtonBox.ButtonRole.RejectRole)
         self._buttons.addButton(self._cancel, QDialogButtonBox.ButtonRole.RejectRole)
+        self._cancel.hide()  # after addButton, which shows it: only a running build cancels
         self._go.clicked.connect(self._on_go)
         self._later.clicked.connect(self.reject)
         self._cancel.clicked.connect(self._on_cancel)
