@@ -122,7 +122,10 @@ class _FixedBatchRunner:
                     # torch prints a notice each time an operator without a batching rule (e.g.
                     # CPU flash attention) runs group by group inside vmap: still right, and
                     # still faster than running the whole program group by group
-                    torch._C._functorch._set_vmap_fallback_warning_enabled(False)
+                    quiet = getattr(torch._C._functorch, "_set_vmap_fallback_warning_enabled",
+                                    None)
+                    if quiet is not None:
+                        quiet(False)
                     self.mapped = torch.vmap(self.module)
                 out = self.mapped(batch.reshape(groups, self.fixed, *batch.shape[1:]))
                 return torch.utils._pytree.tree_map(
