@@ -105,9 +105,10 @@ class _FixedBatchRunner:
     ``torch.vmap``: one call whose every operator works on all the groups at once, instead of
     one call per group. A program's many small operators each cost a dispatch (and, with
     several threads, a parallel region) per call; at a fixed batch of 2 the per-group loop
-    made evaluating a small ViT program 20x to 100x slower than its module (benchmarks/
-    memory_bench.py). A program that ``vmap`` cannot map (an operator without a batching rule
-    that refuses, randomness) runs group by group, as before.
+    made whole-model curves of the demo Mixer 10x and of a small ViT 5x slower than the same
+    models in plain torch (benchmarks/memory_bench.py, benchmarks/README.md). A program that
+    ``vmap`` cannot map (an operator without a batching rule that refuses, randomness) runs
+    group by group, as before.
     """
 
     def __init__(self, module: nn.Module, fixed: int) -> None:
