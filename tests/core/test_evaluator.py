@@ -262,6 +262,23 @@ def test_fixed_batch_modules_give_the_logits_of_one_group_at_a_time(mappable: bo
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
+class _FixedBatchTwoOutputs(_FixedBatch):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = super().forward(x)
+        return logits.tanh(), logits  # (features, logits)
+
+
+def test_fixed_batch_module_with_several_outputs_gives_the_chosen_one() -> None:
+    torch.manual_seed(0)
+    module = _FixedBatchTwoOutputs(2).eval()
+    x = torch.randn(9, 4)
+    padded = torch.cat([x, x.new_zeros((1, 4))])
+    with torch.no_grad():
+        expected = torch.cat([module(padded[i:i + 2])[1] for i in range(0, 10, 2)])[:9]
+    out = predict_logits(module, x, batch_size=512, fixed_batch=2, output_index=1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_eval_matrix_pipeline_runs_a_fixed_batch_program(tmp_path) -> None:
     """The pipeline's inference stage feeds a static-batch .pt2 program batches of its size
     (it used to pass 512 samples at once and fail)."""
