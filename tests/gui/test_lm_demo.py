@@ -7,6 +7,7 @@ width-32 models, 30 steps) instead of the demo's five; skipped without the [hf] 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,7 +87,16 @@ def test_the_action_builds_caches_and_opens_the_language_zoo(qtbot, window: Main
     assert window.session.data == "python-code"  # text: curves score per token
     assert window.dataset_combo.currentData() == "python-code"
     assert not window.session.is_dirty()
+    step = ws.plan.steps[0]  # the example step the status bar offers to run (F5)
+    assert step.source in ws.zoo and window.actions.run.isEnabled()
     assert _folder_is_whole(tmp_path / "lm-zoo") == SMALL  # cached in the user's folder
+    # a curve runs right away, scored on the text per token (loss = log perplexity)
+    window.grid_spin.setValue(3)
+    window.runs.run()
+    qtbot.waitUntil(lambda: window.runs.last_run is not None, timeout=300000)
+    curve = window.runs.last_run.curve
+    assert curve.dataset == "python-code" and len(curve.lambdas) == 3
+    assert 1.0 < math.exp(curve.naive.loss[0]) < 320  # a perplexity, below a uniform guess
 
     # built: the action opens it straight away, no dialog, no training
     window.session.replace_workspace(None)
