@@ -2,7 +2,8 @@
 
     python benchmarks/memory_bench.py [--blocks 2] [--vocab 8000] [--dir /tmp/x] [--keep]
                                       [--code DIR] [--json PATH] [--threads 1]
-                                      [--skip-pt2] [--skip-memory]
+                                      [--skip-pt2] [--skip-memory] [--repeats 3] [--grid 11]
+                                      [--pt2-models mixer vit]
                                       [--hidden 4096 --mlp 11008 --heads 32]  (smaller: a smoke run)
 
 Part 1 writes two checkpoints of a Llama-7B-shaped network (hidden 4096, MLP 11008, 32 heads,
@@ -24,9 +25,14 @@ child of a process that just wrote 2 GB would report that much, whatever it did 
 Each is printed against the tensor bytes it involves (the whole model for open/inspect, the two
 blocks for the merge) as ratios, with and without the baseline.
 
-Part 2 times, each in a fresh subprocess, loading, inspecting (cold spec cache) and evaluating
-(digits test split) the demo MLP-Mixer as a .pt2 program and as the same model in a mal
-safetensors file (plain torch), and prints .pt2 / torch ratios.
+Part 2 times, each in a fresh subprocess, loading, inspecting (cold spec cache), the
+permutation self-test (load + discovery + ``self_test``), evaluating (digits test split) and a
+whole-model curve (``model_curve_job``: weight matching and ``--grid`` lambdas, naive and
+aligned) of two models as .pt2 programs (exported with a static batch of 2, torch.export's
+default) and as the same models in plain torch: the demo MLP-Mixer (a mal safetensors file) and
+a small ViT (a plain state dict with ``--arch memory_bench:vit_small``). Each measurement is
+repeated ``--repeats`` times, both forms interleaved, and the medians are printed with the
+.pt2 / torch ratios.
 
 ``--code DIR`` runs the subprocesses against another checkout of mal_desktop (e.g. the main
 branch, for before/after figures). Files go to ``--dir`` (default: a temporary folder, removed
@@ -169,10 +175,22 @@ elif mode == "evaluate":
     from mal_desktop.core.evaluate.evaluator import evaluate_model
     data = load_dataset("digits")
     t_imports = time.perf_counter()
-    model = load_model(args["path"])
+    model = load_model(args["path"], args.get("arch"))
     out["accuracy"] = evaluate_model(model, data).accuracy
 elif mode == "load":
-    load_model(args["path"])
+    load_model(args["path"], args.get("arch"))
+elif mode == "selftest":
+    from mal_desktop.core.graph.selftest import self_test
+    model = load_model(args["path"], args.get("arch"))
+    out["selftest"] = self_test(model, discover_spec(model)).status
+elif mode == "curve":
+    from mal_desktop.core.evaluate.datasets import load_dataset
+    from mal_desktop.core.jobs import model_curve_job
+    data = load_dataset("digits")
+    t_imports = time.perf_counter()
+    result = run_job(model_curve_job(args["path"], args["target"], data, grid=args["grid"],
+                                     arch=args.get("arch")))
+    out["barrier"] = result.aligned.barrier if hasattr(result, "aligned") else None
 t_end = time.perf_counter()
 def vm_hwm():
     # this process's own peak: ru_maxrss also keeps the parent's resident set at fork/exec
@@ -265,34 +283,116 @@ def part_memory(work: Path, code: Path, sizes: dict) -> dict:
     return {"rows": rows, "model_bytes": model_bytes, "block_bytes": block_bytes}
 
 
-def part_pt2(work: Path, code: Path) -> dict:
+def vit_small():
+    """A small ViT for 8x8 digits (patch 2: 16 tokens, width 64, 4 heads, 4 blocks; fused QKV,
+    SDPA, GELU MLP, mean pooling): the kind of model the issue timed as a .pt2."""
     import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, dim: int, heads: int) -> None:
+            super().__init__()
+            self.heads = heads
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+            self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, t, c = x.shape
+            q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, c // self.heads) \
+                .permute(2, 0, 3, 1, 4).unbind(0)
+            a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, c)
+            x = x + self.proj(a)
+            return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+    class ViT(nn.Module):
+        input_shape = (1, 8, 8)
+
+        def __init__(self, dim: int = 64, depth: int = 4, heads: int = 4) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(1, dim, 2, 2)
+            self.pos = nn.Parameter(torch.randn(1, 16, dim) * 0.02)
+            self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+            self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+            for block in self.blocks:
+                x = block(x)
+            return self.head(self.norm(x).mean(1))
+
+    return ViT()
+
+
+vit_small.input_shape = (1, 8, 8)
+
+PT2_MODES = ("load", "inspect", "selftest", "evaluate", "curve")
+
+
+def _pt2_pair(work: Path, name: str, seed: int):
+    """(plain-torch file, arch or None, .pt2 file) of one model: the demo Mixer as a mal
+    safetensors file, or the small ViT as a plain state dict opened with --arch."""
+    import torch
+    from safetensors.torch import save_file
 
     from mal_desktop.core.arch.families import build_model, full_config
     from mal_desktop.core.io.files import save_model
     from mal_desktop.core.io.model import LoadedModel
 
-    torch.manual_seed(0)
-    config = full_config("mixer", {})
-    module = build_model("mixer", config).eval()
-    mal = save_model(LoadedModel(module, {"kind": "family", "family": "mixer", "config": config},
-                                 tuple(config["input_shape"]), config["num_classes"]),
-                     work / "mixer.safetensors")
-    pt2 = work / "mixer.pt2"
-    x = torch.randn(2, *config["input_shape"])
+    torch.manual_seed(seed)
+    if name == "mixer":
+        config = full_config("mixer", {})
+        module = build_model("mixer", config).eval()
+        plain = save_model(LoadedModel(module, {"kind": "family", "family": "mixer",
+                                                "config": config},
+                                       tuple(config["input_shape"]), config["num_classes"]),
+                           work / f"mixer{seed}.safetensors")
+        arch = None
+    else:
+        module = vit_small().eval()
+        plain = work / f"vit{seed}.safetensors"
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(plain))
+        arch = "memory_bench:vit_small"
+    pt2 = work / f"{name}{seed}.pt2"
+    x = torch.randn(2, 1, 8, 8)  # a static batch of 2, as `torch.export.export` makes by default
     torch.export.save(torch.export.export(module, (x,)), str(pt2))
+    return plain, arch, pt2
+
+
+def part_pt2(work: Path, code: Path, repeats: int = 3, grid: int = 11,
+             models: tuple[str, ...] = ("mixer", "vit")) -> dict:
+    """Load / inspect / self-test / evaluate / whole-model curve of each model as a .pt2 and as
+    plain torch, each in a fresh process, ``repeats`` times (medians, interleaved so that a
+    burst of load from other jobs hits both forms alike)."""
+    import statistics
+
     rows: dict[str, dict] = {}
-    for form, path in (("torch", mal), ("pt2", pt2)):
-        for mode in ("load", "inspect", "evaluate"):
-            cache = work / f"cache-{form}-{mode}"  # cold: no cached spec
-            shutil.rmtree(cache, ignore_errors=True)
-            rows[f"{form}-{mode}"] = child(mode, {"path": str(path)}, _env(code, cache))
-    print("\n.pt2 vs the same model as plain torch (mal safetensors, family 'mixer'), seconds "
-          "after imports, each in a fresh process:")
-    print(f"{'':9} {'torch':>8} {'pt2':>8} {'pt2/torch':>10}")
-    for mode in ("load", "inspect", "evaluate"):
-        a, b = rows[f"torch-{mode}"]["seconds"], rows[f"pt2-{mode}"]["seconds"]
-        print(f"{mode:9} {a:8.2f} {b:8.2f} {b / a:10.1f}")
+    for name in models:
+        plain, arch, pt2 = _pt2_pair(work, name, 0)
+        plain_b, _, pt2_b = _pt2_pair(work, name, 1)
+        forms = {"torch": (plain, plain_b, arch), "pt2": (pt2, pt2_b, None)}
+        times: dict[str, list[float]] = {}
+        for _ in range(repeats):
+            for mode in PT2_MODES:
+                for form, (path, target, form_arch) in forms.items():
+                    cache = work / f"cache-{name}-{form}-{mode}"  # cold: no cached spec
+                    shutil.rmtree(cache, ignore_errors=True)
+                    args = {"path": str(path), "arch": form_arch, "target": str(target),
+                            "grid": grid}
+                    result = child(mode, args, _env(code, cache))
+                    times.setdefault(f"{form}-{mode}", []).append(result["seconds"])
+                    rows[f"{name}-{form}-{mode}"] = {**result, "all_seconds":
+                                                     times[f"{form}-{mode}"]}
+        print(f"\n.pt2 vs the same model as plain torch ({name}), seconds after imports, each "
+              f"in a fresh process; median of {repeats}:")
+        print(f"{'':9} {'torch':>8} {'pt2':>8} {'pt2/torch':>10}")
+        for mode in PT2_MODES:
+            a = statistics.median(times[f"torch-{mode}"])
+            b = statistics.median(times[f"pt2-{mode}"])
+            rows[f"{name}-torch-{mode}"]["median"] = a
+            rows[f"{name}-pt2-{mode}"]["median"] = b
+            print(f"{mode:9} {a:8.2f} {b:8.2f} {b / a:10.1f}")
     return rows
 
 
@@ -309,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads in the measured processes (default 1: on a shared, "
                              "loaded machine several threads spin against each other)")
     parser.add_argument("--skip-pt2", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help=".pt2 part: fresh processes per measurement (the median is shown)")
+    parser.add_argument("--grid", type=int, default=11, help=".pt2 part: curve lambdas")
+    parser.add_argument("--pt2-models", nargs="+", default=["mixer", "vit"],
+                        choices=["mixer", "vit"])
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
     global THREADS
@@ -324,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             sizes = {key: getattr(args, key) for key in LLAMA_7B}
             results["memory"] = part_memory(work, args.code.resolve(), sizes)
         if not args.skip_pt2:
-            results["pt2"] = part_pt2(work, args.code.resolve())
+            results["pt2"] = part_pt2(work, args.code.resolve(), args.repeats, args.grid,
+                                      tuple(args.pt2_models))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

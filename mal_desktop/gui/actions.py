@@ -44,6 +44,10 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("open_demo", "Open &Demo Zoo", "Open an MLP base and a few zoo models trained on "
                "the digits data (built once, then cached)", None, "applications-science",
                SP.SP_ComputerIcon),
+    ActionSpec("open_lm_demo", "Open &Language Demo Zoo", "Open five small Llama-style "
+               "language models trained on Python's own code and docstrings, with the "
+               "python-code text for curves (built once, then cached)", None,
+               "accessories-text-editor", SP.SP_FileDialogContentsView),
     ActionSpec("save_project", "&Save Project", "Save the project (models, plan, settings)",
                KS.Save, "document-save", SP.SP_DialogSaveButton),
     ActionSpec("save_project_as", "Save Project &As\u2026", "Save the project under a new name",

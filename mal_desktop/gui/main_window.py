@@ -170,7 +170,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.fileChosen.connect(self.files.open_recent)
         self.recent_menu.cleared.connect(self._on_recent_changed)
         file.addMenu(self.recent_menu)
-        file.addAction(a.open_demo)
+        file.addActions([a.open_demo, a.open_lm_demo])
         file.addSeparator()
         file.addActions([a.save_project, a.save_project_as, a.save_merged])
         file.addSeparator()
@@ -212,7 +212,8 @@ class MainWindow(QMainWindow):
         a, files = self.actions, self.files
         for key, slot in (("new_project", files.new_project), ("open_base", files.choose_base),
                           ("add_zoo", files.choose_zoo), ("open_project", files.choose_project),
-                          ("open_demo", files.open_demo), ("save_project", files.save_project),
+                          ("open_demo", files.open_demo), ("open_lm_demo", files.open_lm_demo),
+                          ("save_project", files.save_project),
                           ("save_project_as", files.save_project_as),
                           ("save_merged", self.runs.choose_merged_output), ("quit", self.close),
                           ("run", self.runs.run), ("cancel", self.jobs.cancel),

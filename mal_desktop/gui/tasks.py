@@ -221,6 +221,38 @@ def build_demo_zoo_job(cancel: CancelToken, folder: Path, small: bool = False) -
     return (yield from build_zoo_job(Path(folder), entries, cancel))
 
 
+def lm_demo_status_job(cancel: CancelToken, folder: Path | None = None,
+                       small: bool = False) -> Job:
+    """Check whether the language demo zoo is built in ``folder`` (default: the language zoo
+    cache folder); ``small``: the tiny test recipe's models instead of the demo's."""
+    from ..core.errors import MalError
+    from ..core.project.demo import lm_demo_ready
+    from ..core.zoo.build import load_zoo_index
+    from ..core.zoo.language import default_lm_zoo, default_lm_zoo_dir
+
+    folder = Path(folder) if folder is not None else default_lm_zoo_dir()
+    yield ProgressEvent("demo", float("nan"),
+                        f"Looking for the language demo zoo in {folder}\u2026")
+    try:
+        index = load_zoo_index(folder)
+    except MalError:
+        return DemoStatus(folder, None)
+    names = [e.name for e in default_lm_zoo(small)]
+    return DemoStatus(folder, index if lm_demo_ready(index, names) else None)
+
+
+def build_lm_demo_zoo_job(cancel: CancelToken, folder: Path, small: bool = False) -> Job:
+    """Build (or reuse) the language demo models in ``folder``; returns the ZooIndex.
+
+    Each model folder is written whole (a temporary folder, then a rename) and ``zoo.json``
+    after it, so a cancelled build leaves the models it finished and nothing half-written;
+    the next build reuses them. ``small``: three tiny models (seconds), for tests.
+    """
+    from ..core.zoo.language import build_lm_zoo_job, default_lm_zoo
+
+    return (yield from build_lm_zoo_job(Path(folder), default_lm_zoo(small), cancel))
+
+
 # -- evaluation matrix and the MAL study -------------------------------------------------------
 MERGED_REF = "plan:current"  # row id of the merged model in the evaluation matrix
 MERGED_NAME = "merged (current plan)"

@@ -225,3 +225,73 @@ def test_token_id_inputs_keep_their_dtype_and_a_chosen_output_is_scored(tmp_path
     model = LoadedModel(TwoHeads().eval(), {"kind": "memory"}, (5,), 3, output_index=1)
     result = evaluate_model(model, data)
     assert result.n == 12 and 0.0 <= result.accuracy <= 1.0
+
+
+class _FixedBatch(nn.Module):
+    """Accepts only batches of ``size`` samples, like a .pt2 program exported with a static
+    batch axis; ``mappable=False`` makes it data-dependent so that ``torch.vmap`` refuses it."""
+
+    def __init__(self, size: int, mappable: bool = True) -> None:
+        super().__init__()
+        self.size, self.mappable = size, mappable
+        self.lin = nn.Linear(4, 3)
+        # mixes the samples of a batch: a runner that fed the wrong groups would change it
+        self.mix = nn.Parameter(torch.randn(size, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self.size:
+            raise RuntimeError(f"expected a batch of {self.size}, got {x.shape[0]}")
+        out = self.lin(self.mix @ x)
+        if not self.mappable and float(out.sum()) > 1e9:  # .item()-like: vmap refuses it
+            out = out * 2
+        return out
+
+
+@pytest.mark.parametrize("mappable", [True, False])
+@pytest.mark.parametrize("n, batch_size", [(359, 512), (11, 4), (6, 3), (1, 512)])
+def test_fixed_batch_modules_give_the_logits_of_one_group_at_a_time(mappable: bool, n: int,
+                                                                    batch_size: int) -> None:
+    torch.manual_seed(0)
+    module = _FixedBatch(3, mappable).eval()
+    x = torch.randn(n, 4)
+    padded = torch.cat([x, x.new_zeros((-n % 3, 4))])
+    with torch.no_grad():
+        expected = torch.cat([module(padded[i:i + 3]) for i in range(0, len(padded), 3)])[:n]
+    out = predict_logits(module, x, batch_size=batch_size, fixed_batch=3)
+    assert out.shape == (n, 3)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+class _FixedBatchTwoOutputs(_FixedBatch):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = super().forward(x)
+        return logits.tanh(), logits  # (features, logits)
+
+
+def test_fixed_batch_module_with_several_outputs_gives_the_chosen_one() -> None:
+    torch.manual_seed(0)
+    module = _FixedBatchTwoOutputs(2).eval()
+    x = torch.randn(9, 4)
+    padded = torch.cat([x, x.new_zeros((1, 4))])
+    with torch.no_grad():
+        expected = torch.cat([module(padded[i:i + 2])[1] for i in range(0, 10, 2)])[:9]
+    out = predict_logits(module, x, batch_size=512, fixed_batch=2, output_index=1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_matrix_pipeline_runs_a_fixed_batch_program(tmp_path) -> None:
+    """The pipeline's inference stage feeds a static-batch .pt2 program batches of its size
+    (it used to pass 512 samples at once and fail)."""
+    from mal_desktop.core.io.files import load_model
+
+    torch.manual_seed(0)
+    module = build_model("mlp", {"widths": [16]}).eval()
+    pt2 = tmp_path / "fixed.pt2"
+    torch.export.save(torch.export.export(module, (torch.randn(5, 1, 8, 8),)), str(pt2))
+    model = load_model(pt2)
+    x = torch.randn(23, 1, 8, 8)
+    data = _dataset(x, torch.arange(23) % 10)
+    result = run_pipeline(model, samples_of(data), ["accuracy", "loss"])
+    with torch.no_grad():
+        expected = F.cross_entropy(module(x), torch.arange(23) % 10).item()
+    assert result.metrics["loss"] == pytest.approx(expected, rel=1e-5)

@@ -355,3 +355,40 @@ def test_a_user_folder_is_never_replaced_by_a_model_folder(tmp_path: Path) -> No
     again = save_hf_folder(model, tmp_path / "copy")
     assert save_hf_folder(model, again) == again
     assert sorted(p.name for p in again.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_opening_a_folder_hashes_nothing_until_its_hash_is_asked_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like a plain file, a folder is hashed when provenance needs it (content_sha256, a saved
+    merge), never when it is opened; each file once per version."""
+    from mal_desktop.core.io import hashing
+    from mal_desktop.core.io.hf_folder import folder_sha256
+
+    folder, _ = write_llama(tmp_path / "m", shard_bytes=4000)
+    (folder / "tokenizer.json").write_text('{"model": {"type": "BPE"}}', encoding="utf-8")
+    monkeypatch.setenv("MAL_HASH_CACHE", str(tmp_path / "hashes"))
+    monkeypatch.setattr(hashing, "_memo", {})
+    hashed: list[str] = []
+    real = hashing.file_sha256
+
+    def counting(path, *args, **kwargs):
+        hashed.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(hashing, "file_sha256", counting)
+    model = load_model(folder)
+    assert hashed == []  # opening hashed no file: not the weights, not the tokenizer
+    assert model.sha256 is None and "tokenizer" in model.arch
+    digest = model.content_sha256()
+    shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+    assert sorted(hashed) == sorted(["config.json", "model.safetensors.index.json",
+                                     "tokenizer.json", *shards])
+    assert digest == folder_sha256(folder)
+    assert model.content_sha256() == digest and len(hashed) == len(shards) + 3  # cached
+    # saving a model made from it records the tokenizer's hash, computed then
+    merged = model.with_state(model.state())
+    assert merged.content_sha256() is None  # made in memory: no file to hash
+    out = save_model(merged, tmp_path / "merged.safetensors")
+    assert read_header(out).arch["tokenizer_sha256"] == real(folder / "tokenizer.json")
+    (folder / "config.json").write_text((folder / "config.json").read_text() + " ")
+    assert model.content_sha256() != digest  # an edited file is another version

@@ -108,3 +108,27 @@ def test_used_zoo_and_missing_files(tmp_path: Path) -> None:
     assert missing_model_files(plan) == ["(a model only in memory)"]
     (tmp_path / "base.safetensors").unlink()
     assert missing_model_files(plan)[0] == str(tmp_path / "base.safetensors")
+
+
+def test_language_demo_opens_the_code_model_as_base_and_the_rest_as_zoo(tmp_path: Path) -> None:
+    from mal_desktop.core.project.demo import LM_DEMO_BASE, lm_demo_ready, pick_lm_demo_models
+
+    def lm(name: str, dataset: str = "python-code") -> ZooModelInfo:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        return ZooModelInfo(name, name, "llama", {}, dataset, 0, 1, 0.3, 3.4, "hash")
+
+    docs, base, other = lm("llama-w128-s1-docstrings", "python-docstrings"), lm(LM_DEMO_BASE), \
+        lm("llama-w64-s0-code")
+    zoo = ZooIndex((docs, other, base), tmp_path)
+    picked, rest = pick_lm_demo_models(zoo)
+    assert picked.name == LM_DEMO_BASE and [z.name for z in rest] == [docs.name, other.name]
+    # without the demo's base: the first model trained on code
+    assert pick_lm_demo_models(ZooIndex((docs, other), tmp_path))[0].name == other.name
+    names = [docs.name, base.name, other.name]
+    assert lm_demo_ready(zoo, names)
+    assert not lm_demo_ready(ZooIndex((docs, base), tmp_path), names)  # not listed
+    (tmp_path / other.name / "config.json").unlink()
+    assert not lm_demo_ready(zoo, names)  # listed, but its folder is not whole
+    with pytest.raises(MalError, match="lists no model"):
+        pick_lm_demo_models(ZooIndex((), tmp_path))

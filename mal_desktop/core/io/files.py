@@ -28,7 +28,7 @@ import torch
 from ..arch.families import build_model
 from ..errors import MalError, ModelFileError
 from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
-from .hashing import file_sha256
+from .hashing import cached_file_sha256, file_sha256
 from .hf_config import build_module, config_of_arch, input_spec, tie_groups
 from .hf_folder import (FORM as HF_FORM, hf_folder_of, load_hf_folder, load_state_into_meta,
                         read_hf_header, tied_state)
@@ -422,7 +422,8 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
         raise ModelFileError(target, f"cannot save: unknown architecture {model.arch!r}")
     provenance = {**model.metadata, **(metadata or {})}
     try:
-        encoded = encode_mal_metadata(model.arch, model.input_shape, model.num_classes, provenance)
+        encoded = encode_mal_metadata(_recorded_arch(target, model.arch), model.input_shape,
+                                      model.num_classes, provenance)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(target, f"cannot save: metadata is not JSON-serialisable "
                                      f"({exc})") from None
@@ -440,6 +441,24 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
     except OSError as exc:
         raise ModelFileError(target, f"cannot write: {exc.strerror or exc}") from None
     return target
+
+
+def _recorded_arch(target: Path, arch: dict[str, Any]) -> dict[str, Any]:
+    """The architecture as it is saved: a Hugging Face model's tokenizer hash, which opening
+    the folder leaves out (hashing waits until it is needed), is filled in.
+
+    Raises:
+        ModelFileError: the tokenizer cannot be read.
+    """
+    tokenizer = arch.get("tokenizer")
+    if arch.get("kind") != "hf" or not isinstance(tokenizer, str) \
+            or arch.get("tokenizer_sha256") is not None or not Path(tokenizer).is_file():
+        return arch
+    try:
+        return {**arch, "tokenizer_sha256": cached_file_sha256(tokenizer)}
+    except OSError as exc:
+        raise ModelFileError(target, f"cannot read the tokenizer {tokenizer}: "
+                                     f"{exc.strerror or exc}") from None
 
 
 def load_sharded_model(folder: str | Path, arch: str | None = None) -> LoadedModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..user_dirs import user_cache_dir
@@ -79,6 +80,22 @@ def cached_file_sha256(path: str | Path) -> str:
         except OSError:
             pass
     return digest
+
+
+def folder_files_sha256(folder: str | Path, names: Iterable[str]) -> str:
+    """Content hash of a model folder: the files ``names`` (inside ``folder``; those that are
+    missing are left out) by name and ``cached_file_sha256``, so renaming the folder keeps it
+    and editing one file changes it; each file is hashed once per version.
+
+    Raises:
+        OSError: a file cannot be read.
+    """
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for name in sorted(set(names)):
+        if (root / name).is_file():
+            digest.update(f"{name}\0{cached_file_sha256(root / name)}\n".encode())
+    return digest.hexdigest()
 
 
 def _cache_dir() -> Path:

@@ -16,7 +16,6 @@ not fit the architecture.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from .hashing import cached_file_sha256
+from .hashing import folder_files_sha256
 from .hf_config import (build_module, hf_arch, input_spec, materialise_buffers,
                         read_config_file, retie, tie_groups)
 from .model import LoadedModel
@@ -116,6 +115,13 @@ def _tokenizer(folder: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def folder_files(weights: FolderWeights) -> tuple[str, ...]:
+    """The files that define a model folder (config, index, weights, tokenizer), by name: what
+    its content hash covers."""
+    return tuple(sorted({CONFIG_NAME, INDEX_NAME, TOKENIZER_NAME,
+                         *(f.name for f in weights.files)}))
+
+
 def folder_sha256(folder: Path, weights: FolderWeights | None = None) -> str:
     """Content hash of a model folder: every file that defines the model (config, index,
     weights, tokenizer) by name and sha256, so renaming the folder keeps it, editing one file
@@ -125,13 +131,7 @@ def folder_sha256(folder: Path, weights: FolderWeights | None = None) -> str:
     Raises:
         ModelFileError: as :func:`read_weights`. OSError: a file cannot be read.
     """
-    weights = weights or read_weights(folder)
-    names = [CONFIG_NAME, INDEX_NAME, TOKENIZER_NAME, *(f.name for f in weights.files)]
-    digest = hashlib.sha256()
-    for name in sorted(set(names)):
-        if (folder / name).is_file():
-            digest.update(f"{name}\0{cached_file_sha256(folder / name)}\n".encode())
-    return digest.hexdigest()
+    return folder_files_sha256(folder, folder_files(weights or read_weights(folder)))
 
 
 @dataclass
@@ -269,7 +269,9 @@ def load_hf_folder(path: str | Path) -> LoadedModel:
 
     Returns:
         The model in eval mode (``module(ids) -> logits``), form "hf-folder", path the folder,
-        sha256 :func:`folder_sha256`, arch ``{"kind": "hf", "class", "config", "tokenizer"}``.
+        ``folder_files`` the files its content hash covers (computed when first asked for:
+        ``LoadedModel.content_sha256``), arch ``{"kind": "hf", "class", "config",
+        "tokenizer"}``.
     Raises:
         ModelFileError: custom code, unknown class, no safetensors weights, bad index or shard
             names, weights that do not fit, NaN/inf or non-float weights, transformers missing.
@@ -282,14 +284,10 @@ def load_hf_folder(path: str | Path) -> LoadedModel:
     module = load_state_into_meta(folder.path, folder.module, state, folder.groups, what)
     input_shape, num_classes, input_dtype, id_range = input_spec(folder.path, module,
                                                                  folder.config)
-    tokenizer = _tokenizer(folder.path)
-    try:
-        sha = folder_sha256(folder.path, folder.weights)
-        tok_sha = cached_file_sha256(tokenizer) if tokenizer is not None else None
-    except OSError as exc:
-        raise ModelFileError(folder.path, f"cannot read: {exc.strerror or exc}") from None
-    arch = hf_arch(type(module).__name__, folder.config, tokenizer, tok_sha)
+    # no hash here: the folder's (LoadedModel.content_sha256) and the tokenizer's (recorded
+    # when a model is saved) are computed when first needed, like a plain file's
+    arch = hf_arch(type(module).__name__, folder.config, _tokenizer(folder.path), None)
     return LoadedModel(module=module, arch=arch, input_shape=input_shape,
-                       num_classes=num_classes, form=FORM, path=folder.path, sha256=sha,
+                       num_classes=num_classes, form=FORM, path=folder.path,
                        metadata={"name": folder.path.name}, input_dtype=input_dtype,
-                       input_range=id_range)
+                       input_range=id_range, folder_files=folder_files(folder.weights))

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hashing import cached_file_sha256
+from .hashing import cached_file_sha256, folder_files_sha256
 from .inputs import program_id_range, program_input_dtype, random_input
 from .meta import meta_leftovers, meta_twin, retie, tie_groups
 
@@ -39,6 +39,8 @@ class LoadedModel:
     output_index: which output is the class logits when the module returns several (default 0).
     outputs: how many outputs the module returns (1 for one tensor; 0 when not known: a factory
         that declares its sizes is not probed).
+    folder_files: for a model folder (``path`` a directory), the files inside it that its
+        content hash covers (config, index, weights, tokenizer); empty for a single file.
     """
 
     module: nn.Module
@@ -54,6 +56,7 @@ class LoadedModel:
     input_range: int | None = None
     output_index: int = 0
     outputs: int = 1
+    folder_files: tuple[str, ...] = ()
 
     def output_note(self) -> str | None:
         """For a model returning several outputs, one line naming the output used as the
@@ -75,11 +78,22 @@ class LoadedModel:
         return {k: v.detach() for k, v in self.module.state_dict().items()}
 
     def content_sha256(self) -> str | None:
-        """SHA-256 of the file the model came from (computed on first use and cached per file
-        version, see ``cached_file_sha256``); None for a model made in memory."""
+        """SHA-256 of the file the model came from, or for a model folder the content hash of
+        its ``folder_files`` (``folder_files_sha256``); computed on first use, each file cached
+        per file version (``cached_file_sha256``), so opening a model never hashes it. None for
+        a model made in memory or whose file is gone.
+
+        Raises:
+            OSError: a file cannot be read.
+        """
         if self.sha256 is not None:
             return self.sha256
-        if self.path is None or not self.path.is_file():
+        if self.path is None:
+            return None
+        if self.folder_files:
+            return folder_files_sha256(self.path, self.folder_files) if self.path.is_dir() \
+                else None
+        if not self.path.is_file():
             return None
         return cached_file_sha256(self.path)
 
@@ -107,7 +121,8 @@ class LoadedModel:
             for name in left:
                 owner, _, attr = name.rpartition(".")
                 module.get_submodule(owner)._buffers[attr] = own[name]
-        return replace(self, module=module.eval(), form="memory", path=None, sha256=None, **changes)
+        return replace(self, module=module.eval(), form="memory", path=None, sha256=None,
+                       folder_files=(), **changes)
 
     def probe_dtype(self) -> torch.dtype:
         """The input dtype: ``input_dtype``, else the program's, else float32."""

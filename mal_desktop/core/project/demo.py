@@ -1,4 +1,5 @@
-"""The demo zoo's choices: which models "Open Demo Zoo" opens and the example first step.
+"""The demo zoos' choices: which models "Open Demo Zoo" and "Open Language Demo Zoo" open, the
+language demo's data set, and the example first step.
 
 Heavy modules (torch through the zoo builder and the pre-flight check) are imported inside the
 functions that need them: the GUI imports this module on its start-up path.
@@ -25,6 +26,34 @@ def demo_zoo_ready(index: "ZooIndex") -> bool:
     """True when ``index`` lists every demo model and each one's file exists."""
     names = set(index.names())
     return all(n in names and index.path_of(n).is_file() for n in (DEMO_BASE, *DEMO_ZOO))
+
+
+# The language demo (core.zoo.language entries): its base, and the text its curves are scored
+# on, per token (loss is the log of the perplexity).
+LM_DEMO_BASE = "llama-w128-s0-code"
+LM_DEMO_DATA = "python-code"
+
+
+def lm_demo_ready(index: "ZooIndex", names: Iterable[str]) -> bool:
+    """True when ``index`` lists every model of ``names`` and each one's folder holds its
+    config.json (a folder is written whole, so its config means the model is complete)."""
+    listed = set(index.names())
+    return all(n in listed and (index.path_of(n) / "config.json").is_file() for n in names)
+
+
+def pick_lm_demo_models(index: "ZooIndex") -> tuple["ZooModelInfo", list["ZooModelInfo"]]:
+    """The base and zoo models "Open Language Demo Zoo" opens: the width-128 code model (else
+    the first model trained on python-code, else the first one) as the base, every other model
+    of the zoo as the zoo.
+
+    Raises MalError when the index lists no model.
+    """
+    if not index.entries:
+        raise MalError(f"{index.dir}: the language zoo lists no model")
+    by_name = {e.name: e for e in index.entries}
+    base = by_name.get(LM_DEMO_BASE) or next(
+        (e for e in index.entries if e.dataset == LM_DEMO_DATA), index.entries[0])
+    return base, [e for e in index.entries if e.name != base.name]
 
 
 def demo_zoo_entries(existing: Iterable[str] = ()) -> list["ZooEntry"]:

@@ -16,7 +16,8 @@ from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from ...core.errors import MalError
-from ...core.project.demo import pick_demo_models, suggest_first_step
+from ...core.project.demo import (LM_DEMO_DATA, pick_demo_models, pick_lm_demo_models,
+                                  suggest_first_step)
 from ...core.project.document import (PROJECT_SUFFIX, Project, ProjectError, load_project,
                                       save_project)
 from ...core.project.recovery import discard_recovery, find_recoveries, load_recovery
@@ -342,12 +343,21 @@ class FilesController(QObject):
         self.jobs.submit(tasks.demo_status_job, "Looking for the demo zoo",
                          partial(self._show_demo_dialog, offer=True))
 
+    @Slot()
+    def open_lm_demo(self) -> None:
+        """Open the language demo zoo (five small Llama-style LMs, Hugging Face folders in the
+        language zoo cache): straight away when built, else offer to build it in the worker,
+        with progress and Cancel."""
+        self.jobs.submit(tasks.lm_demo_status_job, "Looking for the language demo zoo",
+                         partial(self._show_demo_dialog, offer=False, kind="language"))
+
     def _show_demo_dialog(self, status: tasks.DemoStatus, offer: bool,
-                          build: bool = False) -> None:
+                          build: bool = False, kind: str = "digits") -> None:
         if status.index is not None and not offer:
-            self._open_demo_index(status.index)
+            self._open_demo_index(status.index, kind)
             return
-        dialog = DemoZooDialog(self.dialog_parent, status.folder, ready=status.index is not None)
+        dialog = DemoZooDialog(self.dialog_parent, status.folder, ready=status.index is not None,
+                               kind=kind)
         self.demo_dialog = dialog
         dialog.accepted_build.connect(partial(self._demo_accepted, dialog, status))
         dialog.finished.connect(dialog.deleteLater)
@@ -358,30 +368,38 @@ class FilesController(QObject):
     def _demo_accepted(self, dialog: DemoZooDialog, status: tasks.DemoStatus) -> None:
         if status.index is not None:
             dialog.accept()
-            self._open_demo_index(status.index)
+            self._open_demo_index(status.index, dialog.kind)
             return
         if not self.maybe_save():
             dialog.reject()
             return
-        self.jobs.submit(partial(tasks.build_demo_zoo_job, folder=status.folder),
-                         "Building the demo zoo", self._open_demo_index)
+        if dialog.kind == "language":
+            self.jobs.submit(partial(tasks.build_lm_demo_zoo_job, folder=status.folder),
+                             "Building the language demo zoo",
+                             partial(self._open_demo_index, kind="language"))
+        else:
+            self.jobs.submit(partial(tasks.build_demo_zoo_job, folder=status.folder),
+                             "Building the demo zoo", self._open_demo_index)
         dialog.attach(self.jobs.runner)
 
-    def _open_demo_index(self, index: Any) -> None:
+    def _open_demo_index(self, index: Any, kind: str = "digits") -> None:
+        what = "the language demo zoo" if kind == "language" else "the demo zoo"
         try:
-            base, zoo = pick_demo_models(index)
+            base, zoo = (pick_lm_demo_models if kind == "language" else pick_demo_models)(index)
         except MalError as exc:
-            report_exception(exc, "Cannot open the demo zoo", self.dialog_parent)
+            report_exception(exc, f"Cannot open {what}", self.dialog_parent)
             return
         requests = [tasks.LoadRequest("base", base.name, str(index.path_of(base.name)))]
         requests += [tasks.LoadRequest("zoo", z.name, str(index.path_of(z.name))) for z in zoo]
         self.jobs.submit(partial(tasks.load_models_job, requests=tuple(requests)),
-                         "Opening the demo zoo", self._demo_loaded)
+                         f"Opening {what}", partial(self._demo_loaded, kind=kind))
 
-    def _demo_loaded(self, entries: tuple) -> None:
+    def _demo_loaded(self, entries: tuple, kind: str = "digits") -> None:
         ws = self.session.install_workspace()
         self.session.replace_workspace(None)
         self._apply_entries(entries)
+        if kind == "language":  # its curves score text per token: perplexity right away
+            self.session.set_data(LM_DEMO_DATA)
         # The workspace's cached pre-flight check: the panes ask the same questions next.
         step = suggest_first_step(ws.base.tree if ws.base is not None else None,
                                   {name: e.tree for name, e in ws.zoo.items()},
@@ -389,8 +407,13 @@ class FilesController(QObject):
         if step is not None:
             ws.add_step(step)
         self.session.mark_clean()  # the demo is one click away: nothing to lose yet
-        self._say("Demo zoo open: drag a layer from a zoo tab onto a base layer, "
-                  "or press Run (F5) for the example step", 20000)
+        if kind == "language":
+            self._say(f"Language demo zoo open, curves on {LM_DEMO_DATA} (loss per token: "
+                      "the log of the perplexity): drag a layer from a zoo tab onto a base "
+                      "layer, or press Run (F5) for the example step", 20000)
+        else:
+            self._say("Demo zoo open: drag a layer from a zoo tab onto a base layer, "
+                      "or press Run (F5) for the example step", 20000)
         self.modelsOpened.emit([e.name for _, e in entries])
 
     # -- start-up and recovery ----------------------------------------------------------------

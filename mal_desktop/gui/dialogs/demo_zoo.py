@@ -1,4 +1,5 @@
-"""The demo-zoo dialog: offers the demo models and shows the build's progress.
+"""The demo-zoo dialog: offers the demo models (the digits demo zoo, or the language demo zoo)
+and shows the build's progress.
 
 The dialog does not run anything itself: it emits :attr:`DemoZooDialog.accepted_build` and the
 main window starts the build in its JobRunner, then calls :meth:`DemoZooDialog.attach` so the
@@ -28,28 +29,51 @@ _OFFER = ("<h3>Try MAL Desktop with the demo zoo</h3>"
 _BUILD = ("<p>The models are trained once on this computer (about a minute or two) and cached "
           "in<br><code>{folder}</code>.</p>")
 _READY = "<p>The demo zoo is already built in<br><code>{folder}</code>.</p>"
+_LM_OFFER = ("<h3>Try MAL Desktop on language models</h3>"
+             "<p>The language demo zoo is five small Llama-style causal language models "
+             "(RMSNorm, rotary positions, SwiGLU, grouped-query attention) trained on text that "
+             "ships with Python: the standard library's code and its docstrings. Widths 64, 128 "
+             "and 192 on code, and a second seed at width 128 on code and on docstrings, all "
+             "with one shared tokenizer.</p>"
+             "<p>MAL Desktop opens the width-128 code model as the base and the others as the "
+             "zoo, with the <code>python-code</code> test text chosen for curves: every next "
+             "token is scored, and the loss is the logarithm of the perplexity.</p>")
+_LM_BUILD = ("<p>The models are trained once on this computer (about two minutes on two CPU "
+             "cores) and cached in<br><code>{folder}</code>.</p>")
+_LM_READY = "<p>The language demo zoo is already built in<br><code>{folder}</code>.</p>"
+#: kind -> (title, offer, build, ready, tooltip of the open button)
+_KINDS = {
+    "digits": ("Demo Zoo", _OFFER, _BUILD, _READY,
+               "Open an MLP as the base model and a few others as the zoo"),
+    "language": ("Language Demo Zoo", _LM_OFFER, _LM_BUILD, _LM_READY,
+                 "Open a language model as the base model and the others as the zoo"),
+}
 
 
 class DemoZooDialog(QDialog):
     """Offer (and follow the build of) the demo zoo.
 
     Parameters: parent; folder - where the zoo is (or will be) cached; ready - True when it is
-    already built (the dialog then only offers to open it).
+    already built (the dialog then only offers to open it); kind - "digits" (the demo zoo) or
+    "language" (the language demo zoo).
     Signals: ``accepted_build()`` - the user wants the demo (build if needed, then open).
     """
 
     accepted_build = Signal()
 
-    def __init__(self, parent: QWidget | None, folder: Path, ready: bool) -> None:
+    def __init__(self, parent: QWidget | None, folder: Path, ready: bool,
+                 kind: str = "digits") -> None:
         super().__init__(parent)
+        title, offer, build, ready_text, open_tip = _KINDS[kind]
+        self.kind = kind
         self.setObjectName("demoZooDialog")
-        self.setWindowTitle("Demo Zoo")
+        self.setWindowTitle(title)
         self.setWindowModality(Qt.WindowModality.WindowModal)
         self._runner: JobRunner | None = None
         icon = QLabel()
         icon.setPixmap(app_icon().pixmap(64, 64))
         icon.setAlignment(Qt.AlignmentFlag.AlignTop)
-        self._text = QLabel(_OFFER + (_READY if ready else _BUILD).format(folder=folder))
+        self._text = QLabel(offer + (ready_text if ready else build).format(folder=folder))
         self._text.setWordWrap(True)
         self._text.setTextFormat(Qt.TextFormat.RichText)
         self._status = QLabel("")
@@ -62,14 +86,14 @@ class DemoZooDialog(QDialog):
         self._buttons = QDialogButtonBox()
         self._go = QPushButton("Open Demo" if ready else "Build and Open")
         self._go.setDefault(True)
-        self._go.setToolTip("Open an MLP as the base model and a few others as the zoo")
+        self._go.setToolTip(open_tip)
         self._later = QPushButton("Not Now")
         self._cancel = QPushButton("Cancel")
         self._cancel.setToolTip("Stop building (models finished so far are kept) (Esc)")
-        self._cancel.hide()
         self._buttons.addButton(self._go, QDialogButtonBox.ButtonRole.AcceptRole)
         self._buttons.addButton(self._later, QDialogButtonBox.ButtonRole.RejectRole)
         self._buttons.addButton(self._cancel, QDialogButtonBox.ButtonRole.RejectRole)
+        self._cancel.hide()  # after addButton, which shows it: only a running build cancels
         self._go.clicked.connect(self._on_go)
         self._later.clicked.connect(self.reject)
         self._cancel.clicked.connect(self._on_cancel)
