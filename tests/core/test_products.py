@@ -85,3 +85,29 @@ def test_objective_after_a_move_equals_the_whole_sum(m, n, layout):
             p, {**matches, "t": candidate}).double()).sum()) for p in work)
         assert got == pytest.approx(whole, rel=1e-12, abs=1e-12)
         matches["t"] = candidate
+
+
+def test_repeated_axes_cost_and_objective_as_the_reference() -> None:
+    """A repeated axis (grouped-query attention: Q's rows and O's columns hold each key/value
+    head's dims once per query head of its group) gives the same LAP costs and J in descent as
+    generalized.axis_cost / transform_tensor, on the repeated axis and on the other axis."""
+    from mal_desktop.core.align.descent import _device_pairs
+    from mal_desktop.core.align.generalized import axis_cost, transform_tensor
+
+    gen = torch.Generator().manual_seed(3)
+    heads, span, repeat = 2, 4, 2
+    layout = (1, 1, repeat, span)  # 8 units, 16 rows
+    base = torch.randn(heads * span * repeat, 6, generator=gen, dtype=torch.float64)
+    target = torch.randn(heads * span * repeat, 6, generator=gen, dtype=torch.float64)
+    info = (("h", layout), ("s", 1))
+    work = _device_pairs({"w": base}, {"w": target}, [("w", "w", info)], CPU, torch.float64)
+    matches = {"h": Match.random(8, 8, gen), "s": Match.random(6, 6, gen)}
+    costs = CostProducts(work, ["h", "s"])
+    for space, dim, other in (("h", 0, 1), ("s", 1, 0)):
+        other_space = info[other][0]
+        mapped, _ = transform_tensor(target, {other: (matches[other_space], info[other][1])})
+        want = axis_cost(base, mapped, dim, info[dim][1])
+        got = costs.cost(space, matches, torch.float64, CPU)
+        assert torch.allclose(got, want, rtol=0, atol=1e-10), space
+    whole, _ = transform_tensor(target, {0: (matches["h"], layout), 1: (matches["s"], 1)})
+    assert costs.objective(work, matches) == pytest.approx(float((base * whole).sum()), abs=1e-9)

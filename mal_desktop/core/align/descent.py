@@ -27,7 +27,7 @@ from ..device import compute_device
 from ..errors import AlignmentError
 from ..graph.spec import PermutationSpec
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
-from .generalized import Match
+from .generalized import Match, canonical_axis, full_layout
 from .heads import HeadFamily, head_families, random_family_matches, solve_family
 from .lap import improves, solve_lap
 from .products import CostProducts, PairedTensor
@@ -191,7 +191,18 @@ def _device_pairs(base_state: Mapping[str, torch.Tensor], target_state: Mapping[
             continue
         if not any(space is not None for space, _ in info):
             continue  # a constant term of J: no space moves it
-        work.append(_Pair(bk, b.detach().to(device, dtype), t.detach().to(device, dtype), info))
+        b, t = b.detach().to(device, dtype), t.detach().to(device, dtype)
+        # A repeated axis (grouped-query Q rows, O columns: each key/value head's dims once per
+        # query head of its group) is reordered once into plain tiles, the same way on both
+        # sides: J and every unit-by-unit cost are unchanged by a common reordering, and the
+        # products (products.py) then only ever see (block, tiles) layouts.
+        plain: list[_AxisInfo] = []
+        for dim, (space, layout) in enumerate(info):
+            if space is not None and full_layout(layout)[2] > 1:
+                b, layout = canonical_axis(b, dim, layout)
+                t, _ = canonical_axis(t, dim, info[dim][1])
+            plain.append((space, layout))
+        work.append(_Pair(bk, b, t, tuple(plain)))
     return work
 
 

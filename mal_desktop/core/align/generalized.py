@@ -250,7 +250,7 @@ def full_layout(layout: Layout) -> tuple[int, int, int, int]:
     return int(layout), 1, 1, 1
 
 
-def _canonical(t: torch.Tensor, dim: int, layout: Layout) -> tuple[torch.Tensor, Layout]:
+def canonical_axis(t: torch.Tensor, dim: int, layout: Layout) -> tuple[torch.Tensor, Layout]:
     """A repeated layout's axis reordered into ``repeat`` tiles of the plain layout (copy k of
     every unit, in unit order, then copy k + 1): what unit-by-unit costs and slices need; other
     layouts as they are."""
@@ -282,7 +282,7 @@ def unit_slices(t: torch.Tensor, dim: int, layout: Layout = 1) -> torch.Tensor:
     every entry of the other axes; row i gathers them all (in a fixed order, the same for every
     unit, so rows of two tensors that agree off ``dim`` can be compared entry by entry).
     """
-    t, layout = _canonical(t, dim, layout)
+    t, layout = canonical_axis(t, dim, layout)
     block, tiles = split_layout(layout)
     moved = torch.movedim(t, dim, 0)
     units = t.shape[dim] // (block * tiles)
@@ -360,8 +360,8 @@ def axis_cost(base: torch.Tensor, target: torch.Tensor, dim: int, block: Layout 
     each of the axis's tiles, for a (block, tiles) layout) and all entries of the other axes.
     Returns a tensor in the dtype/device of ``base``.
     """
-    base, layout = _canonical(base, dim, block)
-    target, _ = _canonical(target, dim, block)
+    base, layout = canonical_axis(base, dim, block)
+    target, _ = canonical_axis(target, dim, block)
     block, tiles = split_layout(layout)
     b = torch.movedim(base, dim, 0)
     t = torch.movedim(target.to(base.dtype), dim, 0)
