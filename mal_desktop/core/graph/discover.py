@@ -22,7 +22,7 @@ import torch
 from torch import fx
 
 from ..errors import MalError
-from ..io.meta import meta_twin
+from ..io.meta import meta_twin, quiet_torch_internals
 from ..io.model import LoadedModel
 from .heads import SettledHeads, settle_heads
 from .spec import Axis, HeadGroup, Layer, PermutationSpec, Space
@@ -270,7 +270,8 @@ class _Tracer(OpRules):
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor) -> Any:
-    return torch.export.export(module.eval(), (example,))
+    with quiet_torch_internals():
+        return torch.export.export(module.eval(), (example,))
 
 
 def _program(model: LoadedModel, on_meta: bool = True) -> Any:
@@ -312,7 +313,8 @@ def _functional(program: Any) -> Any:
     if not mutable:
         return program
     try:
-        return program.run_decompositions({})
+        with quiet_torch_internals():
+            return program.run_decompositions({})
     except Exception:  # noqa: BLE001 - keep the original: its in-place ops pin what they touch
         return program
 

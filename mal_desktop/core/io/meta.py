@@ -9,6 +9,7 @@ file's (memory-mapped) tensors are then attached with ``load_state_dict(assign=T
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,7 +39,24 @@ def meta_twin(module: nn.Module) -> nn.Module:
             if isinstance(t, nn.Parameter):
                 twin = nn.Parameter(twin, requires_grad=t.requires_grad)
             memo[id(t)] = twin
-    return copy.deepcopy(module, memo)
+    with quiet_torch_internals():
+        return copy.deepcopy(module, memo)
+
+
+@contextmanager
+def quiet_torch_internals() -> Iterator[None]:
+    """Silence warnings torch raises about its own internals while we copy or export a module.
+
+    A program's module holds torch's pytree specs, and copying or decomposing one trips torch's
+    ``LeafSpec`` deprecation shim (torch 2.13); exporting an ``nn.LSTM`` warns that its
+    ``_flat_weights`` "must be registered as buffers". Neither is about the user's model, and
+    a user of ``mal inspect`` can do nothing about them.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*_flat_weights.*register_buffer",
+                                category=UserWarning)
+        yield
 
 
 def tie_groups(module: nn.Module) -> list[list[str]]:
