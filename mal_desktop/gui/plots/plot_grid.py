@@ -31,6 +31,10 @@ _MARGIN, _SPACING = 2, 6
 # draws it 5 px lower (AxisItem's "nudge"), so a label in the last row or column hung over the
 # edge of the scene and its descenders were cut. Each plot's layout keeps this much room.
 AXIS_LABEL_OVERHANG = 6
+# Room to the right of each plot's data: a plot has no right axis, so its view box ran to the
+# plot's edge, and the plots of the last column to the window's (the confusion matrix's last
+# column ended 3 px from it and read as cut off, docs/screenshots/evaluate.png).
+RIGHT_ROOM = 10
 
 
 class PlotGrid(QWidget):
@@ -82,8 +86,8 @@ class PlotGrid(QWidget):
         """A new plot at the end of the grid; ``name`` labels it in page tabs."""
         plot = pg.PlotItem()
         left, top, right, bottom = plot.layout.getContentsMargins()
-        plot.layout.setContentsMargins(max(left, AXIS_LABEL_OVERHANG), top, right,
-                                       max(bottom, AXIS_LABEL_OVERHANG))
+        plot.layout.setContentsMargins(max(left, AXIS_LABEL_OVERHANG), top,
+                                       max(right, RIGHT_ROOM), max(bottom, AXIS_LABEL_OVERHANG))
         # The same preferred size for every plot, none below the minimum: left to their own
         # hints, a plot with a long title took its neighbour's room (squeezed to 270 px).
         plot.setMinimumSize(QSizeF(self._min_plot))
