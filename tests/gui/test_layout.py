@@ -10,16 +10,12 @@ narrower than its contents, no horizontal scroll bar).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from screen_probe import run_on_screen
 
 pytestmark = pytest.mark.gui
-ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r'''
 import json, sys
@@ -131,19 +127,8 @@ w.shutdown()
 
 
 def probe(tmp_path: Path, screen: tuple[int, int], scale: int) -> dict:
-    config = tmp_path / "screen.json"
-    config.write_text(json.dumps({"synchronousWindowSystemEvents": False,
-                                  "windowFrameMargins": False,
-                                  "screens": [{"name": "s", "x": 0, "y": 0, "width": screen[0],
-                                               "height": screen[1], "logicalDpi": 96,
-                                               "logicalBaseDpi": 96, "dpr": 1}]}))
-    env = {**os.environ, "QT_QPA_PLATFORM": f"offscreen:configfile={config}",
-           "QT_SCALE_FACTOR": str(scale), "PYTHONPATH": str(ROOT), "MAL_DEVICE": "cpu"}
-    out = subprocess.run([sys.executable, "-c", PROBE, str(Path(__file__).parent),
-                          str(tmp_path)], env=env, capture_output=True, text=True,
-                         timeout=240, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_on_screen(PROBE, [str(Path(__file__).parent), str(tmp_path)], tmp_path, screen,
+                         scale)
 
 
 CASES = {"1600x1000": ((1600, 1000), 1), "1280x720": ((1280, 720), 1),

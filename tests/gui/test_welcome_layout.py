@@ -10,16 +10,10 @@ smaller screens.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from screen_probe import run_on_screen
 
 pytestmark = pytest.mark.gui
-ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r'''
 import json, sys
@@ -71,18 +65,7 @@ def welcome(request, tmp_path_factory) -> tuple[str, dict]:
     """(case name, measurements of the welcome page at a first launch)."""
     screen, scale = CASES[request.param]
     tmp = tmp_path_factory.mktemp(request.param)
-    config = tmp / "screen.json"
-    config.write_text(json.dumps({"synchronousWindowSystemEvents": False,
-                                  "windowFrameMargins": False,
-                                  "screens": [{"name": "s", "x": 0, "y": 0, "width": screen[0],
-                                               "height": screen[1], "logicalDpi": 96,
-                                               "logicalBaseDpi": 96, "dpr": 1}]}))
-    env = {**os.environ, "QT_QPA_PLATFORM": f"offscreen:configfile={config}",
-           "QT_SCALE_FACTOR": str(scale), "PYTHONPATH": str(ROOT), "MAL_DEVICE": "cpu"}
-    out = subprocess.run([sys.executable, "-c", PROBE, str(tmp)], env=env,
-                         capture_output=True, text=True, timeout=240, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return request.param, json.loads(out.stdout.strip().splitlines()[-1])
+    return request.param, run_on_screen(PROBE, [str(tmp)], tmp, screen, scale)
 
 
 def test_first_launch_shows_every_welcome_action_without_scrolling(welcome) -> None:
