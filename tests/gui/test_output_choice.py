@@ -238,3 +238,32 @@ def test_evaluate_scores_output_0_when_chosen_over_the_one_a_merged_file_recorde
         evaluation.evaluate()
     (cell,) = panel.model.finished_cells()
     assert cell.metrics["loss"] == pytest.approx(_loss(module, 0), rel=1e-5)
+
+
+def test_undoing_a_choice_leaves_a_base_of_the_same_name_from_another_file_alone(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        programs: dict[str, tuple[Path, torch.nn.Module]], tmp_path: Path) -> None:
+    """Undo of "use output 1" once another file of the same name became the base: the command
+    found the model by name only and swapped the old file back in as the base."""
+    import shutil
+
+    from mal_desktop.gui import tasks
+
+    files = FilesController(session, jobs, settings)
+    base, _ = programs["base"]
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(base)])
+    ws = session.workspace
+    pane = LayerTreePane(ws, "base")
+    qtbot.addWidget(pane)
+    _pick(qtbot, pane, jobs, 1)
+    other = tmp_path / "other" / base.name
+    other.parent.mkdir()
+    shutil.copy(programs["zoo"][0], other)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):  # File > Open Base Model
+        files.load_models([tasks.LoadRequest("base", "base", str(other))])
+    assert ws.base.path_text == str(other) and ws.base.name == "base"
+    ws.undo_stack.undo()
+    assert ws.base.path_text == str(other) and ws.plan.base == str(other)
+    ws.undo_stack.redo()
+    assert ws.base.path_text == str(other) and ws.plan.base == str(other)
