@@ -354,7 +354,9 @@ class FilesController(QObject):
     def _show_demo_dialog(self, status: tasks.DemoStatus, offer: bool,
                           build: bool = False, kind: str = "digits") -> None:
         if status.index is not None and not offer:
-            self._open_demo_index(status.index, kind)
+            # built: opened at once, replacing the session, so unsaved work is asked about
+            if self.maybe_save():
+                self._open_demo_index(status.index, kind)
             return
         dialog = DemoZooDialog(self.dialog_parent, status.folder, ready=status.index is not None,
                                kind=kind)
@@ -367,6 +369,9 @@ class FilesController(QObject):
 
     def _demo_accepted(self, dialog: DemoZooDialog, status: tasks.DemoStatus) -> None:
         if status.index is not None:
+            if not self.maybe_save():
+                dialog.reject()
+                return
             dialog.accept()
             self._open_demo_index(status.index, dialog.kind)
             return
