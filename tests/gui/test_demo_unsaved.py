@@ -86,3 +86,27 @@ def test_opening_a_built_demo_zoo_asks_about_unsaved_work(
     ws = session.workspace
     assert ws.base is not None and ws.base.path_text == str(mine)  # kept: the user cancelled
     assert session.is_dirty()
+
+
+def test_the_digits_demo_scores_curves_on_digits_after_the_language_demo(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings, monkeypatch,
+        tmp_path: Path) -> None:
+    """The language demo chooses python-code for curves (remembered in the settings); the
+    digits demo then kept it, so its example step (Run, F5) scored an MLP on text."""
+    demo = _program(tmp_path / "demo.pt2", 1)
+    index = SimpleNamespace(entries=[SimpleNamespace(name="demo", dataset="digits")],
+                            dir=tmp_path, path_of=lambda _name: demo, names=lambda: ["demo"])
+
+    def built(cancel, *args, **kwargs):
+        yield from ()
+        return tasks.DemoStatus(tmp_path, index)
+
+    monkeypatch.setattr(tasks, "demo_status_job", built)
+    monkeypatch.setattr("mal_desktop.gui.controllers.files.pick_demo_models",
+                        lambda idx: (idx.entries[0], []))
+    session.set_data("python-code")  # as File > Open Language Demo Zoo left it
+    files = FilesController(session, jobs, settings)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_demo()
+    assert session.data == "digits" and settings.dataset == "digits"
+    assert not session.is_dirty()
