@@ -377,7 +377,10 @@ class ChooseOutputCommand(QUndoCommand):
         self._ws, self._role, self._old, self._new = workspace, role, old, new
 
     def _put(self, entry: ModelEntry) -> None:
-        if self._ws.entry(entry.name, self._role) is not None:  # still loaded
+        # still loaded, and still this file: another file opened under the same name (a base
+        # replaced by File > Open Base Model) is left alone
+        current = self._ws.entry(entry.name, self._role)
+        if current is not None and current.path_text == entry.path_text:
             self._ws._swap_entry(self._role, entry)
 
     def redo(self) -> None:

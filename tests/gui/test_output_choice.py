@@ -205,3 +205,65 @@ def test_a_pick_that_cannot_load_puts_the_shown_choice_back(
     _pick(qtbot, pane, jobs, 1)
     assert ws.base.output_index == 0 and pane.output_choice.combo.currentIndex() == 0
     assert ws.undo_stack.count() == 0 and ws.plan.base_output is None
+
+
+def test_evaluate_scores_output_0_when_chosen_over_the_one_a_merged_file_recorded(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        programs: dict[str, tuple[Path, torch.nn.Module]], tmp_path: Path) -> None:
+    """A merged file records its base's output (1 here) and opens with it; choosing output 0
+    must be what Evaluate scores, not the recorded one (output 0 was left out of the outputs
+    Evaluate passes on, as if it were every file's default)."""
+    from mal_desktop.core.io.files import load_model, save_model
+    from mal_desktop.gui.controllers.evaluation import EvaluationController
+    from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
+
+    base, module = programs["base"]
+    merged = save_model(load_model(base, output=1), tmp_path / "merged.safetensors",
+                        metadata={"output_index": 1})
+    files = FilesController(session, jobs, settings)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(merged)])
+    ws = session.workspace
+    assert ws.base.output_index == 1  # what the file recorded
+    pane = LayerTreePane(ws, "base")
+    qtbot.addWidget(pane)
+    _pick(qtbot, pane, jobs, 0)
+    assert (ws.base.output_index, ws.plan.base_output) == (0, 0)
+    panel = EvaluatePanel(ws, cache_dir=tmp_path / "cache")
+    qtbot.addWidget(panel)
+    evaluation = EvaluationController(jobs, settings)
+    evaluation.set_panel(panel)
+    panel.set_checked([str(merged), "data:digits"])
+    with qtbot.waitSignal(jobs.jobEnded, timeout=60000):
+        evaluation.evaluate()
+    (cell,) = panel.model.finished_cells()
+    assert cell.metrics["loss"] == pytest.approx(_loss(module, 0), rel=1e-5)
+
+
+def test_undoing_a_choice_leaves_a_base_of_the_same_name_from_another_file_alone(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        programs: dict[str, tuple[Path, torch.nn.Module]], tmp_path: Path) -> None:
+    """Undo of "use output 1" once another file of the same name became the base: the command
+    found the model by name only and swapped the old file back in as the base."""
+    import shutil
+
+    from mal_desktop.gui import tasks
+
+    files = FilesController(session, jobs, settings)
+    base, _ = programs["base"]
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(base)])
+    ws = session.workspace
+    pane = LayerTreePane(ws, "base")
+    qtbot.addWidget(pane)
+    _pick(qtbot, pane, jobs, 1)
+    other = tmp_path / "other" / base.name
+    other.parent.mkdir()
+    shutil.copy(programs["zoo"][0], other)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):  # File > Open Base Model
+        files.load_models([tasks.LoadRequest("base", "base", str(other))])
+    assert ws.base.path_text == str(other) and ws.base.name == "base"
+    ws.undo_stack.undo()
+    assert ws.base.path_text == str(other) and ws.plan.base == str(other)
+    ws.undo_stack.redo()
+    assert ws.base.path_text == str(other) and ws.plan.base == str(other)

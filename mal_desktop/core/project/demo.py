@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # The models opened by "Open Demo Zoo" (names of core.zoo.build.default_zoo entries).
 DEMO_BASE = "mlp-w64-s0"
 DEMO_ZOO = ("mlp-w64-s1", "mlp-w128-s0", "mlp-w64-s1-permuted", "cnn-w16-s0")
+DEMO_DATA = "digits"  # what the demo models were trained on: their curves' data set
 
 
 def demo_zoo_ready(index: "ZooIndex") -> bool:

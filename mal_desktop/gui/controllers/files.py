@@ -16,8 +16,8 @@ from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from ...core.errors import MalError
-from ...core.project.demo import (LM_DEMO_DATA, pick_demo_models, pick_lm_demo_models,
-                                  suggest_first_step)
+from ...core.project.demo import (DEMO_DATA, LM_DEMO_DATA, pick_demo_models,
+                                  pick_lm_demo_models, suggest_first_step)
 from ...core.project.document import (PROJECT_SUFFIX, Project, ProjectError, load_project,
                                       save_project)
 from ...core.project.recovery import discard_recovery, find_recoveries, load_recovery
@@ -354,7 +354,9 @@ class FilesController(QObject):
     def _show_demo_dialog(self, status: tasks.DemoStatus, offer: bool,
                           build: bool = False, kind: str = "digits") -> None:
         if status.index is not None and not offer:
-            self._open_demo_index(status.index, kind)
+            # built: opened at once, replacing the session, so unsaved work is asked about
+            if self.maybe_save():
+                self._open_demo_index(status.index, kind)
             return
         dialog = DemoZooDialog(self.dialog_parent, status.folder, ready=status.index is not None,
                                kind=kind)
@@ -367,6 +369,9 @@ class FilesController(QObject):
 
     def _demo_accepted(self, dialog: DemoZooDialog, status: tasks.DemoStatus) -> None:
         if status.index is not None:
+            if not self.maybe_save():
+                dialog.reject()
+                return
             dialog.accept()
             self._open_demo_index(status.index, dialog.kind)
             return
@@ -398,8 +403,9 @@ class FilesController(QObject):
         ws = self.session.install_workspace()
         self.session.replace_workspace(None)
         self._apply_entries(entries)
-        if kind == "language":  # its curves score text per token: perplexity right away
-            self.session.set_data(LM_DEMO_DATA)
+        # each demo's own data set: the language demo's text (per token: perplexity right away)
+        # is remembered in the settings, and the digits demo's MLPs cannot score it
+        self.session.set_data(LM_DEMO_DATA if kind == "language" else DEMO_DATA)
         # The workspace's cached pre-flight check: the panes ask the same questions next.
         step = suggest_first_step(ws.base.tree if ws.base is not None else None,
                                   {name: e.tree for name, e in ws.zoo.items()},

@@ -255,10 +255,13 @@ class EvaluatePanel(QWidget):
                 self.model.mark_stale(ref, "another output is used as its logits now")
 
     def _entry_outputs(self) -> dict[str, int]:
-        """Model file -> the output its loaded model uses as logits, where not the first."""
+        """Model file -> the output its loaded model uses as logits, where not the first or
+        where chosen: a merged file opens with the output it recorded, so output 0, once
+        chosen, must be passed on too (a file reference without one reads the recorded one)."""
         ws = self._ws
         return {e.path_text: e.model.output_index for e in [ws.base, *ws.zoo.values()]
-                if e is not None and e.path_text and e.model.output_index}
+                if e is not None and e.path_text
+                and (e.model.output_index or e.output_choice is not None)}
 
     def mark_plan_stale(self) -> None:
         """The plan changed: the merged model's cells measured another merge."""
