@@ -398,3 +398,17 @@ def test_chain_over_grouped_query_layers_of_another_group_size_falls_back(layer:
     assert series.report["align"] == "local"
     assert "chain alignment not applicable" in series.report["fallback_reason"]
     assert "base q / target q" in series.report["fallback_reason"]
+
+
+def test_output_projection_of_another_group_size_is_refused_for_its_layout() -> None:
+    """O's columns repeat each key/value head's dims once per query head: 2 vs 3 query heads
+    per key/value head cannot line up, and the refusal says so, not that 'spatial sizes
+    differ' (the pre-flight counts a head's dims and their copies as the input block)."""
+    from mal_desktop.core.errors import PlanError
+
+    base = loaded(im.GroupedQueryAttention(heads=4, kv_heads=2), (4, 5))
+    donor = loaded(im.GroupedQueryAttention(heads=6, kv_heads=2), (4, 5))
+    cache = ModelCache({"base": base, "target": donor})
+    with pytest.raises(PlanError) as err:
+        curve_series(cache, "base", "target", align="local", layers=[("o", "o")])
+    assert "spatial" not in str(err.value) and "input layouts differ" in str(err.value)
