@@ -295,3 +295,25 @@ def test_pad_cnn_channels_through_flatten_keeps_outputs() -> None:
     torch.testing.assert_close(_outputs(model, wider), _outputs(model, model.module))
     with pytest.raises(AlignmentError):
         pad_space(model.state(), spec, spec.layer("head").out_axis.space, 1)
+
+
+def test_pad_gate_stacked_axes_in_every_gate_keeps_outputs() -> None:
+    """An axis of ``tiles`` copies (an LSTM's four gates per hidden unit) gets its new units
+    in every copy: appended only at the end, the new rows would all land in the last gate and
+    shift the others' units (the padded LSTM computed something else)."""
+    from mal_desktop.core.graph.spec import Axis, Space
+
+    torch.manual_seed(0)
+    small, wide = nn.LSTM(5, 3, batch_first=True), nn.LSTM(5, 5, batch_first=True)
+    gates = Axis("h", 1, 4)
+    spec = PermutationSpec({"h": Space("h", 3)},
+                           {"weight_ih_l0": (gates, None), "weight_hh_l0": (gates, Axis("h")),
+                            "bias_ih_l0": (gates,), "bias_hh_l0": (gates,)})
+    state, padded = pad_space(dict(small.state_dict()), spec, "h", 2)
+    assert padded.spaces["h"].size == 5 and state["weight_ih_l0"].shape == (20, 5)
+    wide.load_state_dict(state)
+    x = torch.randn(2, 4, 5)
+    with torch.no_grad():
+        want, got = small(x)[0], wide(x)[0]
+    torch.testing.assert_close(got[..., :3], want)
+    assert torch.equal(got[..., 3:], torch.zeros(2, 4, 2))  # dead units

@@ -503,3 +503,16 @@ def test_costs_are_float32_unless_a_tensor_is_float64(monkeypatch):
     double = run_job(match_spaces(base, spec, doubled, spec, pairs, tensors))
     assert seen == [torch.float32, torch.float64]
     assert single.matches == double.matches
+
+
+def test_axes_laid_out_differently_are_named_for_their_layout() -> None:
+    """Two specs whose axes agree in block but not in copies (grouped-query Q rows written
+    twice against three times per key/value head) are refused for their layout, not as
+    '1 vs 1 features per unit (different spatial sizes)'."""
+    spaces = {"h": Space("h", 4), "s": Space("s", 3)}
+    base = PermutationSpec(spaces, {"q": (Axis("h", 1, 1, 2, 2), Axis("s"))})
+    target = PermutationSpec(spaces, {"q": (Axis("h", 1, 1, 3, 2), Axis("s"))})
+    with pytest.raises(AlignmentError, match="laid out differently") as err:
+        run_job(match_spaces({"q": torch.randn(8, 3)}, base, {"q": torch.randn(12, 3)}, target,
+                             {"h": "h", "s": "s"}, [("q", "q")]))
+    assert "spatial" not in str(err.value)

@@ -382,3 +382,33 @@ def test_activation_matching_keeps_heads_whole_and_recovers_their_dims() -> None
     perms = activation_matching(model.module, other.module, spec, model.example_input(16, seed=2))
     assert all(head_permutation_of(perms[s], group.dim) is not None
                for s in ("P_heads_attn.qkv", "P_heads_attn.proj"))
+
+
+@pytest.mark.parametrize("layer", ["k", "head"])
+def test_chain_over_grouped_query_layers_of_another_group_size_falls_back(layer: str) -> None:
+    """A chain whose prefix holds a layer with another grouped-query layout (4 query heads
+    per 2 key/value heads against 6 per 2: Q's rows repeat each key/value head's dims 2 vs 3
+    times) is not one chain: the step says so and uses local alignment, instead of failing in
+    weight matching on 'q.weight axis 0: 1 vs 1 features per unit' (chain_pairs compared
+    only Axis.block, weight matching the whole Axis.layout)."""
+    base = loaded(im.GroupedQueryAttention(heads=4, kv_heads=2), (4, 5))
+    donor = loaded(im.GroupedQueryAttention(heads=6, kv_heads=2), (4, 5))
+    cache = ModelCache({"base": base, "target": donor})
+    series = curve_series(cache, "base", "target", align="chain", layers=[(layer, layer)])
+    assert series.report["align"] == "local"
+    assert "chain alignment not applicable" in series.report["fallback_reason"]
+    assert "base q / target q" in series.report["fallback_reason"]
+
+
+def test_output_projection_of_another_group_size_is_refused_for_its_layout() -> None:
+    """O's columns repeat each key/value head's dims once per query head: 2 vs 3 query heads
+    per key/value head cannot line up, and the refusal says so, not that 'spatial sizes
+    differ' (the pre-flight counts a head's dims and their copies as the input block)."""
+    from mal_desktop.core.errors import PlanError
+
+    base = loaded(im.GroupedQueryAttention(heads=4, kv_heads=2), (4, 5))
+    donor = loaded(im.GroupedQueryAttention(heads=6, kv_heads=2), (4, 5))
+    cache = ModelCache({"base": base, "target": donor})
+    with pytest.raises(PlanError) as err:
+        curve_series(cache, "base", "target", align="local", layers=[("o", "o")])
+    assert "spatial" not in str(err.value) and "input layouts differ" in str(err.value)

@@ -115,9 +115,13 @@ def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationS
                 continue
             if ba is None or ta is None:
                 raise AlignmentError(f"{bk} axis {dim} is permutable in one model only")
-            if ba.layout != ta.layout:
+            if ba.block != ta.block:
                 raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit "
                                      "(different spatial sizes cannot merge)")
+            if ba.layout != ta.layout:
+                raise AlignmentError(f"{bk} axis {dim}: units laid out differently (block, tiles, "
+                                     f"repeat, span {ba.layout} vs {ta.layout}: stacked copies or "
+                                     "grouped-query heads of another group size)")
             known = pairs.setdefault(ba.space, ta.space)
             if known != ta.space:
                 raise AlignmentError(f"base space {ba.space!r} is paired with target spaces "

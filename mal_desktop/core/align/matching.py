@@ -200,6 +200,10 @@ def chain_pairs(
             if ab.block != at.block:
                 raise AlignmentError(f"{where}: {ab.block} vs {at.block} features per input unit "
                                      "(different spatial sizes cannot merge)")
+            if ab.layout != at.layout:  # weight matching needs the whole layout alike
+                raise AlignmentError(f"{where}: units laid out differently (block, tiles, "
+                                     f"repeat, span {ab.layout} vs {at.layout}: stacked copies "
+                                     "or grouped-query heads of another group size)")
             if space_pairs.setdefault(ab.space, at.space) != at.space:
                 raise AlignmentError(f"{where}: base space {ab.space!r} would pair with both "
                                      f"{space_pairs[ab.space]!r} and {at.space!r}; not one chain")
@@ -226,7 +230,7 @@ def chain_pairs(
         t_axes = target_spec.axes.get(key)
         if key in paired or not axes or t_axes is None or len(t_axes) != len(axes):
             continue
-        if all(a is not None and b is not None and a.block == b.block
+        if all(a is not None and b is not None and a.layout == b.layout
                and space_pairs.get(a.space) == b.space for a, b in zip(axes, t_axes)):
             tensor_pairs.append((key, key))
     return space_pairs, tensor_pairs

@@ -235,9 +235,9 @@ def pad_space(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: s
               extra: int) -> tuple[dict[str, torch.Tensor], PermutationSpec]:
     """Give space ``space_id`` ``extra`` more units, appended, that are dead.
 
-    Every tensor axis on the space grows by ``extra * block`` entries: zero for weights and
-    biases (so the new units receive nothing and send nothing), 1 for norm scales and running
-    variances, 0 for running means. Loaded into the same architecture made wider by ``extra`` on
+    Every tensor axis on the space grows by ``extra * block`` entries in each of its ``tiles``
+    copies: zero for weights and biases (so the new units receive nothing and send nothing), 1
+    for norm scales and running variances, 0 for running means. Loaded into the same architecture made wider by ``extra`` on
     that space, the padded state computes the same function, unless a normalisation mixes over
     the space (a LayerNorm over a padded stream sees more zeros): padding such a space is not
     function-preserving.
@@ -261,11 +261,16 @@ def pad_space(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: s
         for dim, axis in enumerate(spec.axes.get(key, ())):
             if axis is None or axis.space != space_id or extra == 0:
                 continue
-            shape = list(tensor.shape)
-            shape[dim] = extra * axis.block
+            # each of the axis's ``tiles`` copies (an LSTM's gates) gets the new units at its end
+            moved = torch.movedim(tensor, dim, 0)
+            tiles = max(1, axis.tiles)
+            moved = moved.reshape(tiles, moved.shape[0] // tiles, *moved.shape[1:])
+            shape = list(moved.shape)
+            shape[1] = extra * axis.block
             pad = torch.full(shape, _fill_value(key, spec, tensor), dtype=tensor.dtype,
                              device=tensor.device)
-            tensor = torch.cat([tensor, pad], dim=dim)
+            moved = torch.cat([moved, pad], dim=1)
+            tensor = torch.movedim(moved.reshape(-1, *moved.shape[2:]), 0, dim)
         out[key] = tensor
     spaces = dict(spec.spaces)
     spaces[space_id] = replace(space, size=space.size + extra)

@@ -71,6 +71,10 @@ class LayerShape:
     in_tiles: int = 1
     transposed: bool = False
     directions: int = 1  # 2 for a bidirectional recurrent layer
+    # entries per input unit on the axis itself (a conv channel's H*W after flatten), before
+    # attention heads count as units (in_block then also holds a head's dims and, for
+    # grouped-query heads, their copies); 0: the same as in_block
+    in_axis_block: int = 0
 
     @staticmethod
     def of(layer: Layer, spec: PermutationSpec, weight_shape: tuple[int, ...]) -> "LayerShape":
@@ -94,7 +98,7 @@ class LayerShape:
                           in_space.reason if in_space else "", out_block, out_tiles, in_tiles,
                           layer.transposed,
                           2 if "weight_ih_reverse" in recurrent_riders(layer.weight, spec.axes)
-                          else 1)
+                          else 1, max(1, layer.in_axis.block))
 
     @property
     def in_features(self) -> int:
@@ -173,8 +177,15 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
         return StepCheck(False, f"{target.name} reads its model's network input; it cannot "
                                 f"merge into {base.name}, which reads hidden units", text)
     if base.in_block != target.in_block and not base.in_fixed:
+        base_axis, target_axis = (base.in_axis_block or base.in_block,
+                                  target.in_axis_block or target.in_block)
+        if base_axis == target_axis:  # heads of other sizes, or grouped-query copies
+            return StepCheck(False, f"cannot merge {target.name} into {base.name}: their input "
+                                    f"layouts differ ({_stacking(target, 'in')}; "
+                                    f"{_stacking(base, 'in')}): no unit map can line them up",
+                             text)
         return StepCheck(False, f"spatial sizes differ: each input channel of {base.name} spans "
-                                f"{base.in_block} features, of {target.name} {target.in_block}", text)
+                                f"{base_axis} features, of {target.name} {target_axis}", text)
     mismatch = _layout_mismatch(base, target)
     if mismatch:
         return StepCheck(False, f"cannot merge {target.name} into {base.name}: {mismatch}", text)
