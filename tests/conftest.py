@@ -21,6 +21,17 @@ def _private_user_caches(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _seeded_torch():
+    """Every test starts from the same global torch seed, so models built with default init
+    (``nn.Linear(...)`` in a test's arguments) have the same weights whatever ran before or
+    alone: a failure reproduces with ``pytest -k`` on that one test."""
+    import torch
+
+    torch.manual_seed(0)
+    yield
+
+
 @pytest.fixture(scope="session")
 def small_zoo(tmp_path_factory):
     """The ``--small`` demo zoo (a few MLPs, a CNN, a ResNet trained for seconds) -> ZooIndex."""
