@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MAL_DEVICE", "cpu")  # tests compare numbers; keep them on one device
 
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -16,6 +17,8 @@ from layer_fixtures import entry, loaded  # noqa: E402
 
 from mal_desktop.core.io.files import save_model  # noqa: E402
 
+from mal_desktop.gui.controllers.session import SessionController  # noqa: E402
+from mal_desktop.gui.job_queue import JobQueue  # noqa: E402
 from mal_desktop.gui.settings import Settings  # noqa: E402
 from mal_desktop.gui.workspace import Workspace  # noqa: E402
 
@@ -44,3 +47,19 @@ def model_files(tmp_path: Path) -> dict[str, Path]:
         out[name] = save_model(loaded(name), tmp_path / f"{name}.safetensors",
                                {"dataset": "digits"})
     return out
+
+
+@pytest.fixture
+def jobs(qtbot) -> Iterator[JobQueue]:
+    """The window's job queue over one worker thread, without a window."""
+    queue = JobQueue()
+    yield queue
+    queue.shutdown()  # join the worker thread before Qt objects go away
+
+
+@pytest.fixture
+def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
+    """The session controller (workspace, undo stack, autosave) on the ``jobs`` queue."""
+    s = SessionController(settings, jobs)
+    yield s
+    s.autosaver.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -25,20 +24,6 @@ from mal_desktop.gui.job_queue import JobQueue  # noqa: E402
 from mal_desktop.gui.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def jobs(qtbot) -> Iterator[JobQueue]:
-    queue = JobQueue()
-    yield queue
-    queue.shutdown()  # join the worker thread before Qt objects go away
-
-
-@pytest.fixture
-def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
-    s = SessionController(settings, jobs)
-    yield s
-    s.autosaver.stop()
 
 
 def _step_job(label: str, log: list[str], gate: threading.Event | None = None):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,20 +20,6 @@ from mal_desktop.gui.job_queue import JobQueue  # noqa: E402
 from mal_desktop.gui.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def jobs(qtbot) -> Iterator[JobQueue]:
-    queue = JobQueue()
-    yield queue
-    queue.shutdown()
-
-
-@pytest.fixture
-def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
-    s = SessionController(settings, jobs)
-    yield s
-    s.autosaver.stop()
 
 
 def _program(path: Path, seed: int) -> Path:

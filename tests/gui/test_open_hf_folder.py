@@ -4,7 +4,6 @@ config.json in the open dialog (which picks files); shown under the folder's nam
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -23,20 +22,6 @@ pytest.importorskip("transformers")
 CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 64,
           "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4,
           "num_key_value_heads": 2, "intermediate_size": 24, "max_position_embeddings": 16}
-
-
-@pytest.fixture
-def jobs(qtbot) -> Iterator[JobQueue]:
-    queue = JobQueue()
-    yield queue
-    queue.shutdown()
-
-
-@pytest.fixture
-def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
-    s = SessionController(settings, jobs)
-    yield s
-    s.autosaver.stop()
 
 
 def _folder(path: Path, seed: int) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -54,20 +53,6 @@ def programs(tmp_path: Path) -> dict[str, tuple[Path, torch.nn.Module]]:
         torch.export.save(program, str(tmp_path / f"{name}.pt2"))
         out[name] = (tmp_path / f"{name}.pt2", module)
     return out
-
-
-@pytest.fixture
-def jobs(qtbot) -> Iterator[JobQueue]:
-    queue = JobQueue()
-    yield queue
-    queue.shutdown()
-
-
-@pytest.fixture
-def session(jobs: JobQueue, settings: Settings) -> Iterator[SessionController]:
-    s = SessionController(settings, jobs)
-    yield s
-    s.autosaver.stop()
 
 
 def _loss(module: torch.nn.Module, output: int) -> float:
