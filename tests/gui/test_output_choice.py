@@ -70,6 +70,34 @@ def _pick(qtbot, pane: LayerTreePane, jobs: JobQueue, index: int) -> None:
         combo.activated.emit(index)
 
 
+def _open_base(qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+               path: Path) -> tuple[FilesController, LayerTreePane]:
+    """Open ``path`` as the base through the files controller; its layer tree pane."""
+    files = FilesController(session, jobs, settings)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(path)])
+    pane = LayerTreePane(session.workspace, "base")
+    qtbot.addWidget(pane)
+    return files, pane
+
+
+def _evaluate_on_digits(qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+                        path: Path, cache: Path):
+    """Evaluate ``path`` on digits from the Evaluate panel, as the app does: (panel, cell)."""
+    from mal_desktop.gui.controllers.evaluation import EvaluationController
+    from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
+
+    panel = EvaluatePanel(session.workspace, cache_dir=cache)
+    qtbot.addWidget(panel)
+    evaluation = EvaluationController(jobs, settings)
+    evaluation.set_panel(panel)
+    panel.set_checked([str(path), "data:digits"])
+    with qtbot.waitSignal(jobs.jobEnded, timeout=60000):
+        evaluation.evaluate()
+    (cell,) = panel.model.finished_cells()
+    return panel, cell
+
+
 def test_choosing_output_1_changes_the_curve_and_survives_undo_and_reopening(
         qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
         programs: dict[str, tuple[Path, torch.nn.Module]], tmp_path: Path) -> None:
@@ -151,25 +179,11 @@ def test_evaluate_scores_the_chosen_output(qtbot, session: SessionController, jo
                                            settings: Settings,
                                            programs: dict[str, tuple[Path, torch.nn.Module]],
                                            tmp_path: Path) -> None:
-    from mal_desktop.gui.controllers.evaluation import EvaluationController
-    from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
-
-    files = FilesController(session, jobs, settings)
     base, module = programs["base"]
-    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
-        files.open_paths([str(base)])
+    _, pane = _open_base(qtbot, session, jobs, settings, base)
     ws = session.workspace
-    pane = LayerTreePane(ws, "base")
-    qtbot.addWidget(pane)
     _pick(qtbot, pane, jobs, 1)
-    panel = EvaluatePanel(ws, cache_dir=tmp_path / "cache")
-    qtbot.addWidget(panel)
-    evaluation = EvaluationController(jobs, settings)
-    evaluation.set_panel(panel)
-    panel.set_checked([str(base), "data:digits"])
-    with qtbot.waitSignal(jobs.jobEnded, timeout=60000):
-        evaluation.evaluate()
-    (cell,) = panel.model.finished_cells()
+    panel, cell = _evaluate_on_digits(qtbot, session, jobs, settings, base, tmp_path / "cache")
     assert cell.metrics["loss"] == pytest.approx(_loss(module, 1), rel=1e-5)
     assert not panel.model.stale_reason(0)
     ws.undo_stack.undo()  # back to output 0: the cell measured another output
@@ -179,13 +193,9 @@ def test_evaluate_scores_the_chosen_output(qtbot, session: SessionController, jo
 def test_a_pick_that_cannot_load_puts_the_shown_choice_back(
         qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
         programs: dict[str, tuple[Path, torch.nn.Module]]) -> None:
-    files = FilesController(session, jobs, settings)
     base, _ = programs["base"]
-    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
-        files.open_paths([str(base)])
+    _, pane = _open_base(qtbot, session, jobs, settings, base)
     ws = session.workspace
-    pane = LayerTreePane(ws, "base")
-    qtbot.addWidget(pane)
     base.write_bytes(b"not a program any more")  # the file changed since it was opened
     _pick(qtbot, pane, jobs, 1)
     assert ws.base.output_index == 0 and pane.output_choice.combo.currentIndex() == 0
@@ -199,29 +209,16 @@ def test_evaluate_scores_output_0_when_chosen_over_the_one_a_merged_file_recorde
     must be what Evaluate scores, not the recorded one (output 0 was left out of the outputs
     Evaluate passes on, as if it were every file's default)."""
     from mal_desktop.core.io.files import load_model, save_model
-    from mal_desktop.gui.controllers.evaluation import EvaluationController
-    from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
 
     base, module = programs["base"]
     merged = save_model(load_model(base, output=1), tmp_path / "merged.safetensors",
                         metadata={"output_index": 1})
-    files = FilesController(session, jobs, settings)
-    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
-        files.open_paths([str(merged)])
+    _, pane = _open_base(qtbot, session, jobs, settings, merged)
     ws = session.workspace
     assert ws.base.output_index == 1  # what the file recorded
-    pane = LayerTreePane(ws, "base")
-    qtbot.addWidget(pane)
     _pick(qtbot, pane, jobs, 0)
     assert (ws.base.output_index, ws.plan.base_output) == (0, 0)
-    panel = EvaluatePanel(ws, cache_dir=tmp_path / "cache")
-    qtbot.addWidget(panel)
-    evaluation = EvaluationController(jobs, settings)
-    evaluation.set_panel(panel)
-    panel.set_checked([str(merged), "data:digits"])
-    with qtbot.waitSignal(jobs.jobEnded, timeout=60000):
-        evaluation.evaluate()
-    (cell,) = panel.model.finished_cells()
+    _, cell = _evaluate_on_digits(qtbot, session, jobs, settings, merged, tmp_path / "cache")
     assert cell.metrics["loss"] == pytest.approx(_loss(module, 0), rel=1e-5)
 
 
@@ -234,13 +231,9 @@ def test_undoing_a_choice_leaves_a_base_of_the_same_name_from_another_file_alone
 
     from mal_desktop.gui import tasks
 
-    files = FilesController(session, jobs, settings)
     base, _ = programs["base"]
-    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
-        files.open_paths([str(base)])
+    files, pane = _open_base(qtbot, session, jobs, settings, base)
     ws = session.workspace
-    pane = LayerTreePane(ws, "base")
-    qtbot.addWidget(pane)
     _pick(qtbot, pane, jobs, 1)
     other = tmp_path / "other" / base.name
     other.parent.mkdir()
