@@ -25,9 +25,9 @@ import torch
 
 from ..device import compute_device
 from ..errors import AlignmentError
-from ..graph.spec import PermutationSpec
+from ..graph.spec import Axis, PermutationSpec
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
-from .generalized import Match, canonical_axis, full_layout
+from .generalized import Layout, Match, canonical_axis, full_layout
 from .heads import HeadFamily, head_families, random_family_matches, solve_family
 from .lap import improves, solve_lap
 from .products import CostProducts, PairedTensor
@@ -69,8 +69,8 @@ class MatchResult:
         return self.objective_history[-1]
 
 
-# One paired tensor on the compute device: per axis (base space or None, block).
-_AxisInfo = tuple[str | None, "int | tuple[int, int]"]  # space, block or (block, tiles)
+# Per axis of a paired tensor: (base space or None, its layout: see graph.spec.Axis.layout).
+_AxisInfo = tuple[str | None, Layout]
 _Pair = PairedTensor
 
 
@@ -82,6 +82,18 @@ def axes_of(spec: PermutationSpec, key: str, ndim: int) -> tuple:
         raise AlignmentError(
             f"{key}: the permutation spec lists {len(axes)} axes, the tensor has {ndim}")
     return tuple(axes)
+
+
+def check_same_layout(key: str, dim: int, base: Axis, target: Axis) -> None:
+    """Raise AlignmentError unless axis ``dim`` of ``key`` lays its units out alike in both
+    models (a unit map can only pair units whose entries sit in the same places)."""
+    if base.block != target.block:
+        raise AlignmentError(f"{key} axis {dim}: {base.block} vs {target.block} features per "
+                             "unit (different spatial sizes cannot merge)")
+    if base.layout != target.layout:
+        raise AlignmentError(f"{key} axis {dim}: units laid out differently (block, tiles, "
+                             f"repeat, span {base.layout} vs {target.layout}: stacked copies or "
+                             "grouped-query heads of another group size)")
 
 
 def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationSpec,
@@ -115,13 +127,7 @@ def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationS
                 continue
             if ba is None or ta is None:
                 raise AlignmentError(f"{bk} axis {dim} is permutable in one model only")
-            if ba.block != ta.block:
-                raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit "
-                                     "(different spatial sizes cannot merge)")
-            if ba.layout != ta.layout:
-                raise AlignmentError(f"{bk} axis {dim}: units laid out differently (block, tiles, "
-                                     f"repeat, span {ba.layout} vs {ta.layout}: stacked copies or "
-                                     "grouped-query heads of another group size)")
+            check_same_layout(bk, dim, ba, ta)
             known = pairs.setdefault(ba.space, ta.space)
             if known != ta.space:
                 raise AlignmentError(f"base space {ba.space!r} is paired with target spaces "
@@ -130,7 +136,8 @@ def _pair_spaces(base_state: Mapping[str, torch.Tensor], base_spec: PermutationS
                 size = spec.spaces[axis.space].size if axis.space in spec.spaces else -1
                 if tensor.shape[dim] != size * axis.entries:
                     raise AlignmentError(f"{key} axis {dim} has {tensor.shape[dim]} entries, "
-                                         f"space {axis.space!r} expects {size} x {axis.block}")
+                                         f"space {axis.space!r} expects {size} units x "
+                                         f"{axis.entries}")
             info.append((ba.space, ba.layout))
         infos.append((bk, tk, tuple(info)))
     seen: dict[str, str] = {}

@@ -16,7 +16,7 @@ from ..errors import AlignmentError
 from ..graph.recurrent import recurrent_riders
 from ..graph.spec import Layer, PermutationSpec
 from ..progress import CancelToken, Job
-from .descent import MatchResult, axes_of, is_statistic, match_spaces
+from .descent import MatchResult, axes_of, check_same_layout, is_statistic, match_spaces
 from .generalized import Match, kernel_text, transform_tensor
 
 # Runs of coordinate descent for whole-model weight matching (the first from the identity, the
@@ -62,8 +62,8 @@ def apply_matches(
         for dim, (ba, ta) in enumerate(zip(b_axes, t_axes)):
             if ba is None:
                 continue
-            if ta is not None and ta.layout != ba.layout:
-                raise AlignmentError(f"{bk} axis {dim}: {ba.block} vs {ta.block} features per unit")
+            if ta is not None:
+                check_same_layout(bk, dim, ba, ta)
             match = matches.get(ba.space)
             if match is None:
                 units = t.shape[dim] // ba.entries
