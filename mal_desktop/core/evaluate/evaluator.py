@@ -289,8 +289,20 @@ def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
     if hi >= model.num_classes:
         raise DatasetError(f"dataset {data.name} has label {hi}, "
                            f"model {model.name} has only {model.num_classes} classes")
-    fixed = program_batch_size(model.program) if model.program is not None else None
-    return evaluate_module(model.module, x, y, batch_size, fixed, model.output_index)
+    return evaluate_module(model.module, x, y, batch_size, _fixed_batch(model),
+                           model.output_index)
+
+
+def _fixed_batch(model: LoadedModel) -> int | None:
+    """The batch size ``model``'s program only runs on (exported with a static batch axis)."""
+    return program_batch_size(model.program) if model.program is not None else None
+
+
+def predict_model_logits(model: LoadedModel, x: torch.Tensor, batch_size: int = 512
+                         ) -> torch.Tensor:
+    """The logits of ``model`` on ``x``: the output chosen as its logits, run in batches its
+    program accepts (:func:`predict_logits`)."""
+    return predict_logits(model.module, x, batch_size, _fixed_batch(model), model.output_index)
 
 
 @dataclass(frozen=True)

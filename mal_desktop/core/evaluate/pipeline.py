@@ -29,9 +29,8 @@ import torch
 
 from ..errors import DatasetError, MalError
 from ..io.model import LoadedModel
-from ..io.pt2_io import program_batch_size
 from .datasets import Dataset
-from .evaluator import fit_inputs, predict_logits, token_scores
+from .evaluator import fit_inputs, predict_model_logits, token_scores
 from .metric_registry import (SampleScores, compute_sample_metrics, get_metric,
                               metric_names)
 
@@ -180,10 +179,7 @@ def _batch_inference(model: LoadedModel, samples: Samples, batch_size: int) -> n
         raise DatasetError(f"dataset {samples.name} has labels {int(labels.min())}.."
                            f"{int(labels.max())}, model {model.name} has only "
                            f"{model.num_classes} classes")
-    # a model returning several outputs is scored on the one chosen as its logits; a program
-    # exported with a fixed batch size runs on batches of that size
-    fixed = program_batch_size(model.program) if model.program is not None else None
-    return predict_logits(model.module, x, batch_size, fixed, model.output_index).numpy()
+    return predict_model_logits(model, x, batch_size).numpy()
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
