@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,6 +34,15 @@ def _program(path: Path, seed: int) -> Path:
     return path
 
 
+def _open_first_model(monkeypatch) -> None:
+    """Both demos open the index's first model alone (as base, no zoo)."""
+    from mal_desktop.gui.controllers import files
+
+    for kind, demo in files._DEMOS.items():
+        monkeypatch.setitem(files._DEMOS, kind,
+                            replace(demo, pick=lambda idx: (idx.entries[0], [])))
+
+
 @pytest.mark.parametrize("action", ["open_lm_demo", "open_demo"])
 def test_opening_a_built_demo_zoo_asks_about_unsaved_work(
         qtbot, session: SessionController, jobs: JobQueue, settings: Settings, monkeypatch,
@@ -48,8 +58,7 @@ def test_opening_a_built_demo_zoo_asks_about_unsaved_work(
 
     monkeypatch.setattr(tasks, "lm_demo_status_job", built)
     monkeypatch.setattr(tasks, "demo_status_job", built)
-    monkeypatch.setattr("mal_desktop.gui.controllers.files.pick_demo_models",
-                        lambda idx: (idx.entries[0], []))
+    _open_first_model(monkeypatch)
     asked: list[str] = []
 
     def cancel_answer(*_a, **_k):
@@ -87,8 +96,7 @@ def test_the_digits_demo_scores_curves_on_digits_after_the_language_demo(
         return tasks.DemoStatus(tmp_path, index)
 
     monkeypatch.setattr(tasks, "demo_status_job", built)
-    monkeypatch.setattr("mal_desktop.gui.controllers.files.pick_demo_models",
-                        lambda idx: (idx.entries[0], []))
+    _open_first_model(monkeypatch)
     session.set_data("python-code")  # as File > Open Language Demo Zoo left it
     files = FilesController(session, jobs, settings)
     with qtbot.waitSignal(files.modelsOpened, timeout=60000):

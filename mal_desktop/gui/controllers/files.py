@@ -7,6 +7,7 @@ File contents are read in the worker (``tasks.load_models_job``); only small JSO
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,29 @@ MODEL_FILTER = ("Models (*.safetensors *.pt2 *.pt *.pth *.bin config.json);;"
 PROJECT_FILTER = f"MAL projects (*{PROJECT_SUFFIX})"
 
 __all__ = ["FilesController", "MODEL_SUFFIXES", "PROJECT_SUFFIX"]
+
+
+@dataclass(frozen=True)
+class _Demo:
+    """What differs between the two demo zoos (the dialog's texts live in dialogs/demo_zoo)."""
+
+    what: str  # "the demo zoo", in messages
+    build_job: Callable[..., Any]  # tasks job building it into a folder
+    pick: Callable[[Any], tuple[Any, list[Any]]]  # index -> (base, zoo models)
+    data: str  # the curves' data set once opened
+    opened: str  # status-bar message once opened
+
+
+_DEMOS = {
+    "digits": _Demo("the demo zoo", tasks.build_demo_zoo_job, pick_demo_models, DEMO_DATA,
+                    "Demo zoo open: drag a layer from a zoo tab onto a base layer, or press Run "
+                    "(F5) for the example step"),
+    "language": _Demo("the language demo zoo", tasks.build_lm_demo_zoo_job, pick_lm_demo_models,
+                      LM_DEMO_DATA,
+                      f"Language demo zoo open, curves on {LM_DEMO_DATA} (loss per token: the "
+                      "log of the perplexity): drag a layer from a zoo tab onto a base layer, "
+                      "or press Run (F5) for the example step"),
+}
 
 
 def _model_folder(path: str) -> Path | None:
@@ -378,26 +402,22 @@ class FilesController(QObject):
         if not self.maybe_save():
             dialog.reject()
             return
-        if dialog.kind == "language":
-            self.jobs.submit(partial(tasks.build_lm_demo_zoo_job, folder=status.folder),
-                             "Building the language demo zoo",
-                             partial(self._open_demo_index, kind="language"))
-        else:
-            self.jobs.submit(partial(tasks.build_demo_zoo_job, folder=status.folder),
-                             "Building the demo zoo", self._open_demo_index)
+        demo = _DEMOS[dialog.kind]
+        self.jobs.submit(partial(demo.build_job, folder=status.folder), f"Building {demo.what}",
+                         partial(self._open_demo_index, kind=dialog.kind))
         dialog.attach(self.jobs.runner)
 
     def _open_demo_index(self, index: Any, kind: str = "digits") -> None:
-        what = "the language demo zoo" if kind == "language" else "the demo zoo"
+        demo = _DEMOS[kind]
         try:
-            base, zoo = (pick_lm_demo_models if kind == "language" else pick_demo_models)(index)
+            base, zoo = demo.pick(index)
         except MalError as exc:
-            report_exception(exc, f"Cannot open {what}", self.dialog_parent)
+            report_exception(exc, f"Cannot open {demo.what}", self.dialog_parent)
             return
         requests = [tasks.LoadRequest("base", base.name, str(index.path_of(base.name)))]
         requests += [tasks.LoadRequest("zoo", z.name, str(index.path_of(z.name))) for z in zoo]
         self.jobs.submit(partial(tasks.load_models_job, requests=tuple(requests)),
-                         f"Opening {what}", partial(self._demo_loaded, kind=kind))
+                         f"Opening {demo.what}", partial(self._demo_loaded, kind=kind))
 
     def _demo_loaded(self, entries: tuple, kind: str = "digits") -> None:
         ws = self.session.install_workspace()
@@ -405,7 +425,7 @@ class FilesController(QObject):
         self._apply_entries(entries)
         # each demo's own data set: the language demo's text (per token: perplexity right away)
         # is remembered in the settings, and the digits demo's MLPs cannot score it
-        self.session.set_data(LM_DEMO_DATA if kind == "language" else DEMO_DATA)
+        self.session.set_data(_DEMOS[kind].data)
         # The workspace's cached pre-flight check: the panes ask the same questions next.
         step = suggest_first_step(ws.base.tree if ws.base is not None else None,
                                   {name: e.tree for name, e in ws.zoo.items()},
@@ -413,13 +433,7 @@ class FilesController(QObject):
         if step is not None:
             ws.add_step(step)
         self.session.mark_clean()  # the demo is one click away: nothing to lose yet
-        if kind == "language":
-            self._say(f"Language demo zoo open, curves on {LM_DEMO_DATA} (loss per token: "
-                      "the log of the perplexity): drag a layer from a zoo tab onto a base "
-                      "layer, or press Run (F5) for the example step", 20000)
-        else:
-            self._say("Demo zoo open: drag a layer from a zoo tab onto a base layer, "
-                      "or press Run (F5) for the example step", 20000)
+        self._say(_DEMOS[kind].opened, 20000)
         self.modelsOpened.emit([e.name for _, e in entries])
 
     # -- start-up and recovery ----------------------------------------------------------------
