@@ -213,7 +213,7 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         _, _, input_dtype, id_range = input_spec(path, module, config)
         return LoadedModel(module=module, arch=dict(arch), input_shape=meta.input_shape,
                            num_classes=meta.num_classes, form="mal-safetensors", path=path,
-                           metadata=dict(meta.provenance),
+                           metadata=dict(meta.provenance), stored_spec=meta.spec,
                            input_dtype=input_dtype, input_range=id_range)
     else:  # factory
         stored = arch.get("factory")
@@ -231,7 +231,7 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
     return LoadedModel(module=module.eval(), arch=arch, input_shape=meta.input_shape,
                        num_classes=num_classes, form="mal-safetensors", path=path,
                        metadata=dict(meta.provenance), program=program,
-                       output_index=output_index, outputs=outputs)
+                       output_index=output_index, outputs=outputs, stored_spec=meta.spec)
 
 
 def _stored_output(meta: MalMetadata, output: int | None) -> int | None:
@@ -386,7 +386,7 @@ def check_model_output(path: str | Path) -> Path:
 
 
 def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = None,
-               max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+               max_shard_bytes: int = DEFAULT_SHARD_BYTES, spec: dict | None = None) -> Path:
     """Save a model as a mal safetensors file, or a folder of shards, atomically.
 
     Tensors: every key of ``model.state()``, streamed to the file one tensor at a time from the
@@ -402,6 +402,8 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
             replaced atomically - unless the model was loaded from it, which is refused.
         metadata: provenance entries added to (and overriding) the model's own.
         max_shard_bytes: the largest shard of a sharded folder.
+        spec: the model's permutation spec record (``graph.file_spec.spec_record``), stored so
+            that opening the file elsewhere needs no export to find its spaces.
     Returns:
         ``path`` as a ``Path``.
     Raises:
@@ -423,7 +425,7 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
     provenance = {**model.metadata, **(metadata or {})}
     try:
         encoded = encode_mal_metadata(_recorded_arch(target, model.arch), model.input_shape,
-                                      model.num_classes, provenance)
+                                      model.num_classes, provenance, spec)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(target, f"cannot save: metadata is not JSON-serialisable "
                                      f"({exc})") from None

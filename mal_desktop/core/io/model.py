@@ -41,6 +41,9 @@ class LoadedModel:
         that declares its sizes is not probed).
     folder_files: for a model folder (``path`` a directory), the files inside it that its
         content hash covers (config, index, weights, tokenizer); empty for a single file.
+    stored_spec: the permutation spec record a mal file carries ({"key", "spec"}, JSON), not
+        verified: discovery uses it only when it fits and passes the self-test
+        (``graph.file_spec``); None when the file carries none.
     """
 
     module: nn.Module
@@ -57,6 +60,7 @@ class LoadedModel:
     output_index: int = 0
     outputs: int = 1
     folder_files: tuple[str, ...] = ()
+    stored_spec: dict[str, Any] | None = None
 
     def output_note(self) -> str | None:
         """For a model returning several outputs, one line naming the output used as the

@@ -75,7 +75,9 @@ class MalMetadata:
     input_shape: tuple[int, ...]
     num_classes: int
     provenance: dict[str, Any]
-
+    # the permutation spec the file carries ({"key", "spec"}; see graph/file_spec.py): a cache,
+    # unverified here; None when absent or unreadable (discovery then runs as for any file)
+    spec: dict[str, Any] | None = None
 
 
 
@@ -218,13 +220,16 @@ def _json_default(value: Any) -> Any:
 
 
 def encode_mal_metadata(arch: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
-                        provenance: dict[str, Any]) -> dict[str, str]:
-    """The safetensors metadata of a mal_desktop model file.
+                        provenance: dict[str, Any], spec: dict[str, Any] | None = None
+                        ) -> dict[str, str]:
+    """The safetensors metadata of a mal_desktop model file; ``spec``: the model's permutation
+    spec record (``graph.file_spec.spec_record``), written when given.
 
     Raises:
         TypeError, ValueError: a value cannot be encoded as JSON.
     """
-    return {
+    extra = {} if spec is None else {"spec": json.dumps(spec, allow_nan=False)}
+    return {**extra,
         "mal_format": MAL_FORMAT,
         "format": "pt",  # the key other safetensors tools use to know these are torch tensors
         "arch": json.dumps(arch, sort_keys=True, default=_json_default),
@@ -272,4 +277,15 @@ def decode_mal_metadata(path: Path, metadata: dict[str, str]) -> MalMetadata | N
     provenance = _decode(path, metadata, "provenance") if "provenance" in metadata else {}
     if not isinstance(provenance, dict):
         raise ModelFileError(path, "corrupt mal_desktop metadata: provenance must be a JSON object")
-    return MalMetadata(arch, tuple(input_shape), num_classes, provenance)
+    return MalMetadata(arch, tuple(input_shape), num_classes, provenance,
+                       _optional_spec(metadata))
+
+
+def _optional_spec(metadata: dict[str, str]) -> dict[str, Any] | None:
+    """The stored spec record, or None: it is only a cache (discovery can always run), so one
+    that cannot be read is ignored rather than refusing the file."""
+    try:
+        spec = loads_untrusted(metadata["spec"]) if "spec" in metadata else None
+    except ValueError:
+        return None
+    return spec if isinstance(spec, dict) else None
