@@ -22,6 +22,7 @@ from .evaluate.datasets import Dataset, load_dataset
 from .evaluate.evaluator import EvalResult, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec
+from .graph.file_spec import spec_record
 from .graph.spec import PermutationSpec, permute_state
 from .io.files import check_model_output, load_model, read_header, save_model
 from .io.hashing import cached_file_sha256
@@ -164,7 +165,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     saved = None
     if out is not None:
         yield ProgressEvent("save", 1.0, f"saving {out}")
-        saved = save_model(merged, out)
+        saved = save_model(merged, out, spec=spec_record(merged, base_spec))
     return AssemblyResult(merged, tuple(reports), saved, memory)
 
 

@@ -13,7 +13,7 @@ from mal_desktop.cli import main
 from mal_desktop.core.graph import spec_cache
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.spec_cache import spec_from_json, spec_key, spec_to_json
-from mal_desktop.core.io.files import load_model
+from mal_desktop.core.io.files import load_model, save_model
 
 
 @pytest.fixture
@@ -49,8 +49,11 @@ def test_warm_inspect_and_curve_do_not_export(small_zoo, spec_dir, monkeypatch, 
                  "--layers", "layers.0:layers.0", "--align", "chain", "--json"]) == 0
 
 
-def test_cold_discovery_without_a_cache_still_exports(small_zoo, spec_dir, monkeypatch):
-    model = load_model(small_zoo.path_of("resnet-w8-s0"))
+def test_cold_discovery_without_a_cache_still_exports(small_zoo, spec_dir, tmp_path,
+                                                      monkeypatch):
+    """A file that carries no spec (zoo files carry one: see test_file_spec.py)."""
+    save_model(load_model(small_zoo.path_of("resnet-w8-s0")), tmp_path / "r.safetensors")
+    model = load_model(tmp_path / "r.safetensors")
     _no_export(monkeypatch)
     with pytest.raises(Exception, match="torch.export.export called"):
         discover_spec(model)

@@ -29,6 +29,7 @@ from .spec import Axis, HeadGroup, Layer, PermutationSpec, Space
 from .labels import (IGNORED_OPS, NORM_ARGS, NORM_OPS, Merged, Param, RawLayer, Ref,
                      UnionFind, arg_of, module_path, op_names, shape_of, tensor_nodes)
 from .op_rules import HANDLERS, OpRules
+from .file_spec import verified_file_spec
 from .spec_cache import load_spec, spec_key, store_spec
 
 
@@ -326,8 +327,9 @@ def discover_spec(model: LoadedModel, cache: bool = True, on_meta: bool = True
     model: a loaded model; its ``program`` (a torch.export.ExportedProgram) is used when set,
         otherwise its module is exported with a probe batch of 2. Its module may live on the
         meta device (a model opened from headers alone).
-    cache: reuse the spec stored for this architecture in the user cache (see spec_cache), and
-        store a newly discovered one; models made in memory are never cached.
+    cache: reuse the spec stored for this architecture in the user cache (see spec_cache), else
+        the one the model's file carries once it passes the self-test (see file_spec), and
+        store the spec found in the cache; models made in memory are never cached.
     on_meta: export a meta-device twin of the module (no weight is read); see ``_program``.
     Returns a PermutationSpec: every state key (parameters and buffers) mapped to one
         ``Axis | None`` per dimension, the spaces (fixed ones with a reason), the weight layers in
@@ -339,7 +341,7 @@ def discover_spec(model: LoadedModel, cache: bool = True, on_meta: bool = True
         cached = load_spec(key)
         if cached is not None:
             return cached
-    spec = _discover(model, on_meta)
+    spec = verified_file_spec(model, key) or _discover(model, on_meta)
     if key is not None:
         store_spec(key, spec)
     return spec

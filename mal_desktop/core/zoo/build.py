@@ -21,6 +21,8 @@ import torch
 from ..user_dirs import user_cache_dir
 from ..errors import MalError
 from ..evaluate.datasets import load_dataset
+from ..graph.discover import discover_spec
+from ..graph.file_spec import spec_record
 from ..io.files import atomic_write_text, load_model, save_model
 from ..io.model import LoadedModel
 from ..progress import CancelToken, ProgressEvent, never_cancelled
@@ -326,9 +328,19 @@ def _save_trained(entry: ZooEntry, module: torch.nn.Module, config: dict[str, An
                         arch={"kind": "family", "family": entry.family, "config": config},
                         input_shape=tuple(int(s) for s in config["input_shape"]),
                         num_classes=int(config["num_classes"]), metadata=dict(metadata))
-    save_model(model, path, metadata)
+    save_model(model, path, metadata, spec=_spec_record(model))
     return ZooModelInfo(entry.name, rel, entry.family, config, entry.dataset, entry.seed,
                         entry.epochs, result.test_accuracy, result.test_loss, entry.entry_hash())
+
+
+def _spec_record(model: LoadedModel) -> dict[str, Any] | None:
+    """The model's permutation spec, stored in its file so that opening it with an empty spec
+    cache (another machine, a shared zoo) needs no export; found once per architecture here
+    (the user cache keeps it). None when discovery fails: the file is then saved without it."""
+    try:
+        return spec_record(model, discover_spec(model))
+    except MalError:
+        return None
 
 
 def _trained_under() -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""A permutation spec carried inside a mal model file, so that opening the file on another
+machine (or with an empty spec cache) needs no ``torch.export``.
+
+Discovery exports the model, and the first export in a process imports torch's compiler stack:
+1-1.5 s on an idle machine, several seconds under load, for a model whose matching takes
+milliseconds. ``save_model`` therefore stores the spec it was given (the zoo builder and merges
+give one) with the spec cache's key (``spec_cache.spec_key``: the architecture, the state's
+structure, the probe, the discovery code and torch version).
+
+A file is untrusted input, so its spec is a claim to check, never an instruction: it is used
+only when its key is the key of the model as loaded now (same code, same architecture), it fits
+the model's tensors, and the self-test passes (permuting each free space leaves the outputs
+unchanged). The self-test needs the weights and runs the model about twice per space, so models
+above ``MAX_PARAMETERS`` are discovered on the meta device instead (that costs no weights).
+Anything else - another version, a mismatch, a failed test - falls back to discovery silently:
+the spec is a cache, never required.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..io.model import LoadedModel
+from .selftest import self_test
+from .spec import PermutationSpec
+from .spec_cache import spec_from_json, spec_key, spec_to_json
+
+# above this, a self-test (a deep copy and ~2 forward passes per space on the CPU) costs more
+# than exporting a weightless twin of the module
+MAX_PARAMETERS = 50_000_000
+
+
+def spec_record(model: LoadedModel, spec: PermutationSpec) -> dict[str, Any] | None:
+    """What ``save_model(..., spec=...)`` stores for ``model``; None when the model has no
+    cache key (made in memory), so there is nothing to check a stored spec against."""
+    key = spec_key(model)
+    return None if key is None else {"key": key, "spec": spec_to_json(spec)}
+
+
+def verified_file_spec(model: LoadedModel, key: str | None) -> PermutationSpec | None:
+    """The spec ``model``'s file carries, when it is this model's (``key``), fits its tensors
+    and passes the self-test; None otherwise (then the caller discovers it)."""
+    record = model.stored_spec
+    if key is None or not isinstance(record, dict) or record.get("key") != key:
+        return None
+    state = model.state()
+    if sum(t.numel() for t in state.values()) > MAX_PARAMETERS \
+            or any(t.is_meta for t in state.values()):
+        return None
+    try:
+        spec = spec_from_json(record["spec"])
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    if not _fits(spec, state):
+        return None
+    try:
+        passed = self_test(model, spec).passed
+    except Exception:  # noqa: BLE001 - a spec the tensors contradict; discovery decides
+        return None
+    return spec if passed else None
+
+
+def _fits(spec: PermutationSpec, state: dict[str, Any]) -> bool:
+    """Every state tensor has one axis entry per dimension, on a known space whose units and
+    layout fill that dimension exactly; layers and head groups name known keys and spaces."""
+    if set(spec.axes) != set(state):
+        return False
+    for key, axes in spec.axes.items():
+        shape = tuple(state[key].shape)
+        if len(axes) != len(shape):
+            return False
+        for axis, size in zip(axes, shape):
+            if axis is None:
+                continue
+            space = spec.spaces.get(axis.space)
+            if space is None or min(axis.block, axis.tiles, axis.repeat, axis.span) < 1 \
+                    or space.size * axis.entries != size:
+                return False
+    for layer in spec.layers:
+        keys = [layer.weight, layer.bias, *layer.norm]
+        if any(k is not None and k not in state for k in keys) \
+                or layer.out_axis.space not in spec.spaces or layer.in_axis.space not in spec.spaces:
+            return False
+    return all(space in spec.spaces for space in spec.head_groups)

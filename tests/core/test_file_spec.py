@@ -1,0 +1,134 @@
+"""A mal file carries its permutation spec (zoo builds and merges write it): opening it with an
+empty spec cache finds the spaces without torch.export, and a spec that is not this model's, or
+that the self-test refutes, is never used."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mal_desktop.core.graph import file_spec
+from mal_desktop.core.graph.discover import discover_spec
+from mal_desktop.core.graph.spec import Axis
+from mal_desktop.core.graph.spec_cache import load_spec, spec_from_json, spec_key, spec_to_json
+from mal_desktop.core.io.files import load_model, save_model
+from mal_desktop.core.jobs import assemble_job
+from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+from mal_desktop.core.progress import run_job
+
+
+@pytest.fixture
+def spec_dir(tmp_path, monkeypatch):
+    """An empty spec cache: what a fresh machine or a colleague's account has."""
+    folder = tmp_path / "specs"
+    monkeypatch.setenv("MAL_SPEC_CACHE", str(folder))
+    return folder
+
+
+class ExportCalls:
+    def __init__(self, monkeypatch):
+        self.count = 0
+        real = torch.export.export
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(torch.export, "export", counted)
+
+
+def _discovered(path) -> object:
+    return discover_spec(load_model(path), cache=False)
+
+
+@pytest.mark.parametrize("name", ["mlp-w32-s0", "cnn-w8-s0", "resnet-w8-s0"])
+def test_a_zoo_file_opens_without_export_and_gives_the_discovered_spec(
+        small_zoo, spec_dir, monkeypatch, name):
+    path = small_zoo.path_of(name)
+    model = load_model(path)
+    assert model.stored_spec is not None and model.stored_spec["key"] == spec_key(model)
+    exports = ExportCalls(monkeypatch)
+    spec = discover_spec(model)
+    assert exports.count == 0
+    assert load_spec(spec_key(model)) == spec  # verified once, then cached
+    monkeypatch.undo()
+    assert spec == _discovered(path)
+
+
+def test_a_merge_output_carries_its_spec(small_zoo, spec_dir, tmp_path, monkeypatch):
+    paths = {n: str(small_zoo.path_of(n)) for n in small_zoo.names()}
+    base = paths.pop("mlp-w32-s0")
+    plan = AssemblyPlan(base=base, zoo=paths,
+                        steps=[AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.5, "chain")])
+    out = tmp_path / "merged.safetensors"
+    run_job(assemble_job(plan, out=out))
+    merged = load_model(out)
+    assert merged.stored_spec is not None
+    monkeypatch.setenv("MAL_SPEC_CACHE", str(tmp_path / "other-machine"))
+    exports = ExportCalls(monkeypatch)
+    spec = discover_spec(merged)
+    assert exports.count == 0
+    monkeypatch.undo()
+    assert spec == _discovered(out)
+
+
+def _resave(model, path, spec_json, key=None):
+    save_model(model, path, spec={"key": key or spec_key(model), "spec": spec_json})
+    return load_model(path)
+
+
+def test_a_spec_the_self_test_refutes_is_not_used(small_zoo, spec_dir, tmp_path, monkeypatch):
+    """A crafted file claims the first layer's input (the image pixels) is a free space: its key
+    is right, it fits the tensors, but permuting the pixels changes the outputs."""
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    crafted = spec_to_json(true)
+    for space in crafted["spaces"]:
+        space[2] = False  # every space free, the input and the class output included
+    forged = _resave(model, tmp_path / "forged.safetensors", crafted)
+    assert file_spec._fits(spec_from_json(crafted), forged.state())  # only the test catches it
+    exports = ExportCalls(monkeypatch)
+    assert discover_spec(forged) == true
+    assert exports.count == 1  # refused, so discovered
+    assert load_spec(spec_key(forged)) == true  # and the cache holds the true one
+
+
+def test_a_spec_that_does_not_fit_the_tensors_is_not_used(small_zoo, spec_dir, tmp_path,
+                                                          monkeypatch):
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    first = next(iter(true.axes))
+    wrong = replace(true, axes={**true.axes, first: (Axis(true.axes[first][0].space, 2),
+                                                     *true.axes[first][1:])})
+    forged = _resave(model, tmp_path / "forged.safetensors", spec_to_json(wrong))
+    assert not file_spec._fits(wrong, model.state())
+    exports = ExportCalls(monkeypatch)
+    assert discover_spec(forged) == true and exports.count == 1
+
+
+def test_another_key_or_an_unreadable_spec_falls_back_to_discovery(small_zoo, spec_dir, tmp_path,
+                                                                    monkeypatch):
+    """A spec written by other discovery code (its key differs) or damaged in the file is a
+    cache miss, never an error: the file opens and its spaces are discovered."""
+    model = load_model(small_zoo.path_of("cnn-w8-s0"))
+    true = _discovered(small_zoo.path_of("cnn-w8-s0"))
+    other = _resave(model, tmp_path / "other.safetensors", spec_to_json(true), key="0" * 64)
+    damaged = _resave(model, tmp_path / "damaged.safetensors", {"format": 3, "spaces": [[1]]})
+    exports = ExportCalls(monkeypatch)
+    assert discover_spec(other, cache=False) == true
+    assert discover_spec(damaged, cache=False) == true
+    assert exports.count == 2
+
+
+def test_a_large_model_is_discovered_rather_than_self_tested(small_zoo, spec_dir, monkeypatch):
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    monkeypatch.setattr(file_spec, "MAX_PARAMETERS", 10)
+    assert file_spec.verified_file_spec(model, spec_key(model)) is None
+
+
+def test_a_file_saved_without_a_spec_has_none(small_zoo, tmp_path):
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    save_model(model, tmp_path / "plain.safetensors")
+    assert load_model(tmp_path / "plain.safetensors").stored_spec is None
