@@ -262,6 +262,16 @@ def test_fixed_batch_modules_give_the_logits_of_one_group_at_a_time(mappable: bo
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_fixed_batch_runs_keep_torchs_vmap_notice_for_everything_else(monkeypatch) -> None:
+    """The runner silences torch's "no batching rule" notice during its own mapped calls only;
+    the process's other vmap users (a user's code in the same session) still get it."""
+    switched: list[bool] = []
+    monkeypatch.setattr(torch._C._functorch, "_set_vmap_fallback_warning_enabled",
+                        switched.append, raising=False)
+    predict_logits(_FixedBatch(2).eval(), torch.randn(8, 4), batch_size=8, fixed_batch=2)
+    assert switched and switched[0] is False and switched[-1] is True
+
+
 class _FixedBatchTwoOutputs(_FixedBatch):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = super().forward(x)

@@ -97,6 +97,23 @@ def _pick_output(out: object, index: int) -> object:
     return out
 
 
+@contextmanager
+def _quiet_vmap_fallback() -> Iterator[None]:
+    """Without torch's notice that an operator with no batching rule (e.g. CPU flash attention)
+    runs group by group inside vmap: still right, and still faster than running the whole
+    program group by group. torch can set the notice but not report it, so it is switched back
+    on afterwards, which is torch's default."""
+    switch = getattr(torch._C._functorch, "_set_vmap_fallback_warning_enabled", None)
+    if switch is None:
+        yield
+        return
+    switch(False)
+    try:
+        yield
+    finally:
+        switch(True)
+
+
 class _FixedBatchRunner:
     """Runs a module that accepts only batches of ``fixed`` samples (a .pt2 program exported
     with a static batch axis) on any multiple of that size.
@@ -120,15 +137,9 @@ class _FixedBatchRunner:
         if groups > 1 and self.mapped is not False:
             try:
                 if self.mapped is None:
-                    # torch prints a notice each time an operator without a batching rule (e.g.
-                    # CPU flash attention) runs group by group inside vmap: still right, and
-                    # still faster than running the whole program group by group
-                    quiet = getattr(torch._C._functorch, "_set_vmap_fallback_warning_enabled",
-                                    None)
-                    if quiet is not None:
-                        quiet(False)
                     self.mapped = torch.vmap(self.module)
-                out = self.mapped(batch.reshape(groups, self.fixed, *batch.shape[1:]))
+                with _quiet_vmap_fallback():
+                    out = self.mapped(batch.reshape(groups, self.fixed, *batch.shape[1:]))
                 return torch.utils._pytree.tree_map(
                     lambda t: t.flatten(0, 1) if isinstance(t, torch.Tensor) else t, out)
             except Exception:  # noqa: BLE001 - any refusal: the loop below is always right
