@@ -21,6 +21,7 @@ from torch import nn
 
 from mal_desktop.core.align.activations import activation_matching
 from mal_desktop.core.evaluate.metrics import barrier, lambda_grid
+from mal_desktop.core.graph import file_spec
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.selftest import random_permutations, self_test
 from mal_desktop.core.graph.spec import (Axis, HeadGroup, PermutationSpec, head_permutation_of,
@@ -103,6 +104,7 @@ def check(model: LoadedModel, expect_free: list[str] = (), min_free: int = 1,
     report = self_test(model, spec)
     assert report.status == "passed", (report.status, report.per_space, report.overall)
     assert report.free >= min_free
+    assert file_spec._fits(spec, model.state())  # stored in a file, it would be accepted
     # spaces whose dims move inside their heads: counted by the self-test, planted below
     inner = sorted(s for s, g in spec.head_groups.items() if g.inner_free)
     assert len(inner) == within_heads, spec.head_groups

@@ -78,7 +78,10 @@ def _fits(spec: PermutationSpec, state: dict[str, Any]) -> bool:
                 return False
     for layer in spec.layers:
         keys = [layer.weight, layer.bias, *layer.norm]
-        if any(k is not None and k not in state for k in keys) \
-                or layer.out_axis.space not in spec.spaces or layer.in_axis.space not in spec.spaces:
+        if any(k is not None and k not in state for k in keys):
+            return False
+        # a layer's two spaces are those of its weight's axes
+        spaces = {axis.space for axis in spec.axes[layer.weight] if axis is not None}
+        if layer.out_axis.space not in spaces or layer.in_axis.space not in spaces:
             return False
     return all(space in spec.spaces for space in spec.head_groups)

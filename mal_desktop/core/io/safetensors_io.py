@@ -228,8 +228,7 @@ def encode_mal_metadata(arch: dict[str, Any], input_shape: tuple[int, ...], num_
     Raises:
         TypeError, ValueError: a value cannot be encoded as JSON.
     """
-    extra = {} if spec is None else {"spec": json.dumps(spec, allow_nan=False)}
-    return {**extra,
+    metadata = {
         "mal_format": MAL_FORMAT,
         "format": "pt",  # the key other safetensors tools use to know these are torch tensors
         "arch": json.dumps(arch, sort_keys=True, default=_json_default),
@@ -237,6 +236,9 @@ def encode_mal_metadata(arch: dict[str, Any], input_shape: tuple[int, ...], num_
         "num_classes": json.dumps(int(num_classes)),
         "provenance": json.dumps(provenance, sort_keys=True, default=_json_default),
     }
+    if spec is not None:
+        metadata["spec"] = json.dumps(spec, allow_nan=False)
+    return metadata
 
 
 def _decode(path: Path, metadata: dict[str, str], key: str) -> Any:
