@@ -6,7 +6,8 @@
 
 Builds a one-block Llama (transformers' LlamaForCausalLM from a config, random init, small
 vocabulary so the block dominates) and a second copy of it whose every free permutation space is
-permuted at random (heads as blocks) with a little noise added, then times, in one process:
+permuted at random (as the spec allows: heads whole, dims within heads where rotary does
+not pin them) with a little noise added, then times, in one process:
 permutation discovery on the meta device, whole-model weight matching (one run, as the CLI's
 inner loop; cost products on the compute device, LAPs by the core's solver) and reports how many
 units of each space were matched back to their true partners. Needs the [hf] extra.
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from mal_desktop.core.align.matching import whole_model_match
     from mal_desktop.core.device import compute_device
     from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.graph.selftest import random_permutations
     from mal_desktop.core.graph.spec import permute_state
     from mal_desktop.core.io.model import LoadedModel
     from mal_desktop.core.progress import run_job
@@ -67,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"discovery: {t_discover:.1f} s; free spaces: "
           + ", ".join(f"{s} ({sp.size})" for s, sp in free.items()), flush=True)
 
+    # the permutations the spec allows (heads stay whole, rotary-paired dims keep their order):
+    # a plain randperm of a head space would plant a copy that computes another function
+    perms = random_permutations(spec, seed=1)
     gen = torch.Generator().manual_seed(1)
-    perms = {s: torch.randperm(sp.size, generator=gen) for s, sp in free.items()}
     base = {k: v.detach() for k, v in module.state_dict().items()}
     target = permute_state(base, spec, perms)
     target = {k: v + args.noise * v.std() * torch.randn(v.shape, generator=gen)
