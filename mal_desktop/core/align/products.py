@@ -318,17 +318,25 @@ class CostProducts:
     def cost(self, space: str, matches: Mapping[str, Match], dtype: torch.dtype,
              device: torch.device) -> torch.Tensor:
         """The m x n LAP cost of ``space`` with every other space at its match in ``matches``."""
+        # Kept products must not change, so the sum goes into a product built for this call
+        # when there is one (a + b = b + a exactly: the same bits as adding in group order),
+        # else into one new tensor; a kept product is copied only when it is the whole cost.
         cost: torch.Tensor | None = None
+        owned = False  # cost is a tensor of this call, not a kept product
         for group in self._groups[space]:
             value = self._group_value(group, matches)
             if cost is None:
-                cost = value.clone() if group.reuse else value
-            else:
+                cost, owned = value, not group.reuse
+            elif owned:
                 cost.add_(value)
+            elif not group.reuse:
+                cost, owned = value.add_(cost), True
+            else:
+                cost, owned = cost + value, True
         if cost is None:
             current = matches[space]
             return torch.zeros(current.base_size, current.target_size, dtype=dtype, device=device)
-        return cost
+        return cost if owned else cost.clone()
 
     def objective(self, pairs: Sequence[PairedTensor], matches: Mapping[str, Match]) -> float:
         """J = sum of <base, mapped target> over ``pairs``, in float64 (:func:`dot64`).
