@@ -143,3 +143,12 @@ def test_cost_is_the_group_sum_in_order_and_keeps_kept_products(order):
         assert torch.equal(got, want), step
         assert all(torch.equal(k, g.value) for k, g in zip(kept, [g for g in groups if g.reuse]))
         matches["t"] = _moved(matches["t"], gen, 12)
+
+
+def test_changed_slots_as_a_plain_loop():
+    gen = torch.Generator().manual_seed(6)
+    for m in (0, 1, 7, 64):
+        old = torch.randint(-1, 5, (m,), generator=gen).tolist()
+        new = torch.randint(-1, 5, (m,), generator=gen).tolist()
+        plain = [j for j, (a, b) in enumerate(zip(old, new)) if a != b]
+        assert products._changed_slots(tuple(old), tuple(new)) == plain

@@ -29,6 +29,8 @@ target together), first-come in a fixed order; what does not fit is recomputed a
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -108,6 +110,11 @@ def _take(t: torch.Tensor, axis: int, units: Sequence[int], layout: Layout) -> t
         shape[axis] = keep.numel()
         out = out * keep.view(shape)
     return out
+
+
+def _changed_slots(old: Sequence[int], new: Sequence[int]) -> list[int]:
+    """The positions where ``old`` and ``new`` differ (iterated in C: called at every step)."""
+    return list(itertools.compress(range(len(new)), map(operator.ne, old, new)))
 
 
 @dataclass
@@ -288,7 +295,7 @@ class CostProducts:
             return False
         new = matches[group.deps[0]]
         old_src, new_src = old.source_index(), new.source_index()
-        slots = [j for j, (a, b) in enumerate(zip(old_src, new_src)) if a != b]
+        slots = _changed_slots(old_src, new_src)
         if len(slots) > MAX_UPDATED_FRACTION * max(1, len(new_src)):
             return False
         for (pair, dim, _), (d, _) in zip(group.members, group.dep_axes):
@@ -366,7 +373,7 @@ class CostProducts:
         moved = dict(matches)
         moved[space] = candidate
         old_src, new_src = matches[space].source_index(), candidate.source_index()
-        slots = [j for j, (a, b) in enumerate(zip(old_src, new_src)) if a != b]
+        slots = _changed_slots(old_src, new_src)
         total = 0.0
         for pair in pairs:
             on = [(d, lay) for d, (s, lay) in enumerate(pair.axes) if s == space]
