@@ -47,6 +47,33 @@ def test_identity_and_constructors() -> None:
         ident.permutation()
 
 
+@pytest.mark.parametrize("case", list(SIZES))
+def test_fast_paths_equal_straightforward_construction(case: str) -> None:
+    # from_lap skips the sort when rows arrive in order and source_index returns cols when no
+    # slot is padded: both must equal the plain sort-and-scatter.
+    m, n = SIZES[case]
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(20):
+        k = min(m, n)
+        rows = torch.randperm(m, generator=gen)[:k]
+        cols = torch.randperm(n, generator=gen)[:k]
+        pairs = sorted(zip(rows.tolist(), cols.tolist()))
+        plain = Match(m, n, tuple(r for r, _ in pairs), tuple(c for _, c in pairs))
+        order = torch.argsort(rows)
+        for r, c in ((rows, cols), (rows[order], cols[order]), (rows.tolist(), cols.tolist()),
+                     (rows.double(), cols.double())):
+            got = Match.from_lap(r, c, m, n)
+            assert got == plain and all(type(v) is int for v in got.rows + got.cols)
+        source = [-1] * m
+        for r, c in pairs:
+            source[r] = c
+        assert plain.source_index() == tuple(source)
+    with pytest.raises(AlignmentError, match="ascending"):
+        Match.from_lap([1, 1], [0, 1], 2, 2)
+    with pytest.raises(AlignmentError, match="distinct"):
+        Match.from_lap([0, 1], [0, -1], 2, 2)
+
+
 @pytest.mark.parametrize("rows,cols", [
     ((0, 1), (0, 1)),  # too few pairs
     ((1, 0, 2), (0, 1, 2)),  # rows not ascending

@@ -179,3 +179,28 @@ def test_both_solvers_reach_the_brute_force_optimum(solver, shape, monkeypatch) 
         assert len(set(cols.tolist())) == len(cols)
         value = float(cost[rows.numpy(), cols.numpy()].sum())
         assert value == pytest.approx(_brute_force(cost, maximize), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["lapx", "scipy"])
+def test_buffer_gives_the_same_assignments(solver, monkeypatch) -> None:
+    """A reused LapBuffer (larger, smaller, then rectangular costs; float32 and float64) must
+    give exactly what a fresh copy gives, and leave the caller's cost untouched."""
+    from mal_desktop.core.align import lap
+
+    if solver == "lapx":
+        pytest.importorskip("lap")
+    monkeypatch.setattr(lap, "_SOLVER", lap._lapx_lap if solver == "lapx" else lap._scipy_lap)
+    buffer = lap.LapBuffer()
+    gen = torch.Generator().manual_seed(4)
+    for shape, dtype in [((30, 30), torch.float32), ((8, 8), torch.float64),
+                         ((12, 40), torch.float32), ((40, 12), torch.float32),
+                         ((50, 50), torch.float32)]:
+        cost = torch.randn(shape, generator=gen, dtype=dtype).round(decimals=1)  # with ties
+        kept = cost.clone()
+        for maximize in (True, False):
+            fresh = solve_lap(cost, maximize=maximize)
+            reused = solve_lap(cost, maximize=maximize, buffer=buffer)
+            assert all(torch.equal(a, b) for a, b in zip(fresh, reused))
+        assert torch.equal(cost, kept)
+    with pytest.raises(AlignmentError, match="NaN"):
+        solve_lap(torch.tensor([[1.0, float("inf")], [0.0, 1.0]]), buffer=buffer)

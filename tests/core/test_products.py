@@ -111,3 +111,44 @@ def test_repeated_axes_cost_and_objective_as_the_reference() -> None:
         assert torch.allclose(got, want, rtol=0, atol=1e-10), space
     whole, _ = transform_tensor(target, {0: (matches["h"], layout), 1: (matches["s"], 1)})
     assert costs.objective(work, matches) == pytest.approx(float((base * whole).sum()), abs=1e-9)
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2, 0), (2, 1, 0)])
+def test_cost_is_the_group_sum_in_order_and_keeps_kept_products(order):
+    """A space's cost adds its groups in their order, bit for bit as copying the first and
+    adding the others would, whichever of them are kept (a fixed group, a dependent one) or
+    built for the call (too few entries per unit to keep); the kept products themselves do not change."""
+    gen = torch.Generator().manual_seed(2)
+    tensors = [
+        PairedTensor("fixed", torch.randn(30, 24, generator=gen),
+                     torch.randn(30, 24, generator=gen), (("s", 1), (None, 1))),
+        PairedTensor("dep", torch.randn(30, 20, generator=gen),
+                     torch.randn(30, 20, generator=gen), (("s", 1), ("t", 1))),
+        PairedTensor("small", torch.randn(30, 3, generator=gen),
+                     torch.randn(30, 3, generator=gen), (("s", 1), ("u", 1))),  # too few to keep
+    ]
+    work = [tensors[i] for i in order]
+    matches = {"s": Match.random(30, 30, gen), "t": Match.random(20, 20, gen),
+               "u": Match.random(3, 3, gen)}
+    costs = CostProducts(work, ["s", "t", "u"])
+    for step in range(3):
+        got = costs.cost("s", matches, torch.float32, CPU)
+        groups = costs._groups["s"]
+        assert sorted(g.reuse for g in groups) == [False, True, True]
+        kept = [g.value.clone() for g in groups if g.reuse]
+        values = [costs._group_value(g, matches) for g in groups]  # kept: cached; small: again
+        want = values[0].clone()
+        for value in values[1:]:
+            want.add_(value)
+        assert torch.equal(got, want), step
+        assert all(torch.equal(k, g.value) for k, g in zip(kept, [g for g in groups if g.reuse]))
+        matches["t"] = _moved(matches["t"], gen, 12)
+
+
+def test_changed_slots_as_a_plain_loop():
+    gen = torch.Generator().manual_seed(6)
+    for m in (0, 1, 7, 64):
+        old = torch.randint(-1, 5, (m,), generator=gen).tolist()
+        new = torch.randint(-1, 5, (m,), generator=gen).tolist()
+        plain = [j for j, (a, b) in enumerate(zip(old, new)) if a != b]
+        assert products._changed_slots(tuple(old), tuple(new)) == plain

@@ -29,7 +29,7 @@ from ..graph.spec import Axis, PermutationSpec
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
 from .generalized import Layout, Match, canonical_axis, full_layout
 from .heads import HeadFamily, head_families, random_family_matches, solve_family
-from .lap import improves, solve_lap
+from .lap import LapBuffer, improves, solve_lap
 from .products import CostProducts, PairedTensor
 
 STATISTIC_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -224,7 +224,8 @@ class _Descent:
     def __init__(self, work: list[_Pair], matches: dict[str, Match], free: Sequence[str],
                  device: torch.device, dtype: torch.dtype,
                  families: Mapping[str, HeadFamily] | None = None,
-                 products: CostProducts | None = None) -> None:
+                 products: CostProducts | None = None,
+                 lap_buffer: LapBuffer | None = None) -> None:
         self.work = work
         self.families = dict(families or {})  # head-grouped spaces: solved family by family
         self.matches = matches
@@ -255,6 +256,7 @@ class _Descent:
         self.stale: set[str] = set(free)
         self.solves = 0  # LAPs solved (the skipped ones are not counted)
         self.products = products if products is not None else CostProducts(work, free)
+        self.lap_buffer = lap_buffer if lap_buffer is not None else LapBuffer()
         self.on_space: dict[str, list[_Pair]] = {
             s: list({id(p): p for p, _, _ in entries}.values())
             for s, entries in self.touching.items()}
@@ -315,7 +317,7 @@ class _Descent:
     def _better_match(self, space: str) -> bool:
         current = self.matches[space]
         cost = self.space_cost(space)
-        rows, cols = solve_lap(cost)
+        rows, cols = solve_lap(cost, buffer=self.lap_buffer)
         candidate = Match.from_lap(rows, cols, current.base_size, current.target_size)
         if candidate == current:
             return False
@@ -398,7 +400,8 @@ def match_spaces(
     device = compute_device()
     dtype = cost_dtype or _cost_dtype(base_state, target_state, infos, device)
     work = _device_pairs(base_state, target_state, infos, device, dtype)
-    products = CostProducts(work, free)
+    products = CostProducts(work, free)  # one of each serves every run
+    lap_buffer = LapBuffer()
     runs = max(1, restarts)
     best: MatchResult | None = None
     identity_j = 0.0
@@ -412,7 +415,7 @@ def match_spaces(
                     matches[space] = Match.random(m.base_size, m.target_size, gen)
                 elif space == families[space].spaces[0]:  # heads whole, one head map
                     matches.update(random_family_matches(families[space], gen))
-        descent = _Descent(work, matches, free, device, dtype, families, products)
+        descent = _Descent(work, matches, free, device, dtype, families, products, lap_buffer)
         if run == 0:
             identity_j = descent.objective()
         result = yield from _descend(descent, free, max_iter, seed + run, cancel,

@@ -15,6 +15,7 @@ consecutive entries (a linear layer after ``flatten`` reads H*W features per cha
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -47,11 +48,14 @@ class Match:
             raise AlignmentError(
                 f"a match {self.base_size} <- {self.target_size} needs {k} pairs, "
                 f"got {len(self.rows)} rows and {len(self.cols)} cols")
-        if any(b <= a for a, b in zip(self.rows, self.rows[1:])):
+        # map(operator.lt) and min / max iterate in C: a match is built at every coordinate-
+        # descent step, and generator expressions here cost more than the step's other bookkeeping
+        if not all(map(operator.lt, self.rows, self.rows[1:])):
             raise AlignmentError("match rows must be strictly ascending")
         if k and (self.rows[0] < 0 or self.rows[-1] >= self.base_size):
             raise AlignmentError(f"match rows out of range 0..{self.base_size - 1}")
-        if len(set(self.cols)) != k or any(c < 0 or c >= self.target_size for c in self.cols):
+        if len(set(self.cols)) != k or (k and (min(self.cols) < 0
+                                               or max(self.cols) >= self.target_size)):
             raise AlignmentError(f"match cols must be distinct units in 0..{self.target_size - 1}")
 
     # -- construction -----------------------------------------------------------------------
@@ -65,10 +69,11 @@ class Match:
     def from_lap(cls, rows: torch.Tensor | Sequence[int], cols: torch.Tensor | Sequence[int],
                  base_size: int, target_size: int) -> Match:
         """Build from an assignment (rows, cols) in any order, e.g. from :func:`solve_lap`."""
-        rows_list = [int(r) for r in (rows.tolist() if isinstance(rows, torch.Tensor) else rows)]
-        cols_list = [int(c) for c in (cols.tolist() if isinstance(cols, torch.Tensor) else cols)]
+        rows_list, cols_list = _int_list(rows), _int_list(cols)
         if len(rows_list) != len(cols_list):
             raise AlignmentError("assignment rows and cols differ in length")
+        if all(map(operator.lt, rows_list, rows_list[1:])):  # already in order (solve_lap's)
+            return cls(base_size, target_size, tuple(rows_list), tuple(cols_list))
         pairs = sorted(zip(rows_list, cols_list))
         return cls(base_size, target_size, tuple(r for r, _ in pairs), tuple(c for _, c in pairs))
 
@@ -139,6 +144,8 @@ class Match:
 
     def source_index(self) -> tuple[int, ...]:
         """Per base slot, the target unit it receives, or -1 for a padded slot."""
+        if self.base_size <= self.target_size:  # rows are then 0..m-1: no slot is padded
+            return self.cols
         source = [-1] * self.base_size
         for r, c in zip(self.rows, self.cols):
             source[r] = c
@@ -159,6 +166,15 @@ class Match:
             raise AlignmentError(
                 f"a {self.base_size} <- {self.target_size} match is not a permutation")
         return self.cols_tensor()
+
+
+def _int_list(values: torch.Tensor | Sequence[int]) -> list[int]:
+    """``values`` as a list of Python ints (an integer tensor's ``tolist`` already is one)."""
+    if isinstance(values, torch.Tensor):
+        if not (values.is_floating_point() or values.is_complex() or values.dtype == torch.bool):
+            return values.tolist()
+        values = values.tolist()
+    return [int(v) for v in values]
 
 
 def kernel_text(kernel: Sequence[int]) -> str:

@@ -23,50 +23,88 @@ import torch
 from ..errors import AlignmentError
 
 
-def _to_numpy(cost: torch.Tensor) -> np.ndarray:
-    if cost.ndim != 2:
-        raise AlignmentError(f"cost matrix must be 2-D, got shape {tuple(cost.shape)}")
-    array = cost.detach().to("cpu", torch.float64).numpy()
+class LapBuffer:
+    """Memory for the CPU float64 copy of LAP costs, reused from one :func:`solve_lap` to the
+    next.
+
+    Coordinate descent solves hundreds of LAPs of a few shapes in one job. A fresh float64 copy
+    of a large cost (32 MB at 2048 x 2048) is memory the allocator maps anew and the kernel
+    zero-fills page by page at every call: a quarter of the LAP's time at that width
+    (benchmarks/README.md). A job keeps one buffer, grown to its largest cost, and drops it at
+    the end; the copy in it holds the same numbers, so the solver returns the same assignment.
+    """
+
+    def __init__(self) -> None:
+        self._data: torch.Tensor | None = None
+
+    def take(self, rows: int, cols: int) -> torch.Tensor:
+        """An uninitialised rows x cols float64 CPU tensor in the buffer (valid until the next
+        call)."""
+        size = rows * cols
+        if self._data is None or self._data.numel() < size:
+            self._data = None  # free the smaller one before allocating the larger
+            self._data = torch.empty(size, dtype=torch.float64)
+        return self._data[:size].view(rows, cols)
+
+
+def _to_numpy(cost: torch.Tensor, negate: bool = False,
+              buffer: LapBuffer | None = None) -> np.ndarray:
+    """``cost`` (or ``-cost``) as a CPU float64 array, in ``buffer`` when given."""
+    source = cost.detach()
+    if source.device.type != "cpu":
+        source = source.to("cpu", torch.float64)
+    if buffer is None:
+        out = torch.empty(source.shape, dtype=torch.float64)
+    else:
+        out = buffer.take(source.shape[0], source.shape[1])
+    out.copy_(source)  # float32 -> float64 is exact
+    if negate:
+        out.neg_()  # exact too: the same numbers as negating a float64 copy
+    array = out.numpy()
     if not np.isfinite(array).all():
         raise AlignmentError("cost matrix contains NaN or inf (are the weights finite?)")
     return array
 
 
-def solve_lap(cost: torch.Tensor, maximize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def solve_lap(cost: torch.Tensor, maximize: bool = True,
+              buffer: LapBuffer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve the rectangular assignment problem on ``cost`` (m x n).
 
     Parameters:
-        cost: m x n matrix on any device and of any float dtype; solved by scipy on a CPU
-            float64 copy.
+        cost: m x n matrix on any device and of any float dtype; solved on a CPU float64 copy.
         maximize: maximise the total of the chosen entries (default) instead of minimising it.
+        buffer: where to make that copy (:class:`LapBuffer`), for callers that solve many
+            LAPs; a new array otherwise. The result is the same either way.
     Returns:
         (rows, cols): two int64 CPU tensors of length min(m, n); ``rows`` is sorted ascending and
         pair i assigns row ``rows[i]`` to column ``cols[i]``.
     Raises:
         AlignmentError: the matrix is not 2-D or holds NaN / inf.
     """
-    array = _to_numpy(cost)
-    if array.shape[0] == 0 or array.shape[1] == 0:
+    if cost.ndim != 2:
+        raise AlignmentError(f"cost matrix must be 2-D, got shape {tuple(cost.shape)}")
+    if cost.shape[0] == 0 or cost.shape[1] == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty.clone()
-    rows, cols = _SOLVER(array, maximize)
+    rows, cols = _SOLVER(cost, maximize, buffer)
     order = np.argsort(rows, kind="stable")
     return (torch.as_tensor(rows[order], dtype=torch.long),
             torch.as_tensor(cols[order], dtype=torch.long))
 
 
-def _scipy_lap(array: np.ndarray, maximize: bool) -> tuple[np.ndarray, np.ndarray]:
+def _scipy_lap(cost: torch.Tensor, maximize: bool,
+               buffer: LapBuffer | None = None) -> tuple[np.ndarray, np.ndarray]:
     from scipy.optimize import linear_sum_assignment
 
-    return linear_sum_assignment(array, maximize=maximize)
+    return linear_sum_assignment(_to_numpy(cost, buffer=buffer), maximize=maximize)
 
 
-def _lapx_lap(array: np.ndarray, maximize: bool) -> tuple[np.ndarray, np.ndarray]:
+def _lapx_lap(cost: torch.Tensor, maximize: bool,
+              buffer: LapBuffer | None = None) -> tuple[np.ndarray, np.ndarray]:
     import lap
 
-    costs = -array if maximize else array  # lapjvh minimises
-    _, rows, cols = lap.lapjvh(np.ascontiguousarray(costs),
-                               extend_cost=array.shape[0] != array.shape[1])
+    array = _to_numpy(cost, negate=maximize, buffer=buffer)  # lapjvh minimises
+    _, rows, cols = lap.lapjvh(array, extend_cost=array.shape[0] != array.shape[1])
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
     keep = (rows >= 0) & (cols >= 0)  # unassigned rows/columns of a rectangle, if reported
     return rows[keep], cols[keep]

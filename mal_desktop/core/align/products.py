@@ -29,6 +29,8 @@ target together), first-come in a fixed order; what does not fit is recomputed a
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -108,6 +110,11 @@ def _take(t: torch.Tensor, axis: int, units: Sequence[int], layout: Layout) -> t
         shape[axis] = keep.numel()
         out = out * keep.view(shape)
     return out
+
+
+def _changed_slots(old: Sequence[int], new: Sequence[int]) -> list[int]:
+    """The positions where ``old`` and ``new`` differ (iterated in C: called at every step)."""
+    return list(itertools.compress(range(len(new)), map(operator.ne, old, new)))
 
 
 @dataclass
@@ -288,7 +295,7 @@ class CostProducts:
             return False
         new = matches[group.deps[0]]
         old_src, new_src = old.source_index(), new.source_index()
-        slots = [j for j, (a, b) in enumerate(zip(old_src, new_src)) if a != b]
+        slots = _changed_slots(old_src, new_src)
         if len(slots) > MAX_UPDATED_FRACTION * max(1, len(new_src)):
             return False
         for (pair, dim, _), (d, _) in zip(group.members, group.dep_axes):
@@ -318,17 +325,25 @@ class CostProducts:
     def cost(self, space: str, matches: Mapping[str, Match], dtype: torch.dtype,
              device: torch.device) -> torch.Tensor:
         """The m x n LAP cost of ``space`` with every other space at its match in ``matches``."""
+        # Kept products must not change, so the sum goes into a product built for this call
+        # when there is one (a + b = b + a exactly: the same bits as adding in group order),
+        # else into one new tensor; a kept product is copied only when it is the whole cost.
         cost: torch.Tensor | None = None
+        owned = False  # cost is a tensor of this call, not a kept product
         for group in self._groups[space]:
             value = self._group_value(group, matches)
             if cost is None:
-                cost = value.clone() if group.reuse else value
-            else:
+                cost, owned = value, not group.reuse
+            elif owned:
                 cost.add_(value)
+            elif not group.reuse:
+                cost, owned = value.add_(cost), True
+            else:
+                cost, owned = cost + value, True
         if cost is None:
             current = matches[space]
             return torch.zeros(current.base_size, current.target_size, dtype=dtype, device=device)
-        return cost
+        return cost if owned else cost.clone()
 
     def objective(self, pairs: Sequence[PairedTensor], matches: Mapping[str, Match]) -> float:
         """J = sum of <base, mapped target> over ``pairs``, in float64 (:func:`dot64`).
@@ -358,7 +373,7 @@ class CostProducts:
         moved = dict(matches)
         moved[space] = candidate
         old_src, new_src = matches[space].source_index(), candidate.source_index()
-        slots = [j for j, (a, b) in enumerate(zip(old_src, new_src)) if a != b]
+        slots = _changed_slots(old_src, new_src)
         total = 0.0
         for pair in pairs:
             on = [(d, lay) for d, (s, lay) in enumerate(pair.axes) if s == space]
