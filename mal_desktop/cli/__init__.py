@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch from the training data); with --layers 'chain' (default), "
                         "'local' or 'none'")
     p.add_argument("--grid", type=int, default=21, help="number of lambda points (default 21)")
+    p.add_argument("--restarts", type=_positive_int, default=None, metavar="N",
+                   help="whole-model weight matching: descents to run, the first from the "
+                        "identity, the others from seeded random matches; the highest J is kept "
+                        "(default 4; 1 is about 4x faster on wide models and may end at a "
+                        "lower J)")
     p.add_argument("--repair", action="store_true",
                    help="re-estimate BatchNorm statistics on the training data at every interior "
                         "lambda (REPAIR-style; an addition to MAL, reported in the output)")
@@ -92,6 +97,16 @@ def _output_index(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
 
 

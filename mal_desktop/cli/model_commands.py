@@ -107,7 +107,9 @@ def cmd_curve(args) -> int:
         note_output(cache.model(path), args)
     result = run(model_curve_job(args.base, args.target, data, align=args.align,
                                   grid=args.grid, layers=_parse_layers(args.layers),
-                                  arch=args.arch, repair=args.repair, cache=cache), args)
+                                  arch=args.arch, repair=args.repair, cache=cache,
+                                  **({} if args.restarts is None
+                                     else {"restarts": args.restarts})), args)
     obj = result.to_json()
     obj["output_index"] = cache.model(args.base).output_index
 

@@ -15,7 +15,7 @@ from typing import Generator, Mapping
 import torch
 
 from .align.activations import activation_matching
-from .align.matching import result_permutations, whole_model_match
+from .align.matching import WEIGHT_RESTARTS, result_permutations, whole_model_match
 from .errors import PlanError
 from .evaluate.curves import StateAt, interpolation_job, lerp_states
 from .evaluate.datasets import Dataset, load_dataset
@@ -254,12 +254,14 @@ class MergeSeries:
 def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
                  align: str | None = None, layers: list[tuple[str, str]] | None = None,
                  cancel: CancelToken | None = None,
-                 probe: torch.Tensor | None = None) -> MergeSeries:
+                 probe: torch.Tensor | None = None,
+                 restarts: int = WEIGHT_RESTARTS) -> MergeSeries:
     """Align once, then merge at any lambda: the two series of an interpolation curve.
 
     Without ``layers`` the two models must share an architecture: the whole model is
-    interpolated, naive (index-aligned) vs whole-model weight matching (align "weight") or
-    activation matching on the ``probe`` batch (align "activation").
+    interpolated, naive (index-aligned) vs whole-model weight matching (align "weight", with
+    ``restarts`` descents: see ``align.matching.weight_matching``) or activation matching on the
+    ``probe`` batch (align "activation").
     With ``layers`` [(source_layer, base_layer), ...] only those layers are merged into the
     base, all at the same lambda; "aligned" uses ``align`` (chain by default).
     """
@@ -280,7 +282,8 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
             spec = cache.spec(base_path)
             report.update(_spaces_json(spec))
             if align == "weight":
-                result = run_job(whole_model_match(b_state, t_state, spec, cancel=cancel))
+                result = run_job(whole_model_match(b_state, t_state, spec, restarts=restarts,
+                                                   cancel=cancel))
                 perms = result_permutations(result)
                 report.update({"start": ("identity kept" if result.restart < 0 else "identity"
                                          if result.restart == 0 else "random"),
@@ -353,11 +356,12 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
                     align: str | None = None, grid: int = 21,
                     layers: list[tuple[str, str]] | None = None,
                     cancel: CancelToken | None = None, arch: str | None = None,
-                    repair: bool = False, cache: ModelCache | None = None
+                    repair: bool = False, cache: ModelCache | None = None,
+                    restarts: int = WEIGHT_RESTARTS
                     ) -> Generator[ProgressEvent, None, CurveResult]:
     """The `mal curve` job: interpolate a target into a base, naive vs aligned.
 
-    See :func:`curve_series` for ``align`` and ``layers``. ``repair`` re-estimates BatchNorm
+    See :func:`curve_series` for ``align``, ``layers`` and ``restarts``. ``repair`` re-estimates BatchNorm
     statistics at interior lambdas (reported in the result). ``cache`` shares loaded models and
     their specs across calls (the study runs many curves on one zoo).
     """
@@ -370,7 +374,7 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
     probe_x = dataset.x_train[:PROBE_SIZE] if len(dataset.x_train) else dataset.x_test[:PROBE_SIZE]
     probe = fit_inputs(cache.model(base_path), probe_x, dataset.name)
     series = curve_series(cache, base_path, target_path, align=align, layers=layers,
-                          cancel=cancel, probe=probe)
+                          cancel=cancel, probe=probe, restarts=restarts)
     result = yield from interpolation_job(cache.model(base_path), dataset, lambda_grid(grid),
                                           series.as_dict(), cancel, repair=repair)
     return replace(result, alignment=series.report)

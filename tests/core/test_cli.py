@@ -357,3 +357,21 @@ def test_json_says_which_alignment_ran_and_which_spaces_were_fixed(mal, small_zo
     assert whole["runs"] == 4 and whole["final_objective"] >= whole["identity_objective"]
     assert {s["reason"] for s in whole["fixed_spaces"]} == {"network input", "class output"}
     assert whole["free_spaces"] == whole["spaces"] - 2
+
+
+def test_curve_restarts_sets_the_descents_of_whole_model_matching(small_zoo, capsys):
+    """One descent (rebasin's amount of work) against the default four: the four include the
+    one from the identity, so they never end at a lower J."""
+    a, b = str(small_zoo.path_of("mlp-w32-s0")), str(small_zoo.path_of("mlp-w32-s1"))
+    args = ["curve", "--base", a, "--target", b, "--data", "digits", "--grid", "2", "--json"]
+    reports = {}
+    for restarts in (["--restarts", "1"], []):
+        assert main(args + restarts) == 0
+        reports[len(restarts)] = json.loads(capsys.readouterr().out)["alignment"]
+    one, default = reports[2], reports[0]
+    assert (one["runs"], default["runs"]) == (1, 4)
+    assert one["start"] == "identity"
+    assert default["final_objective"] >= one["final_objective"] >= one["identity_objective"]
+    with pytest.raises(SystemExit) as refused:
+        main(args + ["--restarts", "0"])
+    assert refused.value.code == 2 and "whole number >= 1" in capsys.readouterr().err
