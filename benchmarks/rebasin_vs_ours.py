@@ -15,19 +15,31 @@ process defines the same modules in plain torch. Each run is a fresh process tha
 it needs, loads both files, finds the permutations, applies them and saves the permuted target
 with ``torch.save``:
 
-- ours: ``load_model`` x 2, ``discover_spec`` (torch.export + tracer, or the user spec cache),
-  ``weight_matching`` (``--restarts``, default 4 as in the app, and 1: one descent like
-  rebasin's), ``permute_state``;
+- ours: ``load_model`` x 2, ``discover_spec`` (the user spec cache, the file's spec, or
+  torch.export + tracer), ``weight_matching`` (``--restarts``, default 4 as in the app, and 1:
+  one descent like rebasin's), ``permute_state``;
 - rebasin 0.0.47: ``PermutationCoordinateDescent(base, target, example)`` (torchview trace),
   ``calculate_permutations()``, ``apply_permutations()``.
 
-Reported per case: (a) the matching step as each process times it (ours ``weight_matching``,
-rebasin ``calculate_permutations``), (b) the whole process wall time measured here, interpreter
-start and imports included: "cold" with an empty spec cache (a fresh ``MAL_SPEC_CACHE``
-folder each run), "warm" with the spec cached by an earlier run. rebasin has no cache: its cold
-and warm runs are the same kind of run. The runs alternate (ours cold, ours warm, rebasin) and
-the median of ``--repeats`` is quoted with min-max. One torch thread (``--threads``) by
-default: on a shared 2-core machine it is the steadiest setting for both.
+Reported per case, per restarts and per source of our spec (``--modes``: "warm", the user
+spec cache from an earlier run; "file", an empty cache and a file carrying its spec as the zoo
+builder and merges write it, self-tested before use; "export", an empty cache and a file
+without a spec, so discovery runs ``torch.export``), ratios rebasin / ours:
+
+(a) the matching step as each process times it (ours ``weight_matching``, rebasin
+    ``calculate_permutations``);
+(b) the work after imports, discovery included: load both, discover (rebasin: trace), match,
+    apply, save, timed in-process (no interpreter start, no imports);
+(c) the whole process wall time measured here, interpreter start, imports and teardown
+    included;
+(d) the whole process above the floor: minus a process that only imports torch (start, import,
+    teardown: about 1.7 s here, 1.1 s of it the import), run in the same loop with each side's
+    interpreter. Neither side can go below the floor, so (c) cannot exceed about 2-3x when
+    rebasin's whole run is 2 s; (d) is what each library adds to it.
+
+The runs of one repeat are neighbours in time (ours per mode, rebasin, the floors); medians of
+``--repeats`` are quoted with min-max. One torch thread (``--threads``) by default: on a shared
+2-core machine it is the steadiest setting for both.
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ OURS_CHILD = r"""
 import json, sys, time
 start = time.perf_counter()
 import torch
+torch_imported = time.perf_counter()
 from mal_desktop.core.align.matching import weight_matching
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.spec import permute_state
@@ -68,8 +81,9 @@ perms = run_job(weight_matching(base.state(), target.state(), spec, restarts=res
 matched = time.perf_counter()
 torch.save(permute_state(target.state(), spec, perms), out)
 saved = time.perf_counter()
-print("RESULT " + json.dumps({"import": imported - start, "load": loaded - imported,
-      "discover": discovered - loaded, "match": matched - discovered, "save": saved - matched,
+print("RESULT " + json.dumps({"import": imported - start, "torch_import": torch_imported - start,
+      "load": loaded - imported, "discover": discovered - loaded, "match": matched - discovered,
+      "save": saved - matched, "work": saved - imported,
       "units": sum(len(p) for p in perms.values())}))
 """
 
@@ -77,6 +91,7 @@ REBASIN_CHILD = r"""
 import json, math, sys, time
 start = time.perf_counter()
 import torch
+torch_imported = time.perf_counter()
 from torch import nn
 from rebasin import PermutationCoordinateDescent
 imported = time.perf_counter()
@@ -142,9 +157,9 @@ pcd.apply_permutations()
 torch.save(target.state_dict(), out)
 saved = time.perf_counter()
 units = sum(len(perm.perm_indices) for perm, _ in pcd.pinit.model_graph.permutation_to_info)
-print("RESULT " + json.dumps({"import": imported - start, "load": loaded - imported,
-      "discover": traced - loaded, "match": matched - traced, "save": saved - matched,
-      "units": units}))
+print("RESULT " + json.dumps({"import": imported - start, "torch_import": torch_imported - start,
+      "load": loaded - imported, "discover": traced - loaded, "match": matched - traced,
+      "save": saved - matched, "work": saved - imported, "units": units}))
 """
 
 
@@ -164,11 +179,18 @@ def run_child(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the model files
 
 def make_cases(work: Path, widths: list[int], depth: int, trained: bool) -> list[dict[str, Any]]:
-    """Write each case's two checkpoints in both formats; return the case descriptions."""
+    """Write each case's two checkpoints in three forms; return the case descriptions.
+
+    ours: mal safetensors files carrying their permutation spec, as the zoo builder and merges
+    write them; ours_bare: the same files without it (a mal file from before, or any file the
+    spec cannot be trusted for: discovery must export); plain: ``torch.save`` state dicts for
+    rebasin."""
     sys.path.insert(0, str(ROOT))
     import torch
 
     from mal_desktop.core.arch.families import build_model, full_config
+    from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.graph.file_spec import spec_record
     from mal_desktop.core.io.files import load_model, save_model
     from mal_desktop.core.io.model import LoadedModel
     from mal_desktop.core.progress import run_job
@@ -186,7 +208,7 @@ def make_cases(work: Path, widths: list[int], depth: int, trained: bool) -> list
             files = [index.path_of(e.name) for e in entries]
             models = [load_model(f) for f in files]
             cases.append({"label": label, "family": family,
-                          "config": models[0].arch["config"], "ours": [str(f) for f in files],
+                          "config": models[0].arch["config"], "files": [str(f) for f in files],
                           "states": [m.state() for m in models]})
     for width in widths:
         config = full_config("mlp", {"input_shape": [1, 8, 8], "num_classes": 10,
@@ -203,13 +225,21 @@ def make_cases(work: Path, widths: list[int], depth: int, trained: bool) -> list
             files.append(str(path))
             states.append(model.state())
         cases.append({"label": f"mlp-{width}x{depth} (untrained)", "family": "mlp",
-                      "config": config, "ours": files, "states": states})
+                      "config": config, "files": files, "states": states})
     for case in cases:
-        case["plain"] = []
+        case["plain"], case["ours"], case["ours_bare"] = [], [], []
         for i, state in enumerate(case.pop("states")):
-            path = work / f"{Path(case['ours'][i]).stem}.pt"
+            source = Path(case["files"][i])
+            path = work / f"{source.stem}.pt"
             torch.save({k: v.contiguous() for k, v in state.items()}, path)
             case["plain"].append(str(path))
+            model = load_model(source)
+            for key, suffix, spec in (
+                    ("ours", "spec", spec_record(model, discover_spec(model, cache=False))),
+                    ("ours_bare", "bare", None)):
+                target = work / f"{source.stem}-{suffix}.safetensors"
+                save_model(model, target, spec=spec)
+                case[key].append(str(target))
         keys = {"mlp": ("input_shape", "num_classes", "widths"),
                 "resnet": ("input_shape", "num_classes", "width", "blocks")}[case["family"]]
         case["config"] = {k: case["config"][k] for k in keys}
@@ -217,6 +247,12 @@ def make_cases(work: Path, widths: list[int], depth: int, trained: bool) -> list
 
 
 # --------------------------------------------------------------------------- measuring
+
+# ours: where the spec comes from
+MODES = {"warm": "the user spec cache (an earlier run)",
+         "file": "the file (empty cache; self-tested)",
+         "export": "discovery by torch.export (empty cache, file without a spec)"}
+
 
 def measure(case: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads),
@@ -226,53 +262,79 @@ def measure(case: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[
     ours_script, theirs_script = work / "ours_child.py", work / "rebasin_child.py"
     ours_script.write_text(OURS_CHILD)
     theirs_script.write_text(REBASIN_CHILD)
-    ours = [sys.executable, "-P", str(ours_script), *case["ours"], out_file]
+    ours = {mode: [sys.executable, "-P", str(ours_script),
+                   *case["ours_bare" if mode == "export" else "ours"], out_file]
+            for mode in args.modes}
     theirs = [args.rebasin_python, "-P", str(theirs_script), *case["plain"], out_file,
               case["family"], json.dumps(case["config"])]
-    print(f"\n{case['label']}: the two commands (PYTHONPATH={ROOT}, OMP_NUM_THREADS="
+    # the floor: a process that only imports torch (interpreter start, the import, teardown)
+    floors = {"ours": [sys.executable, "-P", "-c", FLOOR_CHILD],
+              "rebasin": [args.rebasin_python, "-P", "-c", FLOOR_CHILD]}
+    print(f"\n{case['label']}: the commands (PYTHONPATH={ROOT}, OMP_NUM_THREADS="
           f"{args.threads}; ours takes the restarts last; MAL_SPEC_CACHE decides cold or warm):\n"
-          f"  {' '.join(ours)} RESTARTS\n  {' '.join(theirs[:-1])} '{theirs[-1]}'", flush=True)
+          + "".join(f"  ours {mode}: {' '.join(cmd)} RESTARTS\n" for mode, cmd in ours.items())
+          + f"  rebasin: {' '.join(theirs[:-1])} '{theirs[-1]}'", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {}
     # prime the warm spec cache (and the OS file cache, and .pyc files) once, not counted
-    run_child(ours + ["0"], dict(env, MAL_SPEC_CACHE=str(warm_cache)))
+    run_child(ours.get("warm", next(iter(ours.values()))) + ["0"],
+              dict(env, MAL_SPEC_CACHE=str(warm_cache)))
     for i in range(args.repeats):
         for restarts in args.restarts:
-            cold = work / f"spec-cold-{i}-{restarts}-{time.time_ns()}"
-            runs.setdefault(f"ours_r{restarts}_cold", []).append(
-                run_child(ours + [str(restarts)], dict(env, MAL_SPEC_CACHE=str(cold))))
-            runs.setdefault(f"ours_r{restarts}_warm", []).append(
-                run_child(ours + [str(restarts)], dict(env, MAL_SPEC_CACHE=str(warm_cache))))
+            for mode, cmd in ours.items():
+                cache = warm_cache if mode == "warm" else \
+                    work / f"spec-cold-{i}-{restarts}-{time.time_ns()}"
+                runs.setdefault(f"ours_r{restarts}_{mode}", []).append(
+                    run_child(cmd + [str(restarts)], dict(env, MAL_SPEC_CACHE=str(cache))))
         runs.setdefault("rebasin", []).append(run_child(theirs, env))
+        for side, cmd in floors.items():
+            runs.setdefault(f"floor_{side}", []).append(run_child(cmd, env))
     return {"label": case["label"], "runs": runs}
+
+
+FLOOR_CHILD = ("import json, time; start = time.perf_counter(); import torch; "
+               "print('RESULT ' + json.dumps({'import': time.perf_counter() - start}))")
 
 
 def med(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
-def report(result: dict[str, Any], restarts: list[int]) -> None:
+def ratio(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
+def report(result: dict[str, Any], restarts: list[int], modes: list[str]) -> None:
+    """Per restarts and spec source: the matching step, the work after imports (load, discovery,
+    matching, applying and saving: in-process, so no interpreter or torch import), the whole
+    process, and the whole process above the floor (a process that only imports torch, run in
+    the same loop with each side's interpreter). Ratios are rebasin / ours, medians of the
+    run-by-run ratios (the runs of one repeat are neighbours in time)."""
     runs = result["runs"]
-    rb = runs["rebasin"]
-    rb_match = [r["match"] for r in rb]
-    rb_wall = [r["wall"] for r in rb]
+    rb, floor_rb, floor_ours = runs["rebasin"], runs["floor_rebasin"], runs["floor_ours"]
     print(f"\n{result['label']}   (median (min-max) s over {len(rb)} runs; ratio = rebasin / "
-          "ours, medians of the pairwise ratios)")
-    print(f"  rebasin: match {med(rb_match)}  trace {med([r['discover'] for r in rb])}  "
-          f"import {med([r['import'] for r in rb])}  whole process {med(rb_wall)}  "
-          f"units {rb[0]['units']}")
+          "ours, medians of the run-by-run ratios)")
+    print(f"  floor (python -c 'import torch'): ours' python {med([f['wall'] for f in floor_ours])}"
+          f"  rebasin's python {med([f['wall'] for f in floor_rb])}")
+    print(f"  rebasin: match {med([r['match'] for r in rb])}  trace {med([r['discover'] for r in rb])}"
+          f"  work after imports {med([r['work'] for r in rb])}  imports beyond torch "
+          f"{med([r['import'] - r['torch_import'] for r in rb])}  whole process "
+          f"{med([r['wall'] for r in rb])}  units {rb[0]['units']}")
     for r in restarts:
-        for kind in ("cold", "warm"):
-            ours = runs[f"ours_r{r}_{kind}"]
-            match_ratio = [a["match"] / b["match"] for a, b in zip(rb, ours)]
-            wall_ratio = [a["wall"] / b["wall"] for a, b in zip(rb, ours)]
-            print(f"  ours restarts {r} {kind}: match {med([o['match'] for o in ours])}  "
-                  f"discover {med([o['discover'] for o in ours])}  import "
-                  f"{med([o['import'] for o in ours])}  whole process "
+        for mode in modes:
+            ours = runs[f"ours_r{r}_{mode}"]
+            above = [(a["wall"] - fa["wall"]) / max(b["wall"] - fb["wall"], 1e-3)
+                     for a, b, fa, fb in zip(rb, ours, floor_rb, floor_ours)]
+            print(f"  ours restarts {r}, spec from {MODES[mode]}:\n"
+                  f"      match {med([o['match'] for o in ours])}  discover "
+                  f"{med([o['discover'] for o in ours])}  work after imports "
+                  f"{med([o['work'] for o in ours])}  imports beyond torch "
+                  f"{med([o['import'] - o['torch_import'] for o in ours])}  whole process "
                   f"{med([o['wall'] for o in ours])}  units {ours[0]['units']}")
-            print(f"      ratio match {statistics.median(match_ratio):.2f}x "
-                  f"({min(match_ratio):.2f}-{max(match_ratio):.2f})  whole run "
-                  f"{statistics.median(wall_ratio):.2f}x ({min(wall_ratio):.2f}-"
-                  f"{max(wall_ratio):.2f})")
+            print(f"      ratio: match {ratio([a['match'] / b['match'] for a, b in zip(rb, ours)])}"
+                  f"  work after imports (discovery included) "
+                  f"{ratio([a['work'] / b['work'] for a, b in zip(rb, ours)])}"
+                  f"  whole process {ratio([a['wall'] / b['wall'] for a, b in zip(rb, ours)])}"
+                  f"  whole process above the floor {ratio(above)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-trained", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--restarts", type=int, nargs="*", default=[4, 1])
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES),
+                        help="where our spec comes from: " + "; ".join(
+                            f"{k}: {v}" for k, v in MODES.items()))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rb-vs-ours")
     parser.add_argument("--json", type=Path, default=None)
@@ -299,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for case in cases:
         results.append(measure(case, args, args.work))
-        report(results[-1], args.restarts)
+        report(results[-1], args.restarts, args.modes)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
