@@ -132,3 +132,24 @@ def test_a_file_saved_without_a_spec_has_none(small_zoo, tmp_path):
     model = load_model(small_zoo.path_of("mlp-w32-s0"))
     save_model(model, tmp_path / "plain.safetensors")
     assert load_model(tmp_path / "plain.safetensors").stored_spec is None
+
+
+def test_weights_chosen_to_blind_the_self_test_do_not_pass_a_forged_spec(
+        small_zoo, spec_dir, tmp_path, monkeypatch):
+    """The spec is verified on the file's own weights, which the file's author chooses: a bias
+    made constant is unchanged by any permutation, so a spec that leaves its axis out of the
+    hidden space passed the test - and, cached per architecture, was then used to align every
+    genuine model of that architecture, changing its function."""
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    with torch.no_grad():
+        model.module.layers[0].bias.fill_(0.1)
+    crafted = spec_to_json(true)
+    for key, axes in crafted["axes"]:
+        if key == "layers.0.bias":
+            axes[0] = None
+    forged = _resave(model, tmp_path / "forged.safetensors", crafted)
+    assert file_spec._fits(spec_from_json(crafted), forged.state())
+    exports = ExportCalls(monkeypatch)
+    assert discover_spec(forged) == true and exports.count == 1
+    assert load_spec(spec_key(forged)) == true
