@@ -153,3 +153,33 @@ def test_weights_chosen_to_blind_the_self_test_do_not_pass_a_forged_spec(
     exports = ExportCalls(monkeypatch)
     assert discover_spec(forged) == true and exports.count == 1
     assert load_spec(spec_key(forged)) == true
+
+
+def test_a_head_group_of_absurd_size_is_refused_at_once(small_zoo, spec_dir, tmp_path,
+                                                        monkeypatch):
+    """Head groups were not checked against their space: a group claiming millions of heads on
+    a 32-unit space drew a permutation per head before the self-test failed (tens of seconds
+    and gigabytes per million heads)."""
+    import time
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    crafted = spec_to_json(true)
+    crafted["head_groups"] = [["P_layers.0", "f", 10_000_000, 2, [["i", ""]], ""]]
+    forged = _resave(model, tmp_path / "forged.safetensors", crafted)
+    assert not file_spec._fits(spec_from_json(crafted), forged.state())
+    start = time.perf_counter()
+    assert discover_spec(forged) == true
+    assert time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("group", [[-1, 2], [16, 0], [8, 2], [16, 2, []], [31, 1]])
+def test_a_head_group_that_does_not_fill_its_space_does_not_fit(small_zoo, group):
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    heads, dim, *rest = group
+    parts = rest[0] if rest else [["i", ""]]
+    crafted = spec_to_json(true)
+    crafted["head_groups"] = [["P_layers.0", "f", heads, dim, parts, ""]]
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    assert not file_spec._fits(spec_from_json(crafted), model.state())
+    crafted["head_groups"] = [["P_layers.0", "f", 16, 2, [["i", ""]], ""]]
+    assert file_spec._fits(spec_from_json(crafted), model.state())

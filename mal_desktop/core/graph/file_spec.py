@@ -65,7 +65,8 @@ def verified_file_spec(model: LoadedModel, key: str | None) -> PermutationSpec |
 
 def _fits(spec: PermutationSpec, state: dict[str, Any]) -> bool:
     """Every state tensor has one axis entry per dimension, on a known space whose units and
-    layout fill that dimension exactly; layers and head groups name known keys and spaces."""
+    layout fill that dimension exactly; layers name known keys and spaces; head groups fill
+    their spaces."""
     if set(spec.axes) != set(state):
         return False
     for key, axes in spec.axes.items():
@@ -87,4 +88,16 @@ def _fits(spec: PermutationSpec, state: dict[str, Any]) -> bool:
         spaces = {axis.space for axis in spec.axes[layer.weight] if axis is not None}
         if layer.out_axis.space not in spaces or layer.in_axis.space not in spaces:
             return False
-    return all(space in spec.spaces for space in spec.head_groups)
+    return all(_group_fits(spec, space, group) for space, group in spec.head_groups.items())
+
+
+def _group_fits(spec: PermutationSpec, space_id: str, group: Any) -> bool:
+    """A head group fills its space exactly: ``len(parts)`` segments of heads * dim units (dims
+    inside heads), or one unit per head (heads moving as blocks). The self-test draws one
+    permutation per head before it can fail, so a group's sizes must be bounded here."""
+    space = spec.spaces.get(space_id)
+    if space is None or group.heads < 1 or group.dim < 1:
+        return False
+    if group.dim == 1:
+        return group.heads == space.size
+    return len(group.parts) >= 1 and group.heads * group.dim * len(group.parts) == space.size
