@@ -183,3 +183,15 @@ def test_a_head_group_that_does_not_fill_its_space_does_not_fit(small_zoo, group
     assert not file_spec._fits(spec_from_json(crafted), model.state())
     crafted["head_groups"] = [["P_layers.0", "f", 16, 2, [["i", ""]], ""]]
     assert file_spec._fits(spec_from_json(crafted), model.state())
+
+
+def test_a_spec_with_an_infinite_number_falls_back_to_discovery(small_zoo, spec_dir, tmp_path):
+    """1e999 is valid JSON that Python reads as inf, and int(inf) raises OverflowError: it
+    escaped the reader and a file that is otherwise good could not be opened for its spaces."""
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    crafted = spec_to_json(true)
+    crafted["spaces"][0][1] = float("inf")
+    # the record as the file's reader returns it (save_model itself never writes inf)
+    forged = replace(model, stored_spec={"key": spec_key(model), "spec": crafted})
+    assert discover_spec(forged) == true

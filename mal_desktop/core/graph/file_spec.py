@@ -50,8 +50,8 @@ def verified_file_spec(model: LoadedModel, key: str | None) -> PermutationSpec |
         return None
     try:
         spec = spec_from_json(record["spec"])
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError):
+        return None  # OverflowError: int() of 1e999, which JSON readers take for inf
     if not _fits(spec, state):
         return None
     try:
