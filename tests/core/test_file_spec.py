@@ -148,6 +148,9 @@ def test_weights_chosen_to_blind_the_self_test_do_not_pass_a_forged_spec(
     for key, axes in crafted["axes"]:
         if key == "layers.0.bias":
             axes[0] = None
+    for layer in crafted["layers"]:  # nor does the layer name it (that would not fit)
+        if layer["bias"] == "layers.0.bias":
+            layer["bias"] = None
     forged = _resave(model, tmp_path / "forged.safetensors", crafted)
     assert file_spec._fits(spec_from_json(crafted), forged.state())
     exports = ExportCalls(monkeypatch)
@@ -195,3 +198,23 @@ def test_a_spec_with_an_infinite_number_falls_back_to_discovery(small_zoo, spec_
     # the record as the file's reader returns it (save_model itself never writes inf)
     forged = replace(model, stored_spec={"key": spec_key(model), "spec": crafted})
     assert discover_spec(forged) == true
+
+
+@pytest.mark.parametrize("forge", ["bias", "swap", "transposed", "kernel"])
+def test_a_layer_that_is_not_its_weights_does_not_fit(small_zoo, forge):
+    """Layer steps merge the tensors a layer names along its out/in axes; the self-test never
+    reads the layers list, so a forged layer (another layer's bias, out and in swapped, a
+    flipped orientation) made a merge write one layer's result into another's tensors."""
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    crafted = spec_to_json(_discovered(small_zoo.path_of("mlp-w32-s0")))
+    assert file_spec._fits(spec_from_json(crafted), model.state())
+    layer = next(lay for lay in crafted["layers"] if lay["name"] == "layers.1")
+    if forge == "bias":
+        layer["bias"] = "layers.0.bias"
+    elif forge == "swap":
+        layer["out"], layer["in"] = layer["in"], layer["out"]
+    elif forge == "transposed":
+        layer["transposed"] = True
+    else:
+        layer["kernel"] = [3, 3]
+    assert not file_spec._fits(spec_from_json(crafted), model.state())

@@ -80,15 +80,31 @@ def _fits(spec: PermutationSpec, state: dict[str, Any]) -> bool:
             if space is None or min(axis.block, axis.tiles, axis.repeat, axis.span) < 1 \
                     or space.size * axis.entries != size:
                 return False
-    for layer in spec.layers:
-        keys = [layer.weight, layer.bias, *layer.norm]
-        if any(k is not None and k not in state for k in keys):
+    return all(_layer_fits(spec, layer, state) for layer in spec.layers) and \
+        all(_group_fits(spec, space, group) for space, group in spec.head_groups.items())
+
+
+def _layer_fits(spec: PermutationSpec, layer: Any, state: dict[str, Any]) -> bool:
+    """A layer is its weight: out and in axes are the weight's (swapped when transposed), the
+    kernel its trailing sizes, bias and norm tensors ride on its out space. Layer steps merge
+    these tensors along these axes, and the self-test never reads the layers list."""
+    keys = [layer.weight, layer.bias, *layer.norm]
+    if any(k is not None and k not in state for k in keys):
+        return False
+    axes = spec.axes[layer.weight]
+    if len(axes) < 2:
+        return False
+    out_axis, in_axis = (axes[1], axes[0]) if layer.transposed else (axes[0], axes[1])
+    if (layer.out_axis, layer.in_axis) != (out_axis, in_axis) \
+            or tuple(layer.kernel) != tuple(state[layer.weight].shape[2:]):
+        return False
+    for key in [layer.bias, *layer.norm]:
+        if key is None:
+            continue
+        riding = spec.axes[key]
+        if len(riding) != 1 or riding[0] is None or riding[0].space != layer.out_axis.space:
             return False
-        # a layer's two spaces are those of its weight's axes
-        spaces = {axis.space for axis in spec.axes[layer.weight] if axis is not None}
-        if layer.out_axis.space not in spaces or layer.in_axis.space not in spaces:
-            return False
-    return all(_group_fits(spec, space, group) for space, group in spec.head_groups.items())
+    return True
 
 
 def _group_fits(spec: PermutationSpec, space_id: str, group: Any) -> bool:
