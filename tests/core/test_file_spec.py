@@ -132,3 +132,89 @@ def test_a_file_saved_without_a_spec_has_none(small_zoo, tmp_path):
     model = load_model(small_zoo.path_of("mlp-w32-s0"))
     save_model(model, tmp_path / "plain.safetensors")
     assert load_model(tmp_path / "plain.safetensors").stored_spec is None
+
+
+def test_weights_chosen_to_blind_the_self_test_do_not_pass_a_forged_spec(
+        small_zoo, spec_dir, tmp_path, monkeypatch):
+    """The spec is verified on the file's own weights, which the file's author chooses: a bias
+    made constant is unchanged by any permutation, so a spec that leaves its axis out of the
+    hidden space passed the test - and, cached per architecture, was then used to align every
+    genuine model of that architecture, changing its function."""
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    with torch.no_grad():
+        model.module.layers[0].bias.fill_(0.1)
+    crafted = spec_to_json(true)
+    for key, axes in crafted["axes"]:
+        if key == "layers.0.bias":
+            axes[0] = None
+    for layer in crafted["layers"]:  # nor does the layer name it (that would not fit)
+        if layer["bias"] == "layers.0.bias":
+            layer["bias"] = None
+    forged = _resave(model, tmp_path / "forged.safetensors", crafted)
+    assert file_spec._fits(spec_from_json(crafted), forged.state())
+    exports = ExportCalls(monkeypatch)
+    assert discover_spec(forged) == true and exports.count == 1
+    assert load_spec(spec_key(forged)) == true
+
+
+def test_a_head_group_of_absurd_size_is_refused_at_once(small_zoo, spec_dir, tmp_path,
+                                                        monkeypatch):
+    """Head groups were not checked against their space: a group claiming millions of heads on
+    a 32-unit space drew a permutation per head before the self-test failed (tens of seconds
+    and gigabytes per million heads)."""
+    import time
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    crafted = spec_to_json(true)
+    crafted["head_groups"] = [["P_layers.0", "f", 10_000_000, 2, [["i", ""]], ""]]
+    forged = _resave(model, tmp_path / "forged.safetensors", crafted)
+    assert not file_spec._fits(spec_from_json(crafted), forged.state())
+    start = time.perf_counter()
+    assert discover_spec(forged) == true
+    assert time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("group", [[-1, 2], [16, 0], [8, 2], [16, 2, []], [31, 1]])
+def test_a_head_group_that_does_not_fill_its_space_does_not_fit(small_zoo, group):
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    heads, dim, *rest = group
+    parts = rest[0] if rest else [["i", ""]]
+    crafted = spec_to_json(true)
+    crafted["head_groups"] = [["P_layers.0", "f", heads, dim, parts, ""]]
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    assert not file_spec._fits(spec_from_json(crafted), model.state())
+    crafted["head_groups"] = [["P_layers.0", "f", 16, 2, [["i", ""]], ""]]
+    assert file_spec._fits(spec_from_json(crafted), model.state())
+
+
+def test_a_spec_with_an_infinite_number_falls_back_to_discovery(small_zoo, spec_dir, tmp_path):
+    """1e999 is valid JSON that Python reads as inf, and int(inf) raises OverflowError: it
+    escaped the reader and a file that is otherwise good could not be opened for its spaces."""
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    true = _discovered(small_zoo.path_of("mlp-w32-s0"))
+    crafted = spec_to_json(true)
+    crafted["spaces"][0][1] = float("inf")
+    # the record as the file's reader returns it (save_model itself never writes inf)
+    forged = replace(model, stored_spec={"key": spec_key(model), "spec": crafted})
+    assert discover_spec(forged) == true
+
+
+@pytest.mark.parametrize("forge", ["bias", "swap", "transposed", "kernel"])
+def test_a_layer_that_is_not_its_weights_does_not_fit(small_zoo, forge):
+    """Layer steps merge the tensors a layer names along its out/in axes; the self-test never
+    reads the layers list, so a forged layer (another layer's bias, out and in swapped, a
+    flipped orientation) made a merge write one layer's result into another's tensors."""
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    crafted = spec_to_json(_discovered(small_zoo.path_of("mlp-w32-s0")))
+    assert file_spec._fits(spec_from_json(crafted), model.state())
+    layer = next(lay for lay in crafted["layers"] if lay["name"] == "layers.1")
+    if forge == "bias":
+        layer["bias"] = "layers.0.bias"
+    elif forge == "swap":
+        layer["out"], layer["in"] = layer["in"], layer["out"]
+    elif forge == "transposed":
+        layer["transposed"] = True
+    else:
+        layer["kernel"] = [3, 3]
+    assert not file_spec._fits(spec_from_json(crafted), model.state())

@@ -105,6 +105,8 @@ def check(model: LoadedModel, expect_free: list[str] = (), min_free: int = 1,
     assert report.status == "passed", (report.status, report.per_space, report.overall)
     assert report.free >= min_free
     assert file_spec._fits(spec, model.state())  # stored in a file, it would be accepted
+    # and its self-test on rescaled weights (how a file's spec is verified) passes too
+    assert self_test(model, spec, seed=987, jitter=True).status == "passed"
     # spaces whose dims move inside their heads: counted by the self-test, planted below
     inner = sorted(s for s, g in spec.head_groups.items() if g.inner_free)
     assert len(inner) == within_heads, spec.head_groups

@@ -141,6 +141,22 @@ def _noised(state: dict[str, torch.Tensor], seed: int) -> tuple[dict[str, torch.
     return out, keys
 
 
+def _jittered(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Every floating tensor scaled entry by entry by a factor in [0.5, 1.5), its zero entries
+    given small positive values: weights chosen so that a permutation cannot change them (a
+    constant bias, equal rows) no longer hide an axis the spec leaves out. Signs are kept (a
+    running variance stays positive); a right spec holds for any weights, so it still passes."""
+    gen = torch.Generator().manual_seed(seed + 104729)
+    out = dict(state)
+    for key, t in state.items():
+        if t.is_floating_point() and t.numel() > 1:
+            scale = float(t.abs().max()) if bool(t.isfinite().all()) else 1.0
+            factor = 0.5 + torch.rand(t.shape, generator=gen)
+            fill = (0.1 * max(scale, 1e-3)) * torch.rand(t.shape, generator=gen)
+            out[key] = (t.float() * factor + (t == 0) * fill).to(t.dtype)
+    return out
+
+
 def _broken(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: str,
             perm: torch.Tensor) -> dict[str, torch.Tensor] | None:
     """The state with only the first weight axis on ``space_id`` permuted (a wrong
@@ -158,11 +174,13 @@ def _broken(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: str
 
 
 def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken | None = None,
-                  seed: int = 0, batch: int = 8) -> Job[SelfTestReport]:
+                  seed: int = 0, batch: int = 8, jitter: bool = False) -> Job[SelfTestReport]:
     """Generator job behind :func:`self_test`; yields one event per space."""
     cancel = cancel or never_cancelled()
     x = model.example_input(probe_batch(model, batch), seed=seed)
     state, noised = _noised(model.state(), seed)
+    if jitter:
+        state = _jittered(state, seed)
     probe = _copy_module(model.module)
     perms = random_permutations(spec, seed)
     per_space: dict[str, float] = {}
@@ -206,18 +224,21 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
 
 
 def self_test(model: LoadedModel, spec: PermutationSpec, seed: int = 0,
-              batch: int = 8) -> SelfTestReport:
+              batch: int = 8, jitter: bool = False) -> SelfTestReport:
     """Permute every free space of ``spec`` (one at a time, then all together) and compare outputs.
 
     model: the model the spec was discovered from (its module is not modified).
     spec: the permutation spec to check.
     seed: seeds the probe batch and the permutations.
     batch: probe batch size (a program with a static batch axis uses its own).
+    jitter: test on the weights randomly rescaled (``_jittered``) rather than as they are: for a
+        spec whose weights come from someone else (a file), who could choose weights that a
+        wrong spec's permutations leave unchanged; pass an unpredictable ``seed`` with it.
     Returns a SelfTestReport; ``passed`` is False when any permutation changed the outputs,
     when no space is free ("nothing to permute") or when no free space could be seen by the
     test ("no power": every free space inert or powerless).
     """
-    return run_job(self_test_job(model, spec, seed=seed, batch=batch))
+    return run_job(self_test_job(model, spec, seed=seed, batch=batch, jitter=jitter))
 
 
 def _fill_value(key: str, spec: PermutationSpec, tensor: torch.Tensor) -> float:

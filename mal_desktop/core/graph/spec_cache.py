@@ -121,7 +121,8 @@ def spec_to_json(spec: PermutationSpec) -> dict[str, Any]:
 
 
 def spec_from_json(obj: dict[str, Any]) -> PermutationSpec:
-    """Inverse of :func:`spec_to_json`. Raises ValueError, KeyError or TypeError when malformed."""
+    """Inverse of :func:`spec_to_json`. Raises ValueError, KeyError, TypeError, IndexError,
+    AttributeError or OverflowError (an infinite number) when malformed."""
     if obj.get("format") != FORMAT:
         raise ValueError("another spec format")
 
@@ -152,7 +153,8 @@ def load_spec(key: str) -> PermutationSpec | None:
     """The cached spec for ``key``; None when absent or unreadable (then it is rediscovered)."""
     try:
         return spec_from_json(loads_untrusted(_entry(key).read_bytes()))
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+            OverflowError):
         return None
 
 
