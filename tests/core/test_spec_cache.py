@@ -30,9 +30,18 @@ def _no_export(monkeypatch):
     monkeypatch.setattr(torch.export, "export", refuse)
 
 
-def test_warm_inspect_and_curve_do_not_export(small_zoo, spec_dir, monkeypatch, capsys):
-    a, b = str(small_zoo.path_of("mlp-w32-s0")), str(small_zoo.path_of("mlp-w32-s1"))
-    cnn = str(small_zoo.path_of("cnn-w8-s0"))
+def _without_spec(zoo, name: str, folder) -> str:
+    """A copy of a zoo model that carries no spec (zoo files carry one, used without the cache:
+    see test_file_spec.py), so that its spaces come from discovery and the cache."""
+    path = folder / f"{name}.safetensors"
+    save_model(load_model(zoo.path_of(name)), path)
+    return str(path)
+
+
+def test_warm_inspect_and_curve_do_not_export(small_zoo, spec_dir, tmp_path, monkeypatch,
+                                              capsys):
+    a, b, cnn = (_without_spec(small_zoo, name, tmp_path)
+                 for name in ("mlp-w32-s0", "mlp-w32-s1", "cnn-w8-s0"))
     assert main(["inspect", cnn, "--json"]) == 0
     cold = json.loads(capsys.readouterr().out)
     assert main(["inspect", a, "--json"]) == 0  # a and b share an architecture: one entry
@@ -51,9 +60,7 @@ def test_warm_inspect_and_curve_do_not_export(small_zoo, spec_dir, monkeypatch, 
 
 def test_cold_discovery_without_a_cache_still_exports(small_zoo, spec_dir, tmp_path,
                                                       monkeypatch):
-    """A file that carries no spec (zoo files carry one: see test_file_spec.py)."""
-    save_model(load_model(small_zoo.path_of("resnet-w8-s0")), tmp_path / "r.safetensors")
-    model = load_model(tmp_path / "r.safetensors")
+    model = load_model(_without_spec(small_zoo, "resnet-w8-s0", tmp_path))
     _no_export(monkeypatch)
     with pytest.raises(Exception, match="torch.export.export called"):
         discover_spec(model)
@@ -89,8 +96,8 @@ def test_key_follows_architecture_not_weights(small_zoo, spec_dir):
     assert spec_key(replace(s0, arch={"kind": "memory"})) is None  # made in memory: no identity
 
 
-def test_a_damaged_entry_is_rediscovered(small_zoo, spec_dir):
-    model = load_model(small_zoo.path_of("cnn-w8-s0"))
+def test_a_damaged_entry_is_rediscovered(small_zoo, spec_dir, tmp_path):
+    model = load_model(_without_spec(small_zoo, "cnn-w8-s0", tmp_path))
     spec = discover_spec(model)
     (entry,) = spec_dir.glob("*.json")
     entry.write_text('{"format": 1, "spaces": [')

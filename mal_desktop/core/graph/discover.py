@@ -328,8 +328,8 @@ def discover_spec(model: LoadedModel, cache: bool = True, on_meta: bool = True
         otherwise its module is exported with a probe batch of 2. Its module may live on the
         meta device (a model opened from headers alone).
     cache: reuse the spec stored for this architecture in the user cache (see spec_cache), else
-        the one the model's file carries once it passes the self-test (see file_spec), and
-        store the spec found in the cache; models made in memory are never cached.
+        the one the model's file carries once it passes the self-test (see file_spec), else
+        discover it and store it in the cache; models made in memory are never cached.
     on_meta: export a meta-device twin of the module (no weight is read); see ``_program``.
     Returns a PermutationSpec: every state key (parameters and buffers) mapped to one
         ``Axis | None`` per dimension, the spaces (fixed ones with a reason), the weight layers in
@@ -341,7 +341,12 @@ def discover_spec(model: LoadedModel, cache: bool = True, on_meta: bool = True
         cached = load_spec(key)
         if cached is not None:
             return cached
-    spec = verified_file_spec(model, key) or _discover(model, on_meta)
+    stored = verified_file_spec(model, key)
+    if stored is not None:
+        # not cached: the cache answers for every model of this architecture, and a spec that
+        # came from a file vouches only for the file it came from (verified at each opening)
+        return stored
+    spec = _discover(model, on_meta)
     if key is not None:
         store_spec(key, spec)
     return spec

@@ -9,11 +9,15 @@ structure, the probe, the discovery code and torch version).
 
 A file is untrusted input, so its spec is a claim to check, never an instruction: it is used
 only when its key is the key of the model as loaded now (same code, same architecture), it fits
-the model's tensors, and the self-test passes (permuting each free space leaves the outputs
-unchanged). The self-test needs the weights and runs the model about twice per space, so models
-above ``MAX_PARAMETERS`` are discovered on the meta device instead (that costs no weights).
-Anything else - another version, a mismatch, a failed test - falls back to discovery silently:
-the spec is a cache, never required.
+the model's tensors (every axis, layer and head group), and the self-test passes (permuting each
+free space leaves the outputs unchanged) on the file's weights rescaled at random with a seed
+nobody can predict: the file's author chooses its weights, and weights such as a constant bias
+would hide an axis a forged spec leaves out. The self-test needs the weights and runs the model
+about twice per space, so models above ``MAX_PARAMETERS`` are discovered on the meta device
+instead (that costs no weights). Anything else - another version, a mismatch, a failed test -
+falls back to discovery silently: the spec is a cache, never required. A verified spec is used
+for its own file and not written to the user cache (which answers for every model of the
+architecture): whatever the checks miss stays with the file that brought it.
 """
 
 from __future__ import annotations
