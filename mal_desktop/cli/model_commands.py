@@ -96,6 +96,9 @@ def cmd_curve(args) -> int:
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import ModelCache, model_curve_job
 
+    if args.restarts is not None and (args.layers or args.align not in (None, "weight")):
+        raise MalError("--restarts sets the descents of whole-model weight matching: it needs "
+                       "no --layers and --align weight (the default)")
     data = load_dataset(args.data)  # an unknown dataset is refused before any model is read
     if args.align == "activation" and data.text is not None:
         # its probe batch is input samples; a text dataset holds text until a model tokenises it

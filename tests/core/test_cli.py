@@ -375,3 +375,6 @@ def test_curve_restarts_sets_the_descents_of_whole_model_matching(small_zoo, cap
     with pytest.raises(SystemExit) as refused:
         main(args + ["--restarts", "0"])
     assert refused.value.code == 2 and "whole number >= 1" in capsys.readouterr().err
+    for other in (["--align", "activation"], ["--layers", "layers.0:layers.0"]):
+        assert main(args + ["--restarts", "2"] + other) != 0  # it would do nothing: refused
+        assert "--restarts sets the descents" in capsys.readouterr().err
