@@ -1,5 +1,6 @@
 """Small modules written the way other people write them: in-place residuals, position-major
-flatten, PReLU, LSTM/GRU, GPT-2 Conv1D, hand-written attention with a fused QKV, nn.TransformerEncoder."""
+flatten, PReLU, LSTM/GRU, GPT-2 Conv1D, hand-written attention with a fused QKV, nn.TransformerEncoder,
+a classifier returning (logits, features)."""
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -115,3 +116,14 @@ class GroupedQueryAttention(nn.Module):
         k, v = (p(x).view(b, t, s.g, s.d).transpose(1, 2) for p in (s.k, s.v))
         y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
         return s.head(x + s.o(y.transpose(1, 2).reshape(b, t, -1))).mean(1)
+
+class TwoOutputs(nn.Module):
+    """(logits 10, features 12) from the 64 digit pixels, as timm-style models return features too."""
+    def __init__(s):
+        super().__init__()
+        s.fc1 = nn.Linear(64, 16)
+        s.fc2 = nn.Linear(16, 12)
+        s.head = nn.Linear(12, 10)
+    def forward(s, x):
+        features = torch.relu(s.fc2(torch.relu(s.fc1(torch.flatten(x, 1)))))
+        return s.head(features), features

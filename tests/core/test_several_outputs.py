@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ from mal_desktop.core.io.files import load_model
 from mal_desktop.core.jobs import assemble_job, evaluate_job
 from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep, load_plan
 from mal_desktop.core.progress import run_job
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/core is not a package
+import idiom_modules as im  # noqa: E402
 
 ARCH = "user_arch:make_logits_and_features"
 
@@ -134,27 +138,13 @@ def test_assembly_loads_each_model_with_its_chosen_output(two_models) -> None:
 
 # ----- .pt2 programs returning several outputs (read by our own reader) ----------------------
 
-class _TwoOutputs(torch.nn.Module):
-    """(logits 10, features 12) from the 64 digit pixels, exported to .pt2 below."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = torch.nn.Linear(64, 16)
-        self.fc2 = torch.nn.Linear(16, 12)
-        self.head = torch.nn.Linear(12, 10)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = torch.relu(self.fc2(torch.relu(self.fc1(torch.flatten(x, 1)))))
-        return self.head(features), features
-
-
 @pytest.fixture
 def two_programs(tmp_path: Path) -> tuple[tuple[Path, torch.nn.Module], ...]:
     """Two seeds of a two-output module exported to .pt2 (dynamic batch), with the modules."""
     out = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        module = _TwoOutputs().eval()
+        module = im.TwoOutputs().eval()
         batch = torch.export.Dim("batch", min=1, max=4096)
         program = torch.export.export(module, (torch.randn(4, 1, 8, 8),),
                                       dynamic_shapes=({0: batch},))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -23,21 +24,10 @@ from mal_desktop.gui.job_queue import JobQueue  # noqa: E402
 from mal_desktop.gui.settings import Settings  # noqa: E402
 from mal_desktop.gui.views.layer_tree_view import LayerTreePane  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "core"))  # tests/core is not a package
+import idiom_modules as im  # noqa: E402
+
 pytestmark = pytest.mark.gui
-
-
-class TwoOutputs(torch.nn.Module):
-    """(logits 10, features 12) from the 64 digit pixels."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = torch.nn.Linear(64, 16)
-        self.fc2 = torch.nn.Linear(16, 12)
-        self.head = torch.nn.Linear(12, 10)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = torch.relu(self.fc2(torch.relu(self.fc1(torch.flatten(x, 1)))))
-        return self.head(features), features
 
 
 @pytest.fixture
@@ -46,7 +36,7 @@ def programs(tmp_path: Path) -> dict[str, tuple[Path, torch.nn.Module]]:
     out = {}
     for seed, name in enumerate(("base", "zoo")):
         torch.manual_seed(seed)
-        module = TwoOutputs().eval()
+        module = im.TwoOutputs().eval()
         batch = torch.export.Dim("batch", min=1, max=4096)
         program = torch.export.export(module, (torch.randn(4, 1, 8, 8),),
                                       dynamic_shapes=({0: batch},))
