@@ -50,14 +50,13 @@ class LapBuffer:
 def _to_numpy(cost: torch.Tensor, negate: bool = False,
               buffer: LapBuffer | None = None) -> np.ndarray:
     """``cost`` (or ``-cost``) as a CPU float64 array, in ``buffer`` when given."""
-    source = cost.detach()
-    if source.device.type != "cpu":
-        source = source.to("cpu", torch.float64)
     if buffer is None:
-        out = torch.empty(source.shape, dtype=torch.float64)
+        out = torch.empty(cost.shape, dtype=torch.float64)
     else:
-        out = buffer.take(source.shape[0], source.shape[1])
-    out.copy_(source)  # float32 -> float64 is exact
+        out = buffer.take(cost.shape[0], cost.shape[1])
+    # one copy from any device and dtype (float32 -> float64 is exact); a cost on the GPU was
+    # first copied to a new host tensor and then into the buffer
+    out.copy_(cost.detach())
     if negate:
         out.neg_()  # exact too: the same numbers as negating a float64 copy
     array = out.numpy()
