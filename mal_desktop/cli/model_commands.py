@@ -92,6 +92,7 @@ def _parse_layers(pairs: Sequence[str] | None) -> list[tuple[str, str]] | None:
 
 
 def cmd_curve(args) -> int:
+    from ..core.align.matching import WEIGHT_RESTARTS
     from ..core.errors import MalError
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import ModelCache, model_curve_job
@@ -111,8 +112,7 @@ def cmd_curve(args) -> int:
     result = run(model_curve_job(args.base, args.target, data, align=args.align,
                                   grid=args.grid, layers=_parse_layers(args.layers),
                                   arch=args.arch, repair=args.repair, cache=cache,
-                                  **({} if args.restarts is None
-                                     else {"restarts": args.restarts})), args)
+                                  restarts=args.restarts or WEIGHT_RESTARTS), args)
     obj = result.to_json()
     obj["output_index"] = cache.model(args.base).output_index
 

@@ -361,8 +361,8 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
                     ) -> Generator[ProgressEvent, None, CurveResult]:
     """The `mal curve` job: interpolate a target into a base, naive vs aligned.
 
-    See :func:`curve_series` for ``align``, ``layers`` and ``restarts``. ``repair`` re-estimates BatchNorm
-    statistics at interior lambdas (reported in the result). ``cache`` shares loaded models and
+    See :func:`curve_series` for ``align``, ``layers`` and ``restarts``. ``repair``
+    re-estimates BatchNorm statistics at interior lambdas (reported in the result). ``cache`` shares loaded models and
     their specs across calls (the study runs many curves on one zoo).
     """
     cancel = cancel or CancelToken()
