@@ -16,15 +16,16 @@ it needs, loads both files, finds the permutations, applies them and saves the p
 with ``torch.save``:
 
 - ours: ``load_model`` x 2, ``discover_spec`` (the user spec cache, the file's spec, or
-  torch.export + tracer), ``weight_matching`` (``--restarts``, default 4 as in the app, and 1:
+  discovery from the model), ``weight_matching`` (``--restarts``, default 4 as in the app, and 1:
   one descent like rebasin's), ``permute_state``;
 - rebasin 0.0.47: ``PermutationCoordinateDescent(base, target, example)`` (torchview trace),
   ``calculate_permutations()``, ``apply_permutations()``.
 
 Reported per case, per restarts and per source of our spec (``--modes``: "warm", the user
 spec cache from an earlier run; "file", an empty cache and a file carrying its spec as the zoo
-builder and merges write it, self-tested before use; "export", an empty cache and a file
-without a spec, so discovery runs ``torch.export``), ratios rebasin / ours:
+builder and merges write it, self-tested before use; "discover", an empty cache and a file
+without a spec, so discovery traces the model: a recording of one forward pass, no
+``torch.export``, see mal_desktop/core/graph/record.py), ratios rebasin / ours:
 
 (a) the matching step as each process times it (ours ``weight_matching``, rebasin
     ``calculate_permutations``);
@@ -183,7 +184,7 @@ def make_cases(work: Path, widths: list[int], depth: int, trained: bool) -> list
 
     ours: mal safetensors files carrying their permutation spec, as the zoo builder and merges
     write them; ours_bare: the same files without it (a mal file from before, or any file the
-    spec cannot be trusted for: discovery must export); plain: ``torch.save`` state dicts for
+    spec cannot be trusted for: discovery must trace the model); plain: ``torch.save`` state dicts for
     rebasin."""
     sys.path.insert(0, str(ROOT))
     import torch
@@ -251,7 +252,7 @@ def make_cases(work: Path, widths: list[int], depth: int, trained: bool) -> list
 # ours: where the spec comes from
 MODES = {"warm": "the user spec cache (an earlier run)",
          "file": "the file (empty cache; self-tested)",
-         "export": "discovery by torch.export (empty cache, file without a spec)"}
+         "discover": "discovery from the model (empty cache, file without a spec)"}
 
 
 def measure(case: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -263,7 +264,7 @@ def measure(case: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[
     ours_script.write_text(OURS_CHILD)
     theirs_script.write_text(REBASIN_CHILD)
     ours = {mode: [sys.executable, "-P", str(ours_script),
-                   *case["ours_bare" if mode == "export" else "ours"], out_file]
+                   *case["ours_bare" if mode == "discover" else "ours"], out_file]
             for mode in args.modes}
     theirs = [args.rebasin_python, "-P", str(theirs_script), *case["plain"], out_file,
               case["family"], json.dumps(case["config"])]

@@ -23,6 +23,7 @@ from .evaluate.evaluator import EvalResult, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec
 from .graph.file_spec import spec_record
+from .graph.record import TRACING
 from .graph.spec import PermutationSpec, permute_state
 from .io.files import check_model_output, load_model, read_header, save_model
 from .io.hashing import cached_file_sha256
@@ -347,7 +348,8 @@ def _probe_program(model: LoadedModel, probe: torch.Tensor):
     if model.program is not None:
         return model.program
     try:
-        return torch.export.export(model.module.eval(), (probe,))
+        with TRACING:  # see graph/record.py
+            return torch.export.export(model.module.eval(), (probe,))
     except Exception:  # noqa: BLE001 - not exportable: fall back to forward hooks
         return None
 

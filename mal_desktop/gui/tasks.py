@@ -57,12 +57,15 @@ def warmup_job(cancel: CancelToken) -> Job:
 
 
 def _prime_tracer() -> None:
-    """Trace a tiny model once so torch.export's one-time set-up happens now.
+    """Discover a tiny model once so the tracer's one-time set-up happens now.
 
-    The first export creates ~150k long-lived Python objects. Made here, before the GUI calls
-    ``gc.freeze()``, they are never walked by the garbage collector again; made later, every
-    full collection walks them while holding the GIL, and the window freezes for 100s of ms.
-    A failure only costs that optimisation, so it is logged, not raised.
+    Long-lived objects made here, before the GUI calls ``gc.freeze()``, are never walked by the
+    garbage collector again; made later, every full collection walks them while holding the
+    GIL. Discovery records models up to 50 M parameters (graph/record.py), so this no longer
+    pays torch.export's set-up (~150k objects and 1-1.5 s of importing its compiler stack):
+    that is paid, once, by the first model that must be exported (a larger one, activation
+    matching), rather than by every start. A failure only costs that optimisation, so it is
+    logged, not raised.
     """
     import logging
 

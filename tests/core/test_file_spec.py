@@ -1,5 +1,5 @@
 """A mal file carries its permutation spec (zoo builds and merges write it): opening it with an
-empty spec cache finds the spaces without torch.export, and a spec that is not this model's, or
+empty spec cache finds the spaces without tracing the model, and a spec that is not this model's, or
 that the self-test refutes, is never used."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mal_desktop.core.graph import file_spec
+from mal_desktop.core.graph import discover, file_spec
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.spec import Axis
 from mal_desktop.core.graph.spec_cache import load_spec, spec_from_json, spec_key, spec_to_json
@@ -27,16 +27,19 @@ def spec_dir(tmp_path, monkeypatch):
     return folder
 
 
-class ExportCalls:
+class TraceCalls:
+    """Counts the times a model is traced, recorded (graph/record.py) or exported."""
+
     def __init__(self, monkeypatch):
         self.count = 0
-        real = torch.export.export
+        for owner, name in ((torch.export, "export"), (discover, "record_graph")):
+            real = getattr(owner, name)
 
-        def counted(*args, **kwargs):
-            self.count += 1
-            return real(*args, **kwargs)
+            def counted(*args, real=real, **kwargs):
+                self.count += 1
+                return real(*args, **kwargs)
 
-        monkeypatch.setattr(torch.export, "export", counted)
+            monkeypatch.setattr(owner, name, counted)
 
 
 def _discovered(path) -> object:
@@ -44,14 +47,14 @@ def _discovered(path) -> object:
 
 
 @pytest.mark.parametrize("name", ["mlp-w32-s0", "cnn-w8-s0", "resnet-w8-s0"])
-def test_a_zoo_file_opens_without_export_and_gives_the_discovered_spec(
+def test_a_zoo_file_opens_without_tracing_and_gives_the_discovered_spec(
         small_zoo, spec_dir, monkeypatch, name):
     path = small_zoo.path_of(name)
     model = load_model(path)
     assert model.stored_spec is not None and model.stored_spec["key"] == spec_key(model)
-    exports = ExportCalls(monkeypatch)
+    traces = TraceCalls(monkeypatch)
     spec = discover_spec(model)
-    assert exports.count == 0
+    assert traces.count == 0
     # vouched for by this file only: the cache, which answers for every model of the
     # architecture, holds only what discovery found
     assert load_spec(spec_key(model)) is None
@@ -69,9 +72,9 @@ def test_a_merge_output_carries_its_spec(small_zoo, spec_dir, tmp_path, monkeypa
     merged = load_model(out)
     assert merged.stored_spec is not None
     monkeypatch.setenv("MAL_SPEC_CACHE", str(tmp_path / "other-machine"))
-    exports = ExportCalls(monkeypatch)
+    traces = TraceCalls(monkeypatch)
     spec = discover_spec(merged)
-    assert exports.count == 0
+    assert traces.count == 0
     monkeypatch.undo()
     assert spec == _discovered(out)
 
@@ -91,9 +94,9 @@ def test_a_spec_the_self_test_refutes_is_not_used(small_zoo, spec_dir, tmp_path,
         space[2] = False  # every space free, the input and the class output included
     forged = _resave(model, tmp_path / "forged.safetensors", crafted)
     assert file_spec._fits(spec_from_json(crafted), forged.state())  # only the test catches it
-    exports = ExportCalls(monkeypatch)
+    traces = TraceCalls(monkeypatch)
     assert discover_spec(forged) == true
-    assert exports.count == 1  # refused, so discovered
+    assert traces.count == 1  # refused, so discovered
     assert load_spec(spec_key(forged)) == true  # and the cache holds the true one
 
 
@@ -106,8 +109,8 @@ def test_a_spec_that_does_not_fit_the_tensors_is_not_used(small_zoo, spec_dir, t
                                                      *true.axes[first][1:])})
     forged = _resave(model, tmp_path / "forged.safetensors", spec_to_json(wrong))
     assert not file_spec._fits(wrong, model.state())
-    exports = ExportCalls(monkeypatch)
-    assert discover_spec(forged) == true and exports.count == 1
+    traces = TraceCalls(monkeypatch)
+    assert discover_spec(forged) == true and traces.count == 1
 
 
 def test_another_key_or_an_unreadable_spec_falls_back_to_discovery(small_zoo, spec_dir, tmp_path,
@@ -118,10 +121,10 @@ def test_another_key_or_an_unreadable_spec_falls_back_to_discovery(small_zoo, sp
     true = _discovered(small_zoo.path_of("cnn-w8-s0"))
     other = _resave(model, tmp_path / "other.safetensors", spec_to_json(true), key="0" * 64)
     damaged = _resave(model, tmp_path / "damaged.safetensors", {"format": 3, "spaces": [[1]]})
-    exports = ExportCalls(monkeypatch)
+    traces = TraceCalls(monkeypatch)
     assert discover_spec(other, cache=False) == true
     assert discover_spec(damaged, cache=False) == true
-    assert exports.count == 2
+    assert traces.count == 2
 
 
 def test_a_large_model_is_discovered_rather_than_self_tested(small_zoo, spec_dir, monkeypatch):
@@ -155,8 +158,8 @@ def test_weights_chosen_to_blind_the_self_test_do_not_pass_a_forged_spec(
             layer["bias"] = None
     forged = _resave(model, tmp_path / "forged.safetensors", crafted)
     assert file_spec._fits(spec_from_json(crafted), forged.state())
-    exports = ExportCalls(monkeypatch)
-    assert discover_spec(forged) == true and exports.count == 1
+    traces = TraceCalls(monkeypatch)
+    assert discover_spec(forged) == true and traces.count == 1
     assert load_spec(spec_key(forged)) == true
 
 

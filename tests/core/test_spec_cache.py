@@ -1,5 +1,6 @@
-"""Discovered specs are cached per architecture: a warm `mal inspect` / `mal curve` never calls
-torch.export, and the cache never answers for a different architecture or discovery code."""
+"""Discovered specs are cached per architecture: a warm `mal inspect` / `mal curve` never traces
+the model (no recording, no torch.export), and the cache never answers for a different
+architecture or discovery code."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from mal_desktop.cli import main
-from mal_desktop.core.graph import spec_cache
+from mal_desktop.core.graph import discover, spec_cache
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.spec_cache import spec_from_json, spec_key, spec_to_json
 from mal_desktop.core.io.files import load_model, save_model
@@ -23,11 +24,12 @@ def spec_dir(tmp_path, monkeypatch):
     return folder
 
 
-def _no_export(monkeypatch):
+def _no_trace(monkeypatch):
     def refuse(*args, **kwargs):
-        raise AssertionError("torch.export.export called although the spec is cached")
+        raise AssertionError("the model was traced although its spec is cached")
 
     monkeypatch.setattr(torch.export, "export", refuse)
+    monkeypatch.setattr(discover, "record_graph", refuse)
 
 
 def _without_spec(zoo, name: str, folder) -> str:
@@ -38,7 +40,7 @@ def _without_spec(zoo, name: str, folder) -> str:
     return str(path)
 
 
-def test_warm_inspect_and_curve_do_not_export(small_zoo, spec_dir, tmp_path, monkeypatch,
+def test_warm_inspect_and_curve_do_not_trace(small_zoo, spec_dir, tmp_path, monkeypatch,
                                               capsys):
     a, b, cnn = (_without_spec(small_zoo, name, tmp_path)
                  for name in ("mlp-w32-s0", "mlp-w32-s1", "cnn-w8-s0"))
@@ -48,7 +50,7 @@ def test_warm_inspect_and_curve_do_not_export(small_zoo, spec_dir, tmp_path, mon
     capsys.readouterr()
     assert len(list(spec_dir.glob("*.json"))) == 2
 
-    _no_export(monkeypatch)
+    _no_trace(monkeypatch)
     assert main(["inspect", cnn, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == cold
     assert main(["curve", "--base", a, "--target", b, "--data", "digits", "--grid", "3",
@@ -58,11 +60,11 @@ def test_warm_inspect_and_curve_do_not_export(small_zoo, spec_dir, tmp_path, mon
                  "--layers", "layers.0:layers.0", "--align", "chain", "--json"]) == 0
 
 
-def test_cold_discovery_without_a_cache_still_exports(small_zoo, spec_dir, tmp_path,
-                                                      monkeypatch):
+def test_cold_discovery_without_a_cache_still_traces(small_zoo, spec_dir, tmp_path,
+                                                     monkeypatch):
     model = load_model(_without_spec(small_zoo, "resnet-w8-s0", tmp_path))
-    _no_export(monkeypatch)
-    with pytest.raises(Exception, match="torch.export.export called"):
+    _no_trace(monkeypatch)
+    with pytest.raises(Exception, match="was traced"):
         discover_spec(model)
 
 
@@ -106,7 +108,7 @@ def test_a_damaged_entry_is_rediscovered(small_zoo, spec_dir, tmp_path):
 
 
 def test_a_hugging_face_folder_is_discovered_once(tmp_path, spec_dir, monkeypatch, capsys):
-    """Two folders of one config share a cache entry; the second inspect never exports."""
+    """Two folders of one config share a cache entry; the second inspect never traces."""
     pytest.importorskip("transformers")
     from test_hf_folders import write_llama
 
@@ -115,6 +117,6 @@ def test_a_hugging_face_folder_is_discovered_once(tmp_path, spec_dir, monkeypatc
     assert main(["inspect", str(first), "--json"]) == 0
     cold = json.loads(capsys.readouterr().out)["spaces"]
     assert len(list(spec_dir.glob("*.json"))) == 1
-    _no_export(monkeypatch)
+    _no_trace(monkeypatch)
     assert main(["inspect", str(second), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["spaces"] == cold

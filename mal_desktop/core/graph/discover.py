@@ -29,14 +29,15 @@ from .spec import Axis, HeadGroup, Layer, PermutationSpec, Space
 from .labels import (IGNORED_OPS, NORM_ARGS, NORM_OPS, Merged, Param, RawLayer, Ref,
                      UnionFind, arg_of, module_path, op_names, shape_of, tensor_nodes)
 from .op_rules import HANDLERS, OpRules
-from .file_spec import verified_file_spec
+from .file_spec import MAX_PARAMETERS, verified_file_spec
+from .record import TRACING, AtenGraph, exported_graph, record_graph
 from .spec_cache import load_spec, spec_key, store_spec
 
 
 class _Tracer(OpRules):
     """Walks the graph once, labelling every tensor axis."""
 
-    def __init__(self, ep: Any, state_keys: set[str], output_index: int = 0) -> None:
+    def __init__(self, aten: AtenGraph, state_keys: set[str], output_index: int = 0) -> None:
         self.output_index = output_index  # which user output is the logits
         self.g = UnionFind()
         self.labels: dict[fx.Node, Any] = {}
@@ -56,20 +57,18 @@ class _Tracer(OpRules):
         self.placeholders: dict[int, int] = {}
         self.copies: dict[int, int] = {}
         self.view_node: fx.Node | None = None
-        self.ep = ep
-        kinds = {s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
-        for node in ep.graph.nodes:
+        self.aten = aten
+        for node in aten.graph.nodes:
             if node.op != "placeholder":
                 continue
             val = node.meta.get("val")
-            spec = kinds.get(node.name)
-            kind = spec.kind.name if spec is not None else "USER_INPUT"
+            kind, key = aten.inputs.get(node.name, ("USER_INPUT", None))
             if not isinstance(val, torch.Tensor):
                 self.labels[node] = None
-            elif kind in ("PARAMETER", "BUFFER") and spec.target in state_keys:
-                self.state_node[node] = spec.target
-                self.state_shapes[spec.target] = shape_of(val)
-                self.labels[node] = [Param(spec.target, d) for d in range(val.dim())]
+            elif kind in ("PARAMETER", "BUFFER") and key in state_keys:
+                self.state_node[node] = key
+                self.state_shapes[key] = shape_of(val)
+                self.labels[node] = [Param(key, d) for d in range(val.dim())]
             elif kind == "USER_INPUT":
                 self.labels[node] = self.fresh_like(val, "network input")
             else:  # constants, non-persistent buffers: never permuted, so they pin what they touch
@@ -192,7 +191,7 @@ class _Tracer(OpRules):
 
     # ----- driver -----
     def run(self) -> None:
-        for node in self.ep.graph.nodes:
+        for node in self.aten.graph.nodes:
             if node.op == "output":
                 self.output(node)
             elif node.op == "call_function":
@@ -202,9 +201,8 @@ class _Tracer(OpRules):
 
     def output(self, node: fx.Node) -> None:
         outs = list(node.args[0]) if isinstance(node.args[0], (list, tuple)) else [node.args[0]]
-        specs = list(self.ep.graph_signature.output_specs)
-        user = [out for i, out in enumerate(outs)
-                if i >= len(specs) or specs[i].kind.name == "USER_OUTPUT"]
+        flags = self.aten.user_outputs
+        user = [out for i, out in enumerate(outs) if i >= len(flags) or flags[i]]
         # buffer mutations of a training-mode program are not outputs; the logits go first so
         # a space that is both keeps the reason "class output"
         order = sorted(range(len(user)), key=lambda i: i != self.output_index)
@@ -271,13 +269,17 @@ class _Tracer(OpRules):
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor) -> Any:
-    with quiet_torch_internals():
+    with TRACING, quiet_torch_internals():
         return torch.export.export(module.eval(), (example,))
 
 
-def _program(model: LoadedModel, on_meta: bool = True) -> Any:
-    """The model's ATen program: its own (.pt2), else its module exported on a probe batch.
+def _aten_graph(model: LoadedModel, on_meta: bool = True) -> AtenGraph:
+    """The model's ATen graph: its own program (.pt2), else a recording of one forward pass
+    (see record.py: no compiler stack to import), else its module exported on a probe batch.
 
+    Recording runs the model on its weights, so it is used for a module whose weights are in
+    memory and at most ``MAX_PARAMETERS`` large; a recording that refuses (an in-place write
+    export would functionalise differently) or fails falls back to export.
     on_meta: export a twin of the module whose weights live on the meta device, with a meta
     probe: tracing needs shapes, never values, so no weight is read or materialised (a
     memory-mapped model stays unread; a 7B-shaped model is discovered in little memory). A
@@ -285,8 +287,14 @@ def _program(model: LoadedModel, on_meta: bool = True) -> Any:
     exported as it is.
     """
     if model.program is not None:
-        return _functional(model.program)
+        return exported_graph(_functional(model.program))
     example = model.example_input(2)
+    if _recordable(model.module):
+        try:
+            with quiet_torch_internals():
+                return record_graph(model.module, example)
+        except Exception:  # noqa: BLE001 - export decides, and reports what it cannot trace
+            pass
     try:
         if on_meta:
             try:
@@ -299,7 +307,13 @@ def _program(model: LoadedModel, on_meta: bool = True) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MalError(f"{model.name}: cannot trace the model to find its permutation spaces "
                        f"({type(exc).__name__}: {first})") from exc
-    return _functional(program)
+    return exported_graph(_functional(program))
+
+
+def _recordable(module: torch.nn.Module) -> bool:
+    tensors = [*module.parameters(), *module.buffers()]
+    return not any(t.is_meta for t in tensors) \
+        and sum(t.numel() for t in tensors) <= MAX_PARAMETERS
 
 
 def _functional(program: Any) -> Any:
@@ -314,7 +328,7 @@ def _functional(program: Any) -> Any:
     if not mutable:
         return program
     try:
-        with quiet_torch_internals():
+        with TRACING, quiet_torch_internals():
             return program.run_decompositions({})
     except Exception:  # noqa: BLE001 - keep the original: its in-place ops pin what they touch
         return program
@@ -330,7 +344,7 @@ def discover_spec(model: LoadedModel, cache: bool = True, on_meta: bool = True
     cache: reuse the spec stored for this architecture in the user cache (see spec_cache), else
         the one the model's file carries once it passes the self-test (see file_spec), else
         discover it and store it in the cache; models made in memory are never cached.
-    on_meta: export a meta-device twin of the module (no weight is read); see ``_program``.
+    on_meta: export a meta-device twin of the module (no weight is read); see ``_aten_graph``.
     Returns a PermutationSpec: every state key (parameters and buffers) mapped to one
         ``Axis | None`` per dimension, the spaces (fixed ones with a reason), the weight layers in
         execution order and the names of ops that forced spaces fixed (``unsupported``).
@@ -353,9 +367,9 @@ def discover_spec(model: LoadedModel, cache: bool = True, on_meta: bool = True
 
 
 def _discover(model: LoadedModel, on_meta: bool) -> PermutationSpec:
-    ep = _program(model, on_meta)
+    aten = _aten_graph(model, on_meta)
     state = model.module.state_dict(keep_vars=True)
-    tracer = _Tracer(ep, set(state), model.output_index)
+    tracer = _Tracer(aten, set(state), model.output_index)
     tracer.run()
     aliases: dict[int, list[str]] = {}
     for key, tensor in state.items():

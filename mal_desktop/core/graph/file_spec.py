@@ -1,9 +1,10 @@
 """A permutation spec carried inside a mal model file, so that opening the file on another
-machine (or with an empty spec cache) needs no ``torch.export``.
+machine (or with an empty spec cache) needs no tracing.
 
-Discovery exports the model, and the first export in a process imports torch's compiler stack:
-1-1.5 s on an idle machine, several seconds under load, for a model whose matching takes
-milliseconds. ``save_model`` therefore stores the spec it was given (the zoo builder and merges
+Discovery of a large model (above ``MAX_PARAMETERS``, or opened from headers) exports it, and
+the first export in a process imports torch's compiler stack: 1-1.5 s on an idle machine,
+several seconds under load. Smaller models are recorded in milliseconds (record.py), and a
+stored spec still spares the trace and its op rules. ``save_model`` therefore stores the spec it was given (the zoo builder and merges
 give one) with the spec cache's key (``spec_cache.spec_key``: the architecture, the state's
 structure, the probe, the discovery code and torch version).
 

@@ -1,0 +1,242 @@
+"""Record a model's ATen graph by running it once, without torch.export.
+
+Why: the first ``torch.export`` (or ``make_fx``) in a process imports torch's compiler stack
+(``torch._dynamo``, ``torch._inductor``): 1.1-1.4 s here, for a model whose discovery and matching
+take milliseconds, so a model mal has not seen before opened slower than the rebasin library
+aligns it. Discovery needs only what export gives it: the ATen ops a forward pass calls, at the
+level export records them (above autograd, so ``linear`` stays one op instead of ``t`` and
+``addmm``), every value's shape, the calling modules, and which tensors are parameters, buffers,
+constants or the input.
+
+A dispatch mode at torch's PreDispatch key sees exactly those ops. The model runs once, for
+real, on the probe batch (meta tensors would route batch norm through Python decompositions,
+whose first call imports the compiler stack too), and each op becomes a node of an fx graph like
+export's. An in-place op (``x += shortcut``) becomes its functional variant, as export's
+functionalisation makes it, when it writes into a tensor an op produced; a write into a view, a
+parameter, a buffer or the input, an op that writes anything else, or anything unexpected makes
+the recording refuse, and discovery exports the model as before (``discover._aten_graph``).
+
+Torch lets only its own mode classes sit at PreDispatch, so the recorder subclasses one
+(``SchemaCheckMode``) and replaces all of its behaviour. These are private torch APIs: a torch
+release that changes them makes recording fail, discovery falls back to export, and the tests
+(which assert that recording is used) show it instead of a silent slowdown.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch._C import DispatchKey
+from torch._dispatch.python import enable_python_dispatcher
+from torch._subclasses.schema_check_mode import SchemaCheckMode
+from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+# torch keeps the PreDispatch mode in one process-wide slot, and export puts its own mode there:
+# a recording and an export in two threads (the app's workers) would see each other's ops
+TRACING = threading.RLock()
+
+
+@dataclass
+class AtenGraph:
+    """What discovery reads, from export or from a recording.
+
+    graph: ATen ops; each node's ``meta["val"]`` holds its value (a tensor, or a tuple of them)
+        and ``meta["nn_module_stack"]`` the modules that called it ({path: (path, type)}).
+    inputs: placeholder name -> (kind, state key); kinds as export names them: PARAMETER,
+        BUFFER, CONSTANT_TENSOR, USER_INPUT.
+    user_outputs: per position of the output node's tuple, whether it is returned to the user
+        (export also outputs buffer mutations).
+    """
+
+    graph: fx.Graph
+    inputs: dict[str, tuple[str, str | None]]
+    user_outputs: list[bool]
+
+
+def exported_graph(program: Any) -> AtenGraph:
+    """An ``ExportedProgram`` as an AtenGraph."""
+    signature = program.graph_signature
+    inputs = {s.arg.name: (s.kind.name, s.target) for s in signature.input_specs
+              if hasattr(s.arg, "name")}
+    return AtenGraph(program.graph, inputs,
+                     [s.kind.name == "USER_OUTPUT" for s in signature.output_specs])
+
+
+class RecordingRefused(Exception):
+    """The forward pass did something a recording cannot represent as export would."""
+
+
+def record_graph(module: nn.Module, example: torch.Tensor) -> AtenGraph:
+    """Run ``module`` (put in eval mode, as export does) once on ``example`` and return its
+    ATen graph. Raises RecordingRefused, or whatever the forward pass raises."""
+    module.eval()
+    graph = fx.Graph()
+    recorder = _Recorder(graph)
+    inputs: dict[str, tuple[str, str | None]] = {}
+    # placeholders in export's order: parameters, buffers, (constants, added as met), the input
+    # a tensor under several names (tied weights) gets a placeholder per name and every use
+    # reads the last one, as under export
+    for kind, prefix, named in (
+            ("PARAMETER", "p", module.named_parameters(remove_duplicate=False)),
+            ("BUFFER", "b", module.named_buffers(remove_duplicate=False))):
+        for key, tensor in named:
+            node = graph.placeholder(f"{prefix}_{key.replace('.', '_')}")
+            recorder.annotate(node, tensor)
+            recorder.bind(tensor, node)
+            inputs[node.name] = (kind, key)
+    recorder.first_input = graph.placeholder("input")
+    recorder.bind(example, recorder.first_input)
+    inputs[recorder.first_input.name] = ("USER_INPUT", None)
+    with ExitStack() as stack:
+        stack.enter_context(TRACING)
+        for handle in _module_stack_hooks(module, recorder.stack):
+            stack.callback(handle.remove)
+        # grad mode on, as under export, even for a caller under no_grad: without it torch's
+        # fused fast paths (``_transformer_encoder_layer_fwd``) replace the ops discovery knows
+        stack.enter_context(torch.enable_grad())
+        stack.enter_context(enable_python_dispatcher())
+        stack.enter_context(torch._C._EnablePreDispatch())
+        stack.enter_context(recorder)
+        output = module(example)
+    if recorder.refused is not None:  # raised inside the forward, which may have caught it
+        raise RecordingRefused(recorder.refused)
+    leaves, _ = tree_flatten(output)
+    graph.output(tuple(recorder.arg(leaf) for leaf in leaves))
+    inputs.update(recorder.constants)
+    return AtenGraph(graph, inputs, [True] * len(leaves))
+
+
+def _module_stack_hooks(module: nn.Module, stack: list[tuple[str, str]]) -> list[Any]:
+    """Hooks keeping ``stack`` at the modules whose forward is running (paths as in the state)."""
+    handles = []
+    for path, sub in module.named_modules():
+        if not path:
+            continue
+        kind = f"{type(sub).__module__}.{type(sub).__qualname__}"
+
+        def enter(_m: Any, _args: Any, entry: tuple[str, str] = (path, kind)) -> None:
+            stack.append(entry)
+
+        def leave(_m: Any, _args: Any, _out: Any) -> None:
+            stack.pop()  # returns None: a hook's return value would replace the output
+
+        handles.append(sub.register_forward_pre_hook(enter))
+        handles.append(sub.register_forward_hook(leave, always_call=True))
+    return handles
+
+
+class _Recorder(SchemaCheckMode):
+    """Turns every ATen call at PreDispatch into a node of ``graph``."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # otherwise torch wraps __torch_dispatch__ in a shim whose first call imports dynamo
+        return False
+
+    def __init__(self, graph: fx.Graph) -> None:
+        TorchDispatchMode.__init__(self, DispatchKey.PreDispatch)
+        self.graph = graph
+        self.nodes: dict[int, fx.Node] = {}  # id(tensor) -> the node that holds its value
+        self.keep: list[torch.Tensor] = []  # every mapped tensor stays alive: ids are not reused
+        # each tensor of a multi-output op -> (op node, index); its getitem is made on first use
+        self.pending: dict[int, tuple[fx.Node, int]] = {}
+        # the same, by what the tensor views: a factory op's result (``torch.zeros`` inside
+        # nn.LSTM) reaches the caller as a shallow copy, another tensor over the same memory
+        self.by_memory: dict[tuple, fx.Node | tuple[fx.Node, int]] = {}
+        self.stack: list[tuple[str, str]] = []
+        self.constants: dict[str, tuple[str, str | None]] = {}
+        self.first_input: fx.Node | None = None
+        self.refused: str | None = None
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        target = self.functional(func, args) if func._schema.is_mutable else func
+        out = func(*args, **kwargs)
+        node = self.graph.call_function(target, tree_map(self.arg, tuple(args)),
+                                        tree_map(self.arg, dict(kwargs)))
+        self.annotate(node, out)
+        if isinstance(out, torch.Tensor):
+            self.bind(out, node)
+        elif isinstance(out, (tuple, list)):
+            for i, item in enumerate(out):
+                if isinstance(item, torch.Tensor):
+                    self.pending[id(item)] = (node, i)
+                    self.keep.append(item)
+                    self.remember(item, (node, i))
+        return out
+
+    def functional(self, func: Any, args: Any) -> Any:
+        """The functional variant of an in-place op that writes into an op's result."""
+        writes = [a.name for a in func._schema.arguments
+                  if a.alias_info is not None and a.alias_info.is_write]
+        name = func._schema.name.split("::", 1)[-1]
+        target = args[0] if args else None
+        node = self.arg(target) if isinstance(target, torch.Tensor) else None
+        variant = getattr(getattr(torch.ops.aten, name[:-1], None), func._overloadname, None) \
+            if name.endswith("_") else None
+        if writes != ["self"] or node is None or node.op != "call_function" \
+                or target._is_view() or variant is None or variant._schema.is_mutable:
+            self.refused = self.refused or f"{func} writes into its arguments"
+            raise RecordingRefused(self.refused)
+        return variant
+
+    def annotate(self, node: fx.Node, value: Any) -> None:
+        node.meta["val"] = value
+        node.meta["nn_module_stack"] = {path: (path, kind) for path, kind in self.stack}
+
+    def bind(self, tensor: torch.Tensor, node: fx.Node) -> None:
+        self.nodes[id(tensor)] = node
+        self.pending.pop(id(tensor), None)
+        self.keep.append(tensor)
+        self.remember(tensor, node)
+        if "val" not in node.meta:
+            self.annotate(node, tensor)
+
+    def remember(self, tensor: torch.Tensor, holder: fx.Node | tuple[fx.Node, int]) -> None:
+        key = _memory_key(tensor)
+        if key is not None:
+            self.by_memory[key] = holder  # the latest holder of these values wins
+
+    def arg(self, value: Any) -> Any:
+        """``value`` as a node argument: a tensor becomes the node holding it."""
+        if not isinstance(value, torch.Tensor):
+            return value
+        node = self.nodes.get(id(value))
+        if node is not None:
+            return node
+        key = _memory_key(value)
+        holder = self.pending.get(id(value)) or self.by_memory.get(key)
+        if isinstance(holder, fx.Node):
+            self.nodes[id(value)] = holder
+            self.keep.append(value)
+            return holder
+        if holder is not None:
+            parent, index = holder
+            node = self.graph.call_function(operator.getitem, (parent, index))
+            node.meta["nn_module_stack"] = parent.meta["nn_module_stack"]
+        else:  # made before the forward pass and not in the state: a constant, as export lifts it
+            with self.graph.inserting_before(self.first_input):
+                node = self.graph.placeholder(f"c_constant_{len(self.constants)}")
+            self.constants[node.name] = ("CONSTANT_TENSOR", None)
+        node.meta["val"] = value
+        self.bind(value, node)
+        return node
+
+
+def _memory_key(tensor: torch.Tensor) -> tuple | None:
+    """Where a tensor's values live and how it reads them; None for a tensor with no memory."""
+    try:
+        address = tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return None
+    if not address:
+        return None
+    return (address, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype)

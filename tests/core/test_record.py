@@ -1,0 +1,235 @@
+"""Discovery from a recorded forward pass (graph/record.py) gives the spec export gives, on our
+families, on models in other people's styles and on transformers configs, and never imports
+torch's compiler stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mal_desktop.core.arch.families import build_model, full_config
+from mal_desktop.core.graph import discover
+from mal_desktop.core.graph.discover import discover_spec
+from mal_desktop.core.graph.record import RecordingRefused, record_graph
+from mal_desktop.core.io.model import LoadedModel
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/core is not a package
+import idiom_modules as im  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _family(family: str, **config: object) -> LoadedModel:
+    cfg = full_config(family, {"input_shape": [1, 8, 8], "num_classes": 10, **config})
+    torch.manual_seed(0)
+    return LoadedModel(build_model(family, cfg), {"kind": "memory"}, (1, 8, 8), 10)
+
+
+def _custom(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype | None = None,
+            vocab: int | None = None) -> LoadedModel:
+    torch.manual_seed(0)
+    return LoadedModel(module.eval(), {"kind": "memory"}, shape, 3, input_dtype=dtype,
+                       input_range=vocab)
+
+
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module, key: str = "input_ids") -> None:
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(**{self.key: x}).logits
+
+
+def _hf(name: str) -> LoadedModel:
+    tf = pytest.importorskip("transformers")
+    tf.logging.set_verbosity_error()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        if name == "bert":
+            cfg = tf.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=24,
+                                max_position_embeddings=16, num_labels=3)
+            return _custom(_Logits(tf.BertForSequenceClassification(cfg)), (6,), torch.int64, 40)
+        if name == "gpt2":
+            cfg = tf.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
+            return _custom(_Logits(tf.GPT2LMHeadModel(cfg)), (6,), torch.int64, 40)
+        if name == "llama-gqa":
+            cfg = tf.LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 intermediate_size=24, max_position_embeddings=16)
+            return _custom(_Logits(tf.LlamaForCausalLM(cfg)), (6,), torch.int64, 40)
+        cfg = tf.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16,
+                           num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+                           num_labels=3)
+        return _custom(_Logits(tf.ViTForImageClassification(cfg), "pixel_values"), (1, 8, 8))
+
+
+MODELS = {
+    "mlp": lambda: _family("mlp", widths=[32, 24]),
+    "cnn": lambda: _family("cnn"),
+    "vgg": lambda: _family("vgg"),
+    "resnet": lambda: _family("resnet", width=8, blocks=2),
+    "mixer": lambda: _family("mixer"),
+    "in-place residual": lambda: _custom(im.ResNet(), (1, 8, 8)),
+    "position-major flatten": lambda: _custom(im.PosMajorCNN(), (1, 8, 8)),
+    "prelu": lambda: _custom(im.PReLUNet(), (1, 8, 8)),
+    "lstm": lambda: _custom(im.LSTMNet("lstm"), (4, 5)),
+    "gru": lambda: _custom(im.LSTMNet("gru"), (4, 5)),
+    "stacked bidirectional lstm": lambda: _custom(im.LSTMNet("lstm", 2, True), (4, 5)),
+    "gpt2-style conv1d": lambda: _custom(im.Conv1DNet(), (4, 5)),
+    "fused qkv, view into heads": lambda: _custom(im.TinyTransformer(), (4, 5)),
+    "torch transformer encoder": lambda: _custom(im.TorchEncoder(), (4, 5)),
+    "grouped-query sdpa": lambda: _custom(im.GroupedQueryAttention(), (4, 5)),
+    "bert": lambda: _hf("bert"),
+    "gpt2": lambda: _hf("gpt2"),
+    "llama-gqa": lambda: _hf("llama-gqa"),
+    "vit": lambda: _hf("vit"),
+}
+
+
+def _recorded_and_exported(model: LoadedModel, monkeypatch) -> tuple:
+    recordings = []
+
+    def spy(*args, **kwargs):
+        graph = record_graph(*args, **kwargs)
+        recordings.append(graph)
+        return graph
+
+    with monkeypatch.context() as patch:
+        patch.setattr(discover, "record_graph", spy)
+        recorded = discover_spec(model, cache=False)
+    assert len(recordings) == 1, "discovery did not use the recording"
+    with monkeypatch.context() as patch:
+        patch.setattr(discover, "_recordable", lambda module: False)
+        exported = discover_spec(model, cache=False)
+    return recorded, exported
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_recording_gives_the_exported_spec(name: str, monkeypatch) -> None:
+    model = MODELS[name]()
+    recorded, exported = _recorded_and_exported(model, monkeypatch)
+    assert recorded == exported
+    assert any(not s.fixed for s in recorded.spaces.values())
+
+
+def test_discovery_of_a_family_file_never_imports_the_compiler_stack(tmp_path) -> None:
+    """A mal file without a stored spec, an empty spec cache: discovery records the forward
+    pass; ``torch._dynamo`` (1-1.5 s to import) stays out of the process."""
+    code = f"""
+import sys, torch
+sys.path.insert(0, {str(ROOT)!r})
+from mal_desktop.core.arch.families import build_model, full_config
+from mal_desktop.core.graph.discover import discover_spec
+from mal_desktop.core.graph.selftest import self_test
+from mal_desktop.core.io.files import load_model, save_model
+from mal_desktop.core.io.model import LoadedModel
+for family, extra in (("mlp", {{"widths": [16, 16]}}), ("resnet", {{"width": 8, "blocks": 1}})):
+    cfg = full_config(family, {{"input_shape": [1, 8, 8], "num_classes": 10, **extra}})
+    made = LoadedModel(build_model(family, cfg), {{"kind": "family", "family": family,
+                       "config": cfg}}, (1, 8, 8), 10, metadata={{"name": family}})
+    path = {str(tmp_path)!r} + f"/{{family}}.safetensors"
+    save_model(made, path)
+    model = load_model(path)
+    assert model.stored_spec is None
+    spec = discover_spec(model)
+    assert sum(not s.fixed for s in spec.spaces.values()) >= 2, spec.spaces
+    assert self_test(model, spec).passed
+print("dynamo imported:", "torch._dynamo" in sys.modules)
+"""
+    env = {"MAL_SPEC_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin",
+           "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "dynamo imported: False" in out.stdout
+
+
+class _WritesIntoItsInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(2.0)  # export functionalises this into an input mutation
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class _WritesIntoAView(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        h[:, :2] += 1.0  # only two units: the hidden space is no longer free
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("module", [_WritesIntoItsInput, _WritesIntoAView])
+def test_writes_a_recording_cannot_represent_fall_back_to_export(module, monkeypatch) -> None:
+    model = _custom(module(), (5,))
+    with pytest.raises(RecordingRefused, match="writes into"):
+        record_graph(model.module, model.example_input(2))
+    with monkeypatch.context() as patch:
+        patch.setattr(discover, "_recordable", lambda m: False)
+        exported = discover_spec(model, cache=False)
+    assert discover_spec(model, cache=False) == exported
+    # the first two hidden units are set apart: that space is not free; the other is
+    assert exported.spaces["P_fc1"].fixed == (module is _WritesIntoAView)
+
+
+def test_a_plain_tensor_attribute_pins_what_it_touches_as_under_export(monkeypatch) -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(5, 8), nn.Linear(8, 3)
+            self.scale = torch.linspace(0.5, 1.5, 8)  # not a buffer: a constant, per unit
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x)) * self.scale)
+
+    recorded, exported = _recorded_and_exported(_custom(Scaled(), (5,)), monkeypatch)
+    assert recorded == exported
+    assert all(s.fixed for s in recorded.spaces.values())
+
+
+def test_recordings_in_several_threads_do_not_see_each_others_ops() -> None:
+    """torch keeps the PreDispatch mode in one process-wide slot: the app discovers in worker
+    threads, so concurrent recordings (and exports) take turns."""
+    names = ["mlp", "cnn", "resnet", "lstm", "fused qkv, view into heads", "prelu"]
+    models = {n: MODELS[n]() for n in names}
+    expected = {n: discover_spec(m, cache=False) for n, m in models.items()}
+    got: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        for _ in range(3):
+            got[name] = discover_spec(models[name], cache=False)
+            if got[name] != expected[name]:
+                return
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert got == expected
+
+
+def test_a_caller_under_no_grad_gets_the_same_spec() -> None:
+    """Under no_grad torch's encoder layer takes a fused fast path (one op nothing can see
+    into); the recording runs with grad on, as export does."""
+    model = MODELS["torch transformer encoder"]()
+    with torch.no_grad():
+        under = discover_spec(model, cache=False)
+    assert under == discover_spec(model, cache=False)
+    assert not under.unsupported
