@@ -17,7 +17,7 @@ from torch import nn
 from mal_desktop.core.arch.families import build_model, full_config
 from mal_desktop.core.graph import discover
 from mal_desktop.core.graph.discover import discover_spec
-from mal_desktop.core.graph.record import RecordingRefused, record_graph
+from mal_desktop.core.graph.record import RecordingRefused, _module_stack_hooks, record_graph
 from mal_desktop.core.io.model import LoadedModel
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/core is not a package
@@ -217,12 +217,24 @@ def test_recordings_in_several_threads_do_not_see_each_others_ops() -> None:
             if got[name] != expected[name]:
                 return
 
+    errors: list[BaseException] = []
+
+    def evaluate(name: str) -> None:  # the same module run meanwhile, as the app's evaluation does
+        try:
+            with torch.no_grad():
+                for _ in range(200):
+                    models[name].module(models[name].example_input(4))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
     threads = [threading.Thread(target=run, args=(n,)) for n in names]
+    threads += [threading.Thread(target=evaluate, args=(n,)) for n in ("resnet", "lstm")]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
     assert got == expected
+    assert not errors
 
 
 def test_a_caller_under_no_grad_gets_the_same_spec() -> None:
@@ -233,3 +245,24 @@ def test_a_caller_under_no_grad_gets_the_same_spec() -> None:
         under = discover_spec(model, cache=False)
     assert under == discover_spec(model, cache=False)
     assert not under.unsupported
+
+
+def test_module_paths_come_from_the_recording_threads_calls_only() -> None:
+    """The hooks naming the calling module see every thread's forward passes; another thread
+    running the model meanwhile must neither add to the path nor pop it empty (IndexError in
+    that thread)."""
+    module = MODELS["resnet"]().module
+    stack: list[tuple[str, str]] = []
+    seen: list[list] = []
+    probe = module.head.register_forward_hook(lambda m, a, o: seen.append(list(stack)))
+    handles = _module_stack_hooks(module, stack)
+    try:
+        other = threading.Thread(target=module, args=(torch.randn(2, 1, 8, 8),))
+        other.start()
+        other.join()
+        module(torch.randn(2, 1, 8, 8))
+    finally:
+        for handle in [probe, *handles]:
+            handle.remove()
+    assert seen[0] == []  # the other thread's call
+    assert [path for path, _ in seen[1]] == ["head"]

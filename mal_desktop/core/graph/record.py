@@ -115,18 +115,24 @@ def record_graph(module: nn.Module, example: torch.Tensor) -> AtenGraph:
 
 
 def _module_stack_hooks(module: nn.Module, stack: list[tuple[str, str]]) -> list[Any]:
-    """Hooks keeping ``stack`` at the modules whose forward is running (paths as in the state)."""
+    """Hooks keeping ``stack`` at the modules whose forward is running (paths as in the state).
+
+    Only this thread's calls count: another thread may run the same module meanwhile (the app
+    evaluates in its workers)."""
     handles = []
+    me = threading.get_ident()
     for path, sub in module.named_modules():
         if not path:
             continue
         kind = f"{type(sub).__module__}.{type(sub).__qualname__}"
 
         def enter(_m: Any, _args: Any, entry: tuple[str, str] = (path, kind)) -> None:
-            stack.append(entry)
+            if threading.get_ident() == me:
+                stack.append(entry)
 
         def leave(_m: Any, _args: Any, _out: Any) -> None:
-            stack.pop()  # returns None: a hook's return value would replace the output
+            if threading.get_ident() == me and stack:
+                stack.pop()  # returns None: a hook's return value would replace the output
 
         handles.append(sub.register_forward_pre_hook(enter))
         handles.append(sub.register_forward_hook(leave, always_call=True))
