@@ -61,10 +61,11 @@ def _prime_tracer() -> None:
 
     Long-lived objects made here, before the GUI calls ``gc.freeze()``, are never walked by the
     garbage collector again; made later, every full collection walks them while holding the
-    GIL. Discovery records models up to 50 M parameters (graph/record.py), so this no longer
-    pays torch.export's set-up (~150k objects and 1-1.5 s of importing its compiler stack):
-    that is paid, once, by the first model that must be exported (a larger one, activation
-    matching), rather than by every start. A failure only costs that optimisation, so it is
+    GIL. Discovery records models up to 50 M parameters (graph/record.py, milliseconds), so
+    this primes the recorder; torch.export's set-up (~150k objects, 1-1.5 s of importing its
+    compiler stack) is left to the first model that must be exported (a larger one, activation
+    matching): paying it at every start would cost every user that second. Not cached, or a
+    warm spec cache would skip the priming. A failure only costs that optimisation, so it is
     logged, not raised.
     """
     import logging
@@ -77,7 +78,7 @@ def _prime_tracer() -> None:
     try:
         module = build_model("mlp", config)
         discover_spec(LoadedModel(module, {"kind": "family", "family": "mlp", "config": config},
-                                  (1, 4, 4), 3))
+                                  (1, 4, 4), 3), cache=False)
     except Exception:  # noqa: BLE001 - an optimisation; the real load reports real errors
         logging.getLogger("mal_desktop.tasks").warning("tracer warm-up failed", exc_info=True)
 

@@ -1,4 +1,4 @@
-"""Discover a model's permutation spaces from its exported graph (torch.export, ATen ops).
+"""Discover a model's permutation spaces from its ATen graph (recorded, exported or a .pt2's).
 
 Every axis of every tensor in the graph gets a *label*: a union-find node plus a ``block`` (how
 many consecutive entries each unit of the node owns; a flattened C x H x W map has block H*W on
@@ -311,6 +311,7 @@ def _aten_graph(model: LoadedModel, on_meta: bool = True) -> AtenGraph:
 
 
 def _recordable(module: torch.nn.Module) -> bool:
+    """Whether one forward pass is cheap: weights in memory, at most ``MAX_PARAMETERS``."""
     tensors = [*module.parameters(), *module.buffers()]
     return not any(t.is_meta for t in tensors) \
         and sum(t.numel() for t in tensors) <= MAX_PARAMETERS
@@ -344,7 +345,8 @@ def discover_spec(model: LoadedModel, cache: bool = True, on_meta: bool = True
     cache: reuse the spec stored for this architecture in the user cache (see spec_cache), else
         the one the model's file carries once it passes the self-test (see file_spec), else
         discover it and store it in the cache; models made in memory are never cached.
-    on_meta: export a meta-device twin of the module (no weight is read); see ``_aten_graph``.
+    on_meta: when the model is exported rather than recorded, export a meta-device twin of the
+        module (no weight is read); see ``_aten_graph``.
     Returns a PermutationSpec: every state key (parameters and buffers) mapped to one
         ``Axis | None`` per dimension, the spaces (fixed ones with a reason), the weight layers in
         execution order and the names of ops that forced spaces fixed (``unsupported``).
