@@ -1,38 +1,31 @@
 """Alignment engine: generalized permutations, LAP solvers, local and chain alignment,
 whole-model weight matching and optional activation matching (mal_method.md sec. 3, 4, 9)."""
 
-from .activations import activation_cost, match_by_activations
-from .generalized import Match, ShapeCase, axis_cost, shape_case, transform_tensor
-from .lap import assignment_value, solve_lap
-from .local import LayerAlignment, align_layer_pair, aligned_layer
-from .matching import (
-    MatchResult,
-    apply_matches,
-    chain_pairs,
-    default_tensor_keys,
-    is_statistic,
-    match_spaces,
-    weight_matching,
-)
+from ..lazy import lazy_exports
 
-__all__ = [
-    "LayerAlignment",
-    "Match",
-    "MatchResult",
-    "ShapeCase",
-    "activation_cost",
-    "align_layer_pair",
-    "aligned_layer",
-    "apply_matches",
-    "assignment_value",
-    "axis_cost",
-    "chain_pairs",
-    "default_tensor_keys",
-    "is_statistic",
-    "match_by_activations",
-    "match_spaces",
-    "shape_case",
-    "solve_lap",
-    "transform_tensor",
-    "weight_matching",
-]
+_EXPORTS = {
+    "LayerAlignment": "local",
+    "Match": "generalized",
+    "MatchResult": "matching",
+    "ShapeCase": "generalized",
+    "activation_cost": "activations",
+    "align_layer_pair": "local",
+    "aligned_layer": "local",
+    "apply_matches": "matching",
+    "assignment_value": "lap",
+    "axis_cost": "generalized",
+    "chain_pairs": "matching",
+    "default_tensor_keys": "matching",
+    "is_statistic": "matching",
+    "match_by_activations": "activations",
+    "match_spaces": "matching",
+    "shape_case": "generalized",
+    "solve_lap": "lap",
+    "transform_tensor": "generalized",
+    "weight_matching": "matching",
+}
+__all__ = sorted(_EXPORTS)
+
+# Imported on first use, like the other packages (see core/lazy.py): importing one aligner
+# (``align.matching`` for a whole-model match) need not import activation matching too.
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
