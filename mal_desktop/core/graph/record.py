@@ -32,11 +32,15 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch._C import DispatchKey
-from torch._dispatch.python import enable_python_dispatcher
-from torch._subclasses.schema_check_mode import SchemaCheckMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils._python_dispatch import TorchDispatchMode
+
+try:  # private torch APIs (see above): a torch without them exports instead of failing to start
+    from torch._C import DispatchKey
+    from torch._dispatch.python import enable_python_dispatcher
+    from torch._subclasses.schema_check_mode import SchemaCheckMode
+except ImportError:  # pragma: no cover - not the pinned torch
+    SchemaCheckMode = None
 
 
 # torch keeps the PreDispatch mode in one process-wide slot, and export puts its own mode there:
@@ -77,6 +81,8 @@ class RecordingRefused(Exception):
 def record_graph(module: nn.Module, example: torch.Tensor) -> AtenGraph:
     """Run ``module`` (put in eval mode, as export does) once on ``example`` and return its
     ATen graph. Raises RecordingRefused, or whatever the forward pass raises."""
+    if SchemaCheckMode is None:
+        raise RecordingRefused(f"torch {torch.__version__} lacks the PreDispatch mode API")
     module.eval()
     graph = fx.Graph()
     recorder = _Recorder(graph)
@@ -139,7 +145,7 @@ def _module_stack_hooks(module: nn.Module, stack: list[tuple[str, str]]) -> list
     return handles
 
 
-class _Recorder(SchemaCheckMode):
+class _Recorder(SchemaCheckMode or TorchDispatchMode):
     """Turns every ATen call at PreDispatch into a node of ``graph``."""
 
     @classmethod
