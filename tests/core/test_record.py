@@ -266,3 +266,107 @@ def test_module_paths_come_from_the_recording_threads_calls_only() -> None:
             handle.remove()
     assert seen[0] == []  # the other thread's call
     assert [path for path, _ in seen[1]] == ["head"]
+
+
+class _BranchOnValue(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.a, self.b = nn.Linear(5, 8), nn.Linear(8, 3), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        return self.a(h) if h.mean() > 0.2 else self.b(h)  # the probe takes one branch only
+
+
+class _SkipsAnExpert(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.experts = nn.Linear(5, 8), nn.ModuleList(nn.Linear(8, 3) for _ in range(2))
+        self.active = [0]  # which experts run: set elsewhere, never read from a tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        return sum(self.experts[i](h) for i in self.active)
+
+
+@pytest.mark.parametrize("module,why", [(_BranchOnValue, "reads tensor values"),
+                                        (_SkipsAnExpert, "did not reach 2 parameter")])
+def test_a_path_the_probe_did_not_take_is_not_recorded(module, why) -> None:
+    """A recording holds the probe's path only: a parameter another input would reach would
+    look unconstrained (its spaces free), so such a forward is refused (export decides)."""
+    model = _custom(module(), (5,))
+    with pytest.raises(RecordingRefused, match=why):
+        record_graph(model.module, model.example_input(2))
+
+
+def test_frozen_weights_do_not_hide_attention_in_a_fused_fast_path(monkeypatch) -> None:
+    model = MODELS["torch transformer encoder"]()
+    model.module.requires_grad_(False)  # torch's encoder then runs one fused op under eval
+    with monkeypatch.context() as patch:
+        patch.setattr(discover, "_recordable", lambda m: False)
+        exported = discover_spec(model, cache=False)
+    assert discover_spec(model, cache=False) == exported
+    assert any(name.startswith("P_heads") and not space.fixed
+               for name, space in exported.spaces.items())
+
+
+def test_an_in_place_reshape_later_does_not_change_what_an_op_recorded(monkeypatch) -> None:
+    class Unsqueezed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(5, 8), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc1(x)
+            r = torch.relu(h)
+            h.unsqueeze_(1)  # the linear's result becomes 3-D after the linear ran
+            return self.fc2(r + h.squeeze(1))
+
+    recorded, exported = _recorded_and_exported(_custom(Unsqueezed(), (5,)), monkeypatch)
+    assert recorded == exported
+    assert not recorded.spaces["P_fc1"].fixed
+
+
+def test_recording_leaves_training_flags_and_random_streams_as_they_were() -> None:
+    class Sampling(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.drop = nn.Linear(5, 8), nn.Linear(8, 3), nn.Dropout(0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.fc1(x))
+            return self.fc2(self.drop(h + torch.randn_like(h)))  # a VAE-style sample
+
+    module = Sampling().train()
+    module.fc2.eval()
+    flags = [m.training for m in module.modules()]
+    model = _custom(module, (5,))
+    model.module.train()  # _custom put it in eval
+    model.module.fc2.eval()
+    torch.manual_seed(0)
+    discover_spec(model, cache=False)
+    drawn = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(drawn, torch.rand(1))
+    assert [m.training for m in model.module.modules()] == flags
+
+
+def test_a_bfloat16_model_is_recorded_with_a_probe_of_its_dtype(monkeypatch) -> None:
+    model = _custom(nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).to(torch.bfloat16),
+                    (5,))
+    recorded, exported = _recorded_and_exported(model, monkeypatch)
+    assert recorded == exported and not recorded.spaces["P_0"].fixed
+
+
+def test_a_tensor_made_in_the_forward_from_a_python_list_is_an_ordinary_constant(
+        monkeypatch) -> None:
+    class Scales(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(5, 4), nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x)) * torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+    recorded, exported = _recorded_and_exported(_custom(Scales(), (4 + 1,)), monkeypatch)
+    assert recorded == exported  # reasons and the unsupported list included

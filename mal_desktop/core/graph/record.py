@@ -12,9 +12,17 @@ A dispatch mode at torch's PreDispatch key sees exactly those ops. The model run
 real, on the probe batch (meta tensors would route batch norm through Python decompositions,
 whose first call imports the compiler stack too), and each op becomes a node of an fx graph like
 export's. An in-place op (``x += shortcut``) becomes its functional variant, as export's
-functionalisation makes it, when it writes into a tensor an op produced; a write into a view, a
-parameter, a buffer or the input, an op that writes anything else, or anything unexpected makes
-the recording refuse, and discovery exports the model as before (``discover._aten_graph``).
+functionalisation makes it, when it writes into a tensor an op produced. The recording refuses,
+and discovery exports the model as before (``discover._aten_graph``), where it could hold
+something export would not:
+- a write into a view, a parameter, a buffer or the input, or an op writing anything else;
+- a forward reading tensor values into Python (``if x:``, ``.item()``): it may branch on them,
+  and the recording holds only the probe's path; likewise a parameter no op read (an untaken
+  branch, an unchosen expert, work done in another thread), whose spaces would look free;
+- torch's fused fast paths for frozen weights (one op hiding the attention);
+- more than ``MAX_KEPT_BYTES`` of tensors made by the forward.
+Nodes keep shapes only (meta tensors, like export's fake ones); the caller's training flags and
+random streams are restored.
 
 Torch lets only its own mode classes sit at PreDispatch, so the recorder subclasses one
 (``SchemaCheckMode``) and replaces all of its behaviour. These are private torch APIs: a torch
@@ -78,18 +86,33 @@ class RecordingRefused(Exception):
     """The forward pass did something a recording cannot represent as export would."""
 
 
+# Ops that read tensor values into Python (``if x:``, ``x.item()``, ``x.tolist()``): the forward
+# may branch on them, so the recording would hold only the probe's path (export refuses these
+# too: data-dependent guards).
+VALUE_READS = {"is_nonzero", "item", "_local_scalar_dense", "equal", "resolve_conj",
+               "resolve_neg"}
+# Fused fast paths torch takes for frozen weights under eval: one op discovery cannot see into,
+# where export (on a weightless twin) records the attention's own ops.
+FAST_PATHS = {"_native_multi_head_attention", "_transformer_encoder_layer_fwd"}
+# Every tensor the forward makes is kept alive until the end (their ids and memory must not be
+# reused while the graph maps them): above this, a weightless export is the cheaper trace.
+MAX_KEPT_BYTES = 1 << 30
+
+
 def record_graph(module: nn.Module, example: torch.Tensor) -> AtenGraph:
-    """Run ``module`` (put in eval mode, as export does) once on ``example`` and return its
-    ATen graph. Raises RecordingRefused, or whatever the forward pass raises."""
+    """Run ``module`` once on ``example`` (in eval mode, as export runs it; each module's own
+    training flag and the random number generators are restored afterwards) and return its ATen
+    graph. Raises RecordingRefused, or whatever the forward pass raises."""
     if SchemaCheckMode is None:
         raise RecordingRefused(f"torch {torch.__version__} lacks the PreDispatch mode API")
-    module.eval()
+    example = _probe_for(module, example)
     graph = fx.Graph()
     recorder = _Recorder(graph)
     inputs: dict[str, tuple[str, str | None]] = {}
     # placeholders in export's order: parameters, buffers, (constants, added as met), the input
     # a tensor under several names (tied weights) gets a placeholder per name and every use
     # reads the last one, as under export
+    parameters: dict[int, list[fx.Node]] = {}
     for kind, prefix, named in (
             ("PARAMETER", "p", module.named_parameters(remove_duplicate=False)),
             ("BUFFER", "b", module.named_buffers(remove_duplicate=False))):
@@ -98,11 +121,20 @@ def record_graph(module: nn.Module, example: torch.Tensor) -> AtenGraph:
             recorder.annotate(node, tensor)
             recorder.bind(tensor, node)
             inputs[node.name] = (kind, key)
+            if kind == "PARAMETER":
+                parameters.setdefault(id(tensor), []).append(node)
     recorder.first_input = graph.placeholder("input")
     recorder.bind(example, recorder.first_input)
     inputs[recorder.first_input.name] = ("USER_INPUT", None)
+    modes = [(m, m.training) for m in module.modules()]
+    cuda = sorted({t.device.index or 0 for t in module.parameters() if t.device.type == "cuda"})
     with ExitStack() as stack:
         stack.enter_context(TRACING)
+        stack.callback(lambda: [m.train(flag) for m, flag in modes])
+        module.eval()
+        # a forward that samples (dropout in train mode, a VAE) must not move the caller's
+        # seeded streams: runs of the app are bit-identical
+        stack.enter_context(torch.random.fork_rng(devices=cuda))
         for handle in _module_stack_hooks(module, recorder.stack):
             stack.callback(handle.remove)
         # grad mode on, as under export, even for a caller under no_grad: without it torch's
@@ -114,10 +146,29 @@ def record_graph(module: nn.Module, example: torch.Tensor) -> AtenGraph:
         output = module(example)
     if recorder.refused is not None:  # raised inside the forward, which may have caught it
         raise RecordingRefused(recorder.refused)
+    unread = [nodes[-1].name for nodes in parameters.values()
+              if not any(node.users for node in nodes)]
+    if unread:
+        # a parameter the probe never reached (an untaken branch, an expert no token chose,
+        # work done in another thread): its spaces would look free while other inputs use it
+        raise RecordingRefused(f"the probe did not reach {len(unread)} parameter(s), e.g. "
+                               f"{unread[0]}")
     leaves, _ = tree_flatten(output)
     graph.output(tuple(recorder.arg(leaf) for leaf in leaves))
     inputs.update(recorder.constants)
     return AtenGraph(graph, inputs, [True] * len(leaves))
+
+
+def _probe_for(module: nn.Module, example: torch.Tensor) -> torch.Tensor:
+    """A floating probe in the floating weights' dtype and on their device, when they agree
+    (a bfloat16 or CUDA model); token ids only move."""
+    floats = {(t.dtype, t.device) for t in module.parameters() if t.is_floating_point()}
+    devices = {device for _, device in floats}
+    if len(devices) == 1:
+        example = example.to(next(iter(devices)))
+    if len(floats) == 1 and example.is_floating_point():
+        example = example.to(next(iter(floats))[0])
+    return example
 
 
 def _module_stack_hooks(module: nn.Module, stack: list[tuple[str, str]]) -> list[Any]:
@@ -158,6 +209,7 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
         self.graph = graph
         self.nodes: dict[int, fx.Node] = {}  # id(tensor) -> the node that holds its value
         self.keep: list[torch.Tensor] = []  # every mapped tensor stays alive: ids are not reused
+        self.kept_bytes = 0
         # each tensor of a multi-output op -> (op node, index); its getitem is made on first use
         self.pending: dict[int, tuple[fx.Node, int]] = {}
         # the same, by what the tensor views: a factory op's result (``torch.zeros`` inside
@@ -170,6 +222,11 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        op = func._schema.name.split("::", 1)[-1]
+        if op in VALUE_READS:
+            self.refuse(f"the forward reads tensor values ({func}): it may branch on them")
+        if op in FAST_PATHS:
+            self.refuse(f"{func} is a fused fast path (frozen weights)")
         target = self.functional(func, args) if func._schema.is_mutable else func
         out = func(*args, **kwargs)
         node = self.graph.call_function(target, tree_map(self.arg, tuple(args)),
@@ -181,7 +238,7 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
             for i, item in enumerate(out):
                 if isinstance(item, torch.Tensor):
                     self.pending[id(item)] = (node, i)
-                    self.keep.append(item)
+                    self.hold(item)
                     self.remember(item, (node, i))
         return out
 
@@ -196,21 +253,32 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
             if name.endswith("_") else None
         if writes != ["self"] or node is None or node.op != "call_function" \
                 or target._is_view() or variant is None or variant._schema.is_mutable:
-            self.refused = self.refused or f"{func} writes into its arguments"
-            raise RecordingRefused(self.refused)
+            self.refuse(f"{func} writes into its arguments")
         return variant
 
+    def refuse(self, why: str) -> None:
+        self.refused = self.refused or why
+        raise RecordingRefused(self.refused)
+
     def annotate(self, node: fx.Node, value: Any) -> None:
-        node.meta["val"] = value
+        # shapes, strides and dtypes only, as export's fake tensors hold them: a later in-place
+        # metadata op (``unsqueeze_``) changes the live tensor, not what this node computed
+        node.meta["val"] = tree_map(_shape_only, value)
         node.meta["nn_module_stack"] = {path: (path, kind) for path, kind in self.stack}
 
     def bind(self, tensor: torch.Tensor, node: fx.Node) -> None:
         self.nodes[id(tensor)] = node
         self.pending.pop(id(tensor), None)
-        self.keep.append(tensor)
+        self.hold(tensor)
         self.remember(tensor, node)
         if "val" not in node.meta:
             self.annotate(node, tensor)
+
+    def hold(self, tensor: torch.Tensor) -> None:
+        self.keep.append(tensor)
+        self.kept_bytes += tensor.numel() * tensor.element_size()
+        if self.kept_bytes > MAX_KEPT_BYTES:
+            self.refuse(f"the forward makes more than {MAX_KEPT_BYTES >> 20} MiB of tensors")
 
     def remember(self, tensor: torch.Tensor, holder: fx.Node | tuple[fx.Node, int]) -> None:
         key = _memory_key(tensor)
@@ -228,7 +296,7 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
         holder = self.pending.get(id(value)) or self.by_memory.get(key)
         if isinstance(holder, fx.Node):
             self.nodes[id(value)] = holder
-            self.keep.append(value)
+            self.hold(value)
             return holder
         if holder is not None:
             parent, index = holder
@@ -238,7 +306,7 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
             with self.graph.inserting_before(self.first_input):
                 node = self.graph.placeholder(f"c_constant_{len(self.constants)}")
             self.constants[node.name] = ("CONSTANT_TENSOR", None)
-        node.meta["val"] = value
+        node.meta["val"] = _shape_only(value)
         self.bind(value, node)
         return node
 
@@ -252,3 +320,12 @@ def _memory_key(tensor: torch.Tensor) -> tuple | None:
     if not address:
         return None
     return (address, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
+
+
+def _shape_only(value: Any) -> Any:
+    """A tensor's shape, strides and dtype on the meta device (no data); other values as they
+    are."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return torch.empty_strided(tuple(value.shape), value.stride(), dtype=value.dtype,
+                               device="meta")
