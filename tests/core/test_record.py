@@ -18,6 +18,7 @@ from mal_desktop.core.arch.families import build_model, full_config
 from mal_desktop.core.graph import discover
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.record import RecordingRefused, _module_stack_hooks, record_graph
+from mal_desktop.core.graph.selftest import self_test
 from mal_desktop.core.io.model import LoadedModel
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/core is not a package
@@ -289,7 +290,7 @@ class _SkipsAnExpert(nn.Module):
         return sum(self.experts[i](h) for i in self.active)
 
 
-@pytest.mark.parametrize("module,why", [(_BranchOnValue, "reads tensor values"),
+@pytest.mark.parametrize("module,why", [(_BranchOnValue, "reads values computed from its input"),
                                         (_SkipsAnExpert, "did not reach 2 parameter")])
 def test_a_path_the_probe_did_not_take_is_not_recorded(module, why) -> None:
     """A recording holds the probe's path only: a parameter another input would reach would
@@ -370,3 +371,23 @@ def test_a_tensor_made_in_the_forward_from_a_python_list_is_an_ordinary_constant
 
     recorded, exported = _recorded_and_exported(_custom(Scales(), (4 + 1,)), monkeypatch)
     assert recorded == exported  # reasons and the unsupported list included
+
+
+def test_a_value_read_on_constants_alone_still_records(monkeypatch) -> None:
+    """transformers' causal mask checks its own position ids (``(...).all()``): the same for
+    every input and weight, so the recording goes on (a Llama folder would else export)."""
+    class ChecksPositions(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(5, 8), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            positions = torch.arange(x.shape[0])
+            scale = 2.0 if bool((positions >= 0).all()) else 1.0
+            return self.fc2(torch.relu(self.fc1(x)) * scale)
+
+    model = _custom(ChecksPositions(), (5,))
+    graph = record_graph(model.module, model.example_input(2))  # export refuses this forward
+    assert not any("is_nonzero" in str(node.target) for node in graph.graph.nodes)
+    spec = discover_spec(model, cache=False)
+    assert not spec.spaces["P_fc1"].fixed and self_test(model, spec).passed

@@ -16,9 +16,10 @@ functionalisation makes it, when it writes into a tensor an op produced. The rec
 and discovery exports the model as before (``discover._aten_graph``), where it could hold
 something export would not:
 - a write into a view, a parameter, a buffer or the input, or an op writing anything else;
-- a forward reading tensor values into Python (``if x:``, ``.item()``): it may branch on them,
-  and the recording holds only the probe's path; likewise a parameter no op read (an untaken
-  branch, an unchosen expert, work done in another thread), whose spaces would look free;
+- a forward reading values computed from its input or weights into Python (``if x:``,
+  ``.item()``): it may branch on them, and the recording holds only the probe's path; likewise a
+  parameter no op read (an untaken branch, an unchosen expert, work done in another thread),
+  whose spaces would look free;
 - torch's fused fast paths for frozen weights (one op hiding the attention);
 - more than ``MAX_KEPT_BYTES`` of tensors made by the forward.
 Nodes keep shapes only (meta tensors, like export's fake ones); the caller's training flags and
@@ -86,9 +87,10 @@ class RecordingRefused(Exception):
     """The forward pass did something a recording cannot represent as export would."""
 
 
-# Ops that read tensor values into Python (``if x:``, ``x.item()``, ``x.tolist()``): the forward
-# may branch on them, so the recording would hold only the probe's path (export refuses these
-# too: data-dependent guards).
+# Ops that read tensor values into Python (``if x:``, ``x.item()``, ``x.tolist()``): a forward
+# may branch on them, and the recording would hold only the probe's path (export refuses these
+# too: data-dependent guards). Values computed from constants alone (transformers checks its
+# own position ids this way) are the same for every input and weight, so those reads pass.
 VALUE_READS = {"is_nonzero", "item", "_local_scalar_dense", "equal", "resolve_conj",
                "resolve_neg"}
 # Fused fast paths torch takes for frozen weights under eval: one op discovery cannot see into,
@@ -121,10 +123,12 @@ def record_graph(module: nn.Module, example: torch.Tensor) -> AtenGraph:
             recorder.annotate(node, tensor)
             recorder.bind(tensor, node)
             inputs[node.name] = (kind, key)
+            recorder.data_nodes.add(node)
             if kind == "PARAMETER":
                 parameters.setdefault(id(tensor), []).append(node)
     recorder.first_input = graph.placeholder("input")
     recorder.bind(example, recorder.first_input)
+    recorder.data_nodes.add(recorder.first_input)
     inputs[recorder.first_input.name] = ("USER_INPUT", None)
     modes = [(m, m.training) for m in module.modules()]
     cuda = sorted({t.device.index or 0 for t in module.parameters() if t.device.type == "cuda"})
@@ -218,19 +222,28 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
         self.stack: list[tuple[str, str]] = []
         self.constants: dict[str, tuple[str, str | None]] = {}
         self.first_input: fx.Node | None = None
+        # nodes whose values depend on the input, a parameter or a buffer (not on constants only)
+        self.data_nodes: set[fx.Node] = set()
         self.refused: str | None = None
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         op = func._schema.name.split("::", 1)[-1]
         if op in VALUE_READS:
-            self.refuse(f"the forward reads tensor values ({func}): it may branch on them")
+            read = [self.arg(t) for t in tree_flatten((args, kwargs))[0]
+                    if isinstance(t, torch.Tensor)]
+            if any(node in self.data_nodes for node in read):
+                self.refuse(f"the forward reads values computed from its input or weights "
+                            f"({func}): it may branch on them")
+            return func(*args, **kwargs)  # a Python value, no node: export never sees the read
         if op in FAST_PATHS:
             self.refuse(f"{func} is a fused fast path (frozen weights)")
         target = self.functional(func, args) if func._schema.is_mutable else func
         out = func(*args, **kwargs)
         node = self.graph.call_function(target, tree_map(self.arg, tuple(args)),
                                         tree_map(self.arg, dict(kwargs)))
+        if any(arg in self.data_nodes for arg in node.all_input_nodes):
+            self.data_nodes.add(node)
         self.annotate(node, out)
         if isinstance(out, torch.Tensor):
             self.bind(out, node)
@@ -302,6 +315,8 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
             parent, index = holder
             node = self.graph.call_function(operator.getitem, (parent, index))
             node.meta["nn_module_stack"] = parent.meta["nn_module_stack"]
+            if parent in self.data_nodes:
+                self.data_nodes.add(node)
         else:  # made before the forward pass and not in the state: a constant, as export lifts it
             with self.graph.inserting_before(self.first_input):
                 node = self.graph.placeholder(f"c_constant_{len(self.constants)}")
