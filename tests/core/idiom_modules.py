@@ -1,6 +1,7 @@
 """Small modules written the way other people write them: in-place residuals, position-major
 flatten, PReLU, LSTM/GRU, GPT-2 Conv1D, hand-written attention with a fused QKV, nn.TransformerEncoder,
-a classifier returning (logits, features)."""
+a classifier returning (logits, features); and the wrapper that makes a transformers model one of
+them (one tensor in, its logits out)."""
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -127,3 +128,14 @@ class TwoOutputs(nn.Module):
     def forward(s, x):
         features = torch.relu(s.fc2(torch.relu(s.fc1(torch.flatten(x, 1)))))
         return s.head(features), features
+
+
+class Logits(nn.Module):
+    """A transformers model as a plain module: one tensor in, its logits out."""
+
+    def __init__(self, model: nn.Module, key: str = "input_ids") -> None:
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(**{self.key: x}).logits

@@ -24,7 +24,7 @@ from mal_desktop.core.evaluate.metrics import barrier, lambda_grid
 from mal_desktop.core.graph import file_spec
 from mal_desktop.core.graph.discover import discover_spec
 from mal_desktop.core.graph.selftest import random_permutations, self_test
-from mal_desktop.core.graph.spec import (Axis, HeadGroup, PermutationSpec, head_permutation_of,
+from mal_desktop.core.graph.spec import (HeadGroup, PermutationSpec, head_permutation_of,
                                          permute_state)
 from mal_desktop.core.graph.spec_cache import spec_from_json, spec_to_json
 from mal_desktop.core.io.model import LoadedModel
@@ -191,15 +191,7 @@ def test_torch_transformer_encoder_permutes_heads_and_their_dims() -> None:
 
 # ----- transformers configs (optional [hf] extra) -------------------------------------------
 
-class Logits(nn.Module):
-    """A transformers model as a plain module: one tensor in, its logits out."""
-
-    def __init__(self, model: nn.Module, key: str = "input_ids") -> None:
-        super().__init__()
-        self.model, self.key = model, key
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(**{self.key: x}).logits
+Logits = im.Logits
 
 
 @pytest.fixture(scope="module")

@@ -40,15 +40,6 @@ def _custom(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype | None
                        input_range=vocab)
 
 
-class _Logits(nn.Module):
-    def __init__(self, model: nn.Module, key: str = "input_ids") -> None:
-        super().__init__()
-        self.model, self.key = model, key
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(**{self.key: x}).logits
-
-
 def _hf(name: str) -> LoadedModel:
     tf = pytest.importorskip("transformers")
     tf.logging.set_verbosity_error()
@@ -59,19 +50,19 @@ def _hf(name: str) -> LoadedModel:
             cfg = tf.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
                                 num_attention_heads=2, intermediate_size=24,
                                 max_position_embeddings=16, num_labels=3)
-            return _custom(_Logits(tf.BertForSequenceClassification(cfg)), (6,), torch.int64, 40)
+            return _custom(im.Logits(tf.BertForSequenceClassification(cfg)), (6,), torch.int64, 40)
         if name == "gpt2":
             cfg = tf.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
-            return _custom(_Logits(tf.GPT2LMHeadModel(cfg)), (6,), torch.int64, 40)
+            return _custom(im.Logits(tf.GPT2LMHeadModel(cfg)), (6,), torch.int64, 40)
         if name == "llama-gqa":
             cfg = tf.LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
                                  num_attention_heads=4, num_key_value_heads=2,
                                  intermediate_size=24, max_position_embeddings=16)
-            return _custom(_Logits(tf.LlamaForCausalLM(cfg)), (6,), torch.int64, 40)
+            return _custom(im.Logits(tf.LlamaForCausalLM(cfg)), (6,), torch.int64, 40)
         cfg = tf.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16,
                            num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
                            num_labels=3)
-        return _custom(_Logits(tf.ViTForImageClassification(cfg), "pixel_values"), (1, 8, 8))
+        return _custom(im.Logits(tf.ViTForImageClassification(cfg), "pixel_values"), (1, 8, 8))
 
 
 MODELS = {
