@@ -1,6 +1,8 @@
-"""A mal file carries its permutation spec (zoo builds and merges write it): opening it with an
-empty spec cache finds the spaces without tracing the model, and a spec that is not this model's, or
-that the self-test refutes, is never used."""
+"""A mal file carries its permutation spec (zoo builds and merges write it): where the model
+cannot be recorded (graph/record.py refuses it), opening the file with an empty spec cache finds
+the spaces without exporting the model, and a spec that is not this model's, or that the
+self-test refutes, is never used. Every test here runs as for such a model (``unrecordable``);
+a model that can be recorded is, before any stored spec is looked at (test_record.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,12 @@ from mal_desktop.core.io.files import load_model, save_model
 from mal_desktop.core.jobs import assemble_job
 from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
 from mal_desktop.core.progress import run_job
+
+
+@pytest.fixture(autouse=True)
+def unrecordable(monkeypatch):
+    """Models that cannot be recorded: the case the stored spec is for."""
+    monkeypatch.setattr(discover, "_recordable", lambda module: False)
 
 
 @pytest.fixture
@@ -47,7 +55,7 @@ def _discovered(path) -> object:
 
 
 @pytest.mark.parametrize("name", ["mlp-w32-s0", "cnn-w8-s0", "resnet-w8-s0"])
-def test_a_zoo_file_opens_without_tracing_and_gives_the_discovered_spec(
+def test_a_zoo_file_opens_without_export_and_gives_the_discovered_spec(
         small_zoo, spec_dir, monkeypatch, name):
     path = small_zoo.path_of(name)
     model = load_model(path)

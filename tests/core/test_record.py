@@ -382,3 +382,23 @@ def test_a_value_read_on_constants_alone_still_records(monkeypatch) -> None:
     assert not any("is_nonzero" in str(node.target) for node in graph.graph.nodes)
     spec = discover_spec(model, cache=False)
     assert not spec.spaces["P_fc1"].fixed and self_test(model, spec).passed
+
+
+def test_a_file_carrying_its_spec_is_recorded_before_its_spec_is_checked(small_zoo, tmp_path,
+                                                                         monkeypatch) -> None:
+    """Checking a stored spec costs a self-test (~2 forward passes per space: 100-350 ms at
+    widths 1024-2048), a recording one pass: with an empty cache, a model that can be recorded
+    is, and the stored spec is not even read."""
+    from mal_desktop.core.io.files import load_model
+
+    monkeypatch.setenv("MAL_SPEC_CACHE", str(tmp_path / "empty-cache"))
+    model = load_model(small_zoo.path_of("resnet-w8-s0"))
+    assert model.stored_spec is not None
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the stored spec was checked although a recording could be made")
+
+    monkeypatch.setattr(discover, "verified_file_spec", refuse)
+    spec = discover_spec(model)
+    monkeypatch.undo()
+    assert spec == discover_spec(model, cache=False)

@@ -1,12 +1,13 @@
 """A permutation spec carried inside a mal model file, so that opening the file on another
-machine (or with an empty spec cache) needs no tracing.
+machine (or with an empty spec cache) needs no export.
 
-Discovery of a large model (above ``MAX_PARAMETERS``, or opened from headers) exports it, and
-the first export in a process imports torch's compiler stack: 1-1.5 s on an idle machine,
-several seconds under load. Smaller models are recorded in milliseconds (record.py), and a
-stored spec still spares the trace and its op rules. ``save_model`` therefore stores the spec it was given (the zoo builder and merges
-give one) with the spec cache's key (``spec_cache.spec_key``: the architecture, the state's
-structure, the probe, the discovery code and torch version).
+Discovery exports a model it cannot record (record.py refuses some forwards), and the first
+export in a process imports torch's compiler stack: 1-1.5 s on an idle machine, several seconds
+under load. A stored spec spares that export. A model that can be recorded is recorded instead
+(``discover_spec``): one forward pass costs less than this check's self-test. ``save_model``
+therefore stores the spec it was given (the zoo builder and merges give one) with the spec
+cache's key (``spec_cache.spec_key``: the architecture, the state's structure, the probe, the
+discovery code and torch version).
 
 A file is untrusted input, so its spec is a claim to check, never an instruction: it is used
 only when its key is the key of the model as loaded now (same code, same architecture), it fits

@@ -13,7 +13,7 @@ real, on the probe batch (meta tensors would route batch norm through Python dec
 whose first call imports the compiler stack too), and each op becomes a node of an fx graph like
 export's. An in-place op (``x += shortcut``) becomes its functional variant, as export's
 functionalisation makes it, when it writes into a tensor an op produced. The recording refuses,
-and discovery exports the model as before (``discover._aten_graph``), where it could hold
+and discovery exports the model as before (``discover._exported``), where it could hold
 something export would not:
 - a write into a view, a parameter, a buffer or the input, or an op writing anything else;
 - a forward reading values computed from its input or weights into Python (``if x:``,
