@@ -29,7 +29,7 @@ from .spec import Axis, HeadGroup, Layer, PermutationSpec, Space
 from .labels import (IGNORED_OPS, NORM_ARGS, NORM_OPS, Merged, Param, RawLayer, Ref,
                      UnionFind, arg_of, module_path, op_names, shape_of, tensor_nodes)
 from .op_rules import HANDLERS, OpRules
-from .file_spec import MAX_PARAMETERS, verified_file_spec
+from .file_spec import runs_cheaply, verified_file_spec
 from .record import TRACING, AtenGraph, exported_graph, record_graph
 from .spec_cache import load_spec, spec_key, store_spec
 
@@ -275,9 +275,9 @@ def _export(module: torch.nn.Module, example: torch.Tensor) -> Any:
 
 def _recording(model: LoadedModel) -> AtenGraph | None:
     """One forward pass of the model, recorded (record.py: milliseconds, no compiler stack to
-    import); None for a .pt2 program (its own graph is read), a module whose weights are not in
-    memory or above ``MAX_PARAMETERS`` (the pass runs on the weights), and a recording that
-    refuses or fails (export decides, and reports what it cannot trace)."""
+    import); None for a .pt2 program (its own graph is read), a module that does not run cheaply
+    (``file_spec.runs_cheaply``: the pass runs on the weights), and a recording that refuses or
+    fails (export decides, and reports what it cannot trace)."""
     if model.program is not None or not _recordable(model.module):
         return None
     try:
@@ -316,10 +316,7 @@ def _exported(model: LoadedModel, on_meta: bool = True) -> AtenGraph:
 
 
 def _recordable(module: torch.nn.Module) -> bool:
-    """Whether one forward pass is cheap: weights in memory, at most ``MAX_PARAMETERS``."""
-    tensors = [*module.parameters(), *module.buffers()]
-    return not any(t.is_meta for t in tensors) \
-        and sum(t.numel() for t in tensors) <= MAX_PARAMETERS
+    return runs_cheaply([*module.parameters(), *module.buffers()])
 
 
 def _functional(program: Any) -> Any:

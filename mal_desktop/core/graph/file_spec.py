@@ -25,16 +25,32 @@ architecture): whatever the checks miss stays with the file that brought it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from typing import Any
+
+import torch
 
 from ..io.model import LoadedModel
 from .selftest import self_test
 from .spec import PermutationSpec
 from .spec_cache import spec_from_json, spec_key, spec_to_json
 
-# above this, a self-test (a deep copy and ~2 forward passes per space on the CPU) costs more
-# than exporting a weightless twin of the module
+# above this, running the model on its weights - a self-test (a deep copy and ~2 forward passes
+# per space) or a recording (one pass, every weight read) - costs more than exporting a
+# weightless twin of the module
 MAX_PARAMETERS = 50_000_000
+
+
+def runs_cheaply(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether running the model whose weights these are is cheap enough to check or trace it
+    by running it: every tensor in memory (none on the meta device), ``MAX_PARAMETERS`` at
+    most."""
+    total = 0
+    for t in tensors:
+        if t.is_meta:
+            return False
+        total += t.numel()
+    return total <= MAX_PARAMETERS
 
 
 def spec_record(model: LoadedModel, spec: PermutationSpec) -> dict[str, Any] | None:
@@ -51,8 +67,7 @@ def verified_file_spec(model: LoadedModel, key: str | None) -> PermutationSpec |
     if key is None or not isinstance(record, dict) or record.get("key") != key:
         return None
     state = model.state()
-    if sum(t.numel() for t in state.values()) > MAX_PARAMETERS \
-            or any(t.is_meta for t in state.values()):
+    if not runs_cheaply(state.values()):
         return None
     try:
         spec = spec_from_json(record["spec"])
