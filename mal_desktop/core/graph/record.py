@@ -238,7 +238,7 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
             return func(*args, **kwargs)  # a Python value, no node: export never sees the read
         if op in FAST_PATHS:
             self.refuse(f"{func} is a fused fast path (frozen weights)")
-        target = self.functional(func, args) if func._schema.is_mutable else func
+        target = self.functional(func, op, args) if func._schema.is_mutable else func
         out = func(*args, **kwargs)
         node = self.graph.call_function(target, tree_map(self.arg, tuple(args)),
                                         tree_map(self.arg, dict(kwargs)))
@@ -255,15 +255,15 @@ class _Recorder(SchemaCheckMode or TorchDispatchMode):
                     self.remember(item, (node, i))
         return out
 
-    def functional(self, func: Any, args: Any) -> Any:
-        """The functional variant of an in-place op that writes into an op's result."""
+    def functional(self, func: Any, op: str, args: Any) -> Any:
+        """The functional variant of in-place ``func`` (named ``op``, e.g. "add_") when it writes
+        into an op's result."""
         writes = [a.name for a in func._schema.arguments
                   if a.alias_info is not None and a.alias_info.is_write]
-        name = func._schema.name.split("::", 1)[-1]
         target = args[0] if args else None
         node = self.arg(target) if isinstance(target, torch.Tensor) else None
-        variant = getattr(getattr(torch.ops.aten, name[:-1], None), func._overloadname, None) \
-            if name.endswith("_") else None
+        variant = getattr(getattr(torch.ops.aten, op[:-1], None), func._overloadname, None) \
+            if op.endswith("_") else None
         if writes != ["self"] or node is None or node.op != "call_function" \
                 or target._is_view() or variant is None or variant._schema.is_mutable:
             self.refuse(f"{func} writes into its arguments")
