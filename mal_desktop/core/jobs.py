@@ -21,9 +21,8 @@ from .evaluate.curves import StateAt, interpolation_job, lerp_states
 from .evaluate.datasets import Dataset, load_dataset
 from .evaluate.evaluator import EvalResult, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
-from .graph.discover import discover_spec
+from .graph.discover import discover_spec, export_module
 from .graph.file_spec import spec_record
-from .graph.record import TRACING
 from .graph.spec import PermutationSpec, permute_state
 from .io.files import check_model_output, load_model, read_header, save_model
 from .io.hashing import cached_file_sha256
@@ -348,8 +347,7 @@ def _probe_program(model: LoadedModel, probe: torch.Tensor):
     if model.program is not None:
         return model.program
     try:
-        with TRACING:  # see graph/record.py
-            return torch.export.export(model.module.eval(), (probe,))
+        return export_module(model.module, probe)
     except Exception:  # noqa: BLE001 - not exportable: fall back to forward hooks
         return None
 

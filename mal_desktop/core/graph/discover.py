@@ -268,7 +268,10 @@ class _Tracer(OpRules):
         self.layers.append(RawLayer(name, kind, key, bias_key, node, out, inp, kernel, transposed))
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor) -> Any:
+def export_module(module: torch.nn.Module, example: torch.Tensor) -> Any:
+    """``torch.export.export`` of ``module`` in eval mode on ``example``: under the tracing lock
+    (a recording in another thread would see its ops, record.py) and without torch's warnings
+    about its own internals."""
     with TRACING, quiet_torch_internals():
         return torch.export.export(module.eval(), (example,))
 
@@ -303,11 +306,11 @@ def _exported(model: LoadedModel, on_meta: bool = True) -> AtenGraph:
     try:
         if on_meta:
             try:
-                program = _export(meta_twin(model.module), example.to("meta"))
+                program = export_module(meta_twin(model.module), example.to("meta"))
             except Exception:  # noqa: BLE001 - retried on the real module, which reports
-                program = _export(model.module, example)
+                program = export_module(model.module, example)
         else:
-            program = _export(model.module, example)
+            program = export_module(model.module, example)
     except Exception as exc:  # export failures are many kinds; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MalError(f"{model.name}: cannot trace the model to find its permutation spaces "
