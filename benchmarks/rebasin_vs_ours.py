@@ -184,8 +184,8 @@ def make_cases(work: Path, widths: list[int], depth: int, trained: bool) -> list
 
     ours: mal safetensors files carrying their permutation spec, as the zoo builder and merges
     write them; ours_bare: the same files without it (a mal file from before, or any file the
-    spec cannot be trusted for: discovery must trace the model); plain: ``torch.save`` state dicts for
-    rebasin."""
+    spec cannot be trusted for: discovery must trace the model); plain: ``torch.save`` state
+    dicts for rebasin."""
     sys.path.insert(0, str(ROOT))
     import torch
 

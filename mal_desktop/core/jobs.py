@@ -362,8 +362,8 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
     """The `mal curve` job: interpolate a target into a base, naive vs aligned.
 
     See :func:`curve_series` for ``align``, ``layers`` and ``restarts``. ``repair``
-    re-estimates BatchNorm statistics at interior lambdas (reported in the result). ``cache`` shares loaded models and
-    their specs across calls (the study runs many curves on one zoo).
+    re-estimates BatchNorm statistics at interior lambdas (reported in the result). ``cache``
+    shares loaded models and their specs across calls (the study runs many curves on one zoo).
     """
     cancel = cancel or CancelToken()
     dataset = _dataset(data)

@@ -40,8 +40,8 @@ def handler_table() -> dict[str, Callable[[Any, fx.Node], Any]]:
                          "relu relu_ gelu gelu_ sigmoid tanh silu silu_ leaky_relu hardtanh hardtanh_ "
                          "elu selu celu softplus mish hardswish hardsigmoid relu6 dropout "
                          "feature_dropout alpha_dropout native_dropout clone contiguous alias detach "
-                         "lift_fresh lift_fresh_copy _to_copy to abs neg exp log log1p expm1 sqrt rsqrt "
-                         "reciprocal square sin cos erf sign clamp clamp_min clamp_max softmax "
+                         "lift_fresh lift_fresh_copy _to_copy to abs neg exp log log1p expm1 sqrt "
+                         "rsqrt reciprocal square sin cos erf sign clamp clamp_min clamp_max softmax "
                          "_softmax log_softmax _log_softmax logical_not round floor ceil trunc "
                          "nan_to_num fill _safe_softmax",
         t.h_like: "type_as rand_like randn_like",

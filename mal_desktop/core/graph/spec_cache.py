@@ -3,8 +3,8 @@
 Discovery traces the model: a recorded forward pass (record.py) takes milliseconds, but a model
 above 50 M parameters, opened from headers or refusing a recording is exported (torch.export):
 about 3 CPU seconds on a cold start, most of it importing torch's compiler stack, for every
-`mal inspect`, `mal curve` and every model the app opens. The spec depends only on the architecture, not on the weights, so it is stored as JSON
-keyed by everything it depends on:
+`mal inspect`, `mal curve` and every model the app opens. The spec depends only on the
+architecture, not on the weights, so it is stored as JSON keyed by everything it depends on:
 
 - the architecture: a family and its config, a .pt2 program's sha256, or a user factory's name
   plus the size and modification time of its source file (user code can change under its name);
