@@ -120,7 +120,6 @@ def record_graph(module: nn.Module, example: torch.Tensor) -> AtenGraph:
             ("BUFFER", "b", module.named_buffers(remove_duplicate=False))):
         for key, tensor in named:
             node = graph.placeholder(f"{prefix}_{key.replace('.', '_')}")
-            recorder.annotate(node, tensor)
             recorder.bind(tensor, node)
             inputs[node.name] = (kind, key)
             recorder.data_nodes.add(node)
