@@ -7,7 +7,8 @@ statistics of a layer tree, a save streaming the model out) stays mapped into th
 counts in its resident set: a pass over a 13 GiB model would leave 13 GiB "resident" although
 the kernel could drop those pages at any time.
 
-:class:`PageReleaser` unmaps them right after each tensor is processed (``madvise``, Linux):
+:class:`PageReleaser` unmaps them right after each tensor is processed, once a pass has read
+more than ``KEEP_BYTES`` (``madvise``, Linux):
 with ``MADV_DONTNEED`` when every page of the range is still the file's own (checked in
 ``/proc/self/pagemap``): the pages leave this process but stay in the page cache, so the next
 pass over them is a cheap minor fault, not a disk read. A range this process wrote into
@@ -33,6 +34,9 @@ _MADV_DONTNEED = 4  # linux/mman.h; Python's mmap module exposes them only on so
 _MADV_PAGEOUT = 21
 _PRESENT, _SWAPPED, _FILE = 1 << 63, 1 << 62, 1 << 61  # /proc/pid/pagemap entry bits
 _libc: ctypes.CDLL | None = None
+# Bytes a pass reads before it starts releasing (see PageReleaser): the resident set of a pass
+# stays within this much of the file, however large the file.
+KEEP_BYTES = 64 << 20
 
 
 def _madvise():
@@ -74,16 +78,23 @@ def _file_mappings() -> list[tuple[int, int]]:
 class PageReleaser:
     """Releases the pages of memory-mapped tensors after a pass over them.
 
-    Build one per pass (it reads the process's mappings once), then call :meth:`release` with
-    each tensor once it has been read. Tensors that do not live in a file mapping are ignored.
+    Build one per pass, then call :meth:`release` with each tensor once it has been read.
+    Tensors that do not live in a file mapping are ignored. The first ``keep_bytes`` a pass
+    reads stay mapped: releasing costs a read of the process's mappings (about 1 ms in a torch
+    process) and a system call per tensor, which a small model's few MiB are not worth.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_bytes: int = KEEP_BYTES) -> None:
         self._madvise = _madvise()
-        self._ranges = _file_mappings() if self._madvise is not None else []
-        self._starts = [s for s, _ in self._ranges]
+        self._keep_bytes = keep_bytes
+        self._seen = 0
+        self._ranges: list[tuple[int, int]] | None = None  # read when first needed
+        self._starts: list[int] = []
 
     def _mapped(self, begin: int, end: int) -> bool:
+        if self._ranges is None:
+            self._ranges = _file_mappings()
+            self._starts = [s for s, _ in self._ranges]
         i = bisect_right(self._starts, begin) - 1
         return i >= 0 and self._ranges[i][0] <= begin and end <= self._ranges[i][1]
 
@@ -97,7 +108,8 @@ class PageReleaser:
         else:
             storage = tensor.untyped_storage()
             begin, end = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
-        if not self._mapped(begin, end):
+        self._seen += end - begin
+        if self._seen <= self._keep_bytes or not self._mapped(begin, end):
             return
         page = mmap.PAGESIZE
         # only pages entirely inside the storage: a neighbour sharing a page keeps it
