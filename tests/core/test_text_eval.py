@@ -218,3 +218,18 @@ def test_cli_evaluate_and_curve_on_text(lm_zoo, capsys) -> None:
     assert main(["curve", "--base", str(a), "--target", str(b), "--data", "python-code",
                  "--align", "activation"]) == 1
     assert "needs input samples" in capsys.readouterr().err
+
+
+def test_a_language_model_refuses_image_data_by_name(lm, tmp_path) -> None:
+    """Images of the model's input length would reshape into its input: the pixel values must
+    not reach the embedding as token ids (that was an internal error, shown as a bug)."""
+    import numpy as np
+
+    model = load_model(lm["lm0"])
+    images = tmp_path / "images.npz"
+    np.savez(images, x=np.random.default_rng(0).random((8, *model.input_shape), np.float32),
+             y=np.zeros(8, np.int64))
+    with pytest.raises(DatasetError, match="lm0 reads token ids.*images holds images"):
+        evaluate_model(model, load_dataset(str(images)))
+    result = run_job(eval_matrix_job([str(lm["lm0"])], [str(images)], cache_dir=tmp_path))
+    assert "reads token ids" in result.cells[0].error
