@@ -284,6 +284,8 @@ class MainWindow(QMainWindow):
         old.deleteLater()
         self.zoo_tabs = tabs
         self.evaluation.set_panel(views.evaluate_panel)
+        views.evaluate_panel.follow_data(self.session.data)
+        self.session.dataChanged.connect(views.evaluate_panel.follow_data)
         views.dropHint.connect(self._on_drop_hint)
         views.pairChanged.connect(self._update_add_step)
         ws.modelsChanged.connect(self._sync_panes)

@@ -279,7 +279,7 @@ def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None
     A plan reference: hashed from the steps and the files' contents like ``mal eval-matrix
     --models plan.json`` (so GUI and CLI share cached cells, and a re-run computes nothing, not
     even the assembly), assembled only when a cell misses the cache, from the models already in
-    memory. Raises PlanError when a model of the plan is not a file (the assembly's pre-flight
+    memory. Raises PlanError when a model of the plan is not on disk (the assembly's pre-flight
     reads file headers, so such a plan cannot be assembled either).
     """
     from ..core.errors import PlanError
@@ -291,8 +291,8 @@ def _merged_ref(plan: "AssemblyPlan", models: Mapping[str, "LoadedModel"] | None
     plan = used_zoo(plan)
     missing = missing_model_files(plan)
     if missing:
-        raise PlanError(f"the merged model needs the plan's models as files; {missing[0]} is "
-                        "not one")
+        raise PlanError(f"the merged model needs the plan's models on disk; {missing[0]} is "
+                        "not")
     return plan_ref(plan, models, specs, name=MERGED_NAME, text=MERGED_REF)
 
 

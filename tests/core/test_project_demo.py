@@ -108,6 +108,9 @@ def test_used_zoo_and_missing_files(tmp_path: Path) -> None:
     assert missing_model_files(plan) == ["(a model only in memory)"]
     (tmp_path / "base.safetensors").unlink()
     assert missing_model_files(plan)[0] == str(tmp_path / "base.safetensors")
+    (tmp_path / "folder").mkdir()  # a Hugging Face model folder is on disk too
+    plan.base, plan.steps = str(tmp_path / "folder"), plan.steps[:1]
+    assert missing_model_files(plan) == []
 
 
 def test_language_demo_opens_the_code_model_as_base_and_the_rest_as_zoo(tmp_path: Path) -> None:

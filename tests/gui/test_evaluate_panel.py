@@ -102,6 +102,16 @@ def test_panel_choices_hints_and_strict_json_export(qtbot, tmp_path: Path) -> No
     panel = EvaluatePanel(ws)
     qtbot.addWidget(panel)
     assert panel.selected_datasets() == ["digits"]  # only the base task ticked at first
+    # the curves' data set is followed (a language zoo opens with a text one) until the user
+    # ticks data sets here
+    panel.follow_data("python-code")
+    assert panel.selected_datasets() == ["python-code"]
+    panel.follow_data("not-offered.npz")
+    assert panel.selected_datasets() == ["python-code"]
+    panel.datasets_list.item(0).setCheckState(Qt.CheckState.Checked)  # the user's tick
+    panel.follow_data("digits-rot90")
+    assert panel.selected_datasets() == ["digits", "python-code"]
+    panel.set_checked(["data:digits"])
     assert panel.prepare_run() is None and "Tick at least one model" in panel.summary.text()
     assert not panel.export_button.isEnabled()
     # A model that only lives in memory cannot be referenced by the matrix: shown, disabled.
@@ -112,7 +122,7 @@ def test_panel_choices_hints_and_strict_json_export(qtbot, tmp_path: Path) -> No
     ws.push(AddStepCommand(ws.plan, AssemblyStep("d", "layers.1", "layers.1", 0.5)))
     merged = panel.models_list.item(1)  # offered with the first step, but it cannot assemble
     assert merged.text() == tasks.MERGED_NAME
-    assert not merged.flags() & Qt.ItemFlag.ItemIsEnabled and "files" in merged.toolTip()
+    assert not merged.flags() & Qt.ItemFlag.ItemIsEnabled and "on disk" in merged.toolTip()
     cells = [_cell("a.safetensors", "digits", float("nan"), loss=float("inf")),
              _cell("b.safetensors", "digits", 0.9)]
     panel.set_result(_result(cells))

@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 import shiboken6
 
+from PySide6.QtCore import Qt
+
+from mal_desktop.gui import tasks
 from mal_desktop.gui.dialogs import ask
 from mal_desktop.gui.dialogs.demo_zoo import DemoZooDialog
+from mal_desktop.gui.views.evaluate_panel import KEY_ROLE
 from mal_desktop.gui.main_window import MainWindow
 from mal_desktop.gui.settings import Settings
 from window_helpers import dispose
@@ -24,6 +28,7 @@ pytestmark = pytest.mark.gui
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
+ItemIsEnabled = Qt.ItemFlag.ItemIsEnabled
 SMALL = ["llama-w32-s0-code", "llama-w32-s1-code", "llama-w32-s1-docstrings"]
 
 
@@ -97,6 +102,17 @@ def test_the_action_builds_caches_and_opens_the_language_zoo(qtbot, window: Main
     curve = window.runs.last_run.curve
     assert curve.dataset == "python-code" and len(curve.lambdas) == 3
     assert 1.0 < math.exp(curve.naive.loss[0]) < 320  # a perplexity, below a uniform guess
+    # the Evaluate panel scores the same text, and the merge of folders (not files) too
+    panel = window.views.evaluate_panel
+    assert panel.selected_datasets() == ["python-code"]
+    merged = panel.models_list.item(panel.models_list.count() - 1)
+    assert merged.data(KEY_ROLE) == tasks.MERGED_REF and merged.flags() & ItemIsEnabled
+    panel.set_checked([str(ws.base.path), tasks.MERGED_REF, "data:python-code"])
+    with qtbot.waitSignal(window.jobs.runner.finished, timeout=300000) as blocker:
+        window.actions.evaluate.trigger()
+    result = blocker.args[0]
+    assert result.errors == [] and result.computed == 2
+    assert result.cells[0].metrics["loss"] == pytest.approx(curve.naive.loss[0], rel=1e-9)
 
     # built: the action opens it straight away, no dialog, no training
     window.session.replace_workspace(None)

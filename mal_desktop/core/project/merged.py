@@ -25,11 +25,12 @@ def used_zoo(plan: AssemblyPlan) -> AssemblyPlan:
 
 
 def missing_model_files(plan: AssemblyPlan) -> list[str]:
-    """The models the merged model needs (the base and the used zoo models) that are not files.
+    """The models the merged model needs (the base and the used zoo models) that are not on
+    disk (a file, or a Hugging Face model folder).
 
     A model only in memory is listed as "(a model only in memory)". Empty when the plan can be
-    assembled from files.
+    assembled from what is on disk.
     """
     plan = used_zoo(plan)
     return [p or "(a model only in memory)" for p in (plan.base, *plan.zoo.values())
-            if not p or not Path(p).is_file()]
+            if not p or not Path(p).exists()]

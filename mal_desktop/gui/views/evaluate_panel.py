@@ -115,6 +115,7 @@ class EvaluatePanel(QWidget):
         self._ws = workspace
         self.cache_dir = cache_dir
         self._checked: dict[str, bool] = {}
+        self._datasets_chosen = False  # the user ticked data sets here (see follow_data)
         self._names: dict[str, str] = {}
         self._run_outputs: dict[str, int] = {}  # outputs used as logits by the last evaluation
         self.model = QtMatrixModel(self)
@@ -133,6 +134,7 @@ class EvaluatePanel(QWidget):
         self.models_list.setObjectName("evalModels")
         self.datasets_list = _check_list("Data sets to evaluate on, test split (columns)")
         self.datasets_list.setObjectName("evalDatasets")
+        self.datasets_list.itemChanged.connect(self._on_dataset_ticked)
         choose = QWidget()
         left = QVBoxLayout(choose)
         left.setContentsMargins(4, 2, 2, 2)
@@ -302,7 +304,8 @@ class EvaluatePanel(QWidget):
                    "(assembled only when its cells are not cached)")
             files = not missing_model_files(ws.plan)
             if not files:
-                tip = "The plan's models must be files to assemble and evaluate the merge"
+                tip = ("The plan's models must be on disk (files or model folders) to "
+                       "assemble and evaluate the merge")
             items.append((tasks.MERGED_REF, tasks.MERGED_NAME, tip, files))
         self._fill(self.models_list, items)
 
@@ -312,6 +315,27 @@ class EvaluatePanel(QWidget):
         for name in datasets:
             self._checked.setdefault(f"data:{name}", name == checked)
         self._fill(self.datasets_list, [(f"data:{n}", n, d, True) for n, d in datasets.items()])
+
+    @Slot()
+    def _on_dataset_ticked(self) -> None:
+        self._datasets_chosen = True
+
+    @Slot(str)
+    def follow_data(self, name: str) -> None:
+        """Tick data set ``name`` alone until the user ticks data sets here.
+
+        The curves' data set is the one the open models were made for: opening the language
+        demo zoo chooses a text one, where an image data set would give only error cells."""
+        widget = self.datasets_list
+        keys = [widget.item(i).data(KEY_ROLE) for i in range(widget.count())]
+        if self._datasets_chosen or f"data:{name}" not in keys:
+            return
+        widget.blockSignals(True)  # not the user's choice
+        for i, key in enumerate(keys):
+            on = key == f"data:{name}"
+            widget.item(i).setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+        widget.blockSignals(False)
+        self._remember(widget)
 
     def set_checked(self, keys: list[str]) -> None:
         """Tick exactly the models (reference texts) and datasets ("data:NAME") in ``keys``."""
