@@ -408,3 +408,33 @@ def test_output_projection_of_another_group_size_is_refused_for_its_layout() -> 
     with pytest.raises(PlanError) as err:
         curve_series(cache, "base", "target", align="local", layers=[("o", "o")])
     assert "spatial" not in str(err.value) and "input layouts differ" in str(err.value)
+
+
+class TiedEmbeddingLM(nn.Module):
+    """An embedding tied to the output head (``head.weight = embed.weight``), a residual MLP
+    between: the state names the tied tensor twice."""
+
+    def __init__(self, vocab: int = 40, width: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.fc = nn.Linear(width, width)
+        self.head = nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids)
+        h = h + torch.relu(self.fc(h))
+        return self.head(h)[:, -1]
+
+
+def test_tied_weights_the_self_test_can_see_through() -> None:
+    """The residual stream's first weight is the tied embedding: a broken permutation of it
+    must reach the module under both names, else the probe looks blind to the space (the
+    language demo zoo's stream was reported "not seen by the probe")."""
+    model = loaded(TiedEmbeddingLM(), (6,), torch.long, 40)
+    spec = discover_spec(model, cache=False)
+    report = self_test(model, spec)
+    assert report.status == "passed" and report.powerless == (), report
+    stream = next(s for s in report.per_space if any(
+        key == "embed.weight" for key, _ in spec.tensors_on(s)))
+    assert stream not in report.powerless

@@ -157,10 +157,24 @@ def _jittered(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tens
     return out
 
 
+def _tied_keys(state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """State key -> every key naming the same tensor of the module (tied weights, e.g. an
+    embedding and the output head), for keys that share one."""
+    groups: dict[tuple, list[str]] = {}
+    for key, t in state.items():
+        if t.numel() and t.device.type != "meta":
+            where = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+                     t.stride(), t.dtype)
+            groups.setdefault(where, []).append(key)
+    return {key: keys for keys in groups.values() if len(keys) > 1 for key in keys}
+
+
 def _broken(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: str,
-            perm: torch.Tensor) -> dict[str, torch.Tensor] | None:
+            perm: torch.Tensor, tied: dict[str, list[str]]) -> dict[str, torch.Tensor] | None:
     """The state with only the first weight axis on ``space_id`` permuted (a wrong
-    permutation): the outputs must change, or the probe cannot see the space."""
+    permutation): the outputs must change, or the probe cannot see the space. The tensor is
+    moved under each of its names (``tied``): loading writes every name into the one tensor,
+    the last one winning, so moving one name alone would be undone."""
     for key, dim in spec.tensors_on(space_id):
         t = state[key]
         if not t.is_floating_point() or t.dim() < 2:
@@ -169,7 +183,7 @@ def _broken(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: str
         idx = expand_index(perm, axis.block, axis.tiles, len(perm), axis.repeat, axis.span)
         moved = torch.index_select(t, dim, idx)
         if not torch.equal(moved, t):
-            return {**state, key: moved}
+            return {**state, **{name: moved for name in tied.get(key, [key])}}
     return None
 
 
@@ -178,6 +192,7 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
     """Generator job behind :func:`self_test`; yields one event per space."""
     cancel = cancel or never_cancelled()
     x = model.example_input(probe_batch(model, batch), seed=seed)
+    tied = _tied_keys(model.state())
     state, noised = _noised(model.state(), seed)
     if jitter:
         state = _jittered(state, seed)
@@ -202,7 +217,7 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
             if all(torch.equal(permuted[k], state[k]) for k, _ in spec.tensors_on(space_id)):
                 inert.append(space_id)
             per_space[space_id] = diff(permuted)
-            broken = _broken(state, spec, space_id, perm)
+            broken = _broken(state, spec, space_id, perm, tied)
             if broken is not None and diff(broken) <= tolerance:
                 powerless.append(space_id)
             yield ProgressEvent("self-test", (i + 1) / (len(perms) + 1), f"permuted {space_id}",
