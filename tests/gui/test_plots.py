@@ -245,6 +245,31 @@ def test_matrix_keeps_square_cells(diag: DiagnosticsPanel) -> None:
     assert diag.matrix_plot.getViewBox().state["aspectLocked"] == 1.0
 
 
+def test_a_large_permutation_shows_every_pair_and_only_unit_ticks(qtbot,
+                                                                 diag: DiagnosticsPanel) -> None:
+    """A 344 x 344 permutation drawn in a couple of hundred pixels: each pair is a dot of a few
+    pixels (as an image, most one-pixel pairs were sampled away), and the axes tick unit
+    indices only, not the view's empty margins (-250 .. 600 in a wide plot)."""
+    n = 344
+    q = np.zeros((n, n), np.float32)
+    perm = np.random.default_rng(0).permutation(n)
+    q[np.arange(n), perm] = 1
+    d = _diagnostics()
+    diag.show_step(StepDiagnostics(
+        index=1, label="z:a -> a", align="chain", case_text="out: equal 344; in: equal 344",
+        out=SideReport(n, n, "equal", n, 0, 0), inp=SideReport(n, n, "equal", n, 0, 0),
+        objective=d.objective, costs=d.costs, out_matrix=q, in_matrix=q))
+    x, y = diag.pairs.getData()
+    assert sorted(zip(y - 0.5, x - 0.5)) == sorted(zip(range(n), perm))
+    assert diag.pairs.opts["pxMode"] and diag.pairs.opts["size"] >= 3
+    diag.resize(900, 400)  # a wide matrix plot: the square view reaches beyond the columns
+    qtbot.wait(50)
+    for side, extent in (("bottom", n), ("left", n)):
+        axis = diag.matrix_plot.getAxis(side)
+        values = [v for _, vs in axis.tickValues(-250, 600, 300) for v in vs]
+        assert values and all(0 <= v <= extent for v in values), (side, values)
+
+
 def test_no_alignment_and_missing_matrix_are_explained(diag: DiagnosticsPanel) -> None:
     d = StepDiagnostics(0, "z:a -> a", "none", "out: equal 4; in: equal 4",
                         SideReport(4, 4, "equal", 4, 0, 0), SideReport(4, 4, "equal", 4, 0, 0),

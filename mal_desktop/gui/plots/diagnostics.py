@@ -1,8 +1,9 @@
 """DiagnosticsPanel: what the alignment of one step did, in four plots.
 
 - the (partial) permutation matrix Q (base units x zoo units) as an image: matched pairs in the
-  "matched" colour, base rows with no partner (zero-padded) and zoo columns left out (dropped)
-  tinted, so all width cases read at a glance;
+  "matched" colour (and a dot of a few pixels each, visible however large the matrix), base
+  rows with no partner (zero-padded) and zoo columns left out (dropped) tinted, so all width
+  cases read at a glance;
 - matched / zero-padded / dropped unit counts per side (out, in) as grouped bars;
 - the histogram of matched-pair costs (entries of the final cost matrix);
 - the objective J per alternating iteration (it must never decrease).
@@ -64,6 +65,32 @@ def matrix_image(q: np.ndarray, colors: PlotColors) -> np.ndarray:
     return img
 
 
+class UnitAxis(pg.AxisItem):
+    """An axis of unit indices that ticks only inside the matrix, 0..``extent``: with square
+    cells the view of a square matrix in a wide plot reaches beyond it, where no unit lies."""
+
+    def __init__(self, orientation: str) -> None:
+        super().__init__(orientation)
+        self.extent: float | None = None
+
+    def tickValues(self, minVal: float, maxVal: float, size: float) -> list:  # noqa: N802,N803
+        if self.extent is None or maxVal <= minVal:
+            return super().tickValues(minVal, maxVal, size)
+        lo, hi = max(minVal, 0.0), min(maxVal, float(self.extent))
+        if hi <= lo:
+            return []
+        # spaced for the pixels the matrix spans, not the whole view; the major level only
+        # (the axis decides whether minor labels fit from its whole length)
+        levels = super().tickValues(lo, hi, size * (hi - lo) / (maxVal - minVal))
+        return [(spacing, [v for v in values if lo - 1e-9 <= v <= hi + 1e-9])
+                for spacing, values in levels[:1]]
+
+
+# Matched pairs are drawn as dots of this many pixels over the image: a 344 x 344 image drawn
+# in 200 pixels samples every other row and column, and most one-pixel pairs vanished.
+_PAIR_DOT_PX = 4
+
+
 class DiagnosticsPanel(QWidget):
     """Four plots describing one step's alignment; ``show_step`` fills them.
 
@@ -108,6 +135,8 @@ class DiagnosticsPanel(QWidget):
         self.objective_plot: pg.PlotItem = self.grid.add_plot("objective J")
 
         mp = self.matrix_plot
+        self.matrix_axes = {side: UnitAxis(side) for side in ("bottom", "left")}
+        mp.setAxisItems(self.matrix_axes)
         mp.setTitle("generalized permutation Q")
         mp.setLabel("bottom", "zoo unit")
         mp.setLabel("left", "base unit")
@@ -115,6 +144,8 @@ class DiagnosticsPanel(QWidget):
         mp.setAspectLocked(True)  # square cells: a 64 x 128 Q is twice as wide as tall
         self.image = pg.ImageItem(axisOrder="row-major")
         mp.addItem(self.image)
+        self.pairs = pg.ScatterPlotItem(size=_PAIR_DOT_PX, symbol="s", pxMode=True)
+        mp.addItem(self.pairs)
         self.matrix_note = pg.TextItem(anchor=(0.5, 0.5))
         mp.addItem(self.matrix_note, ignoreBounds=True)
 
@@ -188,6 +219,8 @@ class DiagnosticsPanel(QWidget):
         self.objective.setPen(pg.mkPen(c.accent, width=2))
         self.objective.setSymbolBrush(pg.mkBrush(c.accent))
         self.objective.setSymbolPen(pg.mkPen(c.accent))
+        self.pairs.setBrush(pg.mkBrush(c.matched))
+        self.pairs.setPen(pg.mkPen(None))
         for note in (self.matrix_note, self.costs_note, self.objective_note):
             note.setColor(c.muted)
         if self._current is not None:
@@ -277,6 +310,9 @@ class DiagnosticsPanel(QWidget):
         if q is None:
             self.image.clear()
             self.image.hide()
+            self.pairs.setData([], [])
+            for axis in self.matrix_axes.values():
+                axis.extent = None
             if d.align == "none":
                 why = "no alignment ran (alignment 'none'): units are paired by index"
             elif max(report.base, report.target) > MAX_MATRIX:
@@ -294,6 +330,10 @@ class DiagnosticsPanel(QWidget):
         self.image.setImage(img, autoLevels=False)
         self.image.setRect(0, 0, img.shape[1], img.shape[0])
         self.image.show()
+        rows, cols = np.nonzero(np.asarray(q) > 0.5)
+        self.pairs.setData(cols + 0.5, rows + 0.5)  # at the cells' centres
+        self.matrix_axes["bottom"].extent = img.shape[1]
+        self.matrix_axes["left"].extent = img.shape[0]
         self.matrix_plot.setRange(xRange=(0, img.shape[1]), yRange=(0, img.shape[0]),
                                   padding=0.02)
         self.matrix_plot.setTitle(f"Q {side}: {img.shape[0]} base \u00d7 {img.shape[1]} zoo units")
