@@ -256,3 +256,40 @@ def test_a_narrow_plan_elides_names_but_hides_no_column(qtbot, workspace: Worksp
     assert not view.horizontalScrollBar().isVisible()
     assert "a-rather-long-zoo-model" in view.model().index(0, 0).data(
         Qt.ItemDataRole.ToolTipRole)
+
+
+def _shown_text(view, row: int, col: int) -> str:
+    """The text the column's delegate draws for a cell (elided as drawn, lines as "\n")."""
+    from PySide6.QtWidgets import QStyleOptionViewItem
+
+    index = view.model().index(row, col)
+    option = QStyleOptionViewItem()
+    option.initFrom(view)
+    option.widget = view
+    option.rect = view.visualRect(index)
+    view.itemDelegateForColumn(col).initStyleOption(option, index)
+    return option.text.replace("\u2028", "\n")
+
+
+def test_a_narrow_plan_tells_long_layer_paths_apart(qtbot) -> None:
+    """Language-model steps in a dock a third of a window wide: the rows showed "…ode / …proj"
+    and "model.lay…p.up_proj" alike. Layer paths are elided at their start, keeping the block
+    and projection; the model name in its middle, keeping its seed and variant."""
+    ws = Workspace()
+    for layer in ("model.layers.0.self_attn.k_proj", "model.layers.1.mlp.up_proj"):
+        ws.push(AddStepCommand(ws.plan, AssemblyStep("llama-w128-s1-code", layer, layer)))
+    p = AssemblyPanel(ws)
+    qtbot.addWidget(p)
+    p.show()
+    qtbot.waitExposed(p)
+    view = p.view
+    p.resize(390, 400)
+    qtbot.waitUntil(lambda: view.header().sectionSize(1) < view.column_needs()[1])
+    for row, tail in ((0, "k_proj"), (1, "up_proj")):
+        model_line, layer_line = _shown_text(view, row, 0).split("\n")
+        assert model_line.startswith(f"{row + 1}.") and model_line.endswith("e")  # "…code"
+        assert layer_line.rstrip().endswith(tail) and "\u2026" in layer_line, layer_line
+        base = _shown_text(view, row, 1)
+        assert base.startswith("\u2026") and base.endswith(tail), base
+    # the elided columns share the room evenly: neither layer column is squeezed alone
+    assert abs(view.header().sectionSize(0) - view.header().sectionSize(1)) <= 8

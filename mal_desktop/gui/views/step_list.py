@@ -5,22 +5,56 @@ from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, Qt, Signal
 from PySide6.QtGui import QContextMenuEvent, QPainter, QPaintEvent
-from PySide6.QtWidgets import (QAbstractItemView, QStyledItemDelegate, QStyleOptionViewItem,
-                               QTreeView, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QStyle, QStyledItemDelegate,
+                               QStyleOptionViewItem, QTreeView, QWidget)
 
 from ..models.plan_model import COL_BASE, COL_CASE, COL_SOURCE
 from .context_menu import menu_target
 
-# Columns whose text may be elided (full text in the row's tooltip), in the order they give way
-# when even the two-line layout does not fit the dock; lambda, alignment and method show whole.
+# Columns whose text may be elided (full text in the row's tooltip) when even the two-line
+# layout does not fit the dock: they share the room left evenly (a column needing less keeps
+# its width); lambda, alignment and method show whole.
 ELIDABLE = (COL_SOURCE, COL_BASE, COL_CASE)
 ELIDED_MIN = 64  # an elidable column keeps at least this much (logical px)
 _PAD = 6  # room between columns beyond the style's own cell margins
 
 
+def _elide_lines(option: QStyleOptionViewItem, lines: list[str], modes: list[Qt.TextElideMode],
+                 lead: str = "") -> str:
+    """``lines`` (after ``lead`` on the first) each elided to the cell's text width with its own
+    mode, joined as the view's line separator (U+2028). Whole when the option has no cell yet
+    (asked for a size hint: the width the text needs)."""
+    if option.rect.width() <= 0:
+        return "\u2028".join((lead if k == 0 else "") + line for k, line in enumerate(lines))
+    style = option.widget.style() if option.widget is not None else QApplication.style()
+    margin = style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, option, option.widget)
+    room = option.rect.width() - 2 * (margin + 1)
+    if not option.icon.isNull():
+        room -= option.decorationSize.width() + margin
+    metrics = option.fontMetrics
+    out = []
+    for k, (line, mode) in enumerate(zip(lines, modes)):
+        head = lead if k == 0 else ""
+        width = max(0, room - metrics.horizontalAdvance(head))
+        out.append(head + metrics.elidedText(line, mode, width))
+    return "\u2028".join(out)
+
+
+class _PathDelegate(QStyledItemDelegate):
+    """A layer path elided at its start: "…layers.1.mlp.up_proj" tells steps apart where the
+    view's middle elision ("model.lay…p.up_proj") dropped the block index."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem,  # noqa: N802 - Qt's name
+                        index: QModelIndex | QPersistentModelIndex) -> None:
+        super().initStyleOption(option, index)
+        lines = option.text.replace("\u2028", "\n").split("\n")
+        option.text = _elide_lines(option, lines, [Qt.TextElideMode.ElideLeft] * len(lines))
+
+
 class _NumberedDelegate(QStyledItemDelegate):
     """Draws "3. " before the first column: the step number is the row, not model data. The
-    second line (the layer) is indented under the model name."""
+    second line (the layer) is indented under the model name. The model name is elided in
+    the middle (its seed and variant sit at the end), the layer path at its start."""
 
     def initStyleOption(self, option: QStyleOptionViewItem,  # noqa: N802 - Qt's name
                         index: QModelIndex | QPersistentModelIndex) -> None:
@@ -32,7 +66,13 @@ class _NumberedDelegate(QStyledItemDelegate):
                                   / max(1, metrics.horizontalAdvance("\u00a0")))
         # Qt has already turned the model's "\n" into a line separator (U+2028)
         first, _, rest = option.text.replace("\u2028", "\n").partition("\n")
-        option.text = number + first + (f"\u2028{indent}{rest}" if rest else "")
+        text = _elide_lines(option, [first], [Qt.TextElideMode.ElideMiddle], number)
+        if rest:
+            layer = _elide_lines(option, [rest], [Qt.TextElideMode.ElideLeft], indent)
+            if "\u2026" in layer:  # squeezed: the indent's room goes to the layer's name
+                layer = _elide_lines(option, [rest], [Qt.TextElideMode.ElideLeft])
+            text += "\u2028" + layer
+        option.text = text
 
 
 class StepListView(QTreeView):
@@ -47,6 +87,7 @@ class StepListView(QTreeView):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setItemDelegateForColumn(COL_SOURCE, _NumberedDelegate(self))
+        self.setItemDelegateForColumn(COL_BASE, _PathDelegate(self))
         self.setRootIsDecorated(False)
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
@@ -80,9 +121,9 @@ class StepListView(QTreeView):
     def fit_columns(self) -> None:
         """Every column shown, at the width its contents need; the step column takes what is
         left over. Narrower than that (a dock the user made small), the step, base-layer and
-        width-case columns give way first, eliding their text (each row's tooltip has it all);
-        only when even that does not fit does a horizontal scroll bar appear. No column is
-        ever hidden: a user wants to see every column of the plan."""
+        width-case columns share the room the others leave, eliding their text (each row's
+        tooltip has it all); only when even that does not fit does a horizontal scroll bar
+        appear. No column is ever hidden: a user wants to see every column of the plan."""
         header = self.header()
         need = self.column_needs()
         if not need:
@@ -90,12 +131,18 @@ class StepListView(QTreeView):
         avail = self.viewport().width()
         widths = dict(need)
         over = sum(widths.values()) - avail
-        for col in ELIDABLE:  # who gives way, in this order
-            if over <= 0:
-                break
-            give = min(over, max(0, widths[col] - ELIDED_MIN))
-            widths[col] -= give
-            over -= give
+        if over > 0:  # the elidable columns share what is left evenly, none below ELIDED_MIN
+            room = avail - sum(w for c, w in need.items() if c not in ELIDABLE)
+            cap = ELIDED_MIN
+            for k, col in enumerate(sorted(ELIDABLE, key=need.__getitem__)):
+                rest = len(ELIDABLE) - k  # columns from this one on share what is left
+                cap = max(ELIDED_MIN, room // rest)
+                if need[col] > cap:
+                    break
+                room -= need[col]
+            for col in ELIDABLE:
+                widths[col] = min(need[col], cap)
+            over = sum(widths.values()) - avail
         if over < 0:
             widths[COL_SOURCE] += -over
         for col, width in widths.items():
