@@ -10,7 +10,7 @@ stays on screen; what does not fit scrolls inside the panels (plots, the step ed
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from .settings import Settings
@@ -46,6 +46,7 @@ class DockLayout(QObject):
         self.docks: dict[str, QDockWidget] = {}
         self._default_sizes_due = True
         self._build()
+        window.installEventFilter(self)
 
     def _dock(self, name: str, title: str, area: Qt.DockWidgetArea, tip: str) -> QDockWidget:
         dock = QDockWidget(title, self._window)
@@ -85,19 +86,44 @@ class DockLayout(QObject):
         w.tabifyDockWidget(d["diagnostics"], d["evaluate"])
         d["diagnostics"].raise_()
 
-    def apply_default_sizes(self) -> None:
-        """Size the docks as shares of the window as it is now."""
-        w, d = self._window, self.docks
+    def _default_sizes(self) -> list[tuple[list[str], list[int], Qt.Orientation]]:
+        """(docks, sizes, orientation) of the default layout for the window as it is now: the
+        side docks' widths, the bottom area's height, the curve beside its tabbed neighbours."""
+        w = self._window
         width, height = max(w.width(), 640), max(w.height(), 480)
         plan = min(int(width * MAX_RIGHT_SHARE),
                    max(int(width * RIGHT_SHARE), PLAN_MIN_LINES * w.fontMetrics().height()))
-        w.resizeDocks([d["base"], d["plan"]], [int(width * LEFT_SHARE), plan],
-                      Qt.Orientation.Horizontal)
-        w.resizeDocks([d["curve"]], [int(height * BOTTOM_SHARE)], Qt.Orientation.Vertical)
-        # Half each: left alone, the tabbed group (diagnostics + evaluate) takes all the width
-        # the window gains and squeezes the curve to its minimum.
-        w.resizeDocks([d["curve"], d["diagnostics"]], [width // 2, width // 2],
-                      Qt.Orientation.Horizontal)
+        horizontal, vertical = Qt.Orientation.Horizontal, Qt.Orientation.Vertical
+        # Half each for the curve and the tabbed group (diagnostics + evaluate): left alone, the
+        # group takes all the width the window gains and squeezes the curve to its minimum.
+        return [(["base", "plan"], [int(width * LEFT_SHARE), plan], horizontal),
+                (["curve"], [int(height * BOTTOM_SHARE)], vertical),
+                (["curve", "diagnostics"], [width // 2, width // 2], horizontal)]
+
+    def apply_default_sizes(self) -> None:
+        """Size the docks as shares of the window as it is now."""
+        for names, sizes, orientation in self._default_sizes():
+            self._window.resizeDocks([self.docks[n] for n in names], sizes, orientation)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if watched is self._window and event.type() == QEvent.Type.Resize:
+            old, new = event.oldSize(), event.size()
+            if old.isValid() and (new.width() > old.width() or new.height() > old.height()):
+                QTimer.singleShot(0, self, self._regrow)
+        return False
+
+    def _regrow(self) -> None:
+        """After the window grew: docks smaller than their default share get it back.
+
+        Qt gives all of a window's growth to the central widget, so docks squeezed while the
+        window was small (the plan editor's slider and combo boxes cut off) stayed squeezed
+        after it was made large again. A dock the user made larger keeps its size."""
+        for names, sizes, orientation in self._default_sizes():
+            for name, size in zip(names, sizes):
+                dock = self.docks[name]
+                now = dock.width() if orientation == Qt.Orientation.Horizontal else dock.height()
+                if dock.isVisible() and not dock.isFloating() and now < size:
+                    self._window.resizeDocks([dock], [size], orientation)
 
     # -- geometry and state ---------------------------------------------------------------------
     def restore(self) -> None:

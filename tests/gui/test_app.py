@@ -429,6 +429,35 @@ def test_layout_is_restored_by_the_next_window(qtbot, settings: Settings, asked:
         dispose(second)
 
 
+def test_docks_squeezed_by_a_small_window_grow_back_with_it(qtbot, settings: Settings,
+                                                            asked: Asked) -> None:
+    """Qt gives a growing window's room to the central widget: the plan dock, squeezed while
+    the window was small, stayed narrow (its slider and combo boxes cut off) once the window
+    was large again. It gets its default share back; a dock the user widened keeps its width."""
+    settings.demo_offered = True
+    w = MainWindow(settings)
+    try:
+        w.show()
+        qtbot.waitExposed(w)
+        w.resize(790, 760)
+        w.reset_layout()
+        qtbot.wait(50)
+        wide = w.plan_dock.width()
+        w.resize(560, 420)  # below what the docks want: they are squeezed
+        qtbot.waitUntil(lambda: w.plan_dock.width() < wide)
+        w.resize(790, 760)
+        qtbot.waitUntil(lambda: w.plan_dock.width() >= wide - 2)
+        w.resizeDocks([w.plan_dock], [wide + 60], Qt.Orientation.Horizontal)  # the user's
+        qtbot.wait(50)
+        widened = w.plan_dock.width()
+        assert widened > wide
+        w.resize(795, 765)
+        qtbot.wait(50)
+        assert w.plan_dock.width() >= widened
+    finally:
+        dispose(w)
+
+
 def test_first_launch_offers_the_demo_zoo(qtbot, settings: Settings, asked: Asked,
                                           monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MAL_ZOO_DIR", str(tmp_path / "no-zoo-yet"))

@@ -97,6 +97,30 @@ def test_matrix_model_passes_modeltester_and_colours_sorts(qapp, qtmodeltester) 
     assert model.data(model.index(0, 1)) == "not computed"
 
 
+def test_a_narrow_matrix_keeps_its_values_in_view(qtbot) -> None:
+    """Long model names in a narrow panel: the name column gives way (elided, whole in the
+    tooltip) and the value columns stay whole; the names took all the width before."""
+    panel = EvaluatePanel(Workspace())
+    qtbot.addWidget(panel)
+    names = {f"{m}.safetensors": f"llama-w128-s{m}-docstrings-long-name" for m in "ab"}
+    cells = [_cell(f"{m}.safetensors", d, 0.5) for m in "ab" for d in ("digits", "rot")]
+    panel.show()
+    panel.resize(700, 320)
+    panel._names = names
+    panel.set_result(_result(cells))
+    panel.splitter.setSizes([150, 260, 290])
+    qtbot.wait(50)
+    table, header = panel.table, panel.table.horizontalHeader()
+    assert header.sectionSize(0) < table.sizeHintForColumn(0)  # the names gave way
+    for col in (1, 2):
+        assert header.sectionSize(col) >= table.sizeHintForColumn(col)
+    assert sum(header.sectionSize(c) for c in range(3)) <= table.viewport().width()
+    panel.resize(1400, 320)
+    panel.splitter.setSizes([150, 1100, 150])  # room again: the names are whole
+    qtbot.wait(50)
+    assert header.sectionSize(0) >= table.sizeHintForColumn(0)
+
+
 def test_panel_choices_hints_and_strict_json_export(qtbot, tmp_path: Path) -> None:
     ws = Workspace()
     panel = EvaluatePanel(ws)

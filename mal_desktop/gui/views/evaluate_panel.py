@@ -24,7 +24,7 @@ from PySide6.QtGui import QAction, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDialog,
                                QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem,
                                QMenu, QSizePolicy, QSplitter, QStyle, QStyledItemDelegate,
-                               QStyleOptionViewItem, QTableView, QToolButton, QVBoxLayout,
+                               QStyleOptionViewItem, QToolButton, QVBoxLayout,
                                QWidget)
 
 from ...core.evaluate.datasets import available_datasets
@@ -39,6 +39,7 @@ from ..models.plan_model import subscribe_weakly
 from ..palette import plot_colors
 from ..plots.cell_details import CellDetails
 from ..plots.export import provenance_lines
+from .matrix_table import MatrixTable
 from ..workspace import Workspace
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # list items: the choice key (ref text / dataset name)
@@ -184,7 +185,7 @@ class EvaluatePanel(QWidget):
         top.addStretch(1)
         top.addWidget(self.export_button)
 
-        self.table = QTableView()
+        self.table = MatrixTable()
         self.table.setObjectName("evalMatrix")
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
@@ -207,10 +208,11 @@ class EvaluatePanel(QWidget):
 
         self.details = CellDetails()
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        for i, (widget, stretch) in enumerate(((choose, 0), (middle, 2), (self.details, 3))):
+        # the matrix first: a narrow panel gives the details (which need a selected cell) less
+        for i, (widget, stretch) in enumerate(((choose, 0), (middle, 3), (self.details, 2))):
             self.splitter.addWidget(widget)
             self.splitter.setStretchFactor(i, stretch)
-        self.splitter.setSizes([200, 520, 520])
+        self.splitter.setSizes([200, 560, 480])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.splitter)
@@ -413,7 +415,7 @@ class EvaluatePanel(QWidget):
         self.summary.setText(text)
         self.summary.setToolTip("\n".join([f"Result cache: {result.cache_dir}", *errors]))
         self._update_export()
-        self.table.resizeColumnsToContents()
+        self.table.fit_columns()
         if self.table.currentIndex().isValid():
             self._show_index(self.table.currentIndex())
         else:  # the "Evaluating..." note of prepare_run no longer applies

@@ -1,0 +1,39 @@
+"""MatrixTable: the evaluation matrix's table (models x data sets), whose values stay in view.
+
+Sized to its contents, the model-name column took a narrow panel's whole width and the values
+(the point of the table) were cut to a sliver; here the names give way first, elided in the
+middle (a model's seed and variant sit at the end of its name; the row's tooltip has it whole).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import QTableView, QWidget
+
+NAME_MIN = 96  # the model-name column keeps at least this much (logical px)
+
+
+class MatrixTable(QTableView):
+    """A table whose first column (the model names) gives way to the value columns."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+
+    def fit_columns(self) -> None:
+        """Every column at its contents' width; when they do not all fit, the name column
+        shrinks (not below NAME_MIN) so that the value columns stay whole."""
+        model = self.model()
+        if model is None or model.columnCount() == 0:
+            return
+        self.resizeColumnsToContents()
+        header = self.horizontalHeader()
+        values = sum(header.sectionSize(c) for c in range(1, model.columnCount()))
+        room = self.viewport().width() - values
+        if room < header.sectionSize(0):
+            header.resizeSection(0, max(NAME_MIN, room))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self.fit_columns()
