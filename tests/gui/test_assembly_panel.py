@@ -291,5 +291,14 @@ def test_a_narrow_plan_tells_long_layer_paths_apart(qtbot) -> None:
         assert layer_line.rstrip().endswith(tail) and "\u2026" in layer_line, layer_line
         base = _shown_text(view, row, 1)
         assert base.startswith("\u2026") and base.endswith(tail), base
+    # the step editor fits too: the long route wraps instead of widening the editor
+    ws.select_step(1)
+    qtbot.wait(50)
+    viewport = p.editor_area.viewport()
+    assert p.editor.minimumSizeHint().width() <= viewport.width()
+    for field in (p.lam_spin, p.align_combo, p.method_combo):
+        right = field.mapTo(viewport, field.rect().topRight()).x()
+        assert field.isVisible() and right <= viewport.width(), field
+    assert p.editor.title() == "Step 2" and "up_proj" in p.route_label.toolTip()
     # the elided columns share the room evenly: neither layer column is squeezed alone
     assert abs(view.header().sectionSize(0) - view.header().sectionSize(1)) <= 8

@@ -43,6 +43,14 @@ UNMATCHED_TIPS = {
 }
 
 
+def _breakable(text: str) -> str:
+    """``text`` with a zero-width space after each '.', ':' and '_': a wrapping label may then
+    break a long layer path (it breaks only between words)."""
+    for mark in ".:_":
+        text = text.replace(mark, mark + "\u200b")
+    return text
+
+
 class AssemblyPanel(QWidget):
     """Step list + step editor over ``workspace.plan``; edits go through the undo stack.
 
@@ -153,6 +161,14 @@ class AssemblyPanel(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         # A narrow dock puts a field under its label instead of squeezing both.
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        # The step's layers in a wrapping label, not the group's title: a title is never
+        # shortened, so a language model's long layer path set the whole editor's minimum width
+        # and the dock cut off its slider and combo boxes.
+        self.route_label = QLabel()
+        self.route_label.setObjectName("routeLabel")
+        self.route_label.setWordWrap(True)  # (not selectable: a copy would hold the breaks)
+        self.route_label.setMinimumWidth(60)
+        form.addRow(self.route_label)
         self._build_lambda_row(form)
         self._build_alignment_rows(form)
         self._build_method_rows(form)
@@ -285,13 +301,18 @@ class AssemblyPanel(QWidget):
         try:
             if sel is None:
                 self.editor.setTitle("Selected step")
+                self.route_label.setText("")
+                self.route_label.hide()
                 self.case_label.setText("Select a step to edit it.")
                 self._build_params(None, ())
                 self.selectedLambdaChanged.emit(math.nan)
                 return
             i, step = sel
-            self.editor.setTitle(f"Step {i + 1}: {step.source}:{step.source_layer} "
-                                 f"\u2192 {step.base_layer}")
+            self.editor.setTitle(f"Step {i + 1}")
+            route = f"{step.source}:{step.source_layer} \u2192 {step.base_layer}"
+            self.route_label.setText(_breakable(route))
+            self.route_label.setToolTip(route)
+            self.route_label.show()
             if not self.lam_slider.isSliderDown():  # never fight the user's drag
                 self.lam_slider.setValue(round(step.lam * SLIDER_STEPS))
             self.lam_spin.setValue(step.lam)
