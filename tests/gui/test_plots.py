@@ -364,3 +364,29 @@ def test_cell_details_export_figures_and_csv_like_the_other_plots(qtbot, tmp_pat
     assert len(rows) == 1 + 9 and ["2", "two", "0", "zero", "1"] in rows
     assert sum(int(r[4]) for r in rows[1:]) == 10
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_cell_details_of_many_classes_tick_indices_not_names(qtbot) -> None:
+    """A language model's 512 token classes: naming every tick drew hundreds of token strings
+    on top of each other; the axes then tick class indices, and say so."""
+    from mal_desktop.core.evaluate.metric_registry import SampleScores
+    from mal_desktop.gui.plots.cell_details import MAX_NAMED_TICKS, CellDetails
+
+    details = CellDetails()
+    qtbot.addWidget(details)
+    details.resize(700, 400)
+    n = 512
+    labels = np.arange(2 * n, dtype=np.int64) % n
+    preds = (labels * 7) % n
+    details.show_scores(SampleScores(labels, preds, preds == labels, np.full(2 * n, 0.5),
+                                     np.full(2 * n, 0.9), np.array([f"tok{i}" for i in labels]),
+                                     n), "lm", "python-code")
+    for plot, side in ((details.bar_plot, "bottom"), (details.conf_plot, "bottom"),
+                       (details.conf_plot, "left")):
+        axis = plot.getAxis(side)
+        assert axis._tickLevels is None and "index" in axis.labelText
+    details.show_scores(_scores(), "mlp", "digits")  # few classes: named again
+    levels = details.bar_plot.getAxis("bottom")._tickLevels
+    assert levels is not None and [v for v, _ in levels[0]] == [0, 1, 2]
+    assert details.bar_plot.getAxis("bottom").labelText == "true class"
+    assert 3 <= MAX_NAMED_TICKS < n

@@ -34,6 +34,9 @@ from .plot_grid import PlotGrid
 from .style import color_axes, show_tick_values
 
 MAX_LABELLED_CELLS = 12  # confusion matrices up to this many classes show their counts
+# Up to this many classes each tick is named; more (a language model's tokens) get the axis's
+# own numeric ticks, class indices: hundreds of names were drawn on top of each other.
+MAX_NAMED_TICKS = 24
 
 
 class CellDetails(QWidget):
@@ -173,7 +176,12 @@ class CellDetails(QWidget):
         c = self._colors
         n = scores.num_classes
         names = class_names(scores)
-        ticks = [[(i, names[i]) for i in range(n)]]
+        named = n <= MAX_NAMED_TICKS
+        ticks = [[(i, names[i]) for i in range(n)]] if named else None
+        unit = "class" if named else "class (index)"
+        self.bar_plot.setLabel("bottom", f"true {unit}")
+        self.conf_plot.setLabel("bottom", f"predicted {unit}")
+        self.conf_plot.setLabel("left", f"true {unit}")
         x = np.arange(n, dtype=float)
         shown = np.nan_to_num(acc, nan=0.0)
         brushes = [pg.mkBrush(scale_color(a, strength=0.85)) if math.isfinite(a)
