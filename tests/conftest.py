@@ -13,10 +13,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_user_caches(tmp_path_factory):
-    """Per-file-version caches (hashes, discovered specs) go to a folder of this test session,
-    never the user's cache (subprocesses inherit the variables)."""
+    """Per-file-version caches (hashes, discovered specs, evaluation cells) go to a folder of
+    this test session, never the user's cache (subprocesses inherit the variables): a cell
+    cached by an earlier run would make a test that counts computed cells pass or fail by
+    what ran before."""
     root = tmp_path_factory.mktemp("user-cache")
-    for var, name in (("MAL_HASH_CACHE", "hashes"), ("MAL_SPEC_CACHE", "specs")):
+    for var, name in (("MAL_HASH_CACHE", "hashes"), ("MAL_SPEC_CACHE", "specs"),
+                      ("MAL_EVAL_CACHE", "eval")):
         os.environ.setdefault(var, str(root / name))
     yield
 

@@ -39,6 +39,7 @@ def window(qtbot, settings: Settings, monkeypatch, tmp_path: Path) -> Iterator[M
     real = language.default_lm_zoo
     monkeypatch.setattr(language, "default_lm_zoo", lambda small=False: real(small=True))
     monkeypatch.setenv("MAL_LM_ZOO_DIR", str(tmp_path / "lm-zoo"))
+    monkeypatch.setenv("MAL_EVAL_CACHE", str(tmp_path / "eval"))
     monkeypatch.setattr(ask, "stop_running_job", lambda *_a: True)
     settings.demo_offered = True
     w = MainWindow(settings)
