@@ -115,12 +115,22 @@ def cmd_curve(args) -> int:
                                   restarts=args.restarts or WEIGHT_RESTARTS), args)
     obj = result.to_json()
     obj["output_index"] = cache.model(args.base).output_index
+    text_data = data.text is not None  # per token: perplexity is what language models are read by
+    if text_data:
+        for name, c in (("naive", result.naive), ("aligned", result.aligned)):
+            obj[name]["perplexity"] = [_perplexity(v) for v in c.loss]
 
     def text() -> str:
-        rows = [f"{'lambda':>6}  {'naive loss':>10} {'acc':>6}  {'aligned loss':>12} {'acc':>6}"]
+        ppl = f" {'ppl':>9}" if text_data else ""
+        rows = [f"{'lambda':>6}  {'naive loss':>10}{ppl} {'acc':>6}  {'aligned loss':>12}{ppl} "
+                f"{'acc':>6}"]
         for i, lam in enumerate(result.lambdas):
-            rows.append(f"{lam:6.2f}  {result.naive.loss[i]:10.4f} {result.naive.accuracy[i]:6.1%}"
-                        f"  {result.aligned.loss[i]:12.4f} {result.aligned.accuracy[i]:6.1%}")
+            cols = []
+            for c, width in ((result.naive, 10), (result.aligned, 12)):
+                cols.append(f"{c.loss[i]:{width}.4f}"
+                            + (f" {_perplexity(c.loss[i]):9.2f}" if text_data else "")
+                            + f" {c.accuracy[i]:6.1%}")
+            rows.append(f"{lam:6.2f}  " + "  ".join(cols))
         for name, c in (("naive", result.naive), ("aligned", result.aligned)):
             rows.append(f"{name}: barrier {c.barrier:.4f}, mean loss {c.mean_loss:.4f}, "
                         f"lambda* {c.threshold:.2f}")

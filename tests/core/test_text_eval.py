@@ -215,6 +215,12 @@ def test_cli_evaluate_and_curve_on_text(lm_zoo, capsys) -> None:
                  "--grid", "3", "--align", "none", "--json"]) == 0
     curve = json.loads(capsys.readouterr().out)
     assert curve["naive"]["loss"][0] == pytest.approx(obj["loss"], rel=1e-12)
+    # the curve's perplexity endpoint is the model's own perplexity, in JSON and in the table
+    assert curve["naive"]["perplexity"][0] == pytest.approx(obj["perplexity"], rel=1e-12)
+    assert main(["curve", "--base", str(a), "--target", str(b), "--data", "python-code",
+                 "--grid", "3", "--align", "none"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "ppl" in table[0] and f"{obj['perplexity']:.2f}" in table[1]
     assert main(["curve", "--base", str(a), "--target", str(b), "--data", "python-code",
                  "--align", "activation"]) == 1
     assert "needs input samples" in capsys.readouterr().err
