@@ -115,7 +115,7 @@ def cmd_curve(args) -> int:
                                   restarts=args.restarts or WEIGHT_RESTARTS), args)
     obj = result.to_json()
     obj["output_index"] = cache.model(args.base).output_index
-    text_data = data.text is not None  # per token: perplexity is what language models are read by
+    text_data = result.per_token  # perplexity is what language models are read by
     if text_data:
         for name, c in (("naive", result.naive), ("aligned", result.aligned)):
             obj[name]["perplexity"] = [_perplexity(v) for v in c.loss]

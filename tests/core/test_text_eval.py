@@ -116,7 +116,7 @@ def test_curve_endpoints_are_the_models_perplexities(lm) -> None:
     assert curve.aligned.loss[0] == own[0]
     # the aligned target is the target with its units permuted: the same function
     assert math.exp(curve.aligned.loss[-1]) == pytest.approx(math.exp(own[1]), rel=1e-5)
-    assert curve.dataset == "text" and len(curve.naive.loss) == 3
+    assert curve.dataset == "text" and len(curve.naive.loss) == 3 and curve.per_token
 
 
 def test_matrix_scores_tokens_per_document(lm, tmp_path) -> None:

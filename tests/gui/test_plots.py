@@ -130,6 +130,19 @@ def test_layer_level_curve_leads_with_mean_loss_lambda_star_and_accuracy_at_lamb
     assert "barrier" not in summary
     assert curve.chords["naive"].getData()[0] is None or curve.chords["naive"].getData()[0].size == 0
     assert curve.title_text() == "Step 1: z:a -> a"
+    assert "perplexity" not in summary  # a classifier's loss is no perplexity
+
+
+def test_a_text_curve_shows_perplexity_at_lambda(curve: CurvePlot) -> None:
+    """Scored per token, the loss is log perplexity: the summary gives exp(loss) at lambda."""
+    losses = [3.0, 3.2, 3.5, 3.9, 4.4]
+    r = CurveResult(tuple(GRID), CurveMetrics.from_points(GRID, losses, NAIVE_ACC),
+                    CurveMetrics.from_points(GRID, losses, ALIGNED_ACC), "python-code",
+                    per_token=True)
+    curve.show_curve(r, "Step 1: z:a -> a", lam=0.5)
+    expected = f"{math.exp(np.interp(0.5, GRID, losses)):.2f}"
+    assert f"perplexity at \u03bb 0.50 naive {expected} \u00b7 aligned {expected}" in \
+        curve.summary_text()
 
 
 def test_lambda_value_is_shown_where_the_line_is(curve: CurvePlot) -> None:

@@ -63,7 +63,7 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
     curves = {name: CurveMetrics.from_points(lambdas, losses[name], accs[name], epsilon)
               for name in names}
     return CurveResult(tuple(float(x) for x in lambdas), curves["naive"], curves["aligned"],
-                       data.name, repaired)
+                       data.name, repaired, per_token=data.text is not None)
 
 
 def lerp_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> StateAt:

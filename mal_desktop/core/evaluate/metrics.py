@@ -90,6 +90,8 @@ class CurveResult:
     aligned: CurveMetrics
     dataset: str = ""
     repair: bool = False  # BatchNorm statistics re-estimated (an addition to MAL)
+    # scored per next token (a text dataset): the loss is the log of the perplexity
+    per_token: bool = False
     # how the aligned series was aligned, as JSON-able data (see jobs.curve_series): the
     # alignment that ran and was asked for, fallbacks and why, the fixed spaces and their reasons
     alignment: Any = field(default=None, compare=False)
@@ -97,4 +99,4 @@ class CurveResult:
     def to_json(self) -> dict[str, Any]:
         return {"lambdas": list(self.lambdas), "naive": self.naive.to_json(),
                 "aligned": self.aligned.to_json(), "data": self.dataset, "repair": self.repair,
-                "alignment": self.alignment or {}}
+                "per_token": self.per_token, "alignment": self.alignment or {}}

@@ -59,14 +59,26 @@ def barrier_informative(lambdas: Sequence[float], m: CurveMetrics) -> bool:
     return m.barrier > max(1e-3, 0.02 * span)
 
 
-def accuracy_at(lambdas: Sequence[float], m: CurveMetrics, lam: float) -> float:
-    """The accuracy of series ``m`` at ``lam`` (linear between grid points; NaN outside)."""
+def _value_at(lambdas: Sequence[float], values: Sequence[float], lam: float) -> float:
+    """``values`` at ``lam``, linear between grid points (NaN outside the grid)."""
     x = np.asarray(lambdas, dtype=float)
-    y = np.asarray(m.accuracy, dtype=float)
+    y = np.asarray(values, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 1 or not math.isfinite(lam) or not x[ok].min() <= lam <= x[ok].max():
         return math.nan
     return float(np.interp(lam, x[ok], y[ok]))
+
+
+def accuracy_at(lambdas: Sequence[float], m: CurveMetrics, lam: float) -> float:
+    """The accuracy of series ``m`` at ``lam`` (linear between grid points; NaN outside)."""
+    return _value_at(lambdas, m.accuracy, lam)
+
+
+def perplexity_at(lambdas: Sequence[float], m: CurveMetrics, lam: float) -> float:
+    """exp of the loss of series ``m`` at ``lam`` (the loss linear between grid points; NaN
+    outside or past exp's range)."""
+    loss = _value_at(lambdas, m.loss, lam)
+    return math.exp(loss) if loss < 700 else math.nan
 
 
 def plain(rich: str) -> str:

@@ -33,7 +33,8 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWi
 from ...core.evaluate.metrics import CurvePoint, CurveResult
 from ..palette import PlotColors, plot_colors, print_colors
 from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
-from .curve_data import Buffers, accuracy_at, barrier_informative, finite_or_nan, fmt, plain
+from .curve_data import (Buffers, accuracy_at, barrier_informative, finite_or_nan, fmt,
+                         perplexity_at, plain)
 from .plot_grid import MIN_PLOT, PlotGrid
 from .style import color_axes
 
@@ -364,6 +365,10 @@ class CurvePlot(QWidget):
             accs = {s: accuracy_at(result.lambdas, getattr(result, s), lam) for s in SERIES}
             parts.append(f"<b>accuracy at \u03bb {lam:.2f}</b> " + pair(
                 {s: f"{100 * a:.1f}%" if math.isfinite(a) else "n/a" for s, a in accs.items()}))
+            if result.per_token:  # a language model is read by its perplexity, exp(loss)
+                ppl = {s: perplexity_at(result.lambdas, getattr(result, s), lam) for s in SERIES}
+                parts.append(f"<b>perplexity at \u03bb {lam:.2f}</b> " + pair(
+                    {s: f"{v:.2f}" if math.isfinite(v) else "n/a" for s, v in ppl.items()}))
         if shown_barrier:
             parts.append("<b>barrier</b> " + pair({s: fmt(getattr(result, s).barrier)
                                                     for s in shown_barrier}))
