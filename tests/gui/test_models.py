@@ -15,7 +15,8 @@ from mal_desktop.gui.models.layer_tree_model import (COL_NAME, COL_PARAMS,  # no
                                                      COL_SHAPE, COL_SPACE, COL_STATS,
                                                      FIXED_ROLE, IS_LAYER_ROLE, REPEAT_ROLE,
                                                      QtLayerTreeModel)
-from mal_desktop.gui.models.case_words import compact_case  # noqa: E402
+from mal_desktop.gui.models.case_words import (compact_case, rows_per_unit,  # noqa: E402
+                                               side_units)
 from mal_desktop.gui.models.plan_model import COL_CASE, QtPlanModel  # noqa: E402
 from mal_desktop.gui.undo import AddStepCommand, MoveStepCommand  # noqa: E402
 from mal_desktop.gui.models.layer_filter import LayerFilterProxy  # noqa: E402
@@ -153,3 +154,13 @@ def test_layer_rows_mark_layers_used_by_steps(qapp) -> None:
 
 def model_text(model: QtLayerTreeModel, path: str) -> str:
     return model.data(model.index_of(path))
+
+
+def test_case_units_and_rows_per_unit() -> None:
+    case = "out: base wider 4 <- 2 (zero-pad 2); in: equal 784 (fixed)"
+    assert side_units(case) == {"out": (4, 2), "in": (784, 784)}
+    assert rows_per_unit(case, "out", 64, 32) == 16  # heads of 16 dims
+    assert rows_per_unit(case, "out", 4, 2) == 1  # counted alike
+    assert rows_per_unit(case, "out", 64, 33) == 1  # not blocks of one size: no claim
+    assert rows_per_unit(case, "in", 784, 784) == 1
+    assert rows_per_unit("something else", "out", 64, 32) == 1

@@ -36,6 +36,28 @@ def _sides(text: str) -> list[str]:
     return [part.strip() for part in text.split(";") if part.strip()]
 
 
+def side_units(text: str) -> dict[str, tuple[int, int]]:
+    """Per side ("out", "in") the (base, zoo) unit counts a case line names; a side in another
+    form is left out."""
+    out = {}
+    for part in _sides(text):
+        m = _SIDE.match(part)
+        if m is not None:
+            base = int(m["base"])
+            out[m["side"]] = (base, int(m["target"]) if m["target"] else base)
+    return out
+
+
+def rows_per_unit(text: str, side: str, base_rows: int, zoo_rows: int) -> int:
+    """How many rows (weight entries along the axis) one unit of the case's ``side`` spans,
+    when the case counts blocks of rows (an attention head's dims move together), else 1."""
+    units = side_units(text).get(side)
+    if units is None or 0 in units or (base_rows, zoo_rows) == units:
+        return 1
+    k = base_rows // units[0]
+    return k if k > 1 and base_rows == k * units[0] and zoo_rows == k * units[1] else 1
+
+
 def compact_case(text: str, sep: str = " \u00b7 ", counts: bool = True) -> str:
     """"out 64\u2190128 drop 64 \u00b7 in 784 fixed": the case in a table column's width (the
     text itself when it is not in the usual form). ``sep`` joins the sides ("\\n": one side per
