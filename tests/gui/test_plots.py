@@ -281,6 +281,13 @@ def test_a_large_permutation_shows_every_pair_and_only_unit_ticks(qtbot,
         axis = diag.matrix_plot.getAxis(side)
         values = [v for _, vs in axis.tickValues(-250, 600, 300) for v in vs]
         assert values and all(0 <= v <= extent for v in values), (side, values)
+        # labels far enough apart to be read: 300 px for 850 units
+        assert all((b - a) * 300 / 850 >= 30 for a, b in zip(values, values[1:])), values
+    # a narrow matrix (32 units in 40 px) keeps its labels apart too: 0 and 20 or 30, not 0..30
+    axis = diag.matrix_plot.getAxis("bottom")
+    axis.extent = 32
+    values = [v for _, vs in axis.tickValues(-8, 40, 60) for v in vs]
+    assert values[0] == 0 and all((b - a) * 60 / 48 >= 30 for a, b in zip(values, values[1:]))
 
 
 def test_no_alignment_and_missing_matrix_are_explained(diag: DiagnosticsPanel) -> None:

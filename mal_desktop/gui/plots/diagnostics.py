@@ -17,6 +17,7 @@ and the matrix keeps square cells, so a 64 x 128 Q reads as what it is.
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import numpy as np
@@ -74,16 +75,26 @@ class UnitAxis(pg.AxisItem):
         self.extent: float | None = None
 
     def tickValues(self, minVal: float, maxVal: float, size: float) -> list:  # noqa: N802,N803
-        if self.extent is None or maxVal <= minVal:
+        if self.extent is None or maxVal <= minVal or size <= 0:
             return super().tickValues(minVal, maxVal, size)
         lo, hi = max(minVal, 0.0), min(maxVal, float(self.extent))
         if hi <= lo:
             return []
-        # spaced for the pixels the matrix spans, not the whole view; the major level only
-        # (the axis decides whether minor labels fit from its whole length)
-        levels = super().tickValues(lo, hi, size * (hi - lo) / (maxVal - minVal))
-        return [(spacing, [v for v in values if lo - 1e-9 <= v <= hi + 1e-9])
-                for spacing, values in levels[:1]]
+        # one level of ticks at a round spacing whose labels are at least _TICK_GAP_PX apart
+        # on screen (the axis's own choice is made for its whole length, not the matrix's)
+        per_unit = size / (maxVal - minVal)
+        spacing = _round_step(max(1.0, _TICK_GAP_PX / per_unit))
+        first = math.ceil(lo / spacing) * spacing
+        return [(spacing, [v for v in np.arange(first, hi + 1e-9, spacing)])]
+
+
+def _round_step(at_least: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k that is at least ``at_least``."""
+    power = 10.0 ** math.floor(math.log10(at_least))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= at_least - 1e-9)
+
+
+_TICK_GAP_PX = 36  # the least room between two tick labels of the matrix's axes
 
 
 # Matched pairs are drawn as dots of this many pixels over the image: a 344 x 344 image drawn
