@@ -438,3 +438,29 @@ def test_tied_weights_the_self_test_can_see_through() -> None:
     stream = next(s for s in report.per_space if any(
         key == "embed.weight" for key, _ in spec.tensors_on(s)))
     assert stream not in report.powerless
+    # and so does the check of a stored spec, on rescaled weights (drawn per name, then tied)
+    assert self_test(model, spec, seed=987, jitter=True).status == "passed"
+
+
+class TiedGramLM(nn.Module):
+    """logits = E[ids] E^T with the head tied to the embedding: a permutation of the width moves
+    both factors and changes nothing, so the probe cannot see the width's space."""
+
+    def __init__(self, vocab: int = 40, width: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.head = nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids))[:, -1]
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_a_tied_space_the_probe_cannot_see_has_no_power(jitter: bool) -> None:
+    """Rescaling each name of a tied tensor on its own made the broken state differ from the
+    reference by the rescaling: the blind space was reported as seen, the spec as passed."""
+    model = loaded(TiedGramLM(), (6,), torch.long, 40)
+    spec = discover_spec(model, cache=False)
+    report = self_test(model, spec, seed=987, jitter=jitter)
+    assert report.status == "no power" and report.powerless, report

@@ -196,6 +196,9 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
     state, noised = _noised(model.state(), seed)
     if jitter:
         state = _jittered(state, seed)
+    for keys in tied.values():  # noise and jitter are drawn per name: one tensor, one value
+        for key in keys:
+            state[key] = state[keys[-1]]
     probe = _copy_module(model.module)
     perms = random_permutations(spec, seed)
     per_space: dict[str, float] = {}
