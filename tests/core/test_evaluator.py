@@ -305,3 +305,25 @@ def test_eval_matrix_pipeline_runs_a_fixed_batch_program(tmp_path) -> None:
     with torch.no_grad():
         expected = F.cross_entropy(module(x), torch.arange(23) % 10).item()
     assert result.metrics["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_integer_input_models_other_than_language_models_still_evaluate_on_images() -> None:
+    """Only a model known to read token ids (it names an id range) refuses image data: a model
+    taking uint8 pixels runs on digits as before."""
+    from mal_desktop.core.evaluate.datasets import load_dataset
+
+    class U8Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.float().flatten(1) / 255)
+
+    model = LoadedModel(module=U8Net(), arch={"kind": "memory"}, input_shape=(1, 8, 8),
+                        num_classes=10, input_dtype=torch.uint8)
+    assert evaluate_model(model, load_dataset("digits")).n > 0
+    lm_like = LoadedModel(module=U8Net(), arch={"kind": "memory"}, input_shape=(1, 8, 8),
+                          num_classes=10, input_dtype=torch.long, input_range=300)
+    with pytest.raises(DatasetError, match="reads token ids"):
+        evaluate_model(lm_like, load_dataset("digits"))

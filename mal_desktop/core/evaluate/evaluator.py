@@ -259,7 +259,7 @@ def fit_inputs(model: LoadedModel, x: torch.Tensor, data_name: str) -> torch.Ten
 
     Raises DatasetError naming dataset ``data_name`` and the model when they do not.
     """
-    if len(x) and x.is_floating_point() and not model.probe_dtype().is_floating_point:
+    if len(x) and x.is_floating_point() and model.id_range() is not None:
         # reshaping would feed pixel values to an embedding as token ids
         raise DatasetError(f"model {model.name} reads token ids (a language model); dataset "
                            f"{data_name} holds images or features, not text: choose a text "
