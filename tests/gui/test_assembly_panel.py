@@ -300,5 +300,25 @@ def test_a_narrow_plan_tells_long_layer_paths_apart(qtbot) -> None:
         right = field.mapTo(viewport, field.rect().topRight()).x()
         assert field.isVisible() and right <= viewport.width(), field
     assert p.editor.title() == "Step 2" and "up_proj" in p.route_label.toolTip()
+    # every elided line fits the text room the style leaves, beside the warning icon too (the
+    # steps' models are not open here, so each row carries one): the style elided again
+    from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
+    for width in (330, 360, 390, 460):
+        p.resize(width, 400)
+        qtbot.wait(30)
+        for col in (0, 1):
+            index = view.model().index(1, col)
+            option = QStyleOptionViewItem()
+            view.initViewItemOption(option)
+            option.rect = view.visualRect(index)
+            view.itemDelegateForColumn(col).initStyleOption(option, index)
+            style = view.style()
+            text = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, view)
+            room = text.width() - 2 * (style.pixelMetric(
+                QStyle.PixelMetric.PM_FocusFrameHMargin, option, view) + 1)
+            for line in option.text.split("\u2028"):
+                assert option.fontMetrics.horizontalAdvance(line) <= room, (width, col, line)
+    p.resize(390, 400)
+    qtbot.wait(30)
     # the elided columns share the room evenly: neither layer column is squeezed alone
     assert abs(view.header().sectionSize(0) - view.header().sectionSize(1)) <= 8

@@ -119,6 +119,10 @@ def test_a_narrow_matrix_keeps_its_values_in_view(qtbot) -> None:
     panel.splitter.setSizes([150, 1100, 150])  # room again: the names are whole
     qtbot.wait(50)
     assert header.sectionSize(0) >= table.sizeHintForColumn(0)
+    header.resizeSection(1, 220)  # the user widens a value column: resizing keeps it
+    panel.resize(1390, 320)
+    qtbot.wait(50)
+    assert header.sectionSize(1) == 220
 
 
 def test_panel_choices_hints_and_strict_json_export(qtbot, tmp_path: Path) -> None:

@@ -283,6 +283,11 @@ def test_a_large_permutation_shows_every_pair_and_only_unit_ticks(qtbot,
         assert values and all(0 <= v <= extent for v in values), (side, values)
         # labels far enough apart to be read: 300 px for 850 units
         assert all((b - a) * 300 / 850 >= 30 for a, b in zip(values, values[1:])), values
+    # the rows' axis is inverted (row 0 on top): it asks from the top down, and gets the same
+    left = diag.matrix_plot.getAxis("left")
+    values = [v for _, vs in left.tickValues(350.9, -6.9, 200) for v in vs]
+    assert values and all(0 <= v <= n and v == int(v) for v in values), values
+    assert all((b - a) * 200 / 357.8 >= 30 for a, b in zip(values, values[1:])), values
     # a narrow matrix (32 units in 40 px) keeps its labels apart too: 0 and 20 or 30, not 0..30
     axis = diag.matrix_plot.getAxis("bottom")
     axis.extent = 32

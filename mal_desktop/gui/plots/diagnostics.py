@@ -75,8 +75,9 @@ class UnitAxis(pg.AxisItem):
         self.extent: float | None = None
 
     def tickValues(self, minVal: float, maxVal: float, size: float) -> list:  # noqa: N802,N803
-        if self.extent is None or maxVal <= minVal or size <= 0:
+        if self.extent is None or maxVal == minVal or size <= 0:
             return super().tickValues(minVal, maxVal, size)
+        minVal, maxVal = sorted((minVal, maxVal))  # an inverted axis (rows) asks top-down
         lo, hi = max(minVal, 0.0), min(maxVal, float(self.extent))
         if hi <= lo:
             return []

@@ -22,18 +22,23 @@ class MatrixTable(QTableView):
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
 
     def fit_columns(self) -> None:
-        """Every column at its contents' width; when they do not all fit, the name column
-        shrinks (not below NAME_MIN) so that the value columns stay whole."""
+        """Every column at its contents' width (a new result), then :meth:`fit_names`."""
+        if self.model() is None or self.model().columnCount() == 0:
+            return
+        self.resizeColumnsToContents()
+        self.fit_names()
+
+    def fit_names(self) -> None:
+        """The name column at its contents' width where the value columns (as they are: the
+        user may have resized them) leave room for it, else narrower, not below NAME_MIN."""
         model = self.model()
         if model is None or model.columnCount() == 0:
             return
-        self.resizeColumnsToContents()
         header = self.horizontalHeader()
         values = sum(header.sectionSize(c) for c in range(1, model.columnCount()))
         room = self.viewport().width() - values
-        if room < header.sectionSize(0):
-            header.resizeSection(0, max(NAME_MIN, room))
+        header.resizeSection(0, max(NAME_MIN, min(self.sizeHintForColumn(0), room)))
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
-        self.fit_columns()
+        self.fit_names()

@@ -28,9 +28,11 @@ def _elide_lines(option: QStyleOptionViewItem, lines: list[str], modes: list[Qt.
         return "\u2028".join((lead if k == 0 else "") + line for k, line in enumerate(lines))
     style = option.widget.style() if option.widget is not None else QApplication.style()
     margin = style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, option, option.widget)
-    room = option.rect.width() - 2 * (margin + 1)
-    if not option.icon.isNull():
-        room -= option.decorationSize.width() + margin
+    # the text's rect as the style lays the cell out (beside the warning icon, if any), less
+    # the margins it draws the text with
+    text_rect = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option,
+                                     option.widget)
+    room = text_rect.width() - 2 * (margin + 1)
     metrics = option.fontMetrics
     out = []
     for k, (line, mode) in enumerate(zip(lines, modes)):
