@@ -10,7 +10,7 @@ stays on screen; what does not fit scrolls inside the panels (plots, the step ed
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from .settings import Settings
@@ -46,7 +46,15 @@ class DockLayout(QObject):
         self.docks: dict[str, QDockWidget] = {}
         self._default_sizes_due = True
         self._build()
+        # dock sizes followed for _regrow: the last ones the user saw, and those a shrinking
+        # window squeezed (as they were before)
+        self._sizes: dict[str, QSize] = {}
+        self._squeezed: dict[str, QSize] = {}
+        self._window_size = QSize()
+        self._names = {id(dock): name for name, dock in self.docks.items()}
         window.installEventFilter(self)
+        for dock in self.docks.values():
+            dock.installEventFilter(self)
 
     def _dock(self, name: str, title: str, area: Qt.DockWidgetArea, tip: str) -> QDockWidget:
         dock = QDockWidget(title, self._window)
@@ -106,24 +114,56 @@ class DockLayout(QObject):
             self._window.resizeDocks([self.docks[n] for n in names], sizes, orientation)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
-        if watched is self._window and event.type() == QEvent.Type.Resize:
+        """Follow the docks' sizes, and put back those a shrinking window squeezed when it
+        grows again (see :meth:`_regrow`)."""
+        if event.type() != QEvent.Type.Resize:
+            return False
+        if watched is self._window:
             old, new = event.oldSize(), event.size()
+            if old.isValid() and (new.width() < old.width() or new.height() < old.height()):
+                for name, size in self._sizes.items():  # as they were before this shrink
+                    self._squeezed.setdefault(name, size)
             if old.isValid() and (new.width() > old.width() or new.height() > old.height()):
                 QTimer.singleShot(0, self, self._regrow)
+            self._window_size = new
+        elif self._window.size() == self._window_size:
+            # the window kept its size: the user moved a dock's splitter; that is its size now
+            name = self._names.get(id(watched))
+            if name is not None:
+                self._sizes[name] = event.size()
+                self._squeezed.pop(name, None)
         return False
 
     def _regrow(self) -> None:
-        """After the window grew: docks smaller than their default share get it back.
+        """After the window grew: docks a smaller window had squeezed get their size back.
 
         Qt gives all of a window's growth to the central widget, so docks squeezed while the
         window was small (the plan editor's slider and combo boxes cut off) stayed squeezed
-        after it was made large again. A dock the user made larger keeps its size."""
-        for names, sizes, orientation in self._default_sizes():
-            for name, size in zip(names, sizes):
-                dock = self.docks[name]
-                now = dock.width() if orientation == Qt.Orientation.Horizontal else dock.height()
-                if dock.isVisible() and not dock.isFloating() and now < size:
-                    self._window.resizeDocks([dock], [size], orientation)
+        after it was made large again. Only what a shrink took is given back: a size the user
+        chose (a splitter moved, a restored layout) stays."""
+        bottom = {"curve", "diagnostics", "evaluate"}
+        for name, before in list(self._squeezed.items()):
+            dock = self.docks[name]
+            if not dock.isVisible() or dock.isFloating():
+                continue
+            if dock.width() < before.width():
+                self._window.resizeDocks([dock], [before.width()], Qt.Orientation.Horizontal)
+            if name in bottom and dock.height() < before.height():
+                self._window.resizeDocks([dock], [before.height()], Qt.Orientation.Vertical)
+        QTimer.singleShot(0, self, self._settle)
+
+    def _settle(self) -> None:
+        """After a regrow: docks back at their size are no longer squeezed."""
+        for name, before in list(self._squeezed.items()):
+            dock = self.docks[name]
+            if dock.width() >= before.width() and dock.height() >= before.height():
+                del self._squeezed[name]
+        self._note_sizes()
+
+    def _note_sizes(self) -> None:
+        """The docks' sizes as they are now (the layout the user sees)."""
+        self._sizes = {name: dock.size() for name, dock in self.docks.items()}
+        self._window_size = self._window.size()
 
     # -- geometry and state ---------------------------------------------------------------------
     def restore(self) -> None:

@@ -454,8 +454,42 @@ def test_docks_squeezed_by_a_small_window_grow_back_with_it(qtbot, settings: Set
         w.resize(795, 765)
         qtbot.wait(50)
         assert w.plan_dock.width() >= widened
+        # a dock the user made narrower stays narrower when the window grows (review)
+        w.resizeDocks([w.base_dock], [w.base_dock.width() - 60], Qt.Orientation.Horizontal)
+        qtbot.wait(50)
+        narrowed = w.base_dock.width()
+        w.resize(796, 766)
+        qtbot.wait(50)
+        assert w.base_dock.width() == narrowed
     finally:
         dispose(w)
+
+
+def test_a_restored_layout_keeps_its_dock_sizes_when_the_window_grows(
+        qtbot, settings: Settings, asked: Asked) -> None:
+    settings.demo_offered = True
+    w = MainWindow(settings)
+    w.show()
+    qtbot.waitExposed(w)
+    w.resize(700, 600)
+    w.reset_layout()
+    qtbot.wait(50)
+    w.resizeDocks([w.plan_dock], [180], Qt.Orientation.Horizontal)  # narrower than default
+    qtbot.wait(50)
+    saved = w.plan_dock.width()
+    assert w.close()
+    dispose(w)
+    second = MainWindow(settings)
+    try:
+        second.show()
+        qtbot.waitExposed(second)
+        qtbot.wait(50)
+        assert abs(second.plan_dock.width() - saved) <= 2
+        second.resize(second.width() + 60, second.height() + 60)  # maximized, snapped
+        qtbot.wait(50)
+        assert second.plan_dock.width() <= saved + 2
+    finally:
+        dispose(second)
 
 
 def test_first_launch_offers_the_demo_zoo(qtbot, settings: Settings, asked: Asked,
