@@ -306,9 +306,11 @@ class Workspace(QObject):
 
     def _on_plan_change(self, change: PlanChange) -> None:
         # Keep the selection on the same step as the list changes; an inserted step (a new
-        # drop, or an undone removal) becomes selected so the editor shows what just appeared.
+        # drop, or an undone removal) becomes selected so the editor shows what just appeared,
+        # and so does an edited one (an undone or redone edit of another step: the editor showed
+        # nothing, or another step, while the change happened out of sight).
         sel = self._selected
-        if change.kind == "insert":
+        if change.kind in ("insert", "update"):
             self.select_step(change.index)
         elif change.kind == "remove":
             if sel > change.index or (sel == change.index and sel >= len(self.plan.steps)):

@@ -178,6 +178,13 @@ def test_view_selection_and_lambda_signal(qtbot, panel: AssemblyPanel,
         workspace.select_step(-1)
     assert math.isnan(blocker.args[0])
     assert not panel.editor.isEnabled()
+    # an undone or redone edit selects the step it changed: the editor shows the change
+    workspace.undo_stack.undo()
+    assert workspace.selected_step == 1 and panel.editor.isEnabled()
+    assert panel.lam_spin.value() == pytest.approx(workspace.plan.steps[1].lam)
+    workspace.select_step(-1)
+    workspace.undo_stack.redo()
+    assert workspace.selected_step == 1 and panel.lam_spin.value() == pytest.approx(0.3)
 
 
 def test_apply_lambda_from_plot(panel: AssemblyPanel, workspace: Workspace) -> None:
