@@ -45,14 +45,24 @@ def cmd_inspect(args) -> int:
     def text() -> str:
         lines = [f"{args.model}: {model.form}, {tree.total_params:,} parameters, "
                  f"input {tuple(model.input_shape)}, {model.num_classes} classes"]
+        shapes = {k: "x".join(map(str, v.shape)) for k, v in model.module.state_dict().items()}
+
+        def side(axis) -> str:
+            space = tree.spec.spaces[axis.space]
+            fixed = " [fixed]" if space.fixed else ""
+            # how the axis lays out the space's units, where not one entry each: the sizes
+            # then differ from the weight's (a flatten, fused projections, grouped-query heads)
+            how = [f"{axis.block} entries each"] if axis.block > 1 else []
+            how += [f"{axis.tiles} copies"] if axis.tiles > 1 else []
+            how += [f"each repeated {axis.repeat}x"] if axis.repeat > 1 else []
+            return f"{space.id}{fixed} ({'; '.join([str(space.size), *how])})"
+
         for layer in tree.spec.layers:
-            sp_out = tree.spec.spaces[layer.out_axis.space]
-            sp_in = tree.spec.spaces[layer.in_axis.space]
-            mark = lambda s: s.id + (" [fixed]" if s.fixed else "")  # noqa: E731
-            lines.append(f"  {layer.name:<28} {layer.kind:<7} out {mark(sp_out)} ({sp_out.size}) "
-                         f"in {mark(sp_in)} ({sp_in.size})")
+            lines.append(f"  {layer.name:<28} {layer.kind:<7} {shapes.get(layer.weight, ''):<10} "
+                         f"out {side(layer.out_axis)} in {side(layer.in_axis)}")
         if tree.spec.unsupported:
-            lines.append("  unsupported: " + ", ".join(tree.spec.unsupported))
+            lines.append("  ops without a rule (the spaces they touch keep their order): "
+                         + ", ".join(tree.spec.unsupported))
         for space in tree.spec.spaces.values():
             if space.fixed and space.reason not in ("class output", "network input"):
                 lines.append(f"  fixed {space.id} ({space.size}): {space.reason}")

@@ -46,6 +46,17 @@ def test_inspect_json(mal, small_zoo):
     assert any(s["fixed"] for s in obj["spaces"]) and any(not s["fixed"] for s in obj["spaces"])
 
 
+def test_inspect_text_shows_each_layers_shape_and_how_its_axes_hold_units(mal, small_zoo):
+    """The text names each weight's shape, and where an axis is not one entry per unit (a
+    linear layer after a flatten reads each channel at every position) says so: the space's
+    size then differs from the weight's."""
+    lines = mal("inspect", str(small_zoo.path_of("cnn-w8-s0"))).stdout.splitlines()
+    conv = next(line for line in lines if line.strip().startswith("features.0.0"))
+    assert "8x1x3x3" in conv and "[fixed]" in conv  # reads the network input
+    fc = next(line for line in lines if line.strip().startswith("fc "))
+    assert "entries each" in fc
+
+
 def test_curve_json_has_the_documented_keys(mal, small_zoo):
     out = mal("curve", "--base", str(small_zoo.path_of("mlp-w32-s0")), "--target",
               str(small_zoo.path_of("mlp-w32-s1")), "--data", "digits", "--grid", "5", "--json")
