@@ -90,9 +90,10 @@ class UnitAxis(pg.AxisItem):
 
 
 def _round_step(at_least: float) -> float:
-    """The smallest of 1, 2, 5 x 10^k that is at least ``at_least``."""
+    """The smallest whole round step (1, 2, 5 x 10^k, and 25 x 10^k) at least ``at_least``."""
     power = 10.0 ** math.floor(math.log10(at_least))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= at_least - 1e-9)
+    factors = (1, 2, 2.5, 5, 10) if power >= 10 else (1, 2, 5, 10)
+    return next(m * power for m in factors if m * power >= at_least - 1e-9)
 
 
 _TICK_GAP_PX = 36  # the least room between two tick labels of the matrix's axes
