@@ -188,6 +188,7 @@ class DockLayout(QObject):
         the state (shown before the window, so behind it) brought forward."""
         if self._default_sizes_due:
             QTimer.singleShot(0, self, self.apply_default_sizes)
+        QTimer.singleShot(0, self, self._note_sizes)  # after the sizes above: what _regrow keeps
         QTimer.singleShot(0, self, self.raise_floating)
 
     def save(self) -> None:

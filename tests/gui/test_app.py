@@ -447,6 +447,12 @@ def test_docks_squeezed_by_a_small_window_grow_back_with_it(qtbot, settings: Set
     try:
         w.show()
         qtbot.waitExposed(w)
+        qtbot.wait(50)
+        first, start = w.plan_dock.width(), w.size()  # the first window's own layout
+        w.resize(560, 420)
+        qtbot.waitUntil(lambda: w.plan_dock.width() < first)
+        w.resize(start)
+        qtbot.waitUntil(lambda: w.plan_dock.width() >= first - 2)
         w.resize(790, 760)
         w.reset_layout()
         qtbot.wait(50)
