@@ -125,6 +125,28 @@ def test_a_narrow_matrix_keeps_its_values_in_view(qtbot) -> None:
     assert header.sectionSize(1) == 220
 
 
+def test_a_result_widens_the_matrix_at_the_details_expense(qtbot) -> None:
+    """In a narrow panel the splitter shrank the matrix and the cell details alike and the
+    values were cut off; a new result takes the matrix's room from the details (which show
+    nothing before a cell is selected), down to their minimum."""
+    panel = EvaluatePanel(Workspace())
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.resize(760, 320)
+    panel.splitter.setSizes([150, 150, 460])
+    qtbot.wait(50)
+    details_before = panel.splitter.sizes()[2]
+    panel._names = {f"{m}.safetensors": f"llama-w128-s{m}-code" for m in "ab"}
+    panel.set_result(_result([_cell(f"{m}.safetensors", d, 0.5) for m in "ab"
+                              for d in ("digits", "rot")]))
+    qtbot.wait(50)
+    table, header = panel.table, panel.table.horizontalHeader()
+    assert panel.splitter.sizes()[2] < details_before
+    assert panel.splitter.sizes()[2] >= panel.details.minimumSizeHint().width()
+    for col in range(3):  # every column whole: the room was there
+        assert header.sectionSize(col) >= table.sizeHintForColumn(col), col
+
+
 def test_panel_choices_hints_and_strict_json_export(qtbot, tmp_path: Path) -> None:
     ws = Workspace()
     panel = EvaluatePanel(ws)

@@ -415,12 +415,25 @@ class EvaluatePanel(QWidget):
         self.summary.setText(text)
         self.summary.setToolTip("\n".join([f"Result cache: {result.cache_dir}", *errors]))
         self._update_export()
+        self._give_matrix_room()
         self.table.fit_columns()
         if self.table.currentIndex().isValid():
             self._show_index(self.table.currentIndex())
         else:  # the "Evaluating..." note of prepare_run no longer applies
             self.details.clear("Select a cell of the matrix for per-class accuracy and the "
                                "confusion matrix.")
+
+    def _give_matrix_room(self) -> None:
+        """A new result: widen the matrix to show its columns, taking the room from the cell
+        details (down to their minimum), which need a selected cell to show anything. In a
+        narrow panel the splitter had shrunk both by their stretch and cut the values off."""
+        sizes = self.splitter.sizes()
+        if len(sizes) != 3 or not sum(sizes):
+            return
+        spare = sizes[2] - self.details.minimumSizeHint().width()
+        grow = min(self.table.needed_width() - self.table.width(), spare)
+        if grow > 0:
+            self.splitter.setSizes([sizes[0], sizes[1] + grow, sizes[2] - grow])
 
     def run_stopped(self) -> None:
         """The run was cancelled or failed: finished cells stay (they are cached; the next run

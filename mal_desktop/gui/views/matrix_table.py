@@ -39,6 +39,15 @@ class MatrixTable(QTableView):
         room = self.viewport().width() - values
         header.resizeSection(0, max(NAME_MIN, min(self.sizeHintForColumn(0), room)))
 
+    def needed_width(self) -> int:
+        """The table's width that shows every column at its contents' width."""
+        model = self.model()
+        columns = 0 if model is None else sum(
+            max(self.sizeHintForColumn(c), self.horizontalHeader().sectionSizeHint(c))
+            for c in range(model.columnCount()))
+        bar = self.style().pixelMetric(self.style().PixelMetric.PM_ScrollBarExtent)
+        return columns + 2 * self.frameWidth() + bar
+
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
         self.fit_names()
