@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import AlignmentError
+from ..io.meta import tie_groups
 from ..io.model import LoadedModel
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled, run_job
 from .spec import PermutationSpec, compose_head_permutation, expand_index, permute_state
@@ -157,18 +158,6 @@ def _jittered(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tens
     return out
 
 
-def _tied_keys(state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
-    """State key -> every key naming the same tensor of the module (tied weights, e.g. an
-    embedding and the output head), for keys that share one."""
-    groups: dict[tuple, list[str]] = {}
-    for key, t in state.items():
-        if t.numel() and t.device.type != "meta":
-            where = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
-                     t.stride(), t.dtype)
-            groups.setdefault(where, []).append(key)
-    return {key: keys for keys in groups.values() if len(keys) > 1 for key in keys}
-
-
 def _broken(state: dict[str, torch.Tensor], spec: PermutationSpec, space_id: str,
             perm: torch.Tensor, tied: dict[str, list[str]]) -> dict[str, torch.Tensor] | None:
     """The state with only the first weight axis on ``space_id`` permuted (a wrong
@@ -192,13 +181,15 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
     """Generator job behind :func:`self_test`; yields one event per space."""
     cancel = cancel or never_cancelled()
     x = model.example_input(probe_batch(model, batch), seed=seed)
-    tied = _tied_keys(model.state())
     state, noised = _noised(model.state(), seed)
     if jitter:
         state = _jittered(state, seed)
-    for keys in tied.values():  # noise and jitter are drawn per name: one tensor, one value
-        for key in keys:
-            state[key] = state[keys[-1]]
+    # tied weights (io/meta.py): every name of one tensor, as far as the state names it
+    groups = [[k for k in names if k in state] for names in tie_groups(model.module)]
+    tied = {key: names for names in groups if len(names) > 1 for key in names}
+    for names in groups:  # noise and jitter are drawn per name: one tensor, one value
+        for key in names:
+            state[key] = state[names[-1]]
     probe = _copy_module(model.module)
     perms = random_permutations(spec, seed)
     per_space: dict[str, float] = {}
