@@ -237,10 +237,11 @@ def cmd_zoo_list(args) -> int:
 
 
 def _perplexity(loss: float) -> float:
-    """exp(loss); NaN stays NaN, and a loss past exp's range is infinite."""
-    import math
+    """exp(loss) (core.evaluate.metrics.perplexity_of, imported when first needed like the
+    rest of the core here)."""
+    from ..core.evaluate.metrics import perplexity_of
 
-    return math.exp(loss) if loss < 700 else (math.inf if loss == loss else math.nan)
+    return perplexity_of(loss)
 
 
 def _zooemit(args, index) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import MalError
 from .metrics import barrier as _barrier
 from .metrics import mean_loss as _mean_loss
+from .metrics import perplexity_of
 from .metrics import threshold_lambda as _threshold
 
 ECE_BINS = 15
@@ -186,12 +187,7 @@ def mean_sample_loss(s: SampleScores) -> float:
 def perplexity(s: SampleScores) -> float:
     """exp of the mean per-sample (per-token) cross-entropy; NaN for no samples, inf when the
     mean loss is inf or exp overflows."""
-    if not len(s):
-        return math.nan
-    mean = float(s.loss.mean())
-    if math.isnan(mean):
-        return math.nan
-    return math.exp(mean) if mean < 700 else math.inf  # exp overflows past ~709
+    return perplexity_of(float(s.loss.mean())) if len(s) else math.nan
 
 
 @register_metric("per_class_accuracy", "sample", "accuracy of the samples of each true class",

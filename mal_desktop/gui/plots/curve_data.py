@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...core.evaluate.metrics import CurveMetrics
+from ...core.evaluate.metrics import CurveMetrics, perplexity_of
 
 
 class Buffers:
@@ -76,9 +76,8 @@ def accuracy_at(lambdas: Sequence[float], m: CurveMetrics, lam: float) -> float:
 
 def perplexity_at(lambdas: Sequence[float], m: CurveMetrics, lam: float) -> float:
     """exp of the loss of series ``m`` at ``lam`` (the loss linear between grid points; NaN
-    outside or past exp's range)."""
-    loss = _value_at(lambdas, m.loss, lam)
-    return math.exp(loss) if loss < 700 else math.nan
+    outside the grid, inf past exp's range)."""
+    return perplexity_of(_value_at(lambdas, m.loss, lam))
 
 
 def plain(rich: str) -> str:
