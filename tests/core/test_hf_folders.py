@@ -18,7 +18,8 @@ import torch
 
 from mal_desktop.core.errors import ModelFileError
 from mal_desktop.core.io.files import load_model, model_form, read_header, save_model
-from mal_desktop.core.io.hf_config import build_module, tie_groups
+from mal_desktop.core.io.hf_config import build_module
+from mal_desktop.core.io.meta import tie_groups
 from mal_desktop.core.io.hf_write import save_hf_folder, write_hf_folder
 
 transformers = pytest.importorskip("transformers")

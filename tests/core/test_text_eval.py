@@ -20,7 +20,8 @@ from mal_desktop.core.evaluate.datasets import available_datasets, load_dataset
 from mal_desktop.core.evaluate.evaluator import evaluate_model, token_scores
 from mal_desktop.core.evaluate.text import split_python_source, token_windows
 from mal_desktop.core.io.files import load_model
-from mal_desktop.core.io.hf_config import build_module, tie_groups
+from mal_desktop.core.io.hf_config import build_module
+from mal_desktop.core.io.meta import tie_groups
 from mal_desktop.core.io.hf_write import write_hf_folder
 from mal_desktop.core.jobs import model_curve_job
 from mal_desktop.core.progress import run_job

@@ -25,7 +25,8 @@ CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_s
 
 
 def _folder(path: Path, seed: int) -> Path:
-    from mal_desktop.core.io.hf_config import build_module, tie_groups
+    from mal_desktop.core.io.hf_config import build_module
+    from mal_desktop.core.io.meta import tie_groups
     from mal_desktop.core.io.hf_write import write_hf_folder
 
     torch.manual_seed(seed)

@@ -29,9 +29,10 @@ from ..arch.families import build_model
 from ..errors import MalError, ModelFileError
 from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from .hashing import cached_file_sha256, file_sha256
-from .hf_config import build_module, config_of_arch, input_spec, tie_groups
+from .hf_config import build_module, config_of_arch, input_spec
 from .hf_folder import (FORM as HF_FORM, hf_folder_of, load_hf_folder, load_state_into_meta,
                         read_hf_header, tied_state)
+from .meta import tie_groups
 from .model import LoadedModel
 from .pt2_io import (check_output_choice, program_from_bytes, program_input_shape, program_module,
                      program_num_classes, program_outputs, read_pt2, read_pt2_bytes)

@@ -216,25 +216,6 @@ def build_module(where: Path, config: dict[str, Any], device: str = "meta") -> n
     return module.eval()
 
 
-def tie_groups(module: nn.Module) -> list[list[str]]:
-    """Names that share one parameter (e.g. ``lm_head.weight`` tied to the embeddings), in
-    module order; each list has two or more names, the first the one transformers keeps."""
-    groups: dict[int, list[str]] = {}
-    for name, param in module.named_parameters(remove_duplicate=False):
-        groups.setdefault(id(param), []).append(name)
-    return [names for names in groups.values() if len(names) > 1]
-
-
-def retie(module: nn.Module, groups: list[list[str]]) -> None:
-    """Make every name of each group the same Parameter object again (loading with
-    ``assign=True`` gives each name its own), so an edit of one is an edit of all."""
-    for names in groups:
-        source = module.get_parameter(names[0])
-        for name in names[1:]:
-            owner, _, leaf = name.rpartition(".")
-            module.get_submodule(owner)._parameters[leaf] = source
-
-
 def materialise_buffers(where: Path, module: nn.Module) -> None:
     """Compute the buffers a checkpoint does not store (rotary frequency tables) for a module
     built on the meta device, with transformers' own initialiser for their module.

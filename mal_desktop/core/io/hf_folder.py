@@ -26,8 +26,8 @@ from torch import nn
 
 from ..errors import ModelFileError
 from .hashing import folder_files_sha256
-from .hf_config import (build_module, hf_arch, input_spec, materialise_buffers,
-                        read_config_file, retie, tie_groups)
+from .hf_config import build_module, hf_arch, input_spec, materialise_buffers, read_config_file
+from .meta import retie, tie_groups
 from .model import LoadedModel
 from .safetensors_io import SafetensorsHeader, read_safetensors_header
 from .sharded import read_index

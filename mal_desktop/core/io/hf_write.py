@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelFileError
-from .hf_config import tie_groups
+from .meta import tie_groups
 from .hf_folder import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME
 from .model import LoadedModel
 from .sharded import write_sharded

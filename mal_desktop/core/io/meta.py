@@ -60,7 +60,8 @@ def quiet_torch_internals() -> Iterator[None]:
 
 
 def tie_groups(module: nn.Module) -> list[list[str]]:
-    """Names that share one tensor (tied weights), in groups of two or more."""
+    """Names that share one tensor (tied weights, e.g. ``lm_head.weight`` and the embeddings),
+    in groups of two or more, in module order: the first is the name transformers keeps."""
     groups: dict[int, list[str]] = {}
     for name, t in _tensors(module):
         groups.setdefault(id(t), []).append(name)

@@ -35,7 +35,8 @@ from ..evaluate.evaluator import evaluate_model
 from ..evaluate.text import load_tokenizer
 from ..io.atomic import atomic_write_text
 from ..io.hashing import file_sha256
-from ..io.hf_config import build_module, hf_arch, input_spec, tie_groups
+from ..io.hf_config import build_module, hf_arch, input_spec
+from ..io.meta import tie_groups
 from ..io.hf_folder import WEIGHTS_NAME
 from ..io.hf_write import write_hf_folder
 from ..io.model import LoadedModel
