@@ -30,6 +30,7 @@ from .io.model import LoadedModel
 from .io.pages import PageReleaser
 from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_step,
                              output_must_not_be_input, step_diagnostics, step_tensors)
+from .merge.chains import SharedChains
 from .merge.plan import AssemblyPlan, AssemblyStep
 from .merge.preflight import preflight_plan
 from .merge.results import StepDiagnostics
@@ -127,14 +128,15 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     # Inputs are memory-mapped: a step reads one layer's pages of each model. Handing them back
     # after the step keeps the resident set at the merged layers plus the step at hand.
     pages = PageReleaser()
+    chains = SharedChains(plan.steps)
     for i, step in enumerate(plan.steps):
         cancel.raise_if_cancelled()
         donor_path = plan.zoo[step.source]
         donor_state, donor_spec = cache.model(donor_path).state(), cache.spec(donor_path)
         yield ProgressEvent("align", i / n, f"step {i + 1}/{n}: aligning {step.label}")
         alignment: StepAlignment = yield from sub_job(
-            align_step(step, state, base_spec, donor_state, donor_spec, cancel=cancel), i / n,
-            (i + 0.9) / n)
+            align_step(step, state, base_spec, donor_state, donor_spec, cancel=cancel,
+                       chains=chains), i / n, (i + 0.9) / n)
         before = state
         state = merge_step(step, alignment, state, base_spec, donor_state, donor_spec, seed=i)
         base_keys, donor_keys = step_tensors(step, base_spec, donor_spec)
@@ -201,13 +203,14 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
     cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     base, base_spec = cache.model(plan.base), cache.spec(plan.base)
     state = base.state()
+    chains = SharedChains(plan.steps)  # the steps share chain solves as they do in assemble_job
     for i, step in enumerate(plan.steps[: step_index + 1]):
         donor_path = plan.zoo[step.source]
         donor_state, donor_spec = cache.model(donor_path).state(), cache.spec(donor_path)
         check_step_fits(step, state, base_spec, donor_state, donor_spec, f"step {i + 1}")
         if i < step_index:
-            alignment = run_job(align_step(step, state, base_spec, donor_state,
-                                                      donor_spec, cancel=cancel))
+            alignment = run_job(align_step(step, state, base_spec, donor_state, donor_spec,
+                                           cancel=cancel, chains=chains))
             state = merge_step(step, alignment, state, base_spec, donor_state, donor_spec, seed=i)
     step = plan.steps[step_index]
     donor_path = plan.zoo[step.source]
@@ -215,9 +218,8 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
     yield ProgressEvent("align", 0.0, f"aligning {step.label}")
     mode = step.align if step.align != "none" else "chain"
     aligned = run_job(align_step(step, state, base_spec, donor_state, donor_spec,
-                                            mode, cancel))
-    naive = run_job(align_step(step, state, base_spec, donor_state, donor_spec,
-                                          "none", cancel))
+                                 mode, cancel, chains))
+    naive = run_job(align_step(step, state, base_spec, donor_state, donor_spec, "none", cancel))
     prefix = state
 
     def series(alignment: StepAlignment):
@@ -308,13 +310,14 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
     cases: list[str] = []
     for mode in ("none", align):
         alignments[mode] = []
+        chains = SharedChains(steps)
         for step in steps:
             case = check_step_fits(step, b_state, base_spec, t_state, t_spec,
                                    f"--layers {step.label}")
             if mode == align:
                 cases.append(case)
             alignments[mode].append(run_job(align_step(step, b_state, base_spec, t_state,
-                                                       t_spec, mode, cancel)))
+                                                       t_spec, mode, cancel, chains)))
 
     def series(mode: str) -> StateAt:
         def at(lam: float) -> dict:

@@ -5,8 +5,10 @@ reads it from here for the *selected* step (:class:`~mal_desktop.gui.views.selec
 SelectedStepPresenter`), so the panels cannot disagree about which step they show.
 
 A result belongs to a step *in its plan*: what a step's merge does depends on the steps before
-it and on its own settings, not on its lambda (a curve sweeps every lambda). So a record is kept
-under the step's **signature** (the steps before it and the step itself with lambda left out);
+it and on its own settings, not on its lambda (a curve sweeps every lambda), and on which layers
+the later chain steps of its donor take (they share one chain solve: core/merge/chains.py). So
+a record is kept under the step's **signature** (the steps before it, the step itself with
+lambda left out, and the layer pairs of its donor's later chain steps);
 looking a step up finds the record of exactly this plan (fresh) or, failing that, the last
 record of the same layer pair, marked stale, so the user still sees it and knows to run again.
 A record also remembers which outputs the models used as their logits (:func:`outputs_key`): a
@@ -26,13 +28,19 @@ if TYPE_CHECKING:
     from ..core.evaluate.metrics import CurveResult
     from ..core.merge.results import StepDiagnostics
 
-Signature = tuple[AssemblyStep, ...]
+# (the steps up to one, its lambda left out; its donor's later chain steps, as layer pairs)
+Signature = tuple[tuple[AssemblyStep, ...], tuple[AssemblyStep, ...]]
 Pair = tuple[str, str, str]
 
 
 def signature(steps: Sequence[AssemblyStep], index: int) -> Signature:
-    """The steps up to ``index`` with that step's lambda left out: what its results depend on."""
-    return (*steps[:index], replace(steps[index], lam=0.0))
+    """What the results of step ``index`` depend on: the steps up to it, with its lambda left
+    out, then the layer pairs of its donor's later chain steps (a deeper one extends the chain
+    solve this step shares; their lambdas and methods do not matter to it)."""
+    step = steps[index]
+    later = tuple(AssemblyStep(s.source, s.source_layer, s.base_layer, 0.0, "chain")
+                  for s in steps[index + 1:] if s.source == step.source and s.align == "chain")
+    return (*steps[:index], replace(step, lam=0.0)), later
 
 
 def outputs_key(plan: AssemblyPlan) -> Any:

@@ -292,3 +292,22 @@ def test_chain_step_from_a_permuted_copy_reproduces_the_base(tmp_path, family, l
     x = base.example_input(16)
     with torch.no_grad():
         assert torch.allclose(merged.module(x), base.module(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0)])
+def test_steps_of_one_donor_share_one_chain_solve(small_zoo, order):
+    # A model merged layer by layer: layers.0 writes the space layers.1 reads, and so on. Each
+    # space must get one map in every step that touches it, and the prefix is solved once.
+    layers = ["layers.0", "layers.1", "head"]
+    steps = [AssemblyStep("mlp-w32-s1", layers[i], layers[i], 0.5, "chain") for i in order]
+    events = []
+    result = run_job(assemble_job(_plan(small_zoo, steps)), events.append)
+    first_sweeps = [e for e in events if isinstance(e.payload, dict)
+                    and e.payload.get("restart") == 0 and e.payload.get("sweep") == 1]
+    assert len(first_sweeps) == 1  # one descent (its restarts) for all three steps
+    by_layer = {layers[i]: diag for i, diag in zip(order, result.steps)}
+    for writer, reader in (("layers.0", "layers.1"), ("layers.1", "head")):
+        assert (by_layer[writer].out_matrix == by_layer[reader].in_matrix).all()
+    assert by_layer["layers.1"].out_matrix.sum() == 32  # a real map, not an empty one
+    assert all("one chain solve through head serves 3 steps" in d.note for d in result.steps)
+    assert all(not d.fallback for d in result.steps)

@@ -20,11 +20,12 @@ from ..align.generalized import (Layout, Match, axis_cost, full_layout, split_la
                                  transform_tensor)
 from ..align.heads import expand_head_match, layer_family, refine_layer_heads
 from ..align.local import Rider, align_layer_pair
-from ..align.matching import chain_layers, chain_pairs, match_spaces
+from ..align.matching import chain_pairs
 from ..errors import AlignmentError, PlanError
 from ..graph.recurrent import recurrent_riders
 from ..graph.spec import Axis, Layer, PermutationSpec, head_blocks
 from ..progress import CancelToken, ProgressEvent
+from .chains import SharedChains
 from .methods import merge_tensor
 from .plan import AssemblyStep
 from .preflight import LayerShape, check_layers
@@ -36,12 +37,8 @@ State = dict[str, torch.Tensor]
 # base slots without a partner always keep theirs, whatever the step's unmatched policy.
 RUNNING_STATS = ("running_mean", "running_var")
 
-# Both alignments are local searches (coordinate descent over spaces; alternating out/in LAPs):
-# a few seeded restarts, keeping the highest objective J, recover permuted copies that a single
-# run can miss (measured on the demo zoo's Mixer: 3 of 6 chain seeds got stuck at 77 % of J).
-# Chain runs are match_spaces' restarts: the first from the identity, the rest from random
-# matches, never kept below the identity's J.
-CHAIN_RESTARTS = 4
+# Local alignment is a local search too (alternating out/in LAPs): a few seeded restarts, keeping
+# the highest objective J, as for chains (chains.CHAIN_RESTARTS).
 LOCAL_RESTARTS = 4
 
 
@@ -116,9 +113,13 @@ def _layer_spaces(bl: Layer, tl: Layer, base_spec: PermutationSpec, target_spec:
 
 def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec,
                donor_state: State, donor_spec: PermutationSpec, mode: str | None = None,
-               cancel: CancelToken | None = None
+               cancel: CancelToken | None = None, chains: SharedChains | None = None
                ) -> Generator[ProgressEvent, None, StepAlignment]:
-    """Compute the generalized permutations for one step (``mode`` overrides step.align)."""
+    """Compute the generalized permutations for one step (``mode`` overrides step.align).
+
+    ``chains``: the chain solves of the plan's steps, shared by the steps of one donor (see
+    ``merge.chains``); without it the step's chain is solved on its own.
+    """
     mode = mode or step.align
     bl, tl = base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer)
     bw, tw = _oriented(base_state[bl.weight], bl), _oriented(donor_state[tl.weight], tl)
@@ -133,18 +134,14 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
     note = ""
     if mode == "chain":
         try:
-            space_pairs, tensor_pairs = chain_pairs(base_spec, donor_spec, bl.index, tl.index)
+            space_pairs, _ = chain_pairs(base_spec, donor_spec, bl.index, tl.index)
         except AlignmentError as exc:
             note = f"chain alignment not applicable ({exc}); used local alignment"
         else:
-            # a Conv1D donor layer in a chain of nn.Linear base layers (or the reverse) is
-            # matched in the base's orientation
-            chain_state, chain_spec = _oriented_as_base(
-                chain_layers(base_spec, donor_spec, bl.index, tl.index), donor_state, donor_spec)
-            # coordinate descent has local optima: several seeded runs, the best J is kept
-            result = yield from match_spaces(base_state, base_spec, chain_state, chain_spec,
-                                             space_pairs, tensor_pairs, restarts=CHAIN_RESTARTS,
-                                             cancel=cancel)
+            chains = chains if chains is not None else SharedChains([step])
+            solve = yield from chains.solve(step, space_pairs, base_state, base_spec,
+                                            donor_state, donor_spec, cancel)
+            result = solve.result
             (m_out, n_out), (m_in, n_in) = _units(bw, tw, bl)
             out = result.matches.get(bl.out_axis.space) or Match.identity(m_out, n_out)
             inp = result.matches.get(bl.in_axis.space) or Match.identity(m_in, n_in)
@@ -154,8 +151,8 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
                            for bs, ts in space_pairs.items())
             return StepAlignment(out, inp, "chain", tuple(result.objective_history),
                                  _matched_costs(bw, bb, tw, tb, out, inp, out_layout, in_layout),
-                                 requested=mode, start=start, runs=result.restarts,
-                                 spaces=spaces)
+                                 solve.note, requested=mode, start=start,
+                                 runs=result.restarts, spaces=spaces)
     if cancel is not None:
         cancel.raise_if_cancelled()
     # attention heads move as blocks here (their dims in order): local alignment sees heads
@@ -188,25 +185,6 @@ def _head_layout(layout: Layout, heads: tuple[int, int]) -> tuple[int, int]:
     grouped-query head's dims, repeated once per query head, are one block of it."""
     block, tiles, repeat, _ = full_layout(layout)
     return block * heads[0] * repeat, tiles * heads[1]
-
-
-def _oriented_as_base(pairs: list[tuple[Layer, Layer]], donor_state: State,
-                      donor_spec: PermutationSpec) -> tuple[State, PermutationSpec]:
-    """The donor's state and spec with the weight of every chained layer whose storage
-    orientation differs from its base partner's transposed (a view, no copy), so that the
-    paired tensors agree axis by axis; the donor itself is untouched."""
-    flips = [lt for lb, lt in pairs if lb.transposed != lt.transposed]
-    if not flips:
-        return donor_state, donor_spec
-    state, axes = dict(donor_state), dict(donor_spec.axes)
-    for lt in flips:
-        state[lt.weight] = donor_state[lt.weight].transpose(0, 1)
-        if lt.weight in axes:
-            axes[lt.weight] = tuple(reversed(axes[lt.weight]))
-    layers = [dataclasses.replace(lay, transposed=not lay.transposed) if lay in flips else lay
-              for lay in donor_spec.layers]
-    return state, PermutationSpec(donor_spec.spaces, axes, layers, donor_spec.unsupported,
-                                  donor_spec.head_groups)
 
 
 def _riders(bl: Layer, tl: Layer, base_state: State, base_spec: PermutationSpec,

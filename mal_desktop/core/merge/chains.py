@@ -1,0 +1,154 @@
+"""Chain alignment of a plan's steps: one joint solve per donor, shared by its steps.
+
+A step's chain alignment solves every hidden space of the layer prefix it merges (method
+section 4). Two steps of one donor whose prefixes overlap pair the same spaces: a block merged
+layer by layer (q, k, v, o, gate, up, down of one decoder layer) has gate_proj writing the space
+down_proj reads. Solved step by step, each against the base as the steps before it left it,
+a shared space can get a different map in each solve, and the merged block then mixes units
+that do not correspond; each solve also repeats the whole prefix's descent (seven times for
+one Llama block, each a few minutes at LLM widths).
+
+So the steps of one donor share solves: a step's chain is solved once as the chain of the
+donor's deepest step whose prefix contains it, against the base as it is at the first step that
+needs it, and every step whose prefix it contains takes its maps from that solve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Generator, Sequence
+
+import torch
+
+from ..align.descent import MatchResult
+from ..align.matching import chain_layers, chain_pairs, match_spaces
+from ..errors import AlignmentError
+from ..graph.spec import Layer, PermutationSpec
+from ..progress import CancelToken, ProgressEvent
+from .plan import AssemblyStep
+
+State = dict[str, torch.Tensor]
+
+# Coordinate descent ends in local optima: a few seeded restarts, keeping the highest J, recover
+# permuted copies that a single run can miss (measured on the demo zoo's Mixer: 3 of 6 chain
+# seeds got stuck at 77 % of J). They are match_spaces' restarts: the first from the identity,
+# the rest from random matches, never kept below the identity's J.
+CHAIN_RESTARTS = 4
+
+
+@dataclass(frozen=True)
+class ChainSolve:
+    """One chain solve: the spaces it paired (base -> donor), through which base layer, its
+    result, and how many steps of the plan take their maps from it."""
+
+    space_pairs: dict[str, str]
+    upto: str
+    result: MatchResult
+    steps: int = 1
+
+    def covers(self, space_pairs: dict[str, str]) -> bool:
+        return all(self.space_pairs.get(b) == t for b, t in space_pairs.items())
+
+    @property
+    def note(self) -> str:
+        if self.steps < 2:
+            return ""
+        return (f"one chain solve through {self.upto} serves {self.steps} steps of this donor: "
+                "a space they share gets one map")
+
+
+class SharedChains:
+    """The chain solves of one plan's steps (one object per assembly or curve job).
+
+    ``steps``: every step of the plan, later ones included: a step is solved together with the
+    deepest later step of the same donor whose prefix contains its own.
+    """
+
+    def __init__(self, steps: Sequence[AssemblyStep]) -> None:
+        self._steps = list(steps)
+        self._solved: dict[str, list[ChainSolve]] = {}
+
+    def solve(self, step: AssemblyStep, own_pairs: dict[str, str], base_state: State,
+              base_spec: PermutationSpec, donor_state: State, donor_spec: PermutationSpec,
+              cancel: CancelToken | None = None) -> Generator[ProgressEvent, None, ChainSolve]:
+        """The solve whose pairs contain ``own_pairs`` (the step's own chain): an earlier one,
+        or a new one through the deepest step of the donor that contains it."""
+        for done in self._solved.get(step.source, []):
+            if done.covers(own_pairs):
+                return done
+        upto, pairs = self._deepest(step, own_pairs, base_spec, donor_spec)
+        solve = yield from solve_chain(upto, pairs, base_state, base_spec, donor_state,
+                                       donor_spec, cancel)
+        mine = [_own_pairs(s, base_spec, donor_spec) for s in self._steps
+                if s.source == step.source and s.align == "chain"]
+        covered = sum(1 for p in mine if p is not None and solve.covers(p))
+        solve = dataclasses.replace(solve, steps=max(1, covered))
+        self._solved.setdefault(step.source, []).append(solve)
+        return solve
+
+    def _deepest(self, step: AssemblyStep, own_pairs: dict[str, str],
+                 base_spec: PermutationSpec, donor_spec: PermutationSpec
+                 ) -> tuple[tuple[str, str], tuple[dict[str, str], list[tuple[str, str]]]]:
+        """(base layer, donor layer) of the donor's deepest chain step whose pairs contain
+        ``own_pairs``, and its chain pairs; the step itself when no later one does."""
+        best = (step.base_layer, step.source_layer), chain_pairs(base_spec, donor_spec,
+                                                                  step.base_layer,
+                                                                  step.source_layer)
+        for other in self._steps:
+            if other.source != step.source or other.align != "chain" or other is step:
+                continue
+            try:
+                pairs = chain_pairs(base_spec, donor_spec, other.base_layer, other.source_layer)
+            except (AlignmentError, KeyError):
+                continue  # its own alignment reports why
+            if (all(pairs[0].get(b) == t for b, t in own_pairs.items())
+                    and len(pairs[1]) > len(best[1][1])):
+                best = (other.base_layer, other.source_layer), pairs
+        return best
+
+
+def _own_pairs(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: PermutationSpec
+               ) -> dict[str, str] | None:
+    try:
+        return chain_pairs(base_spec, donor_spec, step.base_layer, step.source_layer)[0]
+    except (AlignmentError, KeyError):
+        return None
+
+
+def solve_chain(upto: tuple[str | int, str | int],
+                pairs: tuple[dict[str, str], list[tuple[str, str]]], base_state: State,
+                base_spec: PermutationSpec, donor_state: State, donor_spec: PermutationSpec,
+                cancel: CancelToken | None = None) -> Generator[ProgressEvent, None, ChainSolve]:
+    """Solve the chain through base layer ``upto[0]`` / donor layer ``upto[1]`` (its
+    ``chain_pairs`` given as ``pairs``)."""
+    space_pairs, tensor_pairs = pairs
+    # a Conv1D donor layer in a chain of nn.Linear base layers (or the reverse) is matched in
+    # the base's orientation
+    chain_state, chain_spec = _oriented_as_base(
+        chain_layers(base_spec, donor_spec, *upto), donor_state, donor_spec)
+    # coordinate descent has local optima: several seeded runs, the best J is kept
+    result = yield from match_spaces(base_state, base_spec, chain_state, chain_spec,
+                                     space_pairs, tensor_pairs, restarts=CHAIN_RESTARTS,
+                                     cancel=cancel)
+    name = upto[0] if isinstance(upto[0], str) else base_spec.layers[upto[0]].name
+    return ChainSolve(space_pairs, name, result)
+
+
+def _oriented_as_base(pairs: list[tuple[Layer, Layer]], donor_state: State,
+                      donor_spec: PermutationSpec) -> tuple[State, PermutationSpec]:
+    """The donor's state and spec with the weight of every chained layer whose storage
+    orientation differs from its base partner's transposed (a view, no copy), so that the
+    paired tensors agree axis by axis; the donor itself is untouched."""
+    flips = [lt for lb, lt in pairs if lb.transposed != lt.transposed]
+    if not flips:
+        return donor_state, donor_spec
+    state, axes = dict(donor_state), dict(donor_spec.axes)
+    for lt in flips:
+        state[lt.weight] = donor_state[lt.weight].transpose(0, 1)
+        if lt.weight in axes:
+            axes[lt.weight] = tuple(reversed(axes[lt.weight]))
+    layers = [dataclasses.replace(lay, transposed=not lay.transposed) if lay in flips else lay
+              for lay in donor_spec.layers]
+    return state, PermutationSpec(donor_spec.spaces, axes, layers, donor_spec.unsupported,
+                                  donor_spec.head_groups)
