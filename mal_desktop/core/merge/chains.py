@@ -92,6 +92,11 @@ class SharedChains:
                  ) -> tuple[tuple[str, str], tuple[dict[str, str], list[tuple[str, str]]]]:
         """(base layer, donor layer) of the donor's deepest chain step whose pairs contain
         ``own_pairs``, and its chain pairs; the step itself when no later one does."""
+        def depth(name: str, pairs: tuple[dict[str, str], list]) -> tuple[int, int]:
+            # a chain also takes the tensors whose every axis it pairs (up_proj and down_proj
+            # ride on gate_proj's spaces): on a tie the later layer names the solve
+            return len(pairs[1]), base_spec.layer(name).index
+
         best = (step.base_layer, step.source_layer), chain_pairs(base_spec, donor_spec,
                                                                   step.base_layer,
                                                                   step.source_layer)
@@ -103,7 +108,7 @@ class SharedChains:
             except (AlignmentError, KeyError):
                 continue  # its own alignment reports why
             if (all(pairs[0].get(b) == t for b, t in own_pairs.items())
-                    and len(pairs[1]) > len(best[1][1])):
+                    and depth(other.base_layer, pairs) > depth(best[0][0], best[1])):
                 best = (other.base_layer, other.source_layer), pairs
         return best
 
