@@ -393,3 +393,43 @@ def test_opening_a_folder_hashes_nothing_until_its_hash_is_asked_for(
     assert read_header(out).arch["tokenizer_sha256"] == real(folder / "tokenizer.json")
     (folder / "config.json").write_text((folder / "config.json").read_text() + " ")
     assert model.content_sha256() != digest  # an edited file is another version
+
+
+def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
+        tmp_path: Path, monkeypatch) -> None:
+    """Merging one block, layer by layer, of a permuted copy at lambda 1 reproduces the base,
+    also when the chain's working copies are over the limit and it starts at the block (its
+    residual stream solved from the block's own weights), as for a deep block of a 7B model."""
+    from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.graph.selftest import random_permutations
+    from mal_desktop.core.graph.spec import permute_state
+    from mal_desktop.core.jobs import assemble_job
+    from mal_desktop.core.merge import chains
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.progress import run_job
+
+    folder, module = write_llama(tmp_path / "base", hidden_size=32, intermediate_size=64,
+                                 vocab_size=64)
+    base = load_model(folder)
+    spec = discover_spec(base)
+    copy = permute_state(base.state(), spec, random_permutations(spec, seed=3))
+    config = json.loads((folder / "config.json").read_text())
+    write_hf_folder(tmp_path / "copy", copy, config, tied=tie_groups(module))
+    layers = [f"model.layers.1.{name}" for name in (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+    plan = AssemblyPlan(base=str(folder), zoo={"copy": str(tmp_path / "copy")},
+                        steps=[AssemblyStep("copy", name, name, 1.0, "chain") for name in layers])
+    x = ids(vocab=64)
+    with torch.no_grad():
+        expected = base.module(x)
+    for limit in (chains.CHAIN_WORKING_BYTES, 1):
+        monkeypatch.setattr(chains, "CHAIN_WORKING_BYTES", limit)
+        result = run_job(assemble_job(plan))
+        notes = {step.note for step in result.steps}
+        assert len(notes) == 1, notes  # one solve serves the seven steps
+        note = notes.pop()
+        assert "through model.layers.1.mlp.down_proj serves 7 steps" in note
+        assert ("the chain starts at model.layers.1.self_attn.q_proj" in note) == (limit == 1)
+        with torch.no_grad():
+            assert torch.allclose(result.model.module(x), expected, atol=1e-4), limit

@@ -150,10 +150,10 @@ def _prefix(spec: PermutationSpec, layer: int | str, who: str) -> list[Layer]:
 
 
 def chain_layers(base_spec: PermutationSpec, target_spec: PermutationSpec,
-                 base_layer_index: int | str, target_layer_index: int | str
+                 base_layer_index: int | str, target_layer_index: int | str, start: int = 0
                  ) -> list[tuple[Layer, Layer]]:
     """The (base, target) layer pairs of a chain: both prefixes in execution order, up to and
-    including the named layers (a ``Layer.index`` or a name).
+    including the named layers (a ``Layer.index`` or a name), from the ``start``-th pair on.
 
     Raises:
         AlignmentError: unknown layer, or prefixes of different depth.
@@ -164,7 +164,7 @@ def chain_layers(base_spec: PermutationSpec, target_spec: PermutationSpec,
         raise AlignmentError(
             f"chain alignment needs the same depth: base {bp[-1].name} is layer {len(bp)}, "
             f"target {tp[-1].name} is layer {len(tp)}")
-    return list(zip(bp, tp))
+    return list(zip(bp, tp))[start:]
 
 
 def chain_pairs(
@@ -172,6 +172,7 @@ def chain_pairs(
     target_spec: PermutationSpec,
     base_layer_index: int | str,
     target_layer_index: int | str,
+    start: int = 0,
 ) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Pair the layer prefixes of two models for chain alignment.
 
@@ -179,6 +180,7 @@ def chain_pairs(
     in execution order, are paired one to one with the target's layers up to
     ``target_layer_index``: their weights, biases (when both have one), norm tensors (by their
     last name component, when both have it) and the spaces of their output and input axes.
+    ``start``: leave out the first ``start`` pairs (a chain that starts inside the model).
 
     Returns:
         (space_pairs, tensor_pairs) for :func:`match_spaces` and :func:`apply_matches`.
@@ -189,7 +191,8 @@ def chain_pairs(
     space_pairs: dict[str, str] = {}
     reverse: dict[str, str] = {}
     tensor_pairs: list[tuple[str, str]] = []
-    for lb, lt in chain_layers(base_spec, target_spec, base_layer_index, target_layer_index):
+    for lb, lt in chain_layers(base_spec, target_spec, base_layer_index, target_layer_index,
+                               start):
         where = f"base {lb.name} / target {lt.name}"
         if lb.kind != lt.kind:
             raise AlignmentError(f"{where}: {lb.kind} vs {lt.kind} layers cannot be chained")

@@ -10,7 +10,9 @@ one Llama block, each a few minutes at LLM widths).
 
 So the steps of one donor share solves: a step's chain is solved once as the chain of the
 donor's deepest step whose prefix contains it, against the base as it is at the first step that
-needs it, and every step whose prefix it contains takes its maps from that solve.
+needs it, and every step whose prefix it contains takes its maps from that solve. Through a
+deep layer of a large model the prefix is most of the model: above ``CHAIN_WORKING_BYTES`` of
+working copies the chain starts at the first layer of the steps it serves.
 """
 
 from __future__ import annotations
@@ -37,32 +39,47 @@ State = dict[str, torch.Tensor]
 CHAIN_RESTARTS = 4
 
 
+# A chain's tensors are copied to float32 for the descent, base and donor both. Through a deep
+# layer of a large model that is the whole model twice over (52 GB for the last block of a
+# 7B-parameter model). Above this the chain starts at the first layer of the steps it serves:
+# their spaces, the residual stream included, are then solved from those layers' weights.
+# A fixed bound, not the machine's free memory, so that a plan aligns the same everywhere.
+CHAIN_WORKING_BYTES = 4 * 2**30
+
+
 @dataclass(frozen=True)
 class ChainSolve:
-    """One chain solve: the spaces it paired (base -> donor), through which base layer, its
-    result, and how many steps of the plan take their maps from it."""
+    """One chain solve: the spaces it paired (base -> donor), through which base layer and from
+    which (``start``: "" when from the model's first), its result, and the steps it serves."""
 
     space_pairs: dict[str, str]
     upto: str
     result: MatchResult
-    steps: int = 1
+    served: tuple[AssemblyStep, ...] = ()
+    start: str = ""
+    prefix_bytes: int = 0  # the working copies a chain from the first layer would have needed
 
     def covers(self, space_pairs: dict[str, str]) -> bool:
         return all(self.space_pairs.get(b) == t for b, t in space_pairs.items())
 
     @property
     def note(self) -> str:
-        if self.steps < 2:
-            return ""
-        return (f"one chain solve through {self.upto} serves {self.steps} steps of this donor: "
-                "a space they share gets one map")
+        parts = []
+        if len(self.served) > 1:
+            parts.append(f"one chain solve through {self.upto} serves {len(self.served)} steps "
+                         "of this donor: a space they share gets one map")
+        if self.start:
+            parts.append(f"the chain starts at {self.start}: from the first layer its float32 "
+                         f"working copies would take {self.prefix_bytes / 2**30:.1f} GiB "
+                         f"(limit {CHAIN_WORKING_BYTES / 2**30:g} GiB)")
+        return "; ".join(parts)
 
 
 class SharedChains:
     """The chain solves of one plan's steps (one object per assembly or curve job).
 
     ``steps``: every step of the plan, later ones included: a step is solved together with the
-    deepest later step of the same donor whose prefix contains its own.
+    deepest step of the same donor whose prefix contains its own.
     """
 
     def __init__(self, steps: Sequence[AssemblyStep]) -> None:
@@ -72,18 +89,24 @@ class SharedChains:
     def solve(self, step: AssemblyStep, own_pairs: dict[str, str], base_state: State,
               base_spec: PermutationSpec, donor_state: State, donor_spec: PermutationSpec,
               cancel: CancelToken | None = None) -> Generator[ProgressEvent, None, ChainSolve]:
-        """The solve whose pairs contain ``own_pairs`` (the step's own chain): an earlier one,
-        or a new one through the deepest step of the donor that contains it."""
+        """The solve that serves ``step`` (whose own chain pairs ``own_pairs``): an earlier one,
+        or a new one through the deepest step of the donor whose prefix contains it."""
         for done in self._solved.get(step.source, []):
-            if done.covers(own_pairs):
+            if step in done.served or (not done.start and done.covers(own_pairs)):
                 return done
         upto, pairs = self._deepest(step, own_pairs, base_spec, donor_spec)
+        served = tuple(s for s in self._steps if s.source == step.source
+                       and (s == step or s.align == "chain")
+                       and _contains(pairs[0], _own_pairs(s, base_spec, donor_spec)))
+        start, needed = 0, _working_bytes(pairs[1], base_state, donor_state)
+        if needed > CHAIN_WORKING_BYTES:
+            start = _position(base_spec, min(served or (step,),
+                                             key=lambda s: base_spec.layer(s.base_layer).index))
+            pairs = chain_pairs(base_spec, donor_spec, *upto, start=start)
         solve = yield from solve_chain(upto, pairs, base_state, base_spec, donor_state,
-                                       donor_spec, cancel)
-        mine = [_own_pairs(s, base_spec, donor_spec) for s in self._steps
-                if s.source == step.source and s.align == "chain"]
-        covered = sum(1 for p in mine if p is not None and solve.covers(p))
-        solve = dataclasses.replace(solve, steps=max(1, covered))
+                                       donor_spec, cancel, start)
+        solve = dataclasses.replace(solve, served=served or (step,),
+                                    prefix_bytes=needed if start else 0)
         self._solved.setdefault(step.source, []).append(solve)
         return solve
 
@@ -91,7 +114,7 @@ class SharedChains:
                  base_spec: PermutationSpec, donor_spec: PermutationSpec
                  ) -> tuple[tuple[str, str], tuple[dict[str, str], list[tuple[str, str]]]]:
         """(base layer, donor layer) of the donor's deepest chain step whose pairs contain
-        ``own_pairs``, and its chain pairs; the step itself when no later one does."""
+        ``own_pairs``, and its chain pairs; the step itself when no other one does."""
         def depth(name: str, pairs: tuple[dict[str, str], list]) -> tuple[int, int]:
             # a chain also takes the tensors whose every axis it pairs (up_proj and down_proj
             # ride on gate_proj's spaces): on a tie the later layer names the solve
@@ -107,10 +130,14 @@ class SharedChains:
                 pairs = chain_pairs(base_spec, donor_spec, other.base_layer, other.source_layer)
             except (AlignmentError, KeyError):
                 continue  # its own alignment reports why
-            if (all(pairs[0].get(b) == t for b, t in own_pairs.items())
+            if (_contains(pairs[0], own_pairs)
                     and depth(other.base_layer, pairs) > depth(best[0][0], best[1])):
                 best = (other.base_layer, other.source_layer), pairs
         return best
+
+
+def _contains(pairs: dict[str, str], part: dict[str, str] | None) -> bool:
+    return part is not None and all(pairs.get(b) == t for b, t in part.items())
 
 
 def _own_pairs(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: PermutationSpec
@@ -121,23 +148,36 @@ def _own_pairs(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: Permu
         return None
 
 
-def solve_chain(upto: tuple[str | int, str | int],
+def _position(spec: PermutationSpec, step: AssemblyStep) -> int:
+    """Where the step's base layer stands in the model's execution order (0: the first)."""
+    index = spec.layer(step.base_layer).index
+    return sum(1 for lay in spec.layers if lay.index < index)
+
+
+def _working_bytes(tensor_pairs: Sequence[tuple[str, str]], base_state: State,
+                   donor_state: State) -> int:
+    """The float32 working copies a descent over ``tensor_pairs`` makes, base and donor."""
+    return 4 * sum(base_state[b].numel() + donor_state[t].numel() for b, t in tensor_pairs
+                   if b in base_state and t in donor_state)
+
+
+def solve_chain(upto: tuple[str, str],
                 pairs: tuple[dict[str, str], list[tuple[str, str]]], base_state: State,
                 base_spec: PermutationSpec, donor_state: State, donor_spec: PermutationSpec,
-                cancel: CancelToken | None = None) -> Generator[ProgressEvent, None, ChainSolve]:
-    """Solve the chain through base layer ``upto[0]`` / donor layer ``upto[1]`` (its
-    ``chain_pairs`` given as ``pairs``)."""
+                cancel: CancelToken | None = None, start: int = 0
+                ) -> Generator[ProgressEvent, None, ChainSolve]:
+    """Solve the chain through base layer ``upto[0]`` / donor layer ``upto[1]`` from its
+    ``start``-th layer (its ``chain_pairs`` given as ``pairs``)."""
     space_pairs, tensor_pairs = pairs
+    layers = chain_layers(base_spec, donor_spec, *upto, start=start)
     # a Conv1D donor layer in a chain of nn.Linear base layers (or the reverse) is matched in
     # the base's orientation
-    chain_state, chain_spec = _oriented_as_base(
-        chain_layers(base_spec, donor_spec, *upto), donor_state, donor_spec)
+    chain_state, chain_spec = _oriented_as_base(layers, donor_state, donor_spec)
     # coordinate descent has local optima: several seeded runs, the best J is kept
     result = yield from match_spaces(base_state, base_spec, chain_state, chain_spec,
                                      space_pairs, tensor_pairs, restarts=CHAIN_RESTARTS,
                                      cancel=cancel)
-    name = upto[0] if isinstance(upto[0], str) else base_spec.layers[upto[0]].name
-    return ChainSolve(space_pairs, name, result)
+    return ChainSolve(space_pairs, upto[0], result, start=layers[0][0].name if start else "")
 
 
 def _oriented_as_base(pairs: list[tuple[Layer, Layer]], donor_state: State,
