@@ -113,7 +113,8 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     yield ProgressEvent("preflight", 0.0, "checking the plan")
     memory = _preflight(plan, models or {})
-    yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB needed")
+    yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB of working "
+                        "memory beyond the models' files")
     base = cache.model(plan.base)
     base_spec = cache.spec(plan.base)
     state = base.state()

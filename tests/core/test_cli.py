@@ -84,7 +84,7 @@ def test_assemble_and_evaluate(mal, small_zoo, tmp_path):
     out_path = tmp_path / "out.safetensors"
     obj = json.loads(mal("assemble", str(plan_path), "--out", str(out_path), "--json").stdout)
     assert obj["out"] == str(out_path) and out_path.exists()
-    # base + donor + merged copy, in float32 bytes: more than the two files' weights
+    # a chain step: float32 copies of both models, and the merged layer
     assert obj["preflight"]["memory_estimate_bytes"] > 4 * (64 * 64 + 32 * 32)
     step = obj["steps"][0]
     assert step["out"]["case"] == "narrower" and step["out"]["dropped"] == 32

@@ -95,3 +95,26 @@ def test_plan_steps_are_checked_against_the_method_schema_when_read(tmp_path, st
 def test_valid_method_parameters_are_kept(tmp_path):
     plan = load_plan(_step_file(tmp_path, method="ties", params={"density": 0.3}, **{"lambda": 1}))
     assert plan.steps[0].params == (("density", 0.3),) and plan.steps[0].lam == 1
+
+
+def test_the_memory_estimate_of_merging_a_block_of_a_7b_model_counts_that_block():
+    # inputs are memory-mapped: a block's merge needs its new tensors and a bounded chain
+    # working set, not the two 13 GB models (the estimate was 77 GB for this plan)
+    from mal_desktop.core.merge.chains import CHAIN_WORKING_BYTES
+    from mal_desktop.core.merge.preflight import preflight_plan
+
+    shapes = {"model.embed_tokens.weight": (32000, 4096), "lm_head.weight": (32000, 4096)}
+    block = {"self_attn.q_proj": (4096, 4096), "self_attn.k_proj": (4096, 4096),
+             "self_attn.v_proj": (4096, 4096), "self_attn.o_proj": (4096, 4096),
+             "mlp.gate_proj": (11008, 4096), "mlp.up_proj": (11008, 4096),
+             "mlp.down_proj": (4096, 11008)}
+    for i in range(32):
+        shapes.update({f"model.layers.{i}.{name}.weight": shape for name, shape in block.items()})
+    plan = AssemblyPlan(base="a", zoo={"b": "b"}, steps=[
+        AssemblyStep("b", f"model.layers.31.{name}", f"model.layers.31.{name}", 0.5, align)
+        for name in block for align in ("chain", "local", "none")])
+    report = preflight_plan(plan, {"a": shapes, "b": shapes})
+    block_bytes = 4 * sum(a * b for a, b in block.values())
+    assert report.ok
+    # each merged layer once (a later step replaces it), and the chain's bounded copies
+    assert report.memory_bytes == block_bytes + CHAIN_WORKING_BYTES

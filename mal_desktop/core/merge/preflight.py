@@ -14,6 +14,7 @@ from typing import Mapping
 from ..align.generalized import kernel_text, side_text
 from ..graph.recurrent import RECURRENT_KINDS, recurrent_riders
 from ..graph.spec import Layer, PermutationSpec, head_blocks
+from .chains import CHAIN_WORKING_BYTES
 from .plan import AssemblyPlan
 
 
@@ -246,20 +247,24 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
     read from a file header (core/io/files.read_header) or from a model already in memory.
     Checks: the models exist in the plan, each step's
     layers exist and carry a weight, weight ranks and conv kernels match. Fixed-axis checks need
-    the model graph and run in the assembly job (``check_layers``). Memory: base + every zoo
-    model used + one aligned copy of the largest donor layer, plus the result.
+    the model graph and run in the assembly job (``check_layers``).
+
+    Memory, beyond the models' files (memory-mapped, read a layer at a time, their pages handed
+    back): the merged layers' new tensors, plus the largest working set of one step's
+    alignment: float32 copies of both models for a chain (at most ``CHAIN_WORKING_BYTES``), of
+    both layers for a local alignment, of the donor layer otherwise. Counted at 4 bytes per
+    value, so an upper bound for 16-bit models.
     """
     problems: list[str] = []
     base_shapes = shapes[plan.base]
-    used: set[str] = set()
-    largest_layer = 0
+    merged: dict[str, int] = {}  # base layer -> bytes of its merged weight (one per layer)
+    working = 0
     for i, step in enumerate(plan.steps, start=1):
         where = f"step {i} ({step.label})"
         donor_path = plan.zoo.get(step.source)
         if donor_path is None:
             problems.append(f"{where}: zoo model {step.source!r} is not in the plan")
             continue
-        used.add(donor_path)
         donor_shapes = shapes[donor_path]
         b = base_shapes.get(weight_key(step.base_layer, base_shapes))
         t = donor_shapes.get(weight_key(step.source_layer, donor_shapes))
@@ -280,9 +285,14 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
         elif tuple(b[2:]) != tuple(t[2:]):
             problems.append(f"{where}: kernel {kernel_text(tuple(t[2:]))} cannot merge into "
                             f"kernel {kernel_text(tuple(b[2:]))}")
-        largest_layer = max(largest_layer, math.prod(int(s) for s in b) * 4)
-    total = _model_bytes(base_shapes) * 2 + sum(_model_bytes(shapes[p]) for p in used)
-    return PreflightReport(tuple(problems), total + 2 * largest_layer)
+        base_layer, donor_layer = 4 * math.prod(int(s) for s in b), 4 * math.prod(int(s) for s in t)
+        merged[step.base_layer] = base_layer
+        if step.align == "chain":
+            need = min(CHAIN_WORKING_BYTES, _model_bytes(base_shapes) + _model_bytes(donor_shapes))
+        else:
+            need = base_layer + donor_layer if step.align == "local" else donor_layer
+        working = max(working, need)
+    return PreflightReport(tuple(problems), sum(merged.values()) + working)
 
 
 def weight_key(layer: str, shapes: Mapping[str, object]) -> str:
