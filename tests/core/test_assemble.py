@@ -311,3 +311,18 @@ def test_steps_of_one_donor_share_one_chain_solve(small_zoo, order):
     assert by_layer["layers.1"].out_matrix.sum() == 32  # a real map, not an empty one
     assert all("one chain solve through head serves 3 steps" in d.note for d in result.steps)
     assert all(not d.fallback for d in result.steps)
+
+
+def test_a_chain_over_the_memory_bound_from_its_first_layer_falls_back_to_local(small_zoo,
+                                                                                 monkeypatch):
+    # every layer of the model merged from one donor: no later start shrinks the chain
+    from mal_desktop.core.merge import chains
+
+    monkeypatch.setattr(chains, "CHAIN_WORKING_BYTES", 1)
+    steps = [AssemblyStep("mlp-w32-s1", name, name, 0.5, "chain")
+             for name in ("layers.0", "layers.1", "head")]
+    result = run_job(assemble_job(_plan(small_zoo, steps)))
+    for diag in result.steps:
+        assert diag.align == "local" and diag.fallback
+        assert "chain alignment not applicable (its float32 working copies" in diag.note
+        assert "over the limit" in diag.note and "used local alignment" in diag.note

@@ -423,13 +423,15 @@ def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
     x = ids(vocab=64)
     with torch.no_grad():
         expected = base.module(x)
-    for limit in (chains.CHAIN_WORKING_BYTES, 1):
+    # float32 copies of block 1, base and donor: the chain from block 1 fits, from block 0 not
+    block = 8 * sum(v.numel() for k, v in base.state().items() if k.startswith("model.layers.1."))
+    for limit in (chains.CHAIN_WORKING_BYTES, int(1.2 * block)):
         monkeypatch.setattr(chains, "CHAIN_WORKING_BYTES", limit)
         result = run_job(assemble_job(plan))
         notes = {step.note for step in result.steps}
         assert len(notes) == 1, notes  # one solve serves the seven steps
         note = notes.pop()
         assert "through model.layers.1.mlp.down_proj serves 7 steps" in note
-        assert ("the chain starts at model.layers.1.self_attn.q_proj" in note) == (limit == 1)
+        assert ("the chain starts at model.layers.1.self_attn.q_proj" in note) == (limit < 2**30)
         with torch.no_grad():
             assert torch.allclose(result.model.module(x), expected, atol=1e-4), limit

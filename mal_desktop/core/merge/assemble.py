@@ -25,7 +25,7 @@ from ..errors import AlignmentError, PlanError
 from ..graph.recurrent import recurrent_riders
 from ..graph.spec import Axis, Layer, PermutationSpec, head_blocks
 from ..progress import CancelToken, ProgressEvent
-from .chains import SharedChains
+from .chains import ChainTooLarge, SharedChains
 from .methods import merge_tensor
 from .plan import AssemblyStep
 from .preflight import LayerShape, check_layers
@@ -131,7 +131,7 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
     in_fixed = base_spec.spaces[bl.in_axis.space].fixed
     bb = base_state.get(bl.bias) if bl.bias else None
     tb = donor_state.get(tl.bias) if tl.bias else None
-    note = ""
+    note, solve = "", None
     if mode == "chain":
         try:
             space_pairs, _ = chain_pairs(base_spec, donor_spec, bl.index, tl.index)
@@ -139,8 +139,12 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
             note = f"chain alignment not applicable ({exc}); used local alignment"
         else:
             chains = chains if chains is not None else SharedChains([step])
-            solve = yield from chains.solve(step, space_pairs, base_state, base_spec,
-                                            donor_state, donor_spec, cancel)
+            try:
+                solve = yield from chains.solve(step, space_pairs, base_state, base_spec,
+                                                donor_state, donor_spec, cancel)
+            except ChainTooLarge as exc:
+                note = f"chain alignment not applicable ({exc}); used local alignment"
+        if solve is not None:
             result = solve.result
             (m_out, n_out), (m_in, n_in) = _units(bw, tw, bl)
             out = result.matches.get(bl.out_axis.space) or Match.identity(m_out, n_out)

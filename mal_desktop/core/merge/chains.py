@@ -47,6 +47,11 @@ CHAIN_RESTARTS = 4
 CHAIN_WORKING_BYTES = 4 * 2**30
 
 
+class ChainTooLarge(AlignmentError):
+    """Even from the first layer of the steps it serves, a chain's working copies would pass
+    ``CHAIN_WORKING_BYTES`` (every block of a large model merged from one donor)."""
+
+
 @dataclass(frozen=True)
 class ChainSolve:
     """One chain solve: the spaces it paired (base -> donor), through which base layer and from
@@ -103,6 +108,12 @@ class SharedChains:
             start = _position(base_spec, min(served or (step,),
                                              key=lambda s: base_spec.layer(s.base_layer).index))
             pairs = chain_pairs(base_spec, donor_spec, *upto, start=start)
+            window = _working_bytes(pairs[1], base_state, donor_state)
+            if window > CHAIN_WORKING_BYTES:
+                raise ChainTooLarge(
+                    f"its float32 working copies would take {window / 2**30:.1f} GiB, over the "
+                    f"limit of {CHAIN_WORKING_BYTES / 2**30:g} GiB, even from the first layer "
+                    "of this donor's steps")
         solve = yield from solve_chain(upto, pairs, base_state, base_spec, donor_state,
                                        donor_spec, cancel, start)
         solve = dataclasses.replace(solve, served=served or (step,),
