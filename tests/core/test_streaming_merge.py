@@ -132,3 +132,21 @@ def test_elementwise_methods_give_the_same_bits_in_chunks(method, dtype):
     whole = m.fn(base.float(), target.float(), 0.3, seed=0, **({"scale": 1.0} if
                  method == "task_arithmetic" else {})).to(dtype)
     assert torch.equal(merge_tensor(method, base, target, 0.3), whole)
+
+
+def test_a_folder_of_shards_reopens_wherever_a_model_path_is_taken(small_zoo, tmp_path):
+    # `mal assemble --out merged` writes shards: `mal inspect merged`, a plan using it as an
+    # input and the app open it like a .safetensors file
+    from mal_desktop.cli import main
+    from mal_desktop.core.io.files import model_form, read_header
+
+    out = tmp_path / "merged"
+    result = run_job(assemble_job(_plan(small_zoo), out=out))
+    model = load_model(out)
+    _same(model.state(), result.model.state())
+    assert model.metadata["plan"] == result.model.metadata["plan"]
+    assert model_form(out) == "mal-safetensors"
+    header = read_header(out)
+    assert header.shapes == {k: tuple(v.shape) for k, v in result.model.state().items()}
+    assert header.arch == model.arch and header.num_classes == model.num_classes
+    assert main(["inspect", str(out), "--quiet"]) == 0

@@ -121,11 +121,19 @@ def model_form(path: str | Path) -> str:
     """
     if hf_folder_of(path) is not None:
         return HF_FORM
+    if _sharded_mal_folder(path):
+        return "mal-safetensors"
     p, kind = _check_input(path)
     if kind == "safetensors":
         header = read_safetensors_header(p)
         return "mal-safetensors" if decode_mal_metadata(p, header.metadata) else "state-dict"
     return "pt2" if kind == "pt2" else "state-dict"
+
+
+def _sharded_mal_folder(path: str | Path) -> bool:
+    """A folder of shards that ``save_model`` wrote (an index, no config.json)."""
+    p = Path(path).expanduser()
+    return p.is_dir() and is_sharded_folder(p)
 
 
 def _need_arch(path: Path, what: str) -> ModelFileError:
@@ -268,8 +276,8 @@ def load_model(path: str | Path, arch: str | None = None, output: int | None = N
     """Load a model file of any supported form.
 
     Parameters:
-        path: a .safetensors (mal or plain state dict), .pt2, .pt or .pth file, or a Hugging
-            Face model folder (or its config.json).
+        path: a .safetensors (mal or plain state dict), .pt2, .pt or .pth file, a folder of
+            shards ``save_model`` wrote, or a Hugging Face model folder (or its config.json).
         arch: "package.module:function" building the architecture - required for plain state
             dicts and for mal files whose architecture is user code; importing and calling it runs
             that code (the explicit opt-in). Files that carry their own architecture (family or
@@ -287,6 +295,8 @@ def load_model(path: str | Path, arch: str | None = None, output: int | None = N
     """
     if hf_folder_of(path) is not None:
         return load_hf_folder(path)
+    if _sharded_mal_folder(path):
+        return load_sharded_model(path, arch)
     p, kind = _check_input(path)
     if kind == "safetensors":
         header = read_safetensors_header(p)
@@ -335,6 +345,16 @@ def read_header(path: str | Path) -> ModelHeader:
     """
     if hf_folder_of(path) is not None:
         return ModelHeader(**read_hf_header(Path(path)))
+    if _sharded_mal_folder(path):
+        folder = Path(path).expanduser().resolve()
+        metadata, state = read_sharded(folder)  # memory-mapped: no tensor data is read
+        meta = decode_mal_metadata(folder / INDEX, metadata)
+        if meta is None:
+            raise ModelFileError(folder, "the index carries no mal_desktop metadata")
+        return ModelHeader(folder, "mal-safetensors", {k: tuple(v.shape) for k, v in state.items()},
+                           {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()},
+                           dict(meta.arch), meta.input_shape, meta.num_classes,
+                           dict(meta.provenance))
     p, kind = _check_input(path)
     if kind == "safetensors":
         header = read_safetensors_header(p)
