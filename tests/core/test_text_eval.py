@@ -240,3 +240,17 @@ def test_a_language_model_refuses_image_data_by_name(lm, tmp_path) -> None:
         evaluate_model(model, load_dataset(str(images)))
     result = run_job(eval_matrix_job([str(lm["lm0"])], [str(images)], cache_dir=tmp_path))
     assert "reads token ids" in result.cells[0].error
+
+
+def test_binary_files_and_text_without_its_prefix_are_refused_by_name(tmp_path) -> None:
+    binary = tmp_path / "program.txt"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256)))
+    with pytest.raises(DatasetError, match="program.txt: not a text file .*NUL bytes"):
+        load_dataset(f"text:{binary}")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9 au lait\n".encode("latin-1"))  # not UTF-8, still text
+    assert load_dataset(f"text:{latin}").text is not None
+    with pytest.raises(DatasetError, match=f"scored per token with text:{latin}"):
+        load_dataset(str(latin))
+    with pytest.raises(DatasetError, match=f"text:{tmp_path}"):
+        load_dataset(str(tmp_path))

@@ -102,6 +102,10 @@ def load_dataset(spec: str) -> Dataset:
     if spec.startswith(TEXT_PREFIX):
         return text_dataset(parse_text_spec(spec))
     path = Path(spec)
+    if path.suffix.lower() == ".txt" or (path.is_dir() and any(path.rglob("*.txt"))):
+        # np.load would call it "pickled data" and hint at unsafe loading
+        raise DatasetError(f"{path}: text is scored per token with text:{spec} (a .txt file or "
+                           "a folder of them)")
     if path.suffix == ".npz" or path.exists():
         return load_npz(path)
     raise DatasetError(f"unknown dataset {spec!r}: use one of {', '.join(available_datasets())}, "

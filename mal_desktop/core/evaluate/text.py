@@ -88,9 +88,15 @@ def _read_text(path: Path, budget: int) -> str:
         if size > budget:
             raise DatasetError(f"{path}: text datasets hold at most {MAX_TEXT_BYTES // 2**20} "
                                "MiB of text")
-        return path.read_bytes().decode("utf-8", errors="replace")
+        data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    # No text holds NUL bytes; executables, images and archives do. Scored as text they would
+    # give a perplexity of nothing. (Other bytes that are not UTF-8 are replaced: a Latin-1
+    # file stays readable.)
+    if b"\x00" in data:
+        raise DatasetError(f"{path}: not a text file (it holds NUL bytes: binary data)")
+    return data.decode("utf-8", errors="replace")
 
 
 def parse_text_spec(spec: str) -> TextCorpus:
