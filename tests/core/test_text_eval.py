@@ -254,3 +254,12 @@ def test_binary_files_and_text_without_its_prefix_are_refused_by_name(tmp_path) 
         load_dataset(str(latin))
     with pytest.raises(DatasetError, match=f"text:{tmp_path}"):
         load_dataset(str(tmp_path))
+
+
+def test_text_for_an_image_model_names_the_mismatch(small_zoo, tmp_path) -> None:
+    # not "it has no tokenizer.json", which sent the user looking for one
+    (tmp_path / "a.txt").write_text("def f(x):\n    return x + 1\n" * 20)
+    model = load_model(small_zoo.path_of("mlp-w32-s0"))
+    with pytest.raises(DatasetError, match="reads images or features, not token ids; dataset "
+                                           ".* is text"):
+        evaluate_model(model, load_dataset(f"text:{tmp_path / 'a.txt'}"))

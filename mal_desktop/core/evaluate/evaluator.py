@@ -353,6 +353,12 @@ def token_scores(model: LoadedModel, data: Dataset, split: str = "test",
     """
     assert data.text is not None
     corpus = data.text
+    if model.probe_dtype().is_floating_point:
+        # the tokenizer and vocabulary checks below would send an image model's user looking
+        # for a tokenizer the model cannot use
+        raise DatasetError(f"model {model.name} reads images or features, not token ids; "
+                           f"dataset {data.name} is text, for language models: choose an image "
+                           "or feature dataset")
     tokenizer = model_tokenizer(model.arch, model.name, corpus)
     context = corpus.context or int(model.input_shape[0])
     windows = token_windows(corpus, split, tokenizer, context)
