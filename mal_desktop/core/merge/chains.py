@@ -31,6 +31,7 @@ from ..progress import CancelToken, ProgressEvent
 from .plan import AssemblyStep
 
 State = dict[str, torch.Tensor]
+Pairs = tuple[dict[str, str], list[tuple[str, str]]]  # chain_pairs: space pairs, tensor pairs
 
 # Coordinate descent ends in local optima: a few seeded restarts, keeping the highest J, recover
 # permuted copies that a single run can miss (measured on the demo zoo's Mixer: 3 of 6 chain
@@ -65,7 +66,7 @@ class ChainSolve:
     prefix_bytes: int = 0  # the working copies a chain from the first layer would have needed
 
     def covers(self, space_pairs: dict[str, str]) -> bool:
-        return all(self.space_pairs.get(b) == t for b, t in space_pairs.items())
+        return _contains(self.space_pairs, space_pairs)
 
     @property
     def note(self) -> str:
@@ -99,10 +100,18 @@ class SharedChains:
         for done in self._solved.get(step.source, []):
             if step in done.served or (not done.start and done.covers(own_pairs)):
                 return done
-        upto, pairs = self._deepest(step, own_pairs, base_spec, donor_spec)
-        served = tuple(s for s in self._steps if s.source == step.source
-                       and (s == step or s.align == "chain")
-                       and _contains(pairs[0], _own_pairs(s, base_spec, donor_spec)))
+        # each chain of this donor's steps, computed once (a spec walk per step)
+        chains: dict[AssemblyStep, Pairs] = {step: chain_pairs(base_spec, donor_spec,
+                                                               step.base_layer, step.source_layer)}
+        for other in self._steps:
+            if other.source == step.source and other.align == "chain" and other not in chains:
+                try:
+                    chains[other] = chain_pairs(base_spec, donor_spec, other.base_layer,
+                                                other.source_layer)
+                except (AlignmentError, KeyError):
+                    pass  # its own alignment reports why
+        upto, pairs = _deepest(step, own_pairs, chains, base_spec)
+        served = tuple(s for s in self._steps if s in chains and _contains(pairs[0], chains[s][0]))
         start, needed = 0, _working_bytes(pairs[1], base_state, donor_state)
         if needed > CHAIN_WORKING_BYTES:
             start = _position(base_spec, min(served or (step,),
@@ -121,42 +130,23 @@ class SharedChains:
         self._solved.setdefault(step.source, []).append(solve)
         return solve
 
-    def _deepest(self, step: AssemblyStep, own_pairs: dict[str, str],
-                 base_spec: PermutationSpec, donor_spec: PermutationSpec
-                 ) -> tuple[tuple[str, str], tuple[dict[str, str], list[tuple[str, str]]]]:
-        """(base layer, donor layer) of the donor's deepest chain step whose pairs contain
-        ``own_pairs``, and its chain pairs; the step itself when no other one does."""
-        def depth(name: str, pairs: tuple[dict[str, str], list]) -> tuple[int, int]:
-            # a chain also takes the tensors whose every axis it pairs (up_proj and down_proj
-            # ride on gate_proj's spaces): on a tie the later layer names the solve
-            return len(pairs[1]), base_spec.layer(name).index
 
-        best = (step.base_layer, step.source_layer), chain_pairs(base_spec, donor_spec,
-                                                                  step.base_layer,
-                                                                  step.source_layer)
-        for other in self._steps:
-            if other.source != step.source or other.align != "chain" or other is step:
-                continue
-            try:
-                pairs = chain_pairs(base_spec, donor_spec, other.base_layer, other.source_layer)
-            except (AlignmentError, KeyError):
-                continue  # its own alignment reports why
-            if (_contains(pairs[0], own_pairs)
-                    and depth(other.base_layer, pairs) > depth(best[0][0], best[1])):
-                best = (other.base_layer, other.source_layer), pairs
-        return best
+def _deepest(step: AssemblyStep, own_pairs: dict[str, str], chains: dict[AssemblyStep, Pairs],
+             base_spec: PermutationSpec) -> tuple[tuple[str, str], Pairs]:
+    """(base layer, donor layer) of the deepest step in ``chains`` (step -> its chain pairs)
+    whose pairs contain ``own_pairs``, and its chain pairs; the step itself when no other does."""
+    def depth(other: AssemblyStep) -> tuple[int, int]:
+        # a chain also takes the tensors whose every axis it pairs (up_proj and down_proj ride
+        # on gate_proj's spaces): on a tie the later layer names the solve
+        return len(chains[other][1]), base_spec.layer(other.base_layer).index
+
+    best = max((other for other in chains if _contains(chains[other][0], own_pairs)),
+               key=depth, default=step)
+    return (best.base_layer, best.source_layer), chains[best]
 
 
-def _contains(pairs: dict[str, str], part: dict[str, str] | None) -> bool:
-    return part is not None and all(pairs.get(b) == t for b, t in part.items())
-
-
-def _own_pairs(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: PermutationSpec
-               ) -> dict[str, str] | None:
-    try:
-        return chain_pairs(base_spec, donor_spec, step.base_layer, step.source_layer)[0]
-    except (AlignmentError, KeyError):
-        return None
+def _contains(pairs: dict[str, str], part: dict[str, str]) -> bool:
+    return all(pairs.get(b) == t for b, t in part.items())
 
 
 def _position(spec: PermutationSpec, step: AssemblyStep) -> int:
