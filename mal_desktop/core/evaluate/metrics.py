@@ -49,13 +49,13 @@ def lambda_grid(n: int) -> list[float]:
     return [i / (n - 1) for i in range(n)]
 
 
-
 def perplexity_of(loss: float) -> float:
     """exp of a mean per-token cross-entropy: NaN stays NaN, and a loss past exp's range
     (about 709) gives inf."""
     if math.isnan(loss):
         return math.nan
     return math.exp(loss) if loss < 700 else math.inf
+
 
 @dataclass(frozen=True)
 class CurvePoint:

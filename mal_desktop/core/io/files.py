@@ -346,11 +346,7 @@ def read_header(path: str | Path) -> ModelHeader:
     if hf_folder_of(path) is not None:
         return ModelHeader(**read_hf_header(Path(path)))
     if _sharded_mal_folder(path):
-        folder = Path(path).expanduser().resolve()
-        metadata, state = read_sharded(folder)  # memory-mapped: no tensor data is read
-        meta = decode_mal_metadata(folder / INDEX, metadata)
-        if meta is None:
-            raise ModelFileError(folder, "the index carries no mal_desktop metadata")
+        folder, meta, state = _read_mal_shards(path)  # memory-mapped: no tensor data is read
         return ModelHeader(folder, "mal-safetensors", {k: tuple(v.shape) for k, v in state.items()},
                            {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()},
                            dict(meta.arch), meta.input_shape, meta.num_classes,
@@ -493,6 +489,18 @@ def load_sharded_model(folder: str | Path, arch: str | None = None) -> LoadedMod
     Raises:
         ModelFileError: not a mal sharded folder, or as ``load_model``.
     """
+    p, meta, state = _read_mal_shards(folder)
+    check_finite(p, state)
+    return _load_mal(p, meta, state, arch)
+
+
+def _read_mal_shards(folder: str | Path) -> tuple[Path, MalMetadata, dict[str, torch.Tensor]]:
+    """(resolved folder, mal metadata from the index, memory-mapped tensors) of a sharded folder
+    mal wrote.
+
+    Raises:
+        ModelFileError: no index, an index without mal's metadata, or as ``read_sharded``.
+    """
     p = Path(folder).expanduser().absolute()
     if not is_sharded_folder(p):
         raise ModelFileError(p, f"not a sharded model folder (no {INDEX})")
@@ -502,5 +510,4 @@ def load_sharded_model(folder: str | Path, arch: str | None = None) -> LoadedMod
     if meta is None:
         raise ModelFileError(p, "the index carries no mal_desktop metadata: open the folder as "
                                 "a Hugging Face model instead")
-    check_finite(p, state)
-    return _load_mal(p, meta, state, arch)
+    return p, meta, state
