@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--self-test", action="store_true",
                    help="check that permuting every space leaves the outputs unchanged")
+    p.add_argument("--headers", action="store_true",
+                   help="layers and spaces from the file headers alone, in seconds for a large "
+                        "model: no tensor data is read (no statistics, no NaN check)")
     _output_option(p)
     p.set_defaults(func=cmd_inspect)
 

@@ -23,11 +23,25 @@ def output_json(model) -> dict:
 
 
 def cmd_inspect(args) -> int:
+    import sys
+
+    from ..core.errors import MalError
     from ..core.graph.selftest import self_test
     from ..core.graph.tree import build_layer_tree
-    from ..core.io.files import load_model
+    from ..core.io.files import load_model, open_from_headers
 
-    model = load_model(args.model, args.arch, args.output)
+    model = None
+    if args.headers:
+        if args.self_test:
+            raise MalError("--self-test runs the model, so it needs the weights: leave out "
+                           "--headers")
+        model = open_from_headers(args.model, args.output)
+        if model is None:
+            sys.stderr.write(f"mal: note: {args.model}: its architecture comes with its tensors "
+                             "(a .pt2 program, a plain state dict or user code), so it is read "
+                             "whole\n")
+    if model is None:
+        model = load_model(args.model, args.arch, args.output)
     note_output(model, args)
     tree = build_layer_tree(model)
     obj = tree.to_json()
@@ -44,7 +58,8 @@ def cmd_inspect(args) -> int:
 
     def text() -> str:
         lines = [f"{args.model}: {model.form}, {tree.total_params:,} parameters, "
-                 f"input {tuple(model.input_shape)}, {model.num_classes} classes"]
+                 f"input {tuple(model.input_shape)}, {model.num_classes} classes"
+                 + ("" if tree.has_stats else " (from the headers: weights not read)")]
         shapes = {k: "x".join(map(str, v.shape)) for k, v in model.module.state_dict().items()}
 
         def side(axis) -> str:

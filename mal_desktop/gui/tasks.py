@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # heavy at run time; the functions import them in the worker
     from ..core.merge.plan import AssemblyPlan
     from ..core.evaluate.metrics import CurveResult
     from ..core.zoo.build import ZooIndex
+    from .workspace import ModelEntry
 
 Job = Generator[ProgressEvent, None, Any]
 
@@ -95,11 +96,33 @@ class LoadRequest:
     output: int | None = None
 
 
+@dataclass(frozen=True)
+class EarlyEntry:
+    """A progress payload of ``load_models_job``: an entry the window shows before the job
+    ends. First a large model built from its headers (``entry.weights_read`` False: module on
+    the meta device, no statistics), so its tree shows and steps can be planned while its
+    weights are read; then the loaded model, to take that preview's place at once rather than
+    when the other requested models are loaded too. ``role`` as in :class:`LoadRequest`."""
+
+    role: str
+    entry: "ModelEntry"
+
+
+# Models up to this many parameters load in about a second: a preview would only flash
+# (the bound above which discovery exports instead of running the model, graph/file_spec.py).
+PREVIEW_PARAMETERS = 50_000_000
+
+
 def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job:
     """Load each requested file and build its layer tree.
 
-    Returns a tuple of (role, ModelEntry) in request order. Raises ModelFileError (a MalError)
-    naming the file that cannot be read; nothing is returned for the others in that case.
+    A model above ``PREVIEW_PARAMETERS`` whose architecture its headers describe (a Hugging
+    Face folder, a mal file) is first built from the headers alone and sent as an
+    :class:`EarlyEntry` payload - its tree in seconds - before its weights are read, checked
+    and summarised (a minute for a 7B folder), then sent again loaded; discovery reuses the
+    spaces found for the preview (spec cache). Returns a tuple of (role, ModelEntry) in request order.
+    Raises ModelFileError (a MalError) naming the file that cannot be read; nothing is
+    returned for the others in that case.
     """
     from ..core.graph.tree import build_layer_tree
     from ..core.io.files import load_model
@@ -110,15 +133,45 @@ def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job
     for i, req in enumerate(requests):
         cancel.raise_if_cancelled()
         label = Path(req.path).name
-        yield ProgressEvent("load", i / n, f"Loading {label}\u2026")
+        yield ProgressEvent("load", i / n, f"Reading the headers of {label}\u2026")
+        preview = _header_entry(req)
+        if preview is not None:
+            yield ProgressEvent("load", (i + 0.1) / n, f"Reading the weights of {label}\u2026",
+                                payload=EarlyEntry(req.role, preview))
+        cancel.raise_if_cancelled()
         model = load_model(req.path, output=req.output)
         cancel.raise_if_cancelled()
         yield ProgressEvent("load", (i + 0.6) / n, f"Reading the layers of {label}\u2026")
         tree = build_layer_tree(model)
         loaded.append((req.role, ModelEntry(req.name, str(req.path), model, tree, req.output,
                                             _output_shapes(model))))
+        if preview is not None:
+            yield ProgressEvent("load", (i + 1) / n, f"Loaded {label}",
+                                payload=EarlyEntry(*loaded[-1]))
     yield ProgressEvent("load", 1.0, f"Loaded {len(loaded)} model{'s' if len(loaded) != 1 else ''}")
     return tuple(loaded)
+
+
+def _header_entry(req: LoadRequest) -> "ModelEntry | None":
+    """The entry of ``req``'s model built from its headers, when it is large enough to be worth
+    showing early and its headers describe it; None otherwise, and when the preview fails (the
+    weights' load then reports what is wrong, or finds the spaces by running the model)."""
+    import logging
+
+    from ..core.errors import MalError
+    from ..core.graph.tree import build_layer_tree
+    from ..core.io.files import open_from_headers
+    from .workspace import ModelEntry
+
+    try:
+        model = open_from_headers(req.path, req.output)
+        if model is None or sum(t.numel() for t in model.state().values()) <= PREVIEW_PARAMETERS:
+            return None
+        tree = build_layer_tree(model)
+    except MalError as exc:
+        logging.getLogger("mal_desktop.tasks").info("no preview of %s: %s", req.path, exc)
+        return None
+    return ModelEntry(req.name, str(req.path), model, tree, req.output, weights_read=False)
 
 
 def _output_shapes(model: "LoadedModel") -> tuple:

@@ -34,6 +34,9 @@ class ModelEntry:
     logits (the model was loaded with it); None: not chosen, the first is used (the plan then
     lists nothing for this model). output_shapes: per output, its shape without the batch axis
     (a size not known is None), to tell the user which output is which; empty when unknown.
+    weights_read: False for an entry built from the file's headers while its weights are read
+    (the module is on the meta device: the tree and pre-flight checks work, nothing can run
+    it); the loaded entry then takes its place.
     """
 
     name: str
@@ -42,6 +45,7 @@ class ModelEntry:
     tree: "LayerTree"
     output_choice: int | None = None
     output_shapes: tuple[tuple[int | None, ...] | None, ...] = ()
+    weights_read: bool = True
 
     @staticmethod
     def from_model(model: "LoadedModel", name: str | None = None) -> "ModelEntry":
@@ -239,6 +243,32 @@ class Workspace(QObject):
         else:
             self.zoo[entry.name] = entry  # in place: keeps its position in the zoo
             self._zoo_changed()
+
+    def take_back(self, role: str, shown: ModelEntry, old: ModelEntry | None) -> None:
+        """Stop showing ``shown``, an entry from a file's headers whose load failed or was
+        cancelled: ``old`` (the entry it replaced) comes back, or its place empties. Steps
+        added meanwhile stay (they read as not loaded). Nothing happens when ``shown`` is no
+        longer there."""
+        if self.entry(shown.name, role) is not shown:
+            return
+        if role == "base":
+            self.set_base(old)
+        elif old is not None:
+            self._swap_entry(role, old)
+        else:
+            self._take_zoo(shown.name)
+
+    def take_loaded(self, role: str, shown: ModelEntry, loaded: ModelEntry) -> None:
+        """Put ``loaded`` (the same model, its weights read) in place of ``shown``, an entry
+        from the file's headers; not undoable (a file operation). Nothing happens when
+        ``shown`` is no longer there."""
+        if self.entry(shown.name, role) is shown:
+            self._swap_entry(role, loaded)
+
+    def reading(self) -> list[str]:
+        """Names of the models whose weights are still being read (shown from their headers)."""
+        return [e.name for e in [self.base, *self.zoo.values()]
+                if e is not None and not e.weights_read]
 
     def entry(self, name: str, role: str) -> ModelEntry | None:
         """The entry of model ``name`` in ``role`` ("base" or "zoo"), or None."""

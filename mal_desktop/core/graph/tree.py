@@ -78,16 +78,31 @@ class LayerNode:
 
 @dataclass(frozen=True)
 class LayerTree:
-    """A model's layer tree plus the permutation spec it shows."""
+    """A model's layer tree plus the permutation spec it shows.
+
+    has_stats: the tensors' norm, mean and std were computed; False for a tree built from the
+    headers alone (they are NaN), which the weights' tree replaces once they are read.
+    """
 
     model_name: str
     root: LayerNode
     spec: PermutationSpec
     total_params: int
+    has_stats: bool = True
     _index: dict[str, LayerNode] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {node.path: node for node in self.root.walk()})
+
+    def same_layout(self, other: "LayerTree") -> bool:
+        """Same modules, tensors (keys, shapes, dtypes) and permutation spec as ``other``:
+        the trees differ at most in their statistics (a tree from the headers and the same
+        model's tree once its weights are read)."""
+        def layout(tree: LayerTree) -> list:
+            return [(n.path, n.kind, n.layer, n.repeat, [(t.key, t.shape, t.dtype, t.axes)
+                                                         for t in n.tensors])
+                    for n in tree.root.walk()]
+        return self.spec == other.spec and layout(self) == layout(other)
 
     def find(self, path: str) -> LayerNode | None:
         """The node at module ``path`` ("" is the root), or None."""
@@ -128,7 +143,8 @@ class LayerTree:
             **({"heads": _heads_json(self.spec.head_groups[s.id])}
                if s.id in self.spec.head_groups else {}),
         } for s in self.spec.spaces.values()]
-        return {"model": self.model_name, "total_params": self.total_params, "layers": layers,
+        return {"model": self.model_name, "total_params": self.total_params,
+                "statistics": self.has_stats, "layers": layers,
                 "spaces": spaces, "unsupported": list(self.spec.unsupported)}
 
 
@@ -289,7 +305,8 @@ def build_layer_tree(model: LoadedModel, spec: PermutationSpec | None = None,
 
     root = build("")
     total = sum(p.numel() for p in model.module.parameters())
-    return LayerTree(model.name, root, spec, total)
+    has_stats = stats and not any(t.is_meta for t in state.values())
+    return LayerTree(model.name, root, spec, total, has_stats)
 
 
 def _split_stacked_layers(spec: PermutationSpec, own: dict[str, dict[str, torch.Tensor]],

@@ -30,8 +30,8 @@ from ..errors import MalError, ModelFileError
 from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from .hashing import cached_file_sha256, file_sha256
 from .hf_config import build_module, config_of_arch, input_spec
-from .hf_folder import (FORM as HF_FORM, hf_folder_of, load_hf_folder, load_state_into_meta,
-                        read_hf_header, tied_state)
+from .hf_folder import (FORM as HF_FORM, complete_ties, hf_folder_of, load_hf_folder,
+                        load_state_into_meta, read_hf_header, tied_state)
 from .meta import tie_groups
 from .model import LoadedModel
 from .pt2_io import (check_output_choice, program_from_bytes, program_input_shape, program_module,
@@ -44,7 +44,8 @@ from .sharded import (DEFAULT_SHARD_BYTES, INDEX, check_folder_output, is_sharde
 from .state_dict_io import (attach_state, check_finite, check_shapes, check_weight_dtypes,
                             factory_with_state, load_state_into, torch_load_weights, unwrap_state)
 
-__all__ = ["ModelHeader", "load_model", "save_model", "read_header", "file_sha256",
+__all__ = ["ModelHeader", "load_model", "open_from_headers", "save_model", "read_header",
+           "file_sha256",
            "load_sharded_model",
            "atomic_write", "atomic_write_text", "atomic_write_bytes", "model_form"]
 
@@ -162,7 +163,11 @@ def _resolve_program(path: Path, arch: dict[str, Any]) -> Path:
 
 
 def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
-              arch_arg: str | None, output: int | None = None) -> LoadedModel:
+              arch_arg: str | None, output: int | None = None, weights: bool = True
+              ) -> LoadedModel:
+    """The model of a mal file or folder from its metadata and ``state``. weights: False when
+    ``state`` is the header's meta tensors (``open_from_headers``): the module stays on the
+    meta device; only family and Hugging Face architectures are built that way."""
     arch = meta.arch
     program = None
     outputs, output_index = 1, 0
@@ -180,7 +185,7 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
                 module = build_model(family, config)
             check_shapes(path, module.state_dict(), state, f"family {family!r}")
             attached = attach_state(path, module, state, f"family {family!r}")
-            if not attached:  # buffers no state carries: build for real
+            if not attached and weights:  # buffers no state carries: build for real
                 module = build_model(family, config)
         except ModelFileError:
             raise
@@ -189,7 +194,7 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         except Exception as exc:  # a config the family cannot build
             raise ModelFileError(path, f"cannot build family {family!r} from the stored config: "
                                        f"{type(exc).__name__}: {exc}") from None
-        if not attached:
+        if not attached and weights:
             load_state_into(path, module, state, f"family {family!r}")
     elif kind == "pt2":
         program_path = _resolve_program(path, arch)
@@ -217,8 +222,8 @@ def _load_mal(path: Path, meta: MalMetadata, state: dict[str, torch.Tensor],
         config = config_of_arch(path, arch)
         module = build_module(path, config, device="meta")
         groups = tie_groups(module)
-        load_state_into_meta(path, module, tied_state(path, groups, state), groups,
-                             f"architecture {arch['class']}")
+        state = tied_state(path, groups, state) if weights else complete_ties(groups, state)
+        load_state_into_meta(path, module, state, groups, f"architecture {arch['class']}")
         _, _, input_dtype, id_range = input_spec(path, module, config)
         return LoadedModel(module=module, arch=dict(arch), input_shape=meta.input_shape,
                            num_classes=meta.num_classes, form="mal-safetensors", path=path,
@@ -328,6 +333,38 @@ def load_model(path: str | Path, arch: str | None = None, output: int | None = N
     state = unwrap_state(p, torch_load_weights(p, mmap=True))
     check_finite(p, state)
     return _load_plain(p, state, arch, {}, output)
+
+
+def open_from_headers(path: str | Path, output: int | None = None) -> LoadedModel | None:
+    """The model of ``path`` built from its headers alone, no tensor data read: its module
+    lives on the meta device (shapes and dtypes as stored, no values), enough for the layer
+    tree, discovery of its permutation spaces and pre-flight checks while the weights load.
+
+    Hugging Face folders and mal files or folders whose architecture is a family or a
+    Hugging Face class are built this way (seconds for a 7B-class folder). Returns None for
+    the forms whose architecture comes with the tensors or from user code (.pt2 programs, plain
+    state dicts, user factories): only ``load_model`` opens those.
+    Raises:
+        ModelFileError: what ``read_header`` refuses, and weights that do not fit the
+            architecture (``load_model`` would refuse them too).
+    """
+    if hf_folder_of(path) is not None:
+        return load_hf_folder(path, weights=False)
+    if _sharded_mal_folder(path):
+        p, meta, mapped = _read_mal_shards(path)  # memory-mapped: no tensor data is read
+        state = {k: torch.empty_like(v, device="meta") for k, v in mapped.items()}
+    else:
+        p, kind = _check_input(path)
+        if kind != "safetensors":
+            return None
+        header = read_safetensors_header(p)
+        meta = decode_mal_metadata(p, header.metadata)
+        if meta is None:
+            return None
+        state = header.meta_tensors()
+    if meta.arch.get("kind") not in ("family", "hf"):
+        return None
+    return _load_mal(p, meta, state, None, output, weights=False)
 
 
 def read_header(path: str | Path) -> ModelHeader:

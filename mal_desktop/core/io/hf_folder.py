@@ -264,9 +264,13 @@ def load_state_into_meta(where: Path, module: nn.Module, state: dict[str, torch.
     return module.eval()
 
 
-def load_hf_folder(path: str | Path) -> LoadedModel:
+def load_hf_folder(path: str | Path, weights: bool = True) -> LoadedModel:
     """Open a Hugging Face model folder (or its config.json) as a runnable model.
 
+    weights: False builds it from the headers alone (``files.open_from_headers``): the
+        parameters stay on the meta device with the stored shapes and dtypes, no tensor is read
+        and nothing is checked for NaN; only the rotary tables the folder does not store are
+        computed.
     Returns:
         The model in eval mode (``module(ids) -> logits``), form "hf-folder", path the folder,
         ``folder_files`` the files its content hash covers (computed when first asked for:
@@ -278,9 +282,14 @@ def load_hf_folder(path: str | Path) -> LoadedModel:
     """
     folder = _open(Path(path).expanduser())
     what = f"architecture {type(folder.module).__name__}"
-    state = _map_tensors(folder.weights)
-    check_finite(folder.path, state)
-    state = tied_state(folder.path, folder.groups, state)
+    if weights:
+        state = _map_tensors(folder.weights)
+        check_finite(folder.path, state)
+        state = tied_state(folder.path, folder.groups, state)
+    else:
+        held = {k: t for f in folder.weights.files
+                for k, t in folder.weights.headers[f].meta_tensors().items()}
+        state = complete_ties(folder.groups, held)
     module = load_state_into_meta(folder.path, folder.module, state, folder.groups, what)
     input_shape, num_classes, input_dtype, id_range = input_spec(folder.path, module,
                                                                  folder.config)

@@ -66,6 +66,12 @@ class SafetensorsHeader:
     metadata: dict[str, str]
     data_start: int
 
+    def meta_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor as the header declares it, on the meta device: shapes and dtypes, no
+        data (a model built from headers alone)."""
+        return {k: torch.empty(e.shape, dtype=getattr(torch, e.dtype), device="meta")
+                for k, e in self.tensors.items()}
+
 
 @dataclass(frozen=True)
 class MalMetadata:

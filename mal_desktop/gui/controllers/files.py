@@ -7,11 +7,11 @@ File contents are read in the worker (``tasks.load_models_job``); only small JSO
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QFileDialog, QWidget
@@ -29,6 +29,9 @@ from ..job_queue import JobQueue
 from ..log import report_error, report_exception
 from ..settings import Settings
 from .session import SessionController
+
+if TYPE_CHECKING:  # the workspace imports the engine's plan (torch): not at start-up
+    from ..workspace import ModelEntry
 
 LOG = logging.getLogger("mal_desktop.files")
 MODEL_SUFFIXES = (".safetensors", ".pt2", ".pt", ".pth", ".bin")
@@ -61,6 +64,17 @@ _DEMOS = {
                       "log of the perplexity): drag a layer from a zoo tab onto a base layer, "
                       "or press Run (F5) for the example step"),
 }
+
+
+@dataclass
+class _EarlyEntries:
+    """What one load showed before it ended (tasks.EarlyEntry), by (role, file): previews
+    still standing, with the entry each replaced (None: none), and models loaded in their
+    place."""
+
+    previews: dict[tuple[str, str], tuple[ModelEntry, ModelEntry | None]] = field(
+        default_factory=dict)
+    loaded: dict[tuple[str, str], ModelEntry] = field(default_factory=dict)
 
 
 def _model_folder(path: str) -> Path | None:
@@ -186,20 +200,58 @@ class FilesController(QObject):
             self.load_models(requests)
 
     def load_models(self, requests: list[tasks.LoadRequest]) -> None:
-        """Load model files in the worker, then add them to the workspace."""
+        """Load model files in the worker, then add them to the workspace. A large model's
+        tree shows as soon as its headers are read, and the loaded model takes its place as
+        soon as its weights are (:class:`tasks.EarlyEntry`); a failed or cancelled load takes
+        back the previews still standing."""
         n = len(requests)
         name = f"Loading {Path(requests[0].path).name}" if n == 1 else f"Loading {n} models"
+        early = _EarlyEntries()
         self.jobs.submit(partial(tasks.load_models_job, requests=tuple(requests)), name,
-                         partial(self._models_loaded, [r.path for r in requests]))
+                         partial(self._models_loaded, [r.path for r in requests], early),
+                         partial(self._previews_taken_back, early),
+                         partial(self._show_early, early))
 
-    def _models_loaded(self, paths: list[str], entries: tuple) -> None:
-        self._apply_entries(entries)
+    def _show_early(self, early: "_EarlyEntries", event: Any) -> None:
+        if not isinstance(event.payload, tasks.EarlyEntry):
+            return
+        role, entry = event.payload.role, event.payload.entry
+        ws = self.session.install_workspace()
+        key = (role, entry.path_text)
+        if entry.weights_read:  # the loaded model takes its preview's place (and name)
+            preview, _ = early.previews.pop(key)
+            entry = replace(entry, name=preview.name)
+            ws.take_loaded(role, preview, entry)
+            early.loaded[key] = entry
+            self.session.mark_dirty()
+            return
+        if role == "base":
+            old = ws.base
+            ws.set_base(entry)
+        else:
+            old = ws.zoo.get(entry.name)  # replaced when it is the same file (a reload)
+            entry = ws.add_zoo(entry)
+            if entry.name != event.payload.entry.name:  # another file has the name: beside it
+                old = None
+        early.previews[key] = (entry, old)
+        self._say(f"{entry.name}: layers read from the headers; reading its weights\u2026", 0)
+
+    def _previews_taken_back(self, early: "_EarlyEntries") -> None:
+        ws = self.session.workspace
+        for (role, _), (entry, old) in reversed(list(early.previews.items())):
+            if ws is not None:
+                ws.take_back(role, entry, old)
+
+    def _models_loaded(self, paths: list[str], early: "_EarlyEntries", entries: tuple) -> None:
+        kept = self._apply_entries(tuple((role, e) for role, e in entries
+                                         if (role, e.path_text) not in early.loaded))
         for p in paths:
             self.settings.add_recent_file(p)
         self.recentChanged.emit()
         self.session.mark_dirty()
-        names = [e.name for _, e in entries]
-        several = [e for _, e in entries if e.outputs > 1]
+        shown = [*early.loaded.values(), *kept]  # under the names the workspace gave them
+        names = [e.name for e in shown]
+        several = [e for e in shown if e.outputs > 1]
         if several:  # the first output is a guess: say so where the user looks
             e = several[0]
             self._say(f"Opened {', '.join(names)}. {e.name} returns {e.outputs} outputs; output "
@@ -243,13 +295,18 @@ class FilesController(QObject):
         self._say(f"{entry.name}: output {entry.output_index} is the logits "
                   f"({entry.model.num_classes} classes)")
 
-    def _apply_entries(self, entries: tuple) -> None:
+    def _apply_entries(self, entries: tuple) -> list[ModelEntry]:
+        """Put loaded entries in the workspace; returns them as kept (a zoo name may have
+        got a suffix)."""
         ws = self.session.install_workspace()
+        kept = []
         for role, entry in entries:
             if role == "base":
                 ws.set_base(entry)
             else:
-                ws.add_zoo(entry)
+                entry = ws.add_zoo(entry)
+            kept.append(entry)
+        return kept
 
     @Slot()
     def new_project(self) -> None:

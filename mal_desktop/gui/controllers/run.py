@@ -71,9 +71,11 @@ class RunController(QObject):
         session.stateChanged.connect(self._sync_outputs)
 
     def can_run(self) -> bool:
-        """A base model and at least one step: something to assemble."""
+        """A base model and at least one step: something to assemble; and every model's
+        weights read (a model shown from its headers cannot run yet)."""
         ws = self.session.workspace
-        return ws is not None and ws.base is not None and bool(ws.plan.steps)
+        return ws is not None and ws.base is not None and bool(ws.plan.steps) \
+            and not ws.reading()
 
     @Slot()
     def forget(self) -> None:
@@ -110,10 +112,14 @@ class RunController(QObject):
     def run(self) -> None:
         """Assemble the plan and compute the curve of the selected step (the last one when none
         is selected) in the worker."""
+        ws = self.session.workspace
+        if ws is not None and ws.reading():
+            self.message.emit(f"Run waits for the weights of {', '.join(ws.reading())}: they "
+                              "are still being read", 6000)
+            return
         if not self.can_run():
             self.message.emit("Run needs a base model and at least one step", 6000)
             return
-        ws = self.session.workspace
         if ws.selected_step < 0:  # Run shows its step: make it the selected one
             ws.select_step(len(ws.plan.steps) - 1)
         index = ws.selected_step

@@ -63,18 +63,26 @@ def stat_text(value: float) -> str:
     return f"{value:.3e}"
 
 
+STATS_PENDING_HELP = ("The tree was read from the file's headers, so it shows before the "
+                      "weights: their norm, mean and std appear once they are read.")
+
+
 class LayerText:
     """The words of one model's layer tree.
 
     Parameters: spec - the model's permutation spec (space sizes, fixed spaces); role - "zoo"
-    or "base" (the tooltips say what to drag or drop); model_name - names the root module.
-    The ``used`` arguments map a layer path to the numbers of the plan steps using it.
+    or "base" (the tooltips say what to drag or drop); model_name - names the root module;
+    has_stats - False while the tree comes from the headers (the statistics say they are
+    being read). The ``used`` arguments map a layer path to the numbers of the plan steps
+    using it.
     """
 
-    def __init__(self, spec: PermutationSpec, role: str, model_name: str) -> None:
+    def __init__(self, spec: PermutationSpec, role: str, model_name: str,
+                 has_stats: bool = True) -> None:
         self.spec = spec
         self.role = role
         self.model_name = model_name
+        self.has_stats = has_stats
 
     def space(self, space_id: str | None) -> str:
         """'hidden0 (64)', 'input (784, fixed)', or a dash for no space (fixed: see
@@ -122,6 +130,8 @@ class LayerText:
                 return ("follows " + ", ".join(self.space(s) for s in spaces)
                         if spaces else "")
             return ""
+        if col == COL_STATS and tensor is not None and not self.has_stats:
+            return "reading the weights\u2026"
         if col == COL_STATS and tensor is not None:
             return (f"\u2016\u00b7\u2016 {stat_text(tensor.norm)}   \u03bc {stat_text(tensor.mean)}"
                     f"   \u03c3 {stat_text(tensor.std)}")
@@ -180,6 +190,8 @@ class LayerText:
             lines.append(SPACE_HELP)
             if "fixed" in self.display(row, col, tensor, used):
                 lines.append(FIXED_HELP)
+        elif col == COL_STATS and tensor is not None and not self.has_stats:
+            lines.append(STATS_PENDING_HELP)
         elif col == COL_STATS and tensor is not None:
             # The numbers as the column shows them: one format everywhere.
             lines.append(f"norm {stat_text(tensor.norm)}, mean {stat_text(tensor.mean)}, "

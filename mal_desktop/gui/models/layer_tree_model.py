@@ -85,7 +85,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         self.role = role
         self.model_name = model_name or tree.model_name
         self._ws = workspace
-        self.text = LayerText(tree.spec, role, self.model_name)
+        self.text = LayerText(tree.spec, role, self.model_name, tree.has_stats)
         self._items: list[_Item] = []
         self._top: list[int] | None = None
         self._by_path: dict[str, int] = {}  # node path -> item id (materialised rows only)
@@ -94,6 +94,31 @@ class QtLayerTreeModel(QAbstractItemModel):
         if workspace is not None:
             self._listener = subscribe_weakly(workspace.plan, self, "_on_plan_change")
             self._recompute_used()
+
+    def fill_in(self, tree: "LayerTree") -> bool:
+        """Show ``tree`` - the same model's tree once its weights are read - in place of the
+        one from its headers: the rows stay (with what the view expanded and selected) and
+        the statistics column repaints. Returns False, changing nothing, when the layouts
+        differ (the caller then builds a new model)."""
+        if not tree.same_layout(self.tree):
+            return False
+        self.tree = tree
+        self.text = LayerText(tree.spec, self.role, self.model_name, tree.has_stats)
+        for item in self._items:
+            if item.node is not None:
+                item.node = tree.find(item.node.path)
+            else:
+                item.owner = tree.find(item.owner.path) if item.owner is not None else None
+                item.tensor = next(t for t in item.owner.tensors if t.key == item.tensor.key)
+        parents = ([-1] if self._top is not None else []) + [
+            i for i, item in enumerate(self._items) if item.children]
+        for parent in parents:
+            rows = self._children_of(parent)
+            top = QModelIndex() if parent < 0 else \
+                self.createIndex(self._items[parent].row, 0, parent)
+            self.dataChanged.emit(self.index(0, COL_STATS, top),
+                                  self.index(len(rows) - 1, COL_STATS, top))
+        return True
 
     # -- lazy structure ------------------------------------------------------------------------
     def _children_of(self, item_id: int) -> list[int]:

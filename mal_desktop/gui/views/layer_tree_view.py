@@ -274,9 +274,20 @@ class LayerTreePane(QWidget):
     @Slot()
     def _on_models_changed(self) -> None:
         entry = self._resolve()
-        if entry is not self.entry or (entry is not None and self.model is None):
+        if self._filled_in(entry):
+            self.entry = entry
+            self._show_title(entry)
+        elif entry is not self.entry or (entry is not None and self.model is None):
             self.set_entry(entry)
         self.output_choice.set_entry(entry)  # also puts back a pick that did not happen
+
+    def _filled_in(self, entry: ModelEntry | None) -> bool:
+        """``entry`` is the shown model, loaded now that its weights are read, and the tree
+        model took its statistics in place (rows, expansion and selection kept)."""
+        shown = self.entry
+        return (entry is not None and shown is not None and entry is not shown
+                and not shown.weights_read and entry.path_text == shown.path_text
+                and self.model is not None and self.model.fill_in(entry.tree))
 
     # -- content ---------------------------------------------------------------------------------
     def set_entry(self, entry: ModelEntry | None) -> None:
@@ -297,11 +308,7 @@ class LayerTreePane(QWidget):
             self.model = QtLayerTreeModel(entry.tree, self.role, entry.name, self._ws, self)
             self.model.dropHint.connect(self.dropHint)
             self.proxy.setSourceModel(self.model)
-            n_layers = sum(1 for n in entry.tree.root.walk() if n.layer is not None)
-            self.title.setText(
-                f"<b>{entry.name}</b> &nbsp;<span style='color:gray'>{self.role} \u00b7 "
-                f"{entry.tree.total_params:,} parameters \u00b7 {n_layers} weight layers</span>")
-            self.title.setToolTip(entry.path_text or "in memory")
+            self._show_title(entry)
             self.view.placeholder = ""
             self._setup_columns()
             self.expand_default()
@@ -309,6 +316,15 @@ class LayerTreePane(QWidget):
         if old is not None:
             old.deleteLater()
         self.view.viewport().update()
+
+    def _show_title(self, entry: ModelEntry) -> None:
+        n_layers = sum(1 for n in entry.tree.root.walk() if n.layer is not None)
+        reading = "" if entry.weights_read else " \u00b7 reading the weights\u2026"
+        self.title.setText(
+            f"<b>{entry.name}</b> &nbsp;<span style='color:gray'>{self.role} \u00b7 "
+            f"{entry.tree.total_params:,} parameters \u00b7 {n_layers} weight layers"
+            f"{reading}</span>")
+        self.title.setToolTip(entry.path_text or "in memory")
 
     def _setup_columns(self) -> None:
         header = self.view.header()
