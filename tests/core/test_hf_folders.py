@@ -340,6 +340,36 @@ def test_plan_on_folders_assembles_saves_as_shards_and_reloads(tmp_path: Path) -
         assert torch.equal(again.module(ids()), merged.module(ids()))
 
 
+@pytest.mark.parametrize("shard_bytes", [None, 3000])
+def test_a_merge_of_folders_saved_as_a_folder_loads_in_transformers(
+        tmp_path: Path, shard_bytes: int | None) -> None:
+    """``--out NAME`` with a Hugging Face base writes a model folder (config, tokenizer,
+    weights) that transformers' own ``from_pretrained`` loads to the same logits, and that mal
+    reopens with the merge's provenance."""
+    from mal_desktop.core.jobs import assemble_job
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.progress import run_job
+
+    base, _ = write_llama(tmp_path / "base", seed=0)
+    (base / "tokenizer.json").write_text('{"model": {"type": "BPE"}}', encoding="utf-8")
+    donor, _ = write_llama(tmp_path / "donor", seed=1)
+    layer = "model.layers.1.mlp.down_proj"
+    plan = AssemblyPlan(base=str(base), zoo={"d": str(donor)},
+                        steps=[AssemblyStep("d", layer, layer, 0.5, "chain")])
+    merged = run_job(assemble_job(plan)).model
+    folder = save_model(merged, tmp_path / "merged", max_shard_bytes=shard_bytes or 2**40)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "tokenizer.json"} <= names
+    assert ("model.safetensors" in names) == (shard_bytes is None)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    with torch.no_grad():
+        assert torch.allclose(hf(ids()).logits, merged.module(ids()), atol=1e-6)
+    again = load_model(folder)
+    assert again.form == "hf-folder" and again.metadata["kind"] == "assembly"
+    assert again.metadata["plan"]["steps"][0]["base_layer"] == layer
+    assert all(torch.equal(again.state()[k], v) for k, v in merged.state().items())
+
+
 def test_a_user_folder_is_never_replaced_by_a_model_folder(tmp_path: Path) -> None:
     """The one folder writer replaces a folder only when it holds model files alone."""
     from mal_desktop.core.io.hf_write import save_hf_folder

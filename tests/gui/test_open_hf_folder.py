@@ -49,3 +49,43 @@ def test_folders_open_as_base_and_zoo(qtbot, session: SessionController, jobs: J
     assert ws.base.model.form == "hf-folder"
     layers = {n.layer.name for n in ws.base.tree.root.walk() if n.layer is not None}
     assert "model.layers.0.mlp.down_proj" in layers
+
+
+def test_a_merge_of_folders_exports_as_a_folder_transformers_loads(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export Merged Model offers a model folder first when the base is a Hugging Face folder;
+    what it writes loads in transformers."""
+    import transformers
+    from PySide6.QtWidgets import QFileDialog
+
+    from mal_desktop.core.merge.plan import AssemblyStep
+    from mal_desktop.gui.controllers import run as run_module
+    from mal_desktop.gui.controllers.run import EXPORT_FILTERS, RunController, merged_target
+
+    a, b = _folder(tmp_path / "llama-a", 0), _folder(tmp_path / "llama-b", 1)
+    files = FilesController(session, jobs, settings)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(a), str(b)])
+    ws = session.workspace
+    layer = "model.layers.0.mlp.down_proj"
+    assert ws.add_step(AssemblyStep("llama-b", layer, layer, 0.5)).ok
+    runs = RunController(session, jobs)
+    asked: list[tuple] = []
+    out = tmp_path / "merged"
+
+    def answer(parent, title, start, filters, selected):
+        asked.append((Path(start).name, filters.split(";;"), selected))
+        return str(out), EXPORT_FILTERS[1]
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", answer)
+    assert run_module.QFileDialog is QFileDialog
+    with qtbot.waitSignal(jobs.jobEnded, timeout=60000):
+        runs.choose_merged_output()
+    assert asked == [("llama-a-merged", list(EXPORT_FILTERS), EXPORT_FILTERS[1])]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+    assert hf.config.hidden_size == CONFIG["hidden_size"]
+    # the file type decides the name: a file gets its extension, a folder keeps the name
+    assert merged_target("/x/m", EXPORT_FILTERS[0]) == "/x/m.safetensors"
+    assert merged_target("/x/m", EXPORT_FILTERS[1]) == "/x/m"
+    assert merged_target("/x/m.safetensors", EXPORT_FILTERS[1]) == "/x/m.safetensors"

@@ -30,6 +30,7 @@ from ..errors import MalError, ModelFileError
 from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from .hashing import cached_file_sha256, file_sha256
 from .hf_config import build_module, config_of_arch, input_spec
+from .hf_write import save_hf_folder
 from .hf_folder import (FORM as HF_FORM, complete_ties, hf_folder_of, load_hf_folder,
                         load_state_into_meta, read_hf_header, tied_state)
 from .meta import tie_groups
@@ -452,7 +453,9 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
         model: the model to save.
         path: the target .safetensors file, or a name without extension for a sharded folder
             (``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``, see
-            sharded.py); its parent folder must exist. An existing file or model folder is
+            sharded.py) - for a Hugging Face architecture a model folder transformers loads
+            (config.json, tokenizer.json, the weights; mal's metadata in their headers); its
+            parent folder must exist. An existing file or model folder is
             replaced atomically - unless the model was loaded from it, which is refused.
         metadata: provenance entries added to (and overriding) the model's own.
         max_shard_bytes: the largest shard of a sharded folder.
@@ -492,6 +495,8 @@ def save_model(model: LoadedModel, path: str | Path, metadata: dict | None = Non
         if target.suffix.lower() == ".safetensors":
             atomic_write(target, lambda tmp: write_safetensors(tmp, tensors, encoded,
                                                                pages.release))
+        elif model.arch["kind"] == "hf":  # a folder transformers loads, carrying mal's metadata
+            save_hf_folder(model, target, max_shard_bytes, encoded, pages.release)
         else:
             write_sharded(target, tensors, encoded, max_shard_bytes, pages.release)
     except OSError as exc:

@@ -29,7 +29,7 @@ from .hashing import folder_files_sha256
 from .hf_config import build_module, hf_arch, input_spec, materialise_buffers, read_config_file
 from .meta import retie, tie_groups
 from .model import LoadedModel
-from .safetensors_io import SafetensorsHeader, read_safetensors_header
+from .safetensors_io import SafetensorsHeader, decode_mal_metadata, read_safetensors_header
 from .sharded import read_index
 from .state_dict_io import check_finite, check_shapes, check_weight_dtypes
 
@@ -296,7 +296,13 @@ def load_hf_folder(path: str | Path, weights: bool = True) -> LoadedModel:
     # no hash here: the folder's (LoadedModel.content_sha256) and the tokenizer's (recorded
     # when a model is saved) are computed when first needed, like a plain file's
     arch = hf_arch(type(module).__name__, folder.config, _tokenizer(folder.path), None)
+    # a folder mal wrote (a merge) carries its provenance and spec in the weights' headers;
+    # config.json alone says what the architecture is
+    stored = decode_mal_metadata(folder.weights.files[0],
+                                 folder.weights.headers[folder.weights.files[0]].metadata)
+    metadata = {"name": folder.path.name, **(stored.provenance if stored else {})}
     return LoadedModel(module=module, arch=arch, input_shape=input_shape,
                        num_classes=num_classes, form=FORM, path=folder.path,
-                       metadata={"name": folder.path.name}, input_dtype=input_dtype,
-                       input_range=id_range, folder_files=folder_files(folder.weights))
+                       metadata=metadata, input_dtype=input_dtype, input_range=id_range,
+                       folder_files=folder_files(folder.weights),
+                       stored_spec=stored.spec if stored else None)

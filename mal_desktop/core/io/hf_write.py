@@ -28,7 +28,7 @@ from .sharded import write_sharded
 def write_hf_folder(folder: str | Path, state: Mapping[str, torch.Tensor],
                     config: Mapping[str, Any], *, tokenizer: str | Path | None = None,
                     tied: Sequence[Sequence[str]] = (), max_shard_bytes: int | None = None,
-                    metadata: Mapping[str, str] | None = None) -> Path:
+                    metadata: Mapping[str, str] | None = None, after_tensor=None) -> Path:
     """Write a model folder atomically (replacing an existing one).
 
     Parameters:
@@ -40,6 +40,7 @@ def write_hf_folder(folder: str | Path, state: Mapping[str, torch.Tensor],
         max_shard_bytes: split the weights into shards of at most this size with an index;
             None writes one ``model.safetensors``.
         metadata: string metadata stored in every shard's header ("format": "pt" is added).
+        after_tensor: called with each tensor once written (to hand back mapped pages).
     Returns:
         The folder.
     Raises:
@@ -55,15 +56,19 @@ def write_hf_folder(folder: str | Path, state: Mapping[str, torch.Tensor],
         extra[TOKENIZER_NAME] = Path(tokenizer)
     try:
         return write_sharded(target, tensors, {"format": "pt", **dict(metadata or {})},
-                             max_shard_bytes, single_file=WEIGHTS_NAME, extra_files=extra)
+                             max_shard_bytes, after_tensor, single_file=WEIGHTS_NAME,
+                             extra_files=extra)
     except OSError as exc:
         raise ModelFileError(target, f"cannot write: {exc.strerror or exc}") from None
 
 
 def save_hf_folder(model: LoadedModel, folder: str | Path,
-                   max_shard_bytes: int | None = None) -> Path:
+                   max_shard_bytes: int | None = None, metadata: Mapping[str, str] | None = None,
+                   after_tensor=None) -> Path:
     """Save a model with a Hugging Face architecture (``arch["kind"] == "hf"``) as a model
-    folder: its config (with ``architectures``), weights and tokenizer.
+    folder: its config (with ``architectures``), weights and tokenizer. ``metadata`` and
+    ``after_tensor`` as in :func:`write_hf_folder` (``files.save_model`` stores mal's
+    provenance there, which transformers ignores).
 
     Raises:
         ModelFileError: not a Hugging Face architecture, the target is the model's own input
@@ -84,4 +89,5 @@ def save_hf_folder(model: LoadedModel, folder: str | Path,
     if tokenizer is not None and not Path(tokenizer).is_file():
         tokenizer = None
     return write_hf_folder(target, model.state(), config, tokenizer=tokenizer,
-                           tied=tie_groups(model.module), max_shard_bytes=max_shard_bytes)
+                           tied=tie_groups(model.module), max_shard_bytes=max_shard_bytes,
+                           metadata=metadata, after_tensor=after_tensor)

@@ -40,6 +40,19 @@ class LiveRun:
         return signature(self.steps, self.index)
 
 
+EXPORT_FILTERS = ("Safetensors file (*.safetensors)",
+                  "Model folder \u2014 a Hugging Face folder for a Hugging Face base, else shards "
+                  "(*)")
+
+
+def merged_target(name: str, chosen_filter: str) -> str:
+    """Where the export dialog's answer saves: a file named without extension gets
+    ``.safetensors`` unless the folder type was chosen (then it names the folder)."""
+    if chosen_filter != EXPORT_FILTERS[1] and not name.endswith(".safetensors"):
+        return name + ".safetensors"
+    return name
+
+
 class RunController(QObject):
     """Run (F5) and Export Merged Model.
 
@@ -163,17 +176,19 @@ class RunController(QObject):
 
     @Slot()
     def choose_merged_output(self) -> None:
-        """Ask where to save the merged model, then export it."""
+        """Ask where to save the merged model - a .safetensors file, or a model folder (the
+        choice for a Hugging Face base: transformers loads it) - then export it."""
         if not self.can_run():
             return
         base = self.session.workspace.base
-        start = str(Path(self.session.settings.last_dir) / f"{base.name}-merged.safetensors")
-        file, _ = QFileDialog.getSaveFileName(self.dialog_parent, "Export Merged Model", start,
-                                              "Safetensors (*.safetensors)")
+        folder = base.model.form == "hf-folder"
+        start = Path(self.session.settings.last_dir) / (
+            f"{base.name}-merged" + ("" if folder else ".safetensors"))
+        file, chosen = QFileDialog.getSaveFileName(
+            self.dialog_parent, "Export Merged Model", str(start), ";;".join(EXPORT_FILTERS),
+            EXPORT_FILTERS[1 if folder else 0])
         if file:
-            if not file.endswith(".safetensors"):
-                file += ".safetensors"
-            self.export_merged(Path(file))
+            self.export_merged(Path(merged_target(file, chosen)))
 
     def export_merged(self, out: Path) -> None:
         """Assemble the plan and save the merged model (with provenance) to ``out``."""
