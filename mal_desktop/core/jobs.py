@@ -137,7 +137,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         yield ProgressEvent("align", i / n, f"step {i + 1}/{n}: aligning {step.label}")
         alignment: StepAlignment = yield from sub_job(
             align_step(step, state, base_spec, donor_state, donor_spec, cancel=cancel,
-                       chains=chains), i / n, (i + 0.9) / n)
+                       chains=chains), i / n, (i + 0.9) / n, f"step {i + 1}/{n}: ")
         before = state
         state = merge_step(step, alignment, state, base_spec, donor_state, donor_spec, seed=i)
         base_keys, donor_keys = step_tensors(step, base_spec, donor_spec)
@@ -210,16 +210,18 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
         donor_state, donor_spec = cache.model(donor_path).state(), cache.spec(donor_path)
         check_step_fits(step, state, base_spec, donor_state, donor_spec, f"step {i + 1}")
         if i < step_index:
-            alignment = run_job(align_step(step, state, base_spec, donor_state, donor_spec,
-                                           cancel=cancel, chains=chains))
+            alignment = yield from sub_job(
+                align_step(step, state, base_spec, donor_state, donor_spec, cancel=cancel,
+                           chains=chains), 0.0, 0.0, f"step {i + 1} (before the curve's): ")
             state = merge_step(step, alignment, state, base_spec, donor_state, donor_spec, seed=i)
     step = plan.steps[step_index]
     donor_path = plan.zoo[step.source]
     donor_state, donor_spec = cache.model(donor_path).state(), cache.spec(donor_path)
     yield ProgressEvent("align", 0.0, f"aligning {step.label}")
     mode = step.align if step.align != "none" else "chain"
-    aligned = run_job(align_step(step, state, base_spec, donor_state, donor_spec,
-                                 mode, cancel, chains))
+    aligned = yield from sub_job(align_step(step, state, base_spec, donor_state, donor_spec,
+                                            mode, cancel, chains), 0.0, 0.0,
+                                 f"step {step_index + 1}: ")
     naive = run_job(align_step(step, state, base_spec, donor_state, donor_spec, "none", cancel))
     prefix = state
 

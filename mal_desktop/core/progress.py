@@ -86,8 +86,9 @@ def map_events(job: Job[T], transform: Callable[[ProgressEvent], ProgressEvent])
         job.close()
 
 
-def sub_job(job: Job[T], start: float, end: float) -> Job[T]:
-    """Re-yield the events of ``job`` with fractions mapped into [start, end]; return its result.
+def sub_job(job: Job[T], start: float, end: float, prefix: str = "") -> Job[T]:
+    """Re-yield the events of ``job`` with fractions mapped into [start, end] and ``prefix``
+    before each message (which step of a plan is running); return its result.
 
     An unknown fraction (NaN) stays unknown.
     """
@@ -95,7 +96,7 @@ def sub_job(job: Job[T], start: float, end: float) -> Job[T]:
         frac = event.fraction
         if frac == frac:  # not NaN
             frac = start + (end - start) * frac
-        return ProgressEvent(event.stage, frac, event.message, event.payload)
+        return ProgressEvent(event.stage, frac, prefix + event.message, event.payload)
 
     return map_events(job, rescale)
 

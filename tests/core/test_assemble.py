@@ -97,6 +97,18 @@ def test_base_wider_zero_pads_and_unmatched_policy(small_zoo):
     assert torch.equal(unpaired_zero, unpaired_keep)
 
 
+@pytest.mark.parametrize("align", ["local", "chain"])
+def test_alignment_progress_names_its_step(small_zoo, align):
+    """Every alignment line says which step it belongs to: a plan's step can align for minutes
+    at LLM widths, and "round 3: J = ..." alone does not say where the plan is."""
+    plan = _plan(small_zoo, [AssemblyStep("mlp-w32-s1", "layers.0", "layers.0", 0.5, align),
+                             AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.5, align)])
+    events = []
+    run_job(assemble_job(plan), events.append)
+    rounds = [e.message for e in events if "J = " in e.message]
+    assert rounds and all(m.startswith(("step 1/2: ", "step 2/2: ")) for m in rounds), rounds
+
+
 def test_conv_steps_and_batchnorm_follow(small_zoo, tmp_path):
     p = _paths(small_zoo)
     plan = AssemblyPlan(base=p["cnn-w8-s0"], zoo={"r": p["resnet-w8-s0"]},

@@ -134,6 +134,32 @@ def test_restarts_keep_the_best_and_init_options() -> None:
         align_layer_pair(wb, None, wt, None, in_fixed=False, out_fixed=False, init="magic")
 
 
+def test_every_round_reports_and_cancel_stops_between_laps() -> None:
+    """At LLM widths a round takes about a minute: each one is reported with its run, and
+    cancel is seen before the next LAP, not at the end of the layer."""
+    from mal_desktop.core.align.local import align_layer_pair_job
+    from mal_desktop.core.progress import CancelToken, Cancelled, run_job
+
+    gen = _gen(4)
+    wb, wt = torch.randn(12, 9, generator=gen), torch.randn(12, 9, generator=gen)
+    events = []
+    result = run_job(align_layer_pair_job(wb, None, wt, None, in_fixed=False, out_fixed=False,
+                                          restarts=1), events.append)
+    runs = {e.message.split(":")[0] for e in events}
+    assert runs == {f"run {k}/{result.runs} ({kind})" for k, kind in
+                    enumerate(["identity", "random", "out profile", "in profile"], 1)}
+    assert all(" round " in e.message and "J = " in e.message for e in events)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and 0 < fractions[-1] <= 1
+    cancel = CancelToken()
+    job = align_layer_pair_job(wb, None, wt, None, in_fixed=False, out_fixed=False,
+                               restarts=1, cancel=cancel)
+    next(job)  # the first round ran
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        next(job)
+
+
 @pytest.mark.parametrize("base_out,target_out", [(16, 16), (16, 20), (20, 14)])
 def test_conv_first_layer_recovers_channels(base_out: int, target_out: int) -> None:
     gen = _gen(21)

@@ -31,6 +31,7 @@ import torch
 
 from ..device import compute_device
 from ..errors import AlignmentError
+from ..progress import CancelToken, Job, ProgressEvent, never_cancelled, run_job, sub_job
 from .generalized import (
     Layout,
     Match,
@@ -195,12 +196,16 @@ def _check_shapes(pairs: Sequence[Rider], prefix: str) -> None:
 
 
 def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed: bool,
-         max_iter: int) -> tuple[Match, Match, list[float]]:
-    """Alternate the two LAPs from (q_out, q_in); returns the final matches and J history."""
+         max_iter: int, cancel: CancelToken, label: str
+         ) -> Job[tuple[Match, Match, list[float]]]:
+    """Alternate the two LAPs from (q_out, q_in); returns the final matches and J history.
+    Yields one event per round (at LLM widths a round takes about a minute); ``label`` names
+    the run in its messages."""
     value = problem.objective(q_out, q_in)
     history = [value]
 
-    for _ in range(max_iter):
+    for round_ in range(1, max_iter + 1):
+        cancel.raise_if_cancelled()
         start = value
         if not out_fixed:
             cost = problem.out_cost(q_out, q_in)
@@ -210,6 +215,7 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
             if candidate != q_out and improves(new_value, value):
                 q_out, value = candidate, new_value
             history.append(value)
+            cancel.raise_if_cancelled()
         if not in_fixed:
             cost = problem.in_cost(q_out, q_in)
             rows, cols = solve_lap(cost)
@@ -218,6 +224,7 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
             if candidate != q_in and improves(new_value, value):
                 q_in, value = candidate, new_value
             history.append(value)
+        yield ProgressEvent("align", round_ / max_iter, f"{label}round {round_}: J = {value:.6g}")
         # With one side fixed a second round solves the same LAP again: nothing can change
         # (unless the output side also sits on another axis, whose mapping just moved).
         if ((out_fixed or in_fixed) and not problem.coupled) or not improves(value, start):
@@ -225,7 +232,12 @@ def _run(problem: _Problem, q_out: Match, q_in: Match, out_fixed: bool, in_fixed
     return q_out, q_in, history
 
 
-def align_layer_pair(
+def align_layer_pair(*args, **kwargs) -> LayerAlignment:
+    """:func:`align_layer_pair_job` run to its end (no progress, no cancel)."""
+    return run_job(align_layer_pair_job(*args, **kwargs))
+
+
+def align_layer_pair_job(
     w_base: torch.Tensor,
     b_base: torch.Tensor | None,
     w_target: torch.Tensor,
@@ -244,8 +256,11 @@ def align_layer_pair(
     name: str = "",
     out_reason: str = "class outputs",
     in_reason: str = "network inputs",
-) -> LayerAlignment:
-    """Align one target layer to one base layer on both sides by alternating rectangular LAPs.
+    cancel: CancelToken | None = None,
+) -> Job[LayerAlignment]:
+    """Job: align one target layer to one base layer on both sides by alternating rectangular
+    LAPs. Yields one ProgressEvent("align") per round of each run ("run 2/4 (random): round 3:
+    J = ..."); ``cancel`` is checked before each LAP.
 
     Parameters:
         w_base, w_target: weights (out, in) or conv kernels (out, in, kh, kw); a weight stored
@@ -294,7 +309,8 @@ def align_layer_pair(
               for q_in, kind in _input_starts(case, in_fixed, init, restarts, gen, prefix)]
     if profile_starts and not out_fixed and (not in_fixed or problem.coupled):
         starts += _profile_starts(problem, case, in_fixed)
-    q_out, q_in, history, start = _best_run(problem, starts, out_fixed, in_fixed, max_iter)
+    q_out, q_in, history, start = yield from _best_run(problem, starts, out_fixed, in_fixed,
+                                                       max_iter, cancel or never_cancelled())
     return LayerAlignment(
         out=q_out,
         inp=q_in,
@@ -390,11 +406,15 @@ def _profile_starts(problem: _Problem, case: ShapeCase,
 
 
 def _best_run(problem: _Problem, starts: list[tuple[Match, Match, str]], out_fixed: bool,
-              in_fixed: bool, max_iter: int) -> tuple[Match, Match, list[float], str]:
+              in_fixed: bool, max_iter: int, cancel: CancelToken
+              ) -> Job[tuple[Match, Match, list[float], str]]:
     """Alternate from every start; keep the run with the highest final J (the first on ties)."""
     best: tuple[Match, Match, list[float], str] | None = None
-    for q_out0, q_in0, kind in starts:
-        result = _run(problem, q_out0, q_in0, out_fixed, in_fixed, max_iter)
+    n = len(starts)
+    for k, (q_out0, q_in0, kind) in enumerate(starts):
+        label = f"run {k + 1}/{n} ({kind}): " if n > 1 else ""
+        result = yield from sub_job(_run(problem, q_out0, q_in0, out_fixed, in_fixed, max_iter,
+                                         cancel, label), k / n, (k + 1) / n)
         if best is None or improves(result[2][-1], best[2][-1]):
             best = (*result, kind)
     assert best is not None

@@ -19,7 +19,7 @@ import torch
 from ..align.generalized import (Layout, Match, axis_cost, full_layout, split_layout,
                                  transform_tensor)
 from ..align.heads import expand_head_match, layer_family, refine_layer_heads
-from ..align.local import Rider, align_layer_pair
+from ..align.local import Rider, align_layer_pair_job
 from ..align.matching import chain_pairs
 from ..errors import AlignmentError, PlanError
 from ..graph.recurrent import recurrent_riders
@@ -162,12 +162,12 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
     # attention heads move as blocks here (their dims in order): local alignment sees heads
     # as units, its matches are then stored dim by dim (align/heads.py)
     out_heads, in_heads = head_blocks(base_spec, bl.out_axis), head_blocks(base_spec, bl.in_axis)
-    la = align_layer_pair(bw, bb, tw, tb, in_fixed=in_fixed, out_fixed=out_fixed,
-                          in_block=_head_layout(in_layout, in_heads),
-                          out_layout=_head_layout(out_layout, out_heads),
-                          riders=_riders(bl, tl, base_state, base_spec, donor_state),
-                          restarts=LOCAL_RESTARTS,
-                          name=f"{step.source}:{step.source_layer} -> {step.base_layer}")
+    la = yield from align_layer_pair_job(
+        bw, bb, tw, tb, in_fixed=in_fixed, out_fixed=out_fixed,
+        in_block=_head_layout(in_layout, in_heads),
+        out_layout=_head_layout(out_layout, out_heads),
+        riders=_riders(bl, tl, base_state, base_spec, donor_state), restarts=LOCAL_RESTARTS,
+        name=f"{step.source}:{step.source_layer} -> {step.base_layer}", cancel=cancel)
     out_m, in_m = expand_head_match(la.out, *out_heads), expand_head_match(la.inp, *in_heads)
     history = tuple(la.objective_history)
     families = (layer_family(base_spec, donor_spec, bl.out_axis.space, tl.out_axis.space),
