@@ -19,7 +19,7 @@ from .align.matching import WEIGHT_RESTARTS, result_permutations, whole_model_ma
 from .errors import PlanError
 from .evaluate.curves import StateAt, interpolation_job, lerp_states
 from .evaluate.datasets import Dataset, load_dataset
-from .evaluate.evaluator import EvalResult, evaluate_model, fit_inputs
+from .evaluate.evaluator import EvalResult, check_data_fits, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec, export_module
 from .graph.file_spec import spec_record
@@ -116,6 +116,8 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB of working "
                         "memory beyond the models' files")
     base = cache.model(plan.base)
+    if plan.data:  # the plan is scored on it: a dataset the base cannot read is refused now
+        check_data_fits(base, _dataset(plan.data))
     base_spec = cache.spec(plan.base)
     state = base.state()
     cases = []
@@ -203,6 +205,7 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
     dataset = _dataset(data)
     cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     base, base_spec = cache.model(plan.base), cache.spec(plan.base)
+    check_data_fits(base, dataset)  # before the alignments, not after them
     state = base.state()
     chains = SharedChains(plan.steps)  # the steps share chain solves as they do in assemble_job
     for i, step in enumerate(plan.steps[: step_index + 1]):
@@ -378,6 +381,7 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
                                                      if layers else "the whole model"))
     # activation matching probes with training inputs (never the test split it is scored on)
     probe_x = dataset.x_train[:PROBE_SIZE] if len(dataset.x_train) else dataset.x_test[:PROBE_SIZE]
+    check_data_fits(cache.model(base_path), dataset)  # before the alignment, not after it
     probe = fit_inputs(cache.model(base_path), probe_x, dataset.name)
     series = curve_series(cache, base_path, target_path, align=align, layers=layers,
                           cancel=cancel, probe=probe, restarts=restarts)

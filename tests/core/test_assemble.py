@@ -338,3 +338,25 @@ def test_a_chain_over_the_memory_bound_from_its_first_layer_falls_back_to_local(
         assert diag.align == "local" and diag.fallback
         assert "chain alignment not applicable (its float32 working copies" in diag.note
         assert "over the limit" in diag.note and "used local alignment" in diag.note
+
+
+def test_a_dataset_the_base_cannot_read_is_refused_before_any_alignment(small_zoo,
+                                                                        monkeypatch):
+    """Text for an image model (or images for a language model) used to be found when the
+    result was scored, after minutes of alignment at real sizes."""
+    from mal_desktop.core import jobs
+    from mal_desktop.core.errors import DatasetError
+
+    def no_alignment(*args, **kwargs):
+        raise AssertionError("aligned before checking the dataset")
+
+    monkeypatch.setattr(jobs, "align_step", no_alignment)
+    plan = _plan(small_zoo, [AssemblyStep("mlp-w32-s1", "layers.0", "layers.0", 0.5)])
+    plan.data = "python-code"
+    with pytest.raises(DatasetError, match="reads images or features, not token ids"):
+        run_job(assemble_job(plan))
+    with pytest.raises(DatasetError, match="reads images or features, not token ids"):
+        run_job(jobs.plan_curve_job(plan, 0, "python-code"))
+    with pytest.raises(DatasetError, match="reads images or features, not token ids"):
+        run_job(jobs.model_curve_job(plan.base, plan.zoo["mlp-w32-s1"], "python-code",
+                                     layers=[("layers.0", "layers.0")]))

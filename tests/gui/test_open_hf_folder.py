@@ -89,3 +89,29 @@ def test_a_merge_of_folders_exports_as_a_folder_transformers_loads(
     assert merged_target("/x/m", EXPORT_FILTERS[0]) == "/x/m.safetensors"
     assert merged_target("/x/m", EXPORT_FILTERS[1]) == "/x/m"
     assert merged_target("/x/m.safetensors", EXPORT_FILTERS[1]) == "/x/m.safetensors"
+
+
+def test_a_language_model_base_gets_a_text_data_set(qtbot, session: SessionController,
+                                                     jobs: JobQueue, settings: Settings,
+                                                     tmp_path: Path, model_files) -> None:
+    """Curves of a language model on digits cannot be drawn: opening one as the base moves
+    the data set to text (and says so); an image base moves it back."""
+    from mal_desktop.core.project.demo import DEMO_DATA, LM_DEMO_DATA
+
+    session.set_data(DEMO_DATA)
+    files = FilesController(session, jobs, settings)
+    said: list[str] = []
+    files.message.connect(lambda text, _ms: said.append(text))
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(_folder(tmp_path / "llama", 0))])
+    assert session.data == LM_DEMO_DATA
+    assert said[-1] == (f"Opened llama; curves now on {LM_DEMO_DATA}: llama reads token ids")
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):  # a zoo model changes nothing
+        files.open_paths([str(_folder(tmp_path / "other", 1))])
+    assert session.data == LM_DEMO_DATA and said[-1] == "Opened other"
+    from mal_desktop.gui.tasks import LoadRequest
+
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.load_models([LoadRequest("base", "mlp", str(model_files["base_mlp"]))])
+    assert session.data == DEMO_DATA and said[-1].endswith("mlp reads images or features, "
+                                                           "not text")

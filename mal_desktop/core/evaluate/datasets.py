@@ -60,12 +60,14 @@ class Dataset:
 
 
 DATASETS: dict[str, tuple[Callable[[], Dataset], str]] = {}
+TEXT_DATASETS: set[str] = set()  # registered names whose datasets hold text
 _CACHE: dict[str, Dataset] = {}
 
 
-def register_dataset(name: str, description: str
+def register_dataset(name: str, description: str, text: bool = False
                      ) -> Callable[[Callable[[], Dataset]], Callable[[], Dataset]]:
-    """Decorator: register a loader ``() -> Dataset`` under ``name``.
+    """Decorator: register a loader ``() -> Dataset`` under ``name``; ``text``: its dataset
+    holds text (for language models).
 
     The loader runs once, on the first ``load_dataset(name)``; the dataset is kept for later
     calls. Returns the decorator, which returns the loader unchanged.
@@ -73,9 +75,17 @@ def register_dataset(name: str, description: str
 
     def wrap(loader: Callable[[], Dataset]) -> Callable[[], Dataset]:
         DATASETS[name] = (loader, description)
+        if text:
+            TEXT_DATASETS.add(name)
         return loader
 
     return wrap
+
+
+def is_text_dataset(spec: str) -> bool:
+    """Whether dataset ``spec`` holds text, told without loading it: a registered text
+    dataset or ``text:PATH``."""
+    return spec in TEXT_DATASETS or spec.startswith(TEXT_PREFIX)
 
 
 def available_datasets() -> dict[str, str]:
@@ -247,12 +257,12 @@ def _mnist() -> Dataset:
 
 
 @register_dataset("python-code", "Python standard library code (docstrings and comments "
-                  "removed), for language models")
+                  "removed), for language models", text=True)
 def _python_code() -> Dataset:
     return text_dataset(python_corpus("code"))
 
 
 @register_dataset("python-docstrings", "Python standard library docstrings (English about "
-                  "code), for language models")
+                  "code), for language models", text=True)
 def _python_docstrings() -> Dataset:
     return text_dataset(python_corpus("docstrings"))

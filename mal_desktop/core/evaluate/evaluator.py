@@ -254,6 +254,21 @@ def evaluate_module(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return EvalResult(loss=loss, accuracy=accuracy, n=len(y))
 
 
+def check_data_fits(model: LoadedModel, data: Dataset) -> None:
+    """Refuse a dataset ``model`` cannot read - text for an image or feature model, images or
+    features for a language model, inputs of another size - before any work is done for it
+    (a plan's assembly, a curve's alignment): the same errors scoring would raise at the end.
+
+    Raises DatasetError naming the model and the dataset.
+    """
+    if data.text is None:
+        fit_inputs(model, data.x_test[:1], data.name)
+    elif model.probe_dtype().is_floating_point:
+        raise DatasetError(f"model {model.name} reads images or features, not token ids; "
+                           f"dataset {data.name} is text, for language models: choose an image "
+                           "or feature dataset")
+
+
 def fit_inputs(model: LoadedModel, x: torch.Tensor, data_name: str) -> torch.Tensor:
     """``x`` reshaped to the model's per-sample shape when the element counts agree.
 
@@ -353,12 +368,9 @@ def token_scores(model: LoadedModel, data: Dataset, split: str = "test",
     """
     assert data.text is not None
     corpus = data.text
-    if model.probe_dtype().is_floating_point:
-        # the tokenizer and vocabulary checks below would send an image model's user looking
-        # for a tokenizer the model cannot use
-        raise DatasetError(f"model {model.name} reads images or features, not token ids; "
-                           f"dataset {data.name} is text, for language models: choose an image "
-                           "or feature dataset")
+    # the tokenizer and vocabulary checks below would send an image model's user looking for a
+    # tokenizer the model cannot use
+    check_data_fits(model, data)
     tokenizer = model_tokenizer(model.arch, model.name, corpus)
     context = corpus.context or int(model.input_shape[0])
     windows = token_windows(corpus, split, tokenizer, context)

@@ -234,7 +234,24 @@ class FilesController(QObject):
             if entry.name != event.payload.entry.name:  # another file has the name: beside it
                 old = None
         early.previews[key] = (entry, old)
-        self._say(f"{entry.name}: layers read from the headers; reading its weights\u2026", 0)
+        note = self._fit_data(entry) if role == "base" else ""
+        self._say(f"{entry.name}: layers read from the headers; reading its weights\u2026"
+                  + note, 0)
+
+    def _fit_data(self, base: "ModelEntry") -> str:
+        """Give a new base a data set it can read: a language model cannot be scored on
+        images, nor an image model on text, and Run would only find out after the assembly.
+        Returns what to tell the user ("" when the data set already fits)."""
+        from ...core.evaluate.datasets import is_text_dataset
+
+        reads_tokens = base.model.id_range() is not None
+        if reads_tokens == is_text_dataset(self.session.data):
+            return ""
+        data = LM_DEMO_DATA if reads_tokens else DEMO_DATA
+        self.session.set_data(data)
+        self.session.mark_dirty()
+        kind = "token ids" if reads_tokens else "images or features, not text"
+        return f"; curves now on {data}: {base.name} reads {kind}"
 
     def _previews_taken_back(self, early: "_EarlyEntries") -> None:
         ws = self.session.workspace
@@ -252,13 +269,15 @@ class FilesController(QObject):
         shown = [*early.loaded.values(), *kept]  # under the names the workspace gave them
         names = [e.name for e in shown]
         several = [e for e in shown if e.outputs > 1]
+        base = self.session.workspace.base
+        note = self._fit_data(base) if any(base is e for e in shown) else ""
         if several:  # the first output is a guess: say so where the user looks
             e = several[0]
             self._say(f"Opened {', '.join(names)}. {e.name} returns {e.outputs} outputs; output "
                       f"{e.output_index} is used as the logits \u2014 choose another above its "
-                      "layers", 20000)
+                      "layers" + note, 20000)
         else:
-            self._say(f"Opened {', '.join(names)}")
+            self._say(f"Opened {', '.join(names)}" + note, 10000 if note else 6000)
         self.modelsOpened.emit(names)
 
     # -- which output is the logits --------------------------------------------------------------
