@@ -22,9 +22,10 @@ from .evaluate.datasets import Dataset, load_dataset
 from .evaluate.evaluator import EvalResult, check_data_fits, evaluate_model, fit_inputs
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec, export_module
-from .graph.file_spec import spec_record
+from .graph.file_spec import MAX_PARAMETERS, spec_record
 from .graph.spec import PermutationSpec, permute_state
-from .io.files import check_model_output, load_model, read_header, save_model
+from .io.files import (check_model_output, load_model, open_from_headers, read_header,
+                       save_model)
 from .io.hashing import cached_file_sha256
 from .io.model import LoadedModel
 from .io.pages import PageReleaser
@@ -37,6 +38,9 @@ from .merge.results import StepDiagnostics
 from .progress import CancelToken, ProgressEvent, run_job, sub_job
 
 PROBE_SIZE = 512  # samples for activation matching
+# Models above this size are checked from their headers before being loaded (a plan's steps):
+# smaller ones load in about a second, and discovery runs them instead of exporting.
+HEADER_CHECK_PARAMETERS = MAX_PARAMETERS
 
 
 class ModelCache:
@@ -65,6 +69,25 @@ class ModelCache:
             self._specs[path] = discover_spec(self.model(path))
         return self._specs[path]
 
+    def from_headers(self, path: str) -> tuple[dict[str, torch.Tensor], PermutationSpec] | None:
+        """(state on the meta device, spec) of a large model from its headers alone, so a
+        plan's steps are checked against its layers in seconds rather than after minutes of
+        reading; the spec is kept for the loaded model (the same layers: discovery of a model
+        this large exports a meta-device twin either way). None for a model in memory, one
+        small enough to load at once (``HEADER_CHECK_PARAMETERS``), or one whose headers do
+        not describe its architecture."""
+        if path in self._models:
+            return None
+        model = open_from_headers(path, self._outputs.get(path))
+        if model is None:
+            return None
+        state = model.state()
+        if sum(t.numel() for t in state.values()) <= HEADER_CHECK_PARAMETERS:
+            return None
+        if path not in self._specs:
+            self._specs[path] = discover_spec(model)
+        return state, self._specs[path]
+
 
 @dataclass(frozen=True)
 class AssemblyResult:
@@ -81,10 +104,14 @@ class AssemblyResult:
                 "preflight": {"memory_estimate_bytes": self.memory_estimate}}
 
 
-def _preflight(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel]) -> int:
-    """Shape-level checks before any tensor is loaded; returns the memory estimate.
+def _preflight(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel],
+               cache: ModelCache) -> int:
+    """Checks before any tensor is read; returns the memory estimate.
 
-    Shapes come from file headers, or from the models already in memory (which may have no file).
+    Shapes come from file headers, or from the models already in memory (which may have no
+    file). Then each step is checked against the layers of large models built from their
+    headers (``ModelCache.from_headers``): a step between layers of different layouts is
+    refused before gigabytes are read, not after.
     """
     shapes = {p: ({k: tuple(v.shape) for k, v in in_memory[p].state().items()}
                   if p in in_memory else read_header(p).shapes)
@@ -92,6 +119,10 @@ def _preflight(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel]) -> int:
     report = preflight_plan(plan, shapes)
     if not report.ok:
         raise PlanError("; ".join(report.problems))
+    for i, step in enumerate(plan.steps):
+        base, donor = cache.from_headers(plan.base), cache.from_headers(plan.zoo[step.source])
+        if base is not None and donor is not None:
+            check_step_fits(step, *base, *donor, f"step {i + 1} ({step.label})")
     return report.memory_bytes
 
 
@@ -112,7 +143,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
     cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     yield ProgressEvent("preflight", 0.0, "checking the plan")
-    memory = _preflight(plan, models or {})
+    memory = _preflight(plan, models or {}, cache)
     yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB of working "
                         "memory beyond the models' files")
     base = cache.model(plan.base)

@@ -370,6 +370,37 @@ def test_a_merge_of_folders_saved_as_a_folder_loads_in_transformers(
     assert all(torch.equal(again.state()[k], v) for k, v in merged.state().items())
 
 
+def test_a_step_between_layouts_is_refused_from_the_headers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query projection (heads of 8 dims) into an MLP layer cannot be lined up: for large
+    models this is found from the headers, before their weights are read (it took 31 s of
+    loading at hidden 4096, minutes at 7B). Tiny folders count as large here."""
+    from mal_desktop.core import jobs
+    from mal_desktop.core.errors import PlanError
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.progress import run_job
+
+    base, _ = write_llama(tmp_path / "base", seed=0)
+    donor, _ = write_llama(tmp_path / "donor", seed=1)
+    plan = AssemblyPlan(base=str(base), zoo={"d": str(donor)}, steps=[
+        AssemblyStep("d", "model.layers.0.mlp.down_proj", "model.layers.0.mlp.down_proj"),
+        AssemblyStep("d", "model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj")])
+    monkeypatch.setattr(jobs, "HEADER_CHECK_PARAMETERS", 0)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights were read before the plan was checked")
+
+    monkeypatch.setattr(jobs, "load_model", no_loading)
+    with pytest.raises(PlanError, match=r"step 2 .*their output layouts differ"):
+        run_job(jobs.assemble_job(plan))
+    # a plan that fits loads the models once, with the spaces found from the headers
+    monkeypatch.undo()
+    monkeypatch.setattr(jobs, "HEADER_CHECK_PARAMETERS", 0)
+    plan.steps.pop()
+    result = run_job(jobs.assemble_job(plan))
+    assert result.steps[0].align == "chain"
+
+
 def test_a_user_folder_is_never_replaced_by_a_model_folder(tmp_path: Path) -> None:
     """The one folder writer replaces a folder only when it holds model files alone."""
     from mal_desktop.core.io.hf_write import save_hf_folder

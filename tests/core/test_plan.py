@@ -118,3 +118,20 @@ def test_the_memory_estimate_of_merging_a_block_of_a_7b_model_counts_that_block(
     assert report.ok
     # each merged layer once (a later step replaces it), and the chain's bounded copies
     assert report.memory_bytes == block_bytes + CHAIN_WORKING_BYTES
+
+
+def test_a_mistyped_layer_is_answered_with_its_close_names():
+    """A 7B Llama has 225 weight layers: the error names the intended one, not all of them."""
+    from mal_desktop.core.merge.preflight import layer_hint
+
+    layers = [f"model.layers.{i}.{part}" for i in range(32)
+              for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                           "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+    layers.append("lm_head")
+    assert layer_hint("model.layers.0.mlp.up_prj", layers).startswith(
+        " (did you mean model.layers.0.mlp.up_proj or ")
+    far = layer_hint("encoder.block", layers)
+    assert far == (" (it has 225 weight layers, e.g. model.layers.0.self_attn.q_proj, "
+                   "model.layers.0.self_attn.k_proj, model.layers.0.self_attn.v_proj; "
+                   "mal inspect lists them)")
+    assert layer_hint("conv", ["layers.0", "head"]) == " (its layers: layers.0, head)"

@@ -50,6 +50,13 @@ def test_layer_rows_show_shape_params_space_and_stats(qapp) -> None:
     assert row(COL_NAME).startswith("head")
     assert row(COL_SHAPE) == "10 \u00d7 64"
     assert row(COL_PARAMS) == f"{64 * 10 + 10:,}"
+    from mal_desktop.gui.models.layer_text import count_text
+
+    # a 7B model's counts fit the column; its tooltip gives the exact number
+    assert [count_text(n) for n in (999_999, 202_383_360, 6_738_415_616)] == [
+        "999,999", "202.4 M", "6.74 B"]
+    tip = model.data(head.siblingAtColumn(COL_PARAMS), Qt.ItemDataRole.ToolTipRole)
+    assert f"{64 * 10 + 10:,} parameters" in tip
     assert "P_head (10, fixed)" in row(COL_SPACE) and "in P_layers.1 (64)" in row(COL_SPACE)
     weight = next(t for t in tree("base_mlp").find("head").tensors if t.key == "head.weight")
     assert f"{weight.norm:.3g}" in row(COL_STATS)
@@ -73,8 +80,8 @@ def test_repeated_blocks_are_labelled_and_start_collapsed(qtbot) -> None:
     model = QtLayerTreeModel(tree("resnet"), "zoo")
     b0, b1 = model.index_of("blocks.0"), model.index_of("blocks.1")
     assert model.data(b0, REPEAT_ROLE) == 2 and model.data(b1, REPEAT_ROLE) == 2
-    assert "(\u00d72 identical)" in model.data(b0)
-    assert "(= 0)" in model.data(b1)
+    assert "(\u00d72, same structure)" in model.data(b0)
+    assert "(like 0)" in model.data(b1)
     assert model.data(model.index_of("stem"), REPEAT_ROLE) == 0
     ws = Workspace()
     ws.add_zoo(entry("resnet"))

@@ -28,7 +28,7 @@ from ..progress import CancelToken, ProgressEvent
 from .chains import ChainTooLarge, SharedChains
 from .methods import merge_tensor
 from .plan import AssemblyStep
-from .preflight import LayerShape, check_layers
+from .preflight import LayerShape, check_layers, layer_hint
 from .results import MAX_MATRIX, SideReport, SpaceReport, StepDiagnostics
 
 State = dict[str, torch.Tensor]
@@ -345,9 +345,8 @@ def _weight_layer(spec: PermutationSpec, name: str, owner: str, where: str) -> L
     try:
         return spec.layer(name)
     except KeyError:
-        names = ", ".join(layer.name for layer in spec.layers)
-        raise PlanError(f"{where}: {owner} has no weight layer {name!r} "
-                        f"(its layers: {names})") from None
+        hint = layer_hint(name, [layer.name for layer in spec.layers])
+        raise PlanError(f"{where}: {owner} has no weight layer {name!r}{hint}") from None
 
 
 def check_step_fits(step: AssemblyStep, base_state: State, base_spec: PermutationSpec,
@@ -359,8 +358,9 @@ def check_step_fits(step: AssemblyStep, base_state: State, base_spec: Permutatio
                            LayerShape.of(tl, donor_spec, tuple(donor_state[tl.weight].shape)))
     if not verdict.ok:
         raise PlanError(f"{where}: {verdict.reason}")
-    for key in (tl.weight, tl.bias):
-        if key is not None and not torch.isfinite(donor_state[key]).all():
+    for key in (tl.weight, tl.bias):  # (a model built from headers holds no values yet)
+        if key is not None and not donor_state[key].is_meta \
+                and not torch.isfinite(donor_state[key]).all():
             raise PlanError(f"{where}: {step.source} tensor {key} has NaN or inf values")
     return verdict.case_text
 

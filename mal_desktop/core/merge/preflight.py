@@ -7,7 +7,9 @@ runs the shape-level part on file headers before any tensor is loaded.
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -313,7 +315,7 @@ def _model_bytes(shapes: Shapes) -> int:
 
 
 def _suggest(name: str, shapes: Mapping[str, tuple[int, ...]]) -> str:
-    """' (its layers: a, b, c)' listing the model's weight layers, to help fix a typo."""
+    """:func:`layer_hint` for ``name`` among the weight layers the tensor shapes show."""
     stacked: dict[str, list[str]] = {}  # recurrent module -> its layer numbers
     for key in shapes:
         module, _, last = key.rpartition(".weight_ih_l")
@@ -322,5 +324,20 @@ def _suggest(name: str, shapes: Mapping[str, tuple[int, ...]]) -> str:
     layers = sorted({k[: -len(".weight")] for k, s in shapes.items()
                      if k.endswith(".weight") and len(s) >= 2}
                     | {m if len(ks) == 1 else f"{m}.l{k}" for m, ks in stacked.items() for k in ks})
-    close = [layer for layer in layers if name.split(".")[-1] in layer] or layers
-    return f" (its layers: {', '.join(close[:8])}{', ...' if len(close) > 8 else ''})"
+    return layer_hint(name, layers)
+
+
+# a model with more weight layers than this gets a count, not the list (a 7B Llama has 225)
+LIST_LAYERS = 12
+
+
+def layer_hint(name: str, layers: Sequence[str]) -> str:
+    """What to say after "has no layer NAME" to help fix a typo: the close names, else the
+    layers (all of a small model; a count and the first few of a large one)."""
+    close = difflib.get_close_matches(name, layers, n=3, cutoff=0.8)
+    if close:
+        return f" (did you mean {' or '.join(close)}?)"
+    if len(layers) <= LIST_LAYERS:
+        return f" (its layers: {', '.join(layers)})"
+    return (f" (it has {len(layers)} weight layers, e.g. {', '.join(layers[:3])}; "
+            "mal inspect lists them)")

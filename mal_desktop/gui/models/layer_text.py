@@ -39,7 +39,7 @@ COLUMN_TIPS = (None, SHAPE_HELP, "Number of values (parameters and buffers)", SP
 
 class Row(Protocol):
     """What the text of a row needs: a module ``node``, or a ``tensor`` (then node is None);
-    its short ``name``; the size and first member of its group of identical siblings."""
+    its short ``name``; the size and first member of its group of siblings of the same structure."""
 
     node: LayerNode | None
     tensor: TensorInfo | None
@@ -51,6 +51,16 @@ class Row(Protocol):
 def shape_text(shape: Sequence[int]) -> str:
     """'64 \u00d7 16 \u00d7 3 \u00d7 3' (a scalar shows as 'scalar')."""
     return " \u00d7 ".join(str(int(s)) for s in shape) if len(shape) else "scalar"
+
+
+def count_text(n: int) -> str:
+    """A parameter count that fits a narrow column: exact below a million ('16,777'), then
+    '202.4 M' and '6.74 B' (the tooltip gives the exact number)."""
+    if n < 1_000_000:
+        return f"{n:,}"
+    if n < 1_000_000_000:
+        return f"{n / 1e6:.1f} M"
+    return f"{n / 1e9:.2f} B"
 
 
 def stat_text(value: float) -> str:
@@ -117,7 +127,7 @@ class LayerText:
             return shape_text(tensor.shape) if tensor is not None else ""
         if col == COL_PARAMS:
             n = node.params if node is not None else (tensor.numel if tensor is not None else 0)
-            return f"{int(n):,}"
+            return count_text(int(n))
         if col == COL_SPACE:
             if node is not None and node.layer is not None:
                 return (f"out {self.space(node.layer.out_axis.space)} \u00b7 "
@@ -146,9 +156,9 @@ class LayerText:
         text = f"{row.name} \u00b7 {kind}" if kind and kind != "module" else row.name
         if row.repeat_count:
             if row.name == row.repeat_first:
-                text += f"  (\u00d7{row.repeat_count} identical)"
+                text += f"  (\u00d7{row.repeat_count}, same structure)"
             else:
-                text += f"  (= {row.repeat_first})"
+                text += f"  (like {row.repeat_first})"
         steps = used.get(node.path)
         if steps:
             text += "  \u2192 step " + ", ".join(str(n) for n in steps)
@@ -167,8 +177,8 @@ class LayerText:
                 else:
                     lines.append("Drop a zoo layer here to merge it into this layer.")
             if row.repeat_count:
-                lines.append(f"One of {row.repeat_count} structurally identical blocks "
-                             f"(shown collapsed).")
+                lines.append(f"One of {row.repeat_count} blocks of the same structure (layers "
+                             "and shapes; their weights differ), shown collapsed.")
             steps = used.get(node.path)
             if steps:
                 lines.append("Used by step " + ", ".join(str(n) for n in steps) + ".")
@@ -177,6 +187,9 @@ class LayerText:
         elif row.tensor is not None:
             t = row.tensor
             lines.append(f"{t.key}: {shape_text(t.shape)} {t.dtype}")
+        if col == COL_PARAMS:
+            n = node.params if node is not None else (row.tensor.numel if row.tensor else 0)
+            lines.append(f"{int(n):,} parameters")
         if col == COL_SHAPE:
             lines.append(SHAPE_HELP)
         elif col == COL_SPACE:
@@ -263,8 +276,8 @@ class LayerText:
 
 
 __all__ = ["COLUMNS", "COLUMN_TIPS", "COL_NAME", "COL_PARAMS", "COL_SHAPE", "COL_SPACE",
-           "COL_STATS", "SHAPE_HELP", "SPACE_HELP", "LayerText", "Row", "shape_text",
-           "stat_text"]
+           "COL_STATS", "SHAPE_HELP", "SPACE_HELP", "LayerText", "Row", "count_text",
+           "shape_text", "stat_text"]
 
 
 def _layout_text(axis: Axis, entries: str, recurrent: bool) -> str:
