@@ -228,7 +228,8 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
     """Loss/accuracy of the plan's step ``step_index`` swept over lambda, naive vs aligned.
 
     Steps before it run as planned; steps after it are left out (they would need re-aligning at
-    every lambda). "aligned" uses the step's alignment (chain when the step says none).
+    every lambda). "aligned" uses the step's alignment (chain when the step says none, for
+    comparison: the result's ``alignment["step_align"]`` says what the step itself does).
     """
     cancel = cancel or CancelToken()
     if not 0 <= step_index < len(plan.steps):
@@ -270,6 +271,7 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
                            f"step {step_index + 1}")
     diag = step_diagnostics(step_index, step, aligned, base_spec, donor_spec, case).to_json()
     return replace(result, alignment={"align": aligned.align, "requested": mode,
+                                      "step_align": step.align,
                                       "fallback": diag["fallback"],
                                       "fallback_reason": diag["fallback_reason"],
                                       "scope": "plan step", "steps": [diag]})

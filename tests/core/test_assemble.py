@@ -360,3 +360,12 @@ def test_a_dataset_the_base_cannot_read_is_refused_before_any_alignment(small_zo
     with pytest.raises(DatasetError, match="reads images or features, not token ids"):
         run_job(jobs.model_curve_job(plan.base, plan.zoo["mlp-w32-s1"], "python-code",
                                      layers=[("layers.0", "layers.0")]))
+
+
+def test_a_plan_curve_says_what_its_step_itself_does(small_zoo):
+    from mal_desktop.core.jobs import plan_curve_job
+
+    plan = _plan(small_zoo, [AssemblyStep("mlp-w32-s1", "layers.1", "layers.1", 0.5, "none")])
+    curve = run_job(plan_curve_job(plan, 0, "digits", grid=3))
+    # the aligned line is chain alignment, drawn for comparison with the step's naive merge
+    assert (curve.alignment["step_align"], curve.alignment["align"]) == ("none", "chain")

@@ -433,3 +433,17 @@ def test_a_case_counted_in_heads_says_what_the_plots_count(diag: DiagnosticsPane
     assert "64\u219032" in header and "in: the case counts" not in header
     diag.show_step(_diagnostics())  # a case in rows already: no note
     assert "the case counts" not in diag._header.text()
+
+
+def test_a_step_without_alignment_says_what_its_aligned_line_is(curve: CurvePlot) -> None:
+    """A step set to "none" merges naively; its curve still draws chain alignment beside it,
+    which the diagnostics (no alignment ran) would otherwise contradict."""
+    import dataclasses
+
+    r = _result()
+    curve.set_result(r)
+    assert "without alignment" not in curve.summary_text()
+    curve.set_result(dataclasses.replace(r, alignment={"align": "chain", "requested": "chain",
+                                                       "step_align": "none"}))
+    assert ("This step merges without alignment (the naive line); the aligned line shows "
+            "chain alignment for comparison.") in curve.summary_text()

@@ -373,7 +373,13 @@ class CurvePlot(QWidget):
             parts.append("<b>barrier</b> " + pair({s: fmt(getattr(result, s).barrier)
                                                     for s in shown_barrier}))
         data = f" &nbsp;(on {html.escape(result.dataset)})" if result.dataset else ""
-        return "&nbsp;&nbsp;\u2022&nbsp;&nbsp;".join(parts) + data
+        note = ""
+        if (result.alignment or {}).get("step_align") == "none":
+            # the diagnostics say no alignment ran: the aligned line is not what the step does
+            note = (f"<br><span style='color:{c.muted}'>This step merges without alignment "
+                    "(the naive line); the aligned line shows chain alignment for "
+                    "comparison.</span>")
+        return "&nbsp;&nbsp;\u2022&nbsp;&nbsp;".join(parts) + data + note
 
     # -- lambda line -----------------------------------------------------------------------
     @Slot(float)
