@@ -1,14 +1,19 @@
 """`mal`: the headless command line over the same core jobs the GUI runs.
 
 Every command takes ``--json`` to print one JSON object on stdout; progress goes to stderr;
-exit code 0 on success, 1 with a one-line error on failure, 130 when interrupted.
+exit code 0 on success, 1 with a one-line error on failure, 130 when interrupted (Ctrl+C),
+143 when terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Sequence
 
 from .. import __version__
@@ -119,6 +124,32 @@ def _output_option(p: argparse.ArgumentParser) -> None:
                         "logits (default 0, with a note on stderr)")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt: no ``except Exception`` on the
+    way may swallow it, and every cleanup on the way runs."""
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (``kill``, a service manager, a closed session) unwinds like Ctrl+C: a model
+    being saved has its temporary file or folder removed on the way out, instead of left
+    beside the output until the next save there. Only where nobody else handles SIGTERM
+    (the main thread, the default action); the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -128,7 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..core.progress import Cancelled
 
     try:
-        return int(args.func(args))
+        with _sigterm_unwinds():
+            return int(args.func(args))
+    except Terminated:
+        sys.stderr.write("mal: terminated\n")
+        return 143
     except MalError as exc:
         sys.stderr.write(f"mal: error: {exc}\n")
         return 1

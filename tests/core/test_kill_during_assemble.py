@@ -59,3 +59,33 @@ def test_kill_at_any_moment_leaves_nothing_or_a_whole_model(small_zoo, tmp_path:
     # whatever the killed runs left beside the output, the next save there cleans up
     save_model(load_model(reference), out)
     assert [p.name for p in out_dir.iterdir()] == ["merged.safetensors"]
+
+
+def test_sigterm_during_a_folder_save_leaves_no_temporary_folder(small_zoo,
+                                                                 tmp_path: Path) -> None:
+    """``kill`` (SIGTERM) unwinds like Ctrl+C: the half-written folder goes with it instead of
+    staying beside the output until the next save there."""
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")),
+                        zoo={"d": str(small_zoo.path_of("mlp-w32-s1"))},
+                        steps=[AssemblyStep("d", "layers.1", "layers.1", 0.5)])
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_json()))
+    out = tmp_path / "out" / "merged"
+    out.parent.mkdir()
+    # SIGTERM arrives while the first shard is written (deterministic, unlike a timed kill)
+    script = (
+        "import os, signal, sys\n"
+        "from mal_desktop.core.io import sharded\n"
+        "real = sharded.write_safetensors\n"
+        "def killed(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args, **kwargs)\n"
+        "sharded.write_safetensors = killed\n"
+        "from mal_desktop.cli import main\n"
+        f"sys.exit(main(['assemble', {str(plan_path)!r}, '--out', {str(out)!r}, '--quiet']))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAL_DEVICE": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().endswith("mal: terminated")
+    assert list(out.parent.iterdir()) == []  # no output, no temporary folder
