@@ -518,6 +518,30 @@ def test_restore_autosaved_work_after_a_crash(qtbot, window: MainWindow, asked: 
     assert not crashed.exists()
 
 
+def test_restored_work_keeps_its_base_when_files_are_named(qtbot, window: MainWindow,
+                                                           asked: Asked, small_zoo) -> None:
+    """Restoring after a crash while the command line names a model: the restored base stays
+    (the file used to replace it once the restored project had loaded); the file joins the
+    zoo."""
+    from mal_desktop.core.merge.plan import AssemblyPlan
+
+    data_dir = window.settings.data_dir()
+    base = str(small_zoo.path_of("mlp-w32-s0"))
+    plan = AssemblyPlan(base=base, zoo={"d": str(small_zoo.path_of("mlp-w32-s1"))},
+                        steps=[AssemblyStep("d", "layers.1", "layers.1", 0.25)])
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    write_recovery(data_dir, Project(plan, "digits", {}), None).rename(
+        recovery_path(data_dir, proc.pid))
+    asked.answers["offer_recovery"] = ask.RESTORE
+    window.start_up([str(small_zoo.path_of("mlp-w64-s0"))])
+    qtbot.waitUntil(lambda: window.workspace is not None and len(window.workspace.zoo) == 2
+                    and not window.jobs.is_busy(), timeout=60000)
+    assert window.workspace.base.path_text == base
+    assert set(window.workspace.zoo) == {"d", "mlp-w64-s0"}
+    assert window.workspace.plan.steps == plan.steps
+
+
 def test_command_line_files_open_after_the_engine_starts(tmp_path: Path, small_zoo) -> None:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(ROOT),
            "MAL_DEVICE": "cpu"}

@@ -177,11 +177,11 @@ class FilesController(QObject):
             return
         self.open_paths([path])
 
-    def open_paths(self, paths: Iterable[str]) -> None:
+    def open_paths(self, paths: Iterable[str], keep_base: bool = False) -> None:
         """Open files given on the command line, dropped or picked from the recent list.
 
         A project replaces the session; model files become the base (the first, when there
-        is no base yet) and zoo models.
+        is no base yet and ``keep_base`` is False) and zoo models.
         """
         paths = [str(Path(p).expanduser()) for p in paths]
         projects = [p for p in paths if p.endswith(PROJECT_SUFFIX)]
@@ -191,7 +191,7 @@ class FilesController(QObject):
             self.open_project(projects[0])
             return
         ws = self.session.workspace
-        has_base = ws is not None and ws.base is not None
+        has_base = keep_base or (ws is not None and ws.base is not None)
         requests = []
         for i, p in enumerate(paths):
             role = "base" if i == 0 and not has_base else "zoo"
@@ -520,7 +520,8 @@ class FilesController(QObject):
         recovered = self.check_recovery()
         ws = self.session.workspace
         if files:
-            self.open_paths(files)
+            # restored work is still loading: its base stays, the files join as zoo models
+            self.open_paths(files, keep_base=recovered)
         elif demo and not recovered:  # restored work wins: the demo would replace it
             self.build_and_open_demo()
         elif not recovered and not self.settings.demo_offered and (ws is None or ws.base is None):
