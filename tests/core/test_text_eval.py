@@ -107,6 +107,27 @@ def test_loss_is_the_models_own_next_token_loss(lm) -> None:
     assert 0.0 <= result.accuracy <= 1.0
 
 
+def test_scoring_text_stops_between_batches_when_cancelled(lm) -> None:
+    """A batch of a large language model takes seconds, a curve point many batches: Cancel is
+    seen between batches, not once the point is done."""
+    from mal_desktop.core.progress import CancelToken, Cancelled
+
+    class CancelOnSecondLook(CancelToken):
+        looks = 0
+
+        def raise_if_cancelled(self) -> None:
+            self.looks += 1
+            if self.looks == 2:
+                self.cancel()
+            super().raise_if_cancelled()
+
+    token = CancelOnSecondLook()
+    with pytest.raises(Cancelled):
+        evaluate_model(load_model(lm["lm0"]), load_dataset(f"text:{lm['text']}"), batch_size=1,
+                       cancel=token)
+    assert token.looks == 2  # the first batch ran, the second was not started
+
+
 def test_curve_endpoints_are_the_models_perplexities(lm) -> None:
     data = f"text:{lm['text']}"
     own = [evaluate_model(load_model(lm[k]), load_dataset(data)).loss for k in ("lm0", "lm1")]

@@ -52,7 +52,7 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
             work.load_state_dict(series[name](float(lam)), strict=True)
             if repair and 0.0 < lam < 1.0:
                 repaired = reset_batchnorm_stats(work, repair_x) > 0 or repaired
-            result = evaluate_model(probe, data, split)
+            result = evaluate_model(probe, data, split, cancel=cancel)
             losses[name].append(result.loss)
             accs[name].append(result.accuracy)
             done += 1

@@ -28,6 +28,7 @@ from ..device import compute_device
 from ..errors import DatasetError, MalError, MalWarning
 from ..io.model import LoadedModel
 from ..io.pt2_io import program_batch_size
+from ..progress import CancelToken
 from .datasets import Dataset
 from .text import IGNORE, model_tokenizer, token_windows
 
@@ -292,9 +293,10 @@ def fit_inputs(model: LoadedModel, x: torch.Tensor, data_name: str) -> torch.Ten
 
 
 def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
-                   batch_size: int = 512) -> EvalResult:
+                   batch_size: int = 512, cancel: CancelToken | None = None) -> EvalResult:
     """Loss and accuracy of a loaded model on one split ("test" or "train") of a dataset
-    (per token for a text dataset: see :func:`token_scores`).
+    (per token for a text dataset: see :func:`token_scores`; ``cancel`` is checked between
+    its batches, which take seconds each for a large language model).
 
     Inputs whose per-sample shape differs from ``model.input_shape`` but has as many elements
     (e.g. flat 64-vectors for a (1, 8, 8) model) are reshaped.
@@ -308,7 +310,7 @@ def evaluate_model(model: LoadedModel, data: Dataset, split: str = "test",
     else:
         raise DatasetError(f"unknown split {split!r} of dataset {data.name}; use 'test' or 'train'")
     if data.text is not None:
-        scores = token_scores(model, data, split, batch_size)
+        scores = token_scores(model, data, split, batch_size, cancel)
         return EvalResult(loss=float(scores.loss.mean()), accuracy=float(scores.correct.mean()),
                           n=len(scores.loss))
     if len(y) == 0:
@@ -357,7 +359,7 @@ TEXT_BATCH_ELEMENTS = 2**26
 
 
 def token_scores(model: LoadedModel, data: Dataset, split: str = "test",
-                 batch_size: int = 512) -> TokenScores:
+                 batch_size: int = 512, cancel: CancelToken | None = None) -> TokenScores:
     """Score every next token of a text dataset with the model's own tokenizer (or the one the
     dataset names), in windows of the dataset's context or the model's input length.
 
@@ -386,6 +388,8 @@ def token_scores(model: LoadedModel, data: Dataset, split: str = "test",
     parts: list[tuple[torch.Tensor, ...]] = []
     with torch.no_grad(), _eval_mode(module):
         for start in range(0, len(windows.inputs), per_batch):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
             x = windows.inputs[start:start + per_batch].to(device)
             y = windows.targets[start:start + per_batch].to(device)
             logits = _pick_output(module(x), model.output_index)
