@@ -92,6 +92,8 @@ class StepAdded:
     step: AssemblyStep
     check: StepCheck
     index: int = -1
+    block: str = ""  # several steps added as one edit: what they merge ("block z:b -> b")
+    count: int = 1
 
     @property
     def ok(self) -> bool:
@@ -101,6 +103,10 @@ class StepAdded:
     @property
     def message(self) -> str:
         """One line for the status bar: "Added step N: ..." or the reason it was refused."""
+        if self.ok and self.count > 1:
+            first = self.index + 2 - self.count
+            return (f"Added steps {first}\u2013{self.index + 1}: {self.block}, one step per "
+                    "layer (Ctrl+Z removes them together)")
         text = fit_text(self.step, self.check)
         return f"Added step {self.index + 1}: {text}" if self.ok else text
 
@@ -319,6 +325,24 @@ class Workspace(QObject):
         command = AddStepCommand(self.plan, step, index)
         self.push(command)
         return StepAdded(step, check, command.index)
+
+    def add_steps(self, steps: list[AssemblyStep], block: str) -> StepAdded:
+        """Add ``steps`` (a block's layers, ``block`` names it) at the end of the plan as one
+        undoable edit, if every one fits; returns the first refusal, else the outcome of the
+        last step added (its message counts them all)."""
+        for step in steps:
+            check = self.check_plan_step(step)
+            if not check.ok:
+                return StepAdded(step, check)
+        self.undo_stack.beginMacro(f"Merge {block}")
+        try:
+            for step in steps:
+                command = AddStepCommand(self.plan, step, None)
+                self.push(command)
+        finally:
+            self.undo_stack.endMacro()
+        return StepAdded(steps[-1], self.check_plan_step(steps[-1]), command.index, block,
+                         len(steps))
 
     # -- selection -------------------------------------------------------------------------
     @property

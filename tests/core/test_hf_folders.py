@@ -467,6 +467,7 @@ def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
     from mal_desktop.core.jobs import assemble_job
     from mal_desktop.core.merge import chains
     from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.merge.blocks import block_steps
     from mal_desktop.core.progress import run_job
 
     folder, module = write_llama(tmp_path / "base", hidden_size=32, intermediate_size=64,
@@ -479,8 +480,11 @@ def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
     layers = [f"model.layers.1.{name}" for name in (
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
-    plan = AssemblyPlan(base=str(folder), zoo={"copy": str(tmp_path / "copy")},
-                        steps=[AssemblyStep("copy", name, name, 1.0, "chain") for name in layers])
+    # the block as one drop (merge/blocks.py): its seven layers, in execution order
+    steps = block_steps("copy", spec, "model.layers.1", spec, "model.layers.1", lam=1.0,
+                        align="chain")
+    assert steps == [AssemblyStep("copy", name, name, 1.0, "chain") for name in layers]
+    plan = AssemblyPlan(base=str(folder), zoo={"copy": str(tmp_path / "copy")}, steps=steps)
     x = ids(vocab=64)
     with torch.no_grad():
         expected = base.module(x)

@@ -46,10 +46,13 @@ def test_mime_payload_is_json_not_pickle(ws: Workspace) -> None:
     junk = QMimeData()
     junk.setData(LAYER_MIME, b"\x80\x04not json")
     assert decode_layer(junk) is None
-    # Containers and tensor rows are not draggable.
-    assert donor.mimeData([donor.index_of("layers")]) is None
-    assert not donor.flags(donor.index_of("layers")) & Qt.ItemFlag.ItemIsDragEnabled
+    # A module holding layers drags as a block; tensor rows do not drag.
+    block = donor.mimeData([donor.index_of("layers")])
+    assert decode_layer(block) == LayerRef("zoo_mlp", "zoo", "layers", "block", ())
     assert donor.flags(donor.index_of("head")) & Qt.ItemFlag.ItemIsDragEnabled
+    weight = donor.index(0, 0, donor.index_of("head"))  # head.weight, a tensor row
+    assert not donor.flags(weight) & Qt.ItemFlag.ItemIsDragEnabled
+    assert donor.mimeData([weight]) is None
 
 
 def test_drop_adds_step_with_width_case_then_undo_redo(qtbot, ws: Workspace) -> None:
@@ -262,7 +265,8 @@ def test_drop_of_a_stacked_recurrent_layer_adds_a_step(qtbot) -> None:
         assert layer.isValid() and layer.parent() == model.index_of("rnn")
         assert layer.data(Qt.ItemDataRole.DisplayRole).startswith("l1")
     assert donor.flags(donor.index_of("rnn.l1")) & Qt.ItemFlag.ItemIsDragEnabled
-    assert not donor.flags(donor.index_of("rnn")) & Qt.ItemFlag.ItemIsDragEnabled
+    # the stacked module drags as a block of its two layers
+    assert decode_layer(donor.mimeData([donor.index_of("rnn")])).kind == "block"
     mime = _drag(donor, "rnn.l1")
     assert decode_layer(mime).layer == "rnn.l1"
     target = base.index_of("rnn.l1")
@@ -272,3 +276,50 @@ def test_drop_of_a_stacked_recurrent_layer_adds_a_step(qtbot) -> None:
     assert (step.source, step.source_layer, step.base_layer) == ("zoo_lstm", "rnn.l1", "rnn.l1")
     ws.undo_stack.undo()
     assert ws.plan.steps == []
+
+
+def test_a_block_drops_as_one_step_per_layer_and_undoes_as_one(qtbot, tmp_path) -> None:
+    """A transformer layer of a zoo Llama onto one of the base: its seven layers become seven
+    steps, in execution order, added and undone as one edit. Blocks holding other layers, and
+    a block dropped on a layer, are refused with the reason."""
+    pytest.importorskip("transformers")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
+    from test_hf_folders import write_llama
+
+    from mal_desktop.core.io.files import load_model
+    from mal_desktop.gui.workspace import ModelEntry
+
+    ws = Workspace()
+    ws.set_base(ModelEntry.from_model(load_model(write_llama(tmp_path / "a", seed=0)[0]), "a"))
+    ws.add_zoo(ModelEntry.from_model(load_model(write_llama(tmp_path / "b", seed=1)[0]), "b"))
+    base, donor = _models(ws, "b")
+    tip = base.data(base.index_of("model.layers.1"), Qt.ItemDataRole.ToolTipRole)
+    assert "merge them into this block's 7 layers, one step each" in tip
+    mime = _drag(donor, "model.layers.0")
+    ok, text, steps = base.evaluate_drop(mime, -1, base.index_of("model.layers.1"))
+    assert ok and text == ("block b:model.layers.0 \u2192 model.layers.1: 7 steps, one per "
+                           "layer; the block's other tensors (norms) keep the base's values")
+    parts = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    with qtbot.waitSignal(base.dropHint) as hint:
+        assert base.dropMimeData(mime, COPY, -1, 0, base.index_of("model.layers.1"))
+    assert hint.args == ["Added steps 1\u20137: block b:model.layers.0 \u2192 model.layers.1, "
+                         "one step per layer (Ctrl+Z removes them together)", True]
+    assert [(s.source_layer, s.base_layer) for s in ws.plan.steps] == [
+        (f"model.layers.0.{p}", f"model.layers.1.{p}") for p in parts]
+    assert ws.undo_stack.undoText() == "Merge block b:model.layers.0 \u2192 model.layers.1"
+    ws.undo_stack.undo()
+    assert ws.plan.steps == []
+    # an attention block holds other layers than an MLP block
+    ok, text, _ = base.evaluate_drop(_drag(donor, "model.layers.0.self_attn"), -1,
+                                     base.index_of("model.layers.0.mlp"))
+    assert not ok and text == (
+        "Cannot merge block b:model.layers.0.self_attn into model.layers.0.mlp: "
+        "model.layers.0.self_attn and model.layers.0.mlp hold different layers (only "
+        "model.layers.0.self_attn has k_proj, o_proj, q_proj, v_proj; only model.layers.0.mlp "
+        "has down_proj, gate_proj, up_proj): merge their layers one by one")
+    ok, text, _ = base.evaluate_drop(mime, -1, base.index_of("model.layers.0.mlp.up_proj"))
+    assert not ok and text.startswith("Drop block b:model.layers.0 onto a block of the base")

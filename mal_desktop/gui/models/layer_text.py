@@ -94,6 +94,12 @@ class LayerText:
         self.model_name = model_name
         self.has_stats = has_stats
 
+    def _block_size(self, path: str) -> int:
+        """How many weight layers module ``path`` holds, when it is not one itself."""
+        from ...core.merge.blocks import block_layers  # torch: not on the start-up path
+
+        return len(block_layers(self.spec, path))
+
     def space(self, space_id: str | None) -> str:
         """'hidden0 (64)', 'input (784, fixed)', or a dash for no space (fixed: see
         :data:`FIXED_HELP`)."""
@@ -176,6 +182,13 @@ class LayerText:
                     lines.append("Drag onto a layer of the base model to add an assembly step.")
                 else:
                     lines.append("Drop a zoo layer here to merge it into this layer.")
+            elif col == COL_NAME and (n := self._block_size(node.path)):
+                if self.role == "zoo":
+                    lines.append(f"Drag onto a block of the base model holding the same layers "
+                                 f"to merge its {n} layers, one step each.")
+                else:
+                    lines.append(f"Drop a zoo block holding the same layers here to merge them "
+                                 f"into this block's {n} layers, one step each.")
             if row.repeat_count:
                 lines.append(f"One of {row.repeat_count} blocks of the same structure (layers "
                              "and shapes; their weights differ), shown collapsed.")

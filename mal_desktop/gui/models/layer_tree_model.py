@@ -90,6 +90,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         self._top: list[int] | None = None
         self._by_path: dict[str, int] = {}  # node path -> item id (materialised rows only)
         self._used: dict[str, list[int]] = {}  # layer path -> step numbers using it
+        self._blocks = _block_paths(tree)
         self._last_hint: tuple[str, bool] | None = None
         if workspace is not None:
             self._listener = subscribe_weakly(workspace.plan, self, "_on_plan_change")
@@ -104,6 +105,7 @@ class QtLayerTreeModel(QAbstractItemModel):
             return False
         self.tree = tree
         self.text = LayerText(tree.spec, self.role, self.model_name, tree.has_stats)
+        self._blocks = _block_paths(tree)
         for item in self._items:
             if item.node is not None:
                 item.node = tree.find(item.node.path)
@@ -299,7 +301,8 @@ class QtLayerTreeModel(QAbstractItemModel):
         if item.node is None:
             flags |= Qt.ItemFlag.ItemNeverHasChildren
         is_layer = item.node is not None and item.node.layer is not None
-        if is_layer and self.role == "zoo":
+        is_block = item.node is not None and item.node.path in self._blocks
+        if (is_layer or is_block) and self.role == "zoo":
             flags |= Qt.ItemFlag.ItemIsDragEnabled
         if self.role == "base":
             flags |= Qt.ItemFlag.ItemIsDropEnabled  # every row answers, with a reason if refused
@@ -315,8 +318,11 @@ class QtLayerTreeModel(QAbstractItemModel):
         return Qt.DropAction.CopyAction if self.role == "base" else Qt.DropAction.IgnoreAction
 
     def layer_ref(self, index: Index) -> LayerRef | None:
-        """The drag payload of a weight-layer row (None for other rows)."""
+        """The drag payload of a weight-layer row, or of a block holding weight layers (kind
+        "block"); None for other rows."""
         node = self.node_at(index.siblingAtColumn(0) if index.isValid() else index)
+        if node is not None and node.layer is None and node.path in self._blocks:
+            return LayerRef(self.model_name, self.role, node.path, BLOCK_KIND)
         if node is None or node.layer is None:
             return None
         weight = self._weight(node)
@@ -332,27 +338,58 @@ class QtLayerTreeModel(QAbstractItemModel):
 
     # -- drop ------------------------------------------------------------------------------------
     def evaluate_drop(self, data: QMimeData | None, row: int, parent: Index
-                      ) -> tuple[bool, str, AssemblyStep | None]:
-        """Would dropping ``data`` on (row, parent) add a step? (ok, hint text, step)."""
+                      ) -> tuple[bool, str, list[AssemblyStep]]:
+        """Would dropping ``data`` on (row, parent) add steps? (ok, hint text, the steps: one
+        for a layer, one per layer for a block)."""
         ref = decode_layer(data)
         if ref is None:
-            return False, "Only layers dragged from a zoo model can be dropped here.", None
+            return False, "Only layers dragged from a zoo model can be dropped here.", []
         if self.role != "base":
-            return False, "Drop zoo layers on the base model.", None
+            return False, "Drop zoo layers on the base model.", []
         if ref.role != "zoo":
-            return False, "Drag layers from a zoo model (the base cannot merge into itself).", \
-                None
+            return False, "Drag layers from a zoo model (the base cannot merge into itself).", []
         target = parent if row < 0 else self.index(row, 0, parent)
-        node = self.node_at(target.siblingAtColumn(0) if target.isValid() else target)
+        node = self._drop_node(row, parent)
+        if self._ws is None:
+            return False, "No workspace to add steps to.", []
+        if ref.kind == BLOCK_KIND:
+            return self._evaluate_block_drop(ref, node)
         if node is None or node.layer is None:
             where = self.data(target.siblingAtColumn(0), PATH_ROLE) if target.isValid() else ""
             return False, (f"{where} is not a weight layer: drop onto a linear or conv layer."
-                           if where else "Drop onto a linear or conv layer of the base."), None
-        if self._ws is None:
-            return False, "No workspace to add steps to.", None
+                           if where else "Drop onto a linear or conv layer of the base."), []
         step = AssemblyStep(source=ref.model, source_layer=ref.layer, base_layer=node.path)
         check = self._ws.check_plan_step(step)  # cached in the workspace: hovers ask often
-        return check.ok, fit_text(step, check), step if check.ok else None
+        return check.ok, fit_text(step, check), [step] if check.ok else []
+
+    def _drop_node(self, row: int, parent: Index) -> "LayerNode | None":
+        """The module a drop on (row, parent) lands on."""
+        target = parent if row < 0 else self.index(row, 0, parent)
+        return self.node_at(target.siblingAtColumn(0) if target.isValid() else target)
+
+    def _evaluate_block_drop(self, ref: LayerRef, node: "LayerNode | None"
+                             ) -> tuple[bool, str, list[AssemblyStep]]:
+        """A zoo block onto a base block: one step per layer of the same name, each checked."""
+        from ...core.errors import PlanError
+        from ...core.merge.blocks import block_steps
+
+        name = f"block {ref.model}:{ref.layer}"
+        if node is None or node.path not in self._blocks:
+            return False, f"Drop {name} onto a block of the base (a module holding layers).", []
+        donor = self._ws.zoo.get(ref.model)
+        if donor is None:
+            return False, f"Zoo model {ref.model} is not loaded.", []
+        try:
+            steps = block_steps(ref.model, donor.tree.spec, ref.layer, self.tree.spec, node.path)
+        except PlanError as exc:
+            return False, f"Cannot merge {name} into {node.path}: {exc}", []
+        for step in steps:
+            check = self._ws.check_plan_step(step)
+            if not check.ok:
+                return False, (f"Cannot merge {name} into {node.path}: its layer "
+                               f"{step.source_layer}: {check.reason}"), []
+        return True, (f"{name} \u2192 {node.path}: {len(steps)} steps, one per layer; the "
+                      "block's other tensors (norms) keep the base's values"), steps
 
     def _hint(self, text: str, ok: bool) -> None:
         # Hover calls this on every mouse move: only tell the status bar about changes.
@@ -362,7 +399,7 @@ class QtLayerTreeModel(QAbstractItemModel):
 
     def canDropMimeData(self, data: QMimeData, action: Qt.DropAction, row: int,  # noqa: N802
                         column: int, parent: Index) -> bool:
-        ok, text, _step = self.evaluate_drop(data, row, parent)
+        ok, text, _steps = self.evaluate_drop(data, row, parent)
         self._hint(text, ok)
         return ok
 
@@ -370,12 +407,18 @@ class QtLayerTreeModel(QAbstractItemModel):
                      column: int, parent: Index) -> bool:
         if action == Qt.DropAction.IgnoreAction:
             return True
-        ok, text, step = self.evaluate_drop(data, row, parent)
+        ok, text, steps = self.evaluate_drop(data, row, parent)
         self._last_hint = None
-        if not ok or step is None or self._ws is None:
+        if not ok or not steps or self._ws is None:
             self._hint(text, False)
             return False
-        added = self._ws.add_step(step)
+        ref = decode_layer(data)
+        if ref is not None and ref.kind == BLOCK_KIND:  # a block: its steps are one edit
+            node = self._drop_node(row, parent)
+            added = self._ws.add_steps(steps, f"block {ref.model}:{ref.layer} \u2192 "
+                                              f"{node.path if node else ''}")
+        else:
+            added = self._ws.add_step(steps[0])
         self._hint(added.message, added.ok)
         return added.ok
 
@@ -405,6 +448,19 @@ class QtLayerTreeModel(QAbstractItemModel):
                                       self.createIndex(row, 0, item_id),
                                       [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.FontRole,
                                        Qt.ItemDataRole.ToolTipRole])
+
+
+BLOCK_KIND = "block"  # LayerRef.kind of a dragged block
+
+
+def _block_paths(tree: "LayerTree") -> frozenset[str]:
+    """Modules that hold weight layers without being one: what can be dragged as a block."""
+    layers = {layer.name for layer in tree.spec.layers}
+    paths = set()
+    for name in layers:
+        parts = name.split(".")
+        paths.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return frozenset(p for p in paths - layers if tree.find(p) is not None)
 
 
 def _dark() -> bool:

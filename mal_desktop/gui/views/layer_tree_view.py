@@ -135,7 +135,7 @@ class LayerTreeView(QTreeView):
         if isinstance(source, QtLayerTreeModel):
             src_index = model.mapToSource(index) if isinstance(model, QSortFilterProxyModel) \
                 else index
-            _ok, text, _step = source.evaluate_drop(event.mimeData(), -1, src_index)
+            _ok, text, _steps = source.evaluate_drop(event.mimeData(), -1, src_index)
             self._tip_text = text
             pos = event.position().toPoint()
             QToolTip.showText(self.viewport().mapToGlobal(pos), text, self.viewport(),
