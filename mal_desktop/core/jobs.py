@@ -57,6 +57,7 @@ class ModelCache:
         # Discovery traces the model (torch.export): pure Python holding the GIL. Callers that
         # already know the specs (the GUI's layer trees) pass them so a job never re-traces.
         self._specs: dict[str, PermutationSpec] = dict(specs or {})
+        self._headers: dict[str, dict[str, torch.Tensor] | None] = {}  # see from_headers
         self._arch = arch
 
     def model(self, path: str) -> LoadedModel:
@@ -78,15 +79,17 @@ class ModelCache:
         not describe its architecture."""
         if path in self._models:
             return None
-        model = open_from_headers(path, self._outputs.get(path))
-        if model is None:
-            return None
-        state = model.state()
-        if sum(t.numel() for t in state.values()) <= HEADER_CHECK_PARAMETERS:
-            return None
-        if path not in self._specs:
-            self._specs[path] = discover_spec(model)
-        return state, self._specs[path]
+        if path not in self._headers:  # opened once per plan, however many steps use it
+            model = open_from_headers(path, self._outputs.get(path))
+            state = model.state() if model is not None else {}
+            if sum(t.numel() for t in state.values()) <= HEADER_CHECK_PARAMETERS:
+                self._headers[path] = None
+            else:
+                if path not in self._specs:
+                    self._specs[path] = discover_spec(model)
+                self._headers[path] = state
+        state = self._headers[path]
+        return None if state is None else (state, self._specs[path])
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,8 @@ from .state_dict_io import (attach_state, check_finite, check_shapes, check_weig
                             factory_with_state, load_state_into, torch_load_weights, unwrap_state)
 
 __all__ = ["ModelHeader", "load_model", "open_from_headers", "save_model", "read_header",
-           "file_sha256",
-           "load_sharded_model",
-           "atomic_write", "atomic_write_text", "atomic_write_bytes", "model_form"]
+           "file_sha256", "load_sharded_model", "atomic_write", "atomic_write_text",
+           "atomic_write_bytes", "model_form"]
 
 _FORMS = {".safetensors": "safetensors", ".pt2": "pt2", ".pt": "pt", ".pth": "pt"}
 
