@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run an assembly plan (PLAN.json) or a project saved by the app "
                             "(.malproj)")
     p.add_argument("plan")
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--out", required=True,
+                   help="output .safetensors file, or a name without extension for a folder "
+                        "(a Hugging Face folder when the base is one; shards otherwise)")
     p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("evaluate", parents=[common], help="loss and accuracy on a dataset")

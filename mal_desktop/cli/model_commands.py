@@ -60,6 +60,12 @@ def cmd_inspect(args) -> int:
         lines = [f"{args.model}: {model.form}, {tree.total_params:,} parameters, "
                  f"input {tuple(model.input_shape)}, {model.num_classes} classes"
                  + ("" if tree.has_stats else " (from the headers: weights not read)")]
+        made = model.metadata
+        if made.get("kind") == "assembly":  # a merge: what it was made of (--json: all of it)
+            steps = made.get("steps") or []
+            lines.append(f"  assembled by mal_desktop {made.get('created_at', '')}: "
+                         f"{len(steps)} step{'s' if len(steps) != 1 else ''} into base "
+                         f"{made.get('base', '?')}")
         shapes = {k: "x".join(map(str, v.shape)) for k, v in model.module.state_dict().items()}
 
         def side(axis) -> str:

@@ -413,11 +413,11 @@ def model_curve_job(base_path: str, target_path: str, data: str | Dataset, *,
     cancel = cancel or CancelToken()
     dataset = _dataset(data)
     cache = cache or ModelCache(None, arch)
+    check_data_fits(cache.model(base_path), dataset)  # before the alignment, not after it
     yield ProgressEvent("align", 0.0, "aligning " + (", ".join(f"{s}:{d}" for s, d in layers)
                                                      if layers else "the whole model"))
     # activation matching probes with training inputs (never the test split it is scored on)
     probe_x = dataset.x_train[:PROBE_SIZE] if len(dataset.x_train) else dataset.x_test[:PROBE_SIZE]
-    check_data_fits(cache.model(base_path), dataset)  # before the alignment, not after it
     probe = fit_inputs(cache.model(base_path), probe_x, dataset.name)
     series = curve_series(cache, base_path, target_path, align=align, layers=layers,
                           cancel=cancel, probe=probe, restarts=restarts)

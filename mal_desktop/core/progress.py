@@ -8,6 +8,8 @@ generators (``run_job`` here, ``gui.workers`` there).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, TypeVar
 
@@ -54,6 +56,29 @@ class CancelToken:
 
 
 Job = Generator[ProgressEvent, None, T]
+
+_ambient = threading.local()  # the token of the job this thread runs, in a cancellable() block
+
+
+@contextmanager
+def cancellable(token: CancelToken) -> Iterator[None]:
+    """Within the block, plain functions deep below a job (reading every tensor of a large
+    model: its NaN check, its statistics) see ``token`` through :func:`check_cancelled`, with
+    no parameter threaded through every loader on the way. Per thread; blocks nest."""
+    previous = getattr(_ambient, "token", None)
+    _ambient.token = token
+    try:
+        yield
+    finally:
+        _ambient.token = previous
+
+
+def check_cancelled() -> None:
+    """Raise Cancelled when the token of the enclosing :func:`cancellable` block was set
+    (nothing happens outside one)."""
+    token = getattr(_ambient, "token", None)
+    if token is not None:
+        token.raise_if_cancelled()
 
 
 def run_job(job: Job[T], on_event: Callable[[ProgressEvent], None] | None = None) -> T:

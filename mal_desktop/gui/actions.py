@@ -53,7 +53,8 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("save_project_as", "Save Project &As\u2026", "Save the project under a new name",
                KS.SaveAs, "document-save-as", SP.SP_DialogSaveButton),
     ActionSpec("save_merged", "&Export Merged Model\u2026", "Assemble the plan and save the merged "
-               "model as .safetensors with its provenance", "Ctrl+Shift+E", "document-export",
+               "model with its provenance (.safetensors, or a model folder)", "Ctrl+Shift+E",
+               "document-export",
                SP.SP_DriveHDIcon),
     ActionSpec("quit", "&Quit", "Quit MAL Desktop", KS.Quit, "application-exit",
                SP.SP_DialogCloseButton),

@@ -384,8 +384,11 @@ class MainWindow(QMainWindow):
         busy = self.jobs.is_running()
         ws = self.workspace
         has_steps = self.runs.can_run()
+        reading = ws.reading() if ws is not None else []
         a.run.setEnabled(has_steps and not busy)
         a.run.setToolTip(a.run.statusTip() + " (F5)" if has_steps else
+                         f"Run waits for the weights of {', '.join(reading)}: they are still "
+                         "being read" if reading else
                          "Run needs a base model and at least one step: drag a zoo layer onto a "
                          "base layer")
         a.save_merged.setEnabled(has_steps and not busy)

@@ -126,23 +126,24 @@ def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job
     """
     from ..core.graph.tree import build_layer_tree
     from ..core.io.files import load_model
+    from ..core.progress import cancellable
     from .workspace import ModelEntry
 
     loaded = []
     n = max(1, len(requests))
     for i, req in enumerate(requests):
         cancel.raise_if_cancelled()
-        label = Path(req.path).name
+        label = req.name  # a folder's name, not its config.json picked in the dialog
         yield ProgressEvent("load", i / n, f"Reading the headers of {label}\u2026")
         preview = _header_entry(req)
         if preview is not None:
             yield ProgressEvent("load", (i + 0.1) / n, f"Reading the weights of {label}\u2026",
                                 payload=EarlyEntry(req.role, preview))
-        cancel.raise_if_cancelled()
-        model = load_model(req.path, output=req.output)
-        cancel.raise_if_cancelled()
+        with cancellable(cancel):  # seen between the tensors of the NaN check
+            model = load_model(req.path, output=req.output)
         yield ProgressEvent("load", (i + 0.6) / n, f"Reading the layers of {label}\u2026")
-        tree = build_layer_tree(model)
+        with cancellable(cancel):  # and of the statistics
+            tree = build_layer_tree(model)
         loaded.append((req.role, ModelEntry(req.name, str(req.path), model, tree, req.output,
                                             _output_shapes(model))))
         if preview is not None:

@@ -163,3 +163,29 @@ def test_malerror_is_the_header_refusal(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 32}))
     with pytest.raises(MalError, match="up_proj"):
         open_from_headers(folder)
+
+
+def test_reading_weights_stops_between_tensors_when_cancelled(tmp_path: Path) -> None:
+    """Loading a 7B folder reads 13 GB (the NaN check, then the statistics): a cancelled load
+    stops at the next tensor, not after the whole read."""
+    from mal_desktop.core.progress import CancelToken, Cancelled, cancellable
+
+    class CancelOnThirdLook(CancelToken):
+        looks = 0
+
+        def raise_if_cancelled(self) -> None:
+            self.looks += 1
+            if self.looks == 3:
+                self.cancel()
+            super().raise_if_cancelled()
+
+    folder, _ = write_llama(tmp_path / "m")
+    token = CancelOnThirdLook()
+    with cancellable(token), pytest.raises(Cancelled):
+        load_model(folder)
+    assert token.looks == 3  # of some twenty tensors
+    model = load_model(folder)  # outside the block nothing is checked
+    token = CancelOnThirdLook()
+    with cancellable(token), pytest.raises(Cancelled):
+        build_layer_tree(model)
+    assert token.looks == 3

@@ -342,7 +342,7 @@ def test_plan_on_folders_assembles_saves_as_shards_and_reloads(tmp_path: Path) -
 
 @pytest.mark.parametrize("shard_bytes", [None, 3000])
 def test_a_merge_of_folders_saved_as_a_folder_loads_in_transformers(
-        tmp_path: Path, shard_bytes: int | None) -> None:
+        tmp_path: Path, shard_bytes: int | None, capsys: pytest.CaptureFixture) -> None:
     """``--out NAME`` with a Hugging Face base writes a model folder (config, tokenizer,
     weights) that transformers' own ``from_pretrained`` loads to the same logits, and that mal
     reopens with the merge's provenance."""
@@ -352,6 +352,11 @@ def test_a_merge_of_folders_saved_as_a_folder_loads_in_transformers(
 
     base, _ = write_llama(tmp_path / "base", seed=0)
     (base / "tokenizer.json").write_text('{"model": {"type": "BPE"}}', encoding="utf-8")
+    # what tells a user of the merge its special tokens, chat template and generation defaults
+    companions = {"tokenizer_config.json": '{"bos_token": "<s>", "model_max_length": 2048}',
+                  "generation_config.json": '{"bos_token_id": 1, "max_length": 2048}'}
+    for name, text in companions.items():
+        (base / name).write_text(text, encoding="utf-8")
     donor, _ = write_llama(tmp_path / "donor", seed=1)
     layer = "model.layers.1.mlp.down_proj"
     plan = AssemblyPlan(base=str(base), zoo={"d": str(donor)},
@@ -360,12 +365,19 @@ def test_a_merge_of_folders_saved_as_a_folder_loads_in_transformers(
     folder = save_model(merged, tmp_path / "merged", max_shard_bytes=shard_bytes or 2**40)
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "tokenizer.json"} <= names
+    assert all((folder / n).read_text() == text for n, text in companions.items())
+    assert transformers.GenerationConfig.from_pretrained(folder).max_length == 2048
     assert ("model.safetensors" in names) == (shard_bytes is None)
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
     with torch.no_grad():
         assert torch.allclose(hf(ids()).logits, merged.module(ids()), atol=1e-6)
     again = load_model(folder)
     assert again.form == "hf-folder" and again.metadata["kind"] == "assembly"
+    from mal_desktop.cli import main
+
+    assert main(["inspect", str(folder)]) == 0
+    assert f"assembled by mal_desktop {again.metadata['created_at']}: 1 step into base " \
+           f"{base}" in capsys.readouterr().out
     assert again.metadata["plan"]["steps"][0]["base_layer"] == layer
     assert all(torch.equal(again.state()[k], v) for k, v in merged.state().items())
 
@@ -399,6 +411,23 @@ def test_a_step_between_layouts_is_refused_from_the_headers(
     plan.steps.pop()
     result = run_job(jobs.assemble_job(plan))
     assert result.steps[0].align == "chain"
+
+
+def test_an_embedding_named_as_a_step_is_refused_as_what_it_is(tmp_path: Path) -> None:
+    """It used to read "has no weight layer 'model.embed_tokens'" while the hint beside a
+    typo listed it among the layers."""
+    from mal_desktop.core.errors import PlanError
+    from mal_desktop.core.jobs import assemble_job
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.progress import run_job
+
+    base, _ = write_llama(tmp_path / "base", seed=0)
+    donor, _ = write_llama(tmp_path / "donor", seed=1)
+    plan = AssemblyPlan(base=str(base), zoo={"d": str(donor)}, steps=[AssemblyStep(
+        "d", "model.layers.0.mlp.up_proj", "model.embed_tokens")])
+    with pytest.raises(PlanError, match="the base's model.embed_tokens is not a linear or conv "
+                                        r"layer \(an embedding or a norm, say\)"):
+        run_job(assemble_job(plan))
 
 
 def test_a_user_folder_is_never_replaced_by_a_model_folder(tmp_path: Path) -> None:

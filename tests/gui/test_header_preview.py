@@ -123,17 +123,39 @@ def test_steps_can_be_planned_on_the_preview(qtbot, session: SessionController, 
 
 def test_a_load_that_fails_takes_its_preview_back(qtbot, session: SessionController,
                                                   jobs: JobQueue, settings: Settings,
-                                                  tmp_path: Path) -> None:
-    good, bad = _folder(tmp_path / "good", 0), _folder(tmp_path / "bad", 1, nan=True)
+                                                  tmp_path: Path, model_files) -> None:
+    """A NaN found once the weights are read: the preview goes, the base it replaced comes
+    back, and so does the data set that base is read with."""
+    from mal_desktop.core.project.demo import DEMO_DATA, LM_DEMO_DATA
+
+    bad = _folder(tmp_path / "bad", 1, nan=True)
     ws = session.install_workspace()
     files = FilesController(session, jobs, settings)
     with qtbot.waitSignal(files.modelsOpened, timeout=60000):
-        files.open_paths([str(good)])
+        files.open_paths([str(model_files["base_mlp"])])
     kept = ws.base
-    shown: list[str] = []
-    ws.modelsChanged.connect(lambda: shown.append(ws.base.name if ws.base else ""))
+    assert session.data == DEMO_DATA
+    shown: list[tuple[str, str]] = []
+    ws.modelsChanged.connect(lambda: shown.append((ws.base.name if ws.base else "",
+                                                   session.data)))
     with qtbot.waitSignal(jobs.jobEnded, timeout=60000):
         files.load_models([tasks.LoadRequest("base", "bad", str(bad)),
                            tasks.LoadRequest("zoo", "bad", str(bad))])
-    assert shown[0] == "bad"  # its tree showed while its weights were read
+    assert shown[0][0] == "bad"  # its tree showed while its weights were read
+    assert session.data == DEMO_DATA and LM_DEMO_DATA in {d for _, d in shown}
     assert ws.base is kept and not ws.zoo  # and the NaN in them took it back
+
+
+def test_a_large_base_says_it_moved_the_data_set_when_it_opens(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        tmp_path: Path) -> None:
+    from mal_desktop.core.project.demo import DEMO_DATA, LM_DEMO_DATA
+
+    session.set_data(DEMO_DATA)
+    files = FilesController(session, jobs, settings)
+    said: list[str] = []
+    files.message.connect(lambda text, _ms: said.append(text))
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(_folder(tmp_path / "llama", 0))])
+    assert session.data == LM_DEMO_DATA
+    assert said[-1] == f"Opened llama; curves now on {LM_DEMO_DATA}: llama reads token ids"

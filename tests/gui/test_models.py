@@ -80,7 +80,7 @@ def test_repeated_blocks_are_labelled_and_start_collapsed(qtbot) -> None:
     model = QtLayerTreeModel(tree("resnet"), "zoo")
     b0, b1 = model.index_of("blocks.0"), model.index_of("blocks.1")
     assert model.data(b0, REPEAT_ROLE) == 2 and model.data(b1, REPEAT_ROLE) == 2
-    assert "(\u00d72, same structure)" in model.data(b0)
+    assert "(\u00d72 alike)" in model.data(b0)
     assert "(like 0)" in model.data(b1)
     assert model.data(model.index_of("stem"), REPEAT_ROLE) == 0
     ws = Workspace()

@@ -21,6 +21,7 @@ from torch import nn
 from ..io.model import LoadedModel
 from ..io.pages import PageReleaser
 from ..jsonio import json_safe
+from ..progress import check_cancelled
 from .recurrent import recurrent_riders
 from .spec import HeadGroup, Layer, PermutationSpec
 
@@ -213,6 +214,7 @@ def tensor_info(key: str, tensor: torch.Tensor, spec: PermutationSpec, stats: bo
     if not stats or t.is_meta:
         norm = mean = std = math.nan
     elif n and not t.is_complex():
+        check_cancelled()  # the statistics read every weight: seconds to minutes at LLM sizes
         norm, mean, std = _moments(t)
         if pages is not None:
             pages.release(t)

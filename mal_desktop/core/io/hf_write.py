@@ -1,12 +1,13 @@
 """Writing Hugging Face model folders: config.json, safetensors weights (one file, or shards with
-``model.safetensors.index.json``) and tokenizer.json, in the layout ``from_pretrained`` reads.
+``model.safetensors.index.json``), tokenizer.json and the files beside it (``COMPANION_FILES``),
+in the layout ``from_pretrained`` reads.
 
 The folder is written by the one model-folder writer (``sharded.write_sharded``): whole into a
 hidden temporary folder beside the target, then renamed into place, so a reader never sees half
 a model; a folder left by a killed writer is removed by the next write; an existing folder is
 replaced only when it holds model files alone. Tensors go through our own streaming safetensors
-writer (one tensor at a time, no second copy of the model). Tied parameters are written once, under the name transformers
-keeps, as ``save_pretrained`` does.
+writer (one tensor at a time, no second copy of the model). Tied parameters are written once,
+under the name transformers keeps, as ``save_pretrained`` does.
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ from .model import LoadedModel
 from .sharded import write_sharded
 
 
+# What a Hugging Face folder holds beside config, weights and tokenizer.json that users of the
+# merge need as much: the tokenizer's settings (special tokens, chat template, context length)
+# and the generation defaults.
+COMPANION_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
 def write_hf_folder(folder: str | Path, state: Mapping[str, torch.Tensor],
                     config: Mapping[str, Any], *, tokenizer: str | Path | None = None,
                     tied: Sequence[Sequence[str]] = (), max_shard_bytes: int | None = None,
-                    metadata: Mapping[str, str] | None = None, after_tensor=None) -> Path:
+                    metadata: Mapping[str, str] | None = None, after_tensor=None,
+                    companions: Mapping[str, Path] | None = None) -> Path:
     """Write a model folder atomically (replacing an existing one).
 
     Parameters:
@@ -41,6 +49,7 @@ def write_hf_folder(folder: str | Path, state: Mapping[str, torch.Tensor],
             None writes one ``model.safetensors``.
         metadata: string metadata stored in every shard's header ("format": "pt" is added).
         after_tensor: called with each tensor once written (to hand back mapped pages).
+        companions: further files copied in under their names (``COMPANION_FILES``).
     Returns:
         The folder.
     Raises:
@@ -54,6 +63,8 @@ def write_hf_folder(folder: str | Path, state: Mapping[str, torch.Tensor],
         CONFIG_NAME: json.dumps(dict(config), indent=2, sort_keys=True) + "\n"}
     if tokenizer is not None:
         extra[TOKENIZER_NAME] = Path(tokenizer)
+    extra.update({name: Path(path) for name, path in (companions or {}).items()
+                  if name in COMPANION_FILES})
     try:
         return write_sharded(target, tensors, {"format": "pt", **dict(metadata or {})},
                              max_shard_bytes, after_tensor, single_file=WEIGHTS_NAME,
@@ -88,6 +99,10 @@ def save_hf_folder(model: LoadedModel, folder: str | Path,
     tokenizer = arch.get("tokenizer")
     if tokenizer is not None and not Path(tokenizer).is_file():
         tokenizer = None
+    # the files beside the tokenizer that say how to use it and how to generate (special
+    # tokens, chat template, context length): copied as they are, never read here
+    companions = {name: Path(tokenizer).parent / name for name in COMPANION_FILES
+                  if tokenizer is not None and (Path(tokenizer).parent / name).is_file()}
     return write_hf_folder(target, model.state(), config, tokenizer=tokenizer,
                            tied=tie_groups(model.module), max_shard_bytes=max_shard_bytes,
-                           metadata=metadata, after_tensor=after_tensor)
+                           metadata=metadata, after_tensor=after_tensor, companions=companions)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
+from ..progress import check_cancelled
 from .meta import meta_leftovers, meta_twin, params_on_meta, retie, tie_groups
 from .pages import PageReleaser
 
@@ -73,6 +74,7 @@ def check_finite(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
     bad: list[str] = []
     pages = PageReleaser()
     for name, tensor in state.items():
+        check_cancelled()  # a 7B model is 13 GB to read: Cancel must not wait for all of it
         if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.is_meta:
             continue
         if not _all_finite(tensor):
@@ -82,7 +84,8 @@ def check_finite(path: str | Path, state: Mapping[str, torch.Tensor]) -> None:
             n_nan = int(torch.isnan(t).sum())
             n_inf = int(torch.isinf(t).sum())
             parts = ([f"{n_nan} NaN"] if n_nan else []) + ([f"{n_inf} inf"] if n_inf else [])
-            bad.append(f"tensor {name} has {' and '.join(parts)} values")
+            noun = "value" if n_nan + n_inf == 1 else "values"
+            bad.append(f"tensor {name} has {' and '.join(parts)} {noun}")
         pages.release(tensor)
     if bad:
         more = len(bad) - 1

@@ -345,6 +345,9 @@ def _weight_layer(spec: PermutationSpec, name: str, owner: str, where: str) -> L
     try:
         return spec.layer(name)
     except KeyError:
+        if f"{name}.weight" in spec.axes:  # a module with a weight, not a linear or conv
+            raise PlanError(f"{where}: {owner}'s {name} is not a linear or conv layer (an "
+                            "embedding or a norm, say): only those are merge steps") from None
         hint = layer_hint(name, [layer.name for layer in spec.layers])
         raise PlanError(f"{where}: {owner} has no weight layer {name!r}{hint}") from None
 

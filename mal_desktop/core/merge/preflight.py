@@ -324,20 +324,21 @@ def _suggest(name: str, shapes: Mapping[str, tuple[int, ...]]) -> str:
     layers = sorted({k[: -len(".weight")] for k, s in shapes.items()
                      if k.endswith(".weight") and len(s) >= 2}
                     | {m if len(ks) == 1 else f"{m}.l{k}" for m, ks in stacked.items() for k in ks})
-    return layer_hint(name, layers)
+    # from shapes alone an embedding looks like a layer: counted as what it is known to be
+    return layer_hint(name, layers, "modules with a matrix weight")
 
 
 # a model with more weight layers than this gets a count, not the list (a 7B Llama has 225)
 LIST_LAYERS = 12
 
 
-def layer_hint(name: str, layers: Sequence[str]) -> str:
+def layer_hint(name: str, layers: Sequence[str], what: str = "weight layers") -> str:
     """What to say after "has no layer NAME" to help fix a typo: the close names, else the
-    layers (all of a small model; a count and the first few of a large one)."""
+    layers (all of a small model; a count of ``what`` and the first few of a large one)."""
     close = difflib.get_close_matches(name, layers, n=3, cutoff=0.8)
     if close:
         return f" (did you mean {' or '.join(close)}?)"
     if len(layers) <= LIST_LAYERS:
         return f" (its layers: {', '.join(layers)})"
-    return (f" (it has {len(layers)} weight layers, e.g. {', '.join(layers[:3])}; "
+    return (f" (it has {len(layers)} {what}, e.g. {', '.join(layers[:3])}; "
             "mal inspect lists them)")

@@ -75,6 +75,8 @@ class _EarlyEntries:
     previews: dict[tuple[str, str], tuple[ModelEntry, ModelEntry | None]] = field(
         default_factory=dict)
     loaded: dict[tuple[str, str], ModelEntry] = field(default_factory=dict)
+    data_before: str | None = None  # the data set a base preview replaced (put back with it)
+    data_note: str = ""  # what the switch of data set said, repeated when the load ends
 
 
 def _model_folder(path: str) -> Path | None:
@@ -234,7 +236,12 @@ class FilesController(QObject):
             if entry.name != event.payload.entry.name:  # another file has the name: beside it
                 old = None
         early.previews[key] = (entry, old)
-        note = self._fit_data(entry) if role == "base" else ""
+        note = ""
+        if role == "base":
+            data = self.session.data
+            note = self._fit_data(entry)
+            if note:
+                early.data_before, early.data_note = data, note
         self._say(f"{entry.name}: layers read from the headers; reading its weights\u2026"
                   + note, 0)
 
@@ -258,6 +265,9 @@ class FilesController(QObject):
         for (role, _), (entry, old) in reversed(list(early.previews.items())):
             if ws is not None:
                 ws.take_back(role, entry, old)
+                if role == "base" and early.data_before is not None:
+                    # the base that comes back was read with the data set it had
+                    self.session.set_data(early.data_before)
 
     def _models_loaded(self, paths: list[str], early: "_EarlyEntries", entries: tuple) -> None:
         kept = self._apply_entries(tuple((role, e) for role, e in entries
@@ -270,7 +280,8 @@ class FilesController(QObject):
         names = [e.name for e in shown]
         several = [e for e in shown if e.outputs > 1]
         base = self.session.workspace.base
-        note = self._fit_data(base) if any(base is e for e in shown) else ""
+        note = early.data_note or (self._fit_data(base) if any(base is e for e in shown)
+                                   else "")
         if several:  # the first output is a guess: say so where the user looks
             e = several[0]
             self._say(f"Opened {', '.join(names)}. {e.name} returns {e.outputs} outputs; output "

@@ -162,7 +162,7 @@ class LayerText:
         text = f"{row.name} \u00b7 {kind}" if kind and kind != "module" else row.name
         if row.repeat_count:
             if row.name == row.repeat_first:
-                text += f"  (\u00d7{row.repeat_count}, same structure)"
+                text += f"  (\u00d7{row.repeat_count} alike)"
             else:
                 text += f"  (like {row.repeat_first})"
         steps = used.get(node.path)

@@ -8,7 +8,7 @@ rows accept such drops: ``canDropMimeData`` asks the workspace (its cached core 
 check) whether the step fits and emits ``dropHint(text, ok)``; ``dropMimeData`` adds the step
 through ``Workspace.add_step`` (undoable). Children are materialised on first request, so a large model costs nothing
 until it is expanded. Repeated sibling blocks (same ``repeat`` signature) are labelled
-"(x2, same structure)" and flagged with REPEAT_ROLE so views start them collapsed.
+"(x2 alike)" and flagged with REPEAT_ROLE so views start them collapsed.
 """
 
 from __future__ import annotations

@@ -330,14 +330,19 @@ class LayerTreePane(QWidget):
         header = self.view.header()
         header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((COL_NAME, 220), (COL_SHAPE, 110), (COL_PARAMS, 80),
+        for col, width in ((COL_NAME, 220), (COL_SHAPE, 100), (COL_PARAMS, 72),
                            (COL_SPACE, 230), (COL_STATS, 200)):
             header.resizeSection(col, width)
 
     def _fit_name_column(self) -> None:
+        """Names as wide as they need, up to 360 px, leaving shape and parameters in sight in
+        a narrow pane (the default layout gives the base pane about 500 px)."""
         self.view.resizeColumnToContents(COL_NAME)
         header = self.view.header()
-        header.resizeSection(COL_NAME, min(max(header.sectionSize(COL_NAME) + 40, 220), 360))
+        room = self.view.viewport().width() - header.sectionSize(COL_SHAPE) \
+            - header.sectionSize(COL_PARAMS) - 4
+        header.resizeSection(COL_NAME, min(max(header.sectionSize(COL_NAME) + 40, 220),
+                                           max(room, 220), 360))
 
     def expand_default(self) -> None:
         """Expand the tree, leaving repeated blocks collapsed; big trees only near the top."""
