@@ -25,20 +25,7 @@ from mal_desktop.core.io.model import LoadedModel
 transformers = pytest.importorskip("transformers")
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/core is not a package
-from test_hf_folders import write_llama  # noqa: E402
-
-
-def _forbid_reading(monkeypatch: pytest.MonkeyPatch) -> None:
-    import safetensors
-    import safetensors.torch
-
-    def no_data(*args, **kwargs):
-        raise AssertionError("tensor data was read")
-
-    monkeypatch.setattr(safetensors, "safe_open", no_data)
-    monkeypatch.setattr(safetensors.torch, "load_file", no_data)
-    monkeypatch.setattr(torch, "load", no_data)
-    monkeypatch.setattr(torch.UntypedStorage, "from_file", no_data)
+from test_hf_folders import forbid_reading, write_llama  # noqa: E402
 
 
 def _poison(file: Path, name: str) -> None:
@@ -56,7 +43,7 @@ def test_a_folder_tree_from_headers_reads_no_tensor_data(tmp_path: Path,
     folder, _ = write_llama(tmp_path / "m", shard_bytes=4000)
     loaded_tree = build_layer_tree(load_model(folder))
     with monkeypatch.context() as m:
-        _forbid_reading(m)
+        forbid_reading(m)
         model = open_from_headers(folder)
         tree = build_layer_tree(model)
     assert model is not None and model.form == "hf-folder"
@@ -107,7 +94,7 @@ def test_mal_files_and_shard_folders_from_headers(tmp_path: Path, name: str,
         model = open_from_headers(path)
     else:
         with monkeypatch.context() as m:
-            _forbid_reading(m)
+            forbid_reading(m)
             model = open_from_headers(path)
     assert all(t.is_meta for t in model.module.parameters())
     assert build_layer_tree(model).same_layout(loaded_tree)
@@ -168,24 +155,17 @@ def test_malerror_is_the_header_refusal(tmp_path: Path) -> None:
 def test_reading_weights_stops_between_tensors_when_cancelled(tmp_path: Path) -> None:
     """Loading a 7B folder reads 13 GB (the NaN check, then the statistics): a cancelled load
     stops at the next tensor, not after the whole read."""
-    from mal_desktop.core.progress import CancelToken, Cancelled, cancellable
+    from cancel_after import CancelAfter
 
-    class CancelOnThirdLook(CancelToken):
-        looks = 0
-
-        def raise_if_cancelled(self) -> None:
-            self.looks += 1
-            if self.looks == 3:
-                self.cancel()
-            super().raise_if_cancelled()
+    from mal_desktop.core.progress import Cancelled, cancellable
 
     folder, _ = write_llama(tmp_path / "m")
-    token = CancelOnThirdLook()
+    token = CancelAfter(3)
     with cancellable(token), pytest.raises(Cancelled):
         load_model(folder)
     assert token.looks == 3  # of some twenty tensors
     model = load_model(folder)  # outside the block nothing is checked
-    token = CancelOnThirdLook()
+    token = CancelAfter(3)
     with cancellable(token), pytest.raises(Cancelled):
         build_layer_tree(model)
     assert token.looks == 3

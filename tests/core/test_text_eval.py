@@ -110,18 +110,11 @@ def test_loss_is_the_models_own_next_token_loss(lm) -> None:
 def test_scoring_text_stops_between_batches_when_cancelled(lm) -> None:
     """A batch of a large language model takes seconds, a curve point many batches: Cancel is
     seen between batches, not once the point is done."""
-    from mal_desktop.core.progress import CancelToken, Cancelled
+    from cancel_after import CancelAfter
 
-    class CancelOnSecondLook(CancelToken):
-        looks = 0
+    from mal_desktop.core.progress import Cancelled
 
-        def raise_if_cancelled(self) -> None:
-            self.looks += 1
-            if self.looks == 2:
-                self.cancel()
-            super().raise_if_cancelled()
-
-    token = CancelOnSecondLook()
+    token = CancelAfter(2)
     with pytest.raises(Cancelled):
         evaluate_model(load_model(lm["lm0"]), load_dataset(f"text:{lm['text']}"), batch_size=1,
                        cancel=token)

@@ -8,15 +8,13 @@ preview takes it back. ``PREVIEW_PARAMETERS`` is lowered so a tiny folder counts
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
+from test_open_hf_folder import _folder as llama_folder  # noqa: E402
 
 from mal_desktop.gui import tasks  # noqa: E402
 from mal_desktop.gui.controllers.files import FilesController  # noqa: E402
@@ -30,23 +28,12 @@ from mal_desktop.gui.views.layer_tree_view import LayerTreePane  # noqa: E402
 pytestmark = pytest.mark.gui
 pytest.importorskip("transformers")
 
-CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 64,
-          "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
-          "num_key_value_heads": 2, "intermediate_size": 24, "max_position_embeddings": 16}
 LAYER = "model.layers.1.mlp.up_proj"
 
 
 def _folder(path: Path, seed: int, nan: bool = False) -> Path:
-    from mal_desktop.core.io.hf_config import build_module
-    from mal_desktop.core.io.hf_write import write_hf_folder
-    from mal_desktop.core.io.meta import tie_groups
-
-    torch.manual_seed(seed)
-    module = build_module(path, CONFIG, device="cpu")
-    state = module.state_dict()
-    if nan:
-        state[LAYER + ".weight"][0, 0] = float("nan")
-    return write_hf_folder(path, state, CONFIG, tied=tie_groups(module))
+    """A two-layer tiny Llama folder (one NaN in LAYER's weight when ``nan``)."""
+    return llama_folder(path, seed, f"{LAYER}.weight" if nan else None, num_hidden_layers=2)
 
 
 @pytest.fixture(autouse=True)
@@ -145,17 +132,3 @@ def test_a_load_that_fails_takes_its_preview_back(qtbot, session: SessionControl
     assert session.data == DEMO_DATA and LM_DEMO_DATA in {d for _, d in shown}
     assert ws.base is kept and not ws.zoo  # and the NaN in them took it back
 
-
-def test_a_large_base_says_it_moved_the_data_set_when_it_opens(
-        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
-        tmp_path: Path) -> None:
-    from mal_desktop.core.project.demo import DEMO_DATA, LM_DEMO_DATA
-
-    session.set_data(DEMO_DATA)
-    files = FilesController(session, jobs, settings)
-    said: list[str] = []
-    files.message.connect(lambda text, _ms: said.append(text))
-    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
-        files.open_paths([str(_folder(tmp_path / "llama", 0))])
-    assert session.data == LM_DEMO_DATA
-    assert said[-1] == f"Opened llama; curves now on {LM_DEMO_DATA}: llama reads token ids"

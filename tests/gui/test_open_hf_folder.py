@@ -24,14 +24,20 @@ CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_s
           "num_key_value_heads": 2, "intermediate_size": 24, "max_position_embeddings": 16}
 
 
-def _folder(path: Path, seed: int) -> Path:
+def _folder(path: Path, seed: int, nan: str | None = None, **changes) -> Path:
+    """A random tiny Llama folder; ``nan``: a tensor given one NaN value; ``changes``: to the
+    config."""
     from mal_desktop.core.io.hf_config import build_module
     from mal_desktop.core.io.meta import tie_groups
     from mal_desktop.core.io.hf_write import write_hf_folder
 
+    config = {**CONFIG, **changes}
     torch.manual_seed(seed)
-    module = build_module(path, CONFIG, device="cpu")
-    return write_hf_folder(path, module.state_dict(), CONFIG, tied=tie_groups(module))
+    module = build_module(path, config, device="cpu")
+    state = module.state_dict()
+    if nan is not None:
+        state[nan].view(-1)[0] = float("nan")
+    return write_hf_folder(path, state, config, tied=tie_groups(module))
 
 
 def test_folders_open_as_base_and_zoo(qtbot, session: SessionController, jobs: JobQueue,
@@ -91,12 +97,20 @@ def test_a_merge_of_folders_exports_as_a_folder_transformers_loads(
     assert merged_target("/x/m.safetensors", EXPORT_FILTERS[1]) == "/x/m.safetensors"
 
 
+@pytest.mark.parametrize("preview", [False, True])
 def test_a_language_model_base_gets_a_text_data_set(qtbot, session: SessionController,
                                                      jobs: JobQueue, settings: Settings,
-                                                     tmp_path: Path, model_files) -> None:
+                                                     tmp_path: Path, model_files,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     preview: bool) -> None:
     """Curves of a language model on digits cannot be drawn: opening one as the base moves
-    the data set to text (and says so); an image base moves it back."""
+    the data set to text (and says so, also when it showed from its headers first, as large
+    models do); an image base moves it back."""
     from mal_desktop.core.project.demo import DEMO_DATA, LM_DEMO_DATA
+    from mal_desktop.gui import tasks
+
+    if preview:  # a tiny folder counts as large
+        monkeypatch.setattr(tasks, "PREVIEW_PARAMETERS", 0)
 
     session.set_data(DEMO_DATA)
     files = FilesController(session, jobs, settings)
