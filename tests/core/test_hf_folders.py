@@ -407,7 +407,10 @@ def test_a_step_between_layouts_is_refused_from_the_headers(
         raise AssertionError("weights were read before the plan was checked")
 
     monkeypatch.setattr(jobs, "load_model", no_loading)
-    with pytest.raises(PlanError, match=r"step 2 .*their output layouts differ"):
+    with pytest.raises(PlanError, match=r"step 2 .*their output layouts differ \(model.layers.0."
+                                        r"self_attn.q_proj outputs: 16, one copy of its units, 8 "
+                                        r"rows per unit; model.layers.0.mlp.up_proj outputs: 24, "
+                                        r"one copy of its units\)"):
         run_job(jobs.assemble_job(plan))
     # a plan that fits loads the models once, with the spaces found from the headers
     monkeypatch.undo()

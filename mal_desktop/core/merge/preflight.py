@@ -123,7 +123,10 @@ def _stacking(layer: LayerShape, side: str) -> str:
     if block > 1:
         how += f", {block} {'rows' if side == 'out' else 'features'} per unit"
     stored = " (stored in, out)" if layer.transposed else ""
-    return f"{layer.name}{stored} {what}: {how}"
+    # the plain count first: "4096 outputs" and "11008 outputs" say most of it at a glance
+    count = (layer.out_units * layer.out_block * layer.out_tiles if side == "out"
+             else layer.in_features)
+    return f"{layer.name}{stored} {what}: {count}, {how}"
 
 
 def _layout_mismatch(base: LayerShape, target: LayerShape) -> str:
