@@ -256,7 +256,8 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
 
     Memory, beyond the models' files (memory-mapped, read a layer at a time, their pages handed
     back): the merged layers' new tensors, plus the largest working set of one step's
-    alignment: float32 copies of both models for a chain (at most ``CHAIN_WORKING_BYTES``), of
+    alignment: for a chain, float32 copies of both models (at most ``CHAIN_WORKING_BYTES``)
+    and the cost products the descent keeps, at most as much again (align/products.py); of
     both layers for a local alignment, of the donor layer otherwise. Counted at 4 bytes per
     value, so an upper bound for 16-bit models.
     """
@@ -292,8 +293,9 @@ def preflight_plan(plan: AssemblyPlan, shapes: Mapping[str, Shapes]) -> Prefligh
                             f"kernel {kernel_text(tuple(b[2:]))}")
         base_layer, donor_layer = 4 * math.prod(int(s) for s in b), 4 * math.prod(int(s) for s in t)
         merged[step.base_layer] = base_layer
-        if step.align == "chain":
-            need = min(CHAIN_WORKING_BYTES, _model_bytes(base_shapes) + _model_bytes(donor_shapes))
+        if step.align == "chain":  # the copies, and the products kept within their size
+            need = 2 * min(CHAIN_WORKING_BYTES,
+                           _model_bytes(base_shapes) + _model_bytes(donor_shapes))
         else:
             need = base_layer + donor_layer if step.align == "local" else donor_layer
         working = max(working, need)
