@@ -437,6 +437,22 @@ def test_an_embedding_named_as_a_step_is_refused_as_what_it_is(tmp_path: Path) -
         run_job(assemble_job(plan))
 
 
+def test_a_norm_without_a_counterpart_is_refused(tmp_path: Path) -> None:
+    from mal_desktop.core.errors import PlanError
+    from mal_desktop.core.jobs import assemble_job
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.progress import run_job
+
+    base, _ = write_llama(tmp_path / "base", seed=0)
+    donor, _ = write_llama(tmp_path / "donor", seed=1)
+    q = "model.layers.0.self_attn.q_proj"
+    plan = AssemblyPlan(base=str(base), zoo={"d": str(donor)}, steps=[AssemblyStep(
+        "d", q, q, norms=(("model.layers.0.pre_norm", "model.layers.0.input_layernorm"),))])
+    with pytest.raises(PlanError, match="norm model.layers.0.input_layernorm of the base has no "
+                                        "counterpart model.layers.0.pre_norm"):
+        run_job(assemble_job(plan))
+
+
 def test_a_user_folder_is_never_replaced_by_a_model_folder(tmp_path: Path) -> None:
     """The one folder writer replaces a folder only when it holds model files alone."""
     from mal_desktop.core.io.hf_write import save_hf_folder
@@ -494,7 +510,8 @@ def test_opening_a_folder_hashes_nothing_until_its_hash_is_asked_for(
 
 def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
         tmp_path: Path, monkeypatch) -> None:
-    """Merging one block, layer by layer, of a permuted copy at lambda 1 reproduces the base,
+    """Merging one block of a permuted copy at lambda 1 (its layers, and its norms, which the
+    copy has of its own) gives the base with the copy's norms put back in the base's order,
     also when the chain's working copies are over the limit and it starts at the block (its
     residual stream solved from the block's own weights), as for a deep block of a 7B model."""
     from mal_desktop.core.graph.discover import discover_spec
@@ -510,7 +527,11 @@ def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
                                  vocab_size=64)
     base = load_model(folder)
     spec = discover_spec(base)
-    copy = permute_state(base.state(), spec, random_permutations(spec, seed=3))
+    # the copy's block 1 has norms of its own: merging the block must bring them, unpermuted
+    norms = [f"model.layers.1.{n}.weight" for n in ("input_layernorm", "post_attention_layernorm")]
+    own = {k: torch.rand(32, generator=torch.Generator().manual_seed(i)) + 0.5
+           for i, k in enumerate(norms)}
+    copy = permute_state({**base.state(), **own}, spec, random_permutations(spec, seed=3))
     config = json.loads((folder / "config.json").read_text())
     write_hf_folder(tmp_path / "copy", copy, config, tied=tie_groups(module))
     layers = [f"model.layers.1.{name}" for name in (
@@ -519,11 +540,15 @@ def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
     # the block as one drop (merge/blocks.py): its seven layers, in execution order
     steps = block_steps("copy", spec, "model.layers.1", spec, "model.layers.1", lam=1.0,
                         align="chain")
-    assert steps == [AssemblyStep("copy", name, name, 1.0, "chain") for name in layers]
+    pre_norms = tuple((m, m) for m in ("model.layers.1.input_layernorm",
+                                       "model.layers.1.post_attention_layernorm"))
+    assert steps == [AssemblyStep("copy", name, name, 1.0, "chain",
+                                  norms=pre_norms if i == 0 else ())
+                     for i, name in enumerate(layers)]  # the norms go with q_proj (the stream)
     plan = AssemblyPlan(base=str(folder), zoo={"copy": str(tmp_path / "copy")}, steps=steps)
     x = ids(vocab=64)
     with torch.no_grad():
-        expected = base.module(x)
+        expected = base.with_state({**base.state(), **own}).module(x)
     # float32 copies of block 1, base and donor: the chain from block 1 fits, from block 0 not
     block = 8 * sum(v.numel() for k, v in base.state().items() if k.startswith("model.layers.1."))
     for limit in (chains.CHAIN_WORKING_BYTES, int(1.2 * block)):
@@ -534,5 +559,7 @@ def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
         note = notes.pop()
         assert "through model.layers.1.mlp.down_proj serves 7 steps" in note
         assert ("the chain starts at model.layers.1.self_attn.q_proj" in note) == (limit < 2**30)
+        merged = result.model.state()
+        assert all(torch.allclose(merged[k], v) for k, v in own.items()), limit
         with torch.no_grad():
             assert torch.allclose(result.model.module(x), expected, atol=1e-4), limit

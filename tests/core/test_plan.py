@@ -137,3 +137,12 @@ def test_a_mistyped_layer_is_answered_with_its_close_names():
                    "model.layers.0.self_attn.k_proj, model.layers.0.self_attn.v_proj; "
                    "mal inspect lists them)")
     assert layer_hint("conv", ["layers.0", "head"]) == " (its layers: layers.0, head)"
+
+
+def test_a_steps_norms_round_trip_and_are_checked_when_read(tmp_path):
+    step = AssemblyStep("z", "b.0.q", "b.1.q", norms=(("b.0.norm", "b.1.norm"),))
+    assert AssemblyStep.from_json(json.loads(json.dumps(step.to_json()))) == step
+    assert "norms" not in AssemblyStep("z", "b.0.q", "b.1.q").to_json()  # plans stay as they were
+    for bad in ("b.0.norm", [["b.0.norm"]], [["b.0.norm", 3]]):
+        with pytest.raises(PlanError, match="'norms' must be \\[donor module, base module\\] pairs"):
+            AssemblyStep.from_json({**step.to_json(), "norms": bad})

@@ -301,7 +301,8 @@ def test_a_block_drops_as_one_step_per_layer_and_undoes_as_one(qtbot, tmp_path) 
     mime = _drag(donor, "model.layers.0")
     ok, text, steps = base.evaluate_drop(mime, -1, base.index_of("model.layers.1"))
     assert ok and text == ("block b:model.layers.0 \u2192 model.layers.1: 7 steps, one per "
-                           "layer; the block's other tensors (norms) keep the base's values")
+                           "layer; its norms input_layernorm, post_attention_layernorm merge "
+                           "with q_proj")
     parts = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
     with qtbot.waitSignal(base.dropHint) as hint:
@@ -310,6 +311,15 @@ def test_a_block_drops_as_one_step_per_layer_and_undoes_as_one(qtbot, tmp_path) 
                          "one step per layer (Ctrl+Z removes them together)", True]
     assert [(s.source_layer, s.base_layer) for s in ws.plan.steps] == [
         (f"model.layers.0.{p}", f"model.layers.1.{p}") for p in parts]
+    assert ws.plan.steps[0].norms == (
+        ("model.layers.0.input_layernorm", "model.layers.1.input_layernorm"),
+        ("model.layers.0.post_attention_layernorm", "model.layers.1.post_attention_layernorm"))
+    from mal_desktop.gui.models.plan_model import COL_BASE, QtPlanModel
+
+    plan = QtPlanModel(ws)  # the plan says which step carries the norms
+    assert plan.data(plan.index(0, COL_BASE)) == "model.layers.1.self_attn.q_proj\n+ 2 norms"
+    assert plan.data(plan.index(1, COL_BASE)) == "model.layers.1.self_attn.k_proj"
+    plan.detach()
     assert ws.undo_stack.undoText() == "Merge block b:model.layers.0 \u2192 model.layers.1"
     ws.undo_stack.undo()
     assert ws.plan.steps == []

@@ -233,9 +233,11 @@ def _matched_costs(bw: torch.Tensor, bb: torch.Tensor | None, tw: torch.Tensor,
 
 
 def _paired_tensors(bl: Layer, tl: Layer, base_spec: PermutationSpec,
-                    donor_spec: PermutationSpec) -> list[tuple[str, str | None, str]]:
+                    donor_spec: PermutationSpec, norms: tuple[tuple[str, str], ...] = ()
+                    ) -> list[tuple[str, str | None, str]]:
     """(base key, donor key or None, role) for the weight, bias, the norm that follows and,
-    for a recurrent layer, the tensors riding with it (role "rider.<name>")."""
+    for a recurrent layer, the tensors riding with it (role "rider.<name>"); ``norms`` (a
+    block's, see AssemblyStep) ride on the layer's spaces too (role "rider.norm.<key>")."""
     pairs: list[tuple[str, str | None, str]] = [(bl.weight, tl.weight, "weight")]
     if bl.bias is not None:
         pairs.append((bl.bias, tl.bias, "bias"))  # a donor without bias counts as zero bias
@@ -247,14 +249,47 @@ def _paired_tensors(bl: Layer, tl: Layer, base_spec: PermutationSpec,
     donor_riders = recurrent_riders(tl.weight, donor_spec.axes)
     for role, key in recurrent_riders(bl.weight, base_spec.axes).items():
         pairs.append((key, donor_riders.get(role), f"rider.{role}"))
+    for donor_module, base_module in norms:
+        for key, donor_key in _module_tensors(base_module, donor_module, base_spec, donor_spec):
+            pairs.append((key, donor_key, f"rider.norm.{key}"))
     return pairs
+
+
+def _module_tensors(base_module: str, donor_module: str, base_spec: PermutationSpec,
+                    donor_spec: PermutationSpec) -> list[tuple[str, str]]:
+    """(base key, donor key) of a module's own tensors (``<module>.<name>``), paired by name;
+    a name only one side has is left out (checked by :func:`_check_norms`)."""
+    pairs = []
+    for key in base_spec.axes:
+        module, _, name = key.rpartition(".")
+        if module == base_module and f"{donor_module}.{name}" in donor_spec.axes:
+            pairs.append((key, f"{donor_module}.{name}"))
+    return pairs
+
+
+def _check_norms(step: AssemblyStep, bl: Layer, base_spec: PermutationSpec,
+                 donor_spec: PermutationSpec, where: str) -> None:
+    """A step's norms must exist in both models with the same tensors, every axis on one of
+    the layer's two spaces (they move by its unit maps). Raises PlanError."""
+    spaces = {bl.out_axis.space, bl.in_axis.space}
+    for donor_module, base_module in step.norms:
+        pairs = _module_tensors(base_module, donor_module, base_spec, donor_spec)
+        names = {k.rpartition(".")[2] for k in base_spec.axes if k.rpartition(".")[0] == base_module}
+        if not pairs or len(pairs) != len(names):
+            raise PlanError(f"{where}: norm {base_module} of the base has no counterpart "
+                            f"{donor_module} with the same tensors in {step.source}")
+        for key, _ in pairs:
+            axes = base_spec.axes[key]
+            if not axes or any(a is None or a.space not in spaces for a in axes):
+                raise PlanError(f"{where}: {key} does not lie on the units of {bl.name} (its "
+                                "input or output), so its maps cannot move it")
 
 
 def step_tensors(step: AssemblyStep, base_spec: PermutationSpec, donor_spec: PermutationSpec
                  ) -> tuple[list[str], list[str]]:
     """The base keys a step rewrites and the donor keys it reads (weight, bias, norm, riders)."""
     pairs = _paired_tensors(base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer),
-                            base_spec, donor_spec)
+                            base_spec, donor_spec, step.norms)
     return [b for b, _, _ in pairs], [d for _, d, _ in pairs if d is not None]
 
 
@@ -272,7 +307,7 @@ def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
     bl, tl = base_spec.layer(step.base_layer), donor_spec.layer(step.source_layer)
     out_layout, in_layout = _layout(bl.out_axis), _layout(bl.in_axis)
     params = dict(step.params)
-    for base_key, donor_key, role in _paired_tensors(bl, tl, base_spec, donor_spec):
+    for base_key, donor_key, role in _paired_tensors(bl, tl, base_spec, donor_spec, step.norms):
         base_t = base_state[base_key]
         if role.startswith("rider."):
             matches = {"out": alignment.out, "in": alignment.inp}
@@ -361,6 +396,7 @@ def check_step_fits(step: AssemblyStep, base_state: State, base_spec: Permutatio
                            LayerShape.of(tl, donor_spec, tuple(donor_state[tl.weight].shape)))
     if not verdict.ok:
         raise PlanError(f"{where}: {verdict.reason}")
+    _check_norms(step, bl, base_spec, donor_spec, where)
     for key in (tl.weight, tl.bias):  # (a model built from headers holds no values yet)
         if key is not None and not donor_state[key].is_meta \
                 and not torch.isfinite(donor_state[key]).all():

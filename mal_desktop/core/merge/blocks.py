@@ -1,16 +1,21 @@
 """A block (a transformer layer, a residual block) merged as a whole: its weight layers paired
-by name with another block's, as one step per layer.
+by name with another block's, as one step per layer, and its norms with them.
 
 A block of a zoo model dropped on a block of the base becomes the steps "zoo block.NAME ->
 base block.NAME" for every weight layer NAME inside them, in execution order, so the steps of
 one donor share a chain solve (merge/chains.py) as if written one by one. The blocks must hold
-the same layers by name; their other tensors (a transformer layer's RMSNorms) are not layers
-and keep the base's values.
+the same layers by name. The block's other modules whose tensors lie on the units of its
+layers (a transformer layer's RMSNorms on the residual stream) go with the first step whose
+layer reads or writes those units (``AssemblyStep.norms``): they are moved by that layer's maps
+and merged at its lambda.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..errors import PlanError
+from ..graph.recurrent import recurrent_riders
 from ..graph.spec import PermutationSpec
 from .plan import AssemblyStep
 
@@ -46,4 +51,38 @@ def block_steps(source: str, donor_spec: PermutationSpec, donor_block: str,
             f"only {base_block} has {', '.join(only_base[:4])}" if only_base else "") if part)
         raise PlanError(f"{donor_block} and {base_block} hold different layers ({what}): "
                         "merge their layers one by one")
-    return [AssemblyStep(source, donor[name], base[name], **step_options) for name in base]
+    steps = [AssemblyStep(source, donor[name], base[name], **step_options) for name in base]
+    return _with_norms(steps, base_spec, base_block, donor_spec, donor_block)
+
+
+def _with_norms(steps: list[AssemblyStep], base_spec: PermutationSpec, base_block: str,
+                donor_spec: PermutationSpec, donor_block: str) -> list[AssemblyStep]:
+    """``steps`` with the block's norms given to the first step whose layer's units they lie
+    on (its input units first: a pre-norm reads the stream its layer reads)."""
+    owned: set[str] = set()  # the tensors the layers merge themselves
+    for layer in base_spec.layers:
+        owned.update([layer.weight, *([layer.bias] if layer.bias else []), *layer.norm,
+                      *recurrent_riders(layer.weight, base_spec.axes).values()])
+    prefix = f"{base_block}." if base_block else ""
+    modules: dict[str, set[str]] = {}  # module -> the spaces its tensors lie on
+    for key, axes in base_spec.axes.items():
+        module = key.rpartition(".")[0]
+        if not key.startswith(prefix) or key in owned or not axes:
+            continue
+        spaces = modules.setdefault(module, set())
+        spaces.update(a.space if a is not None else "" for a in axes)
+    layers = {layer.name: layer for layer in base_spec.layers}
+    norms: dict[int, list[tuple[str, str]]] = {}
+    for module, spaces in modules.items():
+        donor_module = donor_block + module[len(base_block):]
+        if "" in spaces or not any(k.rpartition(".")[0] == donor_module for k in donor_spec.axes):
+            continue  # an axis on no space, or no counterpart: it keeps the base's values
+        for side in ("in", "out"):
+            at = next((i for i, step in enumerate(steps)
+                       if spaces == {getattr(layers[step.base_layer], f"{side}_axis").space}),
+                      None)
+            if at is not None:
+                norms.setdefault(at, []).append((donor_module, module))
+                break
+    return [dataclasses.replace(step, norms=tuple(norms.get(i, ()))) for i, step in
+            enumerate(steps)]

@@ -21,7 +21,13 @@ UNMATCHED_POLICIES = ("zero", "keep")
 
 @dataclass(frozen=True)
 class AssemblyStep:
-    """One merge step. ``params`` holds the merge method's extra parameters (e.g. TIES density)."""
+    """One merge step. ``params`` holds the merge method's extra parameters (e.g. TIES density).
+
+    ``norms``: (donor module, base module) pairs of normalisations merged with this step along
+    the layer's own unit maps: a block merged as a whole (merge/blocks.py) gives its norms (a
+    transformer layer's RMSNorms on the residual stream) to the first of its steps whose layer
+    reads their space. Empty for a layer merged on its own.
+    """
 
     source: str
     source_layer: str
@@ -31,8 +37,13 @@ class AssemblyStep:
     unmatched: str = "zero"
     method: str = "linear"
     params: tuple[tuple[str, Any], ...] = ()
+    norms: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        if not all(isinstance(pair, tuple) and len(pair) == 2
+                   and all(isinstance(m, str) and m for m in pair) for pair in self.norms):
+            raise PlanError(f"step {self.label}: 'norms' must be [donor module, base module] "
+                            f"pairs, got {self.norms!r}")
         if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)):
             raise PlanError(f"step {self.label}: lambda must be a number, got {self.lam!r}")
         if not (0.0 <= self.lam <= 1.0):  # NaN fails this too
@@ -62,6 +73,8 @@ class AssemblyStep:
              "unmatched": self.unmatched, "method": self.method}
         if self.params:
             d["params"] = dict(self.params)
+        if self.norms:
+            d["norms"] = [list(pair) for pair in self.norms]
         return d
 
     @staticmethod
@@ -77,11 +90,19 @@ class AssemblyStep:
                 base_layer=str(d["base_layer"]), lam=d.get("lambda", 0.5),
                 align=str(d.get("align", "chain")), unmatched=str(d.get("unmatched", "zero")),
                 method=str(d.get("method", "linear")),
-                params=tuple(sorted(d.get("params", {}).items())))
+                params=tuple(sorted(d.get("params", {}).items())),
+                norms=_norm_pairs(d.get("norms", [])))
         except KeyError as exc:
             raise PlanError(f"a plan step lacks the field {exc.args[0]!r}: {d}") from None
         except (TypeError, ValueError) as exc:
             raise PlanError(f"a plan step has a bad value ({exc}): {d}") from None
+
+
+def _norm_pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    """A step's JSON "norms" as pairs; anything else is left for the step to refuse."""
+    if not isinstance(value, list):
+        return (value,)  # type: ignore[return-value]
+    return tuple(tuple(pair) if isinstance(pair, list) else pair for pair in value)
 
 
 @dataclass(frozen=True)

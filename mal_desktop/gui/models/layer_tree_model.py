@@ -388,8 +388,12 @@ class QtLayerTreeModel(QAbstractItemModel):
             if not check.ok:
                 return False, (f"Cannot merge {name} into {node.path}: its layer "
                                f"{step.source_layer}: {check.reason}"), []
-        return True, (f"{name} \u2192 {node.path}: {len(steps)} steps, one per layer; the "
-                      "block's other tensors (norms) keep the base's values"), steps
+        with_norms = [step for step in steps if step.norms]
+        norms = "".join(
+            f"; its norms {', '.join(b.rsplit('.', 1)[-1] for _, b in step.norms)} merge with "
+            f"{step.base_layer.rsplit('.', 1)[-1]}" for step in with_norms)
+        return True, (f"{name} \u2192 {node.path}: {len(steps)} steps, one per layer"
+                      f"{norms}"), steps
 
     def _hint(self, text: str, ok: bool) -> None:
         # Hover calls this on every mouse move: only tell the status bar about changes.

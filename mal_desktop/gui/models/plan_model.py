@@ -166,8 +166,9 @@ class QtPlanModel(QAbstractTableModel):
     def _display(self, row: int, col: int, step: AssemblyStep) -> str | None:
         if col == COL_SOURCE:
             return f"{step.source}\n{step.source_layer}"
-        if col == COL_BASE:
-            return step.base_layer
+        if col == COL_BASE:  # a block's norms ride with one of its steps: say so
+            norms = f"\n+ {len(step.norms)} norm{'s' if len(step.norms) > 1 else ''}"
+            return step.base_layer + (norms if step.norms else "")
         if col == COL_LAMBDA:
             return f"{step.lam:.2f}"
         if col == COL_ALIGN:
@@ -185,6 +186,9 @@ class QtPlanModel(QAbstractTableModel):
     def _tooltip(self, row: int, col: int, step: AssemblyStep) -> str:
         check = self._ws.check_plan_step(step)
         lines = [f"Step {row + 1}: {step.label}"]
+        if step.norms:
+            lines.append("With the block's norms, moved by this layer's maps: "
+                         + ", ".join(base for _, base in step.norms))
         if check.case_text:
             lines.append(f"Width case: {check.case_text}")
             if col == COL_CASE:
