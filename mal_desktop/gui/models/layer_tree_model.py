@@ -2,13 +2,16 @@
 
 Rows are the model's modules (LayerNode) and, under each, its state tensors (TensorInfo).
 Columns: name, shape, parameters, permutation space, stats; what each says is worded by
-:class:`~mal_desktop.gui.models.layer_text.LayerText`. Weight layers (``node.layer`` set)
-of a zoo model can be dragged (MIME "application/x-mal-layer", JSON payload); the base model's
-rows accept such drops: ``canDropMimeData`` asks the workspace (its cached core pre-flight
-check) whether the step fits and emits ``dropHint(text, ok)``; ``dropMimeData`` adds the step
-through ``Workspace.add_step`` (undoable). Children are materialised on first request, so a large model costs nothing
-until it is expanded. Repeated sibling blocks (same ``repeat`` signature) are labelled
-"(x2 alike)" and flagged with REPEAT_ROLE so views start them collapsed.
+:class:`~mal_desktop.gui.models.layer_text.LayerText`. Weight layers (``node.layer`` set) of a
+zoo model can be dragged, and so can blocks, modules holding layers (MIME
+"application/x-mal-layer", JSON payload); the base model's rows accept such drops:
+``canDropMimeData`` asks the workspace (its cached core pre-flight check) whether the step fits
+and emits ``dropHint(text, ok)``; ``dropMimeData`` adds the step through ``Workspace.add_step``
+(a block's steps through ``Workspace.add_steps``, one undoable edit). Children are materialised
+on first request, so a large model costs nothing until it is expanded. Repeated sibling blocks
+(same ``repeat`` signature) are labelled "(x2 alike)" and flagged with REPEAT_ROLE so views
+start them collapsed. A tree from a model's headers is filled in with its statistics once the
+weights are read (:meth:`QtLayerTreeModel.fill_in`).
 """
 
 from __future__ import annotations
