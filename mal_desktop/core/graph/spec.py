@@ -140,6 +140,11 @@ class PermutationSpec:
                 return layer
         raise KeyError(name)
 
+    def module_tensors(self, module: str) -> list[str]:
+        """State keys of module ``module``'s own tensors (``<module>.<name>``, not its
+        children's), in state order."""
+        return [key for key in self.axes if key.rpartition(".")[0] == module]
+
     def tensors_on(self, space_id: str) -> list[tuple[str, int]]:
         """(state key, axis) pairs that belong to ``space_id``."""
         return [

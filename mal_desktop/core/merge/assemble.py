@@ -260,10 +260,10 @@ def _module_tensors(base_module: str, donor_module: str, base_spec: PermutationS
     """(base key, donor key) of a module's own tensors (``<module>.<name>``), paired by name;
     a name only one side has is left out (checked by :func:`_check_norms`)."""
     pairs = []
-    for key in base_spec.axes:
-        module, _, name = key.rpartition(".")
-        if module == base_module and f"{donor_module}.{name}" in donor_spec.axes:
-            pairs.append((key, f"{donor_module}.{name}"))
+    for key in base_spec.module_tensors(base_module):
+        donor_key = f"{donor_module}.{key.rpartition('.')[2]}"
+        if donor_key in donor_spec.axes:
+            pairs.append((key, donor_key))
     return pairs
 
 
@@ -274,8 +274,7 @@ def _check_norms(step: AssemblyStep, bl: Layer, base_spec: PermutationSpec,
     spaces = {bl.out_axis.space, bl.in_axis.space}
     for donor_module, base_module in step.norms:
         pairs = _module_tensors(base_module, donor_module, base_spec, donor_spec)
-        names = {k.rpartition(".")[2] for k in base_spec.axes if k.rpartition(".")[0] == base_module}
-        if not pairs or len(pairs) != len(names):
+        if not pairs or len(pairs) != len(base_spec.module_tensors(base_module)):
             raise PlanError(f"{where}: norm {base_module} of the base has no counterpart "
                             f"{donor_module} with the same tensors in {step.source}")
         for key, _ in pairs:

@@ -20,6 +20,15 @@ from ..graph.spec import PermutationSpec
 from .plan import AssemblyStep
 
 
+def block_modules(spec: PermutationSpec) -> frozenset[str]:
+    """The modules that hold weight layers without being one: what can merge as a block
+    (those for which :func:`block_layers` is not empty)."""
+    layers = {layer.name for layer in spec.layers}
+    prefixes = {".".join(parts[:i]) for parts in (name.split(".") for name in layers)
+                for i in range(1, len(parts))}
+    return frozenset(prefixes - layers)
+
+
 def block_layers(spec: PermutationSpec, block: str) -> dict[str, str]:
     """The weight layers inside module ``block``: name relative to the block -> layer name,
     in execution order (empty when ``block`` holds none or is itself a weight layer)."""
@@ -75,7 +84,7 @@ def _with_norms(steps: list[AssemblyStep], base_spec: PermutationSpec, base_bloc
     norms: dict[int, list[tuple[str, str]]] = {}
     for module, spaces in modules.items():
         donor_module = donor_block + module[len(base_block):]
-        if "" in spaces or not any(k.rpartition(".")[0] == donor_module for k in donor_spec.axes):
+        if "" in spaces or not donor_spec.module_tensors(donor_module):
             continue  # an axis on no space, or no counterpart: it keeps the base's values
         for side in ("in", "out"):
             at = next((i for i, step in enumerate(steps)

@@ -461,13 +461,10 @@ BLOCK_KIND = "block"  # LayerRef.kind of a dragged block
 
 
 def _block_paths(tree: "LayerTree") -> frozenset[str]:
-    """Modules that hold weight layers without being one: what can be dragged as a block."""
-    layers = {layer.name for layer in tree.spec.layers}
-    paths = set()
-    for name in layers:
-        parts = name.split(".")
-        paths.update(".".join(parts[:i]) for i in range(1, len(parts)))
-    return frozenset(p for p in paths - layers if tree.find(p) is not None)
+    """The tree's rows that can be dragged as a block (core.merge.blocks.block_modules)."""
+    from ...core.merge.blocks import block_modules
+
+    return frozenset(p for p in block_modules(tree.spec) if tree.find(p) is not None)
 
 
 def _dark() -> bool:
