@@ -38,9 +38,21 @@ from .merge.results import StepDiagnostics
 from .progress import CancelToken, ProgressEvent, run_job, sub_job
 
 PROBE_SIZE = 512  # samples for activation matching
-# Models above this size are checked from their headers before being loaded (a plan's steps):
-# smaller ones load in about a second, and discovery runs them instead of exporting.
-HEADER_CHECK_PARAMETERS = MAX_PARAMETERS
+# Models above this size are opened from their headers first: a plan's steps are checked, and
+# the app shows their tree, before the weights are read. Smaller ones load in about a second,
+# and discovery runs them instead of exporting.
+HEADER_FIRST_PARAMETERS = MAX_PARAMETERS
+
+
+def large_from_headers(path: str, output: int | None = None) -> LoadedModel | None:
+    """``path``'s model built from its headers (``open_from_headers``) when it is over
+    ``HEADER_FIRST_PARAMETERS``; None for a smaller one, or one whose headers do not describe
+    its architecture."""
+    model = open_from_headers(path, output)
+    if model is None or sum(t.numel() for t in model.state().values()) \
+            <= HEADER_FIRST_PARAMETERS:
+        return None
+    return model
 
 
 class ModelCache:
@@ -75,19 +87,15 @@ class ModelCache:
         plan's steps are checked against its layers in seconds rather than after minutes of
         reading; the spec is kept for the loaded model (the same layers: discovery of a model
         this large exports a meta-device twin either way). None for a model in memory, one
-        small enough to load at once (``HEADER_CHECK_PARAMETERS``), or one whose headers do
+        small enough to load at once (``HEADER_FIRST_PARAMETERS``), or one whose headers do
         not describe its architecture."""
         if path in self._models:
             return None
         if path not in self._headers:  # opened once per plan, however many steps use it
-            model = open_from_headers(path, self._outputs.get(path))
-            state = model.state() if model is not None else {}
-            if sum(t.numel() for t in state.values()) <= HEADER_CHECK_PARAMETERS:
-                self._headers[path] = None
-            else:
-                if path not in self._specs:
-                    self._specs[path] = discover_spec(model)
-                self._headers[path] = state
+            model = large_from_headers(path, self._outputs.get(path))
+            if model is not None and path not in self._specs:
+                self._specs[path] = discover_spec(model)
+            self._headers[path] = model.state() if model is not None else None
         state = self._headers[path]
         return None if state is None else (state, self._specs[path])
 

@@ -108,16 +108,12 @@ class EarlyEntry:
     entry: "ModelEntry"
 
 
-# Models up to this many parameters load in about a second: a preview would only flash
-# (the bound above which discovery exports instead of running the model, graph/file_spec.py).
-PREVIEW_PARAMETERS = 50_000_000
-
-
 def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job:
     """Load each requested file and build its layer tree.
 
-    A model above ``PREVIEW_PARAMETERS`` whose architecture its headers describe (a Hugging
-    Face folder, a mal file) is first built from the headers alone and sent as an
+    A model above ``core.jobs.HEADER_FIRST_PARAMETERS`` (smaller ones load in about a second:
+    a preview would only flash) whose architecture its headers describe (a Hugging Face
+    folder, a mal file) is first built from the headers alone and sent as an
     :class:`EarlyEntry` payload - its tree in seconds - before its weights are read, checked
     and summarised (a minute for a 7B folder), then sent again loaded; discovery reuses the
     spaces found for the preview (spec cache). Returns a tuple of (role, ModelEntry) in request order.
@@ -161,12 +157,12 @@ def _header_entry(req: LoadRequest) -> "ModelEntry | None":
 
     from ..core.errors import MalError
     from ..core.graph.tree import build_layer_tree
-    from ..core.io.files import open_from_headers
+    from ..core.jobs import large_from_headers
     from .workspace import ModelEntry
 
     try:
-        model = open_from_headers(req.path, req.output)
-        if model is None or sum(t.numel() for t in model.state().values()) <= PREVIEW_PARAMETERS:
+        model = large_from_headers(req.path, req.output)
+        if model is None:
             return None
         tree = build_layer_tree(model)
     except MalError as exc:

@@ -401,7 +401,7 @@ def test_a_step_between_layouts_is_refused_from_the_headers(
     plan = AssemblyPlan(base=str(base), zoo={"d": str(donor)}, steps=[
         AssemblyStep("d", "model.layers.0.mlp.down_proj", "model.layers.0.mlp.down_proj"),
         AssemblyStep("d", "model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj")])
-    monkeypatch.setattr(jobs, "HEADER_CHECK_PARAMETERS", 0)
+    monkeypatch.setattr(jobs, "HEADER_FIRST_PARAMETERS", 0)
 
     def no_loading(*args, **kwargs):
         raise AssertionError("weights were read before the plan was checked")
@@ -414,7 +414,7 @@ def test_a_step_between_layouts_is_refused_from_the_headers(
         run_job(jobs.assemble_job(plan))
     # a plan that fits loads the models once, with the spaces found from the headers
     monkeypatch.undo()
-    monkeypatch.setattr(jobs, "HEADER_CHECK_PARAMETERS", 0)
+    monkeypatch.setattr(jobs, "HEADER_FIRST_PARAMETERS", 0)
     plan.steps.pop()
     result = run_job(jobs.assemble_job(plan))
     assert result.steps[0].align == "chain"

@@ -3,7 +3,8 @@
 The app opens a Hugging Face folder in two steps (tasks.load_models_job): the tree from the
 headers first (statistics say "reading the weights"), then the loaded model, whose statistics
 fill the same rows in: what the user expanded stays expanded. A load that fails after the
-preview takes it back. ``PREVIEW_PARAMETERS`` is lowered so a tiny folder counts as large.
+preview takes it back. ``core.jobs.HEADER_FIRST_PARAMETERS`` is lowered so a tiny folder counts
+as large.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 from test_open_hf_folder import _folder as llama_folder  # noqa: E402
 
+from mal_desktop.core import jobs as core_jobs  # noqa: E402
 from mal_desktop.gui import tasks  # noqa: E402
 from mal_desktop.gui.controllers.files import FilesController  # noqa: E402
 from mal_desktop.gui.controllers.run import RunController  # noqa: E402
@@ -38,7 +40,7 @@ def _folder(path: Path, seed: int, nan: bool = False) -> Path:
 
 @pytest.fixture(autouse=True)
 def _everything_is_large(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tasks, "PREVIEW_PARAMETERS", 0)
+    monkeypatch.setattr(core_jobs, "HEADER_FIRST_PARAMETERS", 0)
 
 
 def _stats_text(pane: LayerTreePane, path: str) -> str:

@@ -107,10 +107,10 @@ def test_a_language_model_base_gets_a_text_data_set(qtbot, session: SessionContr
     the data set to text (and says so, also when it showed from its headers first, as large
     models do); an image base moves it back."""
     from mal_desktop.core.project.demo import DEMO_DATA, LM_DEMO_DATA
-    from mal_desktop.gui import tasks
+    from mal_desktop.core import jobs as core_jobs
 
     if preview:  # a tiny folder counts as large
-        monkeypatch.setattr(tasks, "PREVIEW_PARAMETERS", 0)
+        monkeypatch.setattr(core_jobs, "HEADER_FIRST_PARAMETERS", 0)
 
     session.set_data(DEMO_DATA)
     files = FilesController(session, jobs, settings)
