@@ -20,7 +20,9 @@ child of a process that just wrote 2 GB would report that much, whatever it did 
             without statistics;
 - inspect:  what ``mal inspect`` does: load, discovery (spec cached), the tree with statistics;
 - merge:    ``assemble_job`` merging block 0 (its 7 linear layers, lambda 0.5, no alignment)
-            of the second checkpoint into the first, saved to a .safetensors file.
+            of the second checkpoint into the first, saved to a .safetensors file;
+- curve:    ``model_curve_job`` of one layer (block 0's ``down_proj``, no alignment, 3 lambdas)
+            on 16 random hidden-state samples: the base evaluated with that layer merged.
 
 Each is printed against the tensor bytes it involves (the whole model for open/inspect, the two
 blocks for the merge) as ratios, with and without the baseline.
@@ -92,7 +94,7 @@ def llama_blocks():
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.model(inputs_embeds=x.to(self.lm_head.weight.dtype)).last_hidden_state
-            return self.lm_head(h)
+            return self.lm_head(h[:, -1])  # the next token's logits: (batch, vocab)
 
     return LlamaBlocks().to(torch.bfloat16)
 
@@ -170,6 +172,18 @@ elif mode == "merge":
     plan = AssemblyPlan.from_json(args["plan"])
     result = run_job(assemble_job(plan, out=args["out"], arch=args.get("arch")))
     out["out_bytes"] = os.path.getsize(args["out"])
+elif mode == "layer-curve":
+    from mal_desktop.core.evaluate.datasets import Dataset
+    from mal_desktop.core.jobs import model_curve_job
+    gen = torch.Generator().manual_seed(0)
+    shape, vocab = args["input_shape"], args["vocab"]
+    x = torch.randn((args["samples"], *shape), generator=gen)
+    y = torch.randint(0, vocab, (args["samples"],), generator=gen)
+    data = Dataset("random-hidden-states", x, y, x, y, vocab)
+    result = run_job(model_curve_job(args["path"], args["target"], data, align="none",
+                                     layers=[(args["layer"], args["layer"])], grid=args["grid"],
+                                     arch=args.get("arch")))
+    out["points"] = len(result.lambdas)
 elif mode == "evaluate":
     from mal_desktop.core.evaluate.datasets import load_dataset
     from mal_desktop.core.evaluate.evaluator import evaluate_model
@@ -266,20 +280,26 @@ def part_memory(work: Path, code: Path, sizes: dict) -> dict:
     out = work / "merged.safetensors"
     rows["merge"] = child("merge", {**common, "plan": plan.to_json(), "out": str(out)}, env)
     out.unlink(missing_ok=True)
+    down = "model.layers.0.mlp.down_proj"
+    rows["curve"] = child("layer-curve", {**common, "path": str(a), "target": str(b),
+                                          "layer": down, "grid": 3, "samples": 16,
+                                          "input_shape": [8, h], "vocab": c["vocab"]}, env)
     base = rows["baseline"]["peak_bytes"]
-    involved = {"open": model_bytes, "inspect": model_bytes, "merge": 2 * block_bytes}
+    involved = {"open": model_bytes, "inspect": model_bytes, "merge": 2 * block_bytes,
+                "curve": model_bytes}
     print(f"\nPeak RSS (VmHWM, includes mapped file pages); baseline = imports only: "
           f"{gib(base)}")
     print(f"{'':8} {'peak':>10} {'peak-base':>10} {'tensors':>10} {'peak/T':>7} "
           f"{'(peak-base)/T':>14} {'time s':>7}")
-    for name in ("open", "inspect", "merge"):
+    for name in ("open", "inspect", "merge", "curve"):
         r = rows[name]
         t = involved[name]
         print(f"{name:8} {gib(r['peak_bytes']):>10} {gib(r['peak_bytes'] - base):>10} "
               f"{gib(t):>10} {r['peak_bytes'] / t:7.2f} {(r['peak_bytes'] - base) / t:14.2f} "
               f"{r['seconds']:7.1f}")
-    print(f"(tensors: the whole model for open/inspect; base + donor block 0 for merge; the "
-          f"model is {gib(model_bytes)}, block 0 {gib(block_bytes)} per model)")
+    print(f"(tensors: the whole model for open/inspect and for the curve, which evaluates the "
+          f"base with one layer merged; base + donor block 0 for merge; the model is "
+          f"{gib(model_bytes)}, block 0 {gib(block_bytes)} per model)")
     return {"rows": rows, "model_bytes": model_bytes, "block_bytes": block_bytes}
 
 

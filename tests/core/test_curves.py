@@ -218,3 +218,35 @@ def test_naive_and_aligned_points_arrive_together_lambda_by_lambda(small_zoo):
     for p in points:
         curve = result.naive if p.series == "naive" else result.aligned
         assert p.loss == curve.loss[p.index] and p.accuracy == curve.accuracy[p.index]
+
+
+def test_a_plan_curve_evaluates_on_the_bases_own_tensors_outside_its_step(small_zoo,
+                                                                          monkeypatch):
+    """A curve of one layer of a 7B model must cost that layer: the points used to be evaluated
+    on a deep copy of the whole base module (a second 13.5 GB)."""
+    from mal_desktop.core.evaluate import curves
+    from mal_desktop.core.jobs import plan_curve_job
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+
+    base_path = _path(small_zoo, "mlp-w32-s0")
+    base = load_model(base_path)
+    own = {k: v.data_ptr() for k, v in base.module.state_dict().items()}
+    seen: list[dict[str, int]] = []
+    evaluate = curves.evaluate_model
+
+    def recording(model, *args, **kwargs):
+        seen.append({k: v.data_ptr() for k, v in model.module.state_dict().items()})
+        return evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(curves, "evaluate_model", recording)
+    plan = AssemblyPlan(base=base_path, zoo={"d": _path(small_zoo, "mlp-w32-s1")},
+                        steps=[AssemblyStep("d", "layers.1", "layers.1", 0.5, "chain")])
+    curve = run_job(plan_curve_job(plan, 0, "digits", grid=3, models={base_path: base}))
+    assert len(seen) == 6
+    assert curve.naive.loss[0] == evaluate_model(base, load_dataset("digits")).loss
+    merged = {k for k in own if k.startswith("layers.1.")}
+    assert merged and len(merged) < len(own)
+    for ptrs in seen:
+        assert {k for k in own if ptrs[k] == own[k]} >= set(own) - merged
+    # at lambda 0 the probe is the base itself, tensor for tensor
+    assert seen[0] == own

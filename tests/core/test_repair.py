@@ -87,3 +87,20 @@ def test_repaired_curve_re_estimates_interior_statistics_and_keeps_its_end_point
 def test_repair_is_reported_only_when_something_was_repaired(small_zoo):
     mlp = str(small_zoo.path_of("mlp-w32-s0"))  # no BatchNorm: nothing to re-estimate
     assert not run_job(model_curve_job(mlp, mlp, "digits", grid=3, repair=True)).repair
+
+
+def test_a_repaired_curve_leaves_the_base_model_untouched(small_zoo, cnn_seed1):
+    """The probe of a point shares the base's tensors; a repaired point re-estimates statistics
+    in place, so it must get its own, or the base (shared by the app's later curves and merges)
+    would carry the last point's statistics."""
+    from mal_desktop.core.jobs import ModelCache
+
+    base_path = str(small_zoo.path_of("cnn-w8-s0"))
+    cache = ModelCache()
+    base = cache.model(base_path)
+    before = {k: v.clone() for k, v in base.state().items()}
+    run_job(model_curve_job(base_path, cnn_seed1, "digits", grid=3, repair=True, cache=cache))
+    after = base.state()
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key

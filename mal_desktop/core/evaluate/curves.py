@@ -7,8 +7,6 @@ they are computed so a GUI can draw them live.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import replace
 from typing import Callable, Generator, Sequence
 
 import torch
@@ -34,8 +32,6 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
     ``repair``: re-estimate BatchNorm statistics on the training split at every interior lambda
     (the end points stay the two models as they are).
     """
-    work = copy.deepcopy(base.module).eval()
-    probe = replace(base, module=work)
     repair_x = fit_inputs(base, data.x_train if len(data.x_train) else data.x_test, data.name)
     total = len(lambdas) * len(series)
     done = 0
@@ -49,9 +45,10 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
         for name in names:
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            work.load_state_dict(series[name](float(lam)), strict=True)
-            if repair and 0.0 < lam < 1.0:
-                repaired = reset_batchnorm_stats(work, repair_x) > 0 or repaired
+            repair_here = repair and 0.0 < lam < 1.0
+            probe = state_probe(base, series[name](float(lam)), writable=repair_here)
+            if repair_here:
+                repaired = reset_batchnorm_stats(probe.module, repair_x) > 0 or repaired
             result = evaluate_model(probe, data, split, cancel=cancel)
             losses[name].append(result.loss)
             accs[name].append(result.accuracy)
@@ -64,6 +61,18 @@ def interpolation_job(base: LoadedModel, data: Dataset, lambdas: Sequence[float]
               for name in names}
     return CurveResult(tuple(float(x) for x in lambdas), curves["naive"], curves["aligned"],
                        data.name, repaired, per_token=data.text is not None)
+
+
+def state_probe(base: LoadedModel, state: dict[str, torch.Tensor],
+                writable: bool = False) -> LoadedModel:
+    """The base architecture holding ``state``, to be evaluated.
+
+    The state's tensors are attached, not copied: a curve of one layer of a 7B model costs that
+    layer, and the keys the merge left alone stay the base's (memory-mapped) tensors. A copy of
+    the base module (the old way) held a second whole model. ``writable``: the caller modifies
+    the probe in place (BatchNorm repair), so it gets its own tensors.
+    """
+    return base.with_state(state, share=not writable)
 
 
 def lerp_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> StateAt:

@@ -18,15 +18,14 @@ discovered once) and runs the engine's steps (``curve_series``, ``align_step``, 
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from ..align.matching import default_tensor_keys, weight_matching
-from ..evaluate.curves import lerp_states
+from ..evaluate.curves import lerp_states, state_probe
 from ..evaluate.datasets import Dataset, load_dataset
 from ..evaluate.evaluator import evaluate_model, fit_inputs
 from ..evaluate.metrics import barrier, mean_loss, threshold_lambda
@@ -123,8 +122,6 @@ class Bench:
         re-estimates BatchNorm statistics on the first :data:`REPAIR_SAMPLES` training inputs
         of the base's task at interior lambdas (the end points stay the two models as they
         are)."""
-        work = copy.deepcopy(base.module).eval()
-        probe = replace(base, module=work)
         base_data = self.data(self.dataset_name)
         repair_x = fit_inputs(base, base_data.x_train[:REPAIR_SAMPLES], base_data.name) \
             if repair else None
@@ -136,9 +133,10 @@ class Bench:
                     losses.append(r.loss)
                     accs.append(r.accuracy)
                 continue
-            work.load_state_dict(state_at(float(lam)), strict=True)
-            if repair_x is not None and 0.0 < lam < 1.0:
-                reset_batchnorm_stats(work, repair_x)
+            repair_here = repair_x is not None and 0.0 < lam < 1.0
+            probe = state_probe(base, state_at(float(lam)), writable=repair_here)
+            if repair_here:
+                reset_batchnorm_stats(probe.module, repair_x)
             for (losses, accs), data in zip(out, datasets):
                 r = evaluate_model(probe, data)
                 losses.append(r.loss)
