@@ -307,10 +307,11 @@ def align_layer_pair_job(
     identity_out = Match.identity(case.out_base, case.out_target)
     starts = [(identity_out, q_in, kind)
               for q_in, kind in _input_starts(case, in_fixed, init, restarts, gen, prefix)]
+    cancel = cancel or never_cancelled()
     if profile_starts and not out_fixed and (not in_fixed or problem.coupled):
-        starts += _profile_starts(problem, case, in_fixed)
+        starts += yield from _profile_starts(problem, case, in_fixed, cancel)
     q_out, q_in, history, start = yield from _best_run(problem, starts, out_fixed, in_fixed,
-                                                       max_iter, cancel or never_cancelled())
+                                                       max_iter, cancel)
     return LayerAlignment(
         out=q_out,
         inp=q_in,
@@ -387,19 +388,29 @@ def _profile_match(pb: torch.Tensor, pt: torch.Tensor, base_extra: torch.Tensor 
     return Match.from_lap(rows, cols, pb.shape[0], pt.shape[0])
 
 
-def _profile_starts(problem: _Problem, case: ShapeCase,
-                    in_fixed: bool = False) -> list[tuple[Match, Match, str]]:
+def _profile_starts(problem: _Problem, case: ShapeCase, in_fixed: bool,
+                    cancel: CancelToken) -> Job[list[tuple[Match, Match, str]]]:
     """Starts (q_out, q_in, kind) from value profiles: the rows' profiles give Q_out (Q_in
-    then solved against it, unless fixed), the columns' profiles give Q_in."""
+    then solved against it, unless fixed), the columns' profiles give Q_in.
+
+    A job: at LLM widths sorting the profiles and their LAPs take most of a minute before the
+    first round, so each part says what it does and Cancel is checked before it."""
     if min(case.out_base, case.out_target, case.in_base, case.in_target) == 0:
         return []
+    yield ProgressEvent("align", 0.0, f"value-profile starts: matching {case.out_base} x "
+                                      f"{case.out_target} output units by their sorted values")
+    cancel.raise_if_cancelled()
     (pb, eb), (pt, et) = problem.profiles("out", 0), problem.profiles("out", 1)
     q_out = _profile_match(pb, pt, eb, et)
     identity_in = Match.identity(case.in_base, case.in_target)
     if in_fixed:
         return [(q_out, identity_in, "out profile")]
+    yield ProgressEvent("align", 0.0, f"value-profile starts: matching {case.in_base} x "
+                                      f"{case.in_target} input units")
+    cancel.raise_if_cancelled()
     rows, cols = solve_lap(problem.in_cost(q_out, identity_in))
     q_in = Match.from_lap(rows, cols, case.in_base, case.in_target)
+    cancel.raise_if_cancelled()
     q_in_cols = _profile_match(problem.profiles("in", 0)[0], problem.profiles("in", 1)[0])
     return [(q_out, q_in, "out profile"),
             (Match.identity(case.out_base, case.out_target), q_in_cols, "in profile")]
