@@ -329,3 +329,66 @@ def test_a_narrow_plan_tells_long_layer_paths_apart(qtbot) -> None:
     qtbot.wait(30)
     # the elided columns share the room evenly: neither layer column is squeezed alone
     assert abs(view.header().sectionSize(0) - view.header().sectionSize(1)) <= 8
+
+
+def _wheel(widget, steps: int = -1) -> None:
+    """One notch of a real mouse wheel over ``widget`` (negative: towards the user)."""
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(),
+                        QPoint(0, 120 * steps), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def test_the_wheel_scrolls_the_step_editor_and_edits_only_a_chosen_field(
+        qtbot, panel: AssemblyPanel, workspace: Workspace) -> None:
+    """A user scrolling down the editor to reach the merge method turned it from TIES to DARE:
+    the wheel changed whichever box passed under the pointer."""
+    combo = panel.method_combo
+    combo.setCurrentIndex(combo.findData("ties"))
+    combo.activated.emit(combo.currentIndex())
+    panel.resize(360, 260)  # short: the editor scrolls
+    panel.show()
+    qtbot.waitExposed(panel)
+    bar = panel.editor_area.verticalScrollBar()
+    assert bar.maximum() > 0
+    panel.editor_area.ensureWidgetVisible(combo)
+    before = bar.value()
+    commands, chosen = workspace.undo_stack.count(), workspace.plan.steps[1]
+    for field in (combo, panel.align_combo, panel.lam_spin, panel.lam_slider,
+                  panel._param_boxes["density"]):
+        assert not field.hasFocus()
+        _wheel(field, +1)  # away from the user: the form scrolls up
+    assert workspace.plan.steps[1] == chosen and chosen.method == "ties"
+    assert workspace.undo_stack.count() == commands
+    assert bar.value() != before  # the wheel went to the form instead
+    # once the user has chosen the box (a click, Tab), the wheel edits it as usual
+    combo.setFocus()
+    qtbot.waitUntil(combo.hasFocus)
+    _wheel(combo, -1)
+    assert workspace.plan.steps[1].method == "dare"
+    assert combo.currentText() == "DARE"  # the names people write, not the plan's keys
+
+
+def test_a_step_repeating_an_earlier_one_is_marked_until_one_goes(qtbot,
+                                                                  workspace: Workspace) -> None:
+    """A plan file or project can merge one layer twice (the app no longer adds such a step):
+    the plan says so on the later step, and stops saying it when one of them is removed."""
+    from mal_desktop.gui.undo import RemoveStepCommand
+
+    model = QtPlanModel(workspace)
+    workspace.push(AddStepCommand(workspace.plan, _step(0)))  # step 4 = step 1 again
+    tip = model.data(model.index(3, COL_LAMBDA), Qt.ItemDataRole.ToolTipRole)
+    assert "Step 1 merges the same zoo layer into the same base layer" in tip
+    assert "merges the same zoo layer" not in model.data(model.index(0, COL_LAMBDA),
+                                                         Qt.ItemDataRole.ToolTipRole)
+    with qtbot.waitSignal(model.dataChanged):
+        workspace.push(RemoveStepCommand(workspace.plan, 0))
+    assert all("merges the same zoo layer" not in model.data(model.index(row, COL_LAMBDA),
+                                                             Qt.ItemDataRole.ToolTipRole)
+               for row in range(3))
+    model.detach()

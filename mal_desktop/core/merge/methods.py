@@ -37,6 +37,12 @@ class MergeMethod:
     params: tuple[Param, ...] = field(default=())
     description: str = ""
     elementwise: bool = False  # each output entry depends on the same entries only
+    title: str = ""  # how people write the name ("task arithmetic", "TIES"); "" means ``name``
+
+    @property
+    def label(self) -> str:
+        """The name to show a user."""
+        return self.title or self.name.replace("_", " ")
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {}
@@ -46,7 +52,8 @@ MethodFn = Callable[..., torch.Tensor]
 
 
 def register_method(name: str, description: str, params: tuple[Param, ...] = (),
-                    elementwise: bool = False) -> Callable[[MethodFn], MethodFn]:
+                    elementwise: bool = False, title: str = ""
+                    ) -> Callable[[MethodFn], MethodFn]:
     """Decorator: register ``fn(base, target, lam, seed, **params) -> tensor`` under ``name``.
 
     name: the name plans store (``"method"`` of a step). description: one line for forms and
@@ -57,10 +64,11 @@ def register_method(name: str, description: str, params: tuple[Param, ...] = (),
     elementwise: each output entry depends on the same entry of base and target only (no norms,
     no ranks, no random draws over the tensor): such a method is run over large tensors in
     chunks, so its float32 temporaries stay small.
+    title: the name as a user reads it in the app ("TIES"); default: ``name`` with spaces.
     Returns the decorator, which returns ``fn`` unchanged. A taken name is replaced.
     """
     def wrap(fn: MethodFn) -> MethodFn:
-        MERGE_METHODS[name] = MergeMethod(name, fn, params, description, elementwise)
+        MERGE_METHODS[name] = MergeMethod(name, fn, params, description, elementwise, title)
         return fn
     return wrap
 
@@ -133,7 +141,7 @@ def _linear(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int) -> 
 
 
 @register_method("slerp", "spherical interpolation of the flattened tensors (falls back to linear "
-                          "for nearly parallel tensors)")
+                          "for nearly parallel tensors)", title="SLERP")
 def _slerp(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int) -> torch.Tensor:
     a, b = base.reshape(-1), target.reshape(-1)
     na, nb = a.norm(), b.norm()
@@ -169,7 +177,8 @@ def _trim(delta: torch.Tensor, density: float) -> torch.Tensor:
 
 @register_method("ties", "TIES: trim the task vector to its largest entries, then add lambda of it "
                          "(sign election is trivial with one donor per step)",
-                 (Param("density", 0.2, 0.0, 1.0, "fraction of task-vector entries kept"),))
+                 (Param("density", 0.2, 0.0, 1.0, "fraction of task-vector entries kept"),),
+                 title="TIES")
 def _ties(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int,
           density: float) -> torch.Tensor:
     return base + lam * _trim(target - base, density)
@@ -177,7 +186,8 @@ def _ties(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int,
 
 @register_method("dare", "DARE: drop task-vector entries at random with probability p, rescale the "
                          "rest by 1/(1-p), add lambda of it",
-                 (Param("drop", 0.5, 0.0, 0.99, "probability of dropping an entry"),))
+                 (Param("drop", 0.5, 0.0, 0.99, "probability of dropping an entry"),),
+                 title="DARE")
 def _dare(base: torch.Tensor, target: torch.Tensor, lam: float, seed: int,
           drop: float) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)

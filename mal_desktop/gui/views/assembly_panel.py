@@ -26,6 +26,7 @@ from ..models.plan_model import QtPlanModel, subscribe_weakly
 from ..undo import MoveStepCommand, RemoveStepCommand, UpdateStepCommand, new_gesture
 from ..workspace import Workspace
 from .step_list import StepListView
+from .wheel_guard import guard_wheel
 
 SLIDER_STEPS = 1000  # slider resolution: lambda in steps of 0.001
 
@@ -173,6 +174,9 @@ class AssemblyPanel(QWidget):
         self._build_alignment_rows(form)
         self._build_method_rows(form)
         self._build_case_row(form)
+        # the form scrolls: a wheel turned to scroll it must not edit the step under the pointer
+        guard_wheel(self, self.lam_slider, self.lam_spin, self.align_combo,
+                    self.unmatched_combo, self.method_combo)
 
     def _build_lambda_row(self, form: QFormLayout) -> None:
         """A slider and a spin box for lambda, kept in sync (a slider drag is one undo step)."""
@@ -224,7 +228,7 @@ class AssemblyPanel(QWidget):
         """The merge method and the form of its parameters (filled by ``_build_params``)."""
         self.method_combo = QComboBox()
         for i, (name, method) in enumerate(MERGE_METHODS.items()):
-            self.method_combo.addItem(name, name)
+            self.method_combo.addItem(method.label, name)
             self.method_combo.setItemData(i, method.description, Qt.ItemDataRole.ToolTipRole)
         self.method_combo.activated.connect(self._on_method)
         form.addRow("Merge method", self.method_combo)
@@ -353,6 +357,7 @@ class AssemblyPanel(QWidget):
                 box.setToolTip(f"{p.help} (default {p.default:g}, range {p.minimum:g} to "
                                f"{p.maximum:g})")
                 box.valueChanged.connect(lambda v, name=p.name: self._on_param(name, v))
+                guard_wheel(self, box)
                 self._param_boxes[p.name] = box
                 self.params_form.addRow(p.name, box)
         given = dict(values)
