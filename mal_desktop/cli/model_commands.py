@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -11,8 +12,6 @@ from .output import emit, run
 def note_output(model, args) -> None:
     """On stderr: which output of a model returning several is used, when the user did not
     choose it with --output."""
-    import sys
-
     note = model.output_note()
     if note and getattr(args, "output", None) is None:
         sys.stderr.write(f"mal: note: {note}; choose another with --output N\n")
@@ -23,8 +22,6 @@ def output_json(model) -> dict:
 
 
 def cmd_inspect(args) -> int:
-    import sys
-
     from ..core.errors import MalError
     from ..core.graph.selftest import self_test
     from ..core.graph.tree import build_layer_tree
@@ -172,6 +169,7 @@ def cmd_curve(args) -> int:
 
 
 def cmd_assemble(args) -> int:
+    from ..core.errors import DatasetError, PlanError
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import assemble_job, evaluate_job
     from ..core.merge.plan import load_plan
@@ -180,9 +178,17 @@ def cmd_assemble(args) -> int:
     # a .malproj saved by the app runs like the plan it holds
     plan = (load_project_plan(args.plan) if Path(args.plan).suffix.lower() == PROJECT_SUFFIX
             else load_plan(args.plan))
-    if plan.data:  # an unknown dataset is refused before anything is assembled or written
-        load_dataset(plan.data)
-    result = run(assemble_job(plan, out=Path(args.out), arch=args.arch), args)
+    for first, again in plan.repeated_steps():
+        sys.stderr.write(f"mal: warning: {args.plan}: steps {first + 1} and {again + 1} both "
+                         f"merge {plan.steps[again].label}: that layer is merged twice\n")
+    try:
+        if plan.data:  # an unknown dataset is refused before anything is assembled or written
+            load_dataset(plan.data)
+        result = run(assemble_job(plan, out=Path(args.out), arch=args.arch), args)
+    except (PlanError, DatasetError) as exc:  # a step or the data of this plan: name the file
+        if str(exc).startswith(str(args.plan)):
+            raise
+        raise type(exc)(f"{args.plan}: {exc}") from None
     obj = result.to_json()
     scores = {}
     if plan.data:  # the plan names its data: score the base and the result on it

@@ -148,7 +148,8 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
     """
     cancel = cancel or CancelToken()
     if not plan.steps:
-        raise PlanError("the plan has no steps: drag a zoo layer onto a base layer first")
+        raise PlanError("the plan has no steps: add at least one (a zoo layer merged into a "
+                        "base layer)")
     if out is not None:  # a bad output is refused before the work, not after it
         check_model_output(out)
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})

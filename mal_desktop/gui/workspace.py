@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
@@ -19,7 +20,7 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from ..core.merge.plan import AssemblyPlan, AssemblyStep, PlanChange
 from ..core.merge.preflight import StepCheck, check_step
-from .undo import AddStepCommand
+from .undo import AddStepCommand, RemoveStepCommand
 
 if TYPE_CHECKING:
     from ..core.graph.tree import LayerTree
@@ -85,6 +86,16 @@ def fit_text(step: AssemblyStep, check: StepCheck) -> str:
     return f"Cannot merge {step_label(step)}: {check.reason}"
 
 
+def replaced_text(replaced: Sequence[int]) -> str:
+    """"; replaces step 1 (the same layer)" for a block taking the place of earlier steps."""
+    if not replaced:
+        return ""
+    numbers = ", ".join(str(i + 1) for i in replaced)
+    one = len(replaced) == 1
+    return (f"; replaces step{'' if one else 's'} {numbers} (the same "
+            f"layer{'' if one else 's'})")
+
+
 @dataclass(frozen=True)
 class StepAdded:
     """The outcome of :meth:`Workspace.add_step`: where the step went (-1: refused) and why."""
@@ -94,6 +105,7 @@ class StepAdded:
     index: int = -1
     block: str = ""  # several steps added as one edit: what they merge ("block z:b -> b")
     count: int = 1
+    replaced: tuple[int, ...] = ()  # steps the block's steps took the place of (indices before)
 
     @property
     def ok(self) -> bool:
@@ -106,7 +118,7 @@ class StepAdded:
         if self.ok and self.count > 1:
             first = self.index + 2 - self.count
             return (f"Added steps {first}\u2013{self.index + 1}: {self.block}, one step per "
-                    "layer (Ctrl+Z removes them together)")
+                    f"layer{replaced_text(self.replaced)} (Ctrl+Z undoes it as one edit)")
         text = fit_text(self.step, self.check)
         return f"Added step {self.index + 1}: {text}" if self.ok else text
 
@@ -319,12 +331,27 @@ class Workspace(QObject):
         Returns the outcome: the index it went to, or -1 with the reason it does not fit (the
         plan and the undo stack are then untouched).
         """
-        check = self.check_plan_step(step)
+        check = self.check_new_step(step)
         if not check.ok:
             return StepAdded(step, check)
         command = AddStepCommand(self.plan, step, index)
         self.push(command)
         return StepAdded(step, check, command.index)
+
+    def planned_as(self, step: AssemblyStep) -> int:
+        """The index of the step with ``step``'s route (same zoo layer into the same base
+        layer), -1 when there is none."""
+        return next((i for i, s in enumerate(self.plan.steps) if s.route == step.route), -1)
+
+    def check_new_step(self, step: AssemblyStep) -> StepCheck:
+        """Whether ``step`` may be added: :meth:`check_plan_step`, and a refusal when the plan
+        already merges this layer there (a second step would merge the merged layer again)."""
+        check = self.check_plan_step(step)
+        i = self.planned_as(step)
+        if not check.ok or i < 0:
+            return check
+        return StepCheck(False, f"it is already step {i + 1}: select that step to change its "
+                                f"\u03bb or method", check.case_text)
 
     def add_steps(self, steps: list[AssemblyStep], block: str) -> StepAdded:
         """Add ``steps`` (a block's layers, ``block`` names it) at the end of the plan as one
@@ -334,15 +361,24 @@ class Workspace(QObject):
             check = self.check_plan_step(step)
             if not check.ok:
                 return StepAdded(step, check)
+        replaced = self.replaced_by(steps)
         self.undo_stack.beginMacro(f"Merge {block}")
         try:
+            for i in reversed(replaced):
+                self.push(RemoveStepCommand(self.plan, i))
             for step in steps:
                 command = AddStepCommand(self.plan, step, None)
                 self.push(command)
         finally:
             self.undo_stack.endMacro()
         return StepAdded(steps[-1], self.check_plan_step(steps[-1]), command.index, block,
-                         len(steps))
+                         len(steps), tuple(replaced))
+
+    def replaced_by(self, steps: list[AssemblyStep]) -> list[int]:
+        """Indices of the plan's steps that a block's ``steps`` replace (the same layer into
+        the same place, e.g. the language demo's example step when its block is dropped)."""
+        routes = {step.route for step in steps}
+        return [i for i, s in enumerate(self.plan.steps) if s.route in routes]
 
     # -- selection -------------------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -389,3 +390,48 @@ def test_curve_restarts_sets_the_descents_of_whole_model_matching(small_zoo, cap
     for other in (["--align", "activation"], ["--layers", "layers.0:layers.0"]):
         assert main(args + ["--restarts", "2"] + other) != 0  # it would do nothing: refused
         assert "--restarts sets the descents" in capsys.readouterr().err
+
+
+def _plan_file(small_zoo, tmp_path, steps, name="plan.json", data=None) -> Path:
+    plan_path = tmp_path / name
+    doc = {"base": str(small_zoo.path_of("mlp-w32-s0")),
+           "zoo": {"wide": str(small_zoo.path_of("mlp-w64-s0"))}, "steps": steps}
+    if data is not None:
+        doc["data"] = data
+    plan_path.write_text(json.dumps(doc))
+    return plan_path
+
+
+def test_assemble_errors_name_the_plan_and_the_step_once(mal, small_zoo, tmp_path):
+    """Messages a user met: 'step 1: step wide:layers.1 -> ...' (the word twice), an alignment
+    error without the base layer, and a wrong layer or dataset without the plan's file."""
+    step = {"source": "wide", "source_layer": "layers.1", "base_layer": "layers.1"}
+    cases = [({**step, "lambda": -0.5}, None,
+              "step 1: wide:layers.1 -> layers.1: lambda must be in [0, 1], got -0.5"),
+             ({**step, "align": "sideways"}, None,
+              "step 1: wide:layers.1 -> layers.1: alignment must be one of"),
+             ({**step, "base_layer": "layers.9"}, None,
+              "step 1 (wide:layers.1 -> layers.9): the base has no layer 'layers.9'"),
+             (step, "no-such-dataset", "unknown dataset 'no-such-dataset'")]
+    for i, (raw, data, message) in enumerate(cases):
+        plan_path = _plan_file(small_zoo, tmp_path, [raw], f"plan{i}.json", data)
+        ran = mal("assemble", str(plan_path), "--out", str(tmp_path / "o.safetensors"),
+                  "--quiet", check=False)
+        assert ran.returncode == 1 and ran.stderr.count("\n") == 1, ran.stderr
+        assert ran.stderr.startswith(f"mal: error: {plan_path}: "), ran.stderr
+        assert message in ran.stderr and "step 1: step" not in ran.stderr, ran.stderr
+    empty = _plan_file(small_zoo, tmp_path, [], "empty.json")
+    ran = mal("assemble", str(empty), "--out", str(tmp_path / "o.safetensors"), check=False)
+    assert ran.returncode == 1 and "the plan has no steps: add at least one" in ran.stderr
+    assert "drag" not in ran.stderr  # the app's words, not the command line's
+
+
+def test_assemble_warns_when_a_plan_merges_a_layer_twice(mal, small_zoo, tmp_path):
+    step = {"source": "wide", "source_layer": "layers.1", "base_layer": "layers.1",
+            "lambda": 0.3}
+    other = {"source": "wide", "source_layer": "layers.0", "base_layer": "layers.0"}
+    plan_path = _plan_file(small_zoo, tmp_path, [step, other, step])
+    ran = mal("assemble", str(plan_path), "--out", str(tmp_path / "o.safetensors"), "--quiet")
+    assert ran.stderr.splitlines()[0] == (
+        f"mal: warning: {plan_path}: steps 1 and 3 both merge wide:layers.1 -> layers.1: that "
+        "layer is merged twice")

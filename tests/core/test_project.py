@@ -74,7 +74,7 @@ def test_moved_project_folder_still_finds_its_models(tmp_path: Path) -> None:
     ({"zoo": {"a": 3}}, "'zoo' must map"),
     ({"steps": [{"source": "zz", "source_layer": "fc1", "base_layer": "fc1"}]}, "'zz'"),
     ({"steps": [{"source": "a", "source_layer": "fc1", "base_layer": "fc1", "lambda": 7}]},
-     "lambda must be in [0, 1]"),
+     "step 1: a:fc1 -> fc1: lambda must be in [0, 1]"),
 ])
 def test_bad_projects_raise_readable_errors(tmp_path: Path, change: dict, message: str) -> None:
     path = save_project(make_project(tmp_path), tmp_path / "proj" / "p.malproj")

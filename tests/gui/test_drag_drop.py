@@ -14,6 +14,7 @@ from layer_fixtures import entry  # noqa: E402
 from PySide6.QtCore import QMimeData, QModelIndex, Qt  # noqa: E402
 from PySide6.QtGui import QDragMoveEvent, QDropEvent  # noqa: E402
 
+from mal_desktop.core.merge.plan import AssemblyStep  # noqa: E402
 from mal_desktop.gui.models.layer_tree_model import QtLayerTreeModel  # noqa: E402
 from mal_desktop.gui.models.mime import LAYER_MIME, LayerRef, decode_layer  # noqa: E402
 from mal_desktop.gui.views.layer_tree_view import LayerTreePane, ZooTabs  # noqa: E402
@@ -308,7 +309,7 @@ def test_a_block_drops_as_one_step_per_layer_and_undoes_as_one(qtbot, tmp_path) 
     with qtbot.waitSignal(base.dropHint) as hint:
         assert base.dropMimeData(mime, COPY, -1, 0, base.index_of("model.layers.1"))
     assert hint.args == ["Added steps 1\u20137: block b:model.layers.0 \u2192 model.layers.1, "
-                         "one step per layer (Ctrl+Z removes them together)", True]
+                         "one step per layer (Ctrl+Z undoes it as one edit)", True]
     assert [(s.source_layer, s.base_layer) for s in ws.plan.steps] == [
         (f"model.layers.0.{p}", f"model.layers.1.{p}") for p in parts]
     assert ws.plan.steps[0].norms == (
@@ -333,3 +334,47 @@ def test_a_block_drops_as_one_step_per_layer_and_undoes_as_one(qtbot, tmp_path) 
         "has down_proj, gate_proj, up_proj): merge their layers one by one")
     ok, text, _ = base.evaluate_drop(mime, -1, base.index_of("model.layers.0.mlp.up_proj"))
     assert not ok and text.startswith("Drop block b:model.layers.0 onto a block of the base")
+
+
+def test_a_layer_is_planned_once_and_a_block_takes_the_place_of_its_layers_steps(qtbot,
+                                                                                 tmp_path):
+    """The language demo opens with an example step (k_proj -> k_proj); dropping that block
+    afterwards planned k_proj twice, and the assembly merged the merged layer again."""
+    pytest.importorskip("transformers")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
+    from test_hf_folders import write_llama
+
+    from mal_desktop.core.io.files import load_model
+    from mal_desktop.gui.workspace import ModelEntry
+
+    ws = Workspace()
+    ws.set_base(ModelEntry.from_model(load_model(write_llama(tmp_path / "a", seed=0)[0]), "a"))
+    ws.add_zoo(ModelEntry.from_model(load_model(write_llama(tmp_path / "b", seed=1)[0]), "b"))
+    base, donor = _models(ws, "b")
+    k = "model.layers.0.self_attn.k_proj"
+    first = ws.add_step(AssemblyStep("b", k, k, lam=0.3))
+    assert first.ok
+    # the same layer again: refused, by drop and by the Add Step path alike
+    again = base.index_of(k)
+    ok, text, _ = base.evaluate_drop(_drag(donor, k), -1, again)
+    assert not ok and text == (f"Cannot merge b:{k} \u2192 {k}: it is already step 1: select "
+                               "that step to change its \u03bb or method")
+    assert not base.dropMimeData(_drag(donor, k), COPY, -1, 0, again)
+    assert not ws.add_step(AssemblyStep("b", k, k, lam=0.7)).ok
+    assert len(ws.plan.steps) == 1 and ws.undo_stack.count() == 1
+    # its block: the block's steps take the place of step 1, as one edit
+    block = _drag(donor, "model.layers.0")
+    ok, text, _ = base.evaluate_drop(block, -1, base.index_of("model.layers.0"))
+    assert ok and text.endswith("merge with q_proj; replaces step 1 (the same layer)")
+    with qtbot.waitSignal(base.dropHint) as hint:
+        assert base.dropMimeData(block, COPY, -1, 0, base.index_of("model.layers.0"))
+    assert hint.args[0].startswith("Added steps 1\u20137: block b:model.layers.0")
+    assert "; replaces step 1 (the same layer) (Ctrl+Z" in hint.args[0]
+    routes = [s.route for s in ws.plan.steps]
+    assert len(routes) == 7 and len(set(routes)) == 7 and ws.plan.repeated_steps() == []
+    assert ws.plan.steps[1].source_layer == k and ws.plan.steps[1].lam == 0.5
+    ws.undo_stack.undo()  # one Ctrl+Z: the example step is back, as it was
+    assert ws.plan.steps == [first.step]

@@ -63,6 +63,7 @@ def test_drops_and_the_menu_share_the_workspace_cache(ws: Workspace, monkeypatch
     assert asked == [("layers.0", "layers.0")]  # computed once for all of them
     assert base.dropMimeData(mime, COPY, -1, 0, target)
     assert asked == [("layers.0", "layers.0")]
+    ws.undo_stack.undo()  # (a layer is planned once: the same drop again is refused)
     ws.add_zoo(entry("zoo_mlp"))  # the models changed: answers may differ, asked again
     assert base.canDropMimeData(mime, COPY, -1, 0, target)
     assert asked == [("layers.0", "layers.0")] * 2

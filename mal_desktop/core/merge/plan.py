@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from ..errors import PlanError
@@ -42,17 +43,17 @@ class AssemblyStep:
     def __post_init__(self) -> None:
         if not all(isinstance(pair, tuple) and len(pair) == 2
                    and all(isinstance(m, str) and m for m in pair) for pair in self.norms):
-            raise PlanError(f"step {self.label}: 'norms' must be [donor module, base module] "
+            raise PlanError(f"{self.label}: 'norms' must be [donor module, base module] "
                             f"pairs, got {self.norms!r}")
         if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)):
-            raise PlanError(f"step {self.label}: lambda must be a number, got {self.lam!r}")
+            raise PlanError(f"{self.label}: lambda must be a number, got {self.lam!r}")
         if not (0.0 <= self.lam <= 1.0):  # NaN fails this too
-            raise PlanError(f"step {self.label}: lambda must be in [0, 1], got {self.lam}")
+            raise PlanError(f"{self.label}: lambda must be in [0, 1], got {self.lam}")
         if self.align not in ALIGN_MODES:
-            raise PlanError(f"step {self.source}:{self.source_layer}: alignment must be one of "
+            raise PlanError(f"{self.label}: alignment must be one of "
                             f"{', '.join(ALIGN_MODES)}, got {self.align!r}")
         if self.unmatched not in UNMATCHED_POLICIES:
-            raise PlanError(f"step {self.source}:{self.source_layer}: unmatched must be 'zero' or "
+            raise PlanError(f"{self.label}: unmatched must be 'zero' or "
                             f"'keep', got {self.unmatched!r}")
         # Imported here, not at the top: the methods need torch, and the GUI imports this module
         # on its start-up path, before torch is wanted (the window must appear fast).
@@ -61,11 +62,17 @@ class AssemblyStep:
         try:  # the method and its parameters are checked here, before any work starts
             method_values(self.method, dict(self.params))
         except PlanError as exc:
-            raise PlanError(f"step {self.label}: {exc}") from None
+            raise PlanError(f"{self.label}: {exc}") from None
 
     @property
     def label(self) -> str:
         return f"{self.source}:{self.source_layer} -> {self.base_layer}"
+
+    @property
+    def route(self) -> tuple[str, str, str]:
+        """(zoo model, its layer, base layer): two steps with one route merge the same layer
+        into the same place twice."""
+        return self.source, self.source_layer, self.base_layer
 
     def to_json(self) -> dict[str, Any]:
         d = {"source": self.source, "source_layer": self.source_layer,
@@ -269,6 +276,10 @@ class AssemblyPlan:
                                 f"plan's 'zoo' does not list ({', '.join(plan.zoo) or 'empty'})")
         return plan
 
+    def repeated_steps(self) -> list[tuple[int, int]]:
+        """See :func:`repeated_steps`."""
+        return repeated_steps(self.steps)
+
     def resolve_paths(self, relative_to: Path) -> "AssemblyPlan":
         """A copy whose relative model/data paths are resolved against ``relative_to``."""
         def fix(p: str) -> str:
@@ -279,6 +290,21 @@ class AssemblyPlan:
             data = fix(data)
         return AssemblyPlan(fix(self.base), {k: fix(v) for k, v in self.zoo.items()}, data,
                             list(self.steps), self.base_output, dict(self.zoo_outputs))
+
+
+def repeated_steps(steps: Sequence[AssemblyStep]) -> list[tuple[int, int]]:
+    """(first, again) indices of steps with the route of an earlier one: the second merges the
+    already merged layer once more (in effect a lambda of 1 - (1 - l1)(1 - l2)), which is a
+    slip (a block dropped where one of its layers already had a step) more often than a
+    wish."""
+    first: dict[tuple[str, str, str], int] = {}
+    repeats = []
+    for i, step in enumerate(steps):
+        if step.route in first:
+            repeats.append((first[step.route], i))
+        else:
+            first[step.route] = i
+    return repeats
 
 
 def load_plan(path: str | Path) -> AssemblyPlan:

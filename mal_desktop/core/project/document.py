@@ -122,10 +122,12 @@ def project_from_json(doc: Any, folder: Path, where: str) -> Project:
         raise ProjectError(f"{where}: 'data' must name a dataset")
     if not isinstance(ui, dict):
         raise ProjectError(f"{where}: 'ui' must be an object")
-    try:
-        parsed = [AssemblyStep.from_json(s) if isinstance(s, dict) else _bad_step(s) for s in steps]
-    except PlanError as exc:
-        raise ProjectError(f"{where}: {exc}") from None
+    parsed = []
+    for i, s in enumerate(steps):
+        try:
+            parsed.append(AssemblyStep.from_json(s) if isinstance(s, dict) else _bad_step(s))
+        except PlanError as exc:
+            raise ProjectError(f"{where}: step {i + 1}: {exc}") from None
     for i, step in enumerate(parsed):
         if step.source not in zoo:
             raise ProjectError(f"{where}: step {i + 1} uses zoo model {step.source!r}, which the "

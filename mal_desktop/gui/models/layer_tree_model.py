@@ -25,7 +25,7 @@ from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 from ...core.merge.plan import AssemblyStep, PlanChange
-from ..workspace import fit_text
+from ..workspace import fit_text, replaced_text
 from .glyphs import group_icon, layer_icon, lock_icon, tensor_icon
 from .layer_text import (COL_NAME, COL_PARAMS, COL_SHAPE, COL_SPACE, COL_STATS, COLUMN_TIPS,
                          COLUMNS, LayerText)
@@ -362,7 +362,7 @@ class QtLayerTreeModel(QAbstractItemModel):
             return False, (f"{where} is not a weight layer: drop onto a linear or conv layer."
                            if where else "Drop onto a linear or conv layer of the base."), []
         step = AssemblyStep(source=ref.model, source_layer=ref.layer, base_layer=node.path)
-        check = self._ws.check_plan_step(step)  # cached in the workspace: hovers ask often
+        check = self._ws.check_new_step(step)  # cached in the workspace: hovers ask often
         return check.ok, fit_text(step, check), [step] if check.ok else []
 
     def _drop_node(self, row: int, parent: Index) -> "LayerNode | None":
@@ -395,8 +395,9 @@ class QtLayerTreeModel(QAbstractItemModel):
         norms = "".join(
             f"; its norms {', '.join(b.rsplit('.', 1)[-1] for _, b in step.norms)} merge with "
             f"{step.base_layer.rsplit('.', 1)[-1]}" for step in with_norms)
+        replaced = replaced_text(self._ws.replaced_by(steps))
         return True, (f"{name} \u2192 {node.path}: {len(steps)} steps, one per layer"
-                      f"{norms}"), steps
+                      f"{norms}{replaced}"), steps
 
     def _hint(self, text: str, ok: bool) -> None:
         # Hover calls this on every mouse move: only tell the status bar about changes.

@@ -18,7 +18,7 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication, QStyle
 
 from ...core.merge.methods import MERGE_METHODS
-from ...core.merge.plan import AssemblyPlan, AssemblyStep, PlanChange
+from ...core.merge.plan import AssemblyPlan, AssemblyStep, PlanChange, repeated_steps
 from ..workspace import Workspace
 from .case_words import compact_case, explain_case
 
@@ -77,6 +77,12 @@ class QtPlanModel(QAbstractTableModel):
 
     # -- change events ----------------------------------------------------------------------
     def _on_change(self, change: PlanChange) -> None:
+        repeats = bool(repeated_steps(self._steps))
+        self._follow(change)
+        if repeats or repeated_steps(self._steps):  # another row's "again" note may change
+            self._on_models_changed()
+
+    def _follow(self, change: PlanChange) -> None:
         plan = self._ws.plan.steps
         if change.kind == "insert":
             i = change.index
@@ -151,7 +157,7 @@ class QtPlanModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(index.row(), col, step)
         if role == Qt.ItemDataRole.DecorationRole and col == COL_SOURCE:
-            if not self._ws.check_plan_step(step).ok:
+            if not self._ws.check_plan_step(step).ok or self._repeat_of(index.row()) >= 0:
                 return QApplication.style().standardIcon(
                     QStyle.StandardPixmap.SP_MessageBoxWarning)
             return None
@@ -175,12 +181,16 @@ class QtPlanModel(QAbstractTableModel):
             return step.align
         if col == COL_METHOD:
             extra = ", ".join(f"{k}={float(v):g}" for k, v in step.params)
-            return f"{step.method}\n{extra}" if extra else step.method
+            known = MERGE_METHODS.get(step.method)
+            label = known.label if known is not None else step.method
+            return f"{label}\n{extra}" if extra else label
         if col == COL_CASE:
             check = self._ws.check_plan_step(step)
             if not check.ok:
                 return f"\u26a0 {check.reason}"
-            return compact_case(check.case_text, "\n", counts=False)  # one side per line
+            case = compact_case(check.case_text, "\n", counts=False)  # one side per line
+            first = self._repeat_of(row)
+            return f"\u26a0 again (step {first + 1})\n{case}" if first >= 0 else case
         return None
 
     def _tooltip(self, row: int, col: int, step: AssemblyStep) -> str:
@@ -195,6 +205,10 @@ class QtPlanModel(QAbstractTableModel):
                 lines.append(explain_case(check.case_text))
         if not check.ok:
             lines.append(f"Cannot run: {check.reason}")
+        first = self._repeat_of(row)
+        if first >= 0:  # a plan file or project can hold one; the app does not add them
+            lines.append(f"Step {first + 1} merges the same zoo layer into the same base layer: "
+                         "this step merges the merged layer again. Remove one of them.")
         if col == COL_ALIGN:
             lines.append(_ALIGN_TIPS.get(step.align, step.align))
         elif col == COL_METHOD and step.method in MERGE_METHODS:
@@ -204,6 +218,10 @@ class QtPlanModel(QAbstractTableModel):
                          "zoo layer")
         lines.append(f"Unmatched base units: {step.unmatched}")
         return "\n".join(lines)
+
+    def _repeat_of(self, row: int) -> int:
+        """The earlier step with this row's route, -1 for none."""
+        return next((first for first, again in repeated_steps(self._steps) if again == row), -1)
 
     # -- helpers for views ------------------------------------------------------------------
     def step(self, row: int) -> AssemblyStep:
