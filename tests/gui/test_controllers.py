@@ -80,8 +80,10 @@ def test_session_controller_tracks_an_added_and_undone_step(qtbot, session: Sess
     assert session.snapshot()[0].plan.steps == []
     session.set_data("digits-permuted")  # a change outside the undo stack
     assert session.is_dirty() and session.settings.dataset == "digits-permuted"
-    session.set_grid(1000)
+    session.mark_clean()
+    session.set_grid(1000)  # the project keeps its curve's points: quitting must ask
     assert session.grid == 101 and session.settings.curve_grid == 101
+    assert session.is_dirty() and session.snapshot()[0].ui["curve_grid"] == 101
 
 
 def test_files_controller_opens_a_model_file_and_reports_it(

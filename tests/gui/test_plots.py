@@ -95,7 +95,9 @@ def test_set_result_marks_barrier_and_threshold(curve: CurvePlot) -> None:
     assert f"{r.naive.barrier:.3f}" in curve.barrier_texts["naive"].textItem.toPlainText()
     summary = curve.summary_text()
     assert "digits" in summary and summary.startswith("mean LMC loss")
-    assert "barrier naive" in summary and "barrier aligned" not in summary  # aligned: flat
+    # the summary gives both barriers, as `mal curve` prints them
+    assert (f"barrier naive {r.naive.barrier:.3f} \u00b7 aligned {r.aligned.barrier:.3f}"
+            in summary) and "end point" not in summary
     curve.clear()
     assert not curve.threshold_lines[("aligned", "accuracy")].isVisible()
     assert curve.series_data("naive", "loss")[0].size == 0
@@ -118,7 +120,7 @@ def test_lambda_line_drag_emits_and_set_lambda_does_not(qtbot, curve: CurvePlot)
 def test_layer_level_curve_leads_with_mean_loss_lambda_star_and_accuracy_at_lambda(
         curve: CurvePlot) -> None:
     # A transplanted layer: the loss climbs to its worst at lambda 1, so the chord barrier is 0
-    # and says nothing; the summary leaves it out and leads with what matters.
+    # and says nothing; the summary leads with what matters and marks the barrier so.
     climb = [0.2, 0.4, 0.6, 0.9, 1.2]
     r = CurveResult(tuple(GRID), CurveMetrics.from_points(GRID, climb, NAIVE_ACC),
                     CurveMetrics.from_points(GRID, climb, ALIGNED_ACC), "digits")
@@ -127,7 +129,8 @@ def test_layer_level_curve_leads_with_mean_loss_lambda_star_and_accuracy_at_lamb
     summary = curve.summary_text()
     assert summary.startswith("mean LMC loss") and "\u03bb*" in summary
     assert "accuracy at \u03bb 0.50 naive 40.0% \u00b7 aligned 93.0%" in summary
-    assert "barrier" not in summary
+    assert "barrier naive 0.000 (end point worst) \u00b7 aligned 0.000 (end point worst)" \
+        in summary
     assert curve.chords["naive"].getData()[0] is None or curve.chords["naive"].getData()[0].size == 0
     assert curve.title_text() == "Step 1: z:a -> a"
     assert "perplexity" not in summary  # a classifier's loss is no perplexity

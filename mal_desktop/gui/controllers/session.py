@@ -168,13 +168,16 @@ class SessionController(QObject):
 
     def set_grid(self, points: int) -> None:
         """Use ``points`` lambda values for curves (clamped to GRID_MIN..GRID_MAX; remembered in
-        the settings)."""
+        the settings, and an unsaved change of the project once a model is open: the project
+        keeps it)."""
         points = max(GRID_MIN, min(GRID_MAX, int(points)))
         if points == self.grid:
             return
         self.grid = points
         self.settings.curve_grid = points
         self.gridChanged.emit(points)
+        if self.workspace is not None and self.workspace.base is not None:
+            self.mark_dirty()
 
     # -- undo stack ---------------------------------------------------------------------------
     @Slot(bool)

@@ -9,7 +9,8 @@ What it shows is decided elsewhere (views/selected_step.py: the selected step): 
 with what matters for a layer-level merge: the mean loss along the path (mean LMC loss), lambda*
 and the accuracy at the step's lambda. The chord barrier (the loss's rise above the straight
 line from L(0) to L(1)) is drawn only where it carries information: when a transplanted layer
-makes L(1) the worst point, it reads 0 while the loss climbs, so it is left out.
+makes L(1) the worst point, it reads 0 while the loss climbs, so the summary gives its value
+marked "end point worst" and the plot draws no bar.
 
 The step's lambda is a draggable vertical line; releasing it emits ``lambdaDragged(float)``,
 which the panel turns into one undo command. Text lives in Qt labels above the plots (they wrap;
@@ -369,9 +370,12 @@ class CurvePlot(QWidget):
                 ppl = {s: perplexity_at(result.lambdas, getattr(result, s), lam) for s in SERIES}
                 parts.append(f"<b>perplexity at \u03bb {lam:.2f}</b> " + pair(
                     {s: f"{v:.2f}" if math.isfinite(v) else "n/a" for s, v in ppl.items()}))
-        if shown_barrier:
-            parts.append("<b>barrier</b> " + pair({s: fmt(getattr(result, s).barrier)
-                                                    for s in shown_barrier}))
+        # Always given, as `mal curve` prints it; where the chord barrier says nothing (an end
+        # point is the worst point, so it reads 0 while the loss climbs) the value says so.
+        parts.append("<b>barrier</b> " + pair(
+            {s: fmt(getattr(result, s).barrier) if s in shown_barrier
+             else f"{fmt(getattr(result, s).barrier)} <span style='color:{c.muted}'>"
+                  "(end point worst)</span>" for s in SERIES}))
         data = f" &nbsp;(on {html.escape(result.dataset)})" if result.dataset else ""
         note = ""
         if (result.alignment or {}).get("step_align") == "none":
