@@ -144,8 +144,11 @@ def test_panels_show_the_selected_step_after_run_edit_and_cancel(qtbot, window: 
     assert curve.series_data("aligned", "loss")[0].size == 0
     assert "Not run yet" in curve.summary_text()
     assert diag.current.label == ws.plan.steps[1].label
+    assert curve._provenance["at lambda 0"] == ("the base model with step 1 of the plan "
+                                                 "merged first")  # what its CSV says
     ws.select_step(0)
     assert curve.series_data("aligned", "loss")[0].size == 3 and "Stale" not in curve.summary_text()
+    assert curve._provenance["at lambda 0"] == "the base model"
     # A lambda edit of this step moves the line and keeps the curve fresh (a curve sweeps all
     # lambdas); an edit of its alignment makes it stale, in both panels.
     ws.push(UpdateStepCommand(ws.plan, 0, {"lam": 0.7}))

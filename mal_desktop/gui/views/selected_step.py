@@ -96,7 +96,11 @@ class SelectedStepPresenter(QObject):
         record = found.record
         self._curve.set_lambda(step.lam)
         meta = {**self._provenance(), "step": title, "alignment": step.align,
-                "method": step.method, "lambda": f"{step.lam:.3f}"}
+                "method": step.method, "lambda": f"{step.lam:.3f}",
+                # the curve of a later step starts from what the plan made of the base so far
+                "at lambda 0": ("the base model" if i == 0 else
+                                f"the base model with step{'s 1-' if i > 1 else ' '}{i} of the "
+                                "plan merged first")}
         if self._live_here():
             live = self._runs.live
             meta["dataset"] = live.data
@@ -104,6 +108,9 @@ class SelectedStepPresenter(QObject):
             self._curve.show_live(f"{title}  \u2022  {live.data}", live.points)
         elif record is not None and record.curve is not None:
             meta["dataset"] = record.data
+            notes = [d.get("note", "") for d in (record.curve.alignment or {}).get("steps", [])]
+            if any(notes):  # e.g. one chain solve shared by a block's steps
+                meta["alignment note"] = "; ".join(n for n in notes if n)
             self._curve.set_provenance(meta)
             self._curve.show_curve(record.curve, f"{title}  \u2022  {record.data}",
                                    found.stale_reason, step.lam)
