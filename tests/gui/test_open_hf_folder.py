@@ -129,3 +129,29 @@ def test_a_language_model_base_gets_a_text_data_set(qtbot, session: SessionContr
         files.load_models([LoadRequest("base", "mlp", str(model_files["base_mlp"]))])
     assert session.data == DEMO_DATA and said[-1].endswith("mlp reads images or features, "
                                                            "not text")
+
+
+def test_a_tied_output_layer_says_whose_parameters_it_holds(qtbot, tmp_path: Path) -> None:
+    """An lm_head tied to the embeddings read '0' parameters: it holds a 64 x 16 matrix."""
+    from PySide6.QtCore import Qt
+
+    from mal_desktop.core.io.files import load_model
+    from mal_desktop.gui.models.layer_text import COL_PARAMS
+    from mal_desktop.gui.models.layer_tree_model import QtLayerTreeModel
+    from mal_desktop.gui.workspace import ModelEntry
+
+    tied = ModelEntry.from_model(load_model(_folder(tmp_path / "tied", 0,
+                                                    tie_word_embeddings=True)), "tied")
+    untied = ModelEntry.from_model(load_model(_folder(tmp_path / "untied", 0,
+                                                      tie_word_embeddings=False)), "untied")
+    assert tied.tree.tied == {"lm_head.weight": "model.embed_tokens.weight"}
+    assert untied.tree.tied == {}
+    for entry, shown in ((tied, "tied"), (untied, "1,024")):
+        model = QtLayerTreeModel(entry.tree, "base", entry.name)
+        cell = model.index_of("lm_head").siblingAtColumn(COL_PARAMS)
+        assert model.data(cell) == shown
+        tip = model.data(cell, Qt.ItemDataRole.ToolTipRole)
+        assert ("lm_head.weight is model.embed_tokens.weight (tied weights)" in tip) == \
+            (shown == "tied"), tip
+    # the model's total counts the shared matrix once
+    assert tied.tree.total_params == untied.tree.total_params - 64 * 16

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..io.meta import tie_groups
 from ..io.model import LoadedModel
 from ..io.pages import PageReleaser
 from ..jsonio import json_safe
@@ -83,6 +84,8 @@ class LayerTree:
 
     has_stats: the tensors' norm, mean and std were computed; False for a tree built from the
     headers alone (they are NaN), which the weights' tree replaces once they are read.
+    tied: state key -> the key it shares its tensor with and whose module counts its parameters
+    (tied weights: ``lm_head.weight`` -> ``model.embed_tokens.weight``).
     """
 
     model_name: str
@@ -90,6 +93,7 @@ class LayerTree:
     spec: PermutationSpec
     total_params: int
     has_stats: bool = True
+    tied: dict[str, str] = field(default_factory=dict)
     _index: dict[str, LayerNode] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -308,7 +312,9 @@ def build_layer_tree(model: LoadedModel, spec: PermutationSpec | None = None,
     root = build("")
     total = sum(p.numel() for p in model.module.parameters())
     has_stats = stats and not any(t.is_meta for t in state.values())
-    return LayerTree(model.name, root, spec, total, has_stats)
+    tied = {name: group[0] for group in tie_groups(model.module) for name in group[1:]
+            if name in state}
+    return LayerTree(model.name, root, spec, total, has_stats, tied)
 
 
 def _split_stacked_layers(spec: PermutationSpec, own: dict[str, dict[str, torch.Tensor]],

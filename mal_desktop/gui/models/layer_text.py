@@ -88,11 +88,20 @@ class LayerText:
     """
 
     def __init__(self, spec: PermutationSpec, role: str, model_name: str,
-                 has_stats: bool = True) -> None:
+                 has_stats: bool = True, tied: Mapping[str, str] | None = None) -> None:
         self.spec = spec
         self.role = role
         self.model_name = model_name
         self.has_stats = has_stats
+        self.tied = dict(tied or {})  # state key -> the key whose module counts its parameters
+
+    def _tied_to(self, node: LayerNode | None) -> list[tuple[str, str]]:
+        """(own key, shared key) of a module whose parameters are another module's (tied
+        weights: an lm_head holding the embedding's matrix), when it has no others."""
+        if node is None or node.params or not node.tensors:
+            return []
+        pairs = [(t.key, self.tied[t.key]) for t in node.tensors if t.key in self.tied]
+        return pairs
 
     def _block_size(self, path: str) -> int:
         """How many weight layers module ``path`` holds, when it is not one itself."""
@@ -132,6 +141,8 @@ class LayerText:
         if col == COL_SHAPE:
             return shape_text(tensor.shape) if tensor is not None else ""
         if col == COL_PARAMS:
+            if self._tied_to(node):
+                return "tied"  # not "0": the module holds a matrix, counted where it is shared
             n = node.params if node is not None else (tensor.numel if tensor is not None else 0)
             return count_text(int(n))
         if col == COL_SPACE:
@@ -201,8 +212,13 @@ class LayerText:
             t = row.tensor
             lines.append(f"{t.key}: {shape_text(t.shape)} {t.dtype}")
         if col == COL_PARAMS:
-            n = node.params if node is not None else (row.tensor.numel if row.tensor else 0)
-            lines.append(f"{int(n):,} parameters")
+            tied = self._tied_to(node)
+            if tied:
+                lines += [f"{own} is {shared} (tied weights): its parameters are counted there"
+                          for own, shared in tied]
+            else:
+                n = node.params if node is not None else (row.tensor.numel if row.tensor else 0)
+                lines.append(f"{int(n):,} parameters")
         if col == COL_SHAPE:
             lines.append(SHAPE_HELP)
         elif col == COL_SPACE:

@@ -88,7 +88,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         self.role = role
         self.model_name = model_name or tree.model_name
         self._ws = workspace
-        self.text = LayerText(tree.spec, role, self.model_name, tree.has_stats)
+        self.text = LayerText(tree.spec, role, self.model_name, tree.has_stats, tree.tied)
         self._items: list[_Item] = []
         self._top: list[int] | None = None
         self._by_path: dict[str, int] = {}  # node path -> item id (materialised rows only)
@@ -107,7 +107,8 @@ class QtLayerTreeModel(QAbstractItemModel):
         if not tree.same_layout(self.tree):
             return False
         self.tree = tree
-        self.text = LayerText(tree.spec, self.role, self.model_name, tree.has_stats)
+        self.text = LayerText(tree.spec, self.role, self.model_name, tree.has_stats,
+                              tree.tied)
         self._blocks = _block_paths(tree)
         for item in self._items:
             if item.node is not None:
