@@ -143,6 +143,17 @@ def test_corrupt_torch_file(tmp_path: Path) -> None:
     refused(zipped, "corrupt PyTorch file", arch="user_arch:make_mlp")
 
 
+def test_a_safetensors_file_named_pt_is_told_so(tmp_path: Path) -> None:
+    """It read 'refusing to unpickle: ... (Unsupported operand 64)': the file is no pickle."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "mlp.pt"
+    save_file({"w": torch.ones(3)}, str(path))
+    message = refused(path, "is a safetensors file, not a PyTorch pickle: give it the "
+                            r"\.safetensors extension", arch="user_arch:make_mlp")
+    assert "unpickle" not in str(message)
+
+
 def test_pt2_that_is_not_a_zip(tmp_path: Path) -> None:
     path = tmp_path / "p.pt2"
     path.write_bytes(b"PK\x03\x04 but not really a zip archive")

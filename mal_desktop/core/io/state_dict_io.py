@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -143,6 +144,9 @@ def torch_load_weights(path: Path, mmap: bool = False) -> Any:
         ModelFileError: unsafe or unsupported pickle content ("refusing to unpickle ..."),
             a TorchScript archive, or a corrupt file.
     """
+    if _looks_like_safetensors(path):  # renamed: torch's message would be about pickle opcodes
+        raise ModelFileError(path, "is a safetensors file, not a PyTorch pickle: give it the "
+                                   ".safetensors extension")
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -169,6 +173,20 @@ def torch_load_weights(path: Path, mmap: bool = False) -> Any:
                                        "torch.export.save (.pt2) or save its "
                                        "state_dict()") from None
         raise ModelFileError(path, f"corrupt PyTorch file: {_first_line(exc)}") from None
+
+
+def _looks_like_safetensors(path: str | Path) -> bool:
+    """A safetensors file starts with its JSON header's length (8 bytes, little-endian) and the
+    header's '{'; a PyTorch file is a zip archive or starts with a pickle opcode."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False  # torch.load reports it
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= size - 8
 
 
 def unwrap_state(path: str | Path, obj: Any) -> dict[str, torch.Tensor]:
