@@ -383,15 +383,10 @@ class MainWindow(QMainWindow):
         a = self.actions
         busy = self.jobs.is_running()
         ws = self.workspace
-        has_steps = self.runs.can_run()
-        reading = ws.reading() if ws is not None else []
-        a.run.setEnabled(has_steps and not busy)
-        a.run.setToolTip(a.run.statusTip() + " (F5)" if has_steps else
-                         f"Run waits for the weights of {', '.join(reading)}: they are still "
-                         "being read" if reading else
-                         "Run needs a base model and at least one step: drag a zoo layer onto a "
-                         "base layer")
-        a.save_merged.setEnabled(has_steps and not busy)
+        why_not = self.runs.why_not_run()
+        a.run.setEnabled(not why_not and not busy)
+        a.run.setToolTip(why_not or a.run.statusTip() + " (F5)")
+        a.save_merged.setEnabled(not why_not and not busy)
         self._update_add_step()
         a.cancel.setEnabled(busy)
         a.evaluate.setEnabled(ws is not None and (ws.base is not None or bool(ws.zoo))

@@ -338,6 +338,15 @@ class Workspace(QObject):
         self.push(command)
         return StepAdded(step, check, command.index)
 
+    def first_blocked_step(self) -> tuple[int, StepCheck] | None:
+        """The first step that cannot run with the models open now (a project naming a layer
+        the base lacks), with its check; None when every step can."""
+        for i, step in enumerate(self.plan.steps):
+            check = self.check_plan_step(step)
+            if not check.ok:
+                return i, check
+        return None
+
     def planned_as(self, step: AssemblyStep) -> int:
         """The index of the step with ``step``'s route (same zoo layer into the same base
         layer), -1 when there is none."""

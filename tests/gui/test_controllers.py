@@ -3,6 +3,8 @@ gui/job_queue.py): real jobs on tiny models written to ``tmp_path``."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import threading
 from pathlib import Path
@@ -115,6 +117,15 @@ def test_files_controller_opens_a_model_file_and_reports_it(
     with qtbot.waitSignal(files.projectOpened, timeout=60000):
         files.open_project(project_file)
     assert [s.source_layer for s in ws.plan.steps] == ["layers.1"] and not session.is_dirty()
+    assert messages[-1] == "Opened p.malproj"
+    # a project whose step cannot run says so as it opens, not only once Run reaches it
+    doc = json.loads(project_file.read_text())
+    doc["steps"][0]["base_layer"] = "layers.7"
+    project_file.write_text(json.dumps(doc))
+    with qtbot.waitSignal(files.projectOpened, timeout=60000):
+        files.open_project(project_file)
+    assert messages[-1].startswith("Opened p.malproj; step 1 cannot run: ")
+    assert "layers.7" in messages[-1]
 
 
 def test_run_controller_runs_the_selected_step(qtbot, session: SessionController,
@@ -125,7 +136,8 @@ def test_run_controller_runs_the_selected_step(qtbot, session: SessionController
     messages: list[str] = []
     runs.message.connect(lambda text, _ms: messages.append(text))
     runs.run()
-    assert messages == ["Run needs a base model and at least one step"] and not jobs.is_busy()
+    assert messages[0].startswith("Run needs a base model and at least one step")
+    assert not jobs.is_busy()
     with qtbot.waitSignal(files.modelsOpened, timeout=60000):
         files.open_paths([str(model_files["base_mlp"]), str(model_files["zoo_mlp"])])
     ws = session.workspace
@@ -145,6 +157,15 @@ def test_run_controller_runs_the_selected_step(qtbot, session: SessionController
     assert found.record.diagnostics is not None and found.record.diagnostics.index == 0
     session.forget_results()
     assert runs.last_run is None and len(runs.results) == 0
+    # a step that cannot run (a project naming a layer the base lacks) stops Run before it
+    # starts, and says which and why (it used to fail only once the run reached it)
+    from mal_desktop.gui.undo import AddStepCommand
+
+    ws.push(AddStepCommand(ws.plan, AssemblyStep("zoo_mlp", "layers.1", "layers.7")))
+    assert runs.why_not_run().startswith("Step 2 cannot run: ")
+    assert "layers.7" in runs.why_not_run() and not runs.can_run()
+    runs.run()
+    assert messages[-1] == runs.why_not_run() and not jobs.is_busy()
 
 
 def test_evaluation_controller_fills_its_panel(qtbot, session: SessionController,

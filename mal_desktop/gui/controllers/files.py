@@ -398,8 +398,12 @@ class FilesController(QObject):
             session.mark_dirty()
         if path is not None and not dirty:
             self._remember(path)
-        self._say(f"Opened {path.name}" if path is not None and not dirty else
-                  "Restored the autosaved project: save it to keep it")
+        blocked = ws.first_blocked_step()
+        problem = (f"; step {blocked[0] + 1} cannot run: {blocked[1].reason}"
+                   if blocked is not None else "")
+        self._say((f"Opened {path.name}" if path is not None and not dirty else
+                   "Restored the autosaved project: save it to keep it") + problem,
+                  12000 if problem else 6000)
         self.projectOpened.emit()
         if after is not None:
             after()

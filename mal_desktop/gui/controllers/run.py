@@ -84,11 +84,24 @@ class RunController(QObject):
         session.stateChanged.connect(self._sync_outputs)
 
     def can_run(self) -> bool:
-        """A base model and at least one step: something to assemble; and every model's
-        weights read (a model shown from its headers cannot run yet)."""
+        """A base model and at least one step: something to assemble; every model's weights
+        read (a model shown from its headers cannot run yet); every step able to run."""
+        return not self.why_not_run()
+
+    def why_not_run(self) -> str:
+        """Why Run cannot start now, in one line ("" when it can)."""
         ws = self.session.workspace
-        return ws is not None and ws.base is not None and bool(ws.plan.steps) \
-            and not ws.reading()
+        if ws is None or ws.base is None or not ws.plan.steps:
+            return ("Run needs a base model and at least one step: drag a zoo layer onto a base "
+                    "layer")
+        if ws.reading():
+            return (f"Run waits for the weights of {', '.join(ws.reading())}: they are still "
+                    "being read")
+        blocked = ws.first_blocked_step()
+        if blocked is not None:  # the run would stop there: say so before it starts
+            i, check = blocked
+            return f"Step {i + 1} cannot run: {check.reason}. Edit or remove it to run the plan"
+        return ""
 
     @Slot()
     def forget(self) -> None:
@@ -126,12 +139,9 @@ class RunController(QObject):
         """Assemble the plan and compute the curve of the selected step (the last one when none
         is selected) in the worker."""
         ws = self.session.workspace
-        if ws is not None and ws.reading():
-            self.message.emit(f"Run waits for the weights of {', '.join(ws.reading())}: they "
-                              "are still being read", 6000)
-            return
-        if not self.can_run():
-            self.message.emit("Run needs a base model and at least one step", 6000)
+        why = self.why_not_run()
+        if why:
+            self.message.emit(why, 8000)
             return
         if ws.selected_step < 0:  # Run shows its step: make it the selected one
             ws.select_step(len(ws.plan.steps) - 1)
