@@ -4,7 +4,6 @@ gui/job_queue.py): real jobs on tiny models written to ``tmp_path``."""
 from __future__ import annotations
 
 import json
-
 import os
 import threading
 from pathlib import Path
