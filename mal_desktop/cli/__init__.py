@@ -27,9 +27,10 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mal", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mal_desktop {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    plain = argparse.ArgumentParser(add_help=False)  # every command
+    plain.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    plain.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    common = argparse.ArgumentParser(add_help=False, parents=[plain])  # commands reading models
     common.add_argument("--arch", metavar="MODULE:FACTORY",
                         help="architecture for plain state dicts (runs that code: explicit opt-in)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,17 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("curve", parents=[common], help="interpolation curve, naive vs aligned")
-    p.add_argument("--base", required=True)
-    p.add_argument("--target", required=True)
+    p.add_argument("--base", required=True, metavar="MODEL",
+                   help="the model merged into (lambda 0): a file or a model folder")
+    p.add_argument("--target", required=True, metavar="MODEL",
+                   help="the model merged in (lambda 1)")
     p.add_argument("--data", required=True,
                    help="registered dataset name, a .npz (x, y), or text:PATH (a .txt file or a "
                         "folder of them, scored per token with the model's tokenizer)")
-    p.add_argument("--layers", nargs="+", metavar="SRC:DST")
+    p.add_argument("--layers", nargs="+", metavar="SRC:DST",
+                   help="merge only these layers (target layer : base layer), each at the "
+                        "same lambda; default: the whole model (same architecture)")
     p.add_argument("--align", choices=["none", "chain", "local", "weight", "activation"],
                    help="aligned series: whole model 'weight' (default) or 'activation' (probe "
                         "batch from the training data); with --layers 'chain' (default), "
                         "'local' or 'none'")
-    p.add_argument("--grid", type=int, default=21, help="number of lambda points (default 21)")
+    p.add_argument("--grid", type=_grid_points, default=21, metavar="N",
+                   help="number of lambda points from 0 to 1 (default 21)")
     p.add_argument("--restarts", type=_positive_int, default=None, metavar="N",
                    help="whole-model weight matching: descents to run, the first from the "
                         "identity, the others from seeded random matches; the highest J is kept "
@@ -84,19 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     zoo = sub.add_parser("zoo", help="the built-in demo zoo").add_subparsers(dest="zoo_command",
                                                                            required=True)
-    p = zoo.add_parser("build", parents=[common], help="train (or reuse cached) demo-zoo models")
+    p = zoo.add_parser("build", parents=[plain], help="train (or reuse cached) demo-zoo models")
     p.add_argument("--out", help="zoo folder (default: the user cache)")
     p.add_argument("--small", action="store_true", help="a tiny zoo (seconds), for tests")
     p.add_argument("--language", action="store_true",
                    help="the language zoo: small Llama-style LMs trained on Python's own code "
                         "and docstrings, saved as Hugging Face folders (needs the [hf] extra)")
     p.set_defaults(func=cmd_zoo_build)
-    p = zoo.add_parser("list", parents=[common], help="list the models of a built zoo")
+    p = zoo.add_parser("list", parents=[plain], help="list the models of a built zoo")
     p.add_argument("--dir", help="zoo folder (default: the user cache)")
     p.add_argument("--language", action="store_true", help="the language zoo's default folder")
     p.set_defaults(func=cmd_zoo_list)
 
-    eval_commands.add_commands(sub, common)  # eval-matrix and study
+    eval_commands.add_commands(sub, common, plain)  # eval-matrix and study
     return parser
 
 
@@ -107,6 +113,16 @@ def _output_index(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _grid_points(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"needs at least 2 points (0 and 1), got {text!r}")
     return value
 
 
@@ -155,8 +171,6 @@ def _sigterm_unwinds() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "grid", 21) is not None and getattr(args, "grid", 21) < 2:
-        parser.error("--grid needs at least 2 points")
     from ..core.errors import MalError
     from ..core.progress import Cancelled
 

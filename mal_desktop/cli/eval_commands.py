@@ -106,10 +106,12 @@ def _positive(text: str) -> int:
     return n
 
 
-def add_commands(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_commands(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser,
+                 plain: argparse.ArgumentParser) -> None:
     """Add ``eval-matrix`` and ``study`` to the ``mal`` sub-command parsers.
 
-    common: the parent parser carrying --json, --quiet and --arch.
+    common: the parent parser carrying --json, --quiet and --arch; plain: --json and --quiet
+    only (the study trains its own zoo: no user architecture).
     """
     p = subparsers.add_parser(
         "eval-matrix", parents=[common],
@@ -117,7 +119,8 @@ def add_commands(subparsers: argparse._SubParsersAction, common: argparse.Argume
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
                    help="model files, zoo:NAME, or plan .json files (assembled on the fly)")
     p.add_argument("--datasets", nargs="+", required=True, metavar="DATA",
-                   help="registered dataset names or .npz files (x, y)")
+                   help="registered dataset names, .npz files (x, y), or text:PATH (a .txt "
+                        "file or a folder of them, scored per token)")
     p.add_argument("--metrics", nargs="+", metavar="METRIC",
                    help="accuracy, loss, ece, per_class_accuracy, ... (default: all four)")
     p.add_argument("--cache", metavar="DIR", help="result cache (default: the user cache)")
@@ -126,7 +129,7 @@ def add_commands(subparsers: argparse._SubParsersAction, common: argparse.Argume
     p.set_defaults(func=cmd_eval_matrix)
 
     p = subparsers.add_parser(
-        "study", parents=[common],
+        "study", parents=[plain],
         help="measure the laws of Model Assembly Learning on the demo zoo: report and figures")
     p.add_argument("--zoo", metavar="DIR", help="demo-zoo folder (default: the user cache); "
                                                 "missing models are trained there")

@@ -181,9 +181,10 @@ def cmd_assemble(args) -> int:
     for first, again in plan.repeated_steps():
         sys.stderr.write(f"mal: warning: {args.plan}: steps {first + 1} and {again + 1} both "
                          f"merge {plan.steps[again].label}: that layer is merged twice\n")
+    per_token = False
     try:
         if plan.data:  # an unknown dataset is refused before anything is assembled or written
-            load_dataset(plan.data)
+            per_token = load_dataset(plan.data).text is not None
         result = run(assemble_job(plan, out=Path(args.out), arch=args.arch), args)
     except (PlanError, DatasetError) as exc:  # a step or the data of this plan: name the file
         if str(exc).startswith(str(args.plan)):
@@ -195,12 +196,16 @@ def cmd_assemble(args) -> int:
         for role, model in (("base", plan.base), ("merged", result.model)):
             r = run(evaluate_job(model, plan.data, arch=args.arch), args)
             scores[role] = {"loss": r.loss, "accuracy": r.accuracy}
+            if per_token:  # a language model is read by its perplexity, as mal evaluate says
+                scores[role]["perplexity"] = _perplexity(r.loss)
         obj["evaluation"] = {"data": plan.data, **scores}
 
     def text() -> str:
         lines = [f"wrote {result.out}"]
-        lines += [f"  {role} on {plan.data}: loss {v['loss']:.4f}, accuracy {v['accuracy']:.2%}"
-                  for role, v in scores.items()]
+        lines += [f"  {role} on {plan.data}: loss {v['loss']:.4f}, perplexity "
+                  f"{v['perplexity']:.2f}, next-token accuracy {v['accuracy']:.2%}" if per_token
+                  else f"  {role} on {plan.data}: loss {v['loss']:.4f}, accuracy "
+                       f"{v['accuracy']:.2%}" for role, v in scores.items()]
         for s in result.steps:
             j = f"{s.objective[-1]:.4g}" if s.objective else "-"
             lines.append(f"  step {s.index + 1}: {s.label} [{s.align}] {s.case_text}; "

@@ -435,3 +435,23 @@ def test_assemble_warns_when_a_plan_merges_a_layer_twice(mal, small_zoo, tmp_pat
     assert ran.stderr.splitlines()[0] == (
         f"mal: warning: {plan_path}: steps 1 and 3 both merge wide:layers.1 -> layers.1: that "
         "layer is merged twice")
+
+
+def test_usage_errors_show_the_commands_own_usage(capsys):
+    """`mal curve --grid 0` printed the top-level usage; options that do not apply were listed
+    (--arch for the demo zoo and the study)."""
+    with pytest.raises(SystemExit) as refused:
+        main(["curve", "--base", "a", "--target", "b", "--data", "digits", "--grid", "0"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.startswith("usage: mal curve ")
+    assert "--grid: needs at least 2 points (0 and 1), got '0'" in err
+    for command in (["zoo", "build"], ["zoo", "list"], ["study"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = capsys.readouterr().out
+        assert "--json" in text and "--arch" not in text, command
+    with pytest.raises(SystemExit):
+        main(["curve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--base MODEL the model merged into (lambda 0)" in text
+    assert "--layers SRC:DST [SRC:DST ...] merge only these layers" in text

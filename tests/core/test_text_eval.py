@@ -239,6 +239,17 @@ def test_cli_evaluate_and_curve_on_text(lm_zoo, capsys) -> None:
     assert main(["curve", "--base", str(a), "--target", str(b), "--data", "python-code",
                  "--align", "activation"]) == 1
     assert "needs input samples" in capsys.readouterr().err
+    # assembling with the plan's text: the scores read as mal evaluate's (perplexity, tokens)
+    plan = lm_zoo / "plan.json"
+    k = "model.layers.0.self_attn.k_proj"
+    plan.write_text(json.dumps({"base": str(a), "zoo": {"b": str(b)}, "data": "python-code",
+                                "steps": [{"source": "b", "source_layer": k, "base_layer": k,
+                                           "lambda": 0.0}]}))
+    assert main(["assemble", str(plan), "--out", str(lm_zoo / "merged"), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (f"  base on python-code: loss {obj['loss']:.4f}, perplexity "
+                        f"{obj['perplexity']:.2f}, next-token accuracy {obj['accuracy']:.2%}")
+    assert lines[2] == lines[1].replace("base on", "merged on")  # lambda 0: the base itself
 
 
 def test_a_language_model_refuses_image_data_by_name(lm, tmp_path) -> None:
