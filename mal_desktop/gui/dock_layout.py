@@ -51,6 +51,7 @@ class DockLayout(QObject):
         self._sizes: dict[str, QSize] = {}
         self._squeezed: dict[str, QSize] = {}
         self._window_size = QSize()
+        self._sharing = False  # True while _share_the_loss resizes docks
         self._names = {id(dock): name for name, dock in self.docks.items()}
         window.installEventFilter(self)
         for dock in self.docks.values():
@@ -123,10 +124,12 @@ class DockLayout(QObject):
             if old.isValid() and (new.width() < old.width() or new.height() < old.height()):
                 for name, size in self._sizes.items():  # as they were before this shrink
                     self._squeezed.setdefault(name, size)
+                if new.width() < old.width():
+                    QTimer.singleShot(0, self, self._share_the_loss)
             if old.isValid() and (new.width() > old.width() or new.height() > old.height()):
                 QTimer.singleShot(0, self, self._regrow)
             self._window_size = new
-        elif self._window.size() == self._window_size:
+        elif self._window.size() == self._window_size and not self._sharing:
             # the window kept its size: the user moved a dock's splitter; that is its size now
             name = self._names.get(id(watched))
             if name is not None:
@@ -151,6 +154,30 @@ class DockLayout(QObject):
             if name in bottom and dock.height() < before.height():
                 self._window.resizeDocks([dock], [before.height()], Qt.Orientation.Vertical)
         QTimer.singleShot(0, self, self._settle)
+
+    def _share_the_loss(self) -> None:
+        """After the window got narrower: when the plan or the zoo in the middle is below its
+        share of the new width while the base tree keeps more than its own, base and plan get
+        their shares (Qt took the loss from the plan and the zoo: at 1024 px the plan was 220 px
+        wide, its step names '...' and its editor cut off, while the base tree kept its
+        340 px). What was taken comes back when the window grows again (:meth:`_regrow`)."""
+        base, plan = self.docks["base"], self.docks["plan"]
+        if any(not d.isVisible() or d.isFloating() for d in (base, plan)):
+            return
+        (_, (base_share, plan_share), horizontal), *_ = self._default_sizes()
+        middle = self._window.centralWidget()
+        middle_share = self._window.width() - base_share - plan_share
+        if base.width() > base_share and (plan.width() < plan_share
+                                          or middle is not None
+                                          and middle.width() < middle_share):
+            # laid out now, not later: the docks' resize events must not read as the user's
+            # splitter (which would forget what the shrink took)
+            self._sharing = True
+            try:
+                self._window.resizeDocks([base, plan], [base_share, plan_share], horizontal)
+                self._window.layout().activate()
+            finally:
+                self._sharing = False
 
     def _settle(self) -> None:
         """After a regrow: docks back at their size are no longer squeezed."""

@@ -479,6 +479,32 @@ def test_docks_squeezed_by_a_small_window_grow_back_with_it(qtbot, settings: Set
         dispose(w)
 
 
+def test_a_narrower_window_takes_its_loss_from_the_base_tree_too(qtbot, settings: Settings,
+                                                                 asked: Asked) -> None:
+    """At 1024 x 700 Qt took all the lost width from the plan (220 px: step names elided to
+    'm...1', the editor cut off) and the zoo, while the base tree kept its 340 px."""
+    settings.demo_offered = True
+    w = MainWindow(settings)
+    try:
+        w.resize(1440, 900)
+        w.show()
+        qtbot.waitExposed(w)
+        w.reset_layout()
+        qtbot.wait(50)
+        base, plan = w.base_dock.width(), w.plan_dock.width()
+        w.resize(1024, 700)
+        qtbot.waitUntil(lambda: w.width() == 1024)
+        qtbot.wait(50)
+        share = w.dock_layout._default_sizes()[0][1]
+        assert w.base_dock.width() < base
+        assert w.plan_dock.width() >= min(plan, share[1]) - 2, (w.plan_dock.width(), share)
+        w.resize(1440, 900)  # and back: the docks as they were
+        qtbot.waitUntil(lambda: abs(w.base_dock.width() - base) <= 2
+                        and abs(w.plan_dock.width() - plan) <= 2)
+    finally:
+        dispose(w)
+
+
 def test_first_launch_offers_the_demo_zoo(qtbot, settings: Settings, asked: Asked,
                                           monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MAL_ZOO_DIR", str(tmp_path / "no-zoo-yet"))

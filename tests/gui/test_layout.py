@@ -108,7 +108,13 @@ header = view.header()
 columns = [[c, view.isColumnHidden(c), header.sectionSize(c), view.sizeHintForColumn(c),
             header.sectionSizeHint(c), header.sectionViewportPosition(c)]
            for c in range(view.model().columnCount())]
+from mal_desktop.gui.models.layer_text import COL_NAME, COL_PARAMS, COL_SHAPE
+tree_view = w.views.base_pane.view
+tree_header = tree_view.header()
+base_columns = [[c, tree_header.sectionViewportPosition(c), tree_header.sectionSize(c),
+                 tree_view.sizeHintForColumn(c)] for c in (COL_NAME, COL_SHAPE, COL_PARAMS)]
 print(json.dumps({
+    "base_columns": base_columns, "base_viewport": tree_view.viewport().width(),
     "dpr": w.devicePixelRatioF(), "area": [area.width(), area.height()],
     "window": [w.frameGeometry().x(), w.frameGeometry().y(), w.frameGeometry().width(),
                w.frameGeometry().height()],
@@ -166,6 +172,16 @@ def test_every_plan_column_is_in_view_whole(first_window) -> None:
         assert not hidden, (case, col)
         assert width >= max(contents, header), (case, col, width, contents, header)
         assert 0 <= left and left + width <= m["plan_viewport"], (case, col, left, width)
+
+
+def test_the_base_tree_shows_name_shape_and_parameters_whole(first_window) -> None:
+    """The base pane showed 'Par' for its parameter column at every screen size."""
+    case, m = first_window
+    (_, name_left, name_width, _), *counts = m["base_columns"]
+    assert name_left == 0 and name_width >= 120, (case, m["base_columns"])
+    for col, left, width, contents in counts:  # shape and parameters: in view and whole
+        assert width >= contents and left + width <= m["base_viewport"], (
+            case, col, left, width, contents, m["base_viewport"])
 
 
 def test_every_plot_is_whole_in_view_without_scrolling(first_window) -> None:

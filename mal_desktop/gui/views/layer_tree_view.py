@@ -335,14 +335,19 @@ class LayerTreePane(QWidget):
             header.resizeSection(col, width)
 
     def _fit_name_column(self) -> None:
-        """Names as wide as they need, up to 360 px, leaving shape and parameters in sight in
-        a narrow pane (the default layout gives the base pane about 500 px)."""
-        self.view.resizeColumnToContents(COL_NAME)
+        """Shape and parameters as wide as their contents, names as wide as they need up to
+        360 px, and all three in sight in a narrow pane (the default layout gives the base pane
+        about 340 px: with fixed widths its parameter column read 'Par')."""
         header = self.view.header()
+        for col, cap in ((COL_SHAPE, 130), (COL_PARAMS, 100)):
+            # + 10: a layer used by a step is drawn in bold, after this fit
+            header.resizeSection(col, min(max(self.view.sizeHintForColumn(col) + 10,
+                                              header.sectionSizeHint(col)), cap))
+        self.view.resizeColumnToContents(COL_NAME)
         room = self.view.viewport().width() - header.sectionSize(COL_SHAPE) \
             - header.sectionSize(COL_PARAMS) - 4
-        header.resizeSection(COL_NAME, min(max(header.sectionSize(COL_NAME) + 40, 220),
-                                           max(room, 220), 360))
+        header.resizeSection(COL_NAME, min(max(header.sectionSize(COL_NAME) + 40, 120),
+                                           max(room, 120), 360))
 
     def expand_default(self) -> None:
         """Expand the tree, leaving repeated blocks collapsed; big trees only near the top."""
