@@ -480,15 +480,21 @@ def test_docks_squeezed_by_a_small_window_grow_back_with_it(qtbot, settings: Set
 
 
 def test_a_narrower_window_takes_its_loss_from_the_base_tree_too(qtbot, settings: Settings,
-                                                                 asked: Asked) -> None:
+                                                                 asked: Asked,
+                                                                 model_files) -> None:
     """At 1024 x 700 Qt took all the lost width from the plan (220 px: step names elided to
-    'm...1', the editor cut off) and the zoo, while the base tree kept its 340 px."""
+    'm...1', the editor cut off) and the zoo, while the base tree kept its 340 px (its title
+    on one line was its minimum width)."""
     settings.demo_offered = True
     w = MainWindow(settings)
     try:
         w.resize(1440, 900)
         w.show()
         qtbot.waitExposed(w)
+        ready(qtbot, w)
+        w.files.open_paths([str(model_files["base_mlp"]), str(model_files["zoo_mlp"])])
+        qtbot.waitUntil(lambda: w.workspace.base is not None and len(w.workspace.zoo) == 1
+                        and not w.jobs.is_busy(), timeout=60000)
         w.reset_layout()
         qtbot.wait(50)
         base, plan = w.base_dock.width(), w.plan_dock.width()
@@ -502,6 +508,7 @@ def test_a_narrower_window_takes_its_loss_from_the_base_tree_too(qtbot, settings
         qtbot.waitUntil(lambda: abs(w.base_dock.width() - base) <= 2
                         and abs(w.plan_dock.width() - plan) <= 2)
     finally:
+        w.session.mark_clean()
         dispose(w)
 
 

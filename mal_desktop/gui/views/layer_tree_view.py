@@ -234,6 +234,9 @@ class LayerTreePane(QWidget):
 
         self.title = QLabel()
         self.title.setTextFormat(Qt.TextFormat.RichText)
+        # wraps: on one line its text set the pane's minimum width (about 350 px), so a
+        # narrower window could not take any width from the base tree
+        self.title.setWordWrap(True)
         self.output_choice = OutputChoice(workspace, role, self)  # models with several outputs
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search name or shape (e.g. conv1, 64x32)")
