@@ -378,3 +378,27 @@ def test_a_layer_is_planned_once_and_a_block_takes_the_place_of_its_layers_steps
     assert ws.plan.steps[1].source_layer == k and ws.plan.steps[1].lam == 0.5
     ws.undo_stack.undo()  # one Ctrl+Z: the example step is back, as it was
     assert ws.plan.steps == [first.step]
+
+
+def test_tree_columns_follow_the_pane_until_the_user_sizes_one(qtbot, ws: Workspace) -> None:
+    """A model opened with the window was fitted while its pane had no width yet: names stayed
+    a hundred pixels wide ('embe...') in a 500 px pane."""
+    from mal_desktop.gui.models.layer_text import COL_NAME, COL_PARAMS, COL_SHAPE
+
+    pane = LayerTreePane(ws, "zoo", "zoo_cnn")
+    qtbot.addWidget(pane)
+    pane.resize(200, 300)
+    pane.show()
+    qtbot.waitExposed(pane)
+    header = pane.view.header()
+    narrow = header.sectionSize(COL_NAME)
+    pane.resize(900, 300)
+    qtbot.waitUntil(lambda: header.sectionSize(COL_NAME) > narrow)
+    wide = header.sectionSize(COL_NAME)
+    assert wide >= pane.view.sizeHintForColumn(COL_NAME)  # names whole once there is room
+    for col in (COL_SHAPE, COL_PARAMS):
+        assert header.sectionSize(col) >= pane.view.sizeHintForColumn(col)
+    header.resizeSection(COL_NAME, wide - 30)  # the user's width stays from now on
+    pane.resize(300, 300)
+    qtbot.wait(20)
+    assert header.sectionSize(COL_NAME) == wide - 30

@@ -8,8 +8,9 @@ asks the core preflight); the view only paints it. Repeated blocks start collaps
 
 from __future__ import annotations
 
-from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QPersistentModelIndex,
-                            QPoint, QSortFilterProxyModel, Qt, QTimer, Signal, Slot)
+from PySide6.QtCore import (QEvent, QItemSelectionModel, QModelIndex, QObject,
+                            QPersistentModelIndex, QPoint, QSortFilterProxyModel, Qt, QTimer,
+                            Signal, Slot)
 from PySide6.QtGui import (QColor, QContextMenuEvent, QDrag, QDragEnterEvent, QDragLeaveEvent,
                            QDragMoveEvent, QDropEvent, QPainter, QPaintEvent, QPalette)
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QLabel, QLineEdit,
@@ -258,6 +259,13 @@ class LayerTreePane(QWidget):
         self.view.selectionModel().currentRowChanged.connect(self.currentLayerChanged)
         self.view.selectionModel().selectionChanged.connect(self.currentLayerChanged)
 
+        # Columns are fitted to the pane until the user sizes one: a fit made before the pane
+        # had its width (a model opened with the window) left names a hundred pixels wide.
+        self._fitting = False
+        self._user_sized = False
+        self.view.header().sectionResized.connect(self._on_section_resized)
+        self.view.viewport().installEventFilter(self)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(3)
@@ -313,7 +321,12 @@ class LayerTreePane(QWidget):
             self.proxy.setSourceModel(self.model)
             self._show_title(entry)
             self.view.placeholder = ""
-            self._setup_columns()
+            self._user_sized = False  # another model: fitted afresh
+            self._fitting = True
+            try:
+                self._setup_columns()
+            finally:
+                self._fitting = False
             self.expand_default()
             self._fit_name_column()
         if old is not None:
@@ -337,10 +350,28 @@ class LayerTreePane(QWidget):
                            (COL_SPACE, 230), (COL_STATS, 200)):
             header.resizeSection(col, width)
 
+    @Slot(int, int, int)
+    def _on_section_resized(self, _col: int, _old: int, _new: int) -> None:
+        if not self._fitting:
+            self._user_sized = True  # the user's widths stay
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Resize and watched is self.view.viewport() \
+                and self.model is not None and not self._user_sized:
+            self._fit_name_column()
+        return False
+
     def _fit_name_column(self) -> None:
         """Shape and parameters as wide as their contents, names as wide as they need up to
         360 px, and all three in sight in a narrow pane (the default layout gives the base pane
         about 340 px: with fixed widths its parameter column read 'Par')."""
+        self._fitting = True
+        try:
+            self._fit_columns()
+        finally:
+            self._fitting = False
+
+    def _fit_columns(self) -> None:
         header = self.view.header()
         for col, cap in ((COL_SHAPE, 130), (COL_PARAMS, 100)):
             # + 10: a layer used by a step is drawn in bold, after this fit
