@@ -42,6 +42,8 @@ def cmd_eval_matrix(args) -> int:
         return "\n\n".join(parts)
 
     emit(args, obj, text)
+    for line in result.not_applicable:  # "n/a" in the table: the model reads other data
+        sys.stderr.write(f"mal: note: not applicable: {line}\n")
     for line in result.errors:
         sys.stderr.write(f"mal: error: {line}\n")
     return 1 if result.errors else 0

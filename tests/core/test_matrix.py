@@ -371,3 +371,19 @@ def test_a_kind_registered_later_is_reached_before_the_file_fallback(files) -> N
             parse_model_ref("no-such-model.safetensors")
     finally:
         MODEL_KINDS.pop("alias", None)
+
+
+def test_text_for_an_image_model_is_not_applicable_not_a_failure(files, capsys) -> None:
+    """Ticking the language data set beside image models filled the matrix with 'error' cells
+    and '2 failed'; the cells do not apply, and nothing failed."""
+    result = _run([files["a"]], [files["d1"], "python-code"], files["cache"])
+    text = result.cell(str(files["a"]), "python-code")
+    assert text.mismatch and "reads images or features, not token ids" in text.error
+    assert text.to_json()["not_applicable"] is True and text.metrics == {}
+    assert result.errors == [] and len(result.not_applicable) == 1
+    assert not result.cell(str(files["a"]), str(files["d1"])).mismatch
+    rc, stdout = _cli(["eval-matrix", "--models", str(files["a"]), "--datasets",
+                       str(files["d1"]), "python-code", "--cache", str(files["cache"]),
+                       "--quiet"])
+    assert rc == 0 and "n/a" in stdout.splitlines()[1]
+    assert "mal: note: not applicable: " in capsys.readouterr().err

@@ -97,6 +97,21 @@ def test_matrix_model_passes_modeltester_and_colours_sorts(qapp, qtmodeltester) 
     assert model.data(model.index(0, 1)) == "not computed"
 
 
+def test_a_data_set_the_model_does_not_read_shows_n_a_not_a_failure(qtbot) -> None:
+    panel = EvaluatePanel(Workspace())
+    qtbot.addWidget(panel)
+    reason = ("model a reads images or features, not token ids; dataset python-code is text, "
+              "for language models: choose an image or feature dataset")
+    other = MatrixCell("a.safetensors", "python-code", "k", error=reason, mismatch=True)
+    panel.set_result(_result([_cell("a.safetensors", "digits", 0.9), other]))
+    model = panel.model
+    assert model.data(model.index(0, 2)) == "n/a"
+    assert model.data(model.index(0, 2), Qt.ItemDataRole.ToolTipRole).endswith(
+        f"not applicable: {reason}")
+    summary = panel.summary.text()
+    assert "1 n/a (the model reads other data)" in summary and "failed" not in summary
+
+
 def test_a_narrow_matrix_keeps_its_values_in_view(qtbot) -> None:
     """Long model names in a narrow panel: the name column gives way (elided, whole in the
     tooltip) and the value columns stay whole; the names took all the width before."""

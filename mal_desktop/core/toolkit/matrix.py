@@ -25,11 +25,12 @@ import numpy as np
 
 from ..user_dirs import user_cache_dir
 from ... import __version__
-from ..errors import MalError
+from ..errors import DatasetError, MalError
 from ..io.files import atomic_write, atomic_write_text
 from ..io.model import LoadedModel
 from ..progress import CancelToken, ProgressEvent, never_cancelled, sub_job
 from ..evaluate.datasets import Dataset, load_dataset
+from ..evaluate.evaluator import check_data_fits
 from ..evaluate.metric_registry import SampleScores, compute_sample_metrics, get_metric, metric_names
 from .model_refs import ModelRef, parse_model_ref
 from ..evaluate.pipeline import PipelineSpec, run_pipeline, samples_of
@@ -60,6 +61,8 @@ class MatrixCell:
     requested metrics. per_category: category tag -> {"n": count, scalar metric: value}.
     cached: read from the cache (False: computed in this run). samples_file: the per-sample
     ``.npz``. error: one line when the cell could not be computed (then metrics are empty).
+    mismatch: the error is that the model does not read this kind of data (text for an image
+    model, images for a language model): the cell does not apply, nothing failed.
     """
 
     model: str
@@ -71,6 +74,7 @@ class MatrixCell:
     cached: bool = False
     samples_file: str | None = None
     error: str | None = None
+    mismatch: bool = False
 
     def samples(self) -> SampleScores:
         """The cell's per-sample scores (for drill-down), read from its cached ``.npz``.
@@ -86,7 +90,8 @@ class MatrixCell:
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "dataset": self.dataset, "key": self.key,
                 "metrics": self.metrics, "per_category": self.per_category, "n": self.n,
-                "cached": self.cached, "samples": self.samples_file, "error": self.error}
+                "cached": self.cached, "samples": self.samples_file, "error": self.error,
+                "not_applicable": self.mismatch}
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,14 @@ class MatrixResult:
 
     @property
     def errors(self) -> list[str]:
-        return [f"{c.model} on {c.dataset}: {c.error}" for c in self.cells if c.error]
+        """Cells that failed (not those whose data the model does not read)."""
+        return [f"{c.model} on {c.dataset}: {c.error}" for c in self.cells
+                if c.error and not c.mismatch]
+
+    @property
+    def not_applicable(self) -> list[str]:
+        """Cells whose data the model does not read, with the reason."""
+        return [f"{c.model} on {c.dataset}: {c.error}" for c in self.cells if c.mismatch]
 
     def to_json(self) -> dict[str, Any]:
         return {"mal_desktop": __version__, "evaluator_version": EVALUATOR_VERSION,
@@ -351,6 +363,13 @@ def _cell_job(row: _Row, dname: str, data: Dataset, fingerprint: str, settings: 
     if row.load_error is not None:
         return MatrixCell(row.ref.text, dname, key, error=row.load_error)
     try:
+        check_data_fits(row.model, data)
+    except DatasetError as exc:
+        # text for an image model, images for a language model: the cell does not apply;
+        # images of another size are an error (a wrong dataset for this model)
+        other_kind = (data.text is not None) != (row.model.id_range() is not None)
+        return MatrixCell(row.ref.text, dname, key, error=str(exc), mismatch=other_kind)
+    try:
         return _compute_cell(row.ref, row.model, dname, data, key, json_path, settings.wanted,
                              settings.spec, settings.batch_size, row.model_hash, fingerprint)
     except MalError as exc:
@@ -411,7 +430,7 @@ def format_matrix(result: MatrixResult, metric: str | None = None) -> str:
         for col in cols:
             c = result.cell(name, col)
             v = c.metrics.get(metric)
-            row.append("error" if c.error else _fmt(metric, v))
+            row.append("n/a" if c.mismatch else "error" if c.error else _fmt(metric, v))
         lines.append(f"{name:<{first}}  " + "  ".join(f"{x:>{width}}" for x in row))
     lines.append(f"{result.computed} computed, {result.cached} from the cache "
                  f"({result.cache_dir})")

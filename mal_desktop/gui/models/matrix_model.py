@@ -321,6 +321,8 @@ class QtMatrixModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             if cell is None:
                 return "not computed" if self._stopped else "\u2026"
+            if cell.mismatch:
+                return "n/a"  # the model reads other data: nothing failed
             if cell.error:
                 return "error"
             return format_value(self._metric, self.value(cell))
@@ -383,6 +385,8 @@ class QtMatrixModel(QAbstractTableModel):
         where = f"{self._rows[row][1]} on {self._cols[col - 1]}"
         if cell is None:
             return f"{where}: {'not computed (run stopped)' if self._stopped else 'pending'}"
+        if cell.mismatch:
+            return f"{where}: not applicable: {cell.error}"
         if cell.error:
             return f"{where}: {cell.error}"
         parts = [f"{m} {format_value(m, v)}" for m, v in cell.metrics.items()

@@ -409,11 +409,14 @@ class EvaluatePanel(QWidget):
         n = len(result.cells)
         text = (f"{n} cell{'s' if n != 1 else ''}: {result.computed} computed, {result.cached} "
                 "from the cache")
-        errors = result.errors
+        errors, other_data = result.errors, result.not_applicable
+        if other_data:  # text for an image model: the cell does not apply, nothing failed
+            text += f" \u2014 {len(other_data)} n/a (the model reads other data)"
         if errors:
             text += f" \u2014 <span style='color:{plot_colors().bad}'>{len(errors)} failed</span>"
         self.summary.setText(text)
-        self.summary.setToolTip("\n".join([f"Result cache: {result.cache_dir}", *errors]))
+        self.summary.setToolTip("\n".join([f"Result cache: {result.cache_dir}", *errors,
+                                           *other_data]))
         self._update_export()
         self._give_matrix_room()
         self.table.fit_columns()
