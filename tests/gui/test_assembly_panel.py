@@ -298,6 +298,11 @@ def test_a_narrow_plan_tells_long_layer_paths_apart(qtbot) -> None:
         assert layer_line.rstrip().endswith(tail) and "\u2026" in layer_line, layer_line
         base = _shown_text(view, row, 1)
         assert base.startswith("\u2026") and base.endswith(tail), base
+    p.resize(480, 400)  # a little more room: the block index shows before the path's middle
+    qtbot.wait(30)
+    for row, tail in ((0, "k_proj"), (1, "up_proj")):
+        base = _shown_text(view, row, 1)
+        assert base.startswith(f"\u2026{row}.") and base.endswith(tail), base
     # the step editor fits too: the long route wraps instead of widening the editor
     ws.select_step(1)
     qtbot.wait(50)
@@ -392,3 +397,20 @@ def test_a_step_repeating_an_earlier_one_is_marked_until_one_goes(qtbot,
                                                              Qt.ItemDataRole.ToolTipRole)
                for row in range(3))
     model.detach()
+
+
+def test_a_layer_path_keeps_its_block_index_and_name_as_it_shrinks(qapp) -> None:
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    from mal_desktop.gui.views.step_list import elide_path
+
+    metrics = QFontMetrics(QFont())
+    path = "model.layers.12.self_attn.q_proj"
+    width = metrics.horizontalAdvance
+    assert elide_path(metrics, path, width(path)) == path
+    shown = [elide_path(metrics, path, w) for w in range(width(path) - 1, 10, -3)]
+    assert "\u2026layers.12.self_attn.q_proj" in shown and "\u202612.self_attn.q_proj" in shown
+    assert "\u202612.s.q_proj" in shown  # the names between shrink before the index goes
+    for w, text in zip(range(width(path) - 1, 10, -3), shown):
+        assert width(text) <= w, (w, text)
+    assert elide_path(metrics, "fc1", 2).endswith("1") or elide_path(metrics, "fc1", 2) == ""

@@ -38,7 +38,7 @@ _LM_OFFER = ("<h3>Try MAL Desktop on language models</h3>"
              "<p>MAL Desktop opens the width-128 code model as the base and the others as the "
              "zoo, with the <code>python-code</code> test text chosen for curves: every next "
              "token is scored, and the loss is the logarithm of the perplexity.</p>")
-_LM_BUILD = ("<p>The models are trained once on this computer (about two minutes on two CPU "
+_LM_BUILD = ("<p>The models are trained once on this computer (two to three minutes on two CPU "
              "cores) and cached in<br><code>{folder}</code>.</p>")
 _LM_READY = "<p>The language demo zoo is already built in<br><code>{folder}</code>.</p>"
 #: kind -> (title, offer, build, ready, tooltip of the open button)

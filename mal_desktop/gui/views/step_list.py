@@ -4,7 +4,7 @@ in view, a hint when empty, a context menu for the mouse and the Menu key)."""
 from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, Qt, Signal
-from PySide6.QtGui import QContextMenuEvent, QPainter, QPaintEvent
+from PySide6.QtGui import QContextMenuEvent, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QStyle, QStyledItemDelegate,
                                QStyleOptionViewItem, QTreeView, QWidget)
 
@@ -19,8 +19,34 @@ ELIDED_MIN = 64  # an elidable column keeps at least this much (logical px)
 _PAD = 6  # room between columns beyond the style's own cell margins
 
 
-def _elide_lines(option: QStyleOptionViewItem, lines: list[str], modes: list[Qt.TextElideMode],
-                 lead: str = "") -> str:
+PATH = "path"  # an elision mode of _elide_lines: a layer path (see elide_path)
+
+
+def elide_path(metrics: QFontMetrics, path: str, width: int) -> str:
+    """A dotted layer path in ``width`` pixels, keeping what tells steps apart: the block index
+    and the layer's own name. Leading components go first ("…layers.0.self_attn.q_proj",
+    "…0.self_attn.q_proj"), then the names between the index and the layer shrink to their
+    initials ("…0.s.q_proj") and go ("…0.…q_proj"); character elision is the last resort (a plain
+    left elision cut "model.layers.0.self_attn.q_proj" to "….self_attn.q_proj": which block?).
+    """
+    if metrics.horizontalAdvance(path) <= width:
+        return path
+    parts = path.split(".")
+    index = max((i for i, p in enumerate(parts) if p.isdigit()), default=-1)
+    candidates = ["\u2026" + ".".join(parts[i:]) for i in range(1, max(index, 0) + 1)]
+    if 0 <= index < len(parts) - 2:
+        middle = [p[:1] for p in parts[index + 1:-1]]
+        candidates.append("\u2026" + ".".join([parts[index], *middle, parts[-1]]))
+        candidates.append(f"\u2026{parts[index]}.\u2026{parts[-1]}")
+    for text in candidates:
+        if metrics.horizontalAdvance(text) <= width:
+            return text
+    return metrics.elidedText(candidates[-1] if candidates else path,
+                              Qt.TextElideMode.ElideLeft, width)
+
+
+def _elide_lines(option: QStyleOptionViewItem, lines: list[str],
+                 modes: list[Qt.TextElideMode | str], lead: str = "") -> str:
     """``lines`` (after ``lead`` on the first) each elided to the cell's text width with its own
     mode, joined as the view's line separator (U+2028). Whole when the option has no cell yet
     (asked for a size hint: the width the text needs)."""
@@ -38,19 +64,22 @@ def _elide_lines(option: QStyleOptionViewItem, lines: list[str], modes: list[Qt.
     for k, (line, mode) in enumerate(zip(lines, modes)):
         head = lead if k == 0 else ""
         width = max(0, room - metrics.horizontalAdvance(head))
-        out.append(head + metrics.elidedText(line, mode, width))
+        out.append(head + (elide_path(metrics, line, width) if mode == PATH
+                           else metrics.elidedText(line, mode, width)))
     return "\u2028".join(out)
 
 
 class _PathDelegate(QStyledItemDelegate):
-    """A layer path elided at its start: "…layers.1.mlp.up_proj" tells steps apart where the
+    """A layer path elided by :func:`elide_path`: "…1.mlp.up_proj" tells steps apart where the
     view's middle elision ("model.lay…p.up_proj") dropped the block index."""
 
     def initStyleOption(self, option: QStyleOptionViewItem,  # noqa: N802 - Qt's name
                         index: QModelIndex | QPersistentModelIndex) -> None:
         super().initStyleOption(option, index)
         lines = option.text.replace("\u2028", "\n").split("\n")
-        option.text = _elide_lines(option, lines, [Qt.TextElideMode.ElideLeft] * len(lines))
+        # the second line (a block's "+ 2 norms") is no path, but ends what it says
+        option.text = _elide_lines(option, lines,
+                                   [PATH, *[Qt.TextElideMode.ElideLeft] * (len(lines) - 1)])
 
 
 class _NumberedDelegate(QStyledItemDelegate):
@@ -70,9 +99,9 @@ class _NumberedDelegate(QStyledItemDelegate):
         first, _, rest = option.text.replace("\u2028", "\n").partition("\n")
         text = _elide_lines(option, [first], [Qt.TextElideMode.ElideMiddle], number)
         if rest:
-            layer = _elide_lines(option, [rest], [Qt.TextElideMode.ElideLeft], indent)
+            layer = _elide_lines(option, [rest], [PATH], indent)
             if "\u2026" in layer:  # squeezed: the indent's room goes to the layer's name
-                layer = _elide_lines(option, [rest], [Qt.TextElideMode.ElideLeft])
+                layer = _elide_lines(option, [rest], [PATH])
             text += "\u2028" + layer
         option.text = text
 
