@@ -252,6 +252,23 @@ def test_incompatible_layouts_are_refused_naming_both_layers() -> None:
     assert not verdict.ok and "2 rows per unit" in verdict.reason, verdict.reason
 
 
+def test_a_step_says_what_its_units_are_where_a_unit_is_more_than_a_row() -> None:
+    """A query projection of 128 rows read 'out: equal 4' (its heads move as blocks): the
+    check now says what a unit is, and says nothing for plain layers."""
+    torch.manual_seed(0)
+    qkv = build_layer_tree(loaded(la.QKVNet(3, 4)), stats=False)
+    lstm = build_layer_tree(loaded(la.RNNNet("lstm")), stats=False)
+    conv = build_layer_tree(loaded(la.Conv1DNet(12, 8)), stats=False)
+    for tree, layer in ((qkv, "qkv"), (lstm, "rnn")):
+        check = check_step(tree, tree, layer, layer)
+        out = check.units.split("; ")[0]
+        assert check.ok and out.startswith("out: ") and " units" in out, check
+        rows, _, split = out[len("out: "):].partition(" rows = ")
+        parts = split.replace(" units", "").replace(" of ", " x ").split(" x ")
+        assert int(rows) == torch.tensor([int(p) for p in parts]).prod(), check.units
+    assert check_step(conv, conv, "c_fc", "c_fc").units == ""  # one row per unit: nothing to say
+
+
 def test_recurrent_layers_refuse_other_gates_and_directions() -> None:
     torch.manual_seed(0)
     trees = {name: build_layer_tree(loaded(m), stats=False) for name, m in (

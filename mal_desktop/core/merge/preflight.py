@@ -30,6 +30,8 @@ class StepCheck:
     ok: bool
     reason: str = ""
     case_text: str = ""
+    units: str = ""  # what one unit of the base layer is, where it is more than a row
+
 
 
 CLASS_OUTPUT = "class output"  # the reasons permutation discovery gives for fixed spaces
@@ -195,7 +197,25 @@ def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
     mismatch = _layout_mismatch(base, target)
     if mismatch:
         return StepCheck(False, f"cannot merge {target.name} into {base.name}: {mismatch}", text)
-    return StepCheck(True, "", text)
+    return StepCheck(True, "", text, units_text(base))
+
+
+def units_text(layer: LayerShape) -> str:
+    """What the width case counts on each side of ``layer`` where a unit is more than one row
+    or feature: "out: 128 rows = 4 units of 32" for a query projection whose heads move as
+    blocks, "in: 784 features = 16 units of 49" after a flatten, "out: 256 rows = 4 x 64 units"
+    for an LSTM's gates. Empty when every unit is one row and one feature ("out 4" for a
+    128-row layer read as a mistake)."""
+    parts = []
+    for side, units, block, tiles, what in (
+            ("out", layer.out_units, layer.out_block, layer.out_tiles, "rows"),
+            ("in", layer.in_units, layer.in_block, layer.in_tiles, "features")):
+        if block == 1 and tiles == 1:
+            continue
+        count = f"{tiles} x {units} units" if tiles > 1 else f"{units} units"
+        parts.append(f"{side}: {units * block * tiles} {what} = {count}"
+                     + (f" of {block}" if block > 1 else ""))
+    return "; ".join(parts)
 
 
 def _weight_shape(tree, key: str) -> tuple[int, ...] | None:

@@ -201,6 +201,8 @@ class QtPlanModel(QAbstractTableModel):
                          + ", ".join(base for _, base in step.norms))
         if check.case_text:
             lines.append(f"Width case: {check.case_text}")
+            if check.units:
+                lines.append(f"Units: {check.units}")
             if col == COL_CASE:
                 lines.append(explain_case(check.case_text))
         if not check.ok:

@@ -331,6 +331,8 @@ class AssemblyPanel(QWidget):
             check = self._ws.check_plan_step(step)
             # one side per line: the label wraps badly inside the narrow form
             sides = check.case_text.replace("; ", "\n")
+            if check.units:  # "out 4" of a 128-row layer: its units are blocks of rows
+                sides += "\n" + check.units.replace("; ", "\n")
             self.case_label.setText(sides if check.ok else f"\u26a0 {check.reason}"
                                     + (f"\n{sides}" if sides else ""))
             explained = explain_case(check.case_text)
