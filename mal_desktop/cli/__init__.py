@@ -106,34 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _output_index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+def _whole_number(least: int, what: str = ""):
+    """An argparse type: a whole number >= ``least``; ``what`` says why in the refusal."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(
+                f"{what or f'expected a whole number >= {least}'}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _grid_points(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"needs at least 2 points (0 and 1), got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+_output_index = _whole_number(0)
+_grid_points = _whole_number(2, "needs at least 2 points (0 and 1)")
+_positive_int = _whole_number(1)
 
 
 def _output_option(p: argparse.ArgumentParser) -> None:

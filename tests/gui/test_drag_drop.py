@@ -279,10 +279,9 @@ def test_drop_of_a_stacked_recurrent_layer_adds_a_step(qtbot) -> None:
     assert ws.plan.steps == []
 
 
-def test_a_block_drops_as_one_step_per_layer_and_undoes_as_one(qtbot, tmp_path) -> None:
-    """A transformer layer of a zoo Llama onto one of the base: its seven layers become seven
-    steps, in execution order, added and undone as one edit. Blocks holding other layers, and
-    a block dropped on a layer, are refused with the reason."""
+def _llama_pair(tmp_path):
+    """A workspace with two random tiny Llama folders, base "a" and zoo "b", and the two tree
+    models (base, donor)."""
     pytest.importorskip("transformers")
     import sys
     from pathlib import Path
@@ -296,7 +295,14 @@ def test_a_block_drops_as_one_step_per_layer_and_undoes_as_one(qtbot, tmp_path) 
     ws = Workspace()
     ws.set_base(ModelEntry.from_model(load_model(write_llama(tmp_path / "a", seed=0)[0]), "a"))
     ws.add_zoo(ModelEntry.from_model(load_model(write_llama(tmp_path / "b", seed=1)[0]), "b"))
-    base, donor = _models(ws, "b")
+    return (ws, *_models(ws, "b"))
+
+
+def test_a_block_drops_as_one_step_per_layer_and_undoes_as_one(qtbot, tmp_path) -> None:
+    """A transformer layer of a zoo Llama onto one of the base: its seven layers become seven
+    steps, in execution order, added and undone as one edit. Blocks holding other layers, and
+    a block dropped on a layer, are refused with the reason."""
+    ws, base, donor = _llama_pair(tmp_path)
     tip = base.data(base.index_of("model.layers.1"), Qt.ItemDataRole.ToolTipRole)
     assert "merge them into this block's 7 layers, one step each" in tip
     mime = _drag(donor, "model.layers.0")
@@ -340,20 +346,7 @@ def test_a_layer_is_planned_once_and_a_block_takes_the_place_of_its_layers_steps
                                                                                  tmp_path):
     """The language demo opens with an example step (k_proj -> k_proj); dropping that block
     afterwards planned k_proj twice, and the assembly merged the merged layer again."""
-    pytest.importorskip("transformers")
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
-    from test_hf_folders import write_llama
-
-    from mal_desktop.core.io.files import load_model
-    from mal_desktop.gui.workspace import ModelEntry
-
-    ws = Workspace()
-    ws.set_base(ModelEntry.from_model(load_model(write_llama(tmp_path / "a", seed=0)[0]), "a"))
-    ws.add_zoo(ModelEntry.from_model(load_model(write_llama(tmp_path / "b", seed=1)[0]), "b"))
-    base, donor = _models(ws, "b")
+    ws, base, donor = _llama_pair(tmp_path)
     k = "model.layers.0.self_attn.k_proj"
     first = ws.add_step(AssemblyStep("b", k, k, lam=0.3))
     assert first.ok
