@@ -7,9 +7,9 @@ emits :class:`PlanChange` events so views (the GUI's item models) stay in sync w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Callable
 
 from ..errors import PlanError

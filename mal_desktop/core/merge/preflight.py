@@ -33,7 +33,6 @@ class StepCheck:
     units: str = ""  # what one unit of the base layer is, where it is more than a row
 
 
-
 CLASS_OUTPUT = "class output"  # the reasons permutation discovery gives for fixed spaces
 NETWORK_INPUT = "network input"
 
