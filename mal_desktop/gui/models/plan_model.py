@@ -68,6 +68,9 @@ class QtPlanModel(QAbstractTableModel):
         super().__init__(parent)
         self._ws = workspace
         self._steps: list[AssemblyStep] = list(workspace.plan.steps)
+        # row of a step repeating an earlier one's route -> that step's row; kept with the rows
+        # (asked for every painted cell: recomputing it there was quadratic in the plan)
+        self._repeats = _repeats(self._steps)
         self._listener = subscribe_weakly(workspace.plan, self, "_on_change")
         workspace.modelsChanged.connect(self._on_models_changed)
 
@@ -77,9 +80,10 @@ class QtPlanModel(QAbstractTableModel):
 
     # -- change events ----------------------------------------------------------------------
     def _on_change(self, change: PlanChange) -> None:
-        repeats = bool(repeated_steps(self._steps))
+        before = self._repeats
         self._follow(change)
-        if repeats or repeated_steps(self._steps):  # another row's "again" note may change
+        self._repeats = _repeats(self._steps)
+        if before or self._repeats:  # another row's "again" note may change
             self._on_models_changed()
 
     def _follow(self, change: PlanChange) -> None:
@@ -223,7 +227,7 @@ class QtPlanModel(QAbstractTableModel):
 
     def _repeat_of(self, row: int) -> int:
         """The earlier step with this row's route, -1 for none."""
-        return next((first for first, again in repeated_steps(self._steps) if again == row), -1)
+        return self._repeats.get(row, -1)
 
     # -- helpers for views ------------------------------------------------------------------
     def step(self, row: int) -> AssemblyStep:
@@ -243,3 +247,8 @@ _HEADER_TIPS = (
     "over are dropped; fixed: units that cannot be reordered (the row's tooltip has the "
     "numbers)",
 )
+
+
+def _repeats(steps: list[AssemblyStep]) -> dict[int, int]:
+    """Row of each step with the route of an earlier one -> the earlier one's row."""
+    return {again: first for first, again in repeated_steps(steps)}
