@@ -100,8 +100,7 @@ class LayerText:
         weights: an lm_head holding the embedding's matrix), when it has no others."""
         if node is None or node.params or not node.tensors:
             return []
-        pairs = [(t.key, self.tied[t.key]) for t in node.tensors if t.key in self.tied]
-        return pairs
+        return [(t.key, self.tied[t.key]) for t in node.tensors if t.key in self.tied]
 
     def _block_size(self, path: str) -> int:
         """How many weight layers module ``path`` holds, when it is not one itself."""

@@ -352,8 +352,8 @@ class QtLayerTreeModel(QAbstractItemModel):
             return False, "Drop zoo layers on the base model.", []
         if ref.role != "zoo":
             return False, "Drag layers from a zoo model (the base cannot merge into itself).", []
-        target = parent if row < 0 else self.index(row, 0, parent)
-        node = self._drop_node(row, parent)
+        target = self._drop_target(row, parent)
+        node = self.node_at(target.siblingAtColumn(0) if target.isValid() else target)
         if self._ws is None:
             return False, "No workspace to add steps to.", []
         if ref.kind == BLOCK_KIND:
@@ -366,10 +366,9 @@ class QtLayerTreeModel(QAbstractItemModel):
         check = self._ws.check_new_step(step)  # cached in the workspace: hovers ask often
         return check.ok, fit_text(step, check), [step] if check.ok else []
 
-    def _drop_node(self, row: int, parent: Index) -> "LayerNode | None":
-        """The module a drop on (row, parent) lands on."""
-        target = parent if row < 0 else self.index(row, 0, parent)
-        return self.node_at(target.siblingAtColumn(0) if target.isValid() else target)
+    def _drop_target(self, row: int, parent: Index) -> Index:
+        """The row a drop on (row, parent) lands on (Qt passes row -1 for "onto parent")."""
+        return parent if row < 0 else self.index(row, 0, parent)
 
     def _evaluate_block_drop(self, ref: LayerRef, node: "LayerNode | None"
                              ) -> tuple[bool, str, list[AssemblyStep]]:
@@ -423,9 +422,9 @@ class QtLayerTreeModel(QAbstractItemModel):
             return False
         ref = decode_layer(data)
         if ref is not None and ref.kind == BLOCK_KIND:  # a block: its steps are one edit
-            node = self._drop_node(row, parent)
+            target = self._drop_target(row, parent).siblingAtColumn(0)
             added = self._ws.add_steps(steps, f"block {ref.model}:{ref.layer} \u2192 "
-                                              f"{node.path if node else ''}")
+                                              f"{self.data(target, PATH_ROLE) or ''}")
         else:
             added = self._ws.add_step(steps[0])
         self._hint(added.message, added.ok)

@@ -8,6 +8,9 @@ asks the core preflight); the view only paints it. Repeated blocks start collaps
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from PySide6.QtCore import (QEvent, QItemSelectionModel, QModelIndex, QObject,
                             QPersistentModelIndex, QPoint, QSortFilterProxyModel, Qt, QTimer,
                             Signal, Slot)
@@ -322,13 +325,10 @@ class LayerTreePane(QWidget):
             self._show_title(entry)
             self.view.placeholder = ""
             self._user_sized = False  # another model: fitted afresh
-            self._fitting = True
-            try:
+            with self._sizing():
                 self._setup_columns()
-            finally:
-                self._fitting = False
             self.expand_default()
-            self._fit_name_column()
+            self._fit_columns()
         if old is not None:
             old.deleteLater()
         self.view.viewport().update()
@@ -358,30 +358,33 @@ class LayerTreePane(QWidget):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
         if event.type() == QEvent.Type.Resize and watched is self.view.viewport() \
                 and self.model is not None and not self._user_sized:
-            self._fit_name_column()
+            self._fit_columns()
         return False
 
-    def _fit_name_column(self) -> None:
-        """Shape and parameters as wide as their contents, names as wide as they need up to
-        360 px, and all three in sight in a narrow pane (the default layout gives the base pane
-        about 340 px: with fixed widths its parameter column read 'Par')."""
+    @contextmanager
+    def _sizing(self) -> Iterator[None]:
+        """Column widths set here are the pane's, not the user's."""
         self._fitting = True
         try:
-            self._fit_columns()
+            yield
         finally:
             self._fitting = False
 
     def _fit_columns(self) -> None:
-        header = self.view.header()
-        for col, cap in ((COL_SHAPE, 130), (COL_PARAMS, 100)):
-            # + 10: a layer used by a step is drawn in bold, after this fit
-            header.resizeSection(col, min(max(self.view.sizeHintForColumn(col) + 10,
-                                              header.sectionSizeHint(col)), cap))
-        self.view.resizeColumnToContents(COL_NAME)
-        room = self.view.viewport().width() - header.sectionSize(COL_SHAPE) \
-            - header.sectionSize(COL_PARAMS) - 4
-        header.resizeSection(COL_NAME, min(max(header.sectionSize(COL_NAME) + 40, 120),
-                                           max(room, 120), 360))
+        """Shape and parameters as wide as their contents, names as wide as they need up to
+        360 px, and all three in sight in a narrow pane (the default layout gives the base pane
+        about 340 px: with fixed widths its parameter column read 'Par')."""
+        with self._sizing():
+            header = self.view.header()
+            for col, cap in ((COL_SHAPE, 130), (COL_PARAMS, 100)):
+                # + 10: a layer used by a step is drawn in bold, after this fit
+                header.resizeSection(col, min(max(self.view.sizeHintForColumn(col) + 10,
+                                                  header.sectionSizeHint(col)), cap))
+            self.view.resizeColumnToContents(COL_NAME)
+            room = self.view.viewport().width() - header.sectionSize(COL_SHAPE) \
+                - header.sectionSize(COL_PARAMS) - 4
+            header.resizeSection(COL_NAME, min(max(header.sectionSize(COL_NAME) + 40, 120),
+                                               max(room, 120), 360))
 
     def expand_default(self) -> None:
         """Expand the tree, leaving repeated blocks collapsed; big trees only near the top."""
