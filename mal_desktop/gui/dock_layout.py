@@ -16,7 +16,8 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 from .settings import Settings
 
 DOCKS = ("base", "plan", "curve", "diagnostics", "evaluate")
-LEFT_SHARE, RIGHT_SHARE = 0.24, 0.27  # base tree and plan: shares of the window's width
+RIGHT_SHARE = 0.27  # the plan's share of the window's width; the two layer trees (base on the
+# left, the zoo in the middle) split the rest evenly: they are read side by side, row against row
 # ... but the plan at least this many text lines wide (font height as the unit, so it follows the
 # font and the scaling): room for every column of a typical step (the table's two-line rows;
 # tests/gui/test_layout.py checks it at 1280 x 720 and 1600 x 1000), at most MAX_RIGHT_SHARE.
@@ -105,7 +106,7 @@ class DockLayout(QObject):
         horizontal, vertical = Qt.Orientation.Horizontal, Qt.Orientation.Vertical
         # Half each for the curve and the tabbed group (diagnostics + evaluate): left alone, the
         # group takes all the width the window gains and squeezes the curve to its minimum.
-        return [(["base", "plan"], [int(width * LEFT_SHARE), plan], horizontal),
+        return [(["base", "plan"], [(width - plan) // 2, plan], horizontal),
                 (["curve"], [int(height * BOTTOM_SHARE)], vertical),
                 (["curve", "diagnostics"], [width // 2, width // 2], horizontal)]
 

@@ -395,3 +395,27 @@ def test_tree_columns_follow_the_pane_until_the_user_sizes_one(qtbot, ws: Worksp
     pane.resize(300, 300)
     qtbot.wait(20)
     assert header.sectionSize(COL_NAME) == wide - 30
+
+
+def test_tree_names_refit_when_a_step_marks_a_layer(qtbot, ws: Workspace) -> None:
+    """A step's marker ('1 · linear → step 1', in bold) was cut to '1 · linear → …' in the base
+    pane: the pane's own fits had marked its columns as sized by the user (a fit resizes the
+    viewport, whose resize fitted again inside the first fit and ended its guard early), and
+    names were fitted only when the model or the pane's width changed."""
+    from mal_desktop.gui.models.layer_text import COL_NAME
+
+    pane = LayerTreePane(ws, "base")
+    qtbot.addWidget(pane)
+    pane.resize(600, 300)
+    pane.show()
+    qtbot.waitExposed(pane)
+    header = pane.view.header()
+    before = header.sectionSize(COL_NAME)
+    assert before >= pane.view.sizeHintForColumn(COL_NAME)
+    ws.add_step(AssemblyStep("zoo_mlp", "layers.1", "layers.1", 0.5, "chain"))
+    qtbot.waitUntil(lambda: header.sectionSize(COL_NAME) > before)
+    assert header.sectionSize(COL_NAME) >= pane.view.sizeHintForColumn(COL_NAME)
+    header.resizeSection(COL_NAME, before)  # the user's width stays, marker or not
+    ws.add_step(AssemblyStep("zoo_mlp", "layers.0", "layers.0", 0.5, "chain"))
+    qtbot.wait(20)
+    assert header.sectionSize(COL_NAME) == before

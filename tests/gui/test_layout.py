@@ -115,6 +115,7 @@ base_columns = [[c, tree_header.sectionViewportPosition(c), tree_header.sectionS
                  tree_view.sizeHintForColumn(c)] for c in (COL_NAME, COL_SHAPE, COL_PARAMS)]
 print(json.dumps({
     "base_columns": base_columns, "base_viewport": tree_view.viewport().width(),
+    "trees": [w.dock_layout.docks["base"].width(), w.centralWidget().width()],
     "dpr": w.devicePixelRatioF(), "area": [area.width(), area.height()],
     "window": [w.frameGeometry().x(), w.frameGeometry().y(), w.frameGeometry().width(),
                w.frameGeometry().height()],
@@ -182,6 +183,14 @@ def test_the_base_tree_shows_name_shape_and_parameters_whole(first_window) -> No
     for col, left, width, contents in counts:  # shape and parameters: in view and whole
         assert width >= contents and left + width <= m["base_viewport"], (
             case, col, left, width, contents, m["base_viewport"])
+
+
+def test_base_and_zoo_trees_are_side_by_side_at_equal_widths(first_window) -> None:
+    """The base tree had a quarter of the window and the zoo twice its width: the trees are
+    read row against row, and the base's names were the ones cut."""
+    case, m = first_window
+    base, zoo = m["trees"]
+    assert abs(base - zoo) <= 0.1 * max(base, zoo), (case, m["trees"])
 
 
 def test_every_plot_is_whole_in_view_without_scrolling(first_window) -> None:

@@ -268,6 +268,14 @@ class LayerTreePane(QWidget):
         self._user_sized = False
         self.view.header().sectionResized.connect(self._on_section_resized)
         self.view.viewport().installEventFilter(self)
+        # ... and refitted when names grow: a step's marker ("1 \u00b7 linear \u2192 layers.1",
+        # in bold) or an expanded block's deeper rows were cut to "1 \u00b7 linear \u2192 \u2026"
+        self._refit_timer = QTimer(self)  # one refit per burst of changes
+        self._refit_timer.setSingleShot(True)
+        self._refit_timer.setInterval(0)
+        self._refit_timer.timeout.connect(self._refit)
+        self.proxy.dataChanged.connect(self._refit_soon)
+        self.view.expanded.connect(self._refit_soon)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -351,24 +359,35 @@ class LayerTreePane(QWidget):
             header.resizeSection(col, width)
 
     @Slot(int, int, int)
-    def _on_section_resized(self, _col: int, _old: int, _new: int) -> None:
+    def _on_section_resized(self, col: int, _old: int, _new: int) -> None:
+        header = self.view.header()
+        if header.stretchLastSection() and header.visualIndex(col) == header.count() - 1:
+            return  # the stretched last column follows the pane's width, not the user
         if not self._fitting:
             self._user_sized = True  # the user's widths stay
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
-        if event.type() == QEvent.Type.Resize and watched is self.view.viewport() \
-                and self.model is not None and not self._user_sized:
-            self._fit_columns()
+        if event.type() == QEvent.Type.Resize and watched is self.view.viewport():
+            self._refit()
         return False
+
+    def _refit_soon(self, *_args: object) -> None:
+        self._refit_timer.start()
+
+    @Slot()
+    def _refit(self) -> None:
+        if self.model is not None and not self._user_sized:
+            self._fit_columns()
 
     @contextmanager
     def _sizing(self) -> Iterator[None]:
-        """Column widths set here are the pane's, not the user's."""
-        self._fitting = True
+        """Column widths set here are the pane's, not the user's. Re-entrant: a fit can resize
+        the viewport (a scroll bar comes or goes), whose resize event fits again inside it."""
+        outer, self._fitting = self._fitting, True
         try:
             yield
         finally:
-            self._fitting = False
+            self._fitting = outer
 
     def _fit_columns(self) -> None:
         """Shape and parameters as wide as their contents, names as wide as they need up to
