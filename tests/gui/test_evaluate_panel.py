@@ -140,6 +140,47 @@ def test_a_narrow_matrix_keeps_its_values_in_view(qtbot) -> None:
     assert header.sectionSize(1) == 220
 
 
+def test_model_names_stay_in_view_while_many_data_sets_scroll(qtbot) -> None:
+    """Eight data sets in a narrow panel: a cell in the last column was scrolled into view with
+    the names gone (a column of numbers and no model). The names are frozen over the first
+    column: they stay put, the selected cell lies clear of them, and they sort on a click."""
+    panel = EvaluatePanel(Workspace())
+    qtbot.addWidget(panel)
+    sets = [f"digits-variant-{k}" for k in range(8)]
+    panel._names = {f"{m}.safetensors": f"mlp-w64-s{m}" for m in "abc"}
+    cells = [_cell(f"{m}.safetensors", d, 0.1 * (k + 1)) for m in "abc"
+             for k, d in enumerate(sets)]
+    panel.show()
+    panel.resize(700, 320)
+    panel.set_result(_result(cells))
+    panel.splitter.setSizes([150, 300, 250])
+    qtbot.wait(50)
+    table, names = panel.table, panel.table.names
+    assert table.horizontalScrollBar().maximum() > 0  # the values do not fit: they scroll
+    panel.select_cell(1, len(sets))
+    qtbot.wait(50)
+    assert table.horizontalScrollBar().value() > 0
+    assert names.isVisible() and names.x() <= table.frameWidth() + 1
+    assert names.width() == table.columnWidth(0) >= 96
+    shown = [names.model().index(r, 0).data() for r in range(3)]
+    assert shown == ["mlp-w64-sa", "mlp-w64-sb", "mlp-w64-sc"]
+    assert [c for c in range(len(sets) + 1) if not names.isColumnHidden(c)] == [0]
+    cell = table.visualRect(table.currentIndex())
+    assert cell.left() >= table.columnWidth(0) and cell.right() <= table.viewport().width()
+    assert names.selectionModel() is table.selectionModel()
+    qtbot.mouseClick(names.horizontalHeader().viewport(), Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(names.horizontalHeader().viewport(), Qt.MouseButton.LeftButton)
+    assert table.horizontalHeader().sortIndicatorSection() == 0
+    assert [names.model().index(r, 0).data() for r in range(3)] == shown[::-1]
+
+
+def test_huge_metric_values_read_in_powers_of_ten() -> None:
+    from mal_desktop.gui.models.matrix_model import format_value
+
+    assert format_value("perplexity", 44579923588614.156) == "4.458e+13"
+    assert format_value("loss", 0.27171) == "0.2717" and format_value("accuracy", 0.5) == "50.0%"
+
+
 def test_a_result_widens_the_matrix_at_the_details_expense(qtbot) -> None:
     """In a narrow panel the splitter shrank the matrix and the cell details alike and the
     values were cut off; a new result takes the matrix's room from the details (which show

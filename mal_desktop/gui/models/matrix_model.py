@@ -40,12 +40,16 @@ Index = QModelIndex | QPersistentModelIndex
 
 
 def format_value(metric: str, value: float | None) -> str:
-    """Display text of a metric value: accuracy as a percentage, others with 4 decimals."""
+    """Display text of a metric value: accuracy as a percentage, others with 4 decimals, or in
+    powers of ten from 100,000 on (an image model's perplexity on data it never saw read
+    "44579923588614.1562")."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "\u2013"
     if math.isinf(value):
         return "\u221e" if value > 0 else "-\u221e"
-    return f"{value:.1%}" if metric == "accuracy" else f"{value:.4f}"
+    if metric == "accuracy":
+        return f"{value:.1%}"
+    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
 def _higher_is_better(metric: str) -> bool:
