@@ -450,3 +450,24 @@ def test_a_step_without_alignment_says_what_its_aligned_line_is(curve: CurvePlot
                                                        "step_align": "none"}))
     assert ("This step merges without alignment (the naive line); the aligned line shows "
             "chain alignment for comparison.") in curve.summary_text()
+
+
+def test_plot_pages_keep_every_tab_in_sight_when_narrow(qtbot) -> None:
+    """The drill-down's pages read 'per-class accuracy | confusi' with scroll arrows in a
+    narrow panel: now every tab is in the bar, elided, with its whole name as a tooltip."""
+    from mal_desktop.gui.plots.plot_grid import PlotGrid
+
+    grid = PlotGrid(columns=2)
+    qtbot.addWidget(grid)
+    for name in ("per-class accuracy", "confusion matrix"):
+        grid.add_plot(name)
+    grid.setMinimumSize(0, 0)
+    grid.resize(160, 150)  # too small for both plots at once: two pages
+    grid.show()
+    qtbot.waitExposed(grid)
+    qtbot.waitUntil(lambda: grid.page_count == 2)
+    bar = grid.pages
+    assert bar.isVisible() and bar.count() == 2
+    qtbot.waitUntil(lambda: bar.tabRect(1).right() < grid.width(), timeout=2000)
+    assert bar.tabRect(0).right() < bar.tabRect(1).left()
+    assert [bar.tabToolTip(i) for i in range(2)] == ["per-class accuracy", "confusion matrix"]

@@ -71,6 +71,10 @@ class PlotGrid(QWidget):
         self.pages.setDocumentMode(True)
         self.pages.setExpanding(False)
         self.pages.setDrawBase(False)
+        # every page's tab in sight, names elided: with scroll buttons a narrow panel showed
+        # "per-class accuracy | confusi" and arrows, the second page all but hidden
+        self.pages.setUsesScrollButtons(False)
+        self.pages.setElideMode(Qt.TextElideMode.ElideRight)
         self.pages.setToolTip("The panel is too short for all its plots at once: they are shown "
                               "in pages (make the panel taller to see them together)")
         self.pages.hide()
@@ -187,10 +191,10 @@ class PlotGrid(QWidget):
             self.pages.removeTab(self.pages.count() - 1)
         for i in range(count):
             names = " \u00b7 ".join(self._names[i * self._per_page:(i + 1) * self._per_page])
-            if i < self.pages.count():
-                self.pages.setTabText(i, names)
-            else:
-                self.pages.addTab(names)
+            if i >= self.pages.count():
+                self.pages.addTab("")
+            self.pages.setTabText(i, names)
+            self.pages.setTabToolTip(i, names)  # whole where the tab is elided
         self.pages.setCurrentIndex(self._page)
         self.pages.blockSignals(False)
         self.pages.setVisible(count > 1)
