@@ -146,3 +146,28 @@ def test_a_steps_norms_round_trip_and_are_checked_when_read(tmp_path):
     for bad in ("b.0.norm", [["b.0.norm"]], [["b.0.norm", 3]]):
         with pytest.raises(PlanError, match="'norms' must be \\[donor module, base module\\] pairs"):
             AssemblyStep.from_json({**step.to_json(), "norms": bad})
+
+
+def test_a_text_dataset_in_a_plan_file_keeps_its_prefix_and_options(tmp_path):
+    """'text:/abs/enc.txt' in a plan became '<plan folder>/text:/abs/enc.txt' (the spec was
+    taken for one path), and 'text:enc.txt' was looked up in the current folder."""
+    from mal_desktop.core.evaluate.datasets import load_dataset
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "enc.txt").write_text("def f(x):\n    return x + 1\n" * 20)
+    (tmp_path / "tok.json").write_text("{}")
+    for data, expected in [
+        (f"text:{tmp_path}/corpus/enc.txt", f"text:{tmp_path}/corpus/enc.txt"),
+        ("text:corpus/enc.txt;context=32", f"text:{tmp_path}/corpus/enc.txt;context=32"),
+        ("text:corpus;tokenizer=tok.json;context=16",
+         f"text:{tmp_path}/corpus;tokenizer={tmp_path}/tok.json;context=16"),
+        ("digits-rot90", "digits-rot90"),
+        ("sets/mine.npz", f"{tmp_path}/sets/mine.npz"),
+    ]:
+        path = tmp_path / "plan.json"
+        path.write_text(json.dumps({"base": "b.safetensors", "zoo": {}, "data": data,
+                                    "steps": []}))
+        assert load_plan(path).data == expected, data
+    plan = AssemblyPlan("b", {}, data="text:corpus/enc.txt;context=32")
+    resolved = plan.resolve_paths(tmp_path)
+    assert load_dataset(resolved.data).text is not None  # it loads, wherever we run from

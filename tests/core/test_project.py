@@ -208,3 +208,18 @@ def test_the_output_chosen_as_the_logits_round_trips(tmp_path: Path) -> None:
         with pytest.raises(ProjectError, match=message) as err:
             load_project(path)
         assert str(path) in str(err.value)
+
+
+def test_a_text_dataset_round_trips_relative_to_the_project(tmp_path: Path) -> None:
+    """A project whose data was 'text:/abs/enc.txt;context=32' saved it as a path of its own
+    ('text:/abs/...' relative to nothing) and read it back as '<folder>/text:/abs/...'."""
+    project = make_project(tmp_path)
+    corpus = tmp_path / "proj" / "corpus.txt"
+    corpus.write_text("print('hello')\n" * 50)
+    project.data = f"text:{corpus};context=32"
+    path = save_project(project, tmp_path / "proj" / "p.malproj")
+    assert json.loads(path.read_text())["data"] == "text:corpus.txt;context=32"
+    (tmp_path / "proj").rename(tmp_path / "moved")
+    loaded = load_project(tmp_path / "moved" / "p.malproj")
+    moved = (tmp_path / "moved" / "corpus.txt").resolve()
+    assert loaded.data == loaded.plan.data == f"text:{moved};context=32"

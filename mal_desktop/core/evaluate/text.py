@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..dataspec import TEXT_PREFIX
 from ..errors import DatasetError
 from ..io.hashing import file_sha256
 
-TEXT_PREFIX = "text:"
 MAX_TEXT_BYTES = 64 * 2**20  # a text dataset is for scoring, not a training corpus
 MAX_TEXT_FILES = 10_000
 MAX_TOKENIZER_BYTES = 256 * 2**20

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..dataspec import map_spec_paths
 from ..errors import PlanError
 from ..jsonio import loads_untrusted
 
@@ -285,9 +286,7 @@ class AssemblyPlan:
         def fix(p: str) -> str:
             q = Path(p).expanduser()
             return str(q if q.is_absolute() else (relative_to / q).resolve())
-        data = self.data
-        if data and (data.endswith(".npz") or "/" in data):
-            data = fix(data)
+        data = map_spec_paths(self.data, fix) if self.data else self.data
         return AssemblyPlan(fix(self.base), {k: fix(v) for k, v in self.zoo.items()}, data,
                             list(self.steps), self.base_output, dict(self.zoo_outputs))
 

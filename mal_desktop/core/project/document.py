@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ... import __version__
+from ..dataspec import map_spec_paths
 from ..errors import MalError, PlanError
 from ..io.atomic import atomic_write_text
 from ..jsonio import loads_untrusted
@@ -62,14 +62,10 @@ def _resolved_path(p: str, folder: Path) -> str:
     return str(path if path.is_absolute() else (folder / path).resolve())
 
 
-def _is_file_spec(data: str) -> bool:
-    return data.endswith(".npz") or "/" in data or os.sep in data
-
-
 def project_to_json(project: Project, folder: Path | None) -> dict[str, Any]:
     """The JSON document for ``project``; paths relative to ``folder`` where possible."""
     plan = project.plan
-    data = _stored_path(project.data, folder) if _is_file_spec(project.data) else project.data
+    data = map_spec_paths(project.data, lambda p: _stored_path(p, folder))
     doc: dict[str, Any] = {
         "format": PROJECT_FORMAT,
         "version": PROJECT_VERSION,
@@ -137,8 +133,7 @@ def project_from_json(doc: Any, folder: Path, where: str) -> Project:
                         zoo={k: _resolved_path(v, folder) for k, v in zoo.items()},
                         data=None, steps=parsed, base_output=base_output,
                         zoo_outputs=zoo_outputs)
-    if _is_file_spec(data):
-        data = _resolved_path(data, folder)
+    data = map_spec_paths(data, lambda p: _resolved_path(p, folder))
     plan.data = data
     return Project(plan=plan, data=data, ui=dict(ui))
 
