@@ -107,6 +107,16 @@ def test_loss_is_the_models_own_next_token_loss(lm) -> None:
     assert 0.0 <= result.accuracy <= 1.0
 
 
+def test_a_context_beyond_the_models_positions_is_refused(lm) -> None:
+    """context=1000 on a 64-position model scored positions it never saw (perplexity 71 against
+    50) without a word; now it is refused, naming the model's positions. Up to them it runs."""
+    model = load_model(lm["lm0"])  # max_position_embeddings 16
+    with pytest.raises(DatasetError, match=r"context=32 is longer than the 16 positions of "
+                                           r"model lm0 \(max_position_embeddings"):
+        evaluate_model(model, load_dataset(f"text:{lm['text']};context=32"))
+    assert evaluate_model(model, load_dataset(f"text:{lm['text']};context=16")).n > 0
+
+
 def test_scoring_text_stops_between_batches_when_cancelled(lm) -> None:
     """A batch of a large language model takes seconds, a curve point many batches: Cancel is
     seen between batches, not once the point is done."""

@@ -30,7 +30,7 @@ from ..io.model import LoadedModel
 from ..io.pt2_io import program_batch_size
 from ..progress import CancelToken
 from .datasets import Dataset
-from .text import IGNORE, model_tokenizer, token_windows
+from .text import IGNORE, model_tokenizer, text_context, token_windows
 
 
 @dataclass(frozen=True)
@@ -374,7 +374,7 @@ def token_scores(model: LoadedModel, data: Dataset, split: str = "test",
     # tokenizer the model cannot use
     check_data_fits(model, data)
     tokenizer = model_tokenizer(model.arch, model.name, corpus)
-    context = corpus.context or int(model.input_shape[0])
+    context = text_context(model.arch, model.name, int(model.input_shape[0]), corpus)
     windows = token_windows(corpus, split, tokenizer, context)
     vocab = model.id_range() or model.num_classes
     if int(windows.inputs.max()) >= vocab:

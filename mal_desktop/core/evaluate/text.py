@@ -250,6 +250,29 @@ def load_tokenizer(path: Path) -> Any:
             from None
 
 
+def text_context(arch: Any, model_name: str, input_length: int, corpus: TextCorpus) -> int:
+    """Tokens per window when scoring ``corpus`` with a model: the corpus's ``context=N``, else
+    the model's input length; never more positions than the model has (a Hugging Face config's
+    ``max_position_embeddings`` / ``n_positions``): a 64-position model scored on 1000-token
+    windows gave a perplexity of 71 against 50 on its own 64, with no word of why.
+
+    Raises:
+        DatasetError: the corpus asks for more positions than the model has.
+    """
+    config = arch.get("config") if isinstance(arch, dict) else None
+    positions = None
+    if isinstance(config, dict):
+        positions = config.get("max_position_embeddings", config.get("n_positions"))
+    if corpus.context is None:
+        return input_length
+    if isinstance(positions, int) and 0 < positions < corpus.context:
+        raise DatasetError(f"{corpus.name}: context={corpus.context} is longer than the "
+                           f"{positions} positions of model {model_name} "
+                           f"(max_position_embeddings in its config.json); use context="
+                           f"{positions} or less")
+    return corpus.context
+
+
 def model_tokenizer(arch: Any, model_name: str, corpus: TextCorpus) -> Path:
     """The tokenizer for scoring ``corpus`` with a model: the corpus's own, else the one the
     model's architecture records (a Hugging Face folder's tokenizer.json).
