@@ -109,7 +109,8 @@ class EarlyEntry:
 
 
 def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job:
-    """Load each requested file and build its layer tree.
+    """Load each requested file and build its layer tree, all or nothing (a project's or a
+    demo's models, which only make sense together).
 
     A model above ``core.jobs.HEADER_FIRST_PARAMETERS`` (smaller ones load in about a second:
     a preview would only flash) whose architecture its headers describe (a Hugging Face
@@ -120,33 +121,66 @@ def load_models_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job
     Raises ModelFileError (a MalError) naming the file that cannot be read; nothing is
     returned for the others in that case.
     """
+    loaded = []
+    n = max(1, len(requests))
+    for i, req in enumerate(requests):
+        loaded.append((yield from _load_one(cancel, req, i, n)))
+    yield ProgressEvent("load", 1.0, f"Loaded {len(loaded)} model{'s' if len(loaded) != 1 else ''}")
+    return tuple(loaded)
+
+
+@dataclass(frozen=True)
+class LoadedEach:
+    """What :func:`load_each_job` returns: the models that loaded, in request order, and for
+    each file that did not, (path, the problem in one line)."""
+
+    entries: tuple
+    failed: tuple[tuple[str, str], ...]
+
+
+def load_each_job(cancel: CancelToken, requests: Sequence[LoadRequest]) -> Job:
+    """:func:`load_models_job` for files opened one beside the other (the command line, a drop,
+    Add Zoo Models): a file that cannot be read is reported and the others load. One bad
+    file in three used to discard the good ones, and the files after it were never tried.
+    Cancelling still stops them all. Returns a :class:`LoadedEach`."""
+    from ..core.errors import MalError
+
+    loaded, failed = [], []
+    n = max(1, len(requests))
+    for i, req in enumerate(requests):
+        try:
+            loaded.append((yield from _load_one(cancel, req, i, n)))
+        except MalError as exc:
+            failed.append((str(req.path), str(exc)))
+    yield ProgressEvent("load", 1.0, f"Loaded {len(loaded)} of {len(requests)} models"
+                        if failed else f"Loaded {len(loaded)} model{'s' if len(loaded) != 1 else ''}")
+    return LoadedEach(tuple(loaded), tuple(failed))
+
+
+def _load_one(cancel: CancelToken, req: LoadRequest, i: int, n: int) -> Job:
+    """Job: request ``i`` of ``n`` loaded, with its tree: (role, ModelEntry)."""
     from ..core.graph.tree import build_layer_tree
     from ..core.io.files import load_model
     from ..core.progress import cancellable
     from .workspace import ModelEntry
 
-    loaded = []
-    n = max(1, len(requests))
-    for i, req in enumerate(requests):
-        cancel.raise_if_cancelled()
-        label = req.name  # a folder's name, not its config.json picked in the dialog
-        yield ProgressEvent("load", i / n, f"Reading the headers of {label}\u2026")
-        preview = _header_entry(req)
-        if preview is not None:
-            yield ProgressEvent("load", (i + 0.1) / n, f"Reading the weights of {label}\u2026",
-                                payload=EarlyEntry(req.role, preview))
-        with cancellable(cancel):  # seen between the tensors of the NaN check
-            model = load_model(req.path, output=req.output)
-        yield ProgressEvent("load", (i + 0.6) / n, f"Reading the layers of {label}\u2026")
-        with cancellable(cancel):  # and of the statistics
-            tree = build_layer_tree(model)
-        loaded.append((req.role, ModelEntry(req.name, str(req.path), model, tree, req.output,
-                                            _output_shapes(model))))
-        if preview is not None:
-            yield ProgressEvent("load", (i + 1) / n, f"Loaded {label}",
-                                payload=EarlyEntry(*loaded[-1]))
-    yield ProgressEvent("load", 1.0, f"Loaded {len(loaded)} model{'s' if len(loaded) != 1 else ''}")
-    return tuple(loaded)
+    cancel.raise_if_cancelled()
+    label = req.name  # a folder's name, not its config.json picked in the dialog
+    yield ProgressEvent("load", i / n, f"Reading the headers of {label}\u2026")
+    preview = _header_entry(req)
+    if preview is not None:
+        yield ProgressEvent("load", (i + 0.1) / n, f"Reading the weights of {label}\u2026",
+                            payload=EarlyEntry(req.role, preview))
+    with cancellable(cancel):  # seen between the tensors of the NaN check
+        model = load_model(req.path, output=req.output)
+    yield ProgressEvent("load", (i + 0.6) / n, f"Reading the layers of {label}\u2026")
+    with cancellable(cancel):  # and of the statistics
+        tree = build_layer_tree(model)
+    entry = (req.role, ModelEntry(req.name, str(req.path), model, tree, req.output,
+                                  _output_shapes(model)))
+    if preview is not None:
+        yield ProgressEvent("load", (i + 1) / n, f"Loaded {label}", payload=EarlyEntry(*entry))
+    return entry
 
 
 def _header_entry(req: LoadRequest) -> "ModelEntry | None":

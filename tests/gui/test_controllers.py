@@ -87,6 +87,38 @@ def test_session_controller_tracks_an_added_and_undone_step(qtbot, session: Sess
     assert session.is_dirty() and session.snapshot()[0].ui["curve_grid"] == 101
 
 
+def test_one_bad_file_among_several_is_reported_and_the_others_open(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        model_files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """`mal-desktop good bad worse`: the first bad file's dialog came, the good base was
+    discarded and the next bad file never tried. Now every file is tried, the good ones open,
+    and one message lists each file that did not with its problem."""
+    import mal_desktop.gui.controllers.files as files_module
+
+    reported: list[tuple[str, str]] = []
+    monkeypatch.setattr(files_module, "report_error",
+                        lambda message, details="", title="", parent=None:
+                        reported.append((title, message)))
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(model_files["zoo_mlp"].read_bytes()[:300])
+    missing = tmp_path / "gone.safetensors"
+    files = FilesController(session, jobs, settings)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000) as opened:
+        files.open_paths([str(model_files["base_mlp"]), str(truncated), str(missing),
+                          str(model_files["zoo_mlp"])])
+    assert opened.args == [["base_mlp", "zoo_mlp"]]
+    ws = session.workspace
+    assert ws.base.name == "base_mlp" and list(ws.zoo) == ["zoo_mlp"]
+    (title, message), = reported
+    assert title == "Cannot open some files"
+    lines = message.splitlines()
+    assert lines[0] == "Cannot open 2 of 4 files:" and lines[-1] == "The other 2 opened."
+    assert lines[1].startswith(str(truncated)) and lines[2].startswith(str(missing))
+    assert "Traceback" not in message
+    assert str(truncated) not in settings.recent_files
+    assert str(model_files["zoo_mlp"]) in settings.recent_files
+
+
 def test_files_controller_opens_a_model_file_and_reports_it(
         qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
         model_files: dict[str, Path], tmp_path: Path) -> None:

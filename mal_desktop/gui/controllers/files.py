@@ -209,8 +209,8 @@ class FilesController(QObject):
         n = len(requests)
         name = f"Loading {Path(requests[0].path).name}" if n == 1 else f"Loading {n} models"
         early = _EarlyEntries()
-        self.jobs.submit(partial(tasks.load_models_job, requests=tuple(requests)), name,
-                         partial(self._models_loaded, [r.path for r in requests], early),
+        self.jobs.submit(partial(tasks.load_each_job, requests=tuple(requests)), name,
+                         partial(self._models_loaded, early),
                          partial(self._previews_taken_back, early),
                          partial(self._show_early, early))
 
@@ -261,19 +261,38 @@ class FilesController(QObject):
         return f"; curves now on {data}: {base.name} reads {kind}"
 
     def _previews_taken_back(self, early: "_EarlyEntries") -> None:
+        self._take_back(early, list(early.previews))
+
+    def _take_back(self, early: "_EarlyEntries", keys: list[tuple[str, str]]) -> None:
+        """Remove the previews of ``keys`` (role, path) whose models did not load."""
         ws = self.session.workspace
-        for (role, _), (entry, old) in reversed(list(early.previews.items())):
+        for key in reversed(keys):
+            entry, old = early.previews.pop(key)
+            role = key[0]
             if ws is not None:
                 ws.take_back(role, entry, old)
                 if role == "base" and early.data_before is not None:
                     # the base that comes back was read with the data set it had
                     self.session.set_data(early.data_before)
 
-    def _models_loaded(self, paths: list[str], early: "_EarlyEntries", entries: tuple) -> None:
+    def _models_loaded(self, early: "_EarlyEntries", outcome: tasks.LoadedEach) -> None:
+        entries = outcome.entries
+        if outcome.failed:
+            failed = {path for path, _ in outcome.failed}
+            self._take_back(early, [key for key in early.previews if key[1] in failed])
+            lines = [f"{path}: {why}" if not why.startswith(path) else why
+                     for path, why in outcome.failed]
+            opened = (f"The other {len(entries)} opened." if entries else "")
+            report_error(f"Cannot open {len(lines)} of {len(lines) + len(entries)} files:\n"
+                         + "\n".join(lines) + ("\n" + opened if opened else ""),
+                         title="Cannot open some files" if entries else "Cannot open the files",
+                         parent=self.dialog_parent)
+            if not entries:
+                return
         kept = self._apply_entries(tuple((role, e) for role, e in entries
                                          if (role, e.path_text) not in early.loaded))
-        for p in paths:
-            self.settings.add_recent_file(p)
+        for _role, e in entries:
+            self.settings.add_recent_file(e.path_text)
         self.recentChanged.emit()
         self.session.mark_dirty()
         shown = [*early.loaded.values(), *kept]  # under the names the workspace gave them
