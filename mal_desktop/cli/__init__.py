@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", parents=[common], help="layers, shapes, spaces, stats of a model")
-    p.add_argument("model")
+    p.add_argument("model", help="a model file (.safetensors, .pt2, .pt) or a model folder "
+                                 "(Hugging Face: config.json + safetensors)")
     p.add_argument("--self-test", action="store_true",
                    help="check that permuting every space leaves the outputs unchanged")
     p.add_argument("--headers", action="store_true",
@@ -76,15 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("assemble", parents=[common],
                        help="run an assembly plan (PLAN.json) or a project saved by the app "
                             "(.malproj)")
-    p.add_argument("plan")
+    p.add_argument("plan", help="a plan file (PLAN.json: base, zoo, steps; paths relative to "
+                                "the file) or a project saved by the app (.malproj)")
     p.add_argument("--out", required=True,
                    help="output .safetensors file, or a name without extension for a folder "
                         "(a Hugging Face folder when the base is one; shards otherwise)")
     p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("evaluate", parents=[common], help="loss and accuracy on a dataset")
-    p.add_argument("model")
-    p.add_argument("--data", required=True)
+    p.add_argument("model", help="a model file or a model folder, as for inspect")
+    p.add_argument("--data", required=True,
+                   help="registered dataset name, a .npz (x, y), or text:PATH (a .txt file or a "
+                        "folder of them, scored per token with the model's tokenizer)")
     _output_option(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -144,6 +144,13 @@ def cmd_curve(args) -> int:
     obj = result.to_json()
     obj["output_index"] = cache.model(args.base).output_index
     text_data = result.per_token  # perplexity is what language models are read by
+    repair_note = ""
+    if args.repair:  # asked for: say what it did, also when there was nothing to do
+        repair_note = ("repair: BatchNorm statistics re-estimated at every interior lambda"
+                       if result.repair else
+                       f"repair: nothing to re-estimate ({Path(args.base).name} has no "
+                       "BatchNorm statistics)")
+        obj["repair_note"] = repair_note
     if text_data:
         for name, c in (("naive", result.naive), ("aligned", result.aligned)):
             obj[name]["perplexity"] = [_perplexity(v) for v in c.loss]
@@ -162,6 +169,10 @@ def cmd_curve(args) -> int:
         for name, c in (("naive", result.naive), ("aligned", result.aligned)):
             rows.append(f"{name}: barrier {c.barrier:.4f}, mean loss {c.mean_loss:.4f}, "
                         f"lambda* {c.threshold:.2f}")
+        rows.append("lambda*: the largest lambda up to which accuracy stays within one point "
+                    "of the base's")
+        if repair_note:
+            rows.append(repair_note)
         return "\n".join(rows)
 
     emit(args, obj, text)

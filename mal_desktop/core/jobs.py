@@ -324,10 +324,13 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
         if align not in ("weight", "activation", "none"):
             raise PlanError(f"--align {align} needs --layers; whole-model curves use 'weight' "
                             "or 'activation'")
-        if {k: tuple(v.shape) for k, v in b_state.items()} != \
-                {k: tuple(v.shape) for k, v in t_state.items()}:
-            raise PlanError(f"{base_path} and {target_path} differ in architecture: pass --layers "
-                            "SRC:DST to merge chosen layers")
+        b_shapes = {k: tuple(v.shape) for k, v in b_state.items()}
+        t_shapes = {k: tuple(v.shape) for k, v in t_state.items()}
+        if b_shapes != t_shapes:
+            # the same tensors at other sizes: widths differ, the usual case between zoo models
+            how = "in width" if b_shapes.keys() == t_shapes.keys() else "in architecture"
+            raise PlanError(f"{base_path} and {target_path} differ {how} (a whole-model curve "
+                            "needs equal shapes): pass --layers SRC:DST to merge chosen layers")
         aligned_state = t_state
         report: dict = {"align": align, "requested": align, "fallback": False,
                         "fallback_reason": "", "scope": "whole model"}

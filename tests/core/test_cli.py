@@ -69,6 +69,24 @@ def test_curve_json_has_the_documented_keys(mal, small_zoo):
     assert out.stderr  # progress went to stderr, not stdout
 
 
+def test_curve_says_what_repair_did_and_defines_lambda_star(mal, small_zoo):
+    """--repair on a model without BatchNorm (every language model) printed the usual table and
+    nothing else, though its help promises a report; lambda* was never defined."""
+    for name, words in (("mlp-w32-s0", "repair: nothing to re-estimate (mlp-w32-s0.safetensors "
+                                       "has no BatchNorm statistics)"),
+                        ("cnn-w8-s0", "repair: BatchNorm statistics re-estimated at every "
+                                      "interior lambda")):
+        path = str(small_zoo.path_of(name))
+        out = mal("curve", "--base", path, "--target", path, "--data", "digits", "--grid", "3",
+                  "--repair")
+        assert out.stdout.rstrip().endswith(words), out.stdout
+        assert "lambda*: the largest lambda up to which accuracy stays within one point" \
+            in out.stdout
+    out = mal("curve", "--base", path, "--target", path, "--data", "digits", "--grid", "3",
+              "--repair", "--json")
+    assert json.loads(out.stdout)["repair_note"] == words
+
+
 def test_curve_with_layers(mal, small_zoo):
     out = mal("curve", "--base", str(small_zoo.path_of("mlp-w32-s0")), "--target",
               str(small_zoo.path_of("mlp-w64-s0")), "--data", "digits", "--grid", "3",
@@ -455,3 +473,24 @@ def test_usage_errors_show_the_commands_own_usage(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--base MODEL the model merged into (lambda 0)" in text
     assert "--layers SRC:DST [SRC:DST ...] merge only these layers" in text
+
+
+def test_every_argument_of_every_command_says_what_it_takes():
+    """`mal inspect --help` listed `model` with no word of what it may be (a file? a folder?),
+    and `mal evaluate --data` had no help at all."""
+    import argparse
+
+    from mal_desktop.cli import build_parser
+
+    def commands(parser, path=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, path + (name,))
+        yield path, parser
+
+    silent = [(" ".join(path), action.dest) for path, parser in commands(build_parser())
+              for action in parser._actions
+              if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+              and not action.help]
+    assert silent == []

@@ -120,8 +120,12 @@ def test_layer_curve_merges_only_the_given_layers(small_zoo, target, align):
 
 
 def test_whole_model_curve_needs_equal_architectures(small_zoo):
-    with pytest.raises(PlanError, match="differ in architecture"):
+    """Two widths of one family 'differed in architecture'; they differ in width."""
+    with pytest.raises(PlanError, match="differ in width .* pass --layers SRC:DST"):
         run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"), _path(small_zoo, "mlp-w64-s0"),
+                                "digits", grid=3))
+    with pytest.raises(PlanError, match="differ in architecture"):
+        run_job(model_curve_job(_path(small_zoo, "mlp-w32-s0"), _path(small_zoo, "cnn-w8-s0"),
                                 "digits", grid=3))
 
 
