@@ -278,6 +278,25 @@ def test_progress_never_goes_back(files, tmp_path: Path) -> None:
     assert sum(isinstance(e.payload, MatrixCell) for e in events) == 4
 
 
+def test_zoo_references_find_language_models_in_their_own_zoo(files, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """zoo:llama-w64-s0-code named the image zoo's index and failed, though `mal zoo list
+    --language` found the model: without --zoo, zoo:NAME looks in both default zoos."""
+    for var, folder, name in (("MAL_ZOO_DIR", "images", "mlp"), ("MAL_LM_ZOO_DIR", "text", "lm")):
+        zoo = tmp_path / folder
+        zoo.mkdir()
+        shutil.copy(files["a"], zoo / f"{name}.safetensors")
+        (zoo / "zoo.json").write_text(json.dumps({"version": 1, "entries": [{
+            "name": name, "path": f"{name}.safetensors", "family": "mlp", "config": {},
+            "dataset": "x", "seed": 0, "test_accuracy": 0.5}]}))
+        monkeypatch.setenv(var, str(zoo))
+    assert parse_model_ref("zoo:mlp").path == tmp_path / "images" / "mlp.safetensors"
+    assert parse_model_ref("zoo:lm").path == tmp_path / "text" / "lm.safetensors"
+    with pytest.raises(MalError, match=r"zoo:nope: no model named 'nope' in the demo zoo or "
+                                       r"the language zoo .*mal zoo list --language"):
+        parse_model_ref("zoo:nope")
+
+
 def test_zoo_and_memory_references(files, tmp_path: Path) -> None:
     zoo = tmp_path / "zoo"
     zoo.mkdir()

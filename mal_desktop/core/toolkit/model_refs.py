@@ -37,7 +37,8 @@ from ..io.model import LoadedModel
 from ..jobs import assemble_job
 from ..merge.plan import AssemblyPlan, load_plan
 from ..progress import CancelToken, ProgressEvent, run_job
-from ..zoo.build import default_zoo_dir, load_zoo_index
+from ..zoo.build import INDEX_NAME, default_zoo_dir, load_zoo_index
+from ..zoo.language import default_lm_zoo_dir
 
 ZOO_PREFIX = "zoo:"
 
@@ -238,8 +239,18 @@ def _zoo_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef 
     name = text[len(ZOO_PREFIX):]
     if not name:
         raise MalError(f"{text!r}: name a zoo model after 'zoo:', e.g. zoo:mlp-w64-s0")
-    index = load_zoo_index(zoo_dir if zoo_dir is not None else default_zoo_dir())
-    return ZooRef(text, name, path=index.path_of(name))
+    if zoo_dir is not None:
+        return ZooRef(text, name, path=load_zoo_index(zoo_dir).path_of(name))
+    # the image demo zoo, then the language zoo: each has its own folder (and variable);
+    # zoo:llama-w64-s0-code was looked up in the image zoo only
+    built = [load_zoo_index(d) for d in (default_zoo_dir(), default_lm_zoo_dir())
+             if (d / INDEX_NAME).is_file()]
+    for index in built:
+        if name in index.names():
+            return ZooRef(text, name, path=index.path_of(name))
+    where = " or ".join(str(d) for d in (default_zoo_dir(), default_lm_zoo_dir()))
+    raise MalError(f"{text}: no model named {name!r} in the demo zoo or the language zoo "
+                   f"({where}); `mal zoo list` and `mal zoo list --language` list them")
 
 
 def _plan_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef | None:
