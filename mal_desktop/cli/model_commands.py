@@ -54,8 +54,11 @@ def cmd_inspect(args) -> int:
                             "powerless": list(report.powerless), "noised": list(report.noised)}
 
     def text() -> str:
+        # a language model's outputs are next-token logits over its vocabulary, not classes
+        outputs = (f"{model.num_classes:,}-token vocabulary" if model.id_range() is not None
+                   else f"{model.num_classes} classes")
         lines = [f"{args.model}: {model.form}, {tree.total_params:,} parameters, "
-                 f"input {tuple(model.input_shape)}, {model.num_classes} classes"
+                 f"input {tuple(model.input_shape)}, {outputs}"
                  + ("" if tree.has_stats else " (from the headers: weights not read)")]
         made = model.metadata
         if made.get("kind") == "assembly":  # a merge: what it was made of (--json: all of it)

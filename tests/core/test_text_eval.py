@@ -212,6 +212,8 @@ def test_language_zoo_folders(lm_zoo, capsys) -> None:
     assert main(["zoo", "list", "--dir", str(lm_zoo), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["models"]
     assert all(m["test_perplexity"] < 200 for m in listed)
+    assert main(["inspect", str(folder)]) == 0  # next-token logits, not "320 classes"
+    assert "320-token vocabulary" in capsys.readouterr().out.splitlines()[0]
 
 
 def test_language_zoo_is_deterministic_and_cached(lm_zoo, tmp_path) -> None:

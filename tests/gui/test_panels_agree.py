@@ -135,6 +135,7 @@ def test_panels_show_the_selected_step_after_run_edit_and_cancel(qtbot, window: 
     curve, diag = views.curve_plot, views.diagnostics
     # After Run, both panels show the step that ran (the run assembled both steps).
     assert curve.title_text().startswith("Step 1: zoo_mlp:layers.0")
+    assert "\u03bb 0 =" not in curve.title_text()  # step 1 starts from the base itself
     assert diag.current is not None and diag.current.label == ws.plan.steps[0].label
     assert "Step 1:" in diag._header.text()
     assert curve.lambda_value() == pytest.approx(0.3) and "\u03bb = 0.30" in curve._legend.text()
@@ -146,6 +147,8 @@ def test_panels_show_the_selected_step_after_run_edit_and_cancel(qtbot, window: 
     assert diag.current.label == ws.plan.steps[1].label
     assert curve._provenance["at lambda 0"] == ("the base model with step 1 of the plan "
                                                  "merged first")  # what its CSV says
+    # ... and what its title says: its curve does not start at the base's own loss
+    assert curve.title_text().endswith("\u03bb 0 = base + step 1")
     ws.select_step(0)
     assert curve.series_data("aligned", "loss")[0].size == 3 and "Stale" not in curve.summary_text()
     assert curve._provenance["at lambda 0"] == "the base model"
