@@ -42,8 +42,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("files", nargs="*", metavar="FILE",
                         help="model files (the first becomes the base when none is open) or a "
                              ".malproj project")
-    parser.add_argument("--demo", action="store_true",
-                        help="open the demo zoo (built on first use, then cached)")
+    parser.add_argument("--demo", nargs="?", const="digits", choices=("digits", "language"),
+                        help="open a demo zoo: 'digits' (the default: image classifiers) or "
+                             "'language' (small Llama-style language models); built on first "
+                             "use, then cached")
     parser.add_argument("--settings", metavar="INI", type=Path,
                         help="use this settings file instead of the per-user one")
     parser.add_argument("--theme", choices=("system", "light", "dark"),

@@ -85,7 +85,7 @@ class MainWindow(QMainWindow):
                             | QMainWindow.DockOption.AllowTabbedDocks)
         self._shut_down = False
         self._was_shown = False
-        self._startup: tuple[list[str], bool] | None = None
+        self._startup: tuple[list[str], str | None] | None = None
         self.views: WorkspaceViews | None = None  # made once the engine is up
         # One group: undo/redo follow whichever stack is active (the workspace's, once made).
         self.undo_group = QUndoGroup(self)
@@ -239,9 +239,10 @@ class MainWindow(QMainWindow):
             controller.message.connect(self.show_message)
 
     # -- start-up and the engine's views ----------------------------------------------------------
-    def start_up(self, files: Iterable[str] = (), demo: bool = False) -> None:
-        """After the window shows: start the engine, install views, then open what was asked."""
-        self._startup = ([str(f) for f in files], demo)
+    def start_up(self, files: Iterable[str] = (), demo: bool | str = False) -> None:
+        """After the window shows: start the engine, install views, then open what was asked
+        (``demo``: True or "digits" for the demo zoo, "language" for the language one)."""
+        self._startup = ([str(f) for f in files], "digits" if demo is True else demo or None)
         if self.session.has_given_workspace:
             self.install_views()
         self.session.start_engine()
@@ -255,7 +256,7 @@ class MainWindow(QMainWindow):
         # collection with torch loaded can pause the GUI for 100+ ms).
         gc.collect()
         gc.freeze()
-        files, demo = self._startup or ([], False)
+        files, demo = self._startup or ([], None)
         self._startup = None
         self.files.open_at_startup(files, demo)
 

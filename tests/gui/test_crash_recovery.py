@@ -54,7 +54,8 @@ def test_an_edit_killed_within_3_s_is_restored_over_demo(qtbot, tmp_path, small_
     demo_opened = []
     settings = Settings(ini)
     window = MainWindow(settings)
-    monkeypatch.setattr(window.files, "build_and_open_demo", lambda: demo_opened.append(True))
+    monkeypatch.setattr(window.files, "build_and_open_demo",
+                        lambda kind="digits": demo_opened.append(kind))
     window.show()
     try:
         window.start_up([], demo=True)

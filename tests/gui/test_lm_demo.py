@@ -126,6 +126,19 @@ def test_the_action_builds_caches_and_opens_the_language_zoo(qtbot, window: Main
     assert window.findChild(DemoZooDialog) is None
     assert not any("training" in m for m in events)
 
+    # `mal-desktop --demo language` opens it from the command line too (there was no way)
+    from mal_desktop.gui.app import parse_args
+
+    assert parse_args(["--demo"]).demo == "digits"
+    assert parse_args(["--demo", "language"]).demo == "language"
+    window.session.mark_clean()
+    window.session.replace_workspace(None)
+    window.files.open_at_startup([], "language")
+    qtbot.waitUntil(lambda: window.workspace is not None and window.workspace.base is not None
+                    and not window.jobs.runner.is_running(), timeout=120000)
+    assert window.workspace.base.name == "llama-w32-s0-code"
+    assert window.session.data == "python-code"
+
 
 def test_cancel_leaves_the_models_it_finished_and_nothing_half_written(
         qtbot, window: MainWindow, tmp_path: Path) -> None:

@@ -466,10 +466,12 @@ class FilesController(QObject):
         self.jobs.submit(tasks.demo_status_job, "Looking for the demo zoo",
                          partial(self._show_demo_dialog, offer=False))
 
-    def build_and_open_demo(self) -> None:
-        """``--demo``: open the demo zoo, building it first (with progress) when needed."""
-        self.jobs.submit(tasks.demo_status_job, "Looking for the demo zoo",
-                         partial(self._show_demo_dialog, offer=False, build=True))
+    def build_and_open_demo(self, kind: str = "digits") -> None:
+        """``--demo [digits|language]``: open that demo zoo, building it first (with progress)
+        when needed."""
+        status = tasks.demo_status_job if kind == "digits" else tasks.lm_demo_status_job
+        self.jobs.submit(status, f"Looking for {_DEMOS[kind].what}",
+                         partial(self._show_demo_dialog, offer=False, build=True, kind=kind))
 
     def offer_demo(self) -> None:
         """First launch: offer to build and open the demo zoo (once)."""
@@ -547,17 +549,17 @@ class FilesController(QObject):
         self.modelsOpened.emit([e.name for _, e in entries])
 
     # -- start-up and recovery ----------------------------------------------------------------
-    def open_at_startup(self, files: list[str], demo: bool) -> None:
+    def open_at_startup(self, files: list[str], demo: str | None) -> None:
         """Once the engine is up: offer recovered work, then open what the command line asked
-        for (files, or the demo zoo unless work was restored), or offer the demo zoo on a first
-        launch."""
+        for (files, or the ``demo`` zoo, "digits" or "language", unless work was restored), or
+        offer the demo zoo on a first launch."""
         recovered = self.check_recovery()
         ws = self.session.workspace
         if files:
             # restored work is still loading: its base stays, the files join as zoo models
             self.open_paths(files, keep_base=recovered)
         elif demo and not recovered:  # restored work wins: the demo would replace it
-            self.build_and_open_demo()
+            self.build_and_open_demo(demo)
         elif not recovered and not self.settings.demo_offered and (ws is None or ws.base is None):
             self.offer_demo()
 
