@@ -10,6 +10,8 @@ from PySide6.QtWidgets import QComboBox, QSpinBox
 
 from .controllers.session import GRID_MAX, GRID_MIN, SessionController
 
+_DESCRIPTION = Qt.ItemDataRole.UserRole + 1  # an item's own tooltip, kept while it is greyed
+
 
 class CurveSettings(QObject):
     """A data-set combo box and a grid spin box bound to ``session`` both ways.
@@ -22,6 +24,7 @@ class CurveSettings(QObject):
     def __init__(self, session: SessionController, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._session = session
+        self._base: tuple[str | None, bool | None] = (None, None)  # see fit_to
         self.dataset_combo = QComboBox()
         self.dataset_combo.setObjectName("datasetCombo")
         self.dataset_combo.setToolTip("Data set for the interpolation curve (test split)")
@@ -47,10 +50,37 @@ class CurveSettings(QObject):
         for name, description in datasets.items():
             combo.addItem(name, name)
             combo.setItemData(combo.count() - 1, description, Qt.ItemDataRole.ToolTipRole)
+            combo.setItemData(combo.count() - 1, description, _DESCRIPTION)
         if combo.findData(current) < 0:
             combo.addItem(Path(current).name, current)
         combo.setCurrentIndex(combo.findData(current))
         combo.blockSignals(False)
+        self._mark_fitting()
+
+    def fit_to(self, base_name: str | None, reads_tokens: bool | None) -> None:
+        """Grey out the data sets the base cannot read (text for an image model, images for a
+        language model), each saying why: 'digits' was offered for a language model and
+        failed only once Run had assembled the plan. None: no base, everything offered."""
+        self._base = (base_name, reads_tokens)
+        self._mark_fitting()
+
+    def _mark_fitting(self) -> None:
+        from ..core.evaluate.datasets import is_text_dataset
+
+        name, reads_tokens = self._base
+        combo = self.dataset_combo
+        items = combo.model()  # a combo box's own QStandardItemModel
+        for i in range(combo.count()):
+            data = str(combo.itemData(i))
+            fits = reads_tokens is None or is_text_dataset(data) == reads_tokens
+            item = items.item(i)
+            item.setEnabled(fits)
+            if not fits:
+                why = ("reads token ids: choose a text data set" if reads_tokens else
+                       "reads images or features: choose an image or feature data set")
+                item.setToolTip(f"{name} {why}")
+            elif item.data(_DESCRIPTION) is not None:
+                item.setToolTip(item.data(_DESCRIPTION))
 
     @Slot(str)
     def show_data(self, data: str) -> None:
@@ -58,6 +88,7 @@ class CurveSettings(QObject):
         combo = self.dataset_combo
         if combo.findData(data) < 0:
             combo.addItem(Path(data).name, data)
+            self._mark_fitting()
         combo.setCurrentIndex(combo.findData(data))
 
     @Slot(int)

@@ -290,9 +290,17 @@ class MainWindow(QMainWindow):
         views.dropHint.connect(self._on_drop_hint)
         views.pairChanged.connect(self._update_add_step)
         ws.modelsChanged.connect(self._sync_panes)
+        ws.modelsChanged.connect(self._fit_data_choices)
         self.session.resultsForgotten.connect(views.clear_results)
         self._sync_panes()
+        self._fit_data_choices()
         self.update_actions()
+
+    @Slot()
+    def _fit_data_choices(self) -> None:
+        base = self.workspace.base if self.workspace is not None else None
+        self.curve_settings.fit_to(base.name if base else None,
+                                   None if base is None else base.model.id_range() is not None)
 
     @Slot(str, bool)
     def _on_drop_hint(self, text: str, ok: bool) -> None:

@@ -91,7 +91,13 @@ def test_the_action_builds_caches_and_opens_the_language_zoo(qtbot, window: Main
     assert not shiboken6.isValid(dialog) or not dialog.isVisible()  # closed
     assert ws.base.name == "llama-w32-s0-code" and set(ws.zoo) == set(SMALL[1:])
     assert window.session.data == "python-code"  # text: curves score per token
-    assert window.dataset_combo.currentData() == "python-code"
+    combo = window.dataset_combo
+    assert combo.currentData() == "python-code"
+    # image data sets are greyed for a language model, saying why (digits failed at Run)
+    digits = combo.model().item(combo.findData("digits"))
+    assert not digits.isEnabled() and digits.toolTip() == (
+        "llama-w32-s0-code reads token ids: choose a text data set")
+    assert combo.model().item(combo.findData("python-docstrings")).isEnabled()
     assert not window.session.is_dirty()
     step = ws.plan.steps[0]  # the example step the status bar offers to run (F5)
     assert step.source in ws.zoo and window.actions.run.isEnabled()

@@ -127,6 +127,11 @@ def test_panels_show_the_selected_step_after_run_edit_and_cancel(qtbot, window: 
                                                                  model_files) -> None:
     w = opened(qtbot, window, model_files)
     ws, views = w.workspace, w.views
+    combo = w.dataset_combo  # text is greyed for an image model, image data offered
+    text = combo.findData("python-code")
+    assert text >= 0 and not combo.model().item(text).isEnabled()
+    assert "reads images or features" in combo.model().item(text).toolTip()
+    assert combo.model().item(combo.findData("digits")).isEnabled()
     for source in ("layers.0", "layers.1"):
         assert ws.add_step(AssemblyStep("zoo_mlp", source, source, 0.3)).ok
     w.grid_spin.setValue(3)
