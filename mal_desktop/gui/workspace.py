@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from ..core.merge.plan import AssemblyPlan, AssemblyStep, PlanChange
-from ..core.merge.preflight import StepCheck, check_step
+from ..core.merge.preflight import StepCheck, check_step, kind_note
 from .undo import AddStepCommand, RemoveStepCommand
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ def step_label(step: AssemblyStep) -> str:
 def fit_text(step: AssemblyStep, check: StepCheck) -> str:
     """What a drop of ``step`` would do (its width case) or why it is refused."""
     if check.ok:
-        return f"{step_label(step)}: {check.case_text}"
+        return f"{step_label(step)}: {check.case_text}" + (f" \u2014 note: {check.note}"
+                                                            if check.note else "")
     return f"Cannot merge {step_label(step)}: {check.reason}"
 
 
@@ -312,6 +313,10 @@ class Workspace(QObject):
             result = StepCheck(False, f"zoo model {source!r} is not loaded")
         else:
             result = check_step(self.base.tree, donor.tree, source_layer, base_layer)
+            note = kind_note(self.base.model.id_range() is not None,
+                             donor.model.id_range() is not None, source)
+            if result.ok and note:
+                result = replace(result, note=note)
         self._checks[key] = result
         return result
 

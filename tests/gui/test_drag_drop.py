@@ -419,3 +419,19 @@ def test_tree_names_refit_when_a_step_marks_a_layer(qtbot, ws: Workspace) -> Non
     ws.add_step(AssemblyStep("zoo_mlp", "layers.0", "layers.0", 0.5, "chain"))
     qtbot.wait(20)
     assert header.sectionSize(COL_NAME) == before
+
+
+def test_a_donor_of_another_kind_of_data_merges_with_a_note(qtbot, tmp_path) -> None:
+    """An image MLP's layer onto a language model's MLP fits by shape and showed a plain green
+    hint: now the hint says the donor reads other data, and the step can still be added."""
+    ws, base, _donor = _llama_pair(tmp_path)
+    ws.add_zoo(entry("zoo_mlp"))
+    mlp = QtLayerTreeModel(ws.zoo["zoo_mlp"].tree, "zoo", "zoo_mlp", ws)
+    ok, text, steps = base.evaluate_drop(_drag(mlp, "layers.1"), -1,
+                                         base.index_of("model.layers.0.mlp.up_proj"))
+    assert ok and len(steps) == 1
+    assert text.endswith("\u2014 note: zoo_mlp reads images or features, the base token ids "
+                         "(a language model): its units learned other features")
+    same_kind = base.evaluate_drop(_drag(_donor, "model.layers.0.mlp.up_proj"), -1,
+                                   base.index_of("model.layers.0.mlp.up_proj"))
+    assert same_kind[0] and "note:" not in same_kind[1]

@@ -31,6 +31,7 @@ class StepCheck:
     reason: str = ""
     case_text: str = ""
     units: str = ""  # what one unit of the base layer is, where it is more than a row
+    note: str = ""  # allowed, but worth a word (a donor that reads another kind of data)
 
 
 CLASS_OUTPUT = "class output"  # the reasons permutation discovery gives for fixed spaces
@@ -366,3 +367,13 @@ def layer_hint(name: str, layers: Sequence[str], what: str = "weight layers") ->
         return f" (its layers: {', '.join(layers)})"
     return (f" (it has {len(layers)} {what}, e.g. {', '.join(layers[:3])}; "
             "mal inspect lists them)")
+
+def kind_note(base_reads_tokens: bool, donor_reads_tokens: bool, donor: str) -> str:
+    """A word on a step whose donor reads another kind of data than the base (an image model's
+    layer merged into a language model's MLP fits by shape and merges, but its units learned
+    other features); "" when both read the same kind."""
+    if base_reads_tokens == donor_reads_tokens:
+        return ""
+    kinds = ("token ids (a language model)", "images or features")
+    return (f"{donor} reads {kinds[not donor_reads_tokens]}, the base "
+            f"{kinds[not base_reads_tokens]}: its units learned other features")

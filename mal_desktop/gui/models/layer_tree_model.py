@@ -396,8 +396,9 @@ class QtLayerTreeModel(QAbstractItemModel):
             f"; its norms {', '.join(b.rsplit('.', 1)[-1] for _, b in step.norms)} merge with "
             f"{step.base_layer.rsplit('.', 1)[-1]}" for step in with_norms)
         replaced = replaced_text(self._ws.replaced_by(steps))
+        note = self._ws.check_plan_step(steps[0]).note if steps else ""
         return True, (f"{name} \u2192 {node.path}: {len(steps)} steps, one per layer"
-                      f"{norms}{replaced}"), steps
+                      f"{norms}{replaced}" + (f" \u2014 note: {note}" if note else "")), steps
 
     def _hint(self, text: str, ok: bool) -> None:
         # Hover calls this on every mouse move: only tell the status bar about changes.
