@@ -16,7 +16,7 @@ from .output import emit, run
 
 def cmd_eval_matrix(args) -> int:
     from ..core.errors import MalError
-    from ..core.toolkit.matrix import eval_matrix_job, format_matrix
+    from ..core.toolkit.matrix import cache_line, eval_matrix_job, format_matrix
     from ..core.evaluate.metric_registry import get_metric
     from ..core.io.files import atomic_write_text
     from ..core.jsonio import dumps
@@ -37,6 +37,7 @@ def cmd_eval_matrix(args) -> int:
     def text() -> str:
         scalar = [m for m in result.metrics if not get_metric(m).per_category]
         parts = [format_matrix(result, m) for m in scalar] or [format_matrix(result)]
+        parts.append(cache_line(result))  # once, not under every table
         if args.out:
             parts.append(f"wrote {obj['files']['json']} and {obj['files']['csv']}")
         return "\n\n".join(parts)
@@ -124,7 +125,9 @@ def add_commands(subparsers: argparse._SubParsersAction, common: argparse.Argume
                    help="registered dataset names, .npz files (x, y), or text:PATH (a .txt "
                         "file or a folder of them, scored per token)")
     p.add_argument("--metrics", nargs="+", metavar="METRIC",
-                   help="accuracy, loss, ece, per_class_accuracy, ... (default: all four)")
+                   help="any of accuracy, loss, perplexity, ece, per_class_accuracy (default: "
+                        "accuracy, loss, ece and per_class_accuracy, the last left out for text, "
+                        "whose classes are token ids)")
     p.add_argument("--cache", metavar="DIR", help="result cache (default: the user cache)")
     p.add_argument("--out", metavar="DIR", help="also write matrix.json and matrix.csv there")
     p.add_argument("--zoo", metavar="DIR", help="zoo folder for zoo:NAME (default: user cache)")

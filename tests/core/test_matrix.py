@@ -181,6 +181,8 @@ def test_json_and_csv(files) -> None:
     per_class = result.cells[0].metrics["per_class_accuracy"]
     for tag, value in per_class.items():
         assert float(rows[0][f"per_class_accuracy[{tag}]"]) == value
+    tags = [c[len("per_class_accuracy["):-1] for c in rows[0] if c.startswith("per_class")]
+    assert tags == sorted(tags, key=int)  # class 10 after class 9, not after 1
 
 
 def test_cache_key_parts() -> None:
@@ -344,6 +346,7 @@ def test_cli_eval_matrix_json_and_files(files, tmp_path: Path) -> None:
     assert [r["model"] for r in rows] == [str(files["a"]), str(files["b"])]
     rc, stdout = _cli(argv[:-2] + ["--quiet"])  # text output, everything cached now
     assert rc == 0 and "0 computed, 2 from the cache" in stdout and "ece" in stdout
+    assert stdout.count("from the cache") == 1  # once, not under each metric's table
 
 
 def test_cli_eval_matrix_fails_on_an_error_cell(files, tmp_path: Path, capsys) -> None:
@@ -406,3 +409,17 @@ def test_text_for_an_image_model_is_not_applicable_not_a_failure(files, capsys) 
                        "--quiet"])
     assert rc == 0 and "n/a" in stdout.splitlines()[1]
     assert "mal: note: not applicable: " in capsys.readouterr().err
+
+
+def test_csv_lists_class_columns_in_class_order() -> None:
+    """The per-class columns were the union over cells in meeting order ('1', '10', '2')."""
+    from mal_desktop.core.toolkit.matrix import MatrixResult
+
+    cells = tuple(MatrixCell(m, "d", m, {"per_class_accuracy": {t: 0.5 for t in tags}}, {}, 4)
+                  for m, tags in (("a", ("1", "10")), ("b", ("2", "0", "cat"))))
+    result = MatrixResult(({"ref": "a", "hash": "h"}, {"ref": "b", "hash": "h"}),
+                          ({"name": "d", "fingerprint": "f"},), ("per_class_accuracy",), cells,
+                          0, 2, Path("/nowhere"), "p")
+    header = result.to_csv().splitlines()[0].split(",")
+    assert [c for c in header if c.startswith("per_class")] == [
+        f"per_class_accuracy[{t}]" for t in ("0", "1", "2", "10", "cat")]

@@ -159,6 +159,10 @@ def test_matrix_scores_tokens_per_document(lm, tmp_path) -> None:
     again = run_job(eval_matrix_job(refs, data, cache_dir=tmp_path,
                                     metrics=["loss", "perplexity"]))
     assert again.cached == 2 and again.computed == 0
+    # the default metrics leave out accuracy per token id: the CSV had a column per token
+    default = run_job(eval_matrix_job(refs, data, cache_dir=tmp_path))
+    assert "per_class_accuracy" not in default.cells[0].metrics
+    assert "per_class_accuracy[" not in default.to_csv().splitlines()[0]
 
 
 def test_tokenizer_comes_from_the_model_or_the_spec(lm) -> None:

@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generator, Sequence
@@ -158,6 +158,8 @@ class MatrixResult:
                 tags: list[str] = []
                 for c in self.cells:
                     tags += [t for t in c.metrics.get(name, {}) if t not in tags]
+                # class indices in their order (the union over cells put '10' before '2')
+                tags.sort(key=lambda t: (0, int(t), "") if t.isdigit() else (1, 0, t))
                 columns += [f"{name}[{t}]" for t in tags]
             else:
                 columns.append(name)
@@ -288,12 +290,17 @@ def eval_matrix_job(model_refs: Sequence[str | ModelRef], dataset_names: Sequenc
     prints = [data.fingerprint() for _, data in datasets]
 
     settings = _CellSettings(root, spec, wanted, scalar_all, batch_size)
+    # A language model's "classes" are its token ids: by default its cells leave out the
+    # accuracy per token id (a CSV of 500 columns no one reads); asked for by name, it stays.
+    text_settings = settings if metrics is not None else replace(
+        settings, wanted=[m for m in wanted if m != "per_class_accuracy"])
     total = len(rows) * len(datasets)
     cells: list[MatrixCell] = []
     for row in rows:
         for (dname, data), fingerprint in zip(datasets, prints):
             cancel.raise_if_cancelled()
-            cell = yield from _cell_job(row, dname, data, fingerprint, settings,
+            cell = yield from _cell_job(row, dname, data, fingerprint,
+                                        text_settings if data.text is not None else settings,
                                         len(cells) / total, cancel)
             cells.append(cell)
             done = len(cells)
@@ -432,9 +439,12 @@ def format_matrix(result: MatrixResult, metric: str | None = None) -> str:
             v = c.metrics.get(metric)
             row.append("n/a" if c.mismatch else "error" if c.error else _fmt(metric, v))
         lines.append(f"{name:<{first}}  " + "  ".join(f"{x:>{width}}" for x in row))
-    lines.append(f"{result.computed} computed, {result.cached} from the cache "
-                 f"({result.cache_dir})")
     return "\n".join(lines)
+
+
+def cache_line(result: MatrixResult) -> str:
+    """How many cells were computed and how many read from the cache, and where it is."""
+    return f"{result.computed} computed, {result.cached} from the cache ({result.cache_dir})"
 
 
 def _fmt(metric: str, v: Any) -> str:
@@ -444,4 +454,4 @@ def _fmt(metric: str, v: Any) -> str:
 
 
 __all__ = ["EVALUATOR_VERSION", "DEFAULT_METRICS", "MatrixCell", "MatrixResult", "cell_key",
-           "default_eval_cache_dir", "eval_matrix_job", "format_matrix"]
+           "cache_line", "default_eval_cache_dir", "eval_matrix_job", "format_matrix"]
