@@ -120,6 +120,20 @@ def test_the_action_builds_caches_and_opens_the_language_zoo(qtbot, window: Main
     result = blocker.args[0]
     assert result.errors == [] and result.computed == 2
     assert result.cells[0].metrics["loss"] == pytest.approx(curve.naive.loss[0], rel=1e-9)
+    # its drill-down is per document (module files), not per token id: a 320 x 320 confusion
+    # matrix over the vocabulary, its 'classes' named after files, said nothing
+    panel.select_cell(0, 1)
+    details = panel.details
+    assert details.per_token and details.bar_plot.titleLabel.text == "perplexity"
+    csv_path = details.export_csv(tmp_path / "docs.csv", "documents")
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert rows[0] == ["document", "tokens", "perplexity", "next_token_accuracy"]
+    tokens = sum(int(r[1]) for r in rows[1:])
+    assert len(rows) > 2 and tokens == result.cells[0].n
+    assert all(r[0].isidentifier() for r in rows[1:])  # module names, not token ids
+    mean_loss = sum(int(r[1]) * math.log(float(r[2])) for r in rows[1:]) / tokens
+    assert mean_loss == pytest.approx(result.cells[0].metrics["loss"], rel=1e-6)
 
     # built: the action opens it straight away, no dialog, no training
     window.session.mark_clean()  # (the curve's points changed: an unsaved change to keep)

@@ -471,3 +471,37 @@ def test_plot_pages_keep_every_tab_in_sight_when_narrow(qtbot) -> None:
     qtbot.waitUntil(lambda: bar.tabRect(1).right() < grid.width(), timeout=2000)
     assert bar.tabRect(0).right() < bar.tabRect(1).left()
     assert [bar.tabToolTip(i) for i in range(2)] == ["per-class accuracy", "confusion matrix"]
+
+
+def test_text_cells_drill_down_per_document_and_images_per_class_again(qtbot, tmp_path) -> None:
+    """A language model's cell drew a vocabulary-sized confusion matrix with its token 'classes'
+    named after files; text is shown per document (perplexity and next-token accuracy, the
+    documents down the side), and an image cell afterwards gets its classes back."""
+    from mal_desktop.core.evaluate.metric_registry import SampleScores
+    from mal_desktop.gui.plots.cell_details import CellDetails
+
+    details = CellDetails()
+    qtbot.addWidget(details)
+    details.resize(700, 400)
+    labels = np.array([5, 9, 5, 7, 300, 5], np.int64)
+    preds = np.array([5, 1, 5, 2, 300, 4], np.int64)
+    loss = np.array([0.1, 2.0, 0.3, 1.5, 0.2, 2.2])
+    docs = np.array(["b.py", "b.py", "a.py", "a.py", "a.py", "b.py"])
+    text = SampleScores(labels, preds, preds == labels, loss, np.full(6, 0.5), docs, 320)
+    details.show_scores(text, "lm", "python-code", per_token=True)
+    assert details.bar_plot.titleLabel.text == "perplexity"
+    left = details.bar_plot.getAxis("left")._tickLevels
+    assert [name for _, name in left[0]] == ["a.py", "b.py"]
+    assert details.image.image is None and not details.count_labels  # no confusion matrix
+    widths = details.doc_ppl.opts["width"]
+    assert widths == pytest.approx([np.exp(loss[2:5].mean()), np.exp(loss[[0, 1, 5]].mean())])
+    assert list(details.doc_bars.opts["width"]) == pytest.approx([2 / 3, 1 / 3])
+    rows = details.export_csv(tmp_path / "d.csv", "documents").read_text().splitlines()
+    assert rows[-2].startswith("a.py,3,") and rows[-1].startswith("b.py,3,")
+    with pytest.raises(ValueError, match="of text scored per token"):
+        details.export_csv(tmp_path / "c.csv", "confusion")
+    details.show_scores(_scores(), "mlp", "digits")
+    assert details.bar_plot.titleLabel.text == "per-class accuracy"
+    assert details.image.image is not None and len(details.doc_ppl.opts["width"]) == 0
+    assert details.bar_plot.getAxis("left")._tickLevels is None
+    assert details.bar_plot.getAxis("left").labelText == "accuracy"

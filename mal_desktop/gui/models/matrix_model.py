@@ -110,6 +110,21 @@ def per_class_accuracy(scores: SampleScores) -> np.ndarray:
     return out
 
 
+def per_document(scores: SampleScores) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """For text scored per token: the documents (the tokens' category tags, in name order) and
+    each one's token count, perplexity (exp of its mean next-token loss) and next-token
+    accuracy."""
+    docs = sorted({str(t) for t in scores.categories})
+    tags = scores.categories.astype(str)
+    n, ppl, acc = (np.zeros(len(docs)) for _ in range(3))
+    for i, doc in enumerate(docs):
+        mask = tags == doc
+        n[i] = mask.sum()
+        ppl[i] = math.exp(min(float(scores.loss[mask].mean()), 700.0))  # exp(700): no overflow
+        acc[i] = float(scores.correct[mask].mean())
+    return docs, n, ppl, acc
+
+
 class QtMatrixModel(QAbstractTableModel):
     """Rows = models, column 0 = model name, columns 1.. = datasets; read-only.
 

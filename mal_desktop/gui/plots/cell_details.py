@@ -27,7 +27,7 @@ from ...core.errors import MalError
 from ...core.toolkit.matrix import MatrixCell
 from ...core.evaluate.metric_registry import SampleScores
 from ..models.matrix_model import (class_names, confusion_counts, format_value,
-                                   per_class_accuracy, scale_color)
+                                   per_class_accuracy, per_document, scale_color)
 from ..palette import PlotColors, plot_colors, print_colors
 from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
 from .plot_grid import PlotGrid
@@ -85,6 +85,16 @@ class CellDetails(QWidget):
         cp.setMouseEnabled(x=False, y=False)
         self.image = pg.ImageItem(axisOrder="row-major")
         cp.addItem(self.image)
+        # text scored per token: a bar per document in each plot, documents down the side
+        # (their names are long: side by side under the bars they ran into one another)
+        self.doc_ppl = pg.BarGraphItem(x0=[], y=[], width=[], height=0.75)
+        bp.addItem(self.doc_ppl)
+        self.doc_mean = pg.InfiniteLine(angle=90, movable=False)
+        self.doc_mean.hide()
+        bp.addItem(self.doc_mean)
+        self.doc_bars = pg.BarGraphItem(x0=[], y=[], width=[], height=0.75)
+        cp.addItem(self.doc_bars)
+        self.per_token = False
         self.count_labels: list[pg.TextItem] = []
         self.scores: SampleScores | None = None
         self.counts: np.ndarray | None = None
@@ -117,6 +127,9 @@ class CellDetails(QWidget):
         """Empty plots, with an optional note in the header."""
         self.scores = self.counts = self.accuracy = None
         self.bars.setOpts(x=[], height=[])
+        for bars in (self.doc_ppl, self.doc_bars):
+            bars.setOpts(x0=[], y=[], width=[])
+        self.doc_mean.hide()
         self.mean_line.hide()
         self.image.clear()
         self._remove_counts()
@@ -133,9 +146,10 @@ class CellDetails(QWidget):
             self.conf_plot.removeItem(label)
         self.count_labels = []
 
-    def show_cell(self, cell: MatrixCell | None, row_name: str) -> None:
+    def show_cell(self, cell: MatrixCell | None, row_name: str, per_token: bool = False) -> None:
         """Draw the drill-down of ``cell`` (None: clear). A cell whose per-sample scores
-        cannot be read shows why instead."""
+        cannot be read shows why instead. ``per_token``: the cell scores text token by token
+        (its "classes" are token ids): shown per document instead."""
         if cell is None:
             self.clear("Select a finished cell of the matrix.")
             return
@@ -154,12 +168,15 @@ class CellDetails(QWidget):
                  if isinstance(v, (int, float))]
         source = "from the cache" if cell.cached else "computed now"
         dot = " \u00b7 "
-        self.show_scores(scores, row_name, cell.dataset)
+        self.show_scores(scores, row_name, cell.dataset, per_token)
         self.header.setText(f"{where}: {dot.join(parts)}{dot}{cell.n} samples ({source})")
 
-    def show_scores(self, scores: SampleScores, row_name: str, dataset: str) -> None:
-        """Draw the drill-down of per-sample ``scores`` of model ``row_name`` on ``dataset``."""
+    def show_scores(self, scores: SampleScores, row_name: str, dataset: str,
+                    per_token: bool = False) -> None:
+        """Draw the drill-down of per-sample ``scores`` of model ``row_name`` on ``dataset``
+        (``per_token``: see :meth:`show_cell`)."""
         self.clear()
+        self.per_token = per_token
         for plot in (self.bar_plot, self.conf_plot):
             show_tick_values(plot, True)
         self.scores = scores
@@ -173,6 +190,10 @@ class CellDetails(QWidget):
     def _draw(self) -> None:
         scores, counts, acc = self.scores, self.counts, self.accuracy
         assert scores is not None and counts is not None and acc is not None
+        self._set_mode()
+        if self.per_token:
+            self._draw_documents()
+            return
         c = self._colors
         n = scores.num_classes
         names = class_names(scores)
@@ -218,6 +239,62 @@ class CellDetails(QWidget):
                         self.conf_plot.addItem(label, ignoreBounds=True)
                         self.count_labels.append(label)
 
+    def _set_mode(self) -> None:
+        """Axes for classes (accuracy bars, a square matrix) or for documents (two bar plots:
+        a language model's 'classes' are its token ids, and a vocabulary-sized confusion
+        matrix with file names as class names said nothing)."""
+        text, bp, cp = self.per_token, self.bar_plot, self.conf_plot
+        if text:
+            bp.setLabel("bottom", "perplexity")
+            cp.setLabel("bottom", "next-token accuracy")
+            for plot in (bp, cp):
+                plot.setLabel("left", "document")
+        else:
+            bp.setLabel("bottom", "true class")
+            bp.setLabel("left", "accuracy")
+            cp.setLabel("bottom", "predicted class")
+            cp.setLabel("left", "true class")
+            bp.setYRange(0, 1.05, padding=0)
+            bp.getAxis("left").setTicks(None)
+        bp.invertY(text)  # documents top down, in name order
+        cp.invertY(True)  # a matrix's row 0 on top; the first document too
+        cp.setAspectLocked(not text)
+        self.graphics.setToolTip(
+            "Left: perplexity of each document's tokens (dashed line: the whole text's).\n"
+            "Right: next-token accuracy of each document." if text else
+            "Left: accuracy of each true class (dashed line: overall accuracy).\n"
+            "Right: counts of true x predicted class; the colour is the share of the "
+            "true class's samples, so classes of different sizes compare.")
+
+    def _draw_documents(self) -> None:
+        scores, c = self.scores, self._colors
+        assert scores is not None
+        docs, _n, ppl, acc = per_document(scores)
+        y = np.arange(len(docs), dtype=float)
+        ticks = [[(i, d) for i, d in enumerate(docs)]] if len(docs) <= MAX_NAMED_TICKS else None
+        pen = pg.mkPen(c.muted, width=0.5)
+        self.bars.setOpts(x=[], height=[])
+        self.mean_line.hide()
+        self.image.clear()
+        self._remove_counts()
+        self.doc_ppl.setOpts(x0=0.0, y=y, width=ppl, height=0.75, pen=pen,
+                             brushes=[pg.mkBrush(c.aligned)] * len(y))
+        self.doc_bars.setOpts(x0=0.0, y=y, width=acc, height=0.75, pen=pen,
+                              brushes=[pg.mkBrush(scale_color(a, strength=0.85)) for a in acc])
+        overall = float(np.exp(min(float(scores.loss.mean()), 700.0))) if len(scores) else 0.0
+        self.doc_mean.setPen(pg.mkPen(c.accent, width=1.5, style=Qt.PenStyle.DashLine))
+        self.doc_mean.setValue(overall)
+        self.doc_mean.setVisible(len(scores) > 0)
+        right = float(max(ppl.max(initial=0.0), overall)) * 1.1 or 1.0
+        self.bar_plot.setXRange(0, right, padding=0)
+        self.conf_plot.setXRange(0, 1.05, padding=0)
+        for plot in (self.bar_plot, self.conf_plot):
+            plot.getAxis("left").setTicks(ticks)
+            plot.getAxis("bottom").setTicks(None)
+            plot.setYRange(-0.6, len(docs) - 0.4, padding=0)
+        self.bar_plot.setTitle("perplexity", color=c.foreground)
+        self.conf_plot.setTitle("next-token accuracy", color=c.foreground)
+
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
         if self._fixed_colors is None and event.type() in (
                 QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
@@ -254,7 +331,7 @@ class CellDetails(QWidget):
             raise ValueError(f"unknown plot {which!r}")
         copy = CellDetails(colors=print_colors())  # off screen, light print colours
         try:
-            copy.show_scores(self.scores, *self._where)
+            copy.show_scores(self.scores, *self._where, self.per_token)
             chosen = {"all": [copy.bar_plot, copy.conf_plot], "accuracy": [copy.bar_plot],
                       "confusion": [copy.conf_plot]}[which]
             return export_figure(chosen, path, self._title(), dpi)
@@ -264,13 +341,22 @@ class CellDetails(QWidget):
     def export_csv(self, path: str | Path, which: str) -> Path:
         """Save the data behind one plot as CSV with a provenance header: ``which`` "accuracy"
         (one row per true class: samples, correct, accuracy) or "confusion" (one row per true
-        and predicted class: count). Raises ValueError when no cell is shown."""
+        and predicted class: count); for text scored per token "documents" (one row per
+        document: tokens, perplexity, next-token accuracy). Raises ValueError when no cell is
+        shown."""
         scores, counts, acc = self.scores, self.counts, self.accuracy
         if scores is None or counts is None or acc is None:
             raise ValueError("no cell details to export")
         row, dataset = self._where
         meta = {"model": row, "dataset": dataset, **self._provenance,
                 "samples": len(scores)}
+        if self.per_token:  # one row per document (see _set_mode)
+            if which != "documents":
+                raise ValueError(f"unknown plot {which!r} of text scored per token")
+            docs, n, ppl, acc = per_document(scores)
+            return export_csv(path, ["document", "tokens", "perplexity", "next_token_accuracy"],
+                              [[d, int(k), float(p), float(a)]
+                               for d, k, p, a in zip(docs, n, ppl, acc)], meta)
         names = class_names(scores)
         if which == "accuracy":
             totals = counts.sum(axis=1)
@@ -292,12 +378,14 @@ class CellDetails(QWidget):
                         for part in self._where)
         entries = figure_entries(f"{stem}-details", "Both plots",
                                  lambda p, dpi: self.export_figure(p, "all", dpi))
-        for which, title in (("accuracy", "Per-class accuracy"),
-                             ("confusion", "Confusion matrix")):
+        plots = ((("accuracy", "Perplexity per document"),
+                  ("confusion", "Next-token accuracy per document")) if self.per_token else
+                 (("accuracy", "Per-class accuracy"), ("confusion", "Confusion matrix")))
+        for which, title in plots:
             entries += figure_entries(f"{stem}-{which}", title,
                                       lambda p, dpi, w=which: self.export_figure(p, w, dpi))
-        for which, title in (("accuracy", "Per-class accuracy"),
-                             ("confusion", "Confusion matrix")):
+        tables = ((("documents", "Per-document scores"),) if self.per_token else plots)
+        for which, title in tables:
             entries.append((f"{title} as CSV\u2026", "csv", f"{stem}-{which}.csv",
                             lambda p, w=which: self.export_csv(p, w)))
         return entries

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFile
                                QStyleOptionViewItem, QToolButton, QVBoxLayout,
                                QWidget)
 
-from ...core.evaluate.datasets import available_datasets
+from ...core.evaluate.datasets import available_datasets, is_text_dataset
 from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS
 from ...core.io.files import atomic_write_text
@@ -490,7 +490,8 @@ class EvaluatePanel(QWidget):
             return
         cell = self.model.cell(source.row(), source.column())
         self.details.set_provenance(self._cell_provenance(cell))
-        self.details.show_cell(cell, self.model.row_name(source.row()))
+        self.details.show_cell(cell, self.model.row_name(source.row()),
+                               per_token=is_text_dataset(cell.dataset) if cell else False)
 
     def _cell_provenance(self, cell: MatrixCell | None) -> dict[str, object]:
         """Where a cell's numbers come from, for the drill-down's CSV exports: the model's
