@@ -31,6 +31,7 @@ from .io.model import LoadedModel
 from .io.pages import PageReleaser
 from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_step,
                              output_must_not_be_input, step_diagnostics, step_tensors)
+from .merge.blocks import expand_block_steps
 from .merge.chains import SharedChains
 from .merge.plan import AssemblyPlan, AssemblyStep
 from .merge.preflight import preflight_plan
@@ -137,6 +138,28 @@ def _preflight(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel],
     return report.memory_bytes
 
 
+def _expand_blocks(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel],
+                   cache: ModelCache) -> AssemblyPlan:
+    """A plan step naming two blocks becomes one step per layer (merge/blocks.py), as the
+    app's block drop makes them: a plan file could only list a transformer layer's seven
+    layers and their norms by hand. Layers are told from the file headers; a spec is found
+    only for a model a block step names (from its headers when it is large)."""
+    keys: dict[str, set[str]] = {}
+
+    def is_layer(path: str, name: str) -> bool:
+        if path not in keys:
+            keys[path] = set(in_memory[path].state() if path in in_memory
+                             else read_header(path).shapes)
+        return f"{name}.weight" in keys[path] or any(
+            k.startswith(f"{name}.weight_") for k in keys[path])  # recurrent layers
+
+    def spec_of(path: str) -> PermutationSpec:
+        headers = cache.from_headers(path)
+        return headers[1] if headers is not None else cache.spec(path)
+
+    return expand_block_steps(plan, spec_of, is_layer)
+
+
 def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
                  models: Mapping[str, LoadedModel] | None = None, out: Path | None = None,
                  arch: str | None = None, specs: Mapping[str, PermutationSpec] | None = None
@@ -155,6 +178,7 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
     cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     yield ProgressEvent("preflight", 0.0, "checking the plan")
+    plan = _expand_blocks(plan, models or {}, cache)
     memory = _preflight(plan, models or {}, cache)
     yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB of working "
                         "memory beyond the models' files")

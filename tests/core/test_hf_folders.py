@@ -563,3 +563,40 @@ def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
         assert all(torch.allclose(merged[k], v) for k, v in own.items()), limit
         with torch.no_grad():
             assert torch.allclose(result.model.module(x), expected, atol=1e-4), limit
+
+
+def test_a_plan_step_naming_two_blocks_merges_the_block(tmp_path, capsys) -> None:
+    """A plan file could name layers only: a transformer layer had to be written as seven
+    steps and their norms by hand (the app's block drop makes them). A step naming two blocks
+    now expands to those steps, with the step's lambda and method: the same merged file bit
+    for bit as the seven steps written out, and a refusal naming the blocks when they differ."""
+    from mal_desktop.cli import main
+    from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.merge.blocks import block_steps
+    from mal_desktop.core.merge.plan import AssemblyPlan
+
+    base, _ = write_llama(tmp_path / "a", seed=0)
+    donor, _ = write_llama(tmp_path / "b", seed=1)
+    spec = discover_spec(load_model(base))
+    block = {"source": "b", "source_layer": "model.layers.0", "base_layer": "model.layers.1",
+             "lambda": 0.3, "method": "ties", "params": {"density": 0.5}}
+    written = block_steps("b", spec, "model.layers.0", spec, "model.layers.1", lam=0.3,
+                          method="ties", params=(("density", 0.5),))
+    plans = {"block.json": {"base": str(base), "zoo": {"b": str(donor)}, "steps": [block]},
+             "steps.json": AssemblyPlan(str(base), {"b": str(donor)}, steps=written).to_json()}
+    outputs = {}
+    for name, doc in plans.items():
+        (tmp_path / name).write_text(json.dumps(doc))
+        assert main(["assemble", str(tmp_path / name), "--out", str(tmp_path / name[:-5]),
+                     "--json", "--quiet"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert len(report["steps"]) == 7
+        outputs[name] = load_model(tmp_path / name[:-5]).state()
+    a, b = outputs.values()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    block["base_layer"] = "model.layers.1.mlp"  # an attention block into an MLP block
+    (tmp_path / "bad.json").write_text(json.dumps(plans["block.json"]))
+    assert main(["assemble", str(tmp_path / "bad.json"), "--out", str(tmp_path / "bad")]) != 0
+    err = capsys.readouterr().err
+    assert "model.layers.0 and model.layers.1.mlp hold different layers" in err
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()

@@ -13,11 +13,12 @@ and merged at its lambda.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from ..errors import PlanError
 from ..graph.recurrent import recurrent_riders
 from ..graph.spec import PermutationSpec
-from .plan import AssemblyStep
+from .plan import AssemblyPlan, AssemblyStep
 
 
 def block_modules(spec: PermutationSpec) -> frozenset[str]:
@@ -95,3 +96,36 @@ def _with_norms(steps: list[AssemblyStep], base_spec: PermutationSpec, base_bloc
                 break
     return [dataclasses.replace(step, norms=tuple(norms.get(i, ()))) for i, step in
             enumerate(steps)]
+
+
+def expand_block_steps(plan: AssemblyPlan, spec_of: Callable[[str], PermutationSpec],
+                       is_layer: Callable[[str, str], bool]) -> AssemblyPlan:
+    """``plan`` with every step that names two blocks (a transformer layer into another, as
+    the app's block drop does) replaced by :func:`block_steps`, each carrying the step's
+    lambda, alignment, method and parameters. Steps naming layers stay as they are.
+
+    spec_of: model path -> its permutation spec (asked only for models a block step names).
+    is_layer: (model path, name) -> whether ``name`` is a weight layer of that model, from its
+    headers (no spec needed for a plan of layers only).
+    Raises PlanError as :func:`block_steps` (blocks holding different layers).
+    """
+    steps: list[AssemblyStep] = []
+    for step in plan.steps:
+        donor = plan.zoo.get(step.source)
+        if donor is None or is_layer(plan.base, step.base_layer) \
+                or is_layer(donor, step.source_layer) or step.norms:
+            steps.append(step)
+            continue
+        base_spec, donor_spec = spec_of(plan.base), spec_of(donor)
+        if step.base_layer not in block_modules(base_spec) \
+                or step.source_layer not in block_modules(donor_spec):
+            steps.append(step)  # not blocks either: the pre-flight check names the problem
+            continue
+        steps += block_steps(step.source, donor_spec, step.source_layer, base_spec,
+                             step.base_layer, lam=step.lam, align=step.align,
+                             unmatched=step.unmatched, method=step.method, params=step.params)
+    if len(steps) == len(plan.steps):
+        return plan
+    expanded = plan.copy()
+    expanded.steps = steps
+    return expanded
