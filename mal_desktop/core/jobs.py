@@ -34,7 +34,7 @@ from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_s
 from .merge.blocks import expand_block_steps
 from .merge.chains import SharedChains
 from .merge.plan import AssemblyPlan, AssemblyStep
-from .merge.preflight import preflight_plan
+from .merge.preflight import kind_note, preflight_plan
 from .merge.results import StepDiagnostics
 from .progress import CancelToken, ProgressEvent, run_job, sub_job
 
@@ -213,6 +213,10 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         for t in [before[k] for k in base_keys] + [donor_state[k] for k in donor_keys]:
             pages.release(t)
         diag = step_diagnostics(i, step, alignment, base_spec, donor_spec, cases[i])
+        kind = kind_note(base.id_range() is not None,
+                         cache.model(donor_path).id_range() is not None, step.source)
+        if kind:  # merged as asked, but said (the app's drop hint says it too)
+            diag = replace(diag, note="; ".join(n for n in (diag.note, kind) if n))
         reports.append(diag)
         yield ProgressEvent("align", (i + 1) / n, f"step {i + 1}/{n}: merged {step.label} "
                             f"at lambda {step.lam:g} ({alignment.align})", diag)

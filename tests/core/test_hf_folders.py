@@ -600,3 +600,23 @@ def test_a_plan_step_naming_two_blocks_merges_the_block(tmp_path, capsys) -> Non
     err = capsys.readouterr().err
     assert "model.layers.0 and model.layers.1.mlp hold different layers" in err
     assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_a_step_from_another_kind_of_model_is_merged_with_a_note(tmp_path, small_zoo) -> None:
+    """An image MLP's layer into a language model's MLP fits by shape and merges; the app's
+    drop hint says the donor reads other data, and now so does the step's report (mal
+    assemble printed nothing about it)."""
+    from mal_desktop.core.jobs import assemble_job
+    from mal_desktop.core.merge.plan import AssemblyPlan, AssemblyStep
+    from mal_desktop.core.progress import run_job
+
+    base, _ = write_llama(tmp_path / "lm", seed=0)
+    plan = AssemblyPlan(str(base), {"mlp": str(small_zoo.path_of("mlp-w32-s0")),
+                                    "lm": str(write_llama(tmp_path / "lm2", seed=1)[0])},
+                        steps=[AssemblyStep("mlp", "layers.1", "model.layers.0.mlp.up_proj"),
+                               AssemblyStep("lm", "model.layers.0.mlp.down_proj",
+                                            "model.layers.0.mlp.down_proj")])
+    first, second = run_job(assemble_job(plan)).steps
+    assert first.note.endswith("mlp reads images or features, the base token ids (a language "
+                               "model): its units learned other features")
+    assert "reads" not in second.note
