@@ -279,6 +279,8 @@ def test_demo_dialog_follows_the_build_job(qtbot, tmp_path: Path) -> None:
     dialog = DemoZooDialog(None, tmp_path, ready=False)
     qtbot.addWidget(dialog)
     dialog.show()
+    # the first launch's offer also says where the language models are (it offered digits only)
+    assert "--demo language" in dialog._text.text() and "Language Demo Zoo" in dialog._text.text()
     with qtbot.waitSignal(dialog.accepted_build):
         dialog._go.click()
 

@@ -26,6 +26,10 @@ _OFFER = ("<h3>Try MAL Desktop with the demo zoo</h3>"
           "seeds, one trained on pixel-permuted digits, and a small CNN.</p>"
           "<p>MAL Desktop opens an MLP as the base model and the others as the zoo, ready to "
           "drag layers from the zoo onto the base and run.</p>")
+# after the digits offer: the first launch offers that one, and the other was hard to find
+_LM_HINT = ("<p>Language models instead: File &#9656; Open Language Demo Zoo (small "
+            "Llama-style models as Hugging Face folders), or <code>mal-desktop --demo "
+            "language</code>.</p>")
 _BUILD = ("<p>The models are trained once on this computer (about a minute or two) and cached "
           "in<br><code>{folder}</code>.</p>")
 _READY = "<p>The demo zoo is already built in<br><code>{folder}</code>.</p>"
@@ -73,7 +77,8 @@ class DemoZooDialog(QDialog):
         icon = QLabel()
         icon.setPixmap(app_icon().pixmap(64, 64))
         icon.setAlignment(Qt.AlignmentFlag.AlignTop)
-        self._text = QLabel(offer + (ready_text if ready else build).format(folder=folder))
+        self._text = QLabel(offer + (ready_text if ready else build).format(folder=folder)
+                            + (_LM_HINT if kind == "digits" else ""))
         self._text.setWordWrap(True)
         self._text.setTextFormat(Qt.TextFormat.RichText)
         self._status = QLabel("")
