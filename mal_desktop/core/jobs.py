@@ -147,11 +147,14 @@ def _expand_blocks(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel],
     keys: dict[str, set[str]] = {}
 
     def is_layer(path: str, name: str) -> bool:
+        """True for a weight layer, and for a name holding no tensor at all (a typo: the
+        pre-flight check names it, with close names, before any model is loaded)."""
         if path not in keys:
             keys[path] = set(in_memory[path].state() if path in in_memory
                              else read_header(path).shapes)
-        return f"{name}.weight" in keys[path] or any(
-            k.startswith(f"{name}.weight_") for k in keys[path])  # recurrent layers
+        inside = [k for k in keys[path] if k.startswith(f"{name}.")]
+        return not inside or f"{name}.weight" in keys[path] or any(
+            k.startswith(f"{name}.weight_") for k in inside)  # recurrent layers
 
     def spec_of(path: str) -> PermutationSpec:
         headers = cache.from_headers(path)
