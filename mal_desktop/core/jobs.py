@@ -34,7 +34,7 @@ from .merge.assemble import (StepAlignment, align_step, check_step_fits, merge_s
 from .merge.blocks import expand_block_steps
 from .merge.chains import SharedChains
 from .merge.plan import AssemblyPlan, AssemblyStep
-from .merge.preflight import kind_note, preflight_plan
+from .merge.preflight import Shapes, kind_note, preflight_plan
 from .merge.results import StepDiagnostics
 from .progress import CancelToken, ProgressEvent, run_job, sub_job
 
@@ -116,18 +116,22 @@ class AssemblyResult:
                 "preflight": {"memory_estimate_bytes": self.memory_estimate}}
 
 
-def _preflight(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel],
-               cache: ModelCache) -> int:
+def _plan_shapes(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel]
+                 ) -> dict[str, Shapes]:
+    """Tensor shapes of the plan's models, from file headers or from the models already in
+    memory (which may have no file): read once, for the block expansion and the pre-flight."""
+    return {p: ({k: tuple(v.shape) for k, v in in_memory[p].state().items()}
+                if p in in_memory else read_header(p).shapes)
+            for p in [plan.base, *plan.zoo.values()]}
+
+
+def _preflight(plan: AssemblyPlan, shapes: Mapping[str, Shapes], cache: ModelCache) -> int:
     """Checks before any tensor is read; returns the memory estimate.
 
-    Shapes come from file headers, or from the models already in memory (which may have no
-    file). Then each step is checked against the layers of large models built from their
-    headers (``ModelCache.from_headers``): a step between layers of different layouts is
-    refused before gigabytes are read, not after.
+    ``shapes``: :func:`_plan_shapes`. Then each step is checked against the layers of large
+    models built from their headers (``ModelCache.from_headers``): a step between layers of
+    different layouts is refused before gigabytes are read, not after.
     """
-    shapes = {p: ({k: tuple(v.shape) for k, v in in_memory[p].state().items()}
-                  if p in in_memory else read_header(p).shapes)
-              for p in [plan.base, *plan.zoo.values()]}
     report = preflight_plan(plan, shapes)
     if not report.ok:
         raise PlanError("; ".join(report.problems))
@@ -138,22 +142,20 @@ def _preflight(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel],
     return report.memory_bytes
 
 
-def _expand_blocks(plan: AssemblyPlan, in_memory: Mapping[str, LoadedModel],
+def _expand_blocks(plan: AssemblyPlan, shapes: Mapping[str, Shapes],
                    cache: ModelCache) -> AssemblyPlan:
     """A plan step naming two blocks becomes one step per layer (merge/blocks.py), as the
     app's block drop makes them: a plan file could only list a transformer layer's seven
-    layers and their norms by hand. Layers are told from the file headers; a spec is found
-    only for a model a block step names (from its headers when it is large)."""
-    keys: dict[str, set[str]] = {}
+    layers and their norms by hand. Layers are told from the tensor ``shapes``
+    (:func:`_plan_shapes`); a spec is found only for a model a block step names (from its
+    headers when it is large)."""
 
     def is_layer(path: str, name: str) -> bool:
         """True for a weight layer, and for a name holding no tensor at all (a typo: the
         pre-flight check names it, with close names, before any model is loaded)."""
-        if path not in keys:
-            keys[path] = set(in_memory[path].state() if path in in_memory
-                             else read_header(path).shapes)
-        inside = [k for k in keys[path] if k.startswith(f"{name}.")]
-        return not inside or f"{name}.weight" in keys[path] or any(
+        keys = shapes[path]
+        inside = [k for k in keys if k.startswith(f"{name}.")]
+        return not inside or f"{name}.weight" in keys or any(
             k.startswith(f"{name}.weight_") for k in inside)  # recurrent layers
 
     def spec_of(path: str) -> PermutationSpec:
@@ -181,8 +183,9 @@ def assemble_job(plan: AssemblyPlan, cancel: CancelToken | None = None,
         output_must_not_be_input(Path(out), {plan.base: 0, **{p: 0 for p in plan.zoo.values()}})
     cache = ModelCache(models, arch, specs, plan.outputs_by_path())
     yield ProgressEvent("preflight", 0.0, "checking the plan")
-    plan = _expand_blocks(plan, models or {}, cache)
-    memory = _preflight(plan, models or {}, cache)
+    shapes = _plan_shapes(plan, models or {})
+    plan = _expand_blocks(plan, shapes, cache)
+    memory = _preflight(plan, shapes, cache)
     yield ProgressEvent("preflight", 0.0, f"plan fits; about {memory / 2**20:.1f} MiB of working "
                         "memory beyond the models' files")
     base = cache.model(plan.base)
