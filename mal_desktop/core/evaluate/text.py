@@ -34,6 +34,7 @@ import torch
 from ..dataspec import TEXT_PREFIX
 from ..errors import DatasetError
 from ..io.hashing import file_sha256
+from ..io.hf_config import config_positions
 
 MAX_TEXT_BYTES = 64 * 2**20  # a text dataset is for scoring, not a training corpus
 MAX_TEXT_FILES = 10_000
@@ -259,13 +260,10 @@ def text_context(arch: Any, model_name: str, input_length: int, corpus: TextCorp
     Raises:
         DatasetError: the corpus asks for more positions than the model has.
     """
-    config = arch.get("config") if isinstance(arch, dict) else None
-    positions = None
-    if isinstance(config, dict):
-        positions = config.get("max_position_embeddings", config.get("n_positions"))
     if corpus.context is None:
         return input_length
-    if isinstance(positions, int) and 0 < positions < corpus.context:
+    positions = config_positions(arch.get("config") if isinstance(arch, dict) else None)
+    if positions is not None and positions < corpus.context:
         raise DatasetError(f"{corpus.name}: context={corpus.context} is longer than the "
                            f"{positions} positions of model {model_name} "
                            f"(max_position_embeddings in its config.json); use context="

@@ -244,6 +244,15 @@ def materialise_buffers(where: Path, module: nn.Module) -> None:
                                             "checkpoint and transformers does not compute it")
 
 
+def config_positions(config: Any) -> int | None:
+    """The positions a language model's config gives it (``max_position_embeddings``, GPT-2's
+    ``n_positions``); None when it names none."""
+    if not isinstance(config, dict):
+        return None
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    return positions if isinstance(positions, int) and positions > 0 else None
+
+
 def input_spec(where: Path, module: nn.Module, config: dict[str, Any]
                ) -> tuple[tuple[int, ...], int, torch.dtype, int | None]:
     """(input_shape, num_classes, input_dtype, id_range) of a built transformers model.
@@ -264,10 +273,8 @@ def input_spec(where: Path, module: nn.Module, config: dict[str, Any]
         raise ModelFileError(where, f"{type(module).__name__} has no language-model or "
                                     "classification head; mal_desktop scores logits")
     if key == "input_ids":
-        positions = config.get("max_position_embeddings", config.get("n_positions"))
-        context = DEFAULT_CONTEXT
-        if isinstance(positions, int) and positions > 0:
-            context = min(context, positions)
+        positions = config_positions(config)
+        context = DEFAULT_CONTEXT if positions is None else min(DEFAULT_CONTEXT, positions)
         vocab = config.get("vocab_size")
         return (context,), num_classes, torch.int64, vocab if isinstance(vocab, int) else None
     if key == "pixel_values":
