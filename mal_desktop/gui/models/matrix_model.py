@@ -110,17 +110,23 @@ def per_class_accuracy(scores: SampleScores) -> np.ndarray:
     return out
 
 
+def drawn_perplexity(loss: float) -> float:
+    """exp of a mean loss for a bar or line to draw: capped at exp(700), where
+    ``perplexity_of`` gives inf (a plot's range cannot end at inf)."""
+    return math.exp(min(loss, 700.0))
+
+
 def per_document(scores: SampleScores) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """For text scored per token: the documents (the tokens' category tags, in name order) and
-    each one's token count, perplexity (exp of its mean next-token loss) and next-token
-    accuracy."""
+    each one's token count, perplexity (:func:`drawn_perplexity` of its mean next-token loss)
+    and next-token accuracy."""
     docs = sorted({str(t) for t in scores.categories})
     tags = scores.categories.astype(str)
     n, ppl, acc = (np.zeros(len(docs)) for _ in range(3))
     for i, doc in enumerate(docs):
         mask = tags == doc
         n[i] = mask.sum()
-        ppl[i] = math.exp(min(float(scores.loss[mask].mean()), 700.0))  # exp(700): no overflow
+        ppl[i] = drawn_perplexity(float(scores.loss[mask].mean()))
         acc[i] = float(scores.correct[mask].mean())
     return docs, n, ppl, acc
 

@@ -26,8 +26,8 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWi
 from ...core.errors import MalError
 from ...core.toolkit.matrix import MatrixCell
 from ...core.evaluate.metric_registry import SampleScores
-from ..models.matrix_model import (class_names, confusion_counts, format_value,
-                                   per_class_accuracy, per_document, scale_color)
+from ..models.matrix_model import (class_names, confusion_counts, drawn_perplexity,
+                                   format_value, per_class_accuracy, per_document, scale_color)
 from ..palette import PlotColors, plot_colors, print_colors
 from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
 from .plot_grid import PlotGrid
@@ -281,7 +281,7 @@ class CellDetails(QWidget):
                              brushes=[pg.mkBrush(c.aligned)] * len(y))
         self.doc_bars.setOpts(x0=0.0, y=y, width=acc, height=0.75, pen=pen,
                               brushes=[pg.mkBrush(scale_color(a, strength=0.85)) for a in acc])
-        overall = float(np.exp(min(float(scores.loss.mean()), 700.0))) if len(scores) else 0.0
+        overall = drawn_perplexity(float(scores.loss.mean())) if len(scores) else 0.0
         self.doc_mean.setPen(pg.mkPen(c.accent, width=1.5, style=Qt.PenStyle.DashLine))
         self.doc_mean.setValue(overall)
         self.doc_mean.setVisible(len(scores) > 0)
