@@ -150,8 +150,8 @@ class MatrixTable(QTableView):
         values = sum(header.sectionSize(c) for c in range(1, model.columnCount()))
         width = self.viewport().width()
         room = max(width - values, int(width * NAME_SHARE))
+        # the overlay follows through sectionResized (_column_resized)
         header.resizeSection(0, max(NAME_MIN, min(self.sizeHintForColumn(0), room)))
-        self._sync_names()
 
     def needed_width(self) -> int:
         """The table's width that shows every column at its contents' width."""
