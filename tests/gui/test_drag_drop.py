@@ -373,16 +373,21 @@ def test_a_layer_is_planned_once_and_a_block_takes_the_place_of_its_layers_steps
     assert ws.plan.steps == [first.step]
 
 
+def _shown_pane(qtbot, pane: LayerTreePane, width: int) -> LayerTreePane:
+    """``pane`` on screen, ``width`` px wide and 300 high."""
+    qtbot.addWidget(pane)
+    pane.resize(width, 300)
+    pane.show()
+    qtbot.waitExposed(pane)
+    return pane
+
+
 def test_tree_columns_follow_the_pane_until_the_user_sizes_one(qtbot, ws: Workspace) -> None:
     """A model opened with the window was fitted while its pane had no width yet: names stayed
     a hundred pixels wide ('embe...') in a 500 px pane."""
     from mal_desktop.gui.models.layer_text import COL_NAME, COL_PARAMS, COL_SHAPE
 
-    pane = LayerTreePane(ws, "zoo", "zoo_cnn")
-    qtbot.addWidget(pane)
-    pane.resize(200, 300)
-    pane.show()
-    qtbot.waitExposed(pane)
+    pane = _shown_pane(qtbot, LayerTreePane(ws, "zoo", "zoo_cnn"), 200)
     header = pane.view.header()
     narrow = header.sectionSize(COL_NAME)
     pane.resize(900, 300)
@@ -404,11 +409,7 @@ def test_tree_names_refit_when_a_step_marks_a_layer(qtbot, ws: Workspace) -> Non
     names were fitted only when the model or the pane's width changed."""
     from mal_desktop.gui.models.layer_text import COL_NAME
 
-    pane = LayerTreePane(ws, "base")
-    qtbot.addWidget(pane)
-    pane.resize(600, 300)
-    pane.show()
-    qtbot.waitExposed(pane)
+    pane = _shown_pane(qtbot, LayerTreePane(ws, "base"), 600)
     header = pane.view.header()
     before = header.sectionSize(COL_NAME)
     assert before >= pane.view.sizeHintForColumn(COL_NAME)
