@@ -186,6 +186,7 @@ def cmd_assemble(args) -> int:
     from ..core.errors import DatasetError, PlanError
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import assemble_job, evaluate_job
+    from ..core.merge.case_words import counts_in_case_units, unit_of
     from ..core.merge.plan import load_plan
     from ..core.project.document import PROJECT_SUFFIX, load_project_plan
 
@@ -222,9 +223,14 @@ def cmd_assemble(args) -> int:
                        f"{v['accuracy']:.2%}" for role, v in scores.items()]
         for s in result.steps:
             j = f"{s.objective[-1]:.4g}" if s.objective else "-"
+            # counted as the case counts them (heads, not their dims) so the line agrees
+            matched, padded, dropped = counts_in_case_units(
+                s.case_text, "out", s.out.base, s.out.target,
+                (s.out.matched, s.out.padded, s.out.dropped))
+            unit = unit_of(s.case_text, "out")
             lines.append(f"  step {s.index + 1}: {s.label} [{s.align}] {s.case_text}; "
-                         f"out matched {s.out.matched}, padded {s.out.padded}, dropped "
-                         f"{s.out.dropped}; J {j}" + (f" ({s.note})" if s.note else ""))
+                         f"out{' ' + unit if unit else ''} matched {matched}, padded {padded}, "
+                         f"dropped {dropped}; J {j}" + (f" ({s.note})" if s.note else ""))
         return "\n".join(lines)
 
     emit(args, obj, text)

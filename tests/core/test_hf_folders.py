@@ -620,3 +620,36 @@ def test_a_step_from_another_kind_of_model_is_merged_with_a_note(tmp_path, small
     assert first.note.endswith("mlp reads images or features, the base token ids (a language "
                                "model): its units learned other features")
     assert "reads" not in second.note
+
+
+def test_attention_width_cases_say_what_they_count(tmp_path, capsys) -> None:
+    """A key projection of 32 <- 16 rows read "out: base wider 4 <- 2" beside "out matched 32":
+    heads in one place, their dims in the next. The case now names its unit (heads of 4; a
+    query projection's head groups of 8 under grouped-query attention) and the CLI's counts
+    are in the same unit."""
+    from mal_desktop.cli import main
+    from mal_desktop.core.graph.tree import build_layer_tree
+    from mal_desktop.core.merge.preflight import check_step
+
+    wide, _ = write_llama(tmp_path / "wide", hidden_size=32, num_attention_heads=8,
+                          num_key_value_heads=4)
+    narrow, _ = write_llama(tmp_path / "narrow", seed=1)  # 4 query heads, 2 key/value heads
+    trees = [build_layer_tree(load_model(p), stats=False) for p in (wide, narrow)]
+    attn = "model.layers.0.self_attn."
+    cases = {name: check_step(*trees, attn + name, attn + name) for name in
+             ("k_proj", "q_proj", "o_proj")}
+    assert all(c.ok for c in cases.values())
+    assert cases["k_proj"].case_text.startswith("out: base wider 4 <- 2 heads of 4 (zero-pad 2)")
+    assert cases["q_proj"].case_text.startswith("out: base wider 4 <- 2 head groups of 8 (")
+    assert cases["o_proj"].case_text.endswith("in: base wider 4 <- 2 head groups of 8 "
+                                              "(zero-pad 2)")
+    steps = [{"source": "n", "source_layer": attn + n, "base_layer": attn + n, "lambda": 0.5}
+             for n in ("k_proj", "v_proj", "q_proj", "o_proj")]
+    (tmp_path / "plan.json").write_text(json.dumps({"base": str(wide), "zoo": {"n": str(narrow)},
+                                                    "steps": steps}))
+    assert main(["assemble", str(tmp_path / "plan.json"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "out heads matched 2, padded 2, dropped 0" in lines[1], lines[1]  # k_proj
+    assert "out head groups matched 2, padded 2, dropped 0" in lines[3], lines[3]  # q_proj
+    assert "out matched 16, padded 16, dropped 0" in lines[4], lines[4]  # o_proj: rows

@@ -15,8 +15,9 @@ from mal_desktop.gui.models.layer_tree_model import (COL_NAME, COL_PARAMS,  # no
                                                      COL_SHAPE, COL_SPACE, COL_STATS,
                                                      FIXED_ROLE, IS_LAYER_ROLE, REPEAT_ROLE,
                                                      QtLayerTreeModel)
-from mal_desktop.gui.models.case_words import (compact_case, rows_per_unit,  # noqa: E402
-                                               side_units)
+from mal_desktop.core.merge.case_words import (compact_case,  # noqa: E402
+                                               counts_in_case_units, explain_case,
+                                               rows_per_unit, side_units, unit_of)
 from mal_desktop.gui.models.plan_model import COL_CASE, QtPlanModel  # noqa: E402
 from mal_desktop.gui.undo import AddStepCommand, MoveStepCommand  # noqa: E402
 from mal_desktop.gui.models.layer_filter import LayerFilterProxy  # noqa: E402
@@ -171,3 +172,17 @@ def test_case_units_and_rows_per_unit() -> None:
     assert rows_per_unit(case, "out", 64, 33) == 1  # not blocks of one size: no claim
     assert rows_per_unit(case, "in", 784, 784) == 1
     assert rows_per_unit("something else", "out", 64, 32) == 1
+
+
+def test_a_case_in_heads_names_them_in_the_step_column() -> None:
+    """The step table showed "out 4\u21902 pad" for a 64-row key projection: 4 of what? The
+    compact form keeps the unit the case names, and its tooltip explains it."""
+    case = "out: base wider 4 <- 2 heads of 16 (zero-pad 2); in: equal 128"
+    assert compact_case(case, "\n", counts=False) == "out 4\u21902 heads pad\nin 128"
+    assert side_units(case) == {"out": (4, 2), "in": (128, 128)}
+    assert unit_of(case, "out") == "heads" and unit_of(case, "in") == ""
+    assert "heads of N: the side is counted in attention heads" in explain_case(case)
+    assert counts_in_case_units(case, "out", 64, 32, (32, 32, 0)) == [2, 2, 0]
+    grouped = "out: equal 128; in: base narrower 2 <- 4 head groups of 32 (drop 2)"
+    assert compact_case(grouped) == "out 128 \u00b7 in 2\u21904 head groups drop 2"
+    assert "heads of N" not in explain_case(grouped) and "head groups of N" in explain_case(grouped)

@@ -422,17 +422,18 @@ def test_cell_details_of_many_classes_tick_indices_not_names(qtbot) -> None:
 
 def test_a_case_counted_in_heads_says_what_the_plots_count(diag: DiagnosticsPanel) -> None:
     """A key projection of 2 -> 4 heads of 16 dims: the width case counts heads (4 <- 2), the
-    matrix and bars rows (64 <- 32). The header says so instead of showing both unlabelled."""
+    matrix and bars dims (64 <- 32). The header says so instead of showing both unlabelled."""
     q = np.zeros((64, 32), np.float32)
     q[np.arange(32), np.arange(32)] = 1
-    case = "out: base wider 4 <- 2 (zero-pad 2); in: base wider 128 <- 64 (zero-pad 64)"
+    case = ("out: base wider 4 <- 2 heads of 16 (zero-pad 2); in: base wider 128 <- 64 "
+            "(zero-pad 64)")
     d = StepDiagnostics(index=0, label="z:k_proj -> k_proj", align="chain", case_text=case,
                         out=SideReport(64, 32, "wider", 32, 32, 0),
                         inp=SideReport(128, 64, "wider", 64, 64, 0),
                         objective=(1.0,), costs=np.ones(32), out_matrix=q, in_matrix=None)
     diag.show_step(d)
     header = diag._header.text()
-    assert "out: the case counts 4\u21902 units of 16 rows each" in header
+    assert "out: the case counts 4\u21902 heads of 16 dims each" in header
     assert "64\u219032" in header and "in: the case counts" not in header
     diag.show_step(_diagnostics())  # a case in rows already: no note
     assert "the case counts" not in diag._header.text()

@@ -15,7 +15,7 @@ from typing import Mapping
 
 from ..align.generalized import kernel_text, side_text
 from ..graph.recurrent import RECURRENT_KINDS, recurrent_riders
-from ..graph.spec import Layer, PermutationSpec, head_blocks
+from ..graph.spec import Axis, Layer, PermutationSpec, head_blocks
 from .chains import CHAIN_WORKING_BYTES
 from .plan import AssemblyPlan
 
@@ -38,16 +38,33 @@ CLASS_OUTPUT = "class output"  # the reasons permutation discovery gives for fix
 NETWORK_INPUT = "network input"
 
 
-def describe_side(side: str, base: int, target: int, fixed: bool = False) -> str:
-    """One side of a width case in words, e.g. 'out: base wider 128 <- 64 (zero-pad 64)'."""
+def describe_side(side: str, base: int, target: int, fixed: bool = False, unit: str = "") -> str:
+    """One side of a width case in words, e.g. 'out: base wider 128 <- 64 (zero-pad 64)';
+    ``unit`` names what is counted where a unit is more than a row or feature: 'out: base
+    wider 4 <- 2 heads of 16 (zero-pad 2)'."""
     case, words = side_text(base, target)
+    if unit:  # after the counts, before the padded or dropped count in brackets
+        head, bracket, rest = words.partition(" (")
+        words = f"{head} {unit}" + (f"{bracket}{rest}" if bracket else "")
     return f"{side}: {words}" + (" (fixed)" if fixed and case == "equal" else "")
 
 
 def case_text(base_out: int, target_out: int, base_in: int, target_in: int,
-              out_fixed: bool = False, in_fixed: bool = False) -> str:
-    return (f"{describe_side('out', base_out, target_out, out_fixed)}; "
-            f"{describe_side('in', base_in, target_in, in_fixed)}")
+              out_fixed: bool = False, in_fixed: bool = False, out_unit: str = "",
+              in_unit: str = "") -> str:
+    return (f"{describe_side('out', base_out, target_out, out_fixed, out_unit)}; "
+            f"{describe_side('in', base_in, target_in, in_fixed, in_unit)}")
+
+
+def unit_words(heads: bool, grouped: bool, block: int) -> str:
+    """What one unit of a layer side is where it spans ``block`` > 1 rows or features:
+    "heads of 16" (an attention head's dims), "head groups of 32" (the query heads sharing a
+    key/value head), "blocks of 49" (a channel's H*W features after a flatten, say); "" for
+    one row or feature. The case counts these, the weight's shape counts rows."""
+    if block <= 1:
+        return ""
+    what = ("head groups" if grouped else "heads") if heads else "blocks"
+    return f"{what} of {block}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,8 @@ class LayerShape:
     # attention heads count as units (in_block then also holds a head's dims and, for
     # grouped-query heads, their copies); 0: the same as in_block
     in_axis_block: int = 0
+    out_unit: str = ""  # what the case counts on each side (``unit_words``), "" for rows
+    in_unit: str = ""
 
     @staticmethod
     def of(layer: Layer, spec: PermutationSpec, weight_shape: tuple[int, ...]) -> "LayerShape":
@@ -103,12 +122,19 @@ class LayerShape:
                           in_space.reason if in_space else "", out_block, out_tiles, in_tiles,
                           layer.transposed,
                           2 if "weight_ih_reverse" in recurrent_riders(layer.weight, spec.axes)
-                          else 1, max(1, layer.in_axis.block))
+                          else 1, max(1, layer.in_axis.block),
+                          _unit(spec, layer.out_axis, out_block), _unit(spec, layer.in_axis,
+                                                                        in_block))
 
     @property
     def in_features(self) -> int:
         """Entries of the input axis (units x block x tiles)."""
         return self.in_units * self.in_block * self.in_tiles
+
+
+def _unit(spec: PermutationSpec, axis: Axis, block: int) -> str:
+    """``unit_words`` for a layer side on ``axis`` (``block`` rows or features per unit)."""
+    return unit_words(axis.space in spec.head_groups, axis.repeat > 1, block)
 
 
 def _stacking(layer: LayerShape, side: str) -> str:
@@ -154,7 +180,7 @@ def _layout_mismatch(base: LayerShape, target: LayerShape) -> str:
 def check_layers(base: LayerShape, target: LayerShape) -> StepCheck:
     """The rule book: can ``target`` (a zoo layer) merge into ``base``; and which width case."""
     text = case_text(base.out_units, target.out_units, base.in_units, target.in_units,
-                     base.out_fixed, base.in_fixed)
+                     base.out_fixed, base.in_fixed, base.out_unit, base.in_unit)
     for layer in (base, target):
         if layer.kind not in MERGEABLE_KINDS:
             return StepCheck(False, f"merging {layer.kind} layers ({layer.name}) is not supported: "

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QApplication, QStyle
 from ...core.merge.methods import MERGE_METHODS
 from ...core.merge.plan import AssemblyPlan, AssemblyStep, PlanChange, repeated_steps
 from ..workspace import Workspace
-from .case_words import compact_case, explain_case
+from ...core.merge.case_words import compact_case, explain_case
 
 STEP_ROLE = Qt.ItemDataRole.UserRole + 1  # the AssemblyStep of a row
 CHECK_ROLE = Qt.ItemDataRole.UserRole + 2  # its StepCheck (ok, reason, case_text)

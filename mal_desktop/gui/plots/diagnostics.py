@@ -27,7 +27,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.merge.results import MAX_MATRIX, SideReport, StepDiagnostics
-from ..models.case_words import explain_case, rows_per_unit, side_units
+from ...core.merge.case_words import explain_case, rows_per_unit, side_units, unit_of
 from ..palette import PlotColors, plot_colors, print_colors
 from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
 from .plot_grid import MIN_PLOT, PlotGrid
@@ -307,12 +307,12 @@ class DiagnosticsPanel(QWidget):
         note = f"<br><i>{esc(d.note)}</i>" if d.note else ""
         for side, report in (("out", d.out), ("in", d.inp)):
             k = rows_per_unit(d.case_text, side, report.base, report.target)
-            if k > 1:  # the case counts heads (blocks of rows); the plots count rows
+            if k > 1:  # the case counts heads; the plots count their dims
                 units = side_units(d.case_text)[side]
+                what = unit_of(d.case_text, side) or "units"
                 note += (f"<br><span style='color:{self._colors.muted}'>{side}: the case counts "
-                         f"{units[0]}\u2190{units[1]} units of {k} rows each (e.g. attention "
-                         f"heads); the matrix and bars count rows, {report.base}\u2190"
-                         f"{report.target}</span>")
+                         f"{units[0]}\u2190{units[1]} {what} of {k} dims each; the matrix and "
+                         f"bars count dims, {report.base}\u2190{report.target}</span>")
         warn = (f"<br><span style='color:{self._colors.bad}'>\u26a0 Stale: {esc(stale)}; Run "
                 "(F5) again.</span>" if stale else "")
         self._header.setText(f"<b>Step {self._index + 1}: {esc(d.label)}</b> &nbsp;\u00b7&nbsp; "

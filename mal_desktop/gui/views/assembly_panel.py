@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QFrame, Q
 from ...core.errors import MalError
 from ...core.merge.methods import MERGE_METHODS
 from ...core.merge.plan import ALIGN_MODES, UNMATCHED_POLICIES, AssemblyStep, PlanChange
-from ..models.case_words import explain_case
+from ...core.merge.case_words import explain_case
 from ..models.plan_model import QtPlanModel, subscribe_weakly
 from ..undo import MoveStepCommand, RemoveStepCommand, UpdateStepCommand, new_gesture
 from ..workspace import Workspace

@@ -1,17 +1,20 @@
 """The words of a width case: a compact form for narrow columns and the jargon explained.
 
-The core names a step's width case in one line per side, e.g. "out: base narrower 64 <- 128
-(drop 64); in: equal 784 (fixed)". That is exact but terse: "drop 64" and "(fixed)" mean nothing
-to someone new, and the line is too long for a table column. Plain Python (no Qt).
+The pre-flight names a step's width case in one line per side, e.g. "out: base narrower 64 <- 128
+(drop 64); in: equal 784 (fixed)", or "out: base wider 4 <- 2 heads of 16 (zero-pad 2)" where a
+unit spans several rows. That is exact but terse: "drop 64" and "(fixed)" mean nothing to someone
+new, and the line is too long for a table column. Shared by the CLI and the GUI (no Qt).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _SIDE = re.compile(r"^(?P<side>out|in): (?:base (?P<case>wider|narrower) )?(?:equal )?"
-                   r"(?P<base>\d+)(?: <- (?P<target>\d+))?(?: \((?P<extra>[^)]*)\))?"
-                   r"(?P<fixed> \(fixed\))?$")
+                   r"(?P<base>\d+)(?: <- (?P<target>\d+))?"
+                   r"(?: (?P<unit>(?:heads|head groups|blocks)) of (?P<per>\d+))?"
+                   r"(?: \((?P<extra>[^)]*)\))?(?P<fixed> \(fixed\))?$")
 
 GLOSSARY = {
     "base wider": "base wider: the base layer has more units than the zoo layer; every zoo "
@@ -24,6 +27,14 @@ GLOSSARY = {
     "equal": "equal N: both layers have N units on this side: a plain permutation.",
     "fixed": "fixed: these units cannot be reordered (the network's input pixels or its class "
              "outputs), so they are matched by index.",
+    "heads of": "heads of N: the side is counted in attention heads of N rows or features "
+                "each; a head's dims move together, so heads are matched, padded and dropped "
+                "whole.",
+    "head groups of": "head groups of N: the query heads sharing one key/value head (grouped-"
+                      "query attention), N rows or features in all, counted as one unit: they "
+                      "move with their key/value head.",
+    "blocks of": "blocks of N: each unit spans N features (a channel's H x W values after a "
+                 "flatten, say), which move together.",
     "out": "out: the layer's output units (rows of its weight).",
     "in": "in: the layer's input units (columns of its weight).",
 }
@@ -49,13 +60,32 @@ def side_units(text: str) -> dict[str, tuple[int, int]]:
 
 
 def rows_per_unit(text: str, side: str, base_rows: int, zoo_rows: int) -> int:
-    """How many rows (weight entries along the axis) one unit of the case's ``side`` spans,
-    when the case counts blocks of rows (an attention head's dims move together), else 1."""
+    """How many of an alignment's units (``base_rows`` and ``zoo_rows`` of them: rows of the
+    weight, or attention head dims) one unit of the case's ``side`` spans, when the case counts
+    blocks of them (an attention head's dims move together), else 1."""
     units = side_units(text).get(side)
     if units is None or 0 in units or (base_rows, zoo_rows) == units:
         return 1
     k = base_rows // units[0]
     return k if k > 1 and base_rows == k * units[0] and zoo_rows == k * units[1] else 1
+
+
+def unit_of(text: str, side: str) -> str:
+    """What the case counts on ``side`` where it is not rows or features: "heads",
+    "head groups", "blocks"; "" otherwise."""
+    for part in _sides(text):
+        m = _SIDE.match(part)
+        if m is not None and m["side"] == side:
+            return m["unit"] or ""
+    return ""
+
+
+def counts_in_case_units(text: str, side: str, base: int, target: int,
+                         counts: Sequence[int]) -> list[int]:
+    """``counts`` of an alignment's units (matched, padded, dropped: attention head dims where
+    the case counts heads) in the units the case counts, so that the two agree."""
+    k = rows_per_unit(text, side, base, target)
+    return [c // k for c in counts] if all(c % k == 0 for c in counts) else list(counts)
 
 
 def compact_case(text: str, sep: str = " \u00b7 ", counts: bool = True) -> str:
@@ -71,6 +101,8 @@ def compact_case(text: str, sep: str = " \u00b7 ", counts: bool = True) -> str:
         words = f"{m['side']} {m['base']}"
         if m["target"]:
             words += f"\u2190{m['target']}"
+        if m["unit"]:  # "out 4\u21902 heads": what is counted, where it is not rows
+            words += f" {m['unit']}"
         if m["extra"]:
             extra = m["extra"]
             words += f" {extra}" if counts else f" {_SHORT.get(extra.split()[0], extra)}"
@@ -95,4 +127,5 @@ def explain_case(text: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["GLOSSARY", "compact_case", "explain_case"]
+__all__ = ["GLOSSARY", "compact_case", "counts_in_case_units", "explain_case", "rows_per_unit",
+           "side_units", "unit_of"]
