@@ -265,6 +265,40 @@ def test_a_narrow_plan_elides_names_but_hides_no_column(qtbot, workspace: Worksp
         Qt.ItemDataRole.ToolTipRole)
 
 
+def test_a_narrow_plan_keeps_the_width_case_whole(qtbot) -> None:
+    """At the plan's default width (a quarter of 1600 px) a query projection's case read
+    "out 12\u20264 pad": the three long columns were cut evenly. The case's numbers now stay
+    whole while the model name and the base layer's path, which elide keeping what tells them
+    apart, give way."""
+    from dataclasses import replace
+
+    from layer_fixtures import entry
+
+    from mal_desktop.gui.models.plan_model import COL_BASE, COL_CASE, COL_SOURCE
+    from mal_desktop.gui.views.step_list import ELIDED_MIN
+
+    ws = Workspace()
+    ws.set_base(entry("base_mlp"))
+    ws.add_zoo(replace(entry("zoo_mlp"), name="a-rather-long-zoo-model-name-w128-s1"))
+    ws.push(AddStepCommand(ws.plan, AssemblyStep("a-rather-long-zoo-model-name-w128-s1",
+                                                 "layers.0", "layers.0")))
+    p = AssemblyPanel(ws)
+    qtbot.addWidget(p)
+    p.show()
+    qtbot.waitExposed(p)
+    view, header = p.view, p.view.header()
+    need = view.column_needs()
+    assert "\u2190" in view.model().index(0, COL_CASE).data()  # a width case with numbers
+    # room for the case and a little more than the least for the other two: shared evenly,
+    # each would get less than the case needs
+    p.resize(view.needed_width() - need[COL_SOURCE] - need[COL_BASE] + 2 * ELIDED_MIN + 20, 400)
+    assert (need[COL_CASE] + 2 * ELIDED_MIN + 20) // 3 < need[COL_CASE]
+    qtbot.waitUntil(lambda: header.sectionSize(COL_SOURCE) < need[COL_SOURCE])
+    case = view.model().index(0, COL_CASE)
+    assert header.sectionSize(COL_CASE) >= view.sizeHintForIndex(case).width()  # drawn whole
+    assert "\u2026" in _shown_text(view, 0, COL_SOURCE)
+
+
 def _shown_text(view, row: int, col: int) -> str:
     """The text the column's delegate draws for a cell (elided as drawn, lines as "\n")."""
     from PySide6.QtWidgets import QStyleOptionViewItem
@@ -274,7 +308,7 @@ def _shown_text(view, row: int, col: int) -> str:
     option.initFrom(view)
     option.widget = view
     option.rect = view.visualRect(index)
-    view.itemDelegateForColumn(col).initStyleOption(option, index)
+    (view.itemDelegateForColumn(col) or view.itemDelegate()).initStyleOption(option, index)
     return option.text.replace("\u2028", "\n")
 
 

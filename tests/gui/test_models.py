@@ -175,10 +175,12 @@ def test_case_units_and_rows_per_unit() -> None:
 
 
 def test_a_case_in_heads_names_them_in_the_step_column() -> None:
-    """The step table showed "out 4\u21902 pad" for a 64-row key projection: 4 of what? The
-    compact form keeps the unit the case names, and its tooltip explains it."""
+    """The step table showed "out 4\u21902 pad" for a 64 x 128 key projection: 4 of what? It
+    now counts rows, as the trees' Shape column does; the one-line form names the unit."""
     case = "out: base wider 4 <- 2 heads of 16 (zero-pad 2); in: equal 128"
-    assert compact_case(case, "\n", counts=False) == "out 4\u21902 heads pad\nin 128"
+    assert compact_case(case, "\n", counts=False, rows=True) == "out 64\u219032 pad\nin 128"
+    assert compact_case(case, counts=False) == "out 4\u21902 heads pad \u00b7 in 128"
+    assert compact_case(case, rows=True) == "out 64\u219032 zero-pad 32 \u00b7 in 128"
     assert side_units(case) == {"out": (4, 2), "in": (128, 128)}
     assert unit_of(case, "out") == "heads" and unit_of(case, "in") == ""
     assert "heads of N: the side is counted in attention heads" in explain_case(case)

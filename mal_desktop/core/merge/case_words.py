@@ -88,24 +88,32 @@ def counts_in_case_units(text: str, side: str, base: int, target: int,
     return [c // k for c in counts] if all(c % k == 0 for c in counts) else list(counts)
 
 
-def compact_case(text: str, sep: str = " \u00b7 ", counts: bool = True) -> str:
+def compact_case(text: str, sep: str = " \u00b7 ", counts: bool = True,
+                 rows: bool = False) -> str:
     """"out 64\u2190128 drop 64 \u00b7 in 784 fixed": the case in a table column's width (the
     text itself when it is not in the usual form). ``sep`` joins the sides ("\\n": one side per
     line); without ``counts`` the number of padded or dropped units, the difference of the two
-    widths shown, is left out ("out 64\u2190128 drop"), as in the step table."""
+    widths shown, is left out ("out 64\u2190128 drop"), as in the step table. With ``rows``, a
+    side counted in heads or blocks is shown in the rows or features they span ("out: base
+    wider 4 <- 2 heads of 16" as "out 64\u219032"), as the weight's shape counts them;
+    otherwise the unit is named ("out 4\u21902 heads")."""
     out = []
     for part in _sides(text):
         m = _SIDE.match(part)
         if m is None:
             return text
-        words = f"{m['side']} {m['base']}"
+        per = int(m["per"]) if rows and m["per"] else 1
+        words = f"{m['side']} {int(m['base']) * per}"
         if m["target"]:
-            words += f"\u2190{m['target']}"
-        if m["unit"]:  # "out 4\u21902 heads": what is counted, where it is not rows
+            words += f"\u2190{int(m['target']) * per}"
+        if m["unit"] and per == 1:  # what is counted, where it is not rows
             words += f" {m['unit']}"
         if m["extra"]:
-            extra = m["extra"]
-            words += f" {extra}" if counts else f" {_SHORT.get(extra.split()[0], extra)}"
+            kind, _, n = m["extra"].partition(" ")
+            if not counts:
+                words += f" {_SHORT.get(kind, m['extra'])}"
+            else:
+                words += f" {kind} {int(n) * per}" if n.isdigit() else f" {m['extra']}"
         if m["fixed"]:
             words += " fixed"
         out.append(words)

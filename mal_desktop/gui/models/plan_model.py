@@ -192,7 +192,8 @@ class QtPlanModel(QAbstractTableModel):
             check = self._ws.check_plan_step(step)
             if not check.ok:
                 return f"\u26a0 {check.reason}"
-            case = compact_case(check.case_text, "\n", counts=False)  # one side per line
+            # one side per line, in rows and features: what the trees' Shape column shows
+            case = compact_case(check.case_text, "\n", counts=False, rows=True)
             first = self._repeat_of(row)
             return f"\u26a0 again (step {first + 1})\n{case}" if first >= 0 else case
         return None
@@ -242,10 +243,11 @@ _HEADER_TIPS = (
     "Merging factor: (1 - \u03bb) base + \u03bb aligned zoo layer",
     "Alignment: how zoo units are matched to base units before merging",
     "Merge method and its parameters",
-    "Width case per side (out, in): base \u2190 zoo units; pad: the base is wider and its units "
-    "without a zoo partner are zero-padded; drop: the base is narrower and the zoo units left "
-    "over are dropped; fixed: units that cannot be reordered (the row's tooltip has the "
-    "numbers)",
+    "Width case per side (out, in): base \u2190 zoo rows (out) and features (in), as the "
+    "layer trees' Shape column counts them; pad: the base is wider and its units without a zoo "
+    "partner are zero-padded; drop: the base is narrower and the zoo units left over are "
+    "dropped; fixed: units that cannot be reordered (the row's tooltip has the numbers and "
+    "what a unit is: an attention head moves its rows together)",
 )
 
 

@@ -8,7 +8,7 @@ from PySide6.QtGui import QContextMenuEvent, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QStyle, QStyledItemDelegate,
                                QStyleOptionViewItem, QTreeView, QWidget)
 
-from ..models.plan_model import COL_BASE, COL_CASE, COL_SOURCE
+from ..models.plan_model import CHECK_ROLE, COL_BASE, COL_CASE, COL_SOURCE
 from .context_menu import menu_target
 
 # Columns whose text may be elided (full text in the row's tooltip) when even the two-line
@@ -143,6 +143,15 @@ class StepListView(QTreeView):
         return {c: max(self.sizeHintForColumn(c), header.sectionSizeHint(c)) + _PAD
                 for c in range(model.columnCount())}
 
+    def _cases_need(self) -> int:
+        """The width the case column needs for the steps that can run (their short numbers;
+        a warning's sentence, in a step that cannot, may elide)."""
+        model = self.model()
+        widths = [self.sizeHintForIndex(model.index(row, COL_CASE)).width()
+                  for row in range(model.rowCount())
+                  if model.index(row, COL_CASE).data(CHECK_ROLE).ok]
+        return max(widths, default=0) + _PAD
+
     def needed_width(self) -> int:
         """The view's width that shows every column whole: columns, frame and a vertical scroll
         bar (shown once there are more steps than rows in view)."""
@@ -164,15 +173,20 @@ class StepListView(QTreeView):
         over = sum(widths.values()) - avail
         if over > 0:  # the elidable columns share what is left evenly, none below ELIDED_MIN
             room = avail - sum(w for c, w in need.items() if c not in ELIDABLE)
+            # the width cases' numbers first: cut ("out 12\u20264 pad") they say nothing, while
+            # names and paths elide keeping what tells them apart; a warning's words share
+            cases = max(0, min(need[COL_CASE], self._cases_need(),
+                               room - ELIDED_MIN * len(ELIDABLE)))
+            room -= cases
+            rest = {c: need[c] - (cases if c == COL_CASE else 0) for c in ELIDABLE}
             cap = ELIDED_MIN
-            for k, col in enumerate(sorted(ELIDABLE, key=need.__getitem__)):
-                rest = len(ELIDABLE) - k  # columns from this one on share what is left
-                cap = max(ELIDED_MIN, room // rest)
-                if need[col] > cap:
+            for k, col in enumerate(sorted(ELIDABLE, key=rest.__getitem__)):
+                cap = max(ELIDED_MIN, room // (len(ELIDABLE) - k))  # shared by those left
+                if rest[col] > cap:
                     break
-                room -= need[col]
+                room -= rest[col]
             for col in ELIDABLE:
-                widths[col] = min(need[col], cap)
+                widths[col] = min(rest[col], cap) + (cases if col == COL_CASE else 0)
             over = sum(widths.values()) - avail
         if over < 0:
             widths[COL_SOURCE] += -over
