@@ -145,7 +145,9 @@ class Workspace(QObject):
         self.undo_stack = QUndoStack(self)
         self._selected = -1
         self._checks: dict[tuple[str, str, str], StepCheck] = {}
-        self.plan.subscribe(self._on_plan_change)
+        # last: the selection moves to a step's new row once the views show the new rows (set
+        # on the old rows, a move carried the view's selection to another step than ours)
+        self.plan.subscribe(self._on_plan_change, last=True)
 
     # -- models ----------------------------------------------------------------------------
     def set_base(self, entry: ModelEntry | None) -> None:

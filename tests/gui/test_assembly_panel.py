@@ -13,7 +13,8 @@ from PySide6.QtCore import Qt  # noqa: E402
 from mal_desktop.core.merge.plan import AssemblyStep  # noqa: E402
 from mal_desktop.gui.models.plan_model import (COL_ALIGN, COL_LAMBDA, COL_METHOD,  # noqa: E402
                                                STEP_ROLE, QtPlanModel)
-from mal_desktop.gui.undo import AddStepCommand, UpdateStepCommand, new_gesture  # noqa: E402
+from mal_desktop.gui.undo import (AddStepCommand, RemoveStepCommand,  # noqa: E402
+                                  UpdateStepCommand, new_gesture)
 from mal_desktop.gui.views.assembly_panel import SLIDER_STEPS, AssemblyPanel  # noqa: E402
 from mal_desktop.gui.workspace import Workspace  # noqa: E402
 
@@ -448,3 +449,43 @@ def test_a_layer_path_keeps_its_block_index_and_name_as_it_shrinks(qapp) -> None
     for w, text in zip(range(width(path) - 1, 10, -3), shown):
         assert width(text) <= w, (w, text)
     assert elide_path(metrics, "fc1", 2).endswith("1") or elide_path(metrics, "fc1", 2) == ""
+
+
+def test_the_highlighted_row_is_the_selected_step_through_every_edit(panel: AssemblyPanel,
+                                                                      workspace: Workspace
+                                                                      ) -> None:
+    """The table's highlighted row and the step the editor, the curve and Remove act on parted
+    after a move, a removal or an added step (the selection moved on the old rows, then the
+    row move carried it to another step): Remove deleted a step the user had not picked."""
+    ws, view = workspace, panel.view
+
+    def agree() -> AssemblyStep | None:
+        rows = {i.row() for i in view.selectionModel().selectedRows()}
+        current = view.currentIndex().row() if view.currentIndex().isValid() else -1
+        assert rows == ({ws.selected_step} if ws.selected_step >= 0 else set())
+        assert current == ws.selected_step
+        return ws.plan.steps[ws.selected_step] if ws.selected_step >= 0 else None
+
+    ws.select_step(2)
+    picked = agree()
+    panel.up_action.trigger()  # the step moves up; the highlight goes with it
+    assert agree() == picked and ws.selected_step == 1
+    panel.down_action.trigger()
+    assert agree() == picked and ws.selected_step == 2
+    ws.select_step(1)
+    picked = agree()
+    ws.push(RemoveStepCommand(ws.plan, 0))  # a step above the selection goes (undo, say)
+    assert agree() == picked and ws.selected_step == 0
+    ws.push(AddStepCommand(ws.plan, _step(5)))  # a new step (a drop, Ctrl+Return) is selected
+    assert agree() == ws.plan.steps[-1] == _step(5)
+    for _ in range(4):
+        ws.undo_stack.undo()
+        agree()
+    for _ in range(4):
+        ws.undo_stack.redo()
+        agree()
+    ws.select_step(1)
+    picked = agree()
+    panel.remove_action.trigger()  # Remove removes the highlighted step, nothing else
+    assert picked not in ws.plan.steps and len(ws.plan.steps) == 2
+    agree()

@@ -147,17 +147,23 @@ class AssemblyPlan:
     zoo_outputs: dict[str, int] = field(default_factory=dict)
     _listeners: list[Callable[[PlanChange], None]] = field(default_factory=list, repr=False,
                                                            compare=False)
+    _last_listeners: list[Callable[[PlanChange], None]] = field(default_factory=list,
+                                                                repr=False, compare=False)
 
     # -- events -------------------------------------------------------------------------
-    def subscribe(self, listener: Callable[[PlanChange], None]) -> None:
-        self._listeners.append(listener)
+    def subscribe(self, listener: Callable[[PlanChange], None], last: bool = False) -> None:
+        """Call ``listener`` with every change. ``last`` listeners are called after all the
+        others: one that acts on the views of the plan (moving a selection to a step's new row)
+        must find every view already showing the change."""
+        (self._last_listeners if last else self._listeners).append(listener)
 
     def unsubscribe(self, listener: Callable[[PlanChange], None]) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        for listeners in (self._listeners, self._last_listeners):
+            if listener in listeners:
+                listeners.remove(listener)
 
     def _emit(self, change: PlanChange) -> None:
-        for listener in list(self._listeners):
+        for listener in [*self._listeners, *self._last_listeners]:
             listener(change)
 
     # -- edits (the GUI wraps each in an undo command) ----------------------------------
