@@ -396,6 +396,14 @@ class Workspace(QObject):
         routes = {step.route for step in steps}
         return [i for i, s in enumerate(self.plan.steps) if s.route in routes]
 
+    def loaded_models(self) -> dict[str, "LoadedModel"]:
+        """The loaded models open now: "" the base, else zoo names (what a run's results are
+        kept against: once one is replaced, they describe another merge)."""
+        out = {name: e.model for name, e in self.zoo.items()}
+        if self.base is not None:
+            out[""] = self.base.model
+        return out
+
     # -- selection -------------------------------------------------------------------------
     @property
     def selected_step(self) -> int:

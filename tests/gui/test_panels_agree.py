@@ -225,3 +225,34 @@ def test_a_plan_edit_marks_the_merged_evaluation_stale(qtbot, window: MainWindow
     assert "(stale)" in panel.model.index(1, 0).data()
     assert "stale" in panel.summary.text()
     assert panel.model.index(1, 0).data(Qt.ItemDataRole.ForegroundRole) is not None
+
+
+def test_results_of_a_replaced_base_or_reloaded_donor_read_stale(qtbot, window: MainWindow,
+                                                                  model_files) -> None:
+    """Opening another base kept the old base's curve and diagnostics on screen as current
+    (results were keyed on the plan's steps only). A result now remembers the loaded models it
+    ran on: a new base, or a donor loaded again, marks it stale in both panels, saying why."""
+    w = opened(qtbot, window, model_files)
+    ws, views = w.workspace, w.views
+    curve, diag = views.curve_plot, views.diagnostics
+    assert ws.add_step(AssemblyStep("zoo_mlp", "layers.1", "layers.1")).ok
+    w.grid_spin.setValue(3)
+    run_selected(qtbot, w)
+    assert "Stale" not in curve.summary_text() and "Stale" not in diag._header.text()
+    ws.add_zoo(ws.base)  # another zoo model (a file already open): this step's results hold
+    assert "Stale" not in curve.summary_text()
+    ws.remove_zoo(ws.base.name)
+
+    w.files.load_models([tasks.LoadRequest("zoo", "zoo_mlp", str(model_files["zoo_mlp"]))])
+    qtbot.waitUntil(lambda: not w.jobs.is_busy() and "Stale" in curve.summary_text(),
+                    timeout=60000)
+    assert "zoo model zoo_mlp was reloaded" in curve.summary_text()
+    assert "Stale" in diag._header.text()
+    run_selected(qtbot, w)
+    assert "Stale" not in curve.summary_text()
+
+    w.files.load_models([tasks.LoadRequest("base", "other", str(model_files["zoo_mlp"]))])
+    qtbot.waitUntil(lambda: not w.jobs.is_busy() and ws.base.name == "other", timeout=60000)
+    assert "the base model was replaced" in curve.summary_text()
+    assert "Stale" in diag._header.text()
+    assert curve.series_data("aligned", "loss")[0].size == 3  # kept, marked, not erased

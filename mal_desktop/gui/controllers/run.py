@@ -81,7 +81,7 @@ class RunController(QObject):
         self.results = RunResults(self)
         self.live: LiveRun | None = None
         session.resultsForgotten.connect(self.forget)
-        session.stateChanged.connect(self._sync_outputs)
+        session.stateChanged.connect(self._sync_context)
 
     def can_run(self) -> bool:
         """A base model and at least one step: something to assemble; every model's weights
@@ -111,17 +111,20 @@ class RunController(QObject):
         self.results.clear()
 
     @Slot()
-    def _sync_outputs(self) -> None:
-        """Results of other outputs than the models use now read as stale."""
+    def _sync_context(self) -> None:
+        """Results of other outputs than the models use now, or of models replaced since,
+        read as stale."""
         ws = self.session.workspace
         if ws is not None:
-            self.results.set_outputs(outputs_key(ws.plan))
+            self.results.set_context(outputs_key(ws.plan), ws.loaded_models())
 
-    def _collect(self, steps: tuple[AssemblyStep, ...], event: Any, outputs: Any = None) -> None:
-        """A progress event of a run or an export: keep its partial results."""
+    def _collect(self, steps: tuple[AssemblyStep, ...], event: Any, outputs: Any = None,
+                 models: dict[str, Any] | None = None) -> None:
+        """A progress event of a run or an export (of ``steps`` on the loaded ``models``,
+        using ``outputs`` as logits): keep its partial results."""
         kind = type(event.payload).__name__  # no isinstance: the classes live in the engine
         if kind == "StepDiagnostics":
-            self.results.put_diagnostics(steps, event.payload, outputs)
+            self.results.put_diagnostics(steps, event.payload, outputs, models)
         elif kind == "CurvePoint" and self.live is not None:
             self.live.points.append(event.payload)
             self.curvePoint.emit(event.payload)
@@ -152,27 +155,28 @@ class RunController(QObject):
         factory = partial(tasks.run_step_job, plan=plan, step_index=index,
                           data=data, grid=self.session.grid, models=self._models_by_path(),
                           specs=self._specs_by_path())
-        outputs = outputs_key(plan)
+        outputs, models = outputs_key(plan), ws.loaded_models()
         self.jobs.submit(factory, f"Running step {index + 1}",
-                         partial(self._run_done, steps, outputs), self._run_stopped,
-                         partial(self._run_progress, steps, index, data, outputs))
+                         partial(self._run_done, steps, outputs, models), self._run_stopped,
+                         partial(self._run_progress, steps, index, data, outputs, models))
 
     def _run_progress(self, steps: tuple[AssemblyStep, ...], index: int, data: str,
-                      outputs: Any, event: Any) -> None:
+                      outputs: Any, models: dict[str, Any], event: Any) -> None:
         if self.live is None or self.live.steps != steps:  # the first event: the job started
             self.live = LiveRun(steps, index, data)
             self.runStarted.emit(index)
-        self._collect(steps, event, outputs)
+        self._collect(steps, event, outputs, models)
 
     def _run_stopped(self) -> None:
         self.live = None
         self.runStopped.emit()
 
     def _run_done(self, steps: tuple[AssemblyStep, ...], outputs: Any,
-                  result: tasks.RunResult) -> None:
+                  models: dict[str, Any], result: tasks.RunResult) -> None:
         self.live = None
         self.last_run = result
-        self.results.put_curve(steps, result.step_index, result.curve, result.data, outputs)
+        self.results.put_curve(steps, result.step_index, result.curve, result.data, outputs,
+                               models)
         self.runFinished.emit(result)
         c = result.curve
         text = (f"Run finished in {result.seconds:.1f} s \u2014 mean LMC loss naive "
@@ -207,7 +211,8 @@ class RunController(QObject):
                           models=self._models_by_path(), specs=self._specs_by_path())
         self.jobs.submit(factory, f"Exporting {out.name}", self._merged_saved,
                          on_progress=partial(self._collect, tuple(plan.steps),
-                                             outputs=outputs_key(plan)))
+                                             outputs=outputs_key(plan),
+                                             models=self.session.workspace.loaded_models()))
 
     def _merged_saved(self, result: Any) -> None:
         self.message.emit(f"Saved the merged model to {result.out}", 15000)
