@@ -531,6 +531,25 @@ def test_first_launch_offers_the_demo_zoo(qtbot, settings: Settings, asked: Aske
         dispose(w)
 
 
+def test_no_demo_offer_over_what_the_user_opened_during_start_up(
+        qtbot, settings: Settings, asked: Asked, monkeypatch, tmp_path: Path) -> None:
+    """On a first launch, Open Demo Zoo clicked on the welcome page while the engine started:
+    the first-launch offer then popped up over it as a second dialog."""
+    monkeypatch.setenv("MAL_ZOO_DIR", str(tmp_path / "no-zoo-yet"))
+    w = MainWindow(settings)  # demo_offered is False: a first launch
+    try:
+        w.show()
+        w.start_up()
+        w.actions.open_demo.trigger()  # queued behind the engine's start
+        qtbot.waitUntil(lambda: w.findChild(DemoZooDialog) is not None
+                        and not w.jobs.is_busy(), timeout=60000)
+        qtbot.wait(200)
+        assert len([d for d in w.findChildren(DemoZooDialog) if d.isVisible()]) == 1
+        assert settings.demo_offered  # the user knows the demo: never offered again
+    finally:
+        dispose(w)
+
+
 def test_restore_autosaved_work_after_a_crash(qtbot, window: MainWindow, asked: Asked,
                                               small_zoo) -> None:
     from mal_desktop.core.merge.plan import AssemblyPlan

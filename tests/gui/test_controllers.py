@@ -23,6 +23,7 @@ from mal_desktop.gui.controllers.run import RunController  # noqa: E402
 from mal_desktop.gui.controllers.session import SessionController  # noqa: E402
 from mal_desktop.gui.job_queue import JobQueue  # noqa: E402
 from mal_desktop.gui.settings import Settings  # noqa: E402
+from mal_desktop.gui.undo import UpdateStepCommand  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -157,6 +158,46 @@ def test_files_controller_opens_a_model_file_and_reports_it(
         files.open_project(project_file)
     assert messages[-1].startswith("Opened p.malproj; step 1 cannot run: ")
     assert "layers.7" in messages[-1]
+
+
+def test_a_project_that_cannot_open_says_why_before_asking_to_save(
+        qtbot, session: SessionController, jobs: JobQueue, settings: Settings,
+        model_files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """Opening a broken project first asked whether to save or discard the work at hand, then
+    failed; a project naming a model file that is gone said only "<file>: no such file". The
+    file is now checked first (no question), and the message names the project and which of
+    its models is missing."""
+    from mal_desktop.gui.controllers import files as files_module
+
+    files = FilesController(session, jobs, settings)
+    errors: list[str] = []
+    monkeypatch.setattr(files_module, "report_exception",
+                        lambda exc, *_a, **_k: errors.append(str(exc)))
+    asked: list[bool] = []
+    monkeypatch.setattr(files, "maybe_save", lambda: asked.append(True) or True)
+    with qtbot.waitSignal(files.modelsOpened, timeout=60000):
+        files.open_paths([str(model_files["base_mlp"]), str(model_files["zoo_mlp"])])
+    ws = session.workspace
+    assert ws.add_step(AssemblyStep("zoo_mlp", "layers.1", "layers.1")).ok
+    project = tmp_path / "work.malproj"
+    assert files.write_project(project)
+    gone = tmp_path / "moved.safetensors"
+    doc = json.loads(project.read_text())
+    doc["zoo"]["zoo_mlp"] = str(gone)
+    broken = tmp_path / "broken.malproj"
+    broken.write_text(json.dumps(doc))
+    (tmp_path / "bad.malproj").write_text("{ not json")
+    ws.push(UpdateStepCommand(ws.plan, 0, {"lam": 0.9}))  # unsaved work
+    for path in (tmp_path / "bad.malproj", broken):
+        files.open_project(path)
+    assert not asked and not jobs.is_busy()
+    assert errors[0].startswith(str(tmp_path / "bad.malproj"))
+    assert errors[1].startswith(str(broken)) and "zoo model 'zoo_mlp'" in errors[1]
+    assert str(gone) in errors[1] and "no such file" in errors[1]
+    assert ws.plan.steps[0].lam == 0.9 and session.is_dirty()  # the work at hand is untouched
+    with qtbot.waitSignal(files.projectOpened, timeout=60000):
+        files.open_project(project)  # a project that opens asks first
+    assert asked == [True]
 
 
 def test_run_controller_runs_the_selected_step(qtbot, session: SessionController,

@@ -88,6 +88,18 @@ def _model_folder(path: str) -> Path | None:
     return p if p.is_dir() and (p / "config.json").is_file() else None
 
 
+def _check_models_exist(project: Project, path: str | Path) -> None:
+    """Raise ProjectError naming the project and each of its models whose file is gone."""
+    plan = project.plan
+    models = ([("the base model", plan.base)] if plan.base else []) + [
+        (f"zoo model {name!r}", p) for name, p in plan.zoo.items()]
+    gone = [f"{what} ({p})" for what, p in models if not Path(p).exists()]
+    if gone:
+        raise ProjectError(f"{path}: {'; '.join(gone)}: no such file. Put the file"
+                           f"{'s' if len(gone) > 1 else ''} back where the project says, or "
+                           "open the models and build the plan again")
+
+
 def _model_name(path: str) -> str:
     """A model's display name: a folder's own name, else the file's stem."""
     folder = _model_folder(path)
@@ -119,6 +131,9 @@ class FilesController(QObject):
         self.dialog_parent = dialog_parent
         self.demo_dialog: DemoZooDialog | None = None
         self._watched: Any = None
+        # the user opened something (a file, a project, a demo) before start-up was done: the
+        # first launch's demo offer would pop up over it
+        self._user_opened = False
         session.workspaceReady.connect(self._watch_workspace)
         if session.workspace is not None:
             self._watch_workspace(session.workspace)
@@ -206,6 +221,7 @@ class FilesController(QObject):
         tree shows as soon as its headers are read, and the loaded model takes its place as
         soon as its weights are (:class:`tasks.EarlyEntry`); a failed or cancelled load takes
         back the previews still standing."""
+        self._user_opened = True
         n = len(requests)
         name = f"Loading {Path(requests[0].path).name}" if n == 1 else f"Loading {n} models"
         early = _EarlyEntries()
@@ -374,13 +390,16 @@ class FilesController(QObject):
 
     def open_project(self, path: str | Path) -> None:
         """Open the project at ``path`` (its models load in the worker); asks about unsaved
-        changes first."""
-        if not self.maybe_save():
-            return
+        changes once the file is known to open (a project that cannot does not ask the user to
+        give up their work for nothing)."""
+        self._user_opened = True
         try:
             project = load_project(path)
+            _check_models_exist(project, path)
         except ProjectError as exc:
             report_exception(exc, "Cannot open the project", self.dialog_parent)
+            return
+        if not self.maybe_save():
             return
         self._load_project(project, Path(path).resolve(), dirty=False)
 
@@ -463,6 +482,7 @@ class FilesController(QObject):
     @Slot()
     def open_demo(self) -> None:
         """Open the demo zoo: straight away when built, else offer to build it."""
+        self._user_opened = self.settings.demo_offered = True  # no need to offer it any more
         self.jobs.submit(tasks.demo_status_job, "Looking for the demo zoo",
                          partial(self._show_demo_dialog, offer=False))
 
@@ -484,6 +504,7 @@ class FilesController(QObject):
         """Open the language demo zoo (five small Llama-style LMs, Hugging Face folders in the
         language zoo cache): straight away when built, else offer to build it in the worker,
         with progress and Cancel."""
+        self._user_opened = True
         self.jobs.submit(tasks.lm_demo_status_job, "Looking for the language demo zoo",
                          partial(self._show_demo_dialog, offer=False, kind="language"))
 
@@ -560,7 +581,8 @@ class FilesController(QObject):
             self.open_paths(files, keep_base=recovered)
         elif demo and not recovered:  # restored work wins: the demo would replace it
             self.build_and_open_demo(demo)
-        elif not recovered and not self.settings.demo_offered and (ws is None or ws.base is None):
+        elif not recovered and not self.settings.demo_offered and not self._user_opened and (
+                ws is None or ws.base is None):  # not over what the user opened meanwhile
             self.offer_demo()
 
     def check_recovery(self) -> bool:
