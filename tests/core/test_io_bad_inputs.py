@@ -115,8 +115,11 @@ def test_unknown_extension(tmp_path: Path) -> None:
 
 def test_corrupt_safetensors_bytes(tmp_path: Path) -> None:
     path = tmp_path / "c.safetensors"
-    path.write_bytes(b"\xff" * 8 + b"garbage")
+    path.write_bytes(b"\xff" * 8 + b"{garbage")
     refused(path, "header length 18446744073709551615 exceeds the file size")
+    # a text file renamed: its "header length" was some 7.5e18 bytes, which said nothing useful
+    path.write_bytes(b"these are my notes, not weights\n")
+    refused(path, "not a safetensors file: it does not begin with a safetensors header")
     path.write_bytes(struct.pack("<Q", 9) + b"{not json")
     refused(path, "not valid JSON")
     path.write_bytes(b"abc")

@@ -105,6 +105,12 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
             raise ModelFileError(path, f"truncated safetensors file: {size} bytes, shorter than "
                                        "the 8-byte header length")
         (length,) = struct.unpack("<Q", prefix)
+        first = f.read(1)
+        if first and first != b"{":  # every header is a JSON object right after its length
+            raise ModelFileError(path, "not a safetensors file: it does not begin with a "
+                                       "safetensors header (an 8-byte length, then a JSON "
+                                       "object); another kind of file with this suffix?")
+        f.seek(8)
         if length > size - 8:
             raise ModelFileError(path, f"truncated or corrupt safetensors file: header length "
                                        f"{length} exceeds the file size ({size} bytes)")
