@@ -401,9 +401,15 @@ class MainWindow(QMainWindow):
         a.evaluate.setEnabled(ws is not None and (ws.base is not None or bool(ws.zoo))
                               and not busy)
         a.run_study.setEnabled(ws is not None and not busy)
-        ready = ws is not None
-        for key in ("save_project", "save_project_as", "new_project"):
-            a[key].setEnabled(ready)
+        a.new_project.setEnabled(ws is not None)
+        # a project is a base and what is merged into it (one without a base cannot be opened)
+        savable = ws is not None and ws.base is not None
+        for key in ("save_project", "save_project_as"):
+            a[key].setEnabled(savable)
+            keys = a[key].shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            a[key].setToolTip(a[key].statusTip() + (f" ({keys})" if keys else "") if savable else
+                              "Open a base model first: a project records the base, the zoo "
+                              "and the plan")
 
     def show_message(self, text: str, timeout_ms: int = 6000) -> None:
         """A transient line in the status bar."""

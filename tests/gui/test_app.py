@@ -109,6 +109,22 @@ def test_window_starts_engine_and_closes_without_leaking_threads(qtbot, window: 
     assert not window.settings.window_geometry.isEmpty()
 
 
+def test_save_project_waits_for_a_base_model(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    """Save Project was offered in an empty, untitled session; a project with no base cannot
+    be opened again. It is enabled once a base is open, and says why until then."""
+    ready(qtbot, window)
+    a = window.actions
+    assert not a.save_project.isEnabled() and not a.save_project_as.isEnabled()
+    assert "Open a base model first" in a.save_project.toolTip()
+    assert a.new_project.isEnabled()
+    base, _ = _tiny_model_files(tmp_path)
+    window.files.open_paths([str(base)])
+    qtbot.waitUntil(lambda: window.workspace.base is not None and not window.jobs.is_busy(),
+                    timeout=60000)
+    assert a.save_project.isEnabled() and a.save_project_as.isEnabled()
+    assert "Open a base model" not in a.save_project.toolTip()
+
+
 def test_title_star_follows_the_undo_stack(qtbot, window: MainWindow) -> None:
     window.install_views()
     ws = window.workspace
