@@ -116,20 +116,22 @@ class UpdateStepCommand(QUndoCommand):
         self._old = plan.steps[index]
         self._new = replace(self._old, **changes)  # validates now, so a bad value never lands
         self._gesture = gesture
-        super().__init__(text or self._describe(changes), parent)
+        super().__init__(text or self._describe(changes, index), parent)
 
     @staticmethod
-    def _describe(changes: dict[str, Any]) -> str:
+    def _describe(changes: dict[str, Any], index: int) -> str:
+        """"Set \u03bb of step 2 to 0.300": which step, since the Edit menu's Undo names it."""
+        step = f"step {index + 1}"
         if set(changes) == {"lam"}:
-            return f"Set \u03bb to {float(changes['lam']):.3f}"
+            return f"Set \u03bb of {step} to {float(changes['lam']):.3f}"
         if "method" in changes:
-            return f"Set merge method to {changes['method']}"
+            return f"Set merge method of {step} to {changes['method']}"
         names = [_FIELD_NAMES.get(k, k) for k in changes]
         if len(changes) == 1:
             (key, value), = changes.items()
             if isinstance(value, str):
-                return f"Set {_FIELD_NAMES.get(key, key)} to {value}"
-        return "Change " + ", ".join(names)
+                return f"Set {_FIELD_NAMES.get(key, key)} of {step} to {value}"
+        return f"Change {', '.join(names)} of {step}"
 
     @property
     def step_index(self) -> int:

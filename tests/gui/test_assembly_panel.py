@@ -121,7 +121,7 @@ def test_align_and_unmatched_changes_undo(panel: AssemblyPanel, workspace: Works
     u.activated.emit(u.currentIndex())
     assert workspace.plan.steps[1].unmatched == "keep"
     assert workspace.undo_stack.count() == 2
-    assert workspace.undo_stack.text(0) == "Set alignment to local"
+    assert workspace.undo_stack.text(0) == "Set alignment of step 2 to local"  # which step
     workspace.undo_stack.undo()
     workspace.undo_stack.undo()
     assert (workspace.plan.steps[1].align, workspace.plan.steps[1].unmatched) == ("chain", "zero")
