@@ -253,6 +253,8 @@ def test_show_step_names_the_step_where_it_is_now_and_empty_state(diag: Diagnost
     diag.show_empty("nothing here")
     assert diag.current is None and diag._header.text() == "nothing here"
     assert not diag.image.isVisible()
+    # the matrix's note does not contradict a header naming a step not run yet
+    assert diag.matrix_note.textItem.toPlainText() == "nothing to show yet"
     # Empty plots show no tick labels (they only stacked on each other).
     assert not diag.matrix_plot.getAxis("left").style["showValues"]
 

@@ -282,7 +282,7 @@ class DiagnosticsPanel(QWidget):
             show_tick_values(plot, False)  # no data: tick labels only crowd the note
         self.image.clear()
         self.image.hide()
-        self.matrix_note.setText("no step shown")
+        self.matrix_note.setText("nothing to show yet")  # no step selected, or not run yet
         self.matrix_note.setPos(0.5, 0.5)
         self.matrix_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         self.matrix_plot.setTitle("generalized permutation Q")
