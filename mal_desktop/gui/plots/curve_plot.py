@@ -10,7 +10,7 @@ with what matters for a layer-level merge: the mean loss along the path (mean LM
 and the accuracy at the step's lambda. The chord barrier (the loss's rise above the straight
 line from L(0) to L(1)) is drawn only where it carries information: when a transplanted layer
 makes L(1) the worst point, it reads 0 while the loss climbs, so the summary gives its value
-marked "end point worst" and the plot draws no bar.
+marked "no bump: the loss climbs to λ 1" and the plot draws no bar.
 
 The step's lambda is a draggable vertical line; releasing it emits ``lambdaDragged(float)``,
 which the panel turns into one undo command. Text lives in Qt labels above the plots (they wrap;
@@ -48,6 +48,17 @@ BARRIER_TIP = ("barrier: how far the loss rises above the straight line (chord) 
                "L(1). Shown only when the curve rises above that line: when the end point "
                "\u03bb = 1 (the zoo layer transplanted) is itself the worst, the barrier is 0 "
                "while the loss climbs, which says nothing about the path.")
+
+
+def _uninformative(lambdas: Sequence[float], loss: Sequence[float]) -> str:
+    """Why a chord barrier says nothing, in words: "no bump: the loss climbs to λ 1" (a 0
+    next to a loss rising 0.18 -> 0.94 read as "no problem")."""
+    ends = [(v, lam) for lam, v in zip(lambdas, loss) if math.isfinite(v)]
+    if len(ends) < 2:
+        return "too few points"
+    worst = max((ends[0], ends[-1]), key=lambda e: e[0])[1]
+    return f"no bump: the loss climbs to λ {worst:g}" if max(
+        v for v, _ in ends) - min(v for v, _ in ends) > 1e-3 else "no bump: the loss is flat"
 
 
 class CurvePlot(QWidget):
@@ -375,7 +386,8 @@ class CurvePlot(QWidget):
         parts.append("<b>barrier</b> " + pair(
             {s: fmt(getattr(result, s).barrier) if s in shown_barrier
              else f"{fmt(getattr(result, s).barrier)} <span style='color:{c.muted}'>"
-                  "(end point worst)</span>" for s in SERIES}))
+                  f"({_uninformative(result.lambdas, getattr(result, s).loss)})</span>"
+             for s in SERIES}))
         data = f" &nbsp;(on {html.escape(result.dataset)})" if result.dataset else ""
         note = ""
         if (result.alignment or {}).get("step_align") == "none":
