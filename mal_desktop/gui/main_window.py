@@ -175,10 +175,10 @@ class MainWindow(QMainWindow):
         file.addActions([a.save_project, a.save_project_as, a.save_merged])
         file.addSeparator()
         file.addAction(a.quit)
-        edit = menu.addMenu("&Edit")
+        edit = self.edit_menu = menu.addMenu("&Edit")
         edit.addActions([self.undo_action, self.redo_action])
         edit.addSeparator()
-        edit.addAction(a.add_step)
+        edit.addAction(a.add_step)  # the plan's step actions join once its panel exists
         run = menu.addMenu("&Run")
         run.addActions([a.run, a.cancel])
         run.addSeparator()
@@ -260,6 +260,22 @@ class MainWindow(QMainWindow):
         self._startup = None
         self.files.open_at_startup(files, demo)
 
+    @Slot()
+    def _order_tab_chain(self) -> None:
+        """Tab walks the panels in screen order: the toolbar, the base tree, the zoo trees,
+        the plan, then the bottom panels. Qt's chain is the order widgets were placed in: the
+        zoo trees, placed as their models open, came after everything else."""
+        areas = [self.toolbar, self.base_dock, self.zoo_tabs, self.plan_dock, self.curve_dock,
+                 self.diag_dock, self.evaluate_dock]
+        walk, widget = [], self.nextInFocusChain()
+        while widget is not self and len(walk) < 100_000:
+            walk.append(widget)
+            widget = widget.nextInFocusChain()
+        chain = [w for area in areas for w in walk
+                 if area.isAncestorOf(w) and w.focusPolicy() & Qt.FocusPolicy.TabFocus]
+        for first, second in zip(chain, chain[1:]):
+            QWidget.setTabOrder(first, second)
+
     def install_views(self) -> None:
         """Create the session's workspace and the real views in the docks (idempotent)."""
         self.session.install_workspace()  # workspaceReady builds the views the first time
@@ -273,10 +289,6 @@ class MainWindow(QMainWindow):
         views = self.views = WorkspaceViews(ws, self.actions, self.runs,
                                             lambda: self.session.data, self)
         self.set_dock_widget(self.base_dock, views.base_pane)
-        self.set_dock_widget(self.plan_dock, views.assembly_panel)
-        self.set_dock_widget(self.curve_dock, views.curve_plot)
-        self.set_dock_widget(self.diag_dock, views.diagnostics)
-        self.set_dock_widget(self.evaluate_dock, views.evaluate_panel)
         tabs, old = views.zoo_tabs, self.zoo_tabs
         tabs.setToolTip(old.toolTip())
         tabs.setCornerWidget(old.cornerWidget(), Qt.Corner.TopRightCorner)
@@ -284,6 +296,15 @@ class MainWindow(QMainWindow):
         self.central.removeWidget(old)
         old.deleteLater()
         self.zoo_tabs = tabs
+        self.set_dock_widget(self.plan_dock, views.assembly_panel)
+        # found in the menu too (their keys act in the step list, where the selection is)
+        panel = views.assembly_panel
+        self.edit_menu.addActions([panel.up_action, panel.down_action, panel.remove_action])
+        self.set_dock_widget(self.curve_dock, views.curve_plot)
+        self.set_dock_widget(self.diag_dock, views.diagnostics)
+        self.set_dock_widget(self.evaluate_dock, views.evaluate_panel)
+        self._order_tab_chain()
+        ws.modelsChanged.connect(self._order_tab_chain)  # after the panes follow the models
         self.evaluation.set_panel(views.evaluate_panel)
         views.evaluate_panel.follow_data(self.session.data)
         self.session.dataChanged.connect(views.evaluate_panel.follow_data)

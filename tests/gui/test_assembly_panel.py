@@ -111,6 +111,15 @@ def test_gesture_merge_back_to_start_leaves_no_entry(workspace: Workspace) -> No
     assert workspace.undo_stack.count() == 0  # obsolete after the merge
 
 
+def test_the_method_combo_explains_the_chosen_method(panel: AssemblyPanel,
+                                                     workspace: Workspace) -> None:
+    workspace.push(UpdateStepCommand(workspace.plan, 1, {"method": "ties"}))
+    tip = panel.method_combo.toolTip()
+    assert tip.startswith("How the aligned zoo layer is combined") and "\nTIES: trim" in tip
+    workspace.push(UpdateStepCommand(workspace.plan, 1, {"method": "linear"}))
+    assert "(1 - lambda) base + lambda target" in panel.method_combo.toolTip()
+
+
 def test_align_and_unmatched_changes_undo(panel: AssemblyPanel, workspace: Workspace) -> None:
     combo = panel.align_combo
     combo.setCurrentIndex(combo.findData("local"))

@@ -119,7 +119,33 @@ def test_menu_key_acts_on_the_selected_row(qtbot, window: MainWindow, model_file
         ws.add_step(AssemblyStep("zoo_mlp", source, source))
     ws.select_step(0)
     menu_key(w.views.assembly_panel.view)
-    assert "Remove step" in popped_menu() and ws.selected_step == 0
+    assert "Remove Step" in popped_menu() and ws.selected_step == 0
+
+
+def test_the_edit_menu_moves_and_removes_the_selected_step(qtbot, window: MainWindow,
+                                                            model_files) -> None:
+    """Remove and move lived only as tool buttons and keys of the step list; the Edit menu,
+    where users look for them, now lists them (their keys still act in the list only: Delete
+    in a search box deletes a character, not a step)."""
+    w = opened(qtbot, window, model_files)
+    ws = w.workspace
+    edit = next(m.menu() for m in w.menuBar().actions() if m.text() == "&Edit")
+    entries = {a.text(): a for a in edit.actions()}
+    assert {"Move Step Up", "Move Step Down", "Remove Step"} <= entries.keys()
+    assert entries["Remove Step"].shortcut().toString() == "Del"
+    for source in ("layers.0", "layers.1"):
+        ws.add_step(AssemblyStep("zoo_mlp", source, source))
+    ws.select_step(1)
+    entries["Move Step Up"].trigger()
+    assert [s.source_layer for s in ws.plan.steps] == ["layers.1", "layers.0"]
+    search = w.views.base_pane.search
+    search.setFocus()
+    search.setText("layers")
+    qtbot.keyClick(search, Qt.Key.Key_Home)
+    qtbot.keyClick(search, Qt.Key.Key_Delete)
+    assert search.text() == "ayers" and len(ws.plan.steps) == 2
+    entries["Remove Step"].trigger()
+    assert [s.source_layer for s in ws.plan.steps] == ["layers.0"]
 
 
 # -- panels agree ------------------------------------------------------------------------------
@@ -256,3 +282,24 @@ def test_results_of_a_replaced_base_or_reloaded_donor_read_stale(qtbot, window: 
     assert "the base model was replaced" in curve.summary_text()
     assert "Stale" in diag._header.text()
     assert curve.series_data("aligned", "loss")[0].size == 3  # kept, marked, not erased
+
+
+def test_tab_walks_the_panels_in_screen_order(qtbot, window: MainWindow, model_files) -> None:
+    """Tab went from the base tree to the plan, the plots and the Evaluate panel, and only then
+    to the zoo trees beside the base (they were placed last), and into a tree before its
+    search box above it: the chain now follows the screen, left to right, then the bottom."""
+    w = opened(qtbot, window, model_files)
+    views = w.views
+    zoo = views.zoo_tabs.current_pane()
+    walk, widget = [], w.toolbar
+    for _ in range(5000):
+        widget = widget.nextInFocusChain()
+        if widget.focusPolicy() & Qt.FocusPolicy.TabFocus and widget.isVisible():
+            walk.append(widget)
+        if widget is w.toolbar:
+            break
+    areas = [views.base_pane.search, views.base_pane.view, zoo.search, zoo.view,
+             views.assembly_panel, views.curve_plot, views.diagnostics, views.evaluate_panel]
+    first = [next(i for i, x in enumerate(walk) if x is area or area.isAncestorOf(x))
+             for area in areas]
+    assert first == sorted(first), first

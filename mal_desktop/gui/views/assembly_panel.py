@@ -135,12 +135,12 @@ class AssemblyPanel(QWidget):
 
     def _build_step_buttons(self) -> QHBoxLayout:
         """Move up, move down and remove: actions of the list, and tool buttons above it."""
-        self.up_action = self._step_action("Move up", QStyle.StandardPixmap.SP_ArrowUp,
+        self.up_action = self._step_action("Move Step Up", QStyle.StandardPixmap.SP_ArrowUp,
                                            "Ctrl+Up", self.move_up, "Run the selected step earlier")
-        self.down_action = self._step_action("Move down", QStyle.StandardPixmap.SP_ArrowDown,
-                                             "Ctrl+Down", self.move_down,
-                                             "Run the selected step later")
-        self.remove_action = self._step_action("Remove step", QStyle.StandardPixmap.SP_TrashIcon,
+        self.down_action = self._step_action("Move Step Down",
+                                             QStyle.StandardPixmap.SP_ArrowDown, "Ctrl+Down",
+                                             self.move_down, "Run the selected step later")
+        self.remove_action = self._step_action("Remove Step", QStyle.StandardPixmap.SP_TrashIcon,
                                                QKeySequence.StandardKey.Delete,
                                                self.remove_selected, "Remove the selected step")
         buttons = QHBoxLayout()
@@ -327,6 +327,13 @@ class AssemblyPanel(QWidget):
                 self.method_combo.addItem(step.method, step.method)
                 m = self.method_combo.count() - 1
             self.method_combo.setCurrentIndex(m)
+            # the chosen method explained where the user hovers (the items have theirs)
+            known = MERGE_METHODS.get(step.method)
+            about = "" if known is None else known.description if \
+                known.description.startswith(known.label) else \
+                f"{known.label}: {known.description}"
+            self.method_combo.setToolTip("How the aligned zoo layer is combined with the base "
+                                         "layer" + (f"\n{about}" if about else ""))
             self._build_params(step.method, step.params)
             check = self._ws.check_plan_step(step)
             # one side per line: the label wraps badly inside the narrow form

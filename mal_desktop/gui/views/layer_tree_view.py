@@ -284,6 +284,7 @@ class LayerTreePane(QWidget):
         layout.addWidget(self.output_choice)
         layout.addWidget(self.search)
         layout.addWidget(self.view, 1)
+        QWidget.setTabOrder(self.search, self.view)  # as on screen (the view was made first)
 
         workspace.modelsChanged.connect(self._on_models_changed)
         self._on_models_changed()
