@@ -46,14 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     _output_option(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("curve", parents=[common], help="interpolation curve, naive vs aligned")
-    p.add_argument("--base", required=True, metavar="MODEL",
+    p = sub.add_parser("curve", parents=[common], help="interpolation curve, naive vs aligned",
+                       description="The curve of a target merged into a base (--base, --target), "
+                                   "or of one step of an assembly plan (--plan, --step), as the "
+                                   "app's Run draws it.")
+    p.add_argument("--base", metavar="MODEL",
                    help="the model merged into (lambda 0): a file or a model folder")
-    p.add_argument("--target", required=True, metavar="MODEL",
+    p.add_argument("--target", metavar="MODEL",
                    help="the model merged in (lambda 1)")
-    p.add_argument("--data", required=True,
+    p.add_argument("--plan", metavar="PLAN",
+                   help="instead of --base and --target: a plan file or a project saved by the "
+                        "app; the curve of its step --step, the steps before it merged first "
+                        "(a step naming two blocks counts as the steps of its layers)")
+    p.add_argument("--step", type=_positive_int, default=None, metavar="N",
+                   help="with --plan: the step to sweep, from 1 (default: the last)")
+    p.add_argument("--data",
                    help="registered dataset name, a .npz (x, y), or text:PATH (a .txt file or a "
-                        "folder of them, scored per token with the model's tokenizer)")
+                        "folder of them, scored per token with the model's tokenizer); with "
+                        "--plan, default: the plan's data")
     p.add_argument("--layers", nargs="+", metavar="SRC:DST",
                    help="merge only these layers (target layer : base layer), each at the "
                         "same lambda; default: the whole model (same architecture)")

@@ -128,6 +128,15 @@ def cmd_curve(args) -> int:
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import ModelCache, model_curve_job
 
+    if args.plan is not None:
+        return _plan_curve(args)
+    missing = [o for o, v in (("--base", args.base), ("--target", args.target),
+                              ("--data", args.data)) if not v]
+    if missing:
+        raise MalError(f"mal curve needs {', '.join(missing)}, or --plan PLAN (the curve of one "
+                       "of its steps)")
+    if args.step is not None:
+        raise MalError("--step picks a step of --plan PLAN")
     if args.restarts is not None and (args.layers or args.align not in (None, "weight")):
         raise MalError("--restarts sets the descents of whole-model weight matching: it needs "
                        "no --layers and --align weight (the default)")
@@ -146,13 +155,65 @@ def cmd_curve(args) -> int:
                                   restarts=args.restarts or WEIGHT_RESTARTS), args)
     obj = result.to_json()
     obj["output_index"] = cache.model(args.base).output_index
+    return _emit_curve(args, result, obj, Path(args.base).name)
+
+
+def _plan_curve(args) -> int:
+    """`mal curve --plan PLAN [--step N]`: the curve the app's Run draws for a plan's step."""
+    from ..core.errors import DatasetError, MalError, PlanError
+    from ..core.evaluate.datasets import load_dataset
+    from ..core.jobs import plan_curve_job
+
+    given = [o for o, v in (("--base", args.base), ("--target", args.target),
+                            ("--layers", args.layers), ("--align", args.align),
+                            ("--restarts", args.restarts), ("--output", args.output))
+             if v is not None]
+    if given:
+        raise MalError(f"--plan takes the models, layers, alignment and outputs from the plan: "
+                       f"leave out {', '.join(given)}")
+    plan = _load_any_plan(args.plan)
+    data = args.data or plan.data
+    if not data:
+        raise MalError(f"{args.plan}: the plan names no data set: give --data")
+    try:
+        load_dataset(data)  # an unknown dataset is refused before any model is read
+        result = run(plan_curve_job(plan, args.step - 1 if args.step else -1, data,
+                                    args.grid, arch=args.arch, repair=args.repair), args)
+    except (PlanError, DatasetError) as exc:  # a step or the data of this plan: name the file
+        if str(exc).startswith(str(args.plan)):
+            raise
+        raise type(exc)(f"{args.plan}: {exc}") from None
+    obj = result.to_json()
+    step = result.alignment["steps"][0]
+    heading = (f"step {step['index'] + 1} of {result.alignment['plan_steps']}: {step['label']} "
+               f"[{step['align']}], lambda 0 = the base"
+               + (f" with {_steps_before(step['index'])} merged" if step["index"] else ""))
+    return _emit_curve(args, result, obj, Path(plan.base).name, heading)
+
+
+def _steps_before(n: int) -> str:
+    return "step 1" if n == 1 else f"steps 1-{n}"
+
+
+def _load_any_plan(path: str):
+    """A plan file, or the plan of a project saved by the app (.malproj)."""
+    from ..core.merge.plan import load_plan
+    from ..core.project.document import PROJECT_SUFFIX, load_project_plan
+
+    return (load_project_plan(path) if Path(path).suffix.lower() == PROJECT_SUFFIX
+            else load_plan(path))
+
+
+def _emit_curve(args, result, obj: dict, base_name: str, heading: str = "") -> int:
+    """Print a curve: a table of lambda, loss (and perplexity for text) and accuracy, naive and
+    aligned, then their summaries; or its JSON."""
     text_data = result.per_token  # perplexity is what language models are read by
     repair_note = ""
     if args.repair:  # asked for: say what it did, also when there was nothing to do
         repair_note = ("repair: BatchNorm statistics re-estimated at every interior lambda"
                        if result.repair else
-                       f"repair: nothing to re-estimate ({Path(args.base).name} has no "
-                       "BatchNorm statistics)")
+                       f"repair: nothing to re-estimate ({base_name} has no BatchNorm "
+                       "statistics)")
         obj["repair_note"] = repair_note
     if text_data:
         for name, c in (("naive", result.naive), ("aligned", result.aligned)):
@@ -160,8 +221,9 @@ def cmd_curve(args) -> int:
 
     def text() -> str:
         ppl = f" {'ppl':>9}" if text_data else ""
-        rows = [f"{'lambda':>6}  {'naive loss':>10}{ppl} {'acc':>6}  {'aligned loss':>12}{ppl} "
-                f"{'acc':>6}"]
+        rows = [heading] if heading else []
+        rows.append(f"{'lambda':>6}  {'naive loss':>10}{ppl} {'acc':>6}  {'aligned loss':>12}"
+                    f"{ppl} {'acc':>6}")
         for i, lam in enumerate(result.lambdas):
             cols = []
             for c, width in ((result.naive, 10), (result.aligned, 12)):
@@ -187,12 +249,8 @@ def cmd_assemble(args) -> int:
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import assemble_job, evaluate_job
     from ..core.merge.case_words import counts_in_case_units, unit_of
-    from ..core.merge.plan import load_plan
-    from ..core.project.document import PROJECT_SUFFIX, load_project_plan
 
-    # a .malproj saved by the app runs like the plan it holds
-    plan = (load_project_plan(args.plan) if Path(args.plan).suffix.lower() == PROJECT_SUFFIX
-            else load_plan(args.plan))
+    plan = _load_any_plan(args.plan)  # a .malproj saved by the app runs like its plan
     for first, again in plan.repeated_steps():
         sys.stderr.write(f"mal: warning: {args.plan}: steps {first + 1} and {again + 1} both "
                          f"merge {plan.steps[again].label}: that layer is merged twice\n")

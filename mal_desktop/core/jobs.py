@@ -275,13 +275,18 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
 
     Steps before it run as planned; steps after it are left out (they would need re-aligning at
     every lambda). "aligned" uses the step's alignment (chain when the step says none, for
-    comparison: the result's ``alignment["step_align"]`` says what the step itself does).
+    comparison: the result's ``alignment["step_align"]`` says what the step itself does). A
+    step naming two blocks counts as the steps of its layers (as in :func:`assemble_job`);
+    ``step_index`` counts those, negative from the end (-1: the last step).
     """
     cancel = cancel or CancelToken()
-    if not 0 <= step_index < len(plan.steps):
-        raise PlanError(f"no step {step_index + 1} in the plan ({len(plan.steps)} steps)")
     dataset = _dataset(data)
     cache = ModelCache(models, arch, specs, plan.outputs_by_path())
+    plan = _expand_blocks(plan, _plan_shapes(plan, models or {}), cache)
+    if -len(plan.steps) <= step_index < 0:
+        step_index += len(plan.steps)
+    if not 0 <= step_index < len(plan.steps):
+        raise PlanError(f"no step {step_index + 1} in the plan ({len(plan.steps)} steps)")
     base, base_spec = cache.model(plan.base), cache.spec(plan.base)
     check_data_fits(base, dataset)  # before the alignments, not after them
     state = base.state()
@@ -320,7 +325,8 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
                                       "step_align": step.align,
                                       "fallback": diag["fallback"],
                                       "fallback_reason": diag["fallback_reason"],
-                                      "scope": "plan step", "steps": [diag]})
+                                      "scope": "plan step", "steps": [diag],
+                                      "plan_steps": len(plan.steps)})
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,43 @@ def test_curve_says_what_repair_did_and_defines_lambda_star(mal, small_zoo):
     assert json.loads(out.stdout)["repair_note"] == words
 
 
+def test_curve_of_a_plan_step_as_the_app_draws_it(mal, small_zoo, tmp_path):
+    """The app's Run draws the curve of a plan's step with the steps before it merged; the CLI
+    could only sweep layer pairs from the base itself. `mal curve --plan P --step N` draws the
+    same curve: step 1 equals the layer-pair curve from the base, and step 2's lambda 0 is the
+    model the plan's first step alone assembles."""
+    base, a, b = (str(small_zoo.path_of(n)) for n in ("mlp-w32-s0", "mlp-w32-s1", "mlp-w64-s0"))
+    steps = [AssemblyStep("a", "layers.1", "layers.1", 0.5),
+             AssemblyStep("b", "layers.0", "layers.0", 0.4)]
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(AssemblyPlan(base, {"a": a, "b": b}, "digits", steps).to_json()))
+    first = json.loads(mal("curve", "--plan", str(plan), "--step", "1", "--grid", "3",
+                           "--json").stdout)
+    pair = json.loads(mal("curve", "--base", base, "--target", a, "--data", "digits",
+                          "--layers", "layers.1:layers.1", "--align", "chain", "--grid", "3",
+                          "--json").stdout)
+    for series in ("naive", "aligned"):
+        assert first[series]["loss"] == pytest.approx(pair[series]["loss"], abs=1e-6)
+    second = mal("curve", "--plan", str(plan), "--grid", "3").stdout  # the last step
+    assert second.startswith("step 2 of 2: b:layers.0 -> layers.0 [chain], lambda 0 = the "
+                             "base with step 1 merged")
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(AssemblyPlan(base, {"a": a}, "digits", steps[:1]).to_json()))
+    mal("assemble", str(one), "--out", str(tmp_path / "one.safetensors"))
+    scored = json.loads(mal("evaluate", str(tmp_path / "one.safetensors"), "--data", "digits",
+                            "--json").stdout)
+    curve = json.loads(mal("curve", "--plan", str(plan), "--grid", "3", "--json").stdout)
+    assert curve["naive"]["loss"][0] == pytest.approx(scored["loss"], abs=1e-5)
+    assert curve["alignment"]["plan_steps"] == 2
+    for args, words in ((["--plan", str(plan), "--base", base], "leave out --base"),
+                        (["--plan", str(plan), "--step", "3"], f"{plan}: no step 3 in the plan"),
+                        (["--data", "digits"], "needs --base, --target, or --plan PLAN"),
+                        (["--base", base, "--target", a, "--data", "digits", "--step", "1"],
+                         "--step picks a step of --plan")):
+        err = mal("curve", *args, check=False).stderr
+        assert words in err and "Traceback" not in err, err
+
+
 def test_curve_with_layers(mal, small_zoo):
     out = mal("curve", "--base", str(small_zoo.path_of("mlp-w32-s0")), "--target",
               str(small_zoo.path_of("mlp-w64-s0")), "--data", "digits", "--grid", "3",

@@ -653,3 +653,4 @@ def test_attention_width_cases_say_what_they_count(tmp_path, capsys) -> None:
     assert "out heads matched 2, padded 2, dropped 0" in lines[1], lines[1]  # k_proj
     assert "out head groups matched 2, padded 2, dropped 0" in lines[3], lines[3]  # q_proj
     assert "out matched 16, padded 16, dropped 0" in lines[4], lines[4]  # o_proj: rows
+

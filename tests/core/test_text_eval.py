@@ -304,3 +304,23 @@ def test_text_for_an_image_model_names_the_mismatch(small_zoo, tmp_path) -> None
     with pytest.raises(DatasetError, match="reads images or features, not token ids; dataset "
                                            ".* is text"):
         evaluate_model(model, load_dataset(f"text:{tmp_path / 'a.txt'}"))
+
+
+def test_the_curve_of_a_block_step_sweeps_its_layers_as_the_app_does(lm, tmp_path,
+                                                                      capsys) -> None:
+    """`mal curve --layers` cannot name a block (a curve's layer pairs carry no norms); a plan
+    step naming two blocks can, and `mal curve --plan` sweeps one of its layer steps with the
+    ones before it merged, as the app's Run does after a block drop."""
+    from mal_desktop.cli import main
+
+    plan = {"base": str(lm["lm0"]), "zoo": {"b": str(lm["lm1"])}, "data": f"text:{lm['text']}",
+            "steps": [{"source": "b", "source_layer": "model.layers.0",
+                       "base_layer": "model.layers.0", "lambda": 0.5}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    capsys.readouterr()
+    assert main(["curve", "--plan", str(tmp_path / "plan.json"), "--grid", "3", "--json",
+                 "--quiet"]) == 0
+    curve = json.loads(capsys.readouterr().out)
+    assert curve["alignment"]["plan_steps"] == 7  # the block's seven layers
+    assert curve["alignment"]["steps"][0]["index"] == 6  # the last, by default
+    assert all(math.isfinite(v) for v in curve["aligned"]["perplexity"])
