@@ -289,6 +289,13 @@ class MainWindow(QMainWindow):
         views = self.views = WorkspaceViews(ws, self.actions, self.runs,
                                             lambda: self.session.data, self)
         self.set_dock_widget(self.base_dock, views.base_pane)
+        self.set_dock_widget(self.plan_dock, views.assembly_panel)
+        self.set_dock_widget(self.curve_dock, views.curve_plot)
+        self.set_dock_widget(self.diag_dock, views.diagnostics)
+        self.set_dock_widget(self.evaluate_dock, views.evaluate_panel)
+        # found in the menu too (their keys act in the step list, where the selection is)
+        panel = views.assembly_panel
+        self.edit_menu.addActions([panel.up_action, panel.down_action, panel.remove_action])
         tabs, old = views.zoo_tabs, self.zoo_tabs
         tabs.setToolTip(old.toolTip())
         tabs.setCornerWidget(old.cornerWidget(), Qt.Corner.TopRightCorner)
@@ -296,13 +303,6 @@ class MainWindow(QMainWindow):
         self.central.removeWidget(old)
         old.deleteLater()
         self.zoo_tabs = tabs
-        self.set_dock_widget(self.plan_dock, views.assembly_panel)
-        # found in the menu too (their keys act in the step list, where the selection is)
-        panel = views.assembly_panel
-        self.edit_menu.addActions([panel.up_action, panel.down_action, panel.remove_action])
-        self.set_dock_widget(self.curve_dock, views.curve_plot)
-        self.set_dock_widget(self.diag_dock, views.diagnostics)
-        self.set_dock_widget(self.evaluate_dock, views.evaluate_panel)
         self._order_tab_chain()
         ws.modelsChanged.connect(self._order_tab_chain)  # after the panes follow the models
         self.evaluation.set_panel(views.evaluate_panel)
