@@ -249,15 +249,21 @@ def test_empty_plan_shows_hint(qtbot) -> None:
     assert p.view.model().headerData(0, Qt.Orientation.Horizontal) == "Step\n(zoo layer)"
 
 
+def _shown_panel(qtbot, ws: Workspace) -> AssemblyPanel:
+    """The plan panel of ``ws``, on screen (its columns are fitted to a real width)."""
+    p = AssemblyPanel(ws)
+    qtbot.addWidget(p)
+    p.show()
+    qtbot.waitExposed(p)
+    return p
+
+
 def test_a_narrow_plan_elides_names_but_hides_no_column(qtbot, workspace: Workspace) -> None:
     """Made narrower than its columns need, the table elides the step, base-layer and case
     text (whole in each row's tooltip) and keeps lambda, alignment and method whole; no column
     is hidden and no horizontal scroll bar appears while the elided widths fit."""
     workspace.push(UpdateStepCommand(workspace.plan, 0, {"source": "a-rather-long-zoo-model"}))
-    p = AssemblyPanel(workspace)
-    qtbot.addWidget(p)
-    p.show()
-    qtbot.waitExposed(p)
+    p = _shown_panel(qtbot, workspace)
     view, header = p.view, p.view.header()
     need = view.column_needs()
     p.resize(view.needed_width() + 40, 400)
@@ -292,10 +298,7 @@ def test_a_narrow_plan_keeps_the_width_case_whole(qtbot) -> None:
     ws.add_zoo(replace(entry("zoo_mlp"), name="a-rather-long-zoo-model-name-w128-s1"))
     ws.push(AddStepCommand(ws.plan, AssemblyStep("a-rather-long-zoo-model-name-w128-s1",
                                                  "layers.0", "layers.0")))
-    p = AssemblyPanel(ws)
-    qtbot.addWidget(p)
-    p.show()
-    qtbot.waitExposed(p)
+    p = _shown_panel(qtbot, ws)
     view, header = p.view, p.view.header()
     need = view.column_needs()
     assert "\u2190" in view.model().index(0, COL_CASE).data()  # a width case with numbers
@@ -329,10 +332,7 @@ def test_a_narrow_plan_tells_long_layer_paths_apart(qtbot) -> None:
     ws = Workspace()
     for layer in ("model.layers.0.self_attn.k_proj", "model.layers.1.mlp.up_proj"):
         ws.push(AddStepCommand(ws.plan, AssemblyStep("llama-w128-s1-code", layer, layer)))
-    p = AssemblyPanel(ws)
-    qtbot.addWidget(p)
-    p.show()
-    qtbot.waitExposed(p)
+    p = _shown_panel(qtbot, ws)
     view = p.view
     p.resize(390, 400)
     qtbot.waitUntil(lambda: view.header().sectionSize(1) < view.column_needs()[1])
