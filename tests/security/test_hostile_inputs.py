@@ -23,6 +23,8 @@ from mal_desktop.core.merge.plan import load_plan
 from mal_desktop.core.project.document import ProjectError, load_project
 
 DEEP = "[" * 200_000 + "]" * 200_000  # Python's decoder recurses once per level
+# a safetensors header is a JSON object (anything else is refused as not safetensors at all)
+DEEP_OBJECT = '{"a":' + "[" * 199_999 + "]" * 199_999 + "}"
 
 
 def sha(path: Path) -> str:
@@ -59,7 +61,7 @@ SMALL = np.zeros((2, 3), dtype="<f4").tobytes()
 CASES: dict[str, tuple[str, Callable[[Path], None], Callable[[Path], object], type, str]] = {
     # name: (file name, writer, loader, error type, expected words)
     "safetensors header nested 200k deep": (
-        "deep.safetensors", text(safetensors_bytes(DEEP)), load_model, ModelFileError,
+        "deep.safetensors", text(safetensors_bytes(DEEP_OBJECT)), load_model, ModelFileError,
         "nested 200000 levels deep"),
     "safetensors header with a duplicate tensor": (
         "dup.safetensors",
