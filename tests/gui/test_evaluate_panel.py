@@ -123,6 +123,7 @@ def test_a_narrow_matrix_keeps_its_values_in_view(qtbot) -> None:
     panel.resize(700, 320)
     panel._names = names
     panel.set_result(_result(cells))
+    panel.lists_button.setChecked(True)  # the lists back: the matrix narrow again
     panel.splitter.setSizes([150, 260, 290])
     qtbot.wait(50)
     table, header = panel.table, panel.table.horizontalHeader()
@@ -201,6 +202,31 @@ def test_a_result_widens_the_matrix_at_the_details_expense(qtbot) -> None:
     assert panel.splitter.sizes()[2] >= panel.details.minimumSizeHint().width()
     for col in range(3):  # every column whole: the room was there
         assert header.sectionSize(col) >= table.sizeHintForColumn(col), col
+
+
+def test_a_result_folds_the_lists_away_when_the_matrix_needs_their_room(qtbot) -> None:
+    """Sharing the bottom of a 1280 x 720 window, the panel showed the lists, the cell details
+    and, between them, the model names and one column of values. When the details have given
+    all they can, the lists fold away (their choice is made); the Lists button brings them
+    back."""
+    panel = EvaluatePanel(Workspace())
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.resize(630, 320)
+    qtbot.wait(50)
+    panel._names = {f"{m}.safetensors": f"mlp-w64-s{m}-permuted" for m in "abcd"}
+    sets = ("digits", "digits-permuted", "digits-rot90", "digits-inverted")
+    panel.set_result(_result([_cell(f"{m}.safetensors", d, 0.5) for m in "abcd" for d in sets]))
+    qtbot.wait(50)
+    assert not panel.lists.isVisible() and not panel.lists_button.isChecked()
+    assert panel.lists_button.text() == "\u25b8 Lists"  # says it unfolds
+    header, table = panel.table.horizontalHeader(), panel.table
+    shown = [c for c in range(5) if header.sectionViewportPosition(c) + header.sectionSize(c)
+             <= table.viewport().width()]
+    assert len(shown) >= 3, shown  # the names and at least two data sets in view
+    panel.lists_button.click()
+    qtbot.wait(50)
+    assert panel.lists.isVisible() and panel.splitter.sizes()[0] > 0
 
 
 def test_panel_choices_hints_and_strict_json_export(qtbot, tmp_path: Path) -> None:

@@ -178,8 +178,18 @@ class EvaluatePanel(QWidget):
         self.summary.setObjectName("evalSummary")
         self.summary.setWordWrap(True)
         self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # The lists fold away when the matrix needs their room (a panel sharing the bottom
+        # of a 1280 px window showed one column of values); this button brings them back.
+        self.lists_button = QToolButton()
+        self.lists_button.setText("\u25c2 Lists")  # short: the bar sets the matrix's least width
+        self.lists_button.setCheckable(True)
+        self.lists_button.setChecked(True)
+        self.lists_button.setAutoRaise(True)
+        self.lists_button.setToolTip("Show or hide the lists of models and data sets (they "
+                                     "fold away when the matrix needs their room)")
         top = QHBoxLayout()
         top.setContentsMargins(2, 2, 2, 0)
+        top.addWidget(self.lists_button)
         top.addWidget(QLabel("Show:"))
         top.addWidget(self.metric_combo)
         top.addStretch(1)
@@ -207,6 +217,8 @@ class EvaluatePanel(QWidget):
         mid.addWidget(self.summary)
 
         self.details = CellDetails()
+        self.lists = choose
+        self.lists_button.toggled.connect(self._show_lists)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         # the matrix first: a narrow panel gives the details (which need a selected cell) less
         for i, (widget, stretch) in enumerate(((choose, 0), (middle, 3), (self.details, 2))):
@@ -428,15 +440,34 @@ class EvaluatePanel(QWidget):
 
     def _give_matrix_room(self) -> None:
         """A new result: widen the matrix to show its columns, taking the room from the cell
-        details (down to their minimum), which need a selected cell to show anything. In a
-        narrow panel the splitter had shrunk both by their stretch and cut the values off."""
+        details (down to their minimum), which need a selected cell to show anything, then
+        folding the lists away (their choice is made; the lists button brings them back). In
+        a narrow panel the splitter had shrunk all three and cut the values off."""
         sizes = self.splitter.sizes()
         if len(sizes) != 3 or not sum(sizes):
             return
-        spare = sizes[2] - self.details.minimumSizeHint().width()
-        grow = min(self.table.needed_width() - self.table.width(), spare)
+        want = self.table.needed_width() - self.table.width()
+        grow = min(want, sizes[2] - self.details.minimumSizeHint().width())
         if grow > 0:
-            self.splitter.setSizes([sizes[0], sizes[1] + grow, sizes[2] - grow])
+            sizes = [sizes[0], sizes[1] + grow, sizes[2] - grow]
+            self.splitter.setSizes(sizes)
+        if want - max(grow, 0) > 0 and sizes[0] > 0:
+            self.lists_button.setChecked(False)
+
+    @Slot(bool)
+    def _show_lists(self, shown: bool) -> None:
+        """Fold the lists away (their width goes to the matrix) or bring them back (taking it
+        from the matrix)."""
+        self.lists_button.setText(("\u25c2" if shown else "\u25b8") + " Lists")  # fold / unfold
+        sizes = self.splitter.sizes()
+        if shown == self.lists.isVisible() or len(sizes) != 3:
+            return
+        room = self.lists.sizeHint().width()
+        self.lists.setVisible(shown)
+        if shown:
+            self.splitter.setSizes([room, max(0, sizes[1] - room), sizes[2]])
+        else:
+            self.splitter.setSizes([0, sizes[1] + sizes[0], sizes[2]])
 
     def run_stopped(self) -> None:
         """The run was cancelled or failed: finished cells stay (they are cached; the next run
