@@ -20,6 +20,7 @@ def cmd_eval_matrix(args) -> int:
     from ..core.evaluate.metric_registry import get_metric
     from ..core.io.files import atomic_write_text
     from ..core.jsonio import dumps
+    from ..core.project import refs  # noqa: F401 - registers projects (.malproj) as models
 
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():  # refused before the work
@@ -120,7 +121,8 @@ def add_commands(subparsers: argparse._SubParsersAction, common: argparse.Argume
         "eval-matrix", parents=[common],
         help="evaluate models x datasets, with a result cache (adding a model computes one row)")
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
-                   help="model files, zoo:NAME, or plan .json files (assembled on the fly)")
+                   help="model files, zoo:NAME, plan .json files or projects saved by the app "
+                        "(.malproj; assembled on the fly)")
     p.add_argument("--datasets", nargs="+", required=True, metavar="DATA",
                    help="registered dataset names, .npz files (x, y), or text:PATH (a .txt "
                         "file or a folder of them, scored per token)")

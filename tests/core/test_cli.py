@@ -302,6 +302,31 @@ def test_eval_matrix_out_naming_a_file_is_refused_before_the_work(mal, small_zoo
     assert taken.read_text() == "{}" and not (tmp_path / "cache").exists()
 
 
+def test_eval_matrix_scores_a_project_as_its_plan_sharing_its_cells(mal, small_zoo, tmp_path):
+    """`mal assemble` and `mal curve --plan` took the app's .malproj, `mal eval-matrix` refused
+    it ("not a model file"): the app's "merged (current plan)" row could not be recomputed
+    from the saved project. A project is scored as its plan, with the same content hash, so
+    the second reference reads the first one's cells."""
+    from mal_desktop.core.project.document import Project, save_project
+
+    plan = AssemblyPlan(base=str(small_zoo.path_of("mlp-w32-s0")),
+                        zoo={"d": str(small_zoo.path_of("mlp-w32-s1"))},
+                        steps=[AssemblyStep("d", "layers.1", "layers.1", 0.4)])
+    (tmp_path / "plan.json").write_text(json.dumps(plan.to_json()))
+    project = save_project(Project(plan, "digits", {}), tmp_path / "work.malproj")
+    cache = str(tmp_path / "cache")
+    first = json.loads(mal("eval-matrix", "--models", str(tmp_path / "plan.json"),
+                           "--datasets", "digits", "--cache", cache, "--json").stdout)
+    again = json.loads(mal("eval-matrix", "--models", str(project), "--datasets", "digits",
+                           "--cache", cache, "--json").stdout)
+    assert again["models"][0]["hash"] == first["models"][0]["hash"]
+    assert (again["computed"], again["cached"]) == (0, 1)
+    assert again["cells"][0]["metrics"] == first["cells"][0]["metrics"]
+    ran = mal("eval-matrix", "--models", str(tmp_path / "gone.malproj"), "--datasets",
+              "digits", "--cache", cache, check=False)
+    assert ran.returncode == 1 and "gone.malproj: no such project file" in ran.stderr
+
+
 def test_a_full_disk_is_one_line_naming_the_file(mal, small_zoo, tmp_path, monkeypatch):
     import errno
     import os

@@ -24,7 +24,7 @@ from mal_desktop.gui.main_window import MainWindow
 from mal_desktop.gui.models.matrix_model import (CELL_ROLE, VALUE_ROLE, MatrixSortProxy,
                                                  QtMatrixModel)
 from mal_desktop.gui.settings import Settings
-from mal_desktop.gui.undo import AddStepCommand
+from mal_desktop.gui.undo import AddStepCommand, UpdateStepCommand
 from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
 from mal_desktop.gui.workspace import ModelEntry, Workspace
 
@@ -374,6 +374,17 @@ def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
     assert "align" not in stages and "preflight" not in stages
     assert [c.metrics["accuracy"] for c in again.cells] == acc
     assert "0 computed, 2 from the cache" in panel.summary.text()
+
+    # The merged cell after a plan edit: its drill-down and its exports say it is stale and
+    # which plan it measured (they showed the old numbers as current).
+    panel.select_cell(1, 1)
+    assert "Stale" not in details.header.text()
+    ws.push(UpdateStepCommand(ws.plan, 0, {"lam": 0.3}))
+    assert "Stale: the plan was edited" in details.header.text()
+    merged_csv = details.export_csv(tmp_path / "merged.csv", "accuracy").read_text()
+    assert "# stale: the plan was edited after this evaluation" in merged_csv
+    assert "# plan_steps: 1. mlp-w32-s1:layers.1 -> layers.1 lambda=0.5 chain linear" \
+        in merged_csv
 
 
 def test_cancel_mid_run_keeps_finished_cells_and_resumes(qtbot, window: MainWindow,

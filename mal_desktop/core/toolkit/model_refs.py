@@ -269,7 +269,7 @@ def _file_factory(text: str, zoo_dir: Path | None, arch: str | None) -> ModelRef
         return FileRef(text, folder.name, path=folder.resolve(), arch=arch)
     if not path.is_file():
         raise ModelFileError(path, "no such file (a model reference is a model file, a model "
-                                   "folder, zoo:NAME or a plan .json)")
+                                   "folder, zoo:NAME, a plan .json or a project .malproj)")
     return FileRef(text, path.stem, path=path.resolve(), arch=arch)
 
 

@@ -146,10 +146,12 @@ class CellDetails(QWidget):
             self.conf_plot.removeItem(label)
         self.count_labels = []
 
-    def show_cell(self, cell: MatrixCell | None, row_name: str, per_token: bool = False) -> None:
+    def show_cell(self, cell: MatrixCell | None, row_name: str, per_token: bool = False,
+                  stale: str = "") -> None:
         """Draw the drill-down of ``cell`` (None: clear). A cell whose per-sample scores
         cannot be read shows why instead. ``per_token``: the cell scores text token by token
-        (its "classes" are token ids): shown per document instead."""
+        (its "classes" are token ids): shown per document instead. ``stale``: why the cell no
+        longer describes its model (said above the plots)."""
         if cell is None:
             self.clear("Select a finished cell of the matrix.")
             return
@@ -169,7 +171,10 @@ class CellDetails(QWidget):
         source = "from the cache" if cell.cached else "computed now"
         dot = " \u00b7 "
         self.show_scores(scores, row_name, cell.dataset, per_token)
-        self.header.setText(f"{where}: {dot.join(parts)}{dot}{cell.n} samples ({source})")
+        warn = (f"<br><span style='color:{self._colors.bad}'>\u26a0 Stale: "
+                f"{html.escape(stale)}; Evaluate again (Ctrl+E).</span>" if stale else "")
+        self.header.setText(f"{where}: {dot.join(parts)}{dot}{cell.n} samples ({source})"
+                            + warn)
 
     def show_scores(self, scores: SampleScores, row_name: str, dataset: str,
                     per_token: bool = False) -> None:

@@ -119,6 +119,8 @@ class EvaluatePanel(QWidget):
         self._datasets_chosen = False  # the user ticked data sets here (see follow_data)
         self._names: dict[str, str] = {}
         self._run_outputs: dict[str, int] = {}  # outputs used as logits by the last evaluation
+        self._run_plan = ""  # the steps the last evaluation's merged row measured, in words
+        self._shown_stale = ""  # why the drill-down's cell is stale ("" when it is not)
         self.model = QtMatrixModel(self)
         self.proxy = MatrixSortProxy(self)
         self.proxy.setSourceModel(self.model)
@@ -269,6 +271,7 @@ class EvaluatePanel(QWidget):
         for ref in self.model.refs():  # a model now scored on another output than its cells
             if ref != tasks.MERGED_REF and now.get(ref, 0) != self._run_outputs.get(ref, 0):
                 self.model.mark_stale(ref, "another output is used as its logits now")
+        self._reshow_current()
 
     def _entry_outputs(self) -> dict[str, int]:
         """Model file -> the output its loaded model uses as logits, where not the first or
@@ -287,6 +290,15 @@ class EvaluatePanel(QWidget):
             self.model.mark_stale(tasks.MERGED_REF, reason)
             self.summary.setText(self.summary.text() + f" \u2014 \u26a0 {tasks.MERGED_NAME}: "
                                  f"stale ({reason}); Evaluate again (Ctrl+E).")
+            self._reshow_current()
+
+    def _reshow_current(self) -> None:
+        """The drill-down of the selected cell again (its row may have turned stale)."""
+        index = self.table.currentIndex()
+        if index.isValid():
+            row = self.proxy.mapToSource(index).row()
+            if self.model.stale_reason(row) != self._shown_stale:
+                self._show_index(index)
 
     def reset(self) -> None:
         """A new session: no matrix, no details, the choices of the (empty) workspace."""
@@ -387,9 +399,13 @@ class EvaluatePanel(QWidget):
         entries = [e for e in [ws.base, *ws.zoo.values()] if e is not None]
         # the output each model was given as its logits (the first is the files' default)
         outputs = self._run_outputs = self._entry_outputs()
+        self._run_plan = ""
         if tasks.MERGED_REF in refs:
             plan = ws.plan.copy()
             plan.data = None
+            # what the merged row measured, for its exports (the plan changes afterwards)
+            self._run_plan = "; ".join(f"{i + 1}. {s.label} lambda={s.lam:g} {s.align} "
+                                       f"{s.method}" for i, s in enumerate(plan.steps))
             models = {e.path_text: e.model for e in entries}
             specs = {e.path_text: e.tree.spec for e in entries}
         self._names = dict(rows)
@@ -520,9 +536,14 @@ class EvaluatePanel(QWidget):
                                "select one of its cells.")
             return
         cell = self.model.cell(source.row(), source.column())
-        self.details.set_provenance(self._cell_provenance(cell))
+        stale = self._shown_stale = self.model.stale_reason(source.row())
+        provenance = self._cell_provenance(cell)
+        if stale:
+            provenance["stale"] = stale
+        self.details.set_provenance(provenance)
         self.details.show_cell(cell, self.model.row_name(source.row()),
-                               per_token=is_text_dataset(cell.dataset) if cell else False)
+                               per_token=is_text_dataset(cell.dataset) if cell else False,
+                               stale=stale)
 
     def _cell_provenance(self, cell: MatrixCell | None) -> dict[str, object]:
         """Where a cell's numbers come from, for the drill-down's CSV exports: the model's
@@ -530,6 +551,8 @@ class EvaluatePanel(QWidget):
         if cell is None:
             return {}
         meta: dict[str, object] = {"model_ref": cell.model}
+        if cell.model == tasks.MERGED_REF and self._run_plan:
+            meta["plan_steps"] = self._run_plan
         result = self.model.result
         if result is not None:
             for m in result.models:
