@@ -20,8 +20,9 @@ def cmd_eval_matrix(args) -> int:
     from ..core.evaluate.metric_registry import get_metric
     from ..core.io.files import atomic_write_text
     from ..core.jsonio import dumps
-    from ..core.project import refs  # noqa: F401 - registers projects (.malproj) as models
+    from ..core.project.refs import register_projects
 
+    register_projects()  # a project (.malproj) names the merge its plan assembles
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():  # refused before the work
         raise MalError(f"{out}: --out names a folder for matrix.json and matrix.csv; "

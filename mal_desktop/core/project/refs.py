@@ -1,7 +1,7 @@
 """A project saved by the app (.malproj) as a model reference: the merge its plan assembles.
 
-Registered as the ``project`` kind of :mod:`core.toolkit.model_refs` (importing this module
-registers it), so ``mal eval-matrix --models work.malproj`` scores the model the app's
+Registered as the ``project`` kind of :mod:`core.toolkit.model_refs` by
+:func:`register_projects` (the toolkit sits below projects, so it cannot know them), so ``mal eval-matrix --models work.malproj`` scores the model the app's
 "merged (current plan)" row scores: the same content hash, so the two share cached cells.
 """
 
@@ -23,4 +23,6 @@ def _project_factory(text: str, zoo_dir: Path | None, arch: str | None) -> Model
     return plan_ref(load_project_plan(path), name=path.stem, text=text, arch=arch)
 
 
-register_model_kind("project", _project_factory)
+def register_projects() -> None:
+    """Let model references name projects (idempotent)."""
+    register_model_kind("project", _project_factory)
