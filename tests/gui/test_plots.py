@@ -129,6 +129,12 @@ def test_layer_level_curve_leads_with_mean_loss_lambda_star_and_accuracy_at_lamb
     summary = curve.summary_text()
     assert summary.startswith("mean LMC loss") and "\u03bb*" in summary
     assert "accuracy at \u03bb 0.50 naive 40.0% \u00b7 aligned 93.0%" in summary
+    assert "interpolated" not in summary  # 0.5 is a grid point: measured
+    curve.show_curve(r, "Step 1: z:a -> a", lam=0.55)  # off the grid: read off a line
+    assert "accuracy at \u03bb 0.55" in curve.summary_text()
+    assert "(interpolated between grid points)" in curve.summary_text()
+    curve.show_curve(r, "Step 1: z:a -> a", lam=0.5)
+    summary = curve.summary_text()
     # "0.000 (end point worst)" beside a loss climbing 0.2 -> 1.2 read as "no problem"
     assert ("barrier naive 0.000 (no bump: the loss climbs to \u03bb 1) \u00b7 aligned 0.000 "
             "(no bump: the loss climbs to \u03bb 1)") in summary

@@ -375,12 +375,18 @@ class CurvePlot(QWidget):
         parts = [f"<b>mean LMC loss</b> {mean}", f"<b>\u03bb*</b> {star}"]
         if lam is not None and math.isfinite(lam):
             accs = {s: accuracy_at(result.lambdas, getattr(result, s), lam) for s in SERIES}
+            # off the grid the value is read off the straight line between two measured
+            # points (accuracy is not linear in lambda): say so
+            about = "" if any(abs(lam - g) < 1e-9 for g in result.lambdas) else (
+                f" <span style='color:{c.muted}'>(interpolated between grid points)</span>")
             parts.append(f"<b>accuracy at \u03bb {lam:.2f}</b> " + pair(
-                {s: f"{100 * a:.1f}%" if math.isfinite(a) else "n/a" for s, a in accs.items()}))
+                {s: f"{100 * a:.1f}%" if math.isfinite(a) else "n/a" for s, a in accs.items()})
+                + about)
             if result.per_token:  # a language model is read by its perplexity, exp(loss)
                 ppl = {s: perplexity_at(result.lambdas, getattr(result, s), lam) for s in SERIES}
                 parts.append(f"<b>perplexity at \u03bb {lam:.2f}</b> " + pair(
-                    {s: f"{v:.2f}" if math.isfinite(v) else "n/a" for s, v in ppl.items()}))
+                    {s: f"{v:.2f}" if math.isfinite(v) else "n/a" for s, v in ppl.items()})
+                    + about)
         # Always given, as `mal curve` prints it; where the chord barrier says nothing (an end
         # point is the worst point, so it reads 0 while the loss climbs) the value says so.
         parts.append("<b>barrier</b> " + pair(
