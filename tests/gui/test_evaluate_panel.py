@@ -4,6 +4,8 @@ cache on a second run, cancel and resume, drill-down, export, and the study star
 
 from __future__ import annotations
 
+import math
+
 import json
 import threading
 from collections.abc import Iterator
@@ -77,11 +79,14 @@ def test_matrix_model_passes_modeltester_and_colours_sorts(qapp, qtmodeltester) 
         color: QColor = model.data(model.index(row, col), Qt.ItemDataRole.BackgroundRole)
         return color.green() - color.red()
 
-    # Accuracy: higher is greener. Loss: lower is better, so the scale flips.
+    # Accuracy: higher is greener, on its fixed 0-100 % scale across the matrix.
     assert green_minus_red(0, 1) > green_minus_red(1, 1) > green_minus_red(0, 2)
+    # Loss: lower is better, so the scale flips; unbounded, it is scaled per data set (models
+    # are compared on one set: a loss of 13 read green beside a 55 on another set).
     model.set_metric("loss")
     assert model.data(model.index(0, 1)) == "0.2000"
-    assert green_minus_red(0, 1) > green_minus_red(1, 1) > green_minus_red(0, 2)
+    assert green_minus_red(0, 1) > green_minus_red(1, 1)
+    assert green_minus_red(0, 2) == green_minus_red(0, 1)  # the only (so best) value of rot
 
     proxy = MatrixSortProxy()
     proxy.setSourceModel(model)
@@ -95,6 +100,36 @@ def test_matrix_model_passes_modeltester_and_colours_sorts(qapp, qtmodeltester) 
     model.set_layout([("c", "c")], ["digits"])
     model.mark_stopped()
     assert model.data(model.index(0, 1)) == "not computed"
+
+
+def test_perplexity_is_for_text_and_coloured_by_orders_of_magnitude(qapp) -> None:
+    """An image classifier's cell offered "perplexity 2.760e+13" (exp of its loss, read by no
+    one), and one linear scale over 1.07 to 5e23 made every other perplexity look best."""
+    def cell(model: str, dataset: str, ppl: float) -> MatrixCell:
+        return MatrixCell(model, dataset, f"{model}-{dataset}",
+                          {"accuracy": 0.5, "loss": math.log(ppl), "perplexity": ppl}, {}, 10,
+                          False, None, None)
+
+    model = QtMatrixModel()
+    cells = [cell("a", "digits", 3e13), cell("a", "python-code", 30.0),
+             cell("b", "python-code", 3e12), cell("c", "python-code", 5e23)]
+    model.set_layout([("a", "a"), ("b", "b"), ("c", "c")], ["digits", "python-code"])
+    for c in cells:
+        model.set_cell(c)
+    assert "perplexity" in model.metrics()
+    model.set_metric("perplexity")
+    assert model.data(model.index(0, 1)) == "\u2013"  # not for an image data set
+    assert model.data(model.index(0, 1), Qt.ItemDataRole.BackgroundRole) is None
+
+    def red(row: int) -> int:
+        return model.data(model.index(row, 2), Qt.ItemDataRole.BackgroundRole).red()
+
+    # 30 best, 5e23 worst, 3e12 half way in orders of magnitude (linearly: as good as 30)
+    assert red(1) - red(0) > 20 and red(2) - red(1) > 20
+    images = QtMatrixModel()
+    images.set_layout([("a", "a")], ["digits"])
+    images.set_cell(cells[0])
+    assert "perplexity" not in images.metrics()  # nothing it means anything for
 
 
 def test_a_data_set_the_model_does_not_read_shows_n_a_not_a_failure(qtbot) -> None:

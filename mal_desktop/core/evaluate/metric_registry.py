@@ -108,6 +108,8 @@ class Metric:
 
     kind: "sample" | "curve". per_category: the function returns a dict tag -> float.
     higher_is_better: the direction a table should colour (None when neither).
+    text_only: it means something for text scored token by token only (perplexity: a
+    classifier's exp(loss) is no number anyone reads); views leave it out for other data.
     """
 
     name: str
@@ -116,13 +118,14 @@ class Metric:
     description: str
     per_category: bool = False
     higher_is_better: bool | None = None
+    text_only: bool = False
 
 
 METRICS: dict[str, Metric] = {}
 
 
 def register_metric(name: str, kind: str, description: str, *, per_category: bool = False,
-                    higher_is_better: bool | None = None) -> Callable:
+                    higher_is_better: bool | None = None, text_only: bool = False) -> Callable:
     """Decorator: register ``fn(SampleScores) -> value`` or ``fn(CurveSeries) -> float``.
 
     Raises ValueError for an unknown kind or a name already taken (a programming error).
@@ -133,7 +136,8 @@ def register_metric(name: str, kind: str, description: str, *, per_category: boo
     def wrap(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         if name in METRICS:
             raise ValueError(f"a metric named {name!r} is already registered")
-        METRICS[name] = Metric(name, kind, fn, description, per_category, higher_is_better)
+        METRICS[name] = Metric(name, kind, fn, description, per_category, higher_is_better,
+                               text_only)
         return fn
 
     return wrap
@@ -183,7 +187,7 @@ def mean_sample_loss(s: SampleScores) -> float:
 
 
 @register_metric("perplexity", "sample", "exp(mean loss): for language models, the effective "
-                 "number of equally likely next tokens", higher_is_better=False)
+                 "number of equally likely next tokens", higher_is_better=False, text_only=True)
 def perplexity(s: SampleScores) -> float:
     """exp of the mean per-sample (per-token) cross-entropy; NaN for no samples, inf when the
     mean loss is inf or exp overflows."""

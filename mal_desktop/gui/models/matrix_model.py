@@ -24,6 +24,7 @@ from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QPersiste
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
+from ...core.evaluate.datasets import is_text_dataset
 from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS, SampleScores
 from ..palette import plot_colors
@@ -34,9 +35,16 @@ REF_ROLE = Qt.ItemDataRole.UserRole + 3  # the row's model reference text
 
 COL_MODEL = 0
 ABSOLUTE_RANGES = {"accuracy": (0.0, 1.0)}  # metrics with a meaningful fixed scale
+LOG_SCALED = {"perplexity"}  # coloured by orders of magnitude
 BLEND = 0.42  # share of the scale colour mixed into the palette base (rest: base)
 
 Index = QModelIndex | QPersistentModelIndex
+
+
+def metric_applies(metric: str, dataset: str) -> bool:
+    """Whether ``metric`` means something on ``dataset`` (a text-only one on text only)."""
+    known = METRICS.get(metric)
+    return known is None or not known.text_only or is_text_dataset(dataset)
 
 
 def format_value(metric: str, value: float | None) -> str:
@@ -146,7 +154,9 @@ class QtMatrixModel(QAbstractTableModel):
         self._cells: dict[tuple[str, str], MatrixCell] = {}
         self._stopped = False  # pending cells will not come (run cancelled or failed)
         self._metric = "accuracy"
-        self._range = (0.0, 1.0)
+        # the colour scale of each data set's column: models are compared on one data set
+        # (a loss of 13 read green beside a 55 on another set); dataset -> (low, high)
+        self._range: dict[str, tuple[float, float]] = {}
         self._colors: dict[tuple[int, int], QColor] = {}
         self._stale: dict[str, str] = {}  # row reference -> why its cells no longer apply
         self.result: MatrixResult | None = None
@@ -261,8 +271,10 @@ class QtMatrixModel(QAbstractTableModel):
         names: list[str] = list(self.result.metrics) if self.result is not None else []
         for cell in self._cells.values():
             names += [m for m in cell.metrics if m not in names]
-        # A name this registry does not know (a cache written by a newer version) is not offered.
-        return [n for n in names if n in METRICS and not METRICS[n].per_category]
+        # A name this registry does not know (a cache written by a newer version) is not offered;
+        # nor a text-only one (perplexity) when no column holds text.
+        return [n for n in names if n in METRICS and not METRICS[n].per_category
+                and any(metric_applies(n, d) for d in self._cols)]
 
     def cell(self, row: int, col: int) -> MatrixCell | None:
         """The finished cell at (row, col) of this model, or None (pending / column 0)."""
@@ -280,8 +292,9 @@ class QtMatrixModel(QAbstractTableModel):
         return list(self._cells.values())
 
     def value(self, cell: MatrixCell | None) -> float | None:
-        """The shown metric of ``cell`` as a float (None when missing, failed or non-numeric)."""
-        if cell is None or cell.error:
+        """The shown metric of ``cell`` as a float (None when missing, failed or non-numeric,
+        or a text-only metric of other data: a classifier's "perplexity")."""
+        if cell is None or cell.error or not metric_applies(self._metric, cell.dataset):
             return None
         v = cell.metrics.get(self._metric)
         return float(v) if isinstance(v, (int, float)) else None
@@ -368,21 +381,32 @@ class QtMatrixModel(QAbstractTableModel):
                                   self.index(len(self._rows) - 1, len(self._cols)))
 
     def _update_range(self) -> None:
+        """Each column's colour scale: a metric's fixed one (accuracy: 0-100 %), else the
+        column's own extremes (on a log scale for perplexity, which spans 1 to 1e23)."""
         self._colors.clear()
         fixed = ABSOLUTE_RANGES.get(self._metric)
-        if fixed is not None:
-            self._range = fixed
-            return
-        values = [v for v in (self.value(c) for c in self._cells.values())
-                  if v is not None and math.isfinite(v)]
-        self._range = (min(values), max(values)) if values else (0.0, 1.0)
+        self._range = {}
+        for dataset in self._cols:
+            if fixed is not None:
+                self._range[dataset] = fixed
+                continue
+            values = [self._scaled(v) for key, c in self._cells.items() if key[1] == dataset
+                      for v in [self.value(c)] if v is not None and math.isfinite(v)]
+            self._range[dataset] = (min(values), max(values)) if values else (0.0, 1.0)
 
-    def _quality(self, value: float) -> float:
-        lo, hi = self._range
+    def _scaled(self, value: float) -> float:
+        """``value`` where the colour scale is linear: log10 of a perplexity."""
+        if self._metric in LOG_SCALED and math.isfinite(value) and value > 0:
+            return math.log10(value)
+        return value
+
+    def _quality(self, value: float, dataset: str) -> float:
+        lo, hi = self._range.get(dataset, (0.0, 1.0))
+        value = self._scaled(value)
+        if math.isfinite(value) and hi - lo <= 1e-12:
+            return 1.0  # one value (or all equal): nothing to contrast, show it as the best
         if not math.isfinite(value):
             t = 1.0 if value > 0 else 0.0  # +inf loss is the worst; flipped below
-        elif hi - lo <= 1e-12:
-            t = 1.0  # one value (or all equal): nothing to contrast, show it as the best
         else:
             t = (value - lo) / (hi - lo)
         return t if _higher_is_better(self._metric) else 1.0 - t
@@ -394,7 +418,7 @@ class QtMatrixModel(QAbstractTableModel):
         key = (row, col)
         color = self._colors.get(key)
         if color is None:
-            color = self._colors[key] = scale_color(self._quality(value))
+            color = self._colors[key] = scale_color(self._quality(value, cell.dataset))
         return color
 
     def _row_tip(self, row: int) -> str:

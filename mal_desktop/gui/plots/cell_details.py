@@ -27,7 +27,8 @@ from ...core.errors import MalError
 from ...core.toolkit.matrix import MatrixCell
 from ...core.evaluate.metric_registry import SampleScores
 from ..models.matrix_model import (class_names, confusion_counts, drawn_perplexity,
-                                   format_value, per_class_accuracy, per_document, scale_color)
+                                   format_value, metric_applies, per_class_accuracy,
+                                   per_document, scale_color)
 from ..palette import PlotColors, plot_colors, print_colors
 from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
 from .plot_grid import PlotGrid
@@ -167,7 +168,7 @@ class CellDetails(QWidget):
                        " evaluate again to recompute them.")
             return
         parts = [f"{m} {format_value(m, float(v))}" for m, v in cell.metrics.items()
-                 if isinstance(v, (int, float))]
+                 if isinstance(v, (int, float)) and metric_applies(m, cell.dataset)]
         source = "from the cache" if cell.cached else "computed now"
         dot = " \u00b7 "
         self.show_scores(scores, row_name, cell.dataset, per_token)
