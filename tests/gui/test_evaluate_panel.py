@@ -96,6 +96,12 @@ def test_matrix_model_passes_modeltester_and_colours_sorts(qapp, qtmodeltester) 
     assert [proxy.index(r, 0).data() for r in range(2)] == ["b", "a (base)"]
     proxy.sort(1, Qt.SortOrder.DescendingOrder)
     assert [proxy.index(r, 1).data(VALUE_ROLE) for r in range(2)] == [0.95, 0.55]
+    # a stale row: muted text on the plain background (on the scale's colours it was
+    # unreadable in the dark theme, and the colour compared numbers that no longer hold)
+    model.mark_stale("a.safetensors", "the plan was edited")
+    assert model.data(model.index(0, 1), Qt.ItemDataRole.BackgroundRole) is None
+    assert model.data(model.index(0, 1), Qt.ItemDataRole.ForegroundRole) is not None
+    assert isinstance(model.data(model.index(1, 1), Qt.ItemDataRole.BackgroundRole), QColor)
     model.mark_stopped()
     model.set_layout([("c", "c")], ["digits"])
     model.mark_stopped()

@@ -367,7 +367,9 @@ class QtMatrixModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.BackgroundRole:
-            return self._background(row, col, cell)
+            # stale: muted text on the view's own background (muted grey on the scale's
+            # colours was unreadable in the dark theme, and the colour compared old numbers)
+            return None if stale else self._background(row, col, cell)
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._cell_tip(row, col, cell) + (f"\nStale: {stale}; Evaluate again"
                                                      if stale else "")
