@@ -142,6 +142,8 @@ def test_verdict_rule() -> None:
     assert opposite["verdict"] == "did not hold"
     few = stats.paired_check("x", "x", [0.5, 0.6, 0.7], list("abc"), +1, "u")
     assert few["verdict"] == "not resolved" and few["p"] > 0.05  # 3 pairs cannot reach 0.05
+    assert few["min_p"] == 0.25 and "n = 3 cannot resolve it" in few["reason"]  # said so
+    assert stats.smallest_paired_p(6) < 0.05 <= stats.smallest_paired_p(5)
     # significant, but smaller than one grid step of lambda: not resolved
     grid = stats.paired_check("x", "x", [0.05, 0.06, 0.05, 0.07, 0.05, 0.06, 0.05],
                               list("abcdefg"), +1, "u", resolution=0.1)
@@ -184,6 +186,15 @@ def test_gains_give_base_and_target_task_side_by_side(small_study) -> None:
         assert r["gain"] == pytest.approx(r["target_task"] - r["base_on_target"])
         assert r["base_task"] >= r["base_accuracy"] - data["epsilon"] - 1e-9  # at lambda*
     assert any("gain_repair" in r for r in different)  # BatchNorm bases (cnn, resnet)
+    # a merge at lambda* = 0 is the base itself (gain 0 by construction): counted, not tested
+    check = data["gains"]["checks"][0]
+    at_zero = sum(1 for r in different if r["lambda"] == 0)
+    assert (check["n"], check["at_zero"]) == (len(different) - at_zero, at_zero)
+    report = small_study["report"]
+    assert "**Does merging add a capability?** No:" not in report  # never more than the test
+    if any(c["verdict"] == "not resolved" and c["min_p"] >= 0.05
+           for law in data["laws"] for c in law["checks"]):  # a quick run's few seeds
+        assert "could not be resolved by design" in report and "`--small`" in report
     merges = (small_study["result"].out_dir / "merges.md").read_text()
     assert merges.count("\n| ") >= len(rows)
 

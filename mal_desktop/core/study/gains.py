@@ -7,7 +7,8 @@ the base's own task within epsilon), where a user who must keep the base's skill
 - target task: the merged model's accuracy on the data the target was trained on, and the
   base's own accuracy there (the merge at lambda 0);
 - gain: target-task accuracy of the merge minus the base's own on the target task - what the
-  merge added to what the base could already do;
+  merge added to what the base could already do (merges whose lambda* is 0 are the base
+  itself: they are counted, not tested);
 - the same with REPAIR (BatchNorm statistics re-estimated on the base's training data) at the
   repaired curve's own lambda*, for bases with BatchNorm.
 
@@ -66,18 +67,23 @@ def gains(curves: dict[str, Record], lambdas: list[float],
     rows = [merge_row(r, lambdas, accuracy_of.get(r["target"])) for r in curves.values()
             if "error" not in r]
     different = [x for x in rows if x["target_dataset"] != "digits" and "gain" in x]
+    # A merge whose lambda* is 0 is the base itself: its gain is 0 by construction, and
+    # counting it would test the choice of lambda, not what merging adds. Counted apart.
+    moved = [x for x in different if x["lambda"] > 0]
     check = stats.paired_check(
-        "gain on the target task", "at lambda*, the merge is more accurate on the target's "
-        "task than the base alone", [x["gain"] for x in different],
-        [x["config"] for x in different], +1,
-        "one different-data merge: target-task accuracy at lambda* minus the base's own")
-    rep = [x for x in different if "gain_repair" in x]
+        "gain on the target task", "at lambda* (> 0), the merge is more accurate on the "
+        "target's task than the base alone", [x["gain"] for x in moved],
+        [x["config"] for x in moved], +1,
+        "one different-data merge with lambda* > 0: target-task accuracy at lambda* minus the "
+        "base's own", at_zero=len(different) - len(moved))
+    rep = [x for x in different if "gain_repair" in x and x["lambda_repair"] > 0]
     check_repair = stats.paired_check(
         "gain with REPAIR", "with BatchNorm statistics re-estimated, the merge at its lambda* "
         "is more accurate on the target's task than the base alone",
         [x["gain_repair"] for x in rep], [x["config"] for x in rep], +1,
-        "one different-data merge of a BatchNorm base: target-task accuracy at the repaired "
-        "lambda* minus the base's own")
+        "one different-data merge of a BatchNorm base with a repaired lambda* > 0: "
+        "target-task accuracy there minus the base's own",
+        at_zero=sum(1 for x in different if "gain_repair" in x) - len(rep))
     by_config: dict[str, list[Record]] = defaultdict(list)
     for x in different:
         by_config[x["config"]].append(x)

@@ -48,6 +48,15 @@ def _in_short(data: dict[str, Any]) -> list[str]:
         lines.append(f"- Law {law['law']}, *{md(law['title'])}*: **{law['verdict']}** "
                      f"({md(tests)}).")
     lines += ["", "**Does merging add a capability?** " + _gain_answer(data["gains"]), ""]
+    by_design = [c for law in data["laws"] for c in law["checks"]
+                 if c["verdict"] == "not resolved" and c.get("min_p", 0.0) >= 0.05]
+    if by_design:  # a quick run's few seeds: "not resolved" says nothing against a law there
+        names = ", ".join(f"{c['name']} (n = {c['n']})" for c in by_design)
+        lines += [f"*{len(by_design)} check(s) could not be resolved by design: with so few "
+                  f"units the test cannot give p < 0.05 whatever the data ({md(names)}). "
+                  + ("This is a quick run (`--small`): the full study decides these." if
+                     data["small"] else "More seeds per configuration would decide them.")
+                  + "*", ""]
     return lines
 
 
@@ -72,9 +81,15 @@ def _gain_answer(g: dict[str, Any]) -> str:
                 "the seed-to-seed noise, on too few seeds for a test: "
                 f"{', '.join(g['noted'])}. Merging at or below lambda\\* keeps the base's skill "
                 "but transfers little of the target's." + tail)
-    return ("No: no assembly in this study measurably improved a capability without losing "
-            "the base's. Merging at or below lambda\\* keeps the base's skill but does not "
-            "transfer the target's." + tail)
+    check = g["checks"][0]
+    zero = check.get("at_zero", 0)
+    counted = (f" {zero} of {zero + check['n']} such merges have lambda\\* = 0 (no target "
+               "weight keeps the base's skill): they are the base itself and are not tested."
+               if zero else "")
+    return (f"No evidence: no assembly in this study measurably improved a capability "
+            f"without losing the base's (the test: {check['verdict']}, n = {check['n']}, "
+            f"p = {fp(check['p'], '.2g')}). Merging at or below lambda\\* keeps the base's "
+            "skill but showed no transfer of the target's." + counted + tail)
 
 
 def _summary(data: dict[str, Any]) -> list[str]:
@@ -191,7 +206,8 @@ def _gains(data: dict[str, Any]) -> list[str]:
              "perfect merge would transfer.", ""]
     if check["n"]:
         lines.append(
-            f"**In plain words:** over {check['n']} different-data merges the mean gain is "
+            f"**In plain words:** over {check['n']} different-data merges with lambda\\* > 0 "
+            f"the mean gain is "
             f"{ci_text(check['effect'] * 100, [x * 100 for x in check['ci']], '.1f')} accuracy "
             f"points (p = {fp(check['p'], '.3g')}, check: **{check['verdict']}**)"
             + (f"; with REPAIR "

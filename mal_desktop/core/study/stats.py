@@ -121,14 +121,18 @@ def noise_sd(values: Sequence[float], configs: Sequence[str]) -> float:
 
 
 def judge(direction: int, effect: float, ci: Sequence[float], p: float, minimum: float,
-          n: int) -> tuple[str, str]:
+          n: int, min_p: float = 0.0) -> tuple[str, str]:
     """(verdict, reason) of one check by the rule in the module docstring. ``direction`` +1
-    when the claim predicts a positive effect, -1 a negative one."""
+    when the claim predicts a positive effect, -1 a negative one. ``min_p``: the smallest p
+    the test can give with n units (a reason of its own when it is not below alpha)."""
     if n == 0 or effect is None or not math.isfinite(effect):
         return NOT_MEASURED, "no measurements"
     lo, hi = ci
     m = minimum if minimum is not None and math.isfinite(minimum) else 0.0
     if not (p is not None and math.isfinite(p) and p < ALPHA):
+        if min_p >= ALPHA:  # the design, not the data: say so (a quick run's few seeds)
+            return NOT_RESOLVED, (f"n = {n} cannot resolve it: the smallest p this test can "
+                                  f"give with {n} units is {min_p:.3g}")
         return NOT_RESOLVED, f"p = {p:.3g} is not below {ALPHA:g}"
     for sign, verdict in ((direction, HELD), (-direction, NOT_HELD)):
         if sign * lo > 0 and sign * hi > 0:
@@ -142,13 +146,20 @@ def judge(direction: int, effect: float, ci: Sequence[float], p: float, minimum:
 
 def _check(name: str, claim: str, test: str, unit: str, n: int, effect: float,
            ci: Sequence[float], p: float, noise: float, resolution: float, direction: int,
-           **extra: Any) -> Check:
+           min_p: float = 0.0, **extra: Any) -> Check:
     minimum = max(x for x in (noise, resolution, 0.0) if x is not None and math.isfinite(x))
-    verdict, reason = judge(direction, effect, ci, p, minimum, n)
+    verdict, reason = judge(direction, effect, ci, p, minimum, n, min_p)
     return {"name": name, "claim": claim, "test": test, "unit": unit, "n": n,
             "effect": effect, "ci": [float(ci[0]), float(ci[1])], "p": p,
             "noise": noise, "resolution": resolution, "minimum_effect": minimum,
-            "direction": direction, "verdict": verdict, "reason": reason, **extra}
+            "direction": direction, "verdict": verdict, "reason": reason,
+            "min_p": min_p, **extra}
+
+
+def smallest_paired_p(n: int) -> float:
+    """The smallest two-sided p of an exact sign or signed-rank test on n nonzero paired
+    differences (all of one sign): 2 / 2^n. Below 0.05 from n = 6 on."""
+    return 2.0 ** (1 - n) if n > 0 else 1.0
 
 
 def paired_check(name: str, claim: str, diffs: Sequence[float], configs: Sequence[str],
@@ -162,7 +173,8 @@ def paired_check(name: str, claim: str, diffs: Sequence[float], configs: Sequenc
     p = (sign_p(d) if test == "sign" else wilcoxon_p(d)) if d else math.nan
     name_of = {"wilcoxon": "Wilcoxon signed-rank, two-sided", "sign": "exact sign test, two-sided"}
     return _check(name, claim, name_of[test], unit, len(d), avg(d), bootstrap_ci(d), p,
-                  noise_sd(d, [c for _, c in pairs]), resolution, direction, **extra)
+                  noise_sd(d, [c for _, c in pairs]), resolution, direction,
+                  smallest_paired_p(len(d)), **extra)
 
 
 def group_check(name: str, claim: str, values: Sequence[float], configs: Sequence[str],
