@@ -500,6 +500,12 @@ def test_text_cells_drill_down_per_document_and_images_per_class_again(qtbot, tm
     text = SampleScores(labels, preds, preds == labels, loss, np.full(6, 0.5), docs, 320)
     details.show_scores(text, "lm", "python-code", per_token=True)
     assert details.bar_plot.titleLabel.text == "perplexity"
+    details.show()
+    details.resize(300, 300)  # narrow: the plots are paged, the tabs name what is drawn
+    qtbot.waitUntil(lambda: details.grid.pages.isVisible())
+    tabs = [details.grid.pages.tabText(i) for i in range(details.grid.pages.count())]
+    assert tabs == ["perplexity per document", "next-token accuracy"], tabs
+    details.resize(700, 400)
     left = details.bar_plot.getAxis("left")._tickLevels
     assert [name for _, name in left[0]] == ["a.py", "b.py"]
     assert details.image.image is None and not details.count_labels  # no confusion matrix
@@ -512,6 +518,7 @@ def test_text_cells_drill_down_per_document_and_images_per_class_again(qtbot, tm
         details.export_csv(tmp_path / "c.csv", "confusion")
     details.show_scores(_scores(), "mlp", "digits")
     assert details.bar_plot.titleLabel.text == "per-class accuracy"
+    assert details.grid._names == ["per-class accuracy", "confusion matrix"]
     assert details.image.image is not None and len(details.doc_ppl.opts["width"]) == 0
     assert details.bar_plot.getAxis("left")._tickLevels is None
     assert details.bar_plot.getAxis("left").labelText == "accuracy"

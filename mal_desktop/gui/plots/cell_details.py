@@ -265,6 +265,10 @@ class CellDetails(QWidget):
         bp.invertY(text)  # documents top down, in name order
         cp.invertY(True)  # a matrix's row 0 on top; the first document too
         cp.setAspectLocked(not text)
+        # the page tabs of a narrow panel name what is drawn ("per-class accuracy" over a
+        # per-document perplexity read wrong)
+        self.grid.rename(["perplexity per document", "next-token accuracy"] if text else
+                         ["per-class accuracy", "confusion matrix"])
         self.graphics.setToolTip(
             "Left: perplexity of each document's tokens (dashed line: the whole text's).\n"
             "Right: next-token accuracy of each document." if text else

@@ -102,6 +102,12 @@ class PlotGrid(QWidget):
         self.reflow()
         return plot
 
+    def rename(self, names: list[str]) -> None:
+        """New labels for the plots, in order (the page tabs follow): a panel whose plots now
+        show something else."""
+        self._names = list(names) + self._names[len(names):]
+        self._sync_tabs()
+
     @property
     def plots(self) -> list[pg.PlotItem]:
         """The plots, in order."""
