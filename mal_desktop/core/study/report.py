@@ -48,7 +48,8 @@ def _in_short(data: dict[str, Any]) -> list[str]:
         lines.append(f"- Law {law['law']}, *{md(law['title'])}*: **{law['verdict']}** "
                      f"({md(tests)}).")
     lines += ["", "**Does merging add a capability?** " + _gain_answer(data["gains"]), ""]
-    by_design = [c for law in data["laws"] for c in law["checks"]
+    checks = [c for law in data["laws"] for c in law["checks"]] + data["gains"]["checks"]
+    by_design = [c for c in checks
                  if c["verdict"] == "not resolved" and c.get("min_p", 0.0) >= 0.05]
     if by_design:  # a quick run's few seeds: "not resolved" says nothing against a law there
         names = ", ".join(f"{c['name']} (n = {c['n']})" for c in by_design)
