@@ -8,10 +8,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from .output import emit, run
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an output folder that cannot be written, before the work (every cell was
+    computed, then the write failed): a file is created and removed in it, or in the nearest
+    folder above it that exists (nothing is left behind)."""
+    from ..core.errors import MalError
+
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise MalError(f"{out}: cannot write in {probe}: {exc.strerror or exc}") from None
 
 
 def cmd_eval_matrix(args) -> int:
@@ -27,6 +44,8 @@ def cmd_eval_matrix(args) -> int:
     if out is not None and out.exists() and not out.is_dir():  # refused before the work
         raise MalError(f"{out}: --out names a folder for matrix.json and matrix.csv; "
                        "this is an existing file")
+    if out is not None:
+        _check_writable(out)
     result = run(eval_matrix_job(args.models, args.datasets, args.metrics, args.cache,
                                   zoo_dir=args.zoo, arch=args.arch), args)
     obj = result.to_json()

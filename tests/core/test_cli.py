@@ -300,6 +300,13 @@ def test_eval_matrix_out_naming_a_file_is_refused_before_the_work(mal, small_zoo
     assert ran.returncode == 1 and ran.stderr.count("\n") == 1
     assert f"{taken}: --out names a folder" in ran.stderr
     assert taken.read_text() == "{}" and not (tmp_path / "cache").exists()
+    # an output that cannot be written was found out only after every cell was computed
+    # (root ignores file modes: /proc takes no new files from anyone)
+    ran = mal("eval-matrix", "--models", str(small_zoo.path_of("mlp-w32-s0")), "--datasets",
+              "digits", "--cache", str(tmp_path / "cache"), "--out", "/proc/mal-out",
+              check=False)
+    assert ran.returncode == 1 and "/proc/mal-out: cannot write in /proc" in ran.stderr
+    assert not (tmp_path / "cache").exists()
 
 
 def test_eval_matrix_scores_a_project_as_its_plan_sharing_its_cells(mal, small_zoo, tmp_path):

@@ -455,12 +455,16 @@ def test_cancel_mid_run_keeps_finished_cells_and_resumes(qtbot, window: MainWind
     model = panel.model
     assert model.result is None and not panel.export_button.isEnabled()
     assert model.data(model.index(2, 1)) == "not computed"
-    assert "Stopped after 2 cells" in panel.summary.text()
+    assert "Stopped: 2 of 3 cells done (2 computed, 0 from the cache)" in panel.summary.text()
     assert len(list(panel.cache_dir.glob("*.json"))) == 2  # finished cells stay cached
 
     result = _evaluate(qtbot, w)  # resumes: only the missing cell is computed
     assert (result.computed, result.cached) == (1, 2)
     assert model.data(model.index(2, 1)).endswith("%")
+    # a resumed run that stops counts what it took from the cache as such (it said "Stopped
+    # after 3 cells" as if it had computed them)
+    panel.run_stopped()
+    assert "3 of 3 cells done (1 computed, 2 from the cache)" in panel.summary.text()
 
 
 def test_small_study_runs_from_the_gui_and_links_the_report(qtbot, window: MainWindow,

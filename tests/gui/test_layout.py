@@ -213,7 +213,7 @@ def test_axis_titles_fit_inside_their_plots(first_window) -> None:
     scene's edge. Every axis title lies inside its plot and the visible viewport."""
     case, m = first_window
     names = {(name, side, text) for name, side, text, _label, _plot in m["labels"]}
-    assert ("diagnostics", "bottom", "cost (similarity of matched pair)") in names
+    assert ("diagnostics", "bottom", "similarity (higher: closer match)") in names
     assert ("diagnostics", "bottom", "iteration") in names
     for name, side, text, label, plot in m["labels"]:
         assert label[0] >= plot[0] and label[1] >= plot[1], (case, name, side, text, label, plot)

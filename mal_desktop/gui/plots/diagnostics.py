@@ -175,7 +175,7 @@ class DiagnosticsPanel(QWidget):
 
         cp = self.costs_plot
         cp.setTitle("matched-pair costs")
-        cp.setLabel("bottom", "cost (similarity of matched pair)")
+        cp.setLabel("bottom", "similarity (higher: closer match)")
         cp.setLabel("left", "pairs")
         self.histogram = cp.plot([], [], stepMode="center", fillLevel=0)
         self.costs_note = pg.TextItem(anchor=(0.5, 0.5))

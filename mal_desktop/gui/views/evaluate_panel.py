@@ -491,9 +491,15 @@ class EvaluatePanel(QWidget):
         self.model.mark_stopped()
         if not self.table.currentIndex().isValid():
             self.details.clear("Select a finished cell of the matrix for its details.")
-        done = len(self.model.finished_cells())
-        self.summary.setText(f"Stopped after {done} cell{'s' if done != 1 else ''}; Evaluate "
-                             "again to resume (finished cells are cached).")
+        cells = self.model.finished_cells()
+        computed = sum(1 for c in cells if not c.cached and not c.error)
+        cached = sum(1 for c in cells if c.cached)
+        total = self.model.rowCount() * (self.model.columnCount() - 1)
+        # counted as the finished summary counts them: a resumed run that computed nothing new
+        # said "Stopped after 30 cells"
+        self.summary.setText(f"Stopped: {len(cells)} of {total} cells done ({computed} computed, "
+                             f"{cached} from the cache); Evaluate again to resume (finished "
+                             "cells are cached).")
 
     # -- table ----------------------------------------------------------------------------
     def _refresh_metrics(self) -> None:
