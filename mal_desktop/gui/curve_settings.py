@@ -13,6 +13,17 @@ from .controllers.session import GRID_MAX, GRID_MIN, SessionController
 _DESCRIPTION = Qt.ItemDataRole.UserRole + 1  # an item's own tooltip, kept while it is greyed
 
 
+def data_label(spec: str) -> str:
+    """A data set's name in the combo: a file's own name, "text: docs" for a folder of text
+    (its bare name read as an image set's); the whole spec is the item's tooltip."""
+    from ..core.dataspec import TEXT_PREFIX
+
+    if spec.startswith(TEXT_PREFIX):
+        path = spec[len(TEXT_PREFIX):].split(";", 1)[0]
+        return f"text: {Path(path).name}"
+    return Path(spec).name
+
+
 class CurveSettings(QObject):
     """A data-set combo box and a grid spin box bound to ``session`` both ways.
 
@@ -52,7 +63,7 @@ class CurveSettings(QObject):
             combo.setItemData(combo.count() - 1, description, Qt.ItemDataRole.ToolTipRole)
             combo.setItemData(combo.count() - 1, description, _DESCRIPTION)
         if combo.findData(current) < 0:
-            combo.addItem(Path(current).name, current)
+            self._add_spec(current)
         combo.setCurrentIndex(combo.findData(current))
         combo.blockSignals(False)
         self._mark_fitting()
@@ -82,12 +93,20 @@ class CurveSettings(QObject):
             elif item.data(_DESCRIPTION) is not None:
                 item.setToolTip(item.data(_DESCRIPTION))
 
+    def _add_spec(self, spec: str) -> None:
+        """Offer a data set given by a path (a project's, or one chosen before), named by
+        :func:`data_label`, the whole spec as its tooltip."""
+        combo = self.dataset_combo
+        combo.addItem(data_label(spec), spec)
+        for role in (Qt.ItemDataRole.ToolTipRole, _DESCRIPTION):
+            combo.setItemData(combo.count() - 1, spec, role)
+
     @Slot(str)
     def show_data(self, data: str) -> None:
         """Select ``data`` (added when it is a file not offered yet)."""
         combo = self.dataset_combo
         if combo.findData(data) < 0:
-            combo.addItem(Path(data).name, data)
+            self._add_spec(data)
             self._mark_fitting()
         combo.setCurrentIndex(combo.findData(data))
 

@@ -158,6 +158,14 @@ def test_panels_show_the_selected_step_after_run_edit_and_cancel(qtbot, window: 
     assert text >= 0 and not combo.model().item(text).isEnabled()
     assert "reads images or features" in combo.model().item(text).toolTip()
     assert combo.model().item(combo.findData("digits")).isEnabled()
+    # a folder of text from a project reads as text, greyed for this image model ("docs"
+    # alone read like an image data set); the whole spec is its tooltip
+    spec = f"text:{model_files['base_mlp'].parent / 'docs'};context=32"
+    w.session.set_data(spec)
+    item = combo.model().item(combo.findData(spec))
+    assert item.text() == "text: docs" and not item.isEnabled()
+    assert "reads images or features" in item.toolTip()
+    w.session.set_data("digits")
     for source in ("layers.0", "layers.1"):
         assert ws.add_step(AssemblyStep("zoo_mlp", source, source, 0.3)).ok
     w.grid_spin.setValue(3)
