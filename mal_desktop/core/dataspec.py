@@ -35,3 +35,14 @@ def map_spec_paths(spec: str, fix: Callable[[str], str]) -> str:
         key, sep, value = option.partition("=")
         kept.append(f"{key}={fix(value)}" if key in _PATH_OPTIONS and sep and value else option)
     return ";".join([TEXT_PREFIX + (fix(where) if where else where), *kept])
+
+
+def spec_label(spec: str) -> str:
+    """A short name for ``spec`` in a list: a registered name as it is, a file by its own name,
+    "text: docs" for text (a folder's bare name read like an image set's)."""
+    if not is_file_spec(spec):
+        return spec
+    if spec.startswith(TEXT_PREFIX):
+        where = spec[len(TEXT_PREFIX):].split(";", 1)[0]
+        return f"text: {os.path.basename(os.path.normpath(where)) or where}"
+    return os.path.basename(os.path.normpath(spec))

@@ -3,25 +3,13 @@ with the session (which stores them in the project and the settings)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import QObject, Qt, Slot
 from PySide6.QtWidgets import QComboBox, QSpinBox
 
+from ..core.dataspec import spec_label
 from .controllers.session import GRID_MAX, GRID_MIN, SessionController
 
 _DESCRIPTION = Qt.ItemDataRole.UserRole + 1  # an item's own tooltip, kept while it is greyed
-
-
-def data_label(spec: str) -> str:
-    """A data set's name in the combo: a file's own name, "text: docs" for a folder of text
-    (its bare name read as an image set's); the whole spec is the item's tooltip."""
-    from ..core.dataspec import TEXT_PREFIX
-
-    if spec.startswith(TEXT_PREFIX):
-        path = spec[len(TEXT_PREFIX):].split(";", 1)[0]
-        return f"text: {Path(path).name}"
-    return Path(spec).name
 
 
 class CurveSettings(QObject):
@@ -95,9 +83,9 @@ class CurveSettings(QObject):
 
     def _add_spec(self, spec: str) -> None:
         """Offer a data set given by a path (a project's, or one chosen before), named by
-        :func:`data_label`, the whole spec as its tooltip."""
+        :func:`~mal_desktop.core.dataspec.spec_label`, the whole spec as its tooltip."""
         combo = self.dataset_combo
-        combo.addItem(data_label(spec), spec)
+        combo.addItem(spec_label(spec), spec)
         for role in (Qt.ItemDataRole.ToolTipRole, _DESCRIPTION):
             combo.setItemData(combo.count() - 1, spec, role)
 
