@@ -27,7 +27,7 @@ from mal_desktop.gui.models.matrix_model import (CELL_ROLE, VALUE_ROLE, MatrixSo
                                                  QtMatrixModel)
 from mal_desktop.gui.settings import Settings
 from mal_desktop.gui.undo import AddStepCommand, UpdateStepCommand
-from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
+from mal_desktop.gui.views.evaluate_panel import KEY_ROLE, EvaluatePanel
 from mal_desktop.gui.workspace import ModelEntry, Workspace
 
 pytestmark = pytest.mark.gui
@@ -279,11 +279,11 @@ def test_panel_choices_hints_and_strict_json_export(qtbot, tmp_path: Path) -> No
     # ticks data sets here
     panel.follow_data("python-code")
     assert panel.selected_datasets() == ["python-code"]
-    panel.follow_data("not-offered.npz")
-    assert panel.selected_datasets() == ["python-code"]
+    panel.follow_data("mine.npz")  # a project's own data file: offered too, and followed
+    assert panel.selected_datasets() == ["mine.npz"]
     panel.datasets_list.item(0).setCheckState(Qt.CheckState.Checked)  # the user's tick
     panel.follow_data("digits-rot90")
-    assert panel.selected_datasets() == ["digits", "python-code"]
+    assert panel.selected_datasets() == ["digits", "mine.npz"]
     panel.set_checked(["data:digits"])
     assert panel.prepare_run() is None and "Tick at least one model" in panel.summary.text()
     assert not panel.export_button.isEnabled()
@@ -426,6 +426,33 @@ def test_matrix_run_colours_drills_down_exports_and_hits_the_cache(
     assert "# stale: the plan was edited after this evaluation" in merged_csv
     assert "# plan_steps: 1. mlp-w32-s1:layers.1 -> layers.1 lambda=0.5 chain linear" \
         in merged_csv
+
+
+def test_your_own_data_is_offered_and_evaluated(qtbot, window: MainWindow,
+                                                 tmp_path: Path) -> None:
+    """The Data sets list offered registered names only: a project's own .npz, or any file of
+    the user's, could be scored by the CLI but not here. Own data is offered below them (a
+    project's data ticked, as the curve's is), labelled by its file name, and evaluated."""
+    from mal_desktop.core.evaluate.datasets import load_dataset
+
+    w, panel = window, window.views.evaluate_panel
+    digits = load_dataset("digits")
+    own = tmp_path / "my-digits.npz"
+    np.savez(own, x=digits.x_test[:50].numpy(), y=digits.y_test[:50].numpy())
+    w.session.set_data(str(own))  # what opening a project whose data is a file does
+    keys = [panel.datasets_list.item(i).data(KEY_ROLE)
+            for i in range(panel.datasets_list.count())]
+    assert keys[-1] == f"data:{own}"
+    item = panel.datasets_list.item(len(keys) - 1)
+    assert item.text() == "my-digits.npz" and item.toolTip() == str(own)
+    assert panel.selected_datasets() == [str(own)]  # followed, alone, as the curve's
+    panel.add_dataset(f"text:{tmp_path}")  # the Add... button's folder of text
+    assert panel.datasets_list.item(len(keys)).text() == f"text: {tmp_path.name}"
+    panel.set_checked([w.workspace.base.path_text, f"data:{own}"])
+    result = _evaluate(qtbot, w)
+    assert result.errors == [] and result.cells[0].n == 50
+    assert panel.model.headerData(1, Qt.Orientation.Horizontal) == "my-digits.npz"
+    assert panel.model.cell(0, 1).metrics["accuracy"] > 0.5  # a digits model on digits
 
 
 def test_cancel_mid_run_keeps_finished_cells_and_resumes(qtbot, window: MainWindow,

@@ -24,6 +24,7 @@ from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QPersiste
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
+from ...core.dataspec import spec_label
 from ...core.evaluate.datasets import is_text_dataset
 from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS, SampleScores
@@ -315,7 +316,8 @@ class QtMatrixModel(QAbstractTableModel):
         if not 0 <= section < self.columnCount():
             return None
         if role == Qt.ItemDataRole.DisplayRole:
-            return "Model" if section == COL_MODEL else self._cols[section - 1]
+            # a file's own name, not its whole path (the tooltip has the path)
+            return "Model" if section == COL_MODEL else spec_label(self._cols[section - 1])
         if role == Qt.ItemDataRole.ToolTipRole:
             if section == COL_MODEL:
                 return "Evaluated model (click to sort by name)"

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFile
                                QStyleOptionViewItem, QToolButton, QVBoxLayout,
                                QWidget)
 
+from ...core.dataspec import TEXT_PREFIX, is_file_spec, spec_label
 from ...core.evaluate.datasets import available_datasets, is_text_dataset
 from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS
@@ -120,6 +121,8 @@ class EvaluatePanel(QWidget):
         self._names: dict[str, str] = {}
         self._run_outputs: dict[str, int] = {}  # outputs used as logits by the last evaluation
         self._run_plan = ""  # the steps the last evaluation's merged row measured, in words
+        self._registered: dict[str, str] = {}  # registered data sets: name -> description
+        self._own_data: list[str] = []  # the user's data sets (.npz, text:PATH), in order added
         self._shown_stale = ""  # why the drill-down's cell is stale ("" when it is not)
         self.model = QtMatrixModel(self)
         self.proxy = MatrixSortProxy(self)
@@ -142,9 +145,26 @@ class EvaluatePanel(QWidget):
         left = QVBoxLayout(choose)
         left.setContentsMargins(4, 2, 2, 2)
         left.setSpacing(2)
+        # your own data: a .npz (x, y) or text (a .txt file or a folder of them), as the CLI
+        # takes them; the list offered registered names only
+        self.add_data_button = QToolButton()
+        self.add_data_button.setText("Add\u2026")
+        self.add_data_button.setAutoRaise(True)
+        self.add_data_button.setToolTip("Evaluate on your own data too: a .npz file (x, y), a "
+                                        ".txt file or a folder of .txt files")
+        self.add_data_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        add_menu = QMenu(self.add_data_button)
+        add_menu.addAction("A data file (.npz, .txt)\u2026", self._ask_data_file)
+        add_menu.addAction("A folder of text files\u2026", self._ask_text_folder)
+        self.add_data_button.setMenu(add_menu)
         for label, widget, stretch in (("Models", self.models_list, 3),
                                        ("Data sets", self.datasets_list, 2)):
-            left.addWidget(QLabel(f"<b>{label}</b>"))
+            title = QHBoxLayout()
+            title.addWidget(QLabel(f"<b>{label}</b>"))
+            title.addStretch(1)
+            if widget is self.datasets_list:
+                title.addWidget(self.add_data_button)
+            left.addLayout(title)
             left.addWidget(widget, stretch)
         # Two to a line (evaluate and cancel, then the study): in one line the three buttons
         # made this column ~300 px wide, which left the cell details too narrow for one plot
@@ -337,10 +357,36 @@ class EvaluatePanel(QWidget):
 
     def set_datasets(self, datasets: dict[str, str], checked: str = "digits") -> None:
         """Offer ``datasets`` (name -> description); only ``checked`` is ticked at first."""
-        self._remember(self.datasets_list)
+        self._registered = dict(datasets)
         for name in datasets:
             self._checked.setdefault(f"data:{name}", name == checked)
-        self._fill(self.datasets_list, [(f"data:{n}", n, d, True) for n, d in datasets.items()])
+        self._fill_datasets()
+
+    def add_dataset(self, spec: str, ticked: bool = True) -> None:
+        """Offer the user's data set ``spec`` (a .npz path or text:PATH) below the registered
+        ones, ticked; it is read when evaluated (a bad file then names itself)."""
+        if spec in self._registered or spec in self._own_data:
+            return
+        self._own_data.append(spec)
+        self._checked[f"data:{spec}"] = ticked
+        self._fill_datasets()
+
+    def _fill_datasets(self) -> None:
+        self._remember(self.datasets_list)
+        items = [(f"data:{n}", n, d, True) for n, d in self._registered.items()]
+        items += [(f"data:{spec}", spec_label(spec), spec, True) for spec in self._own_data]
+        self._fill(self.datasets_list, items)
+
+    def _ask_data_file(self) -> None:
+        file, _ = QFileDialog.getOpenFileName(self, "Add a Data Set", "",
+                                              "Data sets (*.npz *.txt);;All files (*)")
+        if file:
+            self.add_dataset(file if not file.lower().endswith(".txt") else TEXT_PREFIX + file)
+
+    def _ask_text_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a Folder of Text Files")
+        if folder:
+            self.add_dataset(TEXT_PREFIX + folder)
 
     @Slot()
     def _on_dataset_ticked(self) -> None:
@@ -352,6 +398,8 @@ class EvaluatePanel(QWidget):
 
         The curves' data set is the one the open models were made for: opening the language
         demo zoo chooses a text one, where an image data set would give only error cells."""
+        if is_file_spec(name):  # a project's own data: offered here too
+            self.add_dataset(name, ticked=not self._datasets_chosen)
         widget = self.datasets_list
         keys = [widget.item(i).data(KEY_ROLE) for i in range(widget.count())]
         if self._datasets_chosen or f"data:{name}" not in keys:
