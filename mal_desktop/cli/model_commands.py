@@ -161,7 +161,7 @@ def cmd_curve(args) -> int:
 def _plan_curve(args) -> int:
     """`mal curve --plan PLAN [--step N]`: the curve the app's Run draws for a plan's step."""
     from ..core.errors import DatasetError, MalError, PlanError
-    from ..core.evaluate.datasets import load_dataset
+    from ..core.evaluate.datasets import is_text_dataset, load_dataset
     from ..core.jobs import plan_curve_job
 
     given = [o for o, v in (("--base", args.base), ("--target", args.target),
@@ -176,7 +176,8 @@ def _plan_curve(args) -> int:
     if not data:
         raise MalError(f"{args.plan}: the plan names no data set: give --data")
     try:
-        load_dataset(data)  # an unknown dataset is refused before any model is read
+        if not is_text_dataset(data):  # text is read after the base says it reads text
+            load_dataset(data)  # an unknown dataset is refused before any model is read
         result = run(plan_curve_job(plan, args.step - 1 if args.step else -1, data,
                                     args.grid, arch=args.arch, repair=args.repair), args)
     except (PlanError, DatasetError) as exc:  # a step or the data of this plan: name the file

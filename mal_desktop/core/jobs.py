@@ -19,7 +19,8 @@ from .align.matching import WEIGHT_RESTARTS, result_permutations, whole_model_ma
 from .errors import PlanError
 from .evaluate.curves import StateAt, interpolation_job, lerp_states
 from .evaluate.datasets import Dataset, load_dataset
-from .evaluate.evaluator import EvalResult, check_data_fits, evaluate_model, fit_inputs
+from .evaluate.evaluator import (EvalResult, check_data_fits, check_kind_fits, evaluate_model,
+                                 fit_inputs)
 from .evaluate.metrics import CurveResult, lambda_grid
 from .graph.discover import discover_spec, export_module
 from .graph.file_spec import MAX_PARAMETERS, spec_record
@@ -280,8 +281,10 @@ def plan_curve_job(plan: AssemblyPlan, step_index: int, data: str | Dataset, gri
     ``step_index`` counts those, negative from the end (-1: the last step).
     """
     cancel = cancel or CancelToken()
-    dataset = _dataset(data)
     cache = ModelCache(models, arch, specs, plan.outputs_by_path())
+    if isinstance(data, str):  # text for an image model is said before the text is read
+        check_kind_fits(cache.model(plan.base), data)
+    dataset = _dataset(data)
     plan = _expand_blocks(plan, _plan_shapes(plan, models or {}), cache)
     if -len(plan.steps) <= step_index < 0:
         step_index += len(plan.steps)

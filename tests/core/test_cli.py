@@ -115,7 +115,11 @@ def test_curve_of_a_plan_step_as_the_app_draws_it(mal, small_zoo, tmp_path):
     curve = json.loads(mal("curve", "--plan", str(plan), "--grid", "3", "--json").stdout)
     assert curve["naive"]["loss"][0] == pytest.approx(scored["loss"], abs=1e-5)
     assert curve["alignment"]["plan_steps"] == 2
+    (tmp_path / "empty").mkdir()
     for args, words in ((["--plan", str(plan), "--base", base], "leave out --base"),
+                        # text for an image model: said first, not "no .txt files in ..."
+                        (["--plan", str(plan), "--data", f"text:{tmp_path / 'empty'}"],
+                         "reads images or features, not token ids"),
                         (["--plan", str(plan), "--step", "3"], f"{plan}: no step 3 in the plan"),
                         (["--data", "digits"], "needs --base, --target, or --plan PLAN"),
                         (["--base", base, "--target", a, "--data", "digits", "--step", "1"],

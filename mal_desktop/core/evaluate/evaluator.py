@@ -29,7 +29,7 @@ from ..errors import DatasetError, MalError, MalWarning
 from ..io.model import LoadedModel
 from ..io.pt2_io import program_batch_size
 from ..progress import CancelToken
-from .datasets import Dataset
+from .datasets import Dataset, is_text_dataset
 from .text import IGNORE, model_tokenizer, text_context, token_windows
 
 
@@ -267,6 +267,16 @@ def check_data_fits(model: LoadedModel, data: Dataset) -> None:
     elif model.probe_dtype().is_floating_point:
         raise DatasetError(f"model {model.name} reads images or features, not token ids; "
                            f"dataset {data.name} is text, for language models: choose an image "
+                           "or feature dataset")
+
+
+def check_kind_fits(model: LoadedModel, spec: str) -> None:
+    """Refuse text for an image or feature model from the dataset spec alone, before the data
+    is read (a folder with no .txt files said so first, not that the model reads no text).
+    Raises DatasetError as :func:`check_data_fits`."""
+    if is_text_dataset(spec) and model.probe_dtype().is_floating_point:
+        raise DatasetError(f"model {model.name} reads images or features, not token ids; "
+                           f"dataset {spec} is text, for language models: choose an image "
                            "or feature dataset")
 
 
