@@ -522,3 +522,29 @@ def test_text_cells_drill_down_per_document_and_images_per_class_again(qtbot, tm
     assert details.image.image is not None and len(details.doc_ppl.opts["width"]) == 0
     assert details.bar_plot.getAxis("left")._tickLevels is None
     assert details.bar_plot.getAxis("left").labelText == "accuracy"
+
+
+def test_confusion_counts_show_only_while_a_cell_holds_them(qtbot) -> None:
+    """In a small drill-down the counts printed in the confusion matrix spilled over their
+    neighbours ("34" across two cells); they now show only while the widest fits a cell."""
+    from mal_desktop.core.evaluate.metric_registry import SampleScores
+    from mal_desktop.gui.plots.cell_details import CellDetails
+
+    n = 10
+    labels = np.repeat(np.arange(n), 120)
+    preds = labels.copy()
+    preds[::7] = (preds[::7] + 1) % n
+    details = CellDetails()
+    qtbot.addWidget(details)
+    details.resize(1400, 800)
+    details.show()
+    qtbot.waitExposed(details)
+    details.show_scores(SampleScores(labels, preds, preds == labels, np.full(len(labels), 0.5),
+                                     np.full(len(labels), 0.9), labels.astype(str), n),
+                        "mlp", "digits")
+    qtbot.waitUntil(lambda: all(label.isVisible() for label in details.count_labels))
+    assert len(details.count_labels) >= n
+    details.resize(420, 260)  # cells of a few pixels: the three-digit counts cannot fit
+    qtbot.waitUntil(lambda: not any(label.isVisible() for label in details.count_labels))
+    details.resize(1400, 800)
+    qtbot.waitUntil(lambda: all(label.isVisible() for label in details.count_labels))

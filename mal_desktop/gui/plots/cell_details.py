@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QRectF, QSize, Qt
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QFontMetrics
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.errors import MalError
@@ -97,6 +97,10 @@ class CellDetails(QWidget):
         cp.addItem(self.doc_bars)
         self.per_token = False
         self.count_labels: list[pg.TextItem] = []
+        # counts are printed in the cells only while a cell holds one: in a small panel they
+        # spilled over their neighbours ("34" across two cells)
+        self.conf_plot.vb.sigResized.connect(self._fit_counts)
+        self.conf_plot.vb.sigRangeChanged.connect(self._fit_counts)
         self.scores: SampleScores | None = None
         self.counts: np.ndarray | None = None
         self.accuracy: np.ndarray | None = None
@@ -244,6 +248,24 @@ class CellDetails(QWidget):
                         label.setPos(p, t)
                         self.conf_plot.addItem(label, ignoreBounds=True)
                         self.count_labels.append(label)
+        self._fit_counts()
+
+    def _fit_counts(self, *_args: object) -> None:
+        """Show the cells' counts when the widest fits inside one cell, else none."""
+        if not self.count_labels:
+            return
+        try:
+            pixel_w, pixel_h = self.conf_plot.vb.viewPixelSize()  # data units per pixel
+        except TypeError:  # pyqtgraph: no device transform yet (not on screen)
+            return
+        if not (pixel_w > 0 and pixel_h > 0):
+            return
+        metrics = QFontMetrics(self.font())
+        wide = max(metrics.horizontalAdvance(label.textItem.toPlainText())
+                   for label in self.count_labels)
+        fits = 1.0 / pixel_w >= wide + 4 and 1.0 / pixel_h >= metrics.height()
+        for label in self.count_labels:
+            label.setVisible(fits)
 
     def _set_mode(self) -> None:
         """Axes for classes (accuracy bars, a square matrix) or for documents (two bar plots:
