@@ -252,12 +252,10 @@ class CellDetails(QWidget):
 
     def _fit_counts(self, *_args: object) -> None:
         """Show the cells' counts when the widest fits inside one cell, else none."""
-        if not self.count_labels:
+        vb = self.conf_plot.vb
+        if not self.count_labels or vb.pixelVectors()[0] is None:  # not on screen yet
             return
-        try:
-            pixel_w, pixel_h = self.conf_plot.vb.viewPixelSize()  # data units per pixel
-        except TypeError:  # pyqtgraph: no device transform yet (not on screen)
-            return
+        pixel_w, pixel_h = vb.viewPixelSize()  # data units per screen pixel
         if not (pixel_w > 0 and pixel_h > 0):
             return
         metrics = QFontMetrics(self.font())
