@@ -151,6 +151,6 @@ class JobQueue(QObject):
     def _on_cancelled(self) -> None:
         task, self._current = self._current, None
         self._stopped(task)
-        self.message.emit(f"{task.name if task else 'Job'} cancelled", 6000)
+        self.message.emit(f"Cancelled: {task.name if task else 'the job'}", 6000)
         self._start_next()
         self.jobEnded.emit()

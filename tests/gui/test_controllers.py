@@ -53,7 +53,7 @@ def test_job_queue_runs_in_order_and_cancel_drops_what_waits(qtbot, jobs: JobQue
     with qtbot.waitSignal(jobs.runner.cancelled, timeout=5000):
         jobs.cancel()
     assert stopped == ["b", "a"] and done == [] and log == ["start a"]  # b never started
-    assert "A cancelled" in messages and not jobs.is_busy()
+    assert "Cancelled: A" in messages and not jobs.is_busy()  # not "Running ... cancelled"
     with qtbot.waitSignal(jobs.jobEnded, timeout=5000):
         jobs.submit(_step_job("c", log), "C", done.append)
     with qtbot.waitSignal(jobs.jobEnded, timeout=5000):

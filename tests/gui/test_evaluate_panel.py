@@ -521,6 +521,7 @@ def test_small_study_runs_from_the_gui_and_links_the_report(qtbot, window: MainW
     qtbot.waitUntil(box.isVisible, timeout=5000)
     assert (out / "report.md").as_uri() in box.text()
     assert box.text().count("<li>law ") == len(result.data["laws"])
+    assert "A quick run: two seeds per configuration are too few" in box.text()
     box.close()
 
 

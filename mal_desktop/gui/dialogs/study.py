@@ -91,6 +91,9 @@ def show_study_report(parent: QWidget, result: Any) -> QMessageBox:
             f" with {len(figures)} figure{'s' if len(figures) != 1 else ''}"
             + (f" ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "") + ".</p>"
             + (f"<ul>{laws}</ul>" if laws else "")
+            + ("<p><i>A quick run: two seeds per configuration are too few for most tests to "
+               "reach p &lt; 0.05, so 'not resolved' here says little; the report names those "
+               "checks. The full study decides them.</i></p>" if result.data.get("small") else "")
             + (f"<p>Figures could not be drawn: {html.escape(problem)}</p>" if problem else ""))
     box = QMessageBox(QMessageBox.Icon.Information, "MAL Study Finished", text,
                       QMessageBox.StandardButton.Ok, parent)
