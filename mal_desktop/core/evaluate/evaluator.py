@@ -264,19 +264,23 @@ def check_data_fits(model: LoadedModel, data: Dataset) -> None:
     """
     if data.text is None:
         fit_inputs(model, data.x_test[:1], data.name)
-    elif model.probe_dtype().is_floating_point:
-        raise DatasetError(f"model {model.name} reads images or features, not token ids; "
-                           f"dataset {data.name} is text, for language models: choose an image "
-                           "or feature dataset")
+    else:
+        _refuse_text_for_images(model, data.name)
 
 
 def check_kind_fits(model: LoadedModel, spec: str) -> None:
     """Refuse text for an image or feature model from the dataset spec alone, before the data
     is read (a folder with no .txt files said so first, not that the model reads no text).
     Raises DatasetError as :func:`check_data_fits`."""
-    if is_text_dataset(spec) and model.probe_dtype().is_floating_point:
+    if is_text_dataset(spec):
+        _refuse_text_for_images(model, spec)
+
+
+def _refuse_text_for_images(model: LoadedModel, data_name: str) -> None:
+    """The one refusal of a text dataset ``data_name`` for a model that reads floats."""
+    if model.probe_dtype().is_floating_point:
         raise DatasetError(f"model {model.name} reads images or features, not token ids; "
-                           f"dataset {spec} is text, for language models: choose an image "
+                           f"dataset {data_name} is text, for language models: choose an image "
                            "or feature dataset")
 
 
