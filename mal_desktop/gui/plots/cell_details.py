@@ -303,10 +303,7 @@ class CellDetails(QWidget):
         y = np.arange(len(docs), dtype=float)
         ticks = [[(i, d) for i, d in enumerate(docs)]] if len(docs) <= MAX_NAMED_TICKS else None
         pen = pg.mkPen(c.muted, width=0.5)
-        self.bars.setOpts(x=[], height=[])
-        self.mean_line.hide()
-        self.image.clear()
-        self._remove_counts()
+        # the class plots' items are empty: show_scores cleared them, and only it changes mode
         self.doc_ppl.setOpts(x0=0.0, y=y, width=ppl, height=0.75, pen=pen,
                              brushes=[pg.mkBrush(c.aligned)] * len(y))
         self.doc_bars.setOpts(x0=0.0, y=y, width=acc, height=0.75, pen=pen,
