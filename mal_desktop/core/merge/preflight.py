@@ -394,6 +394,7 @@ def layer_hint(name: str, layers: Sequence[str], what: str = "weight layers") ->
     return (f" (it has {len(layers)} {what}, e.g. {', '.join(layers[:3])}; "
             "mal inspect lists them)")
 
+
 def kind_note(base_reads_tokens: bool, donor_reads_tokens: bool, donor: str) -> str:
     """A word on a step whose donor reads another kind of data than the base (an image model's
     layer merged into a language model's MLP fits by shape and merges, but its units learned
