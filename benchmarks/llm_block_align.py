@@ -7,10 +7,12 @@
 Builds a one-block Llama (transformers' LlamaForCausalLM from a config, random init, small
 vocabulary so the block dominates) and a second copy of it whose every free permutation space is
 permuted at random (as the spec allows: heads whole, dims within heads where rotary does
-not pin them) with a little noise added, then times, in one process:
+not pin them, query heads reordered inside their groups) with a little noise added, then times,
+in one process:
 permutation discovery on the meta device, whole-model weight matching (one run, as the CLI's
 inner loop; cost products on the compute device, LAPs by the core's solver) and reports how many
-units of each space were matched back to their true partners. Needs the [hf] extra.
+units of each space, and how many query heads inside their groups, were matched back to their
+true partners. Needs the [hf] extra.
 
 With CUDA available the matching runs once per device (``--devices``; default cpu and cuda),
 each after an untimed warm-up on a small block, and the CPU / CUDA time ratio is printed with a
@@ -107,7 +109,7 @@ def block_match(LlamaConfig, LlamaForCausalLM, hidden: int, mlp: int, heads: int
     from mal_desktop.core.align.matching import whole_model_match
     from mal_desktop.core.device import compute_device
     from mal_desktop.core.graph.discover import discover_spec
-    from mal_desktop.core.graph.selftest import random_permutations
+    from mal_desktop.core.graph.selftest import random_copy_orders, random_permutations
     from mal_desktop.core.graph.spec import permute_state
     from mal_desktop.core.io.model import LoadedModel
     from mal_desktop.core.progress import run_job
@@ -134,15 +136,15 @@ def block_match(LlamaConfig, LlamaForCausalLM, hidden: int, mlp: int, heads: int
             + ", ".join(f"{s} ({sp.size})" for s, sp in free.items()), flush=True)
         # the permutations the spec allows (heads stay whole, rotary-paired dims keep their
         # order): a plain randperm of a head space would plant a copy computing another function
-        perms = random_permutations(spec, seed=1)
+        perms, orders = random_permutations(spec, seed=1), random_copy_orders(spec, seed=1)
         gen = torch.Generator().manual_seed(1)
         base = {k: v.detach() for k, v in module.state_dict().items()}
-        target = permute_state(base, spec, perms)
+        target = permute_state(base, spec, perms, orders)
         target = {k: v + noise * v.std() * torch.randn(v.shape, generator=gen)
                   if v.is_floating_point() and v.numel() > 1 else v for k, v in target.items()}
         block = {"params": params, "discover_s": t_discover, "matches": [],
-                 "inputs": (spec, perms, base, target)}
-    spec, perms, base, target = block["inputs"]
+                 "inputs": (spec, perms, orders, base, target)}
+    spec, perms, orders, base, target = block["inputs"]
 
     device = compute_device()
     if device.type == "cuda":
@@ -160,6 +162,15 @@ def block_match(LlamaConfig, LlamaForCausalLM, hidden: int, mlp: int, heads: int
         # the copy's unit i is the base's unit p[i]: a pair (r, c) is right when p[c] == r
         recovered[s] = float((p[cols] == rows).float().mean())
         pairs[s] = torch.stack([rows.cpu(), cols.cpu()])
+    copies_back = {}
+    for s, planted in orders.items():
+        # new copy k of the copy's head j is the base's copy planted[j][k]: base copy k must
+        # take the copy's copy c with planted[j][c] == k
+        match, span = result.matches[s], len(perms[s]) // len(planted)
+        found = match.copies or [tuple(range(planted.shape[1]))] * (match.matched // span)
+        back = [int(planted[match.cols[g * span] // span][c]) == k
+                for g, copy in enumerate(found) for k, c in enumerate(copy)]
+        copies_back[s] = sum(back) / len(back)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     gpu_gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     say(f"weight matching on {device}: {t_match:.1f} s, {result.sweeps} sweeps, "
@@ -167,8 +178,11 @@ def block_match(LlamaConfig, LlamaForCausalLM, hidden: int, mlp: int, heads: int
         f"peak RSS {peak_gib:.1f} GiB" + (f", GPU peak {gpu_gib:.1f} GiB" if gpu_gib else ""))
     for s, frac in recovered.items():
         say(f"  {s}: {frac:.1%} of units matched to their true partner")
+    for s, frac in copies_back.items():
+        say(f"  {s}: {frac:.1%} of query heads back in their place in the group")
     block["matches"].append(pairs)
     return {**block, "match_s": t_match, "sweeps": result.sweeps, "recovered": recovered,
+            "query_heads_back": copies_back,
             "peak_rss_gib": peak_gib, "gpu_peak_gib": gpu_gib}
 
 

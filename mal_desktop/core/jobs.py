@@ -15,7 +15,7 @@ from typing import Generator, Mapping
 import torch
 
 from .align.activations import activation_matching
-from .align.matching import WEIGHT_RESTARTS, result_permutations, whole_model_match
+from .align.matching import WEIGHT_RESTARTS, aligned_target, whole_model_match
 from .errors import PlanError
 from .evaluate.curves import StateAt, interpolation_job, lerp_states
 from .evaluate.datasets import Dataset, load_dataset
@@ -383,7 +383,7 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
             if align == "weight":
                 result = run_job(whole_model_match(b_state, t_state, spec, restarts=restarts,
                                                    cancel=cancel))
-                perms = result_permutations(result)
+                aligned_state = aligned_target(t_state, spec, result)
                 report.update({"start": ("identity kept" if result.restart < 0 else "identity"
                                          if result.restart == 0 else "random"),
                                "runs": result.restarts,
@@ -395,7 +395,7 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
                 perms = activation_matching(cache.model(base_path).module,
                                             cache.model(target_path).module, spec, probe,
                                             _probe_program(cache.model(base_path), probe))
-            aligned_state = permute_state(t_state, spec, perms)
+                aligned_state = permute_state(t_state, spec, perms)
         return MergeSeries(lerp_states(b_state, t_state), lerp_states(b_state, aligned_state),
                            align, report=report)
     align = align or "chain"

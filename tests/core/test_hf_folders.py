@@ -510,12 +510,13 @@ def test_opening_a_folder_hashes_nothing_until_its_hash_is_asked_for(
 
 def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
         tmp_path: Path, monkeypatch) -> None:
-    """Merging one block of a permuted copy at lambda 1 (its layers, and its norms, which the
-    copy has of its own) gives the base with the copy's norms put back in the base's order,
-    also when the chain's working copies are over the limit and it starts at the block (its
-    residual stream solved from the block's own weights), as for a deep block of a 7B model."""
+    """Merging one block of a permuted copy (query heads reordered inside their groups too) at
+    lambda 1 (its layers, and its norms, which the copy has of its own) gives the base with the
+    copy's norms put back in the base's order, also when the chain's working copies are over
+    the limit and it starts at the block (its residual stream solved from the block's own
+    weights), as for a deep block of a 7B model."""
     from mal_desktop.core.graph.discover import discover_spec
-    from mal_desktop.core.graph.selftest import random_permutations
+    from mal_desktop.core.graph.selftest import random_copy_orders, random_permutations
     from mal_desktop.core.graph.spec import permute_state
     from mal_desktop.core.jobs import assemble_job
     from mal_desktop.core.merge import chains
@@ -531,7 +532,8 @@ def test_a_block_of_a_permuted_copy_merges_back_with_a_chain_bounded_in_memory(
     norms = [f"model.layers.1.{n}.weight" for n in ("input_layernorm", "post_attention_layernorm")]
     own = {k: torch.rand(32, generator=torch.Generator().manual_seed(i)) + 0.5
            for i, k in enumerate(norms)}
-    copy = permute_state({**base.state(), **own}, spec, random_permutations(spec, seed=3))
+    copy = permute_state({**base.state(), **own}, spec, random_permutations(spec, seed=3),
+                         random_copy_orders(spec, seed=3))
     config = json.loads((folder / "config.json").read_text())
     write_hf_folder(tmp_path / "copy", copy, config, tied=tie_groups(module))
     layers = [f"model.layers.1.{name}" for name in (

@@ -23,7 +23,7 @@ from mal_desktop.core.align.activations import activation_matching
 from mal_desktop.core.evaluate.metrics import barrier, lambda_grid
 from mal_desktop.core.graph import file_spec
 from mal_desktop.core.graph.discover import discover_spec
-from mal_desktop.core.graph.selftest import random_permutations, self_test
+from mal_desktop.core.graph.selftest import random_copy_orders, random_permutations, self_test
 from mal_desktop.core.graph.spec import (HeadGroup, PermutationSpec, head_permutation_of,
                                          permute_state)
 from mal_desktop.core.graph.spec_cache import spec_from_json, spec_to_json
@@ -57,9 +57,11 @@ def loaded(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype | None 
 
 def realign_barrier(model: LoadedModel, spec: PermutationSpec, seed: int = 3) -> tuple[float, float]:
     """(naive, aligned) barrier of a permuted copy against the model, on the model's own
-    predictions (cross-entropy over the last axis), along an 11-point curve."""
+    predictions (cross-entropy over the last axis), along an 11-point curve. The copy has
+    every free space permuted and the query heads of each grouped-query group reordered."""
     state = model.state()
-    permuted = permute_state(state, spec, random_permutations(spec, seed))
+    permuted = permute_state(state, spec, random_permutations(spec, seed),
+                             random_copy_orders(spec, seed))
     target = model.with_state(permuted)
     cache = ModelCache({"base": model, "target": target}, specs={"base": spec, "target": spec})
     series = curve_series(cache, "base", "target", align="weight")
@@ -316,12 +318,14 @@ def test_llama_grouped_query_realignment_needs_the_value_dims_solve(transformers
 
 @pytest.mark.parametrize("layer", ["q_proj", "o_proj"])
 def test_llama_grouped_query_layer_steps_realign(transformers, layer: str) -> None:
-    """A chain layer step from a permuted copy maps the layer whose axis repeats each
-    key/value head's dims (Q's rows, O's columns) back onto the base's exactly."""
+    """A chain layer step from a permuted copy (query heads reordered in their groups too)
+    maps the layer whose axis repeats each key/value head's dims (Q's rows, O's columns) back
+    onto the base's exactly."""
     model = _llama_gqa(transformers)
     spec = discover_spec(model)
     state = model.state()
-    donor = model.with_state(permute_state(state, spec, random_permutations(spec, 3)))
+    donor = model.with_state(permute_state(state, spec, random_permutations(spec, 3),
+                                           random_copy_orders(spec, 3)))
     name = f"model.model.layers.0.self_attn.{layer}"
     cache = ModelCache({"base": model, "target": donor}, specs={"base": spec, "target": spec})
     series = curve_series(cache, "base", "target", align="chain", layers=[(name, name)])

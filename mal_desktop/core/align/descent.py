@@ -27,6 +27,7 @@ from ..device import compute_device
 from ..errors import AlignmentError
 from ..graph.spec import Axis, PermutationSpec
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled
+from .copies import QueryCopies
 from .generalized import Layout, Match, canonical_axis, full_layout
 from .heads import HeadFamily, head_families, random_family_matches, solve_family
 from .lap import LapBuffer, improves, solve_lap
@@ -229,6 +230,7 @@ class _Descent:
         self.work = work
         self.families = dict(families or {})  # head-grouped spaces: solved family by family
         self.matches = matches
+        self.free = list(free)
         self.device = device
         self.dtype = dtype
         self.touching: dict[str, list[tuple[_Pair, int, int]]] = {s: [] for s in free}
@@ -367,7 +369,9 @@ def match_spaces(
     the spaces and on where it starts. ``restarts`` runs are made: the first from the (truncated)
     identity, the others from seeded random matches, each visiting the spaces in its own seeded
     order; the run with the highest final J is kept, and the identity itself when no run beats it
-    (so the result is never worse than naive index alignment on J).
+    (so the result is never worse than naive index alignment on J). Where grouped-query
+    attention repeats a free space, each sweep also reorders the query heads inside their
+    groups (copies.py); the matches then carry the orders (``Match.copies``).
 
     Parameters:
         base_state, target_state: state dicts (parameters and buffers).
@@ -400,6 +404,8 @@ def match_spaces(
     device = compute_device()
     dtype = cost_dtype or _cost_dtype(base_state, target_state, infos, device)
     work = _device_pairs(base_state, target_state, infos, device, dtype)
+    query_families = QueryCopies.find(base_spec, target_spec, pairs, free,
+                                      {bk: info for bk, _, info in infos}, work)
     products = CostProducts(work, free)  # one of each serves every run
     lap_buffer = LapBuffer()
     runs = max(1, restarts)
@@ -415,11 +421,20 @@ def match_spaces(
                     matches[space] = Match.random(m.base_size, m.target_size, gen)
                 elif space == families[space].spaces[0]:  # heads whole, one head map
                     matches.update(random_family_matches(families[space], gen))
-        descent = _Descent(work, matches, free, device, dtype, families, products, lap_buffer)
+        # grouped-query attention: the query heads' order inside their groups, a coordinate
+        # of its own (copies.py), started at random too by the random runs
+        copies = QueryCopies(query_families) if query_families else None
+        run_work = work
+        if copies is not None and run > 0:
+            steps = copies.random_steps(gen)
+            run_work = copies.reordered(work, steps)
+            copies.take(steps)
+        descent = _Descent(run_work, matches, free, device, dtype, families,
+                           products if run_work is work else None, lap_buffer)
         if run == 0:
             identity_j = descent.objective()
         result = yield from _descend(descent, free, max_iter, seed + run, cancel,
-                                     (run, runs))
+                                     (run, runs), copies)
         if best is None or improves(result.objective_history[-1],
                                     best.objective_history[-1]):
             best = dataclasses.replace(result, restart=run)
@@ -429,10 +444,29 @@ def match_spaces(
     return dataclasses.replace(best, restarts=runs, identity_objective=identity_j)
 
 
+def _copy_step(copies: QueryCopies, descent: _Descent) -> _Descent | None:
+    """Reorder the target's query heads inside their groups to best match the base at the
+    current matches (copies.py): the descent over the reordered tensors, or None when no
+    reorder raises J."""
+    steps = copies.best_step(descent.work, descent.matches, descent.products)
+    if not any(steps):
+        return None
+    # the reordered tensors change the products: a fresh descent state, every space stale
+    trial = _Descent(copies.reordered(descent.work, steps), descent.matches, descent.free,
+                     descent.device, descent.dtype, descent.families, None, descent.lap_buffer)
+    if not improves(trial.objective(), descent.objective()):
+        return None
+    copies.take(steps)
+    return trial
+
+
 def _descend(descent: _Descent, free: Sequence[str], max_iter: int, seed: int,
-             cancel: CancelToken, run: tuple[int, int]) -> Job[MatchResult]:
+             cancel: CancelToken, run: tuple[int, int], copies: QueryCopies | None = None
+             ) -> Job[MatchResult]:
     """One coordinate-descent run from ``descent``'s current matches; ``run`` = (index, runs)
-    places its progress in the whole job."""
+    places its progress in the whole job. With ``copies``, each sweep ends by reordering the
+    query heads of grouped-query attention inside their groups where that raises J; the
+    result's matches carry the orders."""
     rng = random.Random(seed)
     order = sorted(free)
     history = [descent.objective()]
@@ -442,6 +476,9 @@ def _descend(descent: _Descent, free: Sequence[str], max_iter: int, seed: int,
         cancel.raise_if_cancelled()
         rng.shuffle(order)
         changed = _sweep(descent, order, cancel)
+        reordered = _copy_step(copies, descent) if copies is not None else None
+        if reordered is not None:
+            descent, changed = reordered, True
         sweeps = sweep
         history.append(descent.objective())
         converged = not changed
@@ -453,6 +490,6 @@ def _descend(descent: _Descent, free: Sequence[str], max_iter: int, seed: int,
                             {"restart": index, "sweep": sweep, "objective": history[-1]})
         if converged:
             break
-    return MatchResult(dict(descent.matches), tuple(history), sweeps, converged,
-                       tuple(sorted(free)))
+    matches = copies.attach(descent.matches) if copies is not None else dict(descent.matches)
+    return MatchResult(matches, tuple(history), sweeps, converged, tuple(sorted(free)))
 

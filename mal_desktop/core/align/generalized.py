@@ -31,6 +31,10 @@ class Match:
 
     rows: base slots that receive a target unit, strictly ascending.
     cols: ``cols[i]`` is the target unit placed into base slot ``rows[i]``; all distinct.
+    copies: on a space that grouped-query axes repeat (``graph.spec.Axis``), the query heads
+        of each group reordered: one tuple per head of matched pairs (``span`` consecutive
+        pairs, in row order), copy k of the base head taking copy ``copies[g][k]`` of its target
+        head. Empty: copies in order (and on every other axis copies mean nothing).
     Exactly k = min(base_size, target_size) pairs. Plain tuples keep the object immutable, hashable
     and safe to hand to another thread.
     """
@@ -39,6 +43,7 @@ class Match:
     target_size: int
     rows: tuple[int, ...]
     cols: tuple[int, ...]
+    copies: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         k = min(self.base_size, self.target_size)
@@ -57,6 +62,13 @@ class Match:
         if len(set(self.cols)) != k or (k and (min(self.cols) < 0
                                                or max(self.cols) >= self.target_size)):
             raise AlignmentError(f"match cols must be distinct units in 0..{self.target_size - 1}")
+        if self.copies:
+            repeat = len(self.copies[0])
+            if k % len(self.copies) or any(sorted(c) != list(range(repeat))
+                                           for c in self.copies):
+                raise AlignmentError(f"match copy orders must be one permutation of the copies "
+                                     f"per head of matched pairs (got {len(self.copies)} for "
+                                     f"{k} pairs)")
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -119,7 +131,22 @@ class Match:
     @property
     def is_identity(self) -> bool:
         """True for the truncated identity (nothing moved)."""
-        return self.rows == self.cols and self.rows == tuple(range(self.matched))
+        return (self.rows == self.cols and self.rows == tuple(range(self.matched))
+                and not self.copies)
+
+    def with_copies(self, copies: Sequence[Sequence[int]]) -> Match:
+        """This match with the copy orders ``copies`` (see the class docstring); copies all in
+        order are stored as none, so that the match equals the one without them."""
+        ordered = tuple(tuple(int(k) for k in c) for c in copies)
+        if all(c == tuple(range(len(c))) for c in ordered):
+            ordered = ()
+        return Match(self.base_size, self.target_size, self.rows, self.cols, ordered)
+
+    def copy_order_tensor(self, device: torch.device | str | None = None) -> torch.Tensor | None:
+        """``copies`` as a (heads, repeat) tensor for ``expand_index``, or None when in order."""
+        if not self.copies:
+            return None
+        return torch.tensor(self.copies, dtype=torch.long, device=device)
 
     def rows_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.tensor(self.rows, dtype=torch.long, device=device)
@@ -337,10 +364,14 @@ def transform_tensor(t: torch.Tensor, matches: AxisMatches,
                 f"axis {dim} of a target tensor of shape {tuple(t.shape)} has {t.shape[dim]} "
                 f"entries, expected {match.target_size} units x block {block} x {tiles} tiles")
         tiles //= repeat  # the layout's own tiles; its copies are listed by expand_index
+        order = match.copy_order_tensor(t.device) if repeat > 1 else None
+        if order is not None and len(match.copies) * span != match.matched:
+            raise AlignmentError(f"axis {dim}: copy orders for {len(match.copies)} heads of "
+                                 f"{span}, but {match.matched} matched units")
         rows = expand_index(match.rows_tensor(t.device), block, tiles, match.base_size,
                             repeat, span)
         cols = expand_index(match.cols_tensor(t.device), block, tiles, match.target_size,
-                            repeat, span)
+                            repeat, span, order)
         picked = torch.index_select(out, dim, cols)
         if match.padded == 0 and (repeat == 1 or match.matched % span == 0):
             # rows are then 0..m-1 in order: the selection already is the base layout.

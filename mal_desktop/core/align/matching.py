@@ -14,7 +14,7 @@ import torch
 
 from ..errors import AlignmentError
 from ..graph.recurrent import recurrent_riders
-from ..graph.spec import Layer, PermutationSpec
+from ..graph.spec import Layer, PermutationSpec, permute_state
 from ..progress import CancelToken, Job
 from .descent import MatchResult, axes_of, check_same_layout, is_statistic, match_spaces
 from .generalized import Match, kernel_text, transform_tensor
@@ -26,8 +26,8 @@ from .generalized import Match, kernel_text, transform_tensor
 WEIGHT_RESTARTS = 4
 
 __all__ = ["MatchResult", "match_spaces", "is_statistic", "apply_matches", "weight_matching",
-           "whole_model_match", "default_tensor_keys", "result_permutations", "chain_pairs",
-           "chain_layers",
+           "whole_model_match", "default_tensor_keys", "result_permutations",
+           "result_copy_orders", "aligned_target", "chain_pairs", "chain_layers",
            "WEIGHT_RESTARTS"]
 
 
@@ -106,7 +106,9 @@ def weight_matching(
 
     Returns:
         space -> permutation p for every free space, usable as
-        ``permute_state(target_state, spec, perms)`` to bring the target into the base's basin.
+        ``permute_state(target_state, spec, perms)`` to bring the target into the base's basin
+        where no grouped-query attention's copies move (otherwise use
+        :func:`whole_model_match` and :func:`aligned_target`).
     Raises:
         AlignmentError / Cancelled: as :func:`match_spaces`.
     """
@@ -139,6 +141,20 @@ def whole_model_match(
 def result_permutations(result: MatchResult) -> dict[str, torch.Tensor]:
     """space -> permutation of every optimised (free, square) space of a whole-model match."""
     return {s: result.matches[s].permutation() for s in result.optimised if s in result.matches}
+
+
+def result_copy_orders(result: MatchResult) -> dict[str, torch.Tensor]:
+    """space -> copy orders (heads x repeat) of every space whose grouped-query copies the
+    match reorders: with :func:`result_permutations`, what ``permute_state`` needs."""
+    return {s: m.copy_order_tensor() for s, m in result.matches.items() if m.copies}
+
+
+def aligned_target(target_state: Mapping[str, torch.Tensor], spec: PermutationSpec,
+                   result: MatchResult) -> dict[str, torch.Tensor]:
+    """The target state of a whole-model match brought into the base's basin: its permutations
+    and grouped-query copy orders applied (the same function as the target)."""
+    return permute_state(target_state, spec, result_permutations(result),
+                         result_copy_orders(result))
 
 
 def _prefix(spec: PermutationSpec, layer: int | str, who: str) -> list[Layer]:

@@ -19,7 +19,8 @@ from ..errors import AlignmentError
 from ..io.meta import tie_groups
 from ..io.model import LoadedModel
 from ..progress import CancelToken, Job, ProgressEvent, never_cancelled, run_job
-from .spec import PermutationSpec, compose_head_permutation, expand_index, permute_state
+from .spec import (PermutationSpec, compose_head_permutation, expand_index, permute_state,
+                   repeated_spaces)
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -29,7 +30,8 @@ class SelfTestReport:
     """Outcome of :func:`self_test`.
 
     per_space: max |output difference| when only that free space is permuted (with the other
-        spaces of its attention, which share its head permutation).
+        spaces of its attention, which share its head permutation, and with the query heads of
+        each grouped-query group reordered: ``random_copy_orders``).
     overall: the same with every free space permuted at once.
     passed: there is something to permute, every difference is within ``tolerance`` and the
         test had power (``status == "passed"``).
@@ -89,6 +91,29 @@ def random_permutations(spec: PermutationSpec, seed: int = 0) -> dict[str, torch
                             + k * group.heads * group.dim)
         perms[space.id] = torch.cat(segments)
     return perms
+
+
+def random_copy_orders(spec: PermutationSpec, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random copy orders (heads x repeat) for the spaces that grouped-query axes repeat:
+    the query heads of each group reordered, one order per attention shared by its repeated
+    spaces (Q's rows and O's columns). An attention with a repeated space that is not free is
+    left out: its copies would keep their order while the others moved."""
+    gen = torch.Generator().manual_seed(seed + 15485863)
+    by_family: dict[str, list[str]] = {}
+    for space in repeated_spaces(spec):
+        group = spec.head_groups.get(space)
+        by_family.setdefault(group.family if group else space, []).append(space)
+    orders: dict[str, torch.Tensor] = {}
+    for spaces in by_family.values():
+        if any(spec.spaces[s].fixed for s in spaces):
+            continue
+        heads = {spec.spaces[s].size // repeated_spaces(spec)[s][1] for s in spaces}
+        repeat = repeated_spaces(spec)[spaces[0]][0]
+        if len(heads) != 1:
+            continue
+        order = torch.stack([_randperm(repeat, gen) for _ in range(heads.pop())])
+        orders.update({s: order for s in spaces})
+    return orders
 
 
 def _with_family(spec: PermutationSpec, perms: dict[str, torch.Tensor],
@@ -192,6 +217,7 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
             state[key] = state[names[-1]]
     probe = _copy_module(model.module)
     perms = random_permutations(spec, seed)
+    copies = random_copy_orders(spec, seed)
     per_space: dict[str, float] = {}
     inert: list[str] = []
     powerless: list[str] = []
@@ -207,7 +233,9 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
 
         for i, (space_id, perm) in enumerate(perms.items()):
             cancel.raise_if_cancelled()
-            permuted = permute_state(state, spec, _with_family(spec, perms, space_id))
+            family = _with_family(spec, perms, space_id)
+            permuted = permute_state(state, spec, family,
+                                     {s: o for s, o in copies.items() if s in family})
             if all(torch.equal(permuted[k], state[k]) for k, _ in spec.tensors_on(space_id)):
                 inert.append(space_id)
             per_space[space_id] = diff(permuted)
@@ -217,7 +245,7 @@ def self_test_job(model: LoadedModel, spec: PermutationSpec, cancel: CancelToken
             yield ProgressEvent("self-test", (i + 1) / (len(perms) + 1), f"permuted {space_id}",
                                 (space_id, per_space[space_id]))
         cancel.raise_if_cancelled()
-        overall = diff(permute_state(state, spec, perms)) if perms else 0.0
+        overall = diff(permute_state(state, spec, perms, copies)) if perms else 0.0
     within = overall <= tolerance and all(d <= tolerance for d in per_space.values())
     if not within:
         status = "FAILED"

@@ -14,7 +14,10 @@ layout once per row (tiles H, block W). Entry e of such an axis belongs to unit
 ``(e % (units * block)) // block``. Grouped-query attention adds a third form: the units come in
 heads of ``span`` units and each head's entries appear ``repeat`` times in a row (the output
 projection reads a key/value head's value dims once per query head of its group), so entry
-(c * repeat + k) * span * block + u * block + b of a tile belongs to unit c * span + u.
+(c * repeat + k) * span * block + u * block + b of a tile belongs to unit c * span + u. Copy k of
+head c is query head c * repeat + k: the query heads of one group may be reordered among
+themselves (a *copy order* per head, shared by every repeated axis of the attention: Q's rows
+and O's columns), on top of any permutation of the space.
 
 Attention heads: a space may hold the units of ``heads`` heads of ``dim`` units each, head h
 owning units [h*dim, (h+1)*dim) (``HeadGroup``). Its allowed permutations keep heads whole: a
@@ -156,7 +159,8 @@ class PermutationSpec:
 
 
 def expand_index(index: torch.Tensor, block: int, tiles: int = 1, units: int = 0,
-                 repeat: int = 1, span: int = 1) -> torch.Tensor:
+                 repeat: int = 1, span: int = 1,
+                 copy_order: torch.Tensor | None = None) -> torch.Tensor:
     """Unit indices -> entry indices when each unit owns ``block`` consecutive entries and the
     axis repeats a layout of ``units`` units ``tiles`` times (``units`` is needed when tiles > 1).
 
@@ -165,12 +169,18 @@ def expand_index(index: torch.Tensor, block: int, tiles: int = 1, units: int = 0
     ((u // span) * repeat + k) * span + u % span (times ``block``); a full list of slots in order
     thus gives the axis's entries in order, and two lists of equal length pair their entries
     copy by copy. A list whose length is not a multiple of ``span`` lists copy by copy.
+    ``copy_order`` (listed groups x repeat): in place k of listed group g, copy
+    ``copy_order[g, k]`` of its units is listed instead of copy k (the query heads of a group
+    reordered); the list's length must then be a multiple of ``span``.
     """
     if repeat > 1:
         index = index.long()
-        k = torch.arange(repeat, device=index.device)
+        k = torch.arange(repeat, device=index.device)[:, None]  # (repeat, 1)
+        if copy_order is not None:
+            groups = torch.arange(len(index), device=index.device) // span
+            k = copy_order.to(index.device).long()[groups].T  # (repeat, listed)
         copies = ((index // span) * repeat)[None, :] * span + (index % span)[None, :] \
-            + (k * span)[:, None]  # (repeat, listed)
+            + k * span  # (repeat, listed)
         if len(index) % span == 0:
             copies = copies.reshape(repeat, -1, span).transpose(0, 1)  # (groups, repeat, span)
         index = copies.reshape(-1)
@@ -188,21 +198,43 @@ def permute_state(
     state: Mapping[str, torch.Tensor],
     spec: PermutationSpec,
     perms: Mapping[str, torch.Tensor],
+    copy_orders: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Apply square permutations ``perms[space] = p`` (new unit i is old unit p[i]) to a state.
 
-    Spaces missing from ``perms`` keep the identity. Returns a new dict; inputs are untouched.
+    ``copy_orders[space]`` (heads x repeat), for a space that grouped-query axes repeat: copy k
+    of new head h is copy ``copy_orders[space][h, k]`` of the old head it takes (the query
+    heads of a group reordered; see the module docstring). Spaces missing from ``perms`` keep
+    the identity, their copies too unless ``copy_orders`` names them. Returns a new dict;
+    inputs are untouched.
     """
+    copy_orders = copy_orders or {}
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         axes = spec.axes.get(key, ())
         for dim, axis in enumerate(axes):
-            if axis is None or axis.space not in perms:
+            if axis is None:
                 continue
-            perm = perms[axis.space].to(tensor.device)
-            idx = expand_index(perm, axis.block, axis.tiles, len(perm), axis.repeat, axis.span)
+            order = copy_orders.get(axis.space) if axis.repeat > 1 else None
+            if axis.space not in perms and order is None:
+                continue
+            perm = perms[axis.space].to(tensor.device) if axis.space in perms \
+                else torch.arange(spec.spaces[axis.space].size, device=tensor.device)
+            idx = expand_index(perm, axis.block, axis.tiles, len(perm), axis.repeat, axis.span,
+                               order)
             tensor = torch.index_select(tensor, dim, idx)
         out[key] = tensor
+    return out
+
+
+def repeated_spaces(spec: PermutationSpec) -> dict[str, tuple[int, int]]:
+    """Space -> (repeat, span) for every space that a grouped-query axis repeats (its heads'
+    copies may be reordered: see the module docstring)."""
+    out: dict[str, tuple[int, int]] = {}
+    for axes in spec.axes.values():
+        for axis in axes:
+            if axis is not None and axis.repeat > 1:
+                out[axis.space] = (axis.repeat, axis.span)
     return out
 
 

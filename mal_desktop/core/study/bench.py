@@ -3,7 +3,7 @@
 One bench lives in each measuring process (``runner.py``). It keeps one
 :class:`~mal_desktop.core.jobs.ModelCache` (each file loaded and its permutation spaces
 discovered once) and runs the engine's steps (``curve_series``, ``align_step``, ``merge_step``,
-``weight_matching``) on it. A curve record holds, at every lambda of the grid:
+``whole_model_match``) on it. A curve record holds, at every lambda of the grid:
 
 - the aligned merge on the base's task (loss and accuracy), and the naive merge when the
   target was trained on the base's data (law 1 compares the two on such pairs);
@@ -24,13 +24,12 @@ from typing import Any, Callable
 
 import torch
 
-from ..align.matching import default_tensor_keys, weight_matching
+from ..align.matching import aligned_target, default_tensor_keys, whole_model_match
 from ..evaluate.curves import lerp_states, state_probe
 from ..evaluate.datasets import Dataset, load_dataset
 from ..evaluate.evaluator import evaluate_model, fit_inputs
 from ..evaluate.metrics import barrier, mean_loss, threshold_lambda
 from ..evaluate.repair import reset_batchnorm_stats
-from ..graph.spec import permute_state
 from ..io.model import LoadedModel
 from ..jobs import ModelCache, curve_series
 from ..merge.assemble import align_step, check_step_fits, merge_step
@@ -197,8 +196,8 @@ class Bench:
         keys = default_tensor_keys(spec_b, b_state)
         runs = []
         for seed in range(self.restarts):
-            perms = run_job(weight_matching(b_state, t_state, spec_b, seed=seed))
-            permuted = permute_state(t_state, spec_b, perms)
+            result = run_job(whole_model_match(b_state, t_state, spec_b, seed=seed))
+            permuted = aligned_target(t_state, spec_b, result)
             objective = float(sum((b_state[k].double() * permuted[k].double()).sum()
                                   for k in keys))
             series = lerp_states(b_state, permuted)

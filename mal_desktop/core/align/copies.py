@@ -1,0 +1,198 @@
+"""Grouped-query attention: reordering the query heads inside each key/value head's group.
+
+In grouped-query attention every key/value head is read by ``repeat`` query heads; the spec puts
+Q's rows and O's columns on the key/value heads' spaces, each head's dims written once per query
+head of its group (``graph.spec.Axis``: repeat, span). Copy k of a key/value head on those axes
+is query head k of its group. Reordering the query heads of a group among themselves, the same
+way on Q's rows and O's columns, leaves the function unchanged, so two models trained apart
+differ by such a reorder per group on top of the head and dim permutations that descent solves.
+
+Descent (descent.py) sees a repeated axis as tiles of copies paired copy by copy. Given its
+matches, the best reorder is exact and cheap: for each matched pair of heads (base h, target j)
+and each copy pair (k, l), the inner product of the base's copy k of h with the target's copy l
+of j (its other axes mapped) summed over every repeated tensor of the attention; one
+repeat x repeat LAP per head pair. It is one more coordinate of the descent, visited after
+every sweep: the target's copies are reordered (a change that keeps its function) when that
+raises J, and the next sweep solves the spaces against the reordered tensors. Visiting it only
+once descent had converged was not enough: with the copies scrambled, Q's and O's products are
+noise in the costs of the residual stream, and a chain starting inside a Llama settled with
+the stream wrong in every run.
+
+The copy orders found are carried by the matches (``Match.copies``), so every mapping of target
+tensors (``transform_tensor``) applies them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..graph.spec import PermutationSpec
+from .generalized import Match, full_layout
+from .lap import solve_lap
+from .products import CostProducts, PairedTensor
+
+
+@dataclass(frozen=True)
+class _RepeatedAxis:
+    """A repeated axis of a working tensor, laid out as descent keeps it (canonical_axis):
+    ``tiles`` x ``repeat`` copies x units x ``block`` entries."""
+
+    pair: int  # index into the working tensors
+    dim: int
+    tiles: int
+    block: int
+
+
+@dataclass(frozen=True)
+class _CopyFamily:
+    """The repeated axes of one attention: their base spaces share one copy order per head."""
+
+    spaces: tuple[str, ...]
+    spans: tuple[int, ...]  # per space, dims per head
+    repeat: int
+    base_heads: int
+    target_heads: int
+    axes: tuple[tuple[_RepeatedAxis, int], ...]  # (axis, index of its space in ``spaces``)
+
+
+class QueryCopies:
+    """The copy orders of the grouped-query attentions of one descent (module docstring)."""
+
+    def __init__(self, families: Sequence[_CopyFamily]) -> None:
+        self.families = list(families)
+        # per family: target head -> the order of its copies against the target as given
+        self.orders = [torch.arange(f.repeat).repeat(f.target_heads, 1) for f in self.families]
+
+    @staticmethod
+    def find(base_spec: PermutationSpec, target_spec: PermutationSpec,
+             pairs: Mapping[str, str], free: Sequence[str],
+             original_axes: Mapping[str, tuple], work: Sequence[PairedTensor]
+             ) -> list[_CopyFamily]:
+        """The grouped-query attentions whose copies may be reordered (``QueryCopies``'s
+        argument). ``original_axes``: base key -> per axis (base space, layout) before descent
+        made repeated axes plain; ``pairs``: base space -> target space."""
+        found: dict[str, dict] = {}
+        for index, pair in enumerate(work):
+            for dim, (space, layout) in enumerate(original_axes[pair.base_key]):
+                if space is None:
+                    continue
+                block, tiles, repeat, span = full_layout(layout)
+                if repeat == 1:
+                    continue
+                group = base_spec.head_groups.get(space)
+                family = found.setdefault(group.family if group else space,
+                                          {"spaces": {}, "repeat": repeat, "axes": []})
+                if family["repeat"] != repeat or space not in free:
+                    # mixed group sizes are not one attention's query heads; and a space that
+                    # keeps its order would keep its copies' order while the others moved
+                    family["repeat"] = 0
+                family["spaces"][space] = span
+                family["axes"].append((_RepeatedAxis(index, dim, tiles, block), space))
+        families = []
+        for family in found.values():
+            spaces = sorted(family["spaces"])
+            spans = tuple(family["spaces"][s] for s in spaces)
+            heads = {(base_spec.spaces[s].size // sp, target_spec.spaces[pairs[s]].size // sp)
+                     for s, sp in zip(spaces, spans)}
+            if family["repeat"] < 2 or len(heads) != 1:
+                continue
+            (hb, ht), = heads
+            axes = tuple((axis, spaces.index(s)) for axis, s in family["axes"])
+            families.append(_CopyFamily(tuple(spaces), spans, family["repeat"], hb, ht, axes))
+        return families
+
+    def best_step(self, work: Sequence[PairedTensor], matches: Mapping[str, Match],
+                  products: CostProducts) -> list[dict[int, torch.Tensor]]:
+        """Per family, target head -> the reorder of its current copies that best matches the
+        base (only heads whose copies move), with the other spaces at ``matches``."""
+        steps: list[dict[int, torch.Tensor]] = []
+        for family in self.families:
+            heads = _head_pairs(matches[family.spaces[0]], family.spans[0])
+            step: dict[int, torch.Tensor] = {}
+            if heads is not None and all(_head_pairs(matches[s], sp) == heads
+                                         for s, sp in zip(family.spaces, family.spans)):
+                cost = torch.zeros(family.base_heads, family.repeat, family.repeat,
+                                   dtype=torch.float64)
+                for axis, _ in family.axes:
+                    pair = work[axis.pair]
+                    base = torch.movedim(pair.base, axis.dim, 0).reshape(
+                        axis.tiles, family.repeat, family.base_heads, -1)
+                    mapped = torch.movedim(products.mapped(pair, matches), axis.dim, 0).reshape(
+                        axis.tiles, family.repeat, family.base_heads, -1)
+                    cost += torch.einsum("tkhx,tlhx->hkl", base, mapped).double().cpu()
+                for h, j in heads:
+                    rows, cols = solve_lap(cost[h])
+                    order = cols[torch.argsort(rows)]
+                    if not torch.equal(order, torch.arange(family.repeat)):
+                        step[j] = order
+            steps.append(step)
+        return steps
+
+    def random_steps(self, generator: torch.Generator) -> list[dict[int, torch.Tensor]]:
+        """Random reorders of every target head's copies (a random start of the descent)."""
+        return [{j: torch.randperm(f.repeat, generator=generator) for j in range(f.target_heads)}
+                for f in self.families]
+
+    def reordered(self, work: Sequence[PairedTensor], steps: Sequence[Mapping[int, torch.Tensor]]
+                  ) -> list[PairedTensor]:
+        """The working tensors with the target's copies reordered by ``steps`` (new copy k of
+        target head j is its current copy ``steps[f][j][k]``)."""
+        out = list(work)
+        for family, step in zip(self.families, steps):
+            if not step:
+                continue
+            order = torch.arange(family.repeat).repeat(family.target_heads, 1)
+            for j, o in step.items():
+                order[j] = o
+            for axis, s in family.axes:
+                pair = out[axis.pair]
+                index = _copy_index(order, family.spans[s], axis.tiles, axis.block)
+                moved = torch.index_select(pair.target, axis.dim, index.to(pair.target.device))
+                out[axis.pair] = dataclasses.replace(pair, target=moved)
+        return out
+
+    def take(self, steps: Sequence[Mapping[int, torch.Tensor]]) -> None:
+        """Record that ``steps`` were applied to the target (see :meth:`reordered`)."""
+        for orders, step in zip(self.orders, steps):
+            for j, o in step.items():
+                orders[j] = orders[j][o]
+
+    def attach(self, matches: Mapping[str, Match]) -> dict[str, Match]:
+        """``matches`` with the copy orders recorded so far, against the target as given."""
+        out = dict(matches)
+        for family, orders in zip(self.families, self.orders):
+            for space, span in zip(family.spaces, family.spans):
+                heads = _head_pairs(out[space], span)
+                if heads is not None:
+                    out[space] = out[space].with_copies([orders[j].tolist() for _, j in heads])
+        return out
+
+
+def _head_pairs(match: Match, span: int) -> list[tuple[int, int]] | None:
+    """(base head, target head) of each head of matched pairs, in row order, or None when the
+    match splits a head."""
+    if match.matched % span:
+        return None
+    out = []
+    for g in range(0, match.matched, span):
+        rows, cols = match.rows[g:g + span], match.cols[g:g + span]
+        h, j = rows[0] // span, cols[0] // span
+        if any(r // span != h for r in rows) or any(c // span != j for c in cols):
+            return None
+        out.append((h, j))
+    return out
+
+
+def _copy_index(order: torch.Tensor, span: int, tiles: int, block: int) -> torch.Tensor:
+    """Entry index of an axis laid out as tiles x copies x units x block (``_RepeatedAxis``)
+    that puts copy ``order[u // span, k]`` of unit u in copy k's place."""
+    heads, repeat = order.shape
+    units = heads * span
+    u = torch.arange(units)
+    source = order[u // span].T  # (repeat, units): the copy each place takes
+    index = (torch.arange(tiles)[:, None, None] * repeat + source[None]) * units + u
+    return (index[..., None] * block + torch.arange(block)).reshape(-1)
