@@ -249,7 +249,7 @@ def cmd_assemble(args) -> int:
     from ..core.errors import DatasetError, PlanError
     from ..core.evaluate.datasets import load_dataset
     from ..core.jobs import assemble_job, evaluate_job
-    from ..core.merge.case_words import counts_in_case_units, unit_of
+    from ..core.merge.case_words import counts_in_case_units, query_groups_text, unit_of
 
     plan = _load_any_plan(args.plan)  # a .malproj saved by the app runs like its plan
     for first, again in plan.repeated_steps():
@@ -289,7 +289,10 @@ def cmd_assemble(args) -> int:
             unit = unit_of(s.case_text, "out")
             lines.append(f"  step {s.index + 1}: {s.label} [{s.align}] {s.case_text}; "
                          f"out{' ' + unit if unit else ''} matched {matched}, padded {padded}, "
-                         f"dropped {dropped}; J {j}" + (f" ({s.note})" if s.note else ""))
+                         f"dropped {dropped}; " + "".join(
+                             f"{side}: {query_groups_text(r.groups, r.groups_reordered)}; "
+                             for side, r in (("out", s.out), ("in", s.inp)) if r.groups)
+                         + f"J {j}" + (f" ({s.note})" if s.note else ""))
         return "\n".join(lines)
 
     emit(args, obj, text)

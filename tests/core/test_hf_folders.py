@@ -656,3 +656,37 @@ def test_attention_width_cases_say_what_they_count(tmp_path, capsys) -> None:
     assert "out head groups matched 2, padded 2, dropped 0" in lines[3], lines[3]  # q_proj
     assert "out matched 16, padded 16, dropped 0" in lines[4], lines[4]  # o_proj: rows
 
+
+def test_query_heads_reordered_in_their_groups_are_put_back_and_reported(tmp_path,
+                                                                         capsys) -> None:
+    """A copy whose query heads are reordered inside their groups (and its spaces permuted):
+    chain steps of its query and output projections at lambda 1 give the base's own layers,
+    and `mal assemble` says what the alignment did inside the groups."""
+    from mal_desktop.cli import main
+    from mal_desktop.core.graph.discover import discover_spec
+    from mal_desktop.core.graph.selftest import random_copy_orders, random_permutations
+    from mal_desktop.core.graph.spec import permute_state
+
+    folder, module = write_llama(tmp_path / "base")
+    base = load_model(folder)
+    spec = discover_spec(base)
+    orders = random_copy_orders(spec, seed=4)
+    assert orders and all(bool((o != torch.arange(2)).any(1).all()) for o in orders.values())
+    copy = permute_state(base.state(), spec, random_permutations(spec, seed=4), orders)
+    write_hf_folder(tmp_path / "copy", copy, json.loads((folder / "config.json").read_text()),
+                    tied=tie_groups(module))
+    attn = "model.layers.1.self_attn."
+    steps = [{"source": "c", "source_layer": attn + n, "base_layer": attn + n, "lambda": 1.0}
+             for n in ("q_proj", "o_proj")]
+    (tmp_path / "plan.json").write_text(json.dumps({"base": str(folder),
+                                                    "zoo": {"c": str(tmp_path / "copy")},
+                                                    "steps": steps}))
+    assert main(["assemble", str(tmp_path / "plan.json"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "out: query heads reordered inside 2 of 2 key/value head groups" in lines[1], lines[1]
+    assert "in: query heads reordered inside 2 of 2 key/value head groups" in lines[2], lines[2]
+    merged, state = load_model(tmp_path / "out").state(), base.state()
+    for name in ("q_proj", "o_proj"):
+        key = f"{attn}{name}.weight"
+        assert torch.allclose(merged[key], state[key], atol=1e-6), key

@@ -202,6 +202,12 @@ def test_csv_text_keeps_non_finite_values() -> None:
     assert text.splitlines() == ["a,b", "nan,-inf", "0.1,"]
 
 
+def data_lines(path) -> list[str]:
+    """The lines of an exported CSV below its # provenance lines."""
+    with open(path, encoding="utf-8") as f:
+        return [line for line in f.read().splitlines() if not line.startswith("#")]
+
+
 def _diagnostics(index: int = 1) -> StepDiagnostics:
     rng = np.random.default_rng(index)
     q_out = np.zeros((6, 4), np.float32)  # base wider: 4 matched, 2 zero-padded
@@ -325,13 +331,9 @@ def test_diagnostics_export(tmp_path, diag: DiagnosticsPanel) -> None:
         rows = list(csv.reader(line for line in f if not line.startswith("#")))
     assert rows[0] == ["side", "base_unit", "zoo_unit"]
     assert ["out", "5", "0"] in rows and ["in", "0", "4"] in rows and len(rows) == 1 + 4 + 3
-    def data_lines(path):
-        with open(path, encoding="utf-8") as f:
-            return [line for line in f.read().splitlines() if not line.startswith("#")]
-
     assert data_lines(diag.export_csv(tmp_path / "j.csv", "objective"))[1:] == [
         "1,1.0", "2,2.5", "3,2.75", "4,2.75"]
-    assert data_lines(diag.export_csv(tmp_path / "u.csv", "units"))[2] == "in,3,5,narrower,3,0,2"
+    assert data_lines(diag.export_csv(tmp_path / "u.csv", "units"))[2] == "in,3,5,narrower,3,0,2,0,0"
     with open(tmp_path / "u.csv", encoding="utf-8") as f:
         assert f.readline() == "# step: Step 2: zoo:layers.0 -> layers.0\n"
     with pytest.raises(ValueError):
@@ -446,6 +448,24 @@ def test_a_case_counted_in_heads_says_what_the_plots_count(diag: DiagnosticsPane
     assert "64\u219032" in header and "in: the case counts" not in header
     diag.show_step(_diagnostics())  # a case in rows already: no note
     assert "the case counts" not in diag._header.text()
+
+
+def test_query_heads_reordered_in_their_groups_are_reported(diag: DiagnosticsPanel,
+                                                            tmp_path) -> None:
+    """A grouped-query query projection: the matrix of dims cannot show that query heads were
+    reordered inside their groups, so the header, its tooltip and the units CSV say it."""
+    case = "out: equal 2 head groups of 16; in: equal 16"
+    d = StepDiagnostics(index=0, label="z:q_proj -> q_proj", align="chain", case_text=case,
+                        out=SideReport(8, 8, "equal", 8, 0, 0, groups=2, groups_reordered=1),
+                        inp=SideReport(16, 16, "equal", 16, 0, 0),
+                        objective=(1.0,), costs=np.ones(8), out_matrix=np.eye(8, dtype=np.float32),
+                        in_matrix=None)
+    diag.show_step(d)
+    said = "query heads reordered inside 1 of 2 key/value head groups"
+    assert f"out: {said}" in diag._header.text() and said in diag._header.toolTip()
+    assert data_lines(diag.export_csv(tmp_path / "u.csv", "units"))[1] == "out,8,8,equal,8,0,0,2,1"
+    diag.show_step(_diagnostics())  # no grouped-query side: nothing said
+    assert "query heads" not in diag._header.text()
 
 
 def test_a_step_without_alignment_says_what_its_aligned_line_is(curve: CurvePlot) -> None:

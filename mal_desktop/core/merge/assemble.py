@@ -341,10 +341,15 @@ def merge_step(step: AssemblyStep, alignment: StepAlignment, base_state: State,
     return out
 
 
-def side_report(match: Match, fixed: bool, space: str = "", reason: str = "") -> SideReport:
+def side_report(match: Match, fixed: bool, space: str = "", reason: str = "",
+                span: int = 0) -> SideReport:
+    """``span`` > 0: the side repeats key/value heads of ``span`` dims (grouped-query Q rows or
+    O columns), whose query heads the match may have reordered."""
+    groups = match.matched // span if span else 0
+    reordered = sum(c != tuple(range(len(c))) for c in match.copies) if span else 0
     return SideReport(match.base_size, match.target_size, "fixed" if fixed else match.case,
                       match.matched, match.padded, match.dropped, space,
-                      (reason or "fixed") if fixed else "")
+                      (reason or "fixed") if fixed else "", groups, reordered)
 
 
 def step_diagnostics(index: int, step: AssemblyStep, alignment: StepAlignment,
@@ -360,8 +365,8 @@ def step_diagnostics(index: int, step: AssemblyStep, alignment: StepAlignment,
 
     return StepDiagnostics(
         index=index, label=step.label, align=alignment.align, case_text=case_text,
-        out=_side(alignment.out, base_spec, bl.out_axis.space),
-        inp=_side(alignment.inp, base_spec, bl.in_axis.space),
+        out=_side(alignment.out, base_spec, bl.out_axis),
+        inp=_side(alignment.inp, base_spec, bl.in_axis),
         objective=alignment.objective,
         costs=None if alignment.costs is None else np.array(alignment.costs, copy=True),
         out_matrix=small(alignment.out), in_matrix=small(alignment.inp), note=alignment.note,
@@ -369,9 +374,10 @@ def step_diagnostics(index: int, step: AssemblyStep, alignment: StepAlignment,
         runs=alignment.runs, spaces=alignment.spaces)
 
 
-def _side(match: Match, spec: PermutationSpec, space: str) -> SideReport:
-    sp = spec.spaces[space]
-    return side_report(match, sp.fixed, space, sp.reason)
+def _side(match: Match, spec: PermutationSpec, axis: Axis) -> SideReport:
+    sp = spec.spaces[axis.space]
+    return side_report(match, sp.fixed, axis.space, sp.reason,
+                       axis.span if axis.repeat > 1 else 0)
 
 
 def _weight_layer(spec: PermutationSpec, name: str, owner: str, where: str) -> Layer:

@@ -32,7 +32,8 @@ GLOSSARY = {
                 "whole.",
     "head groups of": "head groups of N: the query heads sharing one key/value head (grouped-"
                       "query attention), N rows or features in all, counted as one unit: they "
-                      "move with their key/value head.",
+                      "move with their key/value head, and chain alignment may reorder them "
+                      "inside their group.",
     "blocks of": "blocks of N: each unit spans N features (a channel's H x W values after a "
                  "flatten, say), which move together.",
     "out": "out: the layer's output units (rows of its weight).",
@@ -137,3 +138,9 @@ def explain_case(text: str) -> str:
 
 __all__ = ["GLOSSARY", "compact_case", "counts_in_case_units", "explain_case", "rows_per_unit",
            "side_units", "unit_of"]
+
+
+def query_groups_text(groups: int, reordered: int) -> str:
+    """What a grouped-query side's alignment did inside the groups (``SideReport.groups``)."""
+    return (f"query heads reordered inside {reordered} of {groups} key/value head "
+            f"group{'s' if groups != 1 else ''}")

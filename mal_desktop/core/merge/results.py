@@ -20,6 +20,10 @@ class SideReport:
     dropped: int  # target units left out
     space: str = ""  # the base's permutation space on this side
     reason: str = ""  # why it is fixed (Space.reason: "class output", "network input", ...)
+    # grouped-query attention (the side repeats key/value heads: Q's rows, O's columns): the
+    # matched key/value heads, and how many of them had their query heads reordered (0, 0 else)
+    groups: int = 0
+    groups_reordered: int = 0
 
 
 @dataclass(frozen=True)

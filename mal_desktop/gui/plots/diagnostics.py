@@ -27,7 +27,8 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.merge.results import MAX_MATRIX, SideReport, StepDiagnostics
-from ...core.merge.case_words import explain_case, rows_per_unit, side_units, unit_of
+from ...core.merge.case_words import (explain_case, query_groups_text, rows_per_unit,
+                                        side_units, unit_of)
 from ..palette import PlotColors, plot_colors, print_colors
 from .export import ExportButton, ExportEntry, export_csv, export_figure, figure_entries
 from .plot_grid import MIN_PLOT, PlotGrid
@@ -313,6 +314,10 @@ class DiagnosticsPanel(QWidget):
                 note += (f"<br><span style='color:{self._colors.muted}'>{side}: the case counts "
                          f"{units[0]}\u2190{units[1]} {what} of {k} dims each; the matrix and "
                          f"bars count dims, {report.base}\u2190{report.target}</span>")
+            if report.groups:  # the query-head reorders the matrix of dims cannot show
+                note += (f"<br><span style='color:{self._colors.muted}'>"
+                         f"{side}: {esc(query_groups_text(report.groups, report.groups_reordered))}"
+                         "</span>")
         warn = (f"<br><span style='color:{self._colors.bad}'>\u26a0 Stale: {esc(stale)}; Run "
                 "(F5) again.</span>" if stale else "")
         self._header.setText(f"<b>Step {self._index + 1}: {esc(d.label)}</b> &nbsp;\u00b7&nbsp; "
@@ -467,10 +472,11 @@ class DiagnosticsPanel(QWidget):
                         rows.append([side, int(b), int(t)])
             return export_csv(path, ["side", "base_unit", "zoo_unit"], rows, meta)
         if which == "units":
-            rows = [[side, r.base, r.target, r.case, r.matched, r.padded, r.dropped]
-                    for side, r in (("out", d.out), ("in", d.inp))]
+            rows = [[side, r.base, r.target, r.case, r.matched, r.padded, r.dropped,
+                     r.groups, r.groups_reordered] for side, r in (("out", d.out), ("in", d.inp))]
             return export_csv(path, ["side", "base", "zoo", "case", "matched", "padded",
-                                     "dropped"], rows, meta)
+                                     "dropped", "query_groups", "query_groups_reordered"],
+                              rows, meta)
         if which == "costs":
             costs = [] if d.costs is None else np.asarray(d.costs, dtype=float).reshape(-1)
             return export_csv(path, ["cost"], [[float(c)] for c in costs], meta)
@@ -498,4 +504,5 @@ class DiagnosticsPanel(QWidget):
 
 def _side_tip(side: str, r: SideReport) -> str:
     return (f"{side}: base {r.base} units, zoo {r.target} units ({r.case}); "
-            f"{r.matched} matched, {r.padded} zero-padded, {r.dropped} dropped")
+            f"{r.matched} matched, {r.padded} zero-padded, {r.dropped} dropped"
+            + (f"; {query_groups_text(r.groups, r.groups_reordered)}" if r.groups else ""))
