@@ -149,3 +149,23 @@ def test_float32_costs_give_the_float64_head_matches(permuted: bool) -> None:
         assert single.objective == pytest.approx(sum(
             float((v.double() ** 2).sum()) for k, v in base.state().items()
             if k in dict(keys)), rel=1e-9)
+
+
+@pytest.mark.parametrize("layer", ["q", "k", "v", "o"])
+def test_local_layer_step_recovers_heads_with_their_dims_moved(layer: str) -> None:
+    """A local step (one layer pair, no chain) from a permuted copy whose dims moved inside
+    their heads: heads as blocks would compare each head's dims out of order, so the step sees
+    the dims one by one first, then settles heads and dims; the layer comes back exactly."""
+    from mal_desktop.core.merge.assemble import align_step, merge_step
+    from mal_desktop.core.merge.plan import AssemblyStep
+
+    model = model_of(heads=3)
+    spec = discover_spec(model)
+    state = model.state()
+    donor = permute_state(state, spec, random_permutations(spec, 2))
+    step = AssemblyStep("t", layer, layer, 1.0, "local")
+    alignment = run_job(align_step(step, state, spec, donor, spec))
+    assert alignment.align == "local"
+    merged = merge_step(step, alignment, state, spec, donor, spec)
+    for key in (f"{layer}.weight", f"{layer}.bias"):
+        assert torch.allclose(merged[key], state[key], atol=1e-6), key

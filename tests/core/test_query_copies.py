@@ -169,3 +169,28 @@ def test_copy_orders_are_checked_and_in_order_means_none() -> None:
         match.with_copies([[0, 0], [1, 0]])
     with pytest.raises(AlignmentError, match="copy orders"):
         match.with_copies([[1, 0], [0, 1], [0, 1]])
+
+
+@pytest.mark.parametrize("align", ["chain", "local"])
+@pytest.mark.parametrize("layer", ["q", "o"])
+def test_layer_steps_put_reordered_query_heads_back(gqa, layer: str, align: str) -> None:
+    """A step of the query or output projection from a copy with its query heads reordered
+    (and dims moved inside the heads: no rotary here) merges back into the base's own layer,
+    and the step's matched-pair costs are each unit with itself (the copies back in place)."""
+    from mal_desktop.core.align.generalized import unit_slices
+    from mal_desktop.core.merge.assemble import align_step, merge_step
+    from mal_desktop.core.merge.plan import AssemblyStep
+
+    model, spec = gqa
+    state = model.state()
+    donor = permute_state(state, spec, random_permutations(spec, 8), random_copy_orders(spec, 8))
+    step = AssemblyStep("t", layer, layer, 1.0, align)
+    alignment = run_job(align_step(step, state, spec, donor, spec))
+    assert alignment.align == align
+    merged = merge_step(step, alignment, state, spec, donor, spec)
+    for key in (f"{layer}.weight", f"{layer}.bias"):
+        assert torch.allclose(merged[key], state[key], atol=1e-6), key
+    w, b = state[f"{layer}.weight"].double(), state[f"{layer}.bias"].double()
+    layout = spec.axes[f"{layer}.weight"][0].layout
+    own = (unit_slices(w, 0, layout) ** 2).sum(1) + (unit_slices(b, 0, layout) ** 2).sum(1)
+    assert torch.allclose(torch.as_tensor(alignment.costs), own, rtol=1e-5)

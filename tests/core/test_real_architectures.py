@@ -316,11 +316,12 @@ def test_llama_grouped_query_realignment_needs_the_value_dims_solve(transformers
         realign_barrier(model, spec)
 
 
+@pytest.mark.parametrize("align", ["chain", "local"])
 @pytest.mark.parametrize("layer", ["q_proj", "o_proj"])
-def test_llama_grouped_query_layer_steps_realign(transformers, layer: str) -> None:
-    """A chain layer step from a permuted copy (query heads reordered in their groups too)
-    maps the layer whose axis repeats each key/value head's dims (Q's rows, O's columns) back
-    onto the base's exactly."""
+def test_llama_grouped_query_layer_steps_realign(transformers, layer: str, align: str) -> None:
+    """A chain or local layer step from a permuted copy (query heads reordered in their groups
+    too) maps the layer whose axis repeats each key/value head's dims (Q's rows, O's columns)
+    back onto the base's exactly."""
     model = _llama_gqa(transformers)
     spec = discover_spec(model)
     state = model.state()
@@ -328,7 +329,7 @@ def test_llama_grouped_query_layer_steps_realign(transformers, layer: str) -> No
                                            random_copy_orders(spec, 3)))
     name = f"model.model.layers.0.self_attn.{layer}"
     cache = ModelCache({"base": model, "target": donor}, specs={"base": spec, "target": spec})
-    series = curve_series(cache, "base", "target", align="chain", layers=[(name, name)])
+    series = curve_series(cache, "base", "target", align=align, layers=[(name, name)])
     key = f"{name}.weight"
     assert torch.allclose(series.aligned(1.0)[key], state[key], atol=1e-6)
     assert not torch.allclose(series.naive(1.0)[key], state[key], atol=1e-3)

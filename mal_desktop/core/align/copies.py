@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..graph.spec import PermutationSpec
-from .generalized import Match, full_layout
+from .generalized import Layout, Match, canonical_axis, full_layout
 from .lap import solve_lap
 from .products import CostProducts, PairedTensor
 
@@ -111,24 +111,15 @@ class QueryCopies:
         base (only heads whose copies move), with the other spaces at ``matches``."""
         steps: list[dict[int, torch.Tensor]] = []
         for family in self.families:
-            heads = _head_pairs(matches[family.spaces[0]], family.spans[0])
+            heads = head_pairs(matches[family.spaces[0]], family.spans[0])
             step: dict[int, torch.Tensor] = {}
-            if heads is not None and all(_head_pairs(matches[s], sp) == heads
+            if heads is not None and all(head_pairs(matches[s], sp) == heads
                                          for s, sp in zip(family.spaces, family.spans)):
-                cost = torch.zeros(family.base_heads, family.repeat, family.repeat,
-                                   dtype=torch.float64)
-                for axis, _ in family.axes:
-                    pair = work[axis.pair]
-                    base = torch.movedim(pair.base, axis.dim, 0).reshape(
-                        axis.tiles, family.repeat, family.base_heads, -1)
-                    mapped = torch.movedim(products.mapped(pair, matches), axis.dim, 0).reshape(
-                        axis.tiles, family.repeat, family.base_heads, -1)
-                    cost += torch.einsum("tkhx,tlhx->hkl", base, mapped).double().cpu()
-                for h, j in heads:
-                    rows, cols = solve_lap(cost[h])
-                    order = cols[torch.argsort(rows)]
-                    if not torch.equal(order, torch.arange(family.repeat)):
-                        step[j] = order
+                cost = sum(copy_costs(work[axis.pair].base,
+                                      products.mapped(work[axis.pair], matches), axis.dim,
+                                      axis.tiles, family.repeat, family.base_heads)
+                           for axis, _ in family.axes)
+                step = best_orders(cost, heads)
             steps.append(step)
         return steps
 
@@ -166,13 +157,37 @@ class QueryCopies:
         out = dict(matches)
         for family, orders in zip(self.families, self.orders):
             for space, span in zip(family.spaces, family.spans):
-                heads = _head_pairs(out[space], span)
+                heads = head_pairs(out[space], span)
                 if heads is not None:
                     out[space] = out[space].with_copies([orders[j].tolist() for _, j in heads])
         return out
 
 
-def _head_pairs(match: Match, span: int) -> list[tuple[int, int]] | None:
+def copy_costs(base: torch.Tensor, mapped: torch.Tensor, dim: int, tiles: int, repeat: int,
+               heads: int) -> torch.Tensor:
+    """(heads, repeat, repeat) float64 CPU: entry (h, k, l) is the inner product of the base's
+    copy k of head h with the mapped target's copy l placed at head h, for an axis of ``heads``
+    base heads laid out as ``tiles`` x copies x units x block (``_RepeatedAxis``)."""
+    b = torch.movedim(base, dim, 0).reshape(tiles, repeat, heads, -1)
+    m = torch.movedim(mapped.to(base.dtype), dim, 0).reshape(tiles, repeat, heads, -1)
+    return torch.einsum("tkhx,tlhx->hkl", b, m).double().cpu()
+
+
+def best_orders(cost: torch.Tensor, heads: Sequence[tuple[int, int]]
+                ) -> dict[int, torch.Tensor]:
+    """Target head -> the reorder of its copies that best matches its base head (one
+    repeat x repeat LAP per pair ``heads`` of (base head, target head)); only heads whose
+    copies move."""
+    out: dict[int, torch.Tensor] = {}
+    for h, j in heads:
+        rows, cols = solve_lap(cost[h])
+        order = cols[torch.argsort(rows)]
+        if not torch.equal(order, torch.arange(cost.shape[-1])):
+            out[j] = order
+    return out
+
+
+def head_pairs(match: Match, span: int) -> list[tuple[int, int]] | None:
     """(base head, target head) of each head of matched pairs, in row order, or None when the
     match splits a head."""
     if match.matched % span:
@@ -196,3 +211,71 @@ def _copy_index(order: torch.Tensor, span: int, tiles: int, block: int) -> torch
     source = order[u // span].T  # (repeat, units): the copy each place takes
     index = (torch.arange(tiles)[:, None, None] * repeat + source[None]) * units + u
     return (index[..., None] * block + torch.arange(block)).reshape(-1)
+
+
+def solve_with_copies(tensors: Sequence[tuple[torch.Tensor, torch.Tensor, int]], layout: Layout,
+                      base_heads: int, target_heads: int, dims_free: bool,
+                      max_iter: int = 10) -> Match:
+    """The best match of one repeated axis (a layer step's Q rows or O columns) over its heads,
+    the dims inside them (unless pinned) and the query heads' order inside each group, with
+    the tensors' other axes already mapped.
+
+    tensors: (base, target, dim) with the repeated axis at ``dim`` in ``layout``; the target
+    in its own units on that axis. For base head i and target head j the value of pairing them
+    is the best copy order (a repeat x repeat LAP) when the dims are pinned; with free dims the
+    copy order and the dims' assignment (a span x span LAP) are alternated until the value stops
+    rising (each step exact given the other), from the copies paired by the value of each copy
+    pair's own best dims' assignment. A LAP over the head values then pairs the heads.
+    """
+    block, tiles, repeat, span = full_layout(layout)
+    gains = None
+    for base, target, dim in tensors:
+        b = torch.movedim(canonical_axis(base, dim, layout)[0], dim, 0)
+        t = torch.movedim(canonical_axis(target.to(base.dtype), dim, layout)[0], dim, 0)
+        b = b.reshape(tiles, repeat, base_heads, span, -1)
+        t = t.reshape(tiles, repeat, target_heads, span, -1)
+        # (i, k, j, l, d, e): base head i copy k dim d against target head j copy l dim e
+        g = (torch.einsum("tkidx,tljex->ikjlde", b, t) if dims_free
+             else torch.einsum("tkidx,tljdx->ikjl", b, t)).double().cpu()
+        gains = g if gains is None else gains + g
+    value = torch.zeros(base_heads, target_heads, dtype=torch.float64)
+    chosen: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+    in_order = list(range(span))
+    for i in range(base_heads):
+        for j in range(target_heads):
+            g = gains[i, :, j]
+            if not dims_free:
+                order, v = _assign(g)
+                chosen[(i, j)] = (order, in_order)
+            else:
+                # the copies start paired by the best dims' assignment of each copy pair (with
+                # the copies in order the dims of wrongly paired copies would be compared)
+                pair_value = torch.tensor([[_assign(g[k, c])[1] for c in range(repeat)]
+                                           for k in range(repeat)], dtype=torch.float64)
+                copies, _ = _assign(pair_value)
+                dims, v = None, -float("inf")
+                for _ in range(max_iter):
+                    dims, _ = _assign(sum(g[k, c] for k, c in enumerate(copies)))
+                    copies, new = _assign(g[..., torch.arange(span), torch.tensor(dims)].sum(-1))
+                    settled, v = new <= v + 1e-12 * abs(v), new  # each step never lowers it
+                    if settled:
+                        break
+                chosen[(i, j)] = (copies, dims)
+            value[i, j] = v
+    rows, cols = solve_lap(value)
+    pairs = sorted(zip(rows.tolist(), cols.tolist()))
+    unit_rows, unit_cols, orders = [], [], []
+    for i, j in pairs:
+        copies, dims = chosen[(i, j)]
+        unit_rows += [i * span + r for r in range(span)]
+        unit_cols += [j * span + d for d in dims]
+        orders.append(copies)
+    match = Match.from_lap(unit_rows, unit_cols, base_heads * span, target_heads * span)
+    return match.with_copies(orders)
+
+
+def _assign(cost: torch.Tensor) -> tuple[list[int], float]:
+    """The maximising assignment of a square cost (row r -> column order[r]) and its value."""
+    rows, cols = solve_lap(cost)
+    order = cols[torch.argsort(rows)]
+    return order.tolist(), float(cost[torch.arange(len(order)), order].sum())

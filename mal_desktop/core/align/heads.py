@@ -26,7 +26,8 @@ import torch
 
 from ..errors import AlignmentError
 from ..graph.spec import PermutationSpec
-from .generalized import Layout, Match, axis_cost, transform_tensor
+from .copies import solve_with_copies
+from .generalized import Layout, Match, axis_cost, full_layout, transform_tensor
 from .lap import improves, solve_lap
 
 
@@ -181,7 +182,7 @@ def expand_head_match(match: Match, dim: int, segments: int) -> Match:
 
 
 def refine_layer_heads(base_w: torch.Tensor, base_b: torch.Tensor | None, target_w: torch.Tensor,
-                       target_b: torch.Tensor | None, out: Match, inp: Match,
+                       target_b: torch.Tensor | None, out: Match | None, inp: Match | None,
                        layouts: tuple[Layout, Layout],
                        families: tuple[HeadFamily | None, HeadFamily | None],
                        free: tuple[bool, bool] = (True, True), max_iter: int = 20
@@ -191,11 +192,14 @@ def refine_layer_heads(base_w: torch.Tensor, base_b: torch.Tensor | None, target
     Local alignment moves heads as blocks; from its matches this alternates again, each free
     side solved with the other fixed: a side on a space of head dims over every head-preserving
     map (``solve_family``, its exact maximiser; heads may pair differently too), a plain side by
-    its LAP. A new match is kept only when it raises J, so J never drops. Weights in
-    (out, in, ...) orientation; ``layouts``: (block, tiles) of the out and in axes;
-    ``families``: per side its one-space family, or None for a plain side; ``free``: per side
-    whether it may move.
-    Returns (out, inp, J after each accepted half-step, starting with J of the given matches).
+    its LAP, a side repeating grouped-query heads (Q's rows, O's columns) with the query heads'
+    order inside each group too (``copies.solve_with_copies``, its match carrying the orders).
+    A side given as None (one that local alignment saw unit by unit, not as heads) is first
+    solved from the other. A new match is kept only when it raises J, so J never drops.
+    Weights in (out, in, ...) orientation; ``layouts``: the out and in axes' layouts
+    (``graph.spec.Axis.layout``); ``families``: per side its one-space family, or None for a
+    plain side; ``free``: per side whether it may move.
+    Returns (out, inp, J after each accepted half-step, starting with J of the first matches).
     """
     def objective(o: Match, i: Match) -> float:
         mapped, _ = transform_tensor(target_w.to(base_w.dtype), {0: (o, layouts[0]),
@@ -206,32 +210,39 @@ def refine_layer_heads(base_w: torch.Tensor, base_b: torch.Tensor | None, target
             total += float((base_b.double() * b.double()).sum())
         return total
 
-    def solve(cost: torch.Tensor, family: HeadFamily | None, like: Match) -> Match:
+    def solve_side(side: int, other: Match) -> Match:
+        """The best match of ``side`` with the other side at ``other``."""
+        mapped, _ = transform_tensor(target_w.to(base_w.dtype),
+                                     {1 - side: (other, layouts[1 - side])})
+        tensors = [(base_w.double(), mapped.double())]
+        if side == 0 and base_b is not None and target_b is not None:
+            tensors.append((base_b.double(), target_b.double()))
+        family, layout = families[side], layouts[side]
+        if family is not None and full_layout(layout)[2] > 1:
+            return solve_with_copies([(b, t, side) for b, t in tensors], layout,
+                                     family.base_heads, family.target_heads,
+                                     family.inner_free[0])
+        cost = sum(axis_cost(b, t, side, layout) for b, t in tensors)
         if family is not None:
             return solve_family([cost], family)[0]
         rows, cols = solve_lap(cost)
-        return Match.from_lap(rows, cols, like.base_size, like.target_size)
+        return Match.from_lap(rows, cols, cost.shape[0], cost.shape[1])
 
+    if out is None:
+        out = solve_side(0, inp)
+    if inp is None:
+        inp = solve_side(1, out)
     history = [objective(out, inp)]
     for _ in range(max_iter):
         moved = False
-        if free[0]:
-            mapped, _ = transform_tensor(target_w.to(base_w.dtype), {1: (inp, layouts[1])})
-            cost = axis_cost(base_w.double(), mapped.double(), 0, layouts[0])
-            if base_b is not None and target_b is not None:
-                cost += axis_cost(base_b.double(), target_b.double(), 0, layouts[0])
-            candidate = solve(cost, families[0], out)
-            value = objective(candidate, inp)
-            if candidate != out and improves(value, history[-1]):
-                out, moved = candidate, True
-                history.append(value)
-        if free[1]:
-            mapped, _ = transform_tensor(target_w.to(base_w.dtype), {0: (out, layouts[0])})
-            candidate = solve(axis_cost(base_w.double(), mapped.double(), 1, layouts[1]),
-                              families[1], inp)
-            value = objective(out, candidate)
-            if candidate != inp and improves(value, history[-1]):
-                inp, moved = candidate, True
+        for side in (0, 1):
+            if not free[side]:
+                continue
+            candidate = solve_side(side, inp if side == 0 else out)
+            value = objective(candidate, inp) if side == 0 else objective(out, candidate)
+            if candidate != (out, inp)[side] and improves(value, history[-1]):
+                out, inp = (candidate, inp) if side == 0 else (out, candidate)
+                moved = True
                 history.append(value)
         if not moved:
             break

@@ -16,9 +16,9 @@ from typing import Generator, Mapping
 import numpy as np
 import torch
 
-from ..align.generalized import (Layout, Match, axis_cost, full_layout, split_layout,
-                                 transform_tensor)
-from ..align.heads import expand_head_match, layer_family, refine_layer_heads
+from ..align.generalized import (Layout, Match, full_layout, split_layout, transform_tensor,
+                                 unit_slices)
+from ..align.heads import HeadFamily, expand_head_match, layer_family, refine_layer_heads
 from ..align.local import Rider, align_layer_pair_job
 from ..align.matching import chain_pairs
 from ..errors import AlignmentError, PlanError
@@ -160,26 +160,36 @@ def align_step(step: AssemblyStep, base_state: State, base_spec: PermutationSpec
     if cancel is not None:
         cancel.raise_if_cancelled()
     # attention heads move as blocks here (their dims in order): local alignment sees heads
-    # as units, its matches are then stored dim by dim (align/heads.py)
+    # as units, its matches are then stored dim by dim (align/heads.py). Where that would
+    # compare unrelated entries, a free side is seen in smaller units, each free to go anywhere
+    # (a relaxation that holds the true match), and refine_layer_heads then finds the side's
+    # match over heads: dims that may move inside their heads are units of their own, and a
+    # side repeating grouped-query heads (Q's rows, O's columns), whose query heads' order
+    # inside each group is unknown, has its query heads as units.
     out_heads, in_heads = head_blocks(base_spec, bl.out_axis), head_blocks(base_spec, bl.in_axis)
-    la = yield from align_layer_pair_job(
-        bw, bb, tw, tb, in_fixed=in_fixed, out_fixed=out_fixed,
-        in_block=_head_layout(in_layout, in_heads),
-        out_layout=_head_layout(out_layout, out_heads),
-        riders=_riders(bl, tl, base_state, base_spec, donor_state), restarts=LOCAL_RESTARTS,
-        name=f"{step.source}:{step.source_layer} -> {step.base_layer}", cancel=cancel)
-    out_m, in_m = expand_head_match(la.out, *out_heads), expand_head_match(la.inp, *in_heads)
-    history = tuple(la.objective_history)
     families = (layer_family(base_spec, donor_spec, bl.out_axis.space, tl.out_axis.space),
                 layer_family(base_spec, donor_spec, bl.in_axis.space, tl.in_axis.space))
+    relaxed = (None if out_fixed else _relaxed_units(bl.out_axis, families[0], out_heads),
+               None if in_fixed else _relaxed_units(bl.in_axis, families[1], in_heads))
+    la = yield from align_layer_pair_job(
+        bw, bb, tw, tb, in_fixed=in_fixed, out_fixed=out_fixed,
+        in_block=relaxed[1] or _head_layout(in_layout, in_heads),
+        out_layout=relaxed[0] or _head_layout(out_layout, out_heads),
+        riders=_riders(bl, tl, base_state, base_spec, donor_state), restarts=LOCAL_RESTARTS,
+        name=f"{step.source}:{step.source_layer} -> {step.base_layer}", cancel=cancel)
+    out_m = None if relaxed[0] else expand_head_match(la.out, *out_heads)
+    in_m = None if relaxed[1] else expand_head_match(la.inp, *in_heads)
+    history = tuple(la.objective_history)
+    costs = np.asarray(la.costs, dtype=np.float64)
     if any(f is not None for f in families) and not (out_fixed and in_fixed):
         # then the dims inside the heads: alternate again, heads whole, dims free inside
         out_m, in_m, refined = refine_layer_heads(bw, bb, tw, tb, out_m, in_m,
                                                   (out_layout, in_layout), families,
                                                   (not out_fixed, not in_fixed))
-        history += tuple(refined[1:])
-    return StepAlignment(out_m, in_m, "local", history,
-                         np.asarray(la.costs, dtype=np.float64), note, requested=mode,
+        # the relaxed units' J is not one of these matches': the history starts again
+        history = tuple(refined) if any(relaxed) else history + tuple(refined[1:])
+        costs = _matched_costs(bw, bb, tw, tb, out_m, in_m, out_layout, in_layout)
+    return StepAlignment(out_m, in_m, "local", history, costs, note, requested=mode,
                          start=la.start, runs=la.runs,
                          spaces=_layer_spaces(bl, tl, base_spec, donor_spec, True))
 
@@ -189,6 +199,21 @@ def _head_layout(layout: Layout, heads: tuple[int, int]) -> tuple[int, int]:
     grouped-query head's dims, repeated once per query head, are one block of it."""
     block, tiles, repeat, _ = full_layout(layout)
     return block * heads[0] * repeat, tiles * heads[1]
+
+
+def _relaxed_units(axis: Axis, family: HeadFamily | None, heads: tuple[int, int]
+                   ) -> tuple[int, int] | None:
+    """The (block, tiles) in which local alignment sees a free head side whose heads as blocks
+    would compare unrelated entries (see align_step), or None to see its heads as blocks: its
+    dims one by one where they may move inside their heads, a grouped-query side's query heads
+    one by one where they may not. Fused projections (segments) keep their heads as blocks."""
+    if family is None or heads[1] != 1:
+        return None
+    if family.inner_free[0]:
+        return axis.block, axis.tiles
+    if axis.repeat > 1:
+        return axis.block * heads[0], axis.tiles
+    return None
 
 
 def _riders(bl: Layer, tl: Layer, base_state: State, base_spec: PermutationSpec,
@@ -224,12 +249,18 @@ def _matched_costs(bw: torch.Tensor, bb: torch.Tensor | None, tw: torch.Tensor,
                    tb: torch.Tensor | None, out: Match, inp: Match, out_layout: Layout,
                    in_layout: Layout) -> np.ndarray:
     """Cost C = W_B Q_in W_T^T + b_B b_T^T at the matched (slot, unit) pairs, for a histogram
-    (weights in (out, in) orientation; a unit's rows in every tile count together)."""
-    t_in, _ = transform_tensor(tw, {1: (inp, in_layout)})
-    cost = axis_cost(bw.double(), t_in.double(), 0, out_layout)
+    (weights in (out, in) orientation; a unit's rows in every tile count together, grouped-
+    query copies in the order the match gives them): per base slot, its entries' inner product
+    with the target mapped on both axes."""
+    def per_slot(b: torch.Tensor, t: torch.Tensor, axes: dict) -> torch.Tensor:
+        mapped, _ = transform_tensor(t, axes)
+        return (unit_slices(b.double(), 0, out_layout)
+                * unit_slices(mapped.double(), 0, out_layout)).sum(1)
+
+    cost = per_slot(bw, tw, {0: (out, out_layout), 1: (inp, in_layout)})
     if bb is not None and tb is not None:
-        cost += axis_cost(bb.double(), tb.double(), 0, out_layout)
-    return cost[list(out.rows), list(out.cols)].cpu().numpy()
+        cost += per_slot(bb, tb, {0: (out, out_layout)})
+    return cost[list(out.rows)].cpu().numpy()
 
 
 def _paired_tensors(bl: Layer, tl: Layer, base_spec: PermutationSpec,
