@@ -24,7 +24,6 @@ tensors (``transform_tensor``) applies them.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -60,12 +59,18 @@ class _CopyFamily:
 
 
 class QueryCopies:
-    """The copy orders of the grouped-query attentions of one descent (module docstring)."""
+    """The copy orders of the grouped-query attentions of one descent run (module docstring).
 
-    def __init__(self, families: Sequence[_CopyFamily]) -> None:
+    The run's working tensors are reordered in place (``CostProducts.replace_target``: the
+    products of the other tensors stay valid); ``restore`` gives them back as they were.
+    """
+
+    def __init__(self, families: Sequence[_CopyFamily], work: Sequence[PairedTensor]) -> None:
         self.families = list(families)
         # per family: target head -> the order of its copies against the target as given
         self.orders = [torch.arange(f.repeat).repeat(f.target_heads, 1) for f in self.families]
+        self._given = {axis.pair: work[axis.pair].target
+                       for f in self.families for axis, _ in f.axes}
 
     @staticmethod
     def find(base_spec: PermutationSpec, target_spec: PermutationSpec,
@@ -128,29 +133,43 @@ class QueryCopies:
         return [{j: torch.randperm(f.repeat, generator=generator) for j in range(f.target_heads)}
                 for f in self.families]
 
-    def reordered(self, work: Sequence[PairedTensor], steps: Sequence[Mapping[int, torch.Tensor]]
-                  ) -> list[PairedTensor]:
-        """The working tensors with the target's copies reordered by ``steps`` (new copy k of
-        target head j is its current copy ``steps[f][j][k]``)."""
-        out = list(work)
-        for family, step in zip(self.families, steps):
+    def pairs(self, steps: Sequence[Mapping[int, torch.Tensor]],
+              work: Sequence[PairedTensor]) -> list[PairedTensor]:
+        """The working tensors that ``steps`` change."""
+        return [work[axis.pair] for family, step in zip(self.families, steps) if step
+                for axis, _ in family.axes]
+
+    def reorder(self, steps: Sequence[Mapping[int, torch.Tensor]],
+                work: Sequence[PairedTensor], products: CostProducts) -> tuple:
+        """Reorder the target's copies in the working tensors (new copy k of target head j is
+        its current copy ``steps[f][j][k]``) and record it; returns what :meth:`undo` needs."""
+        before = ({axis.pair: work[axis.pair].target for family, step in zip(self.families, steps)
+                   if step for axis, _ in family.axes}, [o.clone() for o in self.orders])
+        for family, step, orders in zip(self.families, steps, self.orders):
             if not step:
                 continue
             order = torch.arange(family.repeat).repeat(family.target_heads, 1)
             for j, o in step.items():
                 order[j] = o
-            for axis, s in family.axes:
-                pair = out[axis.pair]
-                index = _copy_index(order, family.spans[s], axis.tiles, axis.block)
-                moved = torch.index_select(pair.target, axis.dim, index.to(pair.target.device))
-                out[axis.pair] = dataclasses.replace(pair, target=moved)
-        return out
-
-    def take(self, steps: Sequence[Mapping[int, torch.Tensor]]) -> None:
-        """Record that ``steps`` were applied to the target (see :meth:`reordered`)."""
-        for orders, step in zip(self.orders, steps):
-            for j, o in step.items():
                 orders[j] = orders[j][o]
+            for axis, s in family.axes:
+                pair = work[axis.pair]
+                index = _copy_index(order, family.spans[s], axis.tiles, axis.block)
+                products.replace_target(pair, torch.index_select(
+                    pair.target, axis.dim, index.to(pair.target.device)))
+        return before
+
+    def undo(self, before: tuple, work: Sequence[PairedTensor], products: CostProducts) -> None:
+        """Take back a :meth:`reorder` (``before``: what it returned)."""
+        targets, self.orders = before
+        for index, target in targets.items():
+            products.replace_target(work[index], target)
+
+    def restore(self, work: Sequence[PairedTensor], products: CostProducts) -> None:
+        """The working tensors as they were given (the next run starts from them)."""
+        for index, target in self._given.items():
+            if work[index].target is not target:
+                products.replace_target(work[index], target)
 
     def attach(self, matches: Mapping[str, Match]) -> dict[str, Match]:
         """``matches`` with the copy orders recorded so far, against the target as given."""

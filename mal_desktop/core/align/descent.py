@@ -230,7 +230,6 @@ class _Descent:
         self.work = work
         self.families = dict(families or {})  # head-grouped spaces: solved family by family
         self.matches = matches
-        self.free = list(free)
         self.device = device
         self.dtype = dtype
         self.touching: dict[str, list[tuple[_Pair, int, int]]] = {s: [] for s in free}
@@ -421,20 +420,20 @@ def match_spaces(
                     matches[space] = Match.random(m.base_size, m.target_size, gen)
                 elif space == families[space].spaces[0]:  # heads whole, one head map
                     matches.update(random_family_matches(families[space], gen))
-        # grouped-query attention: the query heads' order inside their groups, a coordinate
-        # of its own (copies.py), started at random too by the random runs
-        copies = QueryCopies(query_families) if query_families else None
-        run_work = work
-        if copies is not None and run > 0:
-            steps = copies.random_steps(gen)
-            run_work = copies.reordered(work, steps)
-            copies.take(steps)
-        descent = _Descent(run_work, matches, free, device, dtype, families,
-                           products if run_work is work else None, lap_buffer)
+        descent = _Descent(work, matches, free, device, dtype, families, products, lap_buffer)
         if run == 0:
             identity_j = descent.objective()
-        result = yield from _descend(descent, free, max_iter, seed + run, cancel,
-                                     (run, runs), copies)
+        # grouped-query attention: the query heads' order inside their groups, a coordinate
+        # of its own (copies.py), started at random too by the random runs
+        copies = QueryCopies(query_families, work) if query_families else None
+        if copies is not None and run > 0:
+            copies.reorder(copies.random_steps(gen), work, products)
+        try:
+            result = yield from _descend(descent, free, max_iter, seed + run, cancel,
+                                         (run, runs), copies)
+        finally:
+            if copies is not None:  # the next run starts from the target as given
+                copies.restore(work, products)
         if best is None or improves(result.objective_history[-1],
                                     best.objective_history[-1]):
             best = dataclasses.replace(result, restart=run)
@@ -444,20 +443,21 @@ def match_spaces(
     return dataclasses.replace(best, restarts=runs, identity_objective=identity_j)
 
 
-def _copy_step(copies: QueryCopies, descent: _Descent) -> _Descent | None:
+def _copy_step(copies: QueryCopies, descent: _Descent) -> bool:
     """Reorder the target's query heads inside their groups to best match the base at the
-    current matches (copies.py): the descent over the reordered tensors, or None when no
-    reorder raises J."""
+    current matches (copies.py), when that raises J; True if it did."""
     steps = copies.best_step(descent.work, descent.matches, descent.products)
     if not any(steps):
-        return None
-    # the reordered tensors change the products: a fresh descent state, every space stale
-    trial = _Descent(copies.reordered(descent.work, steps), descent.matches, descent.free,
-                     descent.device, descent.dtype, descent.families, None, descent.lap_buffer)
-    if not improves(trial.objective(), descent.objective()):
-        return None
-    copies.take(steps)
-    return trial
+        return False
+    changed = copies.pairs(steps, descent.work)
+    old = descent.products.objective(changed, descent.matches)
+    before = copies.reorder(steps, descent.work, descent.products)
+    if not improves(descent.products.objective(changed, descent.matches), old):
+        copies.undo(before, descent.work, descent.products)
+        return False
+    for pair in changed:  # their spaces' costs changed: solve them again
+        descent.stale |= {s for s, _ in pair.axes if s in descent.touching}
+    return True
 
 
 def _descend(descent: _Descent, free: Sequence[str], max_iter: int, seed: int,
@@ -476,9 +476,8 @@ def _descend(descent: _Descent, free: Sequence[str], max_iter: int, seed: int,
         cancel.raise_if_cancelled()
         rng.shuffle(order)
         changed = _sweep(descent, order, cancel)
-        reordered = _copy_step(copies, descent) if copies is not None else None
-        if reordered is not None:
-            descent, changed = reordered, True
+        if copies is not None and _copy_step(copies, descent):
+            changed = True
         sweeps = sweep
         history.append(descent.objective())
         converged = not changed

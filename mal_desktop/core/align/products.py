@@ -219,6 +219,17 @@ class CostProducts:
                 used += size
         return used
 
+    def replace_target(self, pair: PairedTensor, target: torch.Tensor) -> None:
+        """Give ``pair`` another target tensor of the same shape (grouped-query copies
+        reordered, align/copies.py): what was kept of products and terms that read the old one
+        is dropped, the rest stays."""
+        pair.target = target
+        self._terms.pop(id(pair), None)
+        for groups in self._groups.values():
+            for group in groups:
+                if any(member is pair for member, _, _ in group.members):
+                    group.key, group.value, group.updates = None, None, 0
+
     # -- mapping target axes ---------------------------------------------------------------
     def _index(self, match: Match, layout: Layout, device: torch.device,
                ) -> tuple[torch.Tensor, torch.Tensor, bool]:
