@@ -13,10 +13,10 @@ and each copy pair (k, l), the inner product of the base's copy k of h with the 
 of j (its other axes mapped) summed over every repeated tensor of the attention; one
 repeat x repeat LAP per head pair. It is one more coordinate of the descent, visited after
 every sweep: the target's copies are reordered (a change that keeps its function) when that
-raises J, and the next sweep solves the spaces against the reordered tensors. Visiting it only
-once descent had converged was not enough: with the copies scrambled, Q's and O's products are
-noise in the costs of the residual stream, and a chain starting inside a Llama settled with
-the stream wrong in every run.
+raises J, and the next sweep solves the spaces against the reordered tensors. Random restarts
+start from random orders: with the copies scrambled, Q's and O's products are noise in the
+costs of the residual stream, and a chain starting inside a small Llama settled with the stream
+wrong from every start that kept the copies in order.
 
 The copy orders found are carried by the matches (``Match.copies``), so every mapping of target
 tensors (``transform_tensor``) applies them.

@@ -99,18 +99,17 @@ def random_copy_orders(spec: PermutationSpec, seed: int = 0) -> dict[str, torch.
     spaces (Q's rows and O's columns). An attention with a repeated space that is not free is
     left out: its copies would keep their order while the others moved."""
     gen = torch.Generator().manual_seed(seed + 15485863)
+    repeated = repeated_spaces(spec)
     by_family: dict[str, list[str]] = {}
-    for space in repeated_spaces(spec):
+    for space in repeated:
         group = spec.head_groups.get(space)
         by_family.setdefault(group.family if group else space, []).append(space)
     orders: dict[str, torch.Tensor] = {}
     for spaces in by_family.values():
-        if any(spec.spaces[s].fixed for s in spaces):
+        heads = {spec.spaces[s].size // repeated[s][1] for s in spaces}
+        if any(spec.spaces[s].fixed for s in spaces) or len(heads) != 1:
             continue
-        heads = {spec.spaces[s].size // repeated_spaces(spec)[s][1] for s in spaces}
-        repeat = repeated_spaces(spec)[spaces[0]][0]
-        if len(heads) != 1:
-            continue
+        repeat = repeated[spaces[0]][0]
         order = torch.stack([_randperm(repeat, gen) for _ in range(heads.pop())])
         orders.update({s: order for s in spaces})
     return orders
