@@ -4,10 +4,11 @@ matching finds that reorder (align/copies.py) and every mapping of target tensor
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from mal_desktop.core.align.copies import QueryCopies
 from mal_desktop.core.align.descent import match_spaces
@@ -21,32 +22,15 @@ from mal_desktop.core.graph.spec import PermutationSpec, permute_state
 from mal_desktop.core.io.model import LoadedModel
 from mal_desktop.core.progress import run_job
 
-
-class GroupedQuery(nn.Module):
-    """``kv_heads`` key/value heads, each read by ``repeat`` query heads (SDPA's enable_gqa)."""
-
-    def __init__(self, kv_heads: int = 2, repeat: int = 4, head_dim: int = 4, dim: int = 12):
-        super().__init__()
-        self.h, self.g, self.d = kv_heads * repeat, kv_heads, head_dim
-        self.inp = nn.Linear(5, dim)
-        self.q = nn.Linear(dim, self.h * head_dim)
-        self.k = nn.Linear(dim, kv_heads * head_dim)
-        self.v = nn.Linear(dim, kv_heads * head_dim)
-        self.o = nn.Linear(self.h * head_dim, dim)
-        self.head = nn.Linear(dim, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        x = self.inp(x)
-        q = self.q(x).view(b, t, self.h, self.d).transpose(1, 2)
-        k, v = (p(x).view(b, t, self.g, self.d).transpose(1, 2) for p in (self.k, self.v))
-        y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        return self.head(x + self.o(y.transpose(1, 2).reshape(b, t, -1))).mean(1)
+sys.path.insert(0, str(Path(__file__).parent))  # tests/core is not a package
+import idiom_modules as im  # noqa: E402
 
 
 def model_of(kv_heads: int = 2, seed: int = 0) -> LoadedModel:
+    """``kv_heads`` key/value heads of 4 dims, each read by 4 query heads (SDPA's enable_gqa)."""
     torch.manual_seed(seed)
-    return LoadedModel(GroupedQuery(kv_heads).eval(), {"kind": "memory"}, (6, 5), 3)
+    module = im.GroupedQueryAttention(heads=4 * kv_heads, kv_heads=kv_heads, head_dim=4, dim=12)
+    return LoadedModel(module.eval(), {"kind": "memory"}, (6, 5), 3)
 
 
 def outputs(model: LoadedModel, state: dict[str, torch.Tensor]) -> torch.Tensor:
