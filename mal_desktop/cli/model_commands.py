@@ -24,6 +24,7 @@ def output_json(model) -> dict:
 def cmd_inspect(args) -> int:
     from ..core.errors import MalError
     from ..core.graph.selftest import self_test
+    from ..core.graph.spec import repeated_spaces
     from ..core.graph.tree import build_layer_tree
     from ..core.io.files import load_model, open_from_headers
 
@@ -87,9 +88,13 @@ def cmd_inspect(args) -> int:
         for space in tree.spec.spaces.values():
             if space.fixed and space.reason not in ("class output", "network input"):
                 lines.append(f"  fixed {space.id} ({space.size}): {space.reason}")
+        repeated = repeated_spaces(tree.spec)
         for space_id, group in tree.spec.head_groups.items():
             lines.append(f"  heads {space_id}: {group.heads} heads" + (
                 f" of {group.dim} dims" if group.dim > 1 else " moving as blocks"))
+            if space_id in repeated:
+                lines.append(f"    {repeated[space_id][0]} query heads per key/value head (their "
+                             "order inside a group may move too)")
             pinned = sorted({why for _, why in group.parts if why} | (
                 {group.inner_reason} if group.inner_reason else set()))
             for why in pinned:

@@ -306,6 +306,7 @@ def test_cli_inspect_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     # heads and the V/O dims inside them; why the Q/K dims do not move reaches the user
     heads = [s["heads"] for s in obj["spaces"] if "heads" in s]
     assert heads and all((h["heads"], h["dim"]) == (2, 4) for h in heads)
+    assert all(h["query_heads_per_group"] == 2 for h in heads)  # 4 query heads on 2
     pinned = [p["pinned"] for h in heads for p in h["parts"]]
     assert sum("rotary" in why for why in pinned) == sum(not why for why in pinned) == 2
     # without grouped-query attention the same, with 4 heads
@@ -314,6 +315,8 @@ def test_cli_inspect_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
         assert main(["inspect", str(full)]) == 0
         text = capsys.readouterr().out
         assert f"heads P_heads_model.layers.0.self_attn.v_proj: {kv} heads of 4 dims" in text
+        assert ("2 query heads per key/value head (their order inside a group may move too)"
+                in text) == (kv == 2)
         assert "dims inside a head pinned: combined with a constant that varies along this " \
                "axis (aten.mul.Tensor in model.layers.0.self_attn; e.g. a rotary embedding " \
                "table)" in text

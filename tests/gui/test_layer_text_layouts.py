@@ -65,7 +65,8 @@ def test_tooltips_show_attention_heads_and_which_dims_move_together() -> None:
                 Axis("P_stream"), 0)
     (line,) = text.heads_text(gqa)
     assert line.startswith("Output units: 4 heads \u00d7 16 dims, each written 2 times (once "
-                           "per query head reading it) (heads move with P_vo)")
+                           "per query head reading it; the query heads of a group may be "
+                           "reordered among themselves) (heads move with P_vo)")
     assert text.heads_text(Layer("fc", "linear", "fc.weight", None, (), Axis("P_stream"),
                                  Axis("P_stream"), 9)) == []
 

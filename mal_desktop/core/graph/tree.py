@@ -24,7 +24,7 @@ from ..io.pages import PageReleaser
 from ..jsonio import json_safe
 from ..progress import check_cancelled
 from .recurrent import recurrent_riders
-from .spec import HeadGroup, Layer, PermutationSpec
+from .spec import HeadGroup, Layer, PermutationSpec, repeated_spaces
 
 
 @dataclass(frozen=True)
@@ -142,10 +142,12 @@ class LayerTree:
                     "spaces": list(t.axes), "fixed": list(t.fixed),
                 } for t in node.tensors],
             })
+        repeated = repeated_spaces(self.spec)
         spaces = [{
             "id": s.id, "size": s.size, "fixed": s.fixed, "reason": s.reason,
             "tensors": [[key, dim] for key, dim in self.spec.tensors_on(s.id)],
-            **({"heads": _heads_json(self.spec.head_groups[s.id])}
+            **({"heads": _heads_json(self.spec.head_groups[s.id],
+                                     repeated.get(s.id, (1, 1))[0])}
                if s.id in self.spec.head_groups else {}),
         } for s in self.spec.spaces.values()]
         return {"model": self.model_name, "total_params": self.total_params,
@@ -360,9 +362,12 @@ def _with_repeats(kids: tuple[LayerNode, ...], classes: dict[str, list[str]]) ->
     return tuple(out)
 
 
-def _heads_json(group: HeadGroup) -> dict:
-    """An attention's space as JSON: its family, heads, dims per head and, per segment, which
-    within-head permutation it shares and why its dims are pinned ("" when they move)."""
+def _heads_json(group: HeadGroup, query_heads: int = 1) -> dict:
+    """An attention's space as JSON: its family, heads, dims per head, query heads per head
+    (grouped-query attention: more than 1, their order inside a group may move) and, per
+    segment, which within-head permutation it shares and why its dims are pinned ("" when they
+    move)."""
     return {"family": group.family, "heads": group.heads, "dim": group.dim,
+            "query_heads_per_group": query_heads,
             "parts": [{"inner": inner, "pinned": why} for inner, why in group.parts],
             "blocks_reason": group.inner_reason}

@@ -280,7 +280,8 @@ class LayerText:
                       if g.family == group.family and sid != axis.space]
             head = f"{side} units: {group.heads} heads \u00d7 {group.dim} dims"
             if axis.repeat > 1:  # grouped-query attention: a key/value head per query group
-                head += f", each written {axis.repeat} times (once per query head reading it)"
+                head += (f", each written {axis.repeat} times (once per query head reading it; "
+                         "the query heads of a group may be reordered among themselves)")
             if family:
                 head += f" (heads move with {', '.join(family)})"
             lines.append(head + "; " + "; ".join(parts))
