@@ -392,10 +392,10 @@ def curve_series(cache: ModelCache, base_path: str, target_path: str, *,
             else:
                 if probe is None:
                     raise PlanError("activation matching needs a probe batch of data")
-                perms = activation_matching(cache.model(base_path).module,
-                                            cache.model(target_path).module, spec, probe,
-                                            _probe_program(cache.model(base_path), probe))
-                aligned_state = permute_state(t_state, spec, perms)
+                perms, copy_orders = activation_matching(
+                    cache.model(base_path).module, cache.model(target_path).module, spec, probe,
+                    _probe_program(cache.model(base_path), probe))
+                aligned_state = permute_state(t_state, spec, perms, copy_orders)
         return MergeSeries(lerp_states(b_state, t_state), lerp_states(b_state, aligned_state),
                            align, report=report)
     align = align or "chain"

@@ -260,12 +260,16 @@ def test_sdpa_grouped_query_heads_move_with_their_dims() -> None:
     assert all((g.heads, g.dim) == (2, 4) and g.inner_free for g in spec.head_groups.values())
     back = spec_from_json(json.loads(json.dumps(spec_to_json(spec))))  # the spec cache
     assert back.axes == spec.axes and back.head_groups == spec.head_groups
-    # activation matching reads Q's repeated rows too: a permuted copy is recovered
+    # activation matching reads Q's repeated rows too: a permuted copy, its query heads
+    # reordered inside their groups, is recovered
     model = loaded(im.GroupedQueryAttention(), (4, 5))
     state = model.state()
-    target = model.with_state(permute_state(state, spec, random_permutations(spec, 5)))
-    perms = activation_matching(model.module, target.module, spec, model.example_input(16, seed=2))
-    realigned = permute_state(target.state(), spec, perms)
+    target = model.with_state(permute_state(state, spec, random_permutations(spec, 5),
+                                            random_copy_orders(spec, 5)))
+    perms, orders = activation_matching(model.module, target.module, spec,
+                                        model.example_input(16, seed=2))
+    assert orders  # the planted reorder was undone
+    realigned = permute_state(target.state(), spec, perms, orders)
     assert all(torch.allclose(realigned[k], v, atol=1e-6) for k, v in state.items())
 
 
@@ -314,6 +318,21 @@ def test_llama_grouped_query_realignment_needs_the_value_dims_solve(transformers
         costs, replace(family, inner_free=tuple(False for _ in family.inner_free))))
     with pytest.raises(AssertionError):
         realign_barrier(model, spec)
+
+
+def test_llama_grouped_query_activation_matching_reorders_query_heads(transformers) -> None:
+    """Activation matching on token ids recovers a permuted copy whose query heads were also
+    reordered inside their groups (the rotary table pins the Q/K dims)."""
+    model = _llama_gqa(transformers)
+    spec = discover_spec(model)
+    state = model.state()
+    target = model.with_state(permute_state(state, spec, random_permutations(spec, 3),
+                                            random_copy_orders(spec, 3)))
+    perms, orders = activation_matching(model.module, target.module, spec,
+                                        model.example_input(32, seed=2))
+    assert set(orders) == set(random_copy_orders(spec, 3))
+    realigned = permute_state(target.state(), spec, perms, orders)
+    assert all(torch.allclose(realigned[k], v, atol=1e-6) for k, v in state.items())
 
 
 @pytest.mark.parametrize("align", ["chain", "local"])
@@ -371,7 +390,9 @@ def test_activation_matching_keeps_heads_whole_and_recovers_their_dims() -> None
     state = model.state()
     planted = random_permutations(spec, 5)
     target = model.with_state(permute_state(state, spec, planted))
-    perms = activation_matching(model.module, target.module, spec, model.example_input(16, seed=2))
+    perms, orders = activation_matching(model.module, target.module, spec,
+                                        model.example_input(16, seed=2))
+    assert orders == {}  # no grouped-query attention here
     group = spec.head_groups["P_heads_attn.qkv"]
     assert head_permutation_of(perms["P_heads_attn.qkv"], group.dim) is not None
     assert head_permutation_of(perms["P_heads_attn.proj"], group.dim) is not None
@@ -380,7 +401,8 @@ def test_activation_matching_keeps_heads_whole_and_recovers_their_dims() -> None
     # an unrelated model: a unit-by-unit LAP would mix dims of different heads
     torch.manual_seed(7)
     other = loaded(im.TinyTransformer(), (4, 5))
-    perms = activation_matching(model.module, other.module, spec, model.example_input(16, seed=2))
+    perms, _ = activation_matching(model.module, other.module, spec,
+                                   model.example_input(16, seed=2))
     assert all(head_permutation_of(perms[s], group.dim) is not None
                for s in ("P_heads_attn.qkv", "P_heads_attn.proj"))
 

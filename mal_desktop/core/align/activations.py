@@ -16,7 +16,7 @@ from torch import nn
 from ..device import compute_device
 from ..errors import AlignmentError
 from ..graph.recurrent import RECURRENT_KINDS
-from ..graph.spec import Axis, PermutationSpec
+from ..graph.spec import Axis, Layer, PermutationSpec, expand_index, repeated_spaces
 from ..io.pt2_io import program_batch_size
 from .generalized import Match
 from .heads import head_families, solve_family
@@ -73,7 +73,8 @@ def match_by_activations(base_acts: torch.Tensor, target_acts: torch.Tensor,
 
 
 def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpec,
-                        probe: torch.Tensor, program: Any = None) -> dict[str, torch.Tensor]:
+                        probe: torch.Tensor, program: Any = None
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Whole-model activation matching for two models of one architecture (same ``spec``).
 
     Runs both models on the ``probe`` batch, records the output of every layer and, for every
@@ -81,11 +82,15 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
     stream has several writers). A layer whose output holds its space in blocks or tiles (heads,
     gates) is read unit by unit, every other entry counting as a sample. The spaces of one
     attention (Q with K, V with O) are solved together, keeping heads whole (align/heads.py).
+    Under grouped-query attention the query heads of each group are reordered too: given the
+    heads' and dims' match, one LAP per head pair on the correlation of the query projection's
+    copies; the attention is then solved again with the target's copies in that order, until
+    the orders settle (at most ``COPY_ROUNDS`` times).
     program: the architecture's ``torch.export`` program; when given, the layers' outputs are
         read by interpreting its graph with each model's weights (this works for .pt2 programs,
         whose modules have no submodules to hook); otherwise forward hooks record them.
-    Returns ``{space: permutation}`` for ``spec.permute_state`` applied to the target. Raises
-    AlignmentError when a layer's output cannot be found.
+    Returns ``({space: permutation}, {space: copy orders})`` for ``spec.permute_state`` applied
+    to the target. Raises AlignmentError when a layer's output cannot be found.
     """
     writers: dict[str, list[str]] = {}
     for layer in spec.layers:
@@ -99,32 +104,107 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
                 "target": _record_graph(program, target, spec, names, probe)}
     else:
         acts = {"base": _record(base, names, probe), "target": _record(target, names, probe)}
-    perms: dict[str, torch.Tensor] = {}
-    costs: dict[str, torch.Tensor] = {}
-    for space_id, layer_names in writers.items():
+
+    def space_cost(space_id: str, target_acts: dict[str, torch.Tensor]) -> torch.Tensor:
         cost = None
-        for name in layer_names:
+        for name in writers[space_id]:
             layer = spec.layer(name)
             units = spec.spaces[space_id].size
             b = _unit_samples(acts["base"][name], layer.kind, layer.out_axis, units)
-            t = _unit_samples(acts["target"][name], layer.kind, layer.out_axis, units)
+            t = _unit_samples(target_acts[name], layer.kind, layer.out_axis, units)
             c = activation_cost(b, t, 1)
             cost = c if cost is None else cost + c
-        costs[space_id] = cost
+        return cost
+
+    costs = {space_id: space_cost(space_id, acts["target"]) for space_id in writers}
+    perms: dict[str, torch.Tensor] = {}
+    copy_orders: dict[str, torch.Tensor] = {}
     free = sorted(s.id for s in spec.free_spaces())
     families = head_families(spec, spec, {s: s for s in free}, free)
+    repeated_all = repeated_spaces(spec)
     for family in {id(f): f for f in families.values()}.values():
         # the spaces of one attention: heads whole, one head map; a space no layer writes (the
         # output projection's input) follows the spaces sharing its within-head permutations
-        found = solve_family([costs.get(s, torch.zeros(spec.spaces[s].size, spec.spaces[s].size))
-                              for s in family.spaces], family)
+        repeated = [spec.layer(n) for s in family.spaces for n in writers.get(s, ())
+                    if spec.layer(n).out_axis.repeat > 1]
+        target_acts = dict(acts["target"])
+        orders = torch.arange(repeated[0].out_axis.repeat).repeat(family.target_heads, 1) \
+            if repeated else None
+        for round_ in range(COPY_ROUNDS if repeated else 1):
+            family_costs = [costs.get(s, torch.zeros(spec.spaces[s].size, spec.spaces[s].size))
+                            for s in family.spaces]
+            found = solve_family(family_costs, family)
+            if not repeated or round_ == COPY_ROUNDS - 1:  # the last round only solves
+                break
+            match = found[family.spaces.index(repeated[0].out_axis.space)]
+            step = _copy_step([(acts["base"][lay.name], target_acts[lay.name], lay)
+                               for lay in repeated], match, family.base_heads)
+            if not step:
+                break
+            for j, o in step.items():
+                orders[j] = orders[j][o]
+            for lay in repeated:  # the target's copies in the new order, from the recording
+                target_acts[lay.name] = _reordered(acts["target"][lay.name], lay, orders)
+            costs.update({s: space_cost(s, target_acts) for s in family.spaces if s in writers})
         perms.update({s: m.permutation() for s, m in zip(family.spaces, found)})
+        if orders is not None and not bool((orders == torch.arange(orders.shape[1])).all()):
+            span = repeated[0].out_axis.span
+            match = found[family.spaces.index(repeated[0].out_axis.space)]
+            heads = match.permutation().reshape(-1, span)[:, 0] // span  # new head -> old
+            copy_orders.update({s: orders[heads] for s in family.spaces if s in repeated_all})
     for space_id, cost in costs.items():
         if space_id in families:
             continue
         rows, cols = solve_lap(cost)
         perms[space_id] = Match.from_lap(rows, cols, cost.shape[0], cost.shape[1]).permutation()
-    return perms
+    return perms, copy_orders
+
+
+# Rounds of (solve an attention's heads and dims, reorder its query heads in their groups).
+COPY_ROUNDS = 4
+
+
+def _copy_samples(acts: torch.Tensor, layer: Layer, heads: int) -> torch.Tensor:
+    """(samples, heads, repeat, dims) of a grouped-query layer's output, standardised per
+    column: each query head's dims one by one, tiles and block entries counted as samples."""
+    axis = layer.out_axis
+    dim = 1 if layer.kind.startswith("conv") and acts.ndim > 2 else acts.ndim - 1
+    x = torch.movedim(acts.detach().double(), dim, -1)
+    x = x.reshape(-1, axis.tiles, heads, axis.repeat, axis.span, axis.block)
+    x = x.permute(0, 1, 5, 2, 3, 4).reshape(-1, heads, axis.repeat, axis.span)
+    x = x - x.mean(0, keepdim=True)
+    return x / (x.norm(dim=0, keepdim=True) + 1e-8)
+
+
+def _copy_step(recorded: list[tuple[torch.Tensor, torch.Tensor, Layer]], match: Match,
+               heads: int) -> dict[int, torch.Tensor]:
+    """Target head -> the reorder of its copies that best correlates with its base head's,
+    given the heads' and dims' ``match`` (square); only heads whose copies move."""
+    from .copies import best_orders
+
+    span = recorded[0][2].out_axis.span
+    cols = match.permutation()
+    score = None
+    for base_acts, target_acts, layer in recorded:
+        b = _copy_samples(base_acts, layer, heads)
+        t = _copy_samples(target_acts, layer, heads)
+        # the target's units in the base's order (dims mapped), each copy apart
+        t = t.permute(0, 2, 1, 3).reshape(len(t), layer.out_axis.repeat, -1)[:, :, cols]
+        t = t.reshape(len(t), layer.out_axis.repeat, heads, span).permute(0, 2, 1, 3)
+        s = torch.einsum("sikd,sild->ikl", b, t)
+        score = s if score is None else score + s
+    pairs = [(h, int(cols[h * span]) // span) for h in range(heads)]
+    return best_orders(score, pairs)
+
+
+def _reordered(acts: torch.Tensor, layer: Layer, orders: torch.Tensor) -> torch.Tensor:
+    """A grouped-query layer's recorded output with each head's copies in ``orders``."""
+    axis = layer.out_axis
+    dim = 1 if layer.kind.startswith("conv") and acts.ndim > 2 else acts.ndim - 1
+    units = orders.shape[0] * axis.span
+    index = expand_index(torch.arange(units), axis.block, axis.tiles, units, axis.repeat,
+                         axis.span, orders)
+    return torch.index_select(acts, dim, index.to(acts.device))
 
 
 def _unit_samples(acts: torch.Tensor, kind: str, axis: Axis, units: int) -> torch.Tensor:
