@@ -18,9 +18,13 @@ from ..errors import AlignmentError
 from ..graph.recurrent import RECURRENT_KINDS
 from ..graph.spec import Axis, Layer, PermutationSpec, expand_index, repeated_spaces
 from ..io.pt2_io import program_batch_size
+from .copies import best_orders
 from .generalized import Match
 from .heads import head_families, solve_family
 from .lap import solve_lap
+
+# Rounds of (solve an attention's heads and dims, reorder its query heads in their groups).
+COPY_ROUNDS = 4
 
 
 def _units_last(acts: torch.Tensor, unit_dim: int) -> torch.Tensor:
@@ -160,10 +164,6 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
     return perms, copy_orders
 
 
-# Rounds of (solve an attention's heads and dims, reorder its query heads in their groups).
-COPY_ROUNDS = 4
-
-
 def _copy_samples(acts: torch.Tensor, layer: Layer, heads: int) -> torch.Tensor:
     """(samples, heads, repeat, dims) of a grouped-query layer's output, standardised per
     column: each query head's dims one by one, tiles and block entries counted as samples."""
@@ -180,8 +180,6 @@ def _copy_step(recorded: list[tuple[torch.Tensor, torch.Tensor, Layer]], match: 
                heads: int) -> dict[int, torch.Tensor]:
     """Target head -> the reorder of its copies that best correlates with its base head's,
     given the heads' and dims' ``match`` (square); only heads whose copies move."""
-    from .copies import best_orders
-
     span = recorded[0][2].out_axis.span
     cols = match.permutation()
     score = None
