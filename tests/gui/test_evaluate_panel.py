@@ -27,7 +27,8 @@ from mal_desktop.gui.models.matrix_model import (CELL_ROLE, VALUE_ROLE, MatrixSo
                                                  QtMatrixModel)
 from mal_desktop.gui.settings import Settings
 from mal_desktop.gui.undo import AddStepCommand, UpdateStepCommand
-from mal_desktop.gui.views.evaluate_panel import KEY_ROLE, EvaluatePanel
+from mal_desktop.gui.views.evaluate_choices import KEY_ROLE
+from mal_desktop.gui.views.evaluate_panel import EvaluatePanel
 from mal_desktop.gui.workspace import ModelEntry, Workspace
 
 pytestmark = pytest.mark.gui

@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from mal_desktop.gui import tasks
 from mal_desktop.gui.dialogs import ask
 from mal_desktop.gui.dialogs.demo_zoo import DemoZooDialog
-from mal_desktop.gui.views.evaluate_panel import KEY_ROLE
+from mal_desktop.gui.views.evaluate_choices import KEY_ROLE
 from mal_desktop.gui.main_window import MainWindow
 from mal_desktop.gui.settings import Settings
 from window_helpers import dispose

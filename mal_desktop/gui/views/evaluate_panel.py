@@ -1,8 +1,8 @@
 """EvaluatePanel: choose models and datasets, see the models x datasets matrix, drill into a cell.
 
 The user ticks models (the base, the zoo models and, when the plan has steps, the merged model of
-the current plan) and datasets, then runs Evaluate (an action of the window: Run > Evaluate
-Models, Ctrl+E). The window runs :func:`~mal_desktop.gui.tasks.eval_matrix_task` in the worker
+the current plan) and datasets in the choice column (:mod:`.evaluate_choices`), then runs
+Evaluate (an action of the window: Run > Evaluate Models, Ctrl+E). The window runs :func:`~mal_desktop.gui.tasks.eval_matrix_task` in the worker
 and forwards each finished cell here (:meth:`EvaluatePanel.add_cell`), so the table fills as the
 run goes; cached cells come back at once. Selecting a cell shows its per-class accuracy and
 confusion matrix (:class:`~mal_desktop.gui.plots.cell_details.CellDetails`, which exports its
@@ -21,33 +21,26 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QItemSelection, QModelIndex, QSize, Qt, Slot
 from PySide6.QtGui import QAction, QPainter, QPalette, QPen
-from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDialog,
-                               QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem,
-                               QMenu, QSizePolicy, QSplitter, QStyle, QStyledItemDelegate,
-                               QStyleOptionViewItem, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout,
+                               QHeaderView, QLabel, QMenu, QSizePolicy, QSplitter, QStyle,
+                               QStyledItemDelegate, QStyleOptionViewItem, QToolButton,
+                               QVBoxLayout, QWidget)
 
-from ...core.dataspec import TEXT_PREFIX, is_file_spec, spec_label
 from ...core.evaluate.datasets import available_datasets, is_text_dataset
 from ...core.toolkit.matrix import MatrixCell, MatrixResult
 from ...core.evaluate.metric_registry import METRICS
 from ...core.io.files import atomic_write_text
 from ...core.jsonio import dumps
-from ...core.project.merged import missing_model_files
 from .. import tasks
 from ..models.matrix_model import MatrixSortProxy, QtMatrixModel
 from ..models.plan_model import subscribe_weakly
 from ..palette import plot_colors
 from ..plots.cell_details import CellDetails
 from ..plots.export import provenance_lines
+from .evaluate_choices import EvaluateChoices
 from .matrix_table import MatrixTable
 from ..workspace import Workspace
 
-KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # list items: the choice key (ref text / dataset name)
-NAME_ROLE = Qt.ItemDataRole.UserRole + 2  # list items: the row's display name
-
-
-# -- the panel --------------------------------------------------------------------------------
 class CellDelegate(QStyledItemDelegate):
     """Draws a selected cell with its colour kept and a highlight frame around it (the
     selection fill would hide the very colour the user is reading)."""
@@ -67,40 +60,6 @@ class CellDelegate(QStyledItemDelegate):
         painter.restore()
 
 
-class CheckListDelegate(QStyledItemDelegate):
-    """Outlines the check boxes of a list on a dark palette: Fusion draws their frame in a
-    darkened window colour, which all but vanishes on a dark base (an unticked box would not
-    show at all)."""
-
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
-              index: QModelIndex) -> None:
-        super().paint(painter, option, index)
-        if index.data(Qt.ItemDataRole.CheckStateRole) is None or \
-                option.palette.color(QPalette.ColorRole.Base).lightness() >= 128:
-            return
-        opt = QStyleOptionViewItem(option)
-        self.initStyleOption(opt, index)
-        widget = option.widget
-        style = widget.style() if widget is not None else QApplication.style()
-        box = style.subElementRect(QStyle.SubElement.SE_ItemViewItemCheckIndicator, opt, widget)
-        painter.save()
-        painter.setPen(QPen(option.palette.color(QPalette.ColorRole.PlaceholderText), 1))
-        painter.drawRect(box.adjusted(0, 0, -1, -1))
-        painter.restore()
-
-
-def _check_list(tip: str) -> QListWidget:
-    w = QListWidget()
-    w.setItemDelegate(CheckListDelegate(w))
-    w.setToolTip(tip)
-    w.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-    w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
-    # Three rows at least (it scrolls): the list's own minimum, with two of them and the
-    # buttons, made the bottom docks too tall for a 1280 x 720 screen.
-    w.setMinimumHeight(3 * w.fontMetrics().height() + 2 * w.frameWidth() + 6)
-    return w
-
-
 class EvaluatePanel(QWidget):
     """Choose models and datasets, see the matrix, drill into a cell, export.
 
@@ -116,13 +75,9 @@ class EvaluatePanel(QWidget):
         self.setObjectName("evaluatePanel")
         self._ws = workspace
         self.cache_dir = cache_dir
-        self._checked: dict[str, bool] = {}
-        self._datasets_chosen = False  # the user ticked data sets here (see follow_data)
         self._names: dict[str, str] = {}
         self._run_outputs: dict[str, int] = {}  # outputs used as logits by the last evaluation
         self._run_plan = ""  # the steps the last evaluation's merged row measured, in words
-        self._registered: dict[str, str] = {}  # registered data sets: name -> description
-        self._own_data: list[str] = []  # the user's data sets (.npz, text:PATH), in order added
         self._shown_stale = ""  # why the drill-down's cell is stale ("" when it is not)
         self.model = QtMatrixModel(self)
         self.proxy = MatrixSortProxy(self)
@@ -136,50 +91,11 @@ class EvaluatePanel(QWidget):
         self._listener = subscribe_weakly(workspace.plan, self, "_on_plan_change")
 
     def _build(self, actions: list[QAction]) -> None:
-        self.models_list = _check_list("Models to evaluate (rows of the matrix)")
-        self.models_list.setObjectName("evalModels")
-        self.datasets_list = _check_list("Data sets to evaluate on, test split (columns)")
-        self.datasets_list.setObjectName("evalDatasets")
-        self.datasets_list.itemChanged.connect(self._on_dataset_ticked)
-        choose = QWidget()
-        left = QVBoxLayout(choose)
-        left.setContentsMargins(4, 2, 2, 2)
-        left.setSpacing(2)
-        # your own data: a .npz (x, y) or text (a .txt file or a folder of them), as the CLI
-        # takes them; the list offered registered names only
-        self.add_data_button = QToolButton()
-        self.add_data_button.setText("Add\u2026")
-        self.add_data_button.setAutoRaise(True)
-        self.add_data_button.setToolTip("Evaluate on your own data too: a .npz file (x, y), a "
-                                        ".txt file or a folder of .txt files")
-        self.add_data_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        add_menu = QMenu(self.add_data_button)
-        add_menu.addAction("A data file (.npz, .txt)\u2026", self._ask_data_file)
-        add_menu.addAction("A folder of text files\u2026", self._ask_text_folder)
-        self.add_data_button.setMenu(add_menu)
-        for label, widget, stretch in (("Models", self.models_list, 3),
-                                       ("Data sets", self.datasets_list, 2)):
-            title = QHBoxLayout()
-            title.addWidget(QLabel(f"<b>{label}</b>"))
-            title.addStretch(1)
-            if widget is self.datasets_list:
-                title.addWidget(self.add_data_button)
-            left.addLayout(title)
-            left.addWidget(widget, stretch)
-        # Two to a line (evaluate and cancel, then the study): in one line the three buttons
-        # made this column ~300 px wide, which left the cell details too narrow for one plot
-        # when the panel shares the bottom with the curve (1280 x 720).
-        for pair in (actions[i:i + 2] for i in range(0, len(actions), 2)):
-            buttons = QHBoxLayout()
-            buttons.setSpacing(2)
-            for action in pair:
-                button = QToolButton()
-                button.setDefaultAction(action)
-                button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-                button.setAutoRaise(True)
-                buttons.addWidget(button)
-            buttons.addStretch(1)
-            left.addLayout(buttons)
+        self.choices = EvaluateChoices(self._ws, actions)
+        # the choice column's parts, as the panel's (the window and tests reach them here)
+        self.models_list = self.choices.models_list
+        self.datasets_list = self.choices.datasets_list
+        self.add_data_button = self.choices.add_data_button
 
         self.metric_combo = QComboBox()
         self.metric_combo.setObjectName("evalMetric")
@@ -239,11 +155,12 @@ class EvaluatePanel(QWidget):
         mid.addWidget(self.summary)
 
         self.details = CellDetails()
-        self.lists = choose
+        self.lists = self.choices
         self.lists_button.toggled.connect(self._show_lists)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         # the matrix first: a narrow panel gives the details (which need a selected cell) less
-        for i, (widget, stretch) in enumerate(((choose, 0), (middle, 3), (self.details, 2))):
+        for i, (widget, stretch) in enumerate(((self.choices, 0), (middle, 3),
+                                               (self.details, 2))):
             self.splitter.addWidget(widget)
             self.splitter.setStretchFactor(i, stretch)
         self.splitter.setSizes([200, 560, 480])
@@ -257,30 +174,29 @@ class EvaluatePanel(QWidget):
         # (lists + table + two plots) would squeeze the curve to its minimum.
         return QSize(760, 320)
 
-    # -- choices --------------------------------------------------------------------------
-    def _fill(self, widget: QListWidget, items: list[tuple[str, str, str, bool]]) -> None:
-        """(key, label, tooltip, enabled) items; checks remembered by key (new: checked)."""
-        widget.blockSignals(True)
-        widget.clear()
-        for key, label, tip, enabled in items:
-            item = QListWidgetItem(label)
-            item.setData(KEY_ROLE, key)
-            item.setData(NAME_ROLE, label)
-            item.setToolTip(tip)
-            flags = Qt.ItemFlag.ItemIsUserCheckable
-            if enabled:
-                flags |= Qt.ItemFlag.ItemIsEnabled
-            item.setFlags(flags)
-            on = enabled and self._checked.get(key, True)
-            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
-            widget.addItem(item)
-        widget.blockSignals(False)
+    # -- choices (the choice column's, evaluate_choices.py) ---------------------------------
+    def refresh_choices(self) -> None:
+        """The model list again from the workspace, ticks kept."""
+        self.choices.refresh_choices()
 
-    def _remember(self, widget: QListWidget) -> None:
-        for i in range(widget.count()):
-            item = widget.item(i)
-            if item.flags() & Qt.ItemFlag.ItemIsEnabled:
-                self._checked[item.data(KEY_ROLE)] = item.checkState() == Qt.CheckState.Checked
+    def set_datasets(self, datasets: dict[str, str], checked: str = "digits") -> None:
+        self.choices.set_datasets(datasets, checked)
+
+    def add_dataset(self, spec: str, ticked: bool = True) -> None:
+        self.choices.add_dataset(spec, ticked)
+
+    @Slot(str)
+    def follow_data(self, name: str) -> None:
+        self.choices.follow_data(name)
+
+    def set_checked(self, keys: list[str]) -> None:
+        self.choices.set_checked(keys)
+
+    def selected_models(self) -> list[tuple[str, str]]:
+        return self.choices.selected_models()
+
+    def selected_datasets(self) -> list[str]:
+        return self.choices.selected_datasets()
 
     def _on_plan_change(self, change: Any) -> None:
         if change.kind in ("insert", "remove", "reset"):  # not per lambda tick: steps counted
@@ -330,108 +246,6 @@ class EvaluatePanel(QWidget):
         self.summary.setToolTip("")
         self._update_export()
         self.refresh_choices()
-
-    @Slot()
-    def refresh_choices(self) -> None:
-        """Rebuild the model list from the workspace (base, zoo, merged when the plan has
-        steps), keeping what the user ticked."""
-        self._remember(self.models_list)
-        ws = self._ws
-        items: list[tuple[str, str, str, bool]] = []
-        entries = ([(ws.base, f"{ws.base.name} (base)")] if ws.base is not None else []) + \
-            [(e, e.name) for e in ws.zoo.values()]
-        for entry, label in entries:
-            path = entry.path_text
-            tip = path or "only in memory: save the model to a file to evaluate it"
-            items.append((path or f"memory:{entry.name}", label, tip, bool(path)))
-        if ws.base is not None and ws.plan.steps:
-            n = len(ws.plan.steps)
-            tip = (f"The base with the plan's {n} step{'s' if n != 1 else ''} applied "
-                   "(assembled only when its cells are not cached)")
-            files = not missing_model_files(ws.plan)
-            if not files:
-                tip = ("The plan's models must be on disk (files or model folders) to "
-                       "assemble and evaluate the merge")
-            items.append((tasks.MERGED_REF, tasks.MERGED_NAME, tip, files))
-        self._fill(self.models_list, items)
-
-    def set_datasets(self, datasets: dict[str, str], checked: str = "digits") -> None:
-        """Offer ``datasets`` (name -> description); only ``checked`` is ticked at first."""
-        self._registered = dict(datasets)
-        for name in datasets:
-            self._checked.setdefault(f"data:{name}", name == checked)
-        self._fill_datasets()
-
-    def add_dataset(self, spec: str, ticked: bool = True) -> None:
-        """Offer the user's data set ``spec`` (a .npz path or text:PATH) below the registered
-        ones, ticked; it is read when evaluated (a bad file then names itself)."""
-        if spec in self._registered or spec in self._own_data:
-            return
-        self._own_data.append(spec)
-        self._checked[f"data:{spec}"] = ticked
-        self._fill_datasets()
-
-    def _fill_datasets(self) -> None:
-        self._remember(self.datasets_list)
-        items = [(f"data:{n}", n, d, True) for n, d in self._registered.items()]
-        items += [(f"data:{spec}", spec_label(spec), spec, True) for spec in self._own_data]
-        self._fill(self.datasets_list, items)
-
-    def _ask_data_file(self) -> None:
-        file, _ = QFileDialog.getOpenFileName(self, "Add a Data Set", "",
-                                              "Data sets (*.npz *.txt);;All files (*)")
-        if file:
-            self.add_dataset(file if not file.lower().endswith(".txt") else TEXT_PREFIX + file)
-
-    def _ask_text_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Add a Folder of Text Files")
-        if folder:
-            self.add_dataset(TEXT_PREFIX + folder)
-
-    @Slot()
-    def _on_dataset_ticked(self) -> None:
-        self._datasets_chosen = True
-
-    @Slot(str)
-    def follow_data(self, name: str) -> None:
-        """Tick data set ``name`` alone until the user ticks data sets here.
-
-        The curves' data set is the one the open models were made for: opening the language
-        demo zoo chooses a text one, where an image data set would give only error cells."""
-        if is_file_spec(name):  # a project's own data: offered here too
-            self.add_dataset(name, ticked=not self._datasets_chosen)
-        widget = self.datasets_list
-        keys = [widget.item(i).data(KEY_ROLE) for i in range(widget.count())]
-        if self._datasets_chosen or f"data:{name}" not in keys:
-            return
-        widget.blockSignals(True)  # not the user's choice
-        for i, key in enumerate(keys):
-            on = key == f"data:{name}"
-            widget.item(i).setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
-        widget.blockSignals(False)
-        self._remember(widget)
-
-    def set_checked(self, keys: list[str]) -> None:
-        """Tick exactly the models (reference texts) and datasets ("data:NAME") in ``keys``."""
-        for widget in (self.models_list, self.datasets_list):
-            for i in range(widget.count()):
-                item = widget.item(i)
-                on = item.data(KEY_ROLE) in keys and bool(item.flags() & Qt.ItemFlag.ItemIsEnabled)
-                item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
-        self._remember(self.models_list)
-        self._remember(self.datasets_list)
-
-    def _ticked(self, widget: QListWidget) -> list[tuple[str, str]]:
-        return [(widget.item(i).data(KEY_ROLE), widget.item(i).data(NAME_ROLE))
-                for i in range(widget.count())
-                if widget.item(i).checkState() == Qt.CheckState.Checked]
-
-    def selected_models(self) -> list[tuple[str, str]]:
-        """(reference text, display name) of the ticked models, in list order."""
-        return self._ticked(self.models_list)
-
-    def selected_datasets(self) -> list[str]:
-        return [key.removeprefix("data:") for key, _ in self._ticked(self.datasets_list)]
 
     # -- running ----------------------------------------------------------------------------
     def prepare_run(self) -> Callable[..., Any] | None:
