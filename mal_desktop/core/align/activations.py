@@ -16,9 +16,10 @@ from torch import nn
 from ..device import compute_device
 from ..errors import AlignmentError
 from ..graph.recurrent import RECURRENT_KINDS
-from ..graph.spec import Axis, Layer, PermutationSpec, expand_index, repeated_spaces
+from ..graph.spec import (Axis, Layer, PermutationSpec, expand_index, head_permutation_of,
+                          repeated_spaces)
 from ..io.pt2_io import program_batch_size
-from .copies import best_orders
+from .copies import best_orders, head_pairs
 from .generalized import Match
 from .heads import head_families, solve_family
 from .lap import solve_lap
@@ -154,7 +155,7 @@ def activation_matching(base: nn.Module, target: nn.Module, spec: PermutationSpe
         if orders is not None and not bool((orders == torch.arange(orders.shape[1])).all()):
             span = repeated[0].out_axis.span
             match = found[family.spaces.index(repeated[0].out_axis.space)]
-            heads = match.permutation().reshape(-1, span)[:, 0] // span  # new head -> old
+            heads = head_permutation_of(match.permutation(), span)  # new head -> old
             copy_orders.update({s: orders[heads] for s in family.spaces if s in repeated_all})
     for space_id, cost in costs.items():
         if space_id in families:
@@ -168,8 +169,7 @@ def _copy_samples(acts: torch.Tensor, layer: Layer, heads: int) -> torch.Tensor:
     """(samples, heads, repeat, dims) of a grouped-query layer's output, standardised per
     column: each query head's dims one by one, tiles and block entries counted as samples."""
     axis = layer.out_axis
-    dim = 1 if layer.kind.startswith("conv") and acts.ndim > 2 else acts.ndim - 1
-    x = torch.movedim(acts.detach().double(), dim, -1)
+    x = torch.movedim(acts.detach().double(), _unit_axis(acts, layer.kind), -1)
     x = x.reshape(-1, axis.tiles, heads, axis.repeat, axis.span, axis.block)
     x = x.permute(0, 1, 5, 2, 3, 4).reshape(-1, heads, axis.repeat, axis.span)
     x = x - x.mean(0, keepdim=True)
@@ -191,25 +191,27 @@ def _copy_step(recorded: list[tuple[torch.Tensor, torch.Tensor, Layer]], match: 
         t = t.reshape(len(t), layer.out_axis.repeat, heads, span).permute(0, 2, 1, 3)
         s = torch.einsum("sikd,sild->ikl", b, t)
         score = s if score is None else score + s
-    pairs = [(h, int(cols[h * span]) // span) for h in range(heads)]
-    return best_orders(score, pairs)
+    return best_orders(score, head_pairs(match, span))
 
 
 def _reordered(acts: torch.Tensor, layer: Layer, orders: torch.Tensor) -> torch.Tensor:
     """A grouped-query layer's recorded output with each head's copies in ``orders``."""
     axis = layer.out_axis
-    dim = 1 if layer.kind.startswith("conv") and acts.ndim > 2 else acts.ndim - 1
     units = orders.shape[0] * axis.span
     index = expand_index(torch.arange(units), axis.block, axis.tiles, units, axis.repeat,
                          axis.span, orders)
-    return torch.index_select(acts, dim, index.to(acts.device))
+    return torch.index_select(acts, _unit_axis(acts, layer.kind), index.to(acts.device))
+
+
+def _unit_axis(acts: torch.Tensor, kind: str) -> int:
+    """The axis of a layer's output that holds its units: channels for conv, else the last."""
+    return 1 if kind.startswith("conv") and acts.ndim > 2 else acts.ndim - 1
 
 
 def _unit_samples(acts: torch.Tensor, kind: str, axis: Axis, units: int) -> torch.Tensor:
     """(samples, units): the layer output's unit axis (channels for conv, else the last one),
     each unit's block and tile entries counted as samples."""
-    dim = 1 if kind.startswith("conv") and acts.ndim > 2 else acts.ndim - 1
-    x = torch.movedim(acts, dim, -1)
+    x = torch.movedim(acts, _unit_axis(acts, kind), -1)
     lead = x.shape[:-1]
     # a unit c * span + u owns entries (tile, c, copy k, u, block b): keep (c, u) together
     span = axis.span if axis.repeat > 1 else 1

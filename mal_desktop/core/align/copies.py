@@ -31,7 +31,7 @@ import torch
 
 from ..graph.spec import PermutationSpec
 from .generalized import Layout, Match, canonical_axis, full_layout
-from .lap import solve_lap
+from .lap import assignment_value, solve_lap
 from .products import CostProducts, PairedTensor
 
 
@@ -199,10 +199,9 @@ def best_orders(cost: torch.Tensor, heads: Sequence[tuple[int, int]]
     copies move."""
     out: dict[int, torch.Tensor] = {}
     for h, j in heads:
-        rows, cols = solve_lap(cost[h])
-        order = cols[torch.argsort(rows)]
-        if not torch.equal(order, torch.arange(cost.shape[-1])):
-            out[j] = order
+        order, _ = _assign(cost[h])
+        if order != list(range(len(order))):
+            out[j] = torch.tensor(order)
     return out
 
 
@@ -294,7 +293,7 @@ def solve_with_copies(tensors: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
 
 
 def _assign(cost: torch.Tensor) -> tuple[list[int], float]:
-    """The maximising assignment of a square cost (row r -> column order[r]) and its value."""
+    """The maximising assignment of a square cost (row r -> column order[r]) and its value
+    (``solve_lap`` returns the rows in order, so its columns are the order)."""
     rows, cols = solve_lap(cost)
-    order = cols[torch.argsort(rows)]
-    return order.tolist(), float(cost[torch.arange(len(order)), order].sum())
+    return cols.tolist(), assignment_value(cost, rows, cols)

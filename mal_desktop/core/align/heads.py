@@ -133,7 +133,7 @@ def solve_family(costs: Sequence[torch.Tensor], family: HeadFamily) -> list[Matc
         for i in range(hb):
             for j in range(ht):
                 rows, cols = solve_lap(block[i, j])
-                best[(i, j)] = cols[torch.argsort(rows)].tolist()
+                best[(i, j)] = cols.tolist()  # solve_lap gives the rows in order
                 head_cost[i, j] += block[i, j][rows, cols].sum()
         inner.append(best)
     rows, cols = solve_lap(head_cost)
